@@ -1,0 +1,1 @@
+"""streamdehaze: real-time video dehazing."""
