@@ -1,0 +1,145 @@
+"""``streamdehaze INPUT OUTPUT``: dehaze a video, an image or a folder of images.
+
+Exit codes: 0 done, 1 runtime failure (corrupt input, write failure), 2 usage error, 130 interrupted (the
+output then holds every frame dehazed so far and is playable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import tqdm
+
+from . import __version__
+from .engine import Engine
+from .errors import StreamDehazeError, UsageError
+from .images import dehaze_images, is_image
+from .models import MODEL_NAMES, create_model
+from .outputs import atomic_output, check_output
+from .pipeline import RunResult, run_video
+from .sinks import VideoFileSink
+from .sources import VideoFileSource, describe
+
+log = logging.getLogger("streamdehaze")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise UsageError(f"{message} (see streamdehaze --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="streamdehaze", description="Dehaze a video, an image, or a folder of images.")
+    p.add_argument("input", help="video file or URL, image, or folder of images")
+    p.add_argument("output", help="video file, image, or folder (for a folder input)")
+    p.add_argument("--model", default="dcp", help=f"dehazing model: {', '.join(MODEL_NAMES)} (default: dcp)")
+    p.add_argument("--weights", type=Path, help="weights file for models that take them")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--batch", type=_positive, default=1, metavar="N", help="frames per model call (default: 1)")
+    p.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")
+    p.add_argument("--crf", type=int, default=18, help="constant rate factor for x264/x265/vp9/av1 (default: 18)")
+    p.add_argument("--preset", default="veryfast", help="encoder preset for x264/x265 (default: veryfast)")
+    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
+    p.add_argument("--stats-json", type=Path, metavar="FILE", help="write run statistics as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary; errors only")
+    p.add_argument("--version", action="version", version=f"streamdehaze {__version__}")
+    return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="streamdehaze: %(message)s", level=logging.INFO)
+    av.logging.set_level(None)  # FFmpeg's own messages would bury ours; errors reach us as exceptions
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.quiet:
+            log.setLevel(logging.ERROR)
+        return _run(args)
+    except StreamDehazeError as exc:
+        print(f"streamdehaze: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("streamdehaze: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, with a way to see the traceback
+        if os.environ.get("STREAMDEHAZE_DEBUG"):
+            raise
+        print(f"streamdehaze: internal error: {type(exc).__name__}: {exc} "
+              "(set STREAMDEHAZE_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace) -> int:
+    src, dst = Path(args.input), Path(args.output)
+    is_url = "://" in args.input
+    if not is_url and not src.exists():
+        raise UsageError(f"input not found: {args.input}")
+    if not is_url and (src.is_dir() or is_image(src)):
+        engine = Engine(create_model(args.model, args.weights), args.device)
+        with tqdm.tqdm(unit="img", disable=_no_bar(args), dynamic_ncols=True) as bar:
+            result = _timed(lambda: dehaze_images(engine, src, dst, on_image=bar.update))
+        return _finish(args, result, "images")
+    if is_image(dst):
+        raise UsageError(f"input is a video, so the output must be a video file, not an image: {dst}")
+    check_output(dst, None if is_url else src)
+    source = VideoFileSource(args.input, max_frames=args.max_frames)
+    try:
+        engine = Engine(create_model(args.model, args.weights), args.device)
+        total = min(source.info.frames or 0, args.max_frames or sys.maxsize) or None
+        with atomic_output(dst) as tmp, tqdm.tqdm(total=total, unit="frame", disable=_no_bar(args),
+                                                 dynamic_ncols=True) as bar:
+            sink = VideoFileSink(tmp, source.info, codec=args.codec, crf=args.crf, preset=args.preset)
+            result = run_video(source, engine, sink, batch_size=args.batch, on_frames=bar.update)
+    finally:
+        source.close()
+    return _finish(args, result, "frames")
+
+
+def _timed(fn: Callable[[], int]) -> RunResult:
+    start = time.perf_counter()
+    count = fn()
+    return RunResult(frames=count, seconds=time.perf_counter() - start)
+
+
+def _no_bar(args: argparse.Namespace) -> bool:
+    return args.quiet or not sys.stderr.isatty()
+
+
+def _finish(args: argparse.Namespace, result: RunResult, unit: str) -> int:
+    if args.stats_json is not None:
+        stats = {"input": describe(args.input), "output": args.output, "model": args.model,
+                 unit: result.frames, "frames": result.frames, "seconds": round(result.seconds, 4),
+                 "fps": round(result.fps, 3), "interrupted": result.interrupted}
+        with atomic_output(args.stats_json) as tmp:
+            tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    if result.interrupted:
+        log.warning("interrupted: %s holds the %d frames dehazed so far", args.output, result.frames)
+        return 130
+    if not args.quiet:
+        rate = f"{result.fps:.1f} fps" if unit == "frames" else f"{result.fps:.2f} images/s"
+        print(f"streamdehaze: {result.frames} {unit} in {result.seconds:.2f} s ({rate}) -> {args.output}",
+              file=sys.stderr)
+    return 0

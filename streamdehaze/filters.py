@@ -1,0 +1,75 @@
+"""Small image filters shared by the models and the engine (tensor functions, ``[B, C, H, W]``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window, shrinking at the borders; cumulative sums make it O(1) per pixel."""
+    return _box_1d(_box_1d(x, radius, -1), radius, -2)
+
+
+def min_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Minimum over a (2r+1)^2 window with replicated borders (grey erosion), O(log r) per pixel."""
+    return _min_1d(_min_1d(x, radius, -1), radius, -2)
+
+
+def _box_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    n = x.shape[dim]
+    shape = [1] * x.dim()
+    shape[dim] = 1
+    csum = torch.cat((torch.zeros_like(x.narrow(dim, 0, 1)), x.cumsum(dim)), dim)
+    idx = torch.arange(n, device=x.device)
+    hi, lo = (idx + radius + 1).clamp(max=n), (idx - radius).clamp(min=0)
+    count = (hi - lo).to(x.dtype)
+    shape[dim] = n
+    return (csum.index_select(dim, hi) - csum.index_select(dim, lo)) / count.view(shape)
+
+
+def _min_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Sliding minimum of width k = 2r+1: windows of width w double until w >= k/2, then two
+    overlapping windows of width w cover k exactly."""
+    k = 2 * radius + 1
+    n = x.shape[dim]
+    x = torch.cat((x.narrow(dim, 0, 1).expand_as(x.narrow(dim, 0, radius)), x,
+                   x.narrow(dim, n - 1, 1).expand_as(x.narrow(dim, 0, radius))), dim)
+    w = 1
+    while 2 * w <= k:
+        m = x.shape[dim]
+        x = torch.minimum(x.narrow(dim, 0, m - w), x.narrow(dim, w, m - w))
+        w *= 2
+    if w < k:
+        m = x.shape[dim]
+        x = torch.minimum(x.narrow(dim, 0, m - (k - w)), x.narrow(dim, k - w, m - (k - w)))
+    return x
+
+
+def luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """``[B,3,H,W]`` -> ``[B,1,H,W]`` BT.709 luma of the (non-linear) RGB values."""
+    return (0.2126 * rgb[:, 0:1] + 0.7152 * rgb[:, 1:2] + 0.0722 * rgb[:, 2:3])
+
+
+def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, radius: int,
+                        eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """He et al.'s guided filter with a one-channel guide: ``src ~= a * guide + b`` locally.
+
+    ``guide`` ``[B,1,h,w]``, ``src`` ``[B,C,h,w]``; returns smoothed ``(a, b)``, each ``[B,C,h,w]``.
+    Computing them at low resolution and upsampling gives the fast guided filter (He & Sun 2015).
+    """
+    mean_i = box_filter(guide, radius)
+    mean_p = box_filter(src, radius)
+    cov_ip = box_filter(guide * src, radius) - mean_i * mean_p
+    var_i = box_filter(guide * guide, radius) - mean_i * mean_i
+    a = cov_ip / (var_i + eps)
+    b = mean_p - a * mean_i
+    return box_filter(a, radius), box_filter(b, radius)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (antialiased when shrinking) to ``size = (h, w)``."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)

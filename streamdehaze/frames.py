@@ -1,0 +1,73 @@
+"""Bridge between PyAV video frames and YUV planes as numpy arrays (no colour conversion on the host).
+
+Planar YUV formats are read as zero-copy views; anything else (NV12, RGB, grey, ...) is converted once by
+swscale to a planar format. 9-16 bit samples are viewed as int16 (torch has no uint16 arithmetic).
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from .colour import YUVFormat
+
+# pixel format -> (subsampling (sx, sy), bits, full range)
+PLANAR = {
+    "yuv420p": ((2, 2), 8, False), "yuvj420p": ((2, 2), 8, True),
+    "yuv422p": ((2, 1), 8, False), "yuvj422p": ((2, 1), 8, True),
+    "yuv444p": ((1, 1), 8, False), "yuvj444p": ((1, 1), 8, True),
+    "yuv420p10le": ((2, 2), 10, False), "yuv422p10le": ((2, 1), 10, False),
+    "yuv444p10le": ((1, 1), 10, False), "yuv420p12le": ((2, 2), 12, False),
+}
+
+# AVColorSpace values -> our matrices (1 BT709, 5 BT470BG, 6 SMPTE170M, 9/10 BT2020).
+_MATRIX = {1: "bt709", 5: "bt601", 6: "bt601", 9: "bt2020", 10: "bt2020"}
+_AVCOL_RANGE_JPEG = 2
+
+
+def matrix_name(colorspace: int, height: int) -> str:
+    """Our matrix for an AVColorSpace tag; untagged video gets what players assume: BT.709 for HD, else BT.601."""
+    return _MATRIX.get(int(colorspace), "bt709" if height >= 720 else "bt601")
+
+
+def to_planar(frame: av.VideoFrame) -> av.VideoFrame:
+    """Return ``frame`` in one of the PLANAR formats, converting with swscale only when needed."""
+    name = frame.format.name
+    if name in PLANAR:
+        return frame
+    subsampled = name.startswith(("nv", "p0", "p2", "p4", "yuv4"))
+    high = any(tag in name for tag in ("10", "12", "16"))
+    target = ("yuv420p10le" if high else "yuv420p") if subsampled and "444" not in name else "yuv444p"
+    out = frame.reformat(format=target)
+    out.pts, out.time_base = frame.pts, frame.time_base
+    return out
+
+
+def yuv_format(frame: av.VideoFrame) -> YUVFormat:
+    """Colour interpretation of a PLANAR frame from its tags (matrix, range) and pixel format."""
+    subsampling, bits, full = PLANAR[frame.format.name]
+    matrix = matrix_name(frame.colorspace, frame.height)
+    full = full or int(frame.color_range) == _AVCOL_RANGE_JPEG
+    return YUVFormat(matrix=matrix, full_range=full, bits=bits, subsampling=subsampling)
+
+
+def planes_of(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U, V planes of a PLANAR frame, cropped to their visible size."""
+    bits = PLANAR[frame.format.name][1]
+    dtype = np.uint8 if bits == 8 else np.int16
+    size = np.dtype(dtype).itemsize
+    return tuple(  # type: ignore[return-value]
+        np.frombuffer(p, dtype).reshape(p.height, p.line_size // size)[:, : p.width] for p in frame.planes
+    )
+
+
+def frame_from_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+    """New PLANAR frame of format ``pix_fmt`` holding copies of the given planes."""
+    frame = av.VideoFrame(y.shape[1], y.shape[0], pix_fmt)
+    bits = PLANAR[pix_fmt][1]
+    dtype = np.uint8 if bits == 8 else np.int16
+    size = np.dtype(dtype).itemsize
+    for plane, data in zip(frame.planes, (y, u, v)):
+        view = np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // size)
+        view[:, : plane.width] = data
+    return frame

@@ -1,0 +1,147 @@
+"""Video sources: open a file (or anything FFmpeg can open) and yield decoded frames in order, plus the packets
+of the audio and subtitle streams that the sink copies untouched.
+
+Opening decodes the first frame, so an input that cannot be decoded fails before any output exists, and the
+stream facts that only frames carry (rotation, colour tags) are known when the sink is created.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from .errors import MediaError, UsageError
+from .frames import to_planar
+
+Item = av.VideoFrame | av.Packet
+
+# Leading bytes of container formats: a file that starts like one of these but will not open is corrupt or
+# truncated (a runtime failure); anything else is simply not a video (a usage error).
+_MAGIC = ((4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (0, b"\x1a\x45\xdf\xa3"),
+          (0, b"RIFF"), (0, b"FLV"), (0, b"OggS"), (0, b"\x00\x00\x01\xba"), (0, b"\x00\x00\x00\x01"), (0, b"\x47"))
+
+
+@dataclass
+class VideoInfo:
+    """What a sink needs to reproduce the input's timing and layout."""
+
+    width: int
+    height: int
+    time_base: Fraction
+    rate: Fraction
+    frames: int  # declared frame count, 0 when the container does not say
+    rotation: int  # counter-clockwise degrees from the display matrix
+    colour: dict[str, int]  # AVColorSpace/primaries/trc of the input, for tagging the output
+    copy_streams: list = field(default_factory=list)  # input audio/subtitle streams to copy
+    container_format: str = ""
+
+
+def describe(url: str) -> str:
+    """A name for messages: the path as given, or a URL with credentials masked."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if creds:
+            return f"{scheme}://***@{host}"
+    return url
+
+
+def _looks_like_media(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return any(head[off: off + len(magic)] == magic for off, magic in _MAGIC)
+
+
+class VideoFileSource:
+    """Frames of the input's first video stream in decode order, interleaved with copy-stream packets."""
+
+    def __init__(self, url: str | os.PathLike, *, max_frames: int | None = None) -> None:
+        self.url = str(url)
+        self.name = describe(self.url)
+        self.max_frames = max_frames
+        self._open()
+
+    def _open(self) -> None:
+        path = Path(self.url)
+        if "://" not in self.url:
+            if not path.exists():
+                raise UsageError(f"input not found: {self.name}")
+            if path.stat().st_size == 0:
+                raise UsageError(f"input is empty: {self.name}")
+        try:
+            self.container = av.open(self.url, "r")
+        except (av.FFmpegError, OSError) as exc:
+            if "://" not in self.url and not _looks_like_media(path):
+                raise UsageError(f"not a video or image file: {self.name}") from None
+            raise MediaError(f"cannot read {self.name}: corrupt or truncated ({_reason(exc)})") from None
+        try:
+            self._init_streams()
+        except BaseException:
+            self.container.close()
+            raise
+
+    def _init_streams(self) -> None:
+        if not self.container.streams.video:
+            raise UsageError(f"no video stream in {self.name}")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.copy_streams = [s for s in self.container.streams if s.type in ("audio", "subtitle")]
+        self._items = self._demux()
+        self._pending: list[Item] = []
+        first = None
+        for item in self._items:
+            self._pending.append(item)
+            if isinstance(item, av.VideoFrame):
+                first = item
+                break
+        if first is None:
+            raise MediaError(f"cannot read {self.name}: no decodable video frame (corrupt or truncated)")
+        st = self.stream
+        rate = st.average_rate or st.guessed_rate or Fraction(25)
+        self.info = VideoInfo(
+            width=first.width, height=first.height, time_base=st.time_base or Fraction(1, 90000),
+            rate=Fraction(rate), frames=int(st.frames or 0), rotation=int(first.rotation or 0),
+            colour={"colorspace": int(first.colorspace), "color_primaries": int(st.codec_context.color_primaries),
+                    "color_trc": int(st.codec_context.color_trc)},
+            copy_streams=self.copy_streams, container_format=self.container.format.name,
+        )
+
+    def _demux(self) -> Iterator[Item]:
+        decoded = 0
+        try:
+            for packet in self.container.demux(self.stream, *self.copy_streams):
+                if packet.stream is not self.stream:
+                    if packet.size:
+                        yield packet
+                    continue
+                for frame in packet.decode():
+                    if frame.pts is None:  # no timestamp from the container: count frames instead
+                        frame.pts = decoded
+                    yield to_planar(frame)
+                    decoded += 1
+                    if self.max_frames is not None and decoded >= self.max_frames:
+                        return
+        except av.FFmpegError as exc:
+            raise MediaError(f"{self.name}: corrupt data after frame {decoded} ({_reason(exc)})") from None
+        self.decoded = decoded
+
+    def __iter__(self) -> Iterator[Item]:
+        try:
+            while self._pending:
+                yield self._pending.pop(0)
+            yield from self._items
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._items.close()
+        self.container.close()
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -1,0 +1,120 @@
+"""Bounded hand-offs between pipeline threads, with backpressure and error propagation.
+
+``Prefetch`` runs a producer (demux + decode) in its own thread; ``Worker`` runs a consumer (encode + mux) in
+its own thread. Either side's exception is re-raised in the thread that talks to it, so the pipeline fails
+in one place with one message.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+_END = object()
+_POLL_S = 0.1
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class Prefetch(Generic[T]):
+    """Iterate ``iterable`` in a background thread, holding at most ``maxsize`` items ahead."""
+
+    def __init__(self, iterable: Iterable[T], maxsize: int, name: str = "prefetch") -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(iterable,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, iterable: Iterable[T]) -> None:
+        iterator = iter(iterable)
+        try:
+            for item in iterator:
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer, which decides what it means
+            self._put(_Failure(exc))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        item = self._queue.get()
+        if item is _END:
+            self._queue.put(_END)  # stay exhausted
+            raise StopIteration
+        if isinstance(item, _Failure):
+            raise item.exc
+        return item
+
+    def close(self) -> None:
+        """Stop the producer and wait for it (it closes its iterator)."""
+        self._stop.set()
+        self._thread.join()
+
+
+class Worker(Generic[T]):
+    """Call ``fn(item)`` for each item put, in order, in a background thread; ``put`` blocks when full."""
+
+    def __init__(self, fn: Callable[[T], None], maxsize: int, name: str = "worker") -> None:
+        self._fn = fn
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._failure: BaseException | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if self._failure is None and not self._cancelled:
+                try:
+                    self._fn(item)
+                except BaseException as exc:
+                    self._failure = exc  # keep draining so producers never block forever
+
+    def put(self, item: T) -> None:
+        while True:
+            self._raise_failure()
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Wait until every item put so far is handled; re-raise the worker's error if it failed."""
+        self._queue.put(_END)
+        self._thread.join()
+        self._raise_failure()
+
+    def cancel(self) -> None:
+        """Drop whatever is still queued and wait for the thread to end; never raises."""
+        self._cancelled = True
+        self._queue.put(_END)
+        self._thread.join()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
