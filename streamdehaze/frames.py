@@ -32,14 +32,18 @@ def matrix_name(colorspace: int, height: int) -> str:
 
 def to_planar(frame: av.VideoFrame) -> av.VideoFrame:
     """Return ``frame`` in one of the PLANAR formats, converting with swscale only when needed."""
-    name = frame.format.name
-    if name in PLANAR:
+    fmt = frame.format
+    if fmt.name in PLANAR:
         return frame
-    subsampled = name.startswith(("nv", "p0", "p2", "p4", "yuv4"))
-    high = any(tag in name for tag in ("10", "12", "16"))
-    target = ("yuv420p10le" if high else "yuv420p") if subsampled and "444" not in name else "yuv444p"
+    deep = max(c.bits for c in fmt.components) > 8
+    if not fmt.is_rgb and fmt.chroma_width(64) == 32 and fmt.chroma_height(64) == 32:
+        target = "yuv420p10le" if deep else "yuv420p"  # NV12, P010, YUVA420P, ...: keep 4:2:0
+    else:
+        target = "yuv444p10le" if deep else "yuv444p"  # RGB, grey and the rest: no chroma loss
     out = frame.reformat(format=target)
-    out.pts, out.time_base = frame.pts, frame.time_base
+    out.pts = frame.pts
+    if frame.time_base is not None:
+        out.time_base = frame.time_base
     return out
 
 

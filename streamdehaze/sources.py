@@ -115,6 +115,8 @@ class VideoFileSource:
         decoded = 0
         try:
             for packet in self.container.demux(self.stream, *self.copy_streams):
+                if packet.is_corrupt:  # e.g. the short read at the end of a truncated file
+                    raise MediaError(f"{self.name}: corrupt or truncated data after frame {decoded}")
                 if packet.stream is not self.stream:
                     if packet.size:
                         yield packet
@@ -131,16 +133,21 @@ class VideoFileSource:
         self.decoded = decoded
 
     def __iter__(self) -> Iterator[Item]:
-        try:
-            while self._pending:
-                yield self._pending.pop(0)
-            yield from self._items
-        finally:
-            self.close()
+        # The container stays open after iteration: queued packets still point into its streams.
+        # Whoever opened the source closes it (it is a context manager) once the sink is done.
+        while self._pending:
+            yield self._pending.pop(0)
+        yield from self._items
 
     def close(self) -> None:
         self._items.close()
         self.container.close()
+
+    def __enter__(self) -> "VideoFileSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,0 +1,132 @@
+"""Shared fixtures: media generated with PyAV, and paths to the shared data (skipped when absent)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def hazy_pattern(i: int, width: int, height: int) -> np.ndarray:
+    """A moving colourful scene under haze that thickens towards the top: RGB uint8 [H, W, 3]."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    scene = np.stack([
+        0.5 + 0.5 * np.sin((xx + 3 * i) / 9.0),
+        0.5 + 0.5 * np.sin((yy - 2 * i) / 7.0 + 1.0),
+        0.5 + 0.5 * np.cos((xx + yy + 5 * i) / 13.0),
+    ], -1) * 0.8
+    t = (0.25 + 0.7 * yy / max(height - 1, 1))[..., None]
+    hazy = scene * t + 0.85 * (1 - t)
+    return (hazy * 255).round().astype(np.uint8)
+
+
+def write_video(path: Path, *, frames: int = 12, width: int = 96, height: int = 64, rate: int = 25,
+                pts: list[int] | None = None, time_base: Fraction = Fraction(1, 12800),
+                codec: str = "libx264", pix_fmt: str = "yuv420p", audio: bool = False,
+                subtitles: bool = False, rotation: int = 0, options: dict | None = None) -> dict:
+    """Write a test video; returns what was written (pts, audio packet payloads, ...)."""
+    if pts is None:
+        step = int(1 / (rate * time_base))
+        pts = [i * step for i in range(frames)]
+    written: dict = {"pts": pts, "time_base": time_base, "audio": [], "subtitles": []}
+    with av.open(str(path), "w", options=options or {}) as oc:
+        v = oc.add_stream(codec, rate=rate)
+        v.width, v.height, v.pix_fmt = width, height, pix_fmt
+        v.time_base = time_base
+        v.codec_context.time_base = time_base
+        if rotation:
+            v.set_display_rotation(rotation)
+        a = oc.add_stream("aac", rate=48000, layout="mono") if audio else None
+        s = oc.add_mux_stream("subrip" if path.suffix == ".mkv" else "mov_text") if subtitles else None
+        duration = float((pts[-1] + pts[1] - pts[0]) * time_base) if len(pts) > 1 else 0.04
+        for i, p in enumerate(pts):
+            frame = av.VideoFrame.from_ndarray(hazy_pattern(i, width, height), format="rgb24")
+            frame = frame.reformat(format=pix_fmt)
+            frame.pts, frame.time_base = p, time_base
+            for packet in v.encode(frame):
+                oc.mux(packet)
+        for packet in v.encode(None):
+            oc.mux(packet)
+        if a is not None:
+            t = np.arange(int(48000 * duration)) / 48000.0
+            samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            for start in range(0, samples.shape[1], 1024):
+                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + 1024]),
+                                                   format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, start
+                for packet in a.encode(chunk):
+                    oc.mux(packet)
+            for packet in a.encode(None):
+                oc.mux(packet)
+        if s is not None:
+            for k in range(3):
+                text = f"fog line {k}".encode()
+                packet = av.Packet(text if path.suffix == ".mkv" else len(text).to_bytes(2, "big") + text)
+                packet.stream, packet.time_base = s, Fraction(1, 1000)
+                packet.pts = packet.dts = int(k * duration * 300)
+                packet.duration = 200
+                oc.mux(packet)
+    return written
+
+
+def read_video(path: Path) -> dict:
+    """Decoded facts of a video: frame times, count, size, rotation, copy-stream packet payloads."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = list(c.decode(v))
+        info = {"times": [f.pts * f.time_base for f in frames], "count": len(frames),
+                "size": (frames[0].width, frames[0].height) if frames else None,
+                "rotation": frames[0].rotation if frames else 0,
+                "pix_fmt": frames[0].format.name if frames else None,
+                "rgb": [f.to_ndarray(format="rgb24") for f in frames]}
+    with av.open(str(path)) as c:
+        info["audio"] = [bytes(p) for p in c.demux(*c.streams.audio) if p.size] if c.streams.audio else []
+    with av.open(str(path)) as c:
+        info["subtitles"] = [bytes(p) for p in c.demux(*c.streams.subtitles) if p.size] if c.streams.subtitles else []
+    return info
+
+
+@pytest.fixture
+def make_video(tmp_path: Path):
+    def make(name: str = "in.mp4", **kwargs) -> Path:
+        path = tmp_path / name
+        write_video(path, **kwargs)
+        return path
+    return make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    data = SHARED / "data"
+    if not data.is_dir():
+        pytest.skip("../shared/data is not present")
+    return data
+
+
+@pytest.fixture
+def probe():
+    """``probe(path)`` -> the decoded facts of a video (see ``read_video``)."""
+    return read_video
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process: ``run_cli(*args) -> (exit code, stderr)``."""
+    from streamdehaze.cli import main
+
+    def run(*args: object) -> tuple[int, str]:
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err
+    return run
+
+
+@pytest.fixture
+def hazy_image():
+    """``hazy_image(i, width, height)`` -> RGB uint8 test scene under haze."""
+    return hazy_pattern

@@ -1,0 +1,64 @@
+"""Image mode: one image in, one out; a folder in, a folder out with the same names."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def _save(path, rgb):
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+
+
+def test_single_image(run_cli, hazy_image, tmp_path):
+    src = tmp_path / "hazy.png"
+    _save(src, hazy_image(0, 97, 61))
+    out = tmp_path / "clear.jpg"
+    code, err = run_cli(src, out, "--quiet")
+    assert code == 0, err
+    result = cv2.imread(str(out))
+    assert result.shape == (61, 97, 3)
+    assert result.mean() < cv2.imread(str(src)).mean() - 10  # the veil is lifted
+
+
+def test_sixteen_bit_image_stays_sixteen_bit(run_cli, hazy_image, tmp_path):
+    src = tmp_path / "deep.png"
+    _save(src, hazy_image(0, 40, 30).astype(np.uint16) * 257)
+    out = tmp_path / "deep_out.png"
+    assert run_cli(src, out, "--quiet")[0] == 0
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+
+def test_folder_to_folder(run_cli, hazy_image, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ["a.png", "b.jpg", "c.bmp"]
+    for i, name in enumerate(names):
+        _save(src / name, hazy_image(i, 50, 40))
+    (src / "readme.txt").write_text("not an image")
+    out = tmp_path / "out"
+    code, err = run_cli(src, out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert "3 images in" in err
+
+
+def test_folder_without_images(run_cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, err = run_cli(tmp_path / "empty", tmp_path / "out")
+    assert code == 2 and "no images" in err
+
+
+def test_image_to_video_name_is_refused(run_cli, hazy_image, tmp_path):
+    src = tmp_path / "x.png"
+    _save(src, hazy_image(0, 20, 20))
+    code, err = run_cli(src, tmp_path / "x.mp4")
+    assert code == 2 and "must be an image file" in err
+
+
+def test_corrupt_image(run_cli, tmp_path):
+    src = tmp_path / "broken.png"
+    src.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    code, err = run_cli(src, tmp_path / "o.png")
+    assert code == 1 and "cannot read image" in err
+    assert not (tmp_path / "o.png").exists()

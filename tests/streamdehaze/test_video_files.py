@@ -1,0 +1,101 @@
+"""End-to-end file runs: every frame kept with its timestamp, streams copied, layout preserved."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+
+def test_constant_rate_with_audio(make_video, probe, run_cli, tmp_path):
+    src = make_video(frames=20, audio=True)
+    out = tmp_path / "out.mp4"
+    code, err = run_cli(src, out, "--model", "dcp", "--quiet")
+    assert code == 0, err
+    a, b = probe(src), probe(out)
+    assert b["count"] == a["count"] == 20
+    assert b["times"] == a["times"]
+    assert a["audio"] and b["audio"] == a["audio"]  # byte-identical packets, none re-encoded
+    assert b["size"] == a["size"] and b["pix_fmt"] == "yuv420p"
+
+
+def test_variable_frame_rate_timestamps(make_video, probe, run_cli, tmp_path):
+    pts = [0, 300, 700, 1000, 2600, 2700, 4100, 4200, 4250, 6000]  # 1/1000 s ticks, irregular
+    src = make_video("vfr.mkv", pts=pts, time_base=Fraction(1, 1000))
+    out = tmp_path / "vfr_out.mkv"
+    assert run_cli(src, out, "--quiet")[0] == 0
+    assert probe(out)["times"] == [Fraction(p, 1000) for p in pts]
+
+
+def test_variable_frame_rate_mp4(make_video, probe, run_cli, tmp_path):
+    pts = [0, 512, 1536, 1700, 4000, 4512, 9000]
+    src = make_video("vfr.mp4", pts=pts, time_base=Fraction(1, 12800))
+    out = tmp_path / "vfr_out.mp4"
+    assert run_cli(src, out, "--quiet")[0] == 0
+    assert probe(out)["times"] == probe(src)["times"] == [Fraction(p, 12800) for p in pts]
+
+
+def test_odd_size_is_preserved(make_video, probe, run_cli, tmp_path):
+    src = make_video(width=317, height=241, pix_fmt="yuv444p", frames=6)
+    out = tmp_path / "odd.mp4"
+    assert run_cli(src, out, "--quiet")[0] == 0
+    info = probe(out)
+    assert info["size"] == (317, 241) and info["count"] == 6
+    assert info["pix_fmt"] == "yuv444p"  # 4:2:0 cannot hold an odd size
+
+
+def test_rotation_tag_is_preserved(make_video, probe, run_cli, tmp_path):
+    src = make_video(rotation=90, frames=4)
+    out = tmp_path / "rot.mp4"
+    assert run_cli(src, out, "--quiet")[0] == 0
+    assert probe(src)["rotation"] == probe(out)["rotation"] == 90
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p", "yuv422p"])
+def test_other_pixel_formats_are_converted(make_video, probe, run_cli, tmp_path, pix_fmt):
+    src = make_video(pix_fmt=pix_fmt, frames=5, width=64, height=48)
+    out = tmp_path / f"{pix_fmt}.mp4"
+    assert run_cli(src, out, "--quiet")[0] == 0
+    a, b = probe(src), probe(out)
+    assert b["count"] == 5 and b["pix_fmt"] == "yuv420p"
+    # Dehazing darkens the haze: output mean below input mean, but the picture is still there.
+    assert np.mean(b["rgb"][2]) < np.mean(a["rgb"][2]) - 5
+    assert np.corrcoef(a["rgb"][2].ravel(), b["rgb"][2].ravel())[0, 1] > 0.5
+
+
+def test_subtitles_are_copied(make_video, probe, run_cli, tmp_path):
+    src = make_video("subs.mkv", subtitles=True, audio=True)
+    out = tmp_path / "subs_out.mkv"
+    assert run_cli(src, out, "--quiet")[0] == 0
+    a, b = probe(src), probe(out)
+    assert len(a["subtitles"]) == 3 and b["subtitles"] == a["subtitles"]
+    assert b["audio"] == a["audio"]
+
+
+def test_max_frames_batch_and_stats(make_video, probe, run_cli, tmp_path):
+    src = make_video(frames=15)
+    out, stats = tmp_path / "short.mp4", tmp_path / "stats.json"
+    code, err = run_cli(src, out, "--max-frames", 7, "--batch", 3, "--stats-json", stats)
+    assert code == 0
+    assert probe(out)["times"] == probe(src)["times"][:7]
+    data = json.loads(stats.read_text())
+    assert data["frames"] == 7 and data["seconds"] > 0 and data["fps"] > 0
+    assert "7 frames in" in err  # the one-line summary
+
+
+def test_batching_gives_the_same_frames(make_video, probe, run_cli, tmp_path):
+    src = make_video(frames=7)
+    outs = []
+    for batch in (1, 3):
+        out = tmp_path / f"b{batch}.mkv"
+        assert run_cli(src, out, "--batch", batch, "--quiet", "--codec", "ffv1")[0] == 0
+        outs.append(probe(out)["rgb"])
+    assert all(np.array_equal(x, y) for x, y in zip(*outs))
+
+
+def test_no_partial_files_left(make_video, run_cli, tmp_path):
+    src = make_video(frames=3)
+    assert run_cli(src, tmp_path / "o.mp4", "--quiet")[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "o.mp4"]
