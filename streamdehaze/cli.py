@@ -20,13 +20,13 @@ import av
 import tqdm
 
 from . import __version__
+from .api import dehaze_video
 from .engine import Engine
 from .errors import StreamDehazeError, UsageError
 from .images import dehaze_images, is_image
 from .models import MODEL_NAMES, create_model
-from .outputs import atomic_output, check_output
-from .pipeline import RunResult, run_video
-from .sinks import VideoFileSink
+from .outputs import atomic_output
+from .pipeline import RunResult
 from .sources import VideoFileSource, describe
 
 log = logging.getLogger("streamdehaze")
@@ -104,17 +104,13 @@ def _run(args: argparse.Namespace) -> int:
         return _finish(args, result, "images")
     if is_image(dst):
         raise UsageError(f"input is a video, so the output must be a video file, not an image: {dst}")
-    check_output(dst, None if is_url else src)
-    source = VideoFileSource(args.input, max_frames=args.max_frames)
-    try:
-        engine = Engine(create_model(args.model, args.weights), args.device)
-        total = min(source.info.frames or 0, args.max_frames or sys.maxsize) or None
-        with atomic_output(dst) as tmp, tqdm.tqdm(total=total, unit="frame", disable=_no_bar(args),
-                                                 dynamic_ncols=True) as bar:
-            sink = VideoFileSink(tmp, source.info, codec=args.codec, crf=args.crf, preset=args.preset)
-            result = run_video(source, engine, sink, batch_size=args.batch, on_frames=bar.update)
-    finally:
-        source.close()
+    with tqdm.tqdm(unit="frame", disable=_no_bar(args), dynamic_ncols=True) as bar:
+        def on_start(source: VideoFileSource) -> None:
+            bar.total = min(source.info.frames or 0, args.max_frames or sys.maxsize) or None
+            bar.refresh()
+        result = dehaze_video(args.input, dst, model=args.model, weights=args.weights, device=args.device,
+                              batch=args.batch, codec=args.codec, crf=args.crf, preset=args.preset,
+                              max_frames=args.max_frames, on_frames=bar.update, on_start=on_start)
     return _finish(args, result, "frames")
 
 

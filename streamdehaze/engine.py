@@ -43,6 +43,14 @@ class Engine:
         return self.model(rgb.to(self.device, torch.float32))
 
     @torch.inference_mode()
+    def process_array(self, rgb: np.ndarray) -> np.ndarray:
+        """Dehaze RGB images ``[B,H,W,3]`` uint8 or uint16 on the host; returns the same shape and dtype."""
+        peak = float(np.iinfo(rgb.dtype).max)
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(0, 3, 1, 2).float().div_(peak)
+        y = self.model(x).mul_(peak).round_().clamp_(0, peak)
+        return y.permute(0, 2, 3, 1).cpu().numpy().astype(rgb.dtype)
+
+    @torch.inference_mode()
     def process_frames(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat,
                        out_pix_fmt: str) -> list[av.VideoFrame]:
         """Dehaze planar YUV frames; returns new frames in ``out_pix_fmt`` carrying the inputs' pts and time base.

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from .engine import Engine
 from .errors import MediaError, UsageError
@@ -38,16 +37,8 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
             raise MediaError(f"cannot write image {path}")
 
 
-def dehaze_array(engine: Engine, rgb: np.ndarray) -> np.ndarray:
-    """Dehaze one RGB image array (uint8 or uint16), returning the same dtype and shape."""
-    peak = float(np.iinfo(rgb.dtype).max)
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).float().div_(peak)
-    y = engine.process_rgb(x)[0].permute(1, 2, 0).float().cpu().numpy()
-    return np.rint(y * peak).clip(0, peak).astype(rgb.dtype)
-
-
 def dehaze_image_file(engine: Engine, src: Path, dst: Path) -> None:
-    write_image(dst, dehaze_array(engine, read_image(src)))
+    write_image(dst, engine.process_array(read_image(src)[None])[0])
 
 
 def dehaze_images(engine: Engine, src: Path, dst: Path,
