@@ -1,0 +1,52 @@
+"""KA_Net reconstruction head: 2x transposed-conv upsampling back to full resolution with encoder skips.
+
+Channel path ``dims[3] -> dims[3] -> dims[2] -> dims[1] -> dims[0] -> tail[0] -> tail[1]``, a residual block after
+each upsampling that carries a skip (and after the first tail one), then reflection-padded 3x3 conv to RGB and tanh.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3-ReLU-conv3x3 plus identity (no scaling)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1)
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.conv1(x))) + x
+
+
+def crop_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Drop the extra last row/column an upsampling adds when the finer grid has odd size."""
+    return x[..., : ref.shape[-2], : ref.shape[-1]]
+
+
+class Head(nn.Module):
+    def __init__(self, dims: tuple[int, int, int, int], tail: tuple[int, int] = (16, 8), out_chans: int = 3,
+                 keep_unused: bool = False):
+        super().__init__()
+        chans = [dims[3], dims[3], dims[2], dims[1], dims[0], tail[0], tail[1]]
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(chans[i], chans[i + 1], 2, 2) for i in range(6))
+        # After upsamplings 1..4 (to 1/16, 1/8, 1/4, 1/2).
+        self.refine = nn.ModuleList(ResidualBlock(c) for c in chans[2:6])
+        self.out = nn.Conv2d(tail[1], out_chans, 3)
+        # The official head also builds an output conv it never uses; kept only for checkpoint compatibility.
+        self.unused_out = nn.Conv2d(tail[1], out_chans, 3, padding=1) if keep_unused else None
+
+    def forward(self, feats: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """``feats``: encoder maps at 1/4..1/32; ``x``: decoder output at 1/64. Returns tanh RGB at full size."""
+        x = crop_to(self.ups[0](x), feats[3]) + feats[3]
+        x = crop_to(self.ups[1](x), feats[2])
+        x = self.refine[0](x) + feats[2]
+        x = self.refine[1](self.ups[2](x)) + feats[1]
+        x = self.refine[2](self.ups[3](x)) + feats[0]
+        x = self.refine[3](self.ups[4](x))
+        x = self.ups[5](x)
+        return torch.tanh(self.out(F.pad(x, (1, 1, 1, 1), mode="reflect")))

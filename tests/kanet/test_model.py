@@ -1,0 +1,77 @@
+"""Model definition: named configurations, parameter counts, shapes, the RFF modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kanet
+from kanet.model import KANetConfig
+
+
+@pytest.mark.parametrize("name,count", [("kanet", 55_657_426), ("kanet-w256", 52_758_290)])
+def test_official_parameter_counts(name: str, count: int) -> None:
+    model = kanet.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == count
+
+
+def test_names_and_config() -> None:
+    assert set(kanet.MODEL_NAMES) == {"kanet", "kanet-w256", "kanet-s", "kanet-t"}
+    for name in kanet.MODEL_NAMES:
+        model = kanet.create_model(name)
+        assert model.config_name == name
+        assert isinstance(model.config, KANetConfig)
+        assert KANetConfig.from_json(model.config.to_json()) == model.config
+    with pytest.raises(ValueError, match="unknown KA_Net model"):
+        kanet.create_model("kanet-xl")
+
+
+@pytest.mark.parametrize("name", ["kanet-t", "kanet-s", "kanet"])
+def test_forward_shapes(name: str) -> None:
+    model = kanet.create_model(name).eval()
+    # 48 x 80: multiples of 16 but not of 32 or 64, so the head's crop path runs too.
+    x = torch.rand(2, 3, 48, 80) * 2 - 1
+    with torch.no_grad():
+        y, z = model(x)
+    assert y.shape == (2, 3, 48, 80)
+    assert z.shape == (2, model.config.dims[3])
+    assert y.abs().max() <= 1 and y.std() > 1e-3
+
+
+def test_fixed_mode_is_deterministic_and_seeded() -> None:
+    x = torch.rand(1, 3, 48, 64) * 2 - 1
+    torch.manual_seed(0)
+    a = kanet.create_model("kanet-t", seed=3).eval()
+    torch.manual_seed(0)
+    b = kanet.create_model("kanet-t", seed=4).eval()
+    with torch.no_grad():
+        y1, _ = a(x)
+        torch.rand(10)  # the global generator must not matter in fixed mode
+        y2, _ = a(x)
+        y3, _ = b(x)
+    assert torch.equal(y1, y2)
+    assert not torch.allclose(y1, y3)  # same weights, different RFF seed
+
+
+def test_parity_mode_draws_from_the_global_generator() -> None:
+    model = kanet.create_model("kanet-t", rff="parity").eval()
+    x = torch.rand(1, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        torch.manual_seed(7)
+        y1, _ = model(x)
+        y2, _ = model(x)
+        torch.manual_seed(7)
+        y3, _ = model(x)
+    assert torch.equal(y1, y3)
+    assert not torch.equal(y1, y2)
+    assert "bottleneck.mrfe.rff.weight" not in model.state_dict()
+
+
+@pytest.mark.parametrize("name", ["kanet", "kanet-t"])
+def test_min_size_is_the_smallest_working_input(name: str) -> None:
+    model = kanet.create_model(name).eval()
+    m = model.min_size
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, m, m))[0].shape == (1, 3, m, m)
+        with pytest.raises(RuntimeError):
+            model(torch.zeros(1, 3, m - model.size_multiple, m))
