@@ -1,0 +1,118 @@
+"""Checkpoints for exact resume.
+
+A checkpoint ``step-NNNNNNN`` in the run folder is two files:
+
+* ``step-NNNNNNN.safetensors``: the model weights, written by ``kanet.save_weights`` (loadable on their own with
+  ``kanet.load_weights``, e.g. to ship or evaluate them);
+* ``step-NNNNNNN.state.pt``: step, optimiser, scheduler, loss scaler, every random generator's state, the
+  reweighting memory and the config.
+
+``last.json`` names the newest complete checkpoint; it is replaced only after both files are in place, so a run
+killed mid-write resumes from the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import kanet
+from training.cli import UsageError, atomic_path
+
+__all__ = ["save_checkpoint", "resolve_checkpoint", "load_state", "load_weights_into"]
+
+_POINTER = "last.json"
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+
+
+def save_checkpoint(folder: str | Path, step: int, model: nn.Module, state: dict, *, keep: bool = False) -> Path:
+    """Write checkpoint ``step`` into ``folder`` and point ``last.json`` at it.
+
+    Args:
+        folder: run folder.
+        step: optimisation steps done.
+        model: the KANet being trained (weights are saved in float32).
+        state: everything else needed to resume (``torch.save``-able).
+        keep: keep this checkpoint when later ones are written (otherwise only the newest two are kept).
+
+    Returns:
+        path of the ``.state.pt`` file.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"step-{step:07d}"
+    weights, state_file = folder / f"{stem}.safetensors", folder / f"{stem}.state.pt"
+    tmp_w, tmp_s = atomic_path(weights), atomic_path(state_file)
+    try:
+        kanet.save_weights(model, tmp_w)
+        torch.save({**state, "step": step, "keep": keep}, tmp_s)
+        _replace(tmp_w, weights)
+        _replace(tmp_s, state_file)
+    finally:
+        tmp_w.unlink(missing_ok=True)
+        tmp_s.unlink(missing_ok=True)
+    pointer = folder / _POINTER
+    tmp_p = atomic_path(pointer)
+    tmp_p.write_text(json.dumps({"step": step, "weights": weights.name, "state": state_file.name}) + "\n")
+    _replace(tmp_p, pointer)
+    _prune(folder, keep_latest=2)
+    return state_file
+
+
+def _prune(folder: Path, keep_latest: int) -> None:
+    """Delete old unkept checkpoints, leaving the newest ``keep_latest``."""
+    states = sorted(folder.glob("step-*.state.pt"))
+    for state_file in states[:-keep_latest]:
+        try:
+            keep = torch.load(state_file, map_location="cpu", weights_only=False).get("keep", False)
+        except Exception:  # an unreadable old checkpoint is not worth keeping
+            keep = False
+        if not keep:
+            state_file.unlink(missing_ok=True)
+            state_file.with_name(state_file.name.replace(".state.pt", ".safetensors")).unlink(missing_ok=True)
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """(weights, state) files of a checkpoint given a run folder (its ``last.json``), a ``.state.pt`` or a
+    ``.safetensors`` file of the pair."""
+    path = Path(path)
+    if path.is_dir():
+        pointer = path / _POINTER
+        if not pointer.is_file():
+            raise UsageError(f"no checkpoint in {path} (missing {_POINTER})")
+        info = json.loads(pointer.read_text())
+        weights, state = path / info["weights"], path / info["state"]
+    elif path.name.endswith(".state.pt"):
+        weights, state = path.with_name(path.name.replace(".state.pt", ".safetensors")), path
+    elif path.suffix == ".safetensors":
+        weights, state = path, path.with_name(path.name.replace(".safetensors", ".state.pt"))
+    else:
+        raise UsageError(f"not a checkpoint (run folder, .state.pt or .safetensors): {path}")
+    for f in (weights, state):
+        if not f.is_file():
+            raise UsageError(f"checkpoint file not found: {f}")
+    return weights, state
+
+
+def load_state(state_file: Path) -> dict:
+    """The resume state saved by :func:`save_checkpoint`."""
+    return torch.load(state_file, map_location="cpu", weights_only=False)
+
+
+def load_weights_into(model: nn.Module, weights: Path) -> None:
+    """Copy weights saved by ``kanet.save_weights`` into ``model`` (same configuration) exactly."""
+    try:
+        loaded = kanet.load_weights(weights)
+    except kanet.WeightsError as exc:
+        raise UsageError(str(exc)) from exc
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if missing or unexpected:
+        raise UsageError(f"{weights} does not match the model configuration "
+                         f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")

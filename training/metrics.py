@@ -1,0 +1,146 @@
+"""Quality metrics for dehazing: PSNR, SSIM, temporal warping error and (optional) FADE fog density.
+
+Importable by the product's benchmarks and tests: depends on torch, kornia, numpy and OpenCV only (``pyfade``
+when FADE is asked for), never on ``streamdehaze``'s I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+from kornia.metrics import ssim as _ssim_map
+
+__all__ = ["psnr", "ssim", "optical_flow", "occlusion_mask", "warping_error", "fade_density"]
+
+
+def _as_float(image: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 :math:`(H, W, 3)` / :math:`(N, H, W, 3)` arrays -> float :math:`(N, 3, H, W)` in [0, 1]; tensors
+    :math:`(B, C, H, W)` pass through."""
+    if isinstance(image, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(image))
+        t = t[None] if t.dim() == 3 else t
+        return t.permute(0, 3, 1, 2).float() / (255.0 if image.dtype == np.uint8 else 1.0)
+    return image.float()
+
+
+def psnr(output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per image (peak 1 for floats in [0, 1], 255 for uint8 arrays).
+
+    Args:
+        output: :math:`(B, C, H, W)` floats in [0, 1], or uint8 :math:`(H, W, 3)` / :math:`(N, H, W, 3)`.
+        target: same shape and kind.
+
+    Returns:
+        :math:`(B,)` (100 dB for identical images).
+    """
+    x, y = _as_float(output), _as_float(target)
+    mse = ((x - y) ** 2).flatten(1).mean(1)
+    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp(max=100.0)
+
+
+def ssim(output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, window: int = 11) -> torch.Tensor:
+    """Mean SSIM per image (Gaussian window 11, sigma 1.5, over all channels); inputs as for :func:`psnr`.
+
+    Returns:
+        :math:`(B,)` in [-1, 1], 1 for identical images.
+    """
+    return _ssim_map(_as_float(output), _as_float(target), window).flatten(1).mean(1)
+
+
+def optical_flow(reference: np.ndarray, current: np.ndarray, method: str = "dis") -> np.ndarray:
+    """Dense flow ``current -> reference`` between two uint8 RGB frames :math:`(H, W, 3)`.
+
+    Args:
+        method: ``dis`` (OpenCV DIS, medium preset) or ``farneback``.
+
+    Returns:
+        float32 :math:`(H, W, 2)` in pixels: pixel p of ``current`` is at p + flow(p) in ``reference``.
+    """
+    a = cv2.cvtColor(current, cv2.COLOR_RGB2GRAY)
+    b = cv2.cvtColor(reference, cv2.COLOR_RGB2GRAY)
+    if method == "dis":
+        return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None)
+    if method == "farneback":
+        return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 4, 21, 3, 7, 1.5, 0)
+    raise ValueError(f"unknown flow method {method!r} (dis or farneback)")
+
+
+def _remap(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    h, w = flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(image, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def occlusion_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
+    """Forward-backward consistency (Ruder et al. 2016, as used by Lai et al. 2018).
+
+    Args:
+        forward: flow current -> reference :math:`(H, W, 2)`.
+        backward: flow reference -> current :math:`(H, W, 2)`.
+
+    Returns:
+        float32 :math:`(H, W)`: 1 where the flow is consistent and stays inside the frame, 0 where occluded.
+    """
+    h, w = forward.shape[:2]
+    back = _remap(backward, forward)
+    round_trip = forward + back
+    bad = (round_trip ** 2).sum(-1) > 0.01 * ((forward ** 2).sum(-1) + (back ** 2).sum(-1)) + 0.5
+    gx, gy = np.meshgrid(np.arange(w), np.arange(h))
+    x, y = gx + forward[..., 0], gy + forward[..., 1]
+    outside = (x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)
+    return (~(bad | outside)).astype(np.float32)
+
+
+def warping_error(frames_in: Sequence[np.ndarray], frames_out: Sequence[np.ndarray], *, method: str = "dis",
+                  per_frame: bool = False) -> float | list[float]:
+    """Temporal warping error of a processed video (Lai et al., ECCV 2018).
+
+    Flow is computed on the INPUT frames (the output may flicker or be wrong); each output frame is compared with
+    the previous output frame warped onto it, over non-occluded pixels:
+    :math:`E = \\frac{1}{T-1} \\sum_t \\frac{\\sum_p M_t(p) \\lVert O_t(p) - \\hat O_{t-1}(p) \\rVert_2^2}{\\sum_p M_t(p)}`
+    with frames in [0, 1].
+
+    Args:
+        frames_in: input video, uint8 RGB :math:`(H, W, 3)` each.
+        frames_out: processed video, same count; resized to the input size if it differs.
+        method: flow method (see :func:`optical_flow`).
+        per_frame: return the T-1 per-pair errors instead of their mean.
+
+    Returns:
+        the mean error (or the per-pair list); 0 for a perfectly consistent video.
+    """
+    if len(frames_in) != len(frames_out):
+        raise ValueError(f"{len(frames_in)} input frames but {len(frames_out)} output frames")
+    if len(frames_in) < 2:
+        raise ValueError("warping error needs at least two frames")
+    h, w = frames_in[0].shape[:2]
+    errors = []
+    for t in range(1, len(frames_in)):
+        fwd = optical_flow(frames_in[t - 1], frames_in[t], method)
+        bwd = optical_flow(frames_in[t], frames_in[t - 1], method)
+        mask = occlusion_mask(fwd, bwd)
+        prev, cur = frames_out[t - 1], frames_out[t]
+        if prev.shape[:2] != (h, w):
+            prev = cv2.resize(prev, (w, h), interpolation=cv2.INTER_AREA)
+            cur = cv2.resize(cur, (w, h), interpolation=cv2.INTER_AREA)
+        warped = _remap(prev.astype(np.float32) / 255, fwd)
+        diff = ((cur.astype(np.float32) / 255 - warped) ** 2).sum(-1)
+        errors.append(float((diff * mask).sum() / max(mask.sum(), 1.0)))
+    return errors if per_frame else float(np.mean(errors))
+
+
+def fade_density(image: np.ndarray) -> float:
+    """FADE fog density (Choi et al., TIP 2015) of a uint8 RGB image through the optional ``fade-python`` package
+    (lower = less fog).
+
+    Raises:
+        ImportError: ``fade-python`` is not installed (``pip install fade-python``).
+    """
+    try:
+        import pyfade
+    except ImportError as exc:
+        raise ImportError("FADE needs the optional package fade-python (pip install fade-python)") from exc
+    return float(pyfade.fade_array(image))

@@ -1,0 +1,300 @@
+"""The training loop: data, model, optimiser, schedule, AMP, validation, logging and exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from kornia.metrics import ssim as ssim_map
+from tqdm import tqdm
+
+import kanet
+from training.checkpoint import load_state, load_weights_into, resolve_checkpoint, save_checkpoint
+from training.cli import UsageError
+from training.clips import Clip, clip_margin, make_clips
+from training.config import Config, config_to_dict
+from training.data import ImageCache, PairedCache, is_validation, random_windows, split_files
+from training.images import list_images
+from training.losses import ContrastiveLoss, load_vgg19_features
+from training.metrics import psnr
+from training.objective import Objective
+from training.reweighting import SampleReweighter
+from training.synthesis import synthesize_haze
+
+__all__ = ["Trainer", "pick_device"]
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device (``UsageError`` if absent)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"train.device is {name} but CUDA is not available")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"train.device must be auto, cpu or cuda[:N], got {name}")
+    return device
+
+
+def _lr_factor(step: int, steps: int, warmup: int, schedule: str, floor: float) -> float:
+    """Learning-rate multiplier at ``step``: linear warm-up, then cosine from 1 down to ``floor`` (or constant)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Builds everything a run needs from a :class:`Config` and runs it.
+
+    Args:
+        config: the run's configuration.
+        out: run folder (log, checkpoints); default ``config.train.out``.
+        progress: show a tqdm progress bar.
+    """
+
+    def __init__(self, config: Config, *, out: str | Path | None = None, progress: bool = True):
+        self.config = config
+        tc, lc = config.train, config.loss
+        self.out = Path(out or tc.out)
+        self.progress = progress
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        self.device = pick_device(tc.device)
+        if config.model.name not in kanet.MODEL_NAMES:
+            raise UsageError(f"unknown model.name {config.model.name!r} (choose from {', '.join(kanet.MODEL_NAMES)})")
+        for key, value, allowed in (("train.optimizer", tc.optimizer, ("adam", "adamw")),
+                                    ("train.schedule", tc.schedule, ("cosine", "constant")),
+                                    ("loss.reconstruction", lc.reconstruction, ("l1", "charbonnier"))):
+            if value not in allowed:
+                raise UsageError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+        if tc.steps < 1 or tc.batch < 1 or tc.clip_frames < 1:
+            raise UsageError("train.steps, train.batch and train.clip_frames must be >= 1")
+        torch.manual_seed(tc.seed)
+        self.model = kanet.create_model(config.model.name, rff=config.model.rff, seed=tc.seed)
+        if config.model.init:
+            load_weights_into(self.model, Path(config.model.init))
+        self.model.to(self.device).train()
+        multiple = self.model.size_multiple
+        for key, side in (("train.crop", tc.crop), ("data.val_crop", config.data.val_crop)):
+            if side % multiple:
+                raise UsageError(f"{key} = {side} is not a multiple of {multiple} (the model's size multiple)")
+        betas = tuple(tc.betas)
+        opt_cls = torch.optim.Adam if tc.optimizer == "adam" else torch.optim.AdamW
+        self.optimizer = opt_cls(self.model.parameters(), lr=tc.lr, betas=betas, weight_decay=tc.weight_decay)
+        floor = tc.lr_min / tc.lr if tc.lr > 0 else 0.0
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: _lr_factor(s, tc.steps, tc.warmup_steps, tc.schedule, floor))
+        self.amp_dtype = (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if tc.amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=tc.amp and self.device.type == "cuda")
+        contrastive = None
+        if lc.contrastive > 0:
+            contrastive = ContrastiveLoss(load_vgg19_features(lc.vgg_weights or None), lc.contrastive_sigma)
+            contrastive.to(self.device)
+        self.data_generator = torch.Generator().manual_seed(tc.seed)
+        self.haze_generator = torch.Generator().manual_seed(tc.seed + 1)
+        reweighter = SampleReweighter(config.reweight, torch.Generator().manual_seed(tc.seed + 2)) if lc.reweight else None
+        self.objective = Objective(lc, reweighter, contrastive)
+        self.step = 0
+        self._load_data()
+
+    # --- data ---------------------------------------------------------------------------------------------------
+
+    def _load_data(self) -> None:
+        dc, tc = self.config.data, self.config.train
+        self.window = tc.crop + 2 * clip_margin(tc.clip_frames, tc.crop, self.config.motion)
+        train_files, val_files = split_files(list_images(dc.clean), dc.val_fraction)
+        if not train_files:
+            raise UsageError(f"no training images left in {dc.clean} after holding out data.val_fraction")
+        depth = Path(dc.depth) if dc.depth else None
+        min_side = max(self.window, dc.val_crop)
+        self.cache = ImageCache.load(train_files, dc.cache_short_side, depth, min_side=min_side)
+        self.paired = None
+        if dc.paired_hazy or dc.paired_clean:
+            if not (dc.paired_hazy and dc.paired_clean):
+                raise UsageError("data.paired_hazy and data.paired_clean must be given together")
+            self.paired = PairedCache.load(Path(dc.paired_hazy), Path(dc.paired_clean), dc.cache_short_side,
+                                           keep=lambda n: not is_validation(n, dc.val_fraction))
+            small = [n for n, h in zip(self.paired.names, self.paired.hazy) if min(h.shape[-2:]) < tc.crop]
+            if small:
+                raise UsageError(f"paired image {small[0]} is smaller than train.crop = {tc.crop}")
+            # hazy and clean stacked once so crops cut both together
+            self.paired_stacks = [torch.cat([h, c]) for h, c in zip(self.paired.hazy, self.paired.clean)]
+        if dc.val_limit:
+            val_files = val_files[: dc.val_limit]
+        self.val = self._validation_set(val_files, depth)
+
+    def _validation_set(self, files: list[Path], depth: Path | None) -> dict[str, torch.Tensor] | None:
+        """Fixed synthetic validation pairs: centre crops of the held-out files, hazed once with a fixed seed."""
+        dc = self.config.data
+        if not files:
+            return None
+        cache = ImageCache.load(files, dc.cache_short_side, depth, min_side=dc.val_crop)
+        side = dc.val_crop
+        crops = []
+        for stack in cache.stacks:
+            h, w = stack.shape[-2:]
+            y, x = (h - side) // 2, (w - side) // 2
+            crops.append(stack[:, y:y + side, x:x + side])
+        data = torch.stack(crops).float() / 255
+        generator = torch.Generator().manual_seed(self.config.train.seed + 1000)
+        hazy = torch.cat([synthesize_haze(c[:, :3], generator, depth=c[:, 3:], config=self.config.haze).hazy
+                          for c in data.split(8)])
+        return {"hazy": hazy, "clean": data[:, :3]}
+
+    def _batch(self) -> Clip:
+        tc = self.config.train
+        use_paired = self.paired is not None and self.config.data.paired_fraction > 0 and bool(
+            torch.rand((), generator=self.data_generator) < self.config.data.paired_fraction)
+        if use_paired:
+            pairs = random_windows(self.paired_stacks, tc.batch, tc.crop, self.data_generator).to(self.device)
+            empty = pairs.new_zeros(tc.batch, 0, 1, tc.crop, tc.crop)
+            return Clip(pairs[:, None, :3], pairs[:, None, 3:], empty.expand(-1, -1, 2, -1, -1), empty,
+                        empty.expand(-1, -1, 2, -1, -1), empty)
+        windows = random_windows(self.cache.stacks, tc.batch, self.window, self.data_generator).to(self.device)
+        return make_clips(windows[:, :3], windows[:, 3:], tc.clip_frames, tc.crop, self.haze_generator,
+                          haze=self.config.haze, motion=self.config.motion)
+
+    # --- steps --------------------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step; returns the loss terms."""
+        tc = self.config.train
+        clip = self._batch()
+        b, t = clip.hazy.shape[:2]
+        with self._autocast():
+            y, z = self.model(clip.hazy.flatten(0, 1) * 2 - 1)
+        output = y.float().view(b, t, *y.shape[1:])
+        epoch = self.step * tc.batch // max(1, len(self.cache))
+        loss, terms = self.objective(output, z.float(), clip, epoch)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"non-finite loss at step {self.step}: {terms}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if tc.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        terms["lr"] = self.optimizer.param_groups[0]["lr"]
+        return terms
+
+    @torch.no_grad()
+    def validate(self, batch: int = 8) -> dict[str, float]:
+        """PSNR (dB) and SSIM of the model on the fixed validation pairs (outputs clamped to [0, 1])."""
+        if self.val is None:
+            return {}
+        self.model.eval()
+        psnrs, ssims = [], []
+        for hazy, clean in zip(self.val["hazy"].split(batch), self.val["clean"].split(batch)):
+            hazy, clean = hazy.to(self.device), clean.to(self.device)
+            with self._autocast():
+                y = self.model(hazy * 2 - 1)[0]
+            y = y.float().clamp(0, 1)
+            psnrs.append(psnr(y, clean))
+            ssims.append(ssim_map(y, clean, 11).flatten(1).mean(1))
+        self.model.train()
+        return {"val_psnr": torch.cat(psnrs).mean().item(), "val_ssim": torch.cat(ssims).mean().item(),
+                "val_images": len(self.val["hazy"])}
+
+    # --- state --------------------------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """Everything besides the weights that exact resume needs."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data_generator": self.data_generator.get_state(),
+            "haze_generator": self.haze_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "reweighter": self.objective.reweighter.state_dict() if self.objective.reweighter else None,
+            "config": config_to_dict(self.config),
+        }
+
+    def resume(self, checkpoint: str | Path) -> None:
+        """Restore weights and state from a checkpoint (run folder, ``.state.pt`` or ``.safetensors``)."""
+        weights, state_file = resolve_checkpoint(checkpoint)
+        state = load_state(state_file)
+        load_weights_into(self.model, weights)
+        self.model.to(self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.data_generator.set_state(state["data_generator"])
+        self.haze_generator.set_state(state["haze_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.objective.reweighter is not None and state.get("reweighter"):
+            self.objective.reweighter.load_state_dict(state["reweighter"])
+        self.step = int(state["step"])
+
+    def checkpoint(self) -> Path:
+        tc = self.config.train
+        keep = bool(tc.keep_every) and self.step % tc.keep_every == 0
+        return save_checkpoint(self.out, self.step, self.model, self.state(), keep=keep)
+
+    # --- loop ---------------------------------------------------------------------------------------------------
+
+    def _log(self, record: dict) -> None:
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def fit(self, until: int | None = None) -> dict[str, float]:
+        """Train to ``config.train.steps`` (or ``until``), logging, validating and checkpointing on schedule.
+
+        Returns:
+            the last validation metrics (empty without a validation set).
+        """
+        tc = self.config.train
+        end = min(tc.steps, until) if until else tc.steps
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(config_to_dict(self.config), indent=1) + "\n")
+        self._log({"event": "start" if self.step == 0 else "resume", "step": self.step, "time": time.time(),
+                   "device": str(self.device), "model": self.config.model.name,
+                   "train_images": len(self.cache), "val_images": 0 if self.val is None else len(self.val["hazy"]),
+                   "contrastive": self.config.loss.contrastive > 0, "threads": torch.get_num_threads()})
+        metrics: dict[str, float] = {}
+        if self.step == 0 and self.val is not None:
+            metrics = self.validate()
+            self._log({"step": 0, **metrics})
+        bar = tqdm(total=end, initial=self.step, disable=not self.progress, dynamic_ncols=True,
+                   mininterval=1.0 if sys.stderr.isatty() else 60.0, desc=self.config.model.name)
+        sums: dict[str, float] = {}
+        count, tick = 0, time.perf_counter()
+        while self.step < end:
+            terms = self.train_step()
+            bar.update(1)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            if self.step % tc.log_every == 0 or self.step == end:
+                now = time.perf_counter()
+                record = {"step": self.step, **{k: v / count for k, v in sums.items()},
+                          "sec_per_step": (now - tick) / count}
+                self._log(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", **({"psnr": f"{metrics['val_psnr']:.2f}"}
+                                                                if "val_psnr" in metrics else {}))
+                sums, count, tick = {}, 0, now
+            if self.val is not None and (self.step % tc.val_every == 0 or self.step == end):
+                metrics = self.validate()
+                self._log({"step": self.step, **metrics})
+            if self.step % tc.checkpoint_every == 0 or self.step == end:
+                self.checkpoint()
+        bar.close()
+        return metrics
