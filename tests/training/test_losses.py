@@ -1,0 +1,118 @@
+"""Losses: zero for identical images, gradients, the contrastive ratio, the temporal term, VGG19 loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import vgg19
+
+from training.cli import UsageError
+from training.losses import (ContrastiveLoss, charbonnier, gaussian_distance, l1, load_vgg19_features, ms_ssim,
+                             ms_ssim_loss, temporal_loss, warp)
+
+from .conftest import scene
+
+
+def _pair(seed: int = 0, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    target = torch.stack([torch.from_numpy(scene(i, size, size)).permute(2, 0, 1).float() / 255 for i in range(2)])
+    output = (target + 0.1 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    return output, target
+
+
+@pytest.mark.parametrize("loss", [l1, charbonnier, ms_ssim_loss])
+def test_pixel_losses_are_zero_for_identical_images_and_have_gradients(loss):
+    output, target = _pair()
+    assert torch.allclose(loss(target, target), torch.zeros(2), atol=1e-6)
+    output.requires_grad_(True)
+    value = loss(output, target)
+    assert value.shape == (2,) and (value > 1e-3).all()
+    value.sum().backward()
+    assert torch.isfinite(output.grad).all() and output.grad.abs().sum() > 0
+
+
+def test_ms_ssim_matches_the_reference_implementation():
+    pytorch_msssim = pytest.importorskip("pytorch_msssim")
+    output, target = _pair(size=192)
+    ours = ms_ssim(output, target, scales=5)
+    reference = pytorch_msssim.ms_ssim(output, target, data_range=1.0, size_average=False)
+    assert torch.allclose(ours, reference, atol=2e-3)
+
+
+def test_ms_ssim_uses_fewer_scales_on_small_crops():
+    output, target = _pair(size=48)  # 48 px: 3 scales at most with an 11-px window
+    assert torch.isfinite(ms_ssim(output, target)).all()
+    assert torch.allclose(ms_ssim(output, target), ms_ssim(output, target, scales=3))
+
+
+@pytest.fixture(scope="module")
+def random_vgg(tmp_path_factory) -> Path:
+    """A randomly initialised VGG19 saved like torchvision's ImageNet file (the real one is not available)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vgg") / "vgg19-random.pth"
+    torch.save(vgg19(weights=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def features(random_vgg):
+    return load_vgg19_features(random_vgg)
+
+
+def test_vgg19_loading_and_missing_file(features, tmp_path):
+    assert not any(p.requires_grad for p in features.parameters())
+    assert len(features) == 30 and not features.training
+    with pytest.raises(UsageError, match="vgg19-dcbb9e9d.pth.*contrastive = 0"):
+        load_vgg19_features(tmp_path / "nowhere" / "vgg19-dcbb9e9d.pth")
+    bad = tmp_path / "bad.pth"
+    torch.save({"not": torch.zeros(1)}, bad)
+    with pytest.raises(UsageError, match="not a torchvision VGG19"):
+        load_vgg19_features(bad)
+
+
+def test_contrastive_ratio_falls_from_hazy_input_to_ground_truth(features):
+    loss = ContrastiveLoss(features)
+    _, clean = _pair(size=32)
+    hazy = 0.5 * clean + 0.45  # a flat veil over the scene
+    values = [loss(torch.lerp(hazy, clean, a), clean, hazy).mean().item() for a in (0.25, 0.5, 0.75, 1.0)]
+    assert all(a > b for a, b in zip(values, values[1:])), values
+    assert values[-1] < 1e-6
+    output = torch.lerp(hazy, clean, 0.5).requires_grad_(True)
+    loss(output, clean, hazy).sum().backward()
+    assert torch.isfinite(output.grad).all() and output.grad.abs().sum() > 0
+
+
+def test_gaussian_distance_is_bounded_and_zero_only_for_equal_features():
+    a = torch.randn(3, 8, 5, 5)
+    assert torch.equal(gaussian_distance(a, a), torch.zeros(3))
+    near, far = gaussian_distance(a, a + 0.5), gaussian_distance(a, a + 3)
+    assert (near < far).all() and (far < 1).all() and (far > 0.98).all()
+    assert torch.equal(gaussian_distance(a, a + 1e3), torch.ones(3))  # saturates: outliers cannot dominate
+
+
+def test_temporal_loss_is_zero_for_a_consistent_sequence_and_grows_with_flicker():
+    size = 48
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(size + 8, size + 8),
+                                           mode="bicubic", align_corners=True)
+    prev, cur = base[..., 4:4 + size, 4:4 + size], base[..., 4:4 + size, 6:6 + size]  # camera moved 2 px right
+    flow = torch.zeros(2, 2, size, size)
+    flow[:, 0] = 2.0  # pixel p of `cur` shows what `prev` had at p + (2, 0)
+    assert temporal_loss(prev, cur, flow).max() < 1e-6
+    assert temporal_loss(prev, cur, torch.zeros_like(flow)).min() > 1e-3  # wrong flow: not consistent
+    flicker = [temporal_loss(prev, cur * (1 + a), flow).mean().item() for a in (0.02, 0.05, 0.1)]
+    assert flicker[0] > 1e-3 and flicker[0] < flicker[1] < flicker[2]
+    cur = cur.clone().requires_grad_(True)
+    temporal_loss(prev, cur * 1.05, flow).sum().backward()
+    assert cur.grad.abs().sum() > 0
+
+
+def test_warp_masks_points_outside_the_frame():
+    image = torch.rand(1, 3, 16, 16)
+    flow = torch.zeros(1, 2, 16, 16)
+    flow[:, 0] = 4.0
+    warped, inside = warp(image, flow)
+    assert torch.allclose(warped[..., :, :12], image[..., :, 4:], atol=1e-6)
+    assert inside[..., :, :12].all() and not inside[..., :, 13:].any()

@@ -1,0 +1,57 @@
+"""Metrics: PSNR/SSIM, and the warping error on videos with known motion and injected flicker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.metrics import fade_density, occlusion_mask, optical_flow, psnr, ssim, warping_error
+
+from .conftest import scene
+
+
+def _video(frames: int = 5, shift: int = 2) -> list[np.ndarray]:
+    """A scene panning ``shift`` px per frame."""
+    big = scene(4, 96, 160)
+    return [np.ascontiguousarray(big[:, t * shift:t * shift + 128]) for t in range(frames)]
+
+
+def test_psnr_and_ssim():
+    a = scene(0)
+    assert psnr(a, a).item() == 100.0 and ssim(a, a).item() == pytest.approx(1.0, abs=1e-6)
+    noisy = np.clip(a.astype(np.int16) + np.random.default_rng(0).integers(-8, 9, a.shape), 0, 255).astype(np.uint8)
+    assert 25 < psnr(noisy, a).item() < 40 and ssim(noisy, a).item() < 0.99
+    t = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
+    assert torch.allclose(psnr(t, t * 0.9), psnr(a, (a * 0.9).round().astype(np.uint8)), atol=0.2)
+
+
+def test_flow_follows_the_pan_and_the_mask_flags_consistent_pixels():
+    frames = _video()
+    flow = optical_flow(frames[0], frames[1])
+    centre = flow[20:-20, 20:-20]
+    assert abs(np.median(centre[..., 0]) - 2.0) < 0.3 and abs(np.median(centre[..., 1])) < 0.3
+    mask = occlusion_mask(flow, optical_flow(frames[1], frames[0]))
+    assert mask.mean() > 0.8
+
+
+def test_warping_error_is_small_for_consistent_video_and_grows_with_flicker():
+    frames = _video()
+    consistent = warping_error(frames, frames)
+    gains = [1.0, 1.1, 0.9, 1.1, 0.9]
+    flicker = [np.clip(f * g, 0, 255).astype(np.uint8) for f, g in zip(frames, gains)]
+    strong = [np.clip(f * (1 + 2 * (g - 1)), 0, 255).astype(np.uint8) for f, g in zip(frames, gains)]
+    assert consistent < 2e-3
+    assert warping_error(frames, flicker) > 5 * consistent
+    assert warping_error(frames, strong) > warping_error(frames, flicker)
+    assert len(warping_error(frames, frames, per_frame=True)) == 4
+    assert warping_error(frames, frames, method="farneback") < 3e-3
+    with pytest.raises(ValueError):
+        warping_error(frames, frames[:2])
+
+
+def test_fade_is_optional_and_ranks_fog():
+    pytest.importorskip("pyfade")
+    clean = scene(1, 160, 160)
+    foggy = (clean * 0.4 + 0.6 * 230).astype(np.uint8)
+    assert fade_density(foggy) > fade_density(clean)

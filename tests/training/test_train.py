@@ -1,0 +1,132 @@
+"""The trainer: a short CPU run lowers the loss, resume is exact, CLI errors are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytest.importorskip("kanet")
+from training.cli import run_main  # noqa: E402
+from training.data import is_validation  # noqa: E402
+from training.train import main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_config(path: Path, clean: Path, out: Path, **sections: dict) -> Path:
+    """A tiny TOML config: kanet-t, 64 px crops, 2-frame clips, one thread, no VGG term."""
+    base = {
+        "data": {"clean": str(clean), "cache_short_side": 96, "val_fraction": 0.25, "val_crop": 64},
+        "model": {"name": "kanet-t"},
+        "train": {"steps": 20, "batch": 2, "crop": 64, "clip_frames": 2, "lr": 1e-3, "warmup_steps": 0,
+                  "schedule": "constant", "device": "cpu", "threads": 1, "seed": 0, "val_every": 20,
+                  "checkpoint_every": 20, "log_every": 1, "out": str(out)},
+        "loss": {"contrastive": 0.0},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in base.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_validation_split_is_by_file_name(clean_folder):
+    names = sorted(p.name for p in clean_folder.iterdir())
+    held = [n for n in names if is_validation(n, 0.25)]
+    assert 0 < len(held) < len(names)
+    assert held == [n for n in names if is_validation(n, 0.25)]  # deterministic
+    assert not any(is_validation(n, 0.0) for n in names) and all(is_validation(n, 1.0) for n in names)
+
+
+def test_twenty_step_cpu_run_lowers_the_loss(clean_folder, tmp_path):
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run)
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    log = _log(run)
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 20
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+    val = [r["val_psnr"] for r in log if "val_psnr" in r]
+    assert val[-1] > val[0] + 1.0, val
+    assert {"pixel", "msssim", "temporal", "weight_max", "lr", "sec_per_step"} <= set(log[2])
+    pointer = json.loads((run / "last.json").read_text())
+    assert pointer["step"] == 20 and (run / pointer["weights"]).is_file()
+    import kanet
+
+    assert kanet.load_weights(run / pointer["weights"]).config_name == "kanet-t"
+
+
+def test_resume_continues_identically(clean_folder, tmp_path):
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "a",
+                          train={"steps": 4, "checkpoint_every": 2, "keep_every": 2, "val_every": 2})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    assert run_main(main, ["--resume", str(tmp_path / "a" / "step-0000002.state.pt"),
+                           "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    a = load_file(tmp_path / "a" / "step-0000004.safetensors")
+    b = load_file(tmp_path / "b" / "step-0000004.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) <= 1e-6
+    losses_a = [r["loss"] for r in _log(tmp_path / "a") if "loss" in r][2:]
+    losses_b = [r["loss"] for r in _log(tmp_path / "b") if "loss" in r]
+    assert losses_a == pytest.approx(losses_b, abs=1e-6)
+
+
+def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path):
+    from torchvision.models import vgg19
+
+    import cv2
+
+    hazy, clean = tmp_path / "pairs_hazy", tmp_path / "pairs_clean"
+    hazy.mkdir(), clean.mkdir()
+    for f in sorted(clean_folder.iterdir())[:4]:
+        image = cv2.imread(str(f))
+        cv2.imwrite(str(clean / f.name), image)
+        cv2.imwrite(str(hazy / f.name), (image * 0.6 + 90).astype("uint8"))
+    torch.manual_seed(0)
+    torch.save(vgg19(weights=None).state_dict(), tmp_path / "vgg.pth")
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run",
+                          data={"paired_hazy": str(hazy), "paired_clean": str(clean), "paired_fraction": 0.5},
+                          train={"steps": 3, "amp": True, "val_every": 3, "checkpoint_every": 3},
+                          loss={"contrastive": 0.04, "vgg_weights": str(tmp_path / "vgg.pth")})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    log = _log(tmp_path / "run")
+    assert all(r["contrastive"] > 0 for r in log if "loss" in r)
+    assert any("temporal" not in r for r in log if "loss" in r)  # a real-pair step has no clip
+
+
+@pytest.mark.parametrize("edit, message", [
+    (None, "config file not found"),
+    ({"train": {"stepz": 3}}, "unknown setting train.stepz"),
+    ({"train": {"steps": "many"}}, "train.steps must be an integer"),
+    ({"data": {"clean": "/no/such/folder"}}, "image folder not found: /no/such/folder"),
+    ({"train": {"crop": 60}}, "not a multiple of 16"),
+    ({"model": {"name": "resnet"}}, "unknown model.name"),
+    ({"loss": {"contrastive": 0.04, "vgg_weights": "/no/vgg19-dcbb9e9d.pth"}}, "VGG19 ImageNet weights not found"),
+])
+def test_bad_input_gives_one_line_and_nonzero_exit(clean_folder, tmp_path, capsys, edit, message):
+    config = tmp_path / "missing.toml"
+    if edit is not None:
+        config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run", **edit)
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_module_entry_point_reports_errors_without_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "training.train", "--resume", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: no checkpoint in") and "Traceback" not in done.stderr
