@@ -38,9 +38,14 @@ class YUVFormat:
         return 16.0 * s, 219.0 * s, 128.0 * s, 224.0 * s
 
 
-def _rgb_from_ycc(fmt: YUVFormat) -> torch.Tensor:
+def ycc_from_rgb(matrix: str) -> torch.Tensor:
+    """3x3 matrix from RGB to normalised (Y' in [0,1], Cb and Cr in [-0.5, 0.5])."""
+    return torch.linalg.inv(_rgb_from_ycc(matrix))
+
+
+def _rgb_from_ycc(matrix: str) -> torch.Tensor:
     """3x3 matrix from normalised (Y', Cb, Cr) to RGB."""
-    kr, kb = _LUMA[fmt.matrix]
+    kr, kb = _LUMA[matrix]
     kg = 1.0 - kr - kb
     return torch.tensor([[1.0, 0.0, 2.0 * (1.0 - kr)],
                          [1.0, -2.0 * kb * (1.0 - kb) / kg, -2.0 * kr * (1.0 - kr) / kg],
@@ -50,7 +55,7 @@ def _rgb_from_ycc(fmt: YUVFormat) -> torch.Tensor:
 def _affine(fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) mapping raw samples (Y, U, V) to RGB in [0, 1], before clamping."""
     y0, ys, c0, cs = fmt._offsets()
-    weight = _rgb_from_ycc(fmt) @ torch.diag(torch.tensor([1 / ys, 1 / cs, 1 / cs], dtype=torch.float64))
+    weight = _rgb_from_ycc(fmt.matrix) @ torch.diag(torch.tensor([1 / ys, 1 / cs, 1 / cs], dtype=torch.float64))
     bias = -weight @ torch.tensor([y0, c0, c0], dtype=torch.float64)
     return weight, bias
 
@@ -66,20 +71,36 @@ def _mix(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Ten
 
 
 def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+               dtype: torch.dtype = torch.float32, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Planes ``[B,H,W]``, ``[B,Hc,Wc]`` x2 -> RGB ``[B,3,H,W]`` in [0, 1] of ``dtype``.
 
-    Chroma is upsampled bilinearly (centre-sited), which is what players do for display.
+    Chroma is upsampled bilinearly (centre-sited), as players do for display. With ``size = (h, w)`` all
+    planes are resized straight to that size instead (area-averaged when shrinking): a small RGB image for
+    low-resolution inference, without ever building the full-resolution one.
     """
     h, w = y.shape[-2:]
+    luma = y.unsqueeze(1).to(dtype)
     chroma = torch.stack((u, v), 1).to(dtype)
-    if chroma.shape[-2:] != (h, w):
+    if size is not None:
+        luma, chroma = _area(luma, size), _area(chroma, size)
+    elif chroma.shape[-2:] != (h, w):
         sx, sy = fmt.subsampling
         full = (chroma.shape[-2] * sy, chroma.shape[-1] * sx)
         chroma = F.interpolate(chroma, size=full, mode="bilinear", align_corners=False)[..., :h, :w]
     weight, bias = _affine(fmt)
-    ycc = torch.cat((y.unsqueeze(1).to(dtype), chroma), 1)
-    return _mix(ycc, weight, bias).clamp_(0.0, 1.0)
+    return _mix(torch.cat((luma, chroma), 1), weight, bias).clamp_(0.0, 1.0)
+
+
+def _area(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    # Integer box-average first (cheap, alias-free), then a bilinear step to the exact size.
+    k = min(x.shape[-2] // size[0], x.shape[-1] // size[1])
+    if k > 1:
+        x = F.avg_pool2d(x, k, ceil_mode=True)
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def rgb_to_yuv(rgb: torch.Tensor, fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ from torch import nn
 from .colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from .errors import UsageError
 from .frames import frame_from_planes, planes_of, yuv_format
+from .guided import apply_planes, fit_gain_offset, plane_coefficients
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,11 +32,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Engine:
-    """Runs ``model`` (RGB [B,3,H,W] in [0,1] -> same) on ``device`` under inference mode."""
+    """Runs ``model`` (RGB [B,3,H,W] in [0,1] -> same) on ``device`` under inference mode.
 
-    def __init__(self, model: nn.Module, device: str | torch.device = "auto") -> None:
+    ``infer_size``: video frames whose short side exceeds it go through the model at that short side, and the
+    result reaches full resolution by guided upsampling (``guided.py``); ``None`` runs at native resolution.
+    ``"auto"`` takes the model's own ``infer_size`` hint.
+    """
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "auto",
+                 infer_size: int | str | None = "auto", guide_eps: float = 1e-4) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
+        self.infer_size = getattr(model, "infer_size", None) if infer_size == "auto" else infer_size
+        self.guide_eps = guide_eps
+
+    def infer_shape(self, height: int, width: int) -> tuple[int, int] | None:
+        """The (h, w) the model runs at for a frame of this size, or None for native resolution."""
+        n = self.infer_size
+        if n is None or min(height, width) <= n:
+            return None
+        scale = n / min(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
 
     @torch.inference_mode()
     def process_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -63,10 +80,18 @@ class Engine:
             fmt = yuv_format(group[0])
             y, u, v = (torch.from_numpy(np.stack(p)).to(self.device, non_blocking=True)
                        for p in zip(*(planes_of(f) for f in group)))
-            rgb = self.model(yuv_to_rgb(y, u, v, fmt))
-            planes = [p.cpu().numpy() for p in rgb_to_yuv(rgb, out_format)]
+            planes = [p.cpu().numpy() for p in self._dehaze_planes(y, u, v, fmt, out_format)]
             for i, src in enumerate(group):
                 frame = frame_from_planes(planes[0][i], planes[1][i], planes[2][i], out_pix_fmt)
                 frame.pts, frame.time_base = src.pts, src.time_base
                 out.append(frame)
         return out
+
+    def _dehaze_planes(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat,
+                       out_format: YUVFormat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        size = self.infer_shape(*y.shape[-2:])
+        if size is None:
+            return rgb_to_yuv(self.model(yuv_to_rgb(y, u, v, fmt)), out_format)
+        small = yuv_to_rgb(y, u, v, fmt, size=size)
+        a, b = fit_gain_offset(small, self.model(small), radius=max(1, min(size) // 128), eps=self.guide_eps)
+        return apply_planes((y, u, v), plane_coefficients(a, b, fmt, out_format), out_format)

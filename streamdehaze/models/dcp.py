@@ -19,6 +19,7 @@ class DarkChannelPrior(nn.Module):
     """``forward(rgb [B,3,H,W] in [0,1]) -> [B,3,H,W] in [0,1]``; stateless, any device and float dtype."""
 
     name = "dcp"
+    infer_size = 192  # video: estimate at this short side; the engine's guided upsampling does the rest
 
     def __init__(self, omega: float = 0.95, t_min: float = 0.2, work_size: int = 360,
                  patch_fraction: float = 1 / 40, top_fraction: float = 0.001, eps: float = 1e-3) -> None:

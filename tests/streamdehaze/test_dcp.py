@@ -17,7 +17,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
 def test_dcp_gains_3db_on_synthetic_haze(name):
-    data = pytest.importorskip("skimage.data")
+    import skimage.data as data
     clean = torch.from_numpy(getattr(data, name)()[..., :3].copy()).permute(2, 0, 1)[None].float() / 255
     h, w = clean.shape[-2:]
     depth = torch.linspace(1.0, 0.2, h).view(1, 1, h, 1).expand(1, 1, h, w)  # farther towards the top

@@ -1,0 +1,133 @@
+"""Throughput benchmark: ``python -m streamdehaze.bench [--sizes 720p 1080p] [--model dcp]``.
+
+For each size it makes a clip from the bundled sample (rescaled, re-encoded), then measures in one invocation:
+decode only, model only (frames already decoded), encode only, a plain transcode (decode + encode through the
+same threads, no processing) and the end-to-end dehaze. Prints fps for each, end-to-end / transcode, and the
+pipeline efficiency: end-to-end fps over the slowest single stage's fps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import torch
+
+from .api import dehaze_video
+from .engine import Engine
+from .models import create_model
+from .sinks import VideoFileSink
+from .sources import VideoFileSource
+from .threads import Prefetch, Worker
+
+SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080), "2160p": (3840, 2160)}
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "hazy_bunny.mp4"
+
+
+def make_clip(path: Path, width: int, height: int, frames: int) -> None:
+    """The bundled sample rescaled to ``width`` x ``height``, looped to ``frames`` frames (no audio)."""
+    with av.open(str(path), "w") as dst:
+        out = dst.add_stream("libx264", rate=25)
+        out.width, out.height, out.pix_fmt = width, height, "yuv420p"
+        out.codec_context.options = {"crf": "18", "preset": "veryfast"}
+        n = 0
+        while n < frames:
+            with av.open(str(SAMPLE)) as src:
+                for frame in src.decode(video=0):
+                    scaled = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
+                    scaled.pts = n
+                    for packet in out.encode(scaled):
+                        dst.mux(packet)
+                    n += 1
+                    if n == frames:
+                        break
+        for packet in out.encode(None):
+            dst.mux(packet)
+
+
+def _fps(frames: int, seconds: float) -> float:
+    return frames / seconds if seconds > 0 else float("inf")
+
+
+def measure(clip: Path, model: str, device: str, preset: str, batch: int) -> dict[str, float]:
+    tmp = clip.parent
+    with VideoFileSource(str(clip)) as source:
+        start = time.perf_counter()
+        frames = [item for item in source if isinstance(item, av.VideoFrame)]
+        decode = _fps(len(frames), time.perf_counter() - start)
+        info = source.info
+    engine = Engine(create_model(model), device)
+    sink = VideoFileSink(tmp / "probe.mp4", info, preset=preset)
+    fmt, pix_fmt = sink.yuv_format, sink.pix_fmt
+    sink.abort()
+    engine.process_frames(frames[:batch], fmt, pix_fmt)  # warm-up (allocations, kernels)
+    start = time.perf_counter()
+    dehazed = []
+    for i in range(0, len(frames), batch):
+        dehazed += engine.process_frames(frames[i:i + batch], fmt, pix_fmt)
+    model_fps = _fps(len(frames), time.perf_counter() - start)
+    sink = VideoFileSink(tmp / "encode.mp4", info, preset=preset)
+    start = time.perf_counter()
+    for frame in dehazed:
+        sink.write(frame)
+    sink.close()
+    encode = _fps(len(frames), time.perf_counter() - start)
+    del frames, dehazed
+    transcode = _fps(*_transcode(clip, tmp / "transcode.mp4", preset))
+    result = dehaze_video(clip, tmp / "dehazed.mp4", model=model, device=device, preset=preset, batch=batch)
+    return {"decode": decode, "model": model_fps, "encode": encode, "transcode": transcode, "end_to_end": result.fps}
+
+
+def _transcode(clip: Path, out: Path, preset: str) -> tuple[int, float]:
+    """Decode + encode with the pipeline's reader and writer threads and no processing."""
+    start = time.perf_counter()
+    with VideoFileSource(str(clip)) as source:
+        sink = VideoFileSink(out, source.info, preset=preset)
+        reader = Prefetch(source, maxsize=8, name="decode")
+        writer: Worker = Worker(sink.write, maxsize=8, name="encode")
+        n = 0
+        for item in reader:
+            if isinstance(item, av.VideoFrame):
+                writer.put(item)
+                n += 1
+        reader.close()
+        writer.finish()
+        sink.close()
+    return n, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m streamdehaze.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", nargs="+", default=["720p", "1080p"], choices=list(SIZES))
+    p.add_argument("--model", default="dcp")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--frames", type=int, default=100)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--preset", default="veryfast")
+    args = p.parse_args(argv)
+    device = Engine(create_model("dcp"), args.device).device
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {gpu}; "
+          f"torch {torch.__version__}, av {av.__version__}; model {args.model}, device {device}, "
+          f"batch {args.batch}, libx264 {args.preset}, {args.frames} frames")
+    print(f"{'size':>6} {'decode':>8} {'model':>8} {'encode':>8} {'transcode':>10} {'end2end':>8} "
+          f"{'e2e/transcode':>14} {'efficiency':>11}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            clip = Path(tmp) / f"{size}.mp4"
+            make_clip(clip, *SIZES[size], args.frames)
+            r = measure(clip, args.model, args.device, args.preset, args.batch)
+            slowest = min(r["decode"], r["model"], r["encode"])
+            print(f"{size:>6} {r['decode']:8.1f} {r['model']:8.1f} {r['encode']:8.1f} {r['transcode']:10.1f} "
+                  f"{r['end_to_end']:8.1f} {r['end_to_end'] / r['transcode']:14.2f} "
+                  f"{r['end_to_end'] / slowest:11.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

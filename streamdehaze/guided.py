@@ -1,0 +1,75 @@
+"""Guided upsampling in the YUV domain: run the model small, transfer its effect to the full-resolution planes.
+
+At low resolution we fit, in every window, ``out_c ~= a * in_c + b_c`` (one gain shared by the three RGB channels,
+one offset per channel) between the model's input and output: the fast guided filter (He & Sun 2015) with a
+shared-gain colour model. That model is exactly the haze model ``J = (I - A) / t + A`` (gain 1/t, offset
+A (1 - 1/t)), so dehazing transfers without loss of structure. Because the gain is a scalar, the map stays
+per-plane in YUV: ``plane_out = g * plane_in + d``, so the full-resolution work is an upsample and a
+multiply-add per plane, with no full-resolution RGB at all.
+
+Shapes: RGB ``[B,3,h,w]`` in [0,1]; gain ``[B,1,h,w]``; offsets ``[B,3,h,w]``; planes as in ``colour``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .colour import YUVFormat, ycc_from_rgb
+from .filters import box_filter, resize
+
+
+def fit_gain_offset(src: torch.Tensor, dst: torch.Tensor, radius: int,
+                    eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares ``dst ~= a * src + b`` in each (2r+1)^2 window, ridge ``eps`` on ``a``, then smoothed."""
+    c = src.shape[1]
+    # The shared gain needs only channel sums of the products: 8 planes to filter instead of 12.
+    products = torch.stack(((src * dst).sum(1), (src * src).sum(1)), 1)
+    stats = box_filter(torch.cat((src, dst, products), 1), radius)
+    mean_s, mean_d, mean_sd, mean_ss = stats.split((c, c, 1, 1), 1)
+    cov = mean_sd - (mean_s * mean_d).sum(1, keepdim=True)
+    var = mean_ss - (mean_s * mean_s).sum(1, keepdim=True)
+    a = cov / (var + eps)
+    b = mean_d - a * mean_s
+    smooth = box_filter(torch.cat((a, b), 1), radius)
+    return smooth[:, :1], smooth[:, 1:]
+
+
+def plane_coefficients(a: torch.Tensor, b: torch.Tensor, src: YUVFormat,
+                       dst: YUVFormat) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Turn RGB-domain ``(a, b)`` into per-plane ``(gain, offset)`` in sample units: ``out = gain * in + offset``.
+
+    Input and output share the colour matrix; range and bit depth may differ.
+    """
+    offset_ycc = torch.einsum("oc,bchw->bohw", ycc_from_rgb(src.matrix).to(b), b)
+    si, so = src._offsets(), dst._offsets()
+    out = []
+    for i in range(3):
+        in_zero, in_span = (si[0], si[1]) if i == 0 else (si[2], si[3])
+        out_zero, out_span = (so[0], so[1]) if i == 0 else (so[2], so[3])
+        gain = a * (out_span / in_span)
+        out.append((gain, offset_ycc[:, i:i + 1] * out_span + out_zero - gain * in_zero))
+    return out
+
+
+def apply_planes(planes: tuple[torch.Tensor, ...], coefficients: list[tuple[torch.Tensor, torch.Tensor]],
+                 dst: YUVFormat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Apply per-plane coefficients (upsampled to each plane's size) and quantise to ``dst``'s layout."""
+    (gain_y, offset_y), (gain_c, offset_u), (_, offset_v) = coefficients  # U and V share the gain
+    y_size, c_size = planes[0].shape[-2:], planes[1].shape[-2:]
+    gain_y, offset_y = resize(torch.cat((gain_y, offset_y), 1), y_size).split(1, 1)
+    gain_c, offset_u, offset_v = resize(torch.cat((gain_c, offset_u, offset_v), 1), c_size).split(1, 1)
+    outs = (torch.addcmul(offset_y, gain_y, planes[0].unsqueeze(1).float()),
+            torch.addcmul(offset_u, gain_c, planes[1].unsqueeze(1).float()),
+            torch.addcmul(offset_v, gain_c, planes[2].unsqueeze(1).float()))
+    h, w = y_size
+    sx, sy = dst.subsampling
+    sizes = ((h, w), (-(-h // sy), -(-w // sx)), (-(-h // sy), -(-w // sx)))
+    peak = float((1 << dst.bits) - 1)
+    dtype = torch.uint8 if dst.bits == 8 else torch.int16
+    out = []
+    for plane, size in zip(outs, sizes):
+        if tuple(plane.shape[-2:]) != size:  # e.g. 4:4:4 in, 4:2:0 out
+            plane = F.adaptive_avg_pool2d(plane, size)
+        out.append(plane[:, 0].round_().clamp_(0, peak).to(dtype))
+    return out[0], out[1], out[2]
