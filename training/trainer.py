@@ -146,7 +146,11 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.train.seed + 1000)
         hazy = torch.cat([synthesize_haze(c[:, :3], generator, depth=c[:, 3:], config=self.config.haze).hazy
                           for c in data.split(8)])
-        return {"hazy": hazy, "clean": data[:, :3]}
+        clean = data[:, :3]
+        # the do-nothing baseline: how far the hazy inputs themselves are from the targets
+        self.val_input = {"val_psnr_input": psnr(hazy, clean).mean().item(),
+                          "val_ssim_input": ssim_map(hazy, clean, 11).flatten(1).mean(1).mean().item()}
+        return {"hazy": hazy, "clean": clean}
 
     def _batch(self) -> Clip:
         tc = self.config.train
@@ -268,7 +272,8 @@ class Trainer:
         self._log({"event": "start" if self.step == 0 else "resume", "step": self.step, "time": time.time(),
                    "device": str(self.device), "model": self.config.model.name,
                    "train_images": len(self.cache), "val_images": 0 if self.val is None else len(self.val["hazy"]),
-                   "contrastive": self.config.loss.contrastive > 0, "threads": torch.get_num_threads()})
+                   "contrastive": self.config.loss.contrastive > 0, "threads": torch.get_num_threads(),
+                   **(self.val_input if self.val is not None else {})})
         metrics: dict[str, float] = {}
         if self.step == 0 and self.val is not None:
             metrics = self.validate()

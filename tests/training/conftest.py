@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 
 def scene(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
@@ -30,3 +31,14 @@ def clean_folder(tmp_path: Path) -> Path:
     for i in range(12):
         cv2.imwrite(str(folder / f"scene_{i:02d}.png"), cv2.cvtColor(scene(i), cv2.COLOR_RGB2BGR))
     return folder
+
+
+@pytest.fixture(scope="session")
+def random_vgg(tmp_path_factory) -> Path:
+    """A randomly initialised VGG19 saved like torchvision's ImageNet file (the real one is not available here)."""
+    from torchvision.models import vgg19
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vgg") / "vgg19-random.pth"
+    torch.save(vgg19(weights=None).state_dict(), path)
+    return path

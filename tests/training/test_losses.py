@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from torchvision.models import vgg19
 
 from training.cli import UsageError
 from training.losses import (ContrastiveLoss, charbonnier, gaussian_distance, l1, load_vgg19_features, ms_ssim,
@@ -48,20 +45,13 @@ def test_ms_ssim_uses_fewer_scales_on_small_crops():
 
 
 @pytest.fixture(scope="module")
-def random_vgg(tmp_path_factory) -> Path:
-    """A randomly initialised VGG19 saved like torchvision's ImageNet file (the real one is not available)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("vgg") / "vgg19-random.pth"
-    torch.save(vgg19(weights=None).state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def features(random_vgg):
     return load_vgg19_features(random_vgg)
 
 
-def test_vgg19_loading_and_missing_file(features, tmp_path):
+def test_vgg19_loading_and_missing_file(features, random_vgg, tmp_path):
+    saved = torch.load(random_vgg, weights_only=True)
+    assert torch.equal(features[28].weight, saved["features.28.weight"])  # conv5_1, loaded exactly
     assert not any(p.requires_grad for p in features.parameters())
     assert len(features) == 30 and not features.training
     with pytest.raises(UsageError, match="vgg19-dcbb9e9d.pth.*contrastive = 0"):

@@ -84,9 +84,7 @@ def test_resume_continues_identically(clean_folder, tmp_path):
     assert losses_a == pytest.approx(losses_b, abs=1e-6)
 
 
-def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path):
-    from torchvision.models import vgg19
-
+def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path, random_vgg):
     import cv2
 
     hazy, clean = tmp_path / "pairs_hazy", tmp_path / "pairs_clean"
@@ -95,12 +93,10 @@ def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path):
         image = cv2.imread(str(f))
         cv2.imwrite(str(clean / f.name), image)
         cv2.imwrite(str(hazy / f.name), (image * 0.6 + 90).astype("uint8"))
-    torch.manual_seed(0)
-    torch.save(vgg19(weights=None).state_dict(), tmp_path / "vgg.pth")
     config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run",
                           data={"paired_hazy": str(hazy), "paired_clean": str(clean), "paired_fraction": 0.5},
                           train={"steps": 3, "amp": True, "val_every": 3, "checkpoint_every": 3},
-                          loss={"contrastive": 0.04, "vgg_weights": str(tmp_path / "vgg.pth")})
+                          loss={"contrastive": 0.04, "vgg_weights": str(random_vgg)})
     assert run_main(main, ["--config", str(config), "--quiet"]) == 0
     log = _log(tmp_path / "run")
     assert all(r["contrastive"] > 0 for r in log if "loss" in r)

@@ -52,9 +52,10 @@ def load_vgg19_features(path: str | Path | None = None) -> nn.Sequential:
         raise UsageError(f"VGG19 ImageNet weights not found: {path} (torchvision's {VGG19_FILE}); "
                          "copy it there, set loss.vgg_weights to its path, or set loss.contrastive = 0 "
                          "to train without the contrastive term")
-    model = vgg19(weights=None)
+    with torch.device("meta"):  # no random initialisation of 143 M parameters that are overwritten anyway
+        model = vgg19(weights=None)
     try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), assign=True)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise UsageError(f"not a torchvision VGG19 state dict: {path} ({str(exc).splitlines()[0]})") from exc
     features = model.features[: _RELU_X_1[-1] + 1].eval()
