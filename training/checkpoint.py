@@ -32,7 +32,7 @@ def _replace(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(folder: str | Path, step: int, model: nn.Module, state: dict, *, keep: bool = False) -> Path:
+def save_checkpoint(folder: str | Path, step: int, model: nn.Module, state: dict, *, keep_every: int = 0) -> Path:
     """Write checkpoint ``step`` into ``folder`` and point ``last.json`` at it.
 
     Args:
@@ -40,7 +40,7 @@ def save_checkpoint(folder: str | Path, step: int, model: nn.Module, state: dict
         step: optimisation steps done.
         model: the KANet being trained (weights are saved in float32).
         state: everything else needed to resume (``torch.save``-able).
-        keep: keep this checkpoint when later ones are written (otherwise only the newest two are kept).
+        keep_every: older checkpoints are deleted, except the newest two and those at multiples of this step.
 
     Returns:
         path of the ``.state.pt`` file.
@@ -52,7 +52,7 @@ def save_checkpoint(folder: str | Path, step: int, model: nn.Module, state: dict
     tmp_w, tmp_s = atomic_path(weights), atomic_path(state_file)
     try:
         kanet.save_weights(model, tmp_w)
-        torch.save({**state, "step": step, "keep": keep}, tmp_s)
+        torch.save({**state, "step": step}, tmp_s)
         _replace(tmp_w, weights)
         _replace(tmp_s, state_file)
     finally:
@@ -62,21 +62,19 @@ def save_checkpoint(folder: str | Path, step: int, model: nn.Module, state: dict
     tmp_p = atomic_path(pointer)
     tmp_p.write_text(json.dumps({"step": step, "weights": weights.name, "state": state_file.name}) + "\n")
     _replace(tmp_p, pointer)
-    _prune(folder, keep_latest=2)
+    _prune(folder, keep_every)
     return state_file
 
 
-def _prune(folder: Path, keep_latest: int) -> None:
-    """Delete old unkept checkpoints, leaving the newest ``keep_latest``."""
+def _prune(folder: Path, keep_every: int, keep_latest: int = 2) -> None:
+    """Delete checkpoints older than the newest ``keep_latest`` unless their step is a multiple of ``keep_every``."""
     states = sorted(folder.glob("step-*.state.pt"))
     for state_file in states[:-keep_latest]:
-        try:
-            keep = torch.load(state_file, map_location="cpu", weights_only=False).get("keep", False)
-        except Exception:  # an unreadable old checkpoint is not worth keeping
-            keep = False
-        if not keep:
-            state_file.unlink(missing_ok=True)
-            state_file.with_name(state_file.name.replace(".state.pt", ".safetensors")).unlink(missing_ok=True)
+        step = int(state_file.name[len("step-"):-len(".state.pt")])
+        if keep_every > 0 and step % keep_every == 0:
+            continue
+        state_file.unlink(missing_ok=True)
+        state_file.with_name(state_file.name.replace(".state.pt", ".safetensors")).unlink(missing_ok=True)
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:

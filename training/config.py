@@ -1,6 +1,7 @@
 """Training configuration: typed sections read from a TOML or JSON file, with one-line errors for bad input.
 
-Sections: ``[data]``, ``[model]``, ``[train]``, ``[loss]``, ``[reweight]`` (:class:`training.reweighting.ReweightConfig`),
+Sections: ``[data]``, ``[model]``, ``[train]``, ``[loss]``,
+``[reweight]`` (:class:`training.reweighting.ReweightConfig`),
 ``[haze]`` (:class:`training.synthesis.HazeConfig` ranges) and ``[motion]`` (:class:`training.clips.MotionConfig`).
 Every key is optional; missing keys take the defaults below. Relative paths are relative to the working directory.
 """

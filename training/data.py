@@ -45,7 +45,8 @@ class ImageCache:
     @classmethod
     def load(cls, files: Sequence[Path], short_side: int, depth_folder: Path | None = None,
              min_side: int = 0) -> ImageCache:
-        """Decode ``files`` (resized to ``short_side``); depth from ``depth_folder`` (same stem, any image format) or pseudo-depth.
+        """Decode ``files`` (resized to ``short_side``) with depth from ``depth_folder`` (same stem, any image
+        format) or pseudo-depth.
 
         Images whose short side after resizing is under ``min_side`` are upscaled to it.
         """

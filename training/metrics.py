@@ -100,7 +100,7 @@ def warping_error(frames_in: Sequence[np.ndarray], frames_out: Sequence[np.ndarr
 
     Flow is computed on the INPUT frames (the output may flicker or be wrong); each output frame is compared with
     the previous output frame warped onto it, over non-occluded pixels:
-    :math:`E = \\frac{1}{T-1} \\sum_t \\frac{\\sum_p M_t(p) \\lVert O_t(p) - \\hat O_{t-1}(p) \\rVert_2^2}{\\sum_p M_t(p)}`
+    :math:`E = \\frac{1}{T-1} \\sum_t \\sum_p M_t(p) \\lVert O_t(p) - \\hat O_{t-1}(p) \\rVert_2^2 / \\sum_p M_t(p)`
     with frames in [0, 1].
 
     Args:

@@ -1,8 +1,8 @@
 """Multi-degradation hazy imaging model: clean image in, realistic hazy image out.
 
 All maps are per pixel :math:`p`, images are RGB in [0, 1], and :math:`F_m, F_A, F_s` are independent smooth random
-fields of mean 0 and variance 1 (:mod:`training.fields`). One draw of the parameters below is made per image; ranges
-are those of :class:`HazeConfig` (defaults in brackets).
+fields of mean 0 and variance 1 (:mod:`training.fields`: 24 cosines of 0.5-4 cycles per image). One draw of the
+parameters below is made per image; ranges are those of :class:`HazeConfig` (its defaults are quoted).
 
 1. Illumination change (hazy days are dimmer, flatter and less saturated than the clean photo):
 
@@ -24,7 +24,10 @@ are those of :class:`HazeConfig` (defaults in brackets).
    :math:`\\sigma_m \\in [0, 0.45]` (log-normal, mean 1, so the average thickness is kept).
 3. Coloured, spatially varying airlight:
 
-   .. math:: A(p) = a \\, c \\, \\big(1 + v (0.5 - y(p)) + \\sigma_A F_A(p)\\big), \\qquad c = \\frac{1 + k\\,(0.05, 0.005, -0.07)}{\\max_c(\\cdot)}
+   .. math::
+
+       A(p) = a \\, c \\, \\big(1 + v (0.5 - y(p)) + \\sigma_A F_A(p)\\big), \\qquad
+       c = \\frac{1 + k\\,(0.05, 0.005, -0.07)}{\\max_c(\\cdot)}
 
    brightness :math:`a \\in [0.72, 0.98]`; tint :math:`k` triangular on :math:`[-1.2, 1.2]` (negative: blue-grey mist,
    positive: yellow-grey smog or dust; mostly near-neutral); vertical gradient :math:`v \\in [-0.04, 0.12]` over
@@ -45,7 +48,7 @@ order, so a seed fixes the output; tensors follow the input's device and dtype (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -88,16 +91,6 @@ class HazeConfig:
     jpeg_p: float = 0.7
     field_components: int = 24
     field_cycles: Range = (0.5, 4.0)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> HazeConfig:
-        """Build from a mapping (e.g. a config file section); unknown keys raise ``KeyError`` naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise KeyError(f"unknown haze setting(s): {', '.join(unknown)}")
-        cast = {k: tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
-        return replace(cls(), **cast)
 
 
 _TINT_AXIS = (0.05, 0.005, -0.07)
@@ -246,11 +239,13 @@ def render_haze(clean: torch.Tensor, depth: torch.Tensor, params: HazeParams, ge
     grey = rgb_to_grayscale(radiance.clamp(0, 1))
     radiance = (grey + col("saturation") * (radiance - grey)).clamp(0, 1)
 
-    density = torch.exp(col("density_sigma") * _field(params.density_field, coords, time) - col("density_sigma") ** 2 / 2)
+    sigma_m = col("density_sigma")
+    density = torch.exp(sigma_m * _field(params.density_field, coords, time) - sigma_m ** 2 / 2)
     distance = col("near") + (1 - col("near")) * depth.to(dev, dt).clamp(0, 1) ** col("depth_gamma")
     transmission = torch.exp(-col("thickness") * distance * density)
 
-    shape = 1 + col("airlight_gradient") * (0.5 - vertical) + col("airlight_sigma") * _field(params.airlight_field, coords, time)
+    variation = col("airlight_sigma") * _field(params.airlight_field, coords, time)
+    shape = 1 + col("airlight_gradient") * (0.5 - vertical) + variation
     airlight = (col("airlight") * shape).clamp(0, 1)
 
     hazy = radiance * transmission + airlight * (1 - transmission)

@@ -99,7 +99,9 @@ class Trainer:
             contrastive.to(self.device)
         self.data_generator = torch.Generator().manual_seed(tc.seed)
         self.haze_generator = torch.Generator().manual_seed(tc.seed + 1)
-        reweighter = SampleReweighter(config.reweight, torch.Generator().manual_seed(tc.seed + 2)) if lc.reweight else None
+        reweighter = None
+        if lc.reweight:
+            reweighter = SampleReweighter(config.reweight, torch.Generator().manual_seed(tc.seed + 2))
         self.objective = Objective(lc, reweighter, contrastive)
         self.step = 0
         self._load_data()
@@ -249,9 +251,7 @@ class Trainer:
         self.step = int(state["step"])
 
     def checkpoint(self) -> Path:
-        tc = self.config.train
-        keep = bool(tc.keep_every) and self.step % tc.keep_every == 0
-        return save_checkpoint(self.out, self.step, self.model, self.state(), keep=keep)
+        return save_checkpoint(self.out, self.step, self.model, self.state(), keep_every=self.config.train.keep_every)
 
     # --- loop ---------------------------------------------------------------------------------------------------
 

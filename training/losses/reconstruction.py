@@ -31,7 +31,8 @@ def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor)
     return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
 
 
-def _ssim_terms(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _ssim_terms(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor,
+                data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
     """SSIM and its contrast-structure part, averaged per sample (valid filtering, as in the reference)."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     groups = x.shape[1]
