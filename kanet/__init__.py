@@ -1,5 +1,14 @@
-"""KA_Net for image and video dehazing: model definitions, official-checkpoint conversion, inference helpers."""
+"""KA_Net for image and video dehazing: model definitions, official-checkpoint conversion, inference helpers.
 
-from .model import MODEL_NAMES, KANet, KANetConfig, create_model
+``kanet`` knows nothing of video or training; ``streamdehaze`` and ``training`` build on it.
+"""
 
-__all__ = ["MODEL_NAMES", "KANet", "KANetConfig", "create_model"]
+from .convert import CheckpointError, load_official
+from .inference import dehaze
+from .model import CONFIGS, MODEL_NAMES, KANet, KANetConfig, create_model
+from .weights import WeightsError, load_weights, save_weights
+
+__all__ = [
+    "CONFIGS", "MODEL_NAMES", "CheckpointError", "KANet", "KANetConfig", "WeightsError", "create_model", "dehaze",
+    "load_official", "load_weights", "save_weights",
+]

@@ -104,30 +104,40 @@ class KANet(nn.Module):
 
 # --- named configurations -------------------------------------------------------------------------------------
 
+CONFIGS: dict[str, KANetConfig] = {
+    # The paper's network: stage-3 width 320 (55,657,426 parameters).
+    "kanet": KANetConfig(keep_unused=True),
+    # The older official release: stage-3 width 256 (52,758,290 parameters).
+    "kanet-w256": KANetConfig(dims=(64, 128, 256, 512), keep_unused=True),
+    # Real-time 'small': same blocks, narrower stages, one block per stage, lighter decoder.
+    "kanet-s": KANetConfig(dims=(32, 64, 128, 192), depths=(1, 1, 1, 1), heads=(1, 1, 2, 2), intra_heads=(1, 1, 2),
+                           decoder_depth=1, decoder_heads=4, decoder_mlp_ratio=2.0),
+    # Real-time 'tiny', the CPU default. Stage-1 keys reduced 8x (not 4x): at 256x448 that attention was the
+    # largest single cost.
+    "kanet-t": KANetConfig(dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), heads=(1, 1, 1, 2), sr_ratios=(8, 4, 2, 1),
+                           intra_heads=(1, 1, 1), decoder_depth=1, decoder_heads=2, decoder_mlp_ratio=2.0,
+                           head_tail=(8, 8)),
+}
+
+
 def kanet(**kwargs) -> KANet:
-    """The paper's network: stage-3 width 320 (55,657,426 parameters)."""
-    return KANet(KANetConfig(keep_unused=True), name="kanet", **kwargs)
+    """The paper's KA_Net (stage-3 width 320)."""
+    return KANet(CONFIGS["kanet"], name="kanet", **kwargs)
 
 
 def kanet_w256(**kwargs) -> KANet:
-    """The older official release: stage-3 width 256 (52,758,290 parameters)."""
-    return KANet(KANetConfig(dims=(64, 128, 256, 512), keep_unused=True), name="kanet-w256", **kwargs)
+    """The older official KA_Net release (stage-3 width 256)."""
+    return KANet(CONFIGS["kanet-w256"], name="kanet-w256", **kwargs)
 
 
 def kanet_s(**kwargs) -> KANet:
-    """Real-time 'small': same blocks, narrower stages, one block per stage, lighter bottleneck and decoder."""
-    cfg = KANetConfig(dims=(32, 64, 128, 192), depths=(1, 1, 1, 1), heads=(1, 1, 2, 2), intra_heads=(1, 1, 2),
-                      decoder_depth=1, decoder_heads=4, decoder_mlp_ratio=2.0, head_tail=(16, 8))
-    return KANet(cfg, name="kanet-s", **kwargs)
+    """Real-time small KA_Net."""
+    return KANet(CONFIGS["kanet-s"], name="kanet-s", **kwargs)
 
 
 def kanet_t(**kwargs) -> KANet:
-    """Real-time 'tiny', the CPU default: the smallest stages that keep every block type."""
-    # Stage-1 keys reduced 8x (not 4x): at 256x448 attention there was the largest single cost.
-    cfg = KANetConfig(dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), heads=(1, 1, 1, 2), sr_ratios=(8, 4, 2, 1),
-                      intra_heads=(1, 1, 1), decoder_depth=1, decoder_heads=2, decoder_mlp_ratio=2.0,
-                      head_tail=(8, 8))
-    return KANet(cfg, name="kanet-t", **kwargs)
+    """Real-time tiny KA_Net (CPU default)."""
+    return KANet(CONFIGS["kanet-t"], name="kanet-t", **kwargs)
 
 
 _FACTORIES: dict[str, Callable[..., KANet]] = {
@@ -140,7 +150,7 @@ MODEL_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 
 
 def create_model(name: str = "kanet", rff: str = "fixed", seed: int = 0) -> KANet:
-    """Build a named configuration with freshly initialised weights (eval/train mode is the caller's business)."""
+    """Build a named configuration with freshly initialised weights (train mode, like any new nn.Module)."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown KA_Net model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     return _FACTORIES[name](rff=rff, seed=seed)

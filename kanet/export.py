@@ -1,0 +1,124 @@
+"""ONNX export with dynamic batch, height and width.
+
+The exported graph is image-to-image: input ``rgb`` float32 ``[B, 3, H, W]`` in [0, 1] (any H, W of at least
+``model.min_size``), output ``dehazed`` ``[B, 3, H, W]`` in [0, 1]; normalisation, reflect padding to the multiple,
+cropping and clamping are inside the graph. Tiling stays on the host (call the model tile by tile). Only the
+``fixed`` RFF mode can be exported (parity mode draws random numbers on the host at every call).
+
+Command line::
+
+    python -m kanet.export (--weights W.safetensors | --model kanet-t) OUT.onnx [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import MODEL_NAMES, KANet, create_model
+from .weights import WeightsError, load_weights
+
+OPSET = 18
+
+
+class ImageToImage(nn.Module):
+    """``rgb`` [0, 1] -> dehazed [0, 1], same size: the graph that gets exported."""
+
+    def __init__(self, model: KANet):
+        super().__init__()
+        if model.rff_mode != "fixed":
+            raise ValueError("only rff='fixed' models can be exported (parity mode draws on the host per call)")
+        self.model = model
+        self.multiple = model.size_multiple
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        h, w = rgb.shape[-2:]
+        ph, pw = (self.multiple - h % self.multiple) % self.multiple, (self.multiple - w % self.multiple) % self.multiple
+        x = F.pad(rgb * 2 - 1, (0, pw, 0, ph), mode="reflect")
+        y, _ = self.model(x)
+        return y[..., :h, :w].clamp(0, 1)
+
+
+def export_onnx(model: KANet, path: str | os.PathLike, sample_size: tuple[int, int] = (96, 128)) -> Path:
+    """Export ``model`` (eval mode, float32, CPU) to ``path`` atomically; returns the path."""
+    path = Path(path)
+    wrapper = ImageToImage(model.float().cpu().eval())
+    sample = torch.rand(2, 3, *sample_size)
+    batch, height, width = torch.export.Dim("batch", min=1), torch.export.Dim("height", min=model.min_size), \
+        torch.export.Dim("width", min=model.min_size)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        # The exporter narrates its steps on stdout; keep the CLI's output to one line.
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(wrapper, (sample,), dynamo=True, opset_version=OPSET,
+                                        input_names=["rgb"], output_names=["dehazed"],
+                                        dynamic_shapes={"rgb": {0: batch, 2: height, 3: width}},
+                                        external_data=False, verbose=False)
+            program.save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def check_onnx(model: KANet, path: str | os.PathLike, sizes: tuple[tuple[int, int], ...] = ((80, 112), (125, 190))
+               ) -> float:
+    """Max abs difference between onnxruntime (CPU) and PyTorch over a few input sizes."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    wrapper = ImageToImage(model.float().cpu().eval())
+    worst = 0.0
+    for i, (h, w) in enumerate(sizes):
+        rgb = torch.rand(1 + i % 2, 3, h, w, generator=torch.Generator().manual_seed(i))
+        with torch.no_grad():
+            ref = wrapper(rgb).numpy()
+        (out,) = session.run(None, {"rgb": rgb.numpy()})
+        if out.shape != ref.shape:
+            raise RuntimeError(f"ONNX output shape {out.shape} != PyTorch {ref.shape}")
+        worst = max(worst, float(np.abs(out - ref).max()))
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kanet.export",
+                                description="Export KA_Net to ONNX (dynamic batch/height/width, [0,1] RGB in/out).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", help="our .safetensors weights (python -m kanet.convert makes them)")
+    src.add_argument("--model", choices=MODEL_NAMES, help="export a configuration with fresh (untrained) weights")
+    p.add_argument("output", help="output .onnx")
+    p.add_argument("--seed", type=int, default=0, help="RFF seed for --model (default 0)")
+    p.add_argument("--check", action="store_true", help="compare onnxruntime (CPU) with PyTorch after export")
+    args = p.parse_args(argv)
+    try:
+        model = load_weights(args.weights) if args.weights else create_model(args.model, seed=args.seed).eval()
+        if model.rff_mode != "fixed":
+            raise ValueError(f"{args.weights}: rff mode {model.rff_mode!r} cannot be exported (needs 'fixed')")
+        out = export_onnx(model, args.output)
+        msg = f"wrote {out} ({model.config_name or 'custom'}, opset {OPSET}, dynamic B/H/W)"
+        if args.check:
+            msg += f"; onnxruntime vs PyTorch max abs diff {check_onnx(model, out):.2e}"
+    except (WeightsError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # exporter failures: one line, not a traceback
+        print(f"error: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+              file=sys.stderr)
+        return 1
+    print(msg, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

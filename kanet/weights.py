@@ -1,0 +1,87 @@
+"""Our own weight files: safetensors with the configuration in the metadata.
+
+Metadata keys: ``format`` (``"kanet"``), ``config_name``, ``config`` (JSON of ``KANetConfig``), ``rff`` (mode) and
+``rff_seed``. Fixed-mode RFF draws are ordinary buffers of the state dict, so they travel with the weights (always
+in float32: they are a random draw, not a learned weight, and fp16 would move the cosine phases).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .model import CONFIGS, KANet, KANetConfig
+
+FORMAT = "kanet"
+_KEEP_FP32 = ("bottleneck.mrfe.rff.weight", "bottleneck.mrfe.rff.bias")
+
+
+class WeightsError(ValueError):
+    """A weight file that is missing, not ours, or does not fit its own configuration."""
+
+
+def save_weights(model: KANet, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write ``model``'s state dict (floating tensors cast to ``dtype`` if given) to ``path`` atomically."""
+    path = Path(path)
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu")
+        if dtype is not None and value.is_floating_point():
+            value = value.to(torch.float32 if key in _KEEP_FP32 else dtype)
+        tensors[key] = value.contiguous().clone()
+    metadata = {
+        "format": FORMAT,
+        "config_name": model.config_name or "",
+        "config": model.config.to_json(),
+        "rff": model.rff_mode,
+        "rff_seed": str(model.rff_seed),
+    }
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise WeightsError(f"{path}: not a KA_Net weight file (no kanet metadata); official checkpoints need "
+                           f"`python -m kanet.convert` or kanet.load_official")
+    return meta
+
+
+def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> KANet:
+    """Rebuild the configuration recorded in ``path`` and load its weights (float32 model, eval mode)."""
+    if not Path(path).is_file():
+        raise WeightsError(f"{path}: no such file")
+    meta = read_metadata(path)
+    try:
+        config = KANetConfig.from_json(meta["config"])
+    except (ValueError, TypeError) as e:
+        raise WeightsError(f"{path}: bad KA_Net config in metadata ({e})") from e
+    name = meta.get("config_name") or None
+    rff, seed = meta.get("rff", "fixed"), int(meta.get("rff_seed", "0"))
+    if name is not None and CONFIGS.get(name) != config:
+        name = None  # a custom configuration: the recorded config wins, the name would be misleading
+    try:
+        model = KANet(config, rff=rff, seed=seed, name=name)
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        result = model.load_state_dict(state, strict=False)
+    except (ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path}: weights do not fit the recorded config ({e})") from e
+    if result.missing_keys or result.unexpected_keys:
+        raise WeightsError(f"{path}: weights do not fit the recorded config; missing: {result.missing_keys}, "
+                           f"unexpected: {result.unexpected_keys}")
+    return model.to(map_location).eval()

@@ -1,0 +1,48 @@
+"""ONNX export (dynamic batch/height/width) checked against PyTorch with onnxruntime on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import kanet
+from kanet.export import ImageToImage, main
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def test_onnx_matches_pytorch_at_other_sizes(tiny_model: kanet.KANet, tmp_path: Path, capsys) -> None:
+    weights = tmp_path / "t.safetensors"
+    kanet.save_weights(tiny_model, weights)
+    onnx_path = tmp_path / "t.onnx"
+    assert main(["--weights", str(weights), str(onnx_path)]) == 0
+    assert capsys.readouterr().err.count("\n") == 1
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    graph = ImageToImage(tiny_model)
+    # None of these is the export sample size; odd sizes exercise the in-graph padding and cropping.
+    for batch, h, w in [(1, 48, 48), (2, 80, 112), (1, 125, 190), (1, 256, 448)]:
+        rgb = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(h))
+        with torch.no_grad():
+            ref = graph(rgb).numpy()
+        (out,) = session.run(None, {"rgb": rgb.numpy()})
+        assert out.shape == (batch, 3, h, w)
+        assert np.abs(out - ref).max() < 1e-4
+        with torch.no_grad():
+            assert np.abs(out - kanet.dehaze(tiny_model, rgb).numpy()).max() < 1e-4
+
+
+def test_parity_mode_and_bad_inputs_are_refused(tmp_path: Path, capsys) -> None:
+    model = kanet.create_model("kanet-t", rff="parity")
+    with pytest.raises(ValueError, match="fixed"):
+        ImageToImage(model)
+    weights = tmp_path / "p.safetensors"
+    kanet.save_weights(model, weights)
+    out = tmp_path / "p.onnx"
+    assert main(["--weights", str(weights), str(out)]) == 1
+    assert main(["--weights", str(tmp_path / "missing.safetensors"), str(out)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert not out.exists()
