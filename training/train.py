@@ -23,7 +23,7 @@ __all__ = ["main"]
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, help="TOML or JSON config (see training/configs/)")
     parser.add_argument("--resume", type=Path, help="checkpoint to continue from: run folder, .state.pt or "
                                                     ".safetensors (the config saved in it is used unless --config)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from training.depth import pseudo_depth
@@ -81,3 +82,15 @@ def test_pseudo_depth_prefers_far_sky_at_the_top():
     assert depth.min() >= 0 and depth.max() <= 1
     assert (depth[..., :20, :].mean(dim=(1, 2, 3)) > depth[..., -20:, :].mean(dim=(1, 2, 3)) + 0.3).all()
     assert torch.equal(depth, pseudo_depth(clean))
+
+
+@pytest.mark.cuda
+def test_synthesis_runs_on_cuda_and_matches_cpu_draws():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    clean = _images()
+    cpu = synthesize_haze(clean, torch.Generator().manual_seed(4)).hazy
+    gpu = synthesize_haze(clean.cuda(), torch.Generator().manual_seed(4)).hazy  # CPU generator: same draws
+    assert gpu.is_cuda and (gpu.cpu() - cpu).abs().mean() < 5e-3
+    on_device = synthesize_haze(clean.cuda(), torch.Generator("cuda").manual_seed(4)).hazy
+    assert on_device.is_cuda and on_device.min() >= 0 and on_device.max() <= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,14 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: no checkpoint in") and "Traceback" not in done.stderr
+
+
+@pytest.mark.cuda
+def test_cuda_run_with_fp16_autocast(clean_folder, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run",
+                          train={"steps": 4, "device": "cuda", "amp": True, "val_every": 4, "checkpoint_every": 4})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    log = _log(tmp_path / "run")
+    assert log[0]["device"].startswith("cuda") and all(math.isfinite(r["loss"]) for r in log if "loss" in r)
