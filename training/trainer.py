@@ -117,17 +117,22 @@ class Trainer:
         depth = Path(dc.depth) if dc.depth else None
         min_side = max(self.window, dc.val_crop)
         self.cache = ImageCache.load(train_files, dc.cache_short_side, depth, min_side=min_side)
-        self.paired = None
+        self.paired = self.val_paired = None
         if dc.paired_hazy or dc.paired_clean:
             if not (dc.paired_hazy and dc.paired_clean):
                 raise UsageError("data.paired_hazy and data.paired_clean must be given together")
             self.paired = PairedCache.load(Path(dc.paired_hazy), Path(dc.paired_clean), dc.cache_short_side,
                                            keep=lambda n: not is_validation(n, dc.val_fraction))
+            if not len(self.paired):
+                raise UsageError(f"no training pairs left in {dc.paired_hazy} after holding out data.val_fraction")
             small = [n for n, h in zip(self.paired.names, self.paired.hazy) if min(h.shape[-2:]) < tc.crop]
             if small:
                 raise UsageError(f"paired image {small[0]} is smaller than train.crop = {tc.crop}")
             # hazy and clean stacked once so crops cut both together
             self.paired_stacks = [torch.cat([h, c]) for h, c in zip(self.paired.hazy, self.paired.clean)]
+            held_out = PairedCache.load(Path(dc.paired_hazy), Path(dc.paired_clean), dc.cache_short_side,
+                                        keep=lambda n: is_validation(n, dc.val_fraction))
+            self.val_paired = self._paired_validation_set(held_out)
         if dc.val_limit:
             val_files = val_files[: dc.val_limit]
         self.val = self._validation_set(val_files, depth)
@@ -153,6 +158,23 @@ class Trainer:
         self.val_input = {"val_psnr_input": psnr(hazy, clean).mean().item(),
                           "val_ssim_input": ssim_map(hazy, clean, 11).flatten(1).mean(1).mean().item()}
         return {"hazy": hazy, "clean": clean}
+
+    def _paired_validation_set(self, pairs: PairedCache) -> dict[str, torch.Tensor] | None:
+        """Held-out real pairs: centre crops of one side (``data.val_crop`` or the largest that fits all)."""
+        if not len(pairs):
+            return None
+        multiple = self.model.size_multiple
+        fits = min(min(h.shape[-2:]) for h in pairs.hazy) // multiple * multiple
+        side = min(self.config.data.val_crop, fits)
+        if side < multiple:
+            return None
+
+        def centre(image: torch.Tensor) -> torch.Tensor:
+            h, w = image.shape[-2:]
+            return image[:, (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+
+        return {"hazy": torch.stack([centre(h) for h in pairs.hazy]).float() / 255,
+                "clean": torch.stack([centre(c) for c in pairs.clean]).float() / 255}
 
     def _batch(self) -> Clip:
         tc = self.config.train
@@ -199,22 +221,30 @@ class Trainer:
         return terms
 
     @torch.no_grad()
-    def validate(self, batch: int = 8) -> dict[str, float]:
-        """PSNR (dB) and SSIM of the model on the fixed validation pairs (outputs clamped to [0, 1])."""
-        if self.val is None:
-            return {}
-        self.model.eval()
+    def _score(self, pairs: dict[str, torch.Tensor], batch: int) -> tuple[float, float]:
         psnrs, ssims = [], []
-        for hazy, clean in zip(self.val["hazy"].split(batch), self.val["clean"].split(batch)):
+        for hazy, clean in zip(pairs["hazy"].split(batch), pairs["clean"].split(batch)):
             hazy, clean = hazy.to(self.device), clean.to(self.device)
             with self._autocast():
                 y = self.model(hazy * 2 - 1)[0]
             y = y.float().clamp(0, 1)
             psnrs.append(psnr(y, clean))
             ssims.append(ssim_map(y, clean, 11).flatten(1).mean(1))
+        return torch.cat(psnrs).mean().item(), torch.cat(ssims).mean().item()
+
+    def validate(self, batch: int = 8) -> dict[str, float]:
+        """PSNR (dB) and SSIM on the fixed synthetic validation pairs (``val_*``) and on held-out real pairs
+        (``val_paired_*``) when there are any; outputs clamped to [0, 1]."""
+        metrics: dict[str, float] = {}
+        self.model.eval()
+        if self.val is not None:
+            metrics["val_psnr"], metrics["val_ssim"] = self._score(self.val, batch)
+            metrics["val_images"] = len(self.val["hazy"])
+        if self.val_paired is not None:
+            metrics["val_paired_psnr"], metrics["val_paired_ssim"] = self._score(self.val_paired, batch)
+            metrics["val_paired_images"] = len(self.val_paired["hazy"])
         self.model.train()
-        return {"val_psnr": torch.cat(psnrs).mean().item(), "val_ssim": torch.cat(ssims).mean().item(),
-                "val_images": len(self.val["hazy"])}
+        return metrics
 
     # --- state --------------------------------------------------------------------------------------------------
 
@@ -275,7 +305,8 @@ class Trainer:
                    "contrastive": self.config.loss.contrastive > 0, "threads": torch.get_num_threads(),
                    **(self.val_input if self.val is not None else {})})
         metrics: dict[str, float] = {}
-        if self.step == 0 and self.val is not None:
+        has_val = self.val is not None or self.val_paired is not None
+        if self.step == 0 and has_val:
             metrics = self.validate()
             self._log({"step": 0, **metrics})
         bar = tqdm(total=end, initial=self.step, disable=not self.progress, dynamic_ncols=True,
@@ -296,7 +327,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", **({"psnr": f"{metrics['val_psnr']:.2f}"}
                                                                 if "val_psnr" in metrics else {}))
                 sums, count, tick = {}, 0, now
-            if self.val is not None and (self.step % tc.val_every == 0 or self.step == end):
+            if has_val and (self.step % tc.val_every == 0 or self.step == end):
                 metrics = self.validate()
                 self._log({"step": self.step, **metrics})
             if self.step % tc.checkpoint_every == 0 or self.step == end:

@@ -101,6 +101,8 @@ def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path, random
     assert run_main(main, ["--config", str(config), "--quiet"]) == 0
     log = _log(tmp_path / "run")
     assert all(r["contrastive"] > 0 for r in log if "loss" in r)
+    held_out = [f.name for f in sorted(clean.iterdir()) if is_validation(f.name, 0.25)]
+    assert held_out and log[-1]["val_paired_images"] == len(held_out) and "val_paired_psnr" in log[-1]
     assert any("temporal" not in r for r in log if "loss" in r)  # a real-pair step has no clip
 
 
