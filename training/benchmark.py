@@ -1,8 +1,9 @@
-"""Time the data side of training on this machine: haze synthesis, clip rendering, pseudo-depth.
+"""Time the parts of a training step on this machine: haze synthesis, clip rendering, pseudo-depth and the
+network's forward+backward in fp32 and under bf16 autocast.
 
-    python -m training.benchmark [--threads 1] [--repeat 10]
+    python -m training.benchmark [--threads 1] [--repeat 10] [--model kanet-t]
 
-Prints one line per measurement (median milliseconds per call). Training step times are in a run's log.jsonl.
+Prints one line per measurement (median milliseconds per call). Whole-step times are in a run's log.jsonl.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeat", type=int, default=10, help="timed calls per measurement")
+    parser.add_argument("--model", default="kanet-t", help="also time a training step of this kanet model ('' to skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -51,8 +53,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "make_clips 6 clips x 2 frames x 160x160": lambda: make_clips(windows, window_depth, 2, 160, g),
         "pseudo_depth 1 x 320x480 (cache build)": lambda: pseudo_depth(photo),
     }
+    if args.model:
+        import kanet
+
+        model = kanet.create_model(args.model).train()
+        x = torch.rand(12, 3, 160, 160, generator=g) * 2 - 1
+
+        def step(dtype: torch.dtype | None) -> Callable[[], object]:
+            def run() -> None:
+                with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                    y, _ = model(x)
+                y.float().abs().mean().backward()
+                model.zero_grad(set_to_none=True)
+            return run
+
+        cases[f"{args.model} forward+backward 12 x 160x160 fp32"] = step(None)
+        cases[f"{args.model} forward+backward 12 x 160x160 bf16 autocast"] = step(torch.bfloat16)
     for name, fn in cases.items():
-        print(f"{name:<44} {_median_ms(fn, args.repeat):7.1f} ms")
+        print(f"{name:<56} {_median_ms(fn, args.repeat):7.1f} ms")
     return 0
 
 
