@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 import kanet
 from training.checkpoint import load_state, load_weights_into, resolve_checkpoint, save_checkpoint
-from training.cli import UsageError
+from training.cli import UsageError, atomic_path
 from training.clips import Clip, clip_margin, make_clips
 from training.config import Config, config_to_dict
 from training.data import ImageCache, PairedCache, is_validation, random_windows, split_files
@@ -298,7 +299,9 @@ class Trainer:
         tc = self.config.train
         end = min(tc.steps, until) if until else tc.steps
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(config_to_dict(self.config), indent=1) + "\n")
+        tmp = atomic_path(self.out / "config.json")
+        tmp.write_text(json.dumps(config_to_dict(self.config), indent=1) + "\n")
+        os.replace(tmp, self.out / "config.json")
         self._log({"event": "start" if self.step == 0 else "resume", "step": self.step, "time": time.time(),
                    "device": str(self.device), "model": self.config.model.name,
                    "train_images": len(self.cache), "val_images": 0 if self.val is None else len(self.val["hazy"]),
