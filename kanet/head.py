@@ -23,6 +23,16 @@ class ResidualBlock(nn.Module):
         return self.conv2(F.relu(self.conv1(x))) + x
 
 
+def reflect_pad1(x: torch.Tensor) -> torch.Tensor:
+    """Reflection padding by one pixel on every side, as ``F.pad(x, (1, 1, 1, 1), mode="reflect")``.
+
+    Built from slices and ``cat``: the reflection-pad kernel is several times slower on channels-last inputs,
+    and at full resolution that was a visible share of the frame time.
+    """
+    x = torch.cat([x[..., 1:2, :], x, x[..., -2:-1, :]], dim=-2)
+    return torch.cat([x[..., 1:2], x, x[..., -2:-1]], dim=-1)
+
+
 def crop_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Drop the extra last row/column an upsampling adds when the finer grid has odd size."""
     return x[..., : ref.shape[-2], : ref.shape[-1]]
@@ -49,4 +59,4 @@ class Head(nn.Module):
         x = self.refine[2](self.ups[3](x)) + feats[0]
         x = self.refine[3](self.ups[4](x))
         x = self.ups[5](x)
-        return torch.tanh(self.out(F.pad(x, (1, 1, 1, 1), mode="reflect")))
+        return torch.tanh(self.out(reflect_pad1(x)))

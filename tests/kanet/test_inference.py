@@ -77,10 +77,10 @@ def test_autocast_and_channels_last_within_tolerance() -> None:
     import kanet
 
     torch.manual_seed(1)
-    model = kanet.create_model("kanet-s")
+    model = kanet.create_model("kanet-t")
     randomise_batchnorm(model)
     model.eval()
-    rgb = hazy_rgb(96, 128, batch=2)
+    rgb = hazy_rgb(128, 192, batch=2)
     with torch.no_grad():
         ref = dehaze(model, rgb)
         with torch.autocast("cpu", dtype=torch.float16):

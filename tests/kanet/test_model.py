@@ -12,16 +12,17 @@ from kanet.model import KANetConfig
 @pytest.mark.parametrize("name,count", [("kanet", 55_657_426), ("kanet-w256", 52_758_290)])
 def test_official_parameter_counts(name: str, count: int) -> None:
     model = kanet.create_model(name)
+    assert model.config_name == name and model.config == kanet.CONFIGS[name]
     assert sum(p.numel() for p in model.parameters()) == count
 
 
 def test_names_and_config() -> None:
     assert set(kanet.MODEL_NAMES) == {"kanet", "kanet-w256", "kanet-s", "kanet-t"}
-    for name in kanet.MODEL_NAMES:
+    for name in ("kanet-s", "kanet-t"):
         model = kanet.create_model(name)
-        assert model.config_name == name
-        assert isinstance(model.config, KANetConfig)
-        assert KANetConfig.from_json(model.config.to_json()) == model.config
+        assert model.config_name == name and model.config == kanet.CONFIGS[name]
+    for cfg in kanet.CONFIGS.values():
+        assert isinstance(cfg, KANetConfig) and KANetConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ValueError, match="unknown KA_Net model"):
         kanet.create_model("kanet-xl")
 
@@ -75,3 +76,13 @@ def test_min_size_is_the_smallest_working_input(name: str) -> None:
         assert model(torch.zeros(1, 3, m, m))[0].shape == (1, 3, m, m)
         with pytest.raises(RuntimeError):
             model(torch.zeros(1, 3, m - model.size_multiple, m))
+
+
+def test_reflect_pad1_is_reflection_padding() -> None:
+    import torch.nn.functional as F
+
+    from kanet.head import reflect_pad1
+
+    x = torch.randn(2, 3, 5, 7)
+    for t in (x, x.contiguous(memory_format=torch.channels_last)):
+        assert torch.equal(reflect_pad1(t), F.pad(t, (1, 1, 1, 1), mode="reflect"))
