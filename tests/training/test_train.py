@@ -12,10 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-pytest.importorskip("kanet")
-from training.cli import run_main  # noqa: E402
-from training.data import is_validation  # noqa: E402
-from training.train import main  # noqa: E402
+from training.cli import run_main
+from training.data import is_validation
+from training.train import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
