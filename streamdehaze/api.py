@@ -1,25 +1,32 @@
 """The Python API: what the CLI calls, and what pipelines embed.
 
-    from streamdehaze import Dehazer, dehaze_video
-    dehaze_video("in.mp4", "out.mp4")                 # a whole file, audio copied, timestamps kept
-    clear = Dehazer()(hazy_bgr_frame)                 # one frame (or a batch), same type back
+    from streamdehaze import Dehazer, dehaze_video, read_frames
+    dehaze_video("in.mp4", "out.mp4")                       # a file or a stream, audio copied, timestamps kept
+    dehaze = Dehazer()                                      # frames in memory: numpy (BGR) or torch, any device
+    for t, frame in read_frames("rtsp://cam/stream"): show(dehaze(frame))
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 
 from .engine import Engine
+from .errors import UsageError
+from .live import LiveOptions, LiveSource, is_live
 from .models import create_model
 from .outputs import atomic_output, check_output
 from .pipeline import RunResult, run_video
-from .sinks import VideoFileSink
+from .sinks import CallbackSink, VideoSink, segment_pattern, url_format
 from .sources import VideoFileSource
+from .stats import RunStats
+
+Source = VideoFileSource | LiveSource
 
 
 class Dehazer:
@@ -60,22 +67,62 @@ class Dehazer:
         return y[0] if frames.dim() == 3 else y
 
 
-def dehaze_video(input: str | os.PathLike, output: str | os.PathLike, *, model: str = "dcp",
-                 weights: str | os.PathLike | None = None, device: str = "auto", batch: int = 1,
-                 codec: str = "libx264", crf: int = 18, preset: str = "veryfast", max_frames: int | None = None,
-                 on_frames: Callable[[int], None] | None = None,
-                 on_start: Callable[[VideoFileSource], None] | None = None) -> RunResult:
-    """Dehaze a video file into ``output`` (written under a temporary name, renamed when complete).
+def open_source(input: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,
+                live: LiveOptions | None = None) -> Source:
+    """A file, image sequence (``frames/%05d.png``) or URL of a file -> ``VideoFileSource``; a camera stream
+    (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN) -> ``LiveSource``."""
+    if is_live(str(input)):
+        return LiveSource(str(input), live or LiveOptions(), max_frames=max_frames, duration=duration)
+    return VideoFileSource(input, max_frames=max_frames, duration=duration)
 
-    Every frame keeps its pts and time base; audio and subtitle streams are copied packet for packet.
+
+def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int | None = None,
+                duration: float | None = None, live: LiveOptions | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(seconds, image)`` for every frame of a file or stream; images are numpy ``[H,W,3]`` uint8."""
+    with open_source(input, max_frames=max_frames, duration=duration, live=live) as source:
+        for item in source:
+            if isinstance(item, av.VideoFrame):
+                t = float(item.pts * item.time_base) if item.time_base is not None else 0.0
+                yield t, item.to_ndarray(format="bgr24" if bgr else "rgb24")
+
+
+def dehaze_video(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "dcp",
+                 weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
+                 batch: int = 1, codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
+                 max_frames: int | None = None, duration: float | None = None, live: LiveOptions | None = None,
+                 max_latency: float | None = None, segment_time: float | None = None,
+                 on_frame: Callable[[np.ndarray, float | None], None] | None = None,
+                 stats: RunStats | None = None, on_frames: Callable[[int], None] | None = None,
+                 on_start: Callable[[Source], None] | None = None) -> RunResult:
+    """Dehaze a file or live stream into ``output``: a file (written under a temporary name and renamed when
+    complete), a segment series (``segment_time``), a URL to publish to, or None with only ``on_frame``.
+
+    Every frame keeps its timestamp (live streams: one monotonic clock across reconnects); a file's audio and
+    subtitle streams are copied packet for packet. ``on_frame(image_bgr, seconds)`` sees each dehazed frame.
     On Ctrl-C the frames done so far are kept and ``RunResult.interrupted`` is set.
     """
-    src, dst = str(input), Path(output)
-    with VideoFileSource(src, max_frames=max_frames) as source:
-        check_output(dst, None if "://" in src else Path(src))
-        engine = Engine(create_model(model, weights), device)
+    if output is None and on_frame is None:
+        raise UsageError("nothing to do: give an output or an on_frame callback")
+    with open_source(input, max_frames=max_frames, duration=duration, live=live) as source:
+        live_run = isinstance(source, LiveSource)
+        engine = Engine(create_model(model, weights), device, infer_size)
         if on_start is not None:
             on_start(source)
+        kwargs = dict(batch_size=batch, live=live_run, max_latency=max_latency, stats=stats, on_frames=on_frames)
+        sink_args = dict(codec=codec, crf=crf, preset=preset, live=live_run)
+
+        def sink_for(target: Path | str | None):
+            inner = None if target is None else VideoSink(target, source.info, segment_time=segment_time,
+                                                           **sink_args)
+            return inner if on_frame is None else CallbackSink(source.info, on_frame, inner)
+
+        target = None if output is None else str(output)
+        if target is None or url_format(target) is not None:
+            return run_video(source, engine, sink_for(target), **kwargs)
+        dst = Path(target)
+        if segment_time is not None:  # each segment is complete when the muxer moves to the next
+            check_output(segment_pattern(dst), None)
+            return run_video(source, engine, sink_for(dst), **kwargs)
+        check_output(dst, None if "://" in str(input) else Path(input))
         with atomic_output(dst) as tmp:
-            sink = VideoFileSink(tmp, source.info, codec=codec, crf=crf, preset=preset)
-            return run_video(source, engine, sink, batch_size=batch, on_frames=on_frames)
+            return run_video(source, engine, sink_for(tmp), **kwargs)

@@ -21,7 +21,7 @@ import torch
 from .api import dehaze_video
 from .engine import Engine
 from .models import create_model
-from .sinks import VideoFileSink
+from .sinks import VideoSink
 from .sources import VideoFileSource
 from .threads import Prefetch, Worker
 
@@ -62,7 +62,7 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int) -> dic
         decode = _fps(len(frames), time.perf_counter() - start)
         info = source.info
     engine = Engine(create_model(model), device)
-    sink = VideoFileSink(tmp / "probe.mp4", info, preset=preset)
+    sink = VideoSink(tmp / "probe.mp4", info, preset=preset)
     fmt, pix_fmt = sink.yuv_format, sink.pix_fmt
     sink.abort()
     engine.process_frames(frames[:batch], fmt, pix_fmt)  # warm-up (allocations, kernels)
@@ -71,7 +71,7 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int) -> dic
     for i in range(0, len(frames), batch):
         dehazed += engine.process_frames(frames[i:i + batch], fmt, pix_fmt)
     model_fps = _fps(len(frames), time.perf_counter() - start)
-    sink = VideoFileSink(tmp / "encode.mp4", info, preset=preset)
+    sink = VideoSink(tmp / "encode.mp4", info, preset=preset)
     start = time.perf_counter()
     for frame in dehazed:
         sink.write(frame)
@@ -87,7 +87,7 @@ def _transcode(clip: Path, out: Path, preset: str) -> tuple[int, float]:
     """Decode + encode with the pipeline's reader and writer threads and no processing."""
     start = time.perf_counter()
     with VideoFileSource(str(clip)) as source:
-        sink = VideoFileSink(out, source.info, preset=preset)
+        sink = VideoSink(out, source.info, preset=preset)
         reader = Prefetch(source, maxsize=8, name="decode")
         writer: Worker = Worker(sink.write, maxsize=8, name="encode")
         n = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -21,13 +22,15 @@ import tqdm
 
 from . import __version__
 from .api import dehaze_video
+from .live import LiveOptions, LiveSource, is_live
 from .engine import Engine
 from .errors import StreamDehazeError, UsageError
 from .images import dehaze_images, is_image
 from .models import MODEL_NAMES, create_model
 from .outputs import atomic_output
 from .pipeline import RunResult
-from .sources import VideoFileSource, describe
+from .sources import VideoFileSource, mask
+from .stats import Reporter, RunStats
 
 log = logging.getLogger("streamdehaze")
 
@@ -45,11 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, help="weights file for models that take them")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--batch", type=_positive, default=1, metavar="N", help="frames per model call (default: 1)")
+    p.add_argument("--infer-size", type=_infer_size, default="auto", metavar="N|full|auto",
+                   help="run the model with the short side at N pixels and transfer the result to full "
+                        "resolution by guided upsampling; full = native resolution (default: auto, per model)")
     p.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")
     p.add_argument("--crf", type=int, default=18, help="constant rate factor for x264/x265/vp9/av1 (default: 18)")
     p.add_argument("--preset", default="veryfast", help="encoder preset for x264/x265 (default: veryfast)")
     p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
-    p.add_argument("--stats-json", type=Path, metavar="FILE", help="write run statistics as JSON")
+    p.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this much video (or live time)")
+    live = p.add_argument_group("live sources (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN)")
+    live.add_argument("--timeout", type=_seconds, default=5.0, metavar="SECONDS",
+                      help="give up a read or connection attempt after this long without data (default: 5)")
+    live.add_argument("--reconnect", type=_reconnects, default=math.inf, metavar="N|inf",
+                      help="reconnection attempts after a failure or end of stream (default: inf)")
+    live.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp", "udp_multicast", "http", "https"],
+                      help="RTSP transport (default: tcp)")
+    live.add_argument("--max-latency", type=_seconds, default=1.0, metavar="SECONDS",
+                      help="drop frames older than this rather than fall behind (default: 1)")
+    live.add_argument("--segment-time", type=_seconds, metavar="SECONDS",
+                      help="split the output file into segments of about this length (NAME_00000.mp4, ...)")
+    live.add_argument("--metrics-port", type=_positive, metavar="PORT",
+                      help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--stats-json", type=Path, metavar="FILE",
+                   help="write run statistics as JSON (live sources: one JSON line a second)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary; errors only")
     p.add_argument("--version", action="version", version=f"streamdehaze {__version__}")
     return p
@@ -65,8 +86,40 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+    return value
+
+
+def _reconnects(text: str) -> float:
+    if text in ("inf", "infinite", "forever"):
+        return math.inf
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of attempts or 'inf': {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return float(value)
+
+
+def _infer_size(text: str) -> int | str | None:
+    if text == "full":
+        return None
+    if text == "auto":
+        return "auto"
+    return _positive(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="streamdehaze: %(message)s", level=logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_MaskCredentials())
     av.logging.set_level(None)  # FFmpeg's own messages would bury ours; errors reach us as exceptions
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -75,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             log.setLevel(logging.ERROR)
         return _run(args)
     except StreamDehazeError as exc:
-        print(f"streamdehaze: error: {exc}", file=sys.stderr)
+        print(f"streamdehaze: error: {mask(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("streamdehaze: interrupted", file=sys.stderr)
@@ -83,9 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, with a way to see the traceback
         if os.environ.get("STREAMDEHAZE_DEBUG"):
             raise
-        print(f"streamdehaze: internal error: {type(exc).__name__}: {exc} "
+        print(f"streamdehaze: internal error: {type(exc).__name__}: {mask(str(exc))} "
               "(set STREAMDEHAZE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
+
+
+class _MaskCredentials(logging.Filter):
+    """No log line shows a URL's user:password."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = mask(record.getMessage()), None
+        return True
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -94,7 +155,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
-    is_url = "://" in args.input
+    is_url = "://" in args.input or args.input.startswith("/dev/video")
     if not is_url and not src.exists():
         raise UsageError(f"input not found: {args.input}")
     if not is_url and (src.is_dir() or is_image(src)):
@@ -104,14 +165,28 @@ def _run(args: argparse.Namespace) -> int:
         return _finish(args, result, "images")
     if is_image(dst):
         raise UsageError(f"input is a video, so the output must be a video file, not an image: {dst}")
-    with tqdm.tqdm(unit="frame", disable=_no_bar(args), dynamic_ncols=True) as bar:
-        def on_start(source: VideoFileSource) -> None:
-            bar.total = min(source.info.frames or 0, args.max_frames or sys.maxsize) or None
-            bar.refresh()
-        result = dehaze_video(args.input, dst, model=args.model, weights=args.weights, device=args.device,
-                              batch=args.batch, codec=args.codec, crf=args.crf, preset=args.preset,
-                              max_frames=args.max_frames, on_frames=bar.update, on_start=on_start)
-    return _finish(args, result, "frames")
+    live = is_live(args.input)
+    stats = RunStats()
+    reporter = None
+    if args.metrics_port is not None or (live and args.stats_json is not None):
+        reporter = Reporter(stats, args.stats_json if live else None, args.metrics_port)
+    try:
+        with tqdm.tqdm(unit="frame", disable=_no_bar(args), dynamic_ncols=True) as bar:
+            def on_start(source: VideoFileSource | LiveSource) -> None:
+                bar.total = min(source.info.frames or 0, args.max_frames or sys.maxsize) or None
+                bar.refresh()
+            result = dehaze_video(
+                args.input, args.output, model=args.model, weights=args.weights, device=args.device,
+                infer_size=args.infer_size, batch=args.batch, codec=args.codec, crf=args.crf, preset=args.preset,
+                max_frames=args.max_frames, duration=args.duration, segment_time=args.segment_time,
+                live=LiveOptions(timeout=args.timeout, reconnect=args.reconnect, rtsp_transport=args.rtsp_transport),
+                max_latency=args.max_latency, stats=stats, on_frames=bar.update, on_start=on_start)
+    finally:
+        if reporter is not None:
+            reporter.close()
+    if live and result.interrupted:  # stopping a live run is the normal way to end it
+        result.interrupted = False
+    return _finish(args, result, "frames", write_stats=not live)
 
 
 def _timed(fn: Callable[[], int]) -> RunResult:
@@ -124,9 +199,9 @@ def _no_bar(args: argparse.Namespace) -> bool:
     return args.quiet or not sys.stderr.isatty()
 
 
-def _finish(args: argparse.Namespace, result: RunResult, unit: str) -> int:
-    if args.stats_json is not None:
-        stats = {"input": describe(args.input), "output": args.output, "model": args.model,
+def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats: bool = True) -> int:
+    if args.stats_json is not None and write_stats:
+        stats = {"input": mask(args.input), "output": mask(args.output), "model": args.model,
                  unit: result.frames, "frames": result.frames, "seconds": round(result.seconds, 4),
                  "fps": round(result.fps, 3), "interrupted": result.interrupted}
         with atomic_output(args.stats_json) as tmp:
@@ -136,6 +211,7 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str) -> int:
         return 130
     if not args.quiet:
         rate = f"{result.fps:.1f} fps" if unit == "frames" else f"{result.fps:.2f} images/s"
-        print(f"streamdehaze: {result.frames} {unit} in {result.seconds:.2f} s ({rate}) -> {args.output}",
-              file=sys.stderr)
+        extra = f", {result.dropped} dropped, {result.reconnects} reconnects" if is_live(args.input) else ""
+        print(f"streamdehaze: {result.frames} {unit} in {result.seconds:.2f} s ({rate}{extra}) -> "
+              f"{mask(args.output)}", file=sys.stderr)
     return 0

@@ -1,8 +1,10 @@
 """source -> engine -> sink, with decode and encode in their own threads.
 
 The reader thread demuxes and decodes ahead into a bounded queue; the calling thread batches frames through
-the engine; the writer thread encodes and muxes. Full queues block the stage before them (backpressure), so a
-file run never drops a frame. Copy-stream packets skip the engine and reach the writer in demux order.
+the engine; the writer thread encodes and muxes. For files, full queues block the stage before them
+(backpressure), so no frame is ever dropped. For live sources the reader's queue drops its oldest frame instead,
+and frames older than ``max_latency`` are skipped, so latency stays bounded when the model is slower than the
+camera. Copy-stream packets skip the engine and reach the writer in demux order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import av
 
 from .engine import Engine
-from .sinks import VideoFileSink
+from .stats import RunStats
 from .threads import Prefetch, Worker
 
 
@@ -23,22 +25,38 @@ class RunResult:
     frames: int
     seconds: float
     interrupted: bool = False
+    dropped: int = 0
+    reconnects: int = 0
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def run_video(source: Iterable, engine: Engine, sink: VideoFileSink, *, batch_size: int = 1,
-              queue_frames: int = 8, on_frames: Callable[[int], None] | None = None) -> RunResult:
+def run_video(source: Iterable, engine: Engine, sink, *, batch_size: int = 1, queue_frames: int = 8,
+              live: bool = False, max_latency: float | None = None, stats: RunStats | None = None,
+              on_frames: Callable[[int], None] | None = None) -> RunResult:
     """Process every frame of ``source`` into ``sink`` and close the sink.
 
     Ctrl-C (KeyboardInterrupt) stops reading, writes the frames already dehazed, flushes the encoder and
     returns with ``interrupted=True``: the output is complete and playable up to that frame.
     """
+    stats = stats or RunStats()
     start = time.perf_counter()
-    reader = Prefetch(source, maxsize=queue_frames, name="decode")
-    writer: Worker = Worker(sink.write, maxsize=queue_frames + batch_size, name="encode")
+    reader = Prefetch(source, maxsize=max(2, batch_size) if live else queue_frames, name="decode",
+                      on_drop=(lambda _: stats.drop()) if live else None)
+    stats.queue_depth = reader.qsize
+    stats.reconnects = lambda: getattr(source, "reconnects", 0)
+    stats.received = lambda: getattr(source, "received", stats.frames)
+
+    arrival = getattr(source, "arrival", lambda pts: None)  # live sources know when each frame came in
+
+    def write(item: av.VideoFrame | av.Packet) -> None:
+        sink.write(item)
+        if isinstance(item, av.VideoFrame):
+            stats.frame_done(arrival(item.pts))
+
+    writer: Worker = Worker(write, maxsize=queue_frames + batch_size, name="encode")
     batch: list[av.VideoFrame] = []
     done = 0
     interrupted = False
@@ -58,6 +76,10 @@ def run_video(source: Iterable, engine: Engine, sink: VideoFileSink, *, batch_si
                 if isinstance(item, av.Packet):
                     writer.put(item)
                     continue
+                came = arrival(item.pts)
+                if max_latency is not None and came is not None and time.monotonic() - came > max_latency:
+                    stats.drop()  # already too old to be worth showing
+                    continue
                 batch.append(item)
                 if len(batch) >= batch_size:
                     flush()
@@ -66,6 +88,9 @@ def run_video(source: Iterable, engine: Engine, sink: VideoFileSink, *, batch_si
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            stop = getattr(source, "stop", None)
+            if stop is not None:
+                stop()
             reader.close()
         writer.finish()
         sink.close()
@@ -73,4 +98,5 @@ def run_video(source: Iterable, engine: Engine, sink: VideoFileSink, *, batch_si
         writer.cancel()
         sink.abort()
         raise
-    return RunResult(frames=done, seconds=time.perf_counter() - start, interrupted=interrupted)
+    return RunResult(frames=done, seconds=time.perf_counter() - start, interrupted=interrupted,
+                     dropped=stats.dropped, reconnects=getattr(source, "reconnects", 0))

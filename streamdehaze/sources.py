@@ -8,6 +8,7 @@ stream facts that only frames carry (rotation, colour tags) are known when the s
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -41,14 +42,12 @@ class VideoInfo:
     container_format: str = ""
 
 
-def describe(url: str) -> str:
-    """A name for messages: the path as given, or a URL with credentials masked."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if creds:
-            return f"{scheme}://***@{host}"
-    return url
+_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]*@")
+
+
+def mask(text: str) -> str:
+    """``text`` with the user:password part of every URL in it replaced by ``***``."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def _looks_like_media(path: Path) -> bool:
@@ -60,10 +59,11 @@ def _looks_like_media(path: Path) -> bool:
 class VideoFileSource:
     """Frames of the input's first video stream in decode order, interleaved with copy-stream packets."""
 
-    def __init__(self, url: str | os.PathLike, *, max_frames: int | None = None) -> None:
+    def __init__(self, url: str | os.PathLike, *, max_frames: int | None = None,
+                 duration: float | None = None) -> None:
         self.url = str(url)
-        self.name = describe(self.url)
-        self.max_frames = max_frames
+        self.name = mask(self.url)
+        self.max_frames, self.duration = max_frames, duration
         self._open()
 
     def _open(self) -> None:
@@ -113,6 +113,7 @@ class VideoFileSource:
 
     def _demux(self) -> Iterator[Item]:
         decoded = 0
+        first: Fraction | None = None
         try:
             for packet in self.container.demux(self.stream, *self.copy_streams):
                 if packet.is_corrupt:  # e.g. the short read at the end of a truncated file
@@ -124,13 +125,17 @@ class VideoFileSource:
                 for frame in packet.decode():
                     if frame.pts is None:  # no timestamp from the container: count frames instead
                         frame.pts = decoded
+                    if self.duration is not None and frame.time_base is not None:
+                        t = frame.pts * frame.time_base
+                        first = t if first is None else first
+                        if t - first >= self.duration:
+                            return
                     yield to_planar(frame)
                     decoded += 1
                     if self.max_frames is not None and decoded >= self.max_frames:
                         return
         except av.FFmpegError as exc:
             raise MediaError(f"{self.name}: corrupt data after frame {decoded} ({_reason(exc)})") from None
-        self.decoded = decoded
 
     def __iter__(self) -> Iterator[Item]:
         # The container stays open after iteration: queued packets still point into its streams.

@@ -23,10 +23,16 @@ class _Failure:
 
 
 class Prefetch(Generic[T]):
-    """Iterate ``iterable`` in a background thread, holding at most ``maxsize`` items ahead."""
+    """Iterate ``iterable`` in a background thread, holding at most ``maxsize`` items ahead.
 
-    def __init__(self, iterable: Iterable[T], maxsize: int, name: str = "prefetch") -> None:
+    When full, the producer waits (backpressure: files never lose a frame), or with ``on_drop`` set it discards
+    the oldest waiting item and reports it (live sources: latency stays bounded when processing is slower).
+    """
+
+    def __init__(self, iterable: Iterable[T], maxsize: int, name: str = "prefetch",
+                 on_drop: Callable[[T], None] | None = None) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize)
+        self._on_drop = on_drop
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(iterable,), name=name, daemon=True)
         self._thread.start()
@@ -35,7 +41,7 @@ class Prefetch(Generic[T]):
         iterator = iter(iterable)
         try:
             for item in iterator:
-                if not self._put(item):
+                if not (self._put_dropping(item) if self._on_drop else self._put(item)):
                     return
             self._put(_END)
         except BaseException as exc:  # handed to the consumer, which decides what it means
@@ -53,6 +59,22 @@ class Prefetch(Generic[T]):
             except queue.Full:
                 continue
         return False
+
+    def _put_dropping(self, item: T) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put_nowait(item)
+                return True
+            except queue.Full:
+                try:
+                    oldest = self._queue.get_nowait()
+                except queue.Empty:
+                    continue
+                self._on_drop(oldest)  # type: ignore[misc]
+        return False
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
 
     def __iter__(self) -> Iterator[T]:
         return self

@@ -1,0 +1,221 @@
+"""Live sources: cameras over RTSP/RTMP/HTTP/UDP/SRT and webcams, which must survive network faults.
+
+A live source opens with low-latency options, reads with a timeout, and on any failure, timeout or end of stream
+reconnects with exponential backoff. Frames come out on one monotonic clock (``LIVE_TIME_BASE``): within a
+connection the camera's own timestamp deltas, across a reconnect the real wall-clock gap, so the output file's
+timeline stays true and never goes backwards. ``arrival(pts)`` gives a recent frame's arrival time
+(``time.monotonic()``) for latency accounting; output pts are unique, so they key it. Only video is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from urllib.parse import urlsplit
+
+import av
+
+from .errors import MediaError, UsageError
+from .frames import to_planar
+from .sources import VideoInfo, mask
+
+log = logging.getLogger("streamdehaze")
+
+LIVE_TIME_BASE = Fraction(1, 90000)
+LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "srt", "tcp"}
+_FILE_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".flv", ".m4v")
+_MAX_DECODE_ERRORS = 50  # consecutive undecodable packets before the connection is considered broken
+
+
+def is_live(url: str) -> bool:
+    """Network streams and capture devices; an http(s) URL of a plain media file counts as a file."""
+    if url.startswith("/dev/video"):
+        return True
+    parts = urlsplit(url)
+    if parts.scheme not in LIVE_SCHEMES:
+        return False
+    return not (parts.scheme in ("http", "https") and parts.path.lower().endswith(_FILE_SUFFIXES))
+
+
+@dataclass
+class LiveOptions:
+    timeout: float = 5.0  # seconds without data before a read fails
+    connect_timeout: float | None = None  # seconds for a connection to deliver its first frame; default max(timeout, 10)
+    reconnect: float = math.inf  # reconnection attempts after a failure; inf = for ever
+    rtsp_transport: str = "tcp"
+    backoff_start: float = 0.5
+    backoff_max: float = 10.0
+
+
+class LiveSource:
+    """Video frames of a live stream, reconnecting as needed, until ``stop()``, a limit, or reconnects run out."""
+
+    def __init__(self, url: str, options: LiveOptions | None = None, *, max_frames: int | None = None,
+                 duration: float | None = None) -> None:
+        self.url, self.name = url, mask(url)
+        self.options = options or LiveOptions()
+        self.max_frames, self.duration = max_frames, duration
+        self.reconnects = 0
+        self.received = 0  # frames decoded from the stream (written + dropped, once the run is over)
+        self._stop = threading.Event()
+        self._container: av.container.InputContainer | None = None
+        self._clock_start = time.monotonic()
+        self._last_pts: int | None = None
+        self._anchor: tuple[int, int] | None = None  # (source pts, output pts) of the connection's first frame
+        self._arrivals: OrderedDict[int, float] = OrderedDict()
+        self._first = self._connect(first=True)
+        st = self._stream
+        self.info = VideoInfo(
+            width=self._first.width, height=self._first.height, time_base=LIVE_TIME_BASE,
+            rate=Fraction(st.average_rate or st.guessed_rate or 25), frames=0, rotation=int(self._first.rotation or 0),
+            colour={"colorspace": int(self._first.colorspace), "color_primaries": 2, "color_trc": 2},
+        )
+
+    def _open_options(self) -> dict[str, str]:
+        micro = str(int(self.options.timeout * 1e6))
+        opts = {"fflags": "nobuffer", "flags": "low_delay", "probesize": "500000", "analyzeduration": "1000000"}
+        scheme = urlsplit(self.url).scheme
+        if scheme in ("rtsp", "rtsps"):
+            if self.options.rtsp_transport not in ("tcp", "udp", "udp_multicast", "http", "https"):
+                raise UsageError(f"unknown --rtsp-transport {self.options.rtsp_transport!r}")
+            opts.update(rtsp_transport=self.options.rtsp_transport, timeout=micro)  # 'timeout' replaced 'stimeout'
+        elif scheme in LIVE_SCHEMES:
+            opts["rw_timeout"] = micro
+        return opts
+
+    def _connect(self, first: bool = False) -> av.VideoFrame:
+        """Open the stream and decode its first frame, retrying with backoff; returns that frame."""
+        delay = self.options.backoff_start
+        failures = 0
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                return self._open_once()
+            except (av.FFmpegError, OSError, MediaError) as exc:
+                reason = mask(str(exc)) or type(exc).__name__
+                if failures >= self.options.reconnect:
+                    raise MediaError(f"cannot read live stream {self.name}: {reason}") from None
+                failures += 1
+                log.warning("%s: %s; %s in %.1f s", self.name, reason,
+                            "connecting again" if not first else "retrying", delay)
+                if self._stop.wait(delay):
+                    raise _Stopped from None
+                delay = min(delay * 2, self.options.backoff_max)
+
+    def _open_once(self) -> av.VideoFrame:
+        self._close_container()
+        fmt = "v4l2" if self.url.startswith("/dev/video") else None
+        # Servers may build their pipeline for the first client (slow): connecting gets its own, longer bound.
+        connect = self.options.connect_timeout or max(self.options.timeout, 10.0)
+        container = av.open(self.url, "r", format=fmt, options=self._open_options(),
+                            timeout=(connect, self.options.timeout))
+        self._container = container
+        if not container.streams.video:
+            raise UsageError(f"no video stream in {self.name}")
+        self._stream = container.streams.video[0]
+        self._frames = self._decode(container, self._stream)
+        self._anchor = None
+        for frame in self._frames:
+            return frame
+        raise MediaError("stream ended before its first frame")
+
+    def _decode(self, container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+        errors = 0
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+                errors = 0
+            except av.InvalidDataError:  # a lost packet on the network: skip it, keep the connection
+                errors += 1
+                if errors >= _MAX_DECODE_ERRORS:
+                    raise MediaError("too many undecodable packets") from None
+                continue
+            for frame in frames:
+                yield self._restamp(to_planar(frame), stream.time_base)
+
+    def _restamp(self, frame: av.VideoFrame, time_base: Fraction | None) -> av.VideoFrame:
+        arrival = time.monotonic()
+        wall = round((arrival - self._clock_start) / LIVE_TIME_BASE)
+        src = None if frame.pts is None or time_base is None else round(frame.pts * time_base / LIVE_TIME_BASE)
+        step = round(1 / (self._stream.average_rate or 25) / LIVE_TIME_BASE)
+        if src is None:
+            pts = wall
+        else:
+            if self._anchor is None:  # a new connection: continue from the real elapsed time
+                start = wall if self._last_pts is None else max(wall, self._last_pts + step)
+                self._anchor = (src, start)
+            pts = self._anchor[1] + src - self._anchor[0]
+            if self._last_pts is not None and pts <= self._last_pts:  # the camera's clock jumped back
+                self._anchor = (src, self._last_pts + step)
+                pts = self._last_pts + step
+        self._last_pts = pts
+        frame.pts, frame.time_base = pts, LIVE_TIME_BASE
+        self._arrivals[pts] = arrival
+        if len(self._arrivals) > 4096:
+            self._arrivals.popitem(last=False)
+        return frame
+
+    def arrival(self, pts: int) -> float | None:
+        """When the frame with this output pts was decoded (``time.monotonic()``), if it is recent."""
+        return self._arrivals.get(pts)
+
+    def __iter__(self) -> Iterator[av.VideoFrame]:
+        count = 0
+        pending: av.VideoFrame | None = self._first
+        try:
+            while not self._stop.is_set():
+                if pending is None:
+                    try:
+                        pending = next(self._frames)
+                    except (StopIteration, av.FFmpegError, OSError, MediaError) as exc:
+                        reason = "end of stream" if isinstance(exc, StopIteration) else mask(str(exc))
+                        if self.reconnects >= self.options.reconnect:
+                            raise MediaError(f"live stream {self.name} lost ({reason}); no reconnects left") from None
+                        self.reconnects += 1
+                        log.warning("%s: %s; reconnecting (%d)", self.name, reason, self.reconnects)
+                        pending = self._connect()
+                        continue
+                self.received += 1
+                yield pending
+                pending = None
+                count += 1
+                if self.max_frames is not None and count >= self.max_frames:
+                    return
+                if self.duration is not None and time.monotonic() - self._clock_start >= self.duration:
+                    return
+        except _Stopped:
+            return
+
+    def stop(self) -> None:
+        """Ask the reader to finish (thread-safe). A backoff wait ends at once; a read in progress ends with its
+        next frame or its timeout (closing the container from this thread could free it under the reader)."""
+        self._stop.set()
+
+    def _close_container(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except av.FFmpegError:
+                pass
+            self._container = None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._close_container()
+
+    def __enter__(self) -> "LiveSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Stopped(Exception):
+    """Raised inside the source when stop() was called while it waited or connected."""

@@ -1,0 +1,126 @@
+"""Run statistics: counters and latency, reported as JSON lines each second and, optionally, to Prometheus.
+
+Latency is measured per frame from its arrival (``LiveSource.arrival``) to the moment the sink has encoded it:
+what a viewer of the output waits for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("streamdehaze")
+
+
+class RunStats:
+    """Thread-safe counters of one run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.start = time.monotonic()
+        self.frames = 0
+        self.dropped = 0
+        self.queue_depth: Callable[[], int] = lambda: 0
+        self.reconnects: Callable[[], int] = lambda: 0
+        self.received: Callable[[], int] = lambda: 0
+        self._latencies: deque[float] = deque(maxlen=512)
+        self._window: deque[float] = deque()  # completion times within the last second, for fps
+
+    def frame_done(self, arrival: float | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.frames += 1
+            self._window.append(now)
+            if arrival is not None:
+                self._latencies.append(now - arrival)
+
+    def drop(self, n: int = 1) -> None:
+        with self._lock:
+            self.dropped += n
+
+    def snapshot(self) -> dict[str, float | int]:
+        now = time.monotonic()
+        with self._lock:
+            while self._window and now - self._window[0] > 1.0:
+                self._window.popleft()
+            lat = sorted(self._latencies)
+            fps = float(len(self._window))
+            frames, dropped = self.frames, self.dropped
+        return {
+            "time": round(now - self.start, 3), "frames": frames, "fps": fps,
+            "latency_p50_ms": round(1000 * _percentile(lat, 0.50), 1) if lat else None,
+            "latency_p95_ms": round(1000 * _percentile(lat, 0.95), 1) if lat else None,
+            "queue_depth": self.queue_depth(), "received": self.received(), "dropped": dropped, "reconnects": self.reconnects(),
+        }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class Reporter:
+    """Every ``interval`` seconds: one JSON line appended to ``path`` and Prometheus gauges (if a port is given)."""
+
+    def __init__(self, stats: RunStats, path: Path | None, metrics_port: int | None = None,
+                 interval: float = 1.0) -> None:
+        self.stats, self.path, self.interval = stats, path, interval
+        self._stop = threading.Event()
+        self._file = open(path, "w", buffering=1) if path is not None else None  # noqa: SIM115 (closed in close())
+        self._server = None
+        self._gauges = None
+        if metrics_port is not None:
+            self._start_metrics(metrics_port)
+        self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
+        self._thread.start()
+
+    def _start_metrics(self, port: int) -> None:
+        try:
+            import prometheus_client as prom
+        except ImportError:
+            from .errors import UsageError
+            raise UsageError("--metrics-port needs prometheus-client (pip install 'streamdehaze[metrics]')") from None
+        registry = prom.CollectorRegistry()
+        self._gauges = {key: prom.Gauge(f"streamdehaze_{key}", help, registry=registry) for key, help in (
+            ("frames", "frames written"), ("fps", "frames written in the last second"),
+            ("latency_p50_ms", "median arrival-to-encoded latency"), ("latency_p95_ms", "95th percentile latency"),
+            ("queue_depth", "frames waiting for the model"), ("received", "frames decoded from the source"), ("dropped", "frames dropped to bound latency"),
+            ("reconnects", "source reconnections"))}
+        try:
+            self._server, _ = prom.start_http_server(port, addr="127.0.0.1", registry=registry)
+        except OSError as exc:
+            from .errors import UsageError
+            raise UsageError(f"--metrics-port {port}: {exc.strerror}") from None
+
+    def _emit(self) -> dict:
+        snap = self.stats.snapshot()
+        if self._file is not None:
+            self._file.write(json.dumps(snap) + "\n")
+        if self._gauges is not None:
+            for key, gauge in self._gauges.items():
+                if snap[key] is not None:
+                    gauge.set(snap[key])
+        return snap
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._emit()
+            except OSError as exc:  # a full disk must not stop the video
+                log.warning("stats: %s", exc)
+
+    def close(self) -> dict:
+        """Stop reporting; writes a last line and returns it."""
+        self._stop.set()
+        self._thread.join()
+        snap = self._emit()
+        if self._file is not None:
+            self._file.close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        return snap

@@ -1,0 +1,155 @@
+"""A real RTSP server (GStreamer) on 127.0.0.1 for live tests: started on a free port, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+SERVER = Path(__file__).with_name("rtsp_server.py")
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _has_gstreamer() -> bool:
+    if not os.path.exists(SYSTEM_PYTHON):
+        return False
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+class RtspServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"rtsp://127.0.0.1:{port}/live"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        line = self.proc.stdout.readline()
+        if "ready" not in line:
+            self.stop()
+            raise RuntimeError(f"RTSP server did not start: {line}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # in case a test froze it
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def freeze(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def rtsp_server():
+    if not _has_gstreamer():
+        pytest.skip("GStreamer RTSP server not installed (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+                    "gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad)")
+    server = RtspServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def port():
+    return free_port()
+
+
+class Run:
+    """The CLI in a subprocess, its stderr lines collected with their arrival times."""
+
+    def __init__(self, *args: object) -> None:
+        import sys
+        import threading
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", *map(str, args)],
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append((time.monotonic(), line.rstrip()))
+
+    def wait_line(self, text: str, timeout: float) -> float | None:
+        """Arrival time of the first stderr line containing ``text``, waiting up to ``timeout`` seconds."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for t, line in list(self.lines):
+                if text in line:
+                    return t
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                return None
+            time.sleep(0.05)
+        return None
+
+    def wait_streaming(self, stats: Path, frames: int = 5, timeout: float = 60) -> dict:
+        """Wait until the run's --stats-json lines show ``frames`` written; returns that line."""
+        import json
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.proc.poll() is None:
+            if stats.exists():
+                lines = stats.read_text().splitlines()
+                if lines:
+                    last = json.loads(lines[-1])
+                    if last["frames"] >= frames:
+                        return last
+            time.sleep(0.1)
+        raise AssertionError(f"the run never streamed {frames} frames:\n{self.stderr}")
+
+    def finish(self, timeout: float = 60) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        self._reader.join(5)
+        return code
+
+    def interrupt(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.finish()
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+
+@pytest.fixture
+def cli():
+    runs: list[Run] = []
+
+    def start(*args: object) -> Run:
+        runs.append(Run(*args))
+        return runs[-1]
+    yield start
+    for run in runs:  # never leave a run behind
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()

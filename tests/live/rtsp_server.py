@@ -1,0 +1,47 @@
+"""Test RTSP server (GStreamer's gst-rtsp-server via Debian's python3-gi), run with the system python3.
+
+Usage: /usr/bin/python3 rtsp_server.py PORT [--width W --height H --fps N]
+Serves rtsp://127.0.0.1:PORT/live: a live test pattern, H.264, one keyframe a second. Binds 127.0.0.1 only.
+Prints "ready" once listening; stops on SIGTERM/SIGINT.
+"""
+
+import argparse
+import signal
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("port", type=int)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--fps", type=int, default=25)
+    args = p.parse_args()
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(
+        f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={args.width},height={args.height},"
+        f"framerate={args.fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
+        f"! rtph264pay name=pay0 pt=96 config-interval=1 )")
+    factory.set_shared(True)
+    server.get_mount_points().add_factory("/live", factory)
+    if server.attach(None) == 0:
+        sys.exit(f"cannot listen on 127.0.0.1:{args.port}")
+    loop = GLib.MainLoop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, loop.quit)
+    print("ready", flush=True)
+    loop.run()
+
+
+if __name__ == "__main__":
+    main()

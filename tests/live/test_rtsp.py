@@ -1,0 +1,144 @@
+"""Live runs against a real RTSP server on 127.0.0.1: read, reconnect, time out, bound latency, publish."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import av
+import pytest
+
+
+def _times(path):
+    with av.open(str(path)) as c:
+        return [f.pts * f.time_base for f in c.decode(video=0)]
+
+
+def test_read_live_stream_to_file(rtsp_server, cli, tmp_path):
+    out, stats = tmp_path / "live.mp4", tmp_path / "stats.jsonl"
+    run = cli(rtsp_server.url, out, "--duration", 4, "--stats-json", stats, "--max-latency", 5)
+    assert run.finish() == 0, run.stderr
+    times = _times(out)
+    assert len(times) >= 10 and all(b > a for a, b in zip(times, times[1:]))
+    lines = [json.loads(line) for line in stats.read_text().splitlines()]
+    assert len(lines) >= 3 and lines[-1]["frames"] == len(times)
+    # Every frame received from the camera was either written or counted as dropped.
+    last = lines[-1]
+    assert last["frames"] + last["dropped"] == last["received"] >= 40
+    assert {"fps", "latency_p50_ms", "latency_p95_ms", "queue_depth", "dropped", "reconnects"} <= set(lines[-1])
+
+
+def test_reconnects_after_server_restart(rtsp_server, cli, tmp_path):
+    out, stats = tmp_path / "live.mp4", tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, out, "--timeout", 2, "--stats-json", stats)
+    run.wait_streaming(stats)
+    rtsp_server.stop()  # the camera goes away mid-stream ...
+    assert run.wait_line("reconnecting", 15) is not None, run.stderr
+    time.sleep(1)
+    rtsp_server.start()  # ... and comes back on the same port
+    before = run.wait_streaming(stats, 1)["frames"]
+    run.wait_streaming(stats, before + 20)
+    assert run.interrupt() == 0, run.stderr
+    times = _times(out)  # playable, with frames from both connections
+    assert all(b > a for a, b in zip(times, times[1:]))
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert max(gaps) >= 1  # the outage shows as a real gap in the timeline
+    assert sum(1 for t in times if t > times[0] + max(gaps)) > 10
+    assert " 0 reconnects" not in run.stderr and " reconnects) ->" in run.stderr
+
+
+def test_frozen_server_times_out_and_recovers(rtsp_server, cli, tmp_path):
+    out, stats = tmp_path / "live.mp4", tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, out, "--timeout", 2, "--stats-json", stats)
+    run.wait_streaming(stats)
+    frozen_at = time.monotonic()
+    rtsp_server.freeze()
+    warned = run.wait_line("reconnecting", 15)
+    assert warned is not None, run.stderr
+    # The configured timeout, plus what was already in flight in socket buffers, plus scheduling slack.
+    assert warned - frozen_at <= 2 + 3
+    time.sleep(1)
+    thawed_at = time.monotonic()
+    rtsp_server.thaw()
+    written = run.wait_streaming(stats, 1)["frames"]
+    run.wait_streaming(stats, written + 20)
+    assert run.interrupt() == 0, run.stderr
+    times = _times(out)
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert times[-1] - times[0] >= (thawed_at - frozen_at) + 2  # frames arrived after the thaw
+
+
+def test_no_reconnects_left_fails_cleanly(rtsp_server, cli, tmp_path):
+    out, stats = tmp_path / "live.mp4", tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, out, "--timeout", 2, "--reconnect", 0, "--stats-json", stats)
+    run.wait_streaming(stats)
+    rtsp_server.stop()
+    assert run.finish(30) == 1
+    assert "no reconnects left" in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists()
+
+
+def test_credentials_are_masked(port, cli, tmp_path):
+    stats = tmp_path / "s.jsonl"
+    run = cli(f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", tmp_path / "o.mp4", "--timeout", 1,
+              "--reconnect", 1, "--stats-json", stats)
+    assert run.finish(30) == 1
+    assert "hunter2" not in run.stderr and "admin" not in run.stderr
+    assert "rtsp://***@127.0.0.1" in run.stderr
+    assert "hunter2" not in stats.read_text()
+
+
+def test_publish_to_rtsp_server(rtsp_server, port, tmp_path):
+    """streamdehaze rtsp://cam rtsp://server/out: FFmpeg's own RTSP server mode (listen) receives it."""
+    import subprocess
+    import sys
+    listener = subprocess.Popen([sys.executable, "-c", (
+        "import av, sys\n"
+        "src = av.open(sys.argv[1], options={'rtsp_flags': 'listen', 'listen_timeout': '60'})\n"
+        "frames = sum(len(p.decode()) for p in src.demux(src.streams.video[0]) if p.size)\n"
+        "print('received', frames)\n"), f"rtsp://127.0.0.1:{port}/out"], stdout=subprocess.PIPE, text=True)
+    stats = tmp_path / "pub.jsonl"
+    try:
+        time.sleep(1.5)
+        pub = subprocess.run([sys.executable, "-m", "streamdehaze", rtsp_server.url, f"rtsp://127.0.0.1:{port}/out",
+                              "--duration", "6", "--quiet", "--stats-json", str(stats)],
+                             capture_output=True, text=True, timeout=90)
+        assert pub.returncode == 0, pub.stderr
+        said, _ = listener.communicate(timeout=30)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    written = json.loads(stats.read_text().splitlines()[-1])["frames"]
+    assert written >= 10
+    assert said.strip() == f"received {written}"  # RTSP over TCP: every frame published arrives
+
+
+def test_segments(rtsp_server, cli, tmp_path):
+    out, stats = tmp_path / "cam.mp4", tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, out, "--segment-time", 1, "--max-latency", 5, "--stats-json", stats)
+    run.wait_streaming(stats, 5)
+    time.sleep(4)
+    assert run.interrupt() == 0, run.stderr
+    written = json.loads(stats.read_text().splitlines()[-1])["frames"]
+    segments = sorted(tmp_path.glob("cam_*.mp4"))
+    assert len(segments) >= 3
+    counts = [len(_times(seg)) for seg in segments]  # each one opens and decodes on its own
+    assert all(counts) and sum(counts) == written
+
+
+def test_metrics_endpoint(rtsp_server, port, cli, tmp_path):
+    run = cli(rtsp_server.url, tmp_path / "m.mp4", "--metrics-port", port, "--duration", 6)
+    body = ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "streamdehaze_frames " not in body:
+        time.sleep(0.5)
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            continue
+    assert run.finish() == 0, run.stderr
+    assert "streamdehaze_frames " in body and "streamdehaze_latency_p95_ms" in body
+    with pytest.raises(OSError):  # stopped with the run
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
