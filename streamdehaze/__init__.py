@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .api import Dehazer, dehaze_video  # noqa: E402
+from .api import Dehazer, open_source, process, read_frames  # noqa: E402
 from .errors import MediaError, StreamDehazeError, UsageError  # noqa: E402
 
-__all__ = ["Dehazer", "dehaze_video", "StreamDehazeError", "UsageError", "MediaError", "__version__"]
+__all__ = ["Dehazer", "process", "read_frames", "open_source", "StreamDehazeError", "UsageError", "MediaError", "__version__"]

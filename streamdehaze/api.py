@@ -1,7 +1,7 @@
 """The Python API: what the CLI calls, and what pipelines embed.
 
-    from streamdehaze import Dehazer, dehaze_video, read_frames
-    dehaze_video("in.mp4", "out.mp4")                       # a file or a stream, audio copied, timestamps kept
+    from streamdehaze import Dehazer, process, read_frames
+    process("in.mp4", "out.mp4")                            # a file or a stream, audio copied, timestamps kept
     dehaze = Dehazer()                                      # frames in memory: numpy (BGR) or torch, any device
     for t, frame in read_frames("rtsp://cam/stream"): show(dehaze(frame))
 """
@@ -86,7 +86,7 @@ def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int |
                 yield t, item.to_ndarray(format="bgr24" if bgr else "rgb24")
 
 
-def dehaze_video(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "dcp",
+def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "dcp",
                  weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
                  batch: int = 1, codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
                  max_frames: int | None = None, duration: float | None = None, live: LiveOptions | None = None,

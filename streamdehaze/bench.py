@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import torch
 
-from .api import dehaze_video
+from .api import process
 from .engine import Engine
 from .models import create_model
 from .sinks import VideoSink
@@ -79,7 +79,7 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int) -> dic
     encode = _fps(len(frames), time.perf_counter() - start)
     del frames, dehazed
     transcode = _fps(*_transcode(clip, tmp / "transcode.mp4", preset))
-    result = dehaze_video(clip, tmp / "dehazed.mp4", model=model, device=device, preset=preset, batch=batch)
+    result = process(clip, tmp / "dehazed.mp4", model=model, device=device, preset=preset, batch=batch)
     return {"decode": decode, "model": model_fps, "encode": encode, "transcode": transcode, "end_to_end": result.fps}
 
 

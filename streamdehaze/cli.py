@@ -21,7 +21,7 @@ import av
 import tqdm
 
 from . import __version__
-from .api import dehaze_video
+from .api import process
 from .live import LiveOptions, LiveSource, is_live
 from .engine import Engine
 from .errors import StreamDehazeError, UsageError
@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
             def on_start(source: VideoFileSource | LiveSource) -> None:
                 bar.total = min(source.info.frames or 0, args.max_frames or sys.maxsize) or None
                 bar.refresh()
-            result = dehaze_video(
+            result = process(
                 args.input, args.output, model=args.model, weights=args.weights, device=args.device,
                 infer_size=args.infer_size, batch=args.batch, codec=args.codec, crf=args.crf, preset=args.preset,
                 max_frames=args.max_frames, duration=args.duration, segment_time=args.segment_time,

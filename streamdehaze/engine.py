@@ -17,6 +17,7 @@ from torch import nn
 from .colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from .errors import UsageError
 from .frames import frame_from_planes, planes_of, yuv_format
+from .filters import resize
 from .guided import apply_planes, fit_gain_offset, plane_coefficients
 
 
@@ -56,15 +57,24 @@ class Engine:
 
     @torch.inference_mode()
     def process_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Dehaze RGB ``[B,3,H,W]`` float in [0,1] (any device); the result is on the engine's device."""
-        return self.model(rgb.to(self.device, torch.float32))
+        """Dehaze RGB ``[B,3,H,W]`` float in [0,1] (any device); the result is on the engine's device.
+
+        Large images go through the model at ``infer_size`` and come back by the same guided transfer as video.
+        """
+        rgb = rgb.to(self.device, torch.float32)
+        size = self.infer_shape(*rgb.shape[-2:])
+        if size is None:
+            return self.model(rgb)
+        small = resize(rgb, size)
+        a, b = fit_gain_offset(small, self.model(small), radius=max(1, min(size) // 128), eps=self.guide_eps)
+        return torch.addcmul(resize(b, rgb.shape[-2:]), resize(a, rgb.shape[-2:]), rgb).clamp_(0.0, 1.0)
 
     @torch.inference_mode()
     def process_array(self, rgb: np.ndarray) -> np.ndarray:
         """Dehaze RGB images ``[B,H,W,3]`` uint8 or uint16 on the host; returns the same shape and dtype."""
         peak = float(np.iinfo(rgb.dtype).max)
         x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(0, 3, 1, 2).float().div_(peak)
-        y = self.model(x).mul_(peak).round_().clamp_(0, peak)
+        y = self.process_rgb(x).mul_(peak).round_().clamp_(0, peak)
         return y.permute(0, 2, 3, 1).cpu().numpy().astype(rgb.dtype)
 
     @torch.inference_mode()
