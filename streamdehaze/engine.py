@@ -44,7 +44,10 @@ class Engine:
                  infer_size: int | str | None = "auto", guide_eps: float = 1e-4) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
-        self.infer_size = getattr(model, "infer_size", None) if infer_size == "auto" else infer_size
+        if infer_size == "auto":
+            hint = getattr(model, "infer_size_for", None)
+            infer_size = hint(self.device) if hint is not None else getattr(model, "infer_size", None)
+        self.infer_size = infer_size
         self.guide_eps = guide_eps
 
     def infer_shape(self, height: int, width: int) -> tuple[int, int] | None:

@@ -9,16 +9,24 @@ from pathlib import Path
 
 from torch import nn
 
+import kanet
+
 from ..errors import UsageError
 from .dcp import DarkChannelPrior
+from .kanet_model import load_kanet
 
-MODEL_NAMES = ("dcp",)
+MODEL_NAMES = ("dcp", *kanet.MODEL_NAMES)
 
 
 def create_model(name: str, weights: str | Path | None = None) -> nn.Module:
-    """Build the model called ``name`` in eval mode on the CPU (the engine moves it)."""
+    """Build the model called ``name`` in eval mode on the CPU (the engine moves it).
+
+    Models may carry ``infer_size`` (or ``infer_size_for(device)``): the short side they run at by default.
+    """
     if name == "dcp":
         if weights is not None:
             raise UsageError("--weights does not apply to --model dcp (it has no weights)")
         return DarkChannelPrior().eval()
+    if name in kanet.MODEL_NAMES:
+        return load_kanet(name, weights)
     raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")

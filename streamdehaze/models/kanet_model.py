@@ -1,0 +1,70 @@
+"""KA_Net behind the model interface: RGB [B,3,H,W] in [0,1] -> same, with autocast and channels_last."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import kanet
+
+from ..errors import UsageError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def shipped_weights(name: str) -> Path | None:
+    """The weights file that ships with the package for configuration ``name``, if there is one."""
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    return path if path.is_file() else None
+
+
+def _missing_weights(name: str) -> UsageError:
+    return UsageError(
+        f"no weights for --model {name}: pass --weights FILE (.safetensors from python -m training.train, or an "
+        "official KA_Net checkpoint from the authors' GitHub page fyxnl/KA_Net, converted with "
+        "python -m kanet.convert IN.pk OUT.safetensors), or train one: python -m training.train --config "
+        "training/configs/kanet-t-cpu.toml")
+
+
+class KANetModel(nn.Module):
+    """Runs a KA_Net in bf16 (CPU) or fp16 (CUDA) autocast with channels_last; any frame size."""
+
+    def __init__(self, net: kanet.KANet, name: str) -> None:
+        super().__init__()
+        self.net = net.eval().to(memory_format=torch.channels_last)
+        self.name = name
+
+    def infer_size_for(self, device: torch.device) -> int:
+        """Default short side the model runs at: real time where the hardware allows (guided upsampling)."""
+        if device.type == "cuda":
+            return 720 if self.name in ("kanet-t", "kanet-s") else 540
+        return 256
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        device = rgb.device.type
+        dtype = torch.float16 if device == "cuda" else torch.bfloat16
+        with torch.autocast(device, dtype=dtype):
+            out = kanet.dehaze(self.net, rgb.contiguous(memory_format=torch.channels_last))
+        return out.float()
+
+
+def load_kanet(name: str, weights: str | os.PathLike | None) -> KANetModel:
+    """KA_Net configuration ``name`` with ``weights`` (ours or official), or the shipped weights."""
+    path = Path(weights) if weights is not None else shipped_weights(name)
+    if path is None:
+        raise _missing_weights(name)
+    if not path.is_file():
+        raise UsageError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            net = kanet.load_weights(path)
+        else:
+            net = kanet.load_official(path)
+    except (kanet.WeightsError, kanet.CheckpointError) as exc:
+        raise UsageError(f"cannot load {path}: {exc}") from None
+    if net.config_name is not None and net.config_name != name:
+        raise UsageError(f"{path.name} holds {net.config_name} weights, not {name}: use --model {net.config_name}")
+    return KANetModel(net, name)

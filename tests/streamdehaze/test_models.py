@@ -1,0 +1,62 @@
+"""Models behind the one interface: KA_Net variants load our weights, refuse wrong ones, and say where to get them."""
+
+from __future__ import annotations
+
+import kanet
+import pytest
+import torch
+
+from streamdehaze.engine import Engine
+from streamdehaze.models import MODEL_NAMES, create_model
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "t.safetensors"
+    kanet.save_weights(kanet.create_model("kanet-t", seed=3), path)
+    return path
+
+
+def test_names():
+    assert set(MODEL_NAMES) == {"dcp", "kanet", "kanet-w256", "kanet-s", "kanet-t"}
+
+
+def test_kanet_t_runs_through_the_engine(tiny_weights):
+    model = create_model("kanet-t", tiny_weights)
+    engine = Engine(model, "cpu")
+    assert engine.infer_size == 256  # the CPU default: low resolution plus guided upsampling
+    x = torch.rand(2, 3, 97, 131)
+    out = engine.process_rgb(x)
+    assert out.shape == x.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+    # Same weights straight through kanet (bf16 autocast is the model's own precision): same result.
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = kanet.dehaze(kanet.load_weights(tiny_weights).eval(), x).float()
+    assert (out - ref).abs().max() < 1e-2
+
+
+def test_kanet_video_cli(tiny_weights, make_video, probe, run_cli, tmp_path):
+    src = make_video(frames=4, width=96, height=64, audio=True)
+    out = tmp_path / "k.mp4"
+    code, err = run_cli(src, out, "--model", "kanet-t", "--weights", tiny_weights, "--quiet")
+    assert code == 0, err
+    a, b = probe(src), probe(out)
+    assert b["times"] == a["times"] and b["audio"] == a["audio"]
+
+
+def test_missing_weights_say_where_to_get_them(make_video, run_cli, tmp_path, monkeypatch):
+    monkeypatch.setattr("streamdehaze.models.kanet_model.WEIGHTS_DIR", tmp_path / "none")
+    code, err = run_cli(make_video(frames=2), tmp_path / "o.mp4", "--model", "kanet")
+    assert code == 2 and "no weights for --model kanet" in err and "kanet.convert" in err and "training.train" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_wrong_configuration_is_refused(tiny_weights, make_video, run_cli, tmp_path):
+    code, err = run_cli(make_video(frames=2), tmp_path / "o.mp4", "--model", "kanet-s", "--weights", tiny_weights)
+    assert code == 2 and "holds kanet-t weights" in err
+
+
+def test_unreadable_weights(make_video, run_cli, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not weights")
+    code, err = run_cli(make_video(frames=2), tmp_path / "o.mp4", "--model", "kanet-t", "--weights", bad)
+    assert code == 2 and "cannot load" in err and "Traceback" not in err
