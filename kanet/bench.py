@@ -1,7 +1,7 @@
 """Benchmark: milliseconds per frame of ``kanet.dehaze`` for each configuration, size and precision mode.
 
-Modes: ``fp32`` (plain), ``bf16-cl`` (CPU bf16 autocast + channels_last), ``fp16-cl`` (CUDA fp16 autocast +
-channels_last; offered when CUDA is available). Each row also gives the GMACs and the largest deviation of the
+Modes: ``fp32`` (plain), ``bf16-cl`` (CPU bf16 autocast + channels_last), ``bf16w-cl`` (weights held in bf16, no
+autocast, channels_last), ``fp16-cl`` (fp16 autocast + channels_last; the CUDA default). Each row also gives the GMACs and the largest deviation of the
 output from fp32 on the benchmark frame. Untrained weights unless ``--weights`` is given (speed does not depend
 on the values). Prints a Markdown table.
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import platform
 import statistics
@@ -26,6 +27,7 @@ from .inference import dehaze
 from .model import MODEL_NAMES, KANet, create_model
 from .weights import WeightsError, load_weights
 
+MODES = ("fp32", "bf16-cl", "bf16w-cl", "fp16-cl")
 DEFAULT_SIZES = "256x256,512x512,448x256,1280x720"  # WIDTHxHEIGHT; 448x256 is the real-time engine's working size
 
 
@@ -78,6 +80,8 @@ def time_mode(model: KANet, rgb: torch.Tensor, mode: str, warmup: int, repeats: 
     """Per-frame times in ms (after ``warmup`` runs; at most ``repeats`` runs or ``budget_s`` seconds, at least
     one) and the last output."""
     device = rgb.device
+    if mode == "bf16w-cl":
+        model = copy.deepcopy(model).to(torch.bfloat16)
     channels_last = mode.endswith("-cl")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
@@ -100,24 +104,26 @@ def time_mode(model: KANet, rgb: torch.Tensor, mode: str, warmup: int, repeats: 
 
 
 def run(models: list[str], sizes: list[tuple[int, int]], modes: list[str], device: torch.device, warmup: int,
-        repeats: int, budget_s: float, weights: str | None, out=sys.stdout) -> list[Row]:
+        repeats: int, budget_s: float, weights: str | None, compile: bool = False) -> list[Row]:
     rows = []
     for name in models:
         model = load_weights(weights) if weights else create_model(name)
         model = model.to(device).eval()
-        label = model.config_name or name
+        label = (model.config_name or name) + (" (compiled)" if compile else "")
         for h, w in sizes:
             rgb = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
             gmacs = count_macs(model, h, w) / 1e9
             ref = None
             for mode in modes:
-                times, y = time_mode(model, rgb, mode, warmup, repeats, budget_s)
+                # A fresh compile per row: the warmup runs absorb the compilation.
+                runner = torch.compile(model) if compile else model
+                times, y = time_mode(runner, rgb, mode, max(warmup, 2 if compile else 0), repeats, budget_s)
                 if mode == "fp32":
                     ref = y
                 dev = None if ref is None or mode == "fp32" else float((y - ref).abs().max())
                 row = Row(label, f"{w}x{h}", mode, gmacs, statistics.median(times), min(times), len(times), dev)
                 rows.append(row)
-                print(format_row(row), file=out, flush=True)
+                print(format_row(row), flush=True)
     return rows
 
 
@@ -136,12 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=",".join(MODEL_NAMES), help=f"comma list of {', '.join(MODEL_NAMES)}")
     p.add_argument("--weights", help="benchmark these weights instead (their configuration; --models ignored)")
     p.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma list of WIDTHxHEIGHT (default {DEFAULT_SIZES})")
-    p.add_argument("--modes", help="comma list of fp32, bf16-cl, fp16-cl (default: fp32,bf16-cl on CPU; "
+    p.add_argument("--modes", help="comma list of fp32, bf16-cl, bf16w-cl, fp16-cl (default: fp32,bf16-cl on CPU; "
                                    "fp32,fp16-cl on CUDA)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's default)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs at most (default 20)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (fixed RFF mode) per row")
     p.add_argument("--budget-s", type=float, default=10.0,
                    help="stop repeating a row after this many seconds (at least one timed run; default 10)")
     args = p.parse_args(argv)
@@ -159,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("CUDA is not available on this machine")
         default_modes = "fp32,fp16-cl" if device.type == "cuda" else "fp32,bf16-cl"
         modes = [m for m in (args.modes or default_modes).split(",") if m]
-        bad = [m for m in modes if m not in ("fp32", "bf16-cl", "fp16-cl")]
+        bad = [m for m in modes if m not in MODES]
         if bad:
-            raise ValueError(f"unknown mode(s) {', '.join(bad)}; choose from fp32, bf16-cl, fp16-cl")
+            raise ValueError(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}")
         if args.threads:
             torch.set_num_threads(args.threads)
     except (argparse.ArgumentTypeError, ValueError, RuntimeError) as e:
@@ -169,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{cpu_name()}, {torch.get_num_threads()} threads")
-    print(f"KA_Net benchmark: {where}; torch {torch.__version__}; kanet.dehaze per frame (batch 1), "
+    load = f"; load average {os.getloadavg()[0]:.2f} at start" if hasattr(os, "getloadavg") else ""
+    print(f"KA_Net benchmark: {where}; torch {torch.__version__}{load}; kanet.dehaze per frame (batch 1), "
           f"warmup {args.warmup}, up to {args.repeats} runs or {args.budget_s:g} s per row\n")
     print(HEADER, flush=True)
     try:
-        run(models, sizes, modes, device, args.warmup, args.repeats, args.budget_s, args.weights)
+        run(models, sizes, modes, device, args.warmup, args.repeats, args.budget_s, args.weights, args.compile)
     except (WeightsError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

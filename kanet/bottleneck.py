@@ -15,6 +15,7 @@ RFF modes:
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -141,8 +142,21 @@ class RandomFourierFeatures(nn.Module):
             weight, bias = weight.to(f.device), bias.to(f.device)
         else:
             weight, bias = self.weight, self.bias
-        z = F.conv2d(f, weight.to(f.dtype)[:, :, None, None], bias.to(f.dtype))
-        return math.sqrt(2.0 / self.features) * torch.cos(z)
+        # The phases W f + b reach tens of radians: in bf16/fp16 their rounding error would be ~0.1 rad, so this
+        # small (1/32-scale) product runs in float32 even under autocast.
+        with _autocast_off(f.device.type):
+            z = F.conv2d(f.float(), weight.float()[:, :, None, None], bias.float())
+            return (math.sqrt(2.0 / self.features) * torch.cos(z)).to(f.dtype)
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """Leave autocast for a block, if it is on (device types without autocast, e.g. meta, need nothing)."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.autocast(device_type, enabled=False)
+    except RuntimeError:
+        pass
+    return contextlib.nullcontext()
 
 
 class MultiReceptiveFieldBlock(nn.Module):

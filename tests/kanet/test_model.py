@@ -68,7 +68,7 @@ def test_parity_mode_draws_from_the_global_generator() -> None:
     assert "bottleneck.mrfe.rff.weight" not in model.state_dict()
 
 
-@pytest.mark.parametrize("name", ["kanet", "kanet-t"])
+@pytest.mark.parametrize("name", ["kanet-s", "kanet-t"])
 def test_min_size_is_the_smallest_working_input(name: str) -> None:
     model = kanet.create_model(name).eval()
     m = model.min_size
