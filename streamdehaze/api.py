@@ -25,6 +25,7 @@ from .pipeline import RunResult, run_video
 from .sinks import CallbackSink, VideoSink, segment_pattern, url_format
 from .sources import VideoFileSource
 from .stats import RunStats
+from .temporal import TemporalSmoother
 
 Source = VideoFileSource | LiveSource
 
@@ -86,9 +87,19 @@ def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int |
                 yield t, item.to_ndarray(format="bgr24" if bgr else "rgb24")
 
 
+def _smoother(mode: str, strength: float) -> TemporalSmoother | None:
+    if mode == "off":
+        return None
+    if mode != "ema":
+        raise UsageError(f"unknown temporal mode {mode!r}; choose off or ema")
+    if not 0.0 <= strength < 1.0:
+        raise UsageError(f"temporal strength must be at least 0 and below 1, not {strength}")
+    return TemporalSmoother(strength)
+
+
 def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "dcp",
                  weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
-                 batch: int = 1, codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
+                 temporal: str = "ema", temporal_strength: float = 0.6, batch: int = 1, codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
                  max_frames: int | None = None, duration: float | None = None, live: LiveOptions | None = None,
                  max_latency: float | None = None, segment_time: float | None = None,
                  on_frame: Callable[[np.ndarray, float | None], None] | None = None,
@@ -98,14 +109,15 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
     complete), a segment series (``segment_time``), a URL to publish to, or None with only ``on_frame``.
 
     Every frame keeps its timestamp (live streams: one monotonic clock across reconnects); a file's audio and
-    subtitle streams are copied packet for packet. ``on_frame(image_bgr, seconds)`` sees each dehazed frame.
+    subtitle streams are copied packet for packet. ``temporal="ema"`` smooths flicker between frames. ``on_frame(image_bgr, seconds)`` sees each dehazed frame.
     On Ctrl-C the frames done so far are kept and ``RunResult.interrupted`` is set.
     """
     if output is None and on_frame is None:
         raise UsageError("nothing to do: give an output or an on_frame callback")
     with open_source(input, max_frames=max_frames, duration=duration, live=live) as source:
         live_run = isinstance(source, LiveSource)
-        engine = Engine(create_model(model, weights), device, infer_size)
+        smoother = _smoother(temporal, temporal_strength)
+        engine = Engine(create_model(model, weights), device, infer_size, temporal=smoother)
         if on_start is not None:
             on_start(source)
         kwargs = dict(batch_size=batch, live=live_run, max_latency=max_latency, stats=stats, on_frames=on_frames)

@@ -19,6 +19,7 @@ from .errors import UsageError
 from .frames import frame_from_planes, planes_of, yuv_format
 from .filters import resize
 from .guided import apply_planes, fit_gain_offset, plane_coefficients
+from .temporal import TemporalSmoother
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,11 +38,13 @@ class Engine:
 
     ``infer_size``: video frames whose short side exceeds it go through the model at that short side, and the
     result reaches full resolution by guided upsampling (``guided.py``); ``None`` runs at native resolution.
-    ``"auto"`` takes the model's own ``infer_size`` hint.
+    ``"auto"`` takes the model's own ``infer_size`` hint. ``temporal`` smooths the guided coefficients of
+    consecutive video frames (``temporal.py``); it then runs the guided path even at native resolution.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto",
-                 infer_size: int | str | None = "auto", guide_eps: float = 1e-4) -> None:
+                 infer_size: int | str | None = "auto", guide_eps: float = 1e-4,
+                 temporal: TemporalSmoother | None = None) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
         if infer_size == "auto":
@@ -49,6 +52,7 @@ class Engine:
             infer_size = hint(self.device) if hint is not None else getattr(model, "infer_size", None)
         self.infer_size = infer_size
         self.guide_eps = guide_eps
+        self.temporal = temporal
 
     def infer_shape(self, height: int, width: int) -> tuple[int, int] | None:
         """The (h, w) the model runs at for a frame of this size, or None for native resolution."""
@@ -103,8 +107,11 @@ class Engine:
     def _dehaze_planes(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat,
                        out_format: YUVFormat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         size = self.infer_shape(*y.shape[-2:])
-        if size is None:
+        if size is None and self.temporal is None:
             return rgb_to_yuv(self.model(yuv_to_rgb(y, u, v, fmt)), out_format)
-        small = yuv_to_rgb(y, u, v, fmt, size=size)
-        a, b = fit_gain_offset(small, self.model(small), radius=max(1, min(size) // 128), eps=self.guide_eps)
+        small = yuv_to_rgb(y, u, v, fmt, size=size or tuple(y.shape[-2:]))
+        a, b = fit_gain_offset(small, self.model(small), radius=max(1, min(small.shape[-2:]) // 128),
+                               eps=self.guide_eps)
+        if self.temporal is not None:
+            a, b = self.temporal(small, a, b)
         return apply_planes((y, u, v), plane_coefficients(a, b, fmt, out_format), out_format)

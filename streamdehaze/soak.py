@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{t:7.0f} s  RSS {rss:8.1f} MiB", flush=True)
         finally:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGTERM)  # SIGINT may be ignored when this runs as a background job
                 proc.wait(60)
         last = json.loads(stats.read_text().splitlines()[-1]) if stats.exists() else {}
     warm = [rss for t, rss in samples if t >= 60] or [rss for _, rss in samples]

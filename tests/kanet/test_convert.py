@@ -49,7 +49,7 @@ def paper_checkpoint(tmp_path_factory) -> tuple[Path, kanet.KANet]:
     return path, model
 
 
-def test_official_checkpoint_round_trip(paper_checkpoint, tmp_path: Path) -> None:
+def test_official_checkpoint_round_trip(paper_checkpoint, tmp_path: Path, capsys) -> None:
     path, model = paper_checkpoint
     x = torch.rand(1, 3, 64, 80) * 2 - 1
     with torch.no_grad():
@@ -59,8 +59,11 @@ def test_official_checkpoint_round_trip(paper_checkpoint, tmp_path: Path) -> Non
         out = loaded(x)
         assert torch.equal(ref[0], out[0]) and torch.equal(ref[1], out[1])
 
+        assert main([str(path), str(tmp_path / "no-such-dir" / "kanet.safetensors")]) == 1
         target = tmp_path / "kanet.safetensors"
         assert main([str(path), str(target), "--seed", "5"]) == 0
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 2 and err[0].startswith("error: ") and "kanet" in err[1]
         again = kanet.load_weights(target)
         assert again.config_name == "kanet"
         assert torch.equal(again(x)[0], ref[0])
@@ -92,7 +95,7 @@ def test_untrusted_pickle_is_refused(paper_checkpoint, tmp_path: Path, capsys) -
     ckpt["args"] = argparse.Namespace(lr=1e-4)  # an arbitrary Python object: needs full unpickling
     risky = tmp_path / "risky.pk"
     torch.save(ckpt, risky)
-    with pytest.raises(CheckpointError, match="trust"):
+    with pytest.raises(CheckpointError, match=r"\(argparse\.Namespace\).*trust"):
         kanet.load_official(risky)
     out = tmp_path / "out.safetensors"
     assert main([str(risky), str(out)]) == 1
@@ -115,6 +118,7 @@ def test_cli_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
     assert main([str(unrelated), str(out)]) == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert "no such file" in lines[0] and "not a readable PyTorch checkpoint" in lines[1]
     assert "not a KA_Net checkpoint" in lines[2]
     assert not out.exists()
 

@@ -29,6 +29,11 @@ def _has_gstreamer() -> bool:
     return probe.returncode == 0
 
 
+def default_sigint() -> None:
+    """Child processes get Ctrl-C's default meaning even where the test runner itself ignores SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class RtspServer:
     def __init__(self, port: int) -> None:
         self.port = port
@@ -86,7 +91,7 @@ class Run:
         import sys
         import threading
         self.proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", *map(str, args)],
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

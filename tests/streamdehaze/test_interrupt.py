@@ -16,7 +16,8 @@ def test_interrupt_leaves_a_playable_file(make_video, probe, tmp_path, sig):
     src = make_video(frames=1500, width=320, height=240)
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", str(src), str(out), "--quiet"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         partial = None
