@@ -3,7 +3,7 @@
 ``kanet`` knows nothing of video or training; ``streamdehaze`` and ``training`` build on it.
 """
 
-from .convert import CheckpointError, load_official
+from .official import CheckpointError, load_official
 from .inference import dehaze
 from .model import CONFIGS, MODEL_NAMES, KANet, KANetConfig, create_model
 from .weights import WeightsError, load_weights, save_weights

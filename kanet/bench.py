@@ -1,9 +1,9 @@
 """Benchmark: milliseconds per frame of ``kanet.dehaze`` for each configuration, size and precision mode.
 
 Modes: ``fp32`` (plain), ``bf16-cl`` (CPU bf16 autocast + channels_last), ``bf16w-cl`` (weights held in bf16, no
-autocast, channels_last), ``fp16-cl`` (fp16 autocast + channels_last; the CUDA default). Each row also gives the GMACs and the largest deviation of the
-output from fp32 on the benchmark frame. Untrained weights unless ``--weights`` is given (speed does not depend
-on the values). Prints a Markdown table.
+autocast, channels_last), ``fp16-cl`` (fp16 autocast + channels_last; the CUDA default). Each row also gives the
+GMACs and the largest deviation of the output from fp32 on the benchmark frame. Untrained weights unless
+``--weights`` is given (speed does not depend on the values). Prints a Markdown table.
 
     python -m kanet.bench [--models kanet-t,kanet-s] [--sizes 256x256,1280x720] [--modes fp32,bf16-cl]
 """
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(models, sizes, modes, device, args.warmup, args.repeats, args.budget_s, args.weights, args.compile)
     except (WeightsError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
         return 1
     return 0
 

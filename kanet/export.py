@@ -43,7 +43,8 @@ class ImageToImage(nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         h, w = rgb.shape[-2:]
-        ph, pw = (self.multiple - h % self.multiple) % self.multiple, (self.multiple - w % self.multiple) % self.multiple
+        m = self.multiple
+        ph, pw = (m - h % m) % m, (m - w % m) % m
         x = F.pad(rgb * 2 - 1, (0, pw, 0, ph), mode="reflect")
         y, _ = self.model(x)
         return y[..., :h, :w].clamp(0, 1)

@@ -24,6 +24,11 @@ class WeightsError(ValueError):
     """A weight file that is missing, not ours, or does not fit its own configuration."""
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
 def save_weights(model: KANet, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
     """Write ``model``'s state dict (floating tensors cast to ``dtype`` if given) to ``path`` atomically."""
     path = Path(path)
@@ -54,7 +59,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError) as e:
-        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
+        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(e)})") from e
     if meta.get("format") != FORMAT or "config" not in meta:
         raise WeightsError(f"{path}: not a KA_Net weight file (no kanet metadata); official checkpoints need "
                            f"`python -m kanet.convert` or kanet.load_official")
@@ -69,7 +74,7 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     try:
         config = KANetConfig.from_json(meta["config"])
     except (ValueError, TypeError) as e:
-        raise WeightsError(f"{path}: bad KA_Net config in metadata ({e})") from e
+        raise WeightsError(f"{path}: bad KA_Net config in metadata ({_first_line(e)})") from e
     name = meta.get("config_name") or None
     rff, seed = meta.get("rff", "fixed"), int(meta.get("rff_seed", "0"))
     if name is not None and CONFIGS.get(name) != config:
@@ -80,7 +85,7 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
             state = {k: f.get_tensor(k) for k in f.keys()}
         result = model.load_state_dict(state, strict=False)
     except (ValueError, RuntimeError) as e:
-        raise WeightsError(f"{path}: weights do not fit the recorded config ({e})") from e
+        raise WeightsError(f"{path}: weights do not fit the recorded config ({_first_line(e)})") from e
     if result.missing_keys or result.unexpected_keys:
         raise WeightsError(f"{path}: weights do not fit the recorded config; missing: {result.missing_keys}, "
                            f"unexpected: {result.unexpected_keys}")

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import kanet
-from kanet.convert import (
-    CheckpointError, checkpoint_filter_fn, detect_config_name, main, to_official_state_dict,
+from kanet.convert import main
+from kanet.official import (
+    CheckpointError, checkpoint_filter_fn, detect_config_name, to_official_state_dict,
 )
 
 from .conftest import randomise_batchnorm
