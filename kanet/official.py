@@ -105,8 +105,9 @@ def official_name(key: str) -> str:
 
 def official_key_map(model: KANet) -> dict[str, str]:
     """``{official key: our key}`` for every official entry of ``model``'s state dict."""
-    mapping = {official_name(k): k for k in model.state_dict() if not _OURS_ONLY.match(k)}
-    if len(mapping) != len(model.state_dict()) - sum(bool(_OURS_ONLY.match(k)) for k in model.state_dict()):
+    ours = [k for k in model.state_dict() if not _OURS_ONLY.match(k)]
+    mapping = {official_name(k): k for k in ours}
+    if len(mapping) != len(ours):
         raise RuntimeError("official key mapping is not one-to-one")  # a bug in the tables above
     return mapping
 

@@ -86,3 +86,13 @@ def test_reflect_pad1_is_reflection_padding() -> None:
     x = torch.randn(2, 3, 5, 7)
     for t in (x, x.contiguous(memory_format=torch.channels_last)):
         assert torch.equal(reflect_pad1(t), F.pad(t, (1, 1, 1, 1), mode="reflect"))
+
+
+def test_kanet_imports_neither_streamdehaze_nor_training() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, kanet, kanet.convert, kanet.export, kanet.bench; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('streamdehaze', 'training')]; "
+            "sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
