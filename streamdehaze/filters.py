@@ -9,18 +9,26 @@ import torch.nn.functional as F
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a (2r+1)^2 window, shrinking at the borders; separable and exact to ~1e-7.
 
-    Small radii use depthwise convolutions; larger ones prefix sums, which cost the same for any radius (the
-    mean is removed first so fp32 prefix sums stay small and keep the tiny variances a guided filter needs).
+    Small radii add shifted slices (several times faster on CPU than depthwise convolutions); larger ones use
+    prefix sums, which cost the same for any radius (the mean is removed first so fp32 prefix sums stay small
+    and keep the tiny variances a guided filter needs).
     """
     h, w = x.shape[-2:]
     if radius <= 3:
-        c, k = x.shape[1], 2 * radius + 1
-        s = F.conv2d(F.conv2d(x, x.new_ones(c, 1, 1, k), padding=(0, radius), groups=c),
-                     x.new_ones(c, 1, k, 1), padding=(radius, 0), groups=c)
+        s = _shift_sum(_shift_sum(x, radius, -1), radius, -2)
         return s / (_window_counts(h, radius, x)[:, None] * _window_counts(w, radius, x)[None, :])
     mean = x.mean((-2, -1), keepdim=True)
     s = _window_sum(_window_sum(x - mean, radius, -1), radius, -2)
     return s / (_window_counts(h, radius, x)[:, None] * _window_counts(w, radius, x)[None, :]) + mean
+
+
+def _shift_sum(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    n = x.shape[dim]
+    padded = F.pad(x, (radius, radius) if dim == -1 else (0, 0, radius, radius))
+    total = padded.narrow(dim, 0, n).clone()
+    for k in range(1, 2 * radius + 1):
+        total += padded.narrow(dim, k, n)
+    return total
 
 
 def _window_sum(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
