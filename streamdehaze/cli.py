@@ -159,7 +159,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
-    is_url = "://" in args.input or args.input.startswith("/dev/video")
+    is_url = "://" in args.input or args.input.startswith("/dev/video") or "%" in src.name
     if not is_url and not src.exists():
         raise UsageError(f"input not found: {args.input}")
     if not is_url and (src.is_dir() or is_image(src)):

@@ -68,7 +68,8 @@ class VideoFileSource:
 
     def _open(self) -> None:
         path = Path(self.url)
-        if "://" not in self.url:
+        sequence = "%" in path.name  # an image sequence such as frames/%05d.png (FFmpeg's image2 demuxer)
+        if "://" not in self.url and not sequence:
             if not path.exists():
                 raise UsageError(f"input not found: {self.name}")
             if path.stat().st_size == 0:
@@ -76,6 +77,8 @@ class VideoFileSource:
         try:
             self.container = av.open(self.url, "r")
         except (av.FFmpegError, OSError) as exc:
+            if sequence:
+                raise UsageError(f"no images match the sequence pattern {self.name}") from None
             if "://" not in self.url and not _looks_like_media(path):
                 raise UsageError(f"not a video or image file: {self.name}") from None
             raise MediaError(f"cannot read {self.name}: corrupt or truncated ({_reason(exc)})") from None

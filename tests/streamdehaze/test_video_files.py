@@ -99,3 +99,17 @@ def test_no_partial_files_left(make_video, run_cli, tmp_path):
     src = make_video(frames=3)
     assert run_cli(src, tmp_path / "o.mp4", "--quiet")[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "o.mp4"]
+
+
+def test_image_sequence_input(hazy_image, probe, run_cli, tmp_path):
+    import cv2
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(6):
+        assert cv2.imwrite(str(folder / f"f{i:03d}.png"), hazy_image(i, 64, 48)[..., ::-1].copy())
+    out = tmp_path / "seq.mp4"
+    code, err = run_cli(folder / "f%03d.png", out, "--quiet")
+    assert code == 0, err
+    assert probe(out)["count"] == 6
+    code, err = run_cli(tmp_path / "none%03d.png", tmp_path / "x.mp4")
+    assert code == 2 and "no images match" in err
