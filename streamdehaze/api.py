@@ -16,7 +16,7 @@ import av
 import numpy as np
 import torch
 
-from .engine import Engine
+from .engine import Engine, resolve_device
 from .errors import UsageError
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model
@@ -38,9 +38,10 @@ class Dehazer:
     device. The result has the input's type, shape, dtype and device.
     """
 
-    def __init__(self, model: str = "dcp", *, weights: str | os.PathLike | None = None, device: str = "auto",
+    def __init__(self, model: str = "auto", *, weights: str | os.PathLike | None = None, device: str = "auto",
                  bgr: bool = True) -> None:
-        self.engine = Engine(create_model(model, weights), device)
+        dev = resolve_device(device)
+        self.engine = Engine(create_model(model, weights, dev), dev)
         self.bgr = bgr
 
     def __call__(self, frames: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -97,7 +98,7 @@ def _smoother(mode: str, strength: float) -> TemporalSmoother | None:
     return TemporalSmoother(strength)
 
 
-def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "dcp",
+def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "auto",
                  weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
                  temporal: str = "ema", temporal_strength: float = 0.6, batch: int = 1, codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
                  max_frames: int | None = None, duration: float | None = None, live: LiveOptions | None = None,
@@ -117,7 +118,8 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
     with open_source(input, max_frames=max_frames, duration=duration, live=live) as source:
         live_run = isinstance(source, LiveSource)
         smoother = _smoother(temporal, temporal_strength)
-        engine = Engine(create_model(model, weights), device, infer_size, temporal=smoother)
+        dev = resolve_device(device)
+        engine = Engine(create_model(model, weights, dev), dev, infer_size, temporal=smoother)
         if on_start is not None:
             on_start(source)
         kwargs = dict(batch_size=batch, live=live_run, max_latency=max_latency, stats=stats, on_frames=on_frames)

@@ -19,7 +19,7 @@ import av
 import torch
 
 from .api import process
-from .engine import Engine
+from .engine import Engine, resolve_device
 from .models import create_model
 from .sinks import VideoSink
 from .sources import VideoFileSource
@@ -61,7 +61,8 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int) -> dic
         frames = [item for item in source if isinstance(item, av.VideoFrame)]
         decode = _fps(len(frames), time.perf_counter() - start)
         info = source.info
-    engine = Engine(create_model(model), device)
+    dev = resolve_device(device)
+    engine = Engine(create_model(model, None, dev), dev)
     sink = VideoSink(tmp / "probe.mp4", info, preset=preset)
     fmt, pix_fmt = sink.yuv_format, sink.pix_fmt
     sink.abort()
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--preset", default="veryfast")
     args = p.parse_args(argv)
-    device = Engine(create_model("dcp"), args.device).device
+    device = resolve_device(args.device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {gpu}; "
           f"torch {torch.__version__}, av {av.__version__}; model {args.model}, device {device}, "

@@ -23,7 +23,7 @@ import tqdm
 from . import __version__
 from .api import process
 from .live import LiveOptions, LiveSource, is_live
-from .engine import Engine
+from .engine import Engine, resolve_device
 from .errors import StreamDehazeError, UsageError
 from .images import dehaze_images, is_image
 from .models import MODEL_NAMES, create_model
@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="streamdehaze", description="Dehaze a video, an image, or a folder of images.")
     p.add_argument("input", help="video file or URL, image, or folder of images")
     p.add_argument("output", help="video file, image, or folder (for a folder input)")
-    p.add_argument("--model", default="dcp", help=f"dehazing model: {', '.join(MODEL_NAMES)} (default: dcp)")
+    p.add_argument("--model", default="auto",
+                   help=f"dehazing model: {', '.join(MODEL_NAMES)} (default: auto = the best model shipped for the "
+                        "device: KA_Net where its weights ship with the package, else dcp)")
     p.add_argument("--weights", type=Path, help="weights file for models that take them")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--batch", type=_positive, default=1, metavar="N", help="frames per model call (default: 1)")
@@ -163,7 +165,8 @@ def _run(args: argparse.Namespace) -> int:
     if not is_url and not src.exists():
         raise UsageError(f"input not found: {args.input}")
     if not is_url and (src.is_dir() or is_image(src)):
-        engine = Engine(create_model(args.model, args.weights), args.device)
+        device = resolve_device(args.device)
+        engine = Engine(create_model(args.model, args.weights, device), device)
         with tqdm.tqdm(unit="img", disable=_no_bar(args), dynamic_ncols=True) as bar:
             result = _timed(lambda: dehaze_images(engine, src, dst, on_image=bar.update))
         return _finish(args, result, "images")

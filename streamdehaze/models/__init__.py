@@ -7,22 +7,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 import kanet
 
 from ..errors import UsageError
 from .dcp import DarkChannelPrior
-from .kanet_model import load_kanet
+from .kanet_model import load_kanet, shipped_weights
 
-MODEL_NAMES = ("dcp", *kanet.MODEL_NAMES)
+MODEL_NAMES = ("auto", "dcp", *kanet.MODEL_NAMES)
 
 
-def create_model(name: str, weights: str | Path | None = None) -> nn.Module:
-    """Build the model called ``name`` in eval mode on the CPU (the engine moves it).
+def default_model(device: torch.device) -> str:
+    """The best model whose weights ship with the package for this device; ``dcp`` when none do."""
+    preference = ("kanet", "kanet-s", "kanet-t") if device.type == "cuda" else ("kanet-t",)
+    return next((name for name in preference if shipped_weights(name) is not None), "dcp")
+
+
+def create_model(name: str, weights: str | Path | None = None, device: torch.device | None = None) -> nn.Module:
+    """Build the model called ``name`` in eval mode on the CPU (the engine moves it); ``auto`` picks the best
+    shipped model for ``device`` (or whatever configuration ``weights`` holds).
 
     Models may carry ``infer_size`` (or ``infer_size_for(device)``): the short side they run at by default.
     """
+    if name == "auto":
+        if weights is not None:  # the weights file says which configuration it is
+            return load_kanet(None, weights)
+        name = default_model(device or torch.device("cpu"))
     if name == "dcp":
         if weights is not None:
             raise UsageError("--weights does not apply to --model dcp (it has no weights)")

@@ -51,11 +51,12 @@ class KANetModel(nn.Module):
         return out.float()
 
 
-def load_kanet(name: str, weights: str | os.PathLike | None) -> KANetModel:
-    """KA_Net configuration ``name`` with ``weights`` (ours or official), or the shipped weights."""
-    path = Path(weights) if weights is not None else shipped_weights(name)
+def load_kanet(name: str | None, weights: str | os.PathLike | None) -> KANetModel:
+    """KA_Net configuration ``name`` with ``weights`` (ours or official), or the shipped weights; with
+    ``name=None``, whatever configuration ``weights`` holds."""
+    path = Path(weights) if weights is not None else shipped_weights(name) if name is not None else None
     if path is None:
-        raise _missing_weights(name)
+        raise _missing_weights(name or "kanet")
     if not path.is_file():
         raise UsageError(f"weights file not found: {path}")
     try:
@@ -65,6 +66,6 @@ def load_kanet(name: str, weights: str | os.PathLike | None) -> KANetModel:
             net = kanet.load_official(path)
     except (kanet.WeightsError, kanet.CheckpointError) as exc:
         raise UsageError(f"cannot load {path}: {exc}") from None
-    if net.config_name is not None and net.config_name != name:
+    if name is not None and net.config_name is not None and net.config_name != name:
         raise UsageError(f"{path.name} holds {net.config_name} weights, not {name}: use --model {net.config_name}")
-    return KANetModel(net, name)
+    return KANetModel(net, name or net.config_name or "kanet")

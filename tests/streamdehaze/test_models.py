@@ -18,7 +18,7 @@ def tiny_weights(tmp_path_factory):
 
 
 def test_names():
-    assert set(MODEL_NAMES) == {"dcp", "kanet", "kanet-w256", "kanet-s", "kanet-t"}
+    assert set(MODEL_NAMES) == {"auto", "dcp", "kanet", "kanet-w256", "kanet-s", "kanet-t"}
 
 
 def test_kanet_t_runs_through_the_engine(tiny_weights):
@@ -60,3 +60,18 @@ def test_unreadable_weights(make_video, run_cli, tmp_path):
     bad.write_bytes(b"not weights")
     code, err = run_cli(make_video(frames=2), tmp_path / "o.mp4", "--model", "kanet-t", "--weights", bad)
     assert code == 2 and "cannot load" in err and "Traceback" not in err
+
+
+def test_auto_is_dcp_without_shipped_weights(monkeypatch, tmp_path):
+    monkeypatch.setattr("streamdehaze.models.kanet_model.WEIGHTS_DIR", tmp_path / "none")
+    assert create_model("auto", device=torch.device("cpu")).name == "dcp"
+
+
+def test_auto_prefers_shipped_kanet(monkeypatch, tmp_path, tiny_weights):
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    (shipped / "kanet-t.safetensors").write_bytes(tiny_weights.read_bytes())
+    monkeypatch.setattr("streamdehaze.models.kanet_model.WEIGHTS_DIR", shipped)
+    model = create_model("auto", device=torch.device("cpu"))
+    assert model.name == "kanet-t"
+    assert create_model("auto", tiny_weights).name == "kanet-t"  # the file says which configuration
