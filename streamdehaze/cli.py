@@ -127,11 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_MaskCredentials())
     av.logging.set_level(None)  # FFmpeg's own messages would bury ours; errors reach us as exceptions
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # restored below: main() may run embedded
     try:
         args = build_parser().parse_args(argv)
-        if args.quiet:
-            log.setLevel(logging.ERROR)
+        log.setLevel(logging.ERROR if args.quiet else logging.INFO)
         return _run(args)
     except StreamDehazeError as exc:
         print(f"streamdehaze: error: {mask(str(exc))}", file=sys.stderr)
@@ -145,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streamdehaze: internal error: {type(exc).__name__}: {mask(str(exc))} "
               "(set STREAMDEHAZE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _MaskCredentials(logging.Filter):
