@@ -82,36 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
+def _number(cast: Callable[[str], float], what: str, minimum: float, inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse type: ``cast(text)``, at least (or, not inclusive, more than) ``minimum``."""
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if inclusive else 'more than'} {minimum:g}: {text}")
+        return value
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
-    return value
+_positive = _number(int, "a whole number", 1)
+_seconds = _number(float, "a number of seconds", 0, inclusive=False)
+_attempts = _number(int, "a number of attempts or 'inf'", 0)
 
 
 def _reconnects(text: str) -> float:
-    if text in ("inf", "infinite", "forever"):
-        return math.inf
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of attempts or 'inf': {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return float(value)
+    return math.inf if text in ("inf", "infinite", "forever") else float(_attempts(text))
 
 
 def _infer_size(text: str) -> int | str | None:
