@@ -16,7 +16,7 @@ import av
 import numpy as np
 import torch
 
-from .engine import Engine, resolve_device
+from .engine import Engine, resolve_device, video_threads
 from .errors import UsageError
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model
@@ -131,12 +131,13 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
             return inner if on_frame is None else CallbackSink(source.info, on_frame, inner)
 
         target = None if output is None else str(output)
-        if target is None or url_format(target) is not None:
-            return run_video(source, engine, sink_for(target), **kwargs)
-        dst = Path(target)
-        if segment_time is not None:  # each segment is complete when the muxer moves to the next
-            check_output(segment_pattern(dst), None)
-            return run_video(source, engine, sink_for(dst), **kwargs)
-        check_output(dst, None if "://" in str(input) else Path(input))
-        with atomic_output(dst) as tmp:
-            return run_video(source, engine, sink_for(tmp), **kwargs)
+        with video_threads(dev):
+            if target is None or url_format(target) is not None:
+                return run_video(source, engine, sink_for(target), **kwargs)
+            dst = Path(target)
+            if segment_time is not None:  # each segment is complete when the muxer moves to the next
+                check_output(segment_pattern(dst), None)
+                return run_video(source, engine, sink_for(dst), **kwargs)
+            check_output(dst, None if "://" in str(input) else Path(input))
+            with atomic_output(dst) as tmp:
+                return run_video(source, engine, sink_for(tmp), **kwargs)

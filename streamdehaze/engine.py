@@ -7,7 +7,9 @@ conversion both ways runs on the device, so the host never touches full-resoluti
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import av
 import numpy as np
@@ -20,6 +22,20 @@ from .frames import frame_from_planes, planes_of, yuv_format
 from .filters import resize
 from .guided import apply_planes, fit_gain_offset, plane_coefficients
 from .temporal import TemporalSmoother
+
+
+@contextmanager
+def video_threads(device: torch.device) -> Iterator[None]:
+    """On CPU, give the model half the cores while a video runs: decoding and encoding need the rest, and the
+    engine's many small operations lose more to thread wake-ups than they gain from a second thread. An
+    explicit OMP_NUM_THREADS wins. The previous setting is restored afterwards."""
+    previous = torch.get_num_threads()
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(name: str) -> torch.device:
