@@ -108,9 +108,9 @@ class Engine:
         Consecutive frames of one size and format go through the model together.
         """
         out: list[av.VideoFrame] = []
-        for _, group in itertools.groupby(frames, key=lambda f: (f.width, f.height, f.format.name, yuv_format(f))):
+        for (*_, fmt), group in itertools.groupby(frames, key=lambda f: (f.width, f.height, f.format.name,
+                                                                           yuv_format(f))):
             group = list(group)
-            fmt = yuv_format(group[0])
             y, u, v = (torch.from_numpy(np.stack(p)).to(self.device, non_blocking=True)
                        for p in zip(*(planes_of(f) for f in group)))
             planes = [p.cpu().numpy() for p in self._dehaze_planes(y, u, v, fmt, out_format)]

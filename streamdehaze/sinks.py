@@ -41,6 +41,13 @@ def choose_pix_fmt(codec: av.Codec, width: int, height: int) -> str:
     return fallback[0]
 
 
+def output_format(info: VideoInfo, pix_fmt: str) -> YUVFormat:
+    """How dehazed frames are written: the input's colour matrix, limited range, ``pix_fmt``'s layout."""
+    subsampling, bits, _ = PLANAR[pix_fmt]
+    matrix = matrix_name(info.colour.get("colorspace", 2), info.height)
+    return YUVFormat(matrix=matrix, full_range=False, bits=bits, subsampling=subsampling)
+
+
 def encoder(name: str) -> av.Codec:
     try:
         codec = av.Codec(name, "w")
@@ -134,10 +141,8 @@ class VideoSink:
                 options["forced-idr"] = "1"
         self._next_key: Fraction | None = None
         ctx.options = options
-        subsampling, bits, _ = PLANAR[self.pix_fmt]
-        matrix = matrix_name(info.colour.get("colorspace", 2), info.height)
-        self.yuv_format = YUVFormat(matrix=matrix, full_range=False, bits=bits, subsampling=subsampling)
-        ctx.colorspace = _MATRIX_TAG[matrix]
+        self.yuv_format = output_format(info, self.pix_fmt)
+        ctx.colorspace = _MATRIX_TAG[self.yuv_format.matrix]
         ctx.color_range = _AVCOL_RANGE_MPEG
         if info.colour.get("color_primaries", 2) != 2:
             ctx.color_primaries = info.colour["color_primaries"]
@@ -212,9 +217,7 @@ class CallbackSink:
             self.pix_fmt, self.yuv_format = inner.pix_fmt, inner.yuv_format
         else:
             self.pix_fmt = "yuv444p" if info.width % 2 or info.height % 2 else "yuv420p"
-            subsampling, bits, _ = PLANAR[self.pix_fmt]
-            matrix = matrix_name(info.colour.get("colorspace", 2), info.height)
-            self.yuv_format = YUVFormat(matrix=matrix, full_range=False, bits=bits, subsampling=subsampling)
+            self.yuv_format = output_format(info, self.pix_fmt)
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         if isinstance(item, av.VideoFrame) and self.on_frame is not None:
