@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import av
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from .errors import UsageError
 from .frames import frame_from_planes, planes_of, yuv_format
 from .filters import resize
 from .guided import apply_planes, fit_gain_offset, plane_coefficients
+from .malloc import retain_freed_memory
 from .temporal import TemporalSmoother
 
 
@@ -29,13 +31,15 @@ def video_threads(device: torch.device) -> Iterator[None]:
     """On CPU, give the model half the cores while a video runs: decoding and encoding need the rest, and the
     engine's many small operations lose more to thread wake-ups than they gain from a second thread. An
     explicit OMP_NUM_THREADS wins. The previous setting is restored afterwards."""
-    previous = torch.get_num_threads()
+    previous = torch.get_num_threads(), cv2.getNumThreads()
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    cv2.setNumThreads(torch.get_num_threads())  # OpenCV's pool (the guided apply) follows the same budget
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        torch.set_num_threads(previous[0])
+        cv2.setNumThreads(previous[1])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,6 +73,7 @@ class Engine:
         self.infer_size = infer_size
         self.guide_eps = guide_eps
         self.temporal = temporal
+        retain_freed_memory()  # frame-sized temporaries: reuse freed pages instead of faulting in new ones
 
     def infer_shape(self, height: int, width: int) -> tuple[int, int] | None:
         """The (h, w) the model runs at for a frame of this size, or None for native resolution."""

