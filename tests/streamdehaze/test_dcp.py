@@ -43,11 +43,22 @@ def test_min_filter_is_exact_erosion(radius):
     assert torch.equal(min_filter(x, radius), -F.max_pool2d(-padded, 2 * radius + 1, stride=1))
 
 
-@pytest.mark.parametrize("radius", [1, 3, 9])
-def test_box_filter_is_windowed_mean(radius):
+@pytest.mark.parametrize("opencv", [True, False])
+@pytest.mark.parametrize("radius", [1, 3, 9, 40])  # 40: the window is wider than the image
+def test_box_filter_is_windowed_mean(radius, opencv):
     x = torch.rand(1, 2, 33, 27, dtype=torch.float64)
-    ref = F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
-    assert torch.allclose(box_filter(x, radius), ref, atol=1e-10)
+    ref = F.avg_pool2d(F.pad(x, (radius,) * 4), 2 * radius + 1, stride=1) * (2 * radius + 1) ** 2 / \
+        F.avg_pool2d(F.pad(torch.ones_like(x), (radius,) * 4), 2 * radius + 1, stride=1) / (2 * radius + 1) ** 2
+    assert torch.allclose(box_filter(x, radius, opencv=opencv), ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("radius", [1, 20])
+def test_box_filter_float32_is_accurate_to_a_few_ulps(radius):
+    """Guided filters subtract box means of products, so the sums must not drift (no float32 prefix-sum error)."""
+    x = 0.6 + 1e-3 * torch.rand(1, 1, 270, 480, dtype=torch.float64)
+    exact = box_filter(x, radius)
+    for opencv in (True, False):
+        assert (box_filter(x.float(), radius, opencv=opencv).double() - exact).abs().max() < 2e-7
 
 
 def test_dcp_reduces_dark_channel_on_real_fog(shared_data):
