@@ -2,8 +2,9 @@
 
 For each size it makes a clip from the bundled sample (rescaled, re-encoded), then measures in one invocation:
 decode only, model only (frames already decoded), encode only, a plain transcode (decode + encode through the
-same threads, no processing) and the end-to-end dehaze. Prints fps for each, end-to-end / transcode, and the
-pipeline efficiency: end-to-end fps over the slowest single stage's fps.
+same threads, no processing) and the end-to-end dehaze. Prints fps for each, end-to-end / transcode, the
+pipeline efficiency (end-to-end fps over the slowest single stage's fps), and each one's CPU time per frame
+summed over the process's threads (on a saturated CPU the fps ratios follow from those).
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ def _fps(frames: int, seconds: float) -> float:
     return frames / seconds if seconds > 0 else float("inf")
 
 
-def measure(clip: Path, model: str, device: str, preset: str, batch: int) -> dict[str, float]:
+def measure(clip: Path, model: str, device: str, preset: str, batch: int) -> dict[str, tuple[float, float]]:
+    """(fps, CPU ms per frame of the whole process) for each stage, the transcode and the end-to-end run."""
     tmp = clip.parent
+    result = {}
     with VideoFileSource(str(clip)) as source:
-        start = time.perf_counter()
-        frames = [item for item in source if isinstance(item, av.VideoFrame)]
-        decode = _fps(len(frames), time.perf_counter() - start)
+        with _Timer(result, "decode") as timer:
+            frames = [item for item in source if isinstance(item, av.VideoFrame)]
+            timer.frames = len(frames)
         info = source.info
     dev = resolve_device(device)
     engine = Engine(create_model(model, None, dev), dev)
@@ -68,26 +71,41 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int) -> dic
     sink.abort()
     with video_threads(dev):  # the thread policy of a real video run
         engine.process_frames(frames[:batch], fmt, pix_fmt)  # warm-up (allocations, kernels)
-        start = time.perf_counter()
-        dehazed = []
-        for i in range(0, len(frames), batch):
-            dehazed += engine.process_frames(frames[i:i + batch], fmt, pix_fmt)
-        model_fps = _fps(len(frames), time.perf_counter() - start)
+        with _Timer(result, "model", len(frames)):
+            dehazed = []
+            for i in range(0, len(frames), batch):
+                dehazed += engine.process_frames(frames[i:i + batch], fmt, pix_fmt)
     sink = VideoSink(tmp / "encode.mp4", info, preset=preset)
-    start = time.perf_counter()
-    for frame in dehazed:
-        sink.write(frame)
-    sink.close()
-    encode = _fps(len(frames), time.perf_counter() - start)
+    with _Timer(result, "encode", len(frames)):
+        for frame in dehazed:
+            sink.write(frame)
+        sink.close()
     del frames, dehazed
-    transcode = _fps(*_transcode(clip, tmp / "transcode.mp4", preset))
-    result = process(clip, tmp / "dehazed.mp4", model=model, device=device, preset=preset, batch=batch)
-    return {"decode": decode, "model": model_fps, "encode": encode, "transcode": transcode, "end_to_end": result.fps}
+    with _Timer(result, "transcode") as timer:
+        timer.frames = _transcode(clip, tmp / "transcode.mp4", preset)
+    with _Timer(result, "end_to_end") as timer:
+        timer.frames = process(clip, tmp / "dehazed.mp4", model=model, device=device, preset=preset,
+                               batch=batch).frames
+    return result
 
 
-def _transcode(clip: Path, out: Path, preset: str) -> tuple[int, float]:
+class _Timer:
+    """Wall and CPU time (all threads of the process) of a block; stores (fps, CPU ms / frame)."""
+
+    def __init__(self, into: dict, name: str, frames: int = 0) -> None:
+        self.into, self.name, self.frames = into, name, frames
+
+    def __enter__(self) -> _Timer:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        self.into[self.name] = (_fps(self.frames, wall), 1000 * cpu / max(1, self.frames))
+
+
+def _transcode(clip: Path, out: Path, preset: str) -> int:
     """Decode + encode with the pipeline's reader and writer threads and no processing."""
-    start = time.perf_counter()
     with VideoFileSource(str(clip)) as source:
         sink = VideoSink(out, source.info, preset=preset)
         reader = Prefetch(source, maxsize=8, name="decode")
@@ -100,7 +118,7 @@ def _transcode(clip: Path, out: Path, preset: str) -> tuple[int, float]:
         reader.close()
         writer.finish()
         sink.close()
-    return n, time.perf_counter() - start
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,17 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {gpu}; "
           f"torch {torch.__version__}, av {av.__version__}; model {args.model}, device {device}, "
           f"batch {args.batch}, libx264 {args.preset}, {args.frames} frames")
-    print(f"{'size':>6} {'decode':>8} {'model':>8} {'encode':>8} {'transcode':>10} {'end2end':>8} "
+    print(f"{'size':>6} {'':>4} {'decode':>8} {'model':>8} {'encode':>8} {'transcode':>10} {'end2end':>8} "
           f"{'e2e/transcode':>14} {'efficiency':>11}")
+    stages = ("decode", "model", "encode", "transcode", "end_to_end")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             clip = Path(tmp) / f"{size}.mp4"
             make_clip(clip, *SIZES[size], args.frames)
             r = measure(clip, args.model, args.device, args.preset, args.batch)
-            slowest = min(r["decode"], r["model"], r["encode"])
-            print(f"{size:>6} {r['decode']:8.1f} {r['model']:8.1f} {r['encode']:8.1f} {r['transcode']:10.1f} "
-                  f"{r['end_to_end']:8.1f} {r['end_to_end'] / r['transcode']:14.2f} "
-                  f"{r['end_to_end'] / slowest:11.2f}", flush=True)
+            fps = {k: v[0] for k, v in r.items()}
+            slowest = min(fps["decode"], fps["model"], fps["encode"])
+            print(f"{size:>6} {'fps':>4} " + " ".join(f"{fps[k]:{w}.1f}" for k, w in zip(stages, (8, 8, 8, 10, 8)))
+                  + f" {fps['end_to_end'] / fps['transcode']:14.2f} {fps['end_to_end'] / slowest:11.2f}")
+            # CPU time of all the process's threads per frame: on a saturated CPU, what the fps ratios come from.
+            print(f"{'':>6} {'cpu':>4} " + " ".join(f"{r[k][1]:{w}.1f}" for k, w in zip(stages, (8, 8, 8, 10, 8)))
+                  + "  (ms per frame)", flush=True)
     return 0
 
 
