@@ -18,6 +18,7 @@ import torch
 
 from .engine import Engine, resolve_device, video_threads
 from .errors import UsageError
+from .hwaccel import use_cuda
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model
 from .outputs import atomic_output, check_output
@@ -70,12 +71,13 @@ class Dehazer:
 
 
 def open_source(input: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,
-                live: LiveOptions | None = None) -> Source:
-    """A file, image sequence (``frames/%05d.png``) or URL of a file -> ``VideoFileSource``; a camera stream
-    (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN) -> ``LiveSource``."""
+                live: LiveOptions | None = None, nvdec: bool = False) -> Source:
+    """A file, image sequence (``frames/%05d.png``) or URL of a file -> ``VideoFileSource`` (decoded with NVDEC
+    if ``nvdec``); a camera stream (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN) ->
+    ``LiveSource`` (software decoding: a camera's few streams decode easily on a CPU)."""
     if is_live(str(input)):
         return LiveSource(str(input), live or LiveOptions(), max_frames=max_frames, duration=duration)
-    return VideoFileSource(input, max_frames=max_frames, duration=duration)
+    return VideoFileSource(input, max_frames=max_frames, duration=duration, nvdec=nvdec)
 
 
 def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int | None = None,
@@ -100,7 +102,8 @@ def _smoother(mode: str, strength: float) -> TemporalSmoother | None:
 
 def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "auto",
                  weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
-                 temporal: str = "ema", temporal_strength: float = 0.6, batch: int = 1, codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
+                 temporal: str = "ema", temporal_strength: float = 0.6, batch: int = 1, hwaccel: str = "auto",
+                 codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
                  max_frames: int | None = None, duration: float | None = None, live: LiveOptions | None = None,
                  max_latency: float | None = None, segment_time: float | None = None,
                  on_frame: Callable[[np.ndarray, float | None], None] | None = None,
@@ -110,20 +113,23 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
     complete), a segment series (``segment_time``), a URL to publish to, or None with only ``on_frame``.
 
     Every frame keeps its timestamp (live streams: one monotonic clock across reconnects); a file's audio and
-    subtitle streams are copied packet for packet. ``temporal="ema"`` smooths flicker between frames. ``on_frame(image_bgr, seconds)`` sees each dehazed frame.
+    subtitle streams are copied packet for packet. ``temporal="ema"`` smooths flicker between frames.
+    ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and they work,
+    ``cuda`` requires them, ``none`` never uses them. ``on_frame(image_bgr, seconds)`` sees each dehazed frame.
     On Ctrl-C the frames done so far are kept and ``RunResult.interrupted`` is set.
     """
     if output is None and on_frame is None:
         raise UsageError("nothing to do: give an output or an on_frame callback")
-    with open_source(input, max_frames=max_frames, duration=duration, live=live) as source:
+    dev = resolve_device(device)
+    nvidia = use_cuda(hwaccel, dev)
+    with open_source(input, max_frames=max_frames, duration=duration, live=live, nvdec=nvidia) as source:
         live_run = isinstance(source, LiveSource)
         smoother = _smoother(temporal, temporal_strength)
-        dev = resolve_device(device)
         engine = Engine(create_model(model, weights, dev), dev, infer_size, temporal=smoother)
         if on_start is not None:
             on_start(source)
         kwargs = dict(batch_size=batch, live=live_run, max_latency=max_latency, stats=stats, on_frames=on_frames)
-        sink_args = dict(codec=codec, crf=crf, preset=preset, live=live_run)
+        sink_args = dict(codec=codec, crf=crf, preset=preset, live=live_run, nvenc=nvidia)
 
         def sink_for(target: Path | str | None):
             inner = None if target is None else VideoSink(target, source.info, segment_time=segment_time,

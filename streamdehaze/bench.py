@@ -14,6 +14,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import av
@@ -21,6 +22,7 @@ import torch
 
 from .api import process
 from .engine import Engine, resolve_device, video_threads
+from .hwaccel import use_cuda
 from .models import create_model
 from .sinks import VideoSink
 from .sources import VideoFileSource
@@ -55,37 +57,43 @@ def _fps(frames: int, seconds: float) -> float:
     return frames / seconds if seconds > 0 else float("inf")
 
 
-def measure(clip: Path, model: str, device: str, preset: str, batch: int) -> dict[str, tuple[float, float]]:
+def measure(clip: Path, model: str, device: str, preset: str, batch: int,
+            hwaccel: str = "auto") -> dict[str, tuple[float, float]]:
     """(fps, CPU ms per frame of the whole process) for each stage, the transcode and the end-to-end run."""
     tmp = clip.parent
     result = {}
-    with VideoFileSource(str(clip)) as source:
+    dev = resolve_device(device)
+    nvidia = use_cuda(hwaccel, dev)
+    with VideoFileSource(str(clip), nvdec=nvidia) as source:
         with _Timer(result, "decode") as timer:
             frames = [item for item in source if isinstance(item, av.VideoFrame)]
             timer.frames = len(frames)
         info = source.info
-    dev = resolve_device(device)
     engine = Engine(create_model(model, None, dev), dev)
-    sink = VideoSink(tmp / "probe.mp4", info, preset=preset)
+    sink = VideoSink(tmp / "probe.mp4", info, preset=preset, nvenc=nvidia)
     fmt, pix_fmt = sink.yuv_format, sink.pix_fmt
     sink.abort()
     with video_threads(dev):  # the thread policy of a real video run
         engine.process_frames(frames[:batch], fmt, pix_fmt)  # warm-up (allocations, kernels)
-        with _Timer(result, "model", len(frames)):
-            dehazed = []
+        with _Timer(result, "model", len(frames)):  # batches in flight as in a real run
+            dehazed, in_flight = [], deque()
             for i in range(0, len(frames), batch):
-                dehazed += engine.process_frames(frames[i:i + batch], fmt, pix_fmt)
-    sink = VideoSink(tmp / "encode.mp4", info, preset=preset)
+                in_flight.append(engine.submit(frames[i:i + batch], fmt, pix_fmt))
+                while len(in_flight) > engine.depth:
+                    dehazed += in_flight.popleft().frames()
+            while in_flight:
+                dehazed += in_flight.popleft().frames()
+    sink = VideoSink(tmp / "encode.mp4", info, preset=preset, nvenc=nvidia)
     with _Timer(result, "encode", len(frames)):
         for frame in dehazed:
             sink.write(frame)
         sink.close()
     del frames, dehazed
     with _Timer(result, "transcode") as timer:
-        timer.frames = _transcode(clip, tmp / "transcode.mp4", preset)
+        timer.frames = _transcode(clip, tmp / "transcode.mp4", preset, nvidia)
     with _Timer(result, "end_to_end") as timer:
         timer.frames = process(clip, tmp / "dehazed.mp4", model=model, device=device, preset=preset,
-                               batch=batch).frames
+                               batch=batch, hwaccel=hwaccel).frames
     return result
 
 
@@ -104,10 +112,10 @@ class _Timer:
         self.into[self.name] = (_fps(self.frames, wall), 1000 * cpu / max(1, self.frames))
 
 
-def _transcode(clip: Path, out: Path, preset: str) -> int:
+def _transcode(clip: Path, out: Path, preset: str, nvidia: bool) -> int:
     """Decode + encode with the pipeline's reader and writer threads and no processing."""
-    with VideoFileSource(str(clip)) as source:
-        sink = VideoSink(out, source.info, preset=preset)
+    with VideoFileSource(str(clip), nvdec=nvidia) as source:
+        sink = VideoSink(out, source.info, preset=preset, nvenc=nvidia)
         reader = Prefetch(source, maxsize=8, name="decode")
         writer: Worker = Worker(sink.write, maxsize=8, name="encode")
         n = 0
@@ -129,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=100)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--preset", default="veryfast")
+    p.add_argument("--hwaccel", default="auto", choices=["auto", "none", "cuda"])
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {gpu}; "
           f"torch {torch.__version__}, av {av.__version__}; model {args.model}, device {device}, "
-          f"batch {args.batch}, libx264 {args.preset}, {args.frames} frames")
+          f"batch {args.batch}, libx264 {args.preset}, {args.frames} frames, "
+          f"NVDEC/NVENC {'on' if use_cuda(args.hwaccel, device) else 'off'}")
     print(f"{'size':>6} {'':>4} {'decode':>8} {'model':>8} {'encode':>8} {'transcode':>10} {'end2end':>8} "
           f"{'e2e/transcode':>14} {'efficiency':>11}")
     stages = ("decode", "model", "encode", "transcode", "end_to_end")
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes:
             clip = Path(tmp) / f"{size}.mp4"
             make_clip(clip, *SIZES[size], args.frames)
-            r = measure(clip, args.model, args.device, args.preset, args.batch)
+            r = measure(clip, args.model, args.device, args.preset, args.batch, args.hwaccel)
             fps = {k: v[0] for k, v in r.items()}
             slowest = min(fps["decode"], fps["model"], fps["encode"])
             print(f"{size:>6} {'fps':>4} " + " ".join(f"{fps[k]:{w}.1f}" for k, w in zip(stages, (8, 8, 8, 10, 8)))

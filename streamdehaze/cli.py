@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--infer-size", type=_infer_size, default="auto", metavar="N|full|auto",
                    help="run the model with the short side at N pixels and transfer the result to full "
                         "resolution by guided upsampling; full = native resolution (default: auto, per model)")
+    p.add_argument("--hwaccel", default="auto", choices=["auto", "none", "cuda"],
+                   help="NVDEC decoding and NVENC encoding: auto = when the model runs on CUDA and they work, "
+                        "else software; cuda = required (default: auto)")
     p.add_argument("--temporal", default="ema", choices=["off", "ema"],
                    help="smooth flicker between frames, gated by motion, reset on scene cuts (default: ema)")
     p.add_argument("--temporal-strength", type=float, default=0.6, metavar="S",
@@ -176,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
             result = process(
                 args.input, args.output, model=args.model, weights=args.weights, device=args.device,
                 infer_size=args.infer_size, temporal=args.temporal, temporal_strength=args.temporal_strength,
-                batch=args.batch, codec=args.codec, crf=args.crf, preset=args.preset,
+                batch=args.batch, hwaccel=args.hwaccel, codec=args.codec, crf=args.crf, preset=args.preset,
                 max_frames=args.max_frames, duration=args.duration, segment_time=args.segment_time,
                 live=LiveOptions(timeout=args.timeout, reconnect=args.reconnect, rtsp_transport=args.rtsp_transport),
                 max_latency=args.max_latency, stats=stats, on_frames=bar.update, on_start=on_start)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import av
@@ -24,6 +24,7 @@ from .filters import resize
 from .guided import apply_planes, fit_gain_offset, plane_coefficients
 from .malloc import retain_freed_memory
 from .temporal import TemporalSmoother
+from .transfer import Lanes
 
 
 @contextmanager
@@ -73,6 +74,9 @@ class Engine:
         self.infer_size = infer_size
         self.guide_eps = guide_eps
         self.temporal = temporal
+        # On CUDA, batches overlap on copy and compute streams: up to ``depth`` more wait behind the oldest.
+        self._lanes = Lanes(self.device) if self.device.type == "cuda" else None
+        self.depth = 2 if self._lanes is not None else 0
         retain_freed_memory()  # frame-sized temporaries: reuse freed pages instead of faulting in new ones
 
     def infer_shape(self, height: int, width: int) -> tuple[int, int] | None:
@@ -108,22 +112,34 @@ class Engine:
     @torch.inference_mode()
     def process_frames(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat,
                        out_pix_fmt: str) -> list[av.VideoFrame]:
-        """Dehaze planar YUV frames; returns new frames in ``out_pix_fmt`` carrying the inputs' pts and time base.
+        """Dehaze planar YUV frames; returns new frames in ``out_pix_fmt`` carrying the inputs' pts and time base."""
+        return self.submit(frames, out_format, out_pix_fmt).frames()
 
-        Consecutive frames of one size and format go through the model together.
-        """
-        out: list[av.VideoFrame] = []
+    @torch.inference_mode()
+    def submit(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat, out_pix_fmt: str) -> "Batch":
+        """Start dehazing ``frames``; ``Batch.frames()`` returns the results. On CUDA this only enqueues the work
+        (see ``transfer.py``), so up to ``self.depth`` more batches can be submitted before waiting for this
+        one; elsewhere the work is done on return. Consecutive frames of one size and format go through the
+        model together."""
+        batch = Batch(out_pix_fmt)
         for (*_, fmt), group in itertools.groupby(frames, key=lambda f: (f.width, f.height, f.format.name,
                                                                            yuv_format(f))):
             group = list(group)
-            y, u, v = (torch.from_numpy(np.stack(p)).to(self.device, non_blocking=True)
-                       for p in zip(*(planes_of(f) for f in group)))
-            planes = [p.cpu().numpy() for p in self._dehaze_planes(y, u, v, fmt, out_format)]
-            for i, src in enumerate(group):
-                frame = frame_from_planes(planes[0][i], planes[1][i], planes[2][i], out_pix_fmt)
-                frame.pts, frame.time_base = src.pts, src.time_base
-                out.append(frame)
-        return out
+            planes = list(zip(*(planes_of(f) for f in group)))
+
+            def dehaze(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat = fmt):
+                return self._dehaze_planes(y, u, v, fmt, out_format)
+
+            if self._lanes is None:
+                y, u, v = (torch.from_numpy(np.stack(p)).to(self.device) for p in planes)
+                out = [p.cpu() for p in dehaze(y, u, v)]
+                batch.add(group, lambda consume, out=out: consume(*out))
+            else:
+                host = [self._lanes.pool.take((len(group), *p[0].shape), _TORCH_DTYPE[p[0].dtype]) for p in planes]
+                for buffer, plane in zip(host, planes):
+                    np.stack(plane, out=buffer.numpy())  # straight into page-locked memory
+                batch.add(group, self._lanes.run(host, dehaze).collect)
+        return batch
 
     def _dehaze_planes(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat,
                        out_format: YUVFormat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,3 +152,37 @@ class Engine:
         if self.temporal is not None:
             a, b = self.temporal(small, a, b)
         return apply_planes((y, u, v), plane_coefficients(a, b, fmt, out_format), out_format)
+
+
+_TORCH_DTYPE = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int16): torch.int16}
+
+
+class Batch:
+    """Frames handed to ``Engine.submit``; ``frames()`` waits for their dehazed versions, in order."""
+
+    def __init__(self, pix_fmt: str) -> None:
+        self.pix_fmt = pix_fmt
+        self._parts: list[tuple[list[av.VideoFrame], Callable]] = []
+
+    def add(self, sources: list[av.VideoFrame], collect: Callable) -> None:
+        """``collect(consume)`` calls ``consume(y, u, v)`` with the group's output planes on the host."""
+        self._parts.append((sources, collect))
+
+    def __len__(self) -> int:
+        return sum(len(sources) for sources, _ in self._parts)
+
+    def frames(self) -> list[av.VideoFrame]:
+        out: list[av.VideoFrame] = []
+        for sources, collect in self._parts:
+            out += collect(lambda y, u, v, sources=sources: self._build(sources, y, u, v))
+        return out
+
+    def _build(self, sources: list[av.VideoFrame], y: torch.Tensor, u: torch.Tensor,
+               v: torch.Tensor) -> list[av.VideoFrame]:
+        planes = [p.numpy() for p in (y, u, v)]
+        frames = []
+        for i, src in enumerate(sources):
+            frame = frame_from_planes(planes[0][i], planes[1][i], planes[2][i], self.pix_fmt)  # copies
+            frame.pts, frame.time_base = src.pts, src.time_base
+            frames.append(frame)
+        return frames

@@ -1,7 +1,8 @@
 """source -> engine -> sink, with decode and encode in their own threads.
 
 The reader thread demuxes and decodes ahead into a bounded queue; the calling thread batches frames through
-the engine; the writer thread encodes and muxes. For files, full queues block the stage before them
+the engine (on a GPU, up to ``engine.depth`` batches stay in flight behind the one being collected); the
+writer thread encodes and muxes. For files, full queues block the stage before them
 (backpressure), so no frame is ever dropped. For live sources the reader's queue drops its oldest frame instead,
 and frames older than ``max_latency`` are skipped, so latency stays bounded when the model is slower than the
 camera. Copy-stream packets skip the engine and reach the writer in demux order.
@@ -10,12 +11,13 @@ camera. Copy-stream packets skip the engine and reach the writer in demux order.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import av
 
-from .engine import Engine
+from .engine import Batch, Engine
 from .stats import RunStats
 from .threads import Prefetch, Worker
 
@@ -58,17 +60,24 @@ def run_video(source: Iterable, engine: Engine, sink, *, batch_size: int = 1, qu
 
     writer: Worker = Worker(write, maxsize=queue_frames + batch_size, name="encode")
     batch: list[av.VideoFrame] = []
+    in_flight: deque[Batch] = deque()  # submitted to the engine, oldest first
     done = 0
     interrupted = False
 
-    def flush() -> None:
+    def collect() -> None:
         nonlocal done
-        for frame in engine.process_frames(batch, sink.yuv_format, sink.pix_fmt):
+        frames = in_flight.popleft().frames()
+        for frame in frames:
             writer.put(frame)
-        done += len(batch)
+        done += len(frames)
         if on_frames is not None:
-            on_frames(len(batch))
+            on_frames(len(frames))
+
+    def flush() -> None:
+        in_flight.append(engine.submit(batch, sink.yuv_format, sink.pix_fmt))
         batch.clear()
+        while len(in_flight) > engine.depth:
+            collect()
 
     try:
         try:
@@ -92,6 +101,11 @@ def run_video(source: Iterable, engine: Engine, sink, *, batch_size: int = 1, qu
             if stop is not None:
                 stop()
             reader.close()
+        try:
+            while in_flight:  # already dehazed or on their way: write them (after Ctrl-C too)
+                collect()
+        except KeyboardInterrupt:  # (again): skip the rest, still finish the file
+            interrupted = True
         writer.finish()
         sink.close()
     except BaseException:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import av
 
+from . import hwaccel
 from .colour import YUVFormat
 from .errors import MediaError, UsageError
 from .frames import PLANAR, matrix_name
@@ -79,14 +80,22 @@ class VideoSink:
     """Writes to a file ``target`` (the caller picks a temporary name and renames it), a segment pattern, or a URL."""
 
     def __init__(self, target: Path | str, info: VideoInfo, *, codec: str = "libx264", crf: int = 18,
-                 preset: str = "veryfast", live: bool = False, segment_time: float | None = None) -> None:
+                 preset: str = "veryfast", live: bool = False, segment_time: float | None = None,
+                 nvenc: bool = False) -> None:
+        """``nvenc``: encode libx264/libx265 output with the GPU's encoder instead, where it opens."""
         self.path = Path(target) if url_format(str(target)) is None else None
         self.name = mask(str(target)) if self.path is None else self.path.name
         self.info, self.live = info, live
         spec = encoder(codec)
+        hardware = None
+        if nvenc:
+            pix_fmt = choose_pix_fmt(spec, info.width, info.height)
+            hardware = hwaccel.encoder(codec, crf, preset, live, info.width, info.height, pix_fmt)
+            if hardware is not None:
+                spec = encoder(hardware[0])
         self.container = self._open(str(target), segment_time)
         try:
-            self._add_video(spec, crf, preset)
+            self._add_video(spec, crf, preset, hardware[1] if hardware else None)
             self._copies = self._add_copies()
         except BaseException:
             self.container.close()
@@ -114,7 +123,7 @@ class VideoSink:
             raise (MediaError if fmt in _URL_FORMATS.values() else UsageError)(
                 f"cannot write {self.name}: {mask(str(exc))}") from None
 
-    def _add_video(self, codec: av.Codec, crf: int, preset: str) -> None:
+    def _add_video(self, codec: av.Codec, crf: int, preset: str, hardware_options: dict[str, str] | None) -> None:
         info = self.info
         stream = self.container.add_stream(codec.name, rate=info.rate)
         stream.width, stream.height = info.width, info.height
@@ -126,7 +135,7 @@ class VideoSink:
         stream.time_base = info.time_base
         ctx = stream.codec_context
         ctx.time_base = info.time_base
-        options = {}
+        options = dict(hardware_options or {})
         if codec.name in ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"):
             options["crf"] = str(crf)
         if codec.name in ("libx264", "libx265", "libsvtav1"):

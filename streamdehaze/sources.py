@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 
+from . import hwaccel
 from .errors import MediaError, UsageError
 from .frames import to_planar
 
@@ -60,10 +61,11 @@ class VideoFileSource:
     """Frames of the input's first video stream in decode order, interleaved with copy-stream packets."""
 
     def __init__(self, url: str | os.PathLike, *, max_frames: int | None = None,
-                 duration: float | None = None) -> None:
+                 duration: float | None = None, nvdec: bool = False) -> None:
+        """``nvdec``: decode on the GPU (frames still arrive in host memory); codecs it lacks stay in software."""
         self.url = str(url)
         self.name = mask(self.url)
-        self.max_frames, self.duration = max_frames, duration
+        self.max_frames, self.duration, self.nvdec = max_frames, duration, nvdec
         self._open()
 
     def _open(self) -> None:
@@ -75,7 +77,7 @@ class VideoFileSource:
             if path.stat().st_size == 0:
                 raise UsageError(f"input is empty: {self.name}")
         try:
-            self.container = av.open(self.url, "r")
+            self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder() if self.nvdec else None)
         except (av.FFmpegError, OSError) as exc:
             if sequence:
                 raise UsageError(f"no images match the sequence pattern {self.name}") from None

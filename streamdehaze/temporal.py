@@ -47,10 +47,12 @@ class TemporalSmoother:
             prev = self._structure
             if prev is not None and prev.shape == si.shape:
                 change = (si - prev).abs()
-                if change.mean() <= 0.5 * (si.abs().mean() + prev.abs().mean()):
-                    w = self.strength * torch.exp(-(box_filter(change, 1) / self.motion_scale) ** 2)
-                    ai = torch.lerp(ai, self._a, w)
-                    bi = torch.lerp(bi, self._b, w)
+                # The scene-cut test stays a tensor (w = 0 on a cut): a Python ``if`` on it would make the host
+                # wait for the GPU on every frame and stall the batches queued behind this one.
+                same_scene = change.mean() <= 0.5 * (si.abs().mean() + prev.abs().mean())
+                w = self.strength * torch.exp(-(box_filter(change, 1) / self.motion_scale) ** 2) * same_scene
+                ai = torch.lerp(ai, self._a, w)
+                bi = torch.lerp(bi, self._b, w)
             self._structure, self._a, self._b = si, ai, bi
             out_a.append(ai)
             out_b.append(bi * level[i:i + 1])
