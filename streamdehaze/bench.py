@@ -20,7 +20,8 @@ from pathlib import Path
 import av
 import torch
 
-from .api import process
+from .api import FILE_BATCH, process
+from .cli import parse_infer_size
 from .engine import Engine, resolve_device, video_threads
 from .hwaccel import use_cuda
 from .models import create_model
@@ -57,8 +58,8 @@ def _fps(frames: int, seconds: float) -> float:
     return frames / seconds if seconds > 0 else float("inf")
 
 
-def measure(clip: Path, model: str, device: str, preset: str, batch: int,
-            hwaccel: str = "auto") -> dict[str, tuple[float, float]]:
+def measure(clip: Path, model: str, device: str, preset: str, batch: int, hwaccel: str = "auto",
+            weights: Path | None = None, infer_size: int | str | None = "auto") -> dict[str, tuple[float, float]]:
     """(fps, CPU ms per frame of the whole process) for each stage, the transcode and the end-to-end run."""
     tmp = clip.parent
     result = {}
@@ -69,7 +70,7 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int,
             frames = [item for item in source if isinstance(item, av.VideoFrame)]
             timer.frames = len(frames)
         info = source.info
-    engine = Engine(create_model(model, None, dev), dev)
+    engine = Engine(create_model(model, weights, dev), dev, infer_size)
     sink = VideoSink(tmp / "probe.mp4", info, preset=preset, nvenc=nvidia)
     fmt, pix_fmt = sink.yuv_format, sink.pix_fmt
     sink.abort()
@@ -92,8 +93,8 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int,
     with _Timer(result, "transcode") as timer:
         timer.frames = _transcode(clip, tmp / "transcode.mp4", preset, nvidia)
     with _Timer(result, "end_to_end") as timer:
-        timer.frames = process(clip, tmp / "dehazed.mp4", model=model, device=device, preset=preset,
-                               batch=batch, hwaccel=hwaccel).frames
+        timer.frames = process(clip, tmp / "dehazed.mp4", model=model, weights=weights, device=device,
+                               infer_size=infer_size, preset=preset, batch=batch, hwaccel=hwaccel).frames
     return result
 
 
@@ -133,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m streamdehaze.bench", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=["720p", "1080p"], choices=list(SIZES))
     p.add_argument("--model", default="dcp")
+    p.add_argument("--weights", type=Path, help="weights for models that take them")
+    p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--frames", type=int, default=100)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=FILE_BATCH, help=f"frames per model call (default: {FILE_BATCH}, as files)")
     p.add_argument("--preset", default="veryfast")
     p.add_argument("--hwaccel", default="auto", choices=["auto", "none", "cuda"])
     args = p.parse_args(argv)
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes:
             clip = Path(tmp) / f"{size}.mp4"
             make_clip(clip, *SIZES[size], args.frames)
-            r = measure(clip, args.model, args.device, args.preset, args.batch, args.hwaccel)
+            r = measure(clip, args.model, args.device, args.preset, args.batch, args.hwaccel, args.weights,
+                        args.infer_size)
             fps = {k: v[0] for k, v in r.items()}
             slowest = min(fps["decode"], fps["model"], fps["encode"])
             print(f"{size:>6} {'fps':>4} " + " ".join(f"{fps[k]:{w}.1f}" for k, w in zip(stages, (8, 8, 8, 10, 8)))

@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "device: KA_Net where its weights ship with the package, else dcp)")
     p.add_argument("--weights", type=Path, help="weights file for models that take them")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--batch", type=_positive, default=1, metavar="N", help="frames per model call (default: 1)")
-    p.add_argument("--infer-size", type=_infer_size, default="auto", metavar="N|full|auto",
+    p.add_argument("--batch", type=_positive, metavar="N",
+                   help="frames per model call (default: 4 for files, 1 for live streams)")
+    p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto",
                    help="run the model with the short side at N pixels and transfer the result to full "
                         "resolution by guided upsampling; full = native resolution (default: auto, per model)")
     p.add_argument("--hwaccel", default="auto", choices=["auto", "none", "cuda"],
@@ -107,7 +108,7 @@ def _reconnects(text: str) -> float:
     return math.inf if text in ("inf", "infinite", "forever") else float(_attempts(text))
 
 
-def _infer_size(text: str) -> int | str | None:
+def parse_infer_size(text: str) -> int | str | None:
     if text == "full":
         return None
     if text == "auto":
