@@ -102,22 +102,24 @@ def _smoother(mode: str, strength: float) -> TemporalSmoother | None:
 
 
 def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "auto",
-                 weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
-                 temporal: str = "ema", temporal_strength: float = 0.6, batch: int | None = None, hwaccel: str = "auto",
-                 codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
-                 max_frames: int | None = None, duration: float | None = None, live: LiveOptions | None = None,
-                 max_latency: float | None = None, segment_time: float | None = None,
-                 on_frame: Callable[[np.ndarray, float | None], None] | None = None,
-                 stats: RunStats | None = None, on_frames: Callable[[int], None] | None = None,
-                 on_start: Callable[[Source], None] | None = None) -> RunResult:
+            weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
+            temporal: str = "ema", temporal_strength: float = 0.6, batch: int | None = None,
+            hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int = 18,
+            preset: str = "veryfast", max_frames: int | None = None, duration: float | None = None,
+            live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,
+            on_frame: Callable[[np.ndarray, float | None], None] | None = None,
+            stats: RunStats | None = None, on_frames: Callable[[int], None] | None = None,
+            on_start: Callable[[Source], None] | None = None) -> RunResult:
     """Dehaze a file or live stream into ``output``: a file (written under a temporary name and renamed when
     complete), a segment series (``segment_time``), a URL to publish to, or None with only ``on_frame``.
 
     Every frame keeps its timestamp (live streams: one monotonic clock across reconnects); a file's audio and
     subtitle streams are copied packet for packet. ``temporal="ema"`` smooths flicker between frames.
-    ``batch``: frames per model call (default: 4 for files, 1 for live streams). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and they work,
-    ``cuda`` requires them, ``none`` never uses them. ``on_frame(image_bgr, seconds)`` sees each dehazed frame.
-    On Ctrl-C the frames done so far are kept and ``RunResult.interrupted`` is set.
+    ``batch``: frames per model call (default: 4 for files, 1 for live streams). ``hwaccel``: ``auto`` decodes
+    with NVDEC and encodes with NVENC when the model runs on CUDA and they work, ``cuda`` requires them, ``none``
+    never uses them. ``compile``: the model through ``torch.compile`` (a slow start, then faster where it helps).
+    ``on_frame(image_bgr, seconds)`` sees each dehazed frame. On Ctrl-C the frames done so far are kept and
+    ``RunResult.interrupted`` is set.
     """
     if output is None and on_frame is None:
         raise UsageError("nothing to do: give an output or an on_frame callback")
@@ -126,7 +128,7 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
     with open_source(input, max_frames=max_frames, duration=duration, live=live, nvdec=nvidia) as source:
         live_run = isinstance(source, LiveSource)
         smoother = _smoother(temporal, temporal_strength)
-        engine = Engine(create_model(model, weights, dev), dev, infer_size, temporal=smoother)
+        engine = Engine(create_model(model, weights, dev), dev, infer_size, temporal=smoother, compile=compile)
         if on_start is not None:
             on_start(source)
         if batch is None:  # files: batches amortise per-call costs (CPU: 1.4x the fps); cameras: lowest latency

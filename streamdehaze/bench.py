@@ -59,7 +59,8 @@ def _fps(frames: int, seconds: float) -> float:
 
 
 def measure(clip: Path, model: str, device: str, preset: str, batch: int, hwaccel: str = "auto",
-            weights: Path | None = None, infer_size: int | str | None = "auto") -> dict[str, tuple[float, float]]:
+            weights: Path | None = None, infer_size: int | str | None = "auto",
+            compile: bool = False) -> dict[str, tuple[float, float]]:
     """(fps, CPU ms per frame of the whole process) for each stage, the transcode and the end-to-end run."""
     tmp = clip.parent
     result = {}
@@ -70,7 +71,7 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int, hwacce
             frames = [item for item in source if isinstance(item, av.VideoFrame)]
             timer.frames = len(frames)
         info = source.info
-    engine = Engine(create_model(model, weights, dev), dev, infer_size)
+    engine = Engine(create_model(model, weights, dev), dev, infer_size, compile=compile)
     sink = VideoSink(tmp / "probe.mp4", info, preset=preset, nvenc=nvidia)
     fmt, pix_fmt = sink.yuv_format, sink.pix_fmt
     sink.abort()
@@ -94,7 +95,8 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int, hwacce
         timer.frames = _transcode(clip, tmp / "transcode.mp4", preset, nvidia)
     with _Timer(result, "end_to_end") as timer:
         timer.frames = process(clip, tmp / "dehazed.mp4", model=model, weights=weights, device=device,
-                               infer_size=infer_size, preset=preset, batch=batch, hwaccel=hwaccel).frames
+                               infer_size=infer_size, preset=preset, batch=batch, hwaccel=hwaccel,
+                               compile=compile).frames
     return result
 
 
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=FILE_BATCH, help=f"frames per model call (default: {FILE_BATCH}, as files)")
     p.add_argument("--preset", default="veryfast")
     p.add_argument("--hwaccel", default="auto", choices=["auto", "none", "cuda"])
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (the model stage is timed after the build; end to end includes it)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             clip = Path(tmp) / f"{size}.mp4"
             make_clip(clip, *SIZES[size], args.frames)
             r = measure(clip, args.model, args.device, args.preset, args.batch, args.hwaccel, args.weights,
-                        args.infer_size)
+                        args.infer_size, args.compile)
             fps = {k: v[0] for k, v in r.items()}
             slowest = min(fps["decode"], fps["model"], fps["encode"])
             print(f"{size:>6} {'fps':>4} " + " ".join(f"{fps[k]:{w}.1f}" for k, w in zip(stages, (8, 8, 8, 10, 8)))

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto",
                    help="run the model with the short side at N pixels and transfer the result to full "
                         "resolution by guided upsampling; full = native resolution (default: auto, per model)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the model with torch.compile: a slow start (a minute or more), then faster frames "
+                        "where the device gains from it")
     p.add_argument("--hwaccel", default="auto", choices=["auto", "none", "cuda"],
                    help="NVDEC decoding and NVENC encoding: auto = when the model runs on CUDA and they work, "
                         "else software; cuda = required (default: auto)")
@@ -180,7 +183,8 @@ def _run(args: argparse.Namespace) -> int:
             result = process(
                 args.input, args.output, model=args.model, weights=args.weights, device=args.device,
                 infer_size=args.infer_size, temporal=args.temporal, temporal_strength=args.temporal_strength,
-                batch=args.batch, hwaccel=args.hwaccel, codec=args.codec, crf=args.crf, preset=args.preset,
+                batch=args.batch, hwaccel=args.hwaccel, compile=args.compile, codec=args.codec, crf=args.crf,
+                preset=args.preset,
                 max_frames=args.max_frames, duration=args.duration, segment_time=args.segment_time,
                 live=LiveOptions(timeout=args.timeout, reconnect=args.reconnect, rtsp_transport=args.rtsp_transport),
                 max_latency=args.max_latency, stats=stats, on_frames=bar.update, on_start=on_start)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -43,6 +44,15 @@ def video_threads(device: torch.device) -> Iterator[None]:
         cv2.setNumThreads(previous[1])
 
 
+def compiled(model: nn.Module, device: torch.device) -> nn.Module:
+    """``torch.compile(model)``: kernels fused for this device, built on the first call of each input shape
+    (a minute or more for KA_Net), so it pays off on long videos. On CPU, inductor builds C++ and needs a
+    compiler; without one that is a usage error now rather than a failure at the first frame."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")):
+        raise UsageError("--compile on CPU needs a C++ compiler (g++ or clang++; or set CXX)")
+    return torch.compile(model)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is a usage error."""
     if name == "auto":
@@ -65,9 +75,11 @@ class Engine:
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto",
                  infer_size: int | str | None = "auto", guide_eps: float = 1e-4,
-                 temporal: TemporalSmoother | None = None) -> None:
+                 temporal: TemporalSmoother | None = None, compile: bool = False) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
+        if compile:
+            self.model = compiled(self.model, self.device)
         if infer_size == "auto":
             hint = getattr(model, "infer_size_for", None)
             infer_size = hint(self.device) if hint is not None else getattr(model, "infer_size", None)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import kanet
 import pytest
 import torch
 
 from streamdehaze.engine import Engine
+from streamdehaze.errors import UsageError
 from streamdehaze.models import MODEL_NAMES, create_model
 
 
@@ -75,3 +78,18 @@ def test_auto_prefers_shipped_kanet(monkeypatch, tmp_path, tiny_weights):
     model = create_model("auto", device=torch.device("cpu"))
     assert model.name == "kanet-t"
     assert create_model("auto", tiny_weights).name == "kanet-t"  # the file says which configuration
+
+
+def test_compiled_model_gives_the_eager_frames(monkeypatch):
+    if not any(shutil.which(c) for c in ("g++", "clang++")):
+        pytest.skip("no C++ compiler for torch.compile on CPU")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 3, 3, padding=1), torch.nn.Sigmoid()).eval()
+    x = torch.rand(3, 3, 48, 64)
+    eager = Engine(net, "cpu", infer_size=None).process_rgb(x)
+    engine = Engine(net, "cpu", infer_size=None, compile=True)
+    assert engine.model is not net
+    assert torch.allclose(engine.process_rgb(x), eager, atol=1e-5)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(UsageError, match="--compile on CPU needs a C\\+\\+ compiler"):
+        Engine(net, "cpu", compile=True)
