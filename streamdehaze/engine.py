@@ -145,12 +145,13 @@ class Engine:
             if self._lanes is None:
                 y, u, v = (torch.from_numpy(np.stack(p)).to(self.device) for p in planes)
                 out = [p.cpu() for p in dehaze(y, u, v)]
-                batch.add(group, lambda consume, out=out: consume(*out))
+                batch.add(group, lambda consume, out=out: consume(*out), lambda: True)
             else:
                 host = [self._lanes.pool.take((len(group), *p[0].shape), _TORCH_DTYPE[p[0].dtype]) for p in planes]
                 for buffer, plane in zip(host, planes):
                     np.stack(plane, out=buffer.numpy())  # straight into page-locked memory
-                batch.add(group, self._lanes.run(host, dehaze).collect)
+                transfer = self._lanes.run(host, dehaze)
+                batch.add(group, transfer.collect, transfer.ready)
         return batch
 
     def _dehaze_planes(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat,
@@ -175,10 +176,17 @@ class Batch:
     def __init__(self, pix_fmt: str) -> None:
         self.pix_fmt = pix_fmt
         self._parts: list[tuple[list[av.VideoFrame], Callable]] = []
+        self._ready: list[Callable[[], bool]] = []
 
-    def add(self, sources: list[av.VideoFrame], collect: Callable) -> None:
-        """``collect(consume)`` calls ``consume(y, u, v)`` with the group's output planes on the host."""
+    def add(self, sources: list[av.VideoFrame], collect: Callable, ready: Callable[[], bool]) -> None:
+        """``collect(consume)`` calls ``consume(y, u, v)`` with the group's output planes on the host;
+        ``ready()`` says, without waiting, whether they are there."""
         self._parts.append((sources, collect))
+        self._ready.append(ready)
+
+    def ready(self) -> bool:
+        """Whether ``frames()`` would return without waiting."""
+        return all(r() for r in self._ready)
 
     def __len__(self) -> int:
         return sum(len(sources) for sources, _ in self._parts)

@@ -1,9 +1,9 @@
 """source -> engine -> sink, with decode and encode in their own threads.
 
 The reader thread demuxes and decodes ahead into a bounded queue; the calling thread batches frames through
-the engine (on a GPU, up to ``engine.depth`` batches stay in flight behind the one being collected); the
-writer thread encodes and muxes. For files, full queues block the stage before them
-(backpressure), so no frame is ever dropped. For live sources the reader's queue drops its oldest frame instead,
+the engine (on a GPU, files keep up to ``engine.depth`` more batches in flight while the oldest is collected;
+finished batches go out at once); the writer thread encodes and muxes. For files, full queues block the stage
+before them (backpressure), so no frame is ever dropped. For live sources the reader's queue drops its oldest frame instead,
 and frames older than ``max_latency`` are skipped, so latency stays bounded when the model is slower than the
 camera. Copy-stream packets skip the engine and reach the writer in demux order.
 """
@@ -61,6 +61,8 @@ def run_video(source: Iterable, engine: Engine, sink, *, batch_size: int = 1, qu
     writer: Worker = Worker(write, maxsize=queue_frames + batch_size, name="encode")
     batch: list[av.VideoFrame] = []
     in_flight: deque[Batch] = deque()  # submitted to the engine, oldest first
+    # Live: every frame out as soon as it is done (a camera that stalls must not hold frames back).
+    depth = 0 if live else engine.depth
     done = 0
     interrupted = False
 
@@ -76,7 +78,7 @@ def run_video(source: Iterable, engine: Engine, sink, *, batch_size: int = 1, qu
     def flush() -> None:
         in_flight.append(engine.submit(batch, sink.yuv_format, sink.pix_fmt))
         batch.clear()
-        while len(in_flight) > engine.depth:
+        while in_flight and (len(in_flight) > depth or in_flight[0].ready()):  # finished ones go out early
             collect()
 
     try:

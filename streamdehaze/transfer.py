@@ -49,6 +49,10 @@ class Transfer:
                  done: torch.cuda.Event) -> None:
         self._pool, self._inputs, self._outputs, self._done = pool, inputs, outputs, done
 
+    def ready(self) -> bool:
+        """Whether the results are already in host memory (never waits)."""
+        return self._done.query()
+
     def collect(self, consume: Callable[..., R]) -> R:
         """Wait for the batch, hand its host results to ``consume`` (which must copy what it keeps), then
         return the buffers to the pool."""
@@ -89,6 +93,6 @@ class Lanes:
             for t, h in zip(outputs, host_outputs):
                 t.record_stream(self.download)
                 h.copy_(t, non_blocking=True)
-            done = torch.cuda.Event()
+            done = torch.cuda.Event(blocking=True)  # the waiting host thread sleeps: the encoder needs the CPU
             done.record(self.download)
         return Transfer(self.pool, host_inputs, host_outputs, done)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from streamdehaze.colour import YUVFormat
-from streamdehaze.engine import Engine
+from streamdehaze.engine import Batch, Engine
 from streamdehaze.models.dcp import DarkChannelPrior
 from streamdehaze.pipeline import run_video
 from streamdehaze.sinks import VideoSink
@@ -30,11 +30,12 @@ def _run(src, dst, engine, batch):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_batches_kept_in_flight_are_all_written_in_order(make_video, probe, tmp_path, batch):
+def test_batches_kept_in_flight_are_all_written_in_order(make_video, probe, tmp_path, monkeypatch, batch):
     src = make_video(frames=11, width=64, height=48)
     reference = _run(src, tmp_path / "ref.mp4", Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother()), batch)
     engine = Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother())
-    engine.depth = 2  # as on a GPU: two more batches submitted before the oldest is collected
+    engine.depth = 2  # as on a GPU: two more batches submitted before the oldest is collected,
+    monkeypatch.setattr(Batch, "ready", lambda self: False)  # and none of them finished early
     result = _run(src, tmp_path / "deep.mp4", engine, batch)
     assert result.frames == reference.frames == 11
     ref, deep = probe(tmp_path / "ref.mp4"), probe(tmp_path / "deep.mp4")
