@@ -113,3 +113,23 @@ def test_image_sequence_input(hazy_image, probe, run_cli, tmp_path):
     assert probe(out)["count"] == 6
     code, err = run_cli(tmp_path / "none%03d.png", tmp_path / "x.mp4")
     assert code == 2 and "no images match" in err
+
+
+def test_files_go_through_the_model_four_frames_a_call(make_video, probe, monkeypatch, tmp_path):
+    import streamdehaze.api as api
+    from streamdehaze.models.dcp import DarkChannelPrior
+
+    calls: list[int] = []
+
+    class Recording(DarkChannelPrior):
+        def forward(self, rgb):
+            calls.append(rgb.shape[0])
+            return super().forward(rgb)
+
+    monkeypatch.setattr(api, "create_model", lambda *args, **kwargs: Recording())
+    src = make_video(frames=10)
+    assert api.process(src, tmp_path / "out.mp4").frames == 10
+    assert calls == [4, 4, 2]  # the default for files; the last batch holds what is left
+    calls.clear()
+    api.process(src, tmp_path / "one.mp4", batch=1)
+    assert calls == [1] * 10
