@@ -1,7 +1,8 @@
 """Bridge between PyAV video frames and YUV planes as numpy arrays (no colour conversion on the host).
 
-Planar YUV formats are read as zero-copy views; anything else (NV12, RGB, grey, ...) is converted once by
-swscale to a planar format. 9-16 bit samples are viewed as int16 (torch has no uint16 arithmetic).
+Planar YUV formats and NV12 (what hardware decoders such as NVDEC give) are read as zero-copy views, NV12's
+interleaved chroma as two strided views; anything else (P010, RGB, grey, ...) is converted once by swscale to a
+planar format. 9-16 bit samples are viewed as int16 (torch has no uint16 arithmetic).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ PLANAR = {
 }
 
 # AVColorSpace values -> our matrices (1 BT709, 5 BT470BG, 6 SMPTE170M, 9/10 BT2020).
+# Readable without conversion besides PLANAR: 8-bit 4:2:0 with U and V interleaved in one plane.
+SEMIPLANAR = {"nv12": ((2, 2), 8, False)}
+
 _MATRIX = {1: "bt709", 5: "bt601", 6: "bt601", 9: "bt2020", 10: "bt2020"}
 _AVCOL_RANGE_JPEG = 2
 
@@ -31,9 +35,10 @@ def matrix_name(colorspace: int, height: int) -> str:
 
 
 def to_planar(frame: av.VideoFrame) -> av.VideoFrame:
-    """Return ``frame`` in one of the PLANAR formats, converting with swscale only when needed."""
+    """Return ``frame`` in a format ``planes_of`` reads (PLANAR or SEMIPLANAR), converting with swscale only when
+    needed."""
     fmt = frame.format
-    if fmt.name in PLANAR:
+    if fmt.name in PLANAR or fmt.name in SEMIPLANAR:
         return frame
     deep = max(c.bits for c in fmt.components) > 8
     if not fmt.is_rgb and fmt.chroma_width(64) == 32 and fmt.chroma_height(64) == 32:
@@ -48,15 +53,20 @@ def to_planar(frame: av.VideoFrame) -> av.VideoFrame:
 
 
 def yuv_format(frame: av.VideoFrame) -> YUVFormat:
-    """Colour interpretation of a PLANAR frame from its tags (matrix, range) and pixel format."""
-    subsampling, bits, full = PLANAR[frame.format.name]
+    """Colour interpretation of a PLANAR or SEMIPLANAR frame from its tags (matrix, range) and pixel format."""
+    subsampling, bits, full = PLANAR.get(frame.format.name) or SEMIPLANAR[frame.format.name]
     matrix = matrix_name(frame.colorspace, frame.height)
     full = full or int(frame.color_range) == _AVCOL_RANGE_JPEG
     return YUVFormat(matrix=matrix, full_range=full, bits=bits, subsampling=subsampling)
 
 
 def planes_of(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Views of the Y, U, V planes of a PLANAR frame, cropped to their visible size."""
+    """Views of the Y, U, V planes of a PLANAR or SEMIPLANAR frame, cropped to their visible size."""
+    if frame.format.name in SEMIPLANAR:
+        luma, chroma = frame.planes
+        y = np.frombuffer(luma, np.uint8).reshape(luma.height, luma.line_size)[:, : luma.width]
+        uv = np.frombuffer(chroma, np.uint8).reshape(chroma.height, chroma.line_size)[:, : 2 * chroma.width]
+        return y, uv[:, 0::2], uv[:, 1::2]
     bits = PLANAR[frame.format.name][1]
     dtype = np.uint8 if bits == 8 else np.int16
     size = np.dtype(dtype).itemsize

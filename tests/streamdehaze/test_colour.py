@@ -46,7 +46,11 @@ def test_planes_to_frame_and_back_odd_size():
 
 
 def test_non_planar_input_is_converted():
-    frame = av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24").reformat(format="nv12")
+    rgb = av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24")
+    frame = rgb.reformat(format="p010le")  # 10-bit semi-planar: converted, keeping 4:2:0 and the bit depth
     frame.pts = 5
     out = to_planar(frame)
-    assert out.format.name == "yuv420p" and out.pts == 5
+    assert out.format.name == "yuv420p10le" and out.pts == 5
+    rgb.pts = 6
+    out = to_planar(rgb)  # RGB: no chroma loss
+    assert out.format.name == "yuv444p" and out.pts == 6
