@@ -23,9 +23,9 @@ import tqdm
 from . import __version__
 from .api import process
 from .live import LiveOptions, LiveSource, is_live
-from .engine import Engine, resolve_device
+from .engine import resolve_device
 from .errors import StreamDehazeError, UsageError
-from .images import dehaze_images, is_image
+from .images import dehaze_images, image_engine, is_image
 from .models import MODEL_NAMES, create_model
 from .outputs import atomic_output
 from .pipeline import RunResult
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames per model call (default: 4 for files, 1 for live streams)")
     p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto",
                    help="run the model with the short side at N pixels and transfer the result to full "
-                        "resolution by guided upsampling; full = native resolution (default: auto, per model)")
+                        "resolution by guided upsampling; full = native resolution (default: auto = per model and "
+                        "device for video, native for images)")
     p.add_argument("--compile", action="store_true",
                    help="compile the model with torch.compile: a slow start (a minute or more), then faster frames "
                         "where the device gains from it")
@@ -164,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"input not found: {args.input}")
     if not is_url and (src.is_dir() or is_image(src)):
         device = resolve_device(args.device)
-        engine = Engine(create_model(args.model, args.weights, device), device)
+        engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size)
         with tqdm.tqdm(unit="img", disable=_no_bar(args), dynamic_ncols=True) as bar:
             result = _timed(lambda: dehaze_images(engine, src, dst, on_image=bar.update))
         return _finish(args, result, "images")

@@ -6,8 +6,8 @@
 Four measurements, printed and written to ``--out`` (``summary.json``, ``results.md``, ``sheet.png``):
 
 1. the training run's held-out synthetic split (``Trainer(config).val``: the exact validation pairs the trainer
-   scores): PSNR/SSIM of the hazy input, of ``dcp`` and of the model through the product's engine (outputs
-   quantised to 8 bits, as a saved image would be), and of the model at native resolution for reference;
+   scores): PSNR/SSIM of the hazy input, of ``dcp`` and of the model through the product's image engine
+   (native resolution; outputs quantised to 8 bits, as a saved image would be);
 2. FADE fog density (optional package ``fade-python``) of every real hazy photo, for input, dcp and model;
 3. temporal warping error of the product's video path (``process()``, ``--temporal off`` and ``ema``);
 4. a side-by-side sheet (input | dcp | model) of real hazy photos.
@@ -38,9 +38,8 @@ import training.cli
 from training.metrics import fade_density, psnr, ssim, warping_error
 
 from .api import process
-from .engine import Engine
 from .errors import StreamDehazeError, UsageError
-from .images import is_image, read_image
+from .images import image_engine, is_image, read_image
 from .models import create_model
 
 DATA = Path("../shared/data")
@@ -68,8 +67,9 @@ def validation_pairs(config: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def engine_runner(model: str, weights: str | Path | None, infer_size: int | str | None = "auto") -> Runner:
-    """RGB ``[B,3,H,W]`` in [0,1] -> dehazed, through ``Engine.process_rgb`` on the CPU, quantised to 8 bits."""
-    engine = Engine(create_model(model, weights), "cpu", infer_size)
+    """RGB ``[B,3,H,W]`` in [0,1] -> dehazed as the product dehazes photos (``images.image_engine``: ``auto`` is
+    native resolution) on the CPU, quantised to 8 bits."""
+    engine = image_engine(create_model(model, weights), "cpu", infer_size)
     return lambda x: engine.process_rgb(x).clamp(0, 1).mul(255).round().div(255)
 
 
@@ -218,8 +218,7 @@ def evaluate(weights: Path, model: str, out: Path, config: Path, data: Path = DA
     dcp, ours = engine_runner("dcp", None), engine_runner(model, weights)  # bad weights fail before the slow part
     hazy, clean = validation_pairs(config)
     scores = {"hazy input": score_pairs(None, hazy, clean), "dcp (engine)": score_pairs(dcp, hazy, clean),
-              f"{model} (engine)": score_pairs(ours, hazy, clean),
-              f"{model} (native, infer_size=None)": score_pairs(engine_runner(model, weights, None), hazy, clean)}
+              f"{model} (engine)": score_pairs(ours, hazy, clean)}
     synthetic = {"config": str(config), "images": len(hazy), "crop": f"{hazy.shape[-1]}x{hazy.shape[-2]}",
                  "scores": scores}
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from torch import nn
 
 from .engine import Engine
 from .errors import MediaError, UsageError
@@ -35,6 +37,14 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
     with atomic_output(path) as tmp:
         if not cv2.imwrite(str(tmp), np.ascontiguousarray(rgb[..., ::-1])):
             raise MediaError(f"cannot write image {path}")
+
+
+def image_engine(model: nn.Module, device: str | torch.device,
+                 infer_size: int | str | None = "auto") -> Engine:
+    """An engine for photos. ``auto`` runs the model at native resolution: a photo has no frame rate to keep,
+    and guided upsampling from a small inference size carries over less of the model's haze removal (FADE fog
+    density on real hazy photos, kanet-t: 0.996 at short side 256, 0.686 native; dcp: 0.621 at 192, 0.558)."""
+    return Engine(model, device, None if infer_size == "auto" else infer_size)
 
 
 def dehaze_image_file(engine: Engine, src: Path, dst: Path) -> None:

@@ -120,8 +120,7 @@ def test_whole_run(weights, data, tmp_path, capsys):
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 42 and summary["temporal"]["frames"] == 4
-    assert set(summary["synthetic"]["scores"]) == {"hazy input", "dcp (engine)", "kanet-t (engine)",
-                                                   "kanet-t (native, infer_size=None)"}
+    assert set(summary["synthetic"]["scores"]) == {"hazy input", "dcp (engine)", "kanet-t (engine)"}
     assert set(summary["temporal"]) >= {"dcp off", "dcp ema", "kanet-t off", "kanet-t ema"}
     assert (out / "sheet.png").is_file() and summary["sheet_images"] == ["a_input.png", "b.jpg"]
     text = capsys.readouterr().out

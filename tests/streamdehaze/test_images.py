@@ -62,3 +62,22 @@ def test_corrupt_image(run_cli, tmp_path):
     code, err = run_cli(src, tmp_path / "o.png")
     assert code == 1 and "cannot read image" in err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_images_run_at_native_resolution_unless_told(monkeypatch):
+    import torch
+
+    from streamdehaze.images import image_engine
+    from streamdehaze.models.dcp import DarkChannelPrior
+
+    assert image_engine(DarkChannelPrior(), "cpu").infer_size is None  # video would use dcp's 192
+    assert image_engine(DarkChannelPrior(), "cpu", 128).infer_size == 128
+    seen = []
+
+    class Recording(DarkChannelPrior):
+        def forward(self, rgb):
+            seen.append(tuple(rgb.shape[-2:]))
+            return super().forward(rgb)
+
+    image_engine(Recording(), "cpu").process_rgb(torch.rand(1, 3, 300, 400))
+    assert seen == [(300, 400)]
