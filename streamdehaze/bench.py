@@ -23,7 +23,7 @@ import torch
 from .api import FILE_BATCH, process
 from .cli import parse_infer_size
 from .engine import Engine, resolve_device, video_threads
-from .hwaccel import use_cuda
+from .hwaccel import MODES as HWACCEL_MODES, use_cuda
 from .models import create_model
 from .sinks import VideoSink
 from .sources import VideoFileSource
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=100)
     p.add_argument("--batch", type=int, default=FILE_BATCH, help=f"frames per model call (default: {FILE_BATCH}, as files)")
     p.add_argument("--preset", default="veryfast")
-    p.add_argument("--hwaccel", default="auto", choices=["auto", "none", "cuda"])
+    p.add_argument("--hwaccel", default="auto", choices=HWACCEL_MODES)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (the model stage is timed after the build; end to end includes it)")
     args = p.parse_args(argv)

@@ -24,6 +24,7 @@ from . import __version__
 from .api import process
 from .live import LiveOptions, LiveSource, is_live
 from .engine import resolve_device
+from . import hwaccel
 from .errors import StreamDehazeError, UsageError
 from .images import dehaze_images, image_engine, is_image
 from .models import MODEL_NAMES, create_model
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="compile the model with torch.compile: a slow start (a minute or more), then faster frames "
                         "where the device gains from it")
-    p.add_argument("--hwaccel", default="auto", choices=["auto", "none", "cuda"],
+    p.add_argument("--hwaccel", default="auto", choices=hwaccel.MODES,
                    help="NVDEC decoding and NVENC encoding: auto = when the model runs on CUDA and they work, "
                         "else software; cuda = required (default: auto)")
     p.add_argument("--temporal", default="ema", choices=["off", "ema"],

@@ -175,25 +175,23 @@ class Batch:
 
     def __init__(self, pix_fmt: str) -> None:
         self.pix_fmt = pix_fmt
-        self._parts: list[tuple[list[av.VideoFrame], Callable]] = []
-        self._ready: list[Callable[[], bool]] = []
+        self._parts: list[tuple[list[av.VideoFrame], Callable, Callable[[], bool]]] = []
 
     def add(self, sources: list[av.VideoFrame], collect: Callable, ready: Callable[[], bool]) -> None:
         """``collect(consume)`` calls ``consume(y, u, v)`` with the group's output planes on the host;
         ``ready()`` says, without waiting, whether they are there."""
-        self._parts.append((sources, collect))
-        self._ready.append(ready)
+        self._parts.append((sources, collect, ready))
 
     def ready(self) -> bool:
         """Whether ``frames()`` would return without waiting."""
-        return all(r() for r in self._ready)
+        return all(ready() for *_, ready in self._parts)
 
     def __len__(self) -> int:
-        return sum(len(sources) for sources, _ in self._parts)
+        return sum(len(sources) for sources, *_ in self._parts)
 
     def frames(self) -> list[av.VideoFrame]:
         out: list[av.VideoFrame] = []
-        for sources, collect in self._parts:
+        for sources, collect, _ in self._parts:
             out += collect(lambda y, u, v, sources=sources: self._build(sources, y, u, v))
         return out
 

@@ -21,10 +21,10 @@ PLANAR = {
     "yuv444p10le": ((1, 1), 10, False), "yuv420p12le": ((2, 2), 12, False),
 }
 
-# AVColorSpace values -> our matrices (1 BT709, 5 BT470BG, 6 SMPTE170M, 9/10 BT2020).
 # Readable without conversion besides PLANAR: 8-bit 4:2:0 with U and V interleaved in one plane.
 SEMIPLANAR = {"nv12": ((2, 2), 8, False)}
 
+# AVColorSpace values -> our matrices (1 BT709, 5 BT470BG, 6 SMPTE170M, 9/10 BT2020).
 _MATRIX = {1: "bt709", 5: "bt601", 6: "bt601", 9: "bt2020", 10: "bt2020"}
 _AVCOL_RANGE_JPEG = 2
 
