@@ -29,8 +29,10 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def save_weights(model: KANet, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
-    """Write ``model``'s state dict (floating tensors cast to ``dtype`` if given) to ``path`` atomically."""
+def save_weights(model: KANet, path: str | os.PathLike, dtype: torch.dtype | None = None,
+                 extra: dict[str, str] | None = None) -> Path:
+    """Write ``model``'s state dict (floating tensors cast to ``dtype`` if given) to ``path`` atomically, with
+    ``extra`` metadata strings (e.g. where shipped weights came from) next to ours."""
     path = Path(path)
     tensors = {}
     for key, value in model.state_dict().items():
@@ -39,6 +41,7 @@ def save_weights(model: KANet, path: str | os.PathLike, dtype: torch.dtype | Non
             value = value.to(torch.float32 if key in _KEEP_FP32 else dtype)
         tensors[key] = value.contiguous().clone()
     metadata = {
+        **(extra or {}),
         "format": FORMAT,
         "config_name": model.config_name or "",
         "config": model.config.to_json(),
@@ -48,6 +51,7 @@ def save_weights(model: KANet, path: str | os.PathLike, dtype: torch.dtype | Non
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)  # safetensors creates files private to their owner; weights are for every user
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

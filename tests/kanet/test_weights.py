@@ -21,11 +21,13 @@ def _out(model: KANet, x: torch.Tensor) -> torch.Tensor:
 
 def test_round_trip_keeps_weights_config_and_rff(tiny_model: KANet, tmp_path: Path) -> None:
     path = tmp_path / "t.safetensors"
-    kanet.save_weights(tiny_model, path)
+    kanet.save_weights(tiny_model, path, extra={"source": "runs/x/step-0000100.safetensors", "format": "other"})
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         keys = set(f.keys())
     assert meta["format"] == "kanet" and meta["config_name"] == "kanet-t" and meta["rff"] == "fixed"
+    assert meta["source"] == "runs/x/step-0000100.safetensors"  # extra keys travel, ours win on a clash
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by every user of an installed package
     assert KANetConfig(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in json.loads(meta["config"]).items()}) == tiny_model.config
     assert {"bottleneck.mrfe.rff.weight", "bottleneck.mrfe.rff.bias"} <= keys

@@ -1,0 +1,59 @@
+"""Shipping a checkpoint into the package: fp16 copy, provenance, size budget, and the package picks it up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import kanet
+from training.cli import UsageError, run_main
+from training.ship import main, ship
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    return kanet.save_weights(kanet.create_model("kanet-t").eval(), tmp_path / "step-0000100.safetensors")
+
+
+def test_ship_writes_fp16_copy_the_package_uses(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    dest = tmp_path / "weights"
+    target = ship(checkpoint, dest)
+    assert target == dest / "kanet-t.safetensors" and sorted(p.name for p in dest.iterdir()) == [target.name]
+    with safe_open(str(target), framework="pt") as f:
+        assert f.metadata()["source"] == str(checkpoint)
+        assert f.get_tensor("head.out.weight").dtype == torch.float16
+    assert target.stat().st_size < checkpoint.stat().st_size * 0.6  # fp16 halves all but the fp32 RFF draw
+
+    from streamdehaze.models import create_model, default_model
+
+    monkeypatch.setattr("streamdehaze.models.kanet_model.WEIGHTS_DIR", dest)
+    assert default_model(torch.device("cpu")) == "kanet-t"
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        shipped = create_model("auto").net(x)[0]
+        original = kanet.load_weights(checkpoint)(x)[0]
+    assert (shipped - original).abs().max() < 2e-3
+
+
+def test_over_budget_replaces_nothing(checkpoint: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "weights"
+    dest.mkdir()
+    (dest / "kanet-t.safetensors").write_bytes(b"older shipped weights")
+    with pytest.raises(UsageError, match=r"kanet-t in fp16 is \d+\.\d MB, over the 0 MB"):
+        ship(checkpoint, dest, max_bytes=1000)
+    assert [p.name for p in dest.iterdir()] == ["kanet-t.safetensors"]
+    assert (dest / "kanet-t.safetensors").read_bytes() == b"older shipped weights"
+
+
+def test_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
+    assert run_main(main, [str(tmp_path / "missing.safetensors")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.safetensors'}: no such file"
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not weights")
+    assert run_main(main, [str(junk), "--dest", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {junk}: not a readable safetensors file") and err.count("\n") == 1
