@@ -34,6 +34,7 @@ class DataConfig:
     val_fraction: float = 0.05  # files held out for validation (by a hash of the file name)
     val_crop: int = 256  # validation images: centre crops of this side
     val_limit: int = 0  # at most this many validation images (0: all)
+    max_fog: float = 0.0  # drop training photos whose FADE fog density is above this (0: keep all; needs fade-python)
 
 
 @dataclass(frozen=True)

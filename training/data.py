@@ -69,6 +69,19 @@ class ImageCache:
             stacks.append((torch.cat([rgb, d]) * 255).round().byte())
         return cls(names, stacks)
 
+    def without_fog(self, max_fog: float) -> tuple[ImageCache, list[str]]:
+        """The images whose FADE fog density (at the cached size) is at most ``max_fog``, and the names dropped.
+
+        Some "haze-free" photos hold real haze (misty hills, dusty skylines): as targets they teach a model to keep
+        distant haze. Measured on the cached copy, which is what training crops from.
+        """
+        from training.metrics import fade_density
+
+        keep = [fade_density(s[:3].permute(1, 2, 0).numpy()) <= max_fog for s in self.stacks]
+        dropped = [n for n, k in zip(self.names, keep) if not k]
+        return ImageCache([n for n, k in zip(self.names, keep) if k],
+                          [s for s, k in zip(self.stacks, keep) if k]), dropped
+
     def __len__(self) -> int:
         return len(self.stacks)
 

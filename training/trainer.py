@@ -118,6 +118,11 @@ class Trainer:
         depth = Path(dc.depth) if dc.depth else None
         min_side = max(self.window, dc.val_crop)
         self.cache = ImageCache.load(train_files, dc.cache_short_side, depth, min_side=min_side)
+        self.foggy: list[str] = []
+        if dc.max_fog > 0:
+            self.cache, self.foggy = self.cache.without_fog(dc.max_fog)
+            if not len(self.cache):
+                raise UsageError(f"no training images left in {dc.clean} with data.max_fog = {dc.max_fog}")
         self.paired = self.val_paired = None
         if dc.paired_hazy or dc.paired_clean:
             if not (dc.paired_hazy and dc.paired_clean):
@@ -304,7 +309,7 @@ class Trainer:
         os.replace(tmp, self.out / "config.json")
         self._log({"event": "start" if self.step == 0 else "resume", "step": self.step, "time": time.time(),
                    "device": str(self.device), "model": self.config.model.name,
-                   "train_images": len(self.cache), "val_images": 0 if self.val is None else len(self.val["hazy"]),
+                   "train_images": len(self.cache), "dropped_foggy": self.foggy, "val_images": 0 if self.val is None else len(self.val["hazy"]),
                    "contrastive": self.config.loss.contrastive > 0, "threads": torch.get_num_threads(),
                    **(self.val_input if self.val is not None else {})})
         metrics: dict[str, float] = {}

@@ -60,3 +60,19 @@ def test_cache_reads_the_shared_photos(shared_data):
     files = list_images(shared_data / "clean")[:2]
     cache = ImageCache.load(files, short_side=128)
     assert all(min(s.shape[1:]) == 128 for s in cache.stacks)
+
+
+def test_foggy_photos_are_dropped_from_the_cache(clean_folder, tmp_path):
+    pytest.importorskip("pyfade")
+    from training.metrics import fade_density
+
+    crisp = list_images(clean_folder)[:2]
+    for f in crisp:  # a thickly fogged copy of each photo
+        rgb = cv2.imread(str(f)).astype("float32")
+        cv2.imwrite(str(tmp_path / f"fog_{f.name}"), (0.25 * rgb + 0.75 * 200).round().astype("uint8"))
+    cache = ImageCache.load([*crisp, *sorted(tmp_path.glob("fog_*"))], short_side=96)
+    fog = {n: fade_density(s[:3].permute(1, 2, 0).numpy()) for n, s in zip(cache.names, cache.stacks)}
+    threshold = (max(fog[f.name] for f in crisp) + min(fog[f"fog_{f.name}"] for f in crisp)) / 2
+    kept, dropped = cache.without_fog(threshold)
+    assert kept.names == [f.name for f in crisp] and dropped == [f"fog_{f.name}" for f in crisp]
+    assert all(torch.equal(a, b) for a, b in zip(kept.stacks, cache.stacks[:2]))
