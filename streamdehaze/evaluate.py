@@ -141,7 +141,7 @@ def temporal_scores(video: Path, runs: Sequence[tuple[str, str | Path | None, st
     if len(frames_in) < 2:
         raise UsageError(f"{video}: the warping error needs at least two frames")
     result: dict = {"video": str(video), "frames": len(frames_in), "size": list(frames_in[0].shape[1::-1]),
-                    "input": warping_error(frames_in, frames_in)}
+                    "input": warping_error(frames_in, frames_in), "input fade": video_fog(frames_in)}
     with tempfile.TemporaryDirectory() as tmp:
         for model, weights, temporal in runs:
             out = Path(tmp) / f"{model}-{temporal}.mp4"
@@ -151,8 +151,17 @@ def temporal_scores(video: Path, runs: Sequence[tuple[str, str | Path | None, st
             if len(frames_out) != len(frames_in):
                 raise StreamDehazeError(f"{out.name}: {len(frames_out)} frames decoded, {len(frames_in)} expected")
             result[f"{model} {temporal}"] = {"warping_error": warping_error(frames_in, frames_out),
-                                             "fps": run.fps}
+                                             "fade": video_fog(frames_out), "fps": run.fps}
     return result
+
+
+def video_fog(frames: Sequence[np.ndarray], every: int = 10) -> float | None:
+    """Mean FADE fog density of every ``every``-th frame (how much fog the video path leaves); ``None`` without
+    fade-python."""
+    try:
+        return float(np.mean([fade_density(f) for f in frames[::every]]))
+    except ImportError:
+        return None
 
 
 def contact_sheet(rows: Sequence[Sequence[np.ndarray]], path: Path, height: int = 320, gap: int = 4) -> Path:
@@ -182,6 +191,10 @@ def checkpoint_step(weights: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def markdown(summary: dict) -> str:
     """The results as Markdown tables."""
     model = summary["model"]
@@ -200,11 +213,12 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {name} | {row['mean']:.3f} | {row['median']:.3f} |")
     t = summary["temporal"]
     lines += ["", f"Warping error, {Path(t['video']).name} ({t['frames']} frames {t['size'][0]}x{t['size'][1]}, "
-              "product video path; lower = steadier):", "", "| run | warping error | fps |", "|---|---|---|",
-              f"| input | {t['input']:.5f} | |"]
+              "product video path; lower = steadier; FADE of every 10th frame):", "",
+              "| run | warping error | FADE | fps |", "|---|---|---|---|",
+              f"| input | {t['input']:.5f} | {_number(t.get('input fade'))} | |"]
     for name, row in t.items():
         if isinstance(row, dict):
-            lines.append(f"| {name} | {row['warping_error']:.5f} | {row['fps']:.1f} |")
+            lines.append(f"| {name} | {row['warping_error']:.5f} | {_number(row.get('fade'))} | {row['fps']:.1f} |")
     verdict = summary["verdict"]
     lines += ["", f"{model} - dcp held-out PSNR: {verdict['psnr_gain_db']:+.2f} dB (target >= +5: "
               f"{'met' if verdict['psnr_target_met'] else 'NOT met'}); FADE mean {model} <= dcp: "

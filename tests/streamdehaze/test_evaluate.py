@@ -110,6 +110,10 @@ def test_temporal_scores(weights, data):
     assert result["frames"] == 5 and result["size"] == [96, 64] and result["input"] > 0
     for key in ("dcp off", "kanet-t ema"):
         assert result[key]["warping_error"] >= 0 and result[key]["fps"] > 0
+    if HAS_FADE:  # dehazing the fogged test clip lowers its fog density
+        assert 0 < result["dcp off"]["fade"] < result["input fade"]
+    else:
+        assert result["input fade"] is None and result["dcp off"]["fade"] is None
 
 
 def test_whole_run(weights, data, tmp_path, capsys):
