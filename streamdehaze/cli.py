@@ -27,7 +27,7 @@ from .engine import resolve_device
 from . import hwaccel
 from .errors import StreamDehazeError, UsageError
 from .images import dehaze_images, image_engine, is_image
-from .models import MODEL_NAMES, create_model
+from .models import MODEL_NAMES, create_model, default_model
 from .outputs import atomic_output
 from .pipeline import RunResult
 from .sources import VideoFileSource, mask
@@ -164,6 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     is_url = "://" in args.input or args.input.startswith("/dev/video") or "%" in src.name
     if not is_url and not src.exists():
         raise UsageError(f"input not found: {args.input}")
+    if args.model == "auto" and args.weights is None:  # name what runs, in the stats and the summary line
+        args.model = default_model(resolve_device(args.device))
     if not is_url and (src.is_dir() or is_image(src)):
         device = resolve_device(args.device)
         engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size)
@@ -221,6 +223,6 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats:
     if not args.quiet:
         rate = f"{result.fps:.1f} fps" if unit == "frames" else f"{result.fps:.2f} images/s"
         extra = f", {result.dropped} dropped, {result.reconnects} reconnects" if is_live(args.input) else ""
-        print(f"streamdehaze: {result.frames} {unit} in {result.seconds:.2f} s ({rate}{extra}) -> "
+        print(f"streamdehaze: {result.frames} {unit} in {result.seconds:.2f} s ({rate}{extra}, {args.model}) -> "
               f"{mask(args.output)}", file=sys.stderr)
     return 0

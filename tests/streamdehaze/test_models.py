@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 
 import kanet
 import pytest
@@ -78,6 +80,25 @@ def test_auto_prefers_shipped_kanet(monkeypatch, tmp_path, tiny_weights):
     model = create_model("auto", device=torch.device("cpu"))
     assert model.name == "kanet-t"
     assert create_model("auto", tiny_weights).name == "kanet-t"  # the file says which configuration
+
+
+@pytest.mark.parametrize("shipped", [False, True])
+def test_default_command_runs_the_shipped_model_offline(monkeypatch, tmp_path, tiny_weights, make_video, run_cli,
+                                                       shipped):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    if shipped:
+        (folder / "kanet-t.safetensors").write_bytes(tiny_weights.read_bytes())
+    monkeypatch.setattr("streamdehaze.models.kanet_model.WEIGHTS_DIR", folder)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the default command tried to open a network socket")
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    src, stats = make_video(frames=3), tmp_path / "stats.json"
+    code, err = run_cli(src, tmp_path / "o.mp4", "--device", "cpu", "--stats-json", stats)
+    name = "kanet-t" if shipped else "dcp"
+    assert code == 0 and json.loads(stats.read_text())["model"] == name and f", {name}) -> " in err
 
 
 def test_compiled_model_gives_the_eager_frames(monkeypatch):
