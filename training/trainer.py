@@ -120,7 +120,10 @@ class Trainer:
         self.cache = ImageCache.load(train_files, dc.cache_short_side, depth, min_side=min_side)
         self.foggy: list[str] = []
         if dc.max_fog > 0:
-            self.cache, self.foggy = self.cache.without_fog(dc.max_fog)
+            try:
+                self.cache, self.foggy = self.cache.without_fog(dc.max_fog)
+            except ImportError as exc:
+                raise UsageError(f"data.max_fog: {exc}") from None
             if not len(self.cache):
                 raise UsageError(f"no training images left in {dc.clean} with data.max_fog = {dc.max_fog}")
         self.paired = self.val_paired = None

@@ -123,6 +123,14 @@ def test_bad_input_gives_one_line_and_nonzero_exit(clean_folder, tmp_path, capsy
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_max_fog_without_fade_python_is_one_line(clean_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyfade", None)  # as if fade-python were not installed
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run", data={"max_fog": 0.8})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: data.max_fog: FADE needs the optional package fade-python") and "\n" not in err
+
+
 def test_module_entry_point_reports_errors_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "training.train", "--resume", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
