@@ -223,6 +223,6 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats:
     if not args.quiet:
         rate = f"{result.fps:.1f} fps" if unit == "frames" else f"{result.fps:.2f} images/s"
         extra = f", {result.dropped} dropped, {result.reconnects} reconnects" if is_live(args.input) else ""
-        print(f"streamdehaze: {result.frames} {unit} in {result.seconds:.2f} s ({rate}{extra}, {args.model}) -> "
+        print(f"streamdehaze: {result.frames} {unit} in {result.seconds:.2f} s ({rate}{extra}) with {args.model} -> "
               f"{mask(args.output)}", file=sys.stderr)
     return 0

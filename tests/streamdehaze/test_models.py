@@ -98,7 +98,7 @@ def test_default_command_runs_the_shipped_model_offline(monkeypatch, tmp_path, t
     src, stats = make_video(frames=3), tmp_path / "stats.json"
     code, err = run_cli(src, tmp_path / "o.mp4", "--device", "cpu", "--stats-json", stats)
     name = "kanet-t" if shipped else "dcp"
-    assert code == 0 and json.loads(stats.read_text())["model"] == name and f", {name}) -> " in err
+    assert code == 0 and json.loads(stats.read_text())["model"] == name and f") with {name} -> " in err
 
 
 def test_compiled_model_gives_the_eager_frames(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,17 @@ def test_bigbuckbunny_audio_is_copied_untouched(probe, run_cli, tmp_path):
     assert len(a["audio"]) > 200 and b["audio"] == a["audio"]
 
 
+def _default_model() -> str:
+    from streamdehaze.models.kanet_model import shipped_weights
+
+    return "kanet-t" if shipped_weights("kanet-t") else "dcp"
+
+
 def test_bundled_sample(probe, run_cli, tmp_path):
     src = ROOT / "samples" / "hazy_bunny.mp4"
-    out = tmp_path / "sample_out.mp4"
-    assert run_cli(src, out, "--quiet")[0] == 0
+    out, stats = tmp_path / "sample_out.mp4", tmp_path / "stats.json"
+    assert run_cli(src, out, "--quiet", "--stats-json", stats)[0] == 0
+    assert json.loads(stats.read_text())["model"] == _default_model()  # the shipped weights on a CPU
     a, b = probe(src), probe(out)
     assert b["count"] == a["count"] >= 125 and b["times"] == a["times"] and b["audio"] == a["audio"]
     assert src.stat().st_size <= 2_000_000 and a["times"][-1] >= 5
@@ -47,3 +55,15 @@ def test_dvd_fog_clip(shared_data, probe, run_cli, tmp_path):
     for x, y in zip(a["rgb"][::20], b["rgb"][::20]):
         assert y.std() / y.mean() > 1.5 * x.std() / x.mean()
         assert np.percentile(y.min(-1), 5) < np.percentile(x.min(-1), 5) - 20
+
+
+def test_dvd_fog_clip_default_command(shared_data, probe, run_cli, tmp_path):
+    src = shared_data / "real_video" / "dvd_fog_1080p.mp4"
+    out, stats = tmp_path / "dvd.mp4", tmp_path / "stats.json"
+    assert run_cli(src, out, "--preset", "ultrafast", "--quiet", "--stats-json", stats)[0] == 0
+    assert json.loads(stats.read_text())["model"] == _default_model()
+    a, b = probe(src), probe(out)
+    assert b["count"] == a["count"] == 62 and b["times"] == a["times"]
+    for x, y in zip(a["rgb"][::20], b["rgb"][::20]):  # the fog's veil lifts: darker dark channel, more contrast
+        assert np.percentile(y.min(-1), 5) < np.percentile(x.min(-1), 5) - 20
+        assert y.std() / y.mean() > 1.3 * x.std() / x.mean()
