@@ -164,10 +164,10 @@ def _run(args: argparse.Namespace) -> int:
     is_url = "://" in args.input or args.input.startswith("/dev/video") or "%" in src.name
     if not is_url and not src.exists():
         raise UsageError(f"input not found: {args.input}")
+    device = resolve_device(args.device)
     if args.model == "auto" and args.weights is None:  # name what runs, in the stats and the summary line
-        args.model = default_model(resolve_device(args.device))
+        args.model = default_model(device)
     if not is_url and (src.is_dir() or is_image(src)):
-        device = resolve_device(args.device)
         engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size)
         with tqdm.tqdm(unit="img", disable=_no_bar(args), dynamic_ncols=True) as bar:
             result = _timed(lambda: dehaze_images(engine, src, dst, on_image=bar.update))

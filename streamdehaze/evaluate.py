@@ -215,10 +215,10 @@ def markdown(summary: dict) -> str:
     lines += ["", f"Warping error, {Path(t['video']).name} ({t['frames']} frames {t['size'][0]}x{t['size'][1]}, "
               "product video path; lower = steadier; FADE of every 10th frame):", "",
               "| run | warping error | FADE | fps |", "|---|---|---|---|",
-              f"| input | {t['input']:.5f} | {_number(t.get('input fade'))} | |"]
+              f"| input | {t['input']:.5f} | {_number(t['input fade'])} | |"]
     for name, row in t.items():
         if isinstance(row, dict):
-            lines.append(f"| {name} | {row['warping_error']:.5f} | {_number(row.get('fade'))} | {row['fps']:.1f} |")
+            lines.append(f"| {name} | {row['warping_error']:.5f} | {_number(row['fade'])} | {row['fps']:.1f} |")
     verdict = summary["verdict"]
     lines += ["", f"{model} - dcp held-out PSNR: {verdict['psnr_gain_db']:+.2f} dB (target >= +5: "
               f"{'met' if verdict['psnr_target_met'] else 'NOT met'}); FADE mean {model} <= dcp: "

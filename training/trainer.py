@@ -312,7 +312,8 @@ class Trainer:
         os.replace(tmp, self.out / "config.json")
         self._log({"event": "start" if self.step == 0 else "resume", "step": self.step, "time": time.time(),
                    "device": str(self.device), "model": self.config.model.name,
-                   "train_images": len(self.cache), "dropped_foggy": self.foggy, "val_images": 0 if self.val is None else len(self.val["hazy"]),
+                   "train_images": len(self.cache), "dropped_foggy": self.foggy,
+                   "val_images": 0 if self.val is None else len(self.val["hazy"]),
                    "contrastive": self.config.loss.contrastive > 0, "threads": torch.get_num_threads(),
                    **(self.val_input if self.val is not None else {})})
         metrics: dict[str, float] = {}
