@@ -32,21 +32,11 @@ def padded_size(model: KANet, height: int, width: int) -> tuple[int, int]:
     return max(-(-height // m) * m, lo), max(-(-width // m) * m, lo)
 
 
-def _run_whole(model: KANet, rgb: torch.Tensor, tone: torch.Tensor | None = None) -> torch.Tensor:
+def _run_whole(model: KANet, rgb: torch.Tensor) -> torch.Tensor:
     h, w = rgb.shape[-2:]
     x = pad_to(rgb * 2 - 1, *padded_size(model, h, w))
-    y, _ = model(x, tone)
+    y, _ = model(x)
     return y[..., :h, :w]
-
-
-def _whole_tone(model: KANet, rgb: torch.Tensor, max_pixels: int) -> torch.Tensor | None:
-    """The global tone of the whole picture, from a copy shrunk to fit ``max_pixels``: tiles must share one."""
-    if model.tone is None:
-        return None
-    h, w = rgb.shape[-2:]
-    scale = min(1.0, (max_pixels / (h * w)) ** 0.5)
-    small = F.interpolate(rgb, size=(max(1, int(h * scale)), max(1, int(w * scale))), mode="area")
-    return model.estimate_tone(pad_to(small * 2 - 1, *padded_size(model, *small.shape[-2:])))
 
 
 def dehaze(model: KANet, rgb: torch.Tensor, *, tile: int | None = None, max_pixels: int | None = None,
@@ -57,8 +47,7 @@ def dehaze(model: KANet, rgb: torch.Tensor, *, tile: int | None = None, max_pixe
     device and parameter dtype (autocast applies if the caller enabled it). Tiling: ``tile`` forces square tiles of
     that side (rounded up to the multiple); otherwise frames whose padded size exceeds ``max_pixels`` (default
     ``DEFAULT_MAX_PIXELS``) are split into the fewest tiles that fit. Tiles overlap by ``overlap`` pixels and are
-    cross-faded; a global tone head (``KANetConfig.tone``) reads the whole picture once and all tiles share that
-    correction. ``torch.no_grad`` / ``inference_mode`` are the caller's business.
+    cross-faded. ``torch.no_grad`` / ``inference_mode`` are the caller's business.
     """
     if rgb.ndim != 4 or rgb.shape[1] != 3:
         raise ValueError(f"expected an RGB batch [B, 3, H, W], got shape {tuple(rgb.shape)}")
@@ -78,6 +67,5 @@ def dehaze(model: KANet, rgb: torch.Tensor, *, tile: int | None = None, max_pixe
     if tiles is None:
         y = _run_whole(model, x)
     else:
-        tone = _whole_tone(model, x, tiles[0] * tiles[1])
-        y = run_tiled(lambda t: _run_whole(model, t, tone), x, tiles[0], tiles[1], overlap)
+        y = run_tiled(lambda t: _run_whole(model, t), x, tiles[0], tiles[1], overlap)
     return y.clamp(0, 1).to(device=rgb.device, dtype=rgb.dtype)

@@ -23,7 +23,6 @@ from .bottleneck import Bottleneck
 from .decoder import Decoder
 from .encoder import Encoder
 from .head import Head
-from .tone import GlobalTone
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,6 @@ class KANetConfig:
     drop_path_rate: float = 0.1
     decoder_drop_path_span: int = 16
     keep_unused: bool = False  # build the two modules the official forward ignores (checkpoint compatibility)
-    tone: int = 0  # hidden width of our global tone head (kanet.tone; not in the paper); 0: none
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -88,7 +86,6 @@ class KANet(nn.Module):
         self.decoder = Decoder(d, cfg.decoder_depth, cfg.decoder_heads, cfg.decoder_mlp_ratio, cfg.decoder_queries,
                                cfg.drop_path_rate, cfg.decoder_drop_path_span)
         self.head = Head(cfg.dims, cfg.head_tail, cfg.in_chans, cfg.keep_unused)
-        self.tone = GlobalTone(cfg.tone) if cfg.tone else None
 
     @property
     def min_size(self) -> int:
@@ -99,24 +96,11 @@ class KANet(nn.Module):
         m = self.size_multiple
         return max(m, -(-max(need) // m) * m)
 
-    def _network(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.encoder(x)
         z = feats[3].mean((2, 3))
-        return self.head(feats, self.decoder(self.bottleneck(feats[3]))), z
-
-    def forward(self, x: torch.Tensor, tone: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``tone``: global tone parameters to use instead of this input's own (tiles of one picture share the
-        whole picture's, from ``estimate_tone``); ignored without a tone head."""
-        y, z = self._network(x)
-        if self.tone is not None:
-            y = self.tone.apply(y, self.tone.estimate((x + 1) / 2, y) if tone is None else tone)
+        y = self.head(feats, self.decoder(self.bottleneck(feats[3])))
         return y, z
-
-    def estimate_tone(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The global tone parameters ``[B, 6]`` for ``x`` (as in ``forward``), or None without a tone head."""
-        if self.tone is None:
-            return None
-        return self.tone.estimate((x + 1) / 2, self._network(x)[0])
 
 
 # --- named configurations -------------------------------------------------------------------------------------

@@ -105,18 +105,12 @@ def load_state(state_file: Path) -> dict:
 
 
 def load_weights_into(model: nn.Module, weights: Path) -> None:
-    """Copy weights saved by ``kanet.save_weights`` into ``model`` (same configuration) exactly.
-
-    The one difference allowed: ``model`` may add a global tone head to a network saved without one (the head
-    starts as the identity, see ``kanet.tone``).
-    """
+    """Copy weights saved by ``kanet.save_weights`` into ``model`` (same configuration) exactly."""
     try:
         loaded = kanet.load_weights(weights)
     except kanet.WeightsError as exc:
         raise UsageError(str(exc)) from exc
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
-    if loaded.tone is None:
-        missing = [k for k in missing if not k.startswith("tone.")]
     if missing or unexpected:
         raise UsageError(f"{weights} does not match the model configuration "
                          f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
