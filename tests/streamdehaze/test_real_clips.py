@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from streamdehaze.models import default_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,9 +33,7 @@ def test_bigbuckbunny_audio_is_copied_untouched(probe, run_cli, tmp_path):
 
 
 def _default_model() -> str:
-    from streamdehaze.models.kanet_model import shipped_weights
-
-    return "kanet-t" if shipped_weights("kanet-t") else "dcp"
+    return default_model(torch.device("cpu"))
 
 
 def test_bundled_sample(probe, run_cli, tmp_path):
