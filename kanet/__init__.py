@@ -4,11 +4,12 @@
 """
 
 from .official import CheckpointError, load_official
-from .inference import dehaze
+from . import transform
+from .inference import coefficients, dehaze
 from .model import CONFIGS, MODEL_NAMES, KANet, KANetConfig, create_model
 from .weights import WeightsError, load_weights, save_weights
 
 __all__ = [
-    "CONFIGS", "MODEL_NAMES", "CheckpointError", "KANet", "KANetConfig", "WeightsError", "create_model", "dehaze",
-    "load_official", "load_weights", "save_weights",
+    "CONFIGS", "MODEL_NAMES", "CheckpointError", "KANet", "KANetConfig", "WeightsError", "coefficients",
+    "create_model", "dehaze", "load_official", "load_weights", "save_weights", "transform",
 ]

@@ -2,8 +2,11 @@
 
 The exported graph is image-to-image: input ``rgb`` float32 ``[B, 3, H, W]`` in [0, 1] (any H, W of at least
 ``model.min_size``), output ``dehazed`` ``[B, 3, H, W]`` in [0, 1]; normalisation, reflect padding to the multiple,
-cropping and clamping are inside the graph. Tiling stays on the host (call the model tile by tile). Only the
-``fixed`` RFF mode can be exported (parity mode draws random numbers on the host at every call).
+cropping and clamping are inside the graph. Models with the coefficient head (``kanet.transform``) have a second
+output, ``coefficients`` ``[B, 5, H, W]``: luma gain, chroma gain and RGB offset, for a runtime that upsamples them
+and applies them to a larger frame itself (``O = g_C I + (g_Y - g_C) Y(I) + o``, BT.709 luma). Tiling stays on
+the host (call the model tile by tile). Only the ``fixed`` RFF mode can be exported (parity mode draws random
+numbers on the host at every call).
 
 Command line::
 
@@ -25,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import transform
 from .model import MODEL_NAMES, KANet, create_model
 from .weights import WeightsError, load_weights
 
@@ -32,7 +36,8 @@ OPSET = 18
 
 
 class ImageToImage(nn.Module):
-    """``rgb`` [0, 1] -> dehazed [0, 1], same size: the graph that gets exported."""
+    """``rgb`` [0, 1] -> dehazed [0, 1], same size (and the coefficients, for a coefficient model): the graph that
+    gets exported."""
 
     def __init__(self, model: KANet):
         super().__init__()
@@ -41,13 +46,20 @@ class ImageToImage(nn.Module):
         self.model = model
         self.multiple = model.size_multiple
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+    @property
+    def output_names(self) -> list[str]:
+        return ["dehazed", "coefficients"] if self.model.predicts_coefficients else ["dehazed"]
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h, w = rgb.shape[-2:]
         m = self.multiple
         ph, pw = (m - h % m) % m, (m - w % m) % m
         x = F.pad(rgb * 2 - 1, (0, pw, 0, ph), mode="reflect")
-        y, _ = self.model(x)
-        return y[..., :h, :w].clamp(0, 1)
+        y = self.model(x)[0][..., :h, :w]
+        if not self.model.predicts_coefficients:
+            return y.clamp(0, 1)
+        gain, offset = transform.split(y)
+        return transform.apply(rgb, gain, offset).clamp(0, 1), torch.cat((gain, offset), 1)
 
 
 def export_onnx(model: KANet, path: str | os.PathLike, sample_size: tuple[int, int] = (96, 128)) -> Path:
@@ -63,7 +75,7 @@ def export_onnx(model: KANet, path: str | os.PathLike, sample_size: tuple[int, i
         with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(wrapper, (sample,), dynamo=True, opset_version=OPSET,
-                                        input_names=["rgb"], output_names=["dehazed"],
+                                        input_names=["rgb"], output_names=wrapper.output_names,
                                         dynamic_shapes={"rgb": {0: batch, 2: height, 3: width}},
                                         external_data=False, verbose=False)
             program.save(str(tmp))
@@ -84,11 +96,12 @@ def check_onnx(model: KANet, path: str | os.PathLike, sizes: tuple[tuple[int, in
     for i, (h, w) in enumerate(sizes):
         rgb = torch.rand(1 + i % 2, 3, h, w, generator=torch.Generator().manual_seed(i))
         with torch.no_grad():
-            ref = wrapper(rgb).numpy()
-        (out,) = session.run(None, {"rgb": rgb.numpy()})
-        if out.shape != ref.shape:
-            raise RuntimeError(f"ONNX output shape {out.shape} != PyTorch {ref.shape}")
-        worst = max(worst, float(np.abs(out - ref).max()))
+            refs = wrapper(rgb)
+        refs = [r.numpy() for r in (refs if isinstance(refs, tuple) else (refs,))]
+        for out, ref in zip(session.run(None, {"rgb": rgb.numpy()}), refs):
+            if out.shape != ref.shape:
+                raise RuntimeError(f"ONNX output shape {out.shape} != PyTorch {ref.shape}")
+            worst = max(worst, float(np.abs(out - ref).max()))
     return worst
 
 

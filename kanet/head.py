@@ -2,6 +2,8 @@
 
 Channel path ``dims[3] -> dims[3] -> dims[2] -> dims[1] -> dims[0] -> tail[0] -> tail[1]``, a residual block after
 each upsampling that carries a skip (and after the first tail one), then reflection-padded 3x3 conv to RGB and tanh.
+Our coefficient variant ends instead in a 3x3 conv to the five transform coefficients of :mod:`kanet.transform`,
+without tanh (training starts it at zero: the identity transform).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import transform as coef
 
 
 class ResidualBlock(nn.Module):
@@ -40,8 +44,11 @@ def crop_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 class Head(nn.Module):
     def __init__(self, dims: tuple[int, int, int, int], tail: tuple[int, int] = (16, 8), out_chans: int = 3,
-                 keep_unused: bool = False):
+                 keep_unused: bool = False, coefficients: bool = False):
         super().__init__()
+        self.coefficients = coefficients
+        if coefficients:
+            out_chans = coef.CHANNELS
         chans = [dims[3], dims[3], dims[2], dims[1], dims[0], tail[0], tail[1]]
         self.ups = nn.ModuleList(nn.ConvTranspose2d(chans[i], chans[i + 1], 2, 2) for i in range(6))
         # After upsamplings 1..4 (to 1/16, 1/8, 1/4, 1/2).
@@ -51,7 +58,8 @@ class Head(nn.Module):
         self.unused_out = nn.Conv2d(tail[1], out_chans, 3, padding=1) if keep_unused else None
 
     def forward(self, feats: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """``feats``: encoder maps at 1/4..1/32; ``x``: decoder output at 1/64. Returns tanh RGB at full size."""
+        """``feats``: encoder maps at 1/4..1/32; ``x``: decoder output at 1/64. Returns tanh RGB (or the raw
+        coefficients) at full size."""
         x = crop_to(self.ups[0](x), feats[3]) + feats[3]
         x = crop_to(self.ups[1](x), feats[2])
         x = self.refine[0](x) + feats[2]
@@ -59,4 +67,5 @@ class Head(nn.Module):
         x = self.refine[2](self.ups[3](x)) + feats[0]
         x = self.refine[3](self.ups[4](x))
         x = self.ups[5](x)
-        return torch.tanh(self.out(reflect_pad1(x)))
+        y = self.out(reflect_pad1(x))
+        return y if self.coefficients else torch.tanh(y)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import transform as coef
 from .model import KANet
 from .tiling import plan_tile_size, run_tiled
 
@@ -47,8 +48,30 @@ def dehaze(model: KANet, rgb: torch.Tensor, *, tile: int | None = None, max_pixe
     device and parameter dtype (autocast applies if the caller enabled it). Tiling: ``tile`` forces square tiles of
     that side (rounded up to the multiple); otherwise frames whose padded size exceeds ``max_pixels`` (default
     ``DEFAULT_MAX_PIXELS``) are split into the fewest tiles that fit. Tiles overlap by ``overlap`` pixels and are
-    cross-faded. ``torch.no_grad`` / ``inference_mode`` are the caller's business.
+    cross-faded. ``torch.no_grad`` / ``inference_mode`` are the caller's business. A coefficient model's transform
+    is applied at the input's resolution (:func:`coefficients` gives the transform itself).
     """
+    x, y = _run(model, rgb, tile, max_pixels, overlap)
+    if model.predicts_coefficients:
+        y = coef.apply(x.float(), *coef.split(y.float()))
+    return y.clamp(0, 1).to(device=rgb.device, dtype=rgb.dtype)
+
+
+def coefficients(model: KANet, rgb: torch.Tensor, *, tile: int | None = None, max_pixels: int | None = None,
+                 overlap: int = DEFAULT_OVERLAP) -> tuple[torch.Tensor, torch.Tensor]:
+    """A coefficient model's transform of ``rgb`` ``[B, 3, h, w]`` in [0, 1]: float32 gains ``[B, 2, h, w]`` and
+    offsets ``[B, 3, h, w]`` on the input's device, to be upsampled and applied to any resolution of the same image
+    with :func:`kanet.transform.apply`. Arguments as for :func:`dehaze`."""
+    if not model.predicts_coefficients:
+        raise ValueError("this KA_Net predicts images, not coefficients (KANetConfig.output)")
+    _, y = _run(model, rgb, tile, max_pixels, overlap)
+    gain, offset = coef.split(y.float())
+    return gain.to(rgb.device), offset.to(rgb.device)
+
+
+def _run(model: KANet, rgb: torch.Tensor, tile: int | None, max_pixels: int | None,
+         overlap: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input on the model's device and dtype, raw network output at the input's size)."""
     if rgb.ndim != 4 or rgb.shape[1] != 3:
         raise ValueError(f"expected an RGB batch [B, 3, H, W], got shape {tuple(rgb.shape)}")
     param = next(model.parameters())
@@ -65,7 +88,5 @@ def dehaze(model: KANet, rgb: torch.Tensor, *, tile: int | None = None, max_pixe
         overlap = min(overlap, int(budget**0.5) // 4)  # small budgets get proportionally smaller overlaps
         tiles = plan_tile_size(h, w, budget, overlap, m, model.min_size) if ph * pw > budget else None
     if tiles is None:
-        y = _run_whole(model, x)
-    else:
-        y = run_tiled(lambda t: _run_whole(model, t), x, tiles[0], tiles[1], overlap)
-    return y.clamp(0, 1).to(device=rgb.device, dtype=rgb.dtype)
+        return x, _run_whole(model, x)
+    return x, run_tiled(lambda t: _run_whole(model, t), x, tiles[0], tiles[1], overlap)

@@ -48,6 +48,7 @@ class KANetConfig:
     drop_path_rate: float = 0.1
     decoder_drop_path_span: int = 16
     keep_unused: bool = False  # build the two modules the official forward ignores (checkpoint compatibility)
+    output: str = "image"  # "image": the paper's tanh RGB; "coefficients": ours, a colour transform (transform.py)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -66,8 +67,9 @@ class KANet(nn.Module):
     """KA_Net: transformer encoder, RFF multi-receptive-field bottleneck, task-query decoder, upsampling head.
 
     ``forward(x)`` takes ``x`` ``[B, 3, H, W]`` in [-1, 1] with H and W multiples of ``size_multiple`` and returns
-    ``(y, z)``: ``y`` ``[B, 3, H, W]`` the tanh output (read as a [0, 1] image), ``z`` ``[B, dims[3]]`` the pooled
-    deepest encoder feature (used by training-time sample reweighting).
+    ``(y, z)``: ``y`` ``[B, 3, H, W]`` the tanh output (read as a [0, 1] image), or with ``config.output ==
+    "coefficients"`` ``[B, 5, H, W]`` raw transform coefficients (:mod:`kanet.transform`); ``z`` ``[B, dims[3]]``
+    the pooled deepest encoder feature (used by training-time sample reweighting).
     """
 
     size_multiple = 16
@@ -76,6 +78,8 @@ class KANet(nn.Module):
                  name: str | None = None):
         super().__init__()
         cfg = config or KANetConfig()
+        if cfg.output not in ("image", "coefficients"):
+            raise ValueError(f"KANetConfig.output must be 'image' or 'coefficients', got {cfg.output!r}")
         self.config = cfg
         self.config_name = name
         self.rff_mode = rff
@@ -85,7 +89,12 @@ class KANet(nn.Module):
         self.bottleneck = Bottleneck(d, cfg.dilations, cfg.attn_reduction, cfg.rff_proj_dim, rff, seed)
         self.decoder = Decoder(d, cfg.decoder_depth, cfg.decoder_heads, cfg.decoder_mlp_ratio, cfg.decoder_queries,
                                cfg.drop_path_rate, cfg.decoder_drop_path_span)
-        self.head = Head(cfg.dims, cfg.head_tail, cfg.in_chans, cfg.keep_unused)
+        self.head = Head(cfg.dims, cfg.head_tail, cfg.in_chans, cfg.keep_unused,
+                         coefficients=cfg.output == "coefficients")
+
+    @property
+    def predicts_coefficients(self) -> bool:
+        return self.config.output == "coefficients"
 
     @property
     def min_size(self) -> int:
@@ -111,13 +120,14 @@ CONFIGS: dict[str, KANetConfig] = {
     # The older official release: stage-3 width 256 (52,758,290 parameters).
     "kanet-w256": KANetConfig(dims=(64, 128, 256, 512), keep_unused=True),
     # Real-time 'small': the paper's network at half width (same depths, heads, ratios, decoder and head tail);
-    # about 3x kanet-t's CPU time at 256x448.
-    "kanet-s": KANetConfig(dims=(32, 64, 160, 256)),
+    # about 3x kanet-t's CPU time at 256x448. The real-time configurations predict transform coefficients
+    # (transform.py) that the engine applies at full resolution.
+    "kanet-s": KANetConfig(dims=(32, 64, 160, 256), output="coefficients"),
     # Real-time 'tiny', the CPU default. Stage-1 keys reduced 8x (not 4x): at 256x448 that attention was the
     # largest single cost.
     "kanet-t": KANetConfig(dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), heads=(1, 1, 1, 2), sr_ratios=(8, 4, 2, 1),
                            intra_heads=(1, 1, 1), decoder_depth=1, decoder_heads=2, decoder_mlp_ratio=2.0,
-                           head_tail=(8, 8)),
+                           head_tail=(8, 8), output="coefficients"),
 }
 
 

@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 import kanet
 from training.cli import UsageError, atomic_path
@@ -26,13 +25,14 @@ from training.cli import UsageError, atomic_path
 __all__ = ["save_checkpoint", "resolve_checkpoint", "load_state", "load_weights_into"]
 
 _POINTER = "last.json"
+_OUTPUT_LAYER = "head.out."  # the one layer that differs between image and coefficient outputs
 
 
 def _replace(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(folder: str | Path, step: int, model: nn.Module, state: dict, *, keep_every: int = 0) -> Path:
+def save_checkpoint(folder: str | Path, step: int, model: kanet.KANet, state: dict, *, keep_every: int = 0) -> Path:
     """Write checkpoint ``step`` into ``folder`` and point ``last.json`` at it.
 
     Args:
@@ -104,13 +104,26 @@ def load_state(state_file: Path) -> dict:
     return torch.load(state_file, map_location="cpu", weights_only=False)
 
 
-def load_weights_into(model: nn.Module, weights: Path) -> None:
-    """Copy weights saved by ``kanet.save_weights`` into ``model`` (same configuration) exactly."""
+def load_weights_into(model: kanet.KANet, weights: Path) -> None:
+    """Copy weights saved by ``kanet.save_weights`` into ``model`` (same configuration) exactly.
+
+    Weights whose only difference is the output (``KANetConfig.output``: image or coefficients) give their body: every
+    tensor but the output layer's, which the model keeps.
+    """
     try:
         loaded = kanet.load_weights(weights)
     except kanet.WeightsError as exc:
         raise UsageError(str(exc)) from exc
-    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    state = loaded.state_dict()
+    body_only = loaded.config.output != model.config.output
+    if body_only:
+        state = {k: v for k, v in state.items() if not k.startswith(_OUTPUT_LAYER)}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensor shapes differ: another configuration
+        raise UsageError(f"{weights} does not match the model configuration ({str(exc).splitlines()[0]})") from None
+    if body_only:
+        missing = [k for k in missing if not k.startswith(_OUTPUT_LAYER)]
     if missing or unexpected:
         raise UsageError(f"{weights} does not match the model configuration "
                          f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")

@@ -35,20 +35,28 @@ class DataConfig:
     val_crop: int = 256  # validation images: centre crops of this side
     val_limit: int = 0  # at most this many validation images (0: all)
     max_fog: float = 0.0  # drop training photos whose FADE fog density is above this (0: keep all; needs fade-python)
+    real_hazy: str = ""  # optional folder of unlabelled real hazy photos for the real-haze terms (loss.dark_channel,
+    #                      loss.neutral); never an evaluation folder
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "kanet-t"  # kanet.create_model name
+    output: str = ""  # "image" or "coefficients" (kanet.transform): overrides the configuration's own output
     rff: str = "fixed"
-    init: str = ""  # optional weights (kanet.save_weights file) to start from
+    init: str = ""  # optional weights (kanet.save_weights file) to start from; an image-output body also starts a
+    #                 coefficient model (its output layer then starts as the identity transform)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 20000
     batch: int = 8  # clips per step; each clip has clip_frames frames
-    crop: int = 160  # frame side, a multiple of the model's size_multiple
+    crop: int = 160  # side the network sees, a multiple of the model's size_multiple
+    scale: tuple[float, float] = (1.0, 1.0)  # coefficient models: frames are scale x crop at full resolution (drawn
+    #                                          per batch), shrunk to crop for the network, dehazed and scored full size
+    real_batch: int = 0  # real hazy photos per step (data.real_hazy), at the same sizes
+    loss_crop: int = 0  # score a random window of this side of each full-resolution output (0: all of it; CPU time)
     clip_frames: int = 2  # frames per synthetic clip (1 disables the temporal terms)
     optimizer: str = "adam"  # adam | adamw
     lr: float = 1e-4
@@ -81,6 +89,8 @@ class LossConfig:
     temporal: float = 0.5  # short-term warping loss between consecutive outputs
     temporal_long: float = 0.0  # long-term: every frame against the first
     reweight: bool = True  # StableNet sample weights on the per-image terms
+    dark_channel: float = 0.0  # real haze: mean dark channel of the output (He et al.'s prior: haze-free is dark)
+    neutral: float = 0.0  # real haze: chroma of the predicted offsets (grey fog stays grey: no added colour cast)
 
 
 @dataclass(frozen=True)

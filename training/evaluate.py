@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import kanet
 from training.cli import UsageError, atomic_path, run_main
 from training.images import list_images, read_rgb
 from training.metrics import fade_density, psnr, ssim, warping_error
@@ -34,30 +35,25 @@ __all__ = ["dehaze_image", "read_video", "main"]
 
 
 @torch.no_grad()
-def dehaze_image(model: torch.nn.Module, image: np.ndarray, short_side: int | None = None) -> np.ndarray:
+def dehaze_image(model: kanet.KANet, image: np.ndarray, short_side: int | None = None) -> np.ndarray:
     """Run a KANet on one uint8 RGB image :math:`(H, W, 3)`; returns uint8 RGB of the same size.
 
-    The image is optionally resized to ``short_side``, reflect-padded to the model's size multiple, and the output
-    cropped and resized back.
+    The image is optionally shrunk to ``short_side`` for the network. A coefficient model's transform is then
+    applied to the full-size image; an image model's output is resized back.
     """
     h, w = image.shape[:2]
-    work = image
+    device = next(model.parameters()).device
+    full = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255).to(device)
+    x = full
     if short_side and min(h, w) != short_side:
         s = short_side / min(h, w)
-        work = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    x = torch.from_numpy(np.ascontiguousarray(work)).permute(2, 0, 1)[None].float().div(255)
-    device = next(model.parameters()).device
-    x = x.to(device)
-    m = getattr(model, "size_multiple", 16)
-    hh, ww = x.shape[-2:]
-    ph, pw = (-hh) % m, (-ww) % m
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(hh, ww) > max(ph, pw) else "replicate")
-    y = model(x * 2 - 1)[0][..., :hh, :ww].float().clamp(0, 1)
-    out = y[0].permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
-    if out.shape[:2] != (h, w):
-        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_CUBIC)
-    return out
+        x = F.interpolate(full, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
+                          antialias=True, align_corners=False)
+    if model.predicts_coefficients:
+        y = kanet.transform.apply(full, *kanet.coefficients(model, x))
+    else:
+        y = F.interpolate(kanet.dehaze(model, x), size=(h, w), mode="bicubic", align_corners=False)
+    return y[0].clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
 
 
 def read_video(path: Path, limit: int = 0) -> Iterator[np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from kornia.metrics import ssim as ssim_map
 from tqdm import tqdm
 
@@ -19,8 +21,8 @@ from training.cli import UsageError, atomic_path
 from training.clips import Clip, clip_margin, make_clips
 from training.config import Config, config_to_dict
 from training.data import ImageCache, PairedCache, is_validation, random_windows, split_files
-from training.images import list_images
-from training.losses import ContrastiveLoss, load_vgg19_features
+from training.images import list_images, read_rgb, to_tensor
+from training.losses import ContrastiveLoss, dark_channel, load_vgg19_features, neutral_offset
 from training.metrics import psnr
 from training.objective import Objective
 from training.reweighting import SampleReweighter
@@ -77,8 +79,23 @@ class Trainer:
                 raise UsageError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
         if tc.steps < 1 or tc.batch < 1 or tc.clip_frames < 1:
             raise UsageError("train.steps, train.batch and train.clip_frames must be >= 1")
+        if not 1.0 <= tc.scale[0] <= tc.scale[1]:
+            raise UsageError(f"train.scale must be [low, high] with 1 <= low <= high, got {list(tc.scale)}")
+        if (tc.real_batch > 0) != bool(config.data.real_hazy):
+            raise UsageError("train.real_batch > 0 and data.real_hazy go together")
+        if config.model.output not in ("", "image", "coefficients"):
+            raise UsageError(f"model.output must be image or coefficients, got {config.model.output!r}")
         torch.manual_seed(tc.seed)
         self.model = kanet.create_model(config.model.name, rff=config.model.rff, seed=tc.seed)
+        if config.model.output and config.model.output != self.model.config.output:
+            torch.manual_seed(tc.seed)
+            self.model = kanet.KANet(dataclasses.replace(self.model.config, output=config.model.output),
+                                     rff=config.model.rff, seed=tc.seed, name=config.model.name)
+        if self.model.predicts_coefficients:  # start as the identity transform (an init with this head overrides it)
+            torch.nn.init.zeros_(self.model.head.out.weight)
+            torch.nn.init.zeros_(self.model.head.out.bias)
+        if not self.model.predicts_coefficients and (tc.scale != (1.0, 1.0) or tc.real_batch):
+            raise UsageError("train.scale and train.real_batch apply to coefficient models; this one predicts images")
         if config.model.init:
             load_weights_into(self.model, Path(config.model.init))
         self.model.to(self.device).train()
@@ -118,6 +135,8 @@ class Trainer:
         depth = Path(dc.depth) if dc.depth else None
         min_side = max(self.window, dc.val_crop)
         self.cache = ImageCache.load(train_files, dc.cache_short_side, depth, min_side=min_side)
+        self.real = [(to_tensor(read_rgb(f, dc.cache_short_side)) * 255).round().byte()
+                     for f in list_images(dc.real_hazy)] if dc.real_hazy else []
         self.foggy: list[str] = []
         if dc.max_fog > 0:
             try:
@@ -186,6 +205,8 @@ class Trainer:
                 "clean": torch.stack([centre(c) for c in pairs.clean]).float() / 255}
 
     def _batch(self) -> Clip:
+        """Clips at full resolution (``train.scale`` x ``train.crop``), hazy frames quantised to 8 bits as a camera
+        or file delivers them."""
         tc = self.config.train
         use_paired = self.paired is not None and self.config.data.paired_fraction > 0 and bool(
             torch.rand((), generator=self.data_generator) < self.config.data.paired_fraction)
@@ -194,9 +215,74 @@ class Trainer:
             empty = pairs.new_zeros(tc.batch, 0, 1, tc.crop, tc.crop)
             return Clip(pairs[:, None, :3], pairs[:, None, 3:], empty.expand(-1, -1, 2, -1, -1), empty,
                         empty.expand(-1, -1, 2, -1, -1), empty)
-        windows = random_windows(self.cache.stacks, tc.batch, self.window, self.data_generator).to(self.device)
-        return make_clips(windows[:, :3], windows[:, 3:], tc.clip_frames, tc.crop, self.haze_generator,
+        side = self._frame_side()
+        window = side + 2 * clip_margin(tc.clip_frames, side, self.config.motion)
+        stacks = [s for s in self.cache.stacks if min(s.shape[-2:]) >= window]
+        windows = random_windows(stacks, tc.batch, window, self.data_generator).to(self.device)
+        clip = make_clips(windows[:, :3], windows[:, 3:], tc.clip_frames, side, self.haze_generator,
                           haze=self.config.haze, motion=self.config.motion)
+        return dataclasses.replace(clip, hazy=clip.hazy.mul(255).round_().div_(255))
+
+    def _frame_side(self) -> int:
+        """Full-resolution frame side for the next batch: ``train.crop`` times a scale drawn from ``train.scale``,
+        capped so that some training image still holds a window of it."""
+        tc = self.config.train
+        lo, hi = tc.scale
+        side = round(tc.crop * (lo + (hi - lo) * float(torch.rand((), generator=self.data_generator))))
+        largest = max(min(s.shape[-2:]) for s in self.cache.stacks)
+        while side > tc.crop and side + 2 * clip_margin(tc.clip_frames, side, self.config.motion) > largest:
+            side -= 8
+        return max(side, tc.crop)
+
+    def _dehaze(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The model's output for ``hazy`` ``(N, 3, S, S)`` in [0, 1], at full size: ``(output, z, offsets)``.
+
+        A coefficient model sees the frames shrunk to ``train.crop`` (as the product shrinks them to its inference
+        size) and its transform is applied to the full-resolution frames, so the loss scores what users get. Its
+        offsets (at the network's resolution) come back for the real-haze terms; ``None`` for image models.
+        """
+        if not self.model.predicts_coefficients:
+            y, z = self.model(hazy * 2 - 1)
+            return y, z, None
+        side = self.config.train.crop if self.model.training else self._val_side
+        small = F.interpolate(hazy, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        raw, z = self.model(small * 2 - 1)
+        gain, offset = kanet.transform.split(raw.float())
+        return kanet.transform.apply(hazy.float(), gain, offset), z, offset
+
+    def _window(self, output: torch.Tensor, clip: Clip, side: int) -> tuple[torch.Tensor, Clip]:
+        """The same random ``side`` x ``side`` window of every frame of the outputs ``(B, T, 3, S, S)`` and the clip.
+        Flows are displacements in pixels, so they hold in the window's coordinates too; points that leave it are
+        masked by the temporal loss."""
+        full = output.shape[-1]
+        y, x = (int(torch.randint(full - side + 1, (1,), generator=self.data_generator)) for _ in range(2))
+
+        def cut(t: torch.Tensor) -> torch.Tensor:
+            return t[..., y:y + side, x:x + side]
+
+        return cut(output), Clip(*(cut(getattr(clip, f.name)) for f in dataclasses.fields(clip)))
+
+    @property
+    def _val_side(self) -> int:
+        """Side the network sees validation crops at: ``data.val_crop`` shrunk by the geometric mean of
+        ``train.scale``."""
+        lo, hi = self.config.train.scale
+        m = self.model.size_multiple
+        return max(self.model.min_size, round(self.config.data.val_crop / math.sqrt(lo * hi) / m) * m)
+
+    def _real_terms(self, side: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The real-haze terms on ``train.real_batch`` windows of unlabelled real hazy photos, ``side`` px at full
+        resolution (or none this step when no photo is that large)."""
+        tc, lc = self.config.train, self.config.loss
+        stacks = [s for s in self.real if min(s.shape[-2:]) >= side]
+        if not stacks:
+            return torch.zeros((), device=self.device), {}
+        windows = random_windows(stacks, tc.real_batch, side, self.data_generator).to(self.device)
+        with self._autocast():
+            output, _, offset = self._dehaze(windows)
+        dark = dark_channel(output.float(), radius=max(1, round(side / 80))).mean()
+        neutral = neutral_offset(offset).mean()
+        return lc.dark_channel * dark + lc.neutral * neutral, {"dark_channel": dark.item(), "neutral": neutral.item()}
 
     # --- steps --------------------------------------------------------------------------------------------------
 
@@ -211,10 +297,16 @@ class Trainer:
         clip = self._batch()
         b, t = clip.hazy.shape[:2]
         with self._autocast():
-            y, z = self.model(clip.hazy.flatten(0, 1) * 2 - 1)
+            y, z, _ = self._dehaze(clip.hazy.flatten(0, 1))
         output = y.float().view(b, t, *y.shape[1:])
+        if 0 < tc.loss_crop < output.shape[-1]:
+            output, clip = self._window(output, clip, tc.loss_crop)
         epoch = self.step * tc.batch // max(1, len(self.cache))
         loss, terms = self.objective(output, z.float(), clip, epoch)
+        if tc.real_batch:
+            real, real_terms = self._real_terms(clip.hazy.shape[-1])
+            loss = loss + real
+            terms.update(real_terms, loss=loss.item())
         if not torch.isfinite(loss):
             raise RuntimeError(f"non-finite loss at step {self.step}: {terms}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -235,7 +327,7 @@ class Trainer:
         for hazy, clean in zip(pairs["hazy"].split(batch), pairs["clean"].split(batch)):
             hazy, clean = hazy.to(self.device), clean.to(self.device)
             with self._autocast():
-                y = self.model(hazy * 2 - 1)[0]
+                y = self._dehaze(hazy)[0]
             y = y.float().clamp(0, 1)
             psnrs.append(psnr(y, clean))
             ssims.append(ssim_map(y, clean, 11).flatten(1).mean(1))

@@ -26,12 +26,16 @@ def test_onnx_matches_pytorch_at_other_sizes(tiny_model: kanet.KANet, tmp_path: 
     for batch, h, w in [(1, 48, 48), (2, 80, 112), (1, 125, 190), (1, 256, 448)]:
         rgb = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(h))
         with torch.no_grad():
-            ref = graph(rgb).numpy()
-        (out,) = session.run(None, {"rgb": rgb.numpy()})
-        assert out.shape == (batch, 3, h, w)
-        assert np.abs(out - ref).max() < 1e-4
+            ref, ref_coefficients = graph(rgb)
+        # The coefficient head exports: the dehazed image and the coefficients that made it.
+        out, coefficients = session.run(None, {"rgb": rgb.numpy()})
+        assert out.shape == (batch, 3, h, w) and coefficients.shape == (batch, 5, h, w)
+        assert np.abs(out - ref.numpy()).max() < 1e-4
+        assert np.abs(coefficients - ref_coefficients.numpy()).max() < 1e-4
         with torch.no_grad():
             assert np.abs(out - kanet.dehaze(tiny_model, rgb).numpy()).max() < 1e-4
+            gain, offset = kanet.coefficients(tiny_model, rgb)
+        assert np.abs(coefficients - torch.cat((gain, offset), 1).numpy()).max() < 1e-4
 
 
 def test_parity_mode_and_bad_inputs_are_refused(tmp_path: Path, capsys) -> None:

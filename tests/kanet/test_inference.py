@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+import kanet
 from kanet import KANet, dehaze
 from kanet.tiling import plan_tile_size, tile_starts
 
@@ -19,8 +22,20 @@ def test_matches_the_network_on_multiples(tiny_model: KANet) -> None:
     rgb = hazy_rgb(64, 96, batch=2)
     with torch.no_grad():
         y = dehaze(tiny_model, rgb)
-        ref = tiny_model(rgb * 2 - 1)[0].clamp(0, 1)
-    assert torch.equal(y, ref)
+        raw = tiny_model(rgb * 2 - 1)[0]
+    gain, offset = kanet.transform.split(raw)
+    assert torch.equal(y, kanet.transform.apply(rgb, gain, offset).clamp(0, 1))
+    coefficients = kanet.coefficients(tiny_model, rgb)
+    assert torch.equal(coefficients[0], gain) and torch.equal(coefficients[1], offset)
+
+
+def test_image_models_give_their_image() -> None:
+    model = kanet.KANet(dataclasses.replace(kanet.CONFIGS["kanet-t"], output="image")).eval()
+    rgb = hazy_rgb(64, 96)
+    with torch.no_grad():
+        assert torch.equal(dehaze(model, rgb), model(rgb * 2 - 1)[0].clamp(0, 1))
+        with pytest.raises(ValueError, match="predicts images"):
+            kanet.coefficients(model, rgb)
 
 
 @pytest.mark.parametrize("size", [(317, 241), (241, 317), (20, 30), (49, 48)])

@@ -25,6 +25,8 @@ def test_names_and_config() -> None:
         assert isinstance(cfg, KANetConfig) and KANetConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ValueError, match="unknown KA_Net model"):
         kanet.create_model("kanet-xl")
+    with pytest.raises(ValueError, match="'image' or 'coefficients'"):
+        kanet.KANet(KANetConfig(output="rgb"))
 
 
 @pytest.mark.parametrize("name", ["kanet-t", "kanet-s", "kanet"])
@@ -34,9 +36,12 @@ def test_forward_shapes(name: str) -> None:
     x = torch.rand(2, 3, 48, 80) * 2 - 1
     with torch.no_grad():
         y, z = model(x)
-    assert y.shape == (2, 3, 48, 80)
+    # The paper's network gives a tanh image; the real-time ones the five coefficients of kanet.transform.
+    coefficients = name != "kanet"
+    assert model.predicts_coefficients == coefficients
+    assert y.shape == (2, 5 if coefficients else 3, 48, 80)
     assert z.shape == (2, model.config.dims[3])
-    assert y.abs().max() <= 1 and y.std() > 1e-3
+    assert (coefficients or y.abs().max() <= 1) and y.std() > 1e-3
 
 
 def test_fixed_mode_is_deterministic_and_seeded() -> None:
@@ -73,7 +78,7 @@ def test_min_size_is_the_smallest_working_input(name: str) -> None:
     model = kanet.create_model(name).eval()
     m = model.min_size
     with torch.no_grad():
-        assert model(torch.zeros(1, 3, m, m))[0].shape == (1, 3, m, m)
+        assert model(torch.zeros(1, 3, m, m))[0].shape == (1, 5, m, m)
         with pytest.raises(RuntimeError):
             model(torch.zeros(1, 3, m - model.size_multiple, m))
 

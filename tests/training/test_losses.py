@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from training.cli import UsageError
-from training.losses import (ContrastiveLoss, charbonnier, gaussian_distance, l1, load_vgg19_features, ms_ssim,
-                             ms_ssim_loss, temporal_loss, warp)
+from training.losses import (ContrastiveLoss, charbonnier, dark_channel, gaussian_distance, l1, load_vgg19_features,
+                             ms_ssim, ms_ssim_loss, neutral_offset, temporal_loss, warp)
 
 from .conftest import scene
 
@@ -106,3 +106,21 @@ def test_warp_masks_points_outside_the_frame():
     warped, inside = warp(image, flow)
     assert torch.allclose(warped[..., :, :12], image[..., :, 4:], atol=1e-6)
     assert inside[..., :, :12].all() and not inside[..., :, 13:].any()
+
+
+def test_dark_channel_is_the_patch_minimum_of_the_darkest_colour():
+    image = torch.full((2, 3, 32, 32), 0.8)
+    image[0, 1, 16, 16] = 0.1  # one dark green pixel darkens its whole 5x5 neighbourhood's dark channel
+    value = dark_channel(image, radius=2)
+    assert value[1] == pytest.approx(0.8)
+    assert value[0] == pytest.approx(0.8 - 0.7 * 25 / 1024)
+    hazy = image * 0.5 + 0.5  # haze lifts the dark channel
+    assert (dark_channel(hazy, 2) > value).all()
+
+
+def test_neutral_offset_is_zero_for_grey_and_counts_colour():
+    grey = torch.full((1, 3, 8, 8), -0.4)
+    assert neutral_offset(grey).item() == pytest.approx(0.0, abs=1e-7)
+    blue = grey.clone()
+    blue[:, 2] += 0.1  # a blue cast on grey
+    assert neutral_offset(blue).item() > 0.03

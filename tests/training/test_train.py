@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -51,9 +52,9 @@ def test_validation_split_is_by_file_name(clean_folder):
     assert not any(is_validation(n, 0.0) for n in names) and all(is_validation(n, 1.0) for n in names)
 
 
-def test_twenty_step_cpu_run_lowers_the_loss(clean_folder, tmp_path):
+def test_twenty_step_cpu_run_of_an_image_model_lowers_the_loss(clean_folder, tmp_path):
     run = tmp_path / "run"
-    config = write_config(tmp_path / "c.toml", clean_folder, run)
+    config = write_config(tmp_path / "c.toml", clean_folder, run, model={"output": "image"})
     assert run_main(main, ["--config", str(config), "--quiet"]) == 0
     log = _log(run)
     losses = [r["loss"] for r in log if "loss" in r]
@@ -66,7 +67,49 @@ def test_twenty_step_cpu_run_lowers_the_loss(clean_folder, tmp_path):
     assert pointer["step"] == 20 and (run / pointer["weights"]).is_file()
     import kanet
 
-    assert kanet.load_weights(run / pointer["weights"]).config_name == "kanet-t"
+    model = kanet.load_weights(run / pointer["weights"])
+    assert model.config.output == "image" and model.config_name is None  # not the named kanet-t any more
+
+
+def test_coefficient_model_starts_as_the_identity_and_learns(clean_folder, tmp_path):
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 40, "val_every": 40})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    log = _log(run)
+    val = [r["val_psnr"] for r in log if "val_psnr" in r]
+    assert val[0] == pytest.approx(log[0]["val_psnr_input"], abs=0.05)  # zero output layer: output = input
+    assert val[-1] > val[0] + 1.0, val
+    import kanet
+
+    assert kanet.load_weights(run / "step-0000040.safetensors").config_name == "kanet-t"
+
+
+def test_full_resolution_training_from_an_image_body_with_real_haze(clean_folder, tmp_path):
+    import kanet
+    from training.config import load_config
+    from training.trainer import Trainer
+
+    image_body = kanet.KANet(dataclasses.replace(kanet.CONFIGS["kanet-t"], output="image"), seed=5)
+    body = kanet.save_weights(image_body, tmp_path / "body.safetensors")
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run",
+                          data={"real_hazy": str(clean_folder)}, model={"init": str(body)},
+                          train={"steps": 4, "crop": 48, "scale": [1.5, 1.9], "real_batch": 2,
+                                 "val_every": 4, "checkpoint_every": 4},
+                          loss={"dark_channel": 0.1, "neutral": 0.1})
+    trainer = Trainer(load_config(config), progress=False)
+    state = trainer.model.state_dict()
+    for key, value in image_body.state_dict().items():  # the image model's body, and an identity output layer
+        if key.startswith("head.out."):
+            assert not state[key].any()
+        else:
+            assert torch.equal(state[key], value), key
+    sides = {trainer._batch().hazy.shape[-1] for _ in range(6)}
+    assert min(sides) >= 72 and max(sides) <= 91 and len(sides) > 1  # 48 px x 1.5-1.9, drawn per batch
+    trainer.fit()
+    log = _log(tmp_path / "run")
+    steps = [r for r in log if "loss" in r]
+    assert len(steps) == 4 and all(r["dark_channel"] > 0 and r["neutral"] >= 0 for r in steps)
+    assert all(math.isfinite(r["loss"]) for r in steps)
 
 
 def test_resume_continues_identically(clean_folder, tmp_path):
@@ -112,6 +155,10 @@ def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path, random
     ({"data": {"clean": "/no/such/folder"}}, "image folder not found: /no/such/folder"),
     ({"train": {"crop": 60}}, "not a multiple of 16"),
     ({"model": {"name": "resnet"}}, "unknown model.name"),
+    ({"model": {"output": "rgb"}}, "model.output must be image or coefficients"),
+    ({"train": {"scale": [0.5, 2.0]}}, "train.scale must be [low, high] with 1 <= low <= high"),
+    ({"model": {"output": "image"}, "train": {"scale": [1.5, 2.0]}}, "apply to coefficient models"),
+    ({"train": {"real_batch": 2}}, "train.real_batch > 0 and data.real_hazy go together"),
     ({"loss": {"contrastive": 0.04, "vgg_weights": "/no/vgg19-dcbb9e9d.pth"}}, "VGG19 ImageNet weights not found"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(clean_folder, tmp_path, capsys, edit, message):
