@@ -2,11 +2,16 @@
 
 Frames cross to the device as YUV planes (1.5 bytes a pixel for 4:2:0 instead of 12 for float RGB); colour
 conversion both ways runs on the device, so the host never touches full-resolution RGB.
+
+Video frames and photos take one path: the model sees the frame at the inference size and gives a per-pixel
+colour transform (predicted by coefficient models, fitted to the output of the others), smoothed over time for
+video, then applied to the full-resolution frame: to its YUV planes for video, to its RGB for photos and arrays.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -18,12 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
+import kanet
+
 from .colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from .errors import UsageError
 from .frames import frame_from_planes, planes_of, yuv_format
 from .filters import resize
 from .guided import apply_planes, fit_gain_offset, plane_coefficients
 from .malloc import retain_freed_memory
+from .models import PredictsCoefficients
 from .temporal import TemporalSmoother
 from .transfer import Lanes
 
@@ -44,13 +52,13 @@ def video_threads(device: torch.device) -> Iterator[None]:
         cv2.setNumThreads(previous[1])
 
 
-def compiled(model: nn.Module, device: torch.device) -> nn.Module:
-    """``torch.compile(model)``: kernels fused for this device, built on the first call of each input shape
-    (a minute or more for KA_Net), so it pays off on long videos. On CPU, inductor builds C++ and needs a
+def compile_model(model: nn.Module, device: torch.device) -> None:
+    """``torch.compile`` the model in place: kernels fused for this device, built on the first call of each input
+    shape (a minute or more for KA_Net), so it pays off on long videos. On CPU, inductor builds C++ and needs a
     compiler; without one that is a usage error now rather than a failure at the first frame."""
     if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")):
         raise UsageError("--compile on CPU needs a C++ compiler (g++ or clang++; or set CXX)")
-    return torch.compile(model)
+    model.compile()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,23 +75,28 @@ def resolve_device(name: str) -> torch.device:
 class Engine:
     """Runs ``model`` (RGB [B,3,H,W] in [0,1] -> same) on ``device`` under inference mode.
 
-    ``infer_size``: video frames whose short side exceeds it go through the model at that short side, and the
-    result reaches full resolution by guided upsampling (``guided.py``); ``None`` runs at native resolution.
-    ``"auto"`` takes the model's own ``infer_size`` hint. ``temporal`` smooths the guided coefficients of
-    consecutive video frames (``temporal.py``); it then runs the guided path even at native resolution.
+    ``infer_size``: frames whose short side exceeds it go through the model at that short side, and the result
+    reaches full resolution through the model's colour transform (``kanet.transform``, ``guided.py``); ``None``
+    runs the model at native resolution. ``"auto"`` takes the model's own ``infer_size`` hint; ``max_upscale``
+    raises the inference size of large frames so the transform is never stretched more than that. ``temporal``
+    smooths the transforms of consecutive video frames (``temporal.py``); it then runs the transform path even
+    at native resolution.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto",
                  infer_size: int | str | None = "auto", guide_eps: float = 1e-4,
-                 temporal: TemporalSmoother | None = None, compile: bool = False) -> None:
+                 temporal: TemporalSmoother | None = None, compile: bool = False,
+                 max_upscale: float | None = None) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
         if compile:
-            self.model = compiled(self.model, self.device)
+            compile_model(self.model, self.device)
+        self._predicts = isinstance(model, PredictsCoefficients)
         if infer_size == "auto":
             hint = getattr(model, "infer_size_for", None)
             infer_size = hint(self.device) if hint is not None else getattr(model, "infer_size", None)
         self.infer_size = infer_size
+        self.max_upscale = max_upscale
         self.guide_eps = guide_eps
         self.temporal = temporal
         # On CUDA, batches overlap on copy and compute streams: up to ``depth`` more wait behind the oldest.
@@ -94,24 +107,33 @@ class Engine:
     def infer_shape(self, height: int, width: int) -> tuple[int, int] | None:
         """The (h, w) the model runs at for a frame of this size, or None for native resolution."""
         n = self.infer_size
+        if n is not None and self.max_upscale is not None:
+            n = max(n, math.ceil(min(height, width) / self.max_upscale))
         if n is None or min(height, width) <= n:
             return None
         scale = n / min(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
+    def coefficients(self, small: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's colour transform of RGB ``[B,3,h,w]``: gains ``[B,2|1,h,w]`` and offsets ``[B,3,h,w]``,
+        predicted by coefficient models, fitted to the output of the others (``out ~= a * in + b`` per window)."""
+        if self._predicts:
+            return self.model.coefficients(small)
+        return fit_gain_offset(small, self.model(small), radius=max(1, min(small.shape[-2:]) // 128),
+                               eps=self.guide_eps)
+
     @torch.inference_mode()
     def process_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
         """Dehaze RGB ``[B,3,H,W]`` float in [0,1] (any device); the result is on the engine's device.
 
-        Large images go through the model at ``infer_size`` and come back by the same guided transfer as video.
+        Frames above ``infer_size`` go through the model small, and its transform is applied at full size, as
+        for video (without temporal smoothing: these are separate images).
         """
         rgb = rgb.to(self.device, torch.float32)
         size = self.infer_shape(*rgb.shape[-2:])
         if size is None:
             return self.model(rgb)
-        small = resize(rgb, size)
-        a, b = fit_gain_offset(small, self.model(small), radius=max(1, min(size) // 128), eps=self.guide_eps)
-        return torch.addcmul(resize(b, rgb.shape[-2:]), resize(a, rgb.shape[-2:]), rgb).clamp_(0.0, 1.0)
+        return kanet.transform.apply(rgb, *self.coefficients(resize(rgb, size))).clamp_(0.0, 1.0)
 
     @torch.inference_mode()
     def process_array(self, rgb: np.ndarray) -> np.ndarray:
@@ -160,11 +182,10 @@ class Engine:
         if size is None and self.temporal is None:
             return rgb_to_yuv(self.model(yuv_to_rgb(y, u, v, fmt)), out_format)
         small = yuv_to_rgb(y, u, v, fmt, size=size or tuple(y.shape[-2:]))
-        a, b = fit_gain_offset(small, self.model(small), radius=max(1, min(small.shape[-2:]) // 128),
-                               eps=self.guide_eps)
+        gain, offset = self.coefficients(small)
         if self.temporal is not None:
-            a, b = self.temporal(small, a, b)
-        return apply_planes((y, u, v), plane_coefficients(a, b, fmt, out_format), out_format)
+            gain, offset = self.temporal(small, gain, offset)
+        return apply_planes((y, u, v), plane_coefficients(gain, offset, fmt, out_format), out_format)
 
 
 _TORCH_DTYPE = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int16): torch.int16}

@@ -1,18 +1,23 @@
-"""Evaluate a dehazing model the way users run it, against the dark channel prior.
+"""Evaluate a dehazing model the way users run it, against the dark channel prior, on data training never saw.
 
-    python -m streamdehaze.evaluate --weights runs/kanet-t-cpu/step-0005500.safetensors [--model kanet-t]
-                                    [--out runs/eval] [--config training/configs/kanet-t-cpu.toml]
+    python -m streamdehaze.evaluate [--model auto] [--weights W.safetensors] [--out runs/eval]
+                                    [--parts held-out,photos,video] [--frames N]
 
-Four measurements, printed and written to ``--out`` (``summary.json``, ``results.md``, ``sheet.png``):
+Photos go through the product's image path (``images.image_engine``: what ``streamdehaze in.jpg out.jpg`` runs)
+and clips through its video path (``process()``, temporal smoothing on, as the CLI's default), at the resolution
+they come in. No single number decides; every part reports fidelity, fog, colour and detail side by side:
 
-1. the training run's held-out synthetic split (``Trainer(config).val``: the exact validation pairs the trainer
-   scores): PSNR/SSIM of the hazy input, of ``dcp`` and of the model through the product's image engine
-   (native resolution; outputs quantised to 8 bits, as a saved image would be);
-2. FADE fog density (optional package ``fade-python``) of every real hazy photo, for input, dcp and model;
-3. temporal warping error of the product's video path (``process()``, ``--temporal off`` and ``ema``);
-4. a side-by-side sheet (input | dcp | model) of real hazy photos.
+1. ``held-out``: the clean photos that training holds out, whole and at full resolution, hazed two independent
+   ways (``evalsets``: our synthesis and a classic scattering model). PSNR and SSIM of input, dcp and model.
+2. ``photos``: real hazy photos (``real_hazy/``, no ground truth): FADE fog density (optional package
+   fade-python), colour cast (CIELAB distance of the mean a*, b* from the input's), detail retention (how much of
+   the input's fine detail the output keeps in textured regions) and its gain; a sheet of whole photos and one of
+   100 % crops (the most textured window of each).
+3. ``video``: real foggy clips (the DVD clip, and pans over the largest real hazy photos): FADE of every 10th
+   frame, temporal warping error, colour cast; a sheet of 100 % crops.
 
-Evaluation data only (``../shared/data``): nothing here is written outside ``--out``.
+Writes ``summary.json``, ``results.md`` and the sheets into ``--out`` and prints the results with the targets of
+issue 14 (met or not). Data: ``../shared/data`` (evaluation only; nothing from it is written outside ``--out``).
 """
 
 from __future__ import annotations
@@ -35,53 +40,30 @@ import numpy as np
 import torch
 
 import training.cli
-from training.metrics import fade_density, psnr, ssim, warping_error
+from training.metrics import colour_cast, detail_retention, fade_density, psnr, ssim, warping_error
 
+from . import evalsets
 from .api import process
 from .errors import StreamDehazeError, UsageError
 from .images import image_engine, is_image, read_image
 from .models import create_model
 
 DATA = Path("../shared/data")
-DEFAULT_CONFIG = Path("training/configs/kanet-t-cpu.toml")
+PARTS = ("held-out", "photos", "video")
 SHEET_NAMES = ("canon_input.png", "cityscape_input.png", "dubai_input.png", "forest_input.png",
                "hongkong_input.png", "ny17_input.png", "BJ_Baidu_544.jpeg", "XR_Bing_179.jpeg")
+# (photo, pan size): the largest real hazy photos, panned across at 100 %
+PANS = (("XG_Bing_435.jpeg", (1280, 720)), ("TS_Baidu_504.jpeg", (1280, 720)), ("herzeliya_input.png", (960, 540)),
+        ("lviv_input.png", (640, 360)))
+CROP = 256
 
-Runner = Callable[[torch.Tensor], torch.Tensor]
-
-
-def validation_pairs(config: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The trainer's fixed held-out pairs ``(hazy, clean)``, float ``[N,3,H,W]`` in [0, 1], for a training config.
-
-    Built by ``training.trainer.Trainer`` itself, so they are the pairs its ``val_psnr`` is measured on.
-    """
-    from training.config import load_config
-    from training.trainer import Trainer
-
-    threads = torch.get_num_threads()
-    trainer = Trainer(load_config(config), progress=False)
-    torch.set_num_threads(threads)  # the trainer sets its own thread count
-    if trainer.val is None:
-        raise UsageError(f"{config}: the config holds out no validation images (data.val_fraction)")
-    return trainer.val["hazy"], trainer.val["clean"]
+Photo = Callable[[np.ndarray], np.ndarray]
 
 
-def engine_runner(model: str, weights: str | Path | None, infer_size: int | str | None = "auto") -> Runner:
-    """RGB ``[B,3,H,W]`` in [0,1] -> dehazed as the product dehazes photos (``images.image_engine``: ``auto`` is
-    native resolution) on the CPU, quantised to 8 bits."""
+def photo_runner(model: str, weights: str | Path | None, infer_size: int | str | None = "auto") -> Photo:
+    """uint8 RGB ``[H,W,3]`` -> dehazed uint8 RGB, exactly as the product dehazes a photo file (on the CPU)."""
     engine = image_engine(create_model(model, weights), "cpu", infer_size)
-    return lambda x: engine.process_rgb(x).clamp(0, 1).mul(255).round().div(255)
-
-
-@torch.no_grad()
-def score_pairs(run: Runner | None, hazy: torch.Tensor, clean: torch.Tensor, batch: int = 8) -> dict[str, float]:
-    """Mean PSNR (dB) and SSIM of ``run(hazy)`` against ``clean`` (``run=None`` scores the hazy input itself)."""
-    psnrs, ssims = [], []
-    for h, c in zip(hazy.split(batch), clean.split(batch)):
-        y = h if run is None else run(h)
-        psnrs.append(psnr(y, c))
-        ssims.append(ssim(y, c))
-    return {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item()}
+    return lambda image: engine.process_array(image[None])[0]
 
 
 def list_photos(folder: Path) -> list[Path]:
@@ -100,25 +82,50 @@ def read_uint8(path: Path) -> np.ndarray:
     return image if image.dtype == np.uint8 else (image / 257.0).round().astype(np.uint8)
 
 
-def dehaze_array(run: Runner, image: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``[H,W,3]`` through ``run``; uint8 RGB out."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
-    return run(x)[0].permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values))
 
 
-def fade_scores(images: dict[str, dict[str, np.ndarray]]) -> dict:
-    """FADE of every image per method: ``images[name][method]`` uint8 RGB. Returns per-image values, mean and
-    median per method, or ``{"error": ...}`` when fade-python is missing or fails."""
-    per_image: dict[str, dict[str, float]] = {}
-    try:
-        for name, outputs in images.items():
-            per_image[name] = {method: fade_density(image) for method, image in outputs.items()}
-    except Exception as exc:  # optional dependency: report, don't abort the evaluation
-        return {"error": f"FADE unavailable: {type(exc).__name__}: {exc}".splitlines()[0]}
+def held_out_scores(runners: dict[str, Photo | None], clean: Path, haze: str) -> dict:
+    """Mean PSNR (dB) and SSIM of every runner (``None``: the hazy input itself) over the held-out pairs."""
+    scores: dict[str, dict[str, list[float]]] = {name: {"psnr": [], "ssim": []} for name in runners}
+    count = 0
+    for pair in evalsets.held_out_pairs(clean, haze):
+        count += 1
+        for name, run in runners.items():
+            out = pair.hazy if run is None else run(pair.hazy)
+            scores[name]["psnr"].append(psnr(out, pair.clean).item())
+            scores[name]["ssim"].append(ssim(out, pair.clean).item())
+    if not count:
+        raise UsageError(f"{clean}: no held-out photos")
+    return {"images": count, "scores": {n: {k: _mean(v) for k, v in s.items()} for n, s in scores.items()}}
+
+
+def photo_scores(images: dict[str, dict[str, np.ndarray]]) -> dict:
+    """FADE, colour cast and detail retention of every method's output (``images[name][method]``, uint8 RGB; the
+    method ``input`` is the hazy photo). Means and medians per method, and the per-photo values."""
+    per_image: dict[str, dict[str, dict[str, float]]] = {}
+    fade_error = None
+    for name, outputs in images.items():
+        source = outputs["input"]
+        row = {}
+        for method, image in outputs.items():
+            detail = detail_retention(source, image)
+            row[method] = {"cast": colour_cast(source, image), "detail": detail["retention"],
+                           "detail_gain": detail["gain"]}
+            if fade_error is None:
+                try:
+                    row[method]["fade"] = fade_density(image)
+                except Exception as exc:  # optional dependency: report, don't abort the evaluation
+                    fade_error = f"FADE unavailable: {type(exc).__name__}: {exc}".splitlines()[0]
+        per_image[name] = row
     methods = next(iter(per_image.values())).keys()
-    summary = {m: {"mean": float(np.mean([v[m] for v in per_image.values()])),
-                   "median": float(statistics.median(v[m] for v in per_image.values()))} for m in methods}
-    return {"images": len(per_image), "summary": summary, "per_image": per_image}
+    keys = ("cast", "detail", "detail_gain") + (() if fade_error else ("fade",))
+    summary = {m: {k: {"mean": _mean([r[m][k] for r in per_image.values()]),
+                       "median": float(statistics.median(r[m][k] for r in per_image.values()))} for k in keys}
+               for m in methods}
+    return {"images": len(per_image), "summary": summary, "per_image": per_image,
+            **({"fade_error": fade_error} if fade_error else {})}
 
 
 def decode_rgb(path: str | Path, limit: int = 0) -> list[np.ndarray]:
@@ -132,47 +139,74 @@ def decode_rgb(path: str | Path, limit: int = 0) -> list[np.ndarray]:
     return frames
 
 
-def temporal_scores(video: Path, runs: Sequence[tuple[str, str | Path | None, str]], frames: int = 0) -> dict:
-    """Warping error of the product's output for each ``(model, weights, temporal)`` run, and of the input.
-
-    The video goes through ``process()`` (encoded with the CLI's defaults) and is decoded back with PyAV.
-    """
-    frames_in = decode_rgb(video, frames)
-    if len(frames_in) < 2:
-        raise UsageError(f"{video}: the warping error needs at least two frames")
-    result: dict = {"video": str(video), "frames": len(frames_in), "size": list(frames_in[0].shape[1::-1]),
-                    "input": warping_error(frames_in, frames_in), "input fade": video_fog(frames_in)}
-    with tempfile.TemporaryDirectory() as tmp:
-        for model, weights, temporal in runs:
-            out = Path(tmp) / f"{model}-{temporal}.mp4"
-            run = process(video, out, model=model, weights=weights, device="cpu", temporal=temporal,
-                          max_frames=len(frames_in))
-            frames_out = decode_rgb(out)
-            if len(frames_out) != len(frames_in):
-                raise StreamDehazeError(f"{out.name}: {len(frames_out)} frames decoded, {len(frames_in)} expected")
-            result[f"{model} {temporal}"] = {"warping_error": warping_error(frames_in, frames_out),
-                                             "fade": video_fog(frames_out), "fps": run.fps}
-    return result
-
-
 def video_fog(frames: Sequence[np.ndarray], every: int = 10) -> float | None:
-    """Mean FADE fog density of every ``every``-th frame (how much fog the video path leaves); ``None`` without
-    fade-python."""
+    """Mean FADE fog density of every ``every``-th frame; ``None`` without fade-python."""
     try:
         return float(np.mean([fade_density(f) for f in frames[::every]]))
     except ImportError:
         return None
 
 
-def contact_sheet(rows: Sequence[Sequence[np.ndarray]], path: Path, height: int = 320, gap: int = 4) -> Path:
-    """Write a PNG with one row per image set (e.g. input | dcp | model), each image resized to ``height``."""
+def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None]], work: Path,
+                frames: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
+    """FADE, warping error and colour cast of the product's output of ``video`` for each ``(label, model,
+    weights)`` (temporal smoothing on, the default), and of the input. Also returns each one's middle frame.
+
+    The clip goes through ``process()`` with the CLI's encoder defaults and is decoded back with PyAV.
+    """
+    frames_in = decode_rgb(video, frames)
+    if len(frames_in) < 2:
+        raise UsageError(f"{video}: the warping error needs at least two frames")
+    middle = len(frames_in) // 2
+    result: dict = {"video": video.name, "frames": len(frames_in), "size": list(frames_in[0].shape[1::-1]),
+                    "input": {"warping_error": warping_error(frames_in, frames_in), "fade": video_fog(frames_in),
+                              "cast": 0.0}}
+    stills = {"input": frames_in[middle]}
+    for label, model, weights in runs:
+        out = work / f"{video.stem}.{label}.mp4"
+        run = process(video, out, model=model, weights=weights, device="cpu", max_frames=len(frames_in))
+        frames_out = decode_rgb(out)
+        if len(frames_out) != len(frames_in):
+            raise StreamDehazeError(f"{out.name}: {len(frames_out)} frames decoded, {len(frames_in)} expected")
+        result[label] = {"warping_error": warping_error(frames_in, frames_out), "fade": video_fog(frames_out),
+                         "cast": _mean([colour_cast(a, b) for a, b in zip(frames_in[::5], frames_out[::5])]),
+                         "fps": run.fps}
+        stills[label] = frames_out[middle]
+        out.unlink()
+    return result, stills
+
+
+def textured_crop(image: np.ndarray, side: int = CROP) -> tuple[int, int]:
+    """Top-left corner of the ``side`` x ``side`` window with the most fine detail (where smearing shows)."""
+    h, w = image.shape[:2]
+    if h <= side or w <= side:
+        return 0, 0
+    luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    energy = (luma - cv2.GaussianBlur(luma, (0, 0), 1.5)) ** 2
+    sums = cv2.boxFilter(energy, -1, (side, side), normalize=False, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+    sums = sums[: h - side + 1, : w - side + 1]
+    y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(y), int(x)
+
+
+def crops(images: Sequence[np.ndarray], side: int = CROP) -> list[np.ndarray]:
+    """The same most-textured window (chosen on the first image) of every image, at 100 %."""
+    y, x = textured_crop(images[0], side)
+    return [im[y:y + side, x:x + side] for im in images]
+
+
+def contact_sheet(rows: Sequence[Sequence[np.ndarray]], path: Path, height: int | None = 320, gap: int = 4) -> Path:
+    """Write a PNG with one row per image set (e.g. input | dcp | model); ``height=None`` keeps 100 % scale."""
     lines = []
     for images in rows:
-        resized = [cv2.resize(im, (max(1, round(im.shape[1] * height / im.shape[0])), height),
-                              interpolation=cv2.INTER_AREA) for im in images]
+        if height is not None:
+            images = [cv2.resize(im, (max(1, round(im.shape[1] * height / im.shape[0])), height),
+                                 interpolation=cv2.INTER_AREA) for im in images]
+        row_h = max(im.shape[0] for im in images)
         parts = []
-        for im in resized:
-            parts += [im, np.full((height, gap, 3), 255, np.uint8)]
+        for im in images:
+            parts += [np.pad(im, ((0, row_h - im.shape[0]), (0, 0), (0, 0)), constant_values=255),
+                      np.full((row_h, gap, 3), 255, np.uint8)]
         lines.append(np.concatenate(parts[:-1], 1))
     width = max(line.shape[1] for line in lines)
     padded = []
@@ -185,113 +219,161 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], path: Path, height: int 
     return path
 
 
-def checkpoint_step(weights: Path) -> int | None:
+def checkpoint_step(weights: Path | None) -> int | None:
     """The training step in a trainer checkpoint's name (``step-0005500.safetensors`` -> 5500)."""
-    match = re.search(r"step-(\d+)", weights.name)
+    match = re.search(r"step-(\d+)", weights.name) if weights is not None else None
     return int(match.group(1)) if match else None
 
 
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def targets(summary: dict) -> list[dict]:
+    """Issue 14's targets, each ``{"target", "value", "met"}``, for the parts that ran."""
+    out = []
+
+    def add(target: str, value: str, met: bool | None) -> None:
+        out.append({"target": target, "value": value, "met": met})
+
+    for haze, part in summary.get("held-out", {}).items():
+        s = part["scores"]
+        gain = s["model"]["psnr"] - s["dcp"]["psnr"]
+        add(f"held-out ({haze} haze): PSNR >= dcp + 2 dB", f"{gain:+.2f} dB", gain >= 2.0)
+        add(f"held-out ({haze} haze): SSIM >= dcp's", f"{s['model']['ssim']:.3f} vs {s['dcp']['ssim']:.3f}",
+            s["model"]["ssim"] >= s["dcp"]["ssim"])
+    photos = summary.get("photos")
+    if photos:
+        s = photos["summary"]
+        if "fade" in s["model"]:
+            ratio = s["model"]["fade"]["mean"] / s["dcp"]["fade"]["mean"]
+            add("real photos: FADE <= 0.85 x dcp's", f"{ratio:.2f} x", ratio <= 0.85)
+        add("real photos: colour cast <= dcp's", f"{s['model']['cast']['mean']:.2f} vs {s['dcp']['cast']['mean']:.2f}",
+            s["model"]["cast"]["mean"] <= s["dcp"]["cast"]["mean"])
+        add("real photos: detail retention >= dcp's",
+            f"{s['model']['detail']['mean']:.3f} vs {s['dcp']['detail']['mean']:.3f}",
+            s["model"]["detail"]["mean"] >= s["dcp"]["detail"]["mean"])
+    for clip in summary.get("video", []):
+        for key, label in (("fade", "FADE"), ("warping_error", "warping error"), ("cast", "colour cast")):
+            ours, theirs = clip["model"][key], clip["dcp"][key]
+            if ours is None or theirs is None:
+                continue
+            add(f"{clip['video']}: {label} <= dcp's", f"{ours:.4g} vs {theirs:.4g}", ours <= theirs)
+    return out
 
 
 def markdown(summary: dict) -> str:
     """The results as Markdown tables."""
-    model = summary["model"]
-    lines = [f"Held-out synthetic split ({summary['synthetic']['images']} pairs, {summary['synthetic']['crop']}):",
-             "", "| method | PSNR (dB) | SSIM |", "|---|---|---|"]
-    for name, row in summary["synthetic"]["scores"].items():
-        lines.append(f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} |")
-    fade = summary["fade"]
-    lines.append("")
-    if "error" in fade:
-        lines.append(f"FADE: {fade['error']}")
-    else:
-        lines += [f"FADE fog density, {fade['images']} real hazy photos (lower = less fog):", "",
-                  "| method | mean | median |", "|---|---|---|"]
-        for name, row in fade["summary"].items():
-            lines.append(f"| {name} | {row['mean']:.3f} | {row['median']:.3f} |")
-    t = summary["temporal"]
-    lines += ["", f"Warping error, {Path(t['video']).name} ({t['frames']} frames {t['size'][0]}x{t['size'][1]}, "
-              "product video path; lower = steadier; FADE of every 10th frame):", "",
-              "| run | warping error | FADE | fps |", "|---|---|---|---|",
-              f"| input | {t['input']:.5f} | {_number(t['input fade'])} | |"]
-    for name, row in t.items():
-        if isinstance(row, dict):
-            lines.append(f"| {name} | {row['warping_error']:.5f} | {_number(row['fade'])} | {row['fps']:.1f} |")
-    verdict = summary["verdict"]
-    lines += ["", f"{model} - dcp held-out PSNR: {verdict['psnr_gain_db']:+.2f} dB (target >= +5: "
-              f"{'met' if verdict['psnr_target_met'] else 'NOT met'}); FADE mean {model} <= dcp: "
-              f"{verdict['fade_target_met']}."]
+    lines = [f"Model: `{summary['model']}` ({summary['weights']}); dcp is `--model dcp`. {summary['machine']}.", ""]
+    for haze, part in summary.get("held-out", {}).items():
+        lines += [f"Held-out photos, {part['images']} whole images at full resolution, `{haze}` haze:", "",
+                  "| method | PSNR (dB) | SSIM |", "|---|---:|---:|"]
+        lines += [f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} |" for name, row in part["scores"].items()]
+        lines.append("")
+    photos = summary.get("photos")
+    if photos:
+        lines += [f"Real hazy photos ({photos['images']}), means (medians):", "",
+                  "| method | FADE | colour cast | detail retention | detail gain |", "|---|---:|---:|---:|---:|"]
+        for name, row in photos["summary"].items():
+            fade = f"{row['fade']['mean']:.3f} ({row['fade']['median']:.3f})" if "fade" in row else "n/a"
+            lines.append(f"| {name} | {fade} | {row['cast']['mean']:.2f} ({row['cast']['median']:.2f}) | "
+                         f"{row['detail']['mean']:.3f} ({row['detail']['median']:.3f}) | "
+                         f"{row['detail_gain']['mean']:.2f} |")
+        lines.append("")
+    if summary.get("video"):
+        lines += ["Real foggy clips through the video path (temporal ema), FADE of every 10th frame:", "",
+                  "| clip | method | FADE | warping error | colour cast | fps |", "|---|---|---:|---:|---:|---:|"]
+        for clip in summary["video"]:
+            for name in ("input", "dcp", "model"):
+                row = clip[name]
+                fade = "n/a" if row["fade"] is None else f"{row['fade']:.3f}"
+                fps = f"{row['fps']:.1f}" if "fps" in row else ""
+                lines.append(f"| {clip['video']} {clip['size'][0]}x{clip['size'][1]} | {name} | {fade} | "
+                             f"{row['warping_error']:.5f} | {row['cast']:.2f} | {fps} |")
+        lines.append("")
+    lines += ["Targets:", "", "| target | value | met |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'NO'} |" for t in summary["targets"]]
     return "\n".join(lines) + "\n"
 
 
-def evaluate(weights: Path, model: str, out: Path, config: Path, data: Path = DATA, frames: int = 0) -> dict:
-    """Run all four measurements; write ``summary.json``, ``results.md`` and ``sheet.png`` into ``out``."""
+def evaluate(model: str, weights: Path | None, out: Path, data: Path = DATA, parts: Sequence[str] = PARTS,
+             frames: int = 0) -> dict:
+    """Run the ``parts``; write ``summary.json``, ``results.md`` and the sheets into ``out``."""
     start = time.perf_counter()
-    dcp, ours = engine_runner("dcp", None), engine_runner(model, weights)  # bad weights fail before the slow part
-    hazy, clean = validation_pairs(config)
-    scores = {"hazy input": score_pairs(None, hazy, clean), "dcp (engine)": score_pairs(dcp, hazy, clean),
-              f"{model} (engine)": score_pairs(ours, hazy, clean)}
-    synthetic = {"config": str(config), "images": len(hazy), "crop": f"{hazy.shape[-1]}x{hazy.shape[-2]}",
-                 "scores": scores}
-
-    images = {}
-    for path in list_photos(data / "real_hazy"):
-        image = read_uint8(path)
-        images[path.name] = {"input": image, "dcp": dehaze_array(dcp, image), model: dehaze_array(ours, image)}
-    fade = fade_scores(images)
-    names = [n for n in SHEET_NAMES if n in images] or list(images)[:8]
-    sheet = contact_sheet([list(images[n].values()) for n in names], out / "sheet.png")
-
-    runs = [(m, w, t) for m, w in (("dcp", None), (model, weights)) for t in ("off", "ema")]
-    temporal = temporal_scores(data / "real_video" / "dvd_fog_1080p.mp4", runs, frames)
-
-    gain = scores[f"{model} (engine)"]["psnr"] - scores["dcp (engine)"]["psnr"]
-    fade_ok = None if "error" in fade else fade["summary"][model]["mean"] <= fade["summary"]["dcp"]["mean"]
-    summary = {"model": model, "weights": str(weights), "step": checkpoint_step(weights),
-               "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
-                          f"torch {torch.__version__}, {torch.get_num_threads()} threads".replace("  ", " "),
-               "synthetic": synthetic, "fade": fade, "temporal": temporal, "sheet": str(sheet),
-               "sheet_images": names,
-               "verdict": {"psnr_gain_db": gain, "psnr_target_met": gain >= 5.0, "fade_target_met": fade_ok},
-               "seconds": time.perf_counter() - start}
+    dcp, ours = photo_runner("dcp", None), photo_runner(model, weights)  # bad weights fail before the slow part
+    name = create_model(model, weights).name
+    summary: dict = {"model": name, "weights": str(weights) if weights else "shipped", "step": checkpoint_step(weights),
+                     "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+                                f"{torch.get_num_threads()} threads"}
+    if "held-out" in parts:
+        runners = {"input": None, "dcp": dcp, "model": ours}
+        summary["held-out"] = {haze: held_out_scores(runners, data / "clean", haze) for haze in evalsets.HAZE_MODELS}
+    if "photos" in parts:
+        images = {}
+        for path in list_photos(data / "real_hazy"):
+            image = read_uint8(path)
+            images[path.name] = {"input": image, "dcp": dcp(image), "model": ours(image)}
+        summary["photos"] = photo_scores(images)
+        names = [n for n in SHEET_NAMES if n in images] or list(images)[:8]
+        contact_sheet([list(images[n].values()) for n in names], out / "sheet.png")
+        contact_sheet([crops(list(images[n].values())) for n in names], out / "crops.png", height=None)
+    if "video" in parts:
+        summary["video"], stills = [], []
+        with tempfile.TemporaryDirectory(dir=out) as tmp:
+            clips = [data / "real_video" / "dvd_fog_1080p.mp4"]
+            for photo, size in PANS:
+                if (data / "real_hazy" / photo).is_file():
+                    clips.append(evalsets.make_pan(read_uint8(data / "real_hazy" / photo),
+                                                   Path(tmp) / f"pan_{Path(photo).stem}.mp4", size=size))
+            for clip in clips:
+                result, still = clip_scores(clip, [("dcp", "dcp", None), ("model", model, weights)], Path(tmp),
+                                            frames)
+                summary["video"].append(result)
+                stills.append(crops([still["input"], still["dcp"], still["model"]]))
+        contact_sheet(stills, out / "video_crops.png", height=None)
+    summary["targets"] = targets(summary)
+    summary["seconds"] = time.perf_counter() - start
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "results.md").write_text(markdown(summary))
     return summary
 
 
+def _parts(text: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise UsageError(f"--parts takes a comma-separated list of {', '.join(PARTS)}; got {text!r}")
+    return parts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m streamdehaze.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--weights", type=Path, required=True, help="model weights (.safetensors)")
-    p.add_argument("--model", default="kanet-t", help="model name (default: kanet-t)")
+    p.add_argument("--model", default="auto", help="model to evaluate against dcp (default: auto, the shipped one)")
+    p.add_argument("--weights", type=Path, help="its weights (.safetensors); default: the shipped weights")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                   help=f"training config whose held-out split to score (default: {DEFAULT_CONFIG})")
     p.add_argument("--data", type=Path, default=DATA, help=f"shared data folder (default: {DATA})")
-    p.add_argument("--frames", type=int, default=0, help="video frames to use (default 0: all)")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"what to run (default: {','.join(PARTS)})")
+    p.add_argument("--frames", type=int, default=0, help="frames of each clip to use (default 0: all)")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads (default: 2)")
     args = p.parse_args(argv)
     try:
-        if not args.weights.is_file():
+        parts = _parts(args.parts)
+        if args.weights is not None and not args.weights.is_file():
             raise UsageError(f"weights file not found: {args.weights}")
         if args.model == "dcp":
-            raise UsageError("--model dcp is the baseline every evaluation includes; give a model with weights")
-        for need in (args.data / "real_hazy", args.data / "real_video" / "dvd_fog_1080p.mp4", args.config):
-            if not need.exists():
-                raise UsageError(f"not found: {need}")
+            raise UsageError("--model dcp is the baseline every evaluation includes; give another model")
+        need = {"held-out": [args.data / "clean"], "photos": [args.data / "real_hazy"],
+                "video": [args.data / "real_video" / "dvd_fog_1080p.mp4"]}
+        for path in (path for part in parts for path in need[part]):
+            if not path.exists():
+                raise UsageError(f"not found: {path}")
         if args.frames < 0 or args.threads < 1:
             raise UsageError("--frames must be >= 0 and --threads >= 1")
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
         args.out.mkdir(parents=True, exist_ok=True)
-        summary = evaluate(args.weights, args.model, args.out, args.config, args.data, args.frames)
+        summary = evaluate(args.model, args.weights, args.out, args.data, parts, args.frames)
     except (StreamDehazeError, training.cli.UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     print(markdown(summary), end="")
-    print(f"wrote {args.out / 'summary.json'}, {args.out / 'results.md'}, {summary['sheet']} "
-          f"in {summary['seconds']:.0f} s")
+    print(f"wrote {args.out / 'summary.json'}, {args.out / 'results.md'} and sheets in {summary['seconds']:.0f} s")
     return 0
 
 

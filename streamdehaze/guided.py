@@ -1,13 +1,13 @@
 """Guided upsampling in the YUV domain: run the model small, transfer its effect to the full-resolution planes.
 
-At low resolution we fit, in every window, ``out_c ~= a * in_c + b_c`` (one gain shared by the three RGB channels,
-one offset per channel) between the model's input and output: the fast guided filter (He & Sun 2015) with a
-shared-gain colour model. That model is exactly the haze model ``J = (I - A) / t + A`` (gain 1/t, offset
-A (1 - 1/t)), so dehazing transfers without loss of structure. Because the gain is a scalar, the map stays
-per-plane in YUV: ``plane_out = g * plane_in + d``, so the full-resolution work is an upsample and a
-multiply-add per plane, with no full-resolution RGB at all.
+Coefficient models predict their transform (``kanet.transform``: a luma gain, a chroma gain, an RGB offset). For
+the others, at low resolution we fit, in every window, ``out_c ~= a * in_c + b_c`` (one gain shared by the three
+RGB channels, one offset per channel) between the model's input and output: the fast guided filter (He & Sun
+2015) with a shared-gain colour model. That model is exactly the haze model ``J = (I - A) / t + A`` (gain 1/t,
+offset A (1 - 1/t)). Either way the map stays per-plane in YUV: ``plane_out = g * plane_in + d``, so the
+full-resolution work is an upsample and a multiply-add per plane, with no full-resolution RGB at all.
 
-Shapes: RGB ``[B,3,h,w]`` in [0,1]; gain ``[B,1,h,w]``; offsets ``[B,3,h,w]``; planes as in ``colour``.
+Shapes: RGB ``[B,3,h,w]`` in [0,1]; gain ``[B,1|2,h,w]``; offsets ``[B,3,h,w]``; planes as in ``colour``.
 """
 
 from __future__ import annotations
@@ -41,9 +41,12 @@ def fit_gain_offset(src: torch.Tensor, dst: torch.Tensor, radius: int,
 
 def plane_coefficients(a: torch.Tensor, b: torch.Tensor, src: YUVFormat,
                        dst: YUVFormat) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Turn RGB-domain ``(a, b)`` into per-plane ``(gain, offset)`` in sample units: ``out = gain * in + offset``.
+    """Turn an RGB-domain transform into per-plane ``(gain, offset)`` in sample units: ``out = gain * in + offset``.
 
-    Input and output share the colour matrix; range and bit depth may differ.
+    ``a``: gains ``[B,2,h,w]`` (luma, chroma; ``kanet.transform``) or ``[B,1,h,w]`` shared; ``b``: RGB offsets.
+    The luma gain scales Y and the chroma gain U and V, exactly, for the stream's own matrix (``kanet.transform``
+    defines them with BT.709 luma: on a BT.601 stream a luma/chroma split of the gain differs by the matrices'
+    small difference). Input and output share the colour matrix; range and bit depth may differ.
     """
     offset_ycc = torch.einsum("oc,bchw->bohw", ycc_from_rgb(src.matrix).to(b), b)
     si, so = src._offsets(), dst._offsets()
@@ -51,7 +54,7 @@ def plane_coefficients(a: torch.Tensor, b: torch.Tensor, src: YUVFormat,
     for i in range(3):
         in_zero, in_span = (si[0], si[1]) if i == 0 else (si[2], si[3])
         out_zero, out_span = (so[0], so[1]) if i == 0 else (so[2], so[3])
-        gain = a * (out_span / in_span)
+        gain = (a[:, :1] if i == 0 else a[:, -1:]) * (out_span / in_span)
         out.append((gain, offset_ycc[:, i:i + 1] * out_span + out_zero - gain * in_zero))
     return out
 

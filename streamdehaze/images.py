@@ -14,6 +14,7 @@ from torch import nn
 
 from .engine import Engine
 from .errors import MediaError, UsageError
+from .models import PredictsCoefficients
 from .outputs import atomic_output, check_output
 
 log = logging.getLogger("streamdehaze")
@@ -41,10 +42,17 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
 
 def image_engine(model: nn.Module, device: str | torch.device,
                  infer_size: int | str | None = "auto") -> Engine:
-    """An engine for photos. ``auto`` runs the model at native resolution: a photo has no frame rate to keep,
-    and guided upsampling from a small inference size carries over less of the model's haze removal (FADE fog
-    density on real hazy photos, kanet-t: 0.996 at short side 256, 0.686 native; dcp: 0.621 at 192, 0.558)."""
-    return Engine(model, device, None if infer_size == "auto" else infer_size)
+    """An engine for photos. ``auto``: a model that predicts its colour transform takes the video path, at the
+    model's inference size, raised for large photos so that the transform is never stretched more than 4x (the
+    range it was trained for; a 12-megapixel photo runs at a short side of 750). Other models (``dcp``) run at
+    native resolution: a photo has no frame rate to keep, and a transform fitted at a small size carries over
+    less of their haze removal (FADE on real hazy photos, dcp: 0.621 at 192, 0.558 native)."""
+    if infer_size == "auto" and not isinstance(model, PredictsCoefficients):
+        infer_size = None
+    return Engine(model, device, infer_size, max_upscale=MAX_UPSCALE)
+
+
+MAX_UPSCALE = 4.0
 
 
 def dehaze_image_file(engine: Engine, src: Path, dst: Path) -> None:

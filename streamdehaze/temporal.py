@@ -37,7 +37,8 @@ class TemporalSmoother:
         self._b: torch.Tensor | None = None  # relative to the frame's mean luma
 
     def __call__(self, small: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``small`` [B,3,h,w] model input, ``a`` [B,1,h,w], ``b`` [B,3,h,w] -> smoothed (a, b); B frames in order."""
+        """``small`` [B,3,h,w] model input, gains ``a`` [B,1|2,h,w], offsets ``b`` [B,3,h,w] -> smoothed (a, b);
+        B frames in order."""
         luma = luminance(small)
         level = luma.mean((-2, -1), keepdim=True).clamp(min=1e-3)
         structure = luma / level - 1.0
@@ -45,7 +46,7 @@ class TemporalSmoother:
         for i in range(small.shape[0]):
             ai, bi, si = a[i:i + 1], b[i:i + 1] / level[i:i + 1], structure[i:i + 1]
             prev = self._structure
-            if prev is not None and prev.shape == si.shape:
+            if prev is not None and prev.shape == si.shape and self._a.shape == ai.shape:
                 change = (si - prev).abs()
                 # The scene-cut test stays a tensor (w = 0 on a cut): a Python ``if`` on it would make the host
                 # wait for the GPU on every frame and stall the batches queued behind this one.

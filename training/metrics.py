@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from kornia.metrics import ssim as _ssim_map
 
-__all__ = ["psnr", "ssim", "optical_flow", "occlusion_mask", "warping_error", "fade_density"]
+__all__ = ["psnr", "ssim", "optical_flow", "occlusion_mask", "warping_error", "fade_density", "mean_chroma", "colour_cast",
+           "detail_retention"]
 
 
 def _as_float(image: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -144,3 +145,53 @@ def fade_density(image: np.ndarray) -> float:
     except ImportError as exc:
         raise ImportError("FADE needs the optional package fade-python (pip install fade-python)") from exc
     return float(pyfade.fade_array(image))
+
+
+def mean_chroma(image: np.ndarray) -> np.ndarray:
+    """Mean CIELAB (a*, b*) of a uint8 RGB image :math:`(H, W, 3)` (D65, OpenCV's sRGB conversion)."""
+    lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    return lab[..., 1:].reshape(-1, 2).mean(0)
+
+
+def colour_cast(image_in: np.ndarray, image_out: np.ndarray) -> float:
+    """How far dehazing moved the picture's overall colour: the CIELAB distance between the mean (a*, b*) of the
+    output and of the input (uint8 RGB :math:`(H, W, 3)` each). Grey fog dehazed without a cast moves it little;
+    a blue tint on grey fog moves it along b*. 0 for an unchanged picture; about 2.3 is a just-noticeable
+    difference."""
+    return float(np.linalg.norm(mean_chroma(image_out) - mean_chroma(image_in)))
+
+
+def detail_retention(image_in: np.ndarray, image_out: np.ndarray, *, sigma: float = 1.5, radius: int = 7,
+                     textured: float = 0.3) -> dict[str, float]:
+    """How much of the input's fine detail the output keeps, in textured regions (uint8 RGB, same size).
+
+    Fine detail is the luma minus its Gaussian blur (``sigma`` px). In every (2r+1)^2 window we compare the
+    input's detail with the output's by their squared correlation :math:`R^2 = cov^2 / (var_{in} var_{out})`:
+    1 where the output's detail is the input's, scaled by any local contrast gain (what dehazing does), lower where
+    it was smoothed away or replaced by synthesised texture. Noise the input had counts as kept; new noise does
+    not. The score is the mean over the ``textured`` fraction of windows with the most input detail, weighted by
+    that detail's variance (flat sky carries little and decides nothing).
+
+    Returns:
+        ``retention`` (the weighted mean :math:`R^2`, in [0, 1]) and ``gain`` (median ratio of output to input
+        detail amplitude in those windows: above 1 means dehazing made detail more visible).
+    """
+    def detail(image: np.ndarray) -> np.ndarray:
+        luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float64) / 255.0  # float64: variances of
+        return luma - cv2.GaussianBlur(luma, (0, 0), sigma)                          # fine detail are tiny
+
+    def box(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
+
+    d_in, d_out = detail(image_in), detail(image_out)
+    m_in, m_out = box(d_in), box(d_out)
+    var_in = np.maximum(box(d_in * d_in) - m_in * m_in, 0.0)
+    var_out = np.maximum(box(d_out * d_out) - m_out * m_out, 0.0)
+    cov = box(d_in * d_out) - m_in * m_out
+    keep = var_in >= max(np.quantile(var_in, 1.0 - textured), (1.0 / 255.0) ** 2)
+    if not keep.any():
+        return {"retention": 1.0, "gain": 1.0}
+    r2 = np.clip(cov[keep] ** 2 / (var_in[keep] * var_out[keep] + 1e-20), 0.0, 1.0)
+    weight = var_in[keep]
+    return {"retention": float((r2 * weight).sum() / weight.sum()),
+            "gain": float(np.median(np.sqrt(var_out[keep] / var_in[keep])))}

@@ -1,11 +1,15 @@
 """The one model interface: ``model(rgb [B,3,H,W] float in [0,1]) -> [B,3,H,W] in [0,1]`` (an nn.Module).
 
+Models that predict their transform directly (:class:`PredictsCoefficients`: KA_Net's coefficient head) also give
+``coefficients(rgb) -> (gain, offset)``, the transform that ``kanet.transform.apply`` carries to any resolution;
+for every other model the engine fits that transform to the model's output (``guided.fit_gain_offset``).
 ``create_model(name, weights)`` builds any registered model; the engine knows nothing else about it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -17,6 +21,13 @@ from .dcp import DarkChannelPrior
 from .kanet_model import load_kanet, shipped_weights
 
 MODEL_NAMES = ("auto", "dcp", *kanet.MODEL_NAMES)
+
+
+@runtime_checkable
+class PredictsCoefficients(Protocol):
+    def coefficients(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB ``[B,3,h,w]`` in [0,1] -> gains ``[B,2,h,w]`` (luma, chroma) and RGB offsets ``[B,3,h,w]``."""
+        ...
 
 
 def default_model(device: torch.device) -> str:

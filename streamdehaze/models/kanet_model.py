@@ -30,7 +30,8 @@ def _missing_weights(name: str) -> UsageError:
 
 
 class KANetModel(nn.Module):
-    """Runs a KA_Net in bf16 (CPU) or fp16 (CUDA) autocast with channels_last; any frame size."""
+    """Runs a KA_Net in bf16 (CPU) or fp16 (CUDA) autocast with channels_last; any frame size. A KA_Net with the
+    coefficient head also gives its transform (``coefficients``), which the engine applies at full resolution."""
 
     def __init__(self, net: kanet.KANet, name: str) -> None:
         super().__init__()
@@ -44,11 +45,25 @@ class KANetModel(nn.Module):
         return 256
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        device = rgb.device.type
-        dtype = torch.float16 if device == "cuda" else torch.bfloat16
-        with torch.autocast(device, dtype=dtype):
+        with self._autocast(rgb):
             out = kanet.dehaze(self.net, rgb.contiguous(memory_format=torch.channels_last))
         return out.float()
+
+    def _autocast(self, rgb: torch.Tensor) -> torch.autocast:
+        device = rgb.device.type
+        return torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16)
+
+    def compile(self, *args, **kwargs) -> None:
+        """``torch.compile`` the network in place (both ``forward`` and ``coefficients`` run through it)."""
+        self.net.compile(*args, **kwargs)
+
+
+class CoefficientKANet(KANetModel):
+    """A KA_Net with the coefficient head (``kanet.transform``)."""
+
+    def coefficients(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast(rgb):
+            return kanet.coefficients(self.net, rgb.contiguous(memory_format=torch.channels_last))
 
 
 def load_kanet(name: str | None, weights: str | os.PathLike | None) -> KANetModel:
@@ -68,4 +83,5 @@ def load_kanet(name: str | None, weights: str | os.PathLike | None) -> KANetMode
         raise UsageError(f"cannot load {path}: {exc}") from None
     if name is not None and net.config_name is not None and net.config_name != name:
         raise UsageError(f"{path.name} holds {net.config_name} weights, not {name}: use --model {net.config_name}")
-    return KANetModel(net, name or net.config_name or "kanet")
+    wrapper = CoefficientKANet if net.predicts_coefficients else KANetModel
+    return wrapper(net, name or net.config_name or "kanet")

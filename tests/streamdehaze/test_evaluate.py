@@ -1,4 +1,4 @@
-"""python -m streamdehaze.evaluate: its pieces and a whole run on tiny synthetic data (fast, CPU)."""
+"""python -m streamdehaze.evaluate: its data, its pieces and a whole run on tiny synthetic data (fast, CPU)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import kanet
+from streamdehaze import evalsets
 from streamdehaze import evaluate as ev
+from training.data import is_validation
 
 from ..conftest import hazy_pattern, write_video
 
@@ -21,7 +23,7 @@ HAS_FADE = importlib.util.find_spec("pyfade") is not None
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    """Random-init kanet-t weights saved like a training checkpoint."""
+    """Random-init kanet-t weights (the coefficient head) saved like a training checkpoint."""
     path = tmp_path_factory.mktemp("w") / "step-0000042.safetensors"
     kanet.save_weights(kanet.create_model("kanet-t", seed=1), path)
     return path
@@ -29,12 +31,12 @@ def weights(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    """A miniature ``../shared/data``: 12 clean photos, 2 real hazy photos, an 8-frame foggy video."""
+    """A miniature ``../shared/data``: 40 clean photos, 2 real hazy photos, an 8-frame foggy video."""
     root = tmp_path / "data"
     (root / "clean").mkdir(parents=True)
     (root / "real_hazy").mkdir()
     (root / "real_video").mkdir()
-    for i in range(12):
+    for i in range(40):
         cv2.imwrite(str(root / "clean" / f"scene_{i:02d}.png"), hazy_pattern(i, 128, 96)[..., ::-1])
     cv2.imwrite(str(root / "real_hazy" / "a_input.png"), hazy_pattern(3, 120, 80)[..., ::-1])
     cv2.imwrite(str(root / "real_hazy" / "b.jpg"), hazy_pattern(7, 90, 100)[..., ::-1])
@@ -42,93 +44,99 @@ def data(tmp_path: Path) -> Path:
     return root
 
 
-def write_config(path: Path, clean: Path) -> Path:
-    path.write_text(f"""[data]
-clean = "{clean}"
-cache_short_side = 96
-val_fraction = 0.25
-val_crop = 64
-[model]
-name = "kanet-t"
-[train]
-crop = 64
-device = "cpu"
-threads = 1
-[loss]
-contrastive = 0.0
-""")
-    return path
+def test_classic_haze_thickens_with_distance_towards_a_uniform_airlight():
+    clean = torch.zeros(3, 100, 60)  # black: the hazy image is the airlight's share, A (1 - t)
+    hazy = evalsets.classic_haze(clean, torch.Generator().manual_seed(3))
+    rows = hazy.mean((0, 2))
+    assert (rows[1:] <= rows[:-1] + 1e-6).all() and rows[0] > rows[-1] + 0.1  # far at the top, near at the bottom
+    assert torch.allclose(hazy[:, 0], hazy[:, 0, :1].expand(-1, 60))  # no texture, no noise: depth alone
+    again = evalsets.classic_haze(clean, torch.Generator().manual_seed(3))
+    assert torch.equal(hazy, again)
 
 
-def test_score_pairs_identity_and_engine(weights):
-    clean = torch.rand(3, 3, 32, 48)
-    same = ev.score_pairs(None, clean, clean)
-    assert same["psnr"] == pytest.approx(100.0) and same["ssim"] == pytest.approx(1.0, abs=1e-4)
-    run = ev.engine_runner("kanet-t", weights)
-    out = run(clean)
-    assert out.shape == clean.shape and torch.equal(out, (out * 255).round() / 255)  # 8-bit like a saved file
-    scores = ev.score_pairs(run, clean, clean, batch=2)
-    assert 0 < scores["psnr"] < 100 and -1 <= scores["ssim"] <= 1
+def test_held_out_pairs_are_the_held_out_photos_at_full_size(data):
+    for haze in evalsets.HAZE_MODELS:
+        pairs = list(evalsets.held_out_pairs(data / "clean", haze, val_fraction=0.25))
+        names = sorted(p.name for p in (data / "clean").iterdir() if is_validation(p.name, 0.25))
+        assert [p.name for p in pairs] == names and names
+        assert all(p.hazy.shape == p.clean.shape == (96, 128, 3) and p.hazy.dtype == np.uint8 for p in pairs)
+        again = next(evalsets.held_out_pairs(data / "clean", haze, val_fraction=0.25))
+        assert np.array_equal(again.hazy, pairs[0].hazy)  # seeded by the file name: the same pairs every run
+    ours = next(evalsets.held_out_pairs(data / "clean", "ours", val_fraction=0.25))
+    classic = next(evalsets.held_out_pairs(data / "clean", "classic", val_fraction=0.25))
+    assert not np.array_equal(ours.hazy, classic.hazy)
+    with pytest.raises(ValueError, match="unknown haze model"):
+        next(evalsets.held_out_pairs(data / "clean", "fog"))
 
 
-def test_validation_pairs_are_the_trainers(data, tmp_path):
-    from training.config import load_config
-    from training.trainer import Trainer
-
-    config = write_config(tmp_path / "c.toml", data / "clean")
-    hazy, clean = ev.validation_pairs(config)
-    assert hazy.shape == clean.shape and hazy.shape[1:] == (3, 64, 64) and len(hazy) >= 1
-    again = Trainer(load_config(config), progress=False).val
-    assert torch.equal(hazy, again["hazy"]) and torch.equal(clean, again["clean"])
+def test_pan_is_a_moving_window_over_the_photo(tmp_path):
+    photo = np.concatenate([hazy_pattern(i, 100, 120) for i in range(4)], 1)  # 400 x 120
+    path = evalsets.make_pan(photo, tmp_path / "pan.mp4", frames=6, size=(160, 96))
+    frames = ev.decode_rgb(path)
+    assert len(frames) == 6 and frames[0].shape == (96, 160, 3)
+    assert not np.array_equal(frames[0], frames[-1])
 
 
-def test_dehaze_array_and_sheet(weights, data, tmp_path):
-    run = ev.engine_runner("dcp", None)
-    photos = ev.list_photos(data / "real_hazy")
-    assert [p.name for p in photos] == ["a_input.png", "b.jpg"]
-    image = ev.read_uint8(photos[0])
-    out = ev.dehaze_array(run, image)
-    assert out.shape == image.shape and out.dtype == np.uint8
-    sheet = ev.contact_sheet([[image, out], [image]], tmp_path / "s" / "sheet.png", height=40, gap=2)
-    written = cv2.imread(str(sheet))
-    assert written.shape[0] == 2 * 40 + 2 and written.shape[1] == 2 * 60 + 2
-
-
-def test_fade_scores(data):
+def test_held_out_scores_and_photo_scores(data, weights):
+    runners = {"input": None, "same": lambda image: image, "model": ev.photo_runner("kanet-t", weights)}
+    part = ev.held_out_scores(runners, data / "clean", "classic")
+    assert part["images"] >= 1
+    assert part["scores"]["same"] == part["scores"]["input"] and part["scores"]["input"]["psnr"] < 100
     image = ev.read_uint8(data / "real_hazy" / "a_input.png")
-    result = ev.fade_scores({"a": {"input": image, "dcp": image}, "b": {"input": image, "dcp": image[::-1]}})
-    if not HAS_FADE:
-        assert "fade-python" in result["error"]
-        return
-    assert result["images"] == 2 and set(result["summary"]) == {"input", "dcp"}
-    assert result["summary"]["input"]["mean"] == pytest.approx(result["per_image"]["a"]["input"])
+    grey = np.full_like(image, 128)
+    photos = ev.photo_scores({"a": {"input": image, "dcp": image, "model": grey}})
+    row = photos["summary"]
+    assert row["dcp"]["cast"]["mean"] == 0 and row["dcp"]["detail"]["mean"] == pytest.approx(1.0, abs=1e-4)
+    assert row["model"]["detail"]["mean"] < 0.1  # a flat grey output keeps no detail
+    assert ("fade" in row["dcp"]) == HAS_FADE
 
 
-def test_temporal_scores(weights, data):
+def test_textured_crop_finds_the_detail():
+    image = np.full((200, 300, 3), 120, np.uint8)
+    image[120:180, 200:260] = np.random.default_rng(0).integers(0, 256, (60, 60, 3))  # a busy patch
+    y, x = ev.textured_crop(image, side=64)
+    assert 116 <= y <= 124 and 196 <= x <= 204
+    assert [c.shape for c in ev.crops([image, image], side=64)] == [(64, 64, 3)] * 2
+
+
+def test_clip_scores(data, weights, tmp_path):
     video = data / "real_video" / "dvd_fog_1080p.mp4"
-    result = ev.temporal_scores(video, [("dcp", None, "off"), ("kanet-t", weights, "ema")], frames=5)
-    assert result["frames"] == 5 and result["size"] == [96, 64] and result["input"] > 0
-    for key in ("dcp off", "kanet-t ema"):
-        assert result[key]["warping_error"] >= 0 and result[key]["fps"] > 0
+    work = tmp_path / "work"
+    work.mkdir()
+    result, stills = ev.clip_scores(video, [("dcp", "dcp", None), ("model", "kanet-t", weights)], work, 5)
+    assert result["frames"] == 5 and result["size"] == [96, 64] and set(stills) == {"input", "dcp", "model"}
+    for key in ("dcp", "model"):
+        assert result[key]["warping_error"] >= 0 and result[key]["cast"] >= 0 and result[key]["fps"] > 0
     if HAS_FADE:  # dehazing the fogged test clip lowers its fog density
-        assert 0 < result["dcp off"]["fade"] < result["input fade"]
-    else:
-        assert result["input fade"] is None and result["dcp off"]["fade"] is None
+        assert 0 < result["dcp"]["fade"] < result["input"]["fade"]
+    assert list(work.iterdir()) == []  # outputs are removed once scored
 
 
-def test_whole_run(weights, data, tmp_path, capsys):
+def test_whole_run(weights, data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evalsets, "split_files", lambda files, fraction: (files[4:], files[:4]))
     out = tmp_path / "eval"
-    config = write_config(tmp_path / "c.toml", data / "clean")
-    code = ev.main(["--weights", str(weights), "--out", str(out), "--config", str(config), "--data", str(data),
-                    "--frames", "4", "--threads", "1"])
+    code = ev.main(["--weights", str(weights), "--out", str(out), "--data", str(data), "--frames", "4",
+                    "--threads", "1"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["step"] == 42 and summary["temporal"]["frames"] == 4
-    assert set(summary["synthetic"]["scores"]) == {"hazy input", "dcp (engine)", "kanet-t (engine)"}
-    assert set(summary["temporal"]) >= {"dcp off", "dcp ema", "kanet-t off", "kanet-t ema"}
-    assert (out / "sheet.png").is_file() and summary["sheet_images"] == ["a_input.png", "b.jpg"]
+    assert summary["step"] == 42 and summary["model"] == "kanet-t" and summary["video"][0]["frames"] == 4
+    assert set(summary["held-out"]) == {"ours", "classic"} and summary["held-out"]["ours"]["images"] == 4
+    assert set(summary["held-out"]["ours"]["scores"]) == {"input", "dcp", "model"}
+    assert set(summary["photos"]["per_image"]) == {"a_input.png", "b.jpg"}
+    assert {t["target"] for t in summary["targets"]} >= {"held-out (classic haze): PSNR >= dcp + 2 dB",
+                                                          "real photos: detail retention >= dcp's",
+                                                          "dvd_fog_1080p.mp4: warping error <= dcp's"}
+    for sheet in ("sheet.png", "crops.png", "video_crops.png"):
+        assert cv2.imread(str(out / sheet)) is not None
     text = capsys.readouterr().out
-    assert "| dcp (engine) |" in text and (out / "results.md").read_text() in text
+    assert "| target | value | met |" in text and (out / "results.md").read_text() in text
+
+
+def test_parts_run_alone(weights, data, tmp_path):
+    assert ev.main(["--weights", str(weights), "--out", str(tmp_path / "o"), "--data", str(data),
+                    "--parts", "photos", "--threads", "1"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert "photos" in summary and "video" not in summary and "held-out" not in summary
 
 
 @pytest.mark.parametrize("args, message", [
@@ -136,11 +144,12 @@ def test_whole_run(weights, data, tmp_path, capsys):
     (["--weights", "{w}", "--model", "dcp"], "baseline"),
     (["--weights", "{w}", "--data", "nowhere"], "not found: nowhere"),
     (["--weights", "{w}", "--model", "kanet-s"], "not kanet-s"),
+    (["--weights", "{w}", "--parts", "photos,sky"], "--parts takes"),
 ])
 def test_bad_input_is_one_line(weights, data, tmp_path, capsys, args, message):
     args = [a.replace("{w}", str(weights)) for a in args]
     if "--data" not in args:
-        args += ["--data", str(data), "--config", str(write_config(tmp_path / "c.toml", data / "clean"))]
+        args += ["--data", str(data)]
     assert ev.main(args + ["--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
@@ -149,5 +158,6 @@ def test_bad_input_is_one_line(weights, data, tmp_path, capsys, args, message):
 def test_real_data_is_readable(shared_data):
     photos = ev.list_photos(shared_data / "real_hazy")
     assert len(photos) >= 8 and all(n in {p.name for p in photos} for n in ev.SHEET_NAMES)
+    assert all((shared_data / "real_hazy" / name).is_file() for name, _ in ev.PANS)
     image = ev.read_uint8(photos[0])
-    assert ev.dehaze_array(ev.engine_runner("dcp", None), image).shape == image.shape
+    assert ev.photo_runner("dcp", None)(image).shape == image.shape

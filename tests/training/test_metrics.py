@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from training.metrics import fade_density, occlusion_mask, optical_flow, psnr, ssim, warping_error
+import cv2
+
+from training.metrics import (colour_cast, detail_retention, fade_density, occlusion_mask, optical_flow, psnr, ssim,
+                              warping_error)
 
 from .conftest import scene
 
@@ -55,3 +58,26 @@ def test_fade_is_optional_and_ranks_fog():
     clean = scene(1, 160, 160)
     foggy = (clean * 0.4 + 0.6 * 230).astype(np.uint8)
     assert fade_density(foggy) > fade_density(clean)
+
+
+def test_colour_cast_measures_a_tint_not_a_brightness_change():
+    grey = np.full((32, 48, 3), 160, np.uint8)
+    assert colour_cast(grey, grey) == 0.0
+    assert colour_cast(grey, (grey * 0.6).astype(np.uint8)) < 0.5  # darker, still grey
+    blue = grey.copy()
+    blue[..., 2] = 190
+    assert colour_cast(grey, blue) > 10.0  # blue on grey fog: b* moves
+    assert colour_cast(blue, grey) == pytest.approx(colour_cast(grey, blue), rel=0.05)
+
+
+def test_detail_retention_keeps_scaled_detail_and_loses_smeared_detail():
+    image = scene(3, 128, 160)
+    same = detail_retention(image, image)
+    assert same["retention"] == pytest.approx(1.0, abs=1e-4) and same["gain"] == pytest.approx(1.0)
+    stretched = np.clip(image.astype(np.float32) * 1.6 - 70, 0, 255).round().astype(np.uint8)
+    kept = detail_retention(image, stretched)  # a local contrast gain, as dehazing does: detail kept, amplified
+    assert kept["retention"] > 0.9 and kept["gain"] > 1.4  # (clipping at black and white loses a little)
+    smeared = cv2.resize(cv2.resize(image, (40, 32), interpolation=cv2.INTER_AREA), (160, 128),
+                         interpolation=cv2.INTER_CUBIC)
+    lost = detail_retention(image, smeared)
+    assert lost["retention"] < 0.5 and lost["gain"] < 0.6
