@@ -1,6 +1,7 @@
 """Ship a trained checkpoint inside the package, where ``--model auto`` finds it.
 
     python -m training.ship runs/kanet-t-wide/step-0006000.safetensors [--dest streamdehaze/weights]
+    python -m training.ship runs/kanet-s-gpu          # a run folder: its newest checkpoint
 
 Writes ``DEST/<configuration>.safetensors`` in fp16 (the model still runs in fp32/bf16/fp16 autocast: storage
 only), with the checkpoint it came from in the metadata. Before replacing anything it checks that the file stays
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from training.checkpoint import resolve_checkpoint
 from training.cli import UsageError, atomic_path, run_main
 
 DEST = Path(__file__).resolve().parent.parent / "streamdehaze" / "weights"
@@ -66,12 +68,14 @@ def ship(checkpoint: Path, dest: Path = DEST, max_bytes: int = MAX_BYTES) -> Pat
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", type=Path, help="weights from python -m training.train (.safetensors)")
+    parser.add_argument("checkpoint", type=Path,
+                        help="weights from python -m training.train (.safetensors), or a run folder (its newest)")
     parser.add_argument("--dest", type=Path, default=DEST, help=f"folder to write to (default {DEST})")
     args = parser.parse_args(argv)
-    if not args.checkpoint.is_file():
-        raise UsageError(f"{args.checkpoint}: no such file")
-    ship(args.checkpoint, args.dest)
+    checkpoint = resolve_checkpoint(args.checkpoint)[0] if args.checkpoint.is_dir() else args.checkpoint
+    if not checkpoint.is_file():
+        raise UsageError(f"{checkpoint}: no such file")
+    ship(checkpoint, args.dest)
     return 0
 
 

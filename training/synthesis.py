@@ -40,7 +40,8 @@ parameters below is made per image; ranges are those of :class:`HazeConfig` (its
    :math:`I \\leftarrow I + \\sqrt{r^2 + q^2 I}\\,(0.8 n_0 + 0.6 n_c)` with :math:`n_0, n_c \\sim \\mathcal N(0, 1)`
    (:math:`n_0` shared by the channels: processed camera noise is mostly luma), read noise
    :math:`r \\in [0.001, 0.008]`, shot noise :math:`q \\in [0, 0.015]`.
-6. JPEG compression (libjpeg through OpenCV, per-image quality), probability 0.7: quality in [35, 95].
+6. JPEG compression, per-image quality, probability 0.7: quality in [35, 95]. On a CPU through libjpeg (OpenCV),
+   the codec cameras and files use; on a GPU through kornia's batched codec, which stays on the device.
 
 The target of training stays the clean :math:`J`. Everything is drawn from a :class:`torch.Generator` in a fixed
 order, so a seed fixes the output; tensors follow the input's device and dtype (CPU or CUDA).
@@ -55,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
+from kornia.enhance import jpeg_codec_differentiable
 from kornia.filters import gaussian_blur2d
 
 from training.depth import pseudo_depth
@@ -191,7 +193,7 @@ def _blur(image: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.T
 
 def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
     """``image`` (3, H, W) in [0, 1] through a real JPEG encoder and decoder (libjpeg, 4:2:0) at ``quality``: the
-    blocking and ringing that cameras and files carry (on a CPU, ten times faster than a differentiable codec)."""
+    blocking and ringing that cameras and files carry (on a CPU, ten times faster than kornia's codec)."""
     rgb = image.detach().mul(255).round_().clamp_(0, 255).byte().permute(1, 2, 0).cpu().numpy()
     ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -268,8 +270,12 @@ def render_haze(clean: torch.Tensor, depth: torch.Tensor, params: HazeParams, ge
     noise = 0.8 * noise[:, :1] + 0.6 * noise[:, 1:]
     std = torch.sqrt(col("read_noise") ** 2 + col("shot_noise") ** 2 * hazy.clamp_min(0))
     hazy = (hazy + std * noise).clamp(0, 1)
-    for i in torch.nonzero(p["jpeg"]).flatten().tolist():
-        hazy[i] = _jpeg(hazy[i], int(p["jpeg_quality"][i]))
+    if hazy.device.type != "cpu" and bool(p["jpeg"].any()):
+        coded = jpeg_codec_differentiable(hazy, p["jpeg_quality"].to(dt)).clamp(0, 1)
+        hazy = torch.where(p["jpeg"].view(b, 1, 1, 1), coded, hazy)
+    else:
+        for i in torch.nonzero(p["jpeg"]).flatten().tolist():
+            hazy[i] = _jpeg(hazy[i], int(p["jpeg_quality"][i]))
     return HazeResult(hazy, transmission, airlight.expand(b, 3, h, w), depth)
 
 

@@ -2,6 +2,7 @@
 
     python -m training.train --config training/configs/kanet-t-cpu.toml
     python -m training.train --resume runs/kanet-t-cpu            # continue exactly where the last checkpoint was
+    python -m training.train --config C.toml --minutes 8           # stop, checkpointed, after 8 minutes
 
 Writes into ``train.out``: ``config.json``, ``log.jsonl`` (one JSON object per line: training terms every
 ``log_every`` steps, validation PSNR/SSIM every ``val_every``), and checkpoints ``step-NNNNNNN.safetensors`` +
@@ -29,6 +30,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                                                     ".safetensors (the config saved in it is used unless --config)")
     parser.add_argument("--out", type=Path, help="run folder (overrides train.out)")
     parser.add_argument("--until", type=int, help="stop after this step (the schedule still spans train.steps)")
+    parser.add_argument("--minutes", type=float, help="stop, with a checkpoint, after this much training time")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -37,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.config is None and args.resume is None:
         raise UsageError("give --config FILE (or --resume CHECKPOINT)")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UsageError("--minutes must be > 0")
     if args.config is not None:
         config = load_config(args.config)
     else:
@@ -51,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trainer = Trainer(config, progress=not args.quiet)
     if args.resume is not None:
         trainer.resume(args.resume)
-    metrics = trainer.fit(until=args.until)
+    metrics = trainer.fit(until=args.until, minutes=args.minutes)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     print(f"done: step {trainer.step}, {summary or 'no validation set'}; checkpoints in {trainer.out}")
     return 0

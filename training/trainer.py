@@ -390,8 +390,9 @@ class Trainer:
         with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    def fit(self, until: int | None = None) -> dict[str, float]:
-        """Train to ``config.train.steps`` (or ``until``), logging, validating and checkpointing on schedule.
+    def fit(self, until: int | None = None, minutes: float | None = None) -> dict[str, float]:
+        """Train to ``config.train.steps`` (or ``until``), logging, validating and checkpointing on schedule;
+        with ``minutes``, stop (validated and checkpointed) at the first step after that much time.
 
         Returns:
             the last validation metrics (empty without a validation set).
@@ -417,12 +418,15 @@ class Trainer:
                    mininterval=1.0 if sys.stderr.isatty() else 60.0, desc=self.config.model.name)
         sums: dict[str, float] = {}
         count, tick = 0, time.perf_counter()
+        deadline = None if minutes is None else tick + 60 * minutes
         while self.step < end:
             terms = self.train_step()
             bar.update(1)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
+            if deadline is not None and time.perf_counter() > deadline:
+                end = self.step  # out of time: this step is the last one
             if self.step % tc.log_every == 0 or self.step == end:
                 now = time.perf_counter()
                 record = {"step": self.step, **{k: v / count for k, v in sums.items()},

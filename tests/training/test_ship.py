@@ -57,3 +57,18 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
     assert run_main(main, [str(junk), "--dest", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {junk}: not a readable safetensors file") and err.count("\n") == 1
+
+
+def test_a_run_folder_ships_its_newest_checkpoint(clean_folder: Path, tmp_path: Path, capsys) -> None:
+    from training.train import main as train
+
+    from .test_train import write_config
+
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 50, "checkpoint_every": 2})
+    # --minutes stops training at the first step past the time, checkpointed (here: the first step)
+    assert run_main(train, ["--config", str(config), "--minutes", "0.0001", "--quiet"]) == 0
+    assert [p.name for p in sorted(run.glob("step-*.safetensors"))] == ["step-0000001.safetensors"]
+    assert run_main(main, [str(run), "--dest", str(tmp_path / "w")]) == 0
+    assert (tmp_path / "w" / "kanet-t.safetensors").is_file()
+    assert str(run / "step-0000001.safetensors") in capsys.readouterr().out
