@@ -3,7 +3,7 @@
 Channel path ``dims[3] -> dims[3] -> dims[2] -> dims[1] -> dims[0] -> tail[0] -> tail[1]``, a residual block after
 each upsampling that carries a skip (and after the first tail one), then reflection-padded 3x3 conv to RGB and tanh.
 Our coefficient variant ends instead in a 3x3 conv to the five transform coefficients of :mod:`kanet.transform`,
-without tanh (training starts it at zero: the identity transform).
+without tanh but with a fixed binomial blur (training starts the conv at zero: the identity transform).
 """
 
 from __future__ import annotations
@@ -68,4 +68,14 @@ class Head(nn.Module):
         x = self.refine[3](self.ups[4](x))
         x = self.ups[5](x)
         y = self.out(reflect_pad1(x))
-        return y if self.coefficients else torch.tanh(y)
+        return binomial3(y) if self.coefficients else torch.tanh(y)
+
+
+def binomial3(x: torch.Tensor) -> torch.Tensor:
+    """The [1, 2, 1]/4 x [1, 2, 1]/4 blur with replicated borders, as two 2x2 means (no constant tensors).
+
+    Transposed convolutions leave a period-2 checkerboard in their output; the binomial filter has no response at
+    that frequency. In a coefficient map, a gain of 6 on a flat sky would otherwise show it as a faint grid.
+    """
+    x = F.avg_pool2d(F.pad(x, (1, 0, 1, 0), mode="replicate"), 2, stride=1)
+    return F.avg_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, stride=1)

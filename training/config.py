@@ -35,8 +35,8 @@ class DataConfig:
     val_crop: int = 256  # validation images: centre crops of this side
     val_limit: int = 0  # at most this many validation images (0: all)
     max_fog: float = 0.0  # drop training photos whose FADE fog density is above this (0: keep all; needs fade-python)
-    real_hazy: str = ""  # optional folder of unlabelled real hazy photos for the real-haze terms (loss.dark_channel,
-    #                      loss.neutral); never an evaluation folder
+    real_hazy: str = ""  # optional folder of unlabelled real hazy photos for the real-haze terms (loss.fog_left,
+    #                      loss.airlight); never an evaluation folder
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ class LossConfig:
     temporal: float = 0.5  # short-term warping loss between consecutive outputs
     temporal_long: float = 0.0  # long-term: every frame against the first
     reweight: bool = True  # StableNet sample weights on the per-image terms
-    dark_channel: float = 0.0  # real haze: mean dark channel of the output (He et al.'s prior: haze-free is dark)
-    neutral: float = 0.0  # real haze: chroma of the predicted offsets (grey fog stays grey: no added colour cast)
+    fog_left: float = 0.0  # real haze: fog left beyond what the dark channel prior removes (losses/real.py)
+    airlight: float = 0.0  # real haze: change the transform makes to the fog's own colour (grey fog stays grey)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from training.clips import Clip, clip_margin, make_clips
 from training.config import Config, config_to_dict
 from training.data import ImageCache, PairedCache, is_validation, random_windows, split_files
 from training.images import list_images, read_rgb, to_tensor
-from training.losses import ContrastiveLoss, dark_channel, load_vgg19_features, neutral_offset
+from training.losses import ContrastiveLoss, airlight_kept, fog_left, load_vgg19_features
 from training.metrics import psnr
 from training.objective import Objective
 from training.reweighting import SampleReweighter
@@ -234,12 +234,13 @@ class Trainer:
             side -= 8
         return max(side, tc.crop)
 
-    def _dehaze(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The model's output for ``hazy`` ``(N, 3, S, S)`` in [0, 1], at full size: ``(output, z, offsets)``.
+    def _dehaze(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The model's output for ``hazy`` ``(N, 3, S, S)`` in [0, 1], at full size: ``(output, z, transform)``.
 
         A coefficient model sees the frames shrunk to ``train.crop`` (as the product shrinks them to its inference
-        size) and its transform is applied to the full-resolution frames, so the loss scores what users get. Its
-        offsets (at the network's resolution) come back for the real-haze terms; ``None`` for image models.
+        size) and its transform is applied to the full-resolution frames, so the loss scores what users get. The
+        transform (gains, offsets at the network's resolution) comes back for the real-haze terms; ``None`` for
+        image models.
         """
         if not self.model.predicts_coefficients:
             y, z = self.model(hazy * 2 - 1)
@@ -248,7 +249,22 @@ class Trainer:
         small = F.interpolate(hazy, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         raw, z = self.model(small * 2 - 1)
         gain, offset = kanet.transform.split(raw.float())
-        return kanet.transform.apply(hazy.float(), gain, offset), z, offset
+        return kanet.transform.apply(hazy.float(), gain, offset), z, (gain, offset)
+
+    def _real_terms(self, side: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The real-haze terms on ``train.real_batch`` windows of unlabelled real hazy photos, ``side`` px at full
+        resolution (or none this step when no photo is that large)."""
+        tc, lc = self.config.train, self.config.loss
+        stacks = [s for s in self.real if min(s.shape[-2:]) >= side]
+        if not stacks:
+            return torch.zeros((), device=self.device), {}
+        hazy = random_windows(stacks, tc.real_batch, side, self.data_generator).to(self.device)
+        with self._autocast():
+            output, _, (gain, offset) = self._dehaze(hazy)
+        radius = max(1, round(side / 80))  # He et al.'s 15 px patches at 600 px
+        fog = fog_left(output.float(), hazy, radius).mean()
+        airlight = airlight_kept(hazy, gain, offset, radius).mean()
+        return lc.fog_left * fog + lc.airlight * airlight, {"fog_left": fog.item(), "airlight": airlight.item()}
 
     def _window(self, output: torch.Tensor, clip: Clip, side: int) -> tuple[torch.Tensor, Clip]:
         """The same random ``side`` x ``side`` window of every frame of the outputs ``(B, T, 3, S, S)`` and the clip.
@@ -269,22 +285,6 @@ class Trainer:
         lo, hi = self.config.train.scale
         m = self.model.size_multiple
         return max(self.model.min_size, round(self.config.data.val_crop / math.sqrt(lo * hi) / m) * m)
-
-    def _real_terms(self, side: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """The real-haze terms on ``train.real_batch`` windows of unlabelled real hazy photos, ``side`` px at full
-        resolution (or none this step when no photo is that large)."""
-        tc, lc = self.config.train, self.config.loss
-        stacks = [s for s in self.real if min(s.shape[-2:]) >= side]
-        if not stacks:
-            return torch.zeros((), device=self.device), {}
-        windows = random_windows(stacks, tc.real_batch, side, self.data_generator).to(self.device)
-        with self._autocast():
-            output, _, offset = self._dehaze(windows)
-        dark = dark_channel(output.float(), radius=max(1, round(side / 80))).mean()
-        neutral = neutral_offset(offset).mean()
-        return lc.dark_channel * dark + lc.neutral * neutral, {"dark_channel": dark.item(), "neutral": neutral.item()}
-
-    # --- steps --------------------------------------------------------------------------------------------------
 
     def _autocast(self):
         if self.amp_dtype is None:

@@ -101,3 +101,14 @@ def test_kanet_imports_neither_streamdehaze_nor_training() -> None:
             "bad = [m for m in sys.modules if m.split('.')[0] in ('streamdehaze', 'training')]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_coefficient_maps_carry_no_checkerboard() -> None:
+    from kanet.head import binomial3
+
+    checker = (torch.arange(8)[:, None] + torch.arange(10)[None, :]) % 2 * 2.0 - 1  # the period-2 pattern
+    flat = torch.full((1, 1, 8, 10), 3.0)
+    out = binomial3(flat + checker[None, None])
+    assert torch.allclose(out[..., 1:-1, 1:-1], flat[..., 1:-1, 1:-1])  # gone inside; borders are replicated
+    ramp = torch.arange(10.0).expand(1, 1, 8, 10)
+    assert torch.allclose(binomial3(ramp)[..., 1:-1], ramp[..., 1:-1])  # smooth maps pass unchanged

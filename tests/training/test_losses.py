@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from training.cli import UsageError
-from training.losses import (ContrastiveLoss, charbonnier, dark_channel, gaussian_distance, l1, load_vgg19_features,
-                             ms_ssim, ms_ssim_loss, neutral_offset, temporal_loss, warp)
+from training.losses import (ContrastiveLoss, airlight_kept, charbonnier, dark_channel, fog_left, gaussian_distance,
+                             l1, load_vgg19_features, ms_ssim, ms_ssim_loss, temporal_loss, warp)
 
 from .conftest import scene
 
@@ -111,16 +111,34 @@ def test_warp_masks_points_outside_the_frame():
 def test_dark_channel_is_the_patch_minimum_of_the_darkest_colour():
     image = torch.full((2, 3, 32, 32), 0.8)
     image[0, 1, 16, 16] = 0.1  # one dark green pixel darkens its whole 5x5 neighbourhood's dark channel
-    value = dark_channel(image, radius=2)
-    assert value[1] == pytest.approx(0.8)
-    assert value[0] == pytest.approx(0.8 - 0.7 * 25 / 1024)
-    hazy = image * 0.5 + 0.5  # haze lifts the dark channel
-    assert (dark_channel(hazy, 2) > value).all()
+    dark = dark_channel(image, radius=2)
+    assert dark.shape == (2, 1, 32, 32) and (dark[1] == 0.8).all()
+    assert dark[0, 0, 14:19, 14:19].eq(0.1).all() and dark[0].sum() == pytest.approx(0.8 * 1024 - 0.7 * 25)
 
 
-def test_neutral_offset_is_zero_for_grey_and_counts_colour():
-    grey = torch.full((1, 3, 8, 8), -0.4)
-    assert neutral_offset(grey).item() == pytest.approx(0.0, abs=1e-7)
-    blue = grey.clone()
-    blue[:, 2] += 0.1  # a blue cast on grey
-    assert neutral_offset(blue).item() > 0.03
+def _hazy(t: float = 0.4, airlight: tuple[float, float, float] = (0.8, 0.8, 0.8)) -> tuple[torch.Tensor, ...]:
+    clean = torch.from_numpy(scene(5, 64, 64)).permute(2, 0, 1)[None].float() / 255
+    a = torch.tensor(airlight).view(1, 3, 1, 1)
+    return clean, clean * t + a * (1 - t), a
+
+
+def test_fog_left_asks_for_the_priors_haze_removal_and_no_more():
+    clean, hazy, _ = _hazy()
+    assert fog_left(hazy, hazy, 3).item() > 0.05  # doing nothing leaves the fog
+    assert fog_left(clean, hazy, 3).item() < 0.01  # the true scene is at least as clear as the prior's guess
+    assert fog_left(clean * 0.5, hazy, 3).item() == 0  # darker than needed: no reward, no penalty
+
+
+def test_airlight_kept_is_zero_for_the_haze_model_and_counts_a_cast():
+    import kanet
+
+    _, hazy, a = _hazy(airlight=(0.7, 0.75, 0.8))
+    gain = torch.full((1, 2, 8, 8), 2.5)  # J = (I - A) / t + A with t = 0.4: the fog's colour is a fixed point
+    offset = (a * (1 - 2.5)).expand(1, 3, 8, 8)
+    estimated = airlight_kept(hazy, gain, offset, 3)
+    assert estimated.item() < 0.05
+    blue = offset + torch.tensor([0.0, 0.0, 0.1]).view(1, 3, 1, 1)  # a blue cast added to everything
+    assert airlight_kept(hazy, gain, blue, 3).item() > estimated.item() + 0.03
+    darker = kanet.transform.split(torch.zeros(1, 5, 8, 8))
+    darker = (darker[0], darker[1] - 0.3)  # the sky (the fog's colour) pushed darker
+    assert airlight_kept(hazy, *darker, 3).item() == pytest.approx(0.3, abs=1e-5)

@@ -95,7 +95,7 @@ def test_full_resolution_training_from_an_image_body_with_real_haze(clean_folder
                           data={"real_hazy": str(clean_folder)}, model={"init": str(body)},
                           train={"steps": 4, "crop": 48, "scale": [1.5, 1.9], "real_batch": 2,
                                  "val_every": 4, "checkpoint_every": 4},
-                          loss={"dark_channel": 0.1, "neutral": 0.1})
+                          loss={"fog_left": 1.0, "airlight": 0.5})
     trainer = Trainer(load_config(config), progress=False)
     state = trainer.model.state_dict()
     for key, value in image_body.state_dict().items():  # the image model's body, and an identity output layer
@@ -108,7 +108,7 @@ def test_full_resolution_training_from_an_image_body_with_real_haze(clean_folder
     trainer.fit()
     log = _log(tmp_path / "run")
     steps = [r for r in log if "loss" in r]
-    assert len(steps) == 4 and all(r["dark_channel"] > 0 and r["neutral"] >= 0 for r in steps)
+    assert len(steps) == 4 and all(r["fog_left"] >= 0 and r["airlight"] >= 0 for r in steps)
     assert all(math.isfinite(r["loss"]) for r in steps)
 
 
