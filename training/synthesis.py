@@ -43,6 +43,9 @@ parameters below is made per image; ranges are those of :class:`HazeConfig` (its
 6. JPEG compression, per-image quality, probability 0.7: quality in [35, 95]. On a CPU through libjpeg (OpenCV),
    the codec cameras and files use; on a GPU through kornia's batched codec, which stays on the device.
 
+A share ``clear_p`` of clear days (default 0) skips steps 1-3: no haze and no illumination change, only the camera
+(blur, noise, JPEG), so a model also learns to leave a haze-free picture as it is.
+
 The target of training stays the clean :math:`J`. Everything is drawn from a :class:`torch.Generator` in a fixed
 order, so a seed fixes the output; tensors follow the input's device and dtype (CPU or CUDA).
 """
@@ -94,6 +97,8 @@ class HazeConfig:
     jpeg_p: float = 0.7
     field_components: int = 24
     field_cycles: Range = (0.5, 4.0)
+    clear_p: float = 0.0  # share of clear days: no haze and no illumination change (only the camera's blur,
+    #                       noise and JPEG), so a model learns to leave a haze-free picture as it is
 
 
 _TINT_AXIS = (0.05, 0.005, -0.07)
@@ -170,18 +175,19 @@ def sample_haze_params(batch: int, generator: torch.Generator, config: HazeConfi
     jpeg_quality = uniform(config.jpeg_quality).round()
     field = dict(components=config.field_components, min_cycles=config.field_cycles[0],
                  max_cycles=config.field_cycles[1])
-    return HazeParams(
-        exposure=uniform(config.exposure), gamma=uniform(config.gamma), white_balance=wb,
-        shading=uniform(config.shading), saturation=uniform(config.saturation),
-        thickness=uniform(config.thickness), near=uniform(config.near), depth_gamma=uniform(config.depth_gamma),
-        density_sigma=uniform(config.density_sigma), airlight=airlight,
-        airlight_gradient=uniform(config.airlight_gradient), airlight_sigma=uniform(config.airlight_sigma),
-        scatter_blur=uniform(config.scatter_blur), camera_blur=camera_blur,
-        read_noise=read_noise, shot_noise=shot_noise, jpeg_quality=jpeg_quality, jpeg=jpeg,
-        density_field=sample_field(batch, generator, max_speed=drift, **field),
-        airlight_field=sample_field(batch, generator, max_speed=drift, **field),
-        shading_field=sample_field(batch, generator, max_speed=drift, **field),
-    )
+    drawn = {name: uniform(getattr(config, name)) for name in (
+        "exposure", "gamma", "shading", "saturation", "thickness", "near", "depth_gamma", "density_sigma",
+        "airlight_gradient", "airlight_sigma", "scatter_blur")}
+    fields_drawn = {name: sample_field(batch, generator, max_speed=drift, **field)
+                    for name in ("density_field", "airlight_field", "shading_field")}
+    if config.clear_p > 0:  # drawn last, and only when asked for: configurations without clear days keep theirs
+        clear = chance(config.clear_p)
+        for name, identity in (("exposure", 1.0), ("gamma", 1.0), ("shading", 0.0), ("saturation", 1.0),
+                               ("thickness", 0.0)):
+            drawn[name] = torch.where(clear, torch.full_like(drawn[name], identity), drawn[name])
+        wb = torch.where(clear[:, None], torch.ones_like(wb), wb)
+    return HazeParams(white_balance=wb, airlight=airlight, camera_blur=camera_blur, read_noise=read_noise,
+                      shot_noise=shot_noise, jpeg_quality=jpeg_quality, jpeg=jpeg, **drawn, **fields_drawn)
 
 
 def _blur(image: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:

@@ -94,3 +94,16 @@ def test_synthesis_runs_on_cuda_and_matches_cpu_draws():
     assert gpu.is_cuda and (gpu.cpu() - cpu).abs().mean() < 5e-3
     on_device = synthesize_haze(clean.cuda(), torch.Generator("cuda").manual_seed(4)).hazy
     assert on_device.is_cuda and on_device.min() >= 0 and on_device.max() <= 1
+
+
+def test_clear_days_leave_the_picture_to_the_camera():
+    clean = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    config = HazeConfig(clear_p=1.0, noise_p=0.0, jpeg_p=0.0, camera_blur_p=0.0)
+    result = synthesize_haze(clean, torch.Generator().manual_seed(2), config=config)
+    assert torch.allclose(result.hazy, clean, atol=1e-5) and (result.transmission == 1).all()
+    # without clear days, a configuration draws what it always drew
+    a = sample_haze_params(4, torch.Generator().manual_seed(3))
+    b = sample_haze_params(4, torch.Generator().manual_seed(3), HazeConfig(clear_p=0.0))
+    assert torch.equal(a.thickness, b.thickness) and torch.equal(a.jpeg_quality, b.jpeg_quality)
+    some = sample_haze_params(400, torch.Generator().manual_seed(3), HazeConfig(clear_p=0.25))
+    assert 0.15 < (some.thickness == 0).float().mean() < 0.35
