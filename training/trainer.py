@@ -261,9 +261,9 @@ class Trainer:
             return torch.zeros((), device=self.device), {}
         hazy = random_windows(stacks, tc.real_batch, side, self.data_generator).to(self.device)
         with self._autocast():
-            output, _, (gain, offset) = self._dehaze(hazy)
+            _, _, (gain, offset) = self._dehaze(hazy)
         radius = max(1, round(side / 80))  # He et al.'s 15 px patches at 600 px
-        fog = fog_left(output.float(), hazy, radius).mean()
+        fog = fog_left(gain, hazy, radius).mean()
         airlight = airlight_kept(hazy, gain, offset, radius).mean()
         return lc.fog_left * fog + lc.airlight * airlight, {"fog_left": fog.item(), "airlight": airlight.item()}
 

@@ -123,10 +123,16 @@ def _hazy(t: float = 0.4, airlight: tuple[float, float, float] = (0.8, 0.8, 0.8)
 
 
 def test_fog_left_asks_for_the_priors_haze_removal_and_no_more():
-    clean, hazy, _ = _hazy()
-    assert fog_left(hazy, hazy, 3).item() > 0.05  # doing nothing leaves the fog
-    assert fog_left(clean, hazy, 3).item() < 0.01  # the true scene is at least as clear as the prior's guess
-    assert fog_left(clean * 0.5, hazy, 3).item() == 0  # darker than needed: no reward, no penalty
+    import kanet
+
+    _, hazy, _ = _hazy(t=0.4)
+    identity = kanet.transform.split(torch.zeros(1, 5, 16, 16))
+    assert fog_left(identity[0], hazy, 3).item() > 0.9  # doing nothing leaves the fog: gain 1, the prior's 1/0.33
+    half = fog_left(torch.full((1, 2, 16, 16), 2.5), hazy, 3).item()
+    assert 0 < half < 0.5 * fog_left(identity[0], hazy, 3).item()
+    assert fog_left(torch.full((1, 2, 16, 16), 5.0), hazy, 3).item() == 0  # 1 / t_min: never asked for more
+    clean, _, _ = _hazy(t=1.0)
+    assert fog_left(identity[0], clean, 3).item() < 0.7 * fog_left(identity[0], hazy, 3).item()  # less to remove
 
 
 def test_airlight_kept_is_zero_for_the_haze_model_and_counts_a_cast():
