@@ -2,8 +2,9 @@
 
 Channel path ``dims[3] -> dims[3] -> dims[2] -> dims[1] -> dims[0] -> tail[0] -> tail[1]``, a residual block after
 each upsampling that carries a skip (and after the first tail one), then reflection-padded 3x3 conv to RGB and tanh.
-Our coefficient variant ends instead in a 3x3 conv to the five transform coefficients of :mod:`kanet.transform`,
-without tanh but with a fixed binomial blur (training starts the conv at zero: the identity transform).
+Our coefficient variant ends instead in a 3x3 conv of the last features and the input image to the five transform
+coefficients of :mod:`kanet.transform`, without tanh but with a fixed binomial blur (training starts the conv at
+zero: the identity transform).
 """
 
 from __future__ import annotations
@@ -53,13 +54,15 @@ class Head(nn.Module):
         self.ups = nn.ModuleList(nn.ConvTranspose2d(chans[i], chans[i + 1], 2, 2) for i in range(6))
         # After upsamplings 1..4 (to 1/16, 1/8, 1/4, 1/2).
         self.refine = nn.ModuleList(ResidualBlock(c) for c in chans[2:6])
-        self.out = nn.Conv2d(tail[1], out_chans, 3)
+        # The coefficient head also sees the image it transforms (its last features describe the dehazed scene;
+        # a gain and offset relate that scene to the input).
+        self.out = nn.Conv2d(tail[1] + (3 if coefficients else 0), out_chans, 3)
         # The official head also builds an output conv it never uses; kept only for checkpoint compatibility.
         self.unused_out = nn.Conv2d(tail[1], out_chans, 3, padding=1) if keep_unused else None
 
-    def forward(self, feats: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """``feats``: encoder maps at 1/4..1/32; ``x``: decoder output at 1/64. Returns tanh RGB (or the raw
-        coefficients) at full size."""
+    def forward(self, feats: list[torch.Tensor], x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """``feats``: encoder maps at 1/4..1/32; ``x``: decoder output at 1/64; ``image``: the network's input.
+        Returns tanh RGB (or the raw coefficients) at full size."""
         x = crop_to(self.ups[0](x), feats[3]) + feats[3]
         x = crop_to(self.ups[1](x), feats[2])
         x = self.refine[0](x) + feats[2]
@@ -67,8 +70,9 @@ class Head(nn.Module):
         x = self.refine[2](self.ups[3](x)) + feats[0]
         x = self.refine[3](self.ups[4](x))
         x = self.ups[5](x)
-        y = self.out(reflect_pad1(x))
-        return binomial3(y) if self.coefficients else torch.tanh(y)
+        if not self.coefficients:
+            return torch.tanh(self.out(reflect_pad1(x)))
+        return binomial3(self.out(reflect_pad1(torch.cat((x, image.to(x.dtype)), 1))))
 
 
 def binomial3(x: torch.Tensor) -> torch.Tensor:

@@ -108,7 +108,7 @@ class KANet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.encoder(x)
         z = feats[3].mean((2, 3))
-        y = self.head(feats, self.decoder(self.bottleneck(feats[3])))
+        y = self.head(feats, self.decoder(self.bottleneck(feats[3])), x)
         return y, z
 
 
