@@ -25,12 +25,13 @@ from .api import process
 from .live import LiveOptions, LiveSource, is_live
 from .engine import resolve_device
 from . import hwaccel
+from .credentials import mask
 from .errors import StreamDehazeError, UsageError
 from .images import dehaze_images, image_engine, is_image
 from .models import MODEL_NAMES, create_model, default_model
 from .outputs import atomic_output
 from .pipeline import RunResult
-from .sources import VideoFileSource, mask
+from .sources import VideoFileSource
 from .stats import Reporter, RunStats
 
 log = logging.getLogger("streamdehaze")
@@ -122,9 +123,10 @@ def parse_infer_size(text: str) -> int | str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     logging.basicConfig(format="streamdehaze: %(message)s", level=logging.INFO)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_MaskCredentials())
+        handler.addFilter(_MaskCredentials(argv))
     av.logging.set_level(None)  # FFmpeg's own messages would bury ours; errors reach us as exceptions
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # restored below: main() may run embedded
     try:
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         log.setLevel(logging.ERROR if args.quiet else logging.INFO)
         return _run(args)
     except StreamDehazeError as exc:
-        print(f"streamdehaze: error: {mask(str(exc))}", file=sys.stderr)
+        print(f"streamdehaze: error: {mask(str(exc), *argv)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("streamdehaze: interrupted", file=sys.stderr)
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, with a way to see the traceback
         if os.environ.get("STREAMDEHAZE_DEBUG"):
             raise
-        print(f"streamdehaze: internal error: {type(exc).__name__}: {mask(str(exc))} "
+        print(f"streamdehaze: internal error: {type(exc).__name__}: {mask(str(exc), *argv)} "
               "(set STREAMDEHAZE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
     finally:
@@ -148,10 +150,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class _MaskCredentials(logging.Filter):
-    """No log line shows a URL's user:password."""
+    """No log line shows a URL's user:password, whatever characters the password holds."""
+
+    def __init__(self, urls: list[str]) -> None:
+        super().__init__()
+        self.urls = urls
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = mask(record.getMessage()), None
+        record.msg, record.args = mask(record.getMessage(), *self.urls), None
         return True
 
 
@@ -178,7 +184,8 @@ def _run(args: argparse.Namespace) -> int:
     stats = RunStats()
     reporter = None
     if args.metrics_port is not None or (live and args.stats_json is not None):
-        reporter = Reporter(stats, args.stats_json if live else None, args.metrics_port)
+        reporter = Reporter(stats, args.stats_json if live else None, args.metrics_port,
+                            labels={"input": args.input, "output": args.output, "model": args.model})
     try:
         with tqdm.tqdm(unit="frame", disable=_no_bar(args), dynamic_ncols=True) as bar:
             def on_start(source: VideoFileSource | LiveSource) -> None:
@@ -212,8 +219,8 @@ def _no_bar(args: argparse.Namespace) -> bool:
 
 def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats: bool = True) -> int:
     if args.stats_json is not None and write_stats:
-        stats = {"input": mask(args.input), "output": mask(args.output), "model": args.model,
-                 unit: result.frames, "frames": result.frames, "seconds": round(result.seconds, 4),
+        stats = {"input": mask(args.input, args.input), "output": mask(args.output, args.output),
+                 "model": args.model, unit: result.frames, "frames": result.frames, "seconds": round(result.seconds, 4),
                  "fps": round(result.fps, 3), "interrupted": result.interrupted}
         with atomic_output(args.stats_json) as tmp:
             tmp.write_text(json.dumps(stats, indent=2) + "\n")
@@ -224,5 +231,5 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats:
         rate = f"{result.fps:.1f} fps" if unit == "frames" else f"{result.fps:.2f} images/s"
         extra = f", {result.dropped} dropped, {result.reconnects} reconnects" if is_live(args.input) else ""
         print(f"streamdehaze: {result.frames} {unit} in {result.seconds:.2f} s ({rate}{extra}) with {args.model} -> "
-              f"{mask(args.output)}", file=sys.stderr)
+              f"{mask(args.output, args.output)}", file=sys.stderr)
     return 0

@@ -15,9 +15,10 @@ import av
 
 from . import hwaccel
 from .colour import YUVFormat
+from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import PLANAR, matrix_name
-from .sources import VideoInfo, mask
+from .sources import VideoInfo
 
 log = logging.getLogger("streamdehaze")
 
@@ -84,7 +85,8 @@ class VideoSink:
                  nvenc: bool = False) -> None:
         """``nvenc``: encode libx264/libx265 output with the GPU's encoder instead, where it opens."""
         self.path = Path(target) if url_format(str(target)) is None else None
-        self.name = mask(str(target)) if self.path is None else self.path.name
+        self.target = str(target)
+        self.name = mask(self.target, self.target) if self.path is None else self.path.name
         self.info, self.live = info, live
         spec = encoder(codec)
         hardware = None
@@ -121,7 +123,7 @@ class VideoSink:
             return av.open(target, "w", format=fmt, options=options, timeout=10.0)
         except (av.FFmpegError, ValueError, OSError) as exc:
             raise (MediaError if fmt in _URL_FORMATS.values() else UsageError)(
-                f"cannot write {self.name}: {mask(str(exc))}") from None
+                f"cannot write {self.name}: {mask(str(exc), self.target)}") from None
 
     def _add_video(self, codec: av.Codec, crf: int, preset: str, hardware_options: dict[str, str] | None) -> None:
         info = self.info
@@ -196,7 +198,7 @@ class VideoSink:
                 self.container.mux(packet)
             self.frames += 1
         except av.FFmpegError as exc:
-            raise MediaError(f"writing {self.name} failed: {mask(str(exc))}") from None
+            raise MediaError(f"writing {self.name} failed: {mask(str(exc), self.target)}") from None
 
     def close(self) -> None:
         """Flush the encoder and write the trailer: after this the file is complete and playable."""
@@ -204,7 +206,7 @@ class VideoSink:
             for packet in self.video.encode(None):
                 self.container.mux(packet)
         except av.FFmpegError as exc:
-            raise MediaError(f"finishing {self.name} failed: {mask(str(exc))}") from None
+            raise MediaError(f"finishing {self.name} failed: {mask(str(exc), self.target)}") from None
         finally:
             self.container.close()
 

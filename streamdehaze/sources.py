@@ -8,7 +8,6 @@ stream facts that only frames carry (rotation, colour tags) are known when the s
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -17,6 +16,7 @@ from pathlib import Path
 import av
 
 from . import hwaccel
+from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import to_planar
 
@@ -43,14 +43,6 @@ class VideoInfo:
     container_format: str = ""
 
 
-_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]*@")
-
-
-def mask(text: str) -> str:
-    """``text`` with the user:password part of every URL in it replaced by ``***``."""
-    return _CREDENTIALS.sub(r"\1***@", text)
-
-
 def _looks_like_media(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(16)
@@ -64,7 +56,7 @@ class VideoFileSource:
                  duration: float | None = None, nvdec: bool = False) -> None:
         """``nvdec``: decode on the GPU (frames still arrive in host memory); codecs it lacks stay in software."""
         self.url = str(url)
-        self.name = mask(self.url)
+        self.name = mask(self.url, self.url)
         self.max_frames, self.duration, self.nvdec = max_frames, duration, nvdec
         self._open()
 
