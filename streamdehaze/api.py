@@ -16,6 +16,7 @@ import av
 import numpy as np
 import torch
 
+from .encoders import quality_options
 from .engine import Engine, resolve_device, video_threads
 from .errors import UsageError
 from .hwaccel import use_cuda
@@ -104,8 +105,8 @@ def _smoother(mode: str, strength: float) -> TemporalSmoother | None:
 def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "auto",
             weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
             temporal: str = "ema", temporal_strength: float = 0.6, batch: int | None = None,
-            hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int = 18,
-            preset: str = "veryfast", max_frames: int | None = None, duration: float | None = None,
+            hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int | None = None,
+            preset: str | None = None, max_frames: int | None = None, duration: float | None = None,
             live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,
             on_frame: Callable[[np.ndarray, float | None], None] | None = None,
             stats: RunStats | None = None, on_frames: Callable[[int], None] | None = None,
@@ -118,11 +119,13 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
     ``batch``: frames per model call (default: 4 for files, 1 for live streams). ``hwaccel``: ``auto`` decodes
     with NVDEC and encodes with NVENC when the model runs on CUDA and they work, ``cuda`` requires them, ``none``
     never uses them. ``compile``: the model through ``torch.compile`` (a slow start, then faster where it helps).
-    ``on_frame(image_bgr, seconds)`` sees each dehazed frame. On Ctrl-C the frames done so far are kept and
+    ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for x264/x265; a value the
+    encoder does not take is a UsageError). ``on_frame(image_bgr, seconds)`` sees each dehazed frame. On Ctrl-C the frames done so far are kept and
     ``RunResult.interrupted`` is set.
     """
     if output is None and on_frame is None:
         raise UsageError("nothing to do: give an output or an on_frame callback")
+    quality_options(codec, crf, preset)  # before a camera is dialled or a model loaded
     dev = resolve_device(device)
     nvidia = use_cuda(hwaccel, dev)
     with open_source(input, max_frames=max_frames, duration=duration, live=live, nvdec=nvidia) as source:

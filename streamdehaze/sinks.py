@@ -16,6 +16,7 @@ import av
 from . import hwaccel
 from .colour import YUVFormat
 from .credentials import mask
+from .encoders import encoder, quality_options
 from .errors import MediaError, UsageError
 from .frames import PLANAR, matrix_name
 from .sources import VideoInfo
@@ -50,16 +51,6 @@ def output_format(info: VideoInfo, pix_fmt: str) -> YUVFormat:
     return YUVFormat(matrix=matrix, full_range=False, bits=bits, subsampling=subsampling)
 
 
-def encoder(name: str) -> av.Codec:
-    try:
-        codec = av.Codec(name, "w")
-    except (av.FFmpegError, ValueError):
-        raise UsageError(f"unknown video encoder {name!r} (try libx264, libx265, libvpx-vp9, mpeg4)") from None
-    if codec.type != "video":
-        raise UsageError(f"{name!r} is not a video encoder")
-    return codec
-
-
 _URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
                 "tcp": "mpegts"}
 _SEGMENT_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
@@ -80,8 +71,8 @@ def segment_pattern(path: Path) -> Path:
 class VideoSink:
     """Writes to a file ``target`` (the caller picks a temporary name and renames it), a segment pattern, or a URL."""
 
-    def __init__(self, target: Path | str, info: VideoInfo, *, codec: str = "libx264", crf: int = 18,
-                 preset: str = "veryfast", live: bool = False, segment_time: float | None = None,
+    def __init__(self, target: Path | str, info: VideoInfo, *, codec: str = "libx264", crf: int | None = None,
+                 preset: str | None = None, live: bool = False, segment_time: float | None = None,
                  nvenc: bool = False) -> None:
         """``nvenc``: encode libx264/libx265 output with the GPU's encoder instead, where it opens."""
         self.path = Path(target) if url_format(str(target)) is None else None
@@ -89,15 +80,16 @@ class VideoSink:
         self.name = mask(self.target, self.target) if self.path is None else self.path.name
         self.info, self.live = info, live
         spec = encoder(codec)
-        hardware = None
+        options = quality_options(codec, crf, preset)
         if nvenc:
             pix_fmt = choose_pix_fmt(spec, info.width, info.height)
-            hardware = hwaccel.encoder(codec, crf, preset, live, info.width, info.height, pix_fmt)
+            hardware = hwaccel.encoder(codec, int(options.get("crf", 18)), options.get("preset", ""), live,
+                                       info.width, info.height, pix_fmt)
             if hardware is not None:
-                spec = encoder(hardware[0])
+                spec, options = encoder(hardware[0]), hardware[1]
         self.container = self._open(str(target), segment_time)
         try:
-            self._add_video(spec, crf, preset, hardware[1] if hardware else None)
+            self._add_video(spec, options)
             self._copies = self._add_copies()
         except BaseException:
             self.container.close()
@@ -125,7 +117,7 @@ class VideoSink:
             raise (MediaError if fmt in _URL_FORMATS.values() else UsageError)(
                 f"cannot write {self.name}: {mask(str(exc), self.target)}") from None
 
-    def _add_video(self, codec: av.Codec, crf: int, preset: str, hardware_options: dict[str, str] | None) -> None:
+    def _add_video(self, codec: av.Codec, options: dict[str, str]) -> None:
         info = self.info
         stream = self.container.add_stream(codec.name, rate=info.rate)
         stream.width, stream.height = info.width, info.height
@@ -137,11 +129,7 @@ class VideoSink:
         stream.time_base = info.time_base
         ctx = stream.codec_context
         ctx.time_base = info.time_base
-        options = dict(hardware_options or {})
-        if codec.name in ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"):
-            options["crf"] = str(crf)
-        if codec.name in ("libx264", "libx265", "libsvtav1"):
-            options["preset"] = preset
+        options = dict(options)
         if self.live:
             # Keyframes are forced once a second of *time* (write()), not every N frames: after drops N frames
             # can span much longer, and viewers joining and segment cuts both need them on time.

@@ -96,8 +96,31 @@ def test_unknown_model(make_video, run_cli, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--codec", "nonsense264"], "unknown video encoder"),
-    (["--max-frames", "0"], "must be at least 1"),
+    (["--max-frames", "0"], "--max-frames: must be at least 1: 0"),
     (["--device", "tpu"], "unknown device"),
+    (["--crf", "1000000000000"], "--crf 1000000000000 is out of range for libx264: 0 (best) to 51 (smallest)"),
+    (["--crf", "-1"], "--crf -1 is out of range for libx264"),
+    (["--crf", "60", "--codec", "libx265"], "--crf 60 is out of range for libx265: 0 (best) to 51"),
+    (["--crf", "64", "--codec", "libvpx-vp9"], "--crf 64 is out of range for libvpx-vp9: 0 (best) to 63"),
+    (["--crf", "18.5"], "--crf: not a whole number: '18.5'"),
+    (["--crf", "20", "--codec", "mpeg4"], "--crf does not apply to mpeg4"),
+    (["--preset", "fastest"], "unknown --preset 'fastest' for libx264; choose one of ultrafast, superfast, veryfast"),
+    (["--preset", "slow", "--codec", "libvpx-vp9"], "--preset does not apply to libvpx-vp9"),
+    (["--preset", "14", "--codec", "libsvtav1"], "unknown --preset '14' for libsvtav1; choose one of 0, 1,"),
+    (["--duration", "nan"], "--duration: not a finite number: nan"),
+    (["--duration", "inf"], "--duration: not a finite number: inf"),
+    (["--duration", "0"], "--duration: must be more than 0: 0"),
+    (["--timeout", "1e9"], "--timeout: must be at most 86400: 1e9"),
+    (["--max-latency", "-1"], "--max-latency: must be more than 0: -1"),
+    (["--segment-time", "nan"], "--segment-time: not a finite number: nan"),
+    (["--reconnect", "-1"], "--reconnect: must be at least 0: -1"),
+    (["--reconnect", "lots"], "--reconnect: not a number of attempts or 'inf': 'lots'"),
+    (["--batch", "100000"], "--batch: must be at most 256: 100000"),
+    (["--infer-size", "8"], "--infer-size: must be at least 16: 8"),
+    (["--infer-size", "1e5"], "--infer-size: not a size in pixels, 'full' or 'auto': '1e5'"),
+    (["--temporal-strength", "1"], "--temporal-strength: must be less than 1: 1"),
+    (["--temporal-strength", "nan"], "--temporal-strength: not a finite number: nan"),
+    (["--metrics-port", "70000"], "--metrics-port: must be at most 65535: 70000"),
 ])
 def test_bad_options(make_video, run_cli, tmp_path, args, words):
     code, err = run_cli(make_video(frames=3), tmp_path / "o.mp4", *args)
@@ -105,8 +128,8 @@ def test_bad_options(make_video, run_cli, tmp_path, args, words):
     _no_output_files(tmp_path, ["in.mp4"])
 
 
-def test_console_script_prints_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "streamdehaze", str(tmp_path / "x.mp4"), str(tmp_path / "y.mp4")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == f"streamdehaze: error: input not found: {tmp_path / 'x.mp4'}"
+def test_good_quality_settings_for_other_encoders(make_video, probe, run_cli, tmp_path):
+    code, err = run_cli(make_video(frames=3), tmp_path / "o.mkv", "--codec", "libvpx-vp9", "--crf", "40", "--model",
+                        "dcp", "--quiet")
+    assert code == 0, err
+    assert probe(tmp_path / "o.mkv")["count"] == 3
