@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", metavar="P",
                    help="encoder speed: x264/x265's ultrafast .. placebo, SVT-AV1's 0 .. 13 (default: veryfast for "
                         "x264/x265)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first corrupt packet of the input (default: skip corrupt packets and count them)")
     p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
     p.add_argument("--duration", type=_seconds(math.inf), metavar="SECONDS",
                    help="stop after this much video (or live time)")
@@ -174,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
                 args.input, args.output, model=args.model, weights=args.weights, device=args.device,
                 infer_size=args.infer_size, temporal=args.temporal, temporal_strength=args.temporal_strength,
                 batch=args.batch, hwaccel=args.hwaccel, compile=args.compile, codec=args.codec, crf=args.crf,
-                preset=args.preset,
+                preset=args.preset, strict=args.strict,
                 max_frames=args.max_frames, duration=args.duration, segment_time=args.segment_time,
                 live=LiveOptions(timeout=args.timeout, reconnect=args.reconnect, rtsp_transport=args.rtsp_transport),
                 max_latency=args.max_latency, stats=stats, on_frames=bar.update, on_start=on_start)
@@ -197,18 +199,22 @@ def _no_bar(args: argparse.Namespace) -> bool:
 
 
 def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats: bool = True) -> int:
+    output = result.output or args.output
     if args.stats_json is not None and write_stats:
-        stats = {"input": mask(args.input, args.input), "output": mask(args.output, args.output),
-                 "model": args.model, unit: result.frames, "frames": result.frames,
-                 "seconds": round(result.seconds, 4), "fps": round(result.fps, 3), "interrupted": result.interrupted}
+        stats = {"input": mask(args.input, args.input), "output": mask(output, args.output), "model": args.model,
+                 unit: result.frames, "frames": result.frames, "seconds": round(result.seconds, 4),
+                 "fps": round(result.fps, 3), "corrupt_packets": result.corrupt, "interrupted": result.interrupted}
         with atomic_output(args.stats_json) as tmp:
             tmp.write_text(json.dumps(stats, indent=2) + "\n")
     if result.interrupted:
-        log.warning("interrupted: %s holds the %d frames dehazed so far", args.output, result.frames)
+        log.warning("interrupted: %s holds the %d frames dehazed so far%s", output, result.frames,
+                    f"; {args.output} is left as it was" if result.output else "")
         return 130
     if not args.quiet:
         rate = f"{result.fps:.1f} fps" if unit == "frames" else f"{result.fps:.2f} images/s"
         extra = f", {result.dropped} dropped, {result.reconnects} reconnects" if is_live(args.input) else ""
+        if result.corrupt:
+            extra += f", {result.corrupt} corrupt packets skipped"
         print(f"streamdehaze: {result.frames} {unit} in {result.seconds:.2f} s ({rate}{extra}) with {args.model} -> "
-              f"{mask(args.output, args.output)}", file=sys.stderr)
+              f"{mask(output, args.output)}", file=sys.stderr)
     return 0

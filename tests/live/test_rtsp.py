@@ -74,16 +74,6 @@ def test_frozen_server_times_out_and_recovers(rtsp_server, cli, tmp_path):
     assert abs(float(back.group(1)) - float(gap)) < 0.5
 
 
-def test_no_reconnects_left_fails_cleanly(rtsp_server, cli, tmp_path):
-    out, stats = tmp_path / "live.mp4", tmp_path / "s.jsonl"
-    run = cli(rtsp_server.url, out, "--timeout", 2, "--reconnect", 0, "--stats-json", stats)
-    run.wait_streaming(stats)
-    rtsp_server.stop()
-    assert run.finish(30) == 1
-    assert "no reconnects left" in run.stderr and "Traceback" not in run.stderr
-    assert not out.exists()
-
-
 # Passwords with every character that breaks a naive URL parser, raw and percent-encoded, and the fragments of
 # each that must never be shown.
 HOSTILE = [("Sec@ret@", ["Sec@", "ret@"]), ("pa/ss:w@rd", ["pa/ss", "w@rd"]), ("my pass 100%", ["my pass", "100%"]),

@@ -21,7 +21,8 @@ def test_mask_hides_every_form_of_the_password(password, fragments):
 
     url = f"rtsp://admin:{password}@cam.example:554/Streaming/101"
     assert userinfo(url) == f"admin:{password}"
-    message = f"cannot read {url}: [Errno 111] Connection refused: '{url}' (as rtsp://admin:{unquote(password)}@cam.example:554/)"
+    decoded = f"rtsp://admin:{unquote(password)}@cam.example:554/"
+    message = f"cannot read {url}: [Errno 111] Connection refused: '{url}' (as {decoded})"
     shown = mask(message, url)
     assert shown == "cannot read rtsp://***@cam.example:554/Streaming/101: [Errno 111] Connection refused: " \
                     "'rtsp://***@cam.example:554/Streaming/101' (as rtsp://***@cam.example:554/)"
