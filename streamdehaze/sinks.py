@@ -96,7 +96,6 @@ class VideoSink:
         self.info, self.live = info, live
         spec = encoder(codec)
         options = quality_options(codec, crf, preset)
-        hardware = None
         if nvenc:
             pix_fmt = choose_pix_fmt(spec, info.width, info.height)
             hardware = hwaccel.encoder(codec, int(options.get("crf", 18)), options.get("preset", ""), live,
