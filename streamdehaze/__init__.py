@@ -1,14 +1,25 @@
-"""streamdehaze: real-time video dehazing (files, live feeds, and an embeddable API)."""
+"""streamdehaze: real-time video dehazing (files, live feeds, and an embeddable API).
+
+The public names load on first use (PEP 562), so that ``streamdehaze`` on the command line can answer Ctrl-C with
+one line even while torch is still loading.
+"""
 
 __version__ = "0.1.0"
 
+import importlib  # noqa: E402
 import os  # noqa: E402
 
 # Our model threads always share the CPU with decoder and encoder threads: OpenMP workers that spin while idle
 # (the default) starve them and each other, several-fold on small machines. Only effective before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .api import Dehazer, open_source, process, read_frames  # noqa: E402
-from .errors import MediaError, StreamDehazeError, UsageError  # noqa: E402
+_HOMES = {"Dehazer": "api", "process": "api", "read_frames": "api", "open_source": "api",
+          "StreamDehazeError": "errors", "UsageError": "errors", "MediaError": "errors"}
 
-__all__ = ["Dehazer", "process", "read_frames", "open_source", "StreamDehazeError", "UsageError", "MediaError", "__version__"]
+__all__ = [*_HOMES, "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'streamdehaze' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

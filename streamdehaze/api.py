@@ -16,14 +16,15 @@ import av
 import numpy as np
 import torch
 
+from .encoders import quality_options
 from .engine import Engine, resolve_device, video_threads
-from .errors import UsageError
+from .errors import MediaError, StreamDehazeError, UsageError
 from .hwaccel import use_cuda
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model
-from .outputs import atomic_output, check_output
+from .outputs import OutputFile, check_output, move_aside, next_segment, remove_stale_partials
 from .pipeline import RunResult, run_video
-from .sinks import CallbackSink, VideoSink, segment_pattern, url_format
+from .sinks import CallbackSink, VideoSink, check_live_file, segment_pattern, url_format
 from .sources import VideoFileSource
 from .stats import RunStats
 from .temporal import TemporalSmoother
@@ -72,13 +73,14 @@ class Dehazer:
 
 
 def open_source(input: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,
-                live: LiveOptions | None = None, nvdec: bool = False) -> Source:
+                live: LiveOptions | None = None, nvdec: bool = False, strict: bool = False) -> Source:
     """A file, image sequence (``frames/%05d.png``) or URL of a file -> ``VideoFileSource`` (decoded with NVDEC
-    if ``nvdec``); a camera stream (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN) ->
-    ``LiveSource`` (software decoding: a camera's few streams decode easily on a CPU)."""
+    if ``nvdec``; ``strict``: a corrupt packet is an error, not skipped); a camera stream (rtsp://, rtmp://,
+    srt://, udp://, http(s) streams, /dev/videoN) -> ``LiveSource`` (software decoding: a camera's few streams
+    decode easily on a CPU)."""
     if is_live(str(input)):
         return LiveSource(str(input), live or LiveOptions(), max_frames=max_frames, duration=duration)
-    return VideoFileSource(input, max_frames=max_frames, duration=duration, nvdec=nvdec)
+    return VideoFileSource(input, max_frames=max_frames, duration=duration, nvdec=nvdec, strict=strict)
 
 
 def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int | None = None,
@@ -104,51 +106,97 @@ def _smoother(mode: str, strength: float) -> TemporalSmoother | None:
 def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "auto",
             weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
             temporal: str = "ema", temporal_strength: float = 0.6, batch: int | None = None,
-            hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int = 18,
-            preset: str = "veryfast", max_frames: int | None = None, duration: float | None = None,
+            hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int | None = None,
+            preset: str | None = None, max_frames: int | None = None, duration: float | None = None,
             live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,
-            on_frame: Callable[[np.ndarray, float | None], None] | None = None,
+            strict: bool = False, on_frame: Callable[[np.ndarray, float | None], None] | None = None,
             stats: RunStats | None = None, on_frames: Callable[[int], None] | None = None,
             on_start: Callable[[Source], None] | None = None) -> RunResult:
-    """Dehaze a file or live stream into ``output``: a file (written under a temporary name and renamed when
-    complete), a segment series (``segment_time``), a URL to publish to, or None with only ``on_frame``.
+    """Dehaze a file or live stream into ``output``: a file, a segment series (``segment_time``), a URL to
+    publish to, or None with only ``on_frame``.
 
-    Every frame keeps its timestamp (live streams: one monotonic clock across reconnects); a file's audio and
-    subtitle streams are copied packet for packet. ``temporal="ema"`` smooths flicker between frames.
-    ``batch``: frames per model call (default: 4 for files, 1 for live streams). ``hwaccel``: ``auto`` decodes
-    with NVDEC and encodes with NVENC when the model runs on CUDA and they work, ``cuda`` requires them, ``none``
-    never uses them. ``compile``: the model through ``torch.compile`` (a slow start, then faster where it helps).
-    ``on_frame(image_bgr, seconds)`` sees each dehazed frame. On Ctrl-C the frames done so far are kept and
-    ``RunResult.interrupted`` is set.
+    A file input's output is all or nothing: complete at the target, or, when interrupted, the frames done so far
+    in ``NAME.partial.EXT`` (``RunResult.output``), or nothing. A live recording is written to the target as it
+    goes and kept whatever happens; an earlier file there is moved aside (``outputs.py``). Every frame keeps its
+    timestamp (live streams: one monotonic clock across reconnects); a file's audio and subtitle streams are
+    copied packet for packet; corrupt packets are skipped and counted (``RunResult.corrupt``) unless ``strict``.
+    ``temporal="ema"`` smooths flicker between frames. ``batch``: frames per model call (default: 4 for files,
+    1 for live streams). ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for
+    x264/x265). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and
+    they work, ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through
+    ``torch.compile``. ``on_frame(image_bgr, seconds)`` sees each dehazed frame. On Ctrl-C the frames done so far
+    are kept and ``RunResult.interrupted`` is set.
     """
     if output is None and on_frame is None:
         raise UsageError("nothing to do: give an output or an on_frame callback")
+    quality_options(codec, crf, preset)  # before a camera is dialled or a model loaded
+    target = None if output is None else str(output)
+    dst = None if target is None or url_format(target) is not None else Path(target)
+    live_input = is_live(str(input))
+    if dst is not None:
+        check_output(segment_pattern(dst) if segment_time is not None else dst,
+                     None if "://" in str(input) else Path(input))
+        if live_input:
+            check_live_file(dst)
     dev = resolve_device(device)
     nvidia = use_cuda(hwaccel, dev)
-    with open_source(input, max_frames=max_frames, duration=duration, live=live, nvdec=nvidia) as source:
-        live_run = isinstance(source, LiveSource)
+    with open_source(input, max_frames=max_frames, duration=duration, live=live, nvdec=nvidia,
+                     strict=strict) as source:
         smoother = _smoother(temporal, temporal_strength)
         engine = Engine(create_model(model, weights, dev), dev, infer_size, temporal=smoother, compile=compile)
         if on_start is not None:
             on_start(source)
         if batch is None:  # files: batches amortise per-call costs (CPU: 1.4x the fps); cameras: lowest latency
-            batch = 1 if live_run else FILE_BATCH
-        kwargs = dict(batch_size=batch, live=live_run, max_latency=max_latency, stats=stats, on_frames=on_frames)
-        sink_args = dict(codec=codec, crf=crf, preset=preset, live=live_run, nvenc=nvidia)
+            batch = 1 if live_input else FILE_BATCH
+        kwargs = dict(batch_size=batch, live=live_input, max_latency=max_latency, stats=stats, on_frames=on_frames)
+        sink_args = dict(codec=codec, crf=crf, preset=preset, live=live_input, nvenc=nvidia,
+                         segment_time=segment_time)
 
-        def sink_for(target: Path | str | None):
-            inner = None if target is None else VideoSink(target, source.info, segment_time=segment_time,
-                                                           **sink_args)
+        def sink_for(target: Path | str | None, **more):
+            inner = None if target is None else VideoSink(target, source.info, **sink_args, **more)
             return inner if on_frame is None else CallbackSink(source.info, on_frame, inner)
 
-        target = None if output is None else str(output)
         with video_threads(dev):
-            if target is None or url_format(target) is not None:
+            if dst is None:
                 return run_video(source, engine, sink_for(target), **kwargs)
-            dst = Path(target)
+            if live_input:
+                return _record(source, engine, sink_for, dst, segment_time, kwargs)
             if segment_time is not None:  # each segment is complete when the muxer moves to the next
-                check_output(segment_pattern(dst), None)
                 return run_video(source, engine, sink_for(dst), **kwargs)
-            check_output(dst, None if "://" in str(input) else Path(input))
-            with atomic_output(dst) as tmp:
-                return run_video(source, engine, sink_for(tmp), **kwargs)
+            return _render(source, engine, sink_for, dst, kwargs)
+
+
+def _render(source: VideoFileSource, engine: Engine, sink_for: Callable, dst: Path, kwargs: dict) -> RunResult:
+    """A file run: all or nothing at ``dst`` (see ``outputs.py``)."""
+    remove_stale_partials(dst.parent, dst.name)
+    out = OutputFile(dst)
+    try:
+        result = run_video(source, engine, sink_for(out.path, shown_as=dst), **kwargs)
+    except BaseException:
+        out.discard()
+        raise
+    if result.interrupted:
+        result.output = str(out.keep_partial())
+    elif source.truncated:  # every frame before the cut is in the output: keep it, and say the input was short
+        out.commit()
+        raise MediaError(f"{source.name} {source.truncated}; {dst} holds the {result.frames} frames decoded "
+                         "before the cut")
+    else:
+        out.commit()
+    return result
+
+
+def _record(source: LiveSource, engine: Engine, sink_for: Callable, dst: Path, segment_time: float | None,
+            kwargs: dict) -> RunResult:
+    """A live recording: written to ``dst`` (or its segments) as it goes, kept whatever ends the run."""
+    first = 0
+    if segment_time is None:
+        move_aside(dst)
+    else:
+        first = next_segment(segment_pattern(dst))
+    sink = sink_for(dst, first_segment=first)
+    try:
+        return run_video(source, engine, sink, **kwargs)
+    except StreamDehazeError as exc:
+        where = dst if segment_time is None else f"{dst.parent / (segment_pattern(dst).name % first)} and after"
+        raise MediaError(f"{exc}; the {sink.frames} frames recorded before it are in {where}") from None

@@ -1,9 +1,15 @@
-"""Image mode: one image in, one image out; a folder in, a folder out with the same file names."""
+"""Image mode: one image in, one image out; a folder in, a folder out with the same file names.
+
+A folder run goes on past images that cannot be read (not an image, corrupt, or truncated: a JPEG whose data ends
+before its end marker, which libjpeg would pad with grey, or a PNG without its end chunk), names each on its own
+line, writes every good one, and fails at the end with the counts.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +21,7 @@ from torch import nn
 from .engine import Engine
 from .errors import MediaError, UsageError
 from .models import PredictsCoefficients
-from .outputs import atomic_output, check_output
+from .outputs import atomic_output, check_output, remove_stale_partials
 
 log = logging.getLogger("streamdehaze")
 
@@ -26,18 +32,54 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+# A JPEG marker: 0xFF then a byte that is neither 0x00 (an escaped 0xFF in entropy-coded data) nor a restart.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
 def read_image(path: Path) -> np.ndarray:
     """RGB ``[H,W,3]`` uint8 or uint16, upright (EXIF orientation applied)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MediaError(f"cannot read image {path}: {exc.strerror}") from None
+    if jpeg_truncated(data) or png_truncated(data):
+        raise MediaError(f"cannot read image {path}: truncated (its data ends before the picture does)")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if bgr is None:
         raise MediaError(f"cannot read image {path}: not an image, or corrupt")
     return bgr[..., ::-1]
 
 
+def jpeg_truncated(data: bytes) -> bool:
+    """Whether ``data`` is a JPEG that ends before its end-of-image marker: libjpeg then warns "Premature end of
+    JPEG file" and fills the missing part with grey, so a decoder returns it as if it were whole."""
+    if data[:2] != b"\xff\xd8":
+        return False
+    at = 2
+    while True:
+        marker = _JPEG_MARKER.search(data, at)
+        if marker is None:
+            return True
+        kind, at = data[marker.start() + 1], marker.start() + 2
+        if kind == 0xD9:  # end of image
+            return False
+        if kind != 0x01 and at + 2 <= len(data):  # segments other than TEM carry their length
+            at += int.from_bytes(data[at:at + 2], "big")  # skipped whole: their payload may hold any bytes
+        if at > len(data):
+            return True
+
+
+def png_truncated(data: bytes) -> bool:
+    """Whether ``data`` is a PNG without its closing IEND chunk (libpng would fail with a message of its own)."""
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND\xaeB`\x82" not in data[-4096:]
+
+
 def write_image(path: Path, rgb: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(path.suffix, np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise MediaError(f"cannot write image {path}")
     with atomic_output(path) as tmp:
-        if not cv2.imwrite(str(tmp), np.ascontiguousarray(rgb[..., ::-1])):
-            raise MediaError(f"cannot write image {path}")
+        tmp.write_bytes(encoded.tobytes())
 
 
 def image_engine(model: nn.Module, device: str | torch.device,
@@ -75,10 +117,21 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
         dst.mkdir(exist_ok=True)
         if not os.access(dst, os.W_OK):
             raise UsageError(f"cannot write to {dst}")
+        remove_stale_partials(dst)
+        bad = 0
         for name in names:
-            dehaze_image_file(engine, src / name, dst / name)
+            try:
+                rgb = read_image(src / name)
+            except MediaError as exc:  # the others still get done
+                log.error("%s; skipped", exc)
+                bad += 1
+            else:
+                write_image(dst / name, engine.process_array(rgb[None])[0])
             if on_image is not None:
                 on_image(1)
+        if bad:
+            raise MediaError(f"{bad} of {len(names)} images could not be read and were skipped (named above); "
+                             f"the other {len(names) - bad} are in {dst}")
         return len(names)
     if not is_image(dst):
         raise UsageError(f"input is an image, so the output must be an image file ({', '.join(sorted(IMAGE_SUFFIXES))}): {dst}")

@@ -1,7 +1,10 @@
 """Live sources: cameras over RTSP/RTMP/HTTP/UDP/SRT and webcams, which must survive network faults.
 
 A live source opens with low-latency options, reads with a timeout, and on any failure, timeout or end of stream
-reconnects with exponential backoff. Frames come out on one monotonic clock (``LIVE_TIME_BASE``): within a
+reconnects with exponential backoff; both the outage and its end are logged, the end with the outage's length.
+A stall is "no data for ``timeout`` s", measured from the last packet: FFmpeg hands over the last frame before a
+stall only when the read gives up (its parser waits for the next frame's start), so a read that waited that long
+is the stall, whatever it returned. Frames come out on one monotonic clock (``LIVE_TIME_BASE``): within a
 connection the camera's own timestamp deltas, across a reconnect the real wall-clock gap, so the output file's
 timeline stays true and never goes backwards. ``arrival(pts)`` gives a recent frame's arrival time
 (``time.monotonic()``) for latency accounting; output pts are unique, so they key it. Only video is read.
@@ -21,9 +24,10 @@ from urllib.parse import urlsplit
 
 import av
 
+from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import to_planar
-from .sources import VideoInfo, mask
+from .sources import VideoInfo
 
 log = logging.getLogger("streamdehaze")
 
@@ -58,18 +62,20 @@ class LiveSource:
 
     def __init__(self, url: str, options: LiveOptions | None = None, *, max_frames: int | None = None,
                  duration: float | None = None) -> None:
-        self.url, self.name = url, mask(url)
+        self.url, self.name = url, mask(url, url)
         self.options = options or LiveOptions()
         self.max_frames, self.duration = max_frames, duration
         self.reconnects = 0
         self.received = 0  # frames decoded from the stream (written + dropped, once the run is over)
+        self.corrupt = 0  # packets the decoder refused (lost on the network), skipped
+        self._last_data = time.monotonic()  # when the camera last sent something
         self._stop = threading.Event()
         self._container: av.container.InputContainer | None = None
         self._clock_start = time.monotonic()
         self._last_pts: int | None = None
         self._anchor: tuple[int, int] | None = None  # (source pts, output pts) of the connection's first frame
         self._arrivals: OrderedDict[int, float] = OrderedDict()
-        self._first = self._connect(first=True)
+        self._first = self._connect()
         st = self._stream
         self.info = VideoInfo(
             width=self._first.width, height=self._first.height, time_base=LIVE_TIME_BASE,
@@ -89,7 +95,7 @@ class LiveSource:
             opts["rw_timeout"] = micro
         return opts
 
-    def _connect(self, first: bool = False) -> av.VideoFrame:
+    def _connect(self) -> av.VideoFrame:
         """Open the stream and decode its first frame, retrying with backoff; returns that frame."""
         delay = self.options.backoff_start
         failures = 0
@@ -99,23 +105,47 @@ class LiveSource:
             try:
                 return self._open_once()
             except (av.FFmpegError, OSError, MediaError) as exc:
-                reason = mask(str(exc)) or type(exc).__name__
+                reason = self._reason(exc)
                 if failures >= self.options.reconnect:
                     raise MediaError(f"cannot read live stream {self.name}: {reason}") from None
                 failures += 1
-                log.warning("%s: %s; %s in %.1f s", self.name, reason,
-                            "connecting again" if not first else "retrying", delay)
+                log.warning("%s: %s; retrying in %.1f s", self.name, reason, delay)
                 if self._stop.wait(delay):
                     raise _Stopped from None
                 delay = min(delay * 2, self.options.backoff_max)
+
+    def _reconnect(self, reason: str) -> av.VideoFrame:
+        """After a loss: connect again, with backoff after a failed attempt, each attempt one of ``reconnect``;
+        the outage is logged when it starts and when it ends."""
+        lost, delay = self._last_data, 0.0
+        while True:
+            if self.reconnects >= self.options.reconnect:
+                raise MediaError(f"live stream {self.name} lost ({reason}); no reconnects left")
+            self.reconnects += 1
+            log.warning("%s: %s; reconnecting (%d)%s", self.name, reason, self.reconnects,
+                        f" in {delay:.1f} s" if delay else "")
+            if self._stop.wait(delay):
+                raise _Stopped
+            try:
+                frame = self._open_once()
+            except (av.FFmpegError, OSError, MediaError) as exc:
+                reason = self._reason(exc)
+                delay = min(max(2 * delay, self.options.backoff_start), self.options.backoff_max)
+                continue
+            log.warning("%s: back after %.1f s without data (reconnect %d)", self.name, self._last_data - lost,
+                        self.reconnects)
+            return frame
 
     def _open_once(self) -> av.VideoFrame:
         self._close_container()
         fmt = "v4l2" if self.url.startswith("/dev/video") else None
         # Servers may build their pipeline for the first client (slow): connecting gets its own, longer bound.
         connect = self.options.connect_timeout or max(self.options.timeout, 10.0)
-        container = av.open(self.url, "r", format=fmt, options=self._open_options(),
-                            timeout=(connect, self.options.timeout))
+        try:
+            container = av.open(self.url, "r", format=fmt, options=self._open_options(),
+                                timeout=(connect, self.options.timeout))
+        except av.ExitError:  # PyAV's timeout interrupted FFmpeg
+            raise MediaError(f"no answer for {connect:g} s") from None
         self._container = container
         if not container.streams.video:
             raise UsageError(f"no video stream in {self.name}")
@@ -128,17 +158,30 @@ class LiveSource:
 
     def _decode(self, container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
         errors = 0
-        for packet in container.demux(stream):
+        packets = container.demux(stream)
+        while True:
+            asked = time.monotonic()
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.ExitError:  # PyAV's read timeout interrupted FFmpeg
+                raise MediaError(f"no data for {self.options.timeout:g} s") from None
+            stalled = time.monotonic() - asked >= self.options.timeout
+            self._last_data = asked if stalled else time.monotonic()
             try:
                 frames = packet.decode()
                 errors = 0
             except av.InvalidDataError:  # a lost packet on the network: skip it, keep the connection
+                self.corrupt += 1
                 errors += 1
                 if errors >= _MAX_DECODE_ERRORS:
                     raise MediaError("too many undecodable packets") from None
-                continue
+                frames = []
             for frame in frames:
                 yield self._restamp(to_planar(frame), stream.time_base)
+            if stalled:  # this packet was held back until the read timed out
+                raise MediaError(f"no data for {self.options.timeout:g} s")
 
     def _restamp(self, frame: av.VideoFrame, time_base: Fraction | None) -> av.VideoFrame:
         arrival = time.monotonic()
@@ -162,6 +205,10 @@ class LiveSource:
             self._arrivals.popitem(last=False)
         return frame
 
+    def _reason(self, exc: BaseException) -> str:
+        """Why ``exc`` happened, without the URL FFmpeg appends (our messages name the stream, masked)."""
+        return getattr(exc, "strerror", None) or mask(str(exc), self.url) or type(exc).__name__
+
     def arrival(self, pts: int) -> float | None:
         """When the frame with this output pts was decoded (``time.monotonic()``), if it is recent."""
         return self._arrivals.get(pts)
@@ -175,12 +222,8 @@ class LiveSource:
                     try:
                         pending = next(self._frames)
                     except (StopIteration, av.FFmpegError, OSError, MediaError) as exc:
-                        reason = "end of stream" if isinstance(exc, StopIteration) else mask(str(exc))
-                        if self.reconnects >= self.options.reconnect:
-                            raise MediaError(f"live stream {self.name} lost ({reason}); no reconnects left") from None
-                        self.reconnects += 1
-                        log.warning("%s: %s; reconnecting (%d)", self.name, reason, self.reconnects)
-                        pending = self._connect()
+                        reason = "end of stream" if isinstance(exc, StopIteration) else self._reason(exc)
+                        pending = self._reconnect(reason)
                         continue
                 self.received += 1
                 yield pending

@@ -1,13 +1,36 @@
-"""Outputs are written under a temporary name in the target folder and renamed into place when complete."""
+"""Where outputs go, so that a failure or a kill never costs a good file.
+
+File runs are all or nothing. The output is written to an anonymous file in the target's folder (Linux
+``O_TMPFILE``: if the process is killed or the power fails, the kernel frees it and nothing is left) and linked to
+the target name only once complete. An interrupted run links what it finished as ``NAME.partial.EXT`` and leaves
+the target as it was. Where the filesystem has no anonymous files, the output is a hidden
+``.NAME.partial-PID.EXT`` locked by its writer; the next run to the same output removes those whose writer is
+gone, and says so.
+
+Live recordings are written straight to their target as they come (``sinks.py``), and never replace an earlier
+recording: a file already at the target is moved aside to ``NAME.N.EXT`` (N one more than the highest there), and
+segments continue after the highest number already in the folder.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import glob
+import logging
 import os
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import MediaError, UsageError
+
+log = logging.getLogger("streamdehaze")
+
+# Filesystems without anonymous files answer O_TMPFILE with one of these (EISDIR: kernels before 3.11).
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 
 
 def check_output(target: Path, inputs: Path | None = None) -> None:
@@ -22,17 +45,179 @@ def check_output(target: Path, inputs: Path | None = None) -> None:
         raise UsageError(f"output folder does not exist: {parent}")
 
 
+def partial_name(target: Path) -> Path:
+    """Where an interrupted run leaves the frames it finished: ``out.mp4`` -> ``out.partial.mp4``."""
+    return target.with_name(f"{target.stem}.partial{target.suffix}")
+
+
+class OutputFile:
+    """The file a run writes for ``target``. Writers open ``path``; then ``commit()`` (it becomes the target),
+    ``keep_partial()`` (it becomes ``NAME.partial.EXT``) or ``discard()``."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self._named: Path | None = None
+        try:
+            self._fd = _anonymous_file(target.parent)
+            if self._fd is None:
+                self._named = _hidden_partial(target)
+                self._fd = os.open(self._named, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        except OSError as exc:
+            raise UsageError(f"cannot write to {target.parent}: {exc.strerror}") from None
+        self.path = self._named or Path(f"/proc/self/fd/{self._fd}")
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # held until the file is done: the mark of a living writer
+
+    def commit(self) -> Path:
+        """Put the finished file in place of the target; an earlier interrupted run's partial goes."""
+        self._link(self.target)
+        earlier = partial_name(self.target)
+        if earlier.exists():
+            earlier.unlink()
+            log.warning("removed %s, left by an interrupted run: %s is complete now", earlier.name, self.target.name)
+        return self.target
+
+    def keep_partial(self) -> Path:
+        """Keep the (finished, playable) file of an interrupted run as ``NAME.partial.EXT``."""
+        partial = partial_name(self.target)
+        self._link(partial)
+        return partial
+
+    def discard(self) -> None:
+        if self._named is not None:
+            self._named.unlink(missing_ok=True)
+        self._close()
+
+    def _link(self, dest: Path) -> None:
+        try:
+            os.fsync(self._fd)  # the data before the name: a power cut never leaves a named, empty file
+            if self._named is None:
+                # An anonymous file gets a name by linkat(); it cannot replace a file, so: a hidden name, then rename.
+                named = _hidden_partial(self.target)
+                named.unlink(missing_ok=True)
+                folder = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:  # a folder fd makes Python call linkat(), which follows /proc's link to the file
+                    os.link(self.path, named.name, dst_dir_fd=folder, follow_symlinks=True)
+                finally:
+                    os.close(folder)
+                self._named = named
+            os.replace(self._named, dest)
+            self._named = None
+            _sync_folder(dest.parent)
+        except OSError as exc:
+            self.discard()
+            raise MediaError(f"cannot write {dest}: {exc.strerror}") from None
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _anonymous_file(folder: Path) -> int | None:
+    """An unnamed file in ``folder`` (Linux ``O_TMPFILE``; writers reach it as /proc/self/fd/N), or None where the
+    platform or the filesystem has none."""
+    if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o666)
+    except OSError as exc:
+        if exc.errno in _NO_TMPFILE:
+            return None
+        raise
+
+
+def _hidden_partial(target: Path) -> Path:
+    return target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
+
+
 @contextmanager
 def atomic_output(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it to ``target`` on success, delete it on failure."""
-    tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
+    """Yield the path to write ``target``'s content to; it becomes ``target`` on success and is gone on failure."""
+    out = OutputFile(target)
     try:
-        tmp.touch()
-    except OSError as exc:
-        raise UsageError(f"cannot write to {target.parent or '.'}: {exc.strerror}") from None
-    try:
-        yield tmp
+        yield out.path
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        out.discard()
         raise
-    os.replace(tmp, target)
+    out.commit()
+
+
+def remove_stale_partials(folder: Path, name: str | None = None) -> None:
+    """Remove the unfinished outputs (``.NAME.partial-PID.EXT``) that runs which died left in ``folder`` for the
+    file ``name`` (every file when None): those whose writer no longer holds their lock."""
+    stem, suffix = ("*", "") if name is None else (glob.escape(Path(name).stem), glob.escape(Path(name).suffix))
+    for path in sorted(folder.glob(f".{stem}.partial-*{suffix}")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its writer is still at work
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        log.warning("removed %s, left unfinished by a run that was killed", path.name)
+
+
+def move_aside(target: Path) -> Path | None:
+    """A live recording never replaces an earlier file: move one at ``target`` to ``NAME.N.EXT``, N one more than
+    the highest already there. Returns where it went, or None when there was nothing to move."""
+    if not target.exists():
+        return None
+    numbered = re.compile(re.escape(target.stem) + r"\.(\d+)" + re.escape(target.suffix))
+    taken = [int(m.group(1)) for p in target.parent.iterdir() if (m := numbered.fullmatch(p.name))]
+    aside = target.with_name(f"{target.stem}.{max(taken, default=0) + 1}{target.suffix}")
+    os.rename(target, aside)
+    log.warning("%s already held a recording: moved it to %s", target.name, aside.name)
+    return aside
+
+
+def segments(pattern: Path) -> list[tuple[int, Path]]:
+    """The existing files of a segment pattern (``cam_%05d.mp4``), with their numbers, lowest first."""
+    head, tail = re.split(r"%0?\d*d", pattern.name, maxsplit=1)
+    numbered = re.compile(re.escape(head) + r"(\d+)" + re.escape(tail))
+    found = [(int(m.group(1)), p) for p in pattern.parent.iterdir() if (m := numbered.fullmatch(p.name))]
+    return sorted(found)
+
+
+def next_segment(pattern: Path) -> int:
+    """The number a new run's first segment gets: one after the highest already there, so none is replaced."""
+    found = segments(pattern)
+    return found[-1][0] + 1 if found else 0
+
+
+class Syncer:
+    """``fsync()`` the file a recording is writing about once a second: the muxer hands every fragment to the
+    kernel at once (a killed process loses nothing), and this bounds what a power cut loses."""
+
+    def __init__(self, current: Callable[[], Path | None], interval: float = 1.0) -> None:
+        """``current()``: the path being written now (None before it exists)."""
+        self.current, self.interval = current, interval
+        self._last: tuple[float, Path | None] = (time.monotonic(), None)
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last[0] < self.interval:
+            return
+        path = self.current()
+        if path is None:
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if path != self._last[1]:  # a new file: its name must survive too
+            _sync_folder(path.parent)
+        self._last = (now, path)
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

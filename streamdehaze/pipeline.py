@@ -29,6 +29,8 @@ class RunResult:
     interrupted: bool = False
     dropped: int = 0
     reconnects: int = 0
+    corrupt: int = 0  # input packets skipped as corrupt
+    output: str | None = None  # where the frames went, when that is not the target (an interrupted file run)
 
     @property
     def fps(self) -> float:
@@ -50,6 +52,7 @@ def run_video(source: Iterable, engine: Engine, sink, *, batch_size: int = 1, qu
     stats.queue_depth = reader.qsize
     stats.reconnects = lambda: getattr(source, "reconnects", 0)
     stats.received = lambda: getattr(source, "received", stats.frames)
+    stats.corrupt = lambda: getattr(source, "corrupt", 0)
 
     arrival = getattr(source, "arrival", lambda pts: None)  # live sources know when each frame came in
 
@@ -115,4 +118,5 @@ def run_video(source: Iterable, engine: Engine, sink, *, batch_size: int = 1, qu
         sink.abort()
         raise
     return RunResult(frames=done, seconds=time.perf_counter() - start, interrupted=interrupted,
-                     dropped=stats.dropped, reconnects=getattr(source, "reconnects", 0))
+                     dropped=stats.dropped, reconnects=getattr(source, "reconnects", 0),
+                     corrupt=getattr(source, "corrupt", 0))

@@ -1,8 +1,10 @@
 """Video sink: encode dehazed frames with the input's timestamps and copy audio/subtitle packets as they are.
 
 Targets: a file (optionally split into segments) or a network URL to publish to (RTSP, RTMP, SRT/UDP MPEG-TS).
-Live runs encode with ``tune=zerolatency`` and a one-second keyframe interval, and write MP4 files fragmented,
-so a file cut short by a crash or power loss still plays up to its last fragment.
+Live runs encode with ``tune=zerolatency`` and a keyframe every second, and write files as they go: fragmented
+MP4/MOV (a fragment at least every second), Matroska (a cluster a second) or MPEG-TS, each fragment handed to the
+kernel as soon as it is complete and ``fsync``-ed about once a second. A recording cut short by a kill, a crash or
+a power cut plays up to about its last second.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import av
 
 from . import hwaccel
 from .colour import YUVFormat
+from .credentials import mask
+from .encoders import encoder, quality_options
 from .errors import MediaError, UsageError
 from .frames import PLANAR, matrix_name
-from .sources import VideoInfo, mask
+from .outputs import Syncer, segments
+from .sources import VideoInfo
 
 log = logging.getLogger("streamdehaze")
 
@@ -49,20 +54,12 @@ def output_format(info: VideoInfo, pix_fmt: str) -> YUVFormat:
     return YUVFormat(matrix=matrix, full_range=False, bits=bits, subsampling=subsampling)
 
 
-def encoder(name: str) -> av.Codec:
-    try:
-        codec = av.Codec(name, "w")
-    except (av.FFmpegError, ValueError):
-        raise UsageError(f"unknown video encoder {name!r} (try libx264, libx265, libvpx-vp9, mpeg4)") from None
-    if codec.type != "video":
-        raise UsageError(f"{name!r} is not a video encoder")
-    return codec
-
-
 _URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
                 "tcp": "mpegts"}
-_SEGMENT_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
-_FRAGMENTED_MP4 = "+frag_keyframe+empty_moov+default_base_moof"
+# Files a live run can write as it goes: muxer and its options for a fragment (cluster) at least every second.
+_FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
+LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
+              ".mkv": ("matroska", {"cluster_time_limit": "1000"}), ".ts": ("mpegts", {})}
 
 
 def url_format(target: str) -> str | None:
@@ -76,54 +73,82 @@ def segment_pattern(path: Path) -> Path:
     return path if "%" in path.name else path.with_name(f"{path.stem}_%05d{path.suffix}")
 
 
-class VideoSink:
-    """Writes to a file ``target`` (the caller picks a temporary name and renames it), a segment pattern, or a URL."""
+def check_live_file(path: Path) -> None:
+    """A live recording is written as it goes, which takes one of the formats in LIVE_FILES."""
+    if path.suffix.lower() not in LIVE_FILES:
+        raise UsageError(f"a live recording is written as it goes, so it needs a file ending in "
+                         f"{', '.join(LIVE_FILES)}, not {path.name}")
 
-    def __init__(self, target: Path | str, info: VideoInfo, *, codec: str = "libx264", crf: int = 18,
-                 preset: str = "veryfast", live: bool = False, segment_time: float | None = None,
-                 nvenc: bool = False) -> None:
-        """``nvenc``: encode libx264/libx265 output with the GPU's encoder instead, where it opens."""
-        self.path = Path(target) if url_format(str(target)) is None else None
-        self.name = mask(str(target)) if self.path is None else self.path.name
+
+class VideoSink:
+    """Writes to a file, a segment pattern, or a URL. A file run writes to a temporary file (``outputs.py``) and
+    names its ``target`` in ``shown_as``; a live run writes to the target itself, as it goes."""
+
+    def __init__(self, target: Path | str, info: VideoInfo, *, codec: str = "libx264", crf: int | None = None,
+                 preset: str | None = None, live: bool = False, segment_time: float | None = None,
+                 first_segment: int = 0, nvenc: bool = False, shown_as: Path | None = None) -> None:
+        """``nvenc``: encode libx264/libx265 output with the GPU's encoder instead, where it opens. ``shown_as``:
+        the user's name for a temporary ``target``, for messages and the container format."""
+        self.target = str(target)
+        self.path = Path(target) if url_format(self.target) is None else None
+        self.shown_as = shown_as or self.path
+        self.name = mask(self.target, self.target) if self.path is None else str(self.shown_as)
         self.info, self.live = info, live
         spec = encoder(codec)
-        hardware = None
+        options = quality_options(codec, crf, preset)
         if nvenc:
             pix_fmt = choose_pix_fmt(spec, info.width, info.height)
-            hardware = hwaccel.encoder(codec, crf, preset, live, info.width, info.height, pix_fmt)
+            hardware = hwaccel.encoder(codec, int(options.get("crf", 18)), options.get("preset", ""), live,
+                                       info.width, info.height, pix_fmt)
             if hardware is not None:
-                spec = encoder(hardware[0])
-        self.container = self._open(str(target), segment_time)
+                spec, options = encoder(hardware[0]), hardware[1]
+        self.container = self._open(self.target, segment_time, first_segment)
+        self._sync = self._syncer(segment_time) if live and self.path is not None else None
         try:
-            self._add_video(spec, crf, preset, hardware[1] if hardware else None)
+            self._add_video(spec, options)
             self._copies = self._add_copies()
         except BaseException:
             self.container.close()
             raise
         self.frames = 0
 
-    def _open(self, target: str, segment_time: float | None) -> av.container.OutputContainer:
+    def _open(self, target: str, segment_time: float | None, first_segment: int) -> av.container.OutputContainer:
         fmt, options = url_format(target), {}
         if fmt == "rtsp":
             options["rtsp_transport"] = "tcp"
-        elif segment_time is not None:
-            suffix = Path(target).suffix.lower()
-            if suffix not in _SEGMENT_FORMATS:
-                raise UsageError(f"--segment-time needs an output ending in {', '.join(_SEGMENT_FORMATS)}")
-            target, fmt = str(segment_pattern(Path(target))), "segment"
-            options.update(segment_time=str(segment_time), segment_format=_SEGMENT_FORMATS[suffix],
-                           reset_timestamps="1")
-            if suffix in (".mp4", ".mov"):
-                options["segment_format_options"] = f"movflags={_FRAGMENTED_MP4}"
-        elif self.live and Path(target).suffix.lower() in (".mp4", ".mov"):
-            options["movflags"] = _FRAGMENTED_MP4
+        elif fmt is None:
+            fmt, options = self._file_format(segment_time, first_segment)
+            if segment_time is not None:
+                target = str(segment_pattern(Path(target)))
         try:
             return av.open(target, "w", format=fmt, options=options, timeout=10.0)
         except (av.FFmpegError, ValueError, OSError) as exc:
             raise (MediaError if fmt in _URL_FORMATS.values() else UsageError)(
-                f"cannot write {self.name}: {mask(str(exc))}") from None
+                f"cannot write {self.name}: {_reason(exc, target)}") from None
 
-    def _add_video(self, codec: av.Codec, crf: int, preset: str, hardware_options: dict[str, str] | None) -> None:
+    def _file_format(self, segment_time: float | None, first_segment: int) -> tuple[str, dict[str, str]]:
+        """Muxer and options for a file; live runs write it as it goes, each fragment to the kernel at once."""
+        muxer, as_it_goes = LIVE_FILES.get(self.shown_as.suffix.lower(), (None, {}))
+        if self.live:
+            check_live_file(self.shown_as)
+        options = {**as_it_goes, "flush_packets": "1"} if self.live else {}
+        if segment_time is None:
+            return muxer or _muxer_for(self.shown_as), options
+        if muxer is None:
+            raise UsageError(f"--segment-time needs an output ending in {', '.join(LIVE_FILES)}")
+        segment = {"segment_time": f"{segment_time:.6f}", "segment_format": muxer, "reset_timestamps": "1",
+                   "segment_start_number": str(first_segment)}
+        if options:
+            segment["segment_format_options"] = ":".join(f"{k}={v}" for k, v in options.items())
+        return "segment", segment
+
+    def _syncer(self, segment_time: float | None) -> Syncer:
+        if segment_time is None:
+            return Syncer(lambda: self.path if self.path.exists() else None)
+        pattern = segment_pattern(self.path)
+        return Syncer(lambda: (segments(pattern) or [(0, None)])[-1][1])
+
+    def _add_video(self, codec: av.Codec, options: dict[str, str]) -> None:
         info = self.info
         stream = self.container.add_stream(codec.name, rate=info.rate)
         stream.width, stream.height = info.width, info.height
@@ -135,11 +160,7 @@ class VideoSink:
         stream.time_base = info.time_base
         ctx = stream.codec_context
         ctx.time_base = info.time_base
-        options = dict(hardware_options or {})
-        if codec.name in ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"):
-            options["crf"] = str(crf)
-        if codec.name in ("libx264", "libx265", "libsvtav1"):
-            options["preset"] = preset
+        options = dict(options)
         if self.live:
             # Keyframes are forced once a second of *time* (write()), not every N frames: after drops N frames
             # can span much longer, and viewers joining and segment cuts both need them on time.
@@ -195,8 +216,10 @@ class VideoSink:
             for packet in self.video.encode(item):
                 self.container.mux(packet)
             self.frames += 1
-        except av.FFmpegError as exc:
-            raise MediaError(f"writing {self.name} failed: {mask(str(exc))}") from None
+            if self._sync is not None:
+                self._sync()
+        except (av.FFmpegError, OSError) as exc:
+            raise MediaError(f"writing {self.name} failed: {_reason(exc, self.target)}") from None
 
     def close(self) -> None:
         """Flush the encoder and write the trailer: after this the file is complete and playable."""
@@ -204,16 +227,36 @@ class VideoSink:
             for packet in self.video.encode(None):
                 self.container.mux(packet)
         except av.FFmpegError as exc:
-            raise MediaError(f"finishing {self.name} failed: {mask(str(exc))}") from None
+            raise MediaError(f"finishing {self.name} failed: {_reason(exc, self.target)}") from None
         finally:
             self.container.close()
 
     def abort(self) -> None:
-        """Release the file without finishing it (the caller deletes it)."""
+        """After a failure: finish the file as far as it still can be (a recording stays playable up to its last
+        frame; a file run then discards its temporary file). Never raises."""
+        try:
+            for packet in self.video.encode(None):
+                self.container.mux(packet)
+        except (av.FFmpegError, OSError, ValueError):
+            pass
         try:
             self.container.close()
-        except av.FFmpegError:
+        except (av.FFmpegError, OSError):
             pass
+
+
+def _muxer_for(path: Path) -> str:
+    """FFmpeg's muxer for a file name, chosen by its extension as ``av.open`` chooses it (nothing is created)."""
+    try:
+        with av.open(str(path), "w") as probe:
+            return probe.format.name
+    except ValueError:
+        raise UsageError(f"cannot tell a video format from the name {path.name} (try .mp4 or .mkv)") from None
+
+
+def _reason(exc: BaseException, target: object) -> str:
+    """FFmpeg's reason without the file name it appends (a temporary name, or a URL with credentials)."""
+    return getattr(exc, "strerror", None) or mask(str(exc), target)
 
 
 class CallbackSink:
@@ -222,6 +265,7 @@ class CallbackSink:
 
     def __init__(self, info: VideoInfo, on_frame, inner: VideoSink | None = None, bgr: bool = True) -> None:
         self.on_frame, self.inner, self.bgr = on_frame, inner, bgr
+        self.frames = 0
         if inner is not None:
             self.pix_fmt, self.yuv_format = inner.pix_fmt, inner.yuv_format
         else:
@@ -235,6 +279,8 @@ class CallbackSink:
             self.on_frame(image, float(item.pts * item.time_base) if item.time_base else None)
         if self.inner is not None:
             self.inner.write(item)
+        if isinstance(item, av.VideoFrame):
+            self.frames += 1
 
     def close(self) -> None:
         if self.inner is not None:

@@ -3,12 +3,16 @@ of the audio and subtitle streams that the sink copies untouched.
 
 Opening decodes the first frame, so an input that cannot be decoded fails before any output exists, and the
 stream facts that only frames carry (rotation, colour tags) are known when the sink is created.
+
+Damage is handled as FFmpeg's own tools handle it: a corrupt packet (flagged by the demuxer or refused by the
+decoder) is skipped and counted, and every frame that decodes is kept; ``strict`` makes the first one an error
+(and has the decoder report damage it would otherwise conceal). An input that ends early (a short read, a read
+error, fewer packets than its index lists) ends the frames there and sets ``truncated``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -17,6 +21,7 @@ from pathlib import Path
 import av
 
 from . import hwaccel
+from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import to_planar
 
@@ -43,14 +48,6 @@ class VideoInfo:
     container_format: str = ""
 
 
-_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]*@")
-
-
-def mask(text: str) -> str:
-    """``text`` with the user:password part of every URL in it replaced by ``***``."""
-    return _CREDENTIALS.sub(r"\1***@", text)
-
-
 def _looks_like_media(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(16)
@@ -61,11 +58,14 @@ class VideoFileSource:
     """Frames of the input's first video stream in decode order, interleaved with copy-stream packets."""
 
     def __init__(self, url: str | os.PathLike, *, max_frames: int | None = None,
-                 duration: float | None = None, nvdec: bool = False) -> None:
-        """``nvdec``: decode on the GPU (frames still arrive in host memory); codecs it lacks stay in software."""
+                 duration: float | None = None, nvdec: bool = False, strict: bool = False) -> None:
+        """``nvdec``: decode on the GPU (frames still arrive in host memory); codecs it lacks stay in software.
+        ``strict``: the first corrupt packet is an error instead of being skipped."""
         self.url = str(url)
-        self.name = mask(self.url)
-        self.max_frames, self.duration, self.nvdec = max_frames, duration, nvdec
+        self.name = mask(self.url, self.url)
+        self.max_frames, self.duration, self.nvdec, self.strict = max_frames, duration, nvdec, strict
+        self.corrupt = 0  # packets skipped as corrupt
+        self.truncated: str | None = None  # why the input ended early, if it did
         self._open()
 
     def _open(self) -> None:
@@ -95,6 +95,8 @@ class VideoFileSource:
             raise UsageError(f"no video stream in {self.name}")
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
+        if self.strict:  # FFmpeg's own strictness: damage the decoder would conceal becomes an error
+            self.stream.codec_context.options = {"err_detect": "+explode"}
         self.copy_streams = [s for s in self.container.streams if s.type in ("audio", "subtitle")]
         self._items = self._demux()
         self._pending: list[Item] = []
@@ -117,30 +119,48 @@ class VideoFileSource:
         )
 
     def _demux(self) -> Iterator[Item]:
-        decoded = 0
+        decoded = packets = 0
         first: Fraction | None = None
-        try:
-            for packet in self.container.demux(self.stream, *self.copy_streams):
-                if packet.is_corrupt:  # e.g. the short read at the end of a truncated file
-                    raise MediaError(f"{self.name}: corrupt or truncated data after frame {decoded}")
-                if packet.stream is not self.stream:
-                    if packet.size:
-                        yield packet
-                    continue
-                for frame in packet.decode():
-                    if frame.pts is None:  # no timestamp from the container: count frames instead
-                        frame.pts = decoded
-                    if self.duration is not None and frame.time_base is not None:
-                        t = frame.pts * frame.time_base
-                        first = t if first is None else first
-                        if t - first >= self.duration:
-                            return
-                    yield to_planar(frame)
-                    decoded += 1
-                    if self.max_frames is not None and decoded >= self.max_frames:
+        demuxed = self.container.demux(self.stream, *self.copy_streams)
+        while True:
+            try:
+                packet = next(demuxed)
+            except StopIteration:
+                break
+            except av.FFmpegError as exc:  # a read error: the input ends here
+                self.truncated = f"cannot be read after frame {decoded} ({_reason(exc)})"
+                return
+            if packet.stream is not self.stream:
+                if packet.size:
+                    yield packet
+                continue
+            packets += bool(packet.size)
+            damaged = packet.is_corrupt  # e.g. the short read at the end of a truncated file
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                damaged, frames = True, []
+            if damaged:
+                self._damaged(decoded)
+            for frame in frames:
+                if frame.pts is None:  # no timestamp from the container: count frames instead
+                    frame.pts = decoded
+                if self.duration is not None and frame.time_base is not None:
+                    t = frame.pts * frame.time_base
+                    first = t if first is None else first
+                    if t - first >= self.duration:
                         return
-        except av.FFmpegError as exc:
-            raise MediaError(f"{self.name}: corrupt data after frame {decoded} ({_reason(exc)})") from None
+                yield to_planar(frame)
+                decoded += 1
+                if self.max_frames is not None and decoded >= self.max_frames:
+                    return
+        if self.stream.frames and packets < self.stream.frames:  # the index lists packets the file no longer holds
+            self.truncated = f"is truncated: {packets} of its {self.stream.frames} video packets are there"
+
+    def _damaged(self, decoded: int) -> None:
+        self.corrupt += 1
+        if self.strict:
+            raise MediaError(f"{self.name}: corrupt packet after frame {decoded} (--strict)")
 
     def __iter__(self) -> Iterator[Item]:
         # The container stays open after iteration: queued packets still point into its streams.

@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from .credentials import mask
+
 log = logging.getLogger("streamdehaze")
 
 
@@ -28,6 +30,7 @@ class RunStats:
         self.queue_depth: Callable[[], int] = lambda: 0
         self.reconnects: Callable[[], int] = lambda: 0
         self.received: Callable[[], int] = lambda: 0
+        self.corrupt: Callable[[], int] = lambda: 0
         self._latencies: deque[float] = deque(maxlen=512)
         self._window: deque[float] = deque()  # completion times within the last second, for fps
 
@@ -56,6 +59,7 @@ class RunStats:
             "latency_p50_ms": round(1000 * _percentile(lat, 0.50), 1) if lat else None,
             "latency_p95_ms": round(1000 * _percentile(lat, 0.95), 1) if lat else None,
             "queue_depth": self.queue_depth(), "received": self.received(), "dropped": dropped, "reconnects": self.reconnects(),
+            "corrupt_packets": self.corrupt(),
         }
 
 
@@ -67,18 +71,20 @@ class Reporter:
     """Every ``interval`` seconds: one JSON line appended to ``path`` and Prometheus gauges (if a port is given)."""
 
     def __init__(self, stats: RunStats, path: Path | None, metrics_port: int | None = None,
-                 interval: float = 1.0) -> None:
+                 interval: float = 1.0, labels: dict[str, str] | None = None) -> None:
+        """``labels``: what the run is (input, output, model), exported as the labels of ``streamdehaze_info``
+        with any credentials masked."""
         self.stats, self.path, self.interval = stats, path, interval
         self._stop = threading.Event()
         self._file = open(path, "w", buffering=1) if path is not None else None  # noqa: SIM115 (closed in close())
         self._server = None
         self._gauges = None
         if metrics_port is not None:
-            self._start_metrics(metrics_port)
+            self._start_metrics(metrics_port, labels or {})
         self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
         self._thread.start()
 
-    def _start_metrics(self, port: int) -> None:
+    def _start_metrics(self, port: int, labels: dict[str, str]) -> None:
         try:
             import prometheus_client as prom
         except ImportError:
@@ -89,7 +95,9 @@ class Reporter:
             ("frames", "frames written"), ("fps", "frames written in the last second"),
             ("latency_p50_ms", "median arrival-to-encoded latency"), ("latency_p95_ms", "95th percentile latency"),
             ("queue_depth", "frames waiting for the model"), ("received", "frames decoded from the source"), ("dropped", "frames dropped to bound latency"),
-            ("reconnects", "source reconnections"))}
+            ("reconnects", "source reconnections"), ("corrupt_packets", "input packets skipped as corrupt"))}
+        info = prom.Gauge("streamdehaze_info", "what this run reads and writes", list(labels), registry=registry)
+        (info.labels(**{key: mask(value, value) for key, value in labels.items()}) if labels else info).set(1)
         try:
             self._server, _ = prom.start_http_server(port, addr="127.0.0.1", registry=registry)
         except OSError as exc:

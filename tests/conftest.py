@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -101,6 +103,19 @@ def make_video(tmp_path: Path):
     return make
 
 
+@pytest.fixture(scope="session")
+def _long_video(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("long") / "in.mp4"
+    write_video(path, frames=1500, width=320, height=240)
+    return path
+
+
+@pytest.fixture
+def long_video(_long_video: Path, tmp_path: Path) -> Path:
+    """``tmp_path/in.mp4``: 1500 frames at 320x240, a run long enough to stop midway (made once a session)."""
+    return Path(shutil.copy(_long_video, tmp_path / "in.mp4"))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     data = SHARED / "data"
@@ -113,6 +128,12 @@ def shared_data() -> Path:
 def probe():
     """``probe(path)`` -> the decoded facts of a video (see ``read_video``)."""
     return read_video
+
+
+@pytest.fixture
+def decodable():
+    """``decodable(path)`` -> the times of every frame that decodes (see ``decodable_times``)."""
+    return decodable_times
 
 
 @pytest.fixture
@@ -130,3 +151,42 @@ def run_cli(capsys):
 def hazy_image():
     """``hazy_image(i, width, height)`` -> RGB uint8 test scene under haze."""
     return hazy_pattern
+
+
+def decodable_times(path: Path) -> list[Fraction]:
+    """Times of every frame FFmpeg's decoder gets out of a damaged file, as its own tools decode it (frame
+    threads, an undecodable packet skipped)."""
+    times = []
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        for packet in c.demux(stream):
+            try:
+                times += [f.pts * f.time_base for f in packet.decode()]
+            except av.FFmpegError:
+                continue
+    return times
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path):
+    """``small_filesystem(kib)`` -> a folder on a tmpfs of that size, unmounted after the test; the test is skipped
+    where this machine does not let it mount one (it takes root or CAP_SYS_ADMIN)."""
+    mounts: list[Path] = []
+
+    def mount(kib: int) -> Path:
+        folder = tmp_path / f"small{len(mounts)}"
+        folder.mkdir()
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+                                  capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            pytest.skip("cannot mount a small filesystem: no mount command")
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small filesystem here: {done.stderr.strip() or done.returncode}")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", str(folder)], check=True, timeout=30)

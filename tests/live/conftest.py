@@ -84,6 +84,13 @@ def port():
     return free_port()
 
 
+@pytest.fixture
+def metrics_port(port):
+    while (other := free_port()) == port:
+        continue
+    return other
+
+
 class Run:
     """The CLI in a subprocess, its stderr lines collected with their arrival times."""
 

@@ -33,26 +33,6 @@ def test_not_a_video(run_cli, tmp_path):
     _no_output_files(tmp_path, ["notes.mp4"])
 
 
-def test_truncated_file(make_video, run_cli, tmp_path):
-    src = make_video(frames=30)
-    data = src.read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) // 2])  # moov is at the end: it is gone
-    code, err = run_cli(cut, tmp_path / "o.mp4")
-    assert code == 1 and "corrupt or truncated" in _one_line(err)
-    _no_output_files(tmp_path, ["in.mp4", "cut.mp4"])
-
-
-def test_truncated_faststart_file_fails_midway(make_video, run_cli, tmp_path):
-    src = make_video(frames=60, width=160, height=120, options={"movflags": "faststart"})
-    data = src.read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) * 6 // 10])  # index intact, media data cut off
-    code, err = run_cli(cut, tmp_path / "o.mp4")
-    assert code == 1 and "corrupt" in _one_line(err)
-    _no_output_files(tmp_path, ["in.mp4", "cut.mp4"])
-
-
 def test_no_video_stream(run_cli, tmp_path):
     import av
     import numpy as np
@@ -96,13 +76,50 @@ def test_unknown_model(make_video, run_cli, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--codec", "nonsense264"], "unknown video encoder"),
-    (["--max-frames", "0"], "must be at least 1"),
+    (["--max-frames", "0"], "--max-frames: must be at least 1: 0"),
     (["--device", "tpu"], "unknown device"),
+    (["--crf", "1000000000000"], "--crf 1000000000000 is out of range for libx264: 0 (best) to 51 (smallest)"),
+    (["--crf", "-1"], "--crf -1 is out of range for libx264"),
+    (["--crf", "60", "--codec", "libx265"], "--crf 60 is out of range for libx265: 0 (best) to 51"),
+    (["--crf", "64", "--codec", "libvpx-vp9"], "--crf 64 is out of range for libvpx-vp9: 0 (best) to 63"),
+    (["--crf", "18.5"], "--crf: not a whole number: '18.5'"),
+    (["--crf", "20", "--codec", "mpeg4"], "--crf does not apply to mpeg4"),
+    (["--preset", "fastest"], "unknown --preset 'fastest' for libx264; choose one of ultrafast, superfast, veryfast"),
+    (["--preset", "slow", "--codec", "libvpx-vp9"], "--preset does not apply to libvpx-vp9"),
+    (["--preset", "14", "--codec", "libsvtav1"], "unknown --preset '14' for libsvtav1; choose one of 0, 1,"),
+    (["--duration", "nan"], "--duration: not a finite number: nan"),
+    (["--duration", "inf"], "--duration: not a finite number: inf"),
+    (["--duration", "0"], "--duration: must be more than 0: 0"),
+    (["--timeout", "1e9"], "--timeout: must be at most 86400: 1e9"),
+    (["--max-latency", "-1"], "--max-latency: must be more than 0: -1"),
+    (["--segment-time", "nan"], "--segment-time: not a finite number: nan"),
+    (["--reconnect", "-1"], "--reconnect: must be at least 0: -1"),
+    (["--reconnect", "lots"], "--reconnect: not a number of attempts or 'inf': 'lots'"),
+    (["--batch", "100000"], "--batch: must be at most 256: 100000"),
+    (["--infer-size", "8"], "--infer-size: must be at least 16: 8"),
+    (["--infer-size", "1e5"], "--infer-size: not a size in pixels, 'full' or 'auto': '1e5'"),
+    (["--temporal-strength", "1"], "--temporal-strength: must be less than 1: 1"),
+    (["--temporal-strength", "nan"], "--temporal-strength: not a finite number: nan"),
+    (["--metrics-port", "70000"], "--metrics-port: must be at most 65535: 70000"),
 ])
 def test_bad_options(make_video, run_cli, tmp_path, args, words):
     code, err = run_cli(make_video(frames=3), tmp_path / "o.mp4", *args)
     assert code == 2 and words in _one_line(err)
     _no_output_files(tmp_path, ["in.mp4"])
+
+
+def test_good_quality_settings_for_other_encoders(make_video, probe, run_cli, tmp_path):
+    code, err = run_cli(make_video(frames=3), tmp_path / "o.mkv", "--codec", "libvpx-vp9", "--crf", "40", "--model",
+                        "dcp", "--quiet")
+    assert code == 0, err
+    assert probe(tmp_path / "o.mkv")["count"] == 3
+
+
+def test_live_recording_needs_a_format_written_as_it_goes(run_cli, tmp_path):
+    code, err = run_cli("rtsp://127.0.0.1:9/cam", tmp_path / "cam.avi")
+    assert code == 2
+    assert _one_line(err) == "streamdehaze: error: a live recording is written as it goes, so it needs a file " \
+                             "ending in .mp4, .mov, .mkv, .ts, not cam.avi"
 
 
 def test_console_script_prints_no_traceback(tmp_path):

@@ -81,3 +81,59 @@ def test_images_run_at_native_resolution_unless_told(monkeypatch):
 
     image_engine(Recording(), "cpu").process_rgb(torch.rand(1, 3, 300, 400))
     assert seen == [(300, 400)]
+
+
+def test_folder_goes_on_past_bad_images(run_cli, hazy_image, caplog, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    good = ["a.png", "c.jpg", "f.bmp"]
+    for i, name in enumerate(good + ["b_truncated.jpg", "e_truncated.png"]):
+        _save(src / name, hazy_image(i, 120, 90))
+    for name in ("b_truncated.jpg", "e_truncated.png"):  # cut in the middle of the picture data
+        data = (src / name).read_bytes()
+        (src / name).write_bytes(data[: len(data) // 2])
+    (src / "d_corrupt.png").write_bytes(b"not a picture at all")
+    code, err = run_cli(src, out)
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == good  # every good image written
+    for name in good:
+        assert cv2.imread(str(out / name)).shape == (90, 120, 3)
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().endswith("; skipped")]
+    assert skipped == [f"cannot read image {src / 'b_truncated.jpg'}: truncated (its data ends before the picture "
+                       "does); skipped",
+                       f"cannot read image {src / 'd_corrupt.png'}: not an image, or corrupt; skipped",
+                       f"cannot read image {src / 'e_truncated.png'}: truncated (its data ends before the picture "
+                       "does); skipped"]
+    assert err == f"streamdehaze: error: 3 of 6 images could not be read and were skipped (named above); the " \
+                  f"other 3 are in {out}\n"
+
+
+def test_truncated_jpeg_is_refused(run_cli, hazy_image, tmp_path):
+    src = tmp_path / "cut.jpg"
+    _save(src, hazy_image(0, 64, 48))
+    src.write_bytes(src.read_bytes()[:-200])
+    code, err = run_cli(src, tmp_path / "o.jpg")
+    assert code == 1 and "truncated" in err and not (tmp_path / "o.jpg").exists()
+
+
+def test_jpeg_truncation_is_told_from_a_whole_file(hazy_image, tmp_path):
+    from streamdehaze.images import jpeg_truncated
+
+    path = tmp_path / "p.jpg"
+    for progressive in (0, 1):
+        assert cv2.imwrite(str(path), hazy_image(0, 64, 48), [cv2.IMWRITE_JPEG_PROGRESSIVE, progressive])
+        data = path.read_bytes()
+        assert not jpeg_truncated(data)
+        assert not jpeg_truncated(data + b"trailing bytes \xff\xda after the end")
+        assert all(jpeg_truncated(data[:n]) for n in range(4, len(data) - 1, 97))
+    assert not jpeg_truncated(b"\x89PNG not a jpeg at all")
+
+
+def test_png_truncation_is_told_from_a_whole_file(hazy_image, tmp_path):
+    from streamdehaze.images import png_truncated
+
+    path = tmp_path / "p.png"
+    assert cv2.imwrite(str(path), hazy_image(0, 64, 48))
+    data = path.read_bytes()
+    assert not png_truncated(data)
+    assert all(png_truncated(data[:n]) for n in range(9, len(data) - 1, 97))

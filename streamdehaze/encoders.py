@@ -1,0 +1,58 @@
+"""Video encoders and their quality settings, checked against the encoder that will use them before anything
+opens: a camera connection can take seconds, and x264 prints its own complaint about a bad preset."""
+
+from __future__ import annotations
+
+import av
+
+from .errors import UsageError
+
+DEFAULT_CRF = 18
+
+# x264's own preset list (x264_preset_names), which x265 shares; FFmpeg passes the name through unchecked.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+
+# encoder -> (lowest and highest crf, its presets or None, default preset or None for the encoder's own)
+QUALITY = {
+    "libx264": ((0, 51), X264_PRESETS, "veryfast"),
+    "libx265": ((0, 51), X264_PRESETS, "veryfast"),
+    "libvpx-vp9": ((0, 63), None, None),
+    "libaom-av1": ((0, 63), None, None),
+    "libsvtav1": ((0, 63), tuple(str(n) for n in range(14)), None),  # 0 slowest .. 13 fastest
+}
+
+
+def encoder(name: str) -> av.Codec:
+    try:
+        codec = av.Codec(name, "w")
+    except (av.FFmpegError, ValueError):
+        raise UsageError(f"unknown video encoder {name!r} (try libx264, libx265, libvpx-vp9, mpeg4)") from None
+    if codec.type != "video":
+        raise UsageError(f"{name!r} is not a video encoder")
+    return codec
+
+
+def quality_options(codec: str, crf: int | None = None, preset: str | None = None) -> dict[str, str]:
+    """FFmpeg options setting ``codec``'s constant quality (``crf``, default 18) and speed (``preset``; x264 and
+    x265 default to veryfast). A value the encoder does not take is a UsageError naming the ones it does."""
+    encoder(codec)
+    known = QUALITY.get(codec)
+    if known is None:
+        for option, value in (("--crf", crf), ("--preset", preset)):
+            if value is not None:
+                raise UsageError(f"{option} does not apply to {codec}; encoders that take it: "
+                                 f"{', '.join(name for name, q in QUALITY.items() if option == '--crf' or q[1])}")
+        return {}
+    (low, high), presets, default_preset = known
+    crf = DEFAULT_CRF if crf is None else crf
+    if not low <= crf <= high:
+        raise UsageError(f"--crf {crf} is out of range for {codec}: {low} (best) to {high} (smallest)")
+    options = {"crf": str(crf)}
+    if preset is not None and presets is None:
+        raise UsageError(f"--preset does not apply to {codec}")
+    if preset is not None and preset not in presets:
+        raise UsageError(f"unknown --preset {preset!r} for {codec}; choose one of {', '.join(presets)}")
+    if preset or default_preset:
+        options["preset"] = preset or default_preset
+    return options

@@ -1,0 +1,84 @@
+"""Live recordings against a real RTSP server: written as they go, kept whatever ends the run, never replacing an
+earlier recording."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+
+def _recorded(line: str) -> int:
+    """The frame count in "...; the N frames recorded before it are in PATH"."""
+    return int(re.search(r"the (\d+) frames recorded before it are in ", line).group(1))
+
+
+def test_camera_gone_for_good_keeps_the_recording(rtsp_server, cli, decodable, tmp_path):
+    out, stats = tmp_path / "cam.mp4", tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--timeout", 1, "--reconnect", 2, "--stats-json", stats)
+    run.wait_streaming(stats, 25)
+    rtsp_server.stop()  # the camera goes away and never comes back
+    assert run.finish(60) == 1
+    assert "Traceback" not in run.stderr
+    line = run.stderr.splitlines()[-1]
+    assert "no reconnects left" in line and line.endswith(f" are in {out}"), run.stderr
+    times = decodable(out)  # finished and playable, every frame it recorded in order
+    assert len(times) == _recorded(line) >= 25
+    assert all(b > a for a, b in zip(times, times[1:]))
+
+
+@pytest.mark.parametrize("name, record_s, kept_s", [("cam.mp4", 10, 8), ("cam.mkv", 4, 2), ("cam.ts", 4, 2)])
+def test_killed_recording_plays_up_to_its_last_second(rtsp_server, cli, decodable, tmp_path, name, record_s, kept_s):
+    out, stats = tmp_path / name, tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--max-latency", 5, "--stats-json", stats)
+    run.wait_streaming(stats, 1)
+    time.sleep(record_s)
+    run.proc.kill()  # SIGKILL: nothing gets finished
+    run.finish()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "s.jsonl"])
+    times = decodable(out)
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert times[-1] - times[0] >= kept_s
+
+
+def test_disk_full_keeps_the_recording(rtsp_server, cli, decodable, small_filesystem):
+    out = small_filesystem(96) / "cam.mp4"
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--crf", 0)  # lossless: the disk fills in seconds
+    assert run.finish(120) == 1
+    line = run.stderr.splitlines()[-1]
+    assert "No space left on device" in line and line.endswith(f" are in {out}"), run.stderr
+    recorded = _recorded(line)
+    times = decodable(out)
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert recorded - 25 <= len(times) <= recorded  # all but the fragment that did not fit: a second at 25 fps
+
+
+def test_earlier_recording_is_moved_aside(rtsp_server, cli, decodable, tmp_path):
+    out, stats = tmp_path / "cam.mp4", tmp_path / "s.jsonl"
+    out.write_bytes(b"an earlier recording")
+    (tmp_path / "cam.3.mp4").write_bytes(b"an older one")
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--stats-json", stats)
+    run.wait_streaming(stats, 10)
+    assert run.interrupt() == 0, run.stderr
+    assert "cam.mp4 already held a recording: moved it to cam.4.mp4" in run.stderr
+    assert (tmp_path / "cam.4.mp4").read_bytes() == b"an earlier recording"
+    assert (tmp_path / "cam.3.mp4").read_bytes() == b"an older one"
+    assert len(decodable(out)) >= 10
+
+
+def test_segments_continue_after_earlier_ones(rtsp_server, cli, tmp_path):
+    out = tmp_path / "cam.mp4"
+    for run in range(2):
+        if run:
+            first = {p.name: p.read_bytes() for p in tmp_path.glob("cam_*.mp4")}
+        stats = tmp_path / f"s{run}.jsonl"
+        recording = cli(rtsp_server.url, out, "--model", "dcp", "--segment-time", 1, "--stats-json", stats)
+        recording.wait_streaming(stats, 5)
+        time.sleep(3)
+        assert recording.interrupt() == 0, recording.stderr
+    assert len(first) >= 2
+    for name, data in first.items():  # the first run's segments are untouched
+        assert (tmp_path / name).read_bytes() == data
+    numbers = sorted(int(p.stem.split("_")[1]) for p in tmp_path.glob("cam_*.mp4"))
+    assert numbers == list(range(len(numbers))) and len(numbers) > len(first)

@@ -1,0 +1,134 @@
+"""File runs are all or nothing: a killed run leaves nothing (or, where the filesystem has no anonymous files, a
+hidden partial that the next run removes and names); an interrupted one leaves NAME.partial.EXT."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streamdehaze.api import process
+
+
+def output_bytes(proc: subprocess.Popen, folder: Path) -> int:
+    """Bytes a run has written so far to its output in ``folder``: an anonymous file ('FOLDER/#inode (deleted)'
+    among its open files) or a hidden partial."""
+    sizes = [p.stat().st_size for p in folder.glob(".*.partial-*")]
+    for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
+        try:
+            if os.readlink(fd).startswith(f"{folder}/#"):
+                sizes.append(fd.stat().st_size)
+        except OSError:
+            continue
+    return max(sizes, default=0)
+
+
+def start(args: list, *, setup: str = "") -> subprocess.Popen:
+    """The CLI in a subprocess, after ``setup`` (Python run first in that process)."""
+    code = f"import sys{chr(10)}{setup}{chr(10)}from streamdehaze.cli import main{chr(10)}sys.exit(main())"
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_output(proc: subprocess.Popen, folder: Path, size: int = 20_000) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and output_bytes(proc, folder) < size:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be stopped: {proc.stderr.read()}"
+
+
+def test_killed_file_run_leaves_nothing(long_video, tmp_path):
+    proc = start([long_video, tmp_path / "out.mp4", "--model", "dcp", "--quiet"])
+    try:
+        wait_for_output(proc, tmp_path)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_interrupt_leaves_a_playable_partial(long_video, probe, tmp_path, sig):
+    src, out = long_video, tmp_path / "out.mp4"
+    out.write_bytes(b"an earlier, complete output")
+    proc = start([src, out, "--model", "dcp"])
+    try:
+        wait_for_output(proc, tmp_path)  # the encoder has written frames
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    partial = tmp_path / "out.partial.mp4"
+    info = probe(partial)  # opens and decodes: the trailer was written
+    assert 0 < info["count"] < 1500
+    assert info["times"] == probe(src)["times"][: info["count"]]
+    assert err == f"streamdehaze: interrupted: {partial} holds the {info['count']} frames dehazed so far; " \
+                  f"{out} is left as it was\n"
+    assert out.read_bytes() == b"an earlier, complete output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4", "out.partial.mp4"]
+
+
+def test_next_run_removes_partials_of_killed_runs(long_video, probe, tmp_path):
+    # A filesystem without anonymous files (no O_TMPFILE): the output is a hidden, locked partial.
+    proc = start([long_video, tmp_path / "out.mp4", "--model", "dcp", "--quiet"], setup="import os; del os.O_TMPFILE")
+    try:
+        wait_for_output(proc, tmp_path)
+    finally:
+        proc.kill()
+        proc.communicate()
+    stale = tmp_path / f".out.partial-{proc.pid}.mp4"
+    assert stale.stat().st_size > 0
+    # One whose writer still lives stays.
+    busy = tmp_path / ".out.partial-1.mp4"
+    busy.write_bytes(b"being written")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1]); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+                               str(busy)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        done = subprocess.run([sys.executable, "-m", "streamdehaze", long_video, tmp_path / "out.mp4", "--model",
+                               "dcp", "--max-frames", "10"], capture_output=True, text=True, timeout=300)
+    finally:
+        holder.communicate("")
+    assert done.returncode == 0, done.stderr
+    assert f"removed {stale.name}, left unfinished by a run that was killed" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial-1.mp4", "in.mp4", "out.mp4"]
+    assert probe(tmp_path / "out.mp4")["count"] == 10
+
+
+def test_runs_without_anonymous_files_stay_all_or_nothing(make_video, probe, tmp_path, monkeypatch):
+    monkeypatch.delattr(os, "O_TMPFILE")
+    src = make_video(frames=8)
+    seen = []
+    process(src, tmp_path / "out.mp4", model="dcp", on_frames=lambda n: seen.append(
+        sorted(p.name for p in tmp_path.iterdir())))
+    assert seen and all(names == [f".out.partial-{os.getpid()}.mp4", "in.mp4"] for names in seen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+    assert probe(tmp_path / "out.mp4")["times"] == probe(src)["times"]
+
+
+def test_a_complete_run_replaces_an_interrupted_ones_partial(make_video, run_cli, caplog, tmp_path):
+    src = make_video(frames=5)
+    (tmp_path / "out.partial.mp4").write_bytes(b"frames of an interrupted run")
+    code, err = run_cli(src, tmp_path / "out.mp4", "--model", "dcp")
+    assert code == 0, err
+    assert "removed out.partial.mp4, left by an interrupted run: out.mp4 is complete now" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+
+
+def test_write_failure_names_the_target_and_leaves_nothing(long_video, run_cli, small_filesystem):
+    folder = small_filesystem(200)
+    out = folder / "out.mp4"
+    code, err = run_cli(long_video, out, "--model", "dcp", "--crf", 0)
+    assert code == 1
+    assert err == f"streamdehaze: error: writing {out} failed: No space left on device\n"
+    assert list(folder.iterdir()) == []
