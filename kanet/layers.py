@@ -117,7 +117,8 @@ def nearest_indices(n_out: int, n_in: int, device: torch.device) -> torch.Tensor
     plain tensor ops so ONNX export with a dynamic ``n_out`` stays exact.
     """
     i = torch.arange(n_out, device=device, dtype=torch.float32)
-    scale = torch.tensor(float(n_in), device=device) / n_out
+    # torch.full fills on the device; torch.tensor would copy from the host on every call (a sync on CUDA).
+    scale = torch.full((), float(n_in), device=device, dtype=torch.float32) / n_out
     return torch.floor(i * scale).clamp(max=n_in - 1).long()
 
 

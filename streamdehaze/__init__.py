@@ -13,7 +13,8 @@ import os  # noqa: E402
 # (the default) starve them and each other, several-fold on small machines. Only effective before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-_HOMES = {"Dehazer": "api", "process": "api", "read_frames": "api", "open_source": "api",
+_HOMES = {"Dehazer": "api", "process": "api", "read_frames": "api", "open_source": "api", "serve": "fleet",
+          "Fleet": "fleet", "StreamConfig": "config",
           "StreamDehazeError": "errors", "UsageError": "errors", "MediaError": "errors"}
 
 __all__ = [*_HOMES, "__version__"]

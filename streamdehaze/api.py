@@ -10,27 +10,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import av
 import numpy as np
 import torch
 
-from .encoders import quality_options
+from .config import StreamConfig
 from .engine import Engine, resolve_device, video_threads
-from .errors import MediaError, StreamDehazeError, UsageError
-from .hwaccel import use_cuda
-from .live import LiveOptions, LiveSource, is_live
+from .job import FILE_BATCH, Job, Source, open_source
+from .live import LiveOptions
 from .models import create_model
-from .outputs import OutputFile, check_output, move_aside, next_segment, remove_stale_partials
-from .pipeline import RunResult, run_video
-from .sinks import CallbackSink, VideoSink, check_live_file, segment_pattern, url_format
-from .sources import VideoFileSource
+from .pipeline import RunResult, drive
 from .stats import RunStats
-from .temporal import TemporalSmoother
 
-Source = VideoFileSource | LiveSource
-FILE_BATCH = 4  # default frames per model call for files
+__all__ = ["FILE_BATCH", "Dehazer", "Source", "open_source", "process", "read_frames"]
 
 
 class Dehazer:
@@ -72,17 +65,6 @@ class Dehazer:
         return y[0] if frames.dim() == 3 else y
 
 
-def open_source(input: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,
-                live: LiveOptions | None = None, nvdec: bool = False, strict: bool = False) -> Source:
-    """A file, image sequence (``frames/%05d.png``) or URL of a file -> ``VideoFileSource`` (decoded with NVDEC
-    if ``nvdec``; ``strict``: a corrupt packet is an error, not skipped); a camera stream (rtsp://, rtmp://,
-    srt://, udp://, http(s) streams, /dev/videoN) -> ``LiveSource`` (software decoding: a camera's few streams
-    decode easily on a CPU)."""
-    if is_live(str(input)):
-        return LiveSource(str(input), live or LiveOptions(), max_frames=max_frames, duration=duration)
-    return VideoFileSource(input, max_frames=max_frames, duration=duration, nvdec=nvdec, strict=strict)
-
-
 def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int | None = None,
                 duration: float | None = None, live: LiveOptions | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(seconds, image)`` for every frame of a file or stream; images are numpy ``[H,W,3]`` uint8."""
@@ -91,16 +73,6 @@ def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int |
             if isinstance(item, av.VideoFrame):
                 t = float(item.pts * item.time_base) if item.time_base is not None else 0.0
                 yield t, item.to_ndarray(format="bgr24" if bgr else "rgb24")
-
-
-def _smoother(mode: str, strength: float) -> TemporalSmoother | None:
-    if mode == "off":
-        return None
-    if mode != "ema":
-        raise UsageError(f"unknown temporal mode {mode!r}; choose off or ema")
-    if not 0.0 <= strength < 1.0:
-        raise UsageError(f"temporal strength must be at least 0 and below 1, not {strength}")
-    return TemporalSmoother(strength)
 
 
 def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "auto",
@@ -125,78 +97,25 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
     x264/x265). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and
     they work, ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through
     ``torch.compile``. ``on_frame(image_bgr, seconds)`` sees each dehazed frame. On Ctrl-C the frames done so far
-    are kept and ``RunResult.interrupted`` is set.
+    are kept and ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``.
     """
-    if output is None and on_frame is None:
-        raise UsageError("nothing to do: give an output or an on_frame callback")
-    quality_options(codec, crf, preset)  # before a camera is dialled or a model loaded
-    target = None if output is None else str(output)
-    dst = None if target is None or url_format(target) is not None else Path(target)
-    live_input = is_live(str(input))
-    if dst is not None:
-        check_output(segment_pattern(dst) if segment_time is not None else dst,
-                     None if "://" in str(input) else Path(input))
-        if live_input:
-            check_live_file(dst)
-    dev = resolve_device(device)
-    nvidia = use_cuda(hwaccel, dev)
-    with open_source(input, max_frames=max_frames, duration=duration, live=live, nvdec=nvidia,
-                     strict=strict) as source:
-        smoother = _smoother(temporal, temporal_strength)
-        engine = Engine(create_model(model, weights, dev), dev, infer_size, temporal=smoother, compile=compile)
+    config = StreamConfig.from_options(
+        str(input), None if output is None else str(output), live=live, model=model,
+        weights=None if weights is None else str(weights), device=device, infer_size=infer_size, compile=compile,
+        temporal=temporal, temporal_strength=temporal_strength, batch=batch, hwaccel=hwaccel, codec=codec, crf=crf,
+        preset=preset, segment_time=segment_time, max_frames=max_frames, duration=duration,
+        max_latency=max_latency, strict=strict)
+    job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames)
+    job.check()  # before a camera is dialled or a model loaded
+    with job.open() as source:
+        engine = Engine(create_model(model, weights, job.device), job.device, infer_size, compile=compile)
         if on_start is not None:
             on_start(source)
-        if batch is None:  # files: batches amortise per-call costs (CPU: 1.4x the fps); cameras: lowest latency
-            batch = 1 if live_input else FILE_BATCH
-        kwargs = dict(batch_size=batch, live=live_input, max_latency=max_latency, stats=stats, on_frames=on_frames)
-        sink_args = dict(codec=codec, crf=crf, preset=preset, live=live_input, nvenc=nvidia,
-                         segment_time=segment_time)
-
-        def sink_for(target: Path | str | None, **more):
-            inner = None if target is None else VideoSink(target, source.info, **sink_args, **more)
-            return inner if on_frame is None else CallbackSink(source.info, on_frame, inner)
-
-        with video_threads(dev):
-            if dst is None:
-                return run_video(source, engine, sink_for(target), **kwargs)
-            if live_input:
-                return _record(source, engine, sink_for, dst, segment_time, kwargs)
-            if segment_time is not None:  # each segment is complete when the muxer moves to the next
-                return run_video(source, engine, sink_for(dst), **kwargs)
-            return _render(source, engine, sink_for, dst, kwargs)
-
-
-def _render(source: VideoFileSource, engine: Engine, sink_for: Callable, dst: Path, kwargs: dict) -> RunResult:
-    """A file run: all or nothing at ``dst`` (see ``outputs.py``)."""
-    remove_stale_partials(dst.parent, dst.name)
-    out = OutputFile(dst)
-    try:
-        result = run_video(source, engine, sink_for(out.path, shown_as=dst), **kwargs)
-    except BaseException:
-        out.discard()
-        raise
-    if result.interrupted:
-        result.output = str(out.keep_partial())
-    elif source.truncated:  # every frame before the cut is in the output: keep it, and say the input was short
-        out.commit()
-        raise MediaError(f"{source.name} {source.truncated}; {dst} holds the {result.frames} frames decoded "
-                         "before the cut")
-    else:
-        out.commit()
-    return result
-
-
-def _record(source: LiveSource, engine: Engine, sink_for: Callable, dst: Path, segment_time: float | None,
-            kwargs: dict) -> RunResult:
-    """A live recording: written to ``dst`` (or its segments) as it goes, kept whatever ends the run."""
-    first = 0
-    if segment_time is None:
-        move_aside(dst)
-    else:
-        first = next_segment(segment_pattern(dst))
-    sink = sink_for(dst, first_segment=first)
-    try:
-        return run_video(source, engine, sink, **kwargs)
-    except StreamDehazeError as exc:
-        where = dst if segment_time is None else f"{dst.parent / (segment_pattern(dst).name % first)} and after"
-        raise MediaError(f"{exc}; the {sink.frames} frames recorded before it are in {where}") from None
+        with video_threads(job.device):
+            stream = job.start()
+            try:
+                interrupted = drive(stream, engine)
+            except BaseException:
+                job.abort()
+                raise
+            return job.complete(interrupted)

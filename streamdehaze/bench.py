@@ -21,7 +21,7 @@ import av
 import torch
 
 from .api import FILE_BATCH, process
-from .command import parse_infer_size
+from .options import parse_infer_size
 from .engine import Engine, resolve_device, video_threads
 from .hwaccel import MODES as HWACCEL_MODES, use_cuda
 from .models import create_model

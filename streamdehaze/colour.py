@@ -7,10 +7,14 @@ view of FFmpeg's little-endian uint16 planes). Any device, any float dtype for t
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .constants import device_constant
 
 # (Kr, Kb) luma coefficients per colour matrix.
 _LUMA = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
@@ -38,8 +42,11 @@ class YUVFormat:
         return 16.0 * s, 219.0 * s, 128.0 * s, 224.0 * s
 
 
-def ycc_from_rgb(matrix: str) -> torch.Tensor:
-    """3x3 matrix from RGB to normalised (Y' in [0,1], Cb and Cr in [-0.5, 0.5])."""
+def ycc_from_rgb(matrix: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """3x3 matrix from RGB to normalised (Y' in [0,1], Cb and Cr in [-0.5, 0.5]): float64 on the host, or with
+    ``like`` on its device and dtype (made once there)."""
+    if like is not None:
+        return device_constant(("ycc_from_rgb", matrix), like, lambda d, t: ycc_from_rgb(matrix).to(d, t))
     return torch.linalg.inv(_rgb_from_ycc(matrix))
 
 
@@ -52,22 +59,37 @@ def _rgb_from_ycc(matrix: str) -> torch.Tensor:
                          [1.0, 2.0 * (1.0 - kb), 0.0]], dtype=torch.float64)
 
 
-def _affine(fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) mapping raw samples (Y, U, V) to RGB in [0, 1], before clamping."""
+@functools.lru_cache(maxsize=64)
+def _affine(fmt: YUVFormat) -> torch.Tensor:
+    """``[3, 4]``: weight and bias columns mapping raw samples (Y, U, V) to RGB in [0, 1], before clamping."""
     y0, ys, c0, cs = fmt._offsets()
     weight = _rgb_from_ycc(fmt.matrix) @ torch.diag(torch.tensor([1 / ys, 1 / cs, 1 / cs], dtype=torch.float64))
     bias = -weight @ torch.tensor([y0, c0, c0], dtype=torch.float64)
-    return weight, bias
+    return torch.cat((weight, bias[:, None]), 1)
 
 
-def _mix(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Per-pixel affine colour map ``weight @ x + bias`` over ``[B,C,H,W]`` (a batched matmul: on CPU
-    it is an order of magnitude faster than the equivalent 1x1 convolution)."""
+@functools.lru_cache(maxsize=64)
+def _inverse_affine(fmt: YUVFormat) -> torch.Tensor:
+    """``[3, 4]``: weight and bias columns mapping RGB to raw samples (Y, U, V)."""
+    affine = _affine(fmt)
+    inverse = torch.linalg.inv(affine[:, :3])
+    return torch.cat((inverse, -inverse @ affine[:, 3:]), 1)
+
+
+def _mix(x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+    """Per-pixel affine colour map ``weight @ x + bias`` over ``[B,C,H,W]``, ``affine = [weight | bias]`` on
+    ``x``'s device and dtype (a batched matmul: on CPU it is an order of magnitude faster than the equivalent 1x1
+    convolution)."""
     b, c, h, w = x.shape
-    o = weight.shape[0]
-    out = torch.baddbmm(bias.to(x).view(1, o, 1).expand(b, o, 1), weight.to(x).expand(b, o, c),
+    o = affine.shape[0]
+    out = torch.baddbmm(affine[:, c:].view(1, o, 1).expand(b, o, 1), affine[:, :c].expand(b, o, c),
                         x.reshape(b, c, h * w))
     return out.view(b, o, h, w)
+
+
+def _on(x: torch.Tensor, name: str, affine: Callable[[YUVFormat], torch.Tensor], fmt: YUVFormat) -> torch.Tensor:
+    """A host constant of ``fmt`` on ``x``'s device and dtype, made once there (never copied per call)."""
+    return device_constant((name, fmt), x, lambda device, dtype: affine(fmt).to(device, dtype))
 
 
 def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat,
@@ -87,8 +109,8 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat
         sx, sy = fmt.subsampling
         full = (chroma.shape[-2] * sy, chroma.shape[-1] * sx)
         chroma = F.interpolate(chroma, size=full, mode="bilinear", align_corners=False)[..., :h, :w]
-    weight, bias = _affine(fmt)
-    return _mix(torch.cat((luma, chroma), 1), weight, bias).clamp_(0.0, 1.0)
+    x = torch.cat((luma, chroma), 1)
+    return _mix(x, _on(x, "yuv_to_rgb", _affine, fmt)).clamp_(0.0, 1.0)
 
 
 def _area(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -109,14 +131,12 @@ def rgb_to_yuv(rgb: torch.Tensor, fmt: YUVFormat) -> tuple[torch.Tensor, torch.T
     Chroma is box-averaged over each subsampling cell (partial cells at odd edges average what exists);
     the transform is linear, so averaging RGB first and converting the small image is the same and cheaper.
     """
-    weight, bias = _affine(fmt)
-    inverse = torch.linalg.inv(weight)
-    offset = -inverse @ bias
     x = rgb.float()
+    affine = _on(x, "rgb_to_yuv", _inverse_affine, fmt)
     sx, sy = fmt.subsampling
     small = F.avg_pool2d(x, (sy, sx), ceil_mode=True) if (sx, sy) != (1, 1) else x
-    luma = _mix(x, inverse[:1], offset[:1])
-    chroma = _mix(small, inverse[1:], offset[1:])
+    luma = _mix(x, affine[:1])
+    chroma = _mix(small, affine[1:])
     peak = float((1 << fmt.bits) - 1)
     out_dtype = torch.uint8 if fmt.bits == 8 else torch.int16
     yq = luma[:, 0].round_().clamp_(0, peak).to(out_dtype)

@@ -7,7 +7,9 @@ import argparse
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,14 +18,15 @@ import av
 import cv2
 import tqdm
 
-from . import __version__, hwaccel
 from .api import process
 from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
 from .images import dehaze_images, image_engine, is_image
 from .live import LiveOptions, LiveSource, is_live
-from .models import MODEL_NAMES, create_model, default_model
+from .models import create_model, default_model
+from .fleet import Fleet, FleetResult
+from .options import Parser, build_parser, seconds
 from .outputs import atomic_output
 from .pipeline import RunResult
 from .sources import VideoFileSource
@@ -31,119 +34,86 @@ from .stats import Reporter, RunStats
 
 log = logging.getLogger("streamdehaze")
 
-DAY = 86400.0
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not argparse's usage block
-        raise UsageError(f"{message} (see streamdehaze --help)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="streamdehaze", description="Dehaze a video, an image, or a folder of images.")
-    p.add_argument("input", help="video file or URL, image, or folder of images")
-    p.add_argument("output", help="video file, image, or folder (for a folder input)")
-    p.add_argument("--model", default="auto",
-                   help=f"dehazing model: {', '.join(MODEL_NAMES)} (default: auto = the best model shipped for the "
-                        "device: KA_Net where its weights ship with the package, else dcp)")
-    p.add_argument("--weights", type=Path, help="weights file for models that take them")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--batch", type=_number(int, "a whole number", 1, 256), metavar="N",
-                   help="frames per model call, 1 to 256 (default: 4 for files, 1 for live streams)")
-    p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto",
-                   help="run the model with the short side at N pixels (16 to 16384) and transfer the result to "
-                        "full resolution by guided upsampling; full = native resolution (default: auto = per model "
-                        "and device for video, native for images)")
-    p.add_argument("--compile", action="store_true",
-                   help="compile the model with torch.compile: a slow start (a minute or more), then faster frames "
-                        "where the device gains from it")
-    p.add_argument("--hwaccel", default="auto", choices=hwaccel.MODES,
-                   help="NVDEC decoding and NVENC encoding: auto = when the model runs on CUDA and they work, "
-                        "else software; cuda = required (default: auto)")
-    p.add_argument("--temporal", default="ema", choices=["off", "ema"],
-                   help="smooth flicker between frames, gated by motion, reset on scene cuts (default: ema)")
-    p.add_argument("--temporal-strength", type=_number(float, "a number", 0, 1, high_inclusive=False), default=0.6,
-                   metavar="S", help="weight of the past in [0, 1) (default: 0.6)")
-    p.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")
-    p.add_argument("--crf", type=_number(int, "a whole number", -math.inf), metavar="N",
-                   help="constant quality: 0-51 for x264/x265, 0-63 for vp9/av1 (default: 18)")
-    p.add_argument("--preset", metavar="P",
-                   help="encoder speed: x264/x265's ultrafast .. placebo, SVT-AV1's 0 .. 13 (default: veryfast for "
-                        "x264/x265)")
-    p.add_argument("--strict", action="store_true",
-                   help="stop at the first corrupt packet of the input (default: skip corrupt packets and count them)")
-    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
-    p.add_argument("--duration", type=_seconds(math.inf), metavar="SECONDS",
-                   help="stop after this much video (or live time)")
-    live = p.add_argument_group("live sources (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN)")
-    live.add_argument("--timeout", type=_seconds(DAY), default=5.0, metavar="SECONDS",
-                      help="give up a read or connection attempt after this long without data (default: 5)")
-    live.add_argument("--reconnect", type=_reconnects, default=math.inf, metavar="N|inf",
-                      help="reconnection attempts after a failure or end of stream (default: inf)")
-    live.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp", "udp_multicast", "http", "https"],
-                      help="RTSP transport (default: tcp)")
-    live.add_argument("--max-latency", type=_seconds(DAY), default=1.0, metavar="SECONDS",
-                      help="drop frames older than this rather than fall behind (default: 1)")
-    live.add_argument("--segment-time", type=_seconds(DAY), metavar="SECONDS",
-                      help="split the output file into segments of about this length (NAME_00000.mp4, ...); a new "
-                           "run continues after the highest number already there")
-    live.add_argument("--metrics-port", type=_number(int, "a port number", 1, 65535), metavar="PORT",
-                      help="serve Prometheus metrics on 127.0.0.1:PORT")
-    p.add_argument("--stats-json", type=Path, metavar="FILE",
-                   help="write run statistics as JSON (live sources: one JSON line a second)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary; errors only")
-    p.add_argument("--version", action="version", version=f"streamdehaze {__version__}")
-    return p
-
-
-def _number(cast: Callable[[str], float], what: str, low: float, high: float = math.inf,
-            low_inclusive: bool = True, high_inclusive: bool = True) -> Callable[[str], float]:
-    """An argparse type: ``cast(text)``, finite, from ``low`` to ``high`` (each bound inclusive unless told)."""
-    def parse(text: str) -> float:
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"not a finite number: {text}")
-        if value < low or (value == low and not low_inclusive):
-            raise argparse.ArgumentTypeError(f"must be {'at least' if low_inclusive else 'more than'} {low:g}: {text}")
-        if value > high or (value == high and not high_inclusive):
-            raise argparse.ArgumentTypeError(f"must be {'at most' if high_inclusive else 'less than'} {high:g}: {text}")
-        return value
-    return parse
-
-
-def _seconds(high: float) -> Callable[[str], float]:
-    return _number(float, "a number of seconds", 0, high, low_inclusive=False)
-
-
-_positive = _number(int, "a whole number", 1)
-_attempts = _number(int, "a number of attempts or 'inf'", 0)
-
-
-def _reconnects(text: str) -> float:
-    return math.inf if text in ("inf", "infinite", "forever") else float(_attempts(text))
-
-
-def parse_infer_size(text: str) -> int | str | None:
-    if text == "full":
-        return None
-    if text == "auto":
-        return "auto"
-    return _infer_size(text)
-
-
-_infer_size = _number(int, "a size in pixels, 'full' or 'auto'", 16, 16384)
-
 
 def run(argv: list[str]) -> int:
     """Parse ``argv`` and run; errors are raised for ``cli.main`` to report."""
     av.logging.set_level(None)  # FFmpeg's own messages would bury ours; errors reach us as exceptions
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # likewise OpenCV's, for damaged images
+    if argv[:1] == ["serve"]:  # (an input file called 'serve': ./serve)
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     log.setLevel(logging.ERROR if args.quiet else logging.INFO)
     return _run(args)
+
+
+def serve(argv: list[str]) -> int:
+    """``streamdehaze serve CONFIG.toml [--duration S]``: the streams of a configuration, in one process, until
+    they end, for ``S`` seconds, or until Ctrl-C / SIGTERM; SIGHUP re-reads the configuration (``fleet.py``).
+    Exit 0, or 1 when a stream failed, 130 when a file stream was cut short."""
+    args = serve_parser().parse_args(argv)
+    fleet = Fleet(args.config)
+    quiet = args.quiet or fleet.config.quiet
+    log.setLevel(logging.ERROR if quiet else logging.INFO)
+    fleet.start()
+    reloads = threading.Event()
+    previous = signal.getsignal(signal.SIGHUP)
+    if previous is not signal.SIG_IGN:  # ignored at start (nohup): stays so
+        signal.signal(signal.SIGHUP, lambda signum, frame: reloads.set())
+    try:
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        while not fleet.wait(0.2):
+            if reloads.is_set():
+                reloads.clear()
+                try:
+                    fleet.reload(args.config)
+                except UsageError as exc:
+                    log.error("reload: %s; the running configuration stays", exc)
+            if deadline is not None and time.monotonic() >= deadline:
+                fleet.stop()
+                deadline = None
+    except KeyboardInterrupt:
+        log.info("stopping: every stream finishes its output")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        fleet.stop()
+    result = fleet.close()
+    if not quiet:
+        for line in summary(result):
+            print(f"streamdehaze: {line}", file=sys.stderr)
+    if result.failed:
+        return 1
+    cut = [s for s in result.streams if s.result is not None and s.result.interrupted and not s.live]
+    return 130 if cut else 0
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="streamdehaze serve", description="Dehaze many streams in one process, sharing the model.")
+    p.add_argument("config", type=Path, help="TOML: defaults for every stream, then [[stream]] tables")
+    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS", help="stop every stream after this long")
+    p.add_argument("--quiet", action="store_true", help="no summary; errors only")
+    return p
+
+
+def summary(result: FleetResult) -> list[str]:
+    """One line per stream and one for the fleet."""
+    lines = []
+    dropped = reconnects = 0
+    for s in result.streams:
+        if s.error is not None:
+            lines.append(f"{s.name}: failed: {s.error}")
+        elif s.result is None:
+            lines.append(f"{s.name}: never connected")
+        if s.result is None:
+            continue
+        r = s.result
+        dropped, reconnects = dropped + r.dropped, reconnects + r.reconnects
+        kept = f" (cut short: {r.output})" if r.output else ""
+        lines.append(f"{s.name}: {r.frames} frames in {r.seconds:.2f} s ({r.fps:.1f} fps, {r.dropped} dropped, "
+                     f"{r.reconnects} reconnects) -> {mask(s.output, s.output)}{kept}")
+    failed = f", {len(result.failed)} failed" if result.failed else ""
+    lines.append(f"fleet: {len(result.streams)} streams, {result.frames} frames in {result.seconds:.2f} s "
+                 f"({result.fps:.1f} fps, {dropped} dropped, {reconnects} reconnects){failed}")
+    return lines
 
 
 def _run(args: argparse.Namespace) -> int:

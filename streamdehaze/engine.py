@@ -16,6 +16,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import av
 import cv2
@@ -78,14 +79,14 @@ class Engine:
     ``infer_size``: frames whose short side exceeds it go through the model at that short side, and the result
     reaches full resolution through the model's colour transform (``kanet.transform``, ``guided.py``); ``None``
     runs the model at native resolution. ``"auto"`` takes the model's own ``infer_size`` hint; ``max_upscale``
-    raises the inference size of large frames so the transform is never stretched more than that. ``temporal``
-    smooths the transforms of consecutive video frames (``temporal.py``); it then runs the transform path even
-    at native resolution.
+    raises the inference size of large frames so the transform is never stretched more than that.
+
+    An engine holds no state of any stream: several streams share it (``submit_many``), each passing its own
+    temporal smoother (``temporal.py``), whose use runs the transform path even at native resolution.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto",
-                 infer_size: int | str | None = "auto", guide_eps: float = 1e-4,
-                 temporal: TemporalSmoother | None = None, compile: bool = False,
+                 infer_size: int | str | None = "auto", guide_eps: float = 1e-4, compile: bool = False,
                  max_upscale: float | None = None) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -98,7 +99,6 @@ class Engine:
         self.infer_size = infer_size
         self.max_upscale = max_upscale
         self.guide_eps = guide_eps
-        self.temporal = temporal
         # On CUDA, batches overlap on copy and compute streams: up to ``depth`` more wait behind the oldest.
         self._lanes = Lanes(self.device) if self.device.type == "cuda" else None
         self.depth = 2 if self._lanes is not None else 0
@@ -143,85 +143,142 @@ class Engine:
         y = self.process_rgb(x).mul_(peak).round_().clamp_(0, peak)
         return y.permute(0, 2, 3, 1).cpu().numpy().astype(rgb.dtype)
 
-    @torch.inference_mode()
-    def process_frames(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat,
-                       out_pix_fmt: str) -> list[av.VideoFrame]:
+    def process_frames(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat, out_pix_fmt: str,
+                       temporal: TemporalSmoother | None = None) -> list[av.VideoFrame]:
         """Dehaze planar YUV frames; returns new frames in ``out_pix_fmt`` carrying the inputs' pts and time base."""
-        return self.submit(frames, out_format, out_pix_fmt).frames()
+        return self.submit(frames, out_format, out_pix_fmt, temporal).frames()
+
+    def submit(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat, out_pix_fmt: str,
+               temporal: TemporalSmoother | None = None) -> "Batch":
+        """``submit_many`` for the frames of one stream."""
+        return self.submit_many([Request(list(frames), out_format, out_pix_fmt, temporal)])[0]
 
     @torch.inference_mode()
-    def submit(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat, out_pix_fmt: str) -> "Batch":
-        """Start dehazing ``frames``; ``Batch.frames()`` returns the results. On CUDA this only enqueues the work
-        (see ``transfer.py``), so up to ``self.depth`` more batches can be submitted before waiting for this
-        one; elsewhere the work is done on return. Consecutive frames of one size and format go through the
-        model together."""
-        batch = Batch(out_pix_fmt)
-        for (*_, fmt), group in itertools.groupby(frames, key=lambda f: (f.width, f.height, f.format.name,
-                                                                           yuv_format(f))):
-            group = list(group)
-            planes = list(zip(*(planes_of(f) for f in group)))
+    def submit_many(self, requests: Sequence[Request]) -> list["Batch"]:
+        """Start dehazing the frames of several streams, one ``Request`` each; ``Batch.frames()`` of each returns
+        its results. Frames of every request that share an inference shape go through the model together. On CUDA
+        this only enqueues the work (see ``transfer.py``), so up to ``self.depth`` more calls can be submitted
+        before waiting for this one; elsewhere the work is done on return."""
+        groups: list[_Group] = []
+        for index, request in enumerate(requests):
+            for (*_, fmt), frames in itertools.groupby(
+                    request.frames, key=lambda f: (f.width, f.height, f.format.name, yuv_format(f))):
+                groups.append(_Group(index, list(frames), fmt, request))
+        planes = [list(zip(*(planes_of(f) for f in g.frames))) for g in groups]  # per group: Y, U, V frame lists
+        if self._lanes is None:
+            inputs = [torch.from_numpy(np.stack(p)).to(self.device) for group in planes for p in group]
+            outputs = [t.cpu() for t in self._dehaze_groups(groups, inputs)]
+            call = _Call(groups, len(requests), lambda consume: consume(*outputs), lambda: True)
+        else:
+            host = [self._lanes.pool.take((len(p), *p[0].shape), _TORCH_DTYPE[p[0].dtype])
+                    for group in planes for p in group]
+            for buffer, p in zip(host, (p for group in planes for p in group)):
+                np.stack(p, out=buffer.numpy())  # straight into page-locked memory
+            transfer = self._lanes.run(host, lambda *inputs: self._dehaze_groups(groups, list(inputs)))
+            call = _Call(groups, len(requests), transfer.collect, transfer.ready)
+        return [Batch(call, i, len(r.frames)) for i, r in enumerate(requests)]
 
-            def dehaze(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat = fmt):
-                return self._dehaze_planes(y, u, v, fmt, out_format)
-
-            if self._lanes is None:
-                y, u, v = (torch.from_numpy(np.stack(p)).to(self.device) for p in planes)
-                out = [p.cpu() for p in dehaze(y, u, v)]
-                batch.add(group, lambda consume, out=out: consume(*out), lambda: True)
+    def _dehaze_groups(self, groups: list[_Group], planes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The per-batch device work: the Y, U, V planes of each group (three tensors each, in order) -> its output
+        planes. Model inputs of one shape from any group (any stream) share one model call. Nothing here copies
+        from the host or waits for the device (``tests/streamdehaze/test_no_sync.py``)."""
+        inputs, kinds = [], []
+        for i, group in enumerate(groups):
+            y, u, v = planes[3 * i: 3 * i + 3]
+            size = self.infer_shape(*y.shape[-2:])
+            direct = size is None and group.request.temporal is None  # the model's own output, full resolution
+            inputs.append(yuv_to_rgb(y, u, v, group.fmt) if direct else
+                          yuv_to_rgb(y, u, v, group.fmt, size=size or tuple(y.shape[-2:])))
+            kinds.append((direct, *inputs[-1].shape[-2:]))
+        results: list = [None] * len(groups)
+        for kind in dict.fromkeys(kinds):  # each shape once, in order of first appearance
+            members = [i for i, k in enumerate(kinds) if k == kind]
+            x = torch.cat([inputs[i] for i in members]) if len(members) > 1 else inputs[members[0]]
+            sizes = [inputs[i].shape[0] for i in members]
+            if kind[0]:
+                for i, out in zip(members, self.model(x).split(sizes)):
+                    results[i] = out
             else:
-                host = [self._lanes.pool.take((len(group), *p[0].shape), _TORCH_DTYPE[p[0].dtype]) for p in planes]
-                for buffer, plane in zip(host, planes):
-                    np.stack(plane, out=buffer.numpy())  # straight into page-locked memory
-                transfer = self._lanes.run(host, dehaze)
-                batch.add(group, transfer.collect, transfer.ready)
-        return batch
+                gains, offsets = self.coefficients(x)
+                for i, gain, offset in zip(members, gains.split(sizes), offsets.split(sizes)):
+                    results[i] = (gain, offset)
+        outputs: list[torch.Tensor] = []
+        for i, group in enumerate(groups):
+            out_format = group.request.out_format
+            if kinds[i][0]:
+                outputs += rgb_to_yuv(results[i], out_format)
+                continue
+            gain, offset = results[i]
+            if group.request.temporal is not None:
+                gain, offset = group.request.temporal(inputs[i], gain, offset)
+            outputs += apply_planes(tuple(planes[3 * i: 3 * i + 3]),
+                                    plane_coefficients(gain, offset, group.fmt, out_format), out_format)
+        return outputs
 
-    def _dehaze_planes(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat,
-                       out_format: YUVFormat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        size = self.infer_shape(*y.shape[-2:])
-        if size is None and self.temporal is None:
-            return rgb_to_yuv(self.model(yuv_to_rgb(y, u, v, fmt)), out_format)
-        small = yuv_to_rgb(y, u, v, fmt, size=size or tuple(y.shape[-2:]))
-        gain, offset = self.coefficients(small)
-        if self.temporal is not None:
-            gain, offset = self.temporal(small, gain, offset)
-        return apply_planes((y, u, v), plane_coefficients(gain, offset, fmt, out_format), out_format)
+
+@dataclass
+class Request:
+    """One stream's frames for an engine call: its output layout, and its temporal smoother (its own state)."""
+
+    frames: list[av.VideoFrame]
+    out_format: YUVFormat
+    pix_fmt: str
+    temporal: TemporalSmoother | None = None
+
+
+@dataclass
+class _Group:
+    """Consecutive frames of one request with one size and format (one tensor per plane)."""
+
+    request_index: int
+    frames: list[av.VideoFrame]
+    fmt: YUVFormat
+    request: Request
 
 
 _TORCH_DTYPE = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int16): torch.int16}
 
 
+class _Call:
+    """One ``submit_many``: its output planes, turned into frames for every request once, when first asked for."""
+
+    def __init__(self, groups: list[_Group], requests: int, collect: Callable, ready: Callable[[], bool]) -> None:
+        """``collect(consume)`` calls ``consume(*planes)`` with every group's output planes on the host (Y, U, V
+        per group, in order); ``ready()`` says, without waiting, whether they are there."""
+        self._groups, self._collect, self.ready = groups, collect, ready
+        self._results: list[list[av.VideoFrame]] | None = None
+        self._requests = requests
+
+    def results(self) -> list[list[av.VideoFrame]]:
+        if self._results is None:
+            self._results = self._collect(self._build)
+        return self._results
+
+    def _build(self, *planes: torch.Tensor) -> list[list[av.VideoFrame]]:
+        out: list[list[av.VideoFrame]] = [[] for _ in range(self._requests)]
+        for i, group in enumerate(self._groups):
+            y, u, v = (p.numpy() for p in planes[3 * i: 3 * i + 3])
+            for k, src in enumerate(group.frames):
+                frame = frame_from_planes(y[k], u[k], v[k], group.request.pix_fmt)  # copies
+                frame.pts = src.pts
+                if src.time_base is not None:
+                    frame.time_base = src.time_base
+                out[group.request_index].append(frame)
+        return out
+
+
 class Batch:
-    """Frames handed to ``Engine.submit``; ``frames()`` waits for their dehazed versions, in order."""
+    """One request's frames of an engine call; ``frames()`` waits for their dehazed versions, in order."""
 
-    def __init__(self, pix_fmt: str) -> None:
-        self.pix_fmt = pix_fmt
-        self._parts: list[tuple[list[av.VideoFrame], Callable, Callable[[], bool]]] = []
-
-    def add(self, sources: list[av.VideoFrame], collect: Callable, ready: Callable[[], bool]) -> None:
-        """``collect(consume)`` calls ``consume(y, u, v)`` with the group's output planes on the host;
-        ``ready()`` says, without waiting, whether they are there."""
-        self._parts.append((sources, collect, ready))
+    def __init__(self, call: _Call, index: int, size: int) -> None:
+        self._call, self._index, self._size = call, index, size
 
     def ready(self) -> bool:
         """Whether ``frames()`` would return without waiting."""
-        return all(ready() for *_, ready in self._parts)
+        return self._call.ready()
 
     def __len__(self) -> int:
-        return sum(len(sources) for sources, *_ in self._parts)
+        return self._size
 
     def frames(self) -> list[av.VideoFrame]:
-        out: list[av.VideoFrame] = []
-        for sources, collect, _ in self._parts:
-            out += collect(lambda y, u, v, sources=sources: self._build(sources, y, u, v))
-        return out
-
-    def _build(self, sources: list[av.VideoFrame], y: torch.Tensor, u: torch.Tensor,
-               v: torch.Tensor) -> list[av.VideoFrame]:
-        planes = [p.numpy() for p in (y, u, v)]
-        frames = []
-        for i, src in enumerate(sources):
-            frame = frame_from_planes(planes[0][i], planes[1][i], planes[2][i], self.pix_fmt)  # copies
-            frame.pts, frame.time_base = src.pts, src.time_base
-            frames.append(frame)
-        return frames
+        return self._call.results()[self._index]

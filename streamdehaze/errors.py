@@ -10,9 +10,11 @@ class StreamDehazeError(Exception):
 
 
 class UsageError(StreamDehazeError):
-    """Bad arguments or unusable paths, found before any work starts (exit 2)."""
+    """Bad arguments or unusable paths, found before any work starts (exit 2). ``key``: the option at fault, where
+    known (``config.keyed``), so that a configuration's error can name it."""
 
     exit_code = 2
+    key: str | None = None
 
 
 class MediaError(StreamDehazeError):

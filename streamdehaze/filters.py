@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .constants import device_constant
 
 
 def box_filter(x: torch.Tensor, radius: int, opencv: bool | None = None) -> torch.Tensor:
@@ -19,7 +19,7 @@ def box_filter(x: torch.Tensor, radius: int, opencv: bool | None = None) -> torc
     which cost the same for any radius (the mean is removed first so fp32 prefix sums stay small and keep the
     tiny variances a guided filter needs).
     """
-    counts = _window_counts(*x.shape[-2:], radius, x.dtype, x.device)
+    counts = _window_counts(*x.shape[-2:], radius, x)
     if opencv is None:
         opencv = x.device.type == "cpu" and not x.requires_grad and x.dtype in (torch.float32, torch.float64)
     if opencv:
@@ -55,13 +55,15 @@ def _window_sum(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
     return csum.narrow(dim, 2 * radius + 1, n) - csum.narrow(dim, 0, n)
 
 
-@functools.lru_cache(maxsize=64)
-def _window_counts(h: int, w: int, radius: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Pixels inside each (2r+1)^2 window that fall within the image; cached, as video repeats one size."""
-    def counts(n: int) -> torch.Tensor:
-        i = torch.arange(n, device=device)
-        return ((i + radius).clamp(max=n - 1) - (i - radius).clamp(min=0) + 1).to(dtype)
-    return counts(h)[:, None] * counts(w)[None, :]
+def _window_counts(h: int, w: int, radius: int, like: torch.Tensor) -> torch.Tensor:
+    """Pixels inside each (2r+1)^2 window that fall within the image, on ``like``'s device and dtype; made once
+    per size (video repeats one size) and, on CUDA, per stream (``constants.py``)."""
+    def build(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        def counts(n: int) -> torch.Tensor:
+            i = torch.arange(n, device=device)
+            return ((i + radius).clamp(max=n - 1) - (i - radius).clamp(min=0) + 1).to(dtype)
+        return counts(h)[:, None] * counts(w)[None, :]
+    return device_constant(("window_counts", h, w, radius), like, build)
 
 
 def min_filter(x: torch.Tensor, radius: int) -> torch.Tensor:

@@ -48,7 +48,7 @@ def plane_coefficients(a: torch.Tensor, b: torch.Tensor, src: YUVFormat,
     defines them with BT.709 luma: on a BT.601 stream a luma/chroma split of the gain differs by the matrices'
     small difference). Input and output share the colour matrix; range and bit depth may differ.
     """
-    offset_ycc = torch.einsum("oc,bchw->bohw", ycc_from_rgb(src.matrix).to(b), b)
+    offset_ycc = torch.einsum("oc,bchw->bohw", ycc_from_rgb(src.matrix, like=b), b)
     si, so = src._offsets(), dst._offsets()
     out = []
     for i in range(3):

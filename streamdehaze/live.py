@@ -61,7 +61,9 @@ class LiveSource:
     """Video frames of a live stream, reconnecting as needed, until ``stop()``, a limit, or reconnects run out."""
 
     def __init__(self, url: str, options: LiveOptions | None = None, *, max_frames: int | None = None,
-                 duration: float | None = None) -> None:
+                 duration: float | None = None, stop: threading.Event | None = None) -> None:
+        """Connects (retrying as ``options`` say) before returning; setting ``stop`` meanwhile gives up with
+        ``Stopped``."""
         self.url, self.name = url, mask(url, url)
         self.options = options or LiveOptions()
         self.max_frames, self.duration = max_frames, duration
@@ -69,7 +71,7 @@ class LiveSource:
         self.received = 0  # frames decoded from the stream (written + dropped, once the run is over)
         self.corrupt = 0  # packets the decoder refused (lost on the network), skipped
         self._last_data = time.monotonic()  # when the camera last sent something
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
         self._container: av.container.InputContainer | None = None
         self._clock_start = time.monotonic()
         self._last_pts: int | None = None
@@ -101,7 +103,7 @@ class LiveSource:
         failures = 0
         while True:
             if self._stop.is_set():
-                raise _Stopped
+                raise Stopped
             try:
                 return self._open_once()
             except (av.FFmpegError, OSError, MediaError) as exc:
@@ -111,7 +113,7 @@ class LiveSource:
                 failures += 1
                 log.warning("%s: %s; retrying in %.1f s", self.name, reason, delay)
                 if self._stop.wait(delay):
-                    raise _Stopped from None
+                    raise Stopped from None
                 delay = min(delay * 2, self.options.backoff_max)
 
     def _reconnect(self, reason: str) -> av.VideoFrame:
@@ -125,7 +127,7 @@ class LiveSource:
             log.warning("%s: %s; reconnecting (%d)%s", self.name, reason, self.reconnects,
                         f" in {delay:.1f} s" if delay else "")
             if self._stop.wait(delay):
-                raise _Stopped
+                raise Stopped
             try:
                 frame = self._open_once()
             except (av.FFmpegError, OSError, MediaError) as exc:
@@ -233,7 +235,7 @@ class LiveSource:
                     return
                 if self.duration is not None and time.monotonic() - self._clock_start >= self.duration:
                     return
-        except _Stopped:
+        except Stopped:
             return
 
     def stop(self) -> None:
@@ -260,5 +262,5 @@ class LiveSource:
         self.close()
 
 
-class _Stopped(Exception):
-    """Raised inside the source when stop() was called while it waited or connected."""
+class Stopped(Exception):
+    """``stop()`` was called while the source waited or connected (outside the source: before it first connected)."""

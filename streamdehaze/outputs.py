@@ -45,6 +45,22 @@ def check_output(target: Path, inputs: Path | None = None) -> None:
         raise UsageError(f"output folder does not exist: {parent}")
 
 
+def check_writable(folder: Path) -> None:
+    """A file can be created in ``folder``: tried, since permissions alone do not say (root, a read-only
+    filesystem). Nothing is left behind."""
+    if not folder.is_dir():
+        raise UsageError(f"folder does not exist: {folder}")
+    try:
+        fd = _anonymous_file(folder)
+        if fd is None:
+            probe = folder / f".streamdehaze-probe-{os.getpid()}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.unlink(probe)
+        os.close(fd)
+    except OSError as exc:
+        raise UsageError(f"cannot write to {folder}: {exc.strerror}") from None
+
+
 def partial_name(target: Path) -> Path:
     """Where an interrupted run leaves the frames it finished: ``out.mp4`` -> ``out.partial.mp4``."""
     return target.with_name(f"{target.stem}.partial{target.suffix}")

@@ -1,15 +1,23 @@
-"""source -> engine -> sink, with decode and encode in their own threads.
+"""source -> engine -> sink, for one stream or many sharing an engine.
 
-The reader thread demuxes and decodes ahead into a bounded queue; the calling thread batches frames through
-the engine (on a GPU, files keep up to ``engine.depth`` more batches in flight while the oldest is collected;
-finished batches go out at once); the writer thread encodes and muxes. For files, full queues block the stage
-before them (backpressure), so no frame is ever dropped. For live sources the reader's queue drops its oldest frame instead,
-and frames older than ``max_latency`` are skipped, so latency stays bounded when the model is slower than the
-camera. Copy-stream packets skip the engine and reach the writer in demux order.
+Each ``Stream`` has its own reader thread (demux + decode ahead into a bounded queue), its own writer thread
+(encode + mux) and its own state: temporal smoothing, latency bound, counters. A ``Scheduler`` serves all the
+streams of one engine from one thread: it takes what each stream has ready without ever waiting for one, puts the
+frames of all of them through the engine together (frames of one inference shape share a model call), and hands
+each stream its results. So a camera that stalls, dies or sends slowly holds back no other.
+
+Files never lose a frame: a full reader queue blocks its reader (backpressure), and a stream is only served while
+its writer has room. Live streams bound their latency: a full reader queue drops its oldest frame, frames older
+than ``max_latency`` are skipped, and both are counted. When the engine is slower than the cameras together, every
+round serves each stream that has a frame, in turn, so the drops are spread over the cameras and none starves.
+On a GPU up to ``engine.depth`` more calls are in flight behind the oldest; finished ones go out at once.
+Copy-stream packets (audio, subtitles) skip the engine and reach the writer in demux order.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -17,9 +25,12 @@ from dataclasses import dataclass
 
 import av
 
-from .engine import Batch, Engine
+from .engine import Batch, Engine, Request
 from .stats import RunStats
-from .threads import Prefetch, Worker
+from .temporal import TemporalSmoother
+from .threads import EMPTY, Prefetch, Worker
+
+_IDLE_WAIT_S = 0.1  # the scheduler's longest sleep when nothing is ready (it is woken as soon as something is)
 
 
 @dataclass
@@ -37,86 +48,279 @@ class RunResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+class Stream:
+    """One stream's reader, writer and state, served by a ``Scheduler``.
+
+    ``batch_size``: frames of this stream per engine call (a file waits until it has that many; a live stream
+    sends what it has). ``temporal``: this stream's smoother (state carried from frame to frame).
+    """
+
+    def __init__(self, source: Iterable, sink, *, name: str = "", batch_size: int = 1, queue_frames: int = 8,
+                 live: bool = False, max_latency: float | None = None, stats: RunStats | None = None,
+                 temporal: TemporalSmoother | None = None, on_frames: Callable[[int], None] | None = None) -> None:
+        self.source, self.sink, self.name = source, sink, name
+        self.batch_size, self.queue_frames, self.live, self.max_latency = batch_size, queue_frames, live, max_latency
+        self.stats = stats or RunStats()
+        self.temporal, self.on_frames = temporal, on_frames
+        self.frames = 0  # dehazed frames handed to the writer
+        self.error: BaseException | None = None
+        self.drained = threading.Event()  # nothing of this stream is left in the engine
+        self._arrival = getattr(source, "arrival", lambda pts: None)  # live sources know when each frame came in
+        self._pending: list[av.VideoFrame] = []  # taken, waiting for a full batch
+        self._in_engine = 0
+        self._ended = False  # no more frames will be taken: the source ended, failed or was stopped
+        self.stopped = False  # stopped before its source ended
+        self._start = time.perf_counter()
+        self.reader: Prefetch | None = None
+        self.writer: Worker | None = None
+
+    def start(self, wake: Callable[[], None], depth: int) -> None:
+        """Start the reader and writer threads; ``wake`` is called whenever one of them has something new."""
+        stats = self.stats
+        self.reader = Prefetch(self.source, maxsize=max(2, self.batch_size) if self.live else self.queue_frames,
+                               name=f"decode {self.name}".strip(), notify=wake,
+                               on_drop=(lambda _: stats.drop()) if self.live else None)
+        # The scheduler never puts more than this: a full writer holds back its own stream, never the scheduler.
+        self._capacity = self.queue_frames + self.batch_size * (depth + 2)
+        self.writer = Worker(self._write, maxsize=self._capacity + 1, name=f"encode {self.name}".strip(), notify=wake)
+        stats.queue_depth = self.reader.qsize
+        stats.reconnects = lambda: getattr(self.source, "reconnects", 0)
+        stats.received = lambda: getattr(self.source, "received", stats.frames)
+        stats.corrupt = lambda: getattr(self.source, "corrupt", 0)
+
+    def _write(self, item: av.VideoFrame | av.Packet) -> None:
+        self.sink.write(item)
+        if isinstance(item, av.VideoFrame):
+            self.stats.frame_done(self._arrival(item.pts))
+
+    # The scheduler's side (its thread only).
+
+    def take(self) -> list[av.VideoFrame]:
+        """The frames to dehaze now, without waiting: a full batch (fewer at the end, or what a live stream has),
+        else none. Packets go straight to the writer; frames too old to be worth showing are dropped."""
+        if self._ended:
+            return []
+        room = self._capacity - self.writer.pending() - self._in_engine - len(self._pending)
+        while len(self._pending) < self.batch_size and room > 0:
+            try:
+                item = self.reader.poll()
+            except StopIteration:
+                self._ended = True
+                break
+            if item is EMPTY:
+                break
+            room -= 1
+            if isinstance(item, av.Packet):
+                self.writer.put(item)
+                continue
+            came = self._arrival(item.pts)
+            if self.max_latency is not None and came is not None and time.monotonic() - came > self.max_latency:
+                self.stats.drop()
+                continue
+            self._pending.append(item)
+        if len(self._pending) >= self.batch_size or (self._pending and (self.live or self._ended)):
+            frames, self._pending = self._pending, []
+            self._in_engine += len(frames)
+            return frames
+        return []
+
+    def request(self, frames: list[av.VideoFrame]) -> Request:
+        return Request(frames, self.sink.yuv_format, self.sink.pix_fmt, self.temporal)
+
+    def deliver(self, frames: list[av.VideoFrame]) -> None:
+        self._in_engine -= len(frames)
+        if self.error is not None:
+            return
+        for frame in frames:
+            self.writer.put(frame)
+        self.frames += len(frames)
+        if self.on_frames is not None:
+            self.on_frames(len(frames))
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def fail(self, exc: BaseException) -> None:
+        """This stream failed (its source, its writer, or the engine on its frames); the others go on."""
+        if self.error is None:
+            self.error = exc
+        self.stop()
+
+    # Anyone's side.
+
+    def stop(self) -> None:
+        """Take no more frames (those already in the engine are still written); the reader is asked to finish."""
+        self.stopped = self.stopped or not self._ended
+        self._ended = True
+        self._pending = []
+        stop = getattr(self.source, "stop", None)
+        if stop is not None:
+            stop()
+
+    # The owner's side, once ``drained`` is set.
+
+    def finish(self, interrupted: bool = False) -> RunResult:
+        """Close the reader, write everything handed to the writer and close the sink (the file is complete), or,
+        after a failure, keep what was written as far as it can be (``sink.abort``) and raise the failure."""
+        try:
+            self.reader.close()
+            if self.error is not None:
+                raise self.error
+            self.writer.finish()
+            self.sink.close()
+        except BaseException:
+            self.writer.cancel()
+            self.sink.abort()
+            raise
+        return self.result(interrupted)
+
+    def result(self, interrupted: bool = False) -> RunResult:
+        return RunResult(frames=self.frames, seconds=time.perf_counter() - self._start, interrupted=interrupted,
+                         dropped=self.stats.dropped, reconnects=getattr(self.source, "reconnects", 0),
+                         corrupt=getattr(self.source, "corrupt", 0))
+
+
+class Scheduler:
+    """Serves the streams of one engine from one thread (``run``, or ``step`` by step)."""
+
+    def __init__(self, engine: Engine, max_frames: int = 64) -> None:
+        """``max_frames``: the most frames of all streams together in one engine call."""
+        self.engine, self.max_frames = engine, max_frames
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._streams: list[Stream] = []
+        self._in_flight: deque[list[tuple[Stream, Batch]]] = deque()  # engine calls, oldest first
+        self._turn = itertools.count()
+        self._closing = False
+
+    def add(self, stream: Stream) -> None:
+        """Start serving ``stream`` (thread-safe); its reader and writer start now."""
+        stream.start(self._wake.set, self.engine.depth)
+        with self._lock:
+            self._streams.append(stream)
+        self._wake.set()
+
+    def close(self) -> None:
+        """``run`` returns once every stream is drained (thread-safe)."""
+        self._closing = True
+        self._wake.set()
+
+    def run(self) -> None:
+        """Serve until ``close()`` and every stream is drained."""
+        while True:
+            with self._lock:
+                if self._closing and not self._streams:
+                    return
+                streams = list(self._streams)
+            try:
+                self.step()
+            except Exception as exc:  # a bug: its streams fail (each says why) rather than wait for ever
+                for stream in streams:
+                    stream.fail(exc)
+                self.abandon()
+
+    def step(self) -> None:
+        """One round: submit what the streams have ready, collect what the engine has done, or wait for either."""
+        self._wake.clear()  # anything that arrives from here on wakes the wait below
+        with self._lock:
+            streams = list(self._streams)
+        if streams:  # a different stream goes first each round: when calls are full, no stream always misses out
+            first = next(self._turn) % len(streams)
+            streams = streams[first:] + streams[:first]
+        picked: list[tuple[Stream, list[av.VideoFrame]]] = []
+        total = 0
+        for stream in streams:
+            if total >= self.max_frames:
+                break
+            try:
+                frames = stream.take()
+            except Exception as exc:  # its source failed
+                stream.fail(exc)
+                continue
+            if frames:
+                picked.append((stream, frames))
+                total += len(frames)
+        if picked:
+            try:
+                batches = self.engine.submit_many([stream.request(frames) for stream, frames in picked])
+            except Exception as exc:
+                for stream, _ in picked:
+                    stream.fail(exc)
+            else:
+                self._in_flight.append([(stream, batch) for (stream, _), batch in zip(picked, batches)])
+            while self._in_flight and (len(self._in_flight) > self.engine.depth or self._in_flight[0][0][1].ready()):
+                self._collect()
+        elif self._in_flight:
+            self._collect()  # nothing new: finish the oldest call
+        else:
+            self._wake.wait(_IDLE_WAIT_S)
+        self._retire()
+
+    def abandon(self) -> None:
+        """Forget the calls in flight (a second Ctrl-C: their frames are not written)."""
+        for call in self._in_flight:
+            for stream, batch in call:
+                stream._in_engine -= len(batch)
+        self._in_flight.clear()
+        self._retire()
+
+    def _collect(self) -> None:
+        call = self._in_flight.popleft()
+        for stream, batch in call:
+            try:
+                frames = batch.frames()
+            except Exception as exc:  # the engine failed on this call
+                stream._in_engine -= len(batch)
+                stream.fail(exc)
+                continue
+            try:
+                stream.deliver(frames)
+            except Exception as exc:  # its writer failed
+                stream.fail(exc)
+
+    def _retire(self) -> None:
+        busy = {id(stream) for call in self._in_flight for stream, _ in call}
+        with self._lock:
+            done = [s for s in self._streams if s.ended and id(s) not in busy]
+            self._streams = [s for s in self._streams if s not in done]
+        for stream in done:
+            stream.drained.set()
+
+
 def run_video(source: Iterable, engine: Engine, sink, *, batch_size: int = 1, queue_frames: int = 8,
               live: bool = False, max_latency: float | None = None, stats: RunStats | None = None,
-              on_frames: Callable[[int], None] | None = None) -> RunResult:
-    """Process every frame of ``source`` into ``sink`` and close the sink.
+              on_frames: Callable[[int], None] | None = None, temporal: TemporalSmoother | None = None) -> RunResult:
+    """Process every frame of ``source`` into ``sink`` and close the sink (see ``drive``)."""
+    stream = Stream(source, sink, batch_size=batch_size, queue_frames=queue_frames, live=live,
+                    max_latency=max_latency, stats=stats, temporal=temporal, on_frames=on_frames)
+    return stream.finish(drive(stream, engine))
 
-    Ctrl-C (KeyboardInterrupt) stops reading, writes the frames already dehazed, flushes the encoder and
-    returns with ``interrupted=True``: the output is complete and playable up to that frame.
+
+def drive(stream: Stream, engine: Engine) -> bool:
+    """Run one stream through ``engine`` with the scheduler in the calling thread, until nothing of it is left in
+    the engine; the caller then finishes it (``Stream.finish``). Returns whether it was interrupted.
+
+    Ctrl-C (KeyboardInterrupt) stops reading and lets the frames already in the engine through, so the output is
+    complete and playable up to there; a second Ctrl-C skips those too. Any other failure stops the stream, keeps
+    what was written as far as it can be (``sink.abort``) and is raised.
     """
-    stats = stats or RunStats()
-    start = time.perf_counter()
-    reader = Prefetch(source, maxsize=max(2, batch_size) if live else queue_frames, name="decode",
-                      on_drop=(lambda _: stats.drop()) if live else None)
-    stats.queue_depth = reader.qsize
-    stats.reconnects = lambda: getattr(source, "reconnects", 0)
-    stats.received = lambda: getattr(source, "received", stats.frames)
-    stats.corrupt = lambda: getattr(source, "corrupt", 0)
-
-    arrival = getattr(source, "arrival", lambda pts: None)  # live sources know when each frame came in
-
-    def write(item: av.VideoFrame | av.Packet) -> None:
-        sink.write(item)
-        if isinstance(item, av.VideoFrame):
-            stats.frame_done(arrival(item.pts))
-
-    writer: Worker = Worker(write, maxsize=queue_frames + batch_size, name="encode")
-    batch: list[av.VideoFrame] = []
-    in_flight: deque[Batch] = deque()  # submitted to the engine, oldest first
-    # Live: every frame out as soon as it is done (a camera that stalls must not hold frames back).
-    depth = 0 if live else engine.depth
-    done = 0
+    scheduler = Scheduler(engine)
+    scheduler.add(stream)
     interrupted = False
-
-    def collect() -> None:
-        nonlocal done
-        frames = in_flight.popleft().frames()
-        for frame in frames:
-            writer.put(frame)
-        done += len(frames)
-        if on_frames is not None:
-            on_frames(len(frames))
-
-    def flush() -> None:
-        in_flight.append(engine.submit(batch, sink.yuv_format, sink.pix_fmt))
-        batch.clear()
-        while in_flight and (len(in_flight) > depth or in_flight[0].ready()):  # finished ones go out early
-            collect()
-
     try:
-        try:
-            for item in reader:
-                if isinstance(item, av.Packet):
-                    writer.put(item)
-                    continue
-                came = arrival(item.pts)
-                if max_latency is not None and came is not None and time.monotonic() - came > max_latency:
-                    stats.drop()  # already too old to be worth showing
-                    continue
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    flush()
-            if batch:
-                flush()
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            stop = getattr(source, "stop", None)
-            if stop is not None:
-                stop()
-            reader.close()
-        try:
-            while in_flight:  # already dehazed or on their way: write them (after Ctrl-C too)
-                collect()
-        except KeyboardInterrupt:  # (again): skip the rest, still finish the file
-            interrupted = True
-        writer.finish()
-        sink.close()
+        while not stream.drained.is_set():
+            try:
+                scheduler.step()
+            except KeyboardInterrupt:
+                if interrupted:
+                    scheduler.abandon()
+                interrupted = True
+                stream.stop()
     except BaseException:
-        writer.cancel()
-        sink.abort()
+        stream.stop()
+        stream.reader.close()
+        stream.writer.cancel()
+        stream.sink.abort()
         raise
-    return RunResult(frames=done, seconds=time.perf_counter() - start, interrupted=interrupted,
-                     dropped=stats.dropped, reconnects=getattr(source, "reconnects", 0),
-                     corrupt=getattr(source, "corrupt", 0))
+    return interrupted

@@ -1,7 +1,8 @@
 """Run statistics: counters and latency, reported as JSON lines each second and, optionally, to Prometheus.
 
 Latency is measured per frame from its arrival (``LiveSource.arrival``) to the moment the sink has encoded it:
-what a viewer of the output waits for.
+what a viewer of the output waits for. A fleet (``serve``) reports each stream (JSON lines with ``"stream"``,
+gauges labelled ``stream``) and the whole fleet (a line with ``"fleet": true``, ``streamdehaze_fleet_*`` gauges).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .credentials import mask
@@ -46,6 +48,11 @@ class RunStats:
         with self._lock:
             self.dropped += n
 
+    def latencies(self) -> list[float]:
+        """The recent frames' latencies, in seconds."""
+        with self._lock:
+            return list(self._latencies)
+
     def snapshot(self) -> dict[str, float | int]:
         now = time.monotonic()
         with self._lock:
@@ -63,20 +70,55 @@ class RunStats:
         }
 
 
+_GAUGES = (("frames", "frames written"), ("fps", "frames written in the last second"),
+           ("latency_p50_ms", "median arrival-to-encoded latency"), ("latency_p95_ms", "95th percentile latency"),
+           ("queue_depth", "frames waiting for the model"), ("received", "frames decoded from the source"),
+           ("dropped", "frames dropped to bound latency"), ("reconnects", "source reconnections"),
+           ("corrupt_packets", "input packets skipped as corrupt"))
+
+
 def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
+
+
+_SUMMED = ("frames", "fps", "queue_depth", "received", "dropped", "reconnects", "corrupt_packets")
+
+
+def fleet_snapshot(snapshots: list[dict], latencies: list[float], start: float) -> dict:
+    """The whole fleet from its streams' snapshots: counters summed, latency percentiles over all their frames."""
+    lat = sorted(latencies)
+    return {"fleet": True, "time": round(time.monotonic() - start, 3), "streams": len(snapshots),
+            **{key: sum(s[key] for s in snapshots) for key in _SUMMED},
+            "latency_p50_ms": round(1000 * _percentile(lat, 0.50), 1) if lat else None,
+            "latency_p95_ms": round(1000 * _percentile(lat, 0.95), 1) if lat else None}
+
+
+@dataclass
+class Member:
+    """A stream of a fleet, as reports see it: its counters and what it is (``input``, ``output``, ``model``)."""
+
+    stats: RunStats
+    labels: dict[str, str]
 
 
 class Reporter:
     """Every ``interval`` seconds: one JSON line appended to ``path`` and Prometheus gauges (if a port is given)."""
 
-    def __init__(self, stats: RunStats, path: Path | None, metrics_port: int | None = None,
-                 interval: float = 1.0, labels: dict[str, str] | None = None) -> None:
-        """``labels``: what the run is (input, output, model), exported as the labels of ``streamdehaze_info``
-        with any credentials masked."""
+    def __init__(self, stats: RunStats | Callable[[], Mapping[str, Member]], path: Path | None,
+                 metrics_port: int | None = None, interval: float = 1.0, labels: dict[str, str] | None = None) -> None:
+        """``stats``: one run's, or, for a fleet, a function giving its current streams by name. ``labels``: what
+        a single run is (input, output, model), exported as the labels of ``streamdehaze_info`` with any
+        credentials masked (a fleet's streams carry their own)."""
         self.stats, self.path, self.interval = stats, path, interval
+        self._fleet = not isinstance(stats, RunStats)
+        self._start = time.monotonic()
+        self._shown: set[str] = set()  # streams with metrics series, to remove those that left
         self._stop = threading.Event()
-        self._file = open(path, "w", buffering=1) if path is not None else None  # noqa: SIM115 (closed in close())
+        try:
+            self._file = open(path, "w", buffering=1) if path is not None else None  # noqa: SIM115 (closed in close())
+        except OSError as exc:
+            from .errors import UsageError
+            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
         self._server = None
         self._gauges = None
         if metrics_port is not None:
@@ -91,13 +133,17 @@ class Reporter:
             from .errors import UsageError
             raise UsageError("--metrics-port needs prometheus-client (pip install 'streamdehaze[metrics]')") from None
         registry = prom.CollectorRegistry()
-        self._gauges = {key: prom.Gauge(f"streamdehaze_{key}", help, registry=registry) for key, help in (
-            ("frames", "frames written"), ("fps", "frames written in the last second"),
-            ("latency_p50_ms", "median arrival-to-encoded latency"), ("latency_p95_ms", "95th percentile latency"),
-            ("queue_depth", "frames waiting for the model"), ("received", "frames decoded from the source"), ("dropped", "frames dropped to bound latency"),
-            ("reconnects", "source reconnections"), ("corrupt_packets", "input packets skipped as corrupt"))}
-        info = prom.Gauge("streamdehaze_info", "what this run reads and writes", list(labels), registry=registry)
-        (info.labels(**{key: mask(value, value) for key, value in labels.items()}) if labels else info).set(1)
+        by_stream = ["stream"] if self._fleet else []
+        self._gauges = {key: prom.Gauge(f"streamdehaze_{key}", help, by_stream, registry=registry)
+                        for key, help in _GAUGES}
+        if self._fleet:
+            self._fleet_gauges = {key: prom.Gauge(f"streamdehaze_fleet_{key}", f"{help}, all streams", registry=registry)
+                                  for key, help in (*_GAUGES, ("streams", "streams running"))}
+            self._info = prom.Gauge("streamdehaze_info", "what each stream reads and writes",
+                                    ["stream", "input", "output", "model"], registry=registry)
+        else:
+            info = prom.Gauge("streamdehaze_info", "what this run reads and writes", list(labels), registry=registry)
+            (info.labels(**{key: mask(value, value) for key, value in labels.items()}) if labels else info).set(1)
         try:
             self._server, _ = prom.start_http_server(port, addr="127.0.0.1", registry=registry)
         except OSError as exc:
@@ -105,6 +151,8 @@ class Reporter:
             raise UsageError(f"--metrics-port {port}: {exc.strerror}") from None
 
     def _emit(self) -> dict:
+        if self._fleet:
+            return self._emit_fleet()
         snap = self.stats.snapshot()
         if self._file is not None:
             self._file.write(json.dumps(snap) + "\n")
@@ -114,6 +162,31 @@ class Reporter:
                     gauge.set(snap[key])
         return snap
 
+    def _emit_fleet(self) -> dict:
+        members = dict(self.stats())
+        snaps = {name: member.stats.snapshot() for name, member in members.items()}
+        fleet = fleet_snapshot(list(snaps.values()), [t for m in members.values() for t in m.stats.latencies()],
+                               self._start)
+        if self._file is not None:
+            self._file.write("".join(json.dumps({"stream": name, **snap}) + "\n" for name, snap in snaps.items())
+                             + json.dumps(fleet) + "\n")
+        if self._gauges is not None:
+            for name in self._shown - set(snaps):  # streams removed by a reload
+                for gauge in self._gauges.values():
+                    gauge.remove(name)
+                self._info.clear()
+            for name, snap in snaps.items():
+                for key, gauge in self._gauges.items():
+                    if snap[key] is not None:
+                        gauge.labels(name).set(snap[key])
+                labels = {key: mask(value, value) for key, value in members[name].labels.items()}
+                self._info.labels(stream=name, **labels).set(1)
+            for key, gauge in self._fleet_gauges.items():
+                if fleet[key] is not None:
+                    gauge.set(fleet[key])
+            self._shown = set(snaps)
+        return fleet
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
@@ -122,7 +195,8 @@ class Reporter:
                 log.warning("stats: %s", exc)
 
     def close(self) -> dict:
-        """Stop reporting; writes a last line and returns it."""
+        """Stop reporting; writes a last line (a fleet: one per stream and one for the fleet) and returns it (the
+        fleet's)."""
         self._stop.set()
         self._thread.join()
         snap = self._emit()

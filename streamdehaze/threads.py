@@ -2,7 +2,8 @@
 
 ``Prefetch`` runs a producer (demux + decode) in its own thread; ``Worker`` runs a consumer (encode + mux) in
 its own thread. Either side's exception is re-raised in the thread that talks to it, so the pipeline fails
-in one place with one message.
+in one place with one message. Both can ``notify`` a waiting scheduler (``pipeline.py``) when an item arrives or
+is done, so that one thread can serve many of them without blocking on any.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 _END = object()
 _POLL_S = 0.1
+EMPTY = object()  # ``Prefetch.poll``: nothing is waiting yet
 
 
 class _Failure:
@@ -30,9 +32,10 @@ class Prefetch(Generic[T]):
     """
 
     def __init__(self, iterable: Iterable[T], maxsize: int, name: str = "prefetch",
-                 on_drop: Callable[[T], None] | None = None) -> None:
+                 on_drop: Callable[[T], None] | None = None, notify: Callable[[], None] | None = None) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._on_drop = on_drop
+        self._notify = notify or (lambda: None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(iterable,), name=name, daemon=True)
         self._thread.start()
@@ -55,6 +58,7 @@ class Prefetch(Generic[T]):
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=_POLL_S)
+                self._notify()
                 return True
             except queue.Full:
                 continue
@@ -64,6 +68,7 @@ class Prefetch(Generic[T]):
         while not self._stop.is_set():
             try:
                 self._queue.put_nowait(item)
+                self._notify()
                 return True
             except queue.Full:
                 try:
@@ -80,7 +85,17 @@ class Prefetch(Generic[T]):
         return self
 
     def __next__(self) -> T:
-        item = self._queue.get()
+        return self._unwrap(self._queue.get())
+
+    def poll(self) -> T | object:
+        """The next item if one is waiting, else ``EMPTY``; like ``next()`` at the end or on the producer's error."""
+        try:
+            item = self._queue.get_nowait()
+        except queue.Empty:
+            return EMPTY
+        return self._unwrap(item)
+
+    def _unwrap(self, item: object) -> T:
         if item is _END:
             self._queue.put(_END)  # stay exhausted
             raise StopIteration
@@ -97,8 +112,10 @@ class Prefetch(Generic[T]):
 class Worker(Generic[T]):
     """Call ``fn(item)`` for each item put, in order, in a background thread; ``put`` blocks when full."""
 
-    def __init__(self, fn: Callable[[T], None], maxsize: int, name: str = "worker") -> None:
+    def __init__(self, fn: Callable[[T], None], maxsize: int, name: str = "worker",
+                 notify: Callable[[], None] | None = None) -> None:
         self._fn = fn
+        self._notify = notify or (lambda: None)
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._failure: BaseException | None = None
         self._cancelled = False
@@ -115,6 +132,7 @@ class Worker(Generic[T]):
                     self._fn(item)
                 except BaseException as exc:
                     self._failure = exc  # keep draining so producers never block forever
+            self._notify()
 
     def put(self, item: T) -> None:
         while True:
@@ -124,6 +142,14 @@ class Worker(Generic[T]):
                 return
             except queue.Full:
                 continue
+
+    def pending(self) -> int:
+        """Items put and not yet handled (about: the one in hand is not counted)."""
+        return self._queue.qsize()
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
 
     def finish(self) -> None:
         """Wait until every item put so far is handled; re-raise the worker's error if it failed."""

@@ -35,14 +35,18 @@ def default_sigint() -> None:
 
 
 class RtspServer:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"rtsp://127.0.0.1:{port}/live"
+    def __init__(self, port: int, paths: tuple[str, ...] = ("live",), size: tuple[int, int] = (320, 240)) -> None:
+        self.port, self.paths, self.size = port, paths, size
+        self.url = f"rtsp://127.0.0.1:{port}/{paths[0]}"
         self.proc: subprocess.Popen | None = None
 
+    def url_of(self, path: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{path}"
+
     def start(self) -> None:
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port), "--paths", ",".join(self.paths),
+                                      "--width", str(self.size[0]), "--height", str(self.size[1])],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()
         if "ready" not in line:
             self.stop()
@@ -66,17 +70,40 @@ class RtspServer:
         os.kill(self.proc.pid, signal.SIGCONT)
 
 
-@pytest.fixture
-def rtsp_server():
+def _need_gstreamer() -> None:
     if not _has_gstreamer():
         pytest.skip("GStreamer RTSP server not installed (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
                     "gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad)")
+
+
+@pytest.fixture
+def rtsp_server():
+    _need_gstreamer()
     server = RtspServer(free_port())
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def rtsp_servers():
+    """``rtsp_servers(n, paths)``: n servers on their own ports, each serving a camera at every path (160x120:
+    several cameras in one process stay within this 2-core machine's budget); all are stopped after the test."""
+    _need_gstreamer()
+    servers: list[RtspServer] = []
+
+    def start(n: int, paths: tuple[str, ...] = ("live",), size: tuple[int, int] = (160, 120)) -> list[RtspServer]:
+        for _ in range(n):
+            servers.append(RtspServer(free_port(), paths, size))
+            servers[-1].start()
+        return servers[-n:]
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
 
 
 @pytest.fixture
@@ -92,7 +119,8 @@ def metrics_port(port):
 
 
 class Run:
-    """The CLI in a subprocess, its stderr lines collected with their arrival times."""
+    """The CLI in a subprocess, its stderr lines collected with their arrival times (``cli("serve", ...)`` for
+    ``streamdehaze serve``)."""
 
     def __init__(self, *args: object) -> None:
         import sys
@@ -119,19 +147,20 @@ class Run:
             time.sleep(0.05)
         return None
 
-    def wait_streaming(self, stats: Path, frames: int = 5, timeout: float = 60) -> dict:
-        """Wait until the run's --stats-json lines show ``frames`` written; returns that line."""
+    def wait_streaming(self, stats: Path, frames: int = 5, timeout: float = 60, stream: str | None = None) -> dict:
+        """Wait until the run's --stats-json lines (of ``stream``, for serve) show ``frames`` written; returns
+        that line."""
         import json
         end = time.monotonic() + timeout
         while time.monotonic() < end and self.proc.poll() is None:
             if stats.exists():
-                lines = stats.read_text().splitlines()
-                if lines:
-                    last = json.loads(lines[-1])
-                    if last["frames"] >= frames:
-                        return last
+                lines = [json.loads(line) for line in stats.read_text().splitlines() if line.endswith("}")]
+                lines = [line for line in lines if stream is None or line.get("stream") == stream]
+                if lines and lines[-1]["frames"] >= frames:
+                    return lines[-1]
             time.sleep(0.1)
-        raise AssertionError(f"the run never streamed {frames} frames:\n{self.stderr}")
+        raise AssertionError(f"the run never streamed {frames} frames{f' on {stream}' if stream else ''}:\n"
+                             f"{self.stderr}")
 
     def finish(self, timeout: float = 60) -> int:
         try:

@@ -1,8 +1,8 @@
 """Test RTSP server (GStreamer's gst-rtsp-server via Debian's python3-gi), run with the system python3.
 
-Usage: /usr/bin/python3 rtsp_server.py PORT [--width W --height H --fps N]
-Serves rtsp://127.0.0.1:PORT/live: a live test pattern, H.264, one keyframe a second. Binds 127.0.0.1 only.
-Prints "ready" once listening; stops on SIGTERM/SIGINT.
+Usage: /usr/bin/python3 rtsp_server.py PORT [--width W --height H --fps N] [--paths live,cam2,...]
+Serves rtsp://127.0.0.1:PORT/live (and each of --paths: a camera each): a live test pattern, H.264, one keyframe
+a second. Binds 127.0.0.1 only. Prints "ready" once listening; stops on SIGTERM/SIGINT.
 """
 
 import argparse
@@ -22,18 +22,20 @@ def main() -> None:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--paths", default="live", help="comma-separated mount points, one camera each")
     args = p.parse_args()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
-    factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(
-        f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={args.width},height={args.height},"
-        f"framerate={args.fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
-        f"! rtph264pay name=pay0 pt=96 config-interval=1 )")
-    factory.set_shared(True)
-    server.get_mount_points().add_factory("/live", factory)
+    for path in args.paths.split(","):
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(
+            f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={args.width},height={args.height},"
+            f"framerate={args.fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
+            f"! rtph264pay name=pay0 pt=96 config-interval=1 )")
+        factory.set_shared(True)
+        server.get_mount_points().add_factory(f"/{path}", factory)
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on 127.0.0.1:{args.port}")
     loop = GLib.MainLoop()

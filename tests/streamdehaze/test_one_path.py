@@ -40,7 +40,7 @@ def video_path(model, image: np.ndarray) -> np.ndarray:
     frame = frame_from_planes(*(p[0].numpy() for p in rgb_to_yuv(rgb, source)), "yuvj444p")
     frame.colorspace, frame.pts, frame.time_base = 1, 0, Fraction(1, 25)  # BT.709, the first frame of a clip
     written = YUVFormat("bt709", subsampling=(1, 1))
-    (out,) = Engine(model, "cpu", temporal=TemporalSmoother()).process_frames([frame], written, "yuv444p")
+    (out,) = Engine(model, "cpu").process_frames([frame], written, "yuv444p", TemporalSmoother())
     planes = (torch.from_numpy(p.copy())[None] for p in planes_of(out))
     return yuv_to_rgb(*planes, written)[0].permute(1, 2, 0).mul(255).round().byte().numpy()
 

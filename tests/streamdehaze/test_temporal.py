@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from streamdehaze.colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
-from streamdehaze.engine import Engine
+from streamdehaze.engine import Engine, Request
+from streamdehaze.frames import frame_from_planes, planes_of
 from streamdehaze.models.dcp import DarkChannelPrior
 from streamdehaze.temporal import TemporalSmoother
 
@@ -22,13 +23,18 @@ def _scene(h: int = 96, w: int = 160, seed: int = 0) -> torch.Tensor:
     return (base.clamp(0, 1) * t + 0.85 * (1 - t)).clamp(0, 1)
 
 
-def _dehaze(engine: Engine, frames: list[torch.Tensor], batch: int) -> list[torch.Tensor]:
+def _dehaze(engine: Engine, frames: list[torch.Tensor], batch: int,
+            temporal: TemporalSmoother | None = None) -> list[torch.Tensor]:
     """Frames [1,3,H,W] -> dehazed RGB, through the engine's YUV video path, ``batch`` frames a call."""
     out = []
     for i in range(0, len(frames), batch):
-        planes = rgb_to_yuv(torch.cat(frames[i:i + batch]), FMT)
-        y, u, v = engine._dehaze_planes(*planes, FMT, FMT)
-        out += list(yuv_to_rgb(y, u, v, FMT).split(1))
+        y, u, v = (p.numpy() for p in rgb_to_yuv(torch.cat(frames[i:i + batch]), FMT))
+        video = [frame_from_planes(y[k], u[k], v[k], "yuv420p") for k in range(len(y))]
+        for frame in video:
+            frame.colorspace = 1  # BT.709, as FMT
+        for frame in engine.process_frames(video, FMT, "yuv420p", temporal):
+            planes = (torch.from_numpy(p.copy())[None] for p in planes_of(frame))
+            out.append(yuv_to_rgb(*planes, FMT))
     return out
 
 
@@ -57,23 +63,23 @@ def _flicker_outside_light(frames: list[torch.Tensor]) -> float:
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_batches_give_the_same_frames(batch):
     frames = _flickering_sequence(10)  # 10 frames: batch 3 and 8 end with a partial batch
-    ref = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother(0.6)), frames, 1)
-    out = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother(0.6)), frames, batch)
+    ref = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 1, TemporalSmoother(0.6))
+    out = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, batch, TemporalSmoother(0.6))
     assert all(torch.equal(a, b) for a, b in zip(ref, out))
 
 
 def test_temporal_off_is_per_frame():
     frames = _flickering_sequence(6)
-    engine = Engine(DarkChannelPrior(), "cpu", temporal=None)
+    engine = Engine(DarkChannelPrior(), "cpu")
     together = _dehaze(engine, frames, 6)
-    alone = [_dehaze(Engine(DarkChannelPrior(), "cpu", temporal=None), [f], 1)[0] for f in frames]
+    alone = [_dehaze(Engine(DarkChannelPrior(), "cpu"), [f], 1)[0] for f in frames]
     assert all(torch.equal(a, b) for a, b in zip(together, alone))
 
 
 def test_ema_lowers_flicker():
     frames = _flickering_sequence()
-    off = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=None), frames, 4)
-    ema = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother(0.6)), frames, 4)
+    off = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4)
+    ema = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, TemporalSmoother(0.6))
     assert _flicker_outside_light(off) > 2 / 255  # the light really does make per-frame output flicker
     assert _flicker_outside_light(ema) < 0.7 * _flicker_outside_light(off)
 
@@ -81,15 +87,15 @@ def test_ema_lowers_flicker():
 def test_global_exposure_change_passes_through_as_per_frame():
     scene = _scene()
     frames = [(scene * g).clamp(0, 1) for g in (1.0, 1.06, 0.94, 1.06, 0.94)]
-    off = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=None), frames, 1)
-    ema = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother(0.9)), frames, 1)
+    off = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 1)
+    ema = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 1, TemporalSmoother(0.9))
     assert _flicker(ema) < 1.1 * _flicker(off)  # smoothing never amplifies what is in the input
 
 
 def test_ema_leaves_a_static_scene_unchanged():
     frames = [_scene()] * 6
-    off = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=None, infer_size=64), frames, 3)
-    ema = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother(0.9), infer_size=64), frames, 3)
+    off = _dehaze(Engine(DarkChannelPrior(), "cpu", infer_size=64), frames, 3)
+    ema = _dehaze(Engine(DarkChannelPrior(), "cpu", infer_size=64), frames, 3, TemporalSmoother(0.9))
     assert all((a - b).abs().max() <= 1.5 / 255 for a, b in zip(off, ema))
 
 
@@ -100,8 +106,8 @@ def test_moving_object_does_not_ghost():
         f = scene.clone()
         f[..., 30:60, 10 + 15 * i:40 + 15 * i] = 0.15
         frames.append(f)
-    off = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=None), frames, 2)
-    ema = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother(0.9)), frames, 2)
+    off = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 2)
+    ema = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 2, TemporalSmoother(0.9))
     for i in range(1, 8):  # where the square was one frame ago, ema must not leave a trail
         trail = (slice(30, 60), slice(10 + 15 * (i - 1), 25 + 15 * (i - 1)))
         assert (ema[i][..., trail[0], trail[1]] - off[i][..., trail[0], trail[1]]).abs().mean() < 3 / 255
@@ -109,14 +115,42 @@ def test_moving_object_does_not_ghost():
 
 def test_scene_cut_resets():
     a, b = _scene(seed=1), _scene(seed=2) * 0.5
-    smoother_run = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother(0.9)), [a, a, a, b], 1)
-    fresh = _dehaze(Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother(0.0)), [b], 1)[0]
+    smoother_run = _dehaze(Engine(DarkChannelPrior(), "cpu"), [a, a, a, b], 1, TemporalSmoother(0.9))
+    fresh = _dehaze(Engine(DarkChannelPrior(), "cpu"), [b], 1, TemporalSmoother(0.0))[0]
     assert torch.equal(smoother_run[-1], fresh)  # nothing of the old scene carried over
 
 
 def test_guided_path_at_native_size_is_the_model_output():
     frames = [_scene(120, 200)]
-    direct = _dehaze(Engine(DarkChannelPrior(), "cpu", infer_size=None, temporal=None), frames, 1)[0]
-    guided = _dehaze(Engine(DarkChannelPrior(), "cpu", infer_size=None, temporal=TemporalSmoother(0.0)), frames, 1)[0]
+    direct = _dehaze(Engine(DarkChannelPrior(), "cpu", infer_size=None), frames, 1)[0]
+    guided = _dehaze(Engine(DarkChannelPrior(), "cpu", infer_size=None), frames, 1, TemporalSmoother(0.0))[0]
     diff = (direct - guided).abs()
     assert diff.mean() < 1.5 / 255 and diff.max() < 12 / 255
+
+
+def _video(frames: list[torch.Tensor]) -> list:
+    out = []
+    for rgb in frames:
+        y, u, v = (p[0].numpy() for p in rgb_to_yuv(rgb, FMT))
+        out.append(frame_from_planes(y, u, v, "yuv420p"))
+        out[-1].colorspace, out[-1].pts = 1, len(out)
+    return out
+
+
+def test_streams_sharing_engine_calls_keep_their_own_temporal_state():
+    """Two streams whose frames go through the model together give what each gives alone: the smoother is the
+    stream's, not the engine's."""
+    one, two = _video(_flickering_sequence(6)), _video([_scene(seed=3) * g for g in (1.0, 0.8, 1.0, 0.8, 1.0, 0.8)])
+    alone = [Engine(DarkChannelPrior(), "cpu").process_frames(video, FMT, "yuv420p", TemporalSmoother(0.6))
+             for video in (one, two)]
+    engine = Engine(DarkChannelPrior(), "cpu")
+    smoothers = TemporalSmoother(0.6), TemporalSmoother(0.6)
+    shared: list[list] = [[], []]
+    for i in range(0, 6, 2):
+        batches = engine.submit_many([Request(video[i:i + 2], FMT, "yuv420p", s)
+                                      for video, s in zip((one, two), smoothers)])
+        for out, batch in zip(shared, batches):
+            out += batch.frames()
+    for mine, theirs in zip(shared, alone):
+        assert [f.pts for f in mine] == [f.pts for f in theirs]
+        assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(mine, theirs))

@@ -26,14 +26,14 @@ def _frames(path, n=10):
 def _run(src, dst, engine, batch):
     with VideoFileSource(src) as source:
         sink = VideoSink(dst, source.info, crf=0, preset="ultrafast")
-        return run_video(source, engine, sink, batch_size=batch)
+        return run_video(source, engine, sink, batch_size=batch, temporal=TemporalSmoother())
 
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_batches_kept_in_flight_are_all_written_in_order(make_video, probe, tmp_path, monkeypatch, batch):
     src = make_video(frames=11, width=64, height=48)
-    reference = _run(src, tmp_path / "ref.mp4", Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother()), batch)
-    engine = Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother())
+    reference = _run(src, tmp_path / "ref.mp4", Engine(DarkChannelPrior(), "cpu"), batch)
+    engine = Engine(DarkChannelPrior(), "cpu")
     engine.depth = 2  # as on a GPU: two more batches submitted before the oldest is collected,
     monkeypatch.setattr(Batch, "ready", lambda self: False)  # and none of them finished early
     result = _run(src, tmp_path / "deep.mp4", engine, batch)
@@ -58,10 +58,11 @@ def test_submit_returns_a_batch_of_its_frames(make_video):
 def test_cuda_streams_give_the_cpu_frames(make_video, batch):
     frames = _frames(make_video(frames=10, width=160, height=96))
     fmt = YUVFormat(matrix="bt601")
-    cpu = Engine(DarkChannelPrior(), "cpu", temporal=TemporalSmoother()).process_frames(frames, fmt, "yuv420p")
-    gpu_engine = Engine(DarkChannelPrior(), "cuda", temporal=TemporalSmoother())
+    cpu = Engine(DarkChannelPrior(), "cpu").process_frames(frames, fmt, "yuv420p", TemporalSmoother())
+    gpu_engine = Engine(DarkChannelPrior(), "cuda")
     assert gpu_engine.depth >= 2
-    submitted = [gpu_engine.submit(frames[i:i + batch], fmt, "yuv420p") for i in range(0, 10, batch)]
+    smoother = TemporalSmoother()
+    submitted = [gpu_engine.submit(frames[i:i + batch], fmt, "yuv420p", smoother) for i in range(0, 10, batch)]
     gpu = [f for b in submitted for f in b.frames()]  # every batch was in flight before the first was collected
     assert [f.pts for f in gpu] == [f.pts for f in frames]
     for a, b in zip(cpu, gpu):

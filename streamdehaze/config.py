@@ -1,0 +1,213 @@
+"""What a stream does, as small dataclasses, and ``serve``'s configuration turned into them.
+
+A configuration is a TOML file, a dict of the same shape, or a list of stream tables::
+
+    model = "auto"                    # defaults for every stream: any command-line option, '-' as '_'
+    stats_json = "fleet.jsonl"        # the fleet's: one file, one port, for all the streams
+    metrics_port = 9108
+    [[stream]]
+    name = "gate"                     # unique: labels log lines, stats and metrics
+    input = "rtsp://user:pass@cam1/stream"
+    output = "rec/gate.mp4"
+    segment_time = 600                # any option again, for this stream only
+
+Every value is checked as the command line checks it; a mistake is one line naming the stream and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import UsageError
+from .live import LiveOptions
+from .options import FLEET_ONLY, OPTION_NAMES, build_parser, option_value
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model a stream runs and where: streams with equal ``ModelOptions`` share one engine."""
+
+    model: str = "auto"
+    weights: str | None = None
+    device: str = "auto"
+    infer_size: int | str | None = "auto"
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How a stream's output is encoded (``None``: the encoder's defaults, see ``encoders.py``)."""
+
+    codec: str = "libx264"
+    crf: int | None = None
+    preset: str | None = None
+    segment_time: float | None = None  # split the output file into segments of about this length
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One input dehazed into one output: a single run, or one stream of a fleet (``name`` labels it)."""
+
+    input: str
+    output: str | None
+    name: str = ""
+    model: ModelOptions = field(default_factory=ModelOptions)
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+    live: LiveOptions = field(default_factory=LiveOptions)
+    temporal: str = "ema"
+    temporal_strength: float = 0.6
+    batch: int | None = None  # frames of this stream per model call (None: 4 for files, 1 for live streams)
+    hwaccel: str = "auto"
+    strict: bool = False
+    max_frames: int | None = None
+    duration: float | None = None
+    max_latency: float | None = None
+    stats_json: str | None = None  # this stream's own statistics (a fleet's are in FleetConfig)
+
+    @classmethod
+    def from_options(cls, input: str, output: str | None, name: str = "", live: LiveOptions | None = None,
+                     **options: Any) -> StreamConfig:
+        """From options named as on the command line (``crf=20``, ``segment_time=600``, ``timeout=2`` ...)."""
+        groups: dict[str, dict[str, Any]] = {"model": {}, "encode": {}, "live": {}}
+        own = {}
+        for key, value in options.items():
+            group = _GROUP.get(key)
+            if group is not None:
+                groups[group][key] = value
+            elif key in _OWN:
+                own[key] = value
+            else:
+                raise TypeError(f"unknown stream option {key!r}")
+        live = replace(live or LiveOptions(), **groups["live"])
+        return cls(input=str(input), output=None if output is None else str(output), name=name,
+                   model=ModelOptions(**groups["model"]), encode=EncodeOptions(**groups["encode"]), live=live, **own)
+
+
+_GROUP = {**{f.name: "model" for f in fields(ModelOptions)}, **{f.name: "encode" for f in fields(EncodeOptions)},
+          **{name: "live" for name in ("timeout", "reconnect", "rtsp_transport")}}
+_OWN = {f.name for f in fields(StreamConfig)} - {"input", "output", "name", "model", "encode", "live"}
+
+
+@dataclass
+class FleetConfig:
+    """A fleet: its streams, and what reports on all of them."""
+
+    streams: list[StreamConfig]
+    stats_json: Path | None = None  # one JSON line a second for each stream and one for the fleet
+    metrics_port: int | None = None  # Prometheus gauges labelled by stream, on 127.0.0.1
+    quiet: bool = False
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_STREAM_KEYS = ("name", "input", "output")
+
+
+def load_config(config: str | Path | dict | list) -> FleetConfig:
+    """A fleet from a TOML file, a dict of its shape, or a list of stream tables (no defaults). Raises a
+    ``UsageError`` whose one line names the stream and the key of the first mistake (and the file, if any)."""
+    where = ""
+    if isinstance(config, (str, Path)):
+        where = f"{config}: "
+        try:
+            with open(config, "rb") as f:
+                config = tomllib.load(f)
+        except OSError as exc:
+            raise UsageError(f"cannot read configuration {config}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{where}not valid TOML: {exc}") from None
+    if isinstance(config, list):
+        config = {"stream": config}
+    if not isinstance(config, dict):
+        raise UsageError(f"a configuration is a file, a dict or a list of streams, not {type(config).__name__}")
+    try:
+        return _fleet(config)
+    except UsageError as exc:
+        raise UsageError(f"{where}{exc}") from None
+
+
+def _fleet(raw: dict) -> FleetConfig:
+    defaults: dict[str, Any] = dict(CLI_DEFAULTS)
+    fleet = FleetConfig(streams=[])
+    for key, value in raw.items():
+        if key == "stream":
+            continue
+        if key in _STREAM_KEYS:
+            raise UsageError(f"{key}: belongs in a [[stream]] table")
+        checked = _value(key, value)
+        if key in ("stats_json", "metrics_port", "quiet"):
+            setattr(fleet, key, checked)
+        else:
+            defaults[key] = checked
+    tables = raw.get("stream")
+    if not tables:
+        raise UsageError("no streams: add a [[stream]] table with name, input and output")
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise UsageError("stream: must be a list of tables ([[stream]])")
+    names: dict[str, int] = {}
+    for number, table in enumerate(tables, 1):
+        name = table.get("name")
+        label = f"stream {number}" if not isinstance(name, str) else f"stream {name!r}"
+        try:
+            fleet.streams.append(_stream(table, defaults, names))
+        except UsageError as exc:
+            raise UsageError(f"{label}: {exc}") from None
+        names[fleet.streams[-1].name] = number
+    return fleet
+
+
+def _stream(table: dict, defaults: dict[str, Any], names: dict[str, int]) -> StreamConfig:
+    for key in _STREAM_KEYS:
+        if key not in table:
+            raise UsageError(f"missing key {key!r}")
+        if not isinstance(table[key], str) or not table[key]:
+            raise UsageError(f"{key}: must be a non-empty string")
+    name = table["name"]
+    if not NAME.fullmatch(name):
+        raise UsageError("name: letters, digits, '.', '_' and '-' only (64 at most), starting with a letter or digit")
+    if name in names:
+        raise UsageError(f"name: stream {names[name]} has this name too (names must be unique)")
+    options = dict(defaults)
+    for key, value in table.items():
+        if key in _STREAM_KEYS:
+            continue
+        if key in FLEET_ONLY:
+            raise UsageError(f"{key}: set it at the top of the configuration (one for the whole fleet)")
+        options[key] = _value(key, value)
+    if options.get("stats_json") is not None:
+        options["stats_json"] = str(options["stats_json"])
+    if options.get("weights") is not None:
+        options["weights"] = str(options["weights"])
+    return StreamConfig.from_options(table["input"], table["output"], name=name, **options)
+
+
+def _value(key: str, value: object) -> object:
+    try:
+        return option_value(key, value)
+    except KeyError:
+        close = difflib.get_close_matches(key, OPTION_NAMES + _STREAM_KEYS, n=1)
+        raise UsageError(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")) from None
+    except ValueError as exc:
+        raise UsageError(f"{key}: {exc}") from None
+
+
+@contextmanager
+def keyed(key: str) -> Iterator[None]:
+    """A ``UsageError`` raised inside is about ``key`` (its ``key`` attribute; the message stays as it is)."""
+    try:
+        yield
+    except UsageError as exc:
+        if exc.key is None:
+            exc.key = key
+        raise
+
+
+# What a configuration leaves out means what the command line means when it leaves it out (e.g. max_latency 1 s).
+CLI_DEFAULTS = {a.dest: a.default for a in build_parser()._actions
+                if a.option_strings and a.dest in OPTION_NAMES and a.dest not in (*FLEET_ONLY, "stats_json")
+                and a.default not in (None, False)}

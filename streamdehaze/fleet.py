@@ -1,0 +1,396 @@
+"""Many streams in one process: ``streamdehaze serve CONFIG.toml`` and ``serve()`` / ``Fleet`` in Python.
+
+There is one engine per device (per model, when streams ask for different ones), served by one scheduler thread
+(``pipeline.Scheduler``): frames of all its streams share its model calls. Each stream has its own thread, which
+dials its camera (or opens its file) for as long as it takes, then its own reader, writer, temporal state, latency
+bound and counters; a camera that stalls, dies or sends slowly holds back no other. Each stream's output is what a
+single run of the same input writes (``job.py``): the same timestamps, and the same frames up to the numerics of
+batching frames together.
+
+``reload`` applies a new configuration: added streams start, removed ones finish their files and stop, changed
+ones restart; the others do not notice. A configuration with a mistake changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .config import FleetConfig, ModelOptions, StreamConfig, keyed, load_config
+from .credentials import mask
+from .engine import Engine, video_threads
+from .errors import StreamDehazeError, UsageError
+from .job import Job
+from .live import Stopped
+from .models import create_model, default_model
+from .outputs import check_writable
+from .pipeline import RunResult, Scheduler
+from .sinks import segment_pattern
+from .stats import Member, Reporter, RunStats
+
+log = logging.getLogger("streamdehaze")
+
+
+@dataclass
+class StreamOutcome:
+    """How one stream ended: its ``result``, or the ``error`` that ended it (one line)."""
+
+    name: str
+    output: str | None
+    result: RunResult | None = None
+    error: str | None = None
+    live: bool = False
+
+
+@dataclass
+class FleetResult:
+    streams: list[StreamOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        return sum(s.result.frames for s in self.streams if s.result is not None)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def failed(self) -> list[StreamOutcome]:
+        return [s for s in self.streams if s.error is not None]
+
+
+class _Lane:
+    """An engine and the scheduler thread that serves its streams."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.scheduler = Scheduler(engine)
+        self.thread = threading.Thread(target=self.scheduler.run, name="engine", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.thread.join()
+
+
+class _Runner:
+    """One stream's life in its own thread: open, run through its engine's scheduler, finish its output."""
+
+    def __init__(self, config: StreamConfig, job: Job, lane: _Lane, model: str) -> None:
+        self.config, self.job, self.lane = config, job, lane
+        self.member = Member(job.stats, {"input": config.input, "output": config.output or "", "model": model})
+        self.outcome = StreamOutcome(config.name, config.output, live=job.live)
+        self._stop = threading.Event()
+        self._stream = None
+        self.connecting = True  # dialling its camera: nothing written yet
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name=f"stream {config.name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Finish: a camera still being dialled gives up, a running stream writes what is in the engine and closes
+        its output."""
+        with self._lock:
+            self._stop.set()
+        if self._stream is not None:
+            self._stream.stop()
+
+    @property
+    def done(self) -> bool:
+        """Ended, or stopped while still dialling (an attempt in progress ends on its own, with nothing to write)."""
+        with self._lock:
+            return not self.thread.is_alive() or (self._stop.is_set() and self.connecting)
+
+    def _run(self) -> None:
+        name = self.config.name
+        reporter = None  # (log lines from this thread and the stream's own are labelled with its name: _Labels)
+        try:
+            with self.job.open(stop=self._stop):
+                with self._lock:  # stopped while dialling: it stays stopped, with nothing written
+                    if self._stop.is_set():
+                        raise Stopped
+                    self.connecting = False
+                self._stream = self.job.start(name)
+                if self.config.stats_json is not None:
+                    reporter = Reporter(self.job.stats, Path(self.config.stats_json))
+                self.lane.scheduler.add(self._stream)
+                if self._stop.is_set():
+                    self._stream.stop()
+                self._stream.drained.wait()
+                self.outcome.result = self.job.complete(interrupted=self._stream.stopped)
+        except Stopped:
+            log.info("stopped before it connected")
+        except StreamDehazeError as exc:
+            self.outcome.error = mask(str(exc), self.config.input, self.config.output or "")
+            log.error("%s", self.outcome.error)
+        except Exception as exc:  # a bug: this stream ends, the others go on
+            self.outcome.error = f"internal error: {type(exc).__name__}: {mask(str(exc), self.config.input)}"
+            log.error("%s", self.outcome.error)
+        finally:
+            if reporter is not None:
+                reporter.close()
+
+
+class _Labels(logging.Filter):
+    """Log lines from a stream's threads (``stream NAME``, ``decode NAME``, ``encode NAME``) start with its name;
+    the credentials of every configured URL are masked, whatever characters they hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind, _, name = threading.current_thread().name.partition(" ")
+        message = mask(record.getMessage(), *self.urls)
+        record.msg, record.args = (f"{name}: {message}" if name and kind in ("stream", "decode", "encode")
+                                   else message), None
+        return True
+
+
+class Fleet:
+    """Runs the streams of a configuration (a ``FleetConfig``, a TOML file, a dict or a list of stream tables).
+
+    ``start()`` checks everything and loads the models first: a mistake is one ``UsageError`` naming the stream
+    and the key, and nothing starts. Then ``wait()``, ``reload(config)``, ``stop()``, and ``close()`` for the
+    outcome of every stream. As a context manager it starts, and on leaving stops and closes.
+    """
+
+    def __init__(self, config: FleetConfig | str | Path | dict | list) -> None:
+        self.config, self._where = _load(config)
+        self._lanes: dict[ModelOptions, _Lane] = {}
+        self._runners: dict[str, _Runner] = {}
+        self._ended: list[_Runner] = []
+        self._lock = threading.Lock()
+        self._reporter: Reporter | None = None
+        self._threads = contextlib.ExitStack()
+        self._start = time.perf_counter()
+        self._labels = _Labels()
+
+    def __enter__(self) -> Fleet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.close()
+
+    def start(self) -> None:
+        with _within(self._where):
+            jobs, lanes = self._prepare(self.config, {})
+        devices = {lane.engine.device for lane in lanes.values()}
+        for device in devices:  # the thread policy of a video run, for as long as the fleet runs
+            self._threads.enter_context(video_threads(device))
+        try:
+            with _within(self._where):
+                if self.config.stats_json is not None:
+                    with _within("stats_json: "):
+                        check_writable(self.config.stats_json.parent)
+                if self.config.stats_json is not None or self.config.metrics_port is not None:
+                    with _within("metrics_port: " if self.config.metrics_port is not None else ""):
+                        self._reporter = Reporter(self._members, self.config.stats_json, self.config.metrics_port)
+        except BaseException:
+            for lane in lanes.values():
+                lane.close()
+            self._threads.close()
+            raise
+        self._lanes = lanes
+        self._start = time.perf_counter()
+        log.addFilter(self._labels)
+        for config in self.config.streams:
+            self._launch(config, jobs[config.name])
+
+    def reload(self, config: FleetConfig | str | Path | dict | list) -> dict[str, list[str]]:
+        """Apply a new configuration: added streams start, removed ones finish their files and stop, changed ones
+        restart; the others go on untouched. A mistake in it raises a ``UsageError`` and changes nothing.
+        Returns the names ``added``, ``removed``, ``changed``."""
+        new, where = _load(config)
+        old = {name: runner.config for name, runner in self._runners.items()}
+        wanted = {c.name: c for c in new.streams}
+        changes = {"added": [n for n in wanted if n not in old], "removed": [n for n in old if n not in wanted],
+                   "changed": [n for n in wanted if n in old and wanted[n] != old[n]]}
+        starting = [wanted[n] for n in changes["added"] + changes["changed"]]
+        kept = [c for n, c in wanted.items() if n in old and c == old[n]]
+        with _within(where):
+            jobs, lanes = self._prepare(replace(new, streams=starting), self._lanes, others=kept)
+        if (new.stats_json, new.metrics_port) != (self.config.stats_json, self.config.metrics_port):
+            log.warning("reload: stats_json and metrics_port stay as they were until the next start")
+        going = [self._runners[n] for n in changes["removed"] + changes["changed"]]
+        for runner in going:
+            runner.stop()
+        for runner in going:  # a restarted stream writes where the old one did: the old one finishes first
+            while not runner.done:
+                runner.thread.join(0.1)
+        with self._lock:
+            for runner in going:
+                del self._runners[runner.config.name]
+                self._ended.append(runner)
+        self._lanes = lanes
+        for config in starting:
+            self._launch(config, jobs[config.name])
+        self._close_idle_lanes()
+        self.config = replace(new, stats_json=self.config.stats_json, metrics_port=self.config.metrics_port)
+        for what, names in changes.items():
+            if names:
+                log.info("reload: %s %s", what, ", ".join(names))
+        return changes
+
+    def stop(self) -> None:
+        """Every stream finishes its output and stops (thread-safe)."""
+        with self._lock:
+            runners = list(self._runners.values())
+        for runner in runners:
+            runner.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every stream has ended (files done, cameras given up on or stopped); True if they have."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            runners = list(self._runners.values())
+        for runner in runners:
+            while not runner.done:
+                if end is not None and time.monotonic() >= end:
+                    return False
+                runner.thread.join(0.1)
+        return True
+
+    def close(self) -> FleetResult:
+        """Wait for every stream, release the engines and the reports; the outcome of every stream that ran."""
+        self.wait()
+        seconds = time.perf_counter() - self._start
+        for lane in self._lanes.values():
+            lane.close()
+        self._lanes = {}
+        if self._reporter is not None:
+            self._reporter.close()
+            self._reporter = None
+        self._threads.close()
+        log.removeFilter(self._labels)
+        with self._lock:
+            runners = self._ended + list(self._runners.values())
+        return FleetResult([r.outcome for r in runners], seconds)
+
+    def _members(self) -> dict[str, Member]:
+        with self._lock:
+            return {name: runner.member for name, runner in self._runners.items()}
+
+    def _launch(self, config: StreamConfig, job: Job) -> None:
+        self._labels.urls += [config.input, config.output or ""]
+        key = _engine_key(config, job)
+        runner = _Runner(config, job, self._lanes[key], _model_name(key))
+        with self._lock:
+            self._runners[config.name] = runner
+        runner.start()
+
+    def _prepare(self, config: FleetConfig, lanes: dict[ModelOptions, _Lane],
+                 others: list[StreamConfig] = ()) -> tuple[dict[str, Job], dict[ModelOptions, _Lane]]:
+        """Check every stream of ``config`` and make the engines they need (loading their models), reusing
+        ``lanes``; raises the first mistake as one line naming the stream and the key."""
+        jobs: dict[str, Job] = {}
+        outputs: dict[str, str] = {_output_key(c): c.name for c in others if c.output is not None}
+        for c in config.streams:
+            job = Job(c)
+            with _about(c.name):
+                job.check()
+                if c.output is not None:
+                    with keyed("output"):
+                        if _output_key(c) in outputs:
+                            raise UsageError(f"{c.output} is the output of stream {outputs[_output_key(c)]!r} too")
+                    outputs[_output_key(c)] = c.name
+            jobs[c.name] = job
+        lanes = dict(lanes)
+        made: list[_Lane] = []
+        try:
+            for c in config.streams:
+                key = _engine_key(c, jobs[c.name])
+                if key not in lanes:
+                    with _about(c.name), keyed("weights" if c.model.weights is not None else "model"):
+                        model = create_model(key.model, key.weights, jobs[c.name].device)
+                        engine = Engine(model, jobs[c.name].device, key.infer_size, compile=key.compile)
+                    lanes[key] = _Lane(engine)
+                    made.append(lanes[key])
+        except BaseException:
+            for lane in made:
+                lane.close()
+            raise
+        return jobs, lanes
+
+    def _close_idle_lanes(self) -> None:
+        with self._lock:
+            used = {id(runner.lane) for runner in self._runners.values()}
+        for key, lane in list(self._lanes.items()):
+            if id(lane) not in used:
+                lane.close()
+                del self._lanes[key]
+
+
+def _engine_key(config: StreamConfig, job: Job) -> ModelOptions:
+    """Streams with equal keys share an engine: the model (``auto`` resolved for the device) on one device."""
+    model = config.model
+    name = default_model(job.device) if model.model == "auto" and model.weights is None else model.model
+    return replace(model, model=name, device=str(job.device))
+
+
+def _model_name(key: ModelOptions) -> str:
+    return key.model if key.weights is None else f"{key.model} ({Path(key.weights).name})"
+
+
+def _output_key(config: StreamConfig) -> str:
+    path = Path(config.output)
+    if "://" in config.output:
+        return config.output
+    return str((segment_pattern(path) if config.encode.segment_time is not None else path).resolve())
+
+
+def _load(config: FleetConfig | str | Path | dict | list) -> tuple[FleetConfig, str]:
+    """The configuration, and the file it came from (for messages)."""
+    if isinstance(config, FleetConfig):
+        return config, ""
+    return load_config(config), f"{config}: " if isinstance(config, (str, Path)) else ""
+
+
+@contextlib.contextmanager
+def _within(where: str):
+    try:
+        yield
+    except UsageError as exc:
+        raise UsageError(f"{where}{exc}") from None
+
+
+@contextlib.contextmanager
+def _about(name: str):
+    """A ``UsageError`` raised inside names the stream and the key: ``stream 'gate': crf: ...``."""
+    try:
+        yield
+    except UsageError as exc:
+        key = f"{exc.key}: " if exc.key else ""
+        raise UsageError(f"stream {name!r}: {key}{exc}") from None
+
+
+def serve(config: FleetConfig | str | Path | dict | list, *, duration: float | None = None,
+          on_start: Callable[[Fleet], None] | None = None) -> FleetResult:
+    """Run the streams of ``config`` (a TOML file, a dict of its shape, or a list of stream tables) until they all
+    end, for ``duration`` seconds at most, or until Ctrl-C; every stream then finishes its output. Returns the
+    outcome of each stream. ``Fleet`` runs one in the background, with ``reload``."""
+    fleet = Fleet(config)
+    fleet.start()
+    try:
+        if on_start is not None:
+            on_start(fleet)
+        deadline = None if duration is None else time.monotonic() + duration
+        while not fleet.wait(0.2):
+            if deadline is not None and time.monotonic() >= deadline:
+                fleet.stop()
+                deadline = None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fleet.stop()
+    return fleet.close()

@@ -1,0 +1,201 @@
+"""One input dehazed into one output: the checks made before anything starts, the source, the sink, and what becomes
+of the output when the run completes, is interrupted or fails. A single run (``api.process``) and every stream of
+a fleet (``fleet.py``) are the same job; only who drives the pipeline differs.
+
+Outputs (``outputs.py``): a file run is all or nothing (written to an anonymous file, named when complete, the
+frames of an interrupted run kept in ``NAME.partial.EXT``); a live recording is written as it goes and kept
+whatever ends it, never replacing an earlier one; segments and network targets are written as they go.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .config import StreamConfig, keyed
+from .encoders import encoder, quality_options
+from .engine import resolve_device
+from .errors import MediaError, StreamDehazeError, UsageError
+from .hwaccel import use_cuda
+from .live import LiveOptions, LiveSource, is_live
+from .models import MODEL_NAMES
+from .outputs import OutputFile, check_output, check_writable, move_aside, next_segment, remove_stale_partials
+from .pipeline import RunResult, Stream
+from .sinks import CallbackSink, VideoSink, check_live_file, segment_pattern, url_format
+from .sources import VideoFileSource
+from .stats import RunStats
+from .temporal import TemporalSmoother
+
+FILE_BATCH = 4  # default frames per model call for files: batches amortise per-call costs (CPU: 1.4x the fps)
+
+Source = VideoFileSource | LiveSource
+
+
+def open_source(input: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,
+                live: LiveOptions | None = None, nvdec: bool = False, strict: bool = False,
+                stop: threading.Event | None = None) -> Source:
+    """A file, image sequence (``frames/%05d.png``) or URL of a file -> ``VideoFileSource`` (decoded with NVDEC
+    if ``nvdec``; ``strict``: a corrupt packet is an error, not skipped); a camera stream (rtsp://, rtmp://,
+    srt://, udp://, http(s) streams, /dev/videoN) -> ``LiveSource`` (software decoding: a camera's few streams
+    decode easily on a CPU), dialled until it answers or ``stop`` is set."""
+    if is_live(str(input)):
+        return LiveSource(str(input), live or LiveOptions(), max_frames=max_frames, duration=duration, stop=stop)
+    return VideoFileSource(input, max_frames=max_frames, duration=duration, nvdec=nvdec, strict=strict)
+
+
+class Job:
+    """``config.input`` dehazed into ``config.output`` (or only into ``on_frame(image_bgr, seconds)``).
+
+    ``check()`` (no side effects), then ``open()`` (the source: a camera may take long to answer), ``start()``
+    (the output and the pipeline ``Stream``, to be driven by a scheduler), and ``complete()`` once the stream is
+    drained, or ``abort()`` if driving it failed.
+    """
+
+    def __init__(self, config: StreamConfig, *, stats: RunStats | None = None,
+                 on_frame: Callable[[np.ndarray, float | None], None] | None = None,
+                 on_frames: Callable[[int], None] | None = None) -> None:
+        self.config, self.on_frame, self.on_frames = config, on_frame, on_frames
+        self.stats = stats or RunStats()
+        self.live = is_live(config.input)
+        target = config.output
+        self.dst = None if target is None or url_format(target) is not None else Path(target)
+        self.source: Source | None = None
+        self.stream: Stream | None = None
+        self._out: OutputFile | None = None
+        self._first_segment = 0
+
+    def check(self) -> None:
+        """Everything that can be checked before a camera is dialled or a model loaded; each ``UsageError`` names
+        the option at fault (``config.keyed``)."""
+        c = self.config
+        if c.output is None and self.on_frame is None:
+            raise UsageError("nothing to do: give an output or an on_frame callback")
+        with keyed("codec"):
+            encoder(c.encode.codec)
+        with keyed("crf"):
+            quality_options(c.encode.codec, c.encode.crf)
+        with keyed("preset"):
+            quality_options(c.encode.codec, None, c.encode.preset)
+        with keyed("temporal"):
+            if c.temporal not in ("off", "ema"):
+                raise UsageError(f"unknown temporal mode {c.temporal!r}; choose off or ema")
+        with keyed("temporal_strength"):
+            if not 0.0 <= c.temporal_strength < 1.0:
+                raise UsageError(f"temporal strength must be at least 0 and below 1, not {c.temporal_strength}")
+        with keyed("model"):
+            if c.model.model not in MODEL_NAMES:
+                raise UsageError(f"unknown model {c.model.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+        with keyed("weights"):
+            if c.model.weights is not None and not Path(c.model.weights).is_file():
+                raise UsageError(f"weights file not found: {c.model.weights}")
+        with keyed("device"):
+            self.device = resolve_device(c.model.device)
+        with keyed("hwaccel"):
+            self.nvidia = use_cuda(c.hwaccel, self.device)
+        with keyed("input"):
+            self._check_input()
+        with keyed("output"):
+            self._check_output()
+        with keyed("stats_json"):
+            if c.stats_json is not None:
+                check_writable(Path(c.stats_json).parent)
+
+    def _check_input(self) -> None:
+        path = Path(self.config.input)
+        if "://" in self.config.input or self.live or "%" in path.name:
+            return
+        if not path.exists():
+            raise UsageError(f"input not found: {self.config.input}")
+        if path.is_dir():
+            raise UsageError(f"input {self.config.input} is a folder: give a video file or a camera")
+
+    def _check_output(self) -> None:
+        if self.dst is None:
+            return
+        segmented = self.config.encode.segment_time is not None
+        check_output(segment_pattern(self.dst) if segmented else self.dst,
+                     None if "://" in self.config.input else Path(self.config.input))
+        if self.live:
+            check_live_file(self.dst)
+        check_writable(self.dst.parent)
+
+    def open(self, stop: threading.Event | None = None) -> Source:
+        """Open the input; a camera is dialled until it answers (``live.Stopped`` if ``stop`` is set first)."""
+        c = self.config
+        self.source = open_source(c.input, max_frames=c.max_frames, duration=c.duration, live=c.live,
+                                  nvdec=self.nvidia, strict=c.strict, stop=stop)
+        return self.source
+
+    def start(self, name: str = "") -> Stream:
+        """Make the output ready (``outputs.py``) and the pipeline stream that feeds it."""
+        c = self.config
+        if self.dst is not None and self.live:
+            if c.encode.segment_time is None:
+                move_aside(self.dst)
+            else:
+                self._first_segment = next_segment(segment_pattern(self.dst))
+            sink = self._sink(self.dst, first_segment=self._first_segment)
+        elif self.dst is not None and c.encode.segment_time is None:
+            remove_stale_partials(self.dst.parent, self.dst.name)
+            self._out = OutputFile(self.dst)
+            try:
+                sink = self._sink(self._out.path, shown_as=self.dst)
+            except BaseException:
+                self._out.discard()
+                raise
+        else:  # segments of a file (each complete when the muxer moves on), a URL, or only the callback
+            sink = self._sink(self.dst or c.output)
+        batch = c.batch or (1 if self.live else FILE_BATCH)  # cameras: lowest latency
+        smoother = None if c.temporal == "off" else TemporalSmoother(c.temporal_strength)
+        self.stream = Stream(self.source, sink, name=name, batch_size=batch, live=self.live,
+                             max_latency=c.max_latency, stats=self.stats, temporal=smoother, on_frames=self.on_frames)
+        return self.stream
+
+    def _sink(self, target: Path | str | None, **more):
+        c, info = self.config, self.source.info
+        inner = None if target is None else VideoSink(
+            target, info, codec=c.encode.codec, crf=c.encode.crf, preset=c.encode.preset, live=self.live,
+            nvenc=self.nvidia, segment_time=c.encode.segment_time, **more)
+        return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner)
+
+    def complete(self, interrupted: bool = False) -> RunResult:
+        """Once the stream is drained: finish it, and put the output where it belongs."""
+        try:
+            result = self.stream.finish(interrupted)
+        except StreamDehazeError as exc:
+            self.abort()
+            if self.live and self.dst is not None:  # whatever ended it, the recording stays, and says so
+                raise MediaError(f"{exc}; the {self.stream.sink.frames} frames recorded before it are in "
+                                 f"{self._recorded_in()}") from None
+            raise
+        except BaseException:
+            self.abort()
+            raise
+        if self._out is not None:
+            if result.interrupted:
+                result.output = str(self._out.keep_partial())
+            else:
+                self._out.commit()
+                if self.source.truncated:  # every frame before the cut is in the output: keep it, and say so
+                    raise MediaError(f"{self.source.name} {self.source.truncated}; {self.dst} holds the "
+                                     f"{result.frames} frames decoded before the cut")
+        return result
+
+    def abort(self) -> None:
+        """After a failure: a file run's unfinished output goes (a recording stays as it is)."""
+        if self._out is not None:
+            self._out.discard()
+            self._out = None
+
+    def _recorded_in(self) -> str:
+        if self.config.encode.segment_time is None:
+            return str(self.dst)
+        return f"{self.dst.parent / (segment_pattern(self.dst).name % self._first_segment)} and after"
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()

@@ -1,0 +1,149 @@
+"""The options of a run, as the command line spells them: the parser, and each option's check (one line and exit 2
+for a mistake). ``serve`` configurations (``config.py``) take the same options by the same names."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from . import __version__, hwaccel
+from .errors import UsageError
+from .models import MODEL_NAMES
+
+DAY = 86400.0
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="streamdehaze", description="Dehaze a video, an image, or a folder of images.")
+    p.add_argument("input", help="video file or URL, image, or folder of images")
+    p.add_argument("output", help="video file, image, or folder (for a folder input)")
+    p.add_argument("--model", default="auto",
+                   help=f"dehazing model: {', '.join(MODEL_NAMES)} (default: auto = the best model shipped for the "
+                        "device: KA_Net where its weights ship with the package, else dcp)")
+    p.add_argument("--weights", type=Path, help="weights file for models that take them")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--batch", type=_number(int, "a whole number", 1, 256), metavar="N",
+                   help="frames per model call, 1 to 256 (default: 4 for files, 1 for live streams)")
+    p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto",
+                   help="run the model with the short side at N pixels (16 to 16384) and transfer the result to "
+                        "full resolution by guided upsampling; full = native resolution (default: auto = per model "
+                        "and device for video, native for images)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the model with torch.compile: a slow start (a minute or more), then faster frames "
+                        "where the device gains from it")
+    p.add_argument("--hwaccel", default="auto", choices=hwaccel.MODES,
+                   help="NVDEC decoding and NVENC encoding: auto = when the model runs on CUDA and they work, "
+                        "else software; cuda = required (default: auto)")
+    p.add_argument("--temporal", default="ema", choices=["off", "ema"],
+                   help="smooth flicker between frames, gated by motion, reset on scene cuts (default: ema)")
+    p.add_argument("--temporal-strength", type=_number(float, "a number", 0, 1, high_inclusive=False), default=0.6,
+                   metavar="S", help="weight of the past in [0, 1) (default: 0.6)")
+    p.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")
+    p.add_argument("--crf", type=_number(int, "a whole number", -math.inf), metavar="N",
+                   help="constant quality: 0-51 for x264/x265, 0-63 for vp9/av1 (default: 18)")
+    p.add_argument("--preset", metavar="P",
+                   help="encoder speed: x264/x265's ultrafast .. placebo, SVT-AV1's 0 .. 13 (default: veryfast for "
+                        "x264/x265)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first corrupt packet of the input (default: skip corrupt packets and count them)")
+    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
+    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",
+                   help="stop after this much video (or live time)")
+    live = p.add_argument_group("live sources (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN)")
+    live.add_argument("--timeout", type=seconds(DAY), default=5.0, metavar="SECONDS",
+                      help="give up a read or connection attempt after this long without data (default: 5)")
+    live.add_argument("--reconnect", type=_reconnects, default=math.inf, metavar="N|inf",
+                      help="reconnection attempts after a failure or end of stream (default: inf)")
+    live.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp", "udp_multicast", "http", "https"],
+                      help="RTSP transport (default: tcp)")
+    live.add_argument("--max-latency", type=seconds(DAY), default=1.0, metavar="SECONDS",
+                      help="drop frames older than this rather than fall behind (default: 1)")
+    live.add_argument("--segment-time", type=seconds(DAY), metavar="SECONDS",
+                      help="split the output file into segments of about this length (NAME_00000.mp4, ...); a new "
+                           "run continues after the highest number already there")
+    live.add_argument("--metrics-port", type=_number(int, "a port number", 1, 65535), metavar="PORT",
+                      help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--stats-json", type=Path, metavar="FILE",
+                   help="write run statistics as JSON (live sources: one JSON line a second)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary; errors only")
+    p.add_argument("--version", action="version", version=f"streamdehaze {__version__}")
+    return p
+
+
+def _number(cast: Callable[[str], float], what: str, low: float, high: float = math.inf,
+            low_inclusive: bool = True, high_inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse type: ``cast(text)``, finite, from ``low`` to ``high`` (each bound inclusive unless told)."""
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"not a finite number: {text}")
+        if value < low or (value == low and not low_inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if low_inclusive else 'more than'} {low:g}: {text}")
+        if value > high or (value == high and not high_inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'at most' if high_inclusive else 'less than'} {high:g}: {text}")
+        return value
+    return parse
+
+
+def seconds(high: float) -> Callable[[str], float]:
+    return _number(float, "a number of seconds", 0, high, low_inclusive=False)
+
+
+_positive = _number(int, "a whole number", 1)
+_attempts = _number(int, "a number of attempts or 'inf'", 0)
+
+
+def _reconnects(text: str) -> float:
+    return math.inf if text in ("inf", "infinite", "forever") else float(_attempts(text))
+
+
+def parse_infer_size(text: str) -> int | str | None:
+    if text == "full":
+        return None
+    if text == "auto":
+        return "auto"
+    return _infer_size(text)
+
+
+_infer_size = _number(int, "a size in pixels, 'full' or 'auto'", 16, 16384)
+
+
+# Options that describe the whole process, not one stream: a serve configuration sets them at its top only.
+FLEET_ONLY = ("metrics_port", "quiet")
+
+
+def option_value(key: str, value: object) -> object:
+    """``value`` for the option ``key`` (its long name, '-' as '_') as a configuration gives it (TOML or a dict:
+    strings, numbers, booleans), checked and converted exactly as the command line does. Raises ``ValueError``
+    with the reason for an unknown key or a bad value."""
+    action = _ACTIONS.get(key)
+    if action is None:
+        raise KeyError(key)
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, not {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"must be a {'number' if action.type not in (None, Path) else 'string'}, not {value!r}")
+    text = "inf" if value == math.inf else repr(value) if isinstance(value, float) else str(value)
+    try:
+        converted = action.type(text) if action.type is not None else text
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(str(exc)) from None
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(f"must be one of {', '.join(map(str, action.choices))}, not {value!r}")
+    return converted
+
+
+_ACTIONS = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest not in ("help", "version")}
+OPTION_NAMES = tuple(_ACTIONS)

@@ -1,0 +1,105 @@
+"""A serve configuration's mistakes: one line naming the stream and the key, exit 2, and nothing starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from streamdehaze.config import load_config
+
+GOOD = '[[stream]]\nname = "first"\ninput = "{src}"\noutput = "{out}/first.mp4"\n'
+
+
+def _serve(run_cli, tmp_path: Path, text: str) -> tuple[int, str]:
+    config = tmp_path / "cams.toml"
+    config.write_text(text)
+    return run_cli("serve", config, "--duration", 5)
+
+
+@pytest.mark.parametrize("stream, message", [
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ncrff = 20',
+     "stream 'gate': unknown key 'crff' (did you mean 'crf'?)"),
+    ('name = "gate"\ninput = "{src}"', "stream 'gate': missing key 'output'"),
+    ('input = "{src}"\noutput = "{out}/x.mp4"', "stream 2: missing key 'name'"),
+    ('name = "first"\ninput = "{src}"\noutput = "{out}/other.mp4"',
+     "stream 'first': name: stream 1 has this name too (names must be unique)"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ncrf = 60',
+     "stream 'gate': crf: --crf 60 is out of range for libx264: 0 (best) to 51 (smallest)"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ntimeout = -1',
+     "stream 'gate': timeout: must be more than 0: -1"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ntemporal = "strong"',
+     "stream 'gate': temporal: must be one of off, ema, not 'strong'"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ncompile = "yes"',
+     "stream 'gate': compile: must be true or false, not 'yes'"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nmodel = "fog9000"',
+     "stream 'gate': model: unknown model 'fog9000'; choose one of: "),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nmetrics_port = 9108',
+     "stream 'gate': metrics_port: set it at the top of the configuration (one for the whole fleet)"),
+    ('name = "gate"\ninput = "{out}/nothing.mp4"\noutput = "{out}/gate.mp4"',
+     "stream 'gate': input: input not found: {out}/nothing.mp4"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/no/gate.mp4"',
+     "stream 'gate': output: output folder does not exist: {out}/no"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/first.mp4"',
+     "stream 'gate': output: {out}/first.mp4 is the output of stream 'first' too"),
+    ('name = "gate"\ninput = "rtsp://cam/x"\noutput = "{out}/gate.avi"',
+     "stream 'gate': output: a live recording is written as it goes, so it needs a file ending in "),
+    ('name = "a b"\ninput = "{src}"\noutput = "{out}/gate.mp4"', "stream 'a b': name: letters, digits"),
+])
+def test_a_mistake_in_a_stream_names_it_and_its_key(make_video, run_cli, tmp_path, stream, message):
+    src = make_video(frames=3)
+    text = GOOD + "[[stream]]\n" + stream + "\n"
+    code, err = _serve(run_cli, tmp_path, text.format(src=src, out=tmp_path))
+    assert code == 2
+    assert err.startswith(f"streamdehaze: error: {tmp_path / 'cams.toml'}: {message.format(out=tmp_path)}"), err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.toml", "in.mp4"]  # nothing started
+
+
+@pytest.mark.parametrize("text, message", [
+    ('crf = "high"\n' + GOOD, "crf: not a whole number: 'high'"),
+    ('fps = 25\n' + GOOD, "unknown key 'fps'"),
+    ('input = "x.mp4"\n' + GOOD, "input: belongs in a [[stream]] table"),
+    ('model = "dcp"\n', "no streams: add a [[stream]] table with name, input and output"),
+    ('model = "dcp\n' + GOOD, "not valid TOML: "),
+    ('stats_json = "{out}/no/fleet.jsonl"\n' + GOOD, "stats_json: folder does not exist: {out}/no"),
+])
+def test_a_mistake_at_the_top_is_one_line(make_video, run_cli, tmp_path, text, message):
+    src = make_video(frames=3)
+    code, err = _serve(run_cli, tmp_path, text.format(src=src, out=tmp_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"streamdehaze: error: {tmp_path / 'cams.toml'}: {message.format(out=tmp_path)}"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.toml", "in.mp4"]
+
+
+def test_an_unwritable_output_folder(make_video, run_cli, tmp_path):
+    try:  # root may write anywhere, but not on a read-only filesystem such as /sys
+        with tempfile.TemporaryFile(dir="/sys"):
+            pytest.skip("/sys is writable here")
+    except OSError:
+        pass
+    code, err = _serve(run_cli, tmp_path, GOOD.format(src=make_video(frames=3), out="/sys"))
+    assert code == 2 and err.strip().endswith("stream 'first': output: cannot write to /sys: Permission denied"), err
+
+
+def test_the_process_exits_2_with_one_line_and_no_traceback(make_video, tmp_path):
+    config = tmp_path / "cams.toml"
+    config.write_text(GOOD.format(src=make_video(frames=3), out=tmp_path) + 'crf = 99\n')
+    done = subprocess.run([sys.executable, "-m", "streamdehaze", "serve", str(config)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr == (
+        f"streamdehaze: error: {config}: stream 'first': crf: --crf 99 is out of range for libx264: 0 (best) to "
+        "51 (smallest)\n")
+    assert not (tmp_path / "first.mp4").exists()
+
+
+def test_a_dict_and_a_list_of_streams_mean_the_same():
+    table = {"name": "gate", "input": "rtsp://cam/1", "output": "gate.mp4", "segment_time": 600}
+    from_dict = load_config({"model": "dcp", "stream": [dict(table, model="dcp")]})
+    from_list = load_config([dict(table, model="dcp")])
+    assert from_dict.streams == from_list.streams
+    (gate,) = from_dict.streams
+    assert gate.model.model == "dcp" and gate.encode.segment_time == 600 and gate.max_latency == 1.0

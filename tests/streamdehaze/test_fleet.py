@@ -1,0 +1,93 @@
+"""``serve`` over files: each stream's output is what a single run of its input writes, from the command line and
+from Python; a stream that fails ends alone."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamdehaze import Fleet, serve
+
+
+def _config(path: Path, streams: dict[str, tuple[Path, Path]], **top: object) -> Path:
+    lines = [f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}" for key, value in top.items()]
+    for name, (src, out) in streams.items():
+        lines += ["[[stream]]", f'name = "{name}"', f'input = "{src}"', f'output = "{out}"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _inputs(make_video) -> dict[str, Path]:
+    """Three files: two of one size (their frames share model calls), one with a variable frame rate and audio,
+    and one of another size and frame count."""
+    return {"gate": make_video("gate.mp4", frames=9, audio=True),
+            "yard": make_video("yard.mp4", frames=7, pts=[0, 512, 1536, 2048, 4096, 4608, 5120], audio=True),
+            "dock": make_video("dock.mp4", frames=5, width=128, height=72)}
+
+
+def _max_difference(a: list[np.ndarray], b: list[np.ndarray]) -> int:
+    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("model, tolerance", [("dcp", 0), ("auto", 2)])
+def test_serve_writes_what_single_runs_write(make_video, probe, run_cli, tmp_path, model, tolerance):
+    """Lossless outputs, so that any difference is the engine's: dcp gives the very same frames; KA_Net (bfloat16
+    on CPU) may round a sample differently when frames of several streams share a model call."""
+    inputs = _inputs(make_video)
+    for name, src in inputs.items():
+        code, err = run_cli(src, tmp_path / f"{name}.single.mkv", "--model", model, "--codec", "ffv1", "--quiet")
+        assert code == 0, err
+    config = _config(tmp_path / "files.toml", {name: (src, tmp_path / f"{name}.mkv") for name, src in inputs.items()},
+                     model=model, codec="ffv1")
+    code, err = run_cli("serve", config)
+    assert code == 0, err
+    for name, src in inputs.items():
+        single, served = probe(tmp_path / f"{name}.single.mkv"), probe(tmp_path / f"{name}.mkv")
+        assert served["count"] == single["count"] == probe(src)["count"]
+        assert served["times"] == single["times"]  # (Matroska shifts them all by the AAC encoder delay)
+        assert served["audio"] == single["audio"] == probe(src)["audio"]  # copied packet for packet
+        assert _max_difference(served["rgb"], single["rgb"]) <= tolerance, name
+        assert f"streamdehaze: {name}: {single['count']} frames in " in err
+    assert f"streamdehaze: fleet: 3 streams, {9 + 7 + 5} frames in " in err
+
+
+def test_python_serve_takes_a_list_of_streams_or_a_dict(make_video, probe, tmp_path):
+    inputs = _inputs(make_video)
+    streams = [{"name": name, "input": str(src), "output": str(tmp_path / f"{name}.out.mp4"), "model": "dcp"}
+               for name, src in inputs.items()]
+    result = serve(streams)
+    assert [s.name for s in result.streams] == list(inputs) and not result.failed
+    assert [s.result.frames for s in result.streams] == [9, 7, 5] and result.frames == 21
+    for name, src in inputs.items():
+        assert probe(tmp_path / f"{name}.out.mp4")["times"] == probe(src)["times"]
+    with Fleet({"model": "dcp", "max_frames": 3, "stream": [dict(s, output=s["output"].replace(".out.mp4", ".3.mp4"))
+                                                            for s in streams]}) as fleet:
+        assert fleet.wait(60)
+    for name in inputs:
+        assert probe(tmp_path / f"{name}.3.mp4")["count"] == 3
+
+
+def test_a_stream_that_fails_ends_alone(make_video, probe, run_cli, tmp_path):
+    good = make_video("good.mp4", frames=6)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video at all" * 100)
+    config = _config(tmp_path / "files.toml", {"good": (good, tmp_path / "good.out.mp4"),
+                                               "bad": (bad, tmp_path / "bad.out.mp4")}, model="dcp")
+    code, err = run_cli("serve", config)
+    assert code == 1
+    assert f"streamdehaze: bad: failed: not a video or image file: {bad}" in err
+    assert probe(tmp_path / "good.out.mp4")["count"] == 6 and not (tmp_path / "bad.out.mp4").exists()
+    assert "Traceback" not in err
+
+
+def test_timestamps_of_a_fleet_are_exact(make_video, probe, tmp_path):
+    """Frames keep their pts and time base through shared engine calls (a stream's time base is its own)."""
+    a = make_video("a.mp4", frames=4, time_base=Fraction(1, 90000))
+    b = make_video("b.mp4", frames=4, time_base=Fraction(1, 1000))
+    serve([{"name": "a", "input": str(a), "output": str(tmp_path / "a.out.mkv"), "model": "dcp"},
+           {"name": "b", "input": str(b), "output": str(tmp_path / "b.out.mkv"), "model": "dcp"}])
+    assert probe(tmp_path / "a.out.mkv")["times"] == probe(a)["times"]
+    assert probe(tmp_path / "b.out.mkv")["times"] == probe(b)["times"]
