@@ -1,4 +1,5 @@
-"""Throughput benchmark: ``python -m streamdehaze.bench [--sizes 720p 1080p] [--model dcp]``.
+"""Throughput benchmark: ``python -m streamdehaze.bench [--sizes 720p 1080p] [--model dcp]``; with ``--streams N ...``
+the capacity benchmark of many live cameras in one process against one process each (``bench_streams.py``).
 
 For each size it makes a clip from the bundled sample (rescaled, re-encoded), then measures in one invocation:
 decode only, model only (frames already decoded), encode only, a plain transcode (decode + encode through the
@@ -145,7 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hwaccel", default="auto", choices=HWACCEL_MODES)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (the model stage is timed after the build; end to end includes it)")
+    streams = p.add_argument_group("capacity (--streams): live-like cameras, one shared engine vs a process each")
+    streams.add_argument("--streams", type=int, nargs="+", metavar="N", help="numbers of cameras, e.g. 1 2 4 8")
+    streams.add_argument("--size", default="360p", choices=list(SIZES), help="camera size (default: 360p)")
+    streams.add_argument("--rate", type=int, default=25, help="camera frame rate (default: 25)")
+    streams.add_argument("--seconds", type=float, default=12.0, help="run length per measurement (default: 12)")
+    streams.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one camera of the separate runs
     args = p.parse_args(argv)
+    if args.streams:
+        from . import bench_streams
+        return bench_streams.main(args)
     device = resolve_device(args.device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {gpu}; "

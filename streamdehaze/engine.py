@@ -10,6 +10,7 @@ video, then applied to the full-resolution frame: to its YUV planes for video, t
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import os
@@ -55,11 +56,22 @@ def video_threads(device: torch.device) -> Iterator[None]:
 
 def compile_model(model: nn.Module, device: torch.device) -> None:
     """``torch.compile`` the model in place: kernels fused for this device, built on the first call of each input
-    shape (a minute or more for KA_Net), so it pays off on long videos. On CPU, inductor builds C++ and needs a
-    compiler; without one that is a usage error now rather than a failure at the first frame."""
-    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")):
+    shape (a minute or more for KA_Net), so it pays off on long videos. Inductor builds C++ on CPU and Triton
+    kernels on CUDA, whose launchers are compiled C: without a compiler (or Triton) that is a usage error now rather
+    than a failure at the first frame."""
+    if device.type == "cpu" and not _which(os.environ.get("CXX"), "g++", "clang++"):
         raise UsageError("--compile on CPU needs a C++ compiler (g++ or clang++; or set CXX)")
+    if device.type == "cuda":
+        if not _which(os.environ.get("CC"), "cc", "gcc", "clang"):
+            raise UsageError("--compile on CUDA needs a C compiler for Triton's kernel launchers (gcc or clang; "
+                             "or set CC)")
+        if importlib.util.find_spec("triton") is None:
+            raise UsageError("--compile on CUDA needs Triton (pip install triton)")
     model.compile()
+
+
+def _which(*names: str | None) -> bool:
+    return any(shutil.which(name) for name in names if name)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,7 +82,14 @@ def resolve_device(name: str) -> torch.device:
         raise UsageError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
     if name != "cpu" and not name.startswith("cuda"):
         raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs here (cuda:0 .. "
+                         f"cuda:{torch.cuda.device_count() - 1})")
+    return device
 
 
 class Engine:

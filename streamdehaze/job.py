@@ -20,7 +20,7 @@ from .config import StreamConfig, keyed
 from .encoders import encoder, quality_options
 from .engine import resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
-from .hwaccel import use_cuda
+from .hwaccel import Nvidia, use_cuda
 from .live import LiveOptions, LiveSource, is_live
 from .models import MODEL_NAMES
 from .outputs import OutputFile, check_output, check_writable, move_aside, next_segment, remove_stale_partials
@@ -36,7 +36,7 @@ Source = VideoFileSource | LiveSource
 
 
 def open_source(input: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,
-                live: LiveOptions | None = None, nvdec: bool = False, strict: bool = False,
+                live: LiveOptions | None = None, nvdec: Nvidia | None = None, strict: bool = False,
                 stop: threading.Event | None = None) -> Source:
     """A file, image sequence (``frames/%05d.png``) or URL of a file -> ``VideoFileSource`` (decoded with NVDEC
     if ``nvdec``; ``strict``: a corrupt packet is an error, not skipped); a camera stream (rtsp://, rtmp://,
@@ -95,7 +95,7 @@ class Job:
         with keyed("device"):
             self.device = resolve_device(c.model.device)
         with keyed("hwaccel"):
-            self.nvidia = use_cuda(c.hwaccel, self.device)
+            self.nvidia = use_cuda(c.hwaccel, self.device, c.encode.codec)
         with keyed("input"):
             self._check_input()
         with keyed("output"):

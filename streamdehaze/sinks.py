@@ -86,8 +86,9 @@ class VideoSink:
 
     def __init__(self, target: Path | str, info: VideoInfo, *, codec: str = "libx264", crf: int | None = None,
                  preset: str | None = None, live: bool = False, segment_time: float | None = None,
-                 first_segment: int = 0, nvenc: bool = False, shown_as: Path | None = None) -> None:
-        """``nvenc``: encode libx264/libx265 output with the GPU's encoder instead, where it opens. ``shown_as``:
+                 first_segment: int = 0, nvenc: hwaccel.Nvidia | None = None, shown_as: Path | None = None) -> None:
+        """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning
+        where it does not; an error if it is required). ``shown_as``:
         the user's name for a temporary ``target``, for messages and the container format."""
         self.target = str(target)
         self.path = Path(target) if url_format(self.target) is None else None
@@ -99,7 +100,7 @@ class VideoSink:
         if nvenc:
             pix_fmt = choose_pix_fmt(spec, info.width, info.height)
             hardware = hwaccel.encoder(codec, int(options.get("crf", 18)), options.get("preset", ""), live,
-                                       info.width, info.height, pix_fmt)
+                                       info.width, info.height, pix_fmt, nvenc)
             if hardware is not None:
                 spec, options = encoder(hardware[0]), hardware[1]
         self.container = self._open(self.target, segment_time, first_segment)

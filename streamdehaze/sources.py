@@ -12,6 +12,7 @@ error, fewer packets than its index lists) ends the frames there and sets ``trun
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from .errors import MediaError, UsageError
 from .frames import to_planar
 
 Item = av.VideoFrame | av.Packet
+log = logging.getLogger("streamdehaze")
 
 # Leading bytes of container formats: a file that starts like one of these but will not open is corrupt or
 # truncated (a runtime failure); anything else is simply not a video (a usage error).
@@ -58,17 +60,33 @@ class VideoFileSource:
     """Frames of the input's first video stream in decode order, interleaved with copy-stream packets."""
 
     def __init__(self, url: str | os.PathLike, *, max_frames: int | None = None,
-                 duration: float | None = None, nvdec: bool = False, strict: bool = False) -> None:
-        """``nvdec``: decode on the GPU (frames still arrive in host memory); codecs it lacks stay in software.
-        ``strict``: the first corrupt packet is an error instead of being skipped."""
+                 duration: float | None = None, nvdec: hwaccel.Nvidia | None = None, strict: bool = False) -> None:
+        """``nvdec``: decode on that GPU (frames still arrive in host memory); a stream NVDEC cannot decode is
+        decoded in software with a warning (an error if NVDEC is required). ``strict``: the first corrupt packet is
+        an error instead of being skipped."""
         self.url = str(url)
         self.name = mask(self.url, self.url)
-        self.max_frames, self.duration, self.nvdec, self.strict = max_frames, duration, nvdec, strict
+        self.max_frames, self.duration, self.nvdec, self.strict = max_frames, duration, nvdec or None, strict
         self.corrupt = 0  # packets skipped as corrupt
         self.truncated: str | None = None  # why the input ended early, if it did
+        if self.nvdec is None:
+            self._open()
+            return
+        try:
+            self._open(self.nvdec)
+            if self.stream.codec_context.is_hwaccel:
+                return
+            reason = f"NVDEC has no decoder for {self.stream.codec_context.name}"
+            self.close()
+        except MediaError as exc:  # NVDEC failed to start (or the input is damaged: software will say)
+            reason = f"NVDEC cannot decode it ({exc})"
+        if self.nvdec.required:
+            raise UsageError(f"--hwaccel cuda: {self.name}: {reason} (use --hwaccel auto to decode in software)")
+        log.warning("%s: %s: decoding in software", self.name, reason)
+        self.corrupt, self.truncated = 0, None
         self._open()
 
-    def _open(self) -> None:
+    def _open(self, nvdec: hwaccel.Nvidia | None = None) -> None:
         path = Path(self.url)
         sequence = "%" in path.name  # an image sequence such as frames/%05d.png (FFmpeg's image2 demuxer)
         if "://" not in self.url and not sequence:
@@ -77,7 +95,7 @@ class VideoFileSource:
             if path.stat().st_size == 0:
                 raise UsageError(f"input is empty: {self.name}")
         try:
-            self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder() if self.nvdec else None)
+            self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None)
         except (av.FFmpegError, OSError) as exc:
             if sequence:
                 raise UsageError(f"no images match the sequence pattern {self.name}") from None
@@ -95,6 +113,10 @@ class VideoFileSource:
             raise UsageError(f"no video stream in {self.name}")
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
+        if self.stream.codec_context.is_hwaccel:
+            # Each frame thread adds decode surfaces, and NVDEC fails to start past 32 of them; the GPU decodes,
+            # so one thread loses nothing.
+            self.stream.codec_context.thread_count = 1
         if self.strict:  # FFmpeg's own strictness: damage the decoder would conceal becomes an error
             self.stream.codec_context.options = {"err_detect": "+explode"}
         self.copy_streams = [s for s in self.container.streams if s.type in ("audio", "subtitle")]

@@ -12,3 +12,14 @@ def test_bench_prints_fps_and_cpu_rows(capsys):
     cpu = next(line for line in lines if line.split()[:1] == ["cpu"]).split()[1:6]
     assert len(fps) == 7 and all(float(v) > 0 for v in fps)  # 5 stages, e2e/transcode, efficiency
     assert len(cpu) == 5 and all(float(v) > 0 for v in cpu)
+
+
+def test_capacity_bench_compares_one_engine_with_a_process_per_camera(capsys):
+    assert main(["--streams", "2", "--seconds", "1.5", "--model", "dcp", "--device", "cpu"]) == 0
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in capsys.readouterr().out.splitlines()
+            if line.split()[:1] == ["2"]}
+    for mode in ("shared", "separate"):
+        fps, per_camera, p95, dropped = map(float, rows[("2", mode)])
+        assert 0 < fps <= 2 * 25 * 1.05 and abs(per_camera - fps / 2) < 0.1  # cameras deliver 25 fps at most
+        assert p95 > 0 and 0 <= dropped < 100
+    assert float(rows[("2", "ratio")][0]) > 0

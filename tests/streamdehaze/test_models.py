@@ -10,7 +10,7 @@ import kanet
 import pytest
 import torch
 
-from streamdehaze.engine import Engine
+from streamdehaze.engine import Engine, compile_model
 from streamdehaze.errors import UsageError
 from streamdehaze.models import MODEL_NAMES, create_model
 
@@ -114,3 +114,13 @@ def test_compiled_model_gives_the_eager_frames(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(UsageError, match="--compile on CPU needs a C\\+\\+ compiler"):
         Engine(net, "cpu", compile=True)
+
+
+def test_compile_on_cuda_asks_for_a_c_compiler_first(monkeypatch):
+    """Triton compiles its kernel launchers with the C compiler: without one, --compile on CUDA is refused before
+    the model is touched (checked without a GPU: the check comes before any CUDA work)."""
+    net = torch.nn.Conv2d(3, 3, 1)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(UsageError, match="--compile on CUDA needs a C compiler"):
+        compile_model(net, torch.device("cuda"))
+    assert net._compiled_call_impl is None

@@ -22,7 +22,7 @@ def test_readme_example_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "__readme__"})
     made = {p.name for p in tmp_path.iterdir()} - {"samples"}
-    expected = {0: {"clear.mp4"}, 1: {"latest.jpg"}, 2: set()}
+    expected = {0: {"clear.mp4"}, 1: {"latest.jpg"}, 2: set(), 3: {"gate.mp4", "yard.mp4"}}
     assert made == expected.get(index, made)
     for name in made:
         assert os.path.getsize(tmp_path / name) > 1000

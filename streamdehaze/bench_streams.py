@@ -1,0 +1,161 @@
+"""Capacity benchmark: ``python -m streamdehaze.bench --streams 1 2 4 8 [--size 360p] [--model dcp]``.
+
+For each N, N live-like cameras (the bundled sample at ``--size``, looped, delivered in real time at ``--rate``
+fps) are dehazed and encoded for ``--seconds``, twice: by one process whose engine serves them all (``serve``'s
+scheduler: frames of all cameras share model calls), and by N separate processes of one camera each. Prints the
+aggregate fps, each camera's p95 latency (arrival to encoded) and the share of frames dropped to bound latency.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from .engine import Engine, resolve_device, video_threads
+from .frames import frame_from_planes, planes_of, to_planar
+from .models import create_model, default_model
+from .pipeline import Scheduler, Stream
+from .sinks import VideoSink
+from .sources import VideoFileSource, VideoInfo
+from .stats import RunStats
+from .temporal import TemporalSmoother
+
+MAX_LATENCY = 1.0  # seconds, as a live run's default --max-latency
+
+
+class PacedSource:
+    """A live-like camera: ``frames`` looped and handed out at ``rate`` frames a second in real time, for
+    ``seconds``; each frame's arrival is when it was due (as ``LiveSource.arrival``)."""
+
+    def __init__(self, frames: list[av.VideoFrame], colour: dict[str, int], rate: int, seconds: float,
+                 phase: float = 0.0) -> None:
+        self.planes = [[p.copy() for p in planes_of(f)] for f in frames]
+        self.pix_fmt, self.rate, self.seconds, self.phase = frames[0].format.name, rate, seconds, phase
+        self.time_base = Fraction(1, rate)
+        self.info = VideoInfo(width=frames[0].width, height=frames[0].height, time_base=self.time_base,
+                              rate=Fraction(rate), frames=0, rotation=0, colour=colour)
+        self.received = self.reconnects = self.corrupt = 0
+        self._arrivals: dict[int, float] = {}
+        self._stop = threading.Event()
+
+    def __iter__(self):
+        start = time.monotonic() + self.phase
+        for i in range(int(self.seconds * self.rate)):
+            due = start + i / self.rate
+            if self._stop.wait(max(0.0, due - time.monotonic())):
+                return
+            frame = frame_from_planes(*self.planes[i % len(self.planes)], self.pix_fmt)  # a new frame each time
+            frame.pts, frame.time_base, frame.colorspace = i, self.time_base, self.info.colour["colorspace"]
+            self._arrivals[i] = due
+            self._arrivals.pop(i - 4 * self.rate, None)  # long gone: written or dropped
+            self.received += 1
+            yield frame
+
+    def arrival(self, pts: int) -> float | None:
+        return self._arrivals.get(pts)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class CameraResult:
+    frames: int
+    received: int
+    dropped: int
+    p95_ms: float
+
+    @staticmethod
+    def of(stats: RunStats, source: PacedSource) -> CameraResult:
+        lat = sorted(stats.latencies())
+        p95 = 1000 * lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan")
+        return CameraResult(stats.frames, source.received, stats.dropped, p95)
+
+
+def load_frames(clip: Path, count: int) -> tuple[list[av.VideoFrame], VideoInfo]:
+    with VideoFileSource(clip) as source:
+        frames = [to_planar(f) for f in source if isinstance(f, av.VideoFrame)][:count]
+    return frames, source.info
+
+
+def run_shared(clip: Path, streams: int, model: str, device: str, rate: int, seconds: float,
+               out: Path) -> list[CameraResult]:
+    """``streams`` cameras served by one engine in this process."""
+    dev = resolve_device(device)
+    frames, info = load_frames(clip, 50)
+    engine = Engine(create_model(model, None, dev), dev)
+    sources = [PacedSource(frames, info.colour, rate, seconds, phase=i / (rate * streams))  # cameras not in step
+               for i in range(streams)]
+    stats = [RunStats() for _ in range(streams)]
+    sinks = [VideoSink(out / f"cam{i}.mp4", source.info, live=True) for i, source in enumerate(sources)]
+    with video_threads(dev):
+        engine.process_frames(frames[:2], sinks[0].yuv_format, sinks[0].pix_fmt, TemporalSmoother())  # warm-up
+        scheduler = Scheduler(engine)
+        thread = threading.Thread(target=scheduler.run, name="engine", daemon=True)
+        thread.start()
+        jobs = [Stream(source, sink, name=f"cam{i}", live=True, max_latency=MAX_LATENCY, stats=run_stats,
+                       temporal=TemporalSmoother())
+                for i, (source, sink, run_stats) in enumerate(zip(sources, sinks, stats))]
+        for stream in jobs:
+            scheduler.add(stream)
+        for stream in jobs:
+            stream.drained.wait()
+            stream.finish()
+        scheduler.close()
+        thread.join()
+    return [CameraResult.of(s, src) for s, src in zip(stats, sources)]
+
+
+def run_separate(args: list[str], streams: int) -> list[CameraResult]:
+    """``streams`` processes of one camera each, started together."""
+    procs = [subprocess.Popen([sys.executable, "-m", "streamdehaze.bench", *args, "--worker"], stdout=subprocess.PIPE,
+                              text=True) for _ in range(streams)]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"a benchmark worker failed (exit {proc.returncode})")
+        results.append(CameraResult(**json.loads(out.strip().splitlines()[-1])))
+    return results
+
+
+def main(args) -> int:
+    """``args``: ``bench.py``'s parsed options (``streams``, ``size``, ``model``, ``device``, ``rate``,
+    ``seconds``, ``worker``)."""
+    from .bench import SIZES, make_clip
+
+    model = args.model if args.model != "auto" else default_model(resolve_device(args.device))
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / f"{args.size}.mp4"
+        make_clip(clip, *SIZES[args.size], 50)
+        if args.worker:  # one camera of the separate-process runs
+            (result,) = run_shared(clip, 1, model, args.device, args.rate, args.seconds, Path(tmp))
+            print(json.dumps(result.__dict__))
+            return 0
+        print(f"# {args.size} cameras at {args.rate} fps for {args.seconds:g} s, model {model}, device "
+              f"{resolve_device(args.device)}, --max-latency {MAX_LATENCY:g} s; latency = arrival to encoded")
+        print(f"{'streams':>7} {'mode':>9} {'aggregate fps':>14} {'per camera':>11} {'p95 ms (worst)':>15} "
+              f"{'dropped %':>10}")
+        worker = ["--streams", "1", "--size", args.size, "--model", model, "--device", args.device,
+                  "--rate", str(args.rate), "--seconds", str(args.seconds)]
+        for n in args.streams:
+            rows = {"shared": run_shared(clip, n, model, args.device, args.rate, args.seconds, Path(tmp))}
+            rows["separate"] = run_separate(worker, n)
+            for mode, cams in rows.items():
+                total = sum(c.frames for c in cams)
+                received = sum(c.received for c in cams)
+                print(f"{n:>7} {mode:>9} {total / args.seconds:14.1f} {total / args.seconds / n:11.1f} "
+                      f"{max(c.p95_ms for c in cams):15.0f} {100 * sum(c.dropped for c in cams) / max(1, received):10.1f}",
+                      flush=True)
+            ratio = sum(c.frames for c in rows["shared"]) / max(1, sum(c.frames for c in rows["separate"]))
+            print(f"{n:>7} {'ratio':>9} {ratio:14.2f}  (shared / separate aggregate fps)", flush=True)
+    return 0
