@@ -9,7 +9,6 @@ import logging
 import math
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from .models import create_model, default_model
 from .fleet import Fleet, FleetResult
 from .options import Parser, build_parser, seconds
 from .outputs import atomic_output
-from .pipeline import RunResult
+from .pipeline import RunResult, deferred_signals
 from .sources import VideoFileSource
 from .stats import Reporter, RunStats
 
@@ -55,22 +54,26 @@ def serve(argv: list[str]) -> int:
     quiet = args.quiet or fleet.config.quiet
     log.setLevel(logging.ERROR if quiet else logging.INFO)
     fleet.start()
-    reloads = threading.Event()
+    reloads: list[int] = []  # SIGHUPs (a handler only records: the thread it interrupts may hold any lock)
     previous = signal.getsignal(signal.SIGHUP)
     if previous is not signal.SIG_IGN:  # ignored at start (nohup): stays so
-        signal.signal(signal.SIGHUP, lambda signum, frame: reloads.set())
+        signal.signal(signal.SIGHUP, lambda signum, frame: reloads.append(signum))
     try:
-        deadline = None if args.duration is None else time.monotonic() + args.duration
-        while not fleet.wait(0.2):
-            if reloads.is_set():
-                reloads.clear()
-                try:
-                    fleet.reload(args.config)
-                except UsageError as exc:
-                    log.error("reload: %s; the running configuration stays", exc)
-            if deadline is not None and time.monotonic() >= deadline:
-                fleet.stop()
-                deadline = None
+        with deferred_signals() as run_handlers:  # Ctrl-C and SIGTERM: a KeyboardInterrupt here, between checks
+            deadline = None if args.duration is None else time.monotonic() + args.duration
+            while True:
+                run_handlers()
+                if fleet.wait(0.2):
+                    break
+                if reloads:
+                    reloads.clear()
+                    try:
+                        fleet.reload(args.config)
+                    except UsageError as exc:
+                        log.error("reload: %s; the running configuration stays", exc)
+                if deadline is not None and time.monotonic() >= deadline:
+                    fleet.stop()
+                    deadline = None
     except KeyboardInterrupt:
         log.info("stopping: every stream finishes its output")
     finally:

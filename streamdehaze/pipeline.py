@@ -16,11 +16,13 @@ Copy-stream packets (audio, subtitles) skip the engine and reach the writer in d
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import av
@@ -309,14 +311,17 @@ def drive(stream: Stream, engine: Engine) -> bool:
     scheduler.add(stream)
     interrupted = False
     try:
-        while not stream.drained.is_set():
-            try:
-                scheduler.step()
-            except KeyboardInterrupt:
-                if interrupted:
-                    scheduler.abandon()
-                interrupted = True
-                stream.stop()
+        with deferred_signals() as run_handlers:
+            while not stream.drained.is_set():
+                try:
+                    run_handlers()  # a signal's handler (KeyboardInterrupt) runs here, between two steps (0.1 s apart
+                    # at most when idle)
+                    scheduler.step()
+                except KeyboardInterrupt:
+                    if interrupted:
+                        scheduler.abandon()
+                    interrupted = True
+                    stream.stop()
     except BaseException:
         stream.stop()
         stream.reader.close()
@@ -324,3 +329,41 @@ def drive(stream: Stream, engine: Engine) -> bool:
         stream.sink.abort()
         raise
     return interrupted
+
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[Callable[[], None]]:
+    """Inside, the Python handlers of SIGINT, SIGTERM and SIGHUP run only when the yielded function is called; a
+    signal only records itself (taking no lock: the thread it interrupts may hold it). Outside the main thread this
+    changes nothing.
+
+    Why: a KeyboardInterrupt raised at an arbitrary point can land inside a queue's condition variable (between
+    waking a waiter and forgetting it), and the writer thread then misses the wake-up that ends it: the run hangs
+    at its end. The handlers are put back on leaving, and any signal still pending then is handled there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    pending: list[tuple[int, object]] = []
+    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    previous = {sig: handler for sig, handler in previous.items() if callable(handler)}
+
+    def record(signum: int, frame: object) -> None:
+        pending.append((signum, frame))
+
+    def run_handlers() -> None:
+        while pending:
+            signum, frame = pending.pop(0)
+            previous[signum](signum, frame)
+
+    for sig in previous:
+        signal.signal(sig, record)
+    try:
+        yield run_handlers
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    run_handlers()

@@ -47,10 +47,13 @@ class RtspServer:
         self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port), "--paths", ",".join(self.paths),
                                       "--width", str(self.size[0]), "--height", str(self.size[1])],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        line = self.proc.stdout.readline()
-        if "ready" not in line:
-            self.stop()
-            raise RuntimeError(f"RTSP server did not start: {line}")
+        said = []  # GLib may print a warning first (its messages start with an empty line)
+        while not said or "ready" not in said[-1]:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.stop()
+                raise RuntimeError(f"RTSP server did not start: {''.join(said)}")
+            said.append(line)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
