@@ -11,6 +11,7 @@ summed over the process's threads (on a saturated CPU the fps ratios follow from
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import tempfile
@@ -151,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     streams.add_argument("--size", default="360p", choices=list(SIZES), help="camera size (default: 360p)")
     streams.add_argument("--rate", type=int, default=25, help="camera frame rate (default: 25)")
     streams.add_argument("--seconds", type=float, default=12.0, help="run length per measurement (default: 12)")
+    streams.add_argument("--shared-only", action="store_true", help="skip the process-per-camera comparison")
     streams.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one camera of the separate runs
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
     if args.streams:
         from . import bench_streams
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'size':>6} {'':>4} {'decode':>8} {'model':>8} {'encode':>8} {'transcode':>10} {'end2end':>8} "
           f"{'e2e/transcode':>14} {'efficiency':>11}")
     stages = ("decode", "model", "encode", "transcode", "end_to_end")
+    report = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             clip = Path(tmp) / f"{size}.mp4"
@@ -172,12 +176,16 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(clip, args.model, args.device, args.preset, args.batch, args.hwaccel, args.weights,
                         args.infer_size, args.compile)
             fps = {k: v[0] for k, v in r.items()}
+            report.append({"size": size, "model": args.model, "device": str(device), "fps": fps,
+                           "cpu_ms_per_frame": {k: v[1] for k, v in r.items()}})
             slowest = min(fps["decode"], fps["model"], fps["encode"])
             print(f"{size:>6} {'fps':>4} " + " ".join(f"{fps[k]:{w}.1f}" for k, w in zip(stages, (8, 8, 8, 10, 8)))
                   + f" {fps['end_to_end'] / fps['transcode']:14.2f} {fps['end_to_end'] / slowest:11.2f}")
             # CPU time of all the process's threads per frame: on a saturated CPU, what the fps ratios come from.
             print(f"{'':>6} {'cpu':>4} " + " ".join(f"{r[k][1]:{w}.1f}" for k, w in zip(stages, (8, 8, 8, 10, 8)))
                   + "  (ms per frame)", flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

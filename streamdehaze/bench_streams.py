@@ -8,20 +8,22 @@ aggregate fps, each camera's p95 latency (arrival to encoded) and the share of f
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
 from .engine import Engine, resolve_device, video_threads
-from .frames import frame_from_planes, planes_of, to_planar
+from .frames import to_planar
 from .models import create_model, default_model
 from .pipeline import Scheduler, Stream
 from .sinks import VideoSink
@@ -33,28 +35,34 @@ MAX_LATENCY = 1.0  # seconds, as a live run's default --max-latency
 
 
 class PacedSource:
-    """A live-like camera: ``frames`` looped and handed out at ``rate`` frames a second in real time, for
-    ``seconds``; each frame's arrival is when it was due (as ``LiveSource.arrival``)."""
+    """A live-like camera: ``clip`` looped, each frame due at ``rate`` frames a second in real time and decoded
+    when due (as a camera's packets are, in the stream's reader thread), for ``seconds``. A frame's arrival is
+    when it was due (as ``LiveSource.arrival``)."""
 
-    def __init__(self, frames: list[av.VideoFrame], colour: dict[str, int], rate: int, seconds: float,
-                 phase: float = 0.0) -> None:
-        self.planes = [[p.copy() for p in planes_of(f)] for f in frames]
-        self.pix_fmt, self.rate, self.seconds, self.phase = frames[0].format.name, rate, seconds, phase
+    def __init__(self, clip: Path, info: VideoInfo, rate: int, seconds: float, phase: float = 0.0) -> None:
+        self.clip, self.rate, self.seconds, self.phase = clip, rate, seconds, phase
         self.time_base = Fraction(1, rate)
-        self.info = VideoInfo(width=frames[0].width, height=frames[0].height, time_base=self.time_base,
-                              rate=Fraction(rate), frames=0, rotation=0, colour=colour)
+        self.info = replace(info, time_base=self.time_base, rate=Fraction(rate), frames=0, copy_streams=[])
         self.received = self.reconnects = self.corrupt = 0
         self._arrivals: dict[int, float] = {}
         self._stop = threading.Event()
 
-    def __iter__(self):
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        while True:
+            with av.open(str(self.clip)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                yield from container.decode(stream)
+
+    def __iter__(self) -> Iterator[av.VideoFrame]:
         start = time.monotonic() + self.phase
+        frames = self._decoded()
         for i in range(int(self.seconds * self.rate)):
             due = start + i / self.rate
             if self._stop.wait(max(0.0, due - time.monotonic())):
                 return
-            frame = frame_from_planes(*self.planes[i % len(self.planes)], self.pix_fmt)  # a new frame each time
-            frame.pts, frame.time_base, frame.colorspace = i, self.time_base, self.info.colour["colorspace"]
+            frame = to_planar(next(frames))
+            frame.pts, frame.time_base = i, self.time_base
             self._arrivals[i] = due
             self._arrivals.pop(i - 4 * self.rate, None)  # long gone: written or dropped
             self.received += 1
@@ -81,24 +89,20 @@ class CameraResult:
         return CameraResult(stats.frames, source.received, stats.dropped, p95)
 
 
-def load_frames(clip: Path, count: int) -> tuple[list[av.VideoFrame], VideoInfo]:
-    with VideoFileSource(clip) as source:
-        frames = [to_planar(f) for f in source if isinstance(f, av.VideoFrame)][:count]
-    return frames, source.info
-
-
 def run_shared(clip: Path, streams: int, model: str, device: str, rate: int, seconds: float,
                out: Path) -> list[CameraResult]:
     """``streams`` cameras served by one engine in this process."""
     dev = resolve_device(device)
-    frames, info = load_frames(clip, 50)
+    with VideoFileSource(clip) as source:
+        info = source.info
+        warm = [to_planar(f) for f in itertools.islice((f for f in source if isinstance(f, av.VideoFrame)), 2)]
     engine = Engine(create_model(model, None, dev), dev)
-    sources = [PacedSource(frames, info.colour, rate, seconds, phase=i / (rate * streams))  # cameras not in step
+    sources = [PacedSource(clip, info, rate, seconds, phase=i / (rate * streams))  # cameras not in step
                for i in range(streams)]
     stats = [RunStats() for _ in range(streams)]
     sinks = [VideoSink(out / f"cam{i}.mp4", source.info, live=True) for i, source in enumerate(sources)]
     with video_threads(dev):
-        engine.process_frames(frames[:2], sinks[0].yuv_format, sinks[0].pix_fmt, TemporalSmoother())  # warm-up
+        engine.process_frames(warm, sinks[0].yuv_format, sinks[0].pix_fmt, TemporalSmoother())  # warm-up
         scheduler = Scheduler(engine)
         thread = threading.Thread(target=scheduler.run, name="engine", daemon=True)
         thread.start()
@@ -130,13 +134,13 @@ def run_separate(args: list[str], streams: int) -> list[CameraResult]:
 
 def main(args) -> int:
     """``args``: ``bench.py``'s parsed options (``streams``, ``size``, ``model``, ``device``, ``rate``,
-    ``seconds``, ``worker``)."""
+    ``seconds``, ``shared_only``, ``json``, ``worker``)."""
     from .bench import SIZES, make_clip
 
     model = args.model if args.model != "auto" else default_model(resolve_device(args.device))
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / f"{args.size}.mp4"
-        make_clip(clip, *SIZES[args.size], 50)
+        make_clip(clip, *SIZES[args.size], 100)
         if args.worker:  # one camera of the separate-process runs
             (result,) = run_shared(clip, 1, model, args.device, args.rate, args.seconds, Path(tmp))
             print(json.dumps(result.__dict__))
@@ -147,15 +151,23 @@ def main(args) -> int:
               f"{'dropped %':>10}")
         worker = ["--streams", "1", "--size", args.size, "--model", model, "--device", args.device,
                   "--rate", str(args.rate), "--seconds", str(args.seconds)]
+        report = []
         for n in args.streams:
             rows = {"shared": run_shared(clip, n, model, args.device, args.rate, args.seconds, Path(tmp))}
-            rows["separate"] = run_separate(worker, n)
+            if not args.shared_only:
+                rows["separate"] = run_separate(worker, n)
             for mode, cams in rows.items():
                 total = sum(c.frames for c in cams)
                 received = sum(c.received for c in cams)
-                print(f"{n:>7} {mode:>9} {total / args.seconds:14.1f} {total / args.seconds / n:11.1f} "
-                      f"{max(c.p95_ms for c in cams):15.0f} {100 * sum(c.dropped for c in cams) / max(1, received):10.1f}",
-                      flush=True)
-            ratio = sum(c.frames for c in rows["shared"]) / max(1, sum(c.frames for c in rows["separate"]))
-            print(f"{n:>7} {'ratio':>9} {ratio:14.2f}  (shared / separate aggregate fps)", flush=True)
+                row = {"streams": n, "mode": mode, "size": args.size, "model": model, "fps": total / args.seconds,
+                       "p95_ms_worst": max(c.p95_ms for c in cams),
+                       "dropped_percent": 100 * sum(c.dropped for c in cams) / max(1, received)}
+                report.append(row)
+                print(f"{n:>7} {mode:>9} {row['fps']:14.1f} {row['fps'] / n:11.1f} {row['p95_ms_worst']:15.0f} "
+                      f"{row['dropped_percent']:10.1f}", flush=True)
+            if "separate" in rows:
+                ratio = sum(c.frames for c in rows["shared"]) / max(1, sum(c.frames for c in rows["separate"]))
+                print(f"{n:>7} {'ratio':>9} {ratio:14.2f}  (shared / separate aggregate fps)", flush=True)
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
