@@ -1,0 +1,80 @@
+"""The shipped default model through the product's two paths: photos and video take one path and give one frame,
+a sharp picture without haze comes back much as it went in, and grey stays grey."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from streamdehaze.colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
+from streamdehaze.engine import Engine
+from streamdehaze.frames import frame_from_planes, planes_of
+from streamdehaze.images import image_engine
+from streamdehaze.models import create_model
+from streamdehaze.temporal import TemporalSmoother
+from training.metrics import colour_cast, detail_retention
+
+# A sharp haze-free photo may come back darker or crisper by this much at most (the shipped kanet-t: 3.6 and 9.8
+# levels), keeps its detail (0.996 and more) and its colour (cast 2.1).
+MAX_MEAN_CHANGE = 12 / 255
+MIN_DETAIL = 0.98
+MAX_CAST = 2.5  # CIELAB units; about 2.3 is a just-noticeable difference
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = create_model("auto", device=torch.device("cpu"))
+    if model.name == "dcp":
+        pytest.skip("no shipped weights")
+    return model
+
+
+def video_path(model, image: np.ndarray) -> np.ndarray:
+    """One frame through the video engine as files run it (default inference size, temporal smoothing), from
+    BT.709 4:4:4 planes so that no chroma subsampling stands between the two paths."""
+    rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    source = YUVFormat("bt709", full_range=True, subsampling=(1, 1))
+    frame = frame_from_planes(*(p[0].numpy() for p in rgb_to_yuv(rgb, source)), "yuvj444p")
+    frame.colorspace, frame.pts, frame.time_base = 1, 0, Fraction(1, 25)  # BT.709, the first frame of a clip
+    written = YUVFormat("bt709", subsampling=(1, 1))
+    (out,) = Engine(model, "cpu", temporal=TemporalSmoother()).process_frames([frame], written, "yuv444p")
+    planes = (torch.from_numpy(p.copy())[None] for p in planes_of(out))
+    return yuv_to_rgb(*planes, written)[0].permute(1, 2, 0).mul(255).round().byte().numpy()
+
+
+def photos() -> dict[str, np.ndarray]:
+    brick = skimage.data.brick()
+    return {"astronaut": skimage.data.astronaut(), "brick": np.repeat(brick[..., None], 3, -1),
+            "coffee": skimage.data.coffee()}
+
+
+def test_image_and_video_paths_give_the_same_frame(model):
+    for name, image in photos().items():
+        photo = image_engine(model, "cpu").process_array(image[None])[0]
+        frame = video_path(model, image)
+        diff = np.abs(photo.astype(int) - frame)
+        assert diff.mean() < 1.5 and np.quantile(diff, 0.999) <= 8, (name, diff.mean(), diff.max())
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_a_sharp_picture_without_haze_comes_back_unchanged(model, name):
+    image = photos()[name]
+    for path, out in (("image", image_engine(model, "cpu").process_array(image[None])[0]),
+                      ("video", video_path(model, image))):
+        change = np.abs(out.astype(np.float32) - image).mean() / 255
+        detail = detail_retention(image, out)["retention"]
+        assert change <= MAX_MEAN_CHANGE and detail >= MIN_DETAIL and colour_cast(image, out) <= MAX_CAST, \
+            (path, change * 255, detail, colour_cast(image, out))
+
+
+def test_grey_stays_grey(model):
+    """A flat grey texture looks like fog to a dehazer (the shipped model deepens it by ~40 levels, as it would
+    thin fog), but must not tint it."""
+    image = photos()["brick"]
+    for path, out in (("image", image_engine(model, "cpu").process_array(image[None])[0]),
+                      ("video", video_path(model, image))):
+        assert colour_cast(image, out) <= MAX_CAST and detail_retention(image, out)["retention"] >= MIN_DETAIL, path
