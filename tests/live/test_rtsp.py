@@ -46,7 +46,8 @@ def test_reconnects_after_server_restart(rtsp_server, cli, tmp_path):
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert max(gaps) >= 1  # the outage shows as a real gap in the timeline
     assert sum(1 for t in times if t > times[0] + max(gaps)) > 10
-    assert " 0 reconnects" not in run.stderr and " reconnects) with " in run.stderr
+    reconnects = re.search(r", (\d+) reconnects\b", run.stderr)
+    assert reconnects and int(reconnects[1]) >= 1, run.stderr
 
 
 def test_frozen_server_times_out_and_recovers(rtsp_server, cli, tmp_path):
