@@ -124,6 +124,7 @@ class DehazeElement(GstBase.BaseTransform):
 
     @staticmethod
     def _plane(data, info: GstVideo.VideoInfo, i: int, rows: int, cols: int) -> np.ndarray:
+        """Plane ``i`` of a mapped buffer in the caps' layout (GStreamer's default strides and offsets)."""
         start, stride = info.offset[i], info.stride[i]
         return np.frombuffer(data, np.uint8, rows * stride, start).reshape(rows, stride)[:, :cols]
 
@@ -147,16 +148,11 @@ class DehazeElement(GstBase.BaseTransform):
     def _write(self, info: GstVideo.VideoInfo, planes: tuple, data) -> None:
         w, h = info.width, info.height
         cw, ch = (w + 1) // 2, (h + 1) // 2
-        out = memoryview(data)
-        self._target(out, info, 0, h, w)[:] = planes[0]
+        out = memoryview(data)  # writable: mapped for writing
+        self._plane(out, info, 0, h, w)[:] = planes[0]
         if info.finfo.format == GstVideo.VideoFormat.NV12:
-            uv = self._target(out, info, 1, ch, 2 * cw)
+            uv = self._plane(out, info, 1, ch, 2 * cw)
             uv[:, 0::2], uv[:, 1::2] = planes[1], planes[2]
         else:
-            self._target(out, info, 1, ch, cw)[:] = planes[1]
-            self._target(out, info, 2, ch, cw)[:] = planes[2]
-
-    @staticmethod
-    def _target(out: memoryview, info: GstVideo.VideoInfo, i: int, rows: int, cols: int) -> np.ndarray:
-        start, stride = info.offset[i], info.stride[i]
-        return np.frombuffer(out, np.uint8, rows * stride, start).reshape(rows, stride)[:, :cols]
+            self._plane(out, info, 1, ch, cw)[:] = planes[1]
+            self._plane(out, info, 2, ch, cw)[:] = planes[2]
