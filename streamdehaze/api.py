@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .encoders import quality_options
-from .engine import Engine, resolve_device, video_threads
+from .engine import Engine, resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
 from .hwaccel import use_cuda
 from .live import LiveOptions, LiveSource, is_live
@@ -156,14 +156,13 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
             inner = None if target is None else VideoSink(target, source.info, **sink_args, **more)
             return inner if on_frame is None else CallbackSink(source.info, on_frame, inner)
 
-        with video_threads(dev):
-            if dst is None:
-                return run_video(source, engine, sink_for(target), **kwargs)
-            if live_input:
-                return _record(source, engine, sink_for, dst, segment_time, kwargs)
-            if segment_time is not None:  # each segment is complete when the muxer moves to the next
-                return run_video(source, engine, sink_for(dst), **kwargs)
-            return _render(source, engine, sink_for, dst, kwargs)
+        if dst is None:
+            return run_video(source, engine, sink_for(target), **kwargs)
+        if live_input:
+            return _record(source, engine, sink_for, dst, segment_time, kwargs)
+        if segment_time is not None:  # each segment is complete when the muxer moves to the next
+            return run_video(source, engine, sink_for(dst), **kwargs)
+        return _render(source, engine, sink_for, dst, kwargs)
 
 
 def _render(source: VideoFileSource, engine: Engine, sink_for: Callable, dst: Path, kwargs: dict) -> RunResult:

@@ -28,6 +28,7 @@ from .outputs import atomic_output
 from .pipeline import RunResult
 from .sources import VideoFileSource
 from .stats import Reporter, RunStats
+from .tuning import tuned
 
 log = logging.getLogger("streamdehaze")
 
@@ -168,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         reporter = Reporter(stats, args.stats_json if live else None, args.metrics_port,
                             labels={"input": args.input, "output": args.output, "model": args.model})
     try:
-        with tqdm.tqdm(unit="frame", disable=_no_bar(args), dynamic_ncols=True) as bar:
+        with tuned(device), tqdm.tqdm(unit="frame", disable=_no_bar(args), dynamic_ncols=True) as bar:
             def on_start(source: VideoFileSource | LiveSource) -> None:
                 bar.total = min(source.info.frames or 0, args.max_frames or sys.maxsize) or None
                 bar.refresh()

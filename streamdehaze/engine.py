@@ -14,11 +14,9 @@ import itertools
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import av
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -27,29 +25,12 @@ import kanet
 
 from .colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from .errors import UsageError
-from .frames import frame_from_planes, planes_of, yuv_format
 from .filters import resize
+from .frames import frame_from_planes, planes_of, yuv_format
 from .guided import apply_planes, fit_gain_offset, plane_coefficients
-from .malloc import retain_freed_memory
 from .models import PredictsCoefficients
 from .temporal import TemporalSmoother
 from .transfer import Lanes
-
-
-@contextmanager
-def video_threads(device: torch.device) -> Iterator[None]:
-    """On CPU, give the model half the cores while a video runs: decoding and encoding need the rest, and the
-    engine's many small operations lose more to thread wake-ups than they gain from a second thread. An
-    explicit OMP_NUM_THREADS wins. The previous setting is restored afterwards."""
-    previous = torch.get_num_threads(), cv2.getNumThreads()
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
-    cv2.setNumThreads(torch.get_num_threads())  # OpenCV's pool (the guided apply) follows the same budget
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous[0])
-        cv2.setNumThreads(previous[1])
 
 
 def compile_model(model: nn.Module, device: torch.device) -> None:
@@ -102,7 +83,6 @@ class Engine:
         # On CUDA, batches overlap on copy and compute streams: up to ``depth`` more wait behind the oldest.
         self._lanes = Lanes(self.device) if self.device.type == "cuda" else None
         self.depth = 2 if self._lanes is not None else 0
-        retain_freed_memory()  # frame-sized temporaries: reuse freed pages instead of faulting in new ones
 
     def infer_shape(self, height: int, width: int) -> tuple[int, int] | None:
         """The (h, w) the model runs at for a frame of this size, or None for native resolution."""

@@ -35,7 +35,7 @@ def system_gi(python: str = SYSTEM_PYTHON) -> list[str]:
     """The folder holding the system Python's ``gi`` (PyGObject), or nothing where there is none."""
     try:
         found = subprocess.run([python, "-c", "import gi, os; print(os.path.dirname(os.path.dirname(gi.__file__)))"],
-                               capture_output=True, text=True, timeout=30)
+                               capture_output=True, text=True, timeout=30, check=False)
     except OSError:
         return []
     return [found.stdout.strip()] if found.returncode == 0 and found.stdout.strip() else []

@@ -18,13 +18,12 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstBase", "1.0")
 gi.require_version("GstVideo", "1.0")
-from gi.repository import GLib, GObject, Gst, GstBase, GstVideo  # noqa: E402
+import numpy as np
+from gi.repository import GLib, GObject, Gst, GstBase, GstVideo
 
-import numpy as np  # noqa: E402
-
-from .colour import YUVFormat  # noqa: E402
-from .errors import StreamDehazeError, UsageError  # noqa: E402
-from .frames import frame_from_planes, planes_of  # noqa: E402
+from .colour import YUVFormat
+from .errors import StreamDehazeError, UsageError
+from .frames import frame_from_planes, planes_of
 
 FORMATS = "{ I420, NV12 }"
 _CAPS = Gst.Caps.from_string(f"video/x-raw, format={FORMATS}, width=[1, 32767], height=[1, 32767]")
