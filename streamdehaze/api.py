@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from .encoders import quality_options
 from .engine import Engine, resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
 from .hwaccel import use_cuda
+from .images import image_engine
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model
 from .outputs import OutputFile, check_output, move_aside, next_segment, remove_stale_partials
@@ -27,35 +30,62 @@ from .pipeline import RunResult, run_video
 from .sinks import CallbackSink, VideoSink, check_live_file, segment_pattern, url_format
 from .sources import VideoFileSource
 from .stats import RunStats
-from .temporal import TemporalSmoother
+from .temporal import DEFAULT_STRENGTH, TemporalSmoother
 
 Source = VideoFileSource | LiveSource
 FILE_BATCH = 4  # default frames per model call for files
 
 
 class Dehazer:
-    """Dehaze frames in memory.
+    """Dehaze frames in memory: consecutive calls are frames of one stream.
 
-    Call it with a numpy image ``[H,W,3]`` or batch ``[B,H,W,3]`` (uint8 or uint16; BGR as OpenCV gives it
-    unless ``bgr=False``), or a torch tensor ``[3,H,W]``/``[B,3,H,W]`` (uint8, or float in [0,1]; RGB) on any
-    device. The result has the input's type, shape, dtype and device.
+    Call it with a numpy image ``[H,W,3]`` or batch ``[B,H,W,3]`` (BGR as OpenCV gives it unless ``bgr=False``),
+    or a torch tensor ``[3,H,W]``/``[B,3,H,W]`` (RGB) on any device. Accepted: uint8 and uint16, and float32 or
+    float64 in [0, 1] (tensors: any float type); the result has the input's type, shape, dtype and device.
+
+    Frames go through the video path the command line runs: the model at the inference size, its colour transform
+    applied at full resolution, smoothed from frame to frame (``temporal="ema"``, the default; call ``reset()`` at
+    a scene cut). ``temporal="off"`` is for unrelated images: each call then takes the path of
+    ``streamdehaze in.jpg out.jpg``. ``stream()`` gives another stream on the same loaded model.
     """
 
-    def __init__(self, model: str = "auto", *, weights: str | os.PathLike | None = None, device: str = "auto",
-                 bgr: bool = True) -> None:
-        dev = resolve_device(device)
-        self.engine = Engine(create_model(model, weights, dev), dev)
+    def __init__(self, model: str = "auto", *, weights: str | os.PathLike | None = None,
+                 device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
+                 infer_size: int | str | None = "auto") -> None:
+        dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+        self._make = functools.partial(_stream_engine, temporal=temporal, infer_size=infer_size)
+        self.engine = self._make(create_model(model, weights, dev), dev)
         self.bgr = bgr
+
+    def stream(self) -> "Dehazer":
+        """Another stream (its own temporal state) on this one's model, which is shared, not copied."""
+        other = copy.copy(self)
+        other.engine = self._make(self.engine.model, self.engine.device)
+        return other
+
+    def reset(self) -> None:
+        """Forget the previous frames (a scene cut, or another camera)."""
+        if self.engine.temporal is not None:
+            self.engine.temporal.reset()
 
     def __call__(self, frames: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         if isinstance(frames, torch.Tensor):
             return self._tensor(frames)
+        if not isinstance(frames, np.ndarray):
+            raise TypeError(f"expected a numpy array or a torch tensor, not {type(frames).__name__}")
         batch = frames[None] if frames.ndim == 3 else frames
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected an image [H,W,3] or a batch [B,H,W,3], got shape {frames.shape}")
+        if frames.dtype not in _NUMPY_TYPES:
+            raise TypeError(f"expected uint8, uint16, float32 or float64 images, not {frames.dtype}")
+        _check_values(batch.size, frames.dtype.kind == "f" and not np.isfinite(batch).all())
         if self.bgr:
             batch = batch[..., ::-1]
-        out = self.engine.process_array(batch)
+        if frames.dtype.kind == "f":
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.engine.device).permute(0, 3, 1, 2)
+            out = self.engine.process_rgb(x.float()).permute(0, 2, 3, 1).cpu().numpy().astype(frames.dtype)
+        else:
+            out = self.engine.process_array(batch)
         if self.bgr:
             out = np.ascontiguousarray(out[..., ::-1])
         return out[0] if frames.ndim == 3 else out
@@ -64,12 +94,34 @@ class Dehazer:
         batch = frames.unsqueeze(0) if frames.dim() == 3 else frames
         if batch.dim() != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected a tensor [3,H,W] or [B,3,H,W], got shape {tuple(frames.shape)}")
+        if frames.dtype not in (torch.uint8, torch.uint16) and not frames.is_floating_point():
+            raise TypeError(f"expected a uint8, uint16 or float tensor, not {frames.dtype}")
         integer = not batch.is_floating_point()
-        x = batch.float() / 255.0 if integer else batch
+        _check_values(batch.numel(), not integer and not bool(torch.isfinite(batch).all()))
+        peak = float(torch.iinfo(frames.dtype).max) if integer else 1.0
+        x = batch.to(self.engine.device).float() / peak
         y = self.engine.process_rgb(x)
-        y = y.mul(255.0).round_().to(frames.dtype) if integer else y.to(frames.dtype)
+        y = y.mul(peak).round_().to(frames.dtype) if integer else y.to(frames.dtype)
         y = y.to(frames.device)
         return y[0] if frames.dim() == 3 else y
+
+
+_NUMPY_TYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_values(size: int, not_finite: bool) -> None:
+    if size == 0:
+        raise ValueError("empty input: no pixels")
+    if not_finite:
+        raise ValueError("the input holds NaN or infinite values")
+
+
+def _stream_engine(model: torch.nn.Module, device: torch.device, temporal: str,
+                   infer_size: int | str | None) -> Engine:
+    """The video path for one stream (temporal smoothing), or the photo path for unrelated images."""
+    if temporal == "off":
+        return image_engine(model, device, infer_size)
+    return Engine(model, device, infer_size, temporal=_smoother(temporal, DEFAULT_STRENGTH))
 
 
 def open_source(input: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,

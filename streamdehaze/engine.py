@@ -107,13 +107,17 @@ class Engine:
         """Dehaze RGB ``[B,3,H,W]`` float in [0,1] (any device); the result is on the engine's device.
 
         Frames above ``infer_size`` go through the model small, and its transform is applied at full size, as
-        for video (without temporal smoothing: these are separate images).
+        for video; with ``temporal`` set, consecutive frames are one stream, smoothed as video is.
         """
         rgb = rgb.to(self.device, torch.float32)
         size = self.infer_shape(*rgb.shape[-2:])
-        if size is None:
+        if size is None and self.temporal is None:
             return self.model(rgb)
-        return kanet.transform.apply(rgb, *self.coefficients(resize(rgb, size))).clamp_(0.0, 1.0)
+        small = resize(rgb, size) if size is not None else rgb
+        gain, offset = self.coefficients(small)
+        if self.temporal is not None:
+            gain, offset = self.temporal(small, gain, offset)
+        return kanet.transform.apply(rgb, gain, offset).clamp_(0.0, 1.0)
 
     @torch.inference_mode()
     def process_array(self, rgb: np.ndarray) -> np.ndarray:
