@@ -1,20 +1,15 @@
 """streamdehaze: real-time video dehazing (files, live feeds, and an embeddable API).
 
 The public names load on first use (PEP 562), so that ``streamdehaze`` on the command line can answer Ctrl-C with
-one line even while torch is still loading.
+one line even while torch is still loading. Importing it, like using it, changes no process-wide setting.
 """
 
 __version__ = "0.1.0"
 
 import importlib  # noqa: E402
-import os  # noqa: E402
 
-# Our model threads always share the CPU with decoder and encoder threads: OpenMP workers that spin while idle
-# (the default) starve them and each other, several-fold on small machines. Only effective before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-_HOMES = {"Dehazer": "api", "process": "api", "read_frames": "api", "open_source": "api", "serve": "fleet",
-          "Fleet": "fleet", "StreamConfig": "config",
+_HOMES = {"Dehazer": "api", "process": "api", "read_frames": "api", "open_source": "api", "tuned": "tuning",
+          "serve": "fleet", "Fleet": "fleet", "StreamConfig": "config",
           "StreamDehazeError": "errors", "UsageError": "errors", "MediaError": "errors"}
 
 __all__ = [*_HOMES, "__version__"]

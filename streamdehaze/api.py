@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from collections.abc import Callable, Iterator
 
@@ -16,39 +18,69 @@ import numpy as np
 import torch
 
 from .config import StreamConfig
-from .engine import Engine, resolve_device, video_threads
+from .engine import Engine, resolve_device
+from .errors import UsageError
+from .images import image_engine
 from .job import FILE_BATCH, Job, Source, open_source
 from .live import LiveOptions
 from .models import create_model
 from .pipeline import RunResult, drive
 from .stats import RunStats
+from .temporal import DEFAULT_STRENGTH, TemporalSmoother
 
 __all__ = ["FILE_BATCH", "Dehazer", "Source", "open_source", "process", "read_frames"]
 
 
 class Dehazer:
-    """Dehaze frames in memory.
+    """Dehaze frames in memory: consecutive calls are frames of one stream.
 
-    Call it with a numpy image ``[H,W,3]`` or batch ``[B,H,W,3]`` (uint8 or uint16; BGR as OpenCV gives it
-    unless ``bgr=False``), or a torch tensor ``[3,H,W]``/``[B,3,H,W]`` (uint8, or float in [0,1]; RGB) on any
-    device. The result has the input's type, shape, dtype and device.
+    Call it with a numpy image ``[H,W,3]`` or batch ``[B,H,W,3]`` (BGR as OpenCV gives it unless ``bgr=False``),
+    or a torch tensor ``[3,H,W]``/``[B,3,H,W]`` (RGB) on any device. Accepted: uint8 and uint16, and float32 or
+    float64 in [0, 1] (tensors: any float type); the result has the input's type, shape, dtype and device.
+
+    Frames go through the video path the command line runs: the model at the inference size, its colour transform
+    applied at full resolution, smoothed from frame to frame (``temporal="ema"``, the default; call ``reset()`` at
+    a scene cut). ``temporal="off"`` is for unrelated images: each call then takes the path of
+    ``streamdehaze in.jpg out.jpg``. ``stream()`` gives another stream on the same loaded model.
     """
 
-    def __init__(self, model: str = "auto", *, weights: str | os.PathLike | None = None, device: str = "auto",
-                 bgr: bool = True) -> None:
-        dev = resolve_device(device)
-        self.engine = Engine(create_model(model, weights, dev), dev)
+    def __init__(self, model: str = "auto", *, weights: str | os.PathLike | None = None,
+                 device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
+                 infer_size: int | str | None = "auto") -> None:
+        dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+        self._make = functools.partial(_stream_engine, temporal=temporal, infer_size=infer_size)
+        self.engine, self.temporal = self._make(create_model(model, weights, dev), dev)
         self.bgr = bgr
+
+    def stream(self) -> "Dehazer":
+        """Another stream (its own temporal state) on this one's model, which is shared, not copied."""
+        other = copy.copy(self)
+        other.engine, other.temporal = self._make(self.engine.model, self.engine.device)
+        return other
+
+    def reset(self) -> None:
+        """Forget the previous frames (a scene cut, or another camera)."""
+        if self.temporal is not None:
+            self.temporal.reset()
 
     def __call__(self, frames: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         if isinstance(frames, torch.Tensor):
             return self._tensor(frames)
+        if not isinstance(frames, np.ndarray):
+            raise TypeError(f"expected a numpy array or a torch tensor, not {type(frames).__name__}")
         batch = frames[None] if frames.ndim == 3 else frames
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected an image [H,W,3] or a batch [B,H,W,3], got shape {frames.shape}")
+        if frames.dtype not in _NUMPY_TYPES:
+            raise TypeError(f"expected uint8, uint16, float32 or float64 images, not {frames.dtype}")
+        _check_values(batch.size, frames.dtype.kind == "f" and not np.isfinite(batch).all())
         if self.bgr:
             batch = batch[..., ::-1]
-        out = self.engine.process_array(batch)
+        if frames.dtype.kind == "f":
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.engine.device).permute(0, 3, 1, 2)
+            out = self.engine.process_rgb(x.float(), self.temporal).permute(0, 2, 3, 1).cpu().numpy().astype(frames.dtype)
+        else:
+            out = self.engine.process_array(batch, self.temporal)
         if self.bgr:
             out = np.ascontiguousarray(out[..., ::-1])
         return out[0] if frames.ndim == 3 else out
@@ -57,12 +89,36 @@ class Dehazer:
         batch = frames.unsqueeze(0) if frames.dim() == 3 else frames
         if batch.dim() != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected a tensor [3,H,W] or [B,3,H,W], got shape {tuple(frames.shape)}")
+        if frames.dtype not in (torch.uint8, torch.uint16) and not frames.is_floating_point():
+            raise TypeError(f"expected a uint8, uint16 or float tensor, not {frames.dtype}")
         integer = not batch.is_floating_point()
-        x = batch.float() / 255.0 if integer else batch
-        y = self.engine.process_rgb(x)
-        y = y.mul(255.0).round_().to(frames.dtype) if integer else y.to(frames.dtype)
+        _check_values(batch.numel(), not integer and not bool(torch.isfinite(batch).all()))
+        peak = float(torch.iinfo(frames.dtype).max) if integer else 1.0
+        x = batch.to(self.engine.device).float() / peak
+        y = self.engine.process_rgb(x, self.temporal)
+        y = y.mul(peak).round_().to(frames.dtype) if integer else y.to(frames.dtype)
         y = y.to(frames.device)
         return y[0] if frames.dim() == 3 else y
+
+
+_NUMPY_TYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_values(size: int, not_finite: bool) -> None:
+    if size == 0:
+        raise ValueError("empty input: no pixels")
+    if not_finite:
+        raise ValueError("the input holds NaN or infinite values")
+
+
+def _stream_engine(model: torch.nn.Module, device: torch.device, temporal: str,
+                   infer_size: int | str | None) -> tuple[Engine, TemporalSmoother | None]:
+    """The video path for one stream and its temporal smoother, or the photo path for unrelated images."""
+    if temporal == "off":
+        return image_engine(model, device, infer_size), None
+    if temporal != "ema":
+        raise UsageError(f"unknown temporal mode {temporal!r}; choose off or ema")
+    return Engine(model, device, infer_size), TemporalSmoother(DEFAULT_STRENGTH)
 
 
 def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int | None = None,
@@ -111,11 +167,10 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
         engine = Engine(create_model(model, weights, job.device), job.device, infer_size, compile=compile)
         if on_start is not None:
             on_start(source)
-        with video_threads(job.device):
-            stream = job.start()
-            try:
-                interrupted = drive(stream, engine)
-            except BaseException:
-                job.abort()
-                raise
-            return job.complete(interrupted)
+        stream = job.start()
+        try:
+            interrupted = drive(stream, engine)
+        except BaseException:
+            job.abort()
+            raise
+        return job.complete(interrupted)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -19,17 +20,22 @@ import time
 from collections import deque
 from pathlib import Path
 
+if __name__ == "__main__":  # as the command line does for its own process (tuning.py); only before torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import av
 import torch
 
 from .api import FILE_BATCH, process
-from .options import parse_infer_size
-from .engine import Engine, resolve_device, video_threads
-from .hwaccel import MODES as HWACCEL_MODES, use_cuda
+from .engine import Engine, resolve_device
+from .hwaccel import MODES as HWACCEL_MODES
+from .hwaccel import use_cuda
 from .models import create_model
+from .options import parse_infer_size
 from .sinks import VideoSink
 from .sources import VideoFileSource
 from .threads import Prefetch, Worker
+from .tuning import tuned
 
 SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080), "2160p": (3840, 2160)}
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "hazy_bunny.mp4"
@@ -77,7 +83,7 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int, hwacce
     sink = VideoSink(tmp / "probe.mp4", info, preset=preset, nvenc=nvidia)
     fmt, pix_fmt = sink.yuv_format, sink.pix_fmt
     sink.abort()
-    with video_threads(dev):  # the thread policy of a real video run
+    with tuned(dev):  # the tuning of a real (command-line) video run
         engine.process_frames(frames[:batch], fmt, pix_fmt)  # warm-up (allocations, kernels)
         with _Timer(result, "model", len(frames)):  # batches in flight as in a real run
             dehazed, in_flight = [], deque()
@@ -95,7 +101,7 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int, hwacce
     del frames, dehazed
     with _Timer(result, "transcode") as timer:
         timer.frames = _transcode(clip, tmp / "transcode.mp4", preset, nvidia)
-    with _Timer(result, "end_to_end") as timer:
+    with tuned(dev), _Timer(result, "end_to_end") as timer:
         timer.frames = process(clip, tmp / "dehazed.mp4", model=model, weights=weights, device=device,
                                infer_size=infer_size, preset=preset, batch=batch, hwaccel=hwaccel,
                                compile=compile).frames

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import av
 
-from .engine import Engine, resolve_device, video_threads
+from .engine import Engine, resolve_device
 from .frames import to_planar
 from .models import create_model, default_model
 from .pipeline import Scheduler, Stream
@@ -30,6 +30,7 @@ from .sinks import VideoSink
 from .sources import VideoFileSource, VideoInfo
 from .stats import RunStats
 from .temporal import TemporalSmoother
+from .tuning import tuned
 
 MAX_LATENCY = 1.0  # seconds, as a live run's default --max-latency
 
@@ -101,7 +102,7 @@ def run_shared(clip: Path, streams: int, model: str, device: str, rate: int, sec
                for i in range(streams)]
     stats = [RunStats() for _ in range(streams)]
     sinks = [VideoSink(out / f"cam{i}.mp4", source.info, live=True) for i, source in enumerate(sources)]
-    with video_threads(dev):
+    with tuned(dev):  # as the command line tunes its own process
         engine.process_frames(warm, sinks[0].yuv_format, sinks[0].pix_fmt, TemporalSmoother())  # warm-up
         scheduler = Scheduler(engine)
         thread = threading.Thread(target=scheduler.run, name="engine", daemon=True)

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(format="streamdehaze: %(message)s", level=logging.INFO)
         for handler in logging.getLogger().handlers:
             handler.addFilter(_MaskCredentials(argv))
+        if "torch" not in sys.modules:  # this is the command line's own process: see tuning.py
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from .command import run  # torch, PyAV, OpenCV: seconds
         _on_interrupt(_raise_interrupt)
         return run(argv)

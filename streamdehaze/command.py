@@ -4,6 +4,7 @@ run, and its summary. Heavy imports live here so that the entry point stays ligh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from .outputs import atomic_output
 from .pipeline import RunResult, deferred_signals
 from .sources import VideoFileSource
 from .stats import Reporter, RunStats
+from .tuning import tuned
 
 log = logging.getLogger("streamdehaze")
 
@@ -54,6 +56,9 @@ def serve(argv: list[str]) -> int:
     quiet = args.quiet or fleet.config.quiet
     log.setLevel(logging.ERROR if quiet else logging.INFO)
     fleet.start()
+    tuning = contextlib.ExitStack()  # the command line tunes its own process (tuning.py), for every engine's device
+    for device in fleet.devices:
+        tuning.enter_context(tuned(device))
     reloads: list[int] = []  # SIGHUPs (a handler only records: the thread it interrupts may hold any lock)
     previous = signal.getsignal(signal.SIGHUP)
     if previous is not signal.SIG_IGN:  # ignored at start (nohup): stays so
@@ -80,6 +85,7 @@ def serve(argv: list[str]) -> int:
         signal.signal(signal.SIGHUP, previous)
         fleet.stop()
     result = fleet.close()
+    tuning.close()
     if not quiet:
         for line in summary(result):
             print(f"streamdehaze: {line}", file=sys.stderr)
@@ -141,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         reporter = Reporter(stats, args.stats_json if live else None, args.metrics_port,
                             labels={"input": args.input, "output": args.output, "model": args.model})
     try:
-        with tqdm.tqdm(unit="frame", disable=_no_bar(args), dynamic_ncols=True) as bar:
+        with tuned(device), tqdm.tqdm(unit="frame", disable=_no_bar(args), dynamic_ncols=True) as bar:
             def on_start(source: VideoFileSource | LiveSource) -> None:
                 bar.total = min(source.info.frames or 0, args.max_frames or sys.maxsize) or None
                 bar.refresh()

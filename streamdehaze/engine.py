@@ -15,12 +15,10 @@ import itertools
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import av
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -29,29 +27,12 @@ import kanet
 
 from .colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from .errors import UsageError
-from .frames import frame_from_planes, planes_of, yuv_format
 from .filters import resize
+from .frames import frame_from_planes, planes_of, yuv_format
 from .guided import apply_planes, fit_gain_offset, plane_coefficients
-from .malloc import retain_freed_memory
 from .models import PredictsCoefficients
 from .temporal import TemporalSmoother
 from .transfer import Lanes
-
-
-@contextmanager
-def video_threads(device: torch.device) -> Iterator[None]:
-    """On CPU, give the model half the cores while a video runs: decoding and encoding need the rest, and the
-    engine's many small operations lose more to thread wake-ups than they gain from a second thread. An
-    explicit OMP_NUM_THREADS wins. The previous setting is restored afterwards."""
-    previous = torch.get_num_threads(), cv2.getNumThreads()
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
-    cv2.setNumThreads(torch.get_num_threads())  # OpenCV's pool (the guided apply) follows the same budget
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous[0])
-        cv2.setNumThreads(previous[1])
 
 
 def compile_model(model: nn.Module, device: torch.device) -> None:
@@ -121,7 +102,6 @@ class Engine:
         # On CUDA, batches overlap on copy and compute streams: up to ``depth`` more wait behind the oldest.
         self._lanes = Lanes(self.device) if self.device.type == "cuda" else None
         self.depth = 2 if self._lanes is not None else 0
-        retain_freed_memory()  # frame-sized temporaries: reuse freed pages instead of faulting in new ones
 
     def infer_shape(self, height: int, width: int) -> tuple[int, int] | None:
         """The (h, w) the model runs at for a frame of this size, or None for native resolution."""
@@ -142,24 +122,29 @@ class Engine:
                                eps=self.guide_eps)
 
     @torch.inference_mode()
-    def process_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
+    def process_rgb(self, rgb: torch.Tensor, temporal: TemporalSmoother | None = None) -> torch.Tensor:
         """Dehaze RGB ``[B,3,H,W]`` float in [0,1] (any device); the result is on the engine's device.
 
         Frames above ``infer_size`` go through the model small, and its transform is applied at full size, as
-        for video (without temporal smoothing: these are separate images).
+        for video; with a ``temporal`` smoother (the caller's: its state is one stream's), consecutive frames are
+        one stream, smoothed as video is.
         """
         rgb = rgb.to(self.device, torch.float32)
         size = self.infer_shape(*rgb.shape[-2:])
-        if size is None:
+        if size is None and temporal is None:
             return self.model(rgb)
-        return kanet.transform.apply(rgb, *self.coefficients(resize(rgb, size))).clamp_(0.0, 1.0)
+        small = resize(rgb, size) if size is not None else rgb
+        gain, offset = self.coefficients(small)
+        if temporal is not None:
+            gain, offset = temporal(small, gain, offset)
+        return kanet.transform.apply(rgb, gain, offset).clamp_(0.0, 1.0)
 
     @torch.inference_mode()
-    def process_array(self, rgb: np.ndarray) -> np.ndarray:
+    def process_array(self, rgb: np.ndarray, temporal: TemporalSmoother | None = None) -> np.ndarray:
         """Dehaze RGB images ``[B,H,W,3]`` uint8 or uint16 on the host; returns the same shape and dtype."""
         peak = float(np.iinfo(rgb.dtype).max)
         x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(0, 3, 1, 2).float().div_(peak)
-        y = self.process_rgb(x).mul_(peak).round_().clamp_(0, peak)
+        y = self.process_rgb(x, temporal).mul_(peak).round_().clamp_(0, peak)
         return y.permute(0, 2, 3, 1).cpu().numpy().astype(rgb.dtype)
 
     def process_frames(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat, out_pix_fmt: str,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .config import FleetConfig, ModelOptions, StreamConfig, keyed, load_config
 from .credentials import mask
-from .engine import Engine, video_threads
+from .engine import Engine
 from .errors import StreamDehazeError, UsageError
 from .job import Job
 from .live import Stopped
@@ -31,7 +31,7 @@ from .models import create_model, default_model
 from .outputs import check_writable
 from .pipeline import RunResult, Scheduler
 from .sinks import segment_pattern
-from .stats import Member, Reporter, RunStats
+from .stats import Member, Reporter
 
 log = logging.getLogger("streamdehaze")
 
@@ -170,7 +170,6 @@ class Fleet:
         self._ended: list[_Runner] = []
         self._lock = threading.Lock()
         self._reporter: Reporter | None = None
-        self._threads = contextlib.ExitStack()
         self._start = time.perf_counter()
         self._labels = _Labels()
 
@@ -185,9 +184,6 @@ class Fleet:
     def start(self) -> None:
         with _within(self._where):
             jobs, lanes = self._prepare(self.config, {})
-        devices = {lane.engine.device for lane in lanes.values()}
-        for device in devices:  # the thread policy of a video run, for as long as the fleet runs
-            self._threads.enter_context(video_threads(device))
         try:
             with _within(self._where):
                 if self.config.stats_json is not None:
@@ -199,7 +195,6 @@ class Fleet:
         except BaseException:
             for lane in lanes.values():
                 lane.close()
-            self._threads.close()
             raise
         self._lanes = lanes
         self._start = time.perf_counter()
@@ -271,11 +266,15 @@ class Fleet:
         if self._reporter is not None:
             self._reporter.close()
             self._reporter = None
-        self._threads.close()
         log.removeFilter(self._labels)
         with self._lock:
             runners = self._ended + list(self._runners.values())
         return FleetResult([r.outcome for r in runners], seconds)
+
+    @property
+    def devices(self) -> list:
+        """The devices its engines run on (for ``tuning.tuned``: the command line tunes its process for them)."""
+        return sorted({lane.engine.device for lane in self._lanes.values()}, key=str)
 
     def _members(self) -> dict[str, Member]:
         with self._lock:

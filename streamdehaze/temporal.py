@@ -22,10 +22,13 @@ import torch
 from .filters import box_filter, luminance
 
 
+DEFAULT_STRENGTH = 0.6
+
+
 class TemporalSmoother:
     """Stateful: feed frames in display order, one stream per instance."""
 
-    def __init__(self, strength: float = 0.6, motion_scale: float = 0.03) -> None:
+    def __init__(self, strength: float = DEFAULT_STRENGTH, motion_scale: float = 0.03) -> None:
         if not 0.0 <= strength < 1.0:
             raise ValueError("temporal strength must be in [0, 1)")
         self.strength, self.motion_scale = strength, motion_scale

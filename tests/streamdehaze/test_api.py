@@ -1,4 +1,5 @@
-"""The in-memory API returns what it was given: type, shape, dtype, device, channel order."""
+"""The in-memory API returns what it was given (type, shape, dtype, device, channel order), refuses what it cannot
+take with a clear error, and treats consecutive calls as the frames of one stream."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from streamdehaze import Dehazer, UsageError
 
 @pytest.fixture(scope="module")
 def dehazer():
-    return Dehazer("dcp", device="cpu")
+    return Dehazer("dcp", device="cpu", temporal="off")  # unrelated images
 
 
 def test_numpy_bgr_frame_and_batch(dehazer, hazy_image):
@@ -20,7 +21,7 @@ def test_numpy_bgr_frame_and_batch(dehazer, hazy_image):
     out = dehazer(bgr)
     assert out.shape == bgr.shape and out.dtype == np.uint8
     assert out.mean() < bgr.mean() - 10
-    as_rgb = Dehazer("dcp", device="cpu", bgr=False)(rgb)
+    as_rgb = Dehazer("dcp", device="cpu", bgr=False, temporal="off")(rgb)
     assert np.array_equal(out, as_rgb[..., ::-1])  # channel order is honoured, not ignored
     batch = np.stack([bgr, bgr[::-1]])
     out_batch = dehazer(batch)
@@ -41,3 +42,71 @@ def test_bad_shapes_and_model(dehazer):
         dehazer(np.zeros((10, 10), np.uint8))
     with pytest.raises(UsageError, match="unknown model"):
         Dehazer("nope")
+
+
+def test_dtype_contract(dehazer, hazy_image):
+    bgr = np.ascontiguousarray(hazy_image(2, 64, 48)[..., ::-1])
+    out8 = dehazer(bgr)
+    out16 = dehazer(bgr.astype(np.uint16) * 257)
+    assert out16.dtype == np.uint16 and np.abs(out16 / 257 - out8).max() <= 1
+    for dtype in (np.float32, np.float64):
+        outf = dehazer(bgr.astype(dtype) / 255)
+        assert outf.dtype == dtype and outf.shape == bgr.shape and 0 <= outf.min() and outf.max() <= 1
+        assert np.abs(outf * 255 - out8).max() <= 1
+    for bad in (bgr.astype(np.int32), bgr.astype(bool), bgr.astype(np.float16)):
+        with pytest.raises(TypeError, match="expected uint8, uint16, float32 or float64 images"):
+            dehazer(bad)
+    with pytest.raises(TypeError, match="expected a numpy array or a torch tensor, not list"):
+        dehazer(bgr.tolist())
+    with pytest.raises(TypeError, match="expected a uint8, uint16 or float tensor"):
+        dehazer(torch.from_numpy(bgr).permute(2, 0, 1).int())
+    for value in (np.nan, np.inf):
+        broken = bgr.astype(np.float32) / 255
+        broken[3, 4, 1] = value
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            dehazer(broken)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            dehazer(torch.from_numpy(broken).permute(2, 0, 1))
+    with pytest.raises(ValueError, match="empty input"):
+        dehazer(np.zeros((0, 64, 48, 3), np.uint8))
+    assert np.array_equal(Dehazer("dcp", device=torch.device("cpu"), temporal="off")(bgr), out8)
+
+
+def _clip(seed: int, n: int = 6) -> list[np.ndarray]:
+    """A static foggy scene with a light blinking in a corner: per-frame dcp's airlight estimate jumps with it and
+    the whole picture flickers, what temporal smoothing is for."""
+    rng = np.random.default_rng(seed)
+    scene = rng.uniform(0, 1, (6, 8, 3)).repeat(12, 0).repeat(12, 1)
+    depth = np.linspace(1, 0.2, 72)[:, None, None]
+    t = np.exp(-1.4 * depth)
+    hazy = ((scene * t + 0.85 * (1 - t)) * 255).astype(np.uint8)
+    frames = [hazy.copy() for _ in range(n)]
+    for f in frames[1::2]:
+        f[56:70, 2:20] = 255
+    return frames
+
+
+def _flicker(frames: list[np.ndarray]) -> float:
+    """Mean frame-to-frame change above the light."""
+    return float(np.mean([np.abs(b[:50].astype(int) - a[:50]).mean() for a, b in zip(frames, frames[1:])]))
+
+
+def test_calls_are_frames_of_one_stream():
+    frames = _clip(0)
+    stream = Dehazer("dcp", device="cpu")
+    smoothed = [stream(f) for f in frames]
+    apart = [Dehazer("dcp", device="cpu", temporal="off")(f) for f in frames]
+    assert _flicker(apart) > 2 and _flicker(smoothed) < 0.7 * _flicker(apart)
+    stream.reset()  # a cut: nothing of the earlier frames carries over
+    assert np.array_equal(stream(frames[3]), Dehazer("dcp", device="cpu")(frames[3]))
+
+
+def test_two_streams_share_one_model_and_equal_two_dehazers():
+    a, b = _clip(1), _clip(2)
+    first = Dehazer("dcp", device="cpu")
+    second = first.stream()
+    assert second.engine.model is first.engine.model
+    together = [(first(x), second(y)) for x, y in zip(a, b)]  # interleaved calls
+    alone_a, alone_b = Dehazer("dcp", device="cpu"), Dehazer("dcp", device="cpu")
+    for (got_a, got_b), x, y in zip(together, a, b):
+        assert np.array_equal(got_a, alone_a(x)) and np.array_equal(got_b, alone_b(y))

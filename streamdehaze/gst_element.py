@@ -1,0 +1,157 @@
+"""The GStreamer element ``dehaze``: raw video in, the same frames dehazed out, buffer timestamps untouched.
+
+    gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! dehaze model=dcp ! videoconvert \\
+        ! x264enc ! mp4mux ! filesink location=out.mp4
+
+It runs inside GStreamer's Python plugin loader (Debian: ``gstreamer1.0-python3-plugin-loader`` and
+``python3-gst-1.0``); ``python -m streamdehaze.gst --env`` prints the environment that lets GStreamer find it.
+Each element instance is one stream: one engine with its own temporal state. I420 and NV12 are what the engine
+reads without conversion, so those are the formats it negotiates; ``videoconvert`` upstream provides them.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstBase", "1.0")
+gi.require_version("GstVideo", "1.0")
+import numpy as np
+from gi.repository import GLib, GObject, Gst, GstBase, GstVideo
+
+from .colour import YUVFormat
+from .errors import StreamDehazeError, UsageError
+from .frames import frame_from_planes, planes_of
+
+FORMATS = "{ I420, NV12 }"
+_CAPS = Gst.Caps.from_string(f"video/x-raw, format={FORMATS}, width=[1, 32767], height=[1, 32767]")
+_FULL_RANGE = getattr(GstVideo.VideoColorRange, "0_255")  # not a Python identifier
+_MATRIX = {GstVideo.VideoColorMatrix.BT709: "bt709", GstVideo.VideoColorMatrix.BT601: "bt601",
+           GstVideo.VideoColorMatrix.BT2020: "bt2020"}
+_AVCOL = {"bt709": 1, "bt601": 6, "bt2020": 9}
+
+
+class DehazeElement(GstBase.BaseTransform):
+    __gstmetadata__ = ("Dehaze", "Filter/Effect/Video", "Removes fog and haze from video (streamdehaze)",
+                       "streamdehaze")
+    __gsttemplates__ = (Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
+                        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _CAPS))
+    __gproperties__ = {
+        "model": (str, "model", "model name (auto, dcp, kanet-t, ...)", "auto", GObject.ParamFlags.READWRITE),
+        "weights": (str, "weights", "weights file for the model (.safetensors); empty: the shipped ones", "",
+                    GObject.ParamFlags.READWRITE),
+        "infer-size": (str, "infer-size", "inference short side: a number of pixels, full or auto", "auto",
+                       GObject.ParamFlags.READWRITE),
+        "temporal": (str, "temporal", "flicker smoothing: ema or off", "ema", GObject.ParamFlags.READWRITE),
+        "device": (str, "device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE),
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "temporal": "ema", "device": "auto"}
+        self.engine = None
+        self.info: GstVideo.VideoInfo | None = None
+
+    def do_get_property(self, prop: GObject.ParamSpec) -> str:
+        return self.props_[prop.name]
+
+    def do_set_property(self, prop: GObject.ParamSpec, value: str) -> None:
+        self.props_[prop.name] = value
+        self.engine = None  # takes effect from the next buffer, with fresh temporal state
+
+    def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
+        self.info = GstVideo.VideoInfo.new_from_caps(incaps)
+        return self.info is not None
+
+    def do_start(self) -> bool:
+        try:
+            self.engine = self._engine()
+        except StreamDehazeError as exc:  # a bad property: one message on the bus, the pipeline does not start
+            self._error(Gst.LibraryError.quark(), Gst.LibraryError.SETTINGS, str(exc))
+            return False
+        return True
+
+    def _engine(self):
+        # torch loads here, when a pipeline starts, not when GStreamer scans its plugins
+        from .engine import Engine, resolve_device
+        from .models import create_model
+        from .temporal import TemporalSmoother
+
+        p = self.props_
+        if p["temporal"] not in ("ema", "off"):
+            raise UsageError(f"temporal must be ema or off, not {p['temporal']!r}")
+        size = p["infer-size"]
+        if size not in ("auto", "full") and not (size.isdigit() and int(size) >= 16):
+            raise UsageError(f"infer-size must be a number of pixels (16 or more), full or auto, not {size!r}")
+        device = resolve_device(p["device"])
+        model = create_model(p["model"], p["weights"] or None, device)
+        self.temporal = TemporalSmoother() if p["temporal"] == "ema" else None  # this stream's own state
+        return Engine(model, device, None if size == "full" else size if size == "auto" else int(size))
+
+    def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
+        try:
+            return self._transform(inbuf, outbuf)
+        except Exception as exc:  # noqa: BLE001 - GStreamer cannot take a Python exception: it becomes a bus error
+            self._error(Gst.StreamError.quark(), Gst.StreamError.FAILED, f"{type(exc).__name__}: {exc}")
+            return Gst.FlowReturn.ERROR
+
+    def _error(self, domain: int, code: int, text: str) -> None:
+        self.post_message(Gst.Message.new_error(self, GLib.Error.new_literal(domain, f"dehaze: {text}", code), text))
+
+    def _transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
+        if self.engine is None:  # a property changed while playing
+            self.engine = self._engine()
+        info = self.info
+        ok, src = inbuf.map(Gst.MapFlags.READ)
+        if not ok:
+            return Gst.FlowReturn.ERROR
+        try:
+            frame, fmt = self._frame(info, src.data)
+        finally:
+            inbuf.unmap(src)
+        (out,) = self.engine.process_frames([frame], fmt, "yuv420p", self.temporal)
+        ok, dst = outbuf.map(Gst.MapFlags.WRITE)
+        if not ok:
+            return Gst.FlowReturn.ERROR
+        try:
+            self._write(info, planes_of(out), dst.data)
+        finally:
+            outbuf.unmap(dst)
+        return Gst.FlowReturn.OK
+
+    @staticmethod
+    def _plane(data, info: GstVideo.VideoInfo, i: int, rows: int, cols: int) -> np.ndarray:
+        """Plane ``i`` of a mapped buffer in the caps' layout (GStreamer's default strides and offsets)."""
+        start, stride = info.offset[i], info.stride[i]
+        return np.frombuffer(data, np.uint8, rows * stride, start).reshape(rows, stride)[:, :cols]
+
+    def _frame(self, info: GstVideo.VideoInfo, data) -> tuple:
+        w, h = info.width, info.height
+        cw, ch = (w + 1) // 2, (h + 1) // 2
+        y = self._plane(data, info, 0, h, w)
+        if info.finfo.format == GstVideo.VideoFormat.NV12:
+            uv = self._plane(data, info, 1, ch, 2 * cw)
+            u, v = uv[:, 0::2], uv[:, 1::2]
+        else:
+            u, v = self._plane(data, info, 1, ch, cw), self._plane(data, info, 2, ch, cw)
+        matrix = _MATRIX.get(info.colorimetry.matrix, "bt709" if h >= 720 else "bt601")
+        full = info.colorimetry.range == _FULL_RANGE
+        frame = frame_from_planes(np.ascontiguousarray(y), np.ascontiguousarray(u), np.ascontiguousarray(v),
+                                  "yuv420p")
+        frame.colorspace, frame.color_range = _AVCOL[matrix], 2 if full else 1
+        frame.pts, frame.time_base = 0, Fraction(1, 1)
+        return frame, YUVFormat(matrix=matrix, full_range=full, bits=8, subsampling=(2, 2))
+
+    def _write(self, info: GstVideo.VideoInfo, planes: tuple, data) -> None:
+        w, h = info.width, info.height
+        cw, ch = (w + 1) // 2, (h + 1) // 2
+        out = memoryview(data)  # writable: mapped for writing
+        self._plane(out, info, 0, h, w)[:] = planes[0]
+        if info.finfo.format == GstVideo.VideoFormat.NV12:
+            uv = self._plane(out, info, 1, ch, 2 * cw)
+            uv[:, 0::2], uv[:, 1::2] = planes[1], planes[2]
+        else:
+            self._plane(out, info, 1, ch, cw)[:] = planes[1]
+            self._plane(out, info, 2, ch, cw)[:] = planes[2]

@@ -1,0 +1,39 @@
+"""Process-wide CPU tuning for video runs, which the library never applies behind its user's back: the command
+line applies it to its own process, and an application may opt in with ``with streamdehaze.tuned(device):``.
+
+- Threads: on CPU the model gets half the cores while a video runs. Decoding and encoding need the rest, and the
+  engine's many small operations lose more to thread wake-ups than they gain from a second thread. An explicit
+  OMP_NUM_THREADS wins. torch's and OpenCV's thread counts are restored afterwards.
+- Memory: glibc keeps freed frame-sized blocks for reuse (``malloc.py``); that stays for the process's life.
+- OpenMP workers that spin while idle (the default) starve the decoder's and encoder's threads:
+  ``OMP_WAIT_POLICY=PASSIVE`` helps, but only before torch loads, so the command line sets it at start-up
+  (``cli.py``) and an application sets it in its own environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import cv2
+import torch
+
+from .engine import resolve_device
+from .malloc import retain_freed_memory
+
+
+@contextmanager
+def tuned(device: str | torch.device = "cpu") -> Iterator[None]:
+    """Tune this process for a video run on ``device`` until the block ends (see the module's notes)."""
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    retain_freed_memory()
+    previous = torch.get_num_threads(), cv2.getNumThreads()
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    cv2.setNumThreads(torch.get_num_threads())  # OpenCV's pool (the guided apply) follows the same budget
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        cv2.setNumThreads(previous[1])

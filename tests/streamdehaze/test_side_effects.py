@@ -1,0 +1,56 @@
+"""The library changes no process-wide setting behind its user's back: importing streamdehaze, a Dehazer call and
+process() leave the environment, torch's and OpenCV's thread counts and malloc's tuning as they were. The command
+line tunes its own process (tuning.py), and an application can opt in with ``streamdehaze.tuned()``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EMBEDDED = r"""
+import json, os, sys
+import cv2, numpy as np, torch
+env = dict(os.environ)  # after the application's own imports (OpenCV's import sets LD_LIBRARY_PATH)
+torch.set_num_threads(2); cv2.setNumThreads(3)  # the application's own choices
+import streamdehaze
+from streamdehaze import malloc
+after_import = dict(os.environ)
+dehaze = streamdehaze.Dehazer("dcp")
+dehaze(np.full((64, 96, 3), 128, np.uint8))
+streamdehaze.process(sys.argv[1], sys.argv[2], model="dcp", max_frames=3)
+result = {"env_kept": env == after_import == dict(os.environ), "threads": [torch.get_num_threads(), cv2.getNumThreads()],
+          "malloc_tuned": malloc.retain_freed_memory.cache_info().currsize > 0}
+with streamdehaze.tuned("cpu"):  # the opt-in: CPU threads for a video run, restored after
+    result["tuned_threads"] = torch.get_num_threads()
+result["threads_after_tuned"] = [torch.get_num_threads(), cv2.getNumThreads()]
+result["malloc_tuned_after_opt_in"] = malloc.retain_freed_memory.cache_info().currsize > 0
+print(json.dumps(result))
+"""
+
+
+def test_embedding_changes_no_process_wide_setting(make_video, tmp_path):
+    src = make_video(frames=4)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    run = subprocess.run([sys.executable, "-c", EMBEDDED, str(src), str(tmp_path / "out.mp4")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["env_kept"] and result["threads"] == [2, 3] and not result["malloc_tuned"]
+    assert result["tuned_threads"] == max(1, (os.cpu_count() or 2) // 2)
+    assert result["threads_after_tuned"] == [2, 3] and result["malloc_tuned_after_opt_in"]
+
+
+def test_the_command_line_tunes_its_own_process(make_video, tmp_path):
+    src = make_video(frames=4)
+    code = ("import os, sys; from streamdehaze.cli import main; from streamdehaze import malloc; "
+            "rc = main(sys.argv[1:]); "
+            "print(rc, os.environ.get('OMP_WAIT_POLICY'), malloc.retain_freed_memory.cache_info().currsize)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "out.mp4"), "--model", "dcp", "--quiet"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert run.stdout.split() == ["0", "PASSIVE", "1"], run.stderr
