@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 import importlib  # noqa: E402
 
 _HOMES = {"Dehazer": "api", "process": "api", "read_frames": "api", "open_source": "api", "tuned": "tuning",
+          "dehazed": "api", "FrameRecord": "records",
           "serve": "fleet", "Fleet": "fleet", "StreamConfig": "config",
           "StreamDehazeError": "errors", "UsageError": "errors", "MediaError": "errors"}
 

@@ -8,9 +8,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
 
 import av
@@ -22,13 +25,14 @@ from .engine import Engine, resolve_device
 from .errors import UsageError
 from .images import image_engine
 from .job import FILE_BATCH, Job, Source, open_source
-from .live import LiveOptions
+from .live import LiveOptions, is_live
 from .models import create_model
 from .pipeline import RunResult, drive
+from .records import FrameRecord
 from .stats import RunStats
 from .temporal import DEFAULT_STRENGTH, TemporalSmoother
 
-__all__ = ["FILE_BATCH", "Dehazer", "Source", "open_source", "process", "read_frames"]
+__all__ = ["FILE_BATCH", "Dehazer", "FrameRecord", "Source", "dehazed", "open_source", "process", "read_frames"]
 
 
 class Dehazer:
@@ -131,13 +135,79 @@ def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int |
                 yield t, item.to_ndarray(format="bgr24" if bgr else "rgb24")
 
 
+def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: object) -> Iterator[FrameRecord]:
+    """Iterate over the dehazed frames of a file or live stream as ``FrameRecord``s, with the pipeline's reader
+    thread, batching and device overlap (``options``: those of ``process``, without ``output`` and ``on_frame``).
+
+    A file is read no faster than the loop takes its frames. A live stream runs at the camera's pace whatever the
+    loop does: while the loop is busy, the oldest of the ``queue_frames`` waiting for it are dropped, so it always
+    sees recent frames. Leaving the loop early stops the run.
+    """
+    records: queue.Queue = queue.Queue(queue_frames)
+    closed = threading.Event()
+    live = is_live(str(input))
+
+    def put(item: object) -> None:
+        if closed.is_set():
+            raise _LoopLeft
+        while live and isinstance(item, FrameRecord):  # never wait for the loop: drop the oldest record
+            try:
+                records.put_nowait(item)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    records.get_nowait()
+        while not closed.is_set():
+            try:
+                records.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _LoopLeft
+
+    def run() -> None:
+        try:
+            process(input, None, on_frame=put, **options)  # type: ignore[arg-type]
+        except _LoopLeft:
+            pass
+        except BaseException as exc:  # handed to the loop, which raises it
+            with contextlib.suppress(_LoopLeft):
+                put(_Failed(exc))
+            return
+        with contextlib.suppress(_LoopLeft):
+            put(_END)
+
+    thread = threading.Thread(target=run, name="dehazed", daemon=True)
+    thread.start()
+    try:
+        while (item := records.get()) is not _END:
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        closed.set()
+        thread.join()
+
+
+class _LoopLeft(Exception):
+    """The loop over ``dehazed()`` ended early: the run stops."""
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
 def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "auto",
             weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
             temporal: str = "ema", temporal_strength: float = 0.6, batch: int | None = None,
             hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int | None = None,
             preset: str | None = None, max_frames: int | None = None, duration: float | None = None,
             live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,
-            strict: bool = False, on_frame: Callable[[np.ndarray, float | None], None] | None = None,
+            strict: bool = False, on_frame: Callable[[FrameRecord], np.ndarray | None] | None = None,
             stats: RunStats | None = None, on_frames: Callable[[int], None] | None = None,
             on_start: Callable[[Source], None] | None = None) -> RunResult:
     """Dehaze a file or live stream into ``output``: a file, a segment series (``segment_time``), a URL to
@@ -152,8 +222,9 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
     1 for live streams). ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for
     x264/x265). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and
     they work, ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through
-    ``torch.compile``. ``on_frame(image_bgr, seconds)`` sees each dehazed frame. On Ctrl-C the frames done so far
-    are kept and ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``.
+    ``torch.compile``. ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds,
+    index, stream), in the writer thread; an image it returns is written instead. On Ctrl-C the frames done so
+    far are kept and ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``.
     """
     config = StreamConfig.from_options(
         str(input), None if output is None else str(output), live=live, model=model,

@@ -23,8 +23,16 @@ from .errors import MediaError, StreamDehazeError, UsageError
 from .hwaccel import Nvidia, use_cuda
 from .live import LiveOptions, LiveSource, is_live
 from .models import MODEL_NAMES
-from .outputs import OutputFile, check_output, check_writable, move_aside, next_segment, remove_stale_partials
+from .outputs import (
+    OutputFile,
+    check_output,
+    check_writable,
+    move_aside,
+    next_segment,
+    remove_stale_partials,
+)
 from .pipeline import RunResult, Stream
+from .records import FrameRecord
 from .sinks import CallbackSink, VideoSink, check_live_file, segment_pattern, url_format
 from .sources import VideoFileSource
 from .stats import RunStats
@@ -48,7 +56,7 @@ def open_source(input: str | os.PathLike, *, max_frames: int | None = None, dura
 
 
 class Job:
-    """``config.input`` dehazed into ``config.output`` (or only into ``on_frame(image_bgr, seconds)``).
+    """``config.input`` dehazed into ``config.output`` (and/or into ``on_frame(record)``: ``sinks.CallbackSink``).
 
     ``check()`` (no side effects), then ``open()`` (the source: a camera may take long to answer), ``start()``
     (the output and the pipeline ``Stream``, to be driven by a scheduler), and ``complete()`` once the stream is
@@ -56,7 +64,7 @@ class Job:
     """
 
     def __init__(self, config: StreamConfig, *, stats: RunStats | None = None,
-                 on_frame: Callable[[np.ndarray, float | None], None] | None = None,
+                 on_frame: Callable[[FrameRecord], np.ndarray | None] | None = None,
                  on_frames: Callable[[int], None] | None = None) -> None:
         self.config, self.on_frame, self.on_frames = config, on_frame, on_frames
         self.stats = stats or RunStats()
@@ -160,7 +168,7 @@ class Job:
         inner = None if target is None else VideoSink(
             target, info, codec=c.encode.codec, crf=c.encode.crf, preset=c.encode.preset, live=self.live,
             nvenc=self.nvidia, segment_time=c.encode.segment_time, **more)
-        return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner)
+        return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)
 
     def complete(self, interrupted: bool = False) -> RunResult:
         """Once the stream is drained: finish it, and put the output where it belongs."""

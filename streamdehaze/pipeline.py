@@ -75,6 +75,8 @@ class Stream:
         self._start = time.perf_counter()
         self.reader: Prefetch | None = None
         self.writer: Worker | None = None
+        # Sinks that show the source frame (callbacks) get it on each dehazed frame, as ``frame.opaque``.
+        self._originals: deque[av.VideoFrame] | None = deque() if getattr(sink, "wants_originals", False) else None
 
     def start(self, wake: Callable[[], None], depth: int) -> None:
         """Start the reader and writer threads; ``wake`` is called whenever one of them has something new."""
@@ -123,6 +125,8 @@ class Stream:
         if len(self._pending) >= self.batch_size or (self._pending and (self.live or self._ended)):
             frames, self._pending = self._pending, []
             self._in_engine += len(frames)
+            if self._originals is not None:
+                self._originals.extend(frames)
             return frames
         return []
 
@@ -131,6 +135,9 @@ class Stream:
 
     def deliver(self, frames: list[av.VideoFrame]) -> None:
         self._in_engine -= len(frames)
+        if self._originals is not None:  # results come back in the order the frames were taken
+            for frame in frames:
+                frame.opaque = self._originals.popleft()
         if self.error is not None:
             return
         for frame in frames:

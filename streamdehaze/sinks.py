@@ -14,14 +14,17 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
+import torch
 
 from . import hwaccel
-from .colour import YUVFormat
+from .colour import YUVFormat, rgb_to_yuv
 from .credentials import mask
 from .encoders import encoder, quality_options
 from .errors import MediaError, UsageError
-from .frames import PLANAR, matrix_name
+from .frames import PLANAR, frame_from_planes, matrix_name
 from .outputs import Syncer, segments
+from .records import FrameRecord
 from .sources import VideoInfo
 
 log = logging.getLogger("streamdehaze")
@@ -261,27 +264,48 @@ def _reason(exc: BaseException, target: object) -> str:
 
 
 class CallbackSink:
-    """Hands every dehazed frame to ``on_frame(image, seconds)`` (numpy ``[H,W,3]`` uint8, BGR unless ``bgr`` is
-    False), then to ``inner`` if given. Runs in the writer thread, so a slow callback applies backpressure."""
+    """Hands every dehazed frame to ``on_frame(record)`` (a ``records.FrameRecord``), then to ``inner`` if given.
+    A callback that returns an image (``[H,W,3]`` uint8, the record's layout and size) has that image written
+    instead of the dehazed frame: overlays, masks. Runs in the writer thread, so a slow callback applies
+    backpressure."""
 
-    def __init__(self, info: VideoInfo, on_frame, inner: VideoSink | None = None, bgr: bool = True) -> None:
-        self.on_frame, self.inner, self.bgr = on_frame, inner, bgr
+    wants_originals = True  # the pipeline attaches each frame's source frame (``frame.opaque``) for the record
+
+    def __init__(self, info: VideoInfo, on_frame, inner: VideoSink | None = None, bgr: bool = True,
+                 name: str = "") -> None:
+        self.on_frame, self.inner, self.bgr, self.name = on_frame, inner, bgr, name
         self.frames = 0
         if inner is not None:
             self.pix_fmt, self.yuv_format = inner.pix_fmt, inner.yuv_format
         else:
             self.pix_fmt = "yuv444p" if info.width % 2 or info.height % 2 else "yuv420p"
             self.yuv_format = output_format(info, self.pix_fmt)
+        self._colorspace = "ITU709" if self.yuv_format.matrix == "bt709" else "ITU601"
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
-        if isinstance(item, av.VideoFrame) and self.on_frame is not None:
-            colorspace = "ITU709" if self.yuv_format.matrix == "bt709" else "ITU601"
-            image = item.to_ndarray(format="bgr24" if self.bgr else "rgb24", src_colorspace=colorspace)
-            self.on_frame(image, float(item.pts * item.time_base) if item.time_base else None)
+        if isinstance(item, av.VideoFrame):
+            source, item.opaque = item.opaque, None  # the encoder has no use for it
+            record = FrameRecord(
+                item.to_ndarray(format="bgr24" if self.bgr else "rgb24", src_colorspace=self._colorspace),
+                float(item.pts * item.time_base) if item.time_base else None, self.frames, self.name, self.bgr,
+                source if isinstance(source, av.VideoFrame) else None)
+            replaced = self.on_frame(record)
+            if replaced is not None:
+                item = self._frame(replaced, item)
+            self.frames += 1
         if self.inner is not None:
             self.inner.write(item)
-        if isinstance(item, av.VideoFrame):
-            self.frames += 1
+
+    def _frame(self, image: object, like: av.VideoFrame) -> av.VideoFrame:
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != (like.height, like.width, 3):
+            raise UsageError(f"on_frame returned {_describe(image)}; return None, or an image of the record's shape "
+                             f"({like.height}, {like.width}, 3) and dtype uint8")
+        # Our own conversion, the engine's: swscale's RGB to YUV is a level off here and there.
+        rgb = torch.from_numpy(np.ascontiguousarray(image[..., ::-1] if self.bgr else image)).permute(2, 0, 1)
+        planes = rgb_to_yuv(rgb[None].float() / 255, self.yuv_format)
+        frame = frame_from_planes(*(p[0].numpy() for p in planes), self.pix_fmt)
+        frame.pts, frame.time_base = like.pts, like.time_base
+        return frame
 
     def close(self) -> None:
         if self.inner is not None:
@@ -290,3 +314,9 @@ class CallbackSink:
     def abort(self) -> None:
         if self.inner is not None:
             self.inner.abort()
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return f"a {type(value).__name__}"

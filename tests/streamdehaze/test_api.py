@@ -110,3 +110,57 @@ def test_two_streams_share_one_model_and_equal_two_dehazers():
     alone_a, alone_b = Dehazer("dcp", device="cpu"), Dehazer("dcp", device="cpu")
     for (got_a, got_b), x, y in zip(together, a, b):
         assert np.array_equal(got_a, alone_a(x)) and np.array_equal(got_b, alone_b(y))
+
+
+def test_iterating_over_dehazed_frames(make_video, probe):
+    from streamdehaze import dehazed, read_frames
+
+    src = make_video(frames=9, width=96, height=64)
+    records = list(dehazed(src, model="dcp", batch=4))
+    originals = [frame for _, frame in read_frames(src)]
+    assert [r.index for r in records] == list(range(9)) and {r.stream for r in records} == {""}
+    assert [r.seconds for r in records] == [float(t) for t in probe(src)["times"]]
+    for record, original in zip(records, originals):
+        assert np.array_equal(record.original, original)  # the frame it was dehazed from, BGR like the image
+        assert record.image.shape == original.shape and np.abs(record.image.astype(int) - original).mean() > 10
+
+
+def test_leaving_the_loop_early_stops_the_run(make_video):
+    import threading
+
+    from streamdehaze import dehazed
+
+    src = make_video(frames=40, width=96, height=64)
+    for record in dehazed(src, model="dcp"):
+        if record.index == 2:
+            break
+    assert not [t for t in threading.enumerate() if t.name == "dehazed"]
+
+
+def test_a_callback_draws_an_overlay_that_is_written(make_video, probe, tmp_path):
+    from streamdehaze import process
+
+    src = make_video(frames=5, width=96, height=64)
+    plain, marked = tmp_path / "plain.mkv", tmp_path / "marked.mkv"
+    process(src, plain, model="dcp", codec="ffv1")
+
+    def draw(record):
+        image = record.image.copy()
+        image[10:30, 20:60] = (0, 0, 255)  # a red box, BGR
+        return image
+
+    process(src, marked, model="dcp", codec="ffv1", on_frame=draw)
+    for a, b in zip(probe(plain)["rgb"], probe(marked)["rgb"]):
+        box = b[12:28, 22:58].astype(int)
+        assert np.abs(box - (255, 0, 0)).max() <= 12  # red in RGB, through 4:2:0 and back
+        rest = np.abs(b[40:, :].astype(int) - a[40:, :])  # the dehazed frame, through one more RGB round trip
+        assert rest.mean() < 1.5 and rest.max() <= 8, (rest.mean(), rest.max())
+
+
+def test_a_callback_returning_something_else_is_told_what_to_return(make_video, tmp_path):
+    from streamdehaze import process
+
+    src = make_video(frames=2, width=96, height=64)
+    with pytest.raises(UsageError, match=r"on_frame returned an array of shape \(10, 10, 3\).*return None, or an "
+                                         r"image of the record's shape \(64, 96, 3\)"):
+        process(src, tmp_path / "o.mp4", model="dcp", on_frame=lambda r: np.zeros((10, 10, 3), np.uint8))

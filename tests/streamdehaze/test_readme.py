@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +24,12 @@ def test_readme_example_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "__readme__"})
     made = {p.name for p in tmp_path.iterdir()} - {"samples"}
-    expected = {0: {"clear.mp4"}, 1: {"latest.jpg"}, 2: set(), 3: {"gate.mp4", "yard.mp4"}}
+    expected = {0: {"clear.mp4"}, 1: {"latest.jpg"}, 2: {"overlay.mp4"}, 3: {"gate.mp4", "yard.mp4"}}
     assert made == expected.get(index, made)
     for name in made:
         assert os.path.getsize(tmp_path / name) > 1000
+    if index == 2:  # the callback's overlay is in every frame written
+        with av.open(str(tmp_path / "overlay.mp4")) as video:
+            frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+        assert len(frames) == 25
+        assert all(np.abs(f[25:35, 150:195].astype(int) - (255, 0, 0)).max() < 40 for f in frames)
