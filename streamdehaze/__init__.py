@@ -11,6 +11,7 @@ import importlib  # noqa: E402
 _HOMES = {"Dehazer": "api", "process": "api", "read_frames": "api", "open_source": "api", "tuned": "tuning",
           "dehazed": "api", "FrameRecord": "records",
           "serve": "fleet", "Fleet": "fleet", "StreamConfig": "config",
+          "ModelOptions": "config", "EncodeOptions": "config", "LiveOptions": "live",
           "StreamDehazeError": "errors", "UsageError": "errors", "MediaError": "errors"}
 
 __all__ = [*_HOMES, "__version__"]

@@ -145,7 +145,7 @@ def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: objec
     """
     records: queue.Queue = queue.Queue(queue_frames)
     closed = threading.Event()
-    live = is_live(str(input))
+    live = is_live(input.input if isinstance(input, StreamConfig) else str(input))
 
     def put(item: object) -> None:
         if closed.is_set():
@@ -201,7 +201,7 @@ class _Failed:
 _END = object()
 
 
-def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model: str = "auto",
+def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike | None = None, *, model: str = "auto",
             weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
             temporal: str = "ema", temporal_strength: float = 0.6, batch: int | None = None,
             hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int | None = None,
@@ -226,7 +226,7 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
     index, stream), in the writer thread; an image it returns is written instead. On Ctrl-C the frames done so
     far are kept and ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``.
     """
-    config = StreamConfig.from_options(
+    config = input if isinstance(input, StreamConfig) else StreamConfig.from_options(
         str(input), None if output is None else str(output), live=live, model=model,
         weights=None if weights is None else str(weights), device=device, infer_size=infer_size, compile=compile,
         temporal=temporal, temporal_strength=temporal_strength, batch=batch, hwaccel=hwaccel, codec=codec, crf=crf,
@@ -235,7 +235,8 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None, *, model
     job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames)
     job.check()  # before a camera is dialled or a model loaded
     with job.open() as source:
-        engine = Engine(create_model(model, weights, job.device), job.device, infer_size, compile=compile)
+        m = config.model
+        engine = Engine(create_model(m.model, m.weights, job.device), job.device, m.infer_size, compile=m.compile)
         if on_start is not None:
             on_start(source)
         stream = job.start()

@@ -164,3 +164,15 @@ def test_a_callback_returning_something_else_is_told_what_to_return(make_video, 
     with pytest.raises(UsageError, match=r"on_frame returned an array of shape \(10, 10, 3\).*return None, or an "
                                          r"image of the record's shape \(64, 96, 3\)"):
         process(src, tmp_path / "o.mp4", model="dcp", on_frame=lambda r: np.zeros((10, 10, 3), np.uint8))
+
+
+def test_options_as_data_equal_keyword_options(make_video, probe, tmp_path):
+    from streamdehaze import EncodeOptions, ModelOptions, StreamConfig, process
+
+    src = make_video(frames=4)
+    flat, data = tmp_path / "flat.mkv", tmp_path / "data.mkv"
+    process(src, flat, model="dcp", infer_size=64, codec="ffv1", temporal="off")
+    process(StreamConfig(str(src), str(data), model=ModelOptions(model="dcp", infer_size=64),
+                         encode=EncodeOptions(codec="ffv1"), temporal="off"))
+    a, b = probe(flat), probe(data)
+    assert a["times"] == b["times"] and all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"]))
