@@ -80,11 +80,7 @@ class Dehazer:
         _check_values(batch.size, frames.dtype.kind == "f" and not np.isfinite(batch).all())
         if self.bgr:
             batch = batch[..., ::-1]
-        if frames.dtype.kind == "f":
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.engine.device).permute(0, 3, 1, 2)
-            out = self.engine.process_rgb(x.float(), self.temporal).permute(0, 2, 3, 1).cpu().numpy().astype(frames.dtype)
-        else:
-            out = self.engine.process_array(batch, self.temporal)
+        out = self.engine.process_array(batch, self.temporal)
         if self.bgr:
             out = np.ascontiguousarray(out[..., ::-1])
         return out[0] if frames.ndim == 3 else out
@@ -203,7 +199,7 @@ _END = object()
 
 def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike | None = None, *, model: str = "auto",
             weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
-            temporal: str = "ema", temporal_strength: float = 0.6, batch: int | None = None,
+            temporal: str = "ema", temporal_strength: float = DEFAULT_STRENGTH, batch: int | None = None,
             hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int | None = None,
             preset: str | None = None, max_frames: int | None = None, duration: float | None = None,
             live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,

@@ -141,10 +141,14 @@ class Engine:
 
     @torch.inference_mode()
     def process_array(self, rgb: np.ndarray, temporal: TemporalSmoother | None = None) -> np.ndarray:
-        """Dehaze RGB images ``[B,H,W,3]`` uint8 or uint16 on the host; returns the same shape and dtype."""
-        peak = float(np.iinfo(rgb.dtype).max)
+        """Dehaze RGB images ``[B,H,W,3]`` on the host, uint8 or uint16, or float in [0, 1]; returns the same shape
+        and dtype."""
+        integer = rgb.dtype.kind in "ui"
+        peak = float(np.iinfo(rgb.dtype).max) if integer else 1.0
         x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(0, 3, 1, 2).float().div_(peak)
-        y = self.process_rgb(x, temporal).mul_(peak).round_().clamp_(0, peak)
+        y = self.process_rgb(x, temporal)
+        if integer:
+            y = y.mul_(peak).round_().clamp_(0, peak)
         return y.permute(0, 2, 3, 1).cpu().numpy().astype(rgb.dtype)
 
     def process_frames(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat, out_pix_fmt: str,

@@ -11,6 +11,7 @@ reads without conversion, so those are the formats it negotiates; ``videoconvert
 
 from __future__ import annotations
 
+import argparse
 from fractions import Fraction
 
 import gi
@@ -77,18 +78,20 @@ class DehazeElement(GstBase.BaseTransform):
         # torch loads here, when a pipeline starts, not when GStreamer scans its plugins
         from .engine import Engine, resolve_device
         from .models import create_model
+        from .options import parse_infer_size
         from .temporal import TemporalSmoother
 
         p = self.props_
         if p["temporal"] not in ("ema", "off"):
             raise UsageError(f"temporal must be ema or off, not {p['temporal']!r}")
-        size = p["infer-size"]
-        if size not in ("auto", "full") and not (size.isdigit() and int(size) >= 16):
-            raise UsageError(f"infer-size must be a number of pixels (16 or more), full or auto, not {size!r}")
+        try:
+            size = parse_infer_size(p["infer-size"])
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"infer-size: {exc}") from None
         device = resolve_device(p["device"])
         model = create_model(p["model"], p["weights"] or None, device)
         self.temporal = TemporalSmoother() if p["temporal"] == "ema" else None  # this stream's own state
-        return Engine(model, device, None if size == "full" else size if size == "auto" else int(size))
+        return Engine(model, device, size)
 
     def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
         try:
@@ -138,8 +141,7 @@ class DehazeElement(GstBase.BaseTransform):
             u, v = self._plane(data, info, 1, ch, cw), self._plane(data, info, 2, ch, cw)
         matrix = _MATRIX.get(info.colorimetry.matrix, "bt709" if h >= 720 else "bt601")
         full = info.colorimetry.range == _FULL_RANGE
-        frame = frame_from_planes(np.ascontiguousarray(y), np.ascontiguousarray(u), np.ascontiguousarray(v),
-                                  "yuv420p")
+        frame = frame_from_planes(y, u, v, "yuv420p")  # copies the planes out of the mapped buffer
         frame.colorspace, frame.color_range = _AVCOL[matrix], 2 if full else 1
         frame.pts, frame.time_base = 0, Fraction(1, 1)
         return frame, YUVFormat(matrix=matrix, full_range=full, bits=8, subsampling=(2, 2))

@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__, hwaccel
 from .errors import UsageError
 from .models import MODEL_NAMES
+from .temporal import DEFAULT_STRENGTH
 
 DAY = 86400.0
 
@@ -43,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "else software; cuda = required (default: auto)")
     p.add_argument("--temporal", default="ema", choices=["off", "ema"],
                    help="smooth flicker between frames, gated by motion, reset on scene cuts (default: ema)")
-    p.add_argument("--temporal-strength", type=_number(float, "a number", 0, 1, high_inclusive=False), default=0.6,
-                   metavar="S", help="weight of the past in [0, 1) (default: 0.6)")
+    p.add_argument("--temporal-strength", type=_number(float, "a number", 0, 1, high_inclusive=False),
+                   default=DEFAULT_STRENGTH, metavar="S", help=f"weight of the past in [0, 1) (default: {DEFAULT_STRENGTH})")
     p.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")
     p.add_argument("--crf", type=_number(int, "a whole number", -math.inf), metavar="N",
                    help="constant quality: 0-51 for x264/x265, 0-63 for vp9/av1 (default: 18)")
