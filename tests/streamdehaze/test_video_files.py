@@ -92,11 +92,14 @@ def test_batching_gives_the_same_frames(make_video, probe, run_cli, tmp_path):
         out = tmp_path / f"b{batch}.mkv"
         assert run_cli(src, out, "--batch", batch, "--quiet", "--codec", "ffv1")[0] == 0
         outs.append(probe(out)["rgb"])
-    # The same frames up to float rounding. Bit-exact equality failed about one run in ten right after
-    # test_no_sync (cause not found); a batch mix-up would differ by far more.
-    for x, y in zip(*outs):
-        diff = np.abs(x.astype(int) - y)
-        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    # The same frames up to the model's bf16 rounding: on some CPUs oneDNN picks other kernels for another batch
+    # shape, and one bf16 step in a gain moves a sample by up to ~4 levels where the gain is high (CI saw 4 once;
+    # here the outputs are bit-exact). A batch mix-up moves every sample: neighbouring frames differ by ~15 levels.
+    a, b = (np.stack(o).astype(int) for o in outs)
+    for i in range(len(a)):
+        own = np.abs(a[i] - b[i])
+        assert own.max() <= 8 and own.mean() < 0.1, (i, own.max(), own.mean())
+        assert all(own.mean() * 20 < np.abs(a[j] - b[i]).mean() for j in range(len(a)) if j != i)
 
 
 def test_no_partial_files_left(make_video, run_cli, tmp_path):
