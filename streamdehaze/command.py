@@ -10,6 +10,7 @@ import logging
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import cv2
 import tqdm
 
 from .api import process
+from .batch import BatchResult, FileResult, LocalBatch, check_folders, plan
 from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
@@ -26,7 +28,7 @@ from .images import dehaze_images, image_engine, is_image
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, default_model
 from .fleet import Fleet, FleetResult
-from .options import Parser, build_parser, seconds
+from .options import Parser, add_file_options, build_parser, seconds
 from .outputs import atomic_output
 from .pipeline import RunResult, deferred_signals
 from .sources import VideoFileSource
@@ -42,6 +44,8 @@ def run(argv: list[str]) -> int:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # likewise OpenCV's, for damaged images
     if argv[:1] == ["serve"]:  # (an input file called 'serve': ./serve)
         return serve(argv[1:])
+    if argv[:1] == ["batch"]:
+        return batch(argv[1:])
     args = build_parser().parse_args(argv)
     log.setLevel(logging.ERROR if args.quiet else logging.INFO)
     return _run(args)
@@ -101,6 +105,122 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS", help="stop every stream after this long")
     p.add_argument("--quiet", action="store_true", help="no summary; errors only")
     return p
+
+
+def batch(argv: list[str]) -> int:
+    """``streamdehaze batch IN_DIR OUT_DIR``: every video and image under IN_DIR into the same tree under OUT_DIR
+    (``batch.py``), here or on a Ray cluster (``--ray``). Exit 0, 1 when a file failed, 130 when interrupted."""
+    args = batch_parser().parse_args(argv)
+    log.setLevel(logging.ERROR if args.quiet else logging.INFO)
+    items, ignored = plan(args.input, args.output)
+    if not items:
+        raise UsageError(f"no videos or images under {args.input}")
+    check_folders(args.input, args.output)
+    options = {key: getattr(args, key) for key in FILE_OPTIONS}
+    options["weights"] = None if args.weights is None else str(args.weights)
+    result = BatchResult(ignored=ignored)
+    todo = []
+    for item in items:  # done before: counted now, so that the bar and its ETA cover only what is left
+        if Path(item.output).exists():
+            result.files.append(FileResult(item.name, item.input, item.output, "skipped"))
+        else:
+            todo.append(item)
+    start = time.perf_counter()
+    with tqdm.tqdm(total=sum(i.frames for i in todo) or None, unit="frame", disable=_no_bar(args),
+                   dynamic_ncols=True) as bar:
+        def on_result(file: FileResult) -> None:
+            result.files.append(file)
+            if file.status == "failed":
+                log.error("%s: failed: %s", file.name, file.error)
+            bar.set_postfix_str(f"{len(result.files)}/{len(items)} files", refresh=True)
+
+        if args.ray is not None:
+            from .cluster import run_batch  # Ray is an optional extra
+            interrupted = run_batch(args.ray, todo, options, on_result, workers=args.workers,
+                                    on_frames=bar.update)
+        else:
+            interrupted = _run_here(todo, options, args.jobs, on_result, bar.update)
+    result.seconds = time.perf_counter() - start
+    if args.stats_json is not None:
+        with atomic_output(args.stats_json) as tmp:
+            tmp.write_text(json.dumps({"input": str(args.input), "output": str(args.output), **result.as_json()},
+                                      indent=2) + "\n")
+    counts = ", ".join(f"{result.count(s)} {s}" for s in ("done", "skipped", "failed", "interrupted")
+                       if result.count(s) or s == "done")
+    line = (f"batch: {len(items)} files ({counts}); {result.frames} frames in {result.seconds:.2f} s "
+            f"({result.frames / max(result.seconds, 1e-9):.1f} fps) -> {args.output}")
+    if result.count("failed"):
+        log.error("%s", line)
+    elif not args.quiet:
+        print(f"streamdehaze: {line}", file=sys.stderr)
+    if interrupted:
+        log.warning("interrupted: run the same command again to do what is left")
+        return 130
+    return 1 if result.count("failed") else 0
+
+
+def _run_here(items: list, options: dict, jobs: int | None, on_result: Callable[[FileResult], None],
+              on_frames: Callable[[int], None]) -> bool:
+    """The files on this machine's engine; True if Ctrl-C or SIGTERM stopped the run."""
+    if not items:
+        return False
+    runner = LocalBatch(options, jobs or _default_jobs(options["device"]))
+    interrupted = False
+    try:
+        with tuned(runner.device), deferred_signals() as run_handlers:
+            worker = threading.Thread(target=runner.run, args=(items, on_result, on_frames), name="batch")
+            worker.start()
+            while worker.is_alive():
+                try:
+                    run_handlers()
+                except KeyboardInterrupt:
+                    interrupted = True
+                    runner.stop()
+                worker.join(0.2)
+    finally:
+        runner.close()
+    return interrupted
+
+
+def _default_jobs(device: str) -> int:
+    """Files at once: enough to keep the model busy while others decode and encode (BENCHMARKS.md, batch)."""
+    return 4 if resolve_device(device).type == "cuda" else 2
+
+
+def batch_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="streamdehaze batch",
+               description="Dehaze every video and image under a folder into the same tree under another. Files "
+                           "whose output exists are skipped: run it again to finish an interrupted batch.")
+    p.add_argument("input", type=Path, metavar="IN_DIR", help="folder of videos and images (searched recursively)")
+    p.add_argument("output", type=Path, metavar="OUT_DIR", help="folder for the outputs (made if missing)")
+    add_file_options(p)
+    p.add_argument("--jobs", type=_whole(1, 64), metavar="N",
+                   help="files at once on this machine, sharing one model (default: 2 on CPU, 4 on CUDA)")
+    p.add_argument("--ray", metavar="ADDRESS|local",
+                   help="spread the files over a Ray cluster (host:port of its head; local = a Ray instance on "
+                        "this machine for this run); every node must see IN_DIR and OUT_DIR at the same paths")
+    p.add_argument("--workers", type=_whole(1, 4096), metavar="N",
+                   help="with --ray: engines to run, one per worker process (default: one per GPU, or one per "
+                        "two CPUs when the cluster has no GPU)")
+    p.add_argument("--stats-json", type=Path, metavar="FILE", help="write a JSON summary naming each file's result")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary; errors only")
+    return p
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}: {text}")
+        return value
+    return parse
+
+
+FILE_OPTIONS = ("model", "weights", "device", "batch", "infer_size", "compile", "hwaccel", "temporal",
+                "temporal_strength", "codec", "crf", "preset", "strict")
 
 
 def summary(result: FleetResult) -> list[str]:

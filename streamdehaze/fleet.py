@@ -65,7 +65,7 @@ class FleetResult:
         return [s for s in self.streams if s.error is not None]
 
 
-class _Lane:
+class Lane:
     """An engine and the scheduler thread that serves its streams."""
 
     def __init__(self, engine: Engine) -> None:
@@ -82,7 +82,7 @@ class _Lane:
 class _Runner:
     """One stream's life in its own thread: open, run through its engine's scheduler, finish its output."""
 
-    def __init__(self, config: StreamConfig, job: Job, lane: _Lane, model: str) -> None:
+    def __init__(self, config: StreamConfig, job: Job, lane: Lane, model: str) -> None:
         self.config, self.job, self.lane = config, job, lane
         self.member = Member(job.stats, {"input": config.input, "output": config.output or "", "model": model})
         self.outcome = StreamOutcome(config.name, config.output, live=job.live)
@@ -111,7 +111,7 @@ class _Runner:
 
     def _run(self) -> None:
         name = self.config.name
-        reporter = None  # (log lines from this thread and the stream's own are labelled with its name: _Labels)
+        reporter = None  # (log lines from this thread and the stream's own are labelled with its name: StreamLabels)
         try:
             with self.job.open(stop=self._stop):
                 with self._lock:  # stopped while dialling: it stays stopped, with nothing written
@@ -139,7 +139,7 @@ class _Runner:
                 reporter.close()
 
 
-class _Labels(logging.Filter):
+class StreamLabels(logging.Filter):
     """Log lines from a stream's threads (``stream NAME``, ``decode NAME``, ``encode NAME``) start with its name;
     the credentials of every configured URL are masked, whatever characters they hold."""
 
@@ -165,13 +165,13 @@ class Fleet:
 
     def __init__(self, config: FleetConfig | str | Path | dict | list) -> None:
         self.config, self._where = _load(config)
-        self._lanes: dict[ModelOptions, _Lane] = {}
+        self._lanes: dict[ModelOptions, Lane] = {}
         self._runners: dict[str, _Runner] = {}
         self._ended: list[_Runner] = []
         self._lock = threading.Lock()
         self._reporter: Reporter | None = None
         self._start = time.perf_counter()
-        self._labels = _Labels()
+        self._labels = StreamLabels()
 
     def __enter__(self) -> Fleet:
         self.start()
@@ -288,8 +288,8 @@ class Fleet:
             self._runners[config.name] = runner
         runner.start()
 
-    def _prepare(self, config: FleetConfig, lanes: dict[ModelOptions, _Lane],
-                 others: list[StreamConfig] = ()) -> tuple[dict[str, Job], dict[ModelOptions, _Lane]]:
+    def _prepare(self, config: FleetConfig, lanes: dict[ModelOptions, Lane],
+                 others: list[StreamConfig] = ()) -> tuple[dict[str, Job], dict[ModelOptions, Lane]]:
         """Check every stream of ``config`` and make the engines they need (loading their models), reusing
         ``lanes``; raises the first mistake as one line naming the stream and the key."""
         jobs: dict[str, Job] = {}
@@ -305,7 +305,7 @@ class Fleet:
                     outputs[_output_key(c)] = c.name
             jobs[c.name] = job
         lanes = dict(lanes)
-        made: list[_Lane] = []
+        made: list[Lane] = []
         try:
             for c in config.streams:
                 key = _engine_key(c, jobs[c.name])
@@ -313,7 +313,7 @@ class Fleet:
                     with _about(c.name), keyed("weights" if c.model.weights is not None else "model"):
                         model = create_model(key.model, key.weights, jobs[c.name].device)
                         engine = Engine(model, jobs[c.name].device, key.infer_size, compile=key.compile)
-                    lanes[key] = _Lane(engine)
+                    lanes[key] = Lane(engine)
                     made.append(lanes[key])
         except BaseException:
             for lane in made:

@@ -25,6 +25,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="streamdehaze", description="Dehaze a video, an image, or a folder of images.")
     p.add_argument("input", help="video file or URL, image, or folder of images")
     p.add_argument("output", help="video file, image, or folder (for a folder input)")
+    add_file_options(p)
+    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
+    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",
+                   help="stop after this much video (or live time)")
+    live = p.add_argument_group("live sources (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN)")
+    live.add_argument("--timeout", type=seconds(DAY), default=5.0, metavar="SECONDS",
+                      help="give up a read or connection attempt after this long without data (default: 5)")
+    live.add_argument("--reconnect", type=_reconnects, default=math.inf, metavar="N|inf",
+                      help="reconnection attempts after a failure or end of stream (default: inf)")
+    live.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp", "udp_multicast", "http", "https"],
+                      help="RTSP transport (default: tcp)")
+    live.add_argument("--max-latency", type=seconds(DAY), default=1.0, metavar="SECONDS",
+                      help="drop frames older than this rather than fall behind (default: 1)")
+    live.add_argument("--segment-time", type=seconds(DAY), metavar="SECONDS",
+                      help="split the output file into segments of about this length (NAME_00000.mp4, ...); a new "
+                           "run continues after the highest number already there")
+    live.add_argument("--metrics-port", type=_number(int, "a port number", 1, 65535), metavar="PORT",
+                      help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--stats-json", type=Path, metavar="FILE",
+                   help="write run statistics as JSON (live sources: one JSON line a second)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary; errors only")
+    p.add_argument("--version", action="version", version=f"streamdehaze {__version__}")
+    return p
+
+
+def add_file_options(p: argparse.ArgumentParser) -> None:
+    """The options of a file run (model, frames, encoding): a single run's and ``batch``'s."""
     p.add_argument("--model", default="auto",
                    help=f"dehazing model: {', '.join(MODEL_NAMES)} (default: auto = the best model shipped for the "
                         "device: KA_Net where its weights ship with the package, else dcp)")
@@ -54,28 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "x264/x265)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first corrupt packet of the input (default: skip corrupt packets and count them)")
-    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
-    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",
-                   help="stop after this much video (or live time)")
-    live = p.add_argument_group("live sources (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN)")
-    live.add_argument("--timeout", type=seconds(DAY), default=5.0, metavar="SECONDS",
-                      help="give up a read or connection attempt after this long without data (default: 5)")
-    live.add_argument("--reconnect", type=_reconnects, default=math.inf, metavar="N|inf",
-                      help="reconnection attempts after a failure or end of stream (default: inf)")
-    live.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp", "udp_multicast", "http", "https"],
-                      help="RTSP transport (default: tcp)")
-    live.add_argument("--max-latency", type=seconds(DAY), default=1.0, metavar="SECONDS",
-                      help="drop frames older than this rather than fall behind (default: 1)")
-    live.add_argument("--segment-time", type=seconds(DAY), metavar="SECONDS",
-                      help="split the output file into segments of about this length (NAME_00000.mp4, ...); a new "
-                           "run continues after the highest number already there")
-    live.add_argument("--metrics-port", type=_number(int, "a port number", 1, 65535), metavar="PORT",
-                      help="serve Prometheus metrics on 127.0.0.1:PORT")
-    p.add_argument("--stats-json", type=Path, metavar="FILE",
-                   help="write run statistics as JSON (live sources: one JSON line a second)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary; errors only")
-    p.add_argument("--version", action="version", version=f"streamdehaze {__version__}")
-    return p
 
 
 def _number(cast: Callable[[str], float], what: str, low: float, high: float = math.inf,

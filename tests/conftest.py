@@ -190,3 +190,25 @@ def small_filesystem(tmp_path: Path):
     yield mount
     for folder in mounts:
         subprocess.run(["umount", str(folder)], check=True, timeout=30)
+
+
+@pytest.fixture
+def media_tree(tmp_path: Path):
+    """``media_tree(clips=2, frames=12)`` -> a folder for ``batch``: clips (the first with audio), one of them in a
+    subfolder, a photo, a corrupt video and a text file. Returns the folder and the names a batch should write."""
+    def make(clips: int = 2, frames: int = 12, width: int = 96, height: int = 64) -> tuple[Path, list[str]]:
+        import cv2
+
+        root = tmp_path / "in"
+        (root / "sub").mkdir(parents=True)
+        names = []
+        for i in range(clips):
+            name = f"sub/clip{i}.mkv" if i == clips - 1 else f"clip{i}.mp4"
+            write_video(root / name, frames=frames, width=width, height=height, audio=i == 0)
+            names.append(name)
+        cv2.imwrite(str(root / "sub" / "photo.png"), hazy_pattern(3, 120, 80)[..., ::-1])
+        names.append("sub/photo.png")
+        (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 4)
+        (root / "notes.txt").write_text("not media\n")
+        return root, sorted(names)
+    return make

@@ -1,0 +1,235 @@
+"""``streamdehaze batch IN_DIR OUT_DIR``: every video and image under a folder, dehazed into the same tree under
+another, each file with a single run's guarantees (timestamps, audio, an output that appears only when complete).
+
+- Resumable: a file whose output exists is skipped. Outputs appear only when complete (``outputs.py``), so a rerun
+  after a crash, a kill or Ctrl-C does only what is missing. Delete an output to have it redone.
+- A file that fails is reported and the others go on; the run exits 1 at the end, with counts.
+- Several files at once (``jobs``) share one engine and one loaded model: one scheduler batches their frames
+  together (``pipeline.Scheduler``) while each file decodes and encodes in its own threads.
+- ``--ray ADDRESS`` spreads the files over a Ray cluster instead (``cluster.py``); each worker runs a ``LocalBatch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+
+from .config import StreamConfig
+from .engine import Engine, resolve_device
+from .errors import StreamDehazeError, UsageError
+from .fleet import Lane, StreamLabels
+from .images import dehaze_image_file, image_engine, is_image
+from .job import Job
+from .models import create_model, default_model
+from .outputs import check_writable
+from .pipeline import Stream
+
+log = logging.getLogger("streamdehaze")
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".m2ts", ".mpg",
+                            ".mpeg", ".flv", ".wmv", ".3gp", ".y4m"})
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file of a batch: ``name`` is its path under the input folder (it labels log lines and results)."""
+
+    name: str
+    input: str
+    output: str
+    image: bool
+    frames: int = 0  # from the container's header; 0 when it does not say
+
+
+@dataclass
+class FileResult:
+    """What became of one file: ``done``, ``skipped`` (its output was there), ``failed`` (``error`` says why) or
+    ``interrupted`` (the run was stopped; nothing of it is at the output)."""
+
+    name: str
+    input: str
+    output: str
+    status: str
+    frames: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class BatchResult:
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+    ignored: int = 0  # files under the input folder that are neither videos nor images
+
+    def count(self, status: str) -> int:
+        return sum(f.status == status for f in self.files)
+
+    @property
+    def frames(self) -> int:
+        return sum(f.frames for f in self.files if f.status == "done")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"files": len(self.files), **{s: self.count(s) for s in ("done", "skipped", "failed", "interrupted")},
+                "ignored": self.ignored, "frames": self.frames, "seconds": round(self.seconds, 3),
+                "fps": round(self.frames / self.seconds, 3) if self.seconds > 0 else 0.0,
+                "results": [asdict(f) for f in sorted(self.files, key=lambda f: f.name)]}
+
+
+def plan(src: Path, dst: Path) -> tuple[list[Item], int]:
+    """The videos and images under ``src`` (hidden files and folders, and ``dst`` inside ``src``, left out), each
+    with its output at the same place under ``dst``; and how many other files were left out."""
+    if not src.is_dir():
+        raise UsageError(f"input folder not found: {src}" if not src.exists() else f"input is not a folder: {src}")
+    if dst.exists() and not dst.is_dir():
+        raise UsageError(f"output is not a folder: {dst}")
+    src, dst = src.resolve(), dst.resolve()
+    if dst == src:
+        raise UsageError(f"output folder {dst} is the input folder: refusing to overwrite the inputs")
+    if src.is_relative_to(dst):
+        raise UsageError(f"input folder {src} is inside the output folder {dst}")
+    items, ignored = [], 0
+    for root, dirs, files in os.walk(src):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != dst)
+        for name in sorted(files):
+            path = here / name
+            if name.startswith(".") or ".partial" in path.suffixes:  # ours: hidden writers, interrupted runs
+                continue
+            if not (is_image(path) or path.suffix.lower() in VIDEO_SUFFIXES):
+                ignored += 1
+                continue
+            relative = path.relative_to(src)
+            image = is_image(path)
+            items.append(Item(str(relative), str(path), str(dst / relative), image, 1 if image else _frames(path)))
+    return items, ignored
+
+
+def _frames(path: Path) -> int:
+    """The frame count a container's header gives (or its duration times its rate); 0 if it gives neither."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return stream.frames
+            if container.duration and stream.average_rate:
+                return round(container.duration / av.time_base * float(stream.average_rate))
+    except (av.FFmpegError, OSError, IndexError):
+        pass  # the run says what is wrong with it
+    return 0
+
+
+class LocalBatch:
+    """Files dehazed on one engine in this process (the model loaded once), ``jobs`` at a time.
+
+    ``options``: stream options as the command line names them (``StreamConfig.from_options``)."""
+
+    def __init__(self, options: dict[str, Any], jobs: int = 1) -> None:
+        self.options, self.jobs = dict(options), jobs
+        model = StreamConfig.from_options("", None, **options).model
+        self.device = resolve_device(model.device)
+        self.model_name = default_model(self.device) if model.model == "auto" and model.weights is None else model.model
+        net = create_model(self.model_name, model.weights, self.device)
+        self.lane = Lane(Engine(net, self.device, model.infer_size, compile=model.compile))
+        self.images = image_engine(net, self.device, model.infer_size)
+        self._streams: set[Stream] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def run(self, items: Iterable[Item], on_result: Callable[[FileResult], None],
+            on_frames: Callable[[int], None] | None = None) -> None:
+        """Dehaze ``items``; ``on_result`` gets each file's result as it ends (from any thread, one at a time)."""
+        report = threading.Lock()
+
+        def one(item: Item) -> None:
+            result = self.run_one(item, on_frames)
+            with report:
+                on_result(result)
+
+        labels = StreamLabels()
+        log.addFilter(labels)
+        try:
+            with ThreadPoolExecutor(self.jobs, thread_name_prefix="batch") as pool:
+                for future in [pool.submit(one, item) for item in items]:
+                    future.result()
+        finally:
+            log.removeFilter(labels)
+
+    def run_one(self, item: Item, on_frames: Callable[[int], None] | None = None) -> FileResult:
+        """One file: skipped if its output exists, ``interrupted`` if ``stop()`` came first."""
+        result = FileResult(item.name, item.input, item.output, "done")
+        if self._stop.is_set():
+            result.status = "interrupted"
+            return result
+        if Path(item.output).exists():
+            result.status = "skipped"
+            return result
+        thread = threading.current_thread()
+        name, thread.name = thread.name, f"stream {item.name}"  # log lines about it start with its name
+        start = time.perf_counter()
+        try:
+            Path(item.output).parent.mkdir(parents=True, exist_ok=True)
+            if item.image:
+                dehaze_image_file(self.images, Path(item.input), Path(item.output))
+                result.frames = 1
+                if on_frames is not None:
+                    on_frames(1)
+            else:
+                run = self._video(item, on_frames)
+                result.frames = run.frames
+                if run.interrupted:
+                    result.status = "interrupted"
+        except StreamDehazeError as exc:
+            result.status, result.error = "failed", str(exc)
+        except OSError as exc:
+            result.status, result.error = "failed", f"{exc.strerror}: {exc.filename}"
+        finally:
+            thread.name = name
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _video(self, item: Item, on_frames: Callable[[int], None] | None):
+        job = Job(StreamConfig.from_options(item.input, item.output, name=item.name, **self.options),
+                  on_frames=on_frames)
+        job.check()
+        with job.open():
+            stream = job.start(item.name)
+            with self._lock:
+                self._streams.add(stream)
+            try:
+                if self._stop.is_set():
+                    stream.stop()
+                self.lane.scheduler.add(stream)
+                stream.drained.wait()
+                return job.complete(interrupted=stream.stopped)
+            finally:
+                with self._lock:
+                    self._streams.discard(stream)
+
+    def stop(self) -> None:
+        """Files being dehazed stop (each keeps what it finished as ``NAME.partial.EXT``); no more start."""
+        self._stop.set()
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.stop()
+
+    def close(self) -> None:
+        self.lane.close()
+
+
+def check_folders(src: Path, dst: Path) -> None:
+    """The output folder exists or can be made, and takes files."""
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot make output folder {dst}: {exc.strerror}") from None
+    check_writable(dst)

@@ -1,0 +1,87 @@
+"""``streamdehaze batch IN_DIR OUT_DIR`` on this machine: every file as a single run writes it, a bad file reported
+while the others finish, a rerun that does only what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+DCP = ("--model", "dcp", "--codec", "ffv1", "--quiet")  # fast, and lossless so that frames compare exactly
+
+
+def _files(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_batch_equals_single_runs_and_reports_the_bad_file(media_tree, probe, run_cli, caplog, tmp_path):
+    src, names = media_tree(clips=3)
+    out, stats = tmp_path / "out", tmp_path / "stats.json"
+    code, err = run_cli("batch", src, out, *DCP, "--stats-json", stats)
+    assert code == 1
+    assert "broken.mp4: failed: cannot read" in caplog.text and "corrupt" in caplog.text
+    assert "batch: 5 files (4 done, 1 failed); 37 frames in" in caplog.text
+    assert _files(out) == names  # nothing for the broken file, no partials, the text file left alone
+    for name in names:
+        single = tmp_path / "single" / name
+        single.parent.mkdir(parents=True, exist_ok=True)
+        assert run_cli(src / name, single, *DCP)[0] == 0
+        if name.endswith(".png"):
+            assert np.array_equal(cv2.imread(str(out / name)), cv2.imread(str(single)))
+            continue
+        a, b = probe(out / name), probe(single)
+        assert a["times"] == b["times"] and a["audio"] == b["audio"] and len(a["rgb"]) == 12
+        assert all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"]))
+    data = json.loads(stats.read_text())
+    assert (data["files"], data["done"], data["failed"], data["skipped"], data["ignored"]) == (5, 4, 1, 0, 1)
+    assert data["frames"] == 3 * 12 + 1
+    status = {r["name"]: r["status"] for r in data["results"]}
+    assert status == {**{n: "done" for n in names}, "broken.mp4": "failed"}
+    assert "corrupt" in next(r["error"] for r in data["results"] if r["name"] == "broken.mp4")
+
+
+def test_a_rerun_does_only_what_is_missing(media_tree, run_cli, tmp_path):
+    src, names = media_tree(clips=2)
+    out = tmp_path / "out"
+    assert run_cli("batch", src, out, *DCP)[0] == 1
+    before = {n: os.stat(out / n).st_ino for n in names}
+    (out / names[0]).unlink()  # lost: done again; the others stay as they are
+    stats = tmp_path / "again.json"
+    code, err = run_cli("batch", src, out, *DCP, "--stats-json", stats)
+    assert code == 1  # the broken file is still broken
+    data = json.loads(stats.read_text())
+    assert (data["done"], data["skipped"], data["failed"]) == (1, len(names) - 1, 1)
+    assert all(os.stat(out / n).st_ino == before[n] for n in names[1:])
+    assert _files(out) == names
+
+
+def test_several_files_at_once_give_the_same_outputs(media_tree, probe, run_cli, tmp_path):
+    src, names = media_tree(clips=3)
+    (src / "broken.mp4").unlink()
+    for jobs in (1, 3):
+        code, err = run_cli("batch", src, tmp_path / f"j{jobs}", *DCP, "--jobs", jobs)
+        assert code == 0, err
+    for name in names:
+        if name.endswith(".mkv") or name.endswith(".mp4"):
+            a, b = probe(tmp_path / "j1" / name), probe(tmp_path / "j3" / name)
+            assert a["times"] == b["times"] and all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"]))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("same", "is the input folder"),
+    ("missing", "input folder not found"),
+    ("empty", "no videos or images under"),
+    ("file", "input is not a folder"),
+    ("jobs", "--jobs: must be 1 to 64"),
+])
+def test_usage_errors(case, message, media_tree, run_cli, tmp_path):
+    src, _ = media_tree(clips=1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = {"same": (src, src), "missing": (tmp_path / "nope", tmp_path / "o"), "empty": (empty, tmp_path / "o"),
+            "file": (src / "notes.txt", tmp_path / "o"), "jobs": (src, tmp_path / "o", "--jobs", 0)}[case]
+    code, err = run_cli("batch", *args, "--quiet")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
