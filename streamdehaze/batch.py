@@ -4,8 +4,9 @@ another, each file with a single run's guarantees (timestamps, audio, an output 
 - Resumable: a file whose output exists is skipped. Outputs appear only when complete (``outputs.py``), so a rerun
   after a crash, a kill or Ctrl-C does only what is missing. Delete an output to have it redone.
 - A file that fails is reported and the others go on; the run exits 1 at the end, with counts.
-- Several files at once (``jobs``) share one engine and one loaded model: one scheduler batches their frames
-  together (``pipeline.Scheduler``) while each file decodes and encodes in its own threads.
+- Several files at once (``jobs``) run in as many worker processes, each with its own engine: the threads of one
+  process (decoding, the model, encoding) share one interpreter lock, which holds a process well below a
+  machine's cores (BENCHMARKS.md, batch). A worker that dies has its file done again by a new one.
 - ``--ray ADDRESS`` spreads the files over a Ray cluster instead (``cluster.py``); each worker runs a ``LocalBatch``.
 """
 
@@ -15,8 +16,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import queue
+import signal
+from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,40 +132,23 @@ def _frames(path: Path) -> int:
 
 
 class LocalBatch:
-    """Files dehazed on one engine in this process (the model loaded once), ``jobs`` at a time.
+    """Files dehazed one at a time on one engine in this process (the model loaded once).
 
     ``options``: stream options as the command line names them (``StreamConfig.from_options``)."""
 
-    def __init__(self, options: dict[str, Any], jobs: int = 1) -> None:
-        self.options, self.jobs = dict(options), jobs
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = dict(options)
         model = StreamConfig.from_options("", None, **options).model
         self.device = resolve_device(model.device)
         self.model_name = default_model(self.device) if model.model == "auto" and model.weights is None else model.model
         net = create_model(self.model_name, model.weights, self.device)
         self.lane = Lane(Engine(net, self.device, model.infer_size, compile=model.compile))
         self.images = image_engine(net, self.device, model.infer_size)
-        self._streams: set[Stream] = set()
+        self._stream: Stream | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-
-    def run(self, items: Iterable[Item], on_result: Callable[[FileResult], None],
-            on_frames: Callable[[int], None] | None = None) -> None:
-        """Dehaze ``items``; ``on_result`` gets each file's result as it ends (from any thread, one at a time)."""
-        report = threading.Lock()
-
-        def one(item: Item) -> None:
-            result = self.run_one(item, on_frames)
-            with report:
-                on_result(result)
-
-        labels = StreamLabels()
-        log.addFilter(labels)
-        try:
-            with ThreadPoolExecutor(self.jobs, thread_name_prefix="batch") as pool:
-                for future in [pool.submit(one, item) for item in items]:
-                    future.result()
-        finally:
-            log.removeFilter(labels)
+        self._labels = StreamLabels()  # log lines about a file start with its name
+        log.addFilter(self._labels)
 
     def run_one(self, item: Item, on_frames: Callable[[int], None] | None = None) -> FileResult:
         """One file: skipped if its output exists, ``interrupted`` if ``stop()`` came first."""
@@ -203,7 +190,7 @@ class LocalBatch:
         with job.open():
             stream = job.start(item.name)
             with self._lock:
-                self._streams.add(stream)
+                self._stream = stream
             try:
                 if self._stop.is_set():
                     stream.stop()
@@ -212,18 +199,122 @@ class LocalBatch:
                 return job.complete(interrupted=stream.stopped)
             finally:
                 with self._lock:
-                    self._streams.discard(stream)
+                    self._stream = None
 
     def stop(self) -> None:
-        """Files being dehazed stop (each keeps what it finished as ``NAME.partial.EXT``); no more start."""
+        """The file being dehazed stops (keeping what it finished as ``NAME.partial.EXT``); no more start."""
         self._stop.set()
         with self._lock:
-            streams = list(self._streams)
-        for stream in streams:
-            stream.stop()
+            if self._stream is not None:
+                self._stream.stop()
 
     def close(self) -> None:
         self.lane.close()
+        log.removeFilter(self._labels)
+
+
+ATTEMPTS = 3  # a file whose worker dies this many times is failed, not retried forever
+
+
+class WorkerProcesses:
+    """``jobs`` worker processes, each dehazing one file at a time on its own ``LocalBatch`` with ``threads``
+    threads for torch and OpenCV. ``run`` hands out the files and reports each result; ``close`` ends them (a
+    file in progress leaves nothing: outputs are named only when complete)."""
+
+    def __init__(self, options: dict[str, Any], jobs: int, threads: int) -> None:
+        self._context = multiprocessing.get_context("spawn")  # fork would copy torch's threads and locks
+        self._options, self._threads = options, threads
+        self._results = self._context.Queue()
+        self._workers = [self._start(i) for i in range(jobs)]
+
+    def _start(self, index: int) -> tuple[Any, Any]:
+        tasks = self._context.Queue()
+        process = self._context.Process(target=_worker_main, name=f"streamdehaze-batch-{index}", daemon=True,
+                                        args=(index, self._options, self._threads, tasks, self._results))
+        process.start()
+        return process, tasks
+
+    def run(self, items: list[Item], on_result: Callable[[FileResult], None],
+            on_frames: Callable[[int], None] | None = None, check: Callable[[], None] = lambda: None) -> None:
+        """Dehaze ``items``; ``check()`` is called a few times a second (a ``KeyboardInterrupt`` from it stops
+        the run: ``close()`` then ends the workers)."""
+        pending, attempts = deque(items), {item.name: 0 for item in items}
+        busy: dict[int, Item] = {}
+        try:
+            self._dispatch(pending, busy, attempts, on_result, on_frames, check)
+        except KeyboardInterrupt:
+            for item in [*busy.values(), *pending]:
+                on_result(FileResult(item.name, item.input, item.output, "interrupted"))
+            raise
+
+    def _dispatch(self, pending: deque[Item], busy: dict[int, Item], attempts: dict[str, int],
+                  on_result: Callable[[FileResult], None], on_frames: Callable[[int], None] | None,
+                  check: Callable[[], None]) -> None:
+        while pending or busy:
+            check()
+            for index, (process, tasks) in enumerate(self._workers):
+                if index not in busy and pending:
+                    busy[index] = pending.popleft()
+                    tasks.put(busy[index])
+            try:
+                kind, index, value = self._results.get(timeout=0.2)
+            except queue.Empty:
+                for index, item in list(busy.items()):
+                    if self._workers[index][0].is_alive():
+                        continue
+                    del busy[index]
+                    attempts[item.name] += 1
+                    if attempts[item.name] < ATTEMPTS:
+                        log.warning("%s: its worker process died (exit %s); doing it again", item.name,
+                                    self._workers[index][0].exitcode)
+                        pending.appendleft(item)
+                    else:
+                        on_result(FileResult(item.name, item.input, item.output, "failed",
+                                             error=f"its worker process died {ATTEMPTS} times while dehazing it"))
+                    self._workers[index] = self._start(index)
+                continue
+            if kind == "frames" and on_frames is not None:
+                on_frames(value)
+            elif kind == "done":
+                del busy[index]
+                on_result(value)
+            elif kind == "error":  # the worker could not start (a bad --weights, no such device)
+                raise value
+
+    def close(self) -> None:
+        for process, tasks in self._workers:
+            if process.is_alive():
+                process.kill()
+        for process, tasks in self._workers:
+            process.join()
+            tasks.close()
+        self._results.close()
+
+
+def _worker_main(index: int, options: dict[str, Any], threads: int, tasks: Any, results: Any) -> None:
+    """A worker process: files from ``tasks`` until ``None``; ("frames", i, n), ("done", i, FileResult) or, if it
+    cannot start, ("error", i, exception) to ``results``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    use_threads(threads)
+    try:
+        batch = LocalBatch(options)
+    except StreamDehazeError as exc:
+        results.put(("error", index, exc))
+        return
+    try:
+        while (item := tasks.get()) is not None:
+            results.put(("done", index, batch.run_one(item, lambda n: results.put(("frames", index, n)))))
+    finally:
+        batch.close()
+
+
+def use_threads(threads: int) -> None:
+    """A worker process's share of its machine, for torch and OpenCV (the process is ours, not an application's)."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
 
 
 def check_folders(src: Path, dst: Path) -> None:

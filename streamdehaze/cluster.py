@@ -1,7 +1,13 @@
-"""Batches on a Ray cluster: ``streamdehaze batch IN_DIR OUT_DIR --ray ADDRESS`` (Ray is the ``ray`` extra).
+"""Ray clusters: ``streamdehaze batch IN_DIR OUT_DIR --ray ADDRESS`` and ``streamdehaze serve CONFIG --ray
+ADDRESS`` (Ray is the ``ray`` extra).
 
-Each worker is a Ray actor holding one ``LocalBatch``: one engine, its model loaded once, on the GPU or the CPUs Ray
-gives it. The driver hands each worker one file at a time, so a slow file holds back nothing else.
+Serve: the streams are spread over one actor per device (``FleetWorker``, a ``Fleet`` each), balanced by each
+input's load (pixels a second, read from the input at start; not moved while running, since a move costs the
+camera a reconnect). A dead actor is restarted by Ray and its cameras record again; the head gathers every
+stream's stats.
+
+Batch: each worker is a Ray actor holding one ``LocalBatch``: one engine, its model loaded once, on the GPU or the
+CPUs Ray gives it. The driver hands each worker one file at a time, so a slow file holds back nothing else.
 
 Every node must see the input and output folders at the same paths (NFS, a shared volume) and run the same Python
 environment with streamdehaze installed. Outputs are written as anonymous files named only when complete
@@ -15,25 +21,32 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .batch import FileResult, Item, LocalBatch
+import av
+
+from .batch import ATTEMPTS, FileResult, Item, LocalBatch, use_threads
+from .config import FleetConfig, StreamConfig
 from .errors import UsageError
+from .fleet import Fleet, FleetResult, StreamOutcome, about_stream
+from .job import Job
+from .stats import Member
 from .pipeline import deferred_signals
 
 log = logging.getLogger("streamdehaze")
-
-ATTEMPTS = 3  # a file whose worker dies this many times is failed, not retried forever
-
 
 class DehazeWorker:
     """A Ray actor's state: one engine for the files it is given (``ray.remote`` is applied by ``run_batch``)."""
 
     def __init__(self, options: dict[str, Any]) -> None:
+        import ray
+
         logging.basicConfig(format="streamdehaze: %(message)s", level=logging.WARNING)
-        self.batch = LocalBatch(options, jobs=1)
+        use_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        self.batch = LocalBatch(options)
 
     def run(self, item: Item) -> FileResult:
         return self.batch.run_one(item)
@@ -94,12 +107,15 @@ def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: C
     actor = ray.remote(max_restarts=-1, max_task_retries=0, **resources)(DehazeWorker)
     pool = [actor.remote(options) for _ in range(min(count, len(items)))]
     pending, attempts = deque(items), {item.name: 0 for item in items}
-    running: dict[Any, tuple[Any, Item]] = {}
+    running: dict[Any, tuple[Any, Item | None]] = {}  # a file's call, or (None) a wait for a restarted worker
+    idle: list[Any] = []
 
     def hand_out(worker: Any) -> None:
         if pending:
             item = pending.popleft()
             running[worker.run.remote(item)] = (worker, item)
+        else:
+            idle.append(worker)
 
     try:
         with deferred_signals() as run_handlers:
@@ -113,24 +129,29 @@ def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: C
                     try:
                         result = ray.get(ref)
                     except RayActorError as exc:
+                        if item is None:
+                            continue  # the worker is gone for good (Ray gave up restarting it)
                         attempts[item.name] += 1
                         if attempts[item.name] < ATTEMPTS:
                             log.warning("%s: its worker died (%s); doing it again", item.name, _first_line(exc))
                             pending.appendleft(item)
-                            hand_out(worker)  # restarted by Ray
-                            continue
-                        result = FileResult(item.name, item.input, item.output, "failed",
-                                            error=f"its worker died {ATTEMPTS} times while dehazing it")
-                    if on_frames is not None and result.status == "done":
-                        on_frames(result.frames)
-                    on_result(result)
+                            if idle:
+                                hand_out(idle.pop())
+                        else:
+                            on_result(FileResult(item.name, item.input, item.output, "failed",
+                                                 error=f"its worker died {ATTEMPTS} times while dehazing it"))
+                        # Back in the pool once Ray has restarted it (this call waits for that).
+                        running[worker.pid.options(max_task_retries=-1).remote()] = (worker, None)
+                        continue
+                    if item is not None:
+                        if on_frames is not None and result.status == "done":
+                            on_frames(result.frames)
+                        on_result(result)
                     hand_out(worker)
     except KeyboardInterrupt:
         for worker in pool:  # files in progress leave nothing (anonymous outputs); a rerun does them
             ray.kill(worker)
-        for worker, item in running.values():
-            on_result(FileResult(item.name, item.input, item.output, "interrupted"))
-        for item in pending:
+        for item in [item for _, item in running.values() if item is not None] + list(pending):
             on_result(FileResult(item.name, item.input, item.output, "interrupted"))
         return True
     return False
@@ -139,3 +160,132 @@ def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: C
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# ---- serve: the cameras of a configuration over the cluster ----------------------------------------------------
+
+
+class FleetWorker:
+    """A Ray actor running some of a configuration's streams as a ``Fleet`` (one engine per model on its device).
+    Ray restarts it with the same streams after a crash: its cameras then reconnect and record again, each earlier
+    recording kept (moved aside to ``NAME.N.EXT``, ``outputs.py``)."""
+
+    def __init__(self, streams: list[StreamConfig]) -> None:
+        logging.basicConfig(format="streamdehaze: %(message)s", level=logging.INFO)
+        self.fleet = Fleet(FleetConfig(streams=streams))
+        self.fleet.start()
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each running stream's snapshot (``RunStats.snapshot``) and its recent latencies."""
+        return {name: {"snapshot": member.stats.snapshot(), "latencies": member.stats.latencies()}
+                for name, member in self.fleet.members().items()}
+
+    def done(self) -> bool:
+        return self.fleet.wait(0)
+
+    def stop(self) -> list[StreamOutcome]:
+        self.fleet.stop()
+        return self.fleet.close().streams
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class _RemoteStats:
+    """A stream's counters as its worker last reported them (what ``stats.Reporter`` reads from a ``RunStats``)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Any] = {}
+        self.recent: list[float] = []
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(self.last)
+
+    def latencies(self) -> list[float]:
+        return list(self.recent)
+
+
+def stream_load(config: StreamConfig, timeout: float = 5.0) -> float | None:
+    """Pixels a second the stream brings (width x height x frame rate), read from the input; None if it does not
+    answer within ``timeout``."""
+    options = {"rtsp_transport": config.live.rtsp_transport} if config.input.startswith("rtsp") else {}
+    try:
+        with av.open(config.input, options=options, timeout=timeout) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 25)
+            return stream.codec_context.width * stream.codec_context.height * rate
+    except (av.FFmpegError, OSError, IndexError):
+        return None
+
+
+def balance(loads: dict[str, float], workers: int) -> list[list[str]]:
+    """Streams spread over ``workers`` so that their loads are even: heaviest first, each to the lightest worker."""
+    groups: list[list[str]] = [[] for _ in range(workers)]
+    totals = [0.0] * workers
+    for name in sorted(loads, key=lambda n: (-loads[n], n)):
+        i = totals.index(min(totals))
+        groups[i].append(name)
+        totals[i] += loads[name]
+    return [g for g in groups if g]
+
+
+class ClusterFleet:
+    """A configuration's streams spread over Ray actors (``FleetWorker``), balanced by each input's measured load;
+    the head collects every stream's stats (``stats_json`` lines and Prometheus gauges as a one-process fleet)."""
+
+    def __init__(self, config: FleetConfig, address: str, workers: int | None = None) -> None:
+        for stream in config.streams:  # every mistake before anything starts, as a one-process fleet
+            with about_stream(stream.name):
+                Job(stream).check()
+        self.config = config
+        self.ray = connect(address)
+        try:
+            self._start(workers)
+        except BaseException:
+            self.ray.shutdown()
+            raise
+
+    def _start(self, workers: int | None) -> None:
+        device = self.config.streams[0].model.device
+        count, resources = worker_resources(self.ray, device, workers)
+        measured = {c.name: stream_load(c) for c in self.config.streams}
+        known = sorted(v for v in measured.values() if v is not None)
+        typical = known[len(known) // 2] if known else 1.0  # a camera that did not answer counts as a typical one
+        loads = {name: typical if value is None else value for name, value in measured.items()}
+        by_name = {c.name: c for c in self.config.streams}
+        self.groups = balance(loads, count)
+        for i, group in enumerate(self.groups):
+            log.info("worker %d: %s (%.1f Mpixel/s)", i, ", ".join(group), sum(loads[n] for n in group) / 1e6)
+        # Restarted by Ray whenever it dies; its calls wait for the restart (max_task_retries).
+        actor = self.ray.remote(max_restarts=-1, max_task_retries=-1, **resources)(FleetWorker)
+        self.actors = [actor.remote([by_name[n] for n in group]) for group in self.groups]
+        self.ray.get([a.pid.remote() for a in self.actors])  # started (a bad output folder shows here)
+        self.stats = {c.name: _RemoteStats() for c in self.config.streams}
+        self.members = {c.name: Member(self.stats[c.name], {"input": c.input, "output": c.output or "",
+                                                            "model": c.model.model}) for c in self.config.streams}
+        self._start_time = time.perf_counter()
+
+    def poll(self, timeout: float = 2.0) -> bool:
+        """Collect every worker's stats; True once every stream has ended (files done; cameras never end)."""
+        calls = {a.stats.remote(): a for a in self.actors}
+        done_calls = [a.done.remote() for a in self.actors]
+        ready, _ = self.ray.wait(list(calls), num_returns=len(calls), timeout=timeout)
+        for ref in ready:
+            try:
+                for name, stats in self.ray.get(ref).items():
+                    self.stats[name].last, self.stats[name].recent = stats["snapshot"], stats["latencies"]
+            except self.ray.exceptions.RayActorError:
+                continue  # restarting: its last stats stand until it answers again
+        ready, _ = self.ray.wait(done_calls, num_returns=len(done_calls), timeout=timeout)
+        try:
+            return len(ready) == len(done_calls) and all(self.ray.get(ready))
+        except self.ray.exceptions.RayActorError:
+            return False
+
+    def close(self) -> FleetResult:
+        """Every stream finishes its output; the outcome of each."""
+        try:
+            outcomes = [o for group in self.ray.get([a.stop.remote() for a in self.actors]) for o in group]
+        finally:
+            self.ray.shutdown()
+        return FleetResult(outcomes, time.perf_counter() - self._start_time)

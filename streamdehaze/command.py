@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -20,13 +21,14 @@ import cv2
 import tqdm
 
 from .api import process
-from .batch import BatchResult, FileResult, LocalBatch, check_folders, plan
+from .batch import BatchResult, FileResult, LocalBatch, WorkerProcesses, check_folders, plan
 from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
 from .images import dehaze_images, image_engine, is_image
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, default_model
+from .config import load_config
 from .fleet import Fleet, FleetResult
 from .options import Parser, add_file_options, build_parser, seconds
 from .outputs import atomic_output
@@ -56,6 +58,8 @@ def serve(argv: list[str]) -> int:
     they end, for ``S`` seconds, or until Ctrl-C / SIGTERM; SIGHUP re-reads the configuration (``fleet.py``).
     Exit 0, or 1 when a stream failed, 130 when a file stream was cut short."""
     args = serve_parser().parse_args(argv)
+    if args.ray is not None:
+        return _serve_on_ray(args)
     fleet = Fleet(args.config)
     quiet = args.quiet or fleet.config.quiet
     log.setLevel(logging.ERROR if quiet else logging.INFO)
@@ -99,11 +103,50 @@ def serve(argv: list[str]) -> int:
     return 130 if cut else 0
 
 
+def _serve_on_ray(args: argparse.Namespace) -> int:
+    """``serve --ray``: the streams spread over a Ray cluster's devices (``cluster.py``), until they end, for
+    ``--duration``, or until Ctrl-C / SIGTERM (SIGHUP too: a reload needs the one-process fleet)."""
+    config = load_config(args.config)
+    quiet = args.quiet or config.quiet
+    log.setLevel(logging.ERROR if quiet else logging.INFO)
+    if args.ray == "local":  # a throw-away instance for this run: on the loopback interface only
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from .cluster import ClusterFleet  # Ray is an optional extra
+    fleet = ClusterFleet(config, args.ray, args.workers)
+    reporter = None
+    try:
+        if config.stats_json is not None or config.metrics_port is not None:
+            reporter = Reporter(lambda: fleet.members, config.stats_json, config.metrics_port)
+        with deferred_signals() as run_handlers:
+            deadline = None if args.duration is None else time.monotonic() + args.duration
+            while not fleet.poll():
+                run_handlers()
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        log.info("stopping: every stream finishes its output")
+    finally:
+        result = fleet.close()
+        if reporter is not None:
+            reporter.close()
+    if not quiet:
+        for line in summary(result):
+            print(f"streamdehaze: {line}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 def serve_parser() -> argparse.ArgumentParser:
     p = Parser(prog="streamdehaze serve", description="Dehaze many streams in one process, sharing the model.")
     p.add_argument("config", type=Path, help="TOML: defaults for every stream, then [[stream]] tables")
     p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS", help="stop every stream after this long")
     p.add_argument("--quiet", action="store_true", help="no summary; errors only")
+    p.add_argument("--ray", metavar="ADDRESS|local",
+                   help="spread the streams over a Ray cluster, one worker per device, balanced by each input's "
+                        "load (host:port of its head; local = a Ray instance on this machine for this run)")
+    p.add_argument("--workers", type=_whole(1, 4096), metavar="N",
+                   help="with --ray: workers to spread the streams over (default: one per GPU, or one per two "
+                        "CPUs when the cluster has no GPU)")
     return p
 
 
@@ -135,6 +178,8 @@ def batch(argv: list[str]) -> int:
             bar.set_postfix_str(f"{len(result.files)}/{len(items)} files", refresh=True)
 
         if args.ray is not None:
+            if args.ray == "local":  # a throw-away instance for this run: on the loopback interface only
+                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             from .cluster import run_batch  # Ray is an optional extra
             interrupted = run_batch(args.ray, todo, options, on_result, workers=args.workers,
                                     on_frames=bar.update)
@@ -161,30 +206,60 @@ def batch(argv: list[str]) -> int:
 
 def _run_here(items: list, options: dict, jobs: int | None, on_result: Callable[[FileResult], None],
               on_frames: Callable[[int], None]) -> bool:
-    """The files on this machine's engine; True if Ctrl-C or SIGTERM stopped the run."""
+    """The files on this machine: one at a time in this process, or ``jobs`` at a time in worker processes.
+    True if Ctrl-C or SIGTERM stopped the run."""
     if not items:
         return False
-    runner = LocalBatch(options, jobs or _default_jobs(options["device"]))
-    interrupted = False
+    device = resolve_device(options["device"])
+    jobs = min(jobs or _default_jobs(device), len(items))
     try:
-        with tuned(runner.device), deferred_signals() as run_handlers:
-            worker = threading.Thread(target=runner.run, args=(items, on_result, on_frames), name="batch")
+        if jobs == 1:
+            _run_in_this_process(items, options, device, on_result, on_frames)
+        else:
+            workers = WorkerProcesses(options, jobs, threads=max(1, _cores() // jobs))
+            try:
+                with deferred_signals() as run_handlers:
+                    workers.run(items, on_result, on_frames, check=run_handlers)
+            finally:
+                workers.close()
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _run_in_this_process(items: list, options: dict, device, on_result: Callable[[FileResult], None],
+                         on_frames: Callable[[int], None]) -> None:
+    runner = LocalBatch(options)
+    stopped = False
+
+    def run() -> None:
+        for item in items:  # once stopped, the rest come back as interrupted at once
+            on_result(runner.run_one(item, on_frames))
+
+    try:
+        with tuned(device), deferred_signals() as run_handlers:
+            worker = threading.Thread(target=run, name="batch")
             worker.start()
             while worker.is_alive():
                 try:
                     run_handlers()
                 except KeyboardInterrupt:
-                    interrupted = True
+                    stopped = True
                     runner.stop()
                 worker.join(0.2)
     finally:
         runner.close()
-    return interrupted
+    if stopped:
+        raise KeyboardInterrupt
 
 
-def _default_jobs(device: str) -> int:
-    """Files at once: enough to keep the model busy while others decode and encode (BENCHMARKS.md, batch)."""
-    return 4 if resolve_device(device).type == "cuda" else 2
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _default_jobs(device) -> int:
+    """Files at once: a worker process per core on CPU (BENCHMARKS.md, batch), two per GPU."""
+    return 2 if device.type == "cuda" else _cores()
 
 
 def batch_parser() -> argparse.ArgumentParser:
@@ -195,7 +270,8 @@ def batch_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, metavar="OUT_DIR", help="folder for the outputs (made if missing)")
     add_file_options(p)
     p.add_argument("--jobs", type=_whole(1, 64), metavar="N",
-                   help="files at once on this machine, sharing one model (default: 2 on CPU, 4 on CUDA)")
+                   help="files at once on this machine, each in a worker process of its own (default: one per CPU "
+                        "core on CPU, 2 on CUDA)")
     p.add_argument("--ray", metavar="ADDRESS|local",
                    help="spread the files over a Ray cluster (host:port of its head; local = a Ray instance on "
                         "this machine for this run); every node must see IN_DIR and OUT_DIR at the same paths")

@@ -191,7 +191,7 @@ class Fleet:
                         check_writable(self.config.stats_json.parent)
                 if self.config.stats_json is not None or self.config.metrics_port is not None:
                     with _within("metrics_port: " if self.config.metrics_port is not None else ""):
-                        self._reporter = Reporter(self._members, self.config.stats_json, self.config.metrics_port)
+                        self._reporter = Reporter(self.members, self.config.stats_json, self.config.metrics_port)
         except BaseException:
             for lane in lanes.values():
                 lane.close()
@@ -276,7 +276,7 @@ class Fleet:
         """The devices its engines run on (for ``tuning.tuned``: the command line tunes its process for them)."""
         return sorted({lane.engine.device for lane in self._lanes.values()}, key=str)
 
-    def _members(self) -> dict[str, Member]:
+    def members(self) -> dict[str, Member]:
         with self._lock:
             return {name: runner.member for name, runner in self._runners.items()}
 
@@ -296,7 +296,7 @@ class Fleet:
         outputs: dict[str, str] = {_output_key(c): c.name for c in others if c.output is not None}
         for c in config.streams:
             job = Job(c)
-            with _about(c.name):
+            with about_stream(c.name):
                 job.check()
                 if c.output is not None:
                     with keyed("output"):
@@ -310,7 +310,7 @@ class Fleet:
             for c in config.streams:
                 key = _engine_key(c, jobs[c.name])
                 if key not in lanes:
-                    with _about(c.name), keyed("weights" if c.model.weights is not None else "model"):
+                    with about_stream(c.name), keyed("weights" if c.model.weights is not None else "model"):
                         model = create_model(key.model, key.weights, jobs[c.name].device)
                         engine = Engine(model, jobs[c.name].device, key.infer_size, compile=key.compile)
                     lanes[key] = Lane(engine)
@@ -364,7 +364,7 @@ def _within(where: str):
 
 
 @contextlib.contextmanager
-def _about(name: str):
+def about_stream(name: str):
     """A ``UsageError`` raised inside names the stream and the key: ``stream 'gate': crf: ...``."""
     try:
         yield

@@ -85,3 +85,43 @@ def test_usage_errors(case, message, media_tree, run_cli, tmp_path):
             "file": (src / "notes.txt", tmp_path / "o"), "jobs": (src, tmp_path / "o", "--jobs", 0)}[case]
     code, err = run_cli("batch", *args, "--quiet")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_worker_process_killed_mid_file_has_its_file_done_again(media_tree, probe, run_cli, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    src, names = media_tree(clips=4, frames=150, width=320, height=240)
+    (src / "broken.mp4").unlink()
+    out = tmp_path / "out"
+    args = ["batch", src, out, *DCP[:-1], "--jobs", 2, "--batch", 1]  # not quiet: warnings
+    proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", *map(str, args)], stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and proc.poll() is None:
+        workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in _cmdline(p)]
+        if len(workers) == 2 and out.exists() and any(p.is_file() for p in out.rglob("*")):
+            workers[0].kill()  # mid-file: the first outputs are in, the rest are being written
+            killed = workers[0].pid
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=300)
+    assert killed is not None and proc.returncode == 0, err
+    assert "its worker process died (exit -9); doing it again" in err
+    assert _files(out) == names  # every output and nothing else: no partial or hidden file
+    for name in names[:-1]:
+        single = tmp_path / "single" / name
+        single.parent.mkdir(parents=True, exist_ok=True)
+        assert run_cli(src / name, single, *DCP)[0] == 0
+        a, b = probe(out / name), probe(single)
+        assert a["times"] == b["times"] and all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"]))
+
+
+def _cmdline(process) -> str:
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # it ended meanwhile
+        return ""

@@ -1,0 +1,66 @@
+"""``streamdehaze serve --ray`` against a real Ray cluster on 127.0.0.1 and real RTSP cameras: the cameras spread
+over two workers; a worker killed is restarted by Ray and its camera records again."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+
+def _config(path, top: dict, streams: dict) -> None:
+    lines = [f"{key} = {json.dumps(str(value))}" for key, value in top.items()]
+    for name, (url, out) in streams.items():
+        lines += ["[[stream]]", f'name = "{name}"', f'input = "{url}"', f'output = "{out}"']
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _lines(stats) -> list[dict]:
+    return [json.loads(line) for line in stats.read_text().splitlines() if line.endswith("}")] if stats.exists() else []
+
+
+def _wait(condition, timeout: float, what: str, run) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        assert run.proc.poll() is None, f"serve ended while waiting for {what}:\n{run.stderr}"
+        time.sleep(0.2)
+    raise AssertionError(f"never saw {what}:\n{run.stderr}")
+
+
+def test_two_cameras_on_two_workers_one_killed_and_restarted(rtsp_servers, ray_cluster, cli, decodable, monkeypatch,
+                                                            tmp_path):
+    pytest.importorskip("ray")
+    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.setenv(key, ray_cluster.env[key])
+    (server,) = rtsp_servers(1, ("a", "b"))
+    out = {name: tmp_path / f"{name}.mp4" for name in ("a", "b")}
+    stats = tmp_path / "stats.jsonl"
+    config = tmp_path / "cams.toml"
+    _config(config, {"model": "dcp", "timeout": 2, "stats_json": stats},
+            {name: (server.url_of(name), path) for name, path in out.items()})
+    run = cli("serve", config, "--ray", ray_cluster.address, "--workers", 2)
+
+    def frames(name: str) -> int:
+        mine = [line for line in _lines(stats) if line.get("stream") == name]
+        return mine[-1]["frames"] if mine else 0
+
+    _wait(lambda: frames("a") >= 25 and frames("b") >= 25, 90, "both cameras recording", run)
+    workers = ray_cluster.workers("ray::FleetWorker")
+    assert len(workers) == 2, workers  # one camera each: balanced
+    workers[0].kill()
+    # Ray restarts the worker; its camera is dialled again and recorded into a new file, the earlier one kept.
+    _wait(lambda: sum(p.exists() for p in (tmp_path / "a.1.mp4", tmp_path / "b.1.mp4")) == 1, 60,
+          "the killed worker's recording moved aside by its restart", run)
+    killed = "a" if (tmp_path / "a.1.mp4").exists() else "b"
+    other = "b" if killed == "a" else "a"
+    _wait(lambda: len(decodable(out[killed])) >= 25, 60, "the restarted camera recording again", run)
+    time.sleep(1)
+    assert run.interrupt() == 0, run.stderr
+    before, after = decodable(tmp_path / f"{killed}.1.mp4"), decodable(out[killed])
+    assert len(before) >= 20 and len(after) >= 25  # the recording up to the kill stays playable, then a new one
+    assert len(decodable(out[other])) >= len(before) + len(after)  # the other camera never stopped
+    assert not (tmp_path / f"{other}.1.mp4").exists()
+    assert f"{killed}:" in run.stderr and "fleet: 2 streams" in run.stderr
