@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import os
 import queue
 import threading
@@ -52,14 +51,14 @@ class Dehazer:
                  device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
                  infer_size: int | str | None = "auto") -> None:
         dev = device if isinstance(device, torch.device) else resolve_device(str(device))
-        self._make = functools.partial(_stream_engine, temporal=temporal, infer_size=infer_size)
-        self.engine, self.temporal = self._make(create_model(model, weights, dev), dev)
+        self.engine, self.temporal = _stream_engine(create_model(model, weights, dev), dev, temporal, infer_size)
         self.bgr = bgr
 
     def stream(self) -> "Dehazer":
-        """Another stream (its own temporal state) on this one's model, which is shared, not copied."""
+        """Another stream (its own temporal state) on this one's engine: the model is shared, not copied, and
+        calls of several streams from several threads at once share its model calls."""
         other = copy.copy(self)
-        other.engine, other.temporal = self._make(self.engine.model, self.engine.device)
+        other.temporal = None if self.temporal is None else TemporalSmoother(self.temporal.strength)
         return other
 
     def reset(self) -> None:

@@ -25,7 +25,8 @@ import av
 from .engine import Engine, resolve_device
 from .frames import to_planar
 from .models import create_model, default_model
-from .pipeline import Scheduler, Stream
+from .fleet import Lane
+from .pipeline import Stream
 from .sinks import VideoSink
 from .sources import VideoFileSource, VideoInfo
 from .stats import RunStats
@@ -104,19 +105,16 @@ def run_shared(clip: Path, streams: int, model: str, device: str, rate: int, sec
     sinks = [VideoSink(out / f"cam{i}.mp4", source.info, live=True) for i, source in enumerate(sources)]
     with tuned(dev):  # as the command line tunes its own process
         engine.process_frames(warm, sinks[0].yuv_format, sinks[0].pix_fmt, TemporalSmoother())  # warm-up
-        scheduler = Scheduler(engine)
-        thread = threading.Thread(target=scheduler.run, name="engine", daemon=True)
-        thread.start()
+        lane = Lane(engine)  # serve's engine threads
         jobs = [Stream(source, sink, name=f"cam{i}", live=True, max_latency=MAX_LATENCY, stats=run_stats,
                        temporal=TemporalSmoother())
                 for i, (source, sink, run_stats) in enumerate(zip(sources, sinks, stats))]
         for stream in jobs:
-            scheduler.add(stream)
+            lane.scheduler.add(stream)
         for stream in jobs:
             stream.drained.wait()
             stream.finish()
-        scheduler.close()
-        thread.join()
+        lane.close()
     return [CameraResult.of(s, src) for s, src in zip(stats, sources)]
 
 

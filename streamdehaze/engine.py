@@ -15,6 +15,7 @@ import itertools
 import math
 import os
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from .filters import resize
 from .frames import frame_from_planes, planes_of, yuv_format
 from .guided import apply_planes, fit_gain_offset, plane_coefficients
 from .models import PredictsCoefficients
+from .shared_calls import SharedCalls
 from .temporal import TemporalSmoother
 from .transfer import Lanes
 
@@ -102,6 +104,7 @@ class Engine:
         # On CUDA, batches overlap on copy and compute streams: up to ``depth`` more wait behind the oldest.
         self._lanes = Lanes(self.device) if self.device.type == "cuda" else None
         self.depth = 2 if self._lanes is not None else 0
+        self._shared = SharedCalls()
 
     def infer_shape(self, height: int, width: int) -> tuple[int, int] | None:
         """The (h, w) the model runs at for a frame of this size, or None for native resolution."""
@@ -127,14 +130,14 @@ class Engine:
 
         Frames above ``infer_size`` go through the model small, and its transform is applied at full size, as
         for video; with a ``temporal`` smoother (the caller's: its state is one stream's), consecutive frames are
-        one stream, smoothed as video is.
+        one stream, smoothed as video is. Calls from several threads at once share model calls (``SharedCalls``).
         """
         rgb = rgb.to(self.device, torch.float32)
         size = self.infer_shape(*rgb.shape[-2:])
         if size is None and temporal is None:
-            return self.model(rgb)
+            return self._shared(self.model, rgb)
         small = resize(rgb, size) if size is not None else rgb
-        gain, offset = self.coefficients(small)
+        gain, offset = self._shared(self.coefficients, small)
         if temporal is not None:
             gain, offset = temporal(small, gain, offset)
         return kanet.transform.apply(rgb, gain, offset).clamp_(0.0, 1.0)
@@ -166,7 +169,8 @@ class Engine:
         """Start dehazing the frames of several streams, one ``Request`` each; ``Batch.frames()`` of each returns
         its results. Frames of every request that share an inference shape go through the model together. On CUDA
         this only enqueues the work (see ``transfer.py``), so up to ``self.depth`` more calls can be submitted
-        before waiting for this one; elsewhere the work is done on return."""
+        before waiting for this one. On CPU the shared work (model, temporal smoothing) is done on return, and each
+        batch's ``frames()`` does its stream's full-resolution part."""
         groups: list[_Group] = []
         for index, request in enumerate(requests):
             for (*_, fmt), frames in itertools.groupby(
@@ -175,21 +179,29 @@ class Engine:
         planes = [list(zip(*(planes_of(f) for f in g.frames))) for g in groups]  # per group: Y, U, V frame lists
         if self._lanes is None:
             inputs = [torch.from_numpy(np.stack(p)).to(self.device) for group in planes for p in group]
-            outputs = [t.cpu() for t in self._dehaze_groups(groups, inputs)]
-            call = _Call(groups, len(requests), lambda consume: consume(*outputs), lambda: True)
-        else:
-            host = [self._lanes.pool.take((len(p), *p[0].shape), _TORCH_DTYPE[p[0].dtype])
-                    for group in planes for p in group]
-            for buffer, p in zip(host, (p for group in planes for p in group)):
-                np.stack(p, out=buffer.numpy())  # straight into page-locked memory
-            transfer = self._lanes.run(host, lambda *inputs: self._dehaze_groups(groups, list(inputs)))
-            call = _Call(groups, len(requests), transfer.collect, transfer.ready)
-        return [Batch(call, i, len(r.frames)) for i, r in enumerate(requests)]
+            shared = self._model_groups(groups, inputs)
+            work = [[(g, inputs[3 * i: 3 * i + 3], shared[i]) for i, g in enumerate(groups) if g.request_index == r]
+                    for r in range(len(requests))]
+            return [Batch(len(r.frames), lambda w=w: self._frames_of(w)) for r, w in zip(requests, work)]
+        host = [self._lanes.pool.take((len(p), *p[0].shape), _TORCH_DTYPE[p[0].dtype])
+                for group in planes for p in group]
+        for buffer, p in zip(host, (p for group in planes for p in group)):
+            np.stack(p, out=buffer.numpy())  # straight into page-locked memory
+        transfer = self._lanes.run(host, lambda *inputs: self._dehaze_groups(groups, list(inputs)))
+        call = _Call(groups, len(requests), transfer.collect)
+        return [Batch(len(r.frames), lambda i=i: call.results()[i], transfer.ready, call.results)
+                for i, r in enumerate(requests)]
 
     def _dehaze_groups(self, groups: list[_Group], planes: list[torch.Tensor]) -> list[torch.Tensor]:
         """The per-batch device work: the Y, U, V planes of each group (three tensors each, in order) -> its output
-        planes. Model inputs of one shape from any group (any stream) share one model call. Nothing here copies
-        from the host or waits for the device (``tests/streamdehaze/test_no_sync.py``)."""
+        planes. Nothing here copies from the host or waits for the device (``tests/streamdehaze/test_no_sync.py``)."""
+        shared = self._model_groups(groups, planes)
+        return self._finish_groups([(g, planes[3 * i: 3 * i + 3], shared[i]) for i, g in enumerate(groups)])
+
+    def _model_groups(self, groups: list[_Group], planes: list[torch.Tensor]) -> list:
+        """The shared part of a call, done once for all its streams, in their order: model inputs of one shape
+        from any group (any stream) go through one model call; then each stream's temporal smoothing. Per group:
+        ``(True, rgb)``, the model's own full-resolution output, or ``(False, (gain, offset))``, its transform."""
         inputs, kinds = [], []
         for i, group in enumerate(groups):
             y, u, v = planes[3 * i: 3 * i + 3]
@@ -205,23 +217,31 @@ class Engine:
             sizes = [inputs[i].shape[0] for i in members]
             if kind[0]:
                 for i, out in zip(members, self.model(x).split(sizes)):
-                    results[i] = out
+                    results[i] = (True, out)
             else:
                 gains, offsets = self.coefficients(x)
                 for i, gain, offset in zip(members, gains.split(sizes), offsets.split(sizes)):
-                    results[i] = (gain, offset)
+                    temporal = groups[i].request.temporal
+                    results[i] = (False, temporal(inputs[i], gain, offset) if temporal else (gain, offset))
+        return results
+
+    @torch.inference_mode()
+    def _finish_groups(self, work: list[tuple[_Group, list[torch.Tensor], tuple]]) -> list[torch.Tensor]:
+        """The per-stream, full-resolution part: each group's transform applied to its planes (or the model's RGB
+        converted), giving its output planes. On CPU each stream's writer thread does its own (``Batch.frames``)."""
         outputs: list[torch.Tensor] = []
-        for i, group in enumerate(groups):
+        for group, planes, (direct, result) in work:
             out_format = group.request.out_format
-            if kinds[i][0]:
-                outputs += rgb_to_yuv(results[i], out_format)
-                continue
-            gain, offset = results[i]
-            if group.request.temporal is not None:
-                gain, offset = group.request.temporal(inputs[i], gain, offset)
-            outputs += apply_planes(tuple(planes[3 * i: 3 * i + 3]),
-                                    plane_coefficients(gain, offset, group.fmt, out_format), out_format)
+            if direct:
+                outputs += rgb_to_yuv(result, out_format)
+            else:
+                outputs += apply_planes(tuple(planes), plane_coefficients(*result, group.fmt, out_format), out_format)
         return outputs
+
+    def _frames_of(self, work: list[tuple[_Group, list[torch.Tensor], tuple]]) -> list[av.VideoFrame]:
+        """One request's output frames on CPU (``Batch.frames``)."""
+        planes = self._finish_groups(work)
+        return [f for i, (group, *_) in enumerate(work) for f in _frames(group, planes[3 * i: 3 * i + 3])]
 
 
 @dataclass
@@ -248,45 +268,68 @@ _TORCH_DTYPE = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int16): torch.int16
 
 
 class _Call:
-    """One ``submit_many``: its output planes, turned into frames for every request once, when first asked for."""
+    """One ``submit_many`` on CUDA: every request's frames, collected from the device once, when first asked for."""
 
-    def __init__(self, groups: list[_Group], requests: int, collect: Callable, ready: Callable[[], bool]) -> None:
+    def __init__(self, groups: list[_Group], requests: int, collect: Callable) -> None:
         """``collect(consume)`` calls ``consume(*planes)`` with every group's output planes on the host (Y, U, V
-        per group, in order); ``ready()`` says, without waiting, whether they are there."""
-        self._groups, self._collect, self.ready = groups, collect, ready
+        per group, in order)."""
+        self._groups, self._collect, self._requests = groups, collect, requests
         self._results: list[list[av.VideoFrame]] | None = None
-        self._requests = requests
+        self._lock = threading.Lock()
 
     def results(self) -> list[list[av.VideoFrame]]:
-        if self._results is None:
-            self._results = self._collect(self._build)
-        return self._results
+        with self._lock:
+            if self._results is None:
+                self._results = self._collect(self._build)
+            return self._results
 
     def _build(self, *planes: torch.Tensor) -> list[list[av.VideoFrame]]:
         out: list[list[av.VideoFrame]] = [[] for _ in range(self._requests)]
         for i, group in enumerate(self._groups):
-            y, u, v = (p.numpy() for p in planes[3 * i: 3 * i + 3])
-            for k, src in enumerate(group.frames):
-                frame = frame_from_planes(y[k], u[k], v[k], group.request.pix_fmt)  # copies
-                frame.pts = src.pts
-                if src.time_base is not None:
-                    frame.time_base = src.time_base
-                out[group.request_index].append(frame)
+            out[group.request_index] += _frames(group, planes[3 * i: 3 * i + 3])
         return out
 
 
-class Batch:
-    """One request's frames of an engine call; ``frames()`` waits for their dehazed versions, in order."""
+def _frames(group: _Group, planes: Sequence[torch.Tensor]) -> list[av.VideoFrame]:
+    """A group's output frames from its host planes, carrying the inputs' pts and time base."""
+    y, u, v = (p.numpy() for p in planes)
+    out = []
+    for k, src in enumerate(group.frames):
+        frame = frame_from_planes(y[k], u[k], v[k], group.request.pix_fmt)  # copies
+        frame.pts = src.pts
+        if src.time_base is not None:
+            frame.time_base = src.time_base
+        out.append(frame)
+    return out
 
-    def __init__(self, call: _Call, index: int, size: int) -> None:
-        self._call, self._index, self._size = call, index, size
+
+class Batch:
+    """One request's frames of an engine call; ``frames()`` returns their dehazed versions, in order.
+
+    On CUDA, ``wait()`` waits for the device (the engine's thread calls it, so no more calls are in flight than
+    it allows) and ``frames()`` builds the frames. On CPU the shared work (the model, temporal smoothing) is done
+    on submission, and ``frames()`` does this stream's full-resolution work: called from each stream's writer
+    thread, it runs beside the engine's thread instead of queueing in it.
+    """
+
+    def __init__(self, size: int, make: Callable[[], list[av.VideoFrame]],
+                 ready: Callable[[], bool] = lambda: True, wait: Callable[[], object] = lambda: None) -> None:
+        self._size, self._make, self._ready, self._wait = size, make, ready, wait
+        self._frames: list[av.VideoFrame] | None = None
+        self._lock = threading.Lock()
 
     def ready(self) -> bool:
-        """Whether ``frames()`` would return without waiting."""
-        return self._call.ready()
+        """Whether ``wait()`` would return without waiting."""
+        return self._ready()
+
+    def wait(self) -> None:
+        self._wait()
 
     def __len__(self) -> int:
         return self._size
 
     def frames(self) -> list[av.VideoFrame]:
-        return self._call.results()[self._index]
+        with self._lock:
+            if self._frames is None:
+                self._frames = self._make()
+            return self._frames

@@ -92,12 +92,18 @@ class Stream:
         stats.received = lambda: getattr(self.source, "received", stats.frames)
         stats.corrupt = lambda: getattr(self.source, "corrupt", 0)
 
-    def _write(self, item: av.VideoFrame | av.Packet) -> None:
-        self.sink.write(item)
-        if isinstance(item, av.VideoFrame):
-            self.stats.frame_done(self._arrival(item.pts))
+    def _write(self, item: tuple[Batch, int, av.VideoFrame | None] | av.Packet) -> None:
+        if isinstance(item, av.Packet):
+            self.sink.write(item)
+            return
+        batch, k, original = item
+        frame = batch.frames()[k]  # the first frame of a batch does the batch's work (on CPU, see ``Batch``)
+        if original is not None:
+            frame.opaque = original
+        self.sink.write(frame)
+        self.stats.frame_done(self._arrival(frame.pts))
 
-    # The scheduler's side (its thread only).
+    # The scheduler's side (one of its threads at a time).
 
     def take(self) -> list[av.VideoFrame]:
         """The frames to dehaze now, without waiting: a full batch (fewer at the end, or what a live stream has),
@@ -133,18 +139,18 @@ class Stream:
     def request(self, frames: list[av.VideoFrame]) -> Request:
         return Request(frames, self.sink.yuv_format, self.sink.pix_fmt, self.temporal)
 
-    def deliver(self, frames: list[av.VideoFrame]) -> None:
-        self._in_engine -= len(frames)
-        if self._originals is not None:  # results come back in the order the frames were taken
-            for frame in frames:
-                frame.opaque = self._originals.popleft()
+    def deliver(self, batch: Batch) -> None:
+        """Hand a batch's frames to the writer, one item each (so the writer's queue counts frames)."""
+        self._in_engine -= len(batch)
+        # Results come back in the order the frames were taken.
+        originals = [self._originals.popleft() if self._originals is not None else None for _ in range(len(batch))]
         if self.error is not None:
             return
-        for frame in frames:
-            self.writer.put(frame)
-        self.frames += len(frames)
+        for k, original in enumerate(originals):
+            self.writer.put((batch, k, original))
+        self.frames += len(batch)
         if self.on_frames is not None:
-            self.on_frames(len(frames))
+            self.on_frames(len(batch))
 
     @property
     def ended(self) -> bool:
@@ -191,15 +197,23 @@ class Stream:
 
 
 class Scheduler:
-    """Serves the streams of one engine from one thread (``run``, or ``step`` by step)."""
+    """Serves the streams of one engine (``run`` in one thread or several, or ``step`` by step).
 
-    def __init__(self, engine: Engine, max_frames: int = 64) -> None:
-        """``max_frames``: the most frames of all streams together in one engine call."""
-        self.engine, self.max_frames = engine, max_frames
+    On a GPU one thread keeps up to ``engine.depth`` calls in flight. On a CPU the engine works on return, and
+    several threads may run ``run`` at once, each making its own model calls (the model's operators use one core
+    each, which smaller batches on two threads use better than one thread with two cores); a stream is in one
+    call at a time, so its frames still go through in order, and its temporal state with them.
+    """
+
+    def __init__(self, engine: Engine, max_frames: int = 64, threads: int = 1) -> None:
+        """``max_frames``: the most frames of all streams together in one engine call; ``threads``: how many run
+        it (each call then takes at most its share of the streams, so that the others' calls overlap it)."""
+        self.engine, self.max_frames, self.threads = engine, max_frames, threads
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._streams: list[Stream] = []
-        self._in_flight: deque[list[tuple[Stream, Batch]]] = deque()  # engine calls, oldest first
+        self._in_flight: deque[list[tuple[Stream, Batch]]] = deque()  # GPU engine calls, oldest first
+        self._busy: set[int] = set()  # CPU: the streams in a call being made by one of the threads
         self._turn = itertools.count()
         self._closing = False
 
@@ -232,39 +246,52 @@ class Scheduler:
     def step(self) -> None:
         """One round: submit what the streams have ready, collect what the engine has done, or wait for either."""
         self._wake.clear()  # anything that arrives from here on wakes the wait below
-        with self._lock:
-            streams = list(self._streams)
-        if streams:  # a different stream goes first each round: when calls are full, no stream always misses out
-            first = next(self._turn) % len(streams)
-            streams = streams[first:] + streams[:first]
-        picked: list[tuple[Stream, list[av.VideoFrame]]] = []
-        total = 0
-        for stream in streams:
-            if total >= self.max_frames:
-                break
-            try:
-                frames = stream.take()
-            except Exception as exc:  # its source failed
-                stream.fail(exc)
-                continue
-            if frames:
-                picked.append((stream, frames))
-                total += len(frames)
+        picked = self._pick()
         if picked:
             try:
                 batches = self.engine.submit_many([stream.request(frames) for stream, frames in picked])
+                call = [(stream, batch) for (stream, _), batch in zip(picked, batches)]
+                if self.engine.depth == 0:
+                    self._deliver(call)  # done on return: its frames go to the writers from this thread
+                else:
+                    self._in_flight.append(call)
             except Exception as exc:
                 for stream, _ in picked:
                     stream.fail(exc)
-            else:
-                self._in_flight.append([(stream, batch) for (stream, _), batch in zip(picked, batches)])
+            finally:
+                with self._lock:
+                    self._busy.difference_update(id(stream) for stream, _ in picked)
             while self._in_flight and (len(self._in_flight) > self.engine.depth or self._in_flight[0][0][1].ready()):
-                self._collect()
+                self._deliver(self._in_flight.popleft())
         elif self._in_flight:
-            self._collect()  # nothing new: finish the oldest call
+            self._deliver(self._in_flight.popleft())  # nothing new: finish the oldest call
         else:
             self._wake.wait(_IDLE_WAIT_S)
         self._retire()
+
+    def _pick(self) -> list[tuple[Stream, list[av.VideoFrame]]]:
+        """What the streams not in another thread's call have ready, up to ``max_frames`` together."""
+        picked: list[tuple[Stream, list[av.VideoFrame]]] = []
+        with self._lock:
+            streams = [s for s in self._streams if id(s) not in self._busy]
+            if streams:  # a different stream goes first each round: when calls are full, none always misses out
+                first = next(self._turn) % len(streams)
+                streams = streams[first:] + streams[:first]
+            total, share = 0, -(-len(self._streams) // self.threads)
+            for stream in streams:
+                if total >= self.max_frames or len(picked) >= share:
+                    break
+                try:
+                    frames = stream.take()
+                except Exception as exc:  # its source failed
+                    stream.fail(exc)
+                    continue
+                if frames:
+                    picked.append((stream, frames))
+                    total += len(frames)
+            if self.engine.depth == 0:
+                self._busy.update(id(stream) for stream, _ in picked)
+        return picked
 
     def abandon(self) -> None:
         """Forget the calls in flight (a second Ctrl-C: their frames are not written)."""
@@ -274,23 +301,22 @@ class Scheduler:
         self._in_flight.clear()
         self._retire()
 
-    def _collect(self) -> None:
-        call = self._in_flight.popleft()
+    def _deliver(self, call: list[tuple[Stream, Batch]]) -> None:
         for stream, batch in call:
             try:
-                frames = batch.frames()
+                batch.wait()
             except Exception as exc:  # the engine failed on this call
                 stream._in_engine -= len(batch)
                 stream.fail(exc)
                 continue
             try:
-                stream.deliver(frames)
+                stream.deliver(batch)
             except Exception as exc:  # its writer failed
                 stream.fail(exc)
 
     def _retire(self) -> None:
-        busy = {id(stream) for call in self._in_flight for stream, _ in call}
         with self._lock:
+            busy = self._busy | {id(stream) for call in self._in_flight for stream, _ in call}
             done = [s for s in self._streams if s.ended and id(s) not in busy]
             self._streams = [s for s in self._streams if s not in done]
         for stream in done:

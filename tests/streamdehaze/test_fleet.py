@@ -91,3 +91,28 @@ def test_timestamps_of_a_fleet_are_exact(make_video, probe, tmp_path):
            {"name": "b", "input": str(b), "output": str(tmp_path / "b.out.mkv"), "model": "dcp"}])
     assert probe(tmp_path / "a.out.mkv")["times"] == probe(a)["times"]
     assert probe(tmp_path / "b.out.mkv")["times"] == probe(b)["times"]
+
+
+def test_each_stream_applies_its_transform_in_its_own_writer(make_video, probe, tmp_path, monkeypatch):
+    """On CPU the engine's one thread does only the shared work (the model call, temporal smoothing); applying the
+    transform at full resolution and building the frames, per frame, runs in each stream's writer thread, beside
+    it (two cameras on two cores would otherwise queue behind each other in the engine's thread)."""
+    import threading
+
+    import streamdehaze.engine
+
+    threads: list[str] = []
+    apply = streamdehaze.engine.apply_planes
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return apply(*args, **kwargs)
+
+    monkeypatch.setattr(streamdehaze.engine, "apply_planes", recorded)
+    inputs = {"gate": make_video("gate.mp4", frames=6), "yard": make_video("yard.mp4", frames=6)}
+    result = serve([{"name": name, "input": str(src), "output": str(tmp_path / f"{name}.out.mkv"), "model": "dcp",
+                     "infer_size": 32} for name, src in inputs.items()])
+    assert not result.failed and result.frames == 12
+    assert set(threads) == {"encode gate", "encode yard"}
+    for name, src in inputs.items():
+        assert probe(tmp_path / f"{name}.out.mkv")["times"] == probe(src)["times"]
