@@ -30,6 +30,7 @@ from .live import Stopped
 from .models import create_model, default_model
 from .outputs import check_writable
 from .pipeline import RunResult, Scheduler
+from .shared_calls import CALLS_AT_ONCE
 from .sinks import segment_pattern
 from .stats import Member, Reporter
 
@@ -65,16 +66,13 @@ class FleetResult:
         return [s for s in self.streams if s.error is not None]
 
 
-CPU_ENGINE_THREADS = 2  # model calls at once on a CPU: two threads served 2-4 cameras 1.6-1.9x faster than one
-
-
 class Lane:
-    """An engine and the scheduler threads that serve its streams: one on a GPU, ``CPU_ENGINE_THREADS`` on a CPU
+    """An engine and the scheduler threads that serve its streams: one on a GPU, ``CALLS_AT_ONCE`` on a CPU
     (``Scheduler``)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        count = CPU_ENGINE_THREADS if engine.depth == 0 else 1
+        count = CALLS_AT_ONCE if engine.depth == 0 else 1
         self.scheduler = Scheduler(engine, threads=count)
         self.threads = [threading.Thread(target=self.scheduler.run, name="engine", daemon=True) for _ in range(count)]
         for thread in self.threads:

@@ -1,9 +1,10 @@
 """Model calls shared by concurrent callers: several streams' threads calling one engine (``Dehazer.stream()``).
 
-A call that arrives while the model is busy waits; when the model frees, every call waiting goes through it
-together, those of one input shape concatenated into one batch. Nobody waits for company: a call that finds the
-model free runs at once, alone. So one stream alone runs as before, and N threads calling at once get batches of
-up to N without a timer. (The engine's own scheduler batches the streams it serves itself: ``pipeline.py``.)
+Up to ``CALLS_AT_ONCE`` calls run at once; a call that arrives while they all run waits, and when one ends, every
+call waiting goes through the model together, those of one input shape concatenated into one batch. Nobody waits
+for company: a call that finds a free slot runs at once. So one stream alone runs as before, two run side by side
+as two separate models would, and more share batches, without a timer. (The engine's own scheduler batches the
+streams it serves itself: ``pipeline.py``.)
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ import torch
 
 Outputs = torch.Tensor | tuple[torch.Tensor, ...]
 
+# Two model calls side by side use two cores better than one call of twice the batch with two threads per operator
+# (kanet-t at 256 px on this 2-core CPU: 33 frames/s against 18); more gained nothing there.
+CALLS_AT_ONCE = 2
+
 
 class _Pending:
     def __init__(self, fn: Callable[[torch.Tensor], Outputs], x: torch.Tensor) -> None:
         self.fn, self.x = fn, x
         self.key = (fn, tuple(x.shape[1:]), x.dtype, x.device)
+        self.taken = False  # by a thread that runs it
         self.done = False
         self.result: Outputs | None = None
         self.error: BaseException | None = None
@@ -30,21 +36,28 @@ class SharedCalls:
     inputs of the same shape: ``fn`` must treat the batch dimension item by item, and return a tensor or tuple of
     tensors batched along it."""
 
-    def __init__(self) -> None:
+    def __init__(self, at_once: int = CALLS_AT_ONCE) -> None:
+        self.at_once = at_once
         self._cond = threading.Condition()
         self._waiting: list[_Pending] = []
-        self._busy = False
+        self._running = 0
 
     def __call__(self, fn: Callable[[torch.Tensor], Outputs], x: torch.Tensor) -> Outputs:
         call = _Pending(fn, x)
         with self._cond:
             self._waiting.append(call)
-            while self._busy and not call.done:
+            while not call.taken and self._running >= self.at_once:
                 self._cond.wait()
-            if not call.done:  # the model is free: this thread runs every call waiting, its own among them
-                self._busy = True
+            mine = not call.taken
+            if mine:  # a free slot: this thread runs every call waiting, its own among them
+                self._running += 1
                 taken, self._waiting = self._waiting, []
-        if not call.done:
+                for other in taken:
+                    other.taken = True
+            else:  # another thread took it: wait for its result
+                while not call.done:
+                    self._cond.wait()
+        if mine:
             try:
                 _run(taken)
             except BaseException as exc:  # (KeyboardInterrupt) the others' calls end too, with it
@@ -54,7 +67,7 @@ class SharedCalls:
                 raise
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._running -= 1
                     self._cond.notify_all()
         if call.error is not None:
             raise call.error

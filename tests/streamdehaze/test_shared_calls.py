@@ -14,26 +14,34 @@ from streamdehaze.shared_calls import SharedCalls
 
 
 class _Held:
-    """Holds the first call inside the model until ``waiting`` more calls wait for it; records every batch size."""
+    """Holds the first ``first`` calls inside the model until ``waiting`` more calls wait for it; records every
+    batch size."""
 
-    def __init__(self, shared: SharedCalls, waiting: int) -> None:
-        self.shared, self.waiting = shared, waiting
+    def __init__(self, shared: SharedCalls, waiting: int, first: int = 1) -> None:
+        self.shared, self.waiting, self.first = shared, waiting, first
         self.sizes: list[int] = []
-        self.inside = threading.Event()
+        self.inside, self.released = threading.Event(), threading.Event()
 
     def enter(self, x: torch.Tensor) -> None:
         self.sizes.append(x.shape[0])
-        if len(self.sizes) == 1:
-            self.inside.set()
+        if len(self.sizes) <= self.first:
+            if len(self.sizes) == self.first:
+                self.inside.set()
             deadline = time.monotonic() + 30
-            while len(self.shared._waiting) < self.waiting:
+            while not self.released.is_set():  # (once seen, for all held calls: the waiting ones move on)
+                if self._waiting() >= self.waiting:
+                    self.released.set()
                 assert time.monotonic() < deadline, "the other calls never came"
                 time.sleep(0.005)
 
+    def _waiting(self) -> int:
+        with self.shared._cond:  # (a call is in the list a moment before its own thread takes it)
+            return len(self.shared._waiting)
 
-def _run_all(held: _Held, first, others) -> list:
-    """Run ``first`` in a thread, then, once it holds the model, each of ``others`` in a thread of its own."""
-    results: list = [None] * (1 + len(others))
+
+def _run_all(held: _Held, first: list, others: list) -> list:
+    """Run each of ``first`` in a thread; once they hold the model, each of ``others`` in a thread of its own."""
+    results: list = [None] * (len(first) + len(others))
 
     def run(i: int, call) -> None:
         try:
@@ -41,10 +49,11 @@ def _run_all(held: _Held, first, others) -> list:
         except Exception as exc:
             results[i] = exc
 
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate([first, *others])]
-    threads[0].start()
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate([*first, *others])]
+    for t in threads[:len(first)]:
+        t.start()
     assert held.inside.wait(30)
-    for t in threads[1:]:
+    for t in threads[len(first):]:
         t.start()
     for t in threads:
         t.join(60)
@@ -52,7 +61,7 @@ def _run_all(held: _Held, first, others) -> list:
 
 
 def test_calls_waiting_for_the_model_share_the_next_call():
-    shared = SharedCalls()
+    shared = SharedCalls(at_once=1)
     held = _Held(shared, waiting=3)
 
     def fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +69,7 @@ def test_calls_waiting_for_the_model_share_the_next_call():
         return 2 * x, x.sum(dim=(1, 2), keepdim=True)
 
     inputs = [torch.full((k, 2, 2), float(k)) for k in (1, 2, 3, 1)]
-    results = _run_all(held, lambda: shared(fn, inputs[0]), [lambda x=x: shared(fn, x) for x in inputs[1:]])
+    results = _run_all(held, [lambda: shared(fn, inputs[0])], [lambda x=x: shared(fn, x) for x in inputs[1:]])
     assert held.sizes == [1, 6]  # the three that waited went through together
     for x, (twice, total) in zip(inputs, results):
         assert torch.equal(twice, 2 * x) and torch.equal(total, x.sum(dim=(1, 2), keepdim=True))
@@ -68,7 +77,7 @@ def test_calls_waiting_for_the_model_share_the_next_call():
 
 
 def test_an_error_reaches_every_caller_of_its_batch_and_the_next_call_runs():
-    shared = SharedCalls()
+    shared = SharedCalls(at_once=1)
     held = _Held(shared, waiting=2)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +86,7 @@ def test_an_error_reaches_every_caller_of_its_batch_and_the_next_call_runs():
             raise RuntimeError("out of memory")
         return x + 1
 
-    results = _run_all(held, lambda: shared(fn, torch.zeros(1, 1)),
+    results = _run_all(held, [lambda: shared(fn, torch.zeros(1, 1))],
                        [lambda: shared(fn, torch.zeros(1, 1)), lambda: shared(fn, torch.zeros(1, 1))])
     assert torch.equal(results[0], torch.ones(1, 1))
     assert [str(r) for r in results[1:]] == ["out of memory", "out of memory"]
@@ -101,18 +110,33 @@ def _clip(seed: int, frames: int = 4) -> list[np.ndarray]:
             for _ in range(frames)]
 
 
+def test_two_calls_run_side_by_side_and_a_third_waits():
+    shared = SharedCalls(at_once=2)
+    held = _Held(shared, waiting=1, first=2)  # both inside at once, until a third call waits
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        held.enter(x)
+        return x + 1
+
+    results = _run_all(held, [lambda: shared(fn, torch.zeros(1)), lambda: shared(fn, torch.zeros(1))],
+                       [lambda: shared(fn, torch.zeros(1))])
+    assert held.sizes == [1, 1, 1] and all(torch.equal(r, torch.ones(1)) for r in results)
+
+
 def test_dehazer_streams_in_threads_share_model_calls_and_give_their_own_frames():
     first = Dehazer("dcp", device="cpu")
-    streams = [first, first.stream(), first.stream()]
-    held = _Held(first.engine._shared, waiting=2)
+    streams = [first, first.stream(), first.stream(), first.stream()]
+    held = _Held(first.engine._shared, waiting=2, first=2)
     first.engine.model = _Recording(first.engine.model, held)
-    clips = [_clip(seed) for seed in range(3)]
+    clips = [_clip(seed) for seed in range(4)]
 
     def run(stream: Dehazer, clip: list[np.ndarray]):
         return lambda: [stream(frame) for frame in clip]
 
-    results = _run_all(held, run(streams[0], clips[0]), [run(s, c) for s, c in zip(streams[1:], clips[1:])])
-    assert held.sizes[:2] == [1, 2] and sum(held.sizes) == 12  # the two others' first frames went through together
+    results = _run_all(held, [run(s, c) for s, c in zip(streams[:2], clips[:2])],
+                       [run(s, c) for s, c in zip(streams[2:], clips[2:])])
+    # two streams' first frames in the model side by side; the two others' waited, and went through together
+    assert held.sizes[:3] == [1, 1, 2] and sum(held.sizes) == 16
     for clip, got in zip(clips, results):
         alone = Dehazer("dcp", device="cpu")
         for frame, out in zip(clip, got):
