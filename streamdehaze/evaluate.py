@@ -14,7 +14,8 @@ they come in. No single number decides; every part reports fidelity, fog, colour
    the input's fine detail the output keeps in textured regions) and its gain; a sheet of whole photos and one of
    100 % crops (the most textured window of each).
 3. ``video``: real foggy clips (the DVD clip, and pans over the largest real hazy photos): FADE of every 10th
-   frame, temporal warping error, colour cast; a sheet of 100 % crops.
+   frame, temporal warping error, also against a steady contrast stretch leaving as much fog (the warping error
+   of any contrast gain grows with its square), shadows crushed to black, colour cast; a sheet of 100 % crops.
 
 Writes ``summary.json``, ``results.md`` and the sheets into ``--out`` and prints the results with the targets of
 issue 14 (met or not). Data: ``../shared/data`` (evaluation only; nothing from it is written outside ``--out``).
@@ -40,7 +41,8 @@ import numpy as np
 import torch
 
 import training.cli
-from training.metrics import colour_cast, detail_retention, fade_density, psnr, ssim, warping_error
+from training.metrics import (colour_cast, crushed_shadows, detail_retention, fade_density, flicker_against_stretch,
+                              psnr, ssim, stretch_curve, video_flow, warping_error)
 
 from . import evalsets
 from .api import process
@@ -152,15 +154,25 @@ def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None]],
     """FADE, warping error and colour cast of the product's output of ``video`` for each ``(label, model,
     weights)`` (temporal smoothing on, the default), and of the input. Also returns each one's middle frame.
 
-    The clip goes through ``process()`` with the CLI's encoder defaults and is decoded back with PyAV.
+    The warping error is put against contrast too: ``flicker_vs_stretch`` divides it by that of a steady global
+    stretch leaving as much fog (``training.metrics.stretch_curve``), and ``crushed`` is the share of pixels
+    taken to black (shadows crushed flicker no more, and show nothing). The clip goes through ``process()`` with
+    the CLI's encoder defaults and is decoded back with PyAV.
     """
     frames_in = decode_rgb(video, frames)
     if len(frames_in) < 2:
         raise UsageError(f"{video}: the warping error needs at least two frames")
     middle = len(frames_in) // 2
+    flow = video_flow(frames_in)
+    try:
+        curve = stretch_curve(frames_in, flow=flow)
+    except ImportError:  # no FADE: no fog to match
+        curve = None
     result: dict = {"video": video.name, "frames": len(frames_in), "size": list(frames_in[0].shape[1::-1]),
-                    "input": {"warping_error": warping_error(frames_in, frames_in), "fade": video_fog(frames_in),
-                              "cast": 0.0}}
+                    "input": {"warping_error": warping_error(frames_in, frames_in, flow=flow),
+                              "fade": video_fog(frames_in), "cast": 0.0, "crushed": 0.0,
+                              "flicker_vs_stretch": None},
+                    "stretch_curve": curve}
     stills = {"input": frames_in[middle]}
     for label, model, weights in runs:
         out = work / f"{video.stem}.{label}.mp4"
@@ -168,9 +180,13 @@ def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None]],
         frames_out = decode_rgb(out)
         if len(frames_out) != len(frames_in):
             raise StreamDehazeError(f"{out.name}: {len(frames_out)} frames decoded, {len(frames_in)} expected")
-        result[label] = {"warping_error": warping_error(frames_in, frames_out), "fade": video_fog(frames_out),
-                         "cast": _mean([colour_cast(a, b) for a, b in zip(frames_in[::5], frames_out[::5])]),
-                         "fps": run.fps}
+        row = {"warping_error": warping_error(frames_in, frames_out, flow=flow), "fade": video_fog(frames_out),
+               "cast": _mean([colour_cast(a, b) for a, b in zip(frames_in[::5], frames_out[::5])]),
+               "crushed": _mean([crushed_shadows(a, b) for a, b in zip(frames_in[::5], frames_out[::5])]),
+               "fps": run.fps}
+        row["flicker_vs_stretch"] = (None if curve is None or row["fade"] is None else
+                                     flicker_against_stretch(row["fade"], row["warping_error"], curve))
+        result[label] = row
         stills[label] = frames_out[middle]
         out.unlink()
     return result, stills
@@ -277,15 +293,20 @@ def markdown(summary: dict) -> str:
                          f"{row['detail_gain']['mean']:.2f} |")
         lines.append("")
     if summary.get("video"):
-        lines += ["Real foggy clips through the video path (temporal ema), FADE of every 10th frame:", "",
-                  "| clip | method | FADE | warping error | colour cast | fps |", "|---|---|---:|---:|---:|---:|"]
+        lines += ["Real foggy clips through the video path (temporal ema), FADE of every 10th frame; flicker against "
+                  "a steady stretch leaving as much fog (below 1: steadier than contrast alone); shadows crushed to "
+                  "black:", "",
+                  "| clip | method | FADE | warping error | vs stretch | crushed % | colour cast | fps |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for clip in summary["video"]:
             for name in ("input", "dcp", "model"):
                 row = clip[name]
                 fade = "n/a" if row["fade"] is None else f"{row['fade']:.3f}"
+                ratio = "n/a" if row.get("flicker_vs_stretch") is None else f"{row['flicker_vs_stretch']:.2f}"
                 fps = f"{row['fps']:.1f}" if "fps" in row else ""
                 lines.append(f"| {clip['video']} {clip['size'][0]}x{clip['size'][1]} | {name} | {fade} | "
-                             f"{row['warping_error']:.5f} | {row['cast']:.2f} | {fps} |")
+                             f"{row['warping_error']:.5f} | {ratio} | {100 * row['crushed']:.2f} | "
+                             f"{row['cast']:.2f} | {fps} |")
         lines.append("")
     lines += ["Targets:", "", "| target | value | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'NO'} |" for t in summary["targets"]]

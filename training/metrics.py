@@ -95,8 +95,19 @@ def occlusion_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     return (~(bad | outside)).astype(np.float32)
 
 
+def video_flow(frames_in: Sequence[np.ndarray], method: str = "dis") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per consecutive pair of input frames, the flow ``t -> t-1`` and its non-occlusion mask: what
+    :func:`warping_error` needs, computed once for every output of the same input."""
+    flows = []
+    for t in range(1, len(frames_in)):
+        fwd = optical_flow(frames_in[t - 1], frames_in[t], method)
+        flows.append((fwd, occlusion_mask(fwd, optical_flow(frames_in[t], frames_in[t - 1], method))))
+    return flows
+
+
 def warping_error(frames_in: Sequence[np.ndarray], frames_out: Sequence[np.ndarray], *, method: str = "dis",
-                  per_frame: bool = False) -> float | list[float]:
+                  per_frame: bool = False, flow: list[tuple[np.ndarray, np.ndarray]] | None = None
+                  ) -> float | list[float]:
     """Temporal warping error of a processed video (Lai et al., ECCV 2018).
 
     Flow is computed on the INPUT frames (the output may flicker or be wrong); each output frame is compared with
@@ -109,6 +120,7 @@ def warping_error(frames_in: Sequence[np.ndarray], frames_out: Sequence[np.ndarr
         frames_out: processed video, same count; resized to the input size if it differs.
         method: flow method (see :func:`optical_flow`).
         per_frame: return the T-1 per-pair errors instead of their mean.
+        flow: :func:`video_flow` of ``frames_in``, when already computed.
 
     Returns:
         the mean error (or the per-pair list); 0 for a perfectly consistent video.
@@ -119,10 +131,7 @@ def warping_error(frames_in: Sequence[np.ndarray], frames_out: Sequence[np.ndarr
         raise ValueError("warping error needs at least two frames")
     h, w = frames_in[0].shape[:2]
     errors = []
-    for t in range(1, len(frames_in)):
-        fwd = optical_flow(frames_in[t - 1], frames_in[t], method)
-        bwd = optical_flow(frames_in[t], frames_in[t - 1], method)
-        mask = occlusion_mask(fwd, bwd)
+    for t, (fwd, mask) in enumerate(flow if flow is not None else video_flow(frames_in, method), start=1):
         prev, cur = frames_out[t - 1], frames_out[t]
         if prev.shape[:2] != (h, w):
             prev = cv2.resize(prev, (w, h), interpolation=cv2.INTER_AREA)
@@ -195,3 +204,39 @@ def detail_retention(image_in: np.ndarray, image_out: np.ndarray, *, sigma: floa
     weight = var_in[keep]
     return {"retention": float((r2 * weight).sum() / weight.sum()),
             "gain": float(np.median(np.sqrt(var_out[keep] / var_in[keep])))}
+
+
+def crushed_shadows(image_in: np.ndarray, image_out: np.ndarray, level: int = 4) -> float:
+    """Share of the pixels the output takes to black (luma at most ``level`` of 255) that the input had above it:
+    shadow detail lost. The haze model's inverse :math:`(I - A)/t + A` pushes dark near objects below zero; what
+    is clipped there no longer flickers, nor shows anything (uint8 RGB, same size)."""
+    def luma(image: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+    return float(((luma(image_out) <= level) & (luma(image_in) > level)).mean())
+
+
+def stretch_curve(frames: Sequence[np.ndarray], gains: Sequence[float] = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
+                  every: int = 10, flow: list[tuple[np.ndarray, np.ndarray]] | None = None
+                  ) -> list[tuple[float, float]]:
+    """``(FADE, warping error)`` of a clip stretched by each of ``gains`` about its mean colour, the same transform
+    for every frame: how much a perfectly steady transform flickers for each amount of fog it removes. The
+    warping error of any contrast gain grows with its square (the source's noise and the flow's residuals are
+    amplified with the picture), so a method's flicker means something only against this curve."""
+    mean = np.mean([f.reshape(-1, 3).mean(0) for f in frames], axis=0)
+    flow = flow if flow is not None else video_flow(frames)
+    curve = []
+    for gain in gains:
+        out = [np.clip(mean + gain * (f.astype(np.float32) - mean) + 0.5, 0, 255).astype(np.uint8) for f in frames]
+        curve.append((float(np.mean([fade_density(f) for f in out[::every]])), warping_error(frames, out, flow=flow)))
+    return curve
+
+
+def flicker_against_stretch(fade: float, warp: float, curve: Sequence[tuple[float, float]]) -> float | None:
+    """A method's warping error over that of the steady stretch leaving as much fog (log-interpolated along
+    ``stretch_curve``): below 1, it removes fog with less flicker than contrast alone brings; None outside the
+    curve's range of FADE."""
+    fades, warps = zip(*sorted(curve))
+    if not fades[0] <= fade <= fades[-1]:
+        return None
+    return float(warp / np.exp(np.interp(fade, fades, np.log(np.maximum(warps, 1e-12)))))

@@ -8,8 +8,8 @@ import torch
 
 import cv2
 
-from training.metrics import (colour_cast, detail_retention, fade_density, occlusion_mask, optical_flow, psnr, ssim,
-                              warping_error)
+from training.metrics import (colour_cast, crushed_shadows, detail_retention, fade_density, flicker_against_stretch,
+                              occlusion_mask, optical_flow, psnr, ssim, stretch_curve, video_flow, warping_error)
 
 from .conftest import scene
 
@@ -81,3 +81,26 @@ def test_detail_retention_keeps_scaled_detail_and_loses_smeared_detail():
                          interpolation=cv2.INTER_CUBIC)
     lost = detail_retention(image, smeared)
     assert lost["retention"] < 0.5 and lost["gain"] < 0.6
+
+
+def test_crushed_shadows_counts_detail_taken_to_black():
+    image = np.full((10, 10, 3), 60, np.uint8)
+    image[:5] = 2  # already black in the input: not counted
+    darker = (image.astype(int) - 58).clip(0, 255).astype(np.uint8)
+    assert crushed_shadows(image, image) == 0.0
+    assert crushed_shadows(image, darker) == pytest.approx(0.5)
+
+
+def test_flicker_against_a_steady_stretch():
+    pytest.importorskip("pyfade")
+    frames = [np.clip(f * 0.3 + 0.7 * 220 + np.random.default_rng(i).integers(-3, 4, f.shape), 0, 255).astype(np.uint8)
+              for i, f in enumerate(_video(4))]  # a foggy pan with sensor noise
+    flow = video_flow(frames)
+    curve = stretch_curve(frames, gains=(1.0, 2.0, 3.0), every=1, flow=flow)
+    (fade1, warp1), (fade2, warp2), (fade3, warp3) = curve
+    assert fade1 > fade2 > fade3 and warp1 < warp2 < warp3  # more contrast: less fog, more flicker
+    assert warp2 == pytest.approx(4 * warp1, rel=0.3)  # about the square of the gain
+    assert flicker_against_stretch(fade2, warp2, curve) == pytest.approx(1.0)
+    assert flicker_against_stretch(fade2, warp2 / 2, curve) == pytest.approx(0.5)
+    assert flicker_against_stretch(fade1 + 1, warp1, curve) is None  # more fog than the input: off the curve
+    assert warping_error(frames, frames, flow=flow) == warping_error(frames, frames)
