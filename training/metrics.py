@@ -216,7 +216,7 @@ def crushed_shadows(image_in: np.ndarray, image_out: np.ndarray, level: int = 4)
     return float(((luma(image_out) <= level) & (luma(image_in) > level)).mean())
 
 
-def stretch_curve(frames: Sequence[np.ndarray], gains: Sequence[float] = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
+def stretch_curve(frames: Sequence[np.ndarray], gains: Sequence[float] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0),
                   every: int = 10, flow: list[tuple[np.ndarray, np.ndarray]] | None = None
                   ) -> list[tuple[float, float]]:
     """``(FADE, warping error)`` of a clip stretched by each of ``gains`` about its mean colour, the same transform

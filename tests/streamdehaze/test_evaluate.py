@@ -109,7 +109,7 @@ def test_clip_scores(data, weights, tmp_path):
         assert result[key]["warping_error"] >= 0 and result[key]["cast"] >= 0 and result[key]["fps"] > 0
     if HAS_FADE:  # dehazing the fogged test clip lowers its fog density
         assert 0 < result["dcp"]["fade"] < result["input"]["fade"]
-        assert len(result["stretch_curve"]) == 6 and result["stretch_curve"][0][0] == result["input"]["fade"]
+        assert len(result["stretch_curve"]) == 7 and result["stretch_curve"][0][0] == result["input"]["fade"]
     assert result["input"]["crushed"] == 0.0 and all(0 <= result[k]["crushed"] <= 1 for k in ("dcp", "model"))
     assert list(work.iterdir()) == []  # outputs are removed once scored
 
