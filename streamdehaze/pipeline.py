@@ -2,9 +2,10 @@
 
 Each ``Stream`` has its own reader thread (demux + decode ahead into a bounded queue), its own writer thread
 (encode + mux) and its own state: temporal smoothing, latency bound, counters. A ``Scheduler`` serves all the
-streams of one engine from one thread: it takes what each stream has ready without ever waiting for one, puts the
-frames of all of them through the engine together (frames of one inference shape share a model call), and hands
-each stream its results. So a camera that stalls, dies or sends slowly holds back no other.
+streams of one engine: it takes what each stream has ready without ever waiting for one, puts the frames of all of
+them through the engine together (frames of one inference shape share a model call), and hands each stream its
+results, which on a CPU its writer finishes at full resolution. So a camera that stalls, dies or sends slowly
+holds back no other. One thread runs it on a GPU; on a CPU ``serve`` runs it in two, each making its own calls.
 
 Files never lose a frame: a full reader queue blocks its reader (backpressure), and a stream is only served while
 its writer has room. Live streams bound their latency: a full reader queue drops its oldest frame, frames older
