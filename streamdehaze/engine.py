@@ -239,8 +239,8 @@ class Engine:
         return outputs
 
     def _frames_of(self, work: list[tuple[_Group, list[torch.Tensor], tuple]]) -> list[av.VideoFrame]:
-        """One request's output frames on CPU (``Batch.frames``)."""
-        planes = self._finish_groups(work)
+        """One request's output frames, when the engine works on return (``Batch.frames``)."""
+        planes = [p.cpu() for p in self._finish_groups(work)]  # (a no-op on the CPU)
         return [f for i, (group, *_) in enumerate(work) for f in _frames(group, planes[3 * i: 3 * i + 3])]
 
 
