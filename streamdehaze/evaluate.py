@@ -42,7 +42,7 @@ import torch
 
 import training.cli
 from training.metrics import (colour_cast, crushed_shadows, detail_retention, fade_density, flicker_against_stretch,
-                              psnr, ssim, stretch_curve, video_flow, warping_error)
+                              psnr, ssim, stretch_curve, video_fade, video_flow, warping_error)
 
 from . import evalsets
 from .api import process
@@ -144,7 +144,7 @@ def decode_rgb(path: str | Path, limit: int = 0) -> list[np.ndarray]:
 def video_fog(frames: Sequence[np.ndarray], every: int = 10) -> float | None:
     """Mean FADE fog density of every ``every``-th frame; ``None`` without fade-python."""
     try:
-        return float(np.mean([fade_density(f) for f in frames[::every]]))
+        return video_fade(frames, every)
     except ImportError:
         return None
 

@@ -83,9 +83,9 @@ def _run(calls: list[_Pending]) -> None:
             x = torch.cat([c.x for c in members]) if len(members) > 1 else members[0].x
             out = members[0].fn(x)
             sizes = [c.x.shape[0] for c in members]
-            parts = zip(*(t.split(sizes) for t in out)) if isinstance(out, tuple) else ((p,) for p in out.split(sizes))
-            for call, part in zip(members, parts):
-                call.result = tuple(part) if isinstance(out, tuple) else part[0]
+            outs = out if isinstance(out, tuple) else (out,)
+            for call, *parts in zip(members, *(t.split(sizes) for t in outs)):
+                call.result = tuple(parts) if isinstance(out, tuple) else parts[0]
         except Exception as exc:  # every call of this batch gets the error, in its own thread
             for call in members:
                 call.error = exc

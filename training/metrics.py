@@ -156,6 +156,12 @@ def fade_density(image: np.ndarray) -> float:
     return float(pyfade.fade_array(image))
 
 
+def video_fade(frames: Sequence[np.ndarray], every: int = 10) -> float:
+    """Mean FADE fog density of every ``every``-th frame of a clip (raises ``ImportError`` like
+    :func:`fade_density`)."""
+    return float(np.mean([fade_density(f) for f in frames[::every]]))
+
+
 def mean_chroma(image: np.ndarray) -> np.ndarray:
     """Mean CIELAB (a*, b*) of a uint8 RGB image :math:`(H, W, 3)` (D65, OpenCV's sRGB conversion)."""
     lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
@@ -228,7 +234,7 @@ def stretch_curve(frames: Sequence[np.ndarray], gains: Sequence[float] = (1.0, 1
     curve = []
     for gain in gains:
         out = [np.clip(mean + gain * (f.astype(np.float32) - mean) + 0.5, 0, 255).astype(np.uint8) for f in frames]
-        curve.append((float(np.mean([fade_density(f) for f in out[::every]])), warping_error(frames, out, flow=flow)))
+        curve.append((video_fade(out, every), warping_error(frames, out, flow=flow)))
     return curve
 
 
