@@ -295,7 +295,7 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-FILE_OPTIONS = ("model", "weights", "device", "batch", "infer_size", "compile", "hwaccel", "temporal",
+FILE_OPTIONS = ("model", "weights", "device", "batch", "infer_size", "strength", "compile", "hwaccel", "temporal",
                 "temporal_strength", "codec", "crf", "preset", "strict")
 
 
@@ -330,7 +330,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.model == "auto" and args.weights is None:  # name what runs, in the stats and the summary line
         args.model = default_model(device)
     if not is_url and (src.is_dir() or is_image(src)):
-        engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size)
+        engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size,
+                              args.strength)
         with tqdm.tqdm(unit="img", disable=_no_bar(args), dynamic_ncols=True) as bar:
             result = _timed(lambda: dehaze_images(engine, src, dst, on_image=bar.update))
         return _finish(args, result, "images")
@@ -349,7 +350,8 @@ def _run(args: argparse.Namespace) -> int:
                 bar.refresh()
             result = process(
                 args.input, args.output, model=args.model, weights=args.weights, device=args.device,
-                infer_size=args.infer_size, temporal=args.temporal, temporal_strength=args.temporal_strength,
+                infer_size=args.infer_size, strength=args.strength, temporal=args.temporal,
+                temporal_strength=args.temporal_strength,
                 batch=args.batch, hwaccel=args.hwaccel, compile=args.compile, codec=args.codec, crf=args.crf,
                 preset=args.preset, strict=args.strict,
                 max_frames=args.max_frames, duration=args.duration, segment_time=args.segment_time,
@@ -377,7 +379,7 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats:
     output = result.output or args.output
     if args.stats_json is not None and write_stats:
         stats = {"input": mask(args.input, args.input), "output": mask(output, args.output), "model": args.model,
-                 unit: result.frames, "frames": result.frames, "seconds": round(result.seconds, 4),
+                 "strength": args.strength, unit: result.frames, "frames": result.frames, "seconds": round(result.seconds, 4),
                  "fps": round(result.fps, 3), "corrupt_packets": result.corrupt, "interrupted": result.interrupted}
         with atomic_output(args.stats_json) as tmp:
             tmp.write_text(json.dumps(stats, indent=2) + "\n")

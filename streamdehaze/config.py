@@ -39,6 +39,7 @@ class ModelOptions:
     device: str = "auto"
     infer_size: int | str | None = "auto"
     compile: bool = False
+    strength: float = 1.0  # how much of the model's correction is applied (``Engine``)
 
 
 @dataclass(frozen=True)

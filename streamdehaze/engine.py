@@ -83,13 +83,17 @@ class Engine:
     runs the model at native resolution. ``"auto"`` takes the model's own ``infer_size`` hint; ``max_upscale``
     raises the inference size of large frames so the transform is never stretched more than that.
 
+    ``strength`` is how much of the model's correction is applied: 0 gives the input back, 1 (the default) all of
+    it; in between, the output is that blend of input and full output (the transform's gains and offsets are
+    blended toward the identity), which lowers fog removal and the noise it amplifies together.
+
     An engine holds no state of any stream: several streams share it (``submit_many``), each passing its own
     temporal smoother (``temporal.py``), whose use runs the transform path even at native resolution.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto",
                  infer_size: int | str | None = "auto", guide_eps: float = 1e-4, compile: bool = False,
-                 max_upscale: float | None = None) -> None:
+                 max_upscale: float | None = None, strength: float = 1.0) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
         if compile:
@@ -101,6 +105,9 @@ class Engine:
         self.infer_size = infer_size
         self.max_upscale = max_upscale
         self.guide_eps = guide_eps
+        if not 0.0 <= strength <= 1.0:
+            raise UsageError(f"strength must be from 0 to 1, not {strength}")
+        self.strength = strength
         # On CUDA, batches overlap on copy and compute streams: up to ``depth`` more wait behind the oldest.
         self._lanes = Lanes(self.device) if self.device.type == "cuda" else None
         self.depth = 2 if self._lanes is not None else 0
@@ -120,9 +127,18 @@ class Engine:
         """The model's colour transform of RGB ``[B,3,h,w]``: gains ``[B,2|1,h,w]`` and offsets ``[B,3,h,w]``,
         predicted by coefficient models, fitted to the output of the others (``out ~= a * in + b`` per window)."""
         if self._predicts:
-            return self.model.coefficients(small)
-        return fit_gain_offset(small, self.model(small), radius=max(1, min(small.shape[-2:]) // 128),
-                               eps=self.guide_eps)
+            gain, offset = self.model.coefficients(small)
+        else:
+            gain, offset = fit_gain_offset(small, self.model(small), radius=max(1, min(small.shape[-2:]) // 128),
+                                           eps=self.guide_eps)
+        if self.strength == 1.0:
+            return gain, offset
+        return 1.0 + (gain - 1.0) * self.strength, offset * self.strength
+
+    def _direct(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The model's own output for RGB at native resolution, at ``strength``."""
+        out = self.model(rgb)
+        return out if self.strength == 1.0 else torch.lerp(rgb, out, self.strength)
 
     @torch.inference_mode()
     def process_rgb(self, rgb: torch.Tensor, temporal: TemporalSmoother | None = None) -> torch.Tensor:
@@ -135,7 +151,7 @@ class Engine:
         rgb = rgb.to(self.device, torch.float32)
         size = self.infer_shape(*rgb.shape[-2:])
         if size is None and temporal is None:
-            return self._shared(self.model, rgb)
+            return self._shared(self._direct, rgb)
         small = resize(rgb, size) if size is not None else rgb
         gain, offset = self._shared(self.coefficients, small)
         if temporal is not None:
@@ -216,7 +232,7 @@ class Engine:
             x = torch.cat([inputs[i] for i in members]) if len(members) > 1 else inputs[members[0]]
             sizes = [inputs[i].shape[0] for i in members]
             if kind[0]:
-                for i, out in zip(members, self.model(x).split(sizes)):
+                for i, out in zip(members, self._direct(x).split(sizes)):
                     results[i] = (True, out)
             else:
                 gains, offsets = self.coefficients(x)

@@ -1,7 +1,7 @@
 """Evaluate a dehazing model the way users run it, against the dark channel prior, on data training never saw.
 
     python -m streamdehaze.evaluate [--model auto] [--weights W.safetensors] [--out runs/eval]
-                                    [--parts held-out,photos,video] [--frames N]
+                                    [--parts held-out,photos,video] [--frames N] [--strength S]
 
 Photos go through the product's image path (``images.image_engine``: what ``streamdehaze in.jpg out.jpg`` runs)
 and clips through its video path (``process()``, temporal smoothing on, as the CLI's default), at the resolution
@@ -15,7 +15,8 @@ they come in. No single number decides; every part reports fidelity, fog, colour
    100 % crops (the most textured window of each).
 3. ``video``: real foggy clips (the DVD clip, and pans over the largest real hazy photos): FADE of every 10th
    frame, temporal warping error, also against a steady contrast stretch leaving as much fog (the warping error
-   of any contrast gain grows with its square), shadows crushed to black, colour cast; a sheet of 100 % crops.
+   of any contrast gain grows with its square), shadows crushed to black, colour cast, detail retention and gain
+   (as for photos, against the input frame); a sheet of 100 % crops.
 
 Writes ``summary.json``, ``results.md`` and the sheets into ``--out`` and prints the results with the targets of
 issue 14 (met or not). Data: ``../shared/data`` (evaluation only; nothing from it is written outside ``--out``).
@@ -62,9 +63,10 @@ CROP = 256
 Photo = Callable[[np.ndarray], np.ndarray]
 
 
-def photo_runner(model: str, weights: str | Path | None, infer_size: int | str | None = "auto") -> Photo:
+def photo_runner(model: str, weights: str | Path | None, infer_size: int | str | None = "auto",
+                 strength: float = 1.0) -> Photo:
     """uint8 RGB ``[H,W,3]`` -> dehazed uint8 RGB, exactly as the product dehazes a photo file (on the CPU)."""
-    engine = image_engine(create_model(model, weights), "cpu", infer_size)
+    engine = image_engine(create_model(model, weights), "cpu", infer_size, strength)
     return lambda image: engine.process_array(image[None])[0]
 
 
@@ -149,10 +151,11 @@ def video_fog(frames: Sequence[np.ndarray], every: int = 10) -> float | None:
         return None
 
 
-def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None]], work: Path,
+def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None, float]], work: Path,
                 frames: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
-    """FADE, warping error and colour cast of the product's output of ``video`` for each ``(label, model,
-    weights)`` (temporal smoothing on, the default), and of the input. Also returns each one's middle frame.
+    """FADE, warping error, colour cast and detail of the product's output of ``video`` for each ``(label, model,
+    weights, strength)`` (temporal smoothing on, the default), and of the input. Also returns each one's middle
+    frame.
 
     The warping error is put against contrast too: ``flicker_vs_stretch`` divides it by that of a steady global
     stretch leaving as much fog (``training.metrics.stretch_curve``), and ``crushed`` is the share of pixels
@@ -170,13 +173,14 @@ def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None]],
         curve = None
     result: dict = {"video": video.name, "frames": len(frames_in), "size": list(frames_in[0].shape[1::-1]),
                     "input": {"warping_error": warping_error(frames_in, frames_in, flow=flow),
-                              "fade": video_fog(frames_in), "cast": 0.0, "crushed": 0.0,
-                              "flicker_vs_stretch": None},
+                              "fade": video_fog(frames_in), "cast": 0.0, "crushed": 0.0, "detail": 1.0,
+                              "detail_gain": 1.0, "flicker_vs_stretch": None},
                     "stretch_curve": curve}
     stills = {"input": frames_in[middle]}
-    for label, model, weights in runs:
+    for label, model, weights, strength in runs:
         out = work / f"{video.stem}.{label}.mp4"
-        run = process(video, out, model=model, weights=weights, device="cpu", max_frames=len(frames_in))
+        run = process(video, out, model=model, weights=weights, device="cpu", max_frames=len(frames_in),
+                      strength=strength)
         frames_out = decode_rgb(out)
         if len(frames_out) != len(frames_in):
             raise StreamDehazeError(f"{out.name}: {len(frames_out)} frames decoded, {len(frames_in)} expected")
@@ -184,6 +188,8 @@ def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None]],
                "cast": _mean([colour_cast(a, b) for a, b in zip(frames_in[::5], frames_out[::5])]),
                "crushed": _mean([crushed_shadows(a, b) for a, b in zip(frames_in[::5], frames_out[::5])]),
                "fps": run.fps}
+        details = [detail_retention(a, b) for a, b in zip(frames_in[::10], frames_out[::10])]
+        row["detail"], row["detail_gain"] = (_mean([d[k] for d in details]) for k in ("retention", "gain"))
         row["flicker_vs_stretch"] = (None if curve is None or row["fade"] is None else
                                      flicker_against_stretch(row["fade"], row["warping_error"], curve))
         result[label] = row
@@ -276,7 +282,9 @@ def targets(summary: dict) -> list[dict]:
 
 def markdown(summary: dict) -> str:
     """The results as Markdown tables."""
-    lines = [f"Model: `{summary['model']}` ({summary['weights']}); dcp is `--model dcp`. {summary['machine']}.", ""]
+    strength = "" if summary["strength"] == 1.0 else f", strength {summary['strength']:g}"
+    lines = [f"Model: `{summary['model']}` ({summary['weights']}{strength}); dcp is `--model dcp`. "
+             f"{summary['machine']}.", ""]
     for haze, part in summary.get("held-out", {}).items():
         lines += [f"Held-out photos, {part['images']} whole images at full resolution, `{haze}` haze:", "",
                   "| method | PSNR (dB) | SSIM |", "|---|---:|---:|"]
@@ -296,8 +304,9 @@ def markdown(summary: dict) -> str:
         lines += ["Real foggy clips through the video path (temporal ema), FADE of every 10th frame; flicker against "
                   "a steady stretch leaving as much fog (below 1: steadier than contrast alone); shadows crushed to "
                   "black:", "",
-                  "| clip | method | FADE | warping error | vs stretch | crushed % | colour cast | fps |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| clip | method | FADE | warping error | vs stretch | crushed % | colour cast | detail kept / gain "
+                  "| fps |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for clip in summary["video"]:
             for name in ("input", "dcp", "model"):
                 row = clip[name]
@@ -306,7 +315,7 @@ def markdown(summary: dict) -> str:
                 fps = f"{row['fps']:.1f}" if "fps" in row else ""
                 lines.append(f"| {clip['video']} {clip['size'][0]}x{clip['size'][1]} | {name} | {fade} | "
                              f"{row['warping_error']:.5f} | {ratio} | {100 * row['crushed']:.2f} | "
-                             f"{row['cast']:.2f} | {fps} |")
+                             f"{row['cast']:.2f} | {row['detail']:.3f} / {row['detail_gain']:.2f} | {fps} |")
         lines.append("")
     lines += ["Targets:", "", "| target | value | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'NO'} |" for t in summary["targets"]]
@@ -314,12 +323,15 @@ def markdown(summary: dict) -> str:
 
 
 def evaluate(model: str, weights: Path | None, out: Path, data: Path = DATA, parts: Sequence[str] = PARTS,
-             frames: int = 0) -> dict:
-    """Run the ``parts``; write ``summary.json``, ``results.md`` and the sheets into ``out``."""
+             frames: int = 0, strength: float = 1.0) -> dict:
+    """Run the ``parts`` (the model at ``strength``, dcp at full strength); write ``summary.json``, ``results.md``
+    and the sheets into ``out``."""
     start = time.perf_counter()
-    dcp, ours = photo_runner("dcp", None), photo_runner(model, weights)  # bad weights fail before the slow part
+    dcp = photo_runner("dcp", None)
+    ours = photo_runner(model, weights, strength=strength)  # bad weights fail before the slow part
     name = create_model(model, weights).name
-    summary: dict = {"model": name, "weights": str(weights) if weights else "shipped", "step": checkpoint_step(weights),
+    summary: dict = {"model": name, "weights": str(weights) if weights else "shipped", "strength": strength,
+                     "step": checkpoint_step(weights),
                      "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
                                 f"{torch.get_num_threads()} threads"}
     if "held-out" in parts:
@@ -343,8 +355,8 @@ def evaluate(model: str, weights: Path | None, out: Path, data: Path = DATA, par
                     clips.append(evalsets.make_pan(read_uint8(data / "real_hazy" / photo),
                                                    Path(tmp) / f"pan_{Path(photo).stem}.mp4", size=size))
             for clip in clips:
-                result, still = clip_scores(clip, [("dcp", "dcp", None), ("model", model, weights)], Path(tmp),
-                                            frames)
+                result, still = clip_scores(clip, [("dcp", "dcp", None, 1.0), ("model", model, weights, strength)],
+                                            Path(tmp), frames)
                 summary["video"].append(result)
                 stills.append(crops([still["input"], still["dcp"], still["model"]]))
         contact_sheet(stills, out / "video_crops.png", height=None)
@@ -372,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--parts", default=",".join(PARTS), help=f"what to run (default: {','.join(PARTS)})")
     p.add_argument("--frames", type=int, default=0, help="frames of each clip to use (default 0: all)")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads (default: 2)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="the model's --strength, from 0 to 1 (default: 1; dcp always runs at 1)")
     args = p.parse_args(argv)
     try:
         parts = _parts(args.parts)
@@ -384,12 +398,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in (path for part in parts for path in need[part]):
             if not path.exists():
                 raise UsageError(f"not found: {path}")
-        if args.frames < 0 or args.threads < 1:
-            raise UsageError("--frames must be >= 0 and --threads >= 1")
+        if args.frames < 0 or args.threads < 1 or not 0.0 <= args.strength <= 1.0:
+            raise UsageError("--frames must be >= 0, --threads >= 1 and --strength from 0 to 1")
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
         args.out.mkdir(parents=True, exist_ok=True)
-        summary = evaluate(args.model, args.weights, args.out, args.data, parts, args.frames)
+        summary = evaluate(args.model, args.weights, args.out, args.data, parts, args.frames, args.strength)
     except (StreamDehazeError, training.cli.UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)

@@ -45,20 +45,23 @@ class DehazeElement(GstBase.BaseTransform):
                     GObject.ParamFlags.READWRITE),
         "infer-size": (str, "infer-size", "inference short side: a number of pixels, full or auto", "auto",
                        GObject.ParamFlags.READWRITE),
+        "strength": (float, "strength", "how much of the model's correction to apply: 0 (none) to 1 (all)", 0.0, 1.0,
+                     1.0, GObject.ParamFlags.READWRITE),
         "temporal": (str, "temporal", "flicker smoothing: ema or off", "ema", GObject.ParamFlags.READWRITE),
         "device": (str, "device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE),
     }
 
     def __init__(self) -> None:
         super().__init__()
-        self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "temporal": "ema", "device": "auto"}
+        self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "strength": 1.0, "temporal": "ema",
+                       "device": "auto"}
         self.engine = None
         self.info: GstVideo.VideoInfo | None = None
 
-    def do_get_property(self, prop: GObject.ParamSpec) -> str:
+    def do_get_property(self, prop: GObject.ParamSpec) -> str | float:
         return self.props_[prop.name]
 
-    def do_set_property(self, prop: GObject.ParamSpec, value: str) -> None:
+    def do_set_property(self, prop: GObject.ParamSpec, value: str | float) -> None:
         self.props_[prop.name] = value
         self.engine = None  # takes effect from the next buffer, with fresh temporal state
 
@@ -91,7 +94,7 @@ class DehazeElement(GstBase.BaseTransform):
         device = resolve_device(p["device"])
         model = create_model(p["model"], p["weights"] or None, device)
         self.temporal = TemporalSmoother() if p["temporal"] == "ema" else None  # this stream's own state
-        return Engine(model, device, size)
+        return Engine(model, device, size, strength=p["strength"])
 
     def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
         try:

@@ -94,6 +94,9 @@ class Job:
         with keyed("temporal_strength"):
             if not 0.0 <= c.temporal_strength < 1.0:
                 raise UsageError(f"temporal strength must be at least 0 and below 1, not {c.temporal_strength}")
+        with keyed("strength"):
+            if not 0.0 <= c.model.strength <= 1.0:
+                raise UsageError(f"strength must be from 0 to 1, not {c.model.strength}")
         with keyed("model"):
             if c.model.model not in MODEL_NAMES:
                 raise UsageError(f"unknown model {c.model.model!r}; choose one of: {', '.join(MODEL_NAMES)}")

@@ -63,6 +63,9 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
                    help="run the model with the short side at N pixels (16 to 16384) and transfer the result to "
                         "full resolution by guided upsampling; full = native resolution (default: auto = per model "
                         "and device for video, native for images)")
+    p.add_argument("--strength", type=_number(float, "a number", 0, 1), default=1.0, metavar="S",
+                   help="how much of the model's correction to apply, from 0 (the input unchanged) to 1 (all of it): "
+                        "lower keeps more fog and amplifies less of a noisy camera's noise (default: 1)")
     p.add_argument("--compile", action="store_true",
                    help="compile the model with torch.compile: a slow start (a minute or more), then faster frames "
                         "where the device gains from it")

@@ -176,3 +176,20 @@ def test_options_as_data_equal_keyword_options(make_video, probe, tmp_path):
                          encode=EncodeOptions(codec="ffv1"), temporal="off"))
     a, b = probe(flat), probe(data)
     assert a["times"] == b["times"] and all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"]))
+
+
+def test_strength_from_the_api(make_video, probe, hazy_image, tmp_path):
+    """``strength``: 0 gives the input back, 0.5 about half of the full correction, in process() and Dehazer."""
+    from streamdehaze import process
+
+    rgb = hazy_image(2, 80, 60)
+    full, half, none = (Dehazer("dcp", device="cpu", bgr=False, strength=s)(rgb).astype(int) for s in (1, 0.5, 0))
+    assert np.abs(full - rgb).mean() > 10 and np.abs(none - rgb).mean() < 1.0
+    assert np.abs(half - (full + rgb) / 2).mean() < 1.0
+    with pytest.raises(UsageError, match="strength must be from 0 to 1"):
+        Dehazer("dcp", strength=2)
+    src = make_video(frames=4)
+    process(src, tmp_path / "none.mkv", model="dcp", strength=0.0, codec="ffv1")
+    got, original = probe(tmp_path / "none.mkv"), probe(src)
+    assert got["times"] == original["times"]
+    assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(got["rgb"], original["rgb"])) < 1.5

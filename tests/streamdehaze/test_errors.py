@@ -100,6 +100,8 @@ def test_unknown_model(make_video, run_cli, tmp_path):
     (["--infer-size", "1e5"], "--infer-size: not a size in pixels, 'full' or 'auto': '1e5'"),
     (["--temporal-strength", "1"], "--temporal-strength: must be less than 1: 1"),
     (["--temporal-strength", "nan"], "--temporal-strength: not a finite number: nan"),
+    (["--strength", "1.5"], "--strength: must be at most 1: 1.5"),
+    (["--strength", "-0.1"], "--strength: must be at least 0: -0.1"),
     (["--metrics-port", "70000"], "--metrics-port: must be at most 65535: 70000"),
 ])
 def test_bad_options(make_video, run_cli, tmp_path, args, words):

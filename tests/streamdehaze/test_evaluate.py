@@ -103,14 +103,20 @@ def test_clip_scores(data, weights, tmp_path):
     video = data / "real_video" / "dvd_fog_1080p.mp4"
     work = tmp_path / "work"
     work.mkdir()
-    result, stills = ev.clip_scores(video, [("dcp", "dcp", None), ("model", "kanet-t", weights)], work, 5)
-    assert result["frames"] == 5 and result["size"] == [96, 64] and set(stills) == {"input", "dcp", "model"}
+    runs = [("dcp", "dcp", None, 1.0), ("model", "kanet-t", weights, 1.0), ("none", "kanet-t", weights, 0.0)]
+    result, stills = ev.clip_scores(video, runs, work, 5)
+    assert result["frames"] == 5 and result["size"] == [96, 64] and set(stills) == {"input", "dcp", "model", "none"}
     for key in ("dcp", "model"):
         assert result[key]["warping_error"] >= 0 and result[key]["cast"] >= 0 and result[key]["fps"] > 0
     if HAS_FADE:  # dehazing the fogged test clip lowers its fog density
         assert 0 < result["dcp"]["fade"] < result["input"]["fade"]
         assert len(result["stretch_curve"]) == 7 and result["stretch_curve"][0][0] == result["input"]["fade"]
     assert result["input"]["crushed"] == 0.0 and all(0 <= result[k]["crushed"] <= 1 for k in ("dcp", "model"))
+    # strength 0 gives the input back, through the encoder: at the input's contrast and colour, and keeping more
+    # of its fine detail than any correction does (crf 18 loses some of this tiny noisy clip's)
+    none = result["none"]
+    assert abs(none["detail_gain"] - 1) < 0.1 and none["cast"] < 1, none
+    assert none["detail"] > max(result["dcp"]["detail"], result["model"]["detail"])
     assert list(work.iterdir()) == []  # outputs are removed once scored
 
 

@@ -69,6 +69,19 @@ def test_a_file_through_dehaze_keeps_every_frame_and_timestamp(make_video, tmp_p
     assert max(diff) < 2 and min(hazy) > 10, (max(diff), min(hazy))
 
 
+def test_strength_0_gives_the_frames_back(make_video, tmp_path):
+    src = make_video(frames=5, width=160, height=90)
+    out = tmp_path / "gst.mp4"
+    run = _launch(tmp_path, f"filesrc location={src} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert "
+                            f"! dehaze model=dcp strength=0 ! videoconvert ! x264enc pass=quant quantizer=4 ! mp4mux "
+                            f"! filesink location={out}")
+    assert run.returncode == 0, run.stderr
+    got, original = read_video(out), read_video(src)
+    assert got["count"] == original["count"] == 5
+    diff = [np.abs(a.astype(int) - b).mean() for a, b in zip(got["rgb"], original["rgb"])]
+    assert max(diff) < 2, diff
+
+
 def test_odd_frame_sizes_and_nv12(tmp_path):
     pattern = "videotestsrc num-buffers=3 pattern=smpte ! video/x-raw,format=NV12,width=101,height=57"
     for name in ("plain", "dehazed"):

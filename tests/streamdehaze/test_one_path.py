@@ -12,6 +12,7 @@ import torch
 
 from streamdehaze.colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from streamdehaze.engine import Engine
+from streamdehaze.errors import UsageError
 from streamdehaze.frames import frame_from_planes, planes_of
 from streamdehaze.images import image_engine
 from streamdehaze.models import create_model
@@ -33,7 +34,7 @@ def model():
     return model
 
 
-def video_path(model, image: np.ndarray) -> np.ndarray:
+def video_path(model, image: np.ndarray, strength: float = 1.0) -> np.ndarray:
     """One frame through the video engine as files run it (default inference size, temporal smoothing), from
     BT.709 4:4:4 planes so that no chroma subsampling stands between the two paths."""
     rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
@@ -41,7 +42,7 @@ def video_path(model, image: np.ndarray) -> np.ndarray:
     frame = frame_from_planes(*(p[0].numpy() for p in rgb_to_yuv(rgb, source)), "yuvj444p")
     frame.colorspace, frame.pts, frame.time_base = 1, 0, Fraction(1, 25)  # BT.709, the first frame of a clip
     written = YUVFormat("bt709", subsampling=(1, 1))
-    (out,) = Engine(model, "cpu").process_frames([frame], written, "yuv444p", TemporalSmoother())
+    (out,) = Engine(model, "cpu", strength=strength).process_frames([frame], written, "yuv444p", TemporalSmoother())
     planes = (torch.from_numpy(p.copy())[None] for p in planes_of(out))
     return yuv_to_rgb(*planes, written)[0].permute(1, 2, 0).mul(255).round().byte().numpy()
 
@@ -78,3 +79,28 @@ def test_grey_stays_grey(model):
     for path, out in (("image", image_engine(model, "cpu").process_array(image[None])[0]),
                       ("video", video_path(model, image))):
         assert colour_cast(image, out) <= MAX_CAST and detail_retention(image, out)["retention"] >= MIN_DETAIL, path
+
+
+@pytest.mark.parametrize("name", ["shipped", "dcp"])
+def test_strength_blends_the_input_and_the_full_correction(model, name):
+    """``--strength``: 0 gives the input back, 0.5 the midpoint of input and full output, in both paths (dcp's
+    photo path runs the model at native resolution, its video path through the fitted transform)."""
+    net = model if name == "shipped" else create_model("dcp")
+    image = photos()["coffee"]
+    hazy = (image * 0.5 + 110).astype(np.uint8)  # thin grey fog, so that there is something to correct
+    for path in ("image", "video"):
+        def run(strength):
+            if path == "image":
+                return image_engine(net, "cpu", strength=strength).process_array(hazy[None])[0].astype(int)
+            return video_path(net, hazy, strength).astype(int)
+        none, half, full = run(0.0), run(0.5), run(1.0)
+        assert np.abs(full - hazy).mean() > 10, (path, np.abs(full - hazy).mean())
+        # exact for photos; video goes through 8-bit YUV planes twice (full range in, limited range out)
+        off = np.abs(none - hazy)
+        assert off.max() <= (0 if path == "image" else 4) and off.mean() < 0.75, (path, off.max(), off.mean())
+        assert np.abs(half - (hazy + full) / 2).mean() < 1.0, (path, np.abs(half - (hazy + full) / 2).mean())
+
+
+def test_strength_is_checked():
+    with pytest.raises(UsageError, match="strength must be from 0 to 1, not 1.5"):
+        Engine(create_model("dcp"), "cpu", strength=1.5)

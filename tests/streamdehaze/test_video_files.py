@@ -85,6 +85,15 @@ def test_max_frames_batch_and_stats(make_video, probe, run_cli, tmp_path):
     assert "7 frames in" in err  # the one-line summary
 
 
+def test_strength_0_writes_the_input_back(make_video, probe, run_cli, tmp_path):
+    src = make_video(frames=5)
+    out, stats = tmp_path / "none.mkv", tmp_path / "stats.json"
+    assert run_cli(src, out, "--strength", 0, "--codec", "ffv1", "--stats-json", stats)[0] == 0
+    got, original = probe(out), probe(src)
+    assert got["times"] == original["times"] and json.loads(stats.read_text())["strength"] == 0.0
+    assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(got["rgb"], original["rgb"])) < 1.5
+
+
 def test_batching_gives_the_same_frames(make_video, probe, run_cli, tmp_path):
     src = make_video(frames=7)
     outs = []
