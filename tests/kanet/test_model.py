@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import kanet
 from kanet.model import KANetConfig
@@ -112,3 +113,9 @@ def test_coefficient_maps_carry_no_checkerboard() -> None:
     assert torch.allclose(out[..., 1:-1, 1:-1], flat[..., 1:-1, 1:-1])  # gone inside; borders are replicated
     ramp = torch.arange(10.0).expand(1, 1, 8, 10)
     assert torch.allclose(binomial3(ramp)[..., 1:-1], ramp[..., 1:-1])  # smooth maps pass unchanged
+    # the filter the shipped weights were trained with: two 2x2 means, padded by replication top-left, then
+    # bottom-right
+    x = torch.randn(2, 5, 9, 12).contiguous(memory_format=torch.channels_last)
+    want = F.avg_pool2d(F.pad(x, (1, 0, 1, 0), mode="replicate"), 2, stride=1)
+    want = F.avg_pool2d(F.pad(want, (0, 1, 0, 1), mode="replicate"), 2, stride=1)
+    assert torch.allclose(binomial3(x), want, atol=1e-6)
