@@ -20,11 +20,12 @@ def _same_videos(a_dir, b_dir, names, probe) -> None:
         if name.endswith((".mp4", ".mkv")):
             a, b = probe(a_dir / name), probe(b_dir / name)
             assert a["times"] == b["times"] and a["audio"] == b["audio"], name
-            # Equal up to float rounding: a Ray worker runs on 2 threads, a local worker process on 1 (one sample in
-            # 10^5 moves by a level in YUV: 2 in RGB); a frame from the wrong place would differ everywhere.
+            # Equal up to float rounding: a Ray worker runs on 2 threads, a local worker process on 1 (about one
+            # sample in 10^5 moves by a level in one or two YUV planes: up to 3 in RGB); a frame from the wrong
+            # place would differ everywhere.
             for x, y in zip(a["rgb"], b["rgb"]):
                 diff = np.abs(x.astype(int) - y)
-                assert diff.max() <= 2 and (diff > 0).mean() < 1e-3, name
+                assert diff.max() <= 3 and (diff > 0).mean() < 1e-3, name
         else:
             assert (a_dir / name).read_bytes() == (b_dir / name).read_bytes(), name
 
