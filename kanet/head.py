@@ -78,8 +78,8 @@ class Head(nn.Module):
 
 
 def binomial3(x: torch.Tensor) -> torch.Tensor:
-    """The [1, 2, 1]/4 x [1, 2, 1]/4 blur, as a mean of each pixel with the one before (the first with itself),
-    then with the one after (the last with itself), along each axis.
+    """The [1, 2, 1]/4 x [1, 2, 1]/4 blur, as a sum of each pixel with the one before (the first with itself),
+    then with the one after (the last with itself), along each axis, divided by 16.
 
     Transposed convolutions leave a period-2 checkerboard in their output; the binomial filter has no response at
     that frequency. In a coefficient map, a gain of 6 on a flat sky would otherwise show it as a faint grid.
@@ -87,6 +87,10 @@ def binomial3(x: torch.Tensor) -> torch.Tensor:
     """
     for dim in (-2, -1):
         n = x.shape[dim]
-        x = (x + torch.cat((x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)), dim)) * 0.5
-        x = (x + torch.cat((x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)), dim)) * 0.5
-    return x
+        y = x.clone()
+        y.narrow(dim, 1, n - 1).add_(x.narrow(dim, 0, n - 1))
+        y.narrow(dim, 0, 1).add_(x.narrow(dim, 0, 1))
+        x = y.clone()
+        x.narrow(dim, 0, n - 1).add_(y.narrow(dim, 1, n - 1))
+        x.narrow(dim, n - 1, 1).add_(y.narrow(dim, n - 1, 1))
+    return x * 0.0625

@@ -115,7 +115,10 @@ def test_coefficient_maps_carry_no_checkerboard() -> None:
     assert torch.allclose(binomial3(ramp)[..., 1:-1], ramp[..., 1:-1])  # smooth maps pass unchanged
     # the filter the shipped weights were trained with: two 2x2 means, padded by replication top-left, then
     # bottom-right
-    x = torch.randn(2, 5, 9, 12).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 5, 9, 12).contiguous(memory_format=torch.channels_last).requires_grad_()
     want = F.avg_pool2d(F.pad(x, (1, 0, 1, 0), mode="replicate"), 2, stride=1)
     want = F.avg_pool2d(F.pad(want, (0, 1, 0, 1), mode="replicate"), 2, stride=1)
-    assert torch.allclose(binomial3(x), want, atol=1e-6)
+    got = binomial3(x)
+    assert torch.allclose(got, want, atol=1e-6)
+    weights = torch.randn_like(want)  # and it trains the same: equal gradients
+    assert torch.allclose(*(torch.autograd.grad((y * weights).sum(), x)[0] for y in (got, want)), atol=1e-6)
