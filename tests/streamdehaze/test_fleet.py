@@ -70,6 +70,20 @@ def test_python_serve_takes_a_list_of_streams_or_a_dict(make_video, probe, tmp_p
         assert probe(tmp_path / f"{name}.3.mp4")["count"] == 3
 
 
+def test_each_stream_keeps_its_own_strength(make_video, probe, tmp_path):
+    """Streams of one input at strengths 0, 0.5 and 1 (the default): their own engines, their own output."""
+    src = make_video(frames=4)
+    streams = [{"name": name, "input": str(src), "output": str(tmp_path / f"{name}.mkv"), "model": "dcp",
+                "codec": "ffv1", **extra}
+               for name, extra in (("none", {"strength": 0.0}), ("half", {"strength": 0.5}), ("full", {}))]
+    result = serve(streams)
+    assert not result.failed
+    original = probe(src)["rgb"]
+    none, half, full = ([f.astype(int) for f in probe(tmp_path / f"{n}.mkv")["rgb"]] for n in ("none", "half", "full"))
+    assert _max_difference(none, original) <= 3 and min(np.abs(f - o).mean() for f, o in zip(full, original)) > 10
+    assert max(np.abs(h - (f + o) / 2).mean() for h, f, o in zip(half, full, original)) < 1.5
+
+
 def test_a_stream_that_fails_ends_alone(make_video, probe, run_cli, tmp_path):
     good = make_video("good.mp4", frames=6)
     bad = tmp_path / "bad.mp4"
