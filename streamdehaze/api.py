@@ -200,8 +200,8 @@ _END = object()
 
 def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike | None = None, *, model: str = "auto",
             weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
-            strength: float = 1.0, temporal: str = "ema", temporal_strength: float = DEFAULT_STRENGTH, batch: int | None = None,
-            hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int | None = None,
+            strength: float = 1.0, temporal: str = "ema", temporal_strength: float = DEFAULT_STRENGTH,
+            batch: int | None = None, hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int | None = None,
             preset: str | None = None, max_frames: int | None = None, duration: float | None = None,
             live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,
             strict: bool = False, on_frame: Callable[[FrameRecord], np.ndarray | None] | None = None,
@@ -216,8 +216,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     timestamp (live streams: one monotonic clock across reconnects); a file's audio and subtitle streams are
     copied packet for packet; corrupt packets are skipped and counted (``RunResult.corrupt``) unless ``strict``.
     ``strength`` (0 to 1): how much of the model's correction is applied (``Engine``). ``temporal="ema"`` smooths
-    flicker between frames. ``batch``: frames per model call (default: 4 for files,
-    1 for live streams). ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for
+    flicker between frames. ``batch``: frames per model call (default: 4 for files, 1 for live streams). ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for
     x264/x265). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and
     they work, ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through
     ``torch.compile``. ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds,
@@ -227,8 +226,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     config = input if isinstance(input, StreamConfig) else StreamConfig.from_options(
         str(input), None if output is None else str(output), live=live, model=model,
         weights=None if weights is None else str(weights), device=device, infer_size=infer_size, strength=strength,
-        compile=compile,
-        temporal=temporal, temporal_strength=temporal_strength, batch=batch, hwaccel=hwaccel, codec=codec, crf=crf,
+        compile=compile, temporal=temporal, temporal_strength=temporal_strength, batch=batch, hwaccel=hwaccel, codec=codec, crf=crf,
         preset=preset, segment_time=segment_time, max_frames=max_frames, duration=duration,
         max_latency=max_latency, strict=strict)
     job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames)

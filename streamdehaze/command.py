@@ -379,8 +379,8 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats:
     output = result.output or args.output
     if args.stats_json is not None and write_stats:
         stats = {"input": mask(args.input, args.input), "output": mask(output, args.output), "model": args.model,
-                 "strength": args.strength, unit: result.frames, "frames": result.frames, "seconds": round(result.seconds, 4),
-                 "fps": round(result.fps, 3), "corrupt_packets": result.corrupt, "interrupted": result.interrupted}
+                 "strength": args.strength, unit: result.frames, "frames": result.frames,
+                 "seconds": round(result.seconds, 4), "fps": round(result.fps, 3), "corrupt_packets": result.corrupt, "interrupted": result.interrupted}
         with atomic_output(args.stats_json) as tmp:
             tmp.write_text(json.dumps(stats, indent=2) + "\n")
     if result.interrupted:

@@ -57,6 +57,13 @@ def _which(*names: str | None) -> bool:
     return any(shutil.which(name) for name in names if name)
 
 
+def check_strength(strength: float) -> float:
+    """``strength`` if it is from 0 to 1, else a ``UsageError`` saying so."""
+    if not 0.0 <= strength <= 1.0:
+        raise UsageError(f"strength must be from 0 to 1, not {strength}")
+    return strength
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is a usage error."""
     if name == "auto":
@@ -105,9 +112,7 @@ class Engine:
         self.infer_size = infer_size
         self.max_upscale = max_upscale
         self.guide_eps = guide_eps
-        if not 0.0 <= strength <= 1.0:
-            raise UsageError(f"strength must be from 0 to 1, not {strength}")
-        self.strength = strength
+        self.strength = check_strength(strength)
         # On CUDA, batches overlap on copy and compute streams: up to ``depth`` more wait behind the oldest.
         self._lanes = Lanes(self.device) if self.device.type == "cuda" else None
         self.depth = 2 if self._lanes is not None else 0

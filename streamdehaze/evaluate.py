@@ -47,6 +47,7 @@ from training.metrics import (colour_cast, crushed_shadows, detail_retention, fa
 
 from . import evalsets
 from .api import process
+from .engine import check_strength
 from .errors import StreamDehazeError, UsageError
 from .images import image_engine, is_image, read_image
 from .models import create_model
@@ -398,8 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in (path for part in parts for path in need[part]):
             if not path.exists():
                 raise UsageError(f"not found: {path}")
-        if args.frames < 0 or args.threads < 1 or not 0.0 <= args.strength <= 1.0:
-            raise UsageError("--frames must be >= 0, --threads >= 1 and --strength from 0 to 1")
+        if args.frames < 0 or args.threads < 1:
+            raise UsageError("--frames must be >= 0 and --threads >= 1")
+        check_strength(args.strength)
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
         args.out.mkdir(parents=True, exist_ok=True)
