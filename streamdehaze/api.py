@@ -45,15 +45,16 @@ class Dehazer:
     applied at full resolution, smoothed from frame to frame (``temporal="ema"``, the default; call ``reset()`` at
     a scene cut). ``temporal="off"`` is for unrelated images: each call then takes the path of
     ``streamdehaze in.jpg out.jpg``. ``strength`` (0 to 1): how much of the model's correction is applied, as
-    ``--strength``. ``stream()`` gives another stream on the same loaded model.
+    ``--strength``; ``noise_floor`` (8-bit levels, 0: off) as ``--noise-floor``. ``stream()`` gives another stream
+    on the same loaded model.
     """
 
     def __init__(self, model: str = "auto", *, weights: str | os.PathLike | None = None,
                  device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
-                 infer_size: int | str | None = "auto", strength: float = 1.0) -> None:
+                 infer_size: int | str | None = "auto", strength: float = 1.0, noise_floor: float = 0.0) -> None:
         dev = device if isinstance(device, torch.device) else resolve_device(str(device))
         self.engine, self.temporal = _stream_engine(create_model(model, weights, dev), dev, temporal, infer_size,
-                                                    strength)
+                                                    strength, noise_floor)
         self.bgr = bgr
 
     def stream(self) -> "Dehazer":
@@ -113,13 +114,14 @@ def _check_values(size: int, not_finite: bool) -> None:
 
 
 def _stream_engine(model: torch.nn.Module, device: torch.device, temporal: str, infer_size: int | str | None,
-                   strength: float) -> tuple[Engine, TemporalSmoother | None]:
+                   strength: float, noise_floor: float) -> tuple[Engine, TemporalSmoother | None]:
     """The video path for one stream and its temporal smoother, or the photo path for unrelated images."""
     if temporal == "off":
-        return image_engine(model, device, infer_size, strength), None
+        return image_engine(model, device, infer_size, strength, noise_floor), None
     if temporal != "ema":
         raise UsageError(f"unknown temporal mode {temporal!r}; choose off or ema")
-    return Engine(model, device, infer_size, strength=strength), TemporalSmoother(DEFAULT_STRENGTH)
+    return (Engine(model, device, infer_size, strength=strength, noise_floor=noise_floor),
+            TemporalSmoother(DEFAULT_STRENGTH))
 
 
 def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int | None = None,
@@ -200,7 +202,8 @@ _END = object()
 
 def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike | None = None, *, model: str = "auto",
             weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
-            strength: float = 1.0, temporal: str = "ema", temporal_strength: float = DEFAULT_STRENGTH,
+            strength: float = 1.0, noise_floor: float = 0.0, temporal: str = "ema",
+            temporal_strength: float = DEFAULT_STRENGTH,
             batch: int | None = None, hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int | None = None,
             preset: str | None = None, max_frames: int | None = None, duration: float | None = None,
             live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,
@@ -215,7 +218,8 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     goes and kept whatever happens; an earlier file there is moved aside (``outputs.py``). Every frame keeps its
     timestamp (live streams: one monotonic clock across reconnects); a file's audio and subtitle streams are
     copied packet for packet; corrupt packets are skipped and counted (``RunResult.corrupt``) unless ``strict``.
-    ``strength`` (0 to 1): how much of the model's correction is applied (``Engine``). ``temporal="ema"`` smooths
+    ``strength`` (0 to 1): how much of the model's correction is applied, and ``noise_floor`` (8-bit levels, 0: off)
+    how flat a region must be for its gain to be damped (``Engine``). ``temporal="ema"`` smooths
     flicker between frames. ``batch``: frames per model call (default: 4 for files, 1 for live streams). ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for
     x264/x265). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and
     they work, ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through
@@ -226,15 +230,15 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     config = input if isinstance(input, StreamConfig) else StreamConfig.from_options(
         str(input), None if output is None else str(output), live=live, model=model,
         weights=None if weights is None else str(weights), device=device, infer_size=infer_size, strength=strength,
-        compile=compile, temporal=temporal, temporal_strength=temporal_strength, batch=batch, hwaccel=hwaccel, codec=codec, crf=crf,
-        preset=preset, segment_time=segment_time, max_frames=max_frames, duration=duration,
-        max_latency=max_latency, strict=strict)
+        noise_floor=noise_floor, compile=compile, temporal=temporal, temporal_strength=temporal_strength,
+        batch=batch, hwaccel=hwaccel, codec=codec, crf=crf, preset=preset, segment_time=segment_time,
+        max_frames=max_frames, duration=duration, max_latency=max_latency, strict=strict)
     job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames)
     job.check()  # before a camera is dialled or a model loaded
     with job.open() as source:
         m = config.model
         engine = Engine(create_model(m.model, m.weights, job.device), job.device, m.infer_size, compile=m.compile,
-                        strength=m.strength)
+                        strength=m.strength, noise_floor=m.noise_floor)
         if on_start is not None:
             on_start(source)
         stream = job.start()

@@ -142,8 +142,9 @@ class LocalBatch:
         self.device = resolve_device(model.device)
         self.model_name = default_model(self.device) if model.model == "auto" and model.weights is None else model.model
         net = create_model(self.model_name, model.weights, self.device)
-        self.lane = Lane(Engine(net, self.device, model.infer_size, compile=model.compile, strength=model.strength))
-        self.images = image_engine(net, self.device, model.infer_size, model.strength)
+        self.lane = Lane(Engine(net, self.device, model.infer_size, compile=model.compile, strength=model.strength,
+                                noise_floor=model.noise_floor))
+        self.images = image_engine(net, self.device, model.infer_size, model.strength, model.noise_floor)
         self._stream: Stream | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()

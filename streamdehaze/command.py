@@ -295,8 +295,8 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-FILE_OPTIONS = ("model", "weights", "device", "batch", "infer_size", "strength", "compile", "hwaccel", "temporal",
-                "temporal_strength", "codec", "crf", "preset", "strict")
+FILE_OPTIONS = ("model", "weights", "device", "batch", "infer_size", "strength", "noise_floor", "compile", "hwaccel",
+                "temporal", "temporal_strength", "codec", "crf", "preset", "strict")
 
 
 def summary(result: FleetResult) -> list[str]:
@@ -331,7 +331,7 @@ def _run(args: argparse.Namespace) -> int:
         args.model = default_model(device)
     if not is_url and (src.is_dir() or is_image(src)):
         engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size,
-                              args.strength)
+                              args.strength, args.noise_floor)
         with tqdm.tqdm(unit="img", disable=_no_bar(args), dynamic_ncols=True) as bar:
             result = _timed(lambda: dehaze_images(engine, src, dst, on_image=bar.update))
         return _finish(args, result, "images")
@@ -350,7 +350,8 @@ def _run(args: argparse.Namespace) -> int:
                 bar.refresh()
             result = process(
                 args.input, args.output, model=args.model, weights=args.weights, device=args.device,
-                infer_size=args.infer_size, strength=args.strength, temporal=args.temporal,
+                infer_size=args.infer_size, strength=args.strength, noise_floor=args.noise_floor,
+                temporal=args.temporal,
                 temporal_strength=args.temporal_strength,
                 batch=args.batch, hwaccel=args.hwaccel, compile=args.compile, codec=args.codec, crf=args.crf,
                 preset=args.preset, strict=args.strict,
@@ -379,7 +380,8 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats:
     output = result.output or args.output
     if args.stats_json is not None and write_stats:
         stats = {"input": mask(args.input, args.input), "output": mask(output, args.output), "model": args.model,
-                 "strength": args.strength, unit: result.frames, "frames": result.frames,
+                 "strength": args.strength, "noise_floor": args.noise_floor, unit: result.frames,
+                 "frames": result.frames,
                  "seconds": round(result.seconds, 4), "fps": round(result.fps, 3), "corrupt_packets": result.corrupt, "interrupted": result.interrupted}
         with atomic_output(args.stats_json) as tmp:
             tmp.write_text(json.dumps(stats, indent=2) + "\n")

@@ -30,7 +30,7 @@ from .colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from .errors import UsageError
 from .filters import resize
 from .frames import frame_from_planes, planes_of, yuv_format
-from .guided import apply_planes, fit_gain_offset, plane_coefficients
+from .guided import apply_planes, damp_flat_regions, fit_gain_offset, plane_coefficients
 from .models import PredictsCoefficients
 from .shared_calls import SharedCalls
 from .temporal import TemporalSmoother
@@ -64,6 +64,13 @@ def check_strength(strength: float) -> float:
     return strength
 
 
+def check_noise_floor(levels: float) -> float:
+    """``levels`` if it is from 0 to 255, else a ``UsageError`` saying so."""
+    if not 0.0 <= levels <= 255.0:
+        raise UsageError(f"noise floor must be from 0 to 255 levels, not {levels}")
+    return levels
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is a usage error."""
     if name == "auto":
@@ -94,13 +101,19 @@ class Engine:
     it; in between, the output is that blend of input and full output (the transform's gains and offsets are
     blended toward the identity), which lowers fog removal and the noise it amplifies together.
 
+    ``noise_floor`` (8-bit levels; 0, the default, is off): gains above 1 are shrunk toward 1 where the frame's
+    luma varies by no more than that (``guided.damp_flat_regions``): a noisy or blocky camera's flat grey sky keeps
+    its look instead of turning into amplified blocks, at the price of faint detail there. It is not on by default
+    because faint distant detail in a clean photo is as flat as a compressed sky (BENCHMARKS.md).
+
     An engine holds no state of any stream: several streams share it (``submit_many``), each passing its own
     temporal smoother (``temporal.py``), whose use runs the transform path even at native resolution.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto",
                  infer_size: int | str | None = "auto", guide_eps: float = 1e-4, compile: bool = False,
-                 max_upscale: float | None = None, strength: float = 1.0) -> None:
+                 max_upscale: float | None = None, strength: float = 1.0,
+                 noise_floor: float = 0.0) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
         if compile:
@@ -113,6 +126,7 @@ class Engine:
         self.max_upscale = max_upscale
         self.guide_eps = guide_eps
         self.strength = check_strength(strength)
+        self.noise_floor = check_noise_floor(noise_floor)
         # On CUDA, batches overlap on copy and compute streams: up to ``depth`` more wait behind the oldest.
         self._lanes = Lanes(self.device) if self.device.type == "cuda" else None
         self.depth = 2 if self._lanes is not None else 0
@@ -136,9 +150,17 @@ class Engine:
         else:
             gain, offset = fit_gain_offset(small, self.model(small), radius=max(1, min(small.shape[-2:]) // 128),
                                            eps=self.guide_eps)
+        if self.noise_floor > 0:
+            gain, offset = damp_flat_regions(small, gain, offset, self.noise_floor / 255)
         if self.strength == 1.0:
             return gain, offset
         return 1.0 + (gain - 1.0) * self.strength, offset * self.strength
+
+    def _native(self, size: tuple[int, int] | None, temporal: TemporalSmoother | None) -> bool:
+        """Whether a frame goes through the model whole, for its own output: at native resolution (``size``
+        None), with no temporal smoothing, for a model that gives images (coefficient models always give their
+        transform, so ``noise_floor`` holds everywhere)."""
+        return size is None and temporal is None and not self._predicts
 
     def _direct(self, rgb: torch.Tensor) -> torch.Tensor:
         """The model's own output for RGB at native resolution, at ``strength``."""
@@ -155,7 +177,7 @@ class Engine:
         """
         rgb = rgb.to(self.device, torch.float32)
         size = self.infer_shape(*rgb.shape[-2:])
-        if size is None and temporal is None:
+        if self._native(size, temporal):
             return self._shared(self._direct, rgb)
         small = resize(rgb, size) if size is not None else rgb
         gain, offset = self._shared(self.coefficients, small)
@@ -227,7 +249,7 @@ class Engine:
         for i, group in enumerate(groups):
             y, u, v = planes[3 * i: 3 * i + 3]
             size = self.infer_shape(*y.shape[-2:])
-            direct = size is None and group.request.temporal is None  # the model's own output, full resolution
+            direct = self._native(size, group.request.temporal)  # the model's own output, full resolution
             inputs.append(yuv_to_rgb(y, u, v, group.fmt) if direct else
                           yuv_to_rgb(y, u, v, group.fmt, size=size or tuple(y.shape[-2:])))
             kinds.append((direct, *inputs[-1].shape[-2:]))

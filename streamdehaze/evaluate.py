@@ -2,6 +2,7 @@
 
     python -m streamdehaze.evaluate [--model auto] [--weights W.safetensors] [--out runs/eval]
                                     [--parts held-out,photos,video] [--frames N] [--strength S]
+                                    [--noise-floor LEVELS]
 
 Photos go through the product's image path (``images.image_engine``: what ``streamdehaze in.jpg out.jpg`` runs)
 and clips through its video path (``process()``, temporal smoothing on, as the CLI's default), at the resolution
@@ -47,7 +48,7 @@ from training.metrics import (colour_cast, crushed_shadows, detail_retention, fa
 
 from . import evalsets
 from .api import process
-from .engine import check_strength
+from .engine import check_noise_floor, check_strength
 from .errors import StreamDehazeError, UsageError
 from .images import image_engine, is_image, read_image
 from .models import create_model
@@ -65,9 +66,9 @@ Photo = Callable[[np.ndarray], np.ndarray]
 
 
 def photo_runner(model: str, weights: str | Path | None, infer_size: int | str | None = "auto",
-                 strength: float = 1.0) -> Photo:
+                 strength: float = 1.0, noise_floor: float = 0.0) -> Photo:
     """uint8 RGB ``[H,W,3]`` -> dehazed uint8 RGB, exactly as the product dehazes a photo file (on the CPU)."""
-    engine = image_engine(create_model(model, weights), "cpu", infer_size, strength)
+    engine = image_engine(create_model(model, weights), "cpu", infer_size, strength, noise_floor)
     return lambda image: engine.process_array(image[None])[0]
 
 
@@ -152,11 +153,11 @@ def video_fog(frames: Sequence[np.ndarray], every: int = 10) -> float | None:
         return None
 
 
-def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None, float]], work: Path,
+def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None, float, float]], work: Path,
                 frames: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
     """FADE, warping error, colour cast and detail of the product's output of ``video`` for each ``(label, model,
-    weights, strength)`` (temporal smoothing on, the default), and of the input. Also returns each one's middle
-    frame.
+    weights, strength, noise_floor)`` (temporal smoothing on, the default), and of the input. Also returns each
+    one's middle frame.
 
     The warping error is put against contrast too: ``flicker_vs_stretch`` divides it by that of a steady global
     stretch leaving as much fog (``training.metrics.stretch_curve``), and ``crushed`` is the share of pixels
@@ -178,10 +179,10 @@ def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None, f
                               "detail_gain": 1.0, "flicker_vs_stretch": None},
                     "stretch_curve": curve}
     stills = {"input": frames_in[middle]}
-    for label, model, weights, strength in runs:
+    for label, model, weights, strength, noise_floor in runs:
         out = work / f"{video.stem}.{label}.mp4"
         run = process(video, out, model=model, weights=weights, device="cpu", max_frames=len(frames_in),
-                      strength=strength)
+                      strength=strength, noise_floor=noise_floor)
         frames_out = decode_rgb(out)
         if len(frames_out) != len(frames_in):
             raise StreamDehazeError(f"{out.name}: {len(frames_out)} frames decoded, {len(frames_in)} expected")
@@ -284,6 +285,8 @@ def targets(summary: dict) -> list[dict]:
 def markdown(summary: dict) -> str:
     """The results as Markdown tables."""
     strength = "" if summary["strength"] == 1.0 else f", strength {summary['strength']:g}"
+    if summary.get("noise_floor"):
+        strength += f", noise floor {summary['noise_floor']:g}"
     lines = [f"Model: `{summary['model']}` ({summary['weights']}{strength}); dcp is `--model dcp`. "
              f"{summary['machine']}.", ""]
     for haze, part in summary.get("held-out", {}).items():
@@ -324,15 +327,16 @@ def markdown(summary: dict) -> str:
 
 
 def evaluate(model: str, weights: Path | None, out: Path, data: Path = DATA, parts: Sequence[str] = PARTS,
-             frames: int = 0, strength: float = 1.0) -> dict:
-    """Run the ``parts`` (the model at ``strength``, dcp at full strength); write ``summary.json``, ``results.md``
-    and the sheets into ``out``."""
+             frames: int = 0, strength: float = 1.0, noise_floor: float = 0.0) -> dict:
+    """Run the ``parts`` (the model at ``strength`` and ``noise_floor``, dcp at the defaults); write
+    ``summary.json``, ``results.md`` and the sheets into ``out``."""
     start = time.perf_counter()
     dcp = photo_runner("dcp", None)
-    ours = photo_runner(model, weights, strength=strength)  # bad weights fail before the slow part
+    # bad weights fail before the slow part
+    ours = photo_runner(model, weights, strength=strength, noise_floor=noise_floor)
     name = create_model(model, weights).name
     summary: dict = {"model": name, "weights": str(weights) if weights else "shipped", "strength": strength,
-                     "step": checkpoint_step(weights),
+                     "noise_floor": noise_floor, "step": checkpoint_step(weights),
                      "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
                                 f"{torch.get_num_threads()} threads"}
     if "held-out" in parts:
@@ -356,7 +360,8 @@ def evaluate(model: str, weights: Path | None, out: Path, data: Path = DATA, par
                     clips.append(evalsets.make_pan(read_uint8(data / "real_hazy" / photo),
                                                    Path(tmp) / f"pan_{Path(photo).stem}.mp4", size=size))
             for clip in clips:
-                result, still = clip_scores(clip, [("dcp", "dcp", None, 1.0), ("model", model, weights, strength)],
+                result, still = clip_scores(clip, [("dcp", "dcp", None, 1.0, 0.0),
+                                                   ("model", model, weights, strength, noise_floor)],
                                             Path(tmp), frames)
                 summary["video"].append(result)
                 stills.append(crops([still["input"], still["dcp"], still["model"]]))
@@ -387,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads (default: 2)")
     p.add_argument("--strength", type=float, default=1.0,
                    help="the model's --strength, from 0 to 1 (default: 1; dcp always runs at 1)")
+    p.add_argument("--noise-floor", type=float, default=0.0, metavar="LEVELS",
+                   help="the model's --noise-floor, 8-bit levels (default: 0, off; dcp always runs without)")
     args = p.parse_args(argv)
     try:
         parts = _parts(args.parts)
@@ -402,10 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.frames < 0 or args.threads < 1:
             raise UsageError("--frames must be >= 0 and --threads >= 1")
         check_strength(args.strength)
+        check_noise_floor(args.noise_floor)
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
         args.out.mkdir(parents=True, exist_ok=True)
-        summary = evaluate(args.model, args.weights, args.out, args.data, parts, args.frames, args.strength)
+        summary = evaluate(args.model, args.weights, args.out, args.data, parts, args.frames, args.strength,
+                           args.noise_floor)
     except (StreamDehazeError, training.cli.UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)

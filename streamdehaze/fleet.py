@@ -318,7 +318,7 @@ class Fleet:
                     with about_stream(c.name), keyed("weights" if c.model.weights is not None else "model"):
                         model = create_model(key.model, key.weights, jobs[c.name].device)
                         engine = Engine(model, jobs[c.name].device, key.infer_size, compile=key.compile,
-                                        strength=key.strength)
+                                        strength=key.strength, noise_floor=key.noise_floor)
                     lanes[key] = Lane(engine)
                     made.append(lanes[key])
         except BaseException:

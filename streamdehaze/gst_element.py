@@ -47,14 +47,16 @@ class DehazeElement(GstBase.BaseTransform):
                        GObject.ParamFlags.READWRITE),
         "strength": (float, "strength", "how much of the model's correction to apply: 0 (none) to 1 (all)", 0.0, 1.0,
                      1.0, GObject.ParamFlags.READWRITE),
+        "noise-floor": (float, "noise-floor", "8-bit levels: flat regions varying less are not amplified (0: off)",
+                        0.0, 255.0, 0.0, GObject.ParamFlags.READWRITE),
         "temporal": (str, "temporal", "flicker smoothing: ema or off", "ema", GObject.ParamFlags.READWRITE),
         "device": (str, "device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE),
     }
 
     def __init__(self) -> None:
         super().__init__()
-        self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "strength": 1.0, "temporal": "ema",
-                       "device": "auto"}
+        self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "strength": 1.0, "noise-floor": 0.0,
+                       "temporal": "ema", "device": "auto"}
         self.engine = None
         self.info: GstVideo.VideoInfo | None = None
 
@@ -94,7 +96,7 @@ class DehazeElement(GstBase.BaseTransform):
         device = resolve_device(p["device"])
         model = create_model(p["model"], p["weights"] or None, device)
         self.temporal = TemporalSmoother() if p["temporal"] == "ema" else None  # this stream's own state
-        return Engine(model, device, size, strength=p["strength"])
+        return Engine(model, device, size, strength=p["strength"], noise_floor=p["noise-floor"])
 
     def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
         try:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import kanet
+
 from .colour import YUVFormat, ycc_from_rgb
 from .filters import box_filter, resize
 
@@ -114,3 +116,35 @@ def _apply_opencv(planes: tuple[torch.Tensor, ...], coefficients: list[tuple[tor
     if dst.bits > 8:
         result = [r.clamp_(0, peak) for r in result]
     return result[0], result[1], result[2]
+
+
+STATS_SIDE = 256  # short side the flatness of a frame is judged at, whatever the inference size
+
+
+def damp_flat_regions(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
+                      floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The transform, changed so that where ``rgb`` (what it was predicted from, at the transform's resolution) is
+    flat to within ``floor`` (a standard deviation, [0, 1] units) it gives the input's own fine detail plus the
+    correction's local mean: the fog is lifted there as before, but nothing finer than a neighbourhood is made.
+
+    Where a region varies no more than a camera's noise and compression blocks, any gain above 1, and offsets that
+    follow the input, amplify only those: a grey foggy sky turns into flickering blocks. The blend between the
+    transform and its flat form is the Wiener weight ``s2 / (s2 + floor^2)``, ``s2`` the local luma variance above
+    ``floor^2`` (5x5 windows at a short side of ``STATS_SIDE``), so textured regions keep their transform. The
+    transform is linear in ``gain - 1`` and ``offset``, so the blend is one too. Gains of either form
+    (``[B,2|1,h,w]``) and ``[B,3,h,w]`` offsets at ``rgb``'s size.
+    """
+    if floor <= 0:
+        return gain, offset
+    size = tuple(rgb.shape[-2:])
+    scale = min(1.0, STATS_SIDE / min(size))
+    stats_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+    small = resize(rgb.float(), stats_size)
+    y = kanet.transform.luma(small)
+    mean, mean_sq = box_filter(torch.cat((y, y * y), 1), 2).split(1, 1)
+    noise = floor * floor
+    signal = (mean_sq - mean * mean - noise).clamp(min=0)
+    weight = box_filter(signal / (signal + noise), 2)
+    change = kanet.transform.apply(small, resize(gain, stats_size), resize(offset, stats_size)) - small
+    weight, lift = resize(torch.cat((weight, box_filter(change, 4)), 1), size).split((1, 3), 1)
+    return 1 + (gain - 1) * weight, weight * offset + (1 - weight) * lift

@@ -83,7 +83,7 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
 
 
 def image_engine(model: nn.Module, device: str | torch.device,
-                 infer_size: int | str | None = "auto", strength: float = 1.0) -> Engine:
+                 infer_size: int | str | None = "auto", strength: float = 1.0, noise_floor: float = 0.0) -> Engine:
     """An engine for photos. ``auto``: a model that predicts its colour transform takes the video path, at the
     model's inference size, raised for large photos so that the transform is never stretched more than 4x (the
     range it was trained for; a 12-megapixel photo runs at a short side of 750). Other models (``dcp``) run at
@@ -91,7 +91,7 @@ def image_engine(model: nn.Module, device: str | torch.device,
     less of their haze removal (FADE on real hazy photos, dcp: 0.621 at 192, 0.558 native)."""
     if infer_size == "auto" and not isinstance(model, PredictsCoefficients):
         infer_size = None
-    return Engine(model, device, infer_size, max_upscale=MAX_UPSCALE, strength=strength)
+    return Engine(model, device, infer_size, max_upscale=MAX_UPSCALE, strength=strength, noise_floor=noise_floor)
 
 
 MAX_UPSCALE = 4.0

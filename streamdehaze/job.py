@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import StreamConfig, keyed
 from .encoders import encoder, quality_options
-from .engine import check_strength, resolve_device
+from .engine import check_noise_floor, check_strength, resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
 from .hwaccel import Nvidia, use_cuda
 from .live import LiveOptions, LiveSource, is_live
@@ -96,6 +96,8 @@ class Job:
                 raise UsageError(f"temporal strength must be at least 0 and below 1, not {c.temporal_strength}")
         with keyed("strength"):
             check_strength(c.model.strength)
+        with keyed("noise_floor"):
+            check_noise_floor(c.model.noise_floor)
         with keyed("model"):
             if c.model.model not in MODEL_NAMES:
                 raise UsageError(f"unknown model {c.model.model!r}; choose one of: {', '.join(MODEL_NAMES)}")

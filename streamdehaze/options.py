@@ -66,6 +66,10 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=_number(float, "a number", 0, 1), default=1.0, metavar="S",
                    help="how much of the model's correction to apply, from 0 (the input unchanged) to 1 (all of it): "
                         "lower keeps more fog and amplifies less of a noisy camera's noise (default: 1)")
+    p.add_argument("--noise-floor", type=_number(float, "a number", 0, 255), default=0.0, metavar="LEVELS",
+                   help="do not amplify regions whose brightness varies by no more than LEVELS (8-bit, e.g. 1): a "
+                        "noisy or heavily compressed camera's grey sky stays smooth instead of showing blocks, at the "
+                        "price of faint detail there (default: 0, off)")
     p.add_argument("--compile", action="store_true",
                    help="compile the model with torch.compile: a slow start (a minute or more), then faster frames "
                         "where the device gains from it")

@@ -35,6 +35,8 @@ def _serve(run_cli, tmp_path: Path, text: str) -> tuple[int, str]:
      "stream 'gate': temporal: must be one of off, ema, not 'strong'"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nstrength = 2',
      "stream 'gate': strength: must be at most 1: 2"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nnoise_floor = 300',
+     "stream 'gate': noise_floor: must be at most 255: 300"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ncompile = "yes"',
      "stream 'gate': compile: must be true or false, not 'yes'"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nmodel = "fog9000"',

@@ -103,7 +103,8 @@ def test_clip_scores(data, weights, tmp_path):
     video = data / "real_video" / "dvd_fog_1080p.mp4"
     work = tmp_path / "work"
     work.mkdir()
-    runs = [("dcp", "dcp", None, 1.0), ("model", "kanet-t", weights, 1.0), ("none", "kanet-t", weights, 0.0)]
+    runs = [("dcp", "dcp", None, 1.0, 0.0), ("model", "kanet-t", weights, 1.0, 0.0),
+            ("none", "kanet-t", weights, 0.0, 0.0)]
     result, stills = ev.clip_scores(video, runs, work, 5)
     assert result["frames"] == 5 and result["size"] == [96, 64] and set(stills) == {"input", "dcp", "model", "none"}
     for key in ("dcp", "model"):

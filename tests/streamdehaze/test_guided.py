@@ -1,13 +1,16 @@
-"""The full-resolution guided apply: the OpenCV CPU path and the torch path give the same samples."""
+"""The full-resolution guided apply: the OpenCV CPU path and the torch path give the same samples; flat regions' gains
+damped under a noise floor."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import kanet
+
 from streamdehaze.colour import YUVFormat
 from streamdehaze.filters import box_filter
-from streamdehaze.guided import apply_planes, plane_coefficients
+from streamdehaze.guided import apply_planes, damp_flat_regions, plane_coefficients
 
 
 def _case(height: int, width: int, fmt: YUVFormat, seed: int = 0):
@@ -53,3 +56,40 @@ def test_cpu_default_is_opencv_only_when_layouts_match():
     planes444, coefficients444 = _case(72, 128, YUVFormat(subsampling=(1, 1)))
     out = apply_planes(planes444, coefficients444, fmt)
     assert out[1].shape[-2:] == (36, 64)
+
+
+def _flat_and_textured(seed: int = 0) -> torch.Tensor:
+    """A 256x512 grey frame: the left half flat but for noise of 0.5 levels, the right half a texture of about
+    30 levels."""
+    g = torch.Generator().manual_seed(seed)
+    rgb = torch.full((1, 3, 256, 512), 0.6)
+    rgb[..., :256] += torch.randn(1, 1, 256, 256, generator=g) * 0.5 / 255
+    rgb[..., 256:] += box_filter(torch.randn(1, 1, 256, 256, generator=g), 1) * 40 / 255
+    return rgb
+
+
+@pytest.mark.parametrize("form", [1, 2])  # one shared gain, or luma and chroma gains
+def test_damp_flat_regions_spares_texture_and_keeps_the_lift(form):
+    rgb = _flat_and_textured()
+    # a transform that lifts fog (gain 2, offset -0.5) and also makes a fine pattern of its own
+    gain, offset = torch.full((1, form, 256, 512), 2.0), torch.full((1, 3, 256, 512), -0.5)
+    offset += torch.randn(1, 3, 256, 512, generator=torch.Generator().manual_seed(1)) / 255
+    damped, refit = damp_flat_regions(rgb, gain, offset, floor=1 / 255)
+    flat, textured = (slice(32, 224), slice(32, 224)), (slice(32, 224), slice(288, 480))
+    assert damped[..., flat[0], flat[1]].max() < 1.1 and damped[..., textured[0], textured[1]].min() > 1.9
+    before, after = kanet.transform.apply(rgb, gain, offset), kanet.transform.apply(rgb, damped, refit)
+    # textured: the transform as it was; flat: the lift is kept (each neighbourhood's mean output), but the
+    # output is as smooth as the input (noise 0.5 levels), not amplified (2 x 0.5 and 1 level of its own)
+    assert (before - after)[..., textured[0], textured[1]].abs().max() < 2 / 255
+    assert (box_filter(before - after, 8)[..., flat[0], flat[1]]).abs().max() < 1 / 255
+    noise_out = (after - box_filter(after, 4))[..., flat[0], flat[1]].std()
+    noise_in = (rgb - box_filter(rgb, 4))[..., flat[0], flat[1]].std()
+    assert noise_out < 1.2 * noise_in, (noise_out * 255, noise_in * 255)
+
+
+def test_damp_flat_regions_at_floor_zero_changes_nothing():
+    rgb = _flat_and_textured()
+    rgb[..., :64, :64] = 0.5  # exactly flat: no 0 / 0
+    gain, offset = torch.full((1, 2, 256, 512), 2.0), torch.full((1, 3, 256, 512), -0.5)
+    damped, refit = damp_flat_regions(rgb, gain, offset, floor=0.0)
+    assert torch.equal(damped, gain) and torch.equal(refit, offset)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 
@@ -137,3 +139,19 @@ def test_png_truncation_is_told_from_a_whole_file(hazy_image, tmp_path):
     data = path.read_bytes()
     assert not png_truncated(data)
     assert all(png_truncated(data[:n]) for n in range(9, len(data) - 1, 97))
+
+
+def test_noise_floor_from_the_command_line(run_cli, hazy_image, tmp_path):
+    """``--noise-floor`` reaches the photo's engine (the sky's noise is not amplified) and the stats."""
+    rgb = hazy_image(0, 200, 120)
+    rgb[:60] = np.clip(185 + np.random.default_rng(0).normal(0, 1, (60, 200, 1)), 0, 255).astype(np.uint8)
+    src = tmp_path / "hazy.png"
+    _save(src, rgb)
+    fine = {}
+    for floor in ("0", "3"):
+        out, stats = tmp_path / f"clear{floor}.png", tmp_path / f"stats{floor}.json"
+        code, err = run_cli(src, out, "--noise-floor", floor, "--stats-json", stats, "--quiet")
+        assert code == 0 and json.loads(stats.read_text())["noise_floor"] == float(floor), err
+        sky = cv2.imread(str(out)).astype(np.float32)[8:52, 8:-8]
+        fine[floor] = (sky - cv2.blur(sky, (9, 9))).std()
+    assert fine["3"] < 0.7 * fine["0"], fine
