@@ -101,13 +101,15 @@ class Engine:
     it; in between, the output is that blend of input and full output (the transform's gains and offsets are
     blended toward the identity), which lowers fog removal and the noise it amplifies together.
 
-    ``noise_floor`` (8-bit levels; 0, the default, is off): gains above 1 are shrunk toward 1 where the frame's
-    luma varies by no more than that (``guided.damp_flat_regions``): a noisy or blocky camera's flat grey sky keeps
-    its look instead of turning into amplified blocks, at the price of faint detail there. It is not on by default
-    because faint distant detail in a clean photo is as flat as a compressed sky (BENCHMARKS.md).
+    ``noise_floor`` (8-bit levels; 0, the default, is off): where the frame's luma varies by no more than that,
+    the output is the input's own fine detail plus the correction's local mean (``guided.damp_flat_regions``): a
+    noisy or blocky camera's flat grey sky is lifted out of the fog without its blocks being amplified, at the price
+    of faint detail there. It is not on by default because faint distant detail in a clean photo is as flat as a
+    compressed sky (BENCHMARKS.md).
 
     An engine holds no state of any stream: several streams share it (``submit_many``), each passing its own
-    temporal smoother (``temporal.py``), whose use runs the transform path even at native resolution.
+    temporal smoother (``temporal.py``), whose use runs the transform path even at native resolution (coefficient
+    models always run it).
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto",
