@@ -130,9 +130,10 @@ def damp_flat_regions(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tenso
     Where a region varies no more than a camera's noise and compression blocks, any gain above 1, and offsets that
     follow the input, amplify only those: a grey foggy sky turns into flickering blocks. The blend between the
     transform and its flat form is the Wiener weight ``s2 / (s2 + floor^2)``, ``s2`` the local luma variance above
-    ``floor^2`` (5x5 windows at a short side of ``STATS_SIDE``), so textured regions keep their transform. The
-    transform is linear in ``gain - 1`` and ``offset``, so the blend is one too. Gains of either form
-    (``[B,2|1,h,w]``) and ``[B,3,h,w]`` offsets at ``rgb``'s size.
+    ``floor^2`` (5x5 windows at a short side of ``STATS_SIDE``), so textured regions keep their transform; the
+    local mean is a 13x13 tent there (a box leaves square blobs in a smooth sky). The transform is linear in
+    ``gain - 1`` and ``offset``, so the blend is one too. Gains of either form (``[B,2|1,h,w]``) and ``[B,3,h,w]``
+    offsets at ``rgb``'s size.
     """
     if floor <= 0:
         return gain, offset
@@ -146,5 +147,5 @@ def damp_flat_regions(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tenso
     signal = (mean_sq - mean * mean - noise).clamp(min=0)
     weight = box_filter(signal / (signal + noise), 2)
     change = kanet.transform.apply(small, resize(gain, stats_size), resize(offset, stats_size)) - small
-    weight, lift = resize(torch.cat((weight, box_filter(change, 4)), 1), size).split((1, 3), 1)
+    weight, lift = resize(torch.cat((weight, box_filter(box_filter(change, 3), 3)), 1), size).split((1, 3), 1)
     return 1 + (gain - 1) * weight, weight * offset + (1 - weight) * lift
