@@ -1,10 +1,11 @@
 """ONNX export with dynamic batch, height and width.
 
 The exported graph is image-to-image: input ``rgb`` float32 ``[B, 3, H, W]`` in [0, 1] (any H, W of at least
-``model.min_size``), output ``dehazed`` ``[B, 3, H, W]`` in [0, 1]; normalisation, reflect padding to the multiple,
-cropping and clamping are inside the graph. Models with the coefficient head (``kanet.transform``) have a second
-output, ``coefficients`` ``[B, 5, H, W]``: luma gain, chroma gain and RGB offset, for a runtime that upsamples them
-and applies them to a larger frame itself (``O = g_C I + (g_Y - g_C) Y(I) + o``, BT.709 luma). Tiling stays on
+``model.min_size``), output ``dehazed`` ``[B, 3, H, W]`` in [0, 1]; normalisation, reflect padding (to the
+multiple, and for coefficient models ``kanet.inference.BORDER`` on every side), cropping and clamping are inside the
+graph. Models with the coefficient head (``kanet.transform``) have a second output, ``coefficients`` ``[B, 5, H,
+W]``: luma gain, chroma gain and RGB offset, for a runtime that upsamples them and applies them to a larger frame
+itself (``O = g_C I + (g_Y - g_C) Y(I) + o``, BT.709 luma). Tiling stays on
 the host (call the model tile by tile). Only the ``fixed`` RFF mode can be exported (parity mode draws random
 numbers on the host at every call).
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import transform
+from .inference import BORDER
 from .model import MODEL_NAMES, KANet, create_model
 from .weights import WeightsError, load_weights
 
@@ -52,10 +54,12 @@ class ImageToImage(nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h, w = rgb.shape[-2:]
+        b = BORDER if self.model.predicts_coefficients else 0  # as kanet.inference runs it (min_size > BORDER)
         m = self.multiple
-        ph, pw = (m - h % m) % m, (m - w % m) % m
-        x = F.pad(rgb * 2 - 1, (0, pw, 0, ph), mode="reflect")
-        y = self.model(x)[0][..., :h, :w]
+        ph, pw = (m - (h + 2 * b) % m) % m, (m - (w + 2 * b) % m) % m
+        x = F.pad(rgb * 2 - 1, (b, b, b, b), mode="reflect") if b else rgb * 2 - 1
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+        y = self.model(x)[0][..., b:b + h, b:b + w]
         if not self.model.predicts_coefficients:
             return y.clamp(0, 1)
         gain, offset = transform.split(y)

@@ -39,10 +39,12 @@ class KANetModel(nn.Module):
         self.name = name
 
     def infer_size_for(self, device: torch.device) -> int:
-        """Default short side the model runs at: real time where the hardware allows (guided upsampling)."""
+        """Default short side the model runs at: real time where the hardware allows (guided upsampling). On a CPU
+        the network sees a short side of 256, which for coefficient models includes the border they are run with
+        (``kanet.inference.BORDER``): a frame at 240 plus 8 reflected pixels a side."""
         if device.type == "cuda":
             return 720 if self.name in ("kanet-t", "kanet-s") else 540
-        return 256
+        return 256 - 2 * kanet.inference.border(self.net, 256, 256)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         with self._autocast(rgb):

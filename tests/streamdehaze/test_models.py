@@ -29,7 +29,8 @@ def test_names():
 def test_kanet_t_runs_through_the_engine(tiny_weights):
     model = create_model("kanet-t", tiny_weights)
     engine = Engine(model, "cpu")
-    assert engine.infer_size == 256  # the CPU default: low resolution plus guided upsampling
+    # the CPU default: low resolution plus guided upsampling; the network sees 256 with its border
+    assert engine.infer_size == 256 - 2 * kanet.inference.BORDER
     x = torch.rand(2, 3, 97, 131)
     out = engine.process_rgb(x)
     assert out.shape == x.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1

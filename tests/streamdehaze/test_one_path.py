@@ -1,6 +1,6 @@
 """The shipped default model through the product's two paths: photos and video take one path and give one frame,
-a sharp picture without haze comes back much as it went in, grey stays grey, and a noise floor keeps a flat sky's
-blocks from being amplified."""
+a sharp picture without haze comes back much as it went in, grey stays grey, the edges are dehazed like the rest,
+and a noise floor keeps a flat sky's blocks from being amplified."""
 
 from __future__ import annotations
 
@@ -61,7 +61,10 @@ def test_image_and_video_paths_give_the_same_frame(model):
         photo = image_engine(model, "cpu").process_array(image[None])[0]
         frame = video_path(model, image)
         diff = np.abs(photo.astype(int) - frame)
-        assert diff.mean() < 1.5 and np.quantile(diff, 0.999) <= 8, (name, diff.mean(), diff.max())
+        # The video path rounds to 8-bit YUV twice (full range in, limited range out), and the transform multiplies
+        # the first rounding by its gain (1.5 on the brick). The brick differs most: 1.56 levels on average with
+        # the reflected border (kanet.inference.BORDER; 1.38 without), the others 0.6, none by more than 4.
+        assert diff.mean() < 1.75 and np.quantile(diff, 0.999) <= 8, (name, diff.mean(), diff.max())
 
 
 @pytest.mark.parametrize("name", ["astronaut", "coffee"])
@@ -102,6 +105,23 @@ def test_strength_blends_the_input_and_the_full_correction(model, name):
         off = np.abs(none - hazy)
         assert off.max() <= (0 if path == "image" else 4) and off.mean() < 0.75, (path, off.max(), off.mean())
         assert np.abs(half - (hazy + full) / 2).mean() < 1.0, (path, np.abs(half - (hazy + full) / 2).mean())
+
+
+def test_no_light_band_along_the_edges(model):
+    """A hazy texture that is the same everywhere is dehazed the same up to the frame's edges (without the reflected
+    border, ``kanet.inference.BORDER``, the outer 8 pixels came out up to 12 levels lighter than the next 24)."""
+    rng = np.random.default_rng(0)
+    texture = sum(cv2.GaussianBlur(rng.normal(0, 1, (384, 512, 3)).astype(np.float32), (0, 0), s) * s
+                  for s in (1, 3, 8))
+    hazy = (np.clip(120 + 45 * texture / texture.std(), 0, 255) * 0.5 + 110).astype(np.uint8)
+    for path, out in (("image", image_engine(model, "cpu").process_array(hazy[None])[0]),
+                      ("video", video_path(model, hazy))):
+        change = out.astype(np.float32).mean(-1) - hazy.mean(-1)
+        assert change[64:-64, 64:-64].mean() < -30, path  # the haze is taken off
+        for edge, side in (("top", change), ("bottom", change[::-1]), ("left", change.T), ("right", change.T[::-1])):
+            band = side[:, 32:-32]
+            step = band[:8].mean() - band[8:32].mean()
+            assert abs(step) < 5, (path, edge, step)
 
 
 def _fine(image: np.ndarray) -> float:
