@@ -5,9 +5,8 @@ The exported graph is image-to-image: input ``rgb`` float32 ``[B, 3, H, W]`` in 
 multiple, and for coefficient models ``kanet.inference.BORDER`` on every side), cropping and clamping are inside the
 graph. Models with the coefficient head (``kanet.transform``) have a second output, ``coefficients`` ``[B, 5, H,
 W]``: luma gain, chroma gain and RGB offset, for a runtime that upsamples them and applies them to a larger frame
-itself (``O = g_C I + (g_Y - g_C) Y(I) + o``, BT.709 luma). Tiling stays on
-the host (call the model tile by tile). Only the ``fixed`` RFF mode can be exported (parity mode draws random
-numbers on the host at every call).
+itself (``O = g_C I + (g_Y - g_C) Y(I) + o``, BT.709 luma). Tiling stays on the host (call the model tile by
+tile). Only the ``fixed`` RFF mode can be exported (parity mode draws random numbers on the host at every call).
 
 Command line::
 
