@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import transform
-from .inference import BORDER
+from .inference import border
 from .model import MODEL_NAMES, KANet, create_model
 from .weights import WeightsError, load_weights
 
@@ -53,7 +53,7 @@ class ImageToImage(nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h, w = rgb.shape[-2:]
-        b = BORDER if self.model.predicts_coefficients else 0  # as kanet.inference runs it (min_size > BORDER)
+        b = border(self.model, h, w)  # as kanet.inference runs it
         m = self.multiple
         ph, pw = (m - (h + 2 * b) % m) % m, (m - (w + 2 * b) % m) % m
         x = F.pad(rgb * 2 - 1, (b, b, b, b), mode="reflect") if b else rgb * 2 - 1

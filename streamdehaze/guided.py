@@ -118,7 +118,7 @@ def _apply_opencv(planes: tuple[torch.Tensor, ...], coefficients: list[tuple[tor
     return result[0], result[1], result[2]
 
 
-STATS_SIDE = 256  # short side the flatness of a frame is judged at, whatever the inference size
+STATS_SIDE = 256  # the largest short side the flatness of a frame is judged at (smaller frames: their own)
 
 
 def damp_flat_regions(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
@@ -130,7 +130,7 @@ def damp_flat_regions(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tenso
     Where a region varies no more than a camera's noise and compression blocks, any gain above 1, and offsets that
     follow the input, amplify only those: a grey foggy sky turns into flickering blocks. The blend between the
     transform and its flat form is the Wiener weight ``s2 / (s2 + floor^2)``, ``s2`` the local luma variance above
-    ``floor^2`` (5x5 windows at a short side of ``STATS_SIDE``), so textured regions keep their transform; the
+    ``floor^2`` (5x5 windows at a short side of at most ``STATS_SIDE``), so textured regions keep their transform; the
     local mean is a 13x13 tent there (a box leaves square blobs in a smooth sky). The transform is linear in
     ``gain - 1`` and ``offset``, so the blend is one too. Gains of either form (``[B,2|1,h,w]``) and ``[B,3,h,w]``
     offsets at ``rgb``'s size.
