@@ -2,9 +2,12 @@
 
     python -m training.ship runs/kanet-t-wide/step-0006000.safetensors [--dest streamdehaze/weights]
     python -m training.ship runs/kanet-s-gpu          # a run folder: its newest checkpoint
+    python -m training.ship runs/a/step-0001750.safetensors runs/b/step-0001500.safetensors   # their average
 
 Writes ``DEST/<configuration>.safetensors`` in fp16 (the model still runs in fp32/bf16/fp16 autocast: storage
-only), with the checkpoint it came from in the metadata. Before replacing anything it checks that the file stays
+only), with the checkpoint(s) it came from in the metadata. Several checkpoints ship as their parameter average
+(a "model soup"): fine-tunes of one starting point trained for different things average into a network that keeps
+most of both, where each alone trades one for the other. Before replacing anything it checks that the file stays
 within the package's 25 MB per-file budget and that the fp16 copy dehazes like the original.
 """
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+import kanet
 from training.checkpoint import resolve_checkpoint
 from training.cli import UsageError, atomic_path, run_main
 
@@ -33,14 +37,30 @@ def _probe_image() -> torch.Tensor:
     return (0.6 * base + 0.35).clamp(0, 1)[None]
 
 
-def ship(checkpoint: Path, dest: Path = DEST, max_bytes: int = MAX_BYTES) -> Path:
-    """Write the fp16 copy of ``checkpoint`` to ``dest/<config>.safetensors``; return its path."""
-    import kanet
-
+def _load(checkpoints: Sequence[Path]) -> kanet.KANet:
+    """The network of one checkpoint, or the parameter average of several of one configuration."""
     try:
-        net = kanet.load_weights(checkpoint)
+        nets = [kanet.load_weights(c) for c in checkpoints]
     except kanet.WeightsError as exc:
         raise UsageError(str(exc)) from None
+    net = nets[0]
+    for other, path in zip(nets[1:], checkpoints[1:]):
+        if other.config != net.config:
+            raise UsageError(f"{path}: a different configuration from {checkpoints[0]}; only one can be averaged")
+    if len(nets) > 1:
+        states = [n.state_dict() for n in nets]
+        # integer buffers (batch-norm step counters) are not parameters: the first checkpoint's are kept
+        net.load_state_dict({key: torch.stack([s[key] for s in states]).mean(0) if value.is_floating_point()
+                             else value for key, value in states[0].items()})
+    return net
+
+
+def ship(checkpoints: Path | Sequence[Path], dest: Path = DEST, max_bytes: int = MAX_BYTES) -> Path:
+    """Write the fp16 copy of ``checkpoints`` (one, or the average of several) to ``dest/<config>.safetensors``;
+    return its path."""
+    checkpoints = [checkpoints] if isinstance(checkpoints, Path) else list(checkpoints)
+    net = _load(checkpoints)
+    checkpoint = " + ".join(str(c) for c in checkpoints)
     if net.config_name is None:
         raise UsageError(f"{checkpoint}: a custom configuration; only named ones ({', '.join(kanet.MODEL_NAMES)}) "
                          "can ship")
@@ -68,14 +88,16 @@ def ship(checkpoint: Path, dest: Path = DEST, max_bytes: int = MAX_BYTES) -> Pat
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", type=Path,
-                        help="weights from python -m training.train (.safetensors), or a run folder (its newest)")
+    parser.add_argument("checkpoint", type=Path, nargs="+",
+                        help="weights from python -m training.train (.safetensors), or a run folder (its newest); "
+                             "several ship as their average")
     parser.add_argument("--dest", type=Path, default=DEST, help=f"folder to write to (default {DEST})")
     args = parser.parse_args(argv)
-    checkpoint = resolve_checkpoint(args.checkpoint)[0] if args.checkpoint.is_dir() else args.checkpoint
-    if not checkpoint.is_file():
-        raise UsageError(f"{checkpoint}: no such file")
-    ship(checkpoint, args.dest)
+    checkpoints = [resolve_checkpoint(c)[0] if c.is_dir() else c for c in args.checkpoint]
+    for checkpoint in checkpoints:
+        if not checkpoint.is_file():
+            raise UsageError(f"{checkpoint}: no such file")
+    ship(checkpoints, args.dest)
     return 0
 
 

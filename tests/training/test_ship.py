@@ -72,3 +72,25 @@ def test_a_run_folder_ships_its_newest_checkpoint(clean_folder: Path, tmp_path: 
     assert run_main(main, [str(run), "--dest", str(tmp_path / "w")]) == 0
     assert (tmp_path / "w" / "kanet-t.safetensors").is_file()
     assert str(run / "step-0000001.safetensors") in capsys.readouterr().out
+
+
+def test_several_checkpoints_ship_as_their_average(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    torch.manual_seed(1)
+    second = kanet.save_weights(kanet.create_model("kanet-t").eval(), tmp_path / "other.safetensors")
+    assert run_main(main, [str(checkpoint), str(second), "--dest", str(tmp_path / "w")]) == 0
+    target = tmp_path / "w" / "kanet-t.safetensors"
+    with safe_open(str(target), framework="pt") as f:
+        assert f.metadata()["source"] == f"{checkpoint} + {second}"
+    a, b, shipped = (kanet.load_weights(p).state_dict() for p in (checkpoint, second, target))
+    weight = "head.out.weight"
+    assert not torch.equal(a[weight], b[weight])
+    assert torch.allclose(shipped[weight], (a[weight] + b[weight]) / 2, atol=1e-3)
+    assert f"{checkpoint} + {second} -> {target}" in capsys.readouterr().out
+
+
+def test_only_one_configuration_averages(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    small = kanet.save_weights(kanet.create_model("kanet-s").eval(), tmp_path / "small.safetensors")
+    assert run_main(main, [str(checkpoint), str(small), "--dest", str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err == (f"error: {small}: a different configuration from {checkpoint}; "
+                                       "only one can be averaged\n")
+    assert not (tmp_path / "w").exists()
