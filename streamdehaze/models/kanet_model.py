@@ -39,11 +39,15 @@ class KANetModel(nn.Module):
         self.name = name
 
     def infer_size_for(self, device: torch.device) -> int:
-        """Default short side the model runs at: real time where the hardware allows (guided upsampling). On a CPU
-        the network sees a short side of 256, which for coefficient models includes the border they are run with
-        (``kanet.inference.BORDER``): a frame at 240 plus 8 reflected pixels a side."""
-        if device.type == "cuda":
-            return 720 if self.name in ("kanet-t", "kanet-s") else 540
+        """Default short side the model runs at (the engine carries the result to full resolution).
+
+        Coefficient models run at the size they are trained for, on every device: the network sees a short side
+        of 256, a frame at 240 plus the border they are run with (``kanet.inference.BORDER``). Larger is not
+        better for them: the shipped kanet-t at 720 left more fog in the real 1080p clip (FADE 2.06 against 1.62)
+        and fitted held-out photos 0.2 dB worse (BENCHMARKS.md). Image models run at 540 on a GPU, 256 on a CPU.
+        """
+        if device.type == "cuda" and not self.net.predicts_coefficients:
+            return 540
         return 256 - 2 * kanet.inference.border(self.net, 256, 256)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:

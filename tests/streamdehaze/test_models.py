@@ -31,6 +31,8 @@ def test_kanet_t_runs_through_the_engine(tiny_weights):
     engine = Engine(model, "cpu")
     # the CPU default: low resolution plus guided upsampling; the network sees 256 with its border
     assert engine.infer_size == 256 - 2 * kanet.inference.BORDER
+    # ... on a GPU too: the size it is trained for (only the device's name is read; no GPU needed)
+    assert model.infer_size_for(torch.device("cuda")) == engine.infer_size
     x = torch.rand(2, 3, 97, 131)
     out = engine.process_rgb(x)
     assert out.shape == x.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
