@@ -1,4 +1,4 @@
-"""Temporal smoothing against flicker: an exponential moving average of the guided-upsampling coefficients.
+"""Temporal smoothing against flicker: a motion-compensated moving average of the guided-upsampling coefficients.
 
 Per-frame dehazing flickers: the estimated airlight and haze density wobble from frame to frame although the
 fog does not (a headlight entering the frame drags the airlight estimate with it). The smoothing acts on the
@@ -6,23 +6,34 @@ low-resolution coefficients ``(a, b)`` of ``out = a * in + b`` (for ``dcp``, 1/t
 and airlight), never on pixels, so it cannot smear detail. ``b`` is averaged relative to the frame's mean
 brightness, so a global exposure change passes through exactly as it would frame by frame.
 
-With S = L / mean(L) - 1 the gain-free structure of the low-resolution luma L:
+The average follows the camera: the previous frame's state is first warped onto this frame by the optical flow
+between the two low-resolution lumas (OpenCV's DIS, about a millisecond at the engine's inference size), so a
+panning, zooming or driving camera is smoothed as a fixed one is; without it the motion test below switched the
+smoothing off wherever the camera moved. The flow runs on the host, so on the CPU only: on a GPU the state
+stays in place (W is the identity), as a copy back to the host would stall the device's pipeline.
 
-    m = local mean of |S_t - S_(t-1)|,   w = strength * exp(-(m / motion_scale)^2)
-    a_t <- w a_(t-1) + (1 - w) a_t,   b_t / mean(L_t) <- likewise
-    reset when mean|S_t - S_(t-1)| > 0.5 (mean|S_t| + mean|S_(t-1)|): the structure is unrelated (a scene cut)
+With S = L / mean(L) - 1 the gain-free structure of the luma L and ``W`` the warp:
 
-Where the picture moved, w falls to zero (moving objects do not ghost); a new frame size also resets.
+    m = local mean of |S_t - W(S_(t-1))|,   w = strength * exp(-(m / motion_scale)^2)
+    a_t <- w W(a_(t-1)) + (1 - w) a_t,   b_t / mean(L_t) <- likewise
+    reset when mean|S_t - W(S_(t-1))| > 0.5 (mean|S_t| + mean|S_(t-1)|): the structure is unrelated (a scene cut)
+
+Where the flow does not explain the picture (objects moving against it, newly uncovered ground: next to a jump in
+the flow), w falls to zero: nothing ghosts. A new frame size also resets.
 """
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 
 from .filters import box_filter, luminance
 
 
-DEFAULT_STRENGTH = 0.6
+DEFAULT_STRENGTH = 0.8
+MIN_FLOW_SIDE = 32  # below it the frames are not moved (OpenCV's DIS crashes on some smaller ones)
+NEAR = np.ones((5, 5), np.uint8)  # how far from a motion boundary the past is not trusted
 
 
 class TemporalSmoother:
@@ -32,12 +43,15 @@ class TemporalSmoother:
         if not 0.0 <= strength < 1.0:
             raise ValueError("temporal strength must be in [0, 1)")
         self.strength, self.motion_scale = strength, motion_scale
+        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)  # one per stream: it has state
         self.reset()
 
     def reset(self) -> None:
         self._structure: torch.Tensor | None = None
         self._a: torch.Tensor | None = None
         self._b: torch.Tensor | None = None  # relative to the frame's mean luma
+        self._luma8: np.ndarray | None = None  # the previous frame's luma, for the flow
+        self._pixels: np.ndarray | None = None  # each pixel's (x, y), for the warp
 
     def __call__(self, small: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``small`` [B,3,h,w] model input, gains ``a`` [B,1|2,h,w], offsets ``b`` [B,3,h,w] -> smoothed (a, b);
@@ -45,19 +59,51 @@ class TemporalSmoother:
         luma = luminance(small)
         level = luma.mean((-2, -1), keepdim=True).clamp(min=1e-3)
         structure = luma / level - 1.0
+        # The flow runs on the host, so only for CPU tensors: on a GPU, copying the lumas back would stall the
+        # batches queued behind this one (tests/streamdehaze/test_no_sync.py), and the average stays in place.
+        on_host = small.device.type == "cpu"
+        lumas8 = luma.mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()[:, 0] if on_host else [None] * len(luma)
         out_a, out_b = [], []
         for i in range(small.shape[0]):
             ai, bi, si = a[i:i + 1], b[i:i + 1] / level[i:i + 1], structure[i:i + 1]
-            prev = self._structure
-            if prev is not None and prev.shape == si.shape and self._a.shape == ai.shape:
+            if self._structure is not None and self._structure.shape == si.shape and self._a.shape == ai.shape:
+                prev, prev_a, prev_b, tracked = self._warped(lumas8[i])
                 change = (si - prev).abs()
                 # The scene-cut test stays a tensor (w = 0 on a cut): a Python ``if`` on it would make the host
                 # wait for the GPU on every frame and stall the batches queued behind this one.
                 same_scene = change.mean() <= 0.5 * (si.abs().mean() + prev.abs().mean())
-                w = self.strength * torch.exp(-(box_filter(change, 1) / self.motion_scale) ** 2) * same_scene
-                ai = torch.lerp(ai, self._a, w)
-                bi = torch.lerp(bi, self._b, w)
-            self._structure, self._a, self._b = si, ai, bi
+                w = self.strength * torch.exp(-(box_filter(change, 1) / self.motion_scale) ** 2) * same_scene * tracked
+                ai = torch.lerp(ai, prev_a, w)
+                bi = torch.lerp(bi, prev_b, w)
+            self._structure, self._a, self._b, self._luma8 = si, ai, bi, lumas8[i]
             out_a.append(ai)
             out_b.append(bi * level[i:i + 1])
         return torch.cat(out_a), torch.cat(out_b)
+
+    def _warped(self, luma8: np.ndarray | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | float]:
+        """The state (structure, a, b) of the previous frame, moved onto the frame whose 8-bit luma is ``luma8``
+        (not moved without one), and where that move can be trusted (1) or not (0)."""
+        if luma8 is None or self._luma8 is None or min(luma8.shape) < MIN_FLOW_SIDE:
+            return self._structure, self._a, self._b, 1.0
+        h, w = luma8.shape
+        state = torch.cat((self._structure, self._a, self._b), 1)
+        sizes = (self._structure.shape[1], self._a.shape[1], self._b.shape[1])
+        flow = self._flow.calc(luma8, self._luma8, None)  # this frame -> previous, pixels
+        # Next to a motion boundary (an object moving against its background) the previous frame held something
+        # else: uncovered ground there would take the object's coefficients, which on a smooth background the
+        # structure test alone does not catch. The 3x3 Sobel is 8x the gradient: 16 is a change of 0.5 px per px.
+        jump = _squared_norm(cv2.Sobel(flow, -1, 1, 0)) + _squared_norm(cv2.Sobel(flow, -1, 0, 1))
+        tracked = torch.from_numpy((cv2.dilate(jump, NEAR) <= 16).astype(np.float32))[None, None]
+        if self._pixels is None or self._pixels.shape[:2] != (h, w):
+            self._pixels = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), -1)
+        where = self._pixels + flow
+        moved = torch.empty_like(state)
+        for src, dst in zip(state[0].numpy(), moved[0].numpy()):
+            cv2.remap(src, where, None, cv2.INTER_LINEAR, dst=dst, borderMode=cv2.BORDER_REPLICATE)
+        return (*moved.split(sizes, 1), tracked)
+
+
+def _squared_norm(flow: np.ndarray) -> np.ndarray:
+    """|v|^2 of an [h,w,2] vector field (numpy's sum over a last axis of 2 is several times slower)."""
+    return flow[..., 0] * flow[..., 0] + flow[..., 1] * flow[..., 1]

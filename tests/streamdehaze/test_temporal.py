@@ -154,3 +154,34 @@ def test_streams_sharing_engine_calls_keep_their_own_temporal_state():
     for mine, theirs in zip(shared, alone):
         assert [f.pts for f in mine] == [f.pts for f in theirs]
         assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(mine, theirs))
+
+
+def _panning_sequence(n: int = 12, step: int = 3) -> list[torch.Tensor]:
+    """A camera panning ``step`` pixels a frame across a textured foggy scene, a headlight blinking in it: the
+    whole picture moves, so smoothing that stops where the picture moves would do nothing here."""
+    g = torch.Generator().manual_seed(5)
+    h, w = 96, 160
+    wide = _scene(h, w + n * step)
+    texture = torch.nn.functional.interpolate(torch.rand(1, 1, 24, (w + n * step) // 4, generator=g),
+                                              size=wide.shape[-2:], mode="bicubic")
+    wide = (wide + 0.15 * (texture - 0.5)).clamp(0, 1)
+    frames = []
+    for i in range(n):
+        f = wide[..., i * step:i * step + w].clone()
+        if i % 2:
+            f[..., 76:94, 60 - i * step + 40:82 - i * step + 40] = 1.0  # the light moves with the scene
+        frames.append(f)
+    return frames
+
+
+def _pan_flicker(frames: list[torch.Tensor], step: int = 3) -> float:
+    """Mean absolute change from each frame to the next one moved back by the pan, above the light's rows."""
+    return float(np.mean([(b[..., :70, :-step] - a[..., :70, step:]).abs().mean() for a, b in zip(frames, frames[1:])]))
+
+
+def test_ema_follows_a_panning_camera():
+    frames = _panning_sequence()
+    off = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4)
+    ema = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, TemporalSmoother(0.8))
+    assert _pan_flicker(off) > 2 / 255  # per frame, the light makes the moving picture flicker
+    assert _pan_flicker(ema) < 0.7 * _pan_flicker(off)
