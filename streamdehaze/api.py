@@ -21,7 +21,6 @@ import torch
 
 from .config import StreamConfig
 from .engine import Engine, resolve_device
-from .errors import UsageError
 from .images import image_engine
 from .job import FILE_BATCH, Job, Source, open_source
 from .live import LiveOptions, is_live
@@ -29,7 +28,7 @@ from .models import create_model
 from .pipeline import RunResult, drive
 from .records import FrameRecord
 from .stats import RunStats
-from .temporal import DEFAULT_STRENGTH, TemporalSmoother
+from .temporal import DEFAULT_STRENGTH, TemporalSmoother, smoother
 
 __all__ = ["FILE_BATCH", "Dehazer", "FrameRecord", "Source", "dehazed", "open_source", "process", "read_frames"]
 
@@ -42,8 +41,9 @@ class Dehazer:
     float64 in [0, 1] (tensors: any float type); the result has the input's type, shape, dtype and device.
 
     Frames go through the video path the command line runs: the model at the inference size, its colour transform
-    applied at full resolution, smoothed from frame to frame (``temporal="ema"``, the default; call ``reset()`` at
-    a scene cut). ``temporal="off"`` is for unrelated images: each call then takes the path of
+    applied at full resolution, smoothed from frame to frame (``temporal="ema"``, the default, following the
+    camera's motion, or ``"static"`` for a camera that does not move; call ``reset()`` at a scene cut).
+    ``temporal="off"`` is for unrelated images: each call then takes the path of
     ``streamdehaze in.jpg out.jpg``. ``strength`` (0 to 1): how much of the model's correction is applied, as
     ``--strength``; ``noise_floor`` (8-bit levels, 0: off) as ``--noise-floor``. ``stream()`` gives another stream
     on the same loaded model.
@@ -61,7 +61,8 @@ class Dehazer:
         """Another stream (its own temporal state) on this one's engine: the model is shared, not copied, and
         calls of several streams from several threads at once share its model calls."""
         other = copy.copy(self)
-        other.temporal = None if self.temporal is None else TemporalSmoother(self.temporal.strength)
+        other.temporal = None if self.temporal is None else TemporalSmoother(self.temporal.strength,
+                                                                             follow=self.temporal.follow)
         return other
 
     def reset(self) -> None:
@@ -116,12 +117,10 @@ def _check_values(size: int, not_finite: bool) -> None:
 def _stream_engine(model: torch.nn.Module, device: torch.device, temporal: str, infer_size: int | str | None,
                    strength: float, noise_floor: float) -> tuple[Engine, TemporalSmoother | None]:
     """The video path for one stream and its temporal smoother, or the photo path for unrelated images."""
-    if temporal == "off":
+    state = smoother(temporal)
+    if state is None:
         return image_engine(model, device, infer_size, strength, noise_floor), None
-    if temporal != "ema":
-        raise UsageError(f"unknown temporal mode {temporal!r}; choose off or ema")
-    return (Engine(model, device, infer_size, strength=strength, noise_floor=noise_floor),
-            TemporalSmoother(DEFAULT_STRENGTH))
+    return Engine(model, device, infer_size, strength=strength, noise_floor=noise_floor), state
 
 
 def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int | None = None,
@@ -220,7 +219,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     copied packet for packet; corrupt packets are skipped and counted (``RunResult.corrupt``) unless ``strict``.
     ``strength`` (0 to 1): how much of the model's correction is applied, and ``noise_floor`` (8-bit levels, 0: off)
     how flat a region must be to keep its own fine detail (``Engine``). ``temporal="ema"`` smooths
-    flicker between frames. ``batch``: frames per model call (default: 4 for files, 1 for live streams). ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for
+    flicker between frames, following the camera's motion (``"static"``: for cameras that do not move, cheaper). ``batch``: frames per model call (default: 4 for files, 1 for live streams). ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for
     x264/x265). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and
     they work, ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through
     ``torch.compile``. ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds,

@@ -34,6 +34,7 @@ from .models import create_model
 from .options import parse_infer_size
 from .sinks import VideoSink
 from .sources import VideoFileSource
+from .temporal import MODES
 from .threads import Prefetch, Worker
 from .tuning import tuned
 
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     streams.add_argument("--rate", type=int, default=25, help="camera frame rate (default: 25)")
     streams.add_argument("--seconds", type=float, default=12.0, help="run length per measurement (default: 12)")
     streams.add_argument("--shared-only", action="store_true", help="skip the process-per-camera comparison")
+    streams.add_argument("--temporal", default="ema", choices=MODES, help="each camera's smoothing (default: ema)")
     streams.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one camera of the separate runs
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)

@@ -30,7 +30,7 @@ from .pipeline import Stream
 from .sinks import VideoSink
 from .sources import VideoFileSource, VideoInfo
 from .stats import RunStats
-from .temporal import TemporalSmoother
+from .temporal import smoother
 from .tuning import tuned
 
 MAX_LATENCY = 1.0  # seconds, as a live run's default --max-latency
@@ -92,7 +92,7 @@ class CameraResult:
 
 
 def run_shared(clip: Path, streams: int, model: str, device: str, rate: int, seconds: float,
-               out: Path) -> list[CameraResult]:
+               out: Path, temporal: str = "ema") -> list[CameraResult]:
     """``streams`` cameras served by one engine in this process."""
     dev = resolve_device(device)
     with VideoFileSource(clip) as source:
@@ -104,10 +104,10 @@ def run_shared(clip: Path, streams: int, model: str, device: str, rate: int, sec
     stats = [RunStats() for _ in range(streams)]
     sinks = [VideoSink(out / f"cam{i}.mp4", source.info, live=True) for i, source in enumerate(sources)]
     with tuned(dev):  # as the command line tunes its own process
-        engine.process_frames(warm, sinks[0].yuv_format, sinks[0].pix_fmt, TemporalSmoother())  # warm-up
+        engine.process_frames(warm, sinks[0].yuv_format, sinks[0].pix_fmt, smoother(temporal))  # warm-up
         lane = Lane(engine)  # serve's engine threads
         jobs = [Stream(source, sink, name=f"cam{i}", live=True, max_latency=MAX_LATENCY, stats=run_stats,
-                       temporal=TemporalSmoother())
+                       temporal=smoother(temporal))
                 for i, (source, sink, run_stats) in enumerate(zip(sources, sinks, stats))]
         for stream in jobs:
             lane.scheduler.add(stream)
@@ -133,7 +133,7 @@ def run_separate(args: list[str], streams: int) -> list[CameraResult]:
 
 def main(args) -> int:
     """``args``: ``bench.py``'s parsed options (``streams``, ``size``, ``model``, ``device``, ``rate``,
-    ``seconds``, ``shared_only``, ``json``, ``worker``)."""
+    ``seconds``, ``shared_only``, ``temporal``, ``json``, ``worker``)."""
     from .bench import SIZES, make_clip
 
     model = args.model if args.model != "auto" else default_model(resolve_device(args.device))
@@ -141,18 +141,20 @@ def main(args) -> int:
         clip = Path(tmp) / f"{args.size}.mp4"
         make_clip(clip, *SIZES[args.size], 100)
         if args.worker:  # one camera of the separate-process runs
-            (result,) = run_shared(clip, 1, model, args.device, args.rate, args.seconds, Path(tmp))
+            (result,) = run_shared(clip, 1, model, args.device, args.rate, args.seconds, Path(tmp), args.temporal)
             print(json.dumps(result.__dict__))
             return 0
         print(f"# {args.size} cameras at {args.rate} fps for {args.seconds:g} s, model {model}, device "
-              f"{resolve_device(args.device)}, --max-latency {MAX_LATENCY:g} s; latency = arrival to encoded")
+              f"{resolve_device(args.device)}, --temporal {args.temporal}, --max-latency {MAX_LATENCY:g} s; "
+              f"latency = arrival to encoded")
         print(f"{'streams':>7} {'mode':>9} {'aggregate fps':>14} {'per camera':>11} {'p95 ms (worst)':>15} "
               f"{'dropped %':>10}")
         worker = ["--streams", "1", "--size", args.size, "--model", model, "--device", args.device,
-                  "--rate", str(args.rate), "--seconds", str(args.seconds)]
+                  "--rate", str(args.rate), "--seconds", str(args.seconds), "--temporal", args.temporal]
         report = []
         for n in args.streams:
-            rows = {"shared": run_shared(clip, n, model, args.device, args.rate, args.seconds, Path(tmp))}
+            rows = {"shared": run_shared(clip, n, model, args.device, args.rate, args.seconds, Path(tmp),
+                                         args.temporal)}
             if not args.shared_only:
                 rows["separate"] = run_separate(worker, n)
             for mode, cams in rows.items():

@@ -49,7 +49,7 @@ class DehazeElement(GstBase.BaseTransform):
                      1.0, GObject.ParamFlags.READWRITE),
         "noise-floor": (float, "noise-floor", "8-bit levels: flat regions varying less are not amplified (0: off)",
                         0.0, 255.0, 0.0, GObject.ParamFlags.READWRITE),
-        "temporal": (str, "temporal", "flicker smoothing: ema or off", "ema", GObject.ParamFlags.READWRITE),
+        "temporal": (str, "temporal", "flicker smoothing: ema, static (a camera that does not move) or off", "ema", GObject.ParamFlags.READWRITE),
         "device": (str, "device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE),
     }
 
@@ -84,18 +84,17 @@ class DehazeElement(GstBase.BaseTransform):
         from .engine import Engine, resolve_device
         from .models import create_model
         from .options import parse_infer_size
-        from .temporal import TemporalSmoother
+        from .temporal import smoother
 
         p = self.props_
-        if p["temporal"] not in ("ema", "off"):
-            raise UsageError(f"temporal must be ema or off, not {p['temporal']!r}")
+        temporal = smoother(p["temporal"])  # this stream's own state; checks the mode first
         try:
             size = parse_infer_size(p["infer-size"])
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"infer-size: {exc}") from None
         device = resolve_device(p["device"])
         model = create_model(p["model"], p["weights"] or None, device)
-        self.temporal = TemporalSmoother() if p["temporal"] == "ema" else None  # this stream's own state
+        self.temporal = temporal
         return Engine(model, device, size, strength=p["strength"], noise_floor=p["noise-floor"])
 
     def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:

@@ -36,7 +36,7 @@ from .records import FrameRecord
 from .sinks import CallbackSink, VideoSink, check_live_file, segment_pattern, url_format
 from .sources import VideoFileSource
 from .stats import RunStats
-from .temporal import TemporalSmoother
+from .temporal import smoother
 
 FILE_BATCH = 4  # default frames per model call for files: batches amortise per-call costs (CPU: 1.4x the fps)
 
@@ -89,8 +89,7 @@ class Job:
         with keyed("preset"):
             quality_options(c.encode.codec, None, c.encode.preset)
         with keyed("temporal"):
-            if c.temporal not in ("off", "ema"):
-                raise UsageError(f"unknown temporal mode {c.temporal!r}; choose off or ema")
+            smoother(c.temporal)  # checks the mode
         with keyed("temporal_strength"):
             if not 0.0 <= c.temporal_strength < 1.0:
                 raise UsageError(f"temporal strength must be at least 0 and below 1, not {c.temporal_strength}")
@@ -162,9 +161,9 @@ class Job:
         else:  # segments of a file (each complete when the muxer moves on), a URL, or only the callback
             sink = self._sink(self.dst or c.output)
         batch = c.batch or (1 if self.live else FILE_BATCH)  # cameras: lowest latency
-        smoother = None if c.temporal == "off" else TemporalSmoother(c.temporal_strength)
+        temporal = smoother(c.temporal, c.temporal_strength)
         self.stream = Stream(self.source, sink, name=name, batch_size=batch, live=self.live,
-                             max_latency=c.max_latency, stats=self.stats, temporal=smoother, on_frames=self.on_frames)
+                             max_latency=c.max_latency, stats=self.stats, temporal=temporal, on_frames=self.on_frames)
         return self.stream
 
     def _sink(self, target: Path | str | None, **more):

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import __version__, hwaccel
 from .errors import UsageError
 from .models import MODEL_NAMES
-from .temporal import DEFAULT_STRENGTH
+from .temporal import DEFAULT_STRENGTH, MODES
 
 DAY = 86400.0
 
@@ -76,8 +76,9 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hwaccel", default="auto", choices=hwaccel.MODES,
                    help="NVDEC decoding and NVENC encoding: auto = when the model runs on CUDA and they work, "
                         "else software; cuda = required (default: auto)")
-    p.add_argument("--temporal", default="ema", choices=["off", "ema"],
-                   help="smooth flicker between frames, gated by motion, reset on scene cuts (default: ema)")
+    p.add_argument("--temporal", default="ema", choices=MODES,
+                   help="smooth flicker between frames, following the camera's motion, reset on scene cuts; static: "
+                        "the same for cameras that do not move, cheaper on a CPU (default: ema)")
     p.add_argument("--temporal-strength", type=_number(float, "a number", 0, 1, high_inclusive=False),
                    default=DEFAULT_STRENGTH, metavar="S", help=f"weight of the past in [0, 1) (default: {DEFAULT_STRENGTH})")
     p.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")

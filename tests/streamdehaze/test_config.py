@@ -32,7 +32,7 @@ def _serve(run_cli, tmp_path: Path, text: str) -> tuple[int, str]:
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ntimeout = -1',
      "stream 'gate': timeout: must be more than 0: -1"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ntemporal = "strong"',
-     "stream 'gate': temporal: must be one of off, ema, not 'strong'"),
+     "stream 'gate': temporal: must be one of off, ema, static, not 'strong'"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nstrength = 2',
      "stream 'gate': strength: must be at most 1: 2"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nnoise_floor = 300',

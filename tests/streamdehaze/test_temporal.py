@@ -10,7 +10,8 @@ from streamdehaze.colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from streamdehaze.engine import Engine, Request
 from streamdehaze.frames import frame_from_planes, planes_of
 from streamdehaze.models.dcp import DarkChannelPrior
-from streamdehaze.temporal import TemporalSmoother
+from streamdehaze.errors import UsageError
+from streamdehaze.temporal import TemporalSmoother, smoother
 
 FMT = YUVFormat("bt709", False, 8, (2, 2))
 
@@ -185,3 +186,20 @@ def test_ema_follows_a_panning_camera():
     ema = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, TemporalSmoother(0.8))
     assert _pan_flicker(off) > 2 / 255  # per frame, the light makes the moving picture flicker
     assert _pan_flicker(ema) < 0.7 * _pan_flicker(off)
+
+
+def test_static_mode_does_not_follow_the_camera():
+    """``--temporal static`` is the average without the flow: cheaper, for cameras that do not move, and on a pan
+    it smooths only what the structure test lets through."""
+    frames = _panning_sequence()
+    off = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4)
+    static = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, smoother("static"))
+    assert _pan_flicker(static) > 0.7 * _pan_flicker(off)
+    fixed = _flickering_sequence()  # a camera that does not move: as good as the full smoother
+    per_frame = _flicker_outside_light(_dehaze(Engine(DarkChannelPrior(), "cpu"), fixed, 4))
+    assert _flicker_outside_light(_dehaze(Engine(DarkChannelPrior(), "cpu"), fixed, 4, smoother("static"))) < 0.7 * per_frame
+
+
+def test_unknown_mode_is_a_usage_error():
+    with pytest.raises(UsageError, match="choose off, ema, static"):
+        smoother("strong")
