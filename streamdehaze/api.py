@@ -218,9 +218,10 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     timestamp (live streams: one monotonic clock across reconnects); a file's audio and subtitle streams are
     copied packet for packet; corrupt packets are skipped and counted (``RunResult.corrupt``) unless ``strict``.
     ``strength`` (0 to 1): how much of the model's correction is applied, and ``noise_floor`` (8-bit levels, 0: off)
-    how flat a region must be to keep its own fine detail (``Engine``). ``temporal="ema"`` smooths
-    flicker between frames, following the camera's motion (``"static"``: for cameras that do not move, cheaper). ``batch``: frames per model call (default: 4 for files, 1 for live streams). ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for
-    x264/x265). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and
+    how flat a region must be to keep its own fine detail (``Engine``). ``temporal="ema"`` smooths flicker between
+    frames, following the camera's motion (``"static"``: for cameras that do not move, cheaper). ``batch``: frames
+    per model call (default: 4 for files, 1 for live streams). ``crf`` and ``preset``: the encoder's quality and
+    speed (default 18, and veryfast for x264/x265). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and
     they work, ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through
     ``torch.compile``. ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds,
     index, stream), in the writer thread; an image it returns is written instead. On Ctrl-C the frames done so

@@ -49,7 +49,8 @@ class DehazeElement(GstBase.BaseTransform):
                      1.0, GObject.ParamFlags.READWRITE),
         "noise-floor": (float, "noise-floor", "8-bit levels: flat regions varying less are not amplified (0: off)",
                         0.0, 255.0, 0.0, GObject.ParamFlags.READWRITE),
-        "temporal": (str, "temporal", "flicker smoothing: ema, static (a camera that does not move) or off", "ema", GObject.ParamFlags.READWRITE),
+        "temporal": (str, "temporal", "flicker smoothing: ema, static (a camera that does not move) or off", "ema",
+                     GObject.ParamFlags.READWRITE),
         "device": (str, "device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE),
     }
 
