@@ -105,6 +105,16 @@ def test_a_bad_property_stops_the_pipeline_with_one_message(tmp_path):
     assert "Traceback" not in run.stdout + run.stderr
 
 
+def test_temporal_modes_of_the_element(tmp_path):
+    ok = _launch(tmp_path, "videotestsrc num-buffers=3 ! video/x-raw,format=I420,width=96,height=64 "
+                           "! dehaze model=dcp temporal=static ! fakesink")
+    assert ok.returncode == 0, ok.stderr
+    bad = _launch(tmp_path, "videotestsrc num-buffers=2 ! video/x-raw,format=I420 ! dehaze temporal=strong ! fakesink")
+    assert bad.returncode != 0
+    assert "unknown temporal mode 'strong'; choose off, ema, static" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
+
+
 def test_env_prints_exports(capsys):
     assert main(["--env"]) == 0
     lines = capsys.readouterr().out.splitlines()
