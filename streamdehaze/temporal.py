@@ -19,7 +19,9 @@ With S = L / mean(L) - 1 the gain-free structure of the luma L and ``W`` the war
     reset when mean|S_t - W(S_(t-1))| > 0.5 (mean|S_t| + mean|S_(t-1)|): the structure is unrelated (a scene cut)
 
 Where the flow does not explain the picture (objects moving against it, newly uncovered ground: next to a jump in
-the flow), w falls to zero: nothing ghosts. A new frame size also resets.
+the flow), w falls to zero: nothing ghosts. A new frame size also resets. Where the background did not move (a
+fixed camera, cars passing), W is the identity, and after 8 such frames the flow is looked for only every 8th
+frame, so a fixed camera costs about what ``static`` does.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ MODES = ("off", "ema", "static")  # --temporal: none; the average that follows t
 DEFAULT_STRENGTH = 0.8
 MIN_FLOW_SIDE = 32  # below it the frames are not moved (OpenCV's DIS crashes on some smaller ones)
 NEAR = np.ones((5, 5), np.uint8)  # how far from a motion boundary the past is not trusted
+STILL_FLOW = 0.05  # px at the inference size: a median flow below it is a camera that does not move
+STILL_FRAMES, PROBE_EVERY = 8, 8  # after that many still frames, look for motion only every 8th frame
 
 
 def smoother(mode: str, strength: float = DEFAULT_STRENGTH) -> "TemporalSmoother | None":
@@ -63,6 +67,8 @@ class TemporalSmoother:
         self._b: torch.Tensor | None = None  # relative to the frame's mean luma
         self._luma8: np.ndarray | None = None  # the previous frame's luma, for the flow
         self._pixels: np.ndarray | None = None  # each pixel's (x, y), for the warp
+        self._still = 0  # consecutive frames in which the camera did not move
+        self._skip = 0  # frames left before the next look for motion
 
     def __call__(self, small: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``small`` [B,3,h,w] model input, gains ``a`` [B,1|2,h,w], offsets ``b`` [B,3,h,w] -> smoothed (a, b);
@@ -95,12 +101,21 @@ class TemporalSmoother:
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | float]:
         """The state (structure, a, b) of the previous frame, moved onto the frame whose 8-bit luma is ``luma8``
         (not moved without one), and where that move can be trusted (1) or not (0)."""
+        unmoved = self._structure, self._a, self._b, 1.0
         if luma8 is None or self._luma8 is None or min(luma8.shape) < MIN_FLOW_SIDE:
-            return self._structure, self._a, self._b, 1.0
+            return unmoved
+        if self._skip:  # a fixed camera (most surveillance): the flow costs more than the rest of the smoothing
+            self._skip -= 1
+            return unmoved
+        flow = self._flow.calc(luma8, self._luma8, None)  # this frame -> previous, pixels
+        if np.median(_squared_norm(flow[::4, ::4])) < STILL_FLOW ** 2:  # the background did not move
+            self._still += 1
+            self._skip = PROBE_EVERY - 1 if self._still >= STILL_FRAMES else 0
+            return unmoved
+        self._still = 0
         h, w = luma8.shape
         state = torch.cat((self._structure, self._a, self._b), 1)
         sizes = (self._structure.shape[1], self._a.shape[1], self._b.shape[1])
-        flow = self._flow.calc(luma8, self._luma8, None)  # this frame -> previous, pixels
         # Next to a motion boundary (an object moving against its background) the previous frame held something
         # else: uncovered ground there would take the object's coefficients, which on a smooth background the
         # structure test alone does not catch. The 3x3 Sobel is 8x the gradient: 16 is a change of 0.5 px per px.

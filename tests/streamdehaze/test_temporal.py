@@ -203,3 +203,24 @@ def test_static_mode_does_not_follow_the_camera():
 def test_unknown_mode_is_a_usage_error():
     with pytest.raises(UsageError, match="choose off, ema, static"):
         smoother("strong")
+
+
+class _CountingFlow:
+    def __init__(self, flow) -> None:
+        self.flow, self.calls = flow, 0
+
+    def calc(self, *args):
+        self.calls += 1
+        return self.flow.calc(*args)
+
+
+def test_a_fixed_camera_gives_what_static_gives_and_rarely_looks_for_motion():
+    """A camera that does not move, a light blinking in it: the default warps nothing (the same frames as
+    ``static``), and after 8 still frames it looks for motion on one frame in 8."""
+    frames = _flickering_sequence(40)
+    ema = smoother("ema")
+    ema._flow = counting = _CountingFlow(ema._flow)
+    out = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, ema)
+    static = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, smoother("static"))
+    assert all(torch.equal(a, b) for a, b in zip(out, static))
+    assert counting.calls == 8 + (40 - 9) // 8  # frames 2-9 each, then every 8th
