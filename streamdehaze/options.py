@@ -78,7 +78,7 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
                         "else software; cuda = required (default: auto)")
     p.add_argument("--temporal", default="ema", choices=MODES,
                    help="smooth flicker between frames, following the camera's motion, reset on scene cuts; static: "
-                        "the same for cameras that do not move, cheaper on a CPU (default: ema)")
+                        "the same, never looking for motion (default: ema)")
     p.add_argument("--temporal-strength", type=_number(float, "a number", 0, 1, high_inclusive=False),
                    default=DEFAULT_STRENGTH, metavar="S", help=f"weight of the past in [0, 1) (default: {DEFAULT_STRENGTH})")
     p.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")

@@ -43,8 +43,8 @@ STILL_FRAMES, PROBE_EVERY = 8, 8  # after that many still frames, look for motio
 
 
 def smoother(mode: str, strength: float = DEFAULT_STRENGTH) -> "TemporalSmoother | None":
-    """One stream's smoother for a ``--temporal`` mode: none for ``off``; ``static`` is for cameras that do not
-    move (no optical flow: about 3 ms a frame less per stream on a CPU, where many cameras share one engine)."""
+    """One stream's smoother for a ``--temporal`` mode: none for ``off``; ``static`` never looks for the camera's
+    motion (for cameras known not to move; ``ema`` finds that out itself, at some cost in its first frames)."""
     if mode not in MODES:
         raise UsageError(f"unknown temporal mode {mode!r}; choose {', '.join(MODES)}")
     return None if mode == "off" else TemporalSmoother(strength, follow=mode == "ema")
