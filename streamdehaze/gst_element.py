@@ -88,14 +88,13 @@ class DehazeElement(GstBase.BaseTransform):
         from .temporal import smoother
 
         p = self.props_
-        temporal = smoother(p["temporal"])  # this stream's own state; checks the mode first
+        self.temporal = smoother(p["temporal"])  # this stream's own state; checks the mode before loading anything
         try:
             size = parse_infer_size(p["infer-size"])
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"infer-size: {exc}") from None
         device = resolve_device(p["device"])
         model = create_model(p["model"], p["weights"] or None, device)
-        self.temporal = temporal
         return Engine(model, device, size, strength=p["strength"], noise_floor=p["noise-floor"])
 
     def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:

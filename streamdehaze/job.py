@@ -36,7 +36,7 @@ from .records import FrameRecord
 from .sinks import CallbackSink, VideoSink, check_live_file, segment_pattern, url_format
 from .sources import VideoFileSource
 from .stats import RunStats
-from .temporal import smoother
+from .temporal import check_mode, smoother
 
 FILE_BATCH = 4  # default frames per model call for files: batches amortise per-call costs (CPU: 1.4x the fps)
 
@@ -89,7 +89,7 @@ class Job:
         with keyed("preset"):
             quality_options(c.encode.codec, None, c.encode.preset)
         with keyed("temporal"):
-            smoother(c.temporal)  # checks the mode
+            check_mode(c.temporal)
         with keyed("temporal_strength"):
             if not 0.0 <= c.temporal_strength < 1.0:
                 raise UsageError(f"temporal strength must be at least 0 and below 1, not {c.temporal_strength}")

@@ -42,11 +42,16 @@ STILL_FLOW = 0.05  # px at the inference size: a median flow below it is a camer
 STILL_FRAMES, PROBE_EVERY = 8, 8  # after that many still frames, look for motion only every 8th frame
 
 
+def check_mode(mode: str) -> None:
+    """``UsageError`` unless ``mode`` is a ``--temporal`` mode."""
+    if mode not in MODES:
+        raise UsageError(f"unknown temporal mode {mode!r}; choose {', '.join(MODES)}")
+
+
 def smoother(mode: str, strength: float = DEFAULT_STRENGTH) -> "TemporalSmoother | None":
     """One stream's smoother for a ``--temporal`` mode: none for ``off``; ``static`` never looks for the camera's
     motion (for cameras known not to move; ``ema`` finds that out itself, at some cost in its first frames)."""
-    if mode not in MODES:
-        raise UsageError(f"unknown temporal mode {mode!r}; choose {', '.join(MODES)}")
+    check_mode(mode)
     return None if mode == "off" else TemporalSmoother(strength, follow=mode == "ema")
 
 
@@ -110,7 +115,8 @@ class TemporalSmoother:
         flow = self._flow.calc(luma8, self._luma8, None)  # this frame -> previous, pixels
         if np.median(_squared_norm(flow[::4, ::4])) < STILL_FLOW ** 2:  # the background did not move
             self._still += 1
-            self._skip = PROBE_EVERY - 1 if self._still >= STILL_FRAMES else 0
+            if self._still >= STILL_FRAMES:
+                self._skip = PROBE_EVERY - 1
             return unmoved
         self._still = 0
         h, w = luma8.shape
