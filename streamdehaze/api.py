@@ -45,13 +45,14 @@ class Dehazer:
     camera's motion, or ``"static"`` for a camera that does not move; call ``reset()`` at a scene cut).
     ``temporal="off"`` is for unrelated images: each call then takes the path of
     ``streamdehaze in.jpg out.jpg``. ``strength`` (0 to 1): how much of the model's correction is applied, as
-    ``--strength``; ``noise_floor`` (8-bit levels, 0: off) as ``--noise-floor``. ``stream()`` gives another stream
-    on the same loaded model.
+    ``--strength``; ``noise_floor`` (8-bit levels, 0: off; ``"auto"``, the default: from each frame's compression
+    blocks) as ``--noise-floor``. ``stream()`` gives another stream on the same loaded model.
     """
 
     def __init__(self, model: str = "auto", *, weights: str | os.PathLike | None = None,
                  device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
-                 infer_size: int | str | None = "auto", strength: float = 1.0, noise_floor: float = 0.0) -> None:
+                 infer_size: int | str | None = "auto", strength: float = 1.0,
+                 noise_floor: float | str = "auto") -> None:
         dev = device if isinstance(device, torch.device) else resolve_device(str(device))
         self.engine, self.temporal = _stream_engine(create_model(model, weights, dev), dev, temporal, infer_size,
                                                     strength, noise_floor)
@@ -115,7 +116,7 @@ def _check_values(size: int, not_finite: bool) -> None:
 
 
 def _stream_engine(model: torch.nn.Module, device: torch.device, temporal: str, infer_size: int | str | None,
-                   strength: float, noise_floor: float) -> tuple[Engine, TemporalSmoother | None]:
+                   strength: float, noise_floor: float | str) -> tuple[Engine, TemporalSmoother | None]:
     """The video path for one stream and its temporal smoother, or the photo path for unrelated images."""
     state = smoother(temporal)
     if state is None:
@@ -201,7 +202,7 @@ _END = object()
 
 def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike | None = None, *, model: str = "auto",
             weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
-            strength: float = 1.0, noise_floor: float = 0.0, temporal: str = "ema",
+            strength: float = 1.0, noise_floor: float | str = "auto", temporal: str = "ema",
             temporal_strength: float = DEFAULT_STRENGTH,
             batch: int | None = None, hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int | None = None,
             preset: str | None = None, max_frames: int | None = None, duration: float | None = None,
@@ -217,11 +218,11 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     goes and kept whatever happens; an earlier file there is moved aside (``outputs.py``). Every frame keeps its
     timestamp (live streams: one monotonic clock across reconnects); a file's audio and subtitle streams are
     copied packet for packet; corrupt packets are skipped and counted (``RunResult.corrupt``) unless ``strict``.
-    ``strength`` (0 to 1): how much of the model's correction is applied, and ``noise_floor`` (8-bit levels, 0: off)
-    how flat a region must be to keep its own fine detail (``Engine``). ``temporal="ema"`` smooths flicker between
-    frames, following the camera's motion (``"static"``: for cameras that do not move, cheaper). ``batch``: frames
-    per model call (default: 4 for files, 1 for live streams). ``crf`` and ``preset``: the encoder's quality and
-    speed (default 18, and veryfast for x264/x265). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with
+    ``strength`` (0 to 1): how much of the model's correction is applied, and ``noise_floor`` (8-bit levels, 0: off;
+    ``"auto"``: from each frame's compression blocks) how flat a region must be to keep its own fine detail
+    (``Engine``). ``temporal="ema"`` smooths flicker between frames, following the camera's motion (``"static"``:
+    for cameras that do not move, cheaper). ``batch``: frames per model call (default: 4 for files, 1 for live
+    streams). ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for x264/x265). ``hwaccel``: ``auto`` decodes with NVDEC and encodes with
     NVENC when the model runs on CUDA and they work, ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through
     ``torch.compile``. ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds,
     index, stream), in the writer thread; an image it returns is written instead. On Ctrl-C the frames done so

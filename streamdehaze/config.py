@@ -40,7 +40,7 @@ class ModelOptions:
     infer_size: int | str | None = "auto"
     compile: bool = False
     strength: float = 1.0  # how much of the model's correction is applied (``Engine``)
-    noise_floor: float = 0.0  # 8-bit levels: flat regions' noise is not amplified (``Engine``; 0: off)
+    noise_floor: float | str = "auto"  # 8-bit levels, flat regions' noise is not amplified (``Engine``; 0: off)
 
 
 @dataclass(frozen=True)

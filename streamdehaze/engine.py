@@ -26,6 +26,7 @@ from torch import nn
 
 import kanet
 
+from . import blocks
 from .colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from .errors import UsageError
 from .filters import resize
@@ -64,9 +65,11 @@ def check_strength(strength: float) -> float:
     return strength
 
 
-def check_noise_floor(levels: float) -> float:
-    """``levels`` if it is from 0 to 255, else a ``UsageError`` saying so."""
-    if not 0.0 <= levels <= 255.0:
+def check_noise_floor(levels: float | str) -> float | str:
+    """``levels`` if it is ``"auto"`` or from 0 to 255, else a ``UsageError`` saying so."""
+    if levels == "auto":
+        return levels
+    if isinstance(levels, str) or not 0.0 <= levels <= 255.0:
         raise UsageError(f"noise floor must be from 0 to 255 levels, not {levels}")
     return levels
 
@@ -101,11 +104,11 @@ class Engine:
     it; in between, the output is that blend of input and full output (the transform's gains and offsets are
     blended toward the identity), which lowers fog removal and the noise it amplifies together.
 
-    ``noise_floor`` (8-bit levels; 0, the default, is off): where the frame's luma varies by no more than that,
-    the output is the input's own fine detail plus the correction's local mean (``guided.damp_flat_regions``): a
-    noisy or blocky camera's flat grey sky is lifted out of the fog without its blocks being amplified, at the price
-    of faint detail there. It is not on by default because faint distant detail in a clean photo is as flat as a
-    compressed sky (BENCHMARKS.md).
+    ``noise_floor`` (8-bit levels; 0 is off): where the frame's luma varies by no more than that, the output is the
+    input's own fine detail plus the correction's local mean (``guided.damp_flat_regions``): a noisy or blocky
+    camera's flat grey sky is lifted out of the fog without its blocks being amplified, at the price of faint detail
+    there. ``"auto"`` (the default) sets each frame's floor from its compression blocks (``blocks.py``): up to 0.5
+    level for a blocky frame, none for a clean one, whose faint distant detail is as flat as a compressed sky.
 
     An engine holds no state of any stream: several streams share it (``submit_many``), each passing its own
     temporal smoother (``temporal.py``), whose use runs the transform path even at native resolution (coefficient
@@ -115,7 +118,7 @@ class Engine:
     def __init__(self, model: nn.Module, device: str | torch.device = "auto",
                  infer_size: int | str | None = "auto", guide_eps: float = 1e-4, compile: bool = False,
                  max_upscale: float | None = None, strength: float = 1.0,
-                 noise_floor: float = 0.0) -> None:
+                 noise_floor: float | str = "auto") -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
         if compile:
@@ -144,19 +147,37 @@ class Engine:
         scale = n / min(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
-    def coefficients(self, small: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def coefficients(self, small: torch.Tensor, floors: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The colour transform the engine applies to RGB ``[B,3,h,w]``: the model's (``transform``), under each
+        frame's noise floor (``floors``, 8-bit levels ``[B]``, from ``floors``; None: none) and at ``strength``."""
+        return self.adjust(small, *self.transform(small), floors)
+
+    def transform(self, small: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's colour transform of RGB ``[B,3,h,w]``: gains ``[B,2|1,h,w]`` and offsets ``[B,3,h,w]``,
         predicted by coefficient models, fitted to the output of the others (``out ~= a * in + b`` per window)."""
         if self._predicts:
-            gain, offset = self.model.coefficients(small)
-        else:
-            gain, offset = fit_gain_offset(small, self.model(small), radius=max(1, min(small.shape[-2:]) // 128),
-                                           eps=self.guide_eps)
-        if self.noise_floor > 0:
-            gain, offset = damp_flat_regions(small, gain, offset, self.noise_floor / 255)
+            return self.model.coefficients(small)
+        return fit_gain_offset(small, self.model(small), radius=max(1, min(small.shape[-2:]) // 128),
+                               eps=self.guide_eps)
+
+    def adjust(self, small: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
+               floors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None) and at ``strength``."""
+        if floors is not None:
+            gain, offset = damp_flat_regions(small, gain, offset, floors / 255)
         if self.strength == 1.0:
             return gain, offset
         return 1.0 + (gain - 1.0) * self.strength, offset * self.strength
+
+    def floors(self, luma: torch.Tensor) -> torch.Tensor | None:
+        """Each frame's noise floor in 8-bit levels ``[B]``, from its full-resolution luma ``[B,H,W]`` in 8-bit
+        levels (any dtype and device), or None when the floor is off."""
+        if self.noise_floor == "auto":
+            return blocks.noise_floor(luma)
+        if self.noise_floor > 0:
+            return torch.full((luma.shape[0],), float(self.noise_floor), device=luma.device)
+        return None
 
     def _native(self, size: tuple[int, int] | None, temporal: TemporalSmoother | None) -> bool:
         """Whether a frame goes through the model whole, for its own output: at native resolution (``size``
@@ -182,7 +203,8 @@ class Engine:
         if self._native(size, temporal):
             return self._shared(self._direct, rgb)
         small = resize(rgb, size) if size is not None else rgb
-        gain, offset = self._shared(self.coefficients, small)
+        gain, offset = self._shared(self.transform, small)
+        gain, offset = self.adjust(small, gain, offset, self.floors(kanet.transform.luma(rgb)[:, 0] * 255))
         if temporal is not None:
             gain, offset = temporal(small, gain, offset)
         return kanet.transform.apply(rgb, gain, offset).clamp_(0.0, 1.0)
@@ -247,7 +269,7 @@ class Engine:
         """The shared part of a call, done once for all its streams, in their order: model inputs of one shape
         from any group (any stream) go through one model call; then each stream's temporal smoothing. Per group:
         ``(True, rgb)``, the model's own full-resolution output, or ``(False, (gain, offset))``, its transform."""
-        inputs, kinds = [], []
+        inputs, kinds, floors = [], [], []
         for i, group in enumerate(groups):
             y, u, v = planes[3 * i: 3 * i + 3]
             size = self.infer_shape(*y.shape[-2:])
@@ -255,6 +277,8 @@ class Engine:
             inputs.append(yuv_to_rgb(y, u, v, group.fmt) if direct else
                           yuv_to_rgb(y, u, v, group.fmt, size=size or tuple(y.shape[-2:])))
             kinds.append((direct, *inputs[-1].shape[-2:]))
+            floors.append(None if direct else self.floors(y if group.fmt.bits == 8 else
+                                                          y.float() * (255 / ((1 << group.fmt.bits) - 1))))
         results: list = [None] * len(groups)
         for kind in dict.fromkeys(kinds):  # each shape once, in order of first appearance
             members = [i for i, k in enumerate(kinds) if k == kind]
@@ -264,7 +288,8 @@ class Engine:
                 for i, out in zip(members, self._direct(x).split(sizes)):
                     results[i] = (True, out)
             else:
-                gains, offsets = self.coefficients(x)
+                frame_floors = [floors[i] for i in members]
+                gains, offsets = self.coefficients(x, None if frame_floors[0] is None else torch.cat(frame_floors))
                 for i, gain, offset in zip(members, gains.split(sizes), offsets.split(sizes)):
                     temporal = groups[i].request.temporal
                     results[i] = (False, temporal(inputs[i], gain, offset) if temporal else (gain, offset))

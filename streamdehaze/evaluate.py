@@ -52,6 +52,7 @@ from .engine import check_noise_floor, check_strength
 from .errors import StreamDehazeError, UsageError
 from .images import image_engine, is_image, read_image
 from .models import create_model
+from .options import parse_noise_floor
 
 DATA = Path("../shared/data")
 PARTS = ("held-out", "photos", "video")
@@ -66,7 +67,7 @@ Photo = Callable[[np.ndarray], np.ndarray]
 
 
 def photo_runner(model: str, weights: str | Path | None, infer_size: int | str | None = "auto",
-                 strength: float = 1.0, noise_floor: float = 0.0) -> Photo:
+                 strength: float = 1.0, noise_floor: float | str = "auto") -> Photo:
     """uint8 RGB ``[H,W,3]`` -> dehazed uint8 RGB, exactly as the product dehazes a photo file (on the CPU)."""
     engine = image_engine(create_model(model, weights), "cpu", infer_size, strength, noise_floor)
     return lambda image: engine.process_array(image[None])[0]
@@ -153,7 +154,7 @@ def video_fog(frames: Sequence[np.ndarray], every: int = 10) -> float | None:
         return None
 
 
-def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None, float, float]], work: Path,
+def clip_scores(video: Path, runs: Sequence[tuple[str, str, str | Path | None, float, float | str]], work: Path,
                 frames: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
     """FADE, warping error, colour cast and detail of the product's output of ``video`` for each ``(label, model,
     weights, strength, noise_floor)`` (temporal smoothing on, the default), and of the input. Also returns each
@@ -285,7 +286,7 @@ def targets(summary: dict) -> list[dict]:
 def markdown(summary: dict) -> str:
     """The results as Markdown tables."""
     strength = "" if summary["strength"] == 1.0 else f", strength {summary['strength']:g}"
-    if summary.get("noise_floor"):
+    if summary.get("noise_floor", "auto") != "auto":
         strength += f", noise floor {summary['noise_floor']:g}"
     lines = [f"Model: `{summary['model']}` ({summary['weights']}{strength}); dcp is `--model dcp`. "
              f"{summary['machine']}.", ""]
@@ -327,7 +328,7 @@ def markdown(summary: dict) -> str:
 
 
 def evaluate(model: str, weights: Path | None, out: Path, data: Path = DATA, parts: Sequence[str] = PARTS,
-             frames: int = 0, strength: float = 1.0, noise_floor: float = 0.0) -> dict:
+             frames: int = 0, strength: float = 1.0, noise_floor: float | str = "auto") -> dict:
     """Run the ``parts`` (the model at ``strength`` and ``noise_floor``, dcp at the defaults); write
     ``summary.json``, ``results.md`` and the sheets into ``out``."""
     start = time.perf_counter()
@@ -360,7 +361,7 @@ def evaluate(model: str, weights: Path | None, out: Path, data: Path = DATA, par
                     clips.append(evalsets.make_pan(read_uint8(data / "real_hazy" / photo),
                                                    Path(tmp) / f"pan_{Path(photo).stem}.mp4", size=size))
             for clip in clips:
-                result, still = clip_scores(clip, [("dcp", "dcp", None, 1.0, 0.0),
+                result, still = clip_scores(clip, [("dcp", "dcp", None, 1.0, "auto"),
                                                    ("model", model, weights, strength, noise_floor)],
                                             Path(tmp), frames)
                 summary["video"].append(result)
@@ -392,8 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads (default: 2)")
     p.add_argument("--strength", type=float, default=1.0,
                    help="the model's --strength, from 0 to 1 (default: 1; dcp always runs at 1)")
-    p.add_argument("--noise-floor", type=float, default=0.0, metavar="LEVELS",
-                   help="the model's --noise-floor, 8-bit levels (default: 0, off; dcp always runs without)")
+    p.add_argument("--noise-floor", type=parse_noise_floor, default="auto", metavar="LEVELS|auto",
+                   help="the model's --noise-floor, 8-bit levels or auto (default: auto; dcp always runs at auto)")
     args = p.parse_args(argv)
     try:
         parts = _parts(args.parts)

@@ -47,8 +47,8 @@ class DehazeElement(GstBase.BaseTransform):
                        GObject.ParamFlags.READWRITE),
         "strength": (float, "strength", "how much of the model's correction to apply: 0 (none) to 1 (all)", 0.0, 1.0,
                      1.0, GObject.ParamFlags.READWRITE),
-        "noise-floor": (float, "noise-floor", "8-bit levels: flat regions varying less are not amplified (0: off)",
-                        0.0, 255.0, 0.0, GObject.ParamFlags.READWRITE),
+        "noise-floor": (str, "noise-floor", "8-bit levels: flat regions varying less are not amplified (0: off); auto: "
+                        "from each frame's compression blocks", "auto", GObject.ParamFlags.READWRITE),
         "temporal": (str, "temporal", "flicker smoothing: ema, static (a camera that does not move) or off", "ema",
                      GObject.ParamFlags.READWRITE),
         "device": (str, "device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE),
@@ -56,7 +56,7 @@ class DehazeElement(GstBase.BaseTransform):
 
     def __init__(self) -> None:
         super().__init__()
-        self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "strength": 1.0, "noise-floor": 0.0,
+        self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "strength": 1.0, "noise-floor": "auto",
                        "temporal": "ema", "device": "auto"}
         self.engine = None
         self.info: GstVideo.VideoInfo | None = None
@@ -84,7 +84,7 @@ class DehazeElement(GstBase.BaseTransform):
         # torch loads here, when a pipeline starts, not when GStreamer scans its plugins
         from .engine import Engine, resolve_device
         from .models import create_model
-        from .options import parse_infer_size
+        from .options import parse_infer_size, parse_noise_floor
         from .temporal import smoother
 
         p = self.props_
@@ -93,9 +93,13 @@ class DehazeElement(GstBase.BaseTransform):
             size = parse_infer_size(p["infer-size"])
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"infer-size: {exc}") from None
+        try:
+            floor = parse_noise_floor(p["noise-floor"])
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"noise-floor: {exc}") from None
         device = resolve_device(p["device"])
         model = create_model(p["model"], p["weights"] or None, device)
-        return Engine(model, device, size, strength=p["strength"], noise_floor=p["noise-floor"])
+        return Engine(model, device, size, strength=p["strength"], noise_floor=floor)
 
     def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
         try:

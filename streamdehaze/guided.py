@@ -122,7 +122,7 @@ STATS_SIDE = 256  # the largest short side the flatness of a frame is judged at 
 
 
 def damp_flat_regions(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
-                      floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+                      floor: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The transform, changed so that where ``rgb`` (what it was predicted from, at the transform's resolution) is
     flat to within ``floor`` (a standard deviation, [0, 1] units) it gives the input's own fine detail plus the
     correction's local mean: the fog is lifted there as before, but nothing finer than a neighbourhood is made.
@@ -133,9 +133,11 @@ def damp_flat_regions(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tenso
     ``floor^2`` (5x5 windows at a short side of at most ``STATS_SIDE``), so textured regions keep their transform; the
     local mean is a 13x13 tent there (a box leaves square blobs in a smooth sky). The transform is linear in
     ``gain - 1`` and ``offset``, so the blend is one too. Gains of either form (``[B,2|1,h,w]``) and ``[B,3,h,w]``
-    offsets at ``rgb``'s size.
+    offsets at ``rgb``'s size. ``floor``: one for all frames, or each frame's ``[B]``.
     """
-    if floor <= 0:
+    noise = (floor.float().reshape(-1, 1, 1, 1) if isinstance(floor, torch.Tensor) else
+             torch.full((1, 1, 1, 1), float(floor), device=rgb.device)).square()
+    if noise.device.type == "cpu" and not noise.any():  # (on a GPU, the test would wait for the device)
         return gain, offset
     size = tuple(rgb.shape[-2:])
     scale = min(1.0, STATS_SIDE / min(size))
@@ -143,9 +145,10 @@ def damp_flat_regions(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tenso
     small = resize(rgb.float(), stats_size)
     y = kanet.transform.luma(small)
     mean, mean_sq = box_filter(torch.cat((y, y * y), 1), 2).split(1, 1)
-    noise = floor * floor
-    signal = (mean_sq - mean * mean - noise).clamp(min=0)
-    weight = box_filter(signal / (signal + noise), 2)
-    change = kanet.transform.apply(small, resize(gain, stats_size), resize(offset, stats_size)) - small
-    weight, lift = resize(torch.cat((weight, box_filter(box_filter(change, 3), 3)), 1), size).split((1, 3), 1)
-    return 1 + (gain - 1) * weight, weight * offset + (1 - weight) * lift
+    signal = (mean_sq - mean * mean - noise).clamp_(min=0)
+    weight = box_filter(torch.where(noise > 0, signal / (signal + noise), 1.0), 2)  # floor 0: the transform
+    change = kanet.transform.apply(small, resize(gain, stats_size), resize(offset, stats_size)).sub_(small)
+    lift = box_filter(box_filter(change, 3), 3)
+    if stats_size != size:
+        weight, lift = resize(torch.cat((weight, lift), 1), size).split((1, 3), 1)
+    return torch.lerp(torch.ones_like(weight), gain, weight), torch.lerp(lift, offset, weight)

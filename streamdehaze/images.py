@@ -83,7 +83,8 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
 
 
 def image_engine(model: nn.Module, device: str | torch.device,
-                 infer_size: int | str | None = "auto", strength: float = 1.0, noise_floor: float = 0.0) -> Engine:
+                 infer_size: int | str | None = "auto", strength: float = 1.0,
+                 noise_floor: float | str = "auto") -> Engine:
     """An engine for photos. ``auto``: a model that predicts its colour transform takes the video path, at the
     model's inference size, raised for large photos so that the transform is never stretched more than 4x (the
     range it was trained for; a 12-megapixel photo runs at a short side of 750). Other models (``dcp``) run at

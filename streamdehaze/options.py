@@ -66,10 +66,11 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=_number(float, "a number", 0, 1), default=1.0, metavar="S",
                    help="how much of the model's correction to apply, from 0 (the input unchanged) to 1 (all of it): "
                         "lower keeps more fog and amplifies less of a noisy camera's noise (default: 1)")
-    p.add_argument("--noise-floor", type=_number(float, "a number", 0, 255), default=0.0, metavar="LEVELS",
+    p.add_argument("--noise-floor", type=parse_noise_floor, default="auto", metavar="LEVELS|auto",
                    help="do not amplify regions whose brightness varies by no more than LEVELS (8-bit, e.g. 1): a "
                         "noisy or heavily compressed camera's grey sky stays smooth instead of showing blocks, at the "
-                        "price of faint detail there (default: 0, off)")
+                        "price of faint detail there; 0 is off (default: auto = up to 1 level where a frame shows "
+                        "compression blocks, none where it does not)")
     p.add_argument("--compile", action="store_true",
                    help="compile the model with torch.compile: a slow start (a minute or more), then faster frames "
                         "where the device gains from it")
@@ -130,6 +131,13 @@ def parse_infer_size(text: str) -> int | str | None:
 
 
 _infer_size = _number(int, "a size in pixels, 'full' or 'auto'", 16, 16384)
+
+
+def parse_noise_floor(text: str) -> float | str:
+    return "auto" if text == "auto" else _noise_floor(text)
+
+
+_noise_floor = _number(float, "a number of levels or 'auto'", 0, 255)
 
 
 # Options that describe the whole process, not one stream: a serve configuration sets them at its top only.

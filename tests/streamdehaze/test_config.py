@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from streamdehaze.config import load_config
+from streamdehaze.errors import UsageError
 
 GOOD = '[[stream]]\nname = "first"\ninput = "{src}"\noutput = "{out}/first.mp4"\n'
 
@@ -107,3 +108,11 @@ def test_a_dict_and_a_list_of_streams_mean_the_same():
     assert from_dict.streams == from_list.streams
     (gate,) = from_dict.streams
     assert gate.model.model == "dcp" and gate.encode.segment_time == 600 and gate.max_latency == 1.0
+
+
+def test_the_noise_floor_is_auto_unless_set():
+    table = {"name": "gate", "input": "rtsp://cam/1", "output": "gate.mp4"}
+    auto, fixed = load_config([table, dict(table, name="yard", noise_floor=1.5)]).streams
+    assert auto.model.noise_floor == "auto" and fixed.model.noise_floor == 1.5
+    with pytest.raises(UsageError, match="stream 'gate': noise_floor: not a number of levels or 'auto': 'high'"):
+        load_config([dict(table, noise_floor="high")])

@@ -103,6 +103,7 @@ def test_unknown_model(make_video, run_cli, tmp_path):
     (["--strength", "1.5"], "--strength: must be at most 1: 1.5"),
     (["--strength", "-0.1"], "--strength: must be at least 0: -0.1"),
     (["--noise-floor", "300"], "--noise-floor: must be at most 255: 300"),
+    (["--noise-floor", "lots"], "--noise-floor: not a number of levels or 'auto': 'lots'"),
     (["--metrics-port", "70000"], "--metrics-port: must be at most 65535: 70000"),
 ])
 def test_bad_options(make_video, run_cli, tmp_path, args, words):

@@ -115,6 +115,17 @@ def test_temporal_modes_of_the_element(tmp_path):
     assert "Traceback" not in bad.stdout + bad.stderr
 
 
+def test_noise_floor_of_the_element(tmp_path):
+    """``noise-floor``: a number of levels or ``auto`` (the default), as on the command line."""
+    ok = _launch(tmp_path, "videotestsrc num-buffers=3 ! video/x-raw,format=I420,width=96,height=64 "
+                           "! dehaze model=dcp noise-floor=1.5 ! fakesink")
+    assert ok.returncode == 0, ok.stderr
+    bad = _launch(tmp_path, "videotestsrc num-buffers=2 ! video/x-raw,format=I420 ! dehaze noise-floor=lots ! fakesink")
+    assert bad.returncode != 0
+    assert "noise-floor: not a number of levels or 'auto': 'lots'" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
+
+
 def test_env_prints_exports(capsys):
     assert main(["--env"]) == 0
     lines = capsys.readouterr().out.splitlines()
