@@ -105,25 +105,19 @@ def test_a_bad_property_stops_the_pipeline_with_one_message(tmp_path):
     assert "Traceback" not in run.stdout + run.stderr
 
 
-def test_temporal_modes_of_the_element(tmp_path):
+@pytest.mark.parametrize("good, bad, message", [
+    ("temporal=static", "temporal=strong", "unknown temporal mode 'strong'; choose off, ema, static"),
+    ("noise-floor=1.5", "noise-floor=lots", "noise-floor: not a number of levels or 'auto': 'lots'"),
+])
+def test_properties_take_what_the_command_line_takes(tmp_path, good, bad, message):
+    """``temporal`` (ema, static, off) and ``noise-floor`` (levels or auto): a bad value is one message."""
     ok = _launch(tmp_path, "videotestsrc num-buffers=3 ! video/x-raw,format=I420,width=96,height=64 "
-                           "! dehaze model=dcp temporal=static ! fakesink")
+                           f"! dehaze model=dcp {good} ! fakesink")
     assert ok.returncode == 0, ok.stderr
-    bad = _launch(tmp_path, "videotestsrc num-buffers=2 ! video/x-raw,format=I420 ! dehaze temporal=strong ! fakesink")
-    assert bad.returncode != 0
-    assert "unknown temporal mode 'strong'; choose off, ema, static" in bad.stdout + bad.stderr
-    assert "Traceback" not in bad.stdout + bad.stderr
-
-
-def test_noise_floor_of_the_element(tmp_path):
-    """``noise-floor``: a number of levels or ``auto`` (the default), as on the command line."""
-    ok = _launch(tmp_path, "videotestsrc num-buffers=3 ! video/x-raw,format=I420,width=96,height=64 "
-                           "! dehaze model=dcp noise-floor=1.5 ! fakesink")
-    assert ok.returncode == 0, ok.stderr
-    bad = _launch(tmp_path, "videotestsrc num-buffers=2 ! video/x-raw,format=I420 ! dehaze noise-floor=lots ! fakesink")
-    assert bad.returncode != 0
-    assert "noise-floor: not a number of levels or 'auto': 'lots'" in bad.stdout + bad.stderr
-    assert "Traceback" not in bad.stdout + bad.stderr
+    run = _launch(tmp_path, f"videotestsrc num-buffers=2 ! video/x-raw,format=I420 ! dehaze {bad} ! fakesink")
+    assert run.returncode != 0
+    assert message in run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
 
 
 def test_env_prints_exports(capsys):
