@@ -7,9 +7,9 @@ floor (``Engine``, ``noise_floor="auto"``) comes from this measure: frames with 
 detail kept as it was (``guided.damp_flat_regions``), clean ones are dehazed in full.
 
 The measure: in flat parts of the luma (steps under ``FLAT`` levels), the mean step across the grid's boundaries
-over the mean step inside the blocks. Measured on our evaluation sets (BENCHMARKS.md, "Compressed sources"): clean
-photos (PNGs, and the BSDS JPEGs, saved at high quality) 0.98-1.22; web JPEGs 1.5-2.5; the real fog clip (1080p
-H.264) 2.1-3.1.
+over the mean step inside the blocks. Measured on our evaluation sets (BENCHMARKS.md, "Compression blocks"): clean
+pictures (PNGs, clean training JPEGs, our x264 pans) 1.01-1.30; web JPEGs 1.46-2.35; the real fog clip (1080p
+H.264) 1.99-2.82.
 """
 
 from __future__ import annotations
@@ -19,20 +19,27 @@ import torch
 GRID = 8  # the transform block of JPEG and MPEG-2, and H.264's larger one
 FLAT = 4.0  # levels: larger steps are edges and texture, not blocks
 EVERY = 16  # steps are measured on every 16th row (column): the grid is the same on all of them
-CLEAN = 1.3  # ratios up to this are a clean picture (measured up to 1.22)
+CLEAN = 1.3  # ratios up to this are a clean picture (measured up to 1.30)
 BLOCKY = 2.0  # from this ratio on, the full floor
 FLOOR = 0.5  # levels: the floor of a blocky frame (1 cleans a sky completely, but fades faint shapes in it too)
 
 
-def grid_ratio(luma: torch.Tensor) -> torch.Tensor:
+def lines(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows and the columns of ``frames`` (``[..., H, W]``) that the measure reads: every ``EVERY``-th of each,
+    so that what the caller turns into luma is an eighth of the frame."""
+    return frames[..., ::EVERY, :], frames[..., ::EVERY]
+
+
+def grid_ratio(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """Per frame ``[B]``: the mean flat step across the ``GRID`` boundaries over the mean flat step inside the blocks,
-    of luma ``[B,H,W]`` in 8-bit levels (any dtype and device). The grid is looked for at every offset along each
-    axis (a cropped picture's is not at 0). 1 where there is nothing to measure."""
-    grid = torch.zeros(2, luma.shape[0], device=luma.device)  # total and count of the flat steps on the grid
-    rest = torch.zeros(2, luma.shape[0], device=luma.device)  # and of those off it
-    for lines in (luma[:, ::EVERY].float(), luma[:, :, ::EVERY].float().transpose(1, 2)):
-        n = (lines.shape[-1] - 1) // GRID * GRID
-        steps = (lines[..., 1:n + 1] - lines[..., :n]).abs().unflatten(-1, (-1, GRID))
+    from the luma of the frames' ``lines`` (rows ``[B,n,W]`` and columns ``[B,H,m]``, 8-bit levels, any dtype and
+    device). The grid is looked for at every offset along each axis (a cropped picture's is not at 0). 1 where there
+    is nothing to measure."""
+    grid = torch.zeros(2, rows.shape[0], device=rows.device)  # total and count of the flat steps on the grid
+    rest = torch.zeros(2, rows.shape[0], device=rows.device)  # and of those off it
+    for line in (rows.float(), columns.float().transpose(1, 2)):
+        n = (line.shape[-1] - 1) // GRID * GRID
+        steps = (line[..., 1:n + 1] - line[..., :n]).abs().unflatten(-1, (-1, GRID))
         flat = steps < FLAT
         total = torch.where(flat, steps, 0.0).sum((1, 2))  # [B, GRID]: by position in the block
         count = flat.sum((1, 2)).float()
@@ -46,7 +53,7 @@ def grid_ratio(luma: torch.Tensor) -> torch.Tensor:
     return (on + 0.02) / (off + 0.02)
 
 
-def noise_floor(luma: torch.Tensor) -> torch.Tensor:
-    """Per frame ``[B]``: the noise floor in 8-bit levels for luma ``[B,H,W]`` (8-bit levels): 0 for a clean
-    picture, ``FLOOR`` for a blocky one, in proportion between."""
-    return FLOOR * ((grid_ratio(luma) - CLEAN) / (BLOCKY - CLEAN)).clamp(0, 1)
+def noise_floor(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Per frame ``[B]``: the noise floor in 8-bit levels, from the luma of the frames' ``lines`` (as for
+    ``grid_ratio``): 0 for a clean picture, ``FLOOR`` for a blocky one, in proportion between."""
+    return FLOOR * ((grid_ratio(rows, columns) - CLEAN) / (BLOCKY - CLEAN)).clamp(0, 1)

@@ -150,7 +150,7 @@ class Engine:
     def coefficients(self, small: torch.Tensor, floors: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """The colour transform the engine applies to RGB ``[B,3,h,w]``: the model's (``transform``), under each
-        frame's noise floor (``floors``, 8-bit levels ``[B]``, from ``floors``; None: none) and at ``strength``."""
+        frame's noise floor (8-bit levels ``[B]``, from ``Engine.floors``; None: none) and at ``strength``."""
         return self.adjust(small, *self.transform(small), floors)
 
     def transform(self, small: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,13 +170,14 @@ class Engine:
             return gain, offset
         return 1.0 + (gain - 1.0) * self.strength, offset * self.strength
 
-    def floors(self, luma: torch.Tensor) -> torch.Tensor | None:
-        """Each frame's noise floor in 8-bit levels ``[B]``, from its full-resolution luma ``[B,H,W]`` in 8-bit
-        levels (any dtype and device), or None when the floor is off."""
+    def floors(self, frames: torch.Tensor, levels: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+        """Each frame's noise floor in 8-bit levels ``[B]``, or None when the floor is off. ``frames``: the
+        full-resolution frames ``[B,...,H,W]``; ``levels`` turns some of their rows or columns into luma in 8-bit
+        levels ``[B,n,W]`` (only those ``blocks.lines`` reads are converted)."""
         if self.noise_floor == "auto":
-            return blocks.noise_floor(luma)
+            return blocks.noise_floor(*(levels(part) for part in blocks.lines(frames)))
         if self.noise_floor > 0:
-            return torch.full((luma.shape[0],), float(self.noise_floor), device=luma.device)
+            return torch.full((frames.shape[0],), float(self.noise_floor), device=frames.device)
         return None
 
     def _native(self, size: tuple[int, int] | None, temporal: TemporalSmoother | None) -> bool:
@@ -204,7 +205,8 @@ class Engine:
             return self._shared(self._direct, rgb)
         small = resize(rgb, size) if size is not None else rgb
         gain, offset = self._shared(self.transform, small)
-        gain, offset = self.adjust(small, gain, offset, self.floors(kanet.transform.luma(rgb)[:, 0] * 255))
+        floors = self.floors(rgb, lambda part: kanet.transform.luma(part)[:, 0] * 255)
+        gain, offset = self.adjust(small, gain, offset, floors)
         if temporal is not None:
             gain, offset = temporal(small, gain, offset)
         return kanet.transform.apply(rgb, gain, offset).clamp_(0.0, 1.0)
@@ -277,8 +279,8 @@ class Engine:
             inputs.append(yuv_to_rgb(y, u, v, group.fmt) if direct else
                           yuv_to_rgb(y, u, v, group.fmt, size=size or tuple(y.shape[-2:])))
             kinds.append((direct, *inputs[-1].shape[-2:]))
-            floors.append(None if direct else self.floors(y if group.fmt.bits == 8 else
-                                                          y.float() * (255 / ((1 << group.fmt.bits) - 1))))
+            scale = 255 / ((1 << group.fmt.bits) - 1)
+            floors.append(None if direct else self.floors(y, lambda part: part if scale == 1 else part * scale))
         results: list = [None] * len(groups)
         for kind in dict.fromkeys(kinds):  # each shape once, in order of first appearance
             members = [i for i, k in enumerate(kinds) if k == kind]

@@ -69,7 +69,7 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-floor", type=parse_noise_floor, default="auto", metavar="LEVELS|auto",
                    help="do not amplify regions whose brightness varies by no more than LEVELS (8-bit, e.g. 1): a "
                         "noisy or heavily compressed camera's grey sky stays smooth instead of showing blocks, at the "
-                        "price of faint detail there; 0 is off (default: auto = up to 1 level where a frame shows "
+                        "price of faint detail there; 0 is off (default: auto = up to 0.5 level where a frame shows "
                         "compression blocks, none where it does not)")
     p.add_argument("--compile", action="store_true",
                    help="compile the model with torch.compile: a slow start (a minute or more), then faster frames "
