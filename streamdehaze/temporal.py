@@ -9,8 +9,10 @@ brightness, so a global exposure change passes through exactly as it would frame
 The average follows the camera: the previous frame's state is first warped onto this frame by the optical flow
 between the two low-resolution lumas (OpenCV's DIS, about a millisecond at the engine's inference size), so a
 panning, zooming or driving camera is smoothed as a fixed one is; without it the motion test below switched the
-smoothing off wherever the camera moved. The flow runs on the host, so on the CPU only: on a GPU the state
-stays in place (W is the identity), as a copy back to the host would stall the device's pipeline.
+smoothing off wherever the camera moved. The flow runs on the host, so on the CPU only. On a GPU, where a copy
+back to the host would stall the device's pipeline, W is the camera's global shift, found on the device by phase
+correlation (``global_shift``): it follows a pan or a tilt, and where it explains the picture no better than
+no motion (a zoom, a turn, an object crossing a fixed camera) the state stays in place.
 
 With S = L / mean(L) - 1 the gain-free structure of the luma L and ``W`` the warp:
 
@@ -25,6 +27,8 @@ frame, so a fixed camera costs about what ``static`` does.
 """
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -57,12 +61,16 @@ def smoother(mode: str, strength: float = DEFAULT_STRENGTH) -> "TemporalSmoother
 
 class TemporalSmoother:
     """Stateful: feed frames in display order, one stream per instance. ``follow`` moves the state along the
-    camera's motion (on the CPU)."""
+    camera's motion (its optical flow on the CPU, its global shift on a GPU)."""
 
-    def __init__(self, strength: float = DEFAULT_STRENGTH, motion_scale: float = 0.03, follow: bool = True) -> None:
+    def __init__(self, strength: float = DEFAULT_STRENGTH, motion_scale: float = 0.03, follow: bool = True,
+                 *, device_motion: bool = False) -> None:
+        """``device_motion`` follows the camera as on a GPU (``global_shift``) even for CPU tensors: for tests and
+        comparisons."""
         if not 0.0 <= strength < 1.0:
             raise ValueError("temporal strength must be in [0, 1)")
         self.strength, self.motion_scale, self.follow = strength, motion_scale, follow
+        self.device_motion = device_motion
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)  # one per stream: it has state
         self.reset()
 
@@ -71,6 +79,8 @@ class TemporalSmoother:
         self._a: torch.Tensor | None = None
         self._b: torch.Tensor | None = None  # relative to the frame's mean luma
         self._luma8: np.ndarray | None = None  # the previous frame's luma, for the flow
+        self._luma: torch.Tensor | None = None  # the same on the device, for its global motion
+        self._grid: torch.Tensor | None = None  # each pixel's sampling position, for the device's warp
         self._pixels: np.ndarray | None = None  # each pixel's (x, y), for the warp
         self._still = 0  # consecutive frames in which the camera did not move
         self._skip = 0  # frames left before the next look for motion
@@ -82,14 +92,14 @@ class TemporalSmoother:
         level = luma.mean((-2, -1), keepdim=True).clamp(min=1e-3)
         structure = luma / level - 1.0
         # The flow runs on the host, so only for CPU tensors: on a GPU, copying the lumas back would stall the
-        # batches queued behind this one (tests/streamdehaze/test_no_sync.py), and the average stays in place.
-        on_host = self.follow and small.device.type == "cpu"
+        # batches queued behind this one (tests/streamdehaze/test_no_sync.py), and the global shift stands in.
+        on_host = self.follow and small.device.type == "cpu" and not self.device_motion
         lumas8 = luma.mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()[:, 0] if on_host else [None] * len(luma)
         out_a, out_b = [], []
         for i in range(small.shape[0]):
             ai, bi, si = a[i:i + 1], b[i:i + 1] / level[i:i + 1], structure[i:i + 1]
             if self._structure is not None and self._structure.shape == si.shape and self._a.shape == ai.shape:
-                prev, prev_a, prev_b, tracked = self._warped(lumas8[i])
+                prev, prev_a, prev_b, tracked = self._warped(lumas8[i], luma[i:i + 1], si)
                 change = (si - prev).abs()
                 # The scene-cut test stays a tensor (w = 0 on a cut): a Python ``if`` on it would make the host
                 # wait for the GPU on every frame and stall the batches queued behind this one.
@@ -97,17 +107,22 @@ class TemporalSmoother:
                 w = self.strength * torch.exp(-(box_filter(change, 1) / self.motion_scale) ** 2) * same_scene * tracked
                 ai = torch.lerp(ai, prev_a, w)
                 bi = torch.lerp(bi, prev_b, w)
-            self._structure, self._a, self._b, self._luma8 = si, ai, bi, lumas8[i]
+            self._structure, self._a, self._b, self._luma8, self._luma = si, ai, bi, lumas8[i], luma[i:i + 1]
             out_a.append(ai)
             out_b.append(bi * level[i:i + 1])
         return torch.cat(out_a), torch.cat(out_b)
 
-    def _warped(self, luma8: np.ndarray | None
+    def _warped(self, luma8: np.ndarray | None, luma: torch.Tensor, structure: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | float]:
-        """The state (structure, a, b) of the previous frame, moved onto the frame whose 8-bit luma is ``luma8``
-        (not moved without one), and where that move can be trusted (1) or not (0)."""
+        """The state (structure, a, b) of the previous frame, moved onto the frame whose luma is ``luma``
+        ``[1,1,h,w]`` (on the host when ``luma8``, its 8-bit copy, is given; ``structure``: its structure), and where
+        that move can be trusted (1) or not (0)."""
         unmoved = self._structure, self._a, self._b, 1.0
-        if luma8 is None or self._luma8 is None or min(luma8.shape) < MIN_FLOW_SIDE:
+        if not self.follow or min(luma.shape[-2:]) < MIN_FLOW_SIDE:
+            return unmoved
+        if luma8 is None:
+            return self._shifted(luma, structure)
+        if self._luma8 is None:
             return unmoved
         if self._skip:  # a fixed camera (most surveillance): the flow costs more than the rest of the smoothing
             self._skip -= 1
@@ -134,6 +149,66 @@ class TemporalSmoother:
         for src, dst in zip(state[0].numpy(), moved[0].numpy()):
             cv2.remap(src, where, None, cv2.INTER_LINEAR, dst=dst, borderMode=cv2.BORDER_REPLICATE)
         return (*moved.split(sizes, 1), tracked)
+
+    def _shifted(self, luma: torch.Tensor, structure: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``_warped`` on a device: the state moved by the camera's global shift (``global_shift``), in tensor
+        operations only, so nothing waits for the device. A shift is the camera's motion only if it explains the
+        whole picture better than no motion (not a car crossing a fixed camera's view), and then only where it
+        does: each pixel takes whichever of the moved and the unmoved state matches the new frame's structure
+        (the clock burnt into a panning camera's picture stays). Where the shift is unsure or below ``STILL_FLOW``,
+        nothing moves; what it brings in from outside the frame is not trusted."""
+        shift, sure = global_shift(self._luma, luma)
+        h, w = luma.shape[-2:]
+        if self._grid is None or self._grid.shape[1:3] != (h, w) or self._grid.device != luma.device:
+            identity = torch.eye(2, 3, device=luma.device)[None]
+            self._grid = torch.nn.functional.affine_grid(identity, [1, 1, h, w], align_corners=False)
+        grid = self._grid + shift * (2.0 / torch.stack((shift.new_full((), w), shift.new_full((), h))))
+        state = torch.cat((self._structure, self._a, self._b), 1)
+        moved = torch.nn.functional.grid_sample(state, grid, mode="bilinear", padding_mode="border",
+                                                align_corners=False)
+        mismatch = box_filter(torch.cat((structure - moved[:, :1], structure - state[:, :1]), 1).abs(), 1)
+        better = mismatch[:, :1] < mismatch[:, 1:]
+        camera = mismatch[:, 0].mean() < mismatch[:, 1].mean()  # not an object moving in front of a fixed camera
+        use = sure & camera & (shift.square().sum() >= STILL_FLOW ** 2) & better
+        inside = (grid.abs() <= 1.0).all(-1, keepdim=True).permute(0, 3, 1, 2)
+        sizes = (self._structure.shape[1], self._a.shape[1], self._b.shape[1])
+        return (*torch.where(use, moved, state).split(sizes, 1), (inside | ~use).float())
+
+
+def global_shift(previous: torch.Tensor, current: torch.Tensor, sure_peak: float = 0.1
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The camera's translation between two lumas ``[1,1,h,w]`` by phase correlation: ``(dx, dy)`` ``[2]`` in
+    pixels, where a pixel of ``current`` was in ``previous`` (``p + shift``), to a tenth of a pixel; and whether the
+    correlation peak is clear enough (``sure_peak`` of a perfect match) to trust it. Tensor operations only (no
+    value comes back to the host), for devices where the optical flow of ``_warped`` would stall the pipeline.
+    A pan or a tilt is a translation; a zoom or a turn is not, and leaves the peak low."""
+    h, w = current.shape[-2:]
+    window = torch.outer(torch.hann_window(h, periodic=False, device=current.device),
+                         torch.hann_window(w, periodic=False, device=current.device))
+    a, b = ((x[0, 0] - x.mean()) * window for x in (previous, current))
+    cross = torch.fft.rfft2(a) * torch.fft.rfft2(b).conj()
+    # Normalised (only the phase: the shift), then shaped so the peak is a Gaussian of 1 px, whose log a parabola
+    # fits exactly: the fraction of a pixel comes out to a few hundredths instead of a sinc peak's tenths.
+    fy = torch.fft.fftfreq(h, device=current.device)[:, None]
+    fx = torch.fft.rfftfreq(w, device=current.device)[None, :]
+    shape = torch.exp(-2 * math.pi ** 2 * (fx * fx + fy * fy))
+    surface = torch.fft.irfft2(cross / (cross.abs() + 1e-12) * shape, s=(h, w))
+    peak = surface.flatten().argmax()
+    y, x = peak // w, peak % w
+    centre = torch.take(surface, peak.view(1))[0]  # (indexed by tensors: a Python index would be read back)
+    log = surface.clamp(min=1e-6 * centre.clamp(min=1e-12)).log()
+
+    def at(dy: int, dx: int) -> torch.Tensor:
+        return torch.take(log, ((y + dy) % h * w + (x + dx) % w).view(1))[0]
+
+    offsets = []
+    for (before, after), size, index in (((at(0, -1), at(0, 1)), w, x), ((at(-1, 0), at(1, 0)), h, y)):
+        curve = before - 2 * at(0, 0) + after
+        fraction = torch.where(curve < 0, 0.5 * (before - after) / curve.clamp(max=-1e-12), 0.0).clamp(-0.5, 0.5)
+        whole = torch.where(index > size // 2, index - size, index)
+        offsets.append(whole + fraction)
+    return torch.stack(offsets), centre >= sure_peak * shape.sum() * 2 / (h * w)
 
 
 def _squared_norm(flow: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from streamdehaze.engine import Engine, Request
 from streamdehaze.frames import frame_from_planes, planes_of
 from streamdehaze.models.dcp import DarkChannelPrior
 from streamdehaze.errors import UsageError
-from streamdehaze.temporal import TemporalSmoother, smoother
+from streamdehaze.temporal import TemporalSmoother, global_shift, smoother
 
 FMT = YUVFormat("bt709", False, 8, (2, 2))
 
@@ -100,7 +100,8 @@ def test_ema_leaves_a_static_scene_unchanged():
     assert all((a - b).abs().max() <= 1.5 / 255 for a, b in zip(off, ema))
 
 
-def test_moving_object_does_not_ghost():
+@pytest.mark.parametrize("device_motion", [False, True])
+def test_moving_object_does_not_ghost(device_motion):
     scene = _scene()
     frames = []
     for i in range(8):  # a dark square crossing the frame
@@ -108,7 +109,7 @@ def test_moving_object_does_not_ghost():
         f[..., 30:60, 10 + 15 * i:40 + 15 * i] = 0.15
         frames.append(f)
     off = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 2)
-    ema = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 2, TemporalSmoother(0.9))
+    ema = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 2, TemporalSmoother(0.9, device_motion=device_motion))
     for i in range(1, 8):  # where the square was one frame ago, ema must not leave a trail
         trail = (slice(30, 60), slice(10 + 15 * (i - 1), 25 + 15 * (i - 1)))
         assert (ema[i][..., trail[0], trail[1]] - off[i][..., trail[0], trail[1]]).abs().mean() < 3 / 255
@@ -180,10 +181,12 @@ def _pan_flicker(frames: list[torch.Tensor], step: int = 3) -> float:
     return float(np.mean([(b[..., :70, :-step] - a[..., :70, step:]).abs().mean() for a, b in zip(frames, frames[1:])]))
 
 
-def test_ema_follows_a_panning_camera():
+@pytest.mark.parametrize("device_motion", [False, True])
+def test_ema_follows_a_panning_camera(device_motion):
+    """On the CPU by the optical flow; on a GPU (``device_motion``) by the global shift."""
     frames = _panning_sequence()
     off = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4)
-    ema = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, TemporalSmoother(0.8))
+    ema = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, TemporalSmoother(0.8, device_motion=device_motion))
     assert _pan_flicker(off) > 2 / 255  # per frame, the light makes the moving picture flicker
     assert _pan_flicker(ema) < 0.7 * _pan_flicker(off)
 
@@ -224,3 +227,33 @@ def test_a_fixed_camera_gives_what_static_gives_and_rarely_looks_for_motion():
     static = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, smoother("static"))
     assert all(torch.equal(a, b) for a, b in zip(out, static))
     assert counting.calls == 8 + (40 - 9) // 8  # frames 2-9 each, then every 8th
+
+
+def _luma(rgb: torch.Tensor) -> torch.Tensor:
+    return (0.2126 * rgb[:, :1] + 0.7152 * rgb[:, 1:2] + 0.0722 * rgb[:, 2:]).float()
+
+
+@pytest.mark.parametrize("shift", [(3.0, 0.0), (-1.4, 0.6), (7.25, -4.5)])
+def test_global_shift_finds_the_camera_s_translation(shift):
+    """A pixel of the new frame was at p + shift in the previous one; to a tenth of a pixel, fractions included."""
+    wide = _panning_sequence(12)[0]
+    h, w = wide.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    where = torch.stack(((xs + shift[0] + 0.5) / w * 2 - 1, (ys + shift[1] + 0.5) / h * 2 - 1), -1)[None]
+    moved = torch.nn.functional.grid_sample(wide, where, mode="bicubic", padding_mode="reflection", align_corners=False)
+    found, sure = global_shift(_luma(wide), _luma(moved))
+    assert bool(sure)
+    assert torch.allclose(found, torch.tensor(shift), atol=0.1), found
+
+
+def test_global_shift_is_unsure_between_unrelated_pictures():
+    found, sure = global_shift(_luma(_panning_sequence(2)[0]), _luma(_scene(seed=9)))
+    assert not bool(sure)
+
+
+def test_device_motion_on_a_fixed_camera_gives_what_static_gives():
+    """The global shift of a camera that does not move is under a twentieth of a pixel: nothing is moved."""
+    frames = _flickering_sequence(10)
+    out = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, TemporalSmoother(device_motion=True))
+    static = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, smoother("static"))
+    assert all(torch.equal(a, b) for a, b in zip(out, static))
