@@ -394,6 +394,7 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats:
         extra = f", {result.dropped} dropped, {result.reconnects} reconnects" if is_live(args.input) else ""
         if result.corrupt:
             extra += f", {result.corrupt} corrupt packets skipped"
-        print(f"streamdehaze: {result.frames} {unit} in {result.seconds:.2f} s ({rate}{extra}) with {args.model} -> "
+        count = f"{result.frames} {unit if result.frames != 1 else unit[:-1]}"  # "1 image", "2 images"
+        print(f"streamdehaze: {count} in {result.seconds:.2f} s ({rate}{extra}) with {args.model} -> "
               f"{mask(output, args.output)}", file=sys.stderr)
     return 0

@@ -16,8 +16,9 @@ def test_single_image(run_cli, hazy_image, tmp_path):
     src = tmp_path / "hazy.png"
     _save(src, hazy_image(0, 97, 61))
     out = tmp_path / "clear.jpg"
-    code, err = run_cli(src, out, "--quiet")
+    code, err = run_cli(src, out)
     assert code == 0, err
+    assert "streamdehaze: 1 image in " in err
     result = cv2.imread(str(out))
     assert result.shape == (61, 97, 3)
     assert result.mean() < cv2.imread(str(src)).mean() - 10  # the veil is lifted
