@@ -10,9 +10,10 @@ The average follows the camera: the previous frame's state is first warped onto 
 between the two low-resolution lumas (OpenCV's DIS, about a millisecond at the engine's inference size), so a
 panning, zooming or driving camera is smoothed as a fixed one is; without it the motion test below switched the
 smoothing off wherever the camera moved. The flow runs on the host, so on the CPU only. On a GPU, where a copy
-back to the host would stall the device's pipeline, W is the camera's global shift, found on the device by phase
-correlation (``global_shift``): it follows a pan or a tilt, and where it explains the picture no better than
-no motion (a zoom, a turn, an object crossing a fixed camera) the state stays in place.
+back to the host would stall the device's pipeline, W is a smooth field of the shifts of 3x4 tiles, each found on
+the device by phase correlation (``phase_shifts``): it follows pans, tilts, zooms and a driving camera's view as
+the flow does, and where it explains the picture no better than no motion (an object crossing a fixed camera),
+the state stays in place.
 
 With S = L / mean(L) - 1 the gain-free structure of the luma L and ``W`` the warp:
 
@@ -44,6 +45,7 @@ MIN_FLOW_SIDE = 32  # below it the frames are not moved (OpenCV's DIS crashes on
 NEAR = np.ones((5, 5), np.uint8)  # how far from a motion boundary the past is not trusted
 STILL_FLOW = 0.05  # px at the inference size: a median flow below it is a camera that does not move
 STILL_FRAMES, PROBE_EVERY = 8, 8  # after that many still frames, look for motion only every 8th frame
+TILES = (3, 4)  # rows, columns of the shifts that follow the camera on a GPU
 
 
 def check_mode(mode: str) -> None:
@@ -65,7 +67,7 @@ class TemporalSmoother:
 
     def __init__(self, strength: float = DEFAULT_STRENGTH, motion_scale: float = 0.03, follow: bool = True,
                  *, device_motion: bool = False) -> None:
-        """``device_motion`` follows the camera as on a GPU (``global_shift``) even for CPU tensors: for tests and
+        """``device_motion`` follows the camera as on a GPU (``_motion_field``) even for CPU tensors: for tests and
         comparisons."""
         if not 0.0 <= strength < 1.0:
             raise ValueError("temporal strength must be in [0, 1)")
@@ -152,55 +154,73 @@ class TemporalSmoother:
 
     def _shifted(self, luma: torch.Tensor, structure: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``_warped`` on a device: the state moved by the camera's global shift (``global_shift``), in tensor
-        operations only, so nothing waits for the device. A shift is the camera's motion only if it explains the
+        """``_warped`` on a device: the state moved along the camera's motion (``_motion_field``), in tensor
+        operations only, so nothing waits for the device. The field is the camera's motion only if it explains the
         whole picture better than no motion (not a car crossing a fixed camera's view), and then only where it
         does: each pixel takes whichever of the moved and the unmoved state matches the new frame's structure
-        (the clock burnt into a panning camera's picture stays). Where the shift is unsure or below ``STILL_FLOW``,
-        nothing moves; what it brings in from outside the frame is not trusted."""
-        shift, sure = global_shift(self._luma, luma)
+        (the clock burnt into a panning camera's picture stays). Where the field is below ``STILL_FLOW``, nothing
+        moves; what it brings in from outside the frame is not trusted."""
         h, w = luma.shape[-2:]
+        field = self._motion_field(self._luma[:, 0], luma[:, 0])  # [1,2,h,w] pixels
         if self._grid is None or self._grid.shape[1:3] != (h, w) or self._grid.device != luma.device:
             identity = torch.eye(2, 3, device=luma.device)[None]
             self._grid = torch.nn.functional.affine_grid(identity, [1, 1, h, w], align_corners=False)
-        grid = self._grid + shift * (2.0 / torch.stack((shift.new_full((), w), shift.new_full((), h))))
+        scale = 2.0 / torch.stack((field.new_full((), w), field.new_full((), h)))
+        grid = self._grid + field.permute(0, 2, 3, 1) * scale
         state = torch.cat((self._structure, self._a, self._b), 1)
         moved = torch.nn.functional.grid_sample(state, grid, mode="bilinear", padding_mode="border",
                                                 align_corners=False)
         mismatch = box_filter(torch.cat((structure - moved[:, :1], structure - state[:, :1]), 1).abs(), 1)
         better = mismatch[:, :1] < mismatch[:, 1:]
         camera = mismatch[:, 0].mean() < mismatch[:, 1].mean()  # not an object moving in front of a fixed camera
-        use = sure & camera & (shift.square().sum() >= STILL_FLOW ** 2) & better
+        use = camera & (field.square().sum(1, keepdim=True) >= STILL_FLOW ** 2) & better
         inside = (grid.abs() <= 1.0).all(-1, keepdim=True).permute(0, 3, 1, 2)
         sizes = (self._structure.shape[1], self._a.shape[1], self._b.shape[1])
         return (*torch.where(use, moved, state).split(sizes, 1), (inside | ~use).float())
 
+    @staticmethod
+    def _motion_field(previous: torch.Tensor, current: torch.Tensor, rows: int = TILES[0], cols: int = TILES[1]
+                      ) -> torch.Tensor:
+        """Where each pixel of ``current`` was in ``previous`` (lumas ``[1,h,w]``), as a smooth field ``[1,2,h,w]``
+        of the shifts of ``rows`` x ``cols`` tiles: a zoom, a turn or a dashcam's view is a translation in each
+        tile, not across the frame. A tile too plain for a sure shift takes the whole frame's, if sure, else none."""
+        h, w = current.shape[-2:]
+        th, tw = h // rows, w // cols
+        frames = torch.cat((previous, current))
+        tiles = frames[:, :rows * th, :cols * tw].reshape(2, rows, th, cols, tw).transpose(2, 3).reshape(2, -1, th, tw)
+        shifts, sure = phase_shifts(tiles[0], tiles[1])
+        whole, whole_sure = phase_shifts(previous, current)
+        fallback = whole * whole_sure[:, None]
+        shifts = torch.where(sure[:, None], shifts, fallback)
+        grid = shifts.T.reshape(1, 2, rows, cols)
+        return torch.nn.functional.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
 
-def global_shift(previous: torch.Tensor, current: torch.Tensor, sure_peak: float = 0.1
+
+def phase_shifts(previous: torch.Tensor, current: torch.Tensor, sure_peak: float = 0.1
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The camera's translation between two lumas ``[1,1,h,w]`` by phase correlation: ``(dx, dy)`` ``[2]`` in
-    pixels, where a pixel of ``current`` was in ``previous`` (``p + shift``), to a tenth of a pixel; and whether the
-    correlation peak is clear enough (``sure_peak`` of a perfect match) to trust it. Tensor operations only (no
-    value comes back to the host), for devices where the optical flow of ``_warped`` would stall the pipeline.
-    A pan or a tilt is a translation; a zoom or a turn is not, and leaves the peak low."""
-    h, w = current.shape[-2:]
+    """The translation between each of ``N`` pairs of lumas ``[N,h,w]`` by phase correlation: ``(dx, dy)``
+    ``[N,2]`` in pixels, where a pixel of ``current`` was in ``previous`` (``p + shift``), to a tenth of a pixel;
+    and ``[N]`` whether the correlation peak is clear enough (``sure_peak`` of a perfect match) to trust it.
+    Tensor operations only (no value comes back to the host), for devices where the optical flow of ``_warped``
+    would stall the pipeline."""
+    n, h, w = current.shape
     window = torch.outer(torch.hann_window(h, periodic=False, device=current.device),
                          torch.hann_window(w, periodic=False, device=current.device))
-    a, b = ((x[0, 0] - x.mean()) * window for x in (previous, current))
+    a, b = ((x - x.mean((-2, -1), keepdim=True)) * window for x in (previous, current))
     cross = torch.fft.rfft2(a) * torch.fft.rfft2(b).conj()
     # Normalised (only the phase: the shift), then shaped so the peak is a Gaussian of 1 px, whose log a parabola
     # fits exactly: the fraction of a pixel comes out to a few hundredths instead of a sinc peak's tenths.
     fy = torch.fft.fftfreq(h, device=current.device)[:, None]
     fx = torch.fft.rfftfreq(w, device=current.device)[None, :]
     shape = torch.exp(-2 * math.pi ** 2 * (fx * fx + fy * fy))
-    surface = torch.fft.irfft2(cross / (cross.abs() + 1e-12) * shape, s=(h, w))
-    peak = surface.flatten().argmax()
+    surface = torch.fft.irfft2(cross / (cross.abs() + 1e-12) * shape, s=(h, w)).flatten(1)
+    peak = surface.argmax(1, keepdim=True)  # (indexed by tensors throughout: a Python index would be read back)
     y, x = peak // w, peak % w
-    centre = torch.take(surface, peak.view(1))[0]  # (indexed by tensors: a Python index would be read back)
+    centre = surface.gather(1, peak)
     log = surface.clamp(min=1e-6 * centre.clamp(min=1e-12)).log()
 
     def at(dy: int, dx: int) -> torch.Tensor:
-        return torch.take(log, ((y + dy) % h * w + (x + dx) % w).view(1))[0]
+        return log.gather(1, (y + dy) % h * w + (x + dx) % w)
 
     offsets = []
     for (before, after), size, index in (((at(0, -1), at(0, 1)), w, x), ((at(-1, 0), at(1, 0)), h, y)):
@@ -208,7 +228,7 @@ def global_shift(previous: torch.Tensor, current: torch.Tensor, sure_peak: float
         fraction = torch.where(curve < 0, 0.5 * (before - after) / curve.clamp(max=-1e-12), 0.0).clamp(-0.5, 0.5)
         whole = torch.where(index > size // 2, index - size, index)
         offsets.append(whole + fraction)
-    return torch.stack(offsets), centre >= sure_peak * shape.sum() * 2 / (h * w)
+    return torch.cat(offsets, 1), centre[:, 0] >= sure_peak * shape.sum() * 2 / (h * w)
 
 
 def _squared_norm(flow: np.ndarray) -> np.ndarray:
