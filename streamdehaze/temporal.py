@@ -203,7 +203,7 @@ def phase_shifts(previous: torch.Tensor, current: torch.Tensor, sure_peak: float
     and ``[N]`` whether the correlation peak is clear enough (``sure_peak`` of a perfect match) to trust it.
     Tensor operations only (no value comes back to the host), for devices where the optical flow of ``_warped``
     would stall the pipeline."""
-    n, h, w = current.shape
+    h, w = current.shape[-2:]
     window = torch.outer(torch.hann_window(h, periodic=False, device=current.device),
                          torch.hann_window(w, periodic=False, device=current.device))
     a, b = ((x - x.mean((-2, -1), keepdim=True)) * window for x in (previous, current))
