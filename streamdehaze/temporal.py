@@ -24,7 +24,9 @@ With S = L / mean(L) - 1 the gain-free structure of the luma L and ``W`` the war
 Where the flow does not explain the picture (objects moving against it, newly uncovered ground: next to a jump in
 the flow), w falls to zero: nothing ghosts. A new frame size also resets. Where the background did not move (a
 fixed camera, cars passing), W is the identity, and after 8 such frames the flow is looked for only every 8th
-frame, so a fixed camera costs about what ``static`` does.
+frame, so a fixed camera costs about what ``static`` does. A still camera's coefficients change only with the fog
+and the camera's noise, so there (and always with ``static``) the average runs ``STILL_LONGER`` times longer:
+strength s becomes 1 - (1 - s) / 4, 0.95 by default.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ MIN_FLOW_SIDE = 32  # below it the frames are not moved (OpenCV's DIS crashes on
 NEAR = np.ones((5, 5), np.uint8)  # how far from a motion boundary the past is not trusted
 STILL_FLOW = 0.05  # px at the inference size: a median flow below it is a camera that does not move
 STILL_FRAMES, PROBE_EVERY = 8, 8  # after that many still frames, look for motion only every 8th frame
+STILL_LONGER = 4  # a camera found still averages this many times longer (its coefficients wobble with noise only)
 TILES = (3, 4)  # rows, columns of the shifts that follow the camera on a GPU
 
 
@@ -101,12 +104,13 @@ class TemporalSmoother:
         for i in range(small.shape[0]):
             ai, bi, si = a[i:i + 1], b[i:i + 1] / level[i:i + 1], structure[i:i + 1]
             if self._structure is not None and self._structure.shape == si.shape and self._a.shape == ai.shape:
-                prev, prev_a, prev_b, tracked = self._warped(lumas8[i], luma[i:i + 1], si)
+                prev, prev_a, prev_b, tracked, still = self._warped(lumas8[i], luma[i:i + 1], si)
                 change = (si - prev).abs()
                 # The scene-cut test stays a tensor (w = 0 on a cut): a Python ``if`` on it would make the host
                 # wait for the GPU on every frame and stall the batches queued behind this one.
                 same_scene = change.mean() <= 0.5 * (si.abs().mean() + prev.abs().mean())
-                w = self.strength * torch.exp(-(box_filter(change, 1) / self.motion_scale) ** 2) * same_scene * tracked
+                strength = self.strength + (1.0 - self.strength) * (1.0 - 1.0 / STILL_LONGER) * still
+                w = strength * torch.exp(-(box_filter(change, 1) / self.motion_scale) ** 2) * same_scene * tracked
                 ai = torch.lerp(ai, prev_a, w)
                 bi = torch.lerp(bi, prev_b, w)
             self._structure, self._a, self._b, self._luma8, self._luma = si, ai, bi, lumas8[i], luma[i:i + 1]
@@ -115,26 +119,29 @@ class TemporalSmoother:
         return torch.cat(out_a), torch.cat(out_b)
 
     def _warped(self, luma8: np.ndarray | None, luma: torch.Tensor, structure: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | float]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | float, torch.Tensor | float]:
         """The state (structure, a, b) of the previous frame, moved onto the frame whose luma is ``luma``
-        ``[1,1,h,w]`` (on the host when ``luma8``, its 8-bit copy, is given; ``structure``: its structure), and where
-        that move can be trusted (1) or not (0)."""
+        ``[1,1,h,w]`` (on the host when ``luma8``, its 8-bit copy, is given; ``structure``: its structure), where
+        that move can be trusted (1) or not (0), and whether the camera was still (1; with ``static``, by the
+        user's word) or moved or cannot be told (0)."""
         unmoved = self._structure, self._a, self._b, 1.0
-        if not self.follow or min(luma.shape[-2:]) < MIN_FLOW_SIDE:
-            return unmoved
+        if not self.follow:
+            return *unmoved, 1.0
+        if min(luma.shape[-2:]) < MIN_FLOW_SIDE:
+            return *unmoved, 0.0
         if luma8 is None:
             return self._shifted(luma, structure)
         if self._luma8 is None:
-            return unmoved
+            return *unmoved, 0.0
         if self._skip:  # a fixed camera (most surveillance): the flow costs more than the rest of the smoothing
             self._skip -= 1
-            return unmoved
+            return *unmoved, 1.0
         flow = self._flow.calc(luma8, self._luma8, None)  # this frame -> previous, pixels
         if np.median(_squared_norm(flow[::4, ::4])) < STILL_FLOW ** 2:  # the background did not move
             self._still += 1
             if self._still >= STILL_FRAMES:
                 self._skip = PROBE_EVERY - 1
-            return unmoved
+            return *unmoved, 1.0
         self._still = 0
         h, w = luma8.shape
         state = torch.cat((self._structure, self._a, self._b), 1)
@@ -150,10 +157,10 @@ class TemporalSmoother:
         moved = torch.empty_like(state)
         for src, dst in zip(state[0].numpy(), moved[0].numpy()):
             cv2.remap(src, where, None, cv2.INTER_LINEAR, dst=dst, borderMode=cv2.BORDER_REPLICATE)
-        return (*moved.split(sizes, 1), tracked)
+        return (*moved.split(sizes, 1), tracked, 0.0)
 
     def _shifted(self, luma: torch.Tensor, structure: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``_warped`` on a device: the state moved along the camera's motion (``_motion_field``), in tensor
         operations only, so nothing waits for the device. The field is the camera's motion only if it explains the
         whole picture better than no motion (not a car crossing a fixed camera's view), and then only where it
@@ -161,7 +168,7 @@ class TemporalSmoother:
         (the clock burnt into a panning camera's picture stays). Where the field is below ``STILL_FLOW``, nothing
         moves; what it brings in from outside the frame is not trusted."""
         h, w = luma.shape[-2:]
-        field = self._motion_field(self._luma[:, 0], luma[:, 0])  # [1,2,h,w] pixels
+        field, still = self._motion_field(self._luma[:, 0], luma[:, 0])  # [1,2,h,w] pixels
         if self._grid is None or self._grid.shape[1:3] != (h, w) or self._grid.device != luma.device:
             identity = torch.eye(2, 3, device=luma.device)[None]
             self._grid = torch.nn.functional.affine_grid(identity, [1, 1, h, w], align_corners=False)
@@ -176,14 +183,16 @@ class TemporalSmoother:
         use = camera & (field.square().sum(1, keepdim=True) >= STILL_FLOW ** 2) & better
         inside = (grid.abs() <= 1.0).all(-1, keepdim=True).permute(0, 3, 1, 2)
         sizes = (self._structure.shape[1], self._a.shape[1], self._b.shape[1])
-        return (*torch.where(use, moved, state).split(sizes, 1), (inside | ~use).float())
+        return (*torch.where(use, moved, state).split(sizes, 1), (inside | ~use).float(), still)
 
     @staticmethod
     def _motion_field(previous: torch.Tensor, current: torch.Tensor, rows: int = TILES[0], cols: int = TILES[1]
-                      ) -> torch.Tensor:
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Where each pixel of ``current`` was in ``previous`` (lumas ``[1,h,w]``), as a smooth field ``[1,2,h,w]``
         of the shifts of ``rows`` x ``cols`` tiles: a zoom, a turn or a dashcam's view is a translation in each
-        tile, not across the frame. A tile too plain for a sure shift takes the whole frame's, if sure, else none."""
+        tile, not across the frame. A tile too plain for a sure shift takes the whole frame's, if sure, else none.
+        Also whether the camera was still (1, a tensor): the whole frame's shift is sure and under ``STILL_FLOW``
+        (an object moving in one tile does not move the whole frame's)."""
         h, w = current.shape[-2:]
         th, tw = h // rows, w // cols
         frames = torch.cat((previous, current))
@@ -193,7 +202,8 @@ class TemporalSmoother:
         fallback = whole * whole_sure[:, None]
         shifts = torch.where(sure[:, None], shifts, fallback)
         grid = shifts.T.reshape(1, 2, rows, cols)
-        return torch.nn.functional.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
+        still = (whole_sure & (whole.square().sum(1) < STILL_FLOW ** 2)).float()[0]
+        return torch.nn.functional.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False), still
 
 
 def phase_shifts(previous: torch.Tensor, current: torch.Tensor, sure_peak: float = 0.1

@@ -293,3 +293,15 @@ def test_device_motion_on_a_fixed_camera_gives_what_static_gives():
     out = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, TemporalSmoother(device_motion=True))
     static = _dehaze(Engine(DarkChannelPrior(), "cpu"), frames, 4, smoother("static"))
     assert all(torch.equal(a, b) for a, b in zip(out, static))
+
+
+@pytest.mark.parametrize("mode", ["ema", "static"])
+def test_a_still_camera_averages_four_times_longer(mode):
+    """Coefficients that swing about a steady value (the network's wobble on a still picture) keep (1 - w) / (1 + w)
+    of the swing: 0.026 with w = 1 - (1 - 0.8) / 4 for a camera found still, where 0.8 would keep 0.11."""
+    small, offsets = _scene(), torch.zeros(1, 3, 96, 160)
+    average, means = smoother(mode, 0.8), []
+    for k in range(40):
+        gains, _ = average(small, torch.full((1, 2, 96, 160), 2.1 if k % 2 else 1.9), offsets)
+        means.append(float(gains.mean()))
+    assert abs(means[-1] - means[-2]) / 0.2 == pytest.approx(0.05 / 1.95, abs=0.005)
