@@ -158,15 +158,20 @@ def test_streams_sharing_engine_calls_keep_their_own_temporal_state():
         assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(mine, theirs))
 
 
+def _textured_scene(width: int) -> torch.Tensor:
+    """A foggy scene ``[1,3,96,width]`` with texture for a camera to pan across."""
+    g = torch.Generator().manual_seed(5)
+    wide = _scene(96, width)
+    texture = torch.nn.functional.interpolate(torch.rand(1, 1, 24, width // 4, generator=g), size=wide.shape[-2:],
+                                              mode="bicubic")
+    return (wide + 0.15 * (texture - 0.5)).clamp(0, 1)
+
+
 def _panning_sequence(n: int = 12, step: int = 3) -> list[torch.Tensor]:
     """A camera panning ``step`` pixels a frame across a textured foggy scene, a headlight blinking in it: the
     whole picture moves, so smoothing that stops where the picture moves would do nothing here."""
-    g = torch.Generator().manual_seed(5)
-    h, w = 96, 160
-    wide = _scene(h, w + n * step)
-    texture = torch.nn.functional.interpolate(torch.rand(1, 1, 24, (w + n * step) // 4, generator=g),
-                                              size=wide.shape[-2:], mode="bicubic")
-    wide = (wide + 0.15 * (texture - 0.5)).clamp(0, 1)
+    w = 160
+    wide = _textured_scene(w + n * step)
     frames = []
     for i in range(n):
         f = wide[..., i * step:i * step + w].clone()
@@ -295,13 +300,27 @@ def test_device_motion_on_a_fixed_camera_gives_what_static_gives():
     assert all(torch.equal(a, b) for a, b in zip(out, static))
 
 
-@pytest.mark.parametrize("mode", ["ema", "static"])
+@pytest.mark.parametrize("mode", ["ema", "static", "ema on a GPU"])
 def test_a_still_camera_averages_four_times_longer(mode):
     """Coefficients that swing about a steady value (the network's wobble on a still picture) keep (1 - w) / (1 + w)
     of the swing: 0.026 with w = 1 - (1 - 0.8) / 4 for a camera found still, where 0.8 would keep 0.11."""
     small, offsets = _scene(), torch.zeros(1, 3, 96, 160)
-    average, means = smoother(mode, 0.8), []
+    average = TemporalSmoother(0.8, device_motion=True) if mode == "ema on a GPU" else smoother(mode, 0.8)
+    means = []
     for k in range(40):
         gains, _ = average(small, torch.full((1, 2, 96, 160), 2.1 if k % 2 else 1.9), offsets)
         means.append(float(gains.mean()))
     assert abs(means[-1] - means[-2]) / 0.2 == pytest.approx(0.05 / 1.95, abs=0.005)
+
+
+@pytest.mark.parametrize("device_motion", [False, True])
+def test_a_panning_camera_is_not_taken_for_a_still_one(device_motion):
+    """The longer average is for still cameras only: on a pan the same swing keeps 0.8's share, 0.11."""
+    wide = _textured_scene(160 + 60)
+    offsets = torch.zeros(1, 3, 96, 160)
+    average, means = TemporalSmoother(0.8, device_motion=device_motion), []
+    for k in range(20):
+        frame = wide[..., 3 * k:3 * k + 160]
+        gains, _ = average(frame, torch.full((1, 2, 96, 160), 2.1 if k % 2 else 1.9), offsets)
+        means.append(float(gains.mean()))
+    assert abs(means[-1] - means[-2]) / 0.2 > 0.07
