@@ -66,7 +66,7 @@ def smoother(mode: str, strength: float = DEFAULT_STRENGTH) -> "TemporalSmoother
 
 class TemporalSmoother:
     """Stateful: feed frames in display order, one stream per instance. ``follow`` moves the state along the
-    camera's motion (its optical flow on the CPU, its global shift on a GPU)."""
+    camera's motion (its optical flow on the CPU, the shifts of its tiles on a GPU)."""
 
     def __init__(self, strength: float = DEFAULT_STRENGTH, motion_scale: float = 0.03, follow: bool = True,
                  *, device_motion: bool = False) -> None:
@@ -84,7 +84,7 @@ class TemporalSmoother:
         self._a: torch.Tensor | None = None
         self._b: torch.Tensor | None = None  # relative to the frame's mean luma
         self._luma8: np.ndarray | None = None  # the previous frame's luma, for the flow
-        self._luma: torch.Tensor | None = None  # the same on the device, for its global motion
+        self._luma: torch.Tensor | None = None  # the same on the device, for its motion there
         self._grid: torch.Tensor | None = None  # each pixel's sampling position, for the device's warp
         self._pixels: np.ndarray | None = None  # each pixel's (x, y), for the warp
         self._still = 0  # consecutive frames in which the camera did not move
@@ -97,7 +97,7 @@ class TemporalSmoother:
         level = luma.mean((-2, -1), keepdim=True).clamp(min=1e-3)
         structure = luma / level - 1.0
         # The flow runs on the host, so only for CPU tensors: on a GPU, copying the lumas back would stall the
-        # batches queued behind this one (tests/streamdehaze/test_no_sync.py), and the global shift stands in.
+        # batches queued behind this one (tests/streamdehaze/test_no_sync.py): phase correlation stands in.
         on_host = self.follow and small.device.type == "cpu" and not self.device_motion
         lumas8 = luma.mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()[:, 0] if on_host else [None] * len(luma)
         out_a, out_b = [], []
