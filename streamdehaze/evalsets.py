@@ -16,8 +16,9 @@ split every training config uses), at their full resolution, hazed by two indepe
 Both draw their parameters from a generator seeded by the file name, so every run scores the same pairs, and both
 come out quantised to 8 bits, as a camera or a file delivers them.
 
-Real foggy clips: ``real_video/dvd_fog_1080p.mp4`` and slow camera pans made here over the largest real hazy
-photos (real haze, synthetic motion), written into the evaluation's output folder.
+Real foggy clips: ``real_video/dvd_fog_1080p.mp4``, slow camera pans made here over the largest real hazy
+photos (real haze, synthetic motion), and fixed cameras looking at the same photos through sensor noise and a
+camera's H.264 (real haze, synthetic noise), written into the evaluation's output folder.
 """
 
 from __future__ import annotations
@@ -107,6 +108,33 @@ def make_pan(photo: np.ndarray, path: Path, frames: int = 50, size: tuple[int, i
             y0 = (h - ch / zoom) * 0.5
             m = np.array([[zoom, 0, -x0 * zoom], [0, zoom, -y0 * zoom]], dtype=np.float64)
             frame = cv2.warpAffine(photo, m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def make_still(photo: np.ndarray, path: Path, frames: int = 40, size: tuple[int, int] = (1280, 720),
+               noise: float = 1.5, fps: int = 25) -> Path:
+    """A fixed camera looking at a uint8 RGB photo, encoded as H.264 (crf 23, as a camera's stream) at ``path``.
+
+    The photo is scaled to cover ``size`` (w, h) and cropped to its middle. Each frame gets its own Gaussian sensor
+    noise of ``noise`` levels (seeded), which the encoder mostly turns into the sparse block refreshes a real
+    camera's stream has.
+    """
+    h, w = photo.shape[:2]
+    cw, ch = size
+    scale = max(cw / w, ch / h)
+    m = np.array([[scale, 0, (cw - w * scale) / 2], [0, scale, (ch - h * scale) / 2]], dtype=np.float64)
+    still = cv2.warpAffine(photo, m, (cw, ch), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = cw, ch, "yuv420p"
+        for _ in range(frames):
+            frame = np.clip(still + rng.normal(0.0, noise, still.shape) + 0.5, 0, 255).astype(np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():

@@ -77,6 +77,16 @@ def test_pan_is_a_moving_window_over_the_photo(tmp_path):
     assert not np.array_equal(frames[0], frames[-1])
 
 
+def test_still_is_a_fixed_camera_with_noise_of_its_own(tmp_path):
+    photo = hazy_pattern(0, 200, 120)
+    path = evalsets.make_still(photo, tmp_path / "still.mp4", frames=6, size=(160, 96), noise=3.0)
+    frames = ev.decode_rgb(path)
+    assert len(frames) == 6 and frames[0].shape == (96, 160, 3)
+    steps = [np.abs(b.astype(float) - a).mean() for a, b in zip(frames, frames[1:])]
+    assert max(steps) > 0 and all(step < 3 for step in steps)  # the encoder's refreshes change; nothing moves
+    assert np.abs(frames[0].astype(float) - cv2.resize(photo, (160, 96))).mean() < 6
+
+
 def test_held_out_scores_and_photo_scores(data, weights):
     runners = {"input": None, "same": lambda image: image, "model": ev.photo_runner("kanet-t", weights)}
     part = ev.held_out_scores(runners, data / "clean", "classic")
