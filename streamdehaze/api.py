@@ -224,9 +224,10 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     for cameras that do not move, cheaper). ``batch``: frames per model call (default: 4 for files, 1 for live
     streams). ``crf`` and ``preset``: the encoder's quality and speed (default 18, and veryfast for x264/x265).
     ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and they work,
-    ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through ``torch.compile``. ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds,
-    index, stream), in the writer thread; an image it returns is written instead. On Ctrl-C the frames done so
-    far are kept and ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``.
+    ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through ``torch.compile``.
+    ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds, index, stream), in
+    the writer thread; an image it returns is written instead. On Ctrl-C the frames done so far are kept and
+    ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``.
     """
     config = input if isinstance(input, StreamConfig) else StreamConfig.from_options(
         str(input), None if output is None else str(output), live=live, model=model,
