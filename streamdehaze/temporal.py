@@ -31,6 +31,7 @@ strength s becomes 1 - (1 - s) / 4, 0.95 by default.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -214,15 +215,9 @@ def phase_shifts(previous: torch.Tensor, current: torch.Tensor, sure_peak: float
     Tensor operations only (no value comes back to the host), for devices where the optical flow of ``_warped``
     would stall the pipeline."""
     h, w = current.shape[-2:]
-    window = torch.outer(torch.hann_window(h, periodic=False, device=current.device),
-                         torch.hann_window(w, periodic=False, device=current.device))
+    window, shape, perfect = _phase_constants(h, w, current.device)
     a, b = ((x - x.mean((-2, -1), keepdim=True)) * window for x in (previous, current))
     cross = torch.fft.rfft2(a) * torch.fft.rfft2(b).conj()
-    # Normalised (only the phase: the shift), then shaped so the peak is a Gaussian of 1 px, whose log a parabola
-    # fits exactly: the fraction of a pixel comes out to a few hundredths instead of a sinc peak's tenths.
-    fy = torch.fft.fftfreq(h, device=current.device)[:, None]
-    fx = torch.fft.rfftfreq(w, device=current.device)[None, :]
-    shape = torch.exp(-2 * math.pi ** 2 * (fx * fx + fy * fy))
     surface = torch.fft.irfft2(cross / (cross.abs() + 1e-12) * shape, s=(h, w)).flatten(1)
     peak = surface.argmax(1, keepdim=True)  # (indexed by tensors throughout: a Python index would be read back)
     y, x = peak // w, peak % w
@@ -238,7 +233,22 @@ def phase_shifts(previous: torch.Tensor, current: torch.Tensor, sure_peak: float
         fraction = torch.where(curve < 0, 0.5 * (before - after) / curve.clamp(max=-1e-12), 0.0).clamp(-0.5, 0.5)
         whole = torch.where(index > size // 2, index - size, index)
         offsets.append(whole + fraction)
-    return torch.cat(offsets, 1), centre[:, 0] >= sure_peak * shape.sum() * 2 / (h * w)
+    return torch.cat(offsets, 1), centre[:, 0] >= sure_peak * perfect
+
+
+@functools.lru_cache(maxsize=16)
+def _phase_constants(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``phase_shifts``' Hann window ``[h,w]``, the shape of its spectrum ``[h,w//2+1]`` and the height of a
+    perfect match's peak, made once per size and device (a stream's frames, and its tiles, share a size). The
+    normalised cross-power spectrum (only the phase: the shift) is shaped so that the peak is a Gaussian of 1 px,
+    whose log a parabola fits exactly: the fraction of a pixel comes out to a few hundredths instead of a sinc
+    peak's tenths."""
+    window = torch.outer(torch.hann_window(h, periodic=False, device=device),
+                         torch.hann_window(w, periodic=False, device=device))
+    fy = torch.fft.fftfreq(h, device=device)[:, None]
+    fx = torch.fft.rfftfreq(w, device=device)[None, :]
+    shape = torch.exp(-2 * math.pi ** 2 * (fx * fx + fy * fy))
+    return window, shape, shape.sum() * 2 / (h * w)  # (the half spectrum counted twice: the whole one's mean)
 
 
 def _squared_norm(flow: np.ndarray) -> np.ndarray:
