@@ -28,14 +28,26 @@ class ResidualBlock(nn.Module):
         return self.conv2(F.relu(self.conv1(x))) + x
 
 
-def reflect_pad1(x: torch.Tensor) -> torch.Tensor:
-    """Reflection padding by one pixel on every side, as ``F.pad(x, (1, 1, 1, 1), mode="reflect")``.
+def reflect_pad1(*parts: torch.Tensor) -> torch.Tensor:
+    """``parts`` joined along the channels and padded by one pixel on every side by reflection, as
+    ``F.pad(torch.cat(parts, 1), (1, 1, 1, 1), mode="reflect")``, in the first part's dtype and memory format.
 
-    Built from slices and ``cat``: the reflection-pad kernel is several times slower on channels-last inputs,
-    and at full resolution that was a visible share of the frame time.
+    Written into one buffer whose border is copied from inside it: on channels-last inputs the reflection-pad kernel
+    and a channel ``cat`` are each several times slower, and at full resolution they were a visible share of the
+    frame time (BENCHMARKS.md).
     """
-    x = torch.cat([x[..., 1:2, :], x, x[..., -2:-1, :]], dim=-2)
-    return torch.cat([x[..., 1:2], x, x[..., -2:-1]], dim=-1)
+    first = parts[0]
+    n, _, h, w = first.shape
+    layout = torch.channels_last if first.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    out = torch.empty((n, sum(p.shape[1] for p in parts), h + 2, w + 2), dtype=first.dtype, device=first.device,
+                      memory_format=layout)
+    start = 0
+    for part in parts:
+        out[:, start:start + part.shape[1], 1:-1, 1:-1] = part
+        start += part.shape[1]
+    out[:, :, 0], out[:, :, -1] = out[:, :, 2], out[:, :, -3]
+    out[..., 0], out[..., -1] = out[..., 2], out[..., -3]
+    return out
 
 
 def crop_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -74,7 +86,7 @@ class Head(nn.Module):
             return torch.tanh(self.out(reflect_pad1(x)))
         # the blur in float32: each bf16 rounding of its steps adds pixel noise to the gains (real photos' FADE
         # fell 5 % and SSIM 0.005, noise that reads as detail)
-        return binomial3(self.out(reflect_pad1(torch.cat((x, image.to(x.dtype)), 1))).float())
+        return binomial3(self.out(reflect_pad1(x, image)).float())
 
 
 def binomial3(x: torch.Tensor) -> torch.Tensor:

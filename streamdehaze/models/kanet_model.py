@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -29,9 +31,21 @@ def _missing_weights(name: str) -> UsageError:
         "training/configs/kanet-t-cpu.toml")
 
 
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), so that bf16 autocast pays off.
+
+    Elsewhere (AVX2 alone: most laptops, many servers) oneDNN has no bf16 convolutions and PyTorch falls back to its
+    reference ones: kanet-t ran 7.5 times slower in bf16 than in fp32 on an AVX2 EPYC (BENCHMARKS.md).
+    """
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe is not None and probe() for probe in probes)
+
+
 class KANetModel(nn.Module):
-    """Runs a KA_Net in bf16 (CPU) or fp16 (CUDA) autocast with channels_last; any frame size. A KA_Net with the
-    coefficient head also gives its transform (``coefficients``), which the engine applies at full resolution."""
+    """Runs a KA_Net with channels_last, in fp16 autocast on CUDA and in bf16 autocast on a CPU that has bf16
+    (``cpu_has_bf16``; fp32 on the others); any frame size. A KA_Net with the coefficient head also gives its
+    transform (``coefficients``), which the engine applies at full resolution."""
 
     def __init__(self, net: kanet.KANet, name: str) -> None:
         super().__init__()
@@ -55,9 +69,13 @@ class KANetModel(nn.Module):
             out = kanet.dehaze(self.net, rgb.contiguous(memory_format=torch.channels_last))
         return out.float()
 
-    def _autocast(self, rgb: torch.Tensor) -> torch.autocast:
+    def _autocast(self, rgb: torch.Tensor) -> contextlib.AbstractContextManager:
         device = rgb.device.type
-        return torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16)
+        if device == "cuda":
+            return torch.autocast(device, dtype=torch.float16)
+        if device == "cpu" and cpu_has_bf16():
+            return torch.autocast(device, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def compile(self, *args, **kwargs) -> None:
         """``torch.compile`` the network in place (both ``forward`` and ``coefficients`` run through it)."""

@@ -89,9 +89,21 @@ def test_reflect_pad1_is_reflection_padding() -> None:
 
     from kanet.head import reflect_pad1
 
-    x = torch.randn(2, 3, 5, 7)
-    for t in (x, x.contiguous(memory_format=torch.channels_last)):
-        assert torch.equal(reflect_pad1(t), F.pad(t, (1, 1, 1, 1), mode="reflect"))
+    x, y = torch.randn(2, 3, 5, 7), torch.randn(2, 4, 5, 7)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        a, b = x.contiguous(memory_format=layout), y.contiguous(memory_format=layout)
+        assert torch.equal(reflect_pad1(a), F.pad(a, (1, 1, 1, 1), mode="reflect"))
+        joined = reflect_pad1(a, b)  # several parts: joined along the channels first
+        assert torch.equal(joined, F.pad(torch.cat((a, b), 1), (1, 1, 1, 1), mode="reflect"))
+        assert joined.is_contiguous(memory_format=layout)
+    # and the gradients are those of pad(cat(...)), for training
+    a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
+    weights = torch.randn(2, 7, 7, 9)
+    (reflect_pad1(a, b) * weights).sum().backward()
+    ga, gb = a.grad, b.grad
+    a.grad = b.grad = None
+    (F.pad(torch.cat((a, b), 1), (1, 1, 1, 1), mode="reflect") * weights).sum().backward()
+    assert torch.allclose(ga, a.grad) and torch.allclose(gb, b.grad)
 
 
 def test_kanet_imports_neither_streamdehaze_nor_training() -> None:
