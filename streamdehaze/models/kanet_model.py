@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from pathlib import Path
 
@@ -31,21 +30,15 @@ def _missing_weights(name: str) -> UsageError:
         "training/configs/kanet-t-cpu.toml")
 
 
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), so that bf16 autocast pays off.
-
-    Elsewhere (AVX2 alone: most laptops, many servers) oneDNN has no bf16 convolutions and PyTorch falls back to its
-    reference ones: kanet-t ran 7.5 times slower in bf16 than in fp32 on an AVX2 EPYC (BENCHMARKS.md).
-    """
-    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(probe is not None and probe() for probe in probes)
-
-
 class KANetModel(nn.Module):
-    """Runs a KA_Net with channels_last, in fp16 autocast on CUDA and in bf16 autocast on a CPU that has bf16
-    (``cpu_has_bf16``; fp32 on the others); any frame size. A KA_Net with the coefficient head also gives its
-    transform (``coefficients``), which the engine applies at full resolution."""
+    """Runs a KA_Net with channels_last, in fp16 autocast on CUDA and in fp32 on a CPU; any frame size. A KA_Net
+    with the coefficient head also gives its transform (``coefficients``), which the engine applies at full
+    resolution.
+
+    Not bf16 on a CPU: its rounding moves the gains from frame to frame with the source's noise (a fixed camera in
+    dense haze flickered 1.8 times as much as in fp32), and without AVX-512 PyTorch's bf16 convolutions are
+    reference code, 7.5 times slower than fp32 (BENCHMARKS.md, "fp32 on the CPU, and the network at 224").
+    """
 
     def __init__(self, net: kanet.KANet, name: str) -> None:
         super().__init__()
@@ -55,14 +48,16 @@ class KANetModel(nn.Module):
     def infer_size_for(self, device: torch.device) -> int:
         """Default short side the model runs at (the engine carries the result to full resolution).
 
-        Coefficient models run at the size they are trained for, on every device: the network sees a short side
-        of 256, a frame at 240 plus the border they are run with (``kanet.inference.BORDER``). Larger is not
-        better for them: the shipped kanet-t at 720 left more fog in the real 1080p clip (FADE 2.06 against 1.62)
-        and fitted held-out photos 0.2 dB worse (BENCHMARKS.md). Image models run at 540 on a GPU, 256 on a CPU.
+        Coefficient models run at 208 on every device: with the border they are run with
+        (``kanet.inference.BORDER``) the network sees 224, the size of its last training stage's crops. Against
+        240 (256 with the border) that is a quarter fewer pixels for the same scores (held-out photos within 0.13
+        dB, real photos' FADE within 1 %, the same targets met on the real clips: BENCHMARKS.md). Larger is not
+        better for them: the shipped kanet-t at 720 left more fog in the real 1080p clip (FADE 2.06 against
+        1.62) and fitted held-out photos 0.2 dB worse. Image models run at 540 on a GPU, 256 on a CPU.
         """
-        if device.type == "cuda" and not self.net.predicts_coefficients:
-            return 540
-        return 256 - 2 * kanet.inference.border(self.net, 256, 256)
+        if self.net.predicts_coefficients:
+            return 224 - 2 * kanet.inference.border(self.net, 224, 224)
+        return 540 if device.type == "cuda" else 256
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         with self._autocast(rgb):
@@ -70,12 +65,7 @@ class KANetModel(nn.Module):
         return out.float()
 
     def _autocast(self, rgb: torch.Tensor) -> contextlib.AbstractContextManager:
-        device = rgb.device.type
-        if device == "cuda":
-            return torch.autocast(device, dtype=torch.float16)
-        if device == "cpu" and cpu_has_bf16():
-            return torch.autocast(device, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.float16) if rgb.device.type == "cuda" else contextlib.nullcontext()
 
     def compile(self, *args, **kwargs) -> None:
         """``torch.compile`` the network in place (both ``forward`` and ``coefficients`` run through it)."""
