@@ -24,7 +24,7 @@ camera's H.264 (real haze, synthetic noise), written into the evaluation's outpu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,21 +98,16 @@ def make_pan(photo: np.ndarray, path: Path, frames: int = 50, size: tuple[int, i
     h, w = photo.shape[:2]
     cw, ch = size
     scale = max(1.0, cw * 1.35 / w, ch * 1.1 / h)  # 100 % where the photo leaves room to pan and zoom
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"crf": "16", "preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = cw, ch, "yuv420p"
-        for i in range(frames):
-            p = i / max(1, frames - 1)
-            zoom = scale * (1 + 0.05 * p)
-            x0 = (w - cw / zoom) * (0.1 + 0.3 * p)
-            y0 = (h - ch / zoom) * 0.5
-            m = np.array([[zoom, 0, -x0 * zoom], [0, zoom, -y0 * zoom]], dtype=np.float64)
-            frame = cv2.warpAffine(photo, m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+
+    def frame(i: int) -> np.ndarray:
+        p = i / max(1, frames - 1)
+        zoom = scale * (1 + 0.05 * p)
+        x0 = (w - cw / zoom) * (0.1 + 0.3 * p)
+        y0 = (h - ch / zoom) * 0.5
+        m = np.array([[zoom, 0, -x0 * zoom], [0, zoom, -y0 * zoom]], dtype=np.float64)
+        return cv2.warpAffine(photo, m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+    return _encode((frame(i) for i in range(frames)), path, size, crf=16, fps=fps)
 
 
 def make_still(photo: np.ndarray, path: Path, frames: int = 40, size: tuple[int, int] = (1280, 720),
@@ -130,11 +125,16 @@ def make_still(photo: np.ndarray, path: Path, frames: int = 40, size: tuple[int,
     still = cv2.warpAffine(photo, m, (cw, ch), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT).astype(np.float32)
     rng = np.random.default_rng(0)
+    noisy = (np.clip(still + rng.normal(0.0, noise, still.shape) + 0.5, 0, 255).astype(np.uint8) for _ in range(frames))
+    return _encode(noisy, path, size, crf=23, fps=fps)
+
+
+def _encode(frames: Iterable[np.ndarray], path: Path, size: tuple[int, int], crf: int, fps: int) -> Path:
+    """uint8 RGB frames of ``size`` (w, h) -> H.264 (x264 veryfast at ``crf``, yuv420p) at ``path``."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = cw, ch, "yuv420p"
-        for _ in range(frames):
-            frame = np.clip(still + rng.normal(0.0, noise, still.shape) + 0.5, 0, 255).astype(np.uint8)
+        stream = out.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import __version__, hwaccel
 from .errors import UsageError
 from .models import MODEL_NAMES
-from .temporal import DEFAULT_STRENGTH, MODES
+from .temporal import DEFAULT_STRENGTH, MODES, STILL_LONGER
 
 DAY = 86400.0
 
@@ -83,7 +83,7 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal-strength", type=_number(float, "a number", 0, 1, high_inclusive=False),
                    default=DEFAULT_STRENGTH, metavar="S",
                    help=f"weight of the past in [0, 1) (default: {DEFAULT_STRENGTH}); a camera found still averages "
-                        "4x longer: 1 - (1 - S) / 4")
+                        f"{STILL_LONGER}x longer: 1 - (1 - S) / {STILL_LONGER}")
     p.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")
     p.add_argument("--crf", type=_number(int, "a whole number", -math.inf), metavar="N",
                    help="constant quality: 0-51 for x264/x265, 0-63 for vp9/av1 (default: 18)")
