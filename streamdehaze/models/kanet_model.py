@@ -31,8 +31,8 @@ def _missing_weights(name: str) -> UsageError:
 
 
 class KANetModel(nn.Module):
-    """Runs a KA_Net with channels_last, in fp16 autocast on CUDA and in fp32 on a CPU; any frame size. A KA_Net
-    with the coefficient head also gives its transform (``coefficients``), which the engine applies at full
+    """Runs a KA_Net with channels_last weights, in fp16 autocast on CUDA and in fp32 on a CPU; any frame size. A
+    KA_Net with the coefficient head also gives its transform (``coefficients``), which the engine applies at full
     resolution.
 
     Not bf16 on a CPU: its rounding moves the gains from frame to frame with the source's noise (a fixed camera in
@@ -42,26 +42,29 @@ class KANetModel(nn.Module):
 
     def __init__(self, net: kanet.KANet, name: str) -> None:
         super().__init__()
+        # Channels-last weights make the convolutions run channels-last whatever the input's layout; the input
+        # stays as given because reflection padding it (kanet.inference) is faster in the plain layout.
         self.net = net.eval().to(memory_format=torch.channels_last)
         self.name = name
 
     def infer_size_for(self, device: torch.device) -> int:
         """Default short side the model runs at (the engine carries the result to full resolution).
 
-        Coefficient models run at 208 on every device: with the border they are run with
-        (``kanet.inference.BORDER``) the network sees 224, the size of its last training stage's crops. Against
-        240 (256 with the border) that is a quarter fewer pixels for the same scores (held-out photos within 0.13
-        dB, real photos' FADE within 1 %, the same targets met on the real clips: BENCHMARKS.md). Larger is not
-        better for them: the shipped kanet-t at 720 left more fog in the real 1080p clip (FADE 2.06 against
-        1.62) and fitted held-out photos 0.2 dB worse. Image models run at 540 on a GPU, 256 on a CPU.
+        Coefficient models run at 176 on every device: with the border they are run with
+        (``kanet.inference.BORDER``) the network sees 192. That is 28 % fewer pixels than at 208 (224 with the
+        border, the size of the last training stage's crops), which puts 720p in real time on a 2-core AVX2 CPU,
+        for scores as good: less fog left in the real 1080p clip (FADE 1.45 against 1.69), the same flicker,
+        held-out photos within 0.15 dB and real photos' FADE within 1 % (BENCHMARKS.md, "The network at 192"). At
+        160 (176 with the border) held-out SSIM fell below dcp's. Larger is not better: the shipped kanet-t at 720
+        left more fog in the 1080p clip (FADE 2.06 against 1.62). Image models run at 540 on a GPU, 256 on a CPU.
         """
         if self.net.predicts_coefficients:
-            return 224 - 2 * kanet.inference.border(self.net, 224, 224)
+            return 192 - 2 * kanet.inference.border(self.net, 192, 192)
         return 540 if device.type == "cuda" else 256
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         with self._autocast(rgb):
-            out = kanet.dehaze(self.net, rgb.contiguous(memory_format=torch.channels_last))
+            out = kanet.dehaze(self.net, rgb)
         return out.float()
 
     def _autocast(self, rgb: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -77,7 +80,7 @@ class CoefficientKANet(KANetModel):
 
     def coefficients(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self._autocast(rgb):
-            return kanet.coefficients(self.net, rgb.contiguous(memory_format=torch.channels_last))
+            return kanet.coefficients(self.net, rgb)
 
 
 def load_kanet(name: str | None, weights: str | os.PathLike | None) -> KANetModel:

@@ -29,8 +29,8 @@ def test_names():
 def test_kanet_t_runs_through_the_engine(tiny_weights):
     model = create_model("kanet-t", tiny_weights)
     engine = Engine(model, "cpu")
-    # the CPU default: low resolution plus guided upsampling; the network sees 224 with its border
-    assert engine.infer_size == 224 - 2 * kanet.inference.BORDER
+    # the CPU default: low resolution plus guided upsampling; the network sees 192 with its border
+    assert engine.infer_size == 192 - 2 * kanet.inference.BORDER
     # ... on a GPU too: the size it is trained for (only the device's name is read; no GPU needed)
     assert model.infer_size_for(torch.device("cuda")) == engine.infer_size
     x = torch.rand(2, 3, 97, 131)
