@@ -98,7 +98,8 @@ class Engine:
     ``infer_size``: frames whose short side exceeds it go through the model at that short side, and the result
     reaches full resolution through the model's colour transform (``kanet.transform``, ``guided.py``); ``None``
     runs the model at native resolution. ``"auto"`` takes the model's own ``infer_size`` hint; ``max_upscale``
-    raises the inference size of large frames so the transform is never stretched more than that.
+    raises the inference size of large frames so the transform is never stretched more than that (``"auto"``: the
+    model's own ``max_upscale`` with the auto size, else none).
 
     ``strength`` is how much of the model's correction is applied: 0 gives the input back, 1 (the default) all of
     it; in between, the output is that blend of input and full output (the transform's gains and offsets are
@@ -117,13 +118,15 @@ class Engine:
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto",
                  infer_size: int | str | None = "auto", guide_eps: float = 1e-4, compile: bool = False,
-                 max_upscale: float | None = None, strength: float = 1.0,
+                 max_upscale: float | str | None = "auto", strength: float = 1.0,
                  noise_floor: float | str = "auto") -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
         if compile:
             compile_model(self.model, self.device)
         self._predicts = isinstance(model, PredictsCoefficients)
+        if max_upscale == "auto":
+            max_upscale = getattr(model, "max_upscale", None) if infer_size == "auto" else None
         if infer_size == "auto":
             hint = getattr(model, "infer_size_for", None)
             infer_size = hint(self.device) if hint is not None else getattr(model, "infer_size", None)

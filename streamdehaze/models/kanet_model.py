@@ -62,6 +62,13 @@ class KANetModel(nn.Module):
             return 192 - 2 * kanet.inference.border(self.net, 192, 192)
         return 540 if device.type == "cuda" else 256
 
+    @property
+    def max_upscale(self) -> float | None:
+        """How far the engine stretches a coefficient model's transform at most by default: 4x, the largest scale
+        it was trained at (``train.scale``), so 720p runs at 180 and 1080p at 270. Stretched further it takes dark
+        near objects for haze: at 176, 8 % of the real 1080p clip went black, most of it the road (BENCHMARKS.md)."""
+        return 4.0 if self.net.predicts_coefficients else None
+
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         with self._autocast(rgb):
             out = kanet.dehaze(self.net, rgb)

@@ -42,6 +42,20 @@ def test_kanet_t_runs_through_the_engine(tiny_weights):
     assert torch.allclose(out, ref, atol=1e-5)
 
 
+def test_kanet_t_transform_is_never_stretched_past_its_training_scale(tiny_weights):
+    model = create_model("kanet-t", tiny_weights)
+    seen = []
+    predict = model.coefficients
+    model.coefficients = lambda small: seen.append(tuple(small.shape[-2:])) or predict(small)
+    engine = Engine(model, "cpu")
+    out = engine.process_rgb(torch.rand(1, 3, 1080, 1920))
+    assert out.shape == (1, 3, 1080, 1920) and seen == [(270, 480)]  # 4x at most: 270, not the default 176
+    assert engine.infer_shape(720, 1280) == (180, 320)
+    assert engine.infer_shape(540, 960) == (176, 313)  # the default where 4x is not reached
+    # an explicit size is the user's: kept as given
+    assert Engine(model, "cpu", infer_size=176).infer_shape(1080, 1920) == (176, 313)
+
+
 def test_kanet_video_cli(tiny_weights, make_video, probe, run_cli, tmp_path):
     src = make_video(frames=4, width=96, height=64, audio=True)
     out = tmp_path / "k.mp4"
