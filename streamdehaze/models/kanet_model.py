@@ -50,13 +50,13 @@ class KANetModel(nn.Module):
     def infer_size_for(self, device: torch.device) -> int:
         """Default short side the model runs at (the engine carries the result to full resolution).
 
-        Coefficient models run at 176 on every device: with the border they are run with
-        (``kanet.inference.BORDER``) the network sees 192. That is 28 % fewer pixels than at 208 (224 with the
-        border, the size of the last training stage's crops), which puts 720p in real time on a 2-core AVX2 CPU,
-        for scores as good: less fog left in the real 1080p clip (FADE 1.45 against 1.69), the same flicker,
-        held-out photos within 0.15 dB and real photos' FADE within 1 % (BENCHMARKS.md, "The network at 192"). At
-        160 (176 with the border) held-out SSIM fell below dcp's. Larger is not better: the shipped kanet-t at 720
-        left more fog in the 1080p clip (FADE 2.06 against 1.62). Image models run at 540 on a GPU, 256 on a CPU.
+        Coefficient models run at 176 on every device (the network sees 192 with the border of
+        ``kanet.inference.BORDER``), raised for large frames by ``max_upscale``. Against 208 (224 with the border,
+        the size of the last training stage's crops) that is a quarter fewer pixels at 720p, which puts 720p in
+        real time on a 2-core AVX2 CPU, for the same scores: held-out photos within 0.15 dB, real photos' FADE
+        within 1 %, two more clip targets met (BENCHMARKS.md, "The network at 192"). At 160 (176 with the border)
+        held-out SSIM fell below dcp's; at 720 the real 1080p clip kept more fog (FADE 2.06 against 1.62). Image
+        models run at 540 on a GPU, 256 on a CPU.
         """
         if self.net.predicts_coefficients:
             return 192 - 2 * kanet.inference.border(self.net, 192, 192)

@@ -31,7 +31,7 @@ def test_kanet_t_runs_through_the_engine(tiny_weights):
     engine = Engine(model, "cpu")
     # the CPU default: low resolution plus guided upsampling; the network sees 192 with its border
     assert engine.infer_size == 192 - 2 * kanet.inference.BORDER
-    # ... on a GPU too: the size it is trained for (only the device's name is read; no GPU needed)
+    # ... on a GPU too (only the device's name is read; no GPU needed)
     assert model.infer_size_for(torch.device("cuda")) == engine.infer_size
     x = torch.rand(2, 3, 97, 131)
     out = engine.process_rgb(x)
