@@ -62,7 +62,8 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto",
                    help="run the model with the short side at N pixels (16 to 16384) and transfer the result to "
                         "full resolution by guided upsampling; full = native resolution (default: auto = per model "
-                        "and device, raised for large photos; dcp runs photos natively)")
+                        "and device, raised so that kanet-t's transform, and any photo's, is stretched at most 4x; "
+                        "dcp runs photos natively)")
     p.add_argument("--strength", type=_number(float, "a number", 0, 1), default=1.0, metavar="S",
                    help="how much of the model's correction to apply, from 0 (the input unchanged) to 1 (all of it): "
                         "lower keeps more fog and amplifies less of a noisy camera's noise (default: 1)")

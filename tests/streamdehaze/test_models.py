@@ -33,13 +33,15 @@ def test_kanet_t_runs_through_the_engine(tiny_weights):
     assert engine.infer_size == 192 - 2 * kanet.inference.BORDER
     # ... on a GPU too (only the device's name is read; no GPU needed)
     assert model.infer_size_for(torch.device("cuda")) == engine.infer_size
-    x = torch.rand(2, 3, 97, 131)
+    x = torch.rand(2, 3, 97, 131, generator=torch.Generator().manual_seed(0))
     out = engine.process_rgb(x)
     assert out.shape == x.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
-    # Same weights straight through kanet in fp32, the model's precision on a CPU: the same frame.
+    # Same weights straight through kanet in fp32, the model's precision on a CPU: the same frame. fp32 rounds
+    # differently in the engine's channels-last convolutions (up to 2.4e-5 seen through this random model's gains
+    # of up to 7); bf16 autocast is off by 1.8e-3.
     with torch.inference_mode():
         ref = kanet.dehaze(kanet.load_weights(tiny_weights).eval(), x)
-    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(out, ref, atol=2e-4)
 
 
 def test_kanet_t_transform_is_never_stretched_past_its_training_scale(tiny_weights):
