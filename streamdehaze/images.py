@@ -21,6 +21,7 @@ from torch import nn
 from .engine import Engine
 from .errors import MediaError, UsageError
 from .models import PredictsCoefficients
+from .models.kanet_model import MAX_UPSCALE
 from .outputs import atomic_output, check_output, remove_stale_partials
 
 log = logging.getLogger("streamdehaze")
@@ -93,9 +94,6 @@ def image_engine(model: nn.Module, device: str | torch.device,
     if infer_size == "auto" and not isinstance(model, PredictsCoefficients):
         infer_size = None
     return Engine(model, device, infer_size, max_upscale=MAX_UPSCALE, strength=strength, noise_floor=noise_floor)
-
-
-MAX_UPSCALE = 4.0
 
 
 def dehaze_image_file(engine: Engine, src: Path, dst: Path) -> None:

@@ -14,6 +14,9 @@ import kanet
 from ..errors import UsageError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# The most a coefficient model's transform is stretched by default (photos: any model's): the largest scale the
+# shipped weights were trained at (``train.scale``).
+MAX_UPSCALE = 4.0
 
 
 def shipped_weights(name: str) -> Path | None:
@@ -64,10 +67,10 @@ class KANetModel(nn.Module):
 
     @property
     def max_upscale(self) -> float | None:
-        """How far the engine stretches a coefficient model's transform at most by default: 4x, the largest scale
-        it was trained at (``train.scale``), so 720p runs at 180 and 1080p at 270. Stretched further it takes dark
+        """How far the engine stretches a coefficient model's transform at most by default: ``MAX_UPSCALE``, the
+        largest scale it was trained at, so 720p runs at 180 and 1080p at 270. Stretched further it takes dark
         near objects for haze: at 176, 8 % of the real 1080p clip went black, most of it the road (BENCHMARKS.md)."""
-        return 4.0 if self.net.predicts_coefficients else None
+        return MAX_UPSCALE if self.net.predicts_coefficients else None
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         with self._autocast(rgb):
