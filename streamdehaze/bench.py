@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from fractions import Fraction
 from pathlib import Path
 
 if __name__ == "__main__":  # as the command line does for its own process (tuning.py); only before torch loads
@@ -53,7 +54,7 @@ def make_clip(path: Path, width: int, height: int, frames: int) -> None:
             with av.open(str(SAMPLE)) as src:
                 for frame in src.decode(video=0):
                     scaled = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
-                    scaled.pts = n
+                    scaled.pts, scaled.time_base = n, Fraction(1, 25)  # not the sample's time base
                     for packet in out.encode(scaled):
                         dst.mux(packet)
                     n += 1

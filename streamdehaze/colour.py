@@ -11,6 +11,8 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -101,28 +103,42 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fmt: YUVFormat
     low-resolution inference, without ever building the full-resolution one.
     """
     h, w = y.shape[-2:]
-    luma = y.unsqueeze(1).to(dtype)
-    chroma = torch.stack((u, v), 1).to(dtype)
+    luma, chroma = y.unsqueeze(1), torch.stack((u, v), 1)
     if size is not None:
-        luma, chroma = _area(luma, size), _area(chroma, size)
-    elif chroma.shape[-2:] != (h, w):
-        sx, sy = fmt.subsampling
-        full = (chroma.shape[-2] * sy, chroma.shape[-1] * sx)
-        chroma = F.interpolate(chroma, size=full, mode="bilinear", align_corners=False)[..., :h, :w]
+        luma, chroma = _area(luma, size, dtype), _area(chroma, size, dtype)
+    else:
+        luma, chroma = luma.to(dtype), chroma.to(dtype)
+        if chroma.shape[-2:] != (h, w):
+            sx, sy = fmt.subsampling
+            full = (chroma.shape[-2] * sy, chroma.shape[-1] * sx)
+            chroma = F.interpolate(chroma, size=full, mode="bilinear", align_corners=False)[..., :h, :w]
     x = torch.cat((luma, chroma), 1)
     return _mix(x, _on(x, "yuv_to_rgb", _affine, fmt)).clamp_(0.0, 1.0)
 
 
-def _area(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    # Integer box-average first (cheap, alias-free), then a bilinear step to the exact size.
-    k = min(x.shape[-2] // size[0], x.shape[-1] // size[1])
-    if k > 1:
-        x = F.avg_pool2d(x, k, ceil_mode=True)
+def _area(x: torch.Tensor, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """Planes ``[B, C, H, W]`` of any dtype -> ``dtype`` at ``size``: an integer box average first (cheap,
+    alias-free), then a bilinear step to the exact size."""
+    h, w = x.shape[-2:]
+    k = min(h // size[0], w // size[1])
+    if k > 1 and h % k == 0 and w % k == 0 and x.device.type == "cpu" and dtype == torch.float32:
+        x = _box_average_opencv(x, k)  # the same averages, 3-4x faster than converting and pooling in torch
+    elif k > 1:
+        x = F.avg_pool2d(x.to(dtype), k, ceil_mode=True)
+    x = x.to(dtype)
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _box_average_opencv(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Means of the k x k blocks of ``x`` (whose sides are multiples of k), as float32, by OpenCV's area resize."""
+    b, c, h, w = x.shape
+    planes = x.reshape(b * c, h, w).numpy()
+    out = np.empty((b * c, h // k, w // k), np.float32)
+    for src, dst in zip(planes, out):
+        cv2.resize(src.astype(np.float32), (w // k, h // k), dst=dst, interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(out).view(b, c, h // k, w // k)
 
 
 def rgb_to_yuv(rgb: torch.Tensor, fmt: YUVFormat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

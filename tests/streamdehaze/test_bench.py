@@ -23,3 +23,16 @@ def test_capacity_bench_compares_one_engine_with_a_process_per_camera(capsys):
         assert 0 < fps <= 2 * 25 * 1.05 and abs(per_camera - fps / 2) < 0.1  # cameras deliver 25 fps at most
         assert p95 > 0 and 0 <= dropped < 100
     assert float(rows[("2", "ratio")][0]) > 0
+
+
+def test_bench_clip_loops_the_sample_at_25_fps(tmp_path):
+    """Past the sample's 132 frames the clip loops it; each frame keeps its own time at 25 fps (once, frames past
+    256 all fell on the sample's time base and the muxer refused them)."""
+    import av
+
+    from streamdehaze.bench import make_clip
+
+    make_clip(tmp_path / "clip.mp4", 64, 36, 300)
+    with av.open(str(tmp_path / "clip.mp4")) as clip:
+        times = [float(frame.time) for frame in clip.decode(video=0)]
+    assert len(times) == 300 and times == [n / 25 for n in range(300)]
