@@ -56,7 +56,7 @@ def test_non_planar_input_is_converted():
     assert out.format.name == "yuv444p" and out.pts == 6
 
 
-@pytest.mark.parametrize("fmt, size", [(YUVFormat(), (18, 32)), (YUVFormat("bt2020", False, 10, (2, 1)), (24, 16)),
+@pytest.mark.parametrize("fmt, size", [(YUVFormat(), (18, 32)), (YUVFormat("bt2020", False, 10, (2, 1)), (18, 32)),
                                        (YUVFormat(), (17, 30))])
 def test_small_rgb_is_the_area_average(fmt, size):
     """The model's small input: float32 on a CPU takes OpenCV's area resize where the shrink is a whole factor of
@@ -71,7 +71,7 @@ def test_small_rgb_is_the_area_average(fmt, size):
     exact = yuv_to_rgb(y, u, v, fmt, dtype=torch.float64, size=size)
     assert fast.dtype == torch.float32 and fast.shape == (2, 3, *size)
     assert (fast.double() - exact).abs().max() < 1e-5  # float32 rounding: 0.003 of a level
-    if size == (18, 32):  # a whole factor: each pixel is the mean of its 4x4 block of luma
+    if fmt.bits == 8 and size == (18, 32):  # a whole factor: each pixel is the mean of its 4x4 block of luma
         grey = yuv_to_rgb(y, torch.full_like(u, 128), torch.full_like(v, 128), fmt, size=size)
         block = y.double().view(2, 18, 4, 32, 4).mean((2, 4))
         expected = ((block - 16) * 255 / 219 / 255).clamp(0, 1)
