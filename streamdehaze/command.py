@@ -60,30 +60,37 @@ def serve(argv: list[str]) -> int:
     args = serve_parser().parse_args(argv)
     if args.ray is not None:
         return _serve_on_ray(args)
-    fleet = Fleet(args.config)
-    quiet = args.quiet or fleet.config.quiet
-    log.setLevel(logging.ERROR if quiet else logging.INFO)
-    fleet.start()
-    tuning = contextlib.ExitStack()  # the command line tunes its own process (tuning.py), for every engine's device
-    for device in fleet.devices:
-        tuning.enter_context(tuned(device))
-    reloads: list[int] = []  # SIGHUPs (a handler only records: the thread it interrupts may hold any lock)
+    # SIGHUPs are recorded from before the models load: one sent while the streams start (a service manager's
+    # reload) is applied once they run, not taken for an interrupt. A handler only records: the thread it
+    # interrupts may hold any lock.
+    reloads: list[int] = []
     previous = signal.getsignal(signal.SIGHUP)
     if previous is not signal.SIG_IGN:  # ignored at start (nohup): stays so
         signal.signal(signal.SIGHUP, lambda signum, frame: reloads.append(signum))
+    try:
+        fleet = Fleet(args.config)
+        quiet = args.quiet or fleet.config.quiet
+        log.setLevel(logging.ERROR if quiet else logging.INFO)
+        fleet.start()
+    except BaseException:
+        signal.signal(signal.SIGHUP, previous)
+        raise
+    tuning = contextlib.ExitStack()  # the command line tunes its own process (tuning.py), for every engine's device
+    for device in fleet.devices:
+        tuning.enter_context(tuned(device))
     try:
         with deferred_signals() as run_handlers:  # Ctrl-C and SIGTERM: a KeyboardInterrupt here, between checks
             deadline = None if args.duration is None else time.monotonic() + args.duration
             while True:
                 run_handlers()
-                if fleet.wait(0.2):
-                    break
                 if reloads:
                     reloads.clear()
                     try:
                         fleet.reload(args.config)
                     except UsageError as exc:
                         log.error("reload: %s; the running configuration stays", exc)
+                if fleet.wait(0.2):
+                    break
                 if deadline is not None and time.monotonic() >= deadline:
                     fleet.stop()
                     deadline = None

@@ -130,3 +130,29 @@ def test_each_stream_applies_its_transform_in_its_own_writer(make_video, probe, 
     assert set(threads) == {"encode gate", "encode yard"}
     for name, src in inputs.items():
         assert probe(tmp_path / f"{name}.out.mkv")["times"] == probe(src)["times"]
+
+
+def test_a_reload_sent_while_the_fleet_starts_is_applied_once_it_runs(make_video, probe, run_cli, tmp_path,
+                                                                     monkeypatch):
+    """A service manager may send SIGHUP right after starting ``serve``, while the models load: that reload is
+    kept for when the streams run, not taken for an interrupt."""
+    import os
+    import signal
+
+    import streamdehaze.command
+
+    first, second = make_video("first.mp4", frames=6), make_video("second.mp4", frames=4)
+    config = _config(tmp_path / "files.toml", {"first": (first, tmp_path / "first.out.mp4")}, model="dcp")
+    start = streamdehaze.command.Fleet.start
+
+    def start_with_a_reload_on_the_way(fleet: Fleet) -> None:
+        _config(config, {"first": (first, tmp_path / "first.out.mp4"), "second": (second, tmp_path / "second.out.mp4")},
+                model="dcp")
+        os.kill(os.getpid(), signal.SIGHUP)
+        start(fleet)
+
+    monkeypatch.setattr(streamdehaze.command.Fleet, "start", start_with_a_reload_on_the_way)
+    code, err = run_cli("serve", config)
+    assert code == 0, err
+    assert "streamdehaze: second: 4 frames in " in err and "fleet: 2 streams" in err
+    assert probe(tmp_path / "first.out.mp4")["count"] == 6 and probe(tmp_path / "second.out.mp4")["count"] == 4
