@@ -21,6 +21,22 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
 
+def default_interrupts() -> None:
+    """For a child process (``preexec_fn``): Ctrl-C and SIGHUP get their default meaning even where the test runner
+    ignores them (a background job ignores SIGINT, ``nohup`` SIGHUP), so that tests can send them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+@pytest.fixture
+def sighup_delivered():
+    """SIGHUP with its default meaning in this process for the test (under ``nohup`` it is ignored, and a run
+    in-process would keep ignoring it)."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGHUP, previous)
+
+
 def hazy_pattern(i: int, width: int, height: int) -> np.ndarray:
     """A moving colourful scene under haze that thickens towards the top: RGB uint8 [H, W, 3]."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import default_interrupts
+
 SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -27,11 +29,6 @@ def _has_gstreamer() -> bool:
     probe = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
                            capture_output=True)
     return probe.returncode == 0
-
-
-def default_sigint() -> None:
-    """Child processes get Ctrl-C's default meaning even where the test runner itself ignores SIGINT."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class RtspServer:
@@ -129,7 +126,7 @@ class Run:
         import sys
         import threading
         self.proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", *map(str, args)],
-                                     stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=default_interrupts)
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -133,7 +133,7 @@ def test_each_stream_applies_its_transform_in_its_own_writer(make_video, probe, 
 
 
 def test_a_reload_sent_while_the_fleet_starts_is_applied_once_it_runs(make_video, probe, run_cli, tmp_path,
-                                                                     monkeypatch):
+                                                                     monkeypatch, sighup_delivered):
     """A service manager may send SIGHUP right after starting ``serve``, while the models load: that reload is
     kept for when the streams run, not taken for an interrupt."""
     import os

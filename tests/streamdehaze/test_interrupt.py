@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.conftest import default_interrupts
+
 
 @pytest.mark.parametrize("sig, after", [(signal.SIGINT, 0.2), (signal.SIGINT, 0.5), (signal.SIGINT, 0.8),
                                         (signal.SIGINT, 1.2), (signal.SIGTERM, 0.6), (signal.SIGHUP, 1.5)])
@@ -17,7 +19,7 @@ def test_interrupt_during_start_up(make_video, tmp_path, sig, after):
     src = make_video(frames=200, width=640, height=360)  # seconds of work: the run cannot end before the signal
     proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", src, tmp_path / "out.mp4", "--model", "dcp"],
                             stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_interrupts)
     time.sleep(after)  # importing torch and PyAV, parsing, loading the model
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from streamdehaze.api import process
+from tests.conftest import default_interrupts
 
 
 def output_bytes(proc: subprocess.Popen, folder: Path) -> int:
@@ -33,7 +34,7 @@ def start(args: list, *, setup: str = "") -> subprocess.Popen:
     """The CLI in a subprocess, after ``setup`` (Python run first in that process)."""
     code = f"import sys{chr(10)}{setup}{chr(10)}from streamdehaze.cli import main{chr(10)}sys.exit(main())"
     return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_interrupts)
 
 
 def wait_for_output(proc: subprocess.Popen, folder: Path, size: int = 20_000) -> None:
