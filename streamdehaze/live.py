@@ -27,7 +27,7 @@ import av
 from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import to_planar
-from .sources import VideoInfo
+from .sources import NEW_STREAM_AT_END, VideoInfo
 
 log = logging.getLogger("streamdehaze")
 
@@ -165,7 +165,7 @@ class LiveSource:
             asked = time.monotonic()
             try:
                 packet = next(packets)
-            except StopIteration:
+            except (StopIteration, NEW_STREAM_AT_END):
                 return
             except av.ExitError:  # PyAV's read timeout interrupted FFmpeg
                 raise MediaError(f"no data for {self.options.timeout:g} s") from None

@@ -9,6 +9,8 @@ a power cut plays up to about its last second.
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -63,6 +65,18 @@ _URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", 
 _FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
 LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
               ".mkv": ("matroska", {"cluster_time_limit": "1000"}), ".ts": ("mpegts", {})}
+
+
+# Muxers that give no list of the codecs they take: FFmpeg answers "unknown" for all but their defaults, which
+# PyAV's supported_codecs leaves out. MPEG-TS takes AAC, MP3, AC-3, Opus and more.
+_TAKES_ANY = {"mpegts"}
+
+
+@functools.lru_cache(maxsize=None)
+def _codecs(muxer: str) -> frozenset[str]:
+    """The codecs a muxer says it can store."""
+    with av.open(io.BytesIO(), "w", format=muxer) as probe:
+        return frozenset(probe.supported_codecs)
 
 
 def url_format(target: str) -> str | None:
@@ -188,12 +202,13 @@ class VideoSink:
 
     def _add_copies(self) -> dict[int, av.stream.Stream]:
         copies = {}
-        supported = self.container.supported_codecs
+        muxer = self.container.format.name
+        if muxer == "segment":  # each segment's own muxer takes the streams
+            muxer = LIVE_FILES[self.shown_as.suffix.lower()][0]
         for src in self.info.copy_streams:
             name = src.codec_context.name
-            if name not in supported:
-                log.warning("not copying %s stream #%d: %s cannot be stored in %s",
-                            src.type, src.index, name, self.container.format.name)
+            if muxer not in _TAKES_ANY and name not in _codecs(muxer):
+                log.warning("not copying %s stream #%d: %s cannot be stored in %s", src.type, src.index, name, muxer)
                 continue
             copies[src.index] = self.container.add_stream_from_template(src)
         return copies

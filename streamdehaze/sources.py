@@ -28,6 +28,12 @@ from .frames import to_planar
 
 Item = av.VideoFrame | av.Packet
 log = logging.getLogger("streamdehaze")
+# A stream that appears mid-file (a PID a damaged or spliced MPEG-TS never announced) is unknown to PyAV's list of
+# streams, and its demux fails with IndexError at the very end, when it flushes every stream FFmpeg now knows: after
+# the flush packets of the streams we read (those have lower indices), so it is the end of the input.
+NEW_STREAM_AT_END = IndexError
+# How far into a file to look for an audio stream's format when FFmpeg's first look (5 s) found none of it.
+LOOK_FURTHER = {"analyzeduration": str(60 * 1_000_000), "probesize": str(200 << 20)}
 
 # Leading bytes of container formats: a file that starts like one of these but will not open is corrupt or
 # truncated (a runtime failure); anything else is simply not a video (a usage error).
@@ -48,6 +54,59 @@ class VideoInfo:
     colour: dict[str, int]  # AVColorSpace/primaries/trc of the input, for tagging the output
     copy_streams: list = field(default_factory=list)  # input audio/subtitle streams to copy
     container_format: str = ""
+
+
+class Timeline:
+    """Keeps an input's timestamps going forward where they jump back (a spliced recording, a camera that
+    restarted its clock): from that packet on, every stream is shifted to continue where it was, as FFmpeg's own
+    tools do for MPEG-TS. Without it no muxer would take the rest, and the run would be lost. Timestamps that go
+    forward, gaps included, stay as they are."""
+
+    JUMP = Fraction(1)  # seconds: a step back larger than this is a jump, not a damaged timestamp
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # the input's, for the warning
+        self.offset = Fraction(0)  # seconds added to every timestamp from the last jump on
+        self._last: dict[int, Fraction] = {}  # each stream's last decoding time
+        self._step: dict[int, Fraction] = {}  # and how far on the next is expected
+
+    def place(self, packet: av.Packet) -> bool:
+        """Shift ``packet``'s timestamps by the offset, first moving the offset on if the packet jumps back.
+        False if it still does not come after its stream's previous packet (a damaged timestamp: no muxer takes
+        it, so a copied packet is dropped)."""
+        tb = packet.time_base
+        if not tb:
+            return True
+        if packet.dts is None:  # (Matroska stores none: its pts alone go back with every reordered frame)
+            if packet.pts is not None:
+                packet.pts += round(self.offset / tb)
+            return True
+        index = packet.stream.index
+        t = (packet.dts + round(self.offset / tb)) * tb
+        last = self._last.get(index)
+        if last is not None:
+            expected = last + self._step[index]
+            if t < expected - self.JUMP:
+                log.warning("%s: timestamps jump back %.1f s at %.1f s (a splice or a restarted clock): the rest "
+                            "follows on from there", self.name, expected - t, expected)
+                self.offset += expected - t
+                t = expected
+            if t <= last:
+                return False
+        shift = round(self.offset / tb)
+        if shift:
+            packet.dts += shift
+            if packet.pts is not None:
+                packet.pts += shift
+        # a packet's length: its duration, else (MPEG-TS video gives none) the last step between two of them
+        self._step[index] = packet.duration * tb if packet.duration else t - last if last is not None else 0
+        self._last[index] = t
+        return True
+
+
+def _known(audio: av.AudioStream) -> bool:
+    """Whether FFmpeg found the format of an audio stream when it opened the input."""
+    return bool(audio.codec_context.sample_rate and audio.codec_context.channels)
 
 
 def _looks_like_media(path: Path) -> bool:
@@ -96,6 +155,11 @@ class VideoFileSource:
                 raise UsageError(f"input is empty: {self.name}")
         try:
             self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None)
+            if "://" not in self.url and not all(_known(s) for s in self.container.streams.audio):
+                # Audio that starts late (a camera's microphone switched on): FFmpeg looks 5 s in by default.
+                self.container.close()
+                self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None,
+                                         options=LOOK_FURTHER)
         except (av.FFmpegError, OSError) as exc:
             if sequence:
                 raise UsageError(f"no images match the sequence pattern {self.name}") from None
@@ -119,7 +183,15 @@ class VideoFileSource:
             self.stream.codec_context.thread_count = 1
         if self.strict:  # FFmpeg's own strictness: damage the decoder would conceal becomes an error
             self.stream.codec_context.options = {"err_detect": "+explode"}
-        self.copy_streams = [s for s in self.container.streams if s.type in ("audio", "subtitle")]
+        self.copy_streams = []
+        for s in self.container.streams:
+            if s.type == "audio" and not _known(s):
+                # No audio where FFmpeg looked: a muxer refuses a stream with no format, and the video must not
+                # be lost for it.
+                log.warning("%s: not copying audio stream #%d: its format is unknown (no audio near the start)",
+                            self.name, s.index)
+            elif s.type in ("audio", "subtitle"):
+                self.copy_streams.append(s)
         self._items = self._demux()
         self._pending: list[Item] = []
         first = None
@@ -143,18 +215,23 @@ class VideoFileSource:
     def _demux(self) -> Iterator[Item]:
         decoded = packets = 0
         first: Fraction | None = None
+        last: int | None = None  # the last frame's pts
+        timeline = Timeline(self.name)
         demuxed = self.container.demux(self.stream, *self.copy_streams)
         while True:
             try:
                 packet = next(demuxed)
-            except StopIteration:
+            except (StopIteration, NEW_STREAM_AT_END):
                 break
             except av.FFmpegError as exc:  # a read error: the input ends here
                 self.truncated = f"cannot be read after frame {decoded} ({_reason(exc)})"
                 return
+            in_order = timeline.place(packet)
             if packet.stream is not self.stream:
-                if packet.size:
+                if packet.size and in_order:
                     yield packet
+                elif packet.size:
+                    self._damaged(decoded)
                 continue
             packets += bool(packet.size)
             damaged = packet.is_corrupt  # e.g. the short read at the end of a truncated file
@@ -167,6 +244,10 @@ class VideoFileSource:
             for frame in frames:
                 if frame.pts is None:  # no timestamp from the container: count frames instead
                     frame.pts = decoded
+                if last is not None and frame.pts <= last:  # a damaged timestamp: no encoder takes it
+                    self._damaged(decoded)
+                    continue
+                last = frame.pts
                 if self.duration is not None and frame.time_base is not None:
                     t = frame.pts * frame.time_base
                     first = t if first is None else first

@@ -1,12 +1,19 @@
 """Damaged video input: corrupt packets skipped and counted as FFmpeg's own tools skip them (or, with --strict,
-the first is an error); a truncated file keeps every frame decoded before the cut."""
+the first is an error); a truncated file keeps every frame decoded before the cut; a recording whose clock
+restarts, a stream that appears mid-file or audio that starts late is dehazed to its end."""
 
 from __future__ import annotations
 
 import json
 import random
 import re
+from fractions import Fraction
 from pathlib import Path
+
+import av
+import numpy as np
+
+from tests.conftest import write_video
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "hazy_bunny.mp4"
 
@@ -71,3 +78,65 @@ def test_truncated_file_without_its_index_is_refused(make_video, run_cli, tmp_pa
     code, err = run_cli(cut, tmp_path / "o.mp4")
     assert code == 1 and "corrupt or truncated" in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4", "in.mp4"]
+
+
+def test_a_recording_whose_clock_restarts_goes_on_where_it_was(run_cli, probe, caplog, tmp_path):
+    # Two recordings of the same camera, the second restarting its clock at zero, spliced as a recorder does
+    # (MPEG-TS: concatenated bytes). No muxer takes timestamps that go back, so the rest continues after them.
+    parts = [tmp_path / "a.ts", tmp_path / "b.ts"]
+    for part in parts:
+        write_video(part, frames=50, audio=True)
+    src, out = tmp_path / "spliced.ts", tmp_path / "out.mp4"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    assert "timestamps jump back 2.0 s at 2.0 s (a splice or a restarted clock)" in caplog.text
+    a, b = probe(src), probe(out)
+    assert b["count"] == a["count"] == 100
+    steps = {t1 - t0 for t0, t1 in zip(b["times"], b["times"][1:])}
+    assert steps == {Fraction(1, 25)}  # the second part follows the first one frame later
+    with av.open(str(out)) as c:
+        audio = [p.pts * p.time_base for p in c.demux(c.streams.audio[0]) if p.size]
+    assert len(audio) >= len(a["audio"]) - 2  # the packet cut by the splice may go
+    assert all(t0 < t1 for t0, t1 in zip(audio, audio[1:])) and audio[-1] > 3.9
+
+
+def test_a_stream_that_appears_mid_file_does_not_end_the_run(run_cli, probe, tmp_path):
+    # A PES on a PID the programme table never announced (damage, or a broadcast adding a stream): FFmpeg adds a
+    # stream mid-file, which PyAV's demuxer does not know when it flushes at the end.
+    src = tmp_path / "clean.ts"
+    write_video(src, frames=150)
+    data = src.read_bytes()
+    packets = [data[i: i + 188] for i in range(0, len(data), 188)]
+    pes = bytes([0, 0, 1, 0xE0, 0, 0, 0x80, 0, 0, 0, 0, 1, 0xB3]).ljust(184, b"\xff")
+    stray = [bytes([0x47, 0x43, 0x00, 0x10 | k]) + pes for k in range(3)]  # PID 0x300, payload only
+    late = len(packets) * 9 // 10  # past the 5 s FFmpeg reads when it opens the file, which would list it
+    damaged, out = tmp_path / "new_pid.ts", tmp_path / "out.mp4"
+    damaged.write_bytes(b"".join(packets[:late] + stray + packets[late:]))
+    code, err = run_cli(damaged, out, "--model", "dcp")
+    assert code == 0, err
+    assert probe(out)["times"] == probe(src)["times"]
+
+
+def test_audio_that_starts_late_is_copied(run_cli, probe, tmp_path):
+    # The microphone comes on 8 s in: further than FFmpeg's first look for the audio's format.
+    src, out = tmp_path / "late_audio.ts", tmp_path / "out.ts"
+    with av.open(str(src), "w") as oc:
+        video = oc.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        audio = oc.add_stream("aac", rate=48000, layout="mono")
+        for i in range(300):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 40 + i % 150, np.uint8), format="rgb24")
+            frame.pts = i
+            oc.mux(video.encode(frame))
+        oc.mux(video.encode(None))
+        for start in range(8 * 48000, 12 * 48000, 1024):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, start
+            oc.mux(audio.encode(chunk))
+        oc.mux(audio.encode(None))
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    a, b = probe(src), probe(out)
+    assert b["count"] == a["count"] == 300
+    assert len(a["audio"]) > 150 and b["audio"] == a["audio"]

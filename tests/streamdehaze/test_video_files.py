@@ -74,6 +74,20 @@ def test_subtitles_are_copied(make_video, probe, run_cli, tmp_path):
     assert b["audio"] == a["audio"]
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"])
+def test_segments_of_a_file_run_carry_its_audio(make_video, probe, run_cli, tmp_path, suffix):
+    src = make_video(frames=30, audio=True)
+    out = tmp_path / "segments" / f"out{suffix}"
+    out.parent.mkdir()
+    code, err = run_cli(src, out, "--segment-time", 10, "--model", "dcp", "--quiet")
+    assert code == 0, err
+    (segment,) = out.parent.iterdir()  # 1.2 s: one segment
+    a, b = probe(src), probe(segment)
+    assert b["count"] == 30 and len(b["audio"]) == len(a["audio"]) > 50
+    if suffix == ".mp4":
+        assert b["audio"] == a["audio"]  # (MPEG-TS adds a header to each AAC packet)
+
+
 def test_max_frames_batch_and_stats(make_video, probe, run_cli, tmp_path):
     src = make_video(frames=15)
     out, stats = tmp_path / "short.mp4", tmp_path / "stats.json"
