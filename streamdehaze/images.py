@@ -1,4 +1,5 @@
-"""Image mode: one image in, one image out; a folder in, a folder out with the same file names.
+"""Image mode: one image in, one image out; a folder in, a folder out with the same file names. Outputs keep the
+input's EXIF and colour profile (JPEG, PNG and WebP).
 
 A folder run goes on past images that cannot be read (not an image, corrupt, or truncated: a JPEG whose data ends
 before its end marker, which libjpeg would pad with grey, or a PNG without its end chunk), names each on its own
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import PIL.Image
 import torch
+from PIL import ExifTags
 from torch import nn
 
 from .engine import Engine
@@ -27,6 +30,9 @@ from .outputs import atomic_output, check_output, remove_stale_partials
 log = logging.getLogger("streamdehaze")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# Outputs that carry the input's EXIF (capture time, camera, GPS) and colour profile (how the pixel values are to be
+# shown: a wide-gamut phone photo without its profile shows duller colours). OpenCV writes neither into TIFF.
+KEEPS_METADATA = {".png", ".jpg", ".jpeg", ".webp"}
 
 
 def is_image(path: Path) -> bool:
@@ -75,8 +81,29 @@ def png_truncated(data: bytes) -> bool:
     return data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND\xaeB`\x82" not in data[-4096:]
 
 
-def write_image(path: Path, rgb: np.ndarray) -> None:
-    ok, encoded = cv2.imencode(path.suffix, np.ascontiguousarray(rgb[..., ::-1]))
+def read_metadata(path: Path) -> dict[int, bytes]:
+    """The EXIF block and ICC profile of an image, as far as it has them, keyed by OpenCV's metadata types; the EXIF
+    without its orientation tag, since ``read_image`` returns the picture upright."""
+    try:
+        with PIL.Image.open(path) as image:
+            exif, icc = image.getexif(), image.info.get("icc_profile")
+            exif.pop(ExifTags.Base.Orientation, None)
+            # (a TIFF's "EXIF" is its own file structure: strip offsets and the like, which mean nothing elsewhere)
+            blob = exif.tobytes() if len(exif) and image.format in ("JPEG", "MPO", "PNG", "WEBP") else b""
+    except (OSError, SyntaxError, ValueError):  # Pillow cannot read it: the pixels, which OpenCV read, still go
+        return {}
+    found = {cv2.IMAGE_METADATA_EXIF: blob.removeprefix(b"Exif\x00\x00"), cv2.IMAGE_METADATA_ICCP: icc}
+    return {kind: data for kind, data in found.items() if data}
+
+
+def write_image(path: Path, rgb: np.ndarray, metadata: dict[int, bytes] | None = None) -> None:
+    """Write RGB ``[H,W,3]`` (uint8 or uint16) with ``metadata`` (``read_metadata``) where the format carries it."""
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    if metadata and path.suffix.lower() in KEEPS_METADATA:
+        ok, encoded = cv2.imencodeWithMetadata(path.suffix, bgr, list(metadata),
+                                               [np.frombuffer(data, np.uint8) for data in metadata.values()])
+    else:
+        ok, encoded = cv2.imencode(path.suffix, bgr)
     if not ok:
         raise MediaError(f"cannot write image {path}")
     with atomic_output(path) as tmp:
@@ -97,7 +124,7 @@ def image_engine(model: nn.Module, device: str | torch.device,
 
 
 def dehaze_image_file(engine: Engine, src: Path, dst: Path) -> None:
-    write_image(dst, engine.process_array(read_image(src)[None])[0])
+    write_image(dst, engine.process_array(read_image(src)[None])[0], read_metadata(src))
 
 
 def dehaze_images(engine: Engine, src: Path, dst: Path,
@@ -125,7 +152,7 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
                 log.error("%s; skipped", exc)
                 bad += 1
             else:
-                write_image(dst / name, engine.process_array(rgb[None])[0])
+                write_image(dst / name, engine.process_array(rgb[None])[0], read_metadata(src / name))
             if on_image is not None:
                 on_image(1)
         if bad:

@@ -6,6 +6,8 @@ import json
 
 import cv2
 import numpy as np
+import pytest
+from PIL import ExifTags, Image, ImageCms
 
 
 def _save(path, rgb):
@@ -30,6 +32,45 @@ def test_sixteen_bit_image_stays_sixteen_bit(run_cli, hazy_image, tmp_path):
     out = tmp_path / "deep_out.png"
     assert run_cli(src, out, "--quiet")[0] == 0
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+
+def _exif_and_profile() -> tuple[Image.Exif, bytes]:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "FogCam"
+    exif[ExifTags.Base.Orientation] = 6  # shown turned a quarter clockwise
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "2026:12:05 07:30:00"
+    exif.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitude] = (52.0, 13.0, 30.5)
+    return exif, ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+def test_a_photo_keeps_its_exif_and_colour_profile(run_cli, hazy_image, tmp_path, suffix):
+    exif, profile = _exif_and_profile()
+    src, out = tmp_path / f"hazy{suffix}", tmp_path / f"clear{suffix}"
+    Image.fromarray(hazy_image(0, 80, 60)).save(src, exif=exif.tobytes(), icc_profile=profile, quality=95)
+    code, err = run_cli(src, out)
+    assert code == 0, err
+    with Image.open(out) as result:
+        kept = result.getexif()
+        assert result.size == (60, 80)  # written upright, as it was shown ...
+        assert ExifTags.Base.Orientation not in kept  # ... so nothing turns it again
+        assert kept[ExifTags.Base.Make] == "FogCam"
+        assert kept.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] == "2026:12:05 07:30:00"
+        assert kept.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitude] == (52.0, 13.0, 30.5)
+        assert result.info["icc_profile"] == profile
+
+
+def test_sixteen_bit_photos_in_a_folder_keep_their_colour_profile(run_cli, hazy_image, tmp_path):
+    _, profile = _exif_and_profile()
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    deep = np.ascontiguousarray(hazy_image(1, 40, 30)[..., ::-1]).astype(np.uint16) * 257
+    ok, data = cv2.imencodeWithMetadata(".png", deep, [cv2.IMAGE_METADATA_ICCP], [np.frombuffer(profile, np.uint8)])
+    (src / "deep.png").write_bytes(bytes(data))
+    assert ok and run_cli(src, out, "--quiet")[0] == 0
+    assert cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    with Image.open(out / "deep.png") as result:
+        assert result.info["icc_profile"] == profile
 
 
 def test_folder_to_folder(run_cli, hazy_image, tmp_path):
