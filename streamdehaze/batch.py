@@ -36,6 +36,7 @@ from .job import Job
 from .models import create_model, default_model
 from .outputs import check_writable
 from .pipeline import Stream
+from .sources import main_video
 
 log = logging.getLogger("streamdehaze")
 
@@ -121,12 +122,14 @@ def _frames(path: Path) -> int:
     """The frame count a container's header gives (or its duration times its rate); 0 if it gives neither."""
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            stream = main_video(container)
+            if stream is None:
+                return 0
             if stream.frames:
                 return stream.frames
             if container.duration and stream.average_rate:
                 return round(container.duration / av.time_base * float(stream.average_rate))
-    except (av.FFmpegError, OSError, IndexError):
+    except (av.FFmpegError, OSError):
         pass  # the run says what is wrong with it
     return 0
 

@@ -35,6 +35,7 @@ from .fleet import Fleet, FleetResult, StreamOutcome, about_stream
 from .job import Job
 from .stats import Member
 from .pipeline import deferred_signals
+from .sources import main_video
 
 log = logging.getLogger("streamdehaze")
 
@@ -211,10 +212,12 @@ def stream_load(config: StreamConfig, timeout: float = 5.0) -> float | None:
     options = {"rtsp_transport": config.live.rtsp_transport} if config.input.startswith("rtsp") else {}
     try:
         with av.open(config.input, options=options, timeout=timeout) as container:
-            stream = container.streams.video[0]
+            stream = main_video(container)
+            if stream is None:
+                return None
             rate = float(stream.average_rate or stream.guessed_rate or 25)
             return stream.codec_context.width * stream.codec_context.height * rate
-    except (av.FFmpegError, OSError, IndexError):
+    except (av.FFmpegError, OSError):
         return None
 
 

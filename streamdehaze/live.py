@@ -27,7 +27,7 @@ import av
 from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import to_planar
-from .sources import NEW_STREAM_AT_END, VideoInfo
+from .sources import NEW_STREAM_AT_END, VideoInfo, main_video
 
 log = logging.getLogger("streamdehaze")
 
@@ -149,9 +149,9 @@ class LiveSource:
         except av.ExitError:  # PyAV's timeout interrupted FFmpeg
             raise MediaError(f"no answer for {connect:g} s") from None
         self._container = container
-        if not container.streams.video:
+        self._stream = main_video(container)
+        if self._stream is None:
             raise UsageError(f"no video stream in {self.name}")
-        self._stream = container.streams.video[0]
         self._frames = self._decode(container, self._stream)
         self._anchor = None
         for frame in self._frames:

@@ -104,6 +104,12 @@ class Timeline:
         return True
 
 
+def main_video(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The input's picture: its first video stream that is not a cover (artwork, which FFmpeg lists as a video
+    stream of one frame), or None."""
+    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+
+
 def _known(audio: av.AudioStream) -> bool:
     """Whether FFmpeg found the format of an audio stream when it opened the input."""
     return bool(audio.codec_context.sample_rate and audio.codec_context.channels)
@@ -173,9 +179,9 @@ class VideoFileSource:
             raise
 
     def _init_streams(self) -> None:
-        if not self.container.streams.video:
+        self.stream = main_video(self.container)
+        if self.stream is None:
             raise UsageError(f"no video stream in {self.name}")
-        self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
         if self.stream.codec_context.is_hwaccel:
             # Each frame thread adds decode surfaces, and NVDEC fails to start past 32 of them; the GPU decodes,

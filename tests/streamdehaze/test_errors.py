@@ -33,12 +33,21 @@ def test_not_a_video(run_cli, tmp_path):
     _no_output_files(tmp_path, ["notes.mp4"])
 
 
-def test_no_video_stream(run_cli, tmp_path):
+@pytest.mark.parametrize("cover", [False, True])
+def test_no_video_stream(run_cli, tmp_path, cover):
     import av
     import numpy as np
-    src = tmp_path / "audio.m4a"
+    src = tmp_path / ("song.mp4" if cover else "audio.m4a")  # (.m4a takes no artwork)
     with av.open(str(src), "w") as oc:
         a = oc.add_stream("aac", rate=48000, layout="mono")
+        if cover:  # artwork: FFmpeg lists it as a video stream of one frame, but it is not the input's picture
+            pic = oc.add_stream("mjpeg", rate=1)
+            pic.width, pic.height, pic.pix_fmt = 64, 48, "yuvj420p"
+            pic.disposition = av.stream.Disposition.attached_pic
+            art = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 200, np.uint8), format="rgb24")
+            art = art.reformat(format="yuvj420p")
+            art.pts = 0
+            oc.mux(pic.encode(art) + pic.encode(None))
         for i in range(20):
             f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
             f.sample_rate, f.pts = 48000, i * 1024
