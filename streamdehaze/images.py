@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 from PIL import ExifTags
 from torch import nn
@@ -52,9 +53,15 @@ def read_image(path: Path) -> np.ndarray:
     if jpeg_truncated(data) or png_truncated(data):
         raise MediaError(f"cannot read image {path}: truncated (its data ends before the picture does)")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if bgr is None:
-        raise MediaError(f"cannot read image {path}: not an image, or corrupt")
-    return bgr[..., ::-1]
+    if bgr is not None:
+        return bgr[..., ::-1]
+    try:  # OpenCV (4.13, 5.1) reads no TIFF whose orientation tag turns it; Pillow does
+        with PIL.Image.open(path) as image:
+            if image.format == "TIFF" and image.mode in ("RGB", "RGBA", "L", "P", "CMYK"):
+                return np.array(PIL.ImageOps.exif_transpose(image).convert("RGB"))
+    except (OSError, SyntaxError, ValueError):
+        pass
+    raise MediaError(f"cannot read image {path}: not an image, or corrupt")
 
 
 def jpeg_truncated(data: bytes) -> bool:

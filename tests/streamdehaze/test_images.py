@@ -60,6 +60,17 @@ def test_a_photo_keeps_its_exif_and_colour_profile(run_cli, hazy_image, tmp_path
         assert result.info["icc_profile"] == profile
 
 
+def test_a_turned_tiff_is_read_upright(run_cli, hazy_image, tmp_path):
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    src, out = tmp_path / "turned.tiff", tmp_path / "clear.png"
+    Image.fromarray(hazy_image(0, 80, 60)).save(src, exif=exif.tobytes())
+    code, err = run_cli(src, out)
+    assert code == 0, err
+    result = cv2.imread(str(out))
+    assert result.shape == (80, 60, 3) and result.mean() < hazy_image(0, 80, 60).mean() - 10
+
+
 def test_sixteen_bit_photos_in_a_folder_keep_their_colour_profile(run_cli, hazy_image, tmp_path):
     _, profile = _exif_and_profile()
     src, out = tmp_path / "in", tmp_path / "out"
