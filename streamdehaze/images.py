@@ -113,8 +113,11 @@ def write_image(path: Path, rgb: np.ndarray, metadata: dict[int, bytes] | None =
         ok, encoded = cv2.imencode(path.suffix, bgr)
     if not ok:
         raise MediaError(f"cannot write image {path}")
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+    try:
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(encoded.tobytes())
+    except OSError as exc:  # a full disk, a folder taken away: nothing is left half-written
+        raise MediaError(f"writing {path} failed: {exc.strerror or exc}") from None
 
 
 def image_engine(model: nn.Module, device: str | torch.device,

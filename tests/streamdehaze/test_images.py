@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import resource
+import signal
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -82,6 +86,21 @@ def test_sixteen_bit_photos_in_a_folder_keep_their_colour_profile(run_cli, hazy_
     assert cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
     with Image.open(out / "deep.png") as result:
         assert result.info["icc_profile"] == profile
+
+
+def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path):
+    src, out = tmp_path / "hazy.png", tmp_path / "clear.png"
+    _save(src, np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))  # 360 KB
+
+    def small_files() -> None:  # a full disk, as far as this process can tell
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    run = subprocess.run([sys.executable, "-m", "streamdehaze", src, out, "--model", "dcp"], preexec_fn=small_files,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr == f"streamdehaze: error: writing {out} failed: File too large\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["hazy.png"]
 
 
 def test_folder_to_folder(run_cli, hazy_image, tmp_path):
