@@ -33,7 +33,7 @@ from .fleet import Fleet, FleetResult
 from .options import Parser, add_file_options, build_parser, seconds
 from .outputs import atomic_output
 from .pipeline import RunResult, deferred_signals
-from .sources import VideoFileSource
+from .sources import STDIN, VideoFileSource
 from .stats import Reporter, RunStats
 from .tuning import tuned
 
@@ -330,7 +330,7 @@ def summary(result: FleetResult) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
-    is_url = "://" in args.input or args.input.startswith("/dev/video") or "%" in src.name
+    is_url = "://" in args.input or args.input.startswith("/dev/video") or "%" in src.name or args.input == STDIN
     if not is_url and not src.exists():
         raise UsageError(f"input not found: {args.input}")
     device = resolve_device(args.device)

@@ -23,8 +23,8 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="streamdehaze", description="Dehaze a video, an image, or a folder of images.")
-    p.add_argument("input", help="video file or URL, image, or folder of images")
-    p.add_argument("output", help="video file, image, or folder (for a folder input)")
+    p.add_argument("input", help="video file or URL, image, or folder of images; - for standard input")
+    p.add_argument("output", help="video file, image, or folder (for a folder input); - for MPEG-TS on standard output")
     add_file_options(p)
     p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
     p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",

@@ -61,6 +61,7 @@ def output_format(info: VideoInfo, pix_fmt: str) -> YUVFormat:
 
 _URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
                 "tcp": "mpegts"}
+STDOUT = "-"  # the output's name for standard output
 # Files a live run can write as it goes: muxer and its options for a fragment (cluster) at least every second.
 _FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
 LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
@@ -80,7 +81,10 @@ def _codecs(muxer: str) -> frozenset[str]:
 
 
 def url_format(target: str) -> str | None:
-    """The muxer for a network target (``rtsp://...``), or None for a file path."""
+    """The muxer for a network target (``rtsp://...``) or standard output (``-``: MPEG-TS, which a pipe carries
+    to any player or FFmpeg), or None for a file path."""
+    if target == STDOUT:
+        return "mpegts"
     scheme = target.split("://", 1)[0].lower() if "://" in target else ""
     return _URL_FORMATS.get(scheme)
 
@@ -138,6 +142,8 @@ class VideoSink:
             fmt, options = self._file_format(segment_time, first_segment)
             if segment_time is not None:
                 target = str(segment_pattern(Path(target)))
+        elif target == STDOUT:
+            target, options = "pipe:1", {"flush_packets": "1"} if self.live else {}
         try:
             return av.open(target, "w", format=fmt, options=options, timeout=10.0)
         except (av.FFmpegError, ValueError, OSError) as exc:

@@ -1,5 +1,5 @@
-"""Video sources: open a file (or anything FFmpeg can open) and yield decoded frames in order, plus the packets
-of the audio and subtitle streams that the sink copies untouched.
+"""Video sources: open a file (or anything FFmpeg can open, standard input as ``-``) and yield decoded frames in
+order, plus the packets of the audio and subtitle streams that the sink copies untouched.
 
 Opening decodes the first frame, so an input that cannot be decoded fails before any output exists, and the
 stream facts that only frames carry (rotation, colour tags) are known when the sink is created.
@@ -32,6 +32,7 @@ log = logging.getLogger("streamdehaze")
 # streams, and its demux fails with IndexError at the very end, when it flushes every stream FFmpeg now knows: after
 # the flush packets of the streams we read (those have lower indices), so it is the end of the input.
 NEW_STREAM_AT_END = IndexError
+STDIN = "-"  # the input's name for standard input (a pipe from another program)
 # How far into a file to look for an audio stream's format when FFmpeg's first look (5 s) found none of it.
 LOOK_FURTHER = {"analyzeduration": str(60 * 1_000_000), "probesize": str(200 << 20)}
 
@@ -130,7 +131,9 @@ class VideoFileSource:
         decoded in software with a warning (an error if NVDEC is required). ``strict``: the first corrupt packet is
         an error instead of being skipped."""
         self.url = str(url)
-        self.name = mask(self.url, self.url)
+        self.name = "standard input" if self.url == STDIN else mask(self.url, self.url)
+        # (a pipe is read once: no NVDEC, whose fallback to software opens the input again)
+        nvdec = None if self.url == STDIN else nvdec
         self.max_frames, self.duration, self.nvdec, self.strict = max_frames, duration, nvdec or None, strict
         self.corrupt = 0  # packets skipped as corrupt
         self.truncated: str | None = None  # why the input ended early, if it did
@@ -154,14 +157,16 @@ class VideoFileSource:
     def _open(self, nvdec: hwaccel.Nvidia | None = None) -> None:
         path = Path(self.url)
         sequence = "%" in path.name  # an image sequence such as frames/%05d.png (FFmpeg's image2 demuxer)
-        if "://" not in self.url and not sequence:
+        on_disk = "://" not in self.url and self.url != STDIN  # a file, or the files of a sequence
+        if on_disk and not sequence:
             if not path.exists():
                 raise UsageError(f"input not found: {self.name}")
             if path.stat().st_size == 0:
                 raise UsageError(f"input is empty: {self.name}")
         try:
-            self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None)
-            if "://" not in self.url and not all(_known(s) for s in self.container.streams.audio):
+            url = "pipe:0" if self.url == STDIN else self.url
+            self.container = av.open(url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None)
+            if on_disk and not all(_known(s) for s in self.container.streams.audio):
                 # Audio that starts late (a camera's microphone switched on): FFmpeg looks 5 s in by default.
                 self.container.close()
                 self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None,
@@ -169,7 +174,7 @@ class VideoFileSource:
         except (av.FFmpegError, OSError) as exc:
             if sequence:
                 raise UsageError(f"no images match the sequence pattern {self.name}") from None
-            if "://" not in self.url and not _looks_like_media(path):
+            if on_disk and not _looks_like_media(path):
                 raise UsageError(f"not a video or image file: {self.name}") from None
             raise MediaError(f"cannot read {self.name}: corrupt or truncated ({_reason(exc)})") from None
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -86,6 +88,19 @@ def test_segments_of_a_file_run_carry_its_audio(make_video, probe, run_cli, tmp_
     assert b["count"] == 30 and len(b["audio"]) == len(a["audio"]) > 50
     if suffix == ".mp4":
         assert b["audio"] == a["audio"]  # (MPEG-TS adds a header to each AAC packet)
+
+
+def test_standard_input_to_standard_output(make_video, probe, tmp_path):
+    # ffmpeg -i rtsp://camera -c copy -f mpegts - | streamdehaze - - | ffplay -
+    src, out = make_video("in.ts", frames=20, audio=True), tmp_path / "out.ts"
+    with open(src, "rb") as stdin, open(out, "wb") as stdout:
+        run = subprocess.run([sys.executable, "-m", "streamdehaze", "-", "-", "--model", "dcp"],
+                             stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "streamdehaze: 20 frames in " in run.stderr and run.stderr.endswith(" with dcp -> -\n")
+    a, b = probe(src), probe(out)  # MPEG-TS, which a pipe carries
+    assert b["count"] == 20 and b["times"] == a["times"] and b["audio"] == a["audio"]
+    assert np.mean(b["rgb"][10]) < np.mean(a["rgb"][10]) - 5  # dehazed
 
 
 def test_max_frames_batch_and_stats(make_video, probe, run_cli, tmp_path):
