@@ -31,7 +31,7 @@ from .colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from .errors import UsageError
 from .filters import resize
 from .frames import frame_from_planes, planes_of, yuv_format
-from .guided import apply_planes, damp_flat_regions, fit_gain_offset, plane_coefficients
+from .guided import apply_planes, damp_flat_regions, fit_gain_offset, grey_stays_grey, plane_coefficients
 from .models import PredictsCoefficients
 from .shared_calls import SharedCalls
 from .temporal import TemporalSmoother
@@ -166,7 +166,9 @@ class Engine:
 
     def adjust(self, small: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
                floors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None) and at ``strength``."""
+        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None) and at ``strength``; grey
+        frames stay grey."""
+        offset = grey_stays_grey(small, offset)
         if floors is not None:
             gain, offset = damp_flat_regions(small, gain, offset, floors / 255)
         if self.strength == 1.0:

@@ -119,6 +119,15 @@ def _apply_opencv(planes: tuple[torch.Tensor, ...], coefficients: list[tuple[tor
 
 
 STATS_SIDE = 256  # the largest short side the flatness of a frame is judged at (smaller frames: their own)
+GREY_SPREAD = 2 / 255  # the most a grey picture's colour channels differ by (rounding in YUV to RGB, in JPEG)
+
+
+def grey_stays_grey(rgb: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """``offset`` ``[B,3,h,w]`` with no colour for the frames of ``rgb`` (at its size) that have none: an infrared
+    camera's night picture, a greyscale photo. The offsets carry the airlight's colour, which a network estimates
+    only nearly grey even there (up to 11 levels between channels): it would tint them. Tensor operations only."""
+    grey = (rgb.amax(1) - rgb.amin(1)).amax((-2, -1)) <= GREY_SPREAD
+    return torch.where(grey[:, None, None, None], kanet.transform.luma(offset).expand_as(offset), offset)
 
 
 def damp_flat_regions(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,

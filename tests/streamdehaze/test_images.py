@@ -30,6 +30,18 @@ def test_single_image(run_cli, hazy_image, tmp_path):
     assert result.mean() < cv2.imread(str(src)).mean() - 10  # the veil is lifted
 
 
+def test_a_grey_photo_stays_grey(run_cli, hazy_image, tmp_path):
+    # An infrared camera's picture: the network's offsets carry a faint airlight colour, which would tint it.
+    src, out = tmp_path / "infrared.png", tmp_path / "clear.png"
+    grey = hazy_image(0, 320, 240).mean(-1).round().astype(np.uint8)
+    assert cv2.imwrite(str(src), grey)
+    code, err = run_cli(src, out)
+    assert code == 0, err
+    result = cv2.imread(str(out)).astype(int)
+    assert np.ptp(result, axis=-1).max() == 0
+    assert result.std() > grey.std() * 1.2  # dehazed all the same
+
+
 def test_sixteen_bit_image_stays_sixteen_bit(run_cli, hazy_image, tmp_path):
     src = tmp_path / "deep.png"
     _save(src, hazy_image(0, 40, 30).astype(np.uint16) * 257)

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
+
+from tests.conftest import hazy_pattern
 
 
 def test_constant_rate_with_audio(make_video, probe, run_cli, tmp_path):
@@ -101,6 +104,22 @@ def test_standard_input_to_standard_output(make_video, probe, tmp_path):
     a, b = probe(src), probe(out)  # MPEG-TS, which a pipe carries
     assert b["count"] == 20 and b["times"] == a["times"] and b["audio"] == a["audio"]
     assert np.mean(b["rgb"][10]) < np.mean(a["rgb"][10]) - 5  # dehazed
+
+
+def test_a_grey_video_stays_grey(probe, run_cli, tmp_path):
+    # An infrared camera at night: neutral chroma in, neutral chroma out.
+    src, out = tmp_path / "infrared.mp4", tmp_path / "out.mp4"
+    with av.open(str(src), "w") as oc:
+        stream = oc.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(8):
+            grey = hazy_pattern(i, 320, 240).mean(-1, keepdims=True).round().astype(np.uint8).repeat(3, -1)
+            oc.mux(stream.encode(av.VideoFrame.from_ndarray(grey, format="rgb24")))
+        oc.mux(stream.encode(None))
+    code, err = run_cli(src, out, "--quiet")
+    assert code == 0, err
+    for frame in probe(out)["rgb"]:
+        assert np.ptp(frame.astype(int), axis=-1).max() <= 2  # (YUV to RGB rounding)
 
 
 def test_max_frames_batch_and_stats(make_video, probe, run_cli, tmp_path):
