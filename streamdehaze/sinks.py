@@ -27,7 +27,7 @@ from .errors import MediaError, UsageError
 from .frames import PLANAR, frame_from_planes, matrix_name
 from .outputs import Syncer, segments
 from .records import FrameRecord
-from .sources import VideoInfo
+from .sources import VideoInfo, stream_tags
 
 log = logging.getLogger("streamdehaze")
 
@@ -125,6 +125,7 @@ class VideoSink:
             if hardware is not None:
                 spec, options = encoder(hardware[0]), hardware[1]
         self.container = self._open(self.target, segment_time, first_segment)
+        self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
         self._sync = self._syncer(segment_time) if live and self.path is not None else None
         try:
             self._add_video(spec, options)
@@ -182,6 +183,7 @@ class VideoSink:
         stream.pix_fmt = self.pix_fmt
         # The input's time base, so every pts is written exactly as it was read (variable rate included).
         stream.time_base = info.time_base
+        stream.metadata.update(info.video_tags)  # a timecode becomes the output's own timecode track
         ctx = stream.codec_context
         ctx.time_base = info.time_base
         options = dict(options)
@@ -212,11 +214,12 @@ class VideoSink:
         if muxer == "segment":  # each segment's own muxer takes the streams
             muxer = LIVE_FILES[self.shown_as.suffix.lower()][0]
         for src in self.info.copy_streams:
-            name = src.codec_context.name
+            name = src.codec_context.name if src.codec_context is not None else src.name  # (data streams have none)
             if muxer not in _TAKES_ANY and name not in _codecs(muxer):
                 log.warning("not copying %s stream #%d: %s cannot be stored in %s", src.type, src.index, name, muxer)
                 continue
             copies[src.index] = self.container.add_stream_from_template(src)
+            copies[src.index].metadata.update(stream_tags(src))  # a soundtrack's or subtitles' language above all
         return copies
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:

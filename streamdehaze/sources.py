@@ -36,6 +36,15 @@ STDIN = "-"  # the input's name for standard input (a pipe from another program)
 # How far into a file to look for an audio stream's format when FFmpeg's first look (5 s) found none of it.
 LOOK_FURTHER = {"analyzeduration": str(60 * 1_000_000), "probesize": str(200 << 20)}
 
+# Tags of the input that describe the old file rather than the recording (FFmpeg's tools drop them too).
+_OLD_FILE_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands"}
+_STREAM_TAGS = {"timecode", "language", "title", "creation_time"}  # a stream's own: the rest is the old file's
+
+
+def stream_tags(stream: av.stream.Stream) -> dict[str, str]:
+    """The tags of an input stream that its copy in the output keeps (its language, its timecode, ...)."""
+    return {k: v for k, v in stream.metadata.items() if k.lower() in _STREAM_TAGS}
+
 # Leading bytes of container formats: a file that starts like one of these but will not open is corrupt or
 # truncated (a runtime failure); anything else is simply not a video (a usage error).
 _MAGIC = ((4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (0, b"\x1a\x45\xdf\xa3"),
@@ -53,8 +62,10 @@ class VideoInfo:
     frames: int  # declared frame count, 0 when the container does not say
     rotation: int  # counter-clockwise degrees from the display matrix
     colour: dict[str, int]  # AVColorSpace/primaries/trc of the input, for tagging the output
-    copy_streams: list = field(default_factory=list)  # input audio/subtitle streams to copy
+    copy_streams: list = field(default_factory=list)  # input audio, subtitle and data streams to copy
     container_format: str = ""
+    tags: dict[str, str] = field(default_factory=dict)  # the input's own (creation time, location, title, ...)
+    video_tags: dict[str, str] = field(default_factory=dict)  # its video stream's (timecode, language, title)
 
 
 class Timeline:
@@ -201,7 +212,9 @@ class VideoFileSource:
                 # be lost for it.
                 log.warning("%s: not copying audio stream #%d: its format is unknown (no audio near the start)",
                             self.name, s.index)
-            elif s.type in ("audio", "subtitle"):
+            elif s.type in ("audio", "subtitle") or s.type == "data" and s.name:  # data: a drone's KLV, say
+                # (a data stream FFmpeg cannot name, such as a QuickTime timecode track, is no stream to copy: the
+                # timecode goes along as the video's tag)
                 self.copy_streams.append(s)
         self._items = self._demux()
         self._pending: list[Item] = []
@@ -221,6 +234,8 @@ class VideoFileSource:
             colour={"colorspace": int(first.colorspace), "color_primaries": int(st.codec_context.color_primaries),
                     "color_trc": int(st.codec_context.color_trc)},
             copy_streams=self.copy_streams, container_format=self.container.format.name,
+            tags={k: v for k, v in self.container.metadata.items() if k.lower() not in _OLD_FILE_TAGS},
+            video_tags=stream_tags(st),
         )
 
     def _demux(self) -> Iterator[Item]:

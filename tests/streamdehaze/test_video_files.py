@@ -122,6 +122,61 @@ def test_a_grey_video_stays_grey(probe, run_cli, tmp_path):
         assert np.ptp(frame.astype(int), axis=-1).max() <= 2  # (YUV to RGB rounding)
 
 
+def _grey_frames(stream: av.VideoStream, count: int):
+    for i in range(count):
+        frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 100 + i, np.uint8), format="rgb24")
+        frame.pts = i
+        yield from stream.encode(frame)
+    yield from stream.encode(None)
+
+
+def test_the_recordings_tags_go_along(run_cli, tmp_path):
+    src, out = tmp_path / "camera.mov", tmp_path / "out.mp4"
+    tags = {"creation_time": "2026-12-05T07:30:00.000000Z", "location": "+52.2250+021.0120/", "title": "gate"}
+    with av.open(str(src), "w") as oc:
+        oc.metadata.update(tags)
+        video = oc.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        video.metadata["timecode"] = "07:30:00:00"
+        audio = oc.add_stream("aac", rate=48000, layout="mono")
+        audio.metadata["language"] = "pol"
+        oc.mux(list(_grey_frames(video, 25)))
+        for k in range(40):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, k * 1024
+            oc.mux(audio.encode(chunk))
+        oc.mux(audio.encode(None))
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    with av.open(str(out)) as c:
+        assert {k: c.metadata.get(k) for k in tags} == tags
+        assert c.streams.video[0].metadata["timecode"] == "07:30:00:00"
+        assert c.streams.audio[0].metadata["language"] == "pol"
+
+
+def test_klv_metadata_is_copied_where_the_format_takes_it(run_cli, caplog, tmp_path):
+    # A drone's KLV (MISB) metadata stream in MPEG-TS: kept in a TS output, named where an MP4 cannot hold it.
+    src = tmp_path / "drone.ts"
+    with av.open(str(src), "w") as oc:
+        video = oc.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        klv = oc.add_data_stream("klv")
+        oc.mux(list(_grey_frames(video, 25)))
+        for i in range(25):
+            packet = av.Packet(bytes([6, 14, 43, 52, 2, 11, 1, 1, 14, 1, 3, 1, 1, 0, 0, 0, 2, 2, i]))
+            packet.stream, packet.pts, packet.dts, packet.time_base = klv, i * 3600, i * 3600, Fraction(1, 90000)
+            oc.mux(packet)
+
+    def klv_packets(path):
+        with av.open(str(path)) as c:
+            return [(bytes(p), p.pts) for p in c.demux(c.streams.data[0]) if p.size] if c.streams.data else []
+
+    assert run_cli(src, tmp_path / "out.ts", "--model", "dcp", "--quiet")[0] == 0
+    assert len(klv_packets(src)) == 25 and klv_packets(tmp_path / "out.ts") == klv_packets(src)
+    assert run_cli(src, tmp_path / "out.mp4", "--model", "dcp")[0] == 0
+    assert "not copying data stream #1: klv cannot be stored in mp4" in caplog.text
+
+
 def test_max_frames_batch_and_stats(make_video, probe, run_cli, tmp_path):
     src = make_video(frames=15)
     out, stats = tmp_path / "short.mp4", tmp_path / "stats.json"
