@@ -45,6 +45,7 @@ def stream_tags(stream: av.stream.Stream) -> dict[str, str]:
     """The tags of an input stream that its copy in the output keeps (its language, its timecode, ...)."""
     return {k: v for k, v in stream.metadata.items() if k.lower() in _STREAM_TAGS}
 
+
 # Leading bytes of container formats: a file that starts like one of these but will not open is corrupt or
 # truncated (a runtime failure); anything else is simply not a video (a usage error).
 _MAGIC = ((4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (0, b"\x1a\x45\xdf\xa3"),
