@@ -33,7 +33,7 @@ from .fleet import Fleet, FleetResult
 from .options import Parser, add_file_options, build_parser, seconds
 from .outputs import atomic_output
 from .pipeline import RunResult, deferred_signals
-from .sources import STDIN, VideoFileSource
+from .sources import VideoFileSource, is_file
 from .stats import Reporter, RunStats
 from .tuning import tuned
 
@@ -330,13 +330,13 @@ def summary(result: FleetResult) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
-    is_url = "://" in args.input or args.input.startswith("/dev/video") or "%" in src.name or args.input == STDIN
-    if not is_url and not src.exists():
+    on_disk = is_file(args.input)
+    if on_disk and not src.exists():
         raise UsageError(f"input not found: {args.input}")
     device = resolve_device(args.device)
     if args.model == "auto" and args.weights is None:  # name what runs, in the stats and the summary line
         args.model = default_model(device)
-    if not is_url and (src.is_dir() or is_image(src)):
+    if on_disk and (src.is_dir() or is_image(src)):
         engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size,
                               args.strength, args.noise_floor)
         with tqdm.tqdm(unit="img", disable=_no_bar(args), dynamic_ncols=True) as bar:

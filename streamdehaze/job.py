@@ -34,7 +34,7 @@ from .outputs import (
 from .pipeline import RunResult, Stream
 from .records import FrameRecord
 from .sinks import CallbackSink, VideoSink, check_live_file, segment_pattern, url_format
-from .sources import STDIN, VideoFileSource
+from .sources import VideoFileSource, is_file
 from .stats import RunStats
 from .temporal import check_mode, smoother
 
@@ -117,7 +117,7 @@ class Job:
 
     def _check_input(self) -> None:
         path = Path(self.config.input)
-        if "://" in self.config.input or self.live or "%" in path.name or self.config.input == STDIN:
+        if not is_file(self.config.input):
             return
         if not path.exists():
             raise UsageError(f"input not found: {self.config.input}")

@@ -41,6 +41,12 @@ _OLD_FILE_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands"
 _STREAM_TAGS = {"timecode", "language", "title", "creation_time"}  # a stream's own: the rest is the old file's
 
 
+def is_file(url: str) -> bool:
+    """Whether an input names one file on disk: not a URL, a capture device, an image sequence
+    (``frames/%05d.png``, FFmpeg's image2 demuxer) or standard input."""
+    return not ("://" in url or url.startswith("/dev/video") or "%" in Path(url).name or url == STDIN)
+
+
 def stream_tags(stream: av.stream.Stream) -> dict[str, str]:
     """The tags of an input stream that its copy in the output keeps (its language, its timecode, ...)."""
     return {k: v for k, v in stream.metadata.items() if k.lower() in _STREAM_TAGS}
@@ -167,10 +173,8 @@ class VideoFileSource:
         self._open()
 
     def _open(self, nvdec: hwaccel.Nvidia | None = None) -> None:
-        path = Path(self.url)
-        sequence = "%" in path.name  # an image sequence such as frames/%05d.png (FFmpeg's image2 demuxer)
-        on_disk = "://" not in self.url and self.url != STDIN  # a file, or the files of a sequence
-        if on_disk and not sequence:
+        path, on_disk = Path(self.url), is_file(self.url)
+        if on_disk:
             if not path.exists():
                 raise UsageError(f"input not found: {self.name}")
             if path.stat().st_size == 0:
@@ -184,7 +188,7 @@ class VideoFileSource:
                 self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None,
                                          options=LOOK_FURTHER)
         except (av.FFmpegError, OSError) as exc:
-            if sequence:
+            if "%" in path.name:
                 raise UsageError(f"no images match the sequence pattern {self.name}") from None
             if on_disk and not _looks_like_media(path):
                 raise UsageError(f"not a video or image file: {self.name}") from None
