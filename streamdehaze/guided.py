@@ -127,6 +127,8 @@ def grey_stays_grey(rgb: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     camera's night picture, a greyscale photo. The offsets carry the airlight's colour, which a network estimates
     only nearly grey even there (up to 11 levels between channels): it would tint them. Tensor operations only."""
     grey = (rgb.amax(1) - rgb.amin(1)).amax((-2, -1)) <= GREY_SPREAD
+    if rgb.device.type == "cpu" and not grey.any():  # (on a GPU, the test would wait for the device)
+        return offset
     return torch.where(grey[:, None, None, None], kanet.transform.luma(offset).expand_as(offset), offset)
 
 
