@@ -51,7 +51,7 @@ from . import evalsets
 from .api import process
 from .engine import check_noise_floor, check_strength
 from .errors import StreamDehazeError, UsageError
-from .images import image_engine, is_image, read_image
+from .images import as_rgb, image_engine, is_image, read_image
 from .models import create_model
 from .options import parse_noise_floor
 
@@ -86,7 +86,7 @@ def list_photos(folder: Path) -> list[Path]:
 
 def read_uint8(path: Path) -> np.ndarray:
     """An image file as uint8 RGB ``[H,W,3]`` (16-bit files scaled down)."""
-    image = read_image(path)
+    image = as_rgb(read_image(path))
     return image if image.dtype == np.uint8 else (image / 257.0).round().astype(np.uint8)
 
 

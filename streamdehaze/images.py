@@ -1,5 +1,6 @@
 """Image mode: one image in, one image out; a folder in, a folder out with the same file names. Outputs keep the
-input's EXIF and colour profile (JPEG, PNG and WebP).
+input's layout (grey, colour, colour with transparency), its bit depth where the format holds it, and its EXIF and
+colour profile (JPEG, PNG and WebP).
 
 A folder run goes on past images that cannot be read (not an image, corrupt, or truncated: a JPEG whose data ends
 before its end marker, which libjpeg would pad with grey, or a PNG without its end chunk), names each on its own
@@ -34,6 +35,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # Outputs that carry the input's EXIF (capture time, camera, GPS) and colour profile (how the pixel values are to be
 # shown: a wide-gamut phone photo without its profile shows duller colours). OpenCV writes neither into TIFF.
 KEEPS_METADATA = {".png", ".jpg", ".jpeg", ".webp"}
+# Outputs that hold 16 bits a sample; OpenCV would clip a 16-bit picture written to any other to white.
+HOLDS_16_BITS = {".png", ".tif", ".tiff"}
 
 
 def is_image(path: Path) -> bool:
@@ -45,16 +48,19 @@ _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB ``[H,W,3]`` uint8 or uint16, upright (EXIF orientation applied)."""
+    """The picture upright (EXIF orientation applied), in the file's own layout: grey ``[H,W]``, RGB ``[H,W,3]`` or
+    RGBA ``[H,W,4]`` (a palette or grey image with transparency too); uint8 or uint16."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise MediaError(f"cannot read image {path}: {exc.strerror}") from None
     if jpeg_truncated(data) or png_truncated(data):
         raise MediaError(f"cannot read image {path}: truncated (its data ends before the picture does)")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if bgr is not None:
-        return bgr[..., ::-1]
+    stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # (which ignores the orientation tag)
+    if stored is not None:
+        if stored.ndim == 3:
+            stored = cv2.cvtColor(stored, cv2.COLOR_BGRA2RGBA if stored.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+        return np.ascontiguousarray(_UPRIGHT.get(_orientation(path), lambda a: a)(stored))
     try:  # OpenCV (4.13, 5.1) reads no TIFF whose orientation tag turns it; Pillow does
         with PIL.Image.open(path) as image:
             if image.format == "TIFF" and image.mode in ("RGB", "RGBA", "L", "P", "CMYK"):
@@ -62,6 +68,36 @@ def read_image(path: Path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError):
         pass
     raise MediaError(f"cannot read image {path}: not an image, or corrupt")
+
+
+# How the stored pixels are turned upright for each EXIF orientation (numpy's rot90 turns anticlockwise).
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1),
+}
+
+
+def _orientation(path: Path) -> int:
+    try:
+        with PIL.Image.open(path) as image:
+            return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except (OSError, SyntaxError, ValueError):  # Pillow cannot read it: OpenCV did, and there is no tag to apply
+        return 1
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """RGB ``[H,W,3]`` of a picture in any of ``read_image``'s layouts."""
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else np.ascontiguousarray(image[..., :3])
+
+
+def dehaze_picture(engine: Engine, image: np.ndarray) -> np.ndarray:
+    """Dehaze one picture of ``read_image``'s layouts into the same layout: a grey one stays one grey channel (the
+    engine keeps its channels equal), an alpha channel is carried over untouched."""
+    out = engine.process_array(as_rgb(image)[None])[0]
+    if image.ndim == 2:
+        return out[..., 1]
+    return np.concatenate([out, image[..., 3:]], axis=2) if image.shape[2] == 4 else out
 
 
 def jpeg_truncated(data: bytes) -> bool:
@@ -103,9 +139,14 @@ def read_metadata(path: Path) -> dict[int, bytes]:
     return {kind: data for kind, data in found.items() if data}
 
 
-def write_image(path: Path, rgb: np.ndarray, metadata: dict[int, bytes] | None = None) -> None:
-    """Write RGB ``[H,W,3]`` (uint8 or uint16) with ``metadata`` (``read_metadata``) where the format carries it."""
-    bgr = np.ascontiguousarray(rgb[..., ::-1])
+def write_image(path: Path, image: np.ndarray, metadata: dict[int, bytes] | None = None) -> None:
+    """Write a picture of ``read_image``'s layouts (uint8 or uint16) with ``metadata`` (``read_metadata``) where the
+    format carries it. A 16-bit picture goes into an 8-bit format scaled to 8 bits; an alpha channel is dropped where
+    the format has none (JPEG)."""
+    if image.dtype == np.uint16 and path.suffix.lower() not in HOLDS_16_BITS:
+        image = (image / 257.0).round().astype(np.uint8)
+    bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else
+                                                     cv2.COLOR_RGB2BGR)
     if metadata and path.suffix.lower() in KEEPS_METADATA:
         ok, encoded = cv2.imencodeWithMetadata(path.suffix, bgr, list(metadata),
                                                [np.frombuffer(data, np.uint8) for data in metadata.values()])
@@ -134,7 +175,7 @@ def image_engine(model: nn.Module, device: str | torch.device,
 
 
 def dehaze_image_file(engine: Engine, src: Path, dst: Path) -> None:
-    write_image(dst, engine.process_array(read_image(src)[None])[0], read_metadata(src))
+    write_image(dst, dehaze_picture(engine, read_image(src)), read_metadata(src))
 
 
 def dehaze_images(engine: Engine, src: Path, dst: Path,
@@ -157,12 +198,12 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
         bad = 0
         for name in names:
             try:
-                rgb = read_image(src / name)
+                image = read_image(src / name)
             except MediaError as exc:  # the others still get done
                 log.error("%s; skipped", exc)
                 bad += 1
             else:
-                write_image(dst / name, engine.process_array(rgb[None])[0], read_metadata(src / name))
+                write_image(dst / name, dehaze_picture(engine, image), read_metadata(src / name))
             if on_image is not None:
                 on_image(1)
         if bad:

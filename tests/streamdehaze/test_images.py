@@ -37,9 +37,37 @@ def test_a_grey_photo_stays_grey(run_cli, hazy_image, tmp_path):
     assert cv2.imwrite(str(src), grey)
     code, err = run_cli(src, out)
     assert code == 0, err
-    result = cv2.imread(str(out)).astype(int)
-    assert np.ptp(result, axis=-1).max() == 0
+    result = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert result.shape == grey.shape  # written as it came: one grey channel
     assert result.std() > grey.std() * 1.2  # dehazed all the same
+    as_colour = tmp_path / "colour.png"
+    assert cv2.imwrite(str(as_colour), cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))
+    assert run_cli(as_colour, tmp_path / "colour_out.png")[0] == 0
+    colour = cv2.imread(str(tmp_path / "colour_out.png"), cv2.IMREAD_UNCHANGED)
+    assert np.ptp(colour, axis=-1).max() == 0 and np.array_equal(colour[..., 0], result)  # the same grey
+
+
+def test_transparency_is_carried_over(run_cli, hazy_image, tmp_path):
+    src = tmp_path / "logo.png"
+    rgb = hazy_image(0, 64, 48)
+    alpha = np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))
+    Image.fromarray(np.dstack([rgb, alpha])).save(src)
+    assert run_cli(src, tmp_path / "clear.png", "--quiet")[0] == 0
+    result = np.array(Image.open(tmp_path / "clear.png"))
+    assert result.shape == (48, 64, 4) and np.array_equal(result[..., 3], alpha)
+    assert result[..., :3].mean() < rgb.mean() - 10
+    assert run_cli(src, tmp_path / "clear.jpg", "--quiet")[0] == 0  # JPEG holds no alpha: the colour goes alone
+    assert np.abs(cv2.imread(str(tmp_path / "clear.jpg"))[..., ::-1].astype(int) - result[..., :3]).mean() < 3
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_read_as_opencv_shows_it(hazy_image, tmp_path, orientation):
+    from streamdehaze.images import read_image
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    src = tmp_path / "turned.png"
+    Image.fromarray(hazy_image(0, 40, 30)).save(src, exif=exif.tobytes())
+    assert np.array_equal(read_image(src), cv2.imread(str(src))[..., ::-1])
 
 
 def test_sixteen_bit_image_stays_sixteen_bit(run_cli, hazy_image, tmp_path):
@@ -48,6 +76,18 @@ def test_sixteen_bit_image_stays_sixteen_bit(run_cli, hazy_image, tmp_path):
     out = tmp_path / "deep_out.png"
     assert run_cli(src, out, "--quiet")[0] == 0
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+
+def test_a_sixteen_bit_image_into_an_eight_bit_format_is_scaled(run_cli, hazy_image, tmp_path):
+    src, shallow = tmp_path / "deep.png", tmp_path / "shallow.png"
+    _save(src, hazy_image(0, 40, 30).astype(np.uint16) * 257)
+    _save(shallow, hazy_image(0, 40, 30))
+    for suffix in (".jpg", ".webp", ".bmp"):
+        code, err = run_cli(src, tmp_path / f"deep{suffix}")
+        assert code == 0 and "WARN" not in err, err
+        assert run_cli(shallow, tmp_path / f"shallow{suffix}", "--quiet")[0] == 0
+        deep, eight = (cv2.imread(str(tmp_path / f"{name}{suffix}")).astype(int) for name in ("deep", "shallow"))
+        assert np.abs(deep - eight).mean() < 2  # not clipped to white
 
 
 def _exif_and_profile() -> tuple[Image.Exif, bytes]:
