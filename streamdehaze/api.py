@@ -204,7 +204,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
             weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
             strength: float = 1.0, noise_floor: float | str = "auto", temporal: str = "ema",
             temporal_strength: float = DEFAULT_STRENGTH,
-            batch: int | None = None, hwaccel: str = "auto", compile: bool = False, codec: str = "libx264", crf: int | None = None,
+            batch: int | None = None, hwaccel: str = "auto", compile: bool = False, codec: str | None = None, crf: int | None = None,
             preset: str | None = None, max_frames: int | None = None, duration: float | None = None,
             live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,
             strict: bool = False, on_frame: Callable[[FrameRecord], np.ndarray | None] | None = None,

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             handler.addFilter(_MaskCredentials(argv))
         if "torch" not in sys.modules:  # this is the command line's own process: see tuning.py
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 (--codec libsvtav1) prints 20 lines of banner otherwise
         from .command import run  # torch, PyAV, OpenCV: seconds
         _on_interrupt(_raise_interrupt)
         return run(argv)

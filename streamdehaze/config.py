@@ -47,7 +47,7 @@ class ModelOptions:
 class EncodeOptions:
     """How a stream's output is encoded (``None``: the encoder's defaults, see ``encoders.py``)."""
 
-    codec: str = "libx264"
+    codec: str | None = None  # None: libx264, or what the output format holds instead (WebM: VP9)
     crf: int | None = None
     preset: str | None = None
     segment_time: float | None = None  # split the output file into segments of about this length

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import StreamConfig, keyed
+from .credentials import mask
 from .encoders import encoder, quality_options
 from .engine import check_noise_floor, check_strength, resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
@@ -33,7 +34,16 @@ from .outputs import (
 )
 from .pipeline import RunResult, Stream
 from .records import FrameRecord
-from .sinks import CallbackSink, VideoSink, check_live_file, segment_pattern, url_format
+from .sinks import (
+    CallbackSink,
+    VideoSink,
+    check_encoder_fits,
+    check_live_file,
+    default_encoder,
+    output_muxer,
+    segment_pattern,
+    url_format,
+)
 from .sources import VideoFileSource, is_file
 from .stats import RunStats
 from .temporal import check_mode, smoother
@@ -82,12 +92,16 @@ class Job:
         c = self.config
         if c.output is None and self.on_frame is None:
             raise UsageError("nothing to do: give an output or an on_frame callback")
+        muxer = self._muxer()
         with keyed("codec"):
-            encoder(c.encode.codec)
+            self.codec = c.encode.codec or (default_encoder(muxer) if muxer else "libx264")
+            encoder(self.codec)
+            if muxer is not None:
+                check_encoder_fits(muxer, self.codec, mask(str(c.output), str(c.output)))
         with keyed("crf"):
-            quality_options(c.encode.codec, c.encode.crf)
+            quality_options(self.codec, c.encode.crf)
         with keyed("preset"):
-            quality_options(c.encode.codec, None, c.encode.preset)
+            quality_options(self.codec, None, c.encode.preset)
         with keyed("temporal"):
             check_mode(c.temporal)
         with keyed("temporal_strength"):
@@ -106,7 +120,7 @@ class Job:
         with keyed("device"):
             self.device = resolve_device(c.model.device)
         with keyed("hwaccel"):
-            self.nvidia = use_cuda(c.hwaccel, self.device, c.encode.codec)
+            self.nvidia = use_cuda(c.hwaccel, self.device, self.codec)
         with keyed("input"):
             self._check_input()
         with keyed("output"):
@@ -114,6 +128,13 @@ class Job:
         with keyed("stats_json"):
             if c.stats_json is not None:
                 check_writable(Path(c.stats_json).parent)
+
+    def _muxer(self) -> str | None:
+        """The output's muxer; None without an output, or for a name ``_check_output`` refuses."""
+        try:
+            return None if self.config.output is None else output_muxer(str(self.config.output))
+        except UsageError:
+            return None
 
     def _check_input(self) -> None:
         path = Path(self.config.input)
@@ -169,7 +190,7 @@ class Job:
     def _sink(self, target: Path | str | None, **more):
         c, info = self.config, self.source.info
         inner = None if target is None else VideoSink(
-            target, info, codec=c.encode.codec, crf=c.encode.crf, preset=c.encode.preset, live=self.live,
+            target, info, codec=self.codec, crf=c.encode.crf, preset=c.encode.preset, live=self.live,
             nvenc=self.nvidia, segment_time=c.encode.segment_time, **more)
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)
 

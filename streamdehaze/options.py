@@ -85,7 +85,7 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
                    default=DEFAULT_STRENGTH, metavar="S",
                    help=f"weight of the past in [0, 1) (default: {DEFAULT_STRENGTH}); a camera found still averages "
                         f"{STILL_LONGER}x longer: 1 - (1 - S) / {STILL_LONGER}")
-    p.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")
+    p.add_argument("--codec", help="video encoder (default: libx264; libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=_number(int, "a whole number", -math.inf), metavar="N",
                    help="constant quality: 0-51 for x264/x265, 0-63 for vp9/av1 (default: 18)")
     p.add_argument("--preset", metavar="P",

@@ -80,6 +80,44 @@ def _codecs(muxer: str) -> frozenset[str]:
         return frozenset(probe.supported_codecs)
 
 
+# Encoders for a format that cannot hold H.264, in order of preference (WebM: VP9).
+_NOT_H264 = ("libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx")
+
+
+def output_muxer(target: str) -> str:
+    """The muxer that writes ``target``: a file (or its segments), a URL or standard output."""
+    fmt = url_format(target)
+    if fmt is not None:
+        return fmt
+    path = Path(target)
+    return LIVE_FILES[path.suffix.lower()][0] if path.suffix.lower() in LIVE_FILES else _muxer_for(path)
+
+
+def default_encoder(muxer: str) -> str:
+    """libx264, unless ``muxer`` cannot hold H.264: then the first of ``_NOT_H264`` that it holds."""
+    takes = _codecs(muxer)
+    if muxer in _TAKES_ANY or "h264" in takes:
+        return "libx264"
+    usable = [name for name in _NOT_H264 if name in av.codecs_available and av.Codec(name, "w").canonical_name in takes]
+    return usable[0] if usable else "libx264"
+
+
+def check_encoder_fits(muxer: str, codec: str, name: str) -> None:
+    """A UsageError, naming encoders that would do, where ``muxer`` cannot hold ``codec``'s video (WebM and
+    H.264, MP4 and ProRes): found out before a camera is dialled or a model loaded."""
+    if muxer == "rtsp":  # (a muxer that opens a connection)
+        return
+    try:
+        with av.open(io.BytesIO(), "w", format=muxer) as probe:
+            probe.add_stream(codec)
+    except ValueError:
+        takes = _codecs(muxer)
+        fit = [e for e in ("libx264", "libx265", *_NOT_H264, "ffv1", "prores_ks")
+               if e in av.codecs_available and av.Codec(e, "w").canonical_name in takes]
+        raise UsageError(f"{name} ({muxer}) cannot hold {codec} video"
+                         + (f"; encoders it takes: {', '.join(fit)}" if fit else "")) from None
+
+
 def url_format(target: str) -> str | None:
     """The muxer for a network target (``rtsp://...``) or standard output (``-``: MPEG-TS, which a pipe carries
     to any player or FFmpeg), or None for a file path."""

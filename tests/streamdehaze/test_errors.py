@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import av
 import pytest
 
 
@@ -94,7 +95,9 @@ def test_unknown_model(make_video, run_cli, tmp_path):
     (["--crf", "18.5"], "--crf: not a whole number: '18.5'"),
     (["--crf", "20", "--codec", "mpeg4"], "--crf does not apply to mpeg4"),
     (["--preset", "fastest"], "unknown --preset 'fastest' for libx264; choose one of ultrafast, superfast, veryfast"),
-    (["--preset", "slow", "--codec", "libvpx-vp9"], "--preset does not apply to libvpx-vp9"),
+    (["--preset", "slow", "--codec", "libvpx-vp9"], "unknown --preset 'slow' for libvpx-vp9; choose one of 0, 1,"),
+    (["--preset", "4", "--codec", "mpeg4"], "--preset does not apply to mpeg4"),
+    (["--codec", "prores_ks"], "o.mp4 (mp4) cannot hold prores_ks video; encoders it takes: libx264, libx265,"),
     (["--preset", "14", "--codec", "libsvtav1"], "unknown --preset '14' for libsvtav1; choose one of 0, 1,"),
     (["--duration", "nan"], "--duration: not a finite number: nan"),
     (["--duration", "inf"], "--duration: not a finite number: inf"),
@@ -126,6 +129,20 @@ def test_good_quality_settings_for_other_encoders(make_video, probe, run_cli, tm
                         "dcp", "--quiet")
     assert code == 0, err
     assert probe(tmp_path / "o.mkv")["count"] == 3
+
+
+def test_a_format_without_h264_gets_an_encoder_it_holds(make_video, probe, run_cli, tmp_path):
+    src = make_video(frames=5)
+    code, err = run_cli(src, tmp_path / "o.webm", "--model", "dcp")
+    assert code == 0, err
+    assert probe(tmp_path / "o.webm")["times"] == probe(src)["times"]  # every frame, at its time
+    with av.open(str(tmp_path / "o.webm")) as written:
+        assert written.streams.video[0].codec_context.name == "vp9"
+    code, err = run_cli(src, tmp_path / "x.webm", "--model", "dcp", "--codec", "libx264")
+    assert code == 2 and _one_line(err) == "streamdehaze: error: " \
+        f"{tmp_path / 'x.webm'} (webm) cannot hold libx264 video; encoders it takes: libvpx-vp9, libsvtav1, libvpx"
+    code, err = run_cli(src, tmp_path / "o.gif", "--model", "dcp")
+    assert code == 2 and _one_line(err) == f"streamdehaze: error: {tmp_path / 'o.gif'} (gif) cannot hold libx264 video"
 
 
 def test_live_recording_needs_a_format_written_as_it_goes(run_cli, tmp_path):
