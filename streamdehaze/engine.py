@@ -222,7 +222,10 @@ class Engine:
         and dtype."""
         integer = rgb.dtype.kind in "ui"
         peak = float(np.iinfo(rgb.dtype).max) if integer else 1.0
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(0, 3, 1, 2).float().div_(peak)
+        # A copy where the tensor would share the caller's memory (float32, which .float() keeps) or torch would warn
+        # of it (a read-only array, such as a memory-mapped file).
+        array = np.ascontiguousarray(rgb) if integer and rgb.flags.writeable else np.array(rgb, order="C")
+        x = torch.from_numpy(array).to(self.device).permute(0, 3, 1, 2).float().div_(peak)
         y = self.process_rgb(x, temporal)
         if integer:
             y = y.mul_(peak).round_().clamp_(0, peak)

@@ -72,6 +72,16 @@ def test_dtype_contract(dehazer, hazy_image):
     assert np.array_equal(Dehazer("dcp", device=torch.device("cpu"), temporal="off")(bgr), out8)
 
 
+def test_the_callers_frames_are_left_as_they_are(hazy_image, tmp_path):
+    rgb = Dehazer("dcp", device="cpu", bgr=False, temporal="off")
+    frames = np.stack([hazy_image(3, 64, 48)] * 2).astype(np.float32) / 255
+    np.save(tmp_path / "frames.npy", frames)
+    stored = np.load(tmp_path / "frames.npy", mmap_mode="r")  # read-only: writing to it would crash the process
+    before = frames.copy()
+    assert np.array_equal(rgb(stored), rgb(frames))
+    assert np.array_equal(frames, before)
+
+
 def _clip(seed: int, n: int = 6) -> list[np.ndarray]:
     """A static foggy scene with a light blinking in a corner: per-frame dcp's airlight estimate jumps with it and
     the whole picture flickers, what temporal smoothing is for."""
