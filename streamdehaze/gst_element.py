@@ -12,6 +12,7 @@ reads without conversion, so those are the formats it negotiates; ``videoconvert
 from __future__ import annotations
 
 import argparse
+import threading
 from fractions import Fraction
 
 import gi
@@ -58,15 +59,19 @@ class DehazeElement(GstBase.BaseTransform):
         super().__init__()
         self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "strength": 1.0, "noise-floor": "auto",
                        "temporal": "ema", "device": "auto"}
-        self.engine = None
+        self.engine = None  # made and replaced on the streaming thread only
         self.info: GstVideo.VideoInfo | None = None
+        self._lock = threading.Lock()  # properties are set from the application's threads
+        self._changed: set[str] = set()
 
     def do_get_property(self, prop: GObject.ParamSpec) -> str | float:
-        return self.props_[prop.name]
+        with self._lock:
+            return self.props_[prop.name]
 
     def do_set_property(self, prop: GObject.ParamSpec, value: str | float) -> None:
-        self.props_[prop.name] = value
-        self.engine = None  # takes effect from the next buffer, with fresh temporal state
+        with self._lock:  # takes effect from the next buffer
+            self.props_[prop.name] = value
+            self._changed.add(prop.name)
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
         self.info = GstVideo.VideoInfo.new_from_caps(incaps)
@@ -74,32 +79,43 @@ class DehazeElement(GstBase.BaseTransform):
 
     def do_start(self) -> bool:
         try:
-            self.engine = self._engine()
+            self.engine = None
+            self._current_engine()
         except StreamDehazeError as exc:  # a bad property: one message on the bus, the pipeline does not start
             self._error(Gst.LibraryError.quark(), Gst.LibraryError.SETTINGS, str(exc))
             return False
         return True
 
-    def _engine(self):
+    def _current_engine(self):
+        """The engine for the properties as they are now. A new strength or noise floor (a slider in an application)
+        goes to the running engine; any other change makes a new one, with fresh temporal state."""
         # torch loads here, when a pipeline starts, not when GStreamer scans its plugins
         from .engine import Engine, resolve_device
         from .models import create_model
         from .options import parse_infer_size, parse_noise_floor
         from .temporal import smoother
 
-        p = self.props_
+        with self._lock:
+            p, changed = dict(self.props_), self._changed
+            self._changed = set()
+        if self.engine is not None and not changed:
+            return self.engine
+        try:
+            floor = parse_noise_floor(p["noise-floor"])
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"noise-floor: {exc}") from None
+        if self.engine is not None and changed <= {"strength", "noise-floor"}:
+            self.engine.strength, self.engine.noise_floor = p["strength"], floor
+            return self.engine
         self.temporal = smoother(p["temporal"])  # this stream's own state; checks the mode before loading anything
         try:
             size = parse_infer_size(p["infer-size"])
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"infer-size: {exc}") from None
-        try:
-            floor = parse_noise_floor(p["noise-floor"])
-        except argparse.ArgumentTypeError as exc:
-            raise UsageError(f"noise-floor: {exc}") from None
         device = resolve_device(p["device"])
         model = create_model(p["model"], p["weights"] or None, device)
-        return Engine(model, device, size, strength=p["strength"], noise_floor=floor)
+        self.engine = Engine(model, device, size, strength=p["strength"], noise_floor=floor)
+        return self.engine
 
     def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
         try:
@@ -112,8 +128,7 @@ class DehazeElement(GstBase.BaseTransform):
         self.post_message(Gst.Message.new_error(self, GLib.Error.new_literal(domain, f"dehaze: {text}", code), text))
 
     def _transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
-        if self.engine is None:  # a property changed while playing
-            self.engine = self._engine()
+        engine = self._current_engine()
         info = self.info
         ok, src = inbuf.map(Gst.MapFlags.READ)
         if not ok:
@@ -122,7 +137,7 @@ class DehazeElement(GstBase.BaseTransform):
             frame, fmt = self._frame(info, src.data)
         finally:
             inbuf.unmap(src)
-        (out,) = self.engine.process_frames([frame], fmt, "yuv420p", self.temporal)
+        (out,) = engine.process_frames([frame], fmt, "yuv420p", self.temporal)
         ok, dst = outbuf.map(Gst.MapFlags.WRITE)
         if not ok:
             return Gst.FlowReturn.ERROR

@@ -33,12 +33,16 @@ pytestmark = pytest.mark.skipif(not _usable(), reason="needs gst-launch-1.0, GSt
                                                       "a system Python 3 of this minor version")
 
 
-def _launch(tmp_path: Path, pipeline: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ, GST_REGISTRY=str(tmp_path / "registry.bin"))  # a fresh plugin scan, not a stale cache
     for name, value in environment().items():
         env[name] = value + (":" + env[name] if env.get(name) else "")
-    return subprocess.run(["gst-launch-1.0", "-q", *pipeline.split()], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=cwd, check=False)
+    return env
+
+
+def _launch(tmp_path: Path, pipeline: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["gst-launch-1.0", "-q", *pipeline.split()], env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=300, cwd=cwd, check=False)
 
 
 def test_the_readme_pipeline(tmp_path):
@@ -118,6 +122,39 @@ def test_properties_take_what_the_command_line_takes(tmp_path, good, bad, messag
     assert run.returncode != 0
     assert message in run.stdout + run.stderr
     assert "Traceback" not in run.stdout + run.stderr
+
+
+# An application moving a strength slider while the pipeline plays: the property is set from its own thread.
+_SLIDER = """
+import threading, gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+pipe = Gst.parse_launch("videotestsrc num-buffers=150 ! video/x-raw,format=I420,width=96,height=64 "
+                        "! dehaze name=d model=dcp ! fakesink name=out signal-handoffs=true")
+frames, done = [], threading.Event()
+pipe.get_by_name("out").connect("handoff", lambda *_: frames.append(1))
+def slide():
+    strength = 0.0
+    while not done.is_set():
+        strength = 1.0 - strength
+        pipe.get_by_name("d").set_property("strength", strength)
+        done.wait(0.001)
+threading.Thread(target=slide).start()
+pipe.set_state(Gst.State.PLAYING)
+message = pipe.get_bus().timed_pop_filtered(120 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+done.set()
+pipe.set_state(Gst.State.NULL)
+print(message.type.first_value_nick, len(frames))
+if message.type == Gst.MessageType.ERROR:
+    print(message.parse_error()[0].message)
+"""
+
+
+def test_a_property_set_while_playing_takes_effect_without_a_stop(tmp_path):
+    run = subprocess.run([SYSTEM_PYTHON, "-c", _SLIDER], env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert run.stdout.split() == ["eos", "150"], run.stdout + run.stderr
 
 
 def test_env_prints_exports(capsys):
