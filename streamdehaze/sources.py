@@ -140,6 +140,14 @@ def _looks_like_media(path: Path) -> bool:
     return any(head[off: off + len(magic)] == magic for off, magic in _MAGIC)
 
 
+def _rate(stream: av.video.stream.VideoStream) -> Fraction:
+    return Fraction(stream.average_rate or stream.guessed_rate or 25)
+
+
+def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
+    return stream.time_base or Fraction(1, 90000)
+
+
 class VideoFileSource:
     """Frames of the input's first video stream in decode order, interleaved with copy-stream packets."""
 
@@ -232,10 +240,8 @@ class VideoFileSource:
         if first is None:
             raise MediaError(f"cannot read {self.name}: no decodable video frame (corrupt or truncated)")
         st = self.stream
-        rate = st.average_rate or st.guessed_rate or Fraction(25)
         self.info = VideoInfo(
-            width=first.width, height=first.height, time_base=st.time_base or Fraction(1, 90000),
-            rate=Fraction(rate), frames=int(st.frames or 0), rotation=int(first.rotation or 0),
+            width=first.width, height=first.height, time_base=_time_base(st), rate=_rate(st), frames=int(st.frames or 0), rotation=int(first.rotation or 0),
             colour={"colorspace": int(first.colorspace), "color_primaries": int(st.codec_context.color_primaries),
                     "color_trc": int(st.codec_context.color_trc)},
             copy_streams=self.copy_streams, container_format=self.container.format.name,
@@ -273,8 +279,9 @@ class VideoFileSource:
             if damaged:
                 self._damaged(decoded)
             for frame in frames:
-                if frame.pts is None:  # no timestamp from the container: count frames instead
-                    frame.pts = decoded
+                if frame.pts is None:  # none in the container (a raw .h264 stream): frames counted at its rate
+                    frame.time_base = frame.time_base or _time_base(self.stream)
+                    frame.pts = round(decoded / (_rate(self.stream) * frame.time_base))
                 if last is not None and frame.pts <= last:  # a damaged timestamp: no encoder takes it
                     self._damaged(decoded)
                     continue

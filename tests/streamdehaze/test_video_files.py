@@ -122,6 +122,22 @@ def test_a_grey_video_stays_grey(probe, run_cli, tmp_path):
         assert np.ptp(frame.astype(int), axis=-1).max() <= 2  # (YUV to RGB rounding)
 
 
+def test_a_raw_h264_stream_gets_times_from_its_frame_rate(probe, run_cli, tmp_path):
+    # A camera's or recorder's dump: H.264 with no container, so no timestamps, only the rate in its headers.
+    src, out = tmp_path / "dump.h264", tmp_path / "out.mp4"
+    with av.open(str(src), "w", format="h264") as oc:
+        stream = oc.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 160, 120), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            oc.mux(stream.encode(frame))
+        oc.mux(stream.encode(None))
+    code, err = run_cli(src, out, "--model", "dcp", "--quiet")
+    assert code == 0, err
+    assert probe(out)["times"] == [Fraction(i, 25) for i in range(12)]
+
+
 def _grey_frames(stream: av.VideoStream, count: int):
     for i in range(count):
         frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 100 + i, np.uint8), format="rgb24")
