@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import os
 import queue
 import threading
@@ -19,8 +20,9 @@ import av
 import numpy as np
 import torch
 
-from .config import StreamConfig
+from .config import StreamConfig, checked_option
 from .engine import Engine, resolve_device
+from .errors import UsageError
 from .images import image_engine
 from .job import FILE_BATCH, Job, Source, open_source
 from .live import LiveOptions, is_live
@@ -53,7 +55,9 @@ class Dehazer:
                  device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
                  infer_size: int | str | None = "auto", strength: float = 1.0,
                  noise_floor: float | str = "auto") -> None:
-        dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+        dev = resolve_device(str(device))  # (a torch.device too: checked against the GPUs there are)
+        if infer_size is not None:
+            infer_size = checked_option("infer_size", infer_size)
         self.engine, self.temporal = _stream_engine(create_model(model, weights, dev), dev, temporal, infer_size,
                                                     strength, noise_floor)
         self.bgr = bgr
@@ -142,6 +146,10 @@ def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: objec
     loop does: while the loop is busy, the oldest of the ``queue_frames`` waiting for it are dropped, so it always
     sees recent frames. Leaving the loop early stops the run.
     """
+    if isinstance(input, StreamConfig) and options:
+        raise TypeError(f"dehazed(StreamConfig) takes its options from the config, not as {', '.join(options)}")
+    if queue_frames < 1:
+        raise UsageError(f"queue_frames must be at least 1, not {queue_frames}")
     records: queue.Queue = queue.Queue(queue_frames)
     closed = threading.Event()
     live = is_live(input.input if isinstance(input, StreamConfig) else str(input))
@@ -229,6 +237,12 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     the writer thread; an image it returns is written instead. On Ctrl-C the frames done so far are kept and
     ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``.
     """
+    if isinstance(input, StreamConfig):
+        given = {name: value for name, value in locals().items() if name in _OPTION_DEFAULTS}
+        beside = [name for name, value in given.items() if value != _OPTION_DEFAULTS[name]]
+        if output is not None or beside:
+            raise TypeError("process(StreamConfig) takes the output and options from the config, not as "
+                            + ", ".join((["output"] if output is not None else []) + beside))
     config = input if isinstance(input, StreamConfig) else StreamConfig.from_options(
         str(input), None if output is None else str(output), live=live, model=model,
         weights=None if weights is None else str(weights), device=device, infer_size=infer_size, strength=strength,
@@ -250,3 +264,9 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
             job.abort()
             raise
         return job.complete(interrupted)
+
+
+# process()'s stream options and their defaults: a StreamConfig brings its own, so none may be given beside it.
+_OPTION_DEFAULTS = {name: p.default for name, p in inspect.signature(process).parameters.items()
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("on_frame", "stats", "on_frames",
+                                                                                  "on_start")}

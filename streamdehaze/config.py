@@ -21,6 +21,7 @@ import re
 import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
+from os import PathLike
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -76,10 +77,15 @@ class StreamConfig:
     @classmethod
     def from_options(cls, input: str, output: str | None, name: str = "", live: LiveOptions | None = None,
                      **options: Any) -> StreamConfig:
-        """From options named as on the command line (``crf=20``, ``segment_time=600``, ``timeout=2`` ...)."""
+        """From options named as on the command line (``crf=20``, ``segment_time=600``, ``timeout=2`` ...), each
+        checked and converted as the command line does it (``infer_size="full"``: None); a bad value is a
+        ``UsageError`` naming the option."""
         groups: dict[str, dict[str, Any]] = {"model": {}, "encode": {}, "live": {}}
         own = {}
         for key, value in options.items():
+            if value is not None and key in OPTION_NAMES:
+                checked = checked_option(key, str(value) if isinstance(value, PathLike) else value)
+                value = str(checked) if isinstance(checked, Path) else checked  # (paths stay strings here)
             group = _GROUP.get(key)
             if group is not None:
                 groups[group][key] = value
@@ -142,7 +148,7 @@ def _fleet(raw: dict) -> FleetConfig:
             continue
         if key in _STREAM_KEYS:
             raise UsageError(f"{key}: belongs in a [[stream]] table")
-        checked = _value(key, value)
+        checked = checked_option(key, value)
         if key in ("stats_json", "metrics_port", "quiet"):
             setattr(fleet, key, checked)
         else:
@@ -181,7 +187,7 @@ def _stream(table: dict, defaults: dict[str, Any], names: dict[str, int]) -> Str
             continue
         if key in FLEET_ONLY:
             raise UsageError(f"{key}: set it at the top of the configuration (one for the whole fleet)")
-        options[key] = _value(key, value)
+        options[key] = checked_option(key, value)
     if options.get("stats_json") is not None:
         options["stats_json"] = str(options["stats_json"])
     if options.get("weights") is not None:
@@ -189,7 +195,9 @@ def _stream(table: dict, defaults: dict[str, Any], names: dict[str, int]) -> Str
     return StreamConfig.from_options(table["input"], table["output"], name=name, **options)
 
 
-def _value(key: str, value: object) -> object:
+def checked_option(key: str, value: object) -> object:
+    """``value`` for the option ``key`` checked and converted as the command line does it, or a ``UsageError``
+    naming the key."""
     try:
         return option_value(key, value)
     except KeyError:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import StreamConfig, keyed
+from .config import StreamConfig, checked_option, keyed
 from .credentials import mask
 from .encoders import encoder, quality_options
 from .engine import check_noise_floor, check_strength, resolve_device
@@ -60,6 +60,9 @@ def open_source(input: str | os.PathLike, *, max_frames: int | None = None, dura
     if ``nvdec``; ``strict``: a corrupt packet is an error, not skipped); a camera stream (rtsp://, rtmp://,
     srt://, udp://, http(s) streams, /dev/videoN) -> ``LiveSource`` (software decoding: a camera's few streams
     decode easily on a CPU), dialled until it answers or ``stop`` is set."""
+    for key, value in (("max_frames", max_frames), ("duration", duration)):
+        if value is not None:
+            checked_option(key, value)
     if is_live(str(input)):
         return LiveSource(str(input), live or LiveOptions(), max_frames=max_frames, duration=duration, stop=stop)
     return VideoFileSource(input, max_frames=max_frames, duration=duration, nvdec=nvdec, strict=strict)

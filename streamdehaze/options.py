@@ -89,8 +89,8 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crf", type=_number(int, "a whole number", -math.inf), metavar="N",
                    help="constant quality: 0-51 for x264/x265, 0-63 for vp9/av1 (default: 18)")
     p.add_argument("--preset", metavar="P",
-                   help="encoder speed: x264/x265's ultrafast .. placebo, SVT-AV1's 0 .. 13 (default: veryfast for "
-                        "x264/x265)")
+                   help="encoder speed: x264/x265's ultrafast .. placebo, libvpx-vp9's 0 .. 8, SVT-AV1's 0 .. 13 "
+                        "(default: veryfast for x264/x265, 4 for libvpx-vp9)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first corrupt packet of the input (default: skip corrupt packets and count them)")
 

@@ -185,6 +185,8 @@ class VideoFileSource:
         if on_disk:
             if not path.exists():
                 raise UsageError(f"input not found: {self.name}")
+            if path.is_dir():
+                raise UsageError(f"input {self.name} is a folder: give a video file or a camera")
             if path.stat().st_size == 0:
                 raise UsageError(f"input is empty: {self.name}")
         try:

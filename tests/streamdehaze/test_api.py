@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamdehaze import Dehazer, UsageError
+from streamdehaze import Dehazer, UsageError, dehazed
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +186,35 @@ def test_options_as_data_equal_keyword_options(make_video, probe, tmp_path):
                          encode=EncodeOptions(codec="ffv1"), temporal="off"))
     a, b = probe(flat), probe(data)
     assert a["times"] == b["times"] and all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"]))
+    with pytest.raises(TypeError, match="takes the output and options from the config, not as output, max_frames"):
+        process(StreamConfig(str(src), str(data)), tmp_path / "other.mkv", max_frames=2)
+    with pytest.raises(TypeError, match="not as max_frames"):
+        next(dehazed(StreamConfig(str(src), None), max_frames=2))
+
+
+def test_options_are_checked_as_the_command_line_checks_them(make_video, hazy_image, tmp_path):
+    from streamdehaze import process, read_frames
+
+    src = make_video(frames=3)
+    for option, words in [({"batch": -2}, "batch: must be at least 1: -2"),
+                          ({"max_frames": 0}, "max_frames: must be at least 1: 0"),
+                          ({"duration": 0}, "duration: must be more than 0: 0"),
+                          ({"infer_size": 1}, "infer_size: must be at least 16: 1"),
+                          ({"max_latency": -1.0}, "max_latency: must be more than 0: -1.0")]:
+        with pytest.raises(UsageError, match=words):
+            process(src, tmp_path / "o.mkv", model="dcp", **option)
+    for option in ({"max_frames": 0}, {"duration": -1.0}):
+        with pytest.raises(UsageError, match="must be"):
+            next(read_frames(src, **option))
+    with pytest.raises(UsageError, match="queue_frames must be at least 1"):
+        next(dehazed(src, queue_frames=0))
+    with pytest.raises(UsageError, match="is a folder"):
+        next(read_frames(tmp_path))
+    # What the command line takes, the API takes: "full" runs natively, as --infer-size full does.
+    assert process(src, tmp_path / "full.mkv", model="dcp", infer_size="full", codec="ffv1").frames == 3
+    rgb = hazy_image(0, 64, 48)
+    assert np.array_equal(Dehazer("dcp", device="cpu", temporal="off", infer_size="full")(rgb),
+                          Dehazer("dcp", device="cpu", temporal="off", infer_size=None)(rgb))
 
 
 def test_strength_from_the_api(make_video, probe, hazy_image, tmp_path):
