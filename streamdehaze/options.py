@@ -122,7 +122,7 @@ _attempts = _number(int, "a number of attempts or 'inf'", 0)
 
 
 def _reconnects(text: str) -> float:
-    return math.inf if text in ("inf", "infinite", "forever") else float(_attempts(text))
+    return math.inf if text in ("inf", "infinite", "forever") else _attempts(text)
 
 
 def parse_infer_size(text: str) -> int | str | None:

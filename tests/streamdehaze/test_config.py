@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import tempfile
@@ -116,3 +117,17 @@ def test_the_noise_floor_is_auto_unless_set():
     assert auto.model.noise_floor == "auto" and fixed.model.noise_floor == 1.5
     with pytest.raises(UsageError, match="stream 'gate': noise_floor: not a number of levels or 'auto': 'high'"):
         load_config([dict(table, noise_floor="high")])
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("reconnect", 3, 3), ("reconnect", 0, 0), ("reconnect", "inf", math.inf), ("timeout", 2.5, 2.5),
+    ("max_latency", 0.5, 0.5), ("batch", 2, 2), ("infer_size", "full", None), ("infer_size", 176, 176),
+    ("crf", 20, 20), ("strength", 0.5, 0.5), ("temporal_strength", 0.9, 0.9), ("segment_time", 60, 60),
+])
+def test_what_the_command_line_takes_a_configuration_takes(key, value, expected):
+    """Each value is checked once as the command line checks it, and again, converted, as a StreamConfig is built:
+    both must take it."""
+    (stream,) = load_config([{"name": "gate", "input": "rtsp://cam/1", "output": "gate.mp4", key: value}]).streams
+    group = {"reconnect": stream.live, "timeout": stream.live, "batch": stream, "max_latency": stream,
+             "temporal_strength": stream, "infer_size": stream.model, "strength": stream.model}.get(key, stream.encode)
+    assert getattr(group, key) == expected
