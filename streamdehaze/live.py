@@ -51,7 +51,7 @@ def is_live(url: str) -> bool:
 class LiveOptions:
     timeout: float = 5.0  # seconds without data before a read fails
     connect_timeout: float | None = None  # seconds for a connection to deliver its first frame; default max(timeout, 10)
-    reconnect: float = math.inf  # reconnection attempts after a failure; inf = for ever
+    reconnect: float = math.inf  # reconnection attempts for each outage; inf = for ever
     rtsp_transport: str = "tcp"
     backoff_start: float = 0.5
     backoff_max: float = 10.0
@@ -117,12 +117,14 @@ class LiveSource:
                 delay = min(delay * 2, self.options.backoff_max)
 
     def _reconnect(self, reason: str) -> av.VideoFrame:
-        """After a loss: connect again, with backoff after a failed attempt, each attempt one of ``reconnect``;
-        the outage is logged when it starts and when it ends."""
-        lost, delay = self._last_data, 0.0
+        """After a loss: connect again, with backoff after a failed attempt, up to ``reconnect`` attempts for this
+        outage (a recording that runs for weeks survives any number of outages); the outage is logged when it
+        starts and when it ends."""
+        lost, delay, attempts = self._last_data, 0.0, 0
         while True:
-            if self.reconnects >= self.options.reconnect:
+            if attempts >= self.options.reconnect:
                 raise MediaError(f"live stream {self.name} lost ({reason}); no reconnects left")
+            attempts += 1
             self.reconnects += 1
             log.warning("%s: %s; reconnecting (%d)%s", self.name, reason, self.reconnects,
                         f" in {delay:.1f} s" if delay else "")

@@ -14,6 +14,7 @@ from .models import MODEL_NAMES
 from .temporal import DEFAULT_STRENGTH, MODES, STILL_LONGER
 
 DAY = 86400.0
+MAX_TIMEOUT = 2147.0  # FFmpeg's RTSP timeout is a 32-bit count of microseconds: longer, and no camera connects
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,10 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",
                    help="stop after this much video (or live time)")
     live = p.add_argument_group("live sources (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN)")
-    live.add_argument("--timeout", type=seconds(DAY), default=5.0, metavar="SECONDS",
+    live.add_argument("--timeout", type=seconds(MAX_TIMEOUT), default=5.0, metavar="SECONDS",
                       help="give up a read or connection attempt after this long without data (default: 5)")
     live.add_argument("--reconnect", type=_reconnects, default=math.inf, metavar="N|inf",
-                      help="reconnection attempts after a failure or end of stream (default: inf)")
+                      help="reconnection attempts for each failure or end of stream (default: inf)")
     live.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp", "udp_multicast", "http", "https"],
                       help="RTSP transport (default: tcp)")
     live.add_argument("--max-latency", type=seconds(DAY), default=1.0, metavar="SECONDS",

@@ -75,6 +75,21 @@ def test_frozen_server_times_out_and_recovers(rtsp_server, cli, tmp_path):
     assert abs(float(back.group(1)) - float(gap)) < 0.5
 
 
+def test_the_reconnect_budget_is_for_each_outage(rtsp_server, cli, tmp_path):
+    """A recording that runs for weeks with --reconnect 1 survives any number of outages that one attempt ends."""
+    out, stats = tmp_path / "live.mp4", tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--timeout", 2, "--reconnect", 1, "--stats-json", stats)
+    written = run.wait_streaming(stats)["frames"]
+    for outage in (1, 2, 3):
+        rtsp_server.freeze()
+        assert run.wait_line(f"reconnecting ({outage})", 15) is not None, run.stderr
+        time.sleep(0.5)
+        rtsp_server.thaw()  # the attempt under way gets its answer
+        written = run.wait_streaming(stats, written + 10)["frames"]
+    assert run.interrupt() == 0, run.stderr
+    assert "no reconnects left" not in run.stderr and ", 3 reconnects" in run.stderr
+
+
 # Passwords with every character that breaks a naive URL parser, raw and percent-encoded, and the fragments of
 # each that must never be shown.
 HOSTILE = [("Sec@ret@", ["Sec@", "ret@"]), ("pa/ss:w@rd", ["pa/ss", "w@rd"]), ("my pass 100%", ["my pass", "100%"]),
