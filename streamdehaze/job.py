@@ -36,9 +36,11 @@ from .pipeline import RunResult, Stream
 from .records import FrameRecord
 from .sinks import (
     CallbackSink,
+    SegmentedSink,
     VideoSink,
     check_encoder_fits,
     check_live_file,
+    check_segments,
     default_encoder,
     output_muxer,
     segment_pattern,
@@ -149,11 +151,15 @@ class Job:
             raise UsageError(f"input {self.config.input} is a folder: give a video file or a camera")
 
     def _check_output(self) -> None:
-        if self.dst is None:
-            return
         segmented = self.config.encode.segment_time is not None
+        if self.dst is None:
+            if segmented and self.config.output is not None:
+                raise UsageError("--segment-time splits a file output, not a stream published to a URL")
+            return
         check_output(segment_pattern(self.dst) if segmented else self.dst,
                      None if "://" in self.config.input else Path(self.config.input))
+        if segmented:
+            check_segments(self.dst)
         if self.live:
             check_live_file(self.dst)
         check_writable(self.dst.parent)
@@ -190,11 +196,19 @@ class Job:
                              max_latency=c.max_latency, stats=self.stats, temporal=temporal, on_frames=self.on_frames)
         return self.stream
 
-    def _sink(self, target: Path | str | None, **more):
+    def _sink(self, target: Path | str | None, first_segment: int = 0, **more):
         c, info = self.config, self.source.info
-        inner = None if target is None else VideoSink(
-            target, info, codec=self.codec, crf=c.encode.crf, preset=c.encode.preset, live=self.live,
-            nvenc=self.nvidia, segment_time=c.encode.segment_time, **more)
+
+        def sink(path: Path | str, **where) -> VideoSink:
+            return VideoSink(path, info, codec=self.codec, crf=c.encode.crf, preset=c.encode.preset, live=self.live,
+                             nvenc=self.nvidia, **where)
+        if target is None:
+            inner = None
+        elif c.encode.segment_time is not None:
+            inner = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
+                                  lambda path, start: sink(path, start=start))
+        else:
+            inner = sink(target, **more)
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)
 
     def complete(self, interrupted: bool = False) -> RunResult:

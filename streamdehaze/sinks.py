@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .credentials import mask
 from .encoders import encoder, quality_options
 from .errors import MediaError, UsageError
 from .frames import PLANAR, frame_from_planes, matrix_name
-from .outputs import Syncer, segments
+from .outputs import Syncer
 from .records import FrameRecord
 from .sources import VideoInfo, stream_tags
 
@@ -139,17 +140,24 @@ def check_live_file(path: Path) -> None:
                          f"{', '.join(LIVE_FILES)}, not {path.name}")
 
 
+def check_segments(path: Path) -> None:
+    """Segments are written as they go, in one of the formats in LIVE_FILES."""
+    if path.suffix.lower() not in LIVE_FILES:
+        raise UsageError(f"--segment-time needs an output ending in {', '.join(LIVE_FILES)}")
+
+
 class VideoSink:
-    """Writes to a file, a segment pattern, or a URL. A file run writes to a temporary file (``outputs.py``) and
-    names its ``target`` in ``shown_as``; a live run writes to the target itself, as it goes."""
+    """Writes to a file or a URL. A file run writes to a temporary file (``outputs.py``) and names its ``target`` in
+    ``shown_as``; a live run writes to the target itself, as it goes."""
 
     def __init__(self, target: Path | str, info: VideoInfo, *, codec: str = "libx264", crf: int | None = None,
-                 preset: str | None = None, live: bool = False, segment_time: float | None = None,
-                 first_segment: int = 0, nvenc: hwaccel.Nvidia | None = None, shown_as: Path | None = None) -> None:
+                 preset: str | None = None, live: bool = False, nvenc: hwaccel.Nvidia | None = None,
+                 shown_as: Path | None = None, start: Fraction = Fraction(0)) -> None:
         """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning
-        where it does not; an error if it is required). ``shown_as``:
-        the user's name for a temporary ``target``, for messages and the container format."""
+        where it does not; an error if it is required). ``shown_as``: the user's name for a temporary ``target``,
+        for messages and the container format. ``start``: the time (seconds) written as 0, a segment's start."""
         self.target = str(target)
+        self.start = start
         self.path = Path(target) if url_format(self.target) is None else None
         self.shown_as = shown_as or self.path
         self.name = mask(self.target, self.target) if self.path is None else str(self.shown_as)
@@ -162,9 +170,9 @@ class VideoSink:
                                        info.width, info.height, pix_fmt, nvenc)
             if hardware is not None:
                 spec, options = encoder(hardware[0]), hardware[1]
-        self.container = self._open(self.target, segment_time, first_segment)
+        self.container = self._open(self.target)
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
-        self._sync = self._syncer(segment_time) if live and self.path is not None else None
+        self._sync = Syncer(lambda: self.path if self.path.exists() else None) if live and self.path is not None else None
         try:
             self._add_video(spec, options)
             self._copies = self._add_copies()
@@ -173,14 +181,12 @@ class VideoSink:
             raise
         self.frames = 0
 
-    def _open(self, target: str, segment_time: float | None, first_segment: int) -> av.container.OutputContainer:
+    def _open(self, target: str) -> av.container.OutputContainer:
         fmt, options = url_format(target), {}
         if fmt == "rtsp":
             options["rtsp_transport"] = "tcp"
         elif fmt is None:
-            fmt, options = self._file_format(segment_time, first_segment)
-            if segment_time is not None:
-                target = str(segment_pattern(Path(target)))
+            fmt, options = self._file_format()
         elif target == STDOUT:
             target, options = "pipe:1", {"flush_packets": "1"} if self.live else {}
         try:
@@ -189,27 +195,13 @@ class VideoSink:
             raise (MediaError if fmt in _URL_FORMATS.values() else UsageError)(
                 f"cannot write {self.name}: {_reason(exc, target)}") from None
 
-    def _file_format(self, segment_time: float | None, first_segment: int) -> tuple[str, dict[str, str]]:
+    def _file_format(self) -> tuple[str, dict[str, str]]:
         """Muxer and options for a file; live runs write it as it goes, each fragment to the kernel at once."""
         muxer, as_it_goes = LIVE_FILES.get(self.shown_as.suffix.lower(), (None, {}))
         if self.live:
             check_live_file(self.shown_as)
         options = {**as_it_goes, "flush_packets": "1"} if self.live else {}
-        if segment_time is None:
-            return muxer or _muxer_for(self.shown_as), options
-        if muxer is None:
-            raise UsageError(f"--segment-time needs an output ending in {', '.join(LIVE_FILES)}")
-        segment = {"segment_time": f"{segment_time:.6f}", "segment_format": muxer, "reset_timestamps": "1",
-                   "segment_start_number": str(first_segment)}
-        if options:
-            segment["segment_format_options"] = ":".join(f"{k}={v}" for k, v in options.items())
-        return "segment", segment
-
-    def _syncer(self, segment_time: float | None) -> Syncer:
-        if segment_time is None:
-            return Syncer(lambda: self.path if self.path.exists() else None)
-        pattern = segment_pattern(self.path)
-        return Syncer(lambda: (segments(pattern) or [(0, None)])[-1][1])
+        return muxer or _muxer_for(self.shown_as), options
 
     def _add_video(self, codec: av.Codec, options: dict[str, str]) -> None:
         info = self.info
@@ -249,8 +241,6 @@ class VideoSink:
     def _add_copies(self) -> dict[int, av.stream.Stream]:
         copies = {}
         muxer = self.container.format.name
-        if muxer == "segment":  # each segment's own muxer takes the streams
-            muxer = LIVE_FILES[self.shown_as.suffix.lower()][0]
         for src in self.info.copy_streams:
             name = src.codec_context.name if src.codec_context is not None else src.name  # (data streams have none)
             if muxer not in _TAKES_ANY and name not in _codecs(muxer):
@@ -265,10 +255,12 @@ class VideoSink:
         try:
             if isinstance(item, av.Packet):
                 out = self._copies.get(item.stream.index)
-                if out is not None:
+                if out is not None and self._from_start(item):
                     item.stream = out
                     self.container.mux(item)
                 return
+            if self.start:
+                item.pts -= round(self.start / item.time_base)
             if (item.width, item.height) != (self.video.width, self.video.height):
                 # A camera that came back at another resolution: keep the stream's size.
                 scaled = item.reformat(width=self.video.width, height=self.video.height)
@@ -286,6 +278,17 @@ class VideoSink:
                 self._sync()
         except (av.FFmpegError, OSError) as exc:
             raise MediaError(f"writing {self.name} failed: {_reason(exc, self.target)}") from None
+
+    def _from_start(self, packet: av.Packet) -> bool:
+        """Shift a copied packet to ``start``; False for one from before it (a segment's audio that came late)."""
+        if not self.start or packet.time_base is None:
+            return True
+        shift = round(self.start / packet.time_base)
+        if packet.dts is not None and packet.dts < shift or packet.pts is not None and packet.pts < shift:
+            return False
+        packet.pts = None if packet.pts is None else packet.pts - shift
+        packet.dts = None if packet.dts is None else packet.dts - shift
+        return True
 
     def close(self) -> None:
         """Flush the encoder and write the trailer: after this the file is complete and playable."""
@@ -309,6 +312,52 @@ class VideoSink:
             self.container.close()
         except (av.FFmpegError, OSError):
             pass
+
+
+class SegmentedSink:
+    """A recording cut into files of ``segment_time`` seconds (``cam_00000.mp4``, ...; ``pattern``), numbered from
+    ``first``. Each file has a muxer and an encoder of its own: a segment begins with the first frame at or past its
+    time, as a keyframe, with that time written as 0, and is complete, closed, when the next begins. (FFmpeg's
+    segment muxer crashed the whole process when a disk filled up just as a segment began.)"""
+
+    def __init__(self, pattern: Path, segment_time: float, first: int,
+                 part: Callable[[Path, Fraction], VideoSink]) -> None:
+        """``part(path, start)``: a ``VideoSink`` writing ``path`` with ``start`` written as 0."""
+        self.pattern, self.segment_time, self.number, self._part = pattern, Fraction(segment_time), first, part
+        self.current: VideoSink | None = part(self._path(), Fraction(0))
+        self.name, self.pix_fmt, self.yuv_format = str(pattern), self.current.pix_fmt, self.current.yuv_format
+        self._done = 0  # frames in the segments closed so far
+        self._next: Fraction | None = None  # when the next segment begins
+
+    def _path(self) -> Path:
+        return self.pattern.with_name(self.pattern.name % self.number)
+
+    @property
+    def frames(self) -> int:
+        return self._done + (self.current.frames if self.current is not None else 0)
+
+    def write(self, item: av.VideoFrame | av.Packet) -> None:
+        if isinstance(item, av.VideoFrame) and item.time_base is not None:
+            t = item.pts * item.time_base
+            if self._next is None:
+                self._next = t + self.segment_time
+            elif t >= self._next:
+                finished, self.current = self.current, None
+                finished.close()
+                self._done += finished.frames
+                self.number += 1
+                self.current = self._part(self._path(), t)
+                while self._next <= t:
+                    self._next += self.segment_time
+        self.current.write(item)
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+
+    def abort(self) -> None:
+        if self.current is not None:
+            self.current.abort()
 
 
 def _muxer_for(path: Path) -> str:

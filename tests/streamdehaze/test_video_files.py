@@ -93,6 +93,48 @@ def test_segments_of_a_file_run_carry_its_audio(make_video, probe, run_cli, tmp_
         assert b["audio"] == a["audio"]  # (MPEG-TS adds a header to each AAC packet)
 
 
+def test_segments_cut_at_their_time_and_each_starts_at_zero(make_video, probe, run_cli, tmp_path):
+    src = make_video(frames=60, audio=True)  # 2.4 s
+    out = tmp_path / "segments" / "out.mkv"
+    out.parent.mkdir()
+    code, err = run_cli(src, out, "--segment-time", 1, "--model", "dcp", "--quiet")
+    assert code == 0, err
+    parts = [probe(out.parent / f"out_{n:05d}.mkv") for n in range(3)]
+    assert sorted(p.name for p in out.parent.iterdir()) == [f"out_{n:05d}.mkv" for n in range(3)]
+    assert [p["count"] for p in parts] == [25, 25, 10]  # a new file at 1 s and at 2 s of video
+    # Each later one plays on its own from 0; the first, as a whole file would, from just after the sound's priming.
+    lead = parts[0]["times"][0]
+    assert parts[1]["times"][0] == parts[2]["times"][0] == 0 and 0 <= lead < Fraction(1, 25)
+    joined = [t - lead for t in parts[0]["times"]] + [t + n for n, p in enumerate(parts) if n for t in p["times"]]
+    assert joined == probe(src)["times"]  # together: every frame at its time
+    assert sum(len(p["audio"]) for p in parts) == len(probe(src)["audio"])  # and all of the sound
+
+
+def test_a_segment_that_cannot_be_written_ends_the_run_with_the_others_complete(make_video, tmp_path):
+    # A disk that fills up just as a segment begins (FFmpeg's segment muxer crashed the process there).
+    from streamdehaze.errors import MediaError
+    from streamdehaze.sinks import SegmentedSink, VideoSink
+    from streamdehaze.sources import VideoFileSource
+
+    source = VideoFileSource(make_video(frames=40))
+    opened = []
+
+    def part(path, start):
+        if opened:
+            raise MediaError(f"cannot write {path}: No space left on device")
+        opened.append(path)
+        return VideoSink(path, source.info, codec="ffv1", start=start)
+
+    sink = SegmentedSink(tmp_path / "cam_%05d.mkv", 1.0, 7, part)
+    with source, pytest.raises(MediaError, match="No space left on device"):
+        for item in source:
+            sink.write(item)
+    sink.abort()
+    assert opened == [tmp_path / "cam_00007.mkv"] and sink.frames == 25
+    with av.open(str(opened[0])) as first:  # closed when the next began: complete
+        assert len(list(first.decode(video=0))) == 25
+
+
 def test_standard_input_to_standard_output(make_video, probe, tmp_path):
     # ffmpeg -i rtsp://camera -c copy -f mpegts - | streamdehaze - - | ffplay -
     src, out = make_video("in.ts", frames=20, audio=True), tmp_path / "out.ts"
