@@ -9,6 +9,7 @@ a power cut plays up to about its last second.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -312,6 +313,10 @@ class VideoSink:
             self.container.close()
         except (av.FFmpegError, OSError):
             pass
+        if self.live and self.path is not None:  # a recording that got no byte onto a full disk holds nothing
+            with contextlib.suppress(OSError):
+                if self.path.stat().st_size == 0:
+                    self.path.unlink()
 
 
 class SegmentedSink:
