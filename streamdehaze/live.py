@@ -5,8 +5,9 @@ reconnects with exponential backoff; both the outage and its end are logged, the
 A stall is "no data for ``timeout`` s", measured from the last packet: FFmpeg hands over the last frame before a
 stall only when the read gives up (its parser waits for the next frame's start), so a read that waited that long
 is the stall, whatever it returned. Frames come out on one monotonic clock (``LIVE_TIME_BASE``): within a
-connection the camera's own timestamp deltas, across a reconnect the real wall-clock gap, so the output file's
-timeline stays true and never goes backwards. ``arrival(pts)`` gives a recent frame's arrival time
+connection the camera's own timestamp deltas (except where its clock jumps back, or ahead by more than the time
+that passed), across a reconnect the real wall-clock gap, so the output file's timeline stays true and never goes
+backwards. ``arrival(pts)`` gives a recent frame's arrival time
 (``time.monotonic()``) for latency accounting; output pts are unique, so they key it. Only video is read.
 """
 
@@ -75,6 +76,8 @@ class LiveSource:
         self._container: av.container.InputContainer | None = None
         self._clock_start = time.monotonic()
         self._last_pts: int | None = None
+        self._last_wall: int | None = None  # when (LIVE_TIME_BASE) the last frame arrived
+        self._jump = round(max(2.0, self.options.timeout) / LIVE_TIME_BASE)  # a forward jump no stall explains
         self._anchor: tuple[int, int] | None = None  # (source pts, output pts) of the connection's first frame
         self._arrivals: OrderedDict[int, float] = OrderedDict()
         self._first = self._connect()
@@ -199,10 +202,13 @@ class LiveSource:
                 start = wall if self._last_pts is None else max(wall, self._last_pts + step)
                 self._anchor = (src, start)
             pts = self._anchor[1] + src - self._anchor[0]
-            if self._last_pts is not None and pts <= self._last_pts:  # the camera's clock jumped back
+            # The camera's clock jumped back, or forward by more than the time that passed (a restart, a clock
+            # set): go on from the last frame, so the recording shows neither a rewind nor a false gap.
+            ahead = self._last_wall is not None and pts - self._last_pts > wall - self._last_wall + self._jump
+            if self._last_pts is not None and (pts <= self._last_pts or ahead):
                 self._anchor = (src, self._last_pts + step)
                 pts = self._last_pts + step
-        self._last_pts = pts
+        self._last_pts, self._last_wall = pts, wall
         frame.pts, frame.time_base = pts, LIVE_TIME_BASE
         self._arrivals[pts] = arrival
         if len(self._arrivals) > 4096:
