@@ -7,8 +7,8 @@ stall only when the read gives up (its parser waits for the next frame's start),
 is the stall, whatever it returned. Frames come out on one monotonic clock (``LIVE_TIME_BASE``): within a
 connection the camera's own timestamp deltas (except where its clock jumps back, or ahead by more than the time
 that passed), across a reconnect the real wall-clock gap, so the output file's timeline stays true and never goes
-backwards. ``arrival(pts)`` gives a recent frame's arrival time
-(``time.monotonic()``) for latency accounting; output pts are unique, so they key it. Only video is read.
+backwards. ``arrival(pts)`` gives a recent frame's arrival time (``time.monotonic()``) for latency accounting;
+output pts are unique, so they key it. Only video is read.
 """
 
 from __future__ import annotations
