@@ -88,8 +88,10 @@ class LiveSource:
             colour={"colorspace": int(self._first.colorspace), "color_primaries": 2, "color_trc": 2},
         )
 
-    def _open_options(self) -> dict[str, str]:
-        micro = str(int(self.options.timeout * 1e6))
+    def _open_options(self, connect: float) -> dict[str, str]:
+        # FFmpeg's own socket timeout bounds the connection (a server's first answer may be slow); a stall once
+        # frames flow is PyAV's read timeout's, and ``_decode``'s.
+        micro = str(int(connect * 1e6))
         opts = {"fflags": "nobuffer", "flags": "low_delay", "probesize": "500000", "analyzeduration": "1000000"}
         scheme = urlsplit(self.url).scheme
         if scheme in ("rtsp", "rtsps"):
@@ -149,7 +151,7 @@ class LiveSource:
         # Servers may build their pipeline for the first client (slow): connecting gets its own, longer bound.
         connect = self.options.connect_timeout or max(self.options.timeout, 10.0)
         try:
-            container = av.open(self.url, "r", format=fmt, options=self._open_options(),
+            container = av.open(self.url, "r", format=fmt, options=self._open_options(connect),
                                 timeout=(connect, self.options.timeout))
         except av.ExitError:  # PyAV's timeout interrupted FFmpeg
             raise MediaError(f"no answer for {connect:g} s") from None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import threading
 import time
 import urllib.request
 
@@ -73,6 +76,45 @@ def test_frozen_server_times_out_and_recovers(rtsp_server, cli, tmp_path):
     assert back is not None, run.stderr
     gap = max(b - a for a, b in zip(times, times[1:]))
     assert abs(float(back.group(1)) - float(gap)) < 0.5
+
+
+@pytest.fixture
+def slow_answer(rtsp_server):
+    """``slow_answer(delay)`` -> the test camera's URL through a proxy that holds its first answer on each connection
+    ``delay`` seconds (a server that builds its pipeline for the first client)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(src: socket.socket, dst: socket.socket, delay: float) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                time.sleep(delay)
+                delay = 0.0
+                dst.sendall(data)
+        for end in (src, dst):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def accept(delay: float) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client = listener.accept()[0]
+                server = socket.create_connection(("127.0.0.1", rtsp_server.port))
+                threading.Thread(target=pipe, args=(client, server, 0.0), daemon=True).start()
+                threading.Thread(target=pipe, args=(server, client, delay), daemon=True).start()
+
+    def start(delay: float) -> str:
+        threading.Thread(target=accept, args=(delay,), daemon=True).start()
+        return rtsp_server.url.replace(f":{rtsp_server.port}/", f":{listener.getsockname()[1]}/")
+    yield start
+    listener.close()
+
+
+def test_a_camera_slow_to_answer_gets_10_s(slow_answer, cli, tmp_path):
+    """--timeout (5 s) bounds a stall once frames flow; a connection gets max(timeout, 10 s) for its answer."""
+    out = tmp_path / "live.mp4"
+    run = cli(slow_answer(7), out, "--model", "dcp", "--reconnect", 0, "--max-frames", 10)
+    assert run.finish() == 0, run.stderr
+    assert len(_times(out)) == 10
 
 
 def test_the_reconnect_budget_is_for_each_outage(rtsp_server, cli, tmp_path):
