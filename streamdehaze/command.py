@@ -319,9 +319,10 @@ def summary(result: FleetResult) -> list[str]:
             continue
         r = s.result
         dropped, reconnects = dropped + r.dropped, reconnects + r.reconnects
-        kept = f" (cut short: {r.output})" if r.output else ""
+        kept = f" (cut short: {r.output})" if r.interrupted and r.output else ""
+        written = r.output if r.output and not r.interrupted else s.output  # (segments: which were written)
         lines.append(f"{s.name}: {r.frames} frames in {r.seconds:.2f} s ({r.fps:.1f} fps, {r.dropped} dropped, "
-                     f"{r.reconnects} reconnects) -> {mask(s.output, s.output)}{kept}")
+                     f"{r.reconnects} reconnects) -> {mask(written, s.output)}{kept}")
     failed = f", {len(result.failed)} failed" if result.failed else ""
     lines.append(f"fleet: {len(result.streams)} streams, {result.frames} frames in {result.seconds:.2f} s "
                  f"({result.fps:.1f} fps, {dropped} dropped, {reconnects} reconnects){failed}")

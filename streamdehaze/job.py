@@ -89,6 +89,7 @@ class Job:
         self.source: Source | None = None
         self.stream: Stream | None = None
         self._out: OutputFile | None = None
+        self._segments: SegmentedSink | None = None
         self._first_segment = 0
 
     def check(self) -> None:
@@ -205,7 +206,7 @@ class Job:
         if target is None:
             inner = None
         elif c.encode.segment_time is not None:
-            inner = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
+            inner = self._segments = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
                                   lambda path, start: sink(path, start=start))
         else:
             inner = sink(target, **more)
@@ -224,6 +225,8 @@ class Job:
         except BaseException:
             self.abort()
             raise
+        if self._segments is not None:
+            result.output = self._segments.written()
         if self._out is not None:
             if result.interrupted:
                 result.output = str(self._out.keep_partial())
@@ -241,9 +244,7 @@ class Job:
             self._out = None
 
     def _recorded_in(self) -> str:
-        if self.config.encode.segment_time is None:
-            return str(self.dst)
-        return f"{self.dst.parent / (segment_pattern(self.dst).name % self._first_segment)} and after"
+        return str(self.dst) if self._segments is None else self._segments.written()
 
     def close(self) -> None:
         if self.source is not None:

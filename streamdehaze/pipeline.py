@@ -44,7 +44,7 @@ class RunResult:
     dropped: int = 0
     reconnects: int = 0
     corrupt: int = 0  # input packets skipped as corrupt
-    output: str | None = None  # where the frames went, when that is not the target (an interrupted file run)
+    output: str | None = None  # where the frames went, when not the target (an interrupted file run, segments)
 
     @property
     def fps(self) -> float:

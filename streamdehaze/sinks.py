@@ -328,7 +328,8 @@ class SegmentedSink:
     def __init__(self, pattern: Path, segment_time: float, first: int,
                  part: Callable[[Path, Fraction], VideoSink]) -> None:
         """``part(path, start)``: a ``VideoSink`` writing ``path`` with ``start`` written as 0."""
-        self.pattern, self.segment_time, self.number, self._part = pattern, Fraction(segment_time), first, part
+        self.pattern, self.segment_time, self.first, self.number = pattern, Fraction(segment_time), first, first
+        self._part = part
         self.current: VideoSink | None = part(self._path(), Fraction(0))
         self.name, self.pix_fmt, self.yuv_format = str(pattern), self.current.pix_fmt, self.current.yuv_format
         self._done = 0  # frames in the segments closed so far
@@ -340,6 +341,12 @@ class SegmentedSink:
     @property
     def frames(self) -> int:
         return self._done + (self.current.frames if self.current is not None else 0)
+
+    def written(self) -> str:
+        """The segments written: ``cam_00000.mp4 .. cam_00003.mp4``, or the one."""
+        last = self.number if self.current is not None and self.current.path.exists() else self.number - 1
+        names = [self.pattern.with_name(self.pattern.name % n) for n in range(self.first, max(last, self.first) + 1)]
+        return str(names[0]) if len(names) == 1 else f"{names[0]} .. {names[-1].name}"
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         if isinstance(item, av.VideoFrame) and item.time_base is not None:

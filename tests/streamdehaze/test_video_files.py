@@ -97,8 +97,8 @@ def test_segments_cut_at_their_time_and_each_starts_at_zero(make_video, probe, r
     src = make_video(frames=60, audio=True)  # 2.4 s
     out = tmp_path / "segments" / "out.mkv"
     out.parent.mkdir()
-    code, err = run_cli(src, out, "--segment-time", 1, "--model", "dcp", "--quiet")
-    assert code == 0, err
+    code, err = run_cli(src, out, "--segment-time", 1, "--model", "dcp")
+    assert code == 0 and err.endswith(f"-> {out.parent / 'out_00000.mkv'} .. out_00002.mkv\n"), err  # what exists
     parts = [probe(out.parent / f"out_{n:05d}.mkv") for n in range(3)]
     assert sorted(p.name for p in out.parent.iterdir()) == [f"out_{n:05d}.mkv" for n in range(3)]
     assert [p["count"] for p in parts] == [25, 25, 10]  # a new file at 1 s and at 2 s of video
