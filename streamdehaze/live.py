@@ -194,6 +194,8 @@ class LiveSource:
 
     def _restamp(self, frame: av.VideoFrame, time_base: Fraction | None) -> av.VideoFrame:
         arrival = time.monotonic()
+        if self._last_pts is None:  # the clock (and --duration) starts with the first frame, not the dialling
+            self._clock_start = arrival
         wall = round((arrival - self._clock_start) / LIVE_TIME_BASE)
         src = None if frame.pts is None or time_base is None else round(frame.pts * time_base / LIVE_TIME_BASE)
         step = round(1 / (self._stream.average_rate or 25) / LIVE_TIME_BASE)
