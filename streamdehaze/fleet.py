@@ -32,7 +32,7 @@ from .outputs import check_writable
 from .pipeline import RunResult, Scheduler
 from .shared_calls import CALLS_AT_ONCE
 from .sinks import segment_pattern
-from .stats import Member, Reporter
+from .stats import Member, Reporter, RunStats
 
 log = logging.getLogger("streamdehaze")
 
@@ -196,7 +196,8 @@ class Fleet:
                         check_writable(self.config.stats_json.parent)
                 if self.config.stats_json is not None or self.config.metrics_port is not None:
                     with _within("metrics_port: " if self.config.metrics_port is not None else ""):
-                        self._reporter = Reporter(self.members, self.config.stats_json, self.config.metrics_port)
+                        self._reporter = Reporter(self.members, self.config.stats_json, self.config.metrics_port,
+                                                  ended=self.ended)
         except BaseException:
             for lane in lanes.values():
                 lane.close()
@@ -284,6 +285,11 @@ class Fleet:
     def members(self) -> dict[str, Member]:
         with self._lock:
             return {name: runner.member for name, runner in self._runners.items()}
+
+    def ended(self) -> list[RunStats]:
+        """The statistics of the streams a reload stopped (removed, or restarted as new ones)."""
+        with self._lock:
+            return [runner.job.stats for runner in self._ended]
 
     def _launch(self, config: StreamConfig, job: Job) -> None:
         self._labels.urls += [config.input, config.output or ""]

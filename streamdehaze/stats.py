@@ -82,13 +82,16 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 _SUMMED = ("frames", "fps", "queue_depth", "received", "dropped", "reconnects", "corrupt_packets")
+_COUNTERS = ("frames", "received", "dropped", "reconnects", "corrupt_packets")  # never go back
 
 
-def fleet_snapshot(snapshots: list[dict], latencies: list[float], start: float) -> dict:
-    """The whole fleet from its streams' snapshots: counters summed, latency percentiles over all their frames."""
+def fleet_snapshot(snapshots: list[dict], latencies: list[float], start: float, ended: list[dict] = ()) -> dict:
+    """The whole fleet from its streams' snapshots: counters summed, with those of the streams that ended (a reload
+    removed or restarted them), latency percentiles over the running streams' frames."""
     lat = sorted(latencies)
     return {"fleet": True, "time": round(time.monotonic() - start, 3), "streams": len(snapshots),
-            **{key: sum(s[key] for s in snapshots) for key in _SUMMED},
+            **{key: sum(s[key] for s in snapshots) + (sum(s[key] for s in ended) if key in _COUNTERS else 0)
+               for key in _SUMMED},
             "latency_p50_ms": round(1000 * _percentile(lat, 0.50), 1) if lat else None,
             "latency_p95_ms": round(1000 * _percentile(lat, 0.95), 1) if lat else None}
 
@@ -105,11 +108,13 @@ class Reporter:
     """Every ``interval`` seconds: one JSON line appended to ``path`` and Prometheus gauges (if a port is given)."""
 
     def __init__(self, stats: RunStats | Callable[[], Mapping[str, Member]], path: Path | None,
-                 metrics_port: int | None = None, interval: float = 1.0, labels: dict[str, str] | None = None) -> None:
-        """``stats``: one run's, or, for a fleet, a function giving its current streams by name. ``labels``: what
-        a single run is (input, output, model), exported as the labels of ``streamdehaze_info`` with any
-        credentials masked (a fleet's streams carry their own)."""
-        self.stats, self.path, self.interval = stats, path, interval
+                 metrics_port: int | None = None, interval: float = 1.0, labels: dict[str, str] | None = None,
+                 ended: Callable[[], list[RunStats]] = list) -> None:
+        """``stats``: one run's, or, for a fleet, a function giving its current streams by name, and ``ended``
+        the statistics of those that ended, which the fleet's counters keep. ``labels``: what a single run is
+        (input, output, model), exported as the labels of ``streamdehaze_info`` with any credentials masked (a
+        fleet's streams carry their own)."""
+        self.stats, self.path, self.interval, self.ended = stats, path, interval, ended
         self._fleet = not isinstance(stats, RunStats)
         self._start = time.monotonic()
         self._shown: set[str] = set()  # streams with metrics series, to remove those that left
@@ -166,7 +171,7 @@ class Reporter:
         members = dict(self.stats())
         snaps = {name: member.stats.snapshot() for name, member in members.items()}
         fleet = fleet_snapshot(list(snaps.values()), [t for m in members.values() for t in m.stats.latencies()],
-                               self._start)
+                               self._start, [stats.snapshot() for stats in self.ended()])
         if self._file is not None:
             self._file.write("".join(json.dumps({"stream": name, **snap}) + "\n" for name, snap in snaps.items())
                              + json.dumps(fleet) + "\n")

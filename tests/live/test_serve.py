@@ -96,6 +96,10 @@ def test_reload_starts_stops_and_restarts_only_what_changed(rtsp_servers, cli, d
     assert steady(keep, keep[0] + 1, keep[-1] - 1)
     # It recorded right through the reload: it had a second or more before it, and went on until the end.
     assert keep[-1] - keep[0] >= stopped - reloaded
+    # The fleet's counters keep what the streams a reload stopped had done: they never go back.
+    fleet = [json.loads(line) for line in stats.read_text().splitlines() if '"fleet": true' in line]
+    frames = [line["frames"] for line in fleet]
+    assert all(b >= a for a, b in zip(frames, frames[1:])), frames
 
 
 class SilentCamera:
