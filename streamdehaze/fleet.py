@@ -28,7 +28,7 @@ from .errors import StreamDehazeError, UsageError
 from .job import Job
 from .live import Stopped
 from .models import create_model, default_model
-from .outputs import check_writable
+from .outputs import check_writable, move_aside
 from .pipeline import RunResult, Scheduler
 from .shared_calls import CALLS_AT_ONCE
 from .sinks import segment_pattern
@@ -229,6 +229,12 @@ class Fleet:
         for runner in going:  # a restarted stream writes where the old one did: the old one finishes first
             while not runner.done:
                 runner.thread.join(0.1)
+            job = runner.job
+            if runner.config.name in changes["changed"] and job.live and job.dst is not None \
+                    and runner.config.encode.segment_time is None:
+                aside = move_aside(job.dst)  # (the new one would): its summary line names where it went
+                if aside is not None:
+                    runner.outcome.output = str(aside)
         with self._lock:
             for runner in going:
                 del self._runners[runner.config.name]

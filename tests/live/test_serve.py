@@ -89,6 +89,8 @@ def test_reload_starts_stops_and_restarts_only_what_changed(rtsp_servers, cli, d
     assert len(gone) >= RATE and all(b > a for a, b in zip(gone, gone[1:]))
     assert "gone: " in run.stderr and run.proc.returncode == 0
     old, new = decodable(tmp_path / "change.1.mp4"), decodable(out["change"])  # restarted: a new recording
+    summary = [line for line in run.stderr.splitlines() if line.startswith("streamdehaze: change: ")]
+    assert [line.rsplit(" -> ", 1)[1] for line in summary] == [str(tmp_path / "change.1.mp4"), str(out["change"])]
     assert len(old) >= RATE and len(new) >= 2 * RATE
     assert len(decodable(out["new"])) >= 2 * RATE
     keep = decodable(out["keep"])  # the stream that did not change never noticed
