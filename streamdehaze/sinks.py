@@ -173,7 +173,7 @@ class VideoSink:
                 spec, options = encoder(hardware[0]), hardware[1]
         self.container = self._open(self.target)
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
-        self._sync = Syncer(lambda: self.path if self.path.exists() else None) if live and self.path is not None else None
+        self._sync = None if not live or self.path is None else Syncer(lambda: self.path if self.path.exists() else None)
         try:
             self._add_video(spec, options)
             self._copies = self._add_copies()
@@ -331,7 +331,7 @@ class SegmentedSink:
         self.pattern, self.segment_time, self.first, self.number = pattern, Fraction(segment_time), first, first
         self._part = part
         self.current: VideoSink | None = part(self._path(), Fraction(0))
-        self.name, self.pix_fmt, self.yuv_format = str(pattern), self.current.pix_fmt, self.current.yuv_format
+        self.pix_fmt, self.yuv_format = self.current.pix_fmt, self.current.yuv_format
         self._done = 0  # frames in the segments closed so far
         self._next: Fraction | None = None  # when the next segment begins
 

@@ -243,7 +243,8 @@ class VideoFileSource:
             raise MediaError(f"cannot read {self.name}: no decodable video frame (corrupt or truncated)")
         st = self.stream
         self.info = VideoInfo(
-            width=first.width, height=first.height, time_base=_time_base(st), rate=_rate(st), frames=int(st.frames or 0), rotation=int(first.rotation or 0),
+            width=first.width, height=first.height, time_base=_time_base(st), rate=_rate(st),
+            frames=int(st.frames or 0), rotation=int(first.rotation or 0),
             colour={"colorspace": int(first.colorspace), "color_primaries": int(st.codec_context.color_primaries),
                     "color_trc": int(st.codec_context.color_trc)},
             copy_streams=self.copy_streams, container_format=self.container.format.name,

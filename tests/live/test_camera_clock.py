@@ -1,6 +1,6 @@
 """A camera whose clock jumps ahead within one connection (set by hand, or by a time server): the recording goes on
-from its last frame, without a false gap of the jump's size (a jump back is ``test_rtsp``'s and the sources'). The camera is MPEG-TS over TCP on 127.0.0.1,
-sent at its real pace."""
+from its last frame, without a false gap of the jump's size. The camera is MPEG-TS over TCP on 127.0.0.1, sent at
+its real pace."""
 
 from __future__ import annotations
 
