@@ -28,7 +28,7 @@ import av
 from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import to_planar
-from .sources import NEW_STREAM_AT_END, VideoInfo, main_video
+from .sources import NEW_STREAM_AT_END, VideoInfo, main_video, pixel_aspect
 
 log = logging.getLogger("streamdehaze")
 
@@ -86,6 +86,7 @@ class LiveSource:
             width=self._first.width, height=self._first.height, time_base=LIVE_TIME_BASE,
             rate=Fraction(st.average_rate or st.guessed_rate or 25), frames=0, rotation=int(self._first.rotation or 0),
             colour={"colorspace": int(self._first.colorspace), "color_primaries": 2, "color_trc": 2},
+            pixel_aspect=pixel_aspect(st),
         )
 
     def _open_options(self, connect: float) -> dict[str, str]:

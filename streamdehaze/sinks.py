@@ -237,6 +237,8 @@ class VideoSink:
             ctx.color_trc = info.colour["color_trc"]
         if info.rotation:
             stream.set_display_rotation(info.rotation)
+        if info.pixel_aspect:  # (else an anamorphic picture is shown squeezed)
+            ctx.sample_aspect_ratio = info.pixel_aspect
         self.video = stream
 
     def _add_copies(self) -> dict[int, av.stream.Stream]:

@@ -73,6 +73,7 @@ class VideoInfo:
     container_format: str = ""
     tags: dict[str, str] = field(default_factory=dict)  # the input's own (creation time, location, title, ...)
     video_tags: dict[str, str] = field(default_factory=dict)  # its video stream's (timecode, language, title)
+    pixel_aspect: Fraction | None = None  # a pixel's width to its height, where not square (anamorphic DVD, HDV)
 
 
 class Timeline:
@@ -138,6 +139,15 @@ def _looks_like_media(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(16)
     return any(head[off: off + len(magic)] == magic for off, magic in _MAGIC)
+
+
+def pixel_aspect(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The shape of the input's pixels (sample aspect ratio), from the container or else the decoder (which has
+    seen a frame); None for square ones."""
+    for found in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if found and found != 1:
+            return Fraction(found)
+    return None
 
 
 def _rate(stream: av.video.stream.VideoStream) -> Fraction:
@@ -244,7 +254,7 @@ class VideoFileSource:
         st = self.stream
         self.info = VideoInfo(
             width=first.width, height=first.height, time_base=_time_base(st), rate=_rate(st),
-            frames=int(st.frames or 0), rotation=int(first.rotation or 0),
+            frames=int(st.frames or 0), rotation=int(first.rotation or 0), pixel_aspect=pixel_aspect(st),
             colour={"colorspace": int(first.colorspace), "color_primaries": int(st.codec_context.color_primaries),
                     "color_trc": int(st.codec_context.color_trc)},
             copy_streams=self.copy_streams, container_format=self.container.format.name,

@@ -164,6 +164,25 @@ def test_a_grey_video_stays_grey(probe, run_cli, tmp_path):
         assert np.ptp(frame.astype(int), axis=-1).max() <= 2  # (YUV to RGB rounding)
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts"])
+def test_anamorphic_pixels_keep_their_shape(run_cli, tmp_path, suffix):
+    # A 16:9 PAL DVD or broadcast recording: 720x576 stored, each pixel 64/45 as wide as it is high.
+    src, out = tmp_path / "dvd.mp4", tmp_path / f"out{suffix}"
+    with av.open(str(src), "w") as oc:
+        stream = oc.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 720, 576, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(64, 45)
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 720, 576), format="rgb24")
+            frame.pts = i
+            oc.mux(stream.encode(frame))
+        oc.mux(stream.encode(None))
+    code, err = run_cli(src, out, "--model", "dcp", "--quiet")
+    assert code == 0, err
+    with av.open(str(out)) as written:
+        assert written.streams.video[0].display_aspect_ratio == Fraction(16, 9)
+
+
 def test_a_raw_h264_stream_gets_times_from_its_frame_rate(probe, run_cli, tmp_path):
     # A camera's or recorder's dump: H.264 with no container, so no timestamps, only the rate in its headers.
     src, out = tmp_path / "dump.h264", tmp_path / "out.mp4"
