@@ -38,6 +38,10 @@ def check_output(target: Path, inputs: Path | None = None) -> None:
     if inputs is not None and inputs.exists():
         if target.resolve() == inputs.resolve() or (target.exists() and os.path.samefile(target, inputs)):
             raise UsageError(f"output {target} is the input: refusing to overwrite it")
+        partial = partial_name(target)  # a run to the target removes it when complete, or writes it when interrupted
+        if partial.resolve() == inputs.resolve() or (partial.exists() and os.path.samefile(partial, inputs)):
+            raise UsageError(f"input {inputs} is where a run to {target.name} would keep its frames if interrupted "
+                             f"(and which a complete one removes): name the output otherwise")
     if target.is_dir():
         raise UsageError(f"output {target} is a folder; give a file name")
     parent = target.parent

@@ -78,6 +78,22 @@ def test_output_is_input(make_video, run_cli, tmp_path):
     assert src.read_bytes() == before
 
 
+@pytest.mark.parametrize("name", ["clip.partial.mp4", "photo.partial.png"])
+def test_an_input_named_as_an_outputs_partial_is_never_touched(make_video, hazy_image, run_cli, tmp_path, name):
+    """``clip.partial.mp4`` -> ``clip.mp4``: a complete run removes ``clip.partial.mp4`` (an interrupted run's
+    frames), an interrupted one writes it. Here it is the input."""
+    src = tmp_path / name
+    if name.endswith(".mp4"):
+        make_video(name, frames=3)
+    else:
+        import cv2
+        assert cv2.imwrite(str(src), hazy_image(0, 32, 24))
+    before = src.read_bytes()
+    code, err = run_cli(src, tmp_path / name.replace(".partial", ""), "--model", "dcp")
+    assert code == 2 and "would keep its frames if interrupted" in _one_line(err)
+    assert src.read_bytes() == before
+
+
 def test_unknown_model(make_video, run_cli, tmp_path):
     code, err = run_cli(make_video(frames=3), tmp_path / "o.mp4", "--model", "magic")
     assert code == 2 and "unknown model 'magic'" in _one_line(err)
