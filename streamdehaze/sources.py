@@ -43,8 +43,11 @@ _STREAM_TAGS = {"timecode", "language", "title", "creation_time"}  # a stream's 
 
 def is_file(url: str) -> bool:
     """Whether an input names one file on disk: not a URL, a capture device, an image sequence
-    (``frames/%05d.png``, FFmpeg's image2 demuxer) or standard input."""
-    return not ("://" in url or url.startswith("/dev/video") or "%" in Path(url).name or url == STDIN)
+    (``frames/%05d.png``, FFmpeg's image2 demuxer; a file that exists under that name, ``100%.jpg``, is a file) or
+    standard input."""
+    if "://" in url or url.startswith("/dev/video") or url == STDIN:
+        return False
+    return "%" not in Path(url).name or Path(url).is_file()
 
 
 def stream_tags(stream: av.stream.Stream) -> dict[str, str]:

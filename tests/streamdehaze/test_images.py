@@ -30,6 +30,14 @@ def test_single_image(run_cli, hazy_image, tmp_path):
     assert result.mean() < cv2.imread(str(src)).mean() - 10  # the veil is lifted
 
 
+def test_a_photo_with_a_percent_sign_in_its_name_is_a_photo(run_cli, hazy_image, tmp_path):
+    src = tmp_path / "fog 100%.jpg"  # not an image sequence: a file of that name exists
+    _save(src, hazy_image(0, 64, 48))
+    code, err = run_cli(src, tmp_path / "clear 100%.jpg", "--model", "dcp")
+    assert code == 0 and "1 image in" in err, err
+    assert cv2.imread(str(tmp_path / "clear 100%.jpg")).shape == (48, 64, 3)
+
+
 def test_a_grey_photo_stays_grey(run_cli, hazy_image, tmp_path):
     # An infrared camera's picture: the network's offsets carry a faint airlight colour, which would tint it.
     src, out = tmp_path / "infrared.png", tmp_path / "clear.png"
