@@ -28,6 +28,7 @@ from typing import Any
 import av
 
 from .config import StreamConfig
+from .encoders import encoder, quality_options
 from .engine import Engine, resolve_device
 from .errors import StreamDehazeError, UsageError
 from .fleet import Lane, StreamLabels
@@ -36,6 +37,7 @@ from .job import Job
 from .models import create_model, default_model
 from .outputs import check_writable
 from .pipeline import Stream
+from .sinks import default_encoder, output_muxer
 from .sources import main_video
 
 log = logging.getLogger("streamdehaze")
@@ -328,3 +330,15 @@ def check_folders(src: Path, dst: Path) -> None:
     except OSError as exc:
         raise UsageError(f"cannot make output folder {dst}: {exc.strerror}") from None
     check_writable(dst)
+
+
+def check_encoding(items: list[Item], options: dict[str, Any]) -> None:
+    """``codec``, ``crf`` and ``preset`` suit the encoder of every kind of video output (a WebM's is VP9): a usage
+    error before anything starts, not a failure of every file."""
+    for suffix in sorted({Path(item.output).suffix.lower() for item in items if not is_image(Path(item.input))}):
+        codec = options.get("codec") or default_encoder(output_muxer(f"out{suffix}"))
+        try:
+            encoder(codec)
+            quality_options(codec, options.get("crf"), options.get("preset"))
+        except UsageError as exc:
+            raise UsageError(f"the {suffix} videos ({codec}): {exc}") from None

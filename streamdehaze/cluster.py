@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -62,6 +64,9 @@ def connect(address: str) -> Any:
         import ray
     except ImportError:
         raise UsageError("--ray needs Ray: pip install 'streamdehaze[ray]'") from None
+    # ray.init installs a SIGTERM handler that exits at once (status 15): ours, which end a run as Ctrl-C does
+    # (summary, statistics, exit 130), are put back.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         if address == "local":
             ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
@@ -69,6 +74,11 @@ def connect(address: str) -> Any:
             ray.init(address=address, logging_level=logging.WARNING, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UsageError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
     return ray
 
 
@@ -155,6 +165,8 @@ def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: C
         for item in [item for _, item in running.values() if item is not None] + list(pending):
             on_result(FileResult(item.name, item.input, item.output, "interrupted"))
         return True
+    for item in pending:  # every worker is gone for good (Ray gave up restarting them)
+        on_result(FileResult(item.name, item.input, item.output, "failed", error="no Ray worker was left to do it"))
     return False
 
 

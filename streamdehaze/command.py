@@ -21,7 +21,7 @@ import cv2
 import tqdm
 
 from .api import process
-from .batch import BatchResult, FileResult, LocalBatch, WorkerProcesses, check_folders, plan
+from .batch import BatchResult, FileResult, LocalBatch, WorkerProcesses, check_encoding, check_folders, plan
 from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
@@ -31,7 +31,7 @@ from .models import create_model, default_model
 from .config import load_config
 from .fleet import Fleet, FleetResult
 from .options import Parser, add_file_options, build_parser, seconds
-from .outputs import atomic_output
+from .outputs import atomic_output, check_writable
 from .pipeline import RunResult, deferred_signals
 from .sources import VideoFileSource, is_file
 from .stats import Reporter, RunStats
@@ -166,8 +166,11 @@ def batch(argv: list[str]) -> int:
     if not items:
         raise UsageError(f"no videos or images under {args.input}")
     check_folders(args.input, args.output)
+    if args.stats_json is not None:
+        check_writable(args.stats_json.parent)
     options = {key: getattr(args, key) for key in FILE_OPTIONS}
     options["weights"] = None if args.weights is None else str(args.weights)
+    check_encoding(items, options)
     result = BatchResult(ignored=ignored)
     todo = []
     for item in items:  # done before: counted now, so that the bar and its ETA cover only what is left
@@ -188,6 +191,7 @@ def batch(argv: list[str]) -> int:
             if args.ray == "local":  # a throw-away instance for this run: on the loopback interface only
                 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             from .cluster import run_batch  # Ray is an optional extra
+            create_model(args.model, options["weights"], resolve_device("cpu"))  # weights that load, before Ray
             interrupted = run_batch(args.ray, todo, options, on_result, workers=args.workers,
                                     on_frames=bar.update)
         else:

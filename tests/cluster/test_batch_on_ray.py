@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
 import numpy as np
@@ -76,3 +77,27 @@ def test_a_worker_killed_mid_file_has_its_file_done_again(media_tree, probe, ray
 
 def _written(folder) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+
+
+def test_sigterm_ends_a_batch_on_ray_as_ctrl_c_does(media_tree, run_batch, tmp_path):
+    """Ray's own SIGTERM handler exits at once with status 15; a batch ends with its summary, its statistics and
+    exit 130, as on Ctrl-C, and a rerun does only what is left."""
+    src, names = media_tree(clips=6, frames=150, width=320, height=240)
+    (src / "broken.mp4").unlink()
+    out, stats = tmp_path / "out", tmp_path / "stats.json"
+    proc = run_batch(src, out, *DCP, "--workers", 2, "--stats-json", stats, wait=False)
+    deadline = time.monotonic() + 120
+    while _written(out) < 1 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    data = json.loads(stats.read_text())
+    assert data["interrupted"] >= 1 and data["done"] + data["interrupted"] == len(names)
+
+
+def test_weights_that_do_not_load_are_a_usage_error_before_ray_starts_anything(media_tree, run_batch, tmp_path):
+    src, _ = media_tree(clips=1)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    code, err = run_batch(src, tmp_path / "out", "--model", "kanet-t", "--weights", tmp_path / "junk.pt")
+    assert code == 2 and "cannot load" in err, err

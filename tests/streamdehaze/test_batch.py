@@ -76,15 +76,23 @@ def test_several_files_at_once_give_the_same_outputs(media_tree, probe, run_cli,
     ("empty", "no videos or images under"),
     ("file", "input is not a folder"),
     ("jobs", "--jobs: must be 1 to 64"),
+    ("crf", "the .mkv videos (libx264): --crf 99 is out of range for libx264"),
+    ("preset", "the .mkv videos (libx264): unknown --preset 'fastest' for libx264"),
+    ("stats", "folder does not exist"),
 ])
 def test_usage_errors(case, message, media_tree, run_cli, tmp_path):
-    src, _ = media_tree(clips=1)
+    """Found before anything starts: one line, exit 2, nothing written."""
+    src, _ = media_tree(clips=2)
     empty = tmp_path / "empty"
     empty.mkdir()
-    args = {"same": (src, src), "missing": (tmp_path / "nope", tmp_path / "o"), "empty": (empty, tmp_path / "o"),
-            "file": (src / "notes.txt", tmp_path / "o"), "jobs": (src, tmp_path / "o", "--jobs", 0)}[case]
-    code, err = run_cli("batch", *args, "--quiet")
+    out = tmp_path / "o"
+    args = {"same": (src, src), "missing": (tmp_path / "nope", out), "empty": (empty, out),
+            "file": (src / "notes.txt", out), "jobs": (src, out, "--jobs", 0), "crf": (src, out, "--crf", 99),
+            "preset": (src, out, "--preset", "fastest"),
+            "stats": (src, out, "--stats-json", tmp_path / "nowhere" / "s.json")}[case]
+    code, err = run_cli("batch", *args, "--model", "dcp", "--quiet")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() or not any(out.rglob("*"))
 
 
 def test_a_worker_process_killed_mid_file_has_its_file_done_again(media_tree, probe, run_cli, tmp_path):
