@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -206,8 +207,9 @@ class Job:
         if target is None:
             inner = None
         elif c.encode.segment_time is not None:
+            info = replace(info, chapters=[])  # (the input's chapters fit no one segment)
             inner = self._segments = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
-                                  lambda path, start: sink(path, start=start))
+                                                   lambda path, start: sink(path, start=start))
         else:
             inner = sink(target, **more)
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)

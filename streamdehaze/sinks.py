@@ -173,6 +173,8 @@ class VideoSink:
                 spec, options = encoder(hardware[0]), hardware[1]
         self.container = self._open(self.target)
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
+        if info.chapters:
+            self.container.set_chapters(info.chapters)
         self._sync = None if not live or self.path is None else Syncer(lambda: self.path if self.path.exists() else None)
         try:
             self._add_video(spec, options)
@@ -251,6 +253,7 @@ class VideoSink:
                 continue
             copies[src.index] = self.container.add_stream_from_template(src)
             copies[src.index].metadata.update(stream_tags(src))  # a soundtrack's or subtitles' language above all
+            copies[src.index].disposition = src.disposition  # which track plays by default, forced subtitles
         return copies
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:

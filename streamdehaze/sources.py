@@ -77,6 +77,7 @@ class VideoInfo:
     tags: dict[str, str] = field(default_factory=dict)  # the input's own (creation time, location, title, ...)
     video_tags: dict[str, str] = field(default_factory=dict)  # its video stream's (timecode, language, title)
     pixel_aspect: Fraction | None = None  # a pixel's width to its height, where not square (anamorphic DVD, HDV)
+    chapters: list[dict] = field(default_factory=list)  # the input's, as ``Container.chapters()`` gives them
 
 
 class Timeline:
@@ -262,7 +263,7 @@ class VideoFileSource:
                     "color_trc": int(st.codec_context.color_trc)},
             copy_streams=self.copy_streams, container_format=self.container.format.name,
             tags={k: v for k, v in self.container.metadata.items() if k.lower() not in _OLD_FILE_TAGS},
-            video_tags=stream_tags(st),
+            video_tags=stream_tags(st), chapters=self.container.chapters(),
         )
 
     def _demux(self) -> Iterator[Item]:

@@ -231,6 +231,35 @@ def test_the_recordings_tags_go_along(run_cli, tmp_path):
         assert c.streams.audio[0].metadata["language"] == "pol"
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_chapters_and_which_track_plays_by_default_go_along(run_cli, tmp_path, suffix):
+    src, out = tmp_path / "film.mkv", tmp_path / f"out{suffix}"
+    with av.open(str(src), "w") as oc:
+        video = oc.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        tracks = [oc.add_stream("aac", rate=48000, layout="mono") for _ in range(2)]
+        tracks[0].metadata["language"], tracks[1].metadata["language"] = "eng", "deu"
+        tracks[1].disposition = av.stream.Disposition.default
+        oc.set_chapters([{"id": n + 1, "start": n, "end": n + 1, "time_base": Fraction(1), "metadata": {"title": t}}
+                         for n, t in enumerate(("Intro", "Fog"))])
+        for packet in _grey_frames(video, 50):
+            oc.mux(packet)
+        for track in tracks:
+            for start in range(0, 96000, 1024):
+                frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = 48000, start
+                oc.mux(track.encode(frame))
+            oc.mux(track.encode(None))
+    code, err = run_cli(src, out, "--model", "dcp", "--quiet")
+    assert code == 0, err
+    with av.open(str(out)) as written:
+        assert [(c["metadata"]["title"], c["start"] * c["time_base"]) for c in written.chapters()] == \
+            [("Intro", 0), ("Fog", 1)]
+        audio = written.streams.audio
+        assert [(a.metadata.get("language"), bool(a.disposition & av.stream.Disposition.default)) for a in audio] \
+            == [("eng", False), ("deu", True)]
+
+
 def test_klv_metadata_is_copied_where_the_format_takes_it(run_cli, caplog, tmp_path):
     # A drone's KLV (MISB) metadata stream in MPEG-TS: kept in a TS output, named where an MP4 cannot hold it.
     src = tmp_path / "drone.ts"
