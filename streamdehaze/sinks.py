@@ -183,6 +183,7 @@ class VideoSink:
             self.container.close()
             raise
         self.frames = 0
+        self._resized: tuple[int, int] | None = None  # the other size the input went on at, once told
 
     def _open(self, target: str) -> av.container.OutputContainer:
         fmt, options = url_format(target), {}
@@ -269,6 +270,10 @@ class VideoSink:
                 item.pts -= round(self.start / item.time_base)
             if (item.width, item.height) != (self.video.width, self.video.height):
                 # A camera that came back at another resolution: keep the stream's size.
+                if (item.width, item.height) != self._resized:
+                    self._resized = item.width, item.height
+                    log.warning("%s: the input went on at %dx%d: scaled to the output's %dx%d", self.name, item.width,
+                                item.height, self.video.width, self.video.height)
                 scaled = item.reformat(width=self.video.width, height=self.video.height)
                 scaled.pts, scaled.time_base = item.pts, item.time_base
                 item = scaled

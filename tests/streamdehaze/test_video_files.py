@@ -183,6 +183,29 @@ def test_anamorphic_pixels_keep_their_shape(run_cli, tmp_path, suffix):
         assert written.streams.video[0].display_aspect_ratio == Fraction(16, 9)
 
 
+def test_a_size_change_mid_file_is_scaled_to_the_first_and_said(probe, run_cli, caplog, tmp_path):
+    # An MPEG-TS recorder that went on at another resolution: one stream, two sizes (as a reconnected camera too).
+    src, out = tmp_path / "changed.ts", tmp_path / "out.mp4"
+    with av.open(str(src), "w", format="mpegts") as oc:
+        stream = oc.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        second = av.CodecContext.create("libx264", "w")
+        second.width, second.height, second.pix_fmt, second.time_base = 240, 136, "yuv420p", Fraction(1, 25)
+        for part, encoder in enumerate((stream.codec_context, second)):
+            for i in range(10):
+                frame = av.VideoFrame.from_ndarray(hazy_pattern(i, encoder.width, encoder.height), format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, 25)
+                for packet in [*encoder.encode(frame), *(encoder.encode(None) if i == 9 else [])]:
+                    packet.stream, packet.time_base = stream, Fraction(1, 25)
+                    packet.pts, packet.dts = packet.pts + 10 * part, packet.dts + 10 * part
+                    oc.mux(packet)
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    assert "the input went on at 240x136: scaled to the output's 160x120" in caplog.text
+    written = probe(out)
+    assert written["count"] == 20 and {f.shape for f in written["rgb"]} == {(120, 160, 3)}
+
+
 def test_a_raw_h264_stream_gets_times_from_its_frame_rate(probe, run_cli, tmp_path):
     # A camera's or recorder's dump: H.264 with no container, so no timestamps, only the rate in its headers.
     src, out = tmp_path / "dump.h264", tmp_path / "out.mp4"
