@@ -71,8 +71,10 @@ LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
 
 
 # Muxers that give no list of the codecs they take: FFmpeg answers "unknown" for all but their defaults, which
-# PyAV's supported_codecs leaves out. MPEG-TS takes AAC, MP3, AC-3, Opus and more.
+# PyAV's supported_codecs leaves out. MPEG-TS takes AAC, MP3, AC-3, Opus and more; of subtitles only the broadcast
+# kinds (others it would store as unnamed data).
 _TAKES_ANY = {"mpegts"}
+_TS_SUBTITLES = {"dvb_subtitle", "dvb_teletext"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -249,7 +251,11 @@ class VideoSink:
         muxer = self.container.format.name
         for src in self.info.copy_streams:
             name = src.codec_context.name if src.codec_context is not None else src.name  # (data streams have none)
-            if muxer not in _TAKES_ANY and name not in _codecs(muxer):
+            if muxer in _TAKES_ANY:
+                fits = src.type != "subtitle" or name in _TS_SUBTITLES
+            else:
+                fits = name in _codecs(muxer)
+            if not fits:
                 log.warning("not copying %s stream #%d: %s cannot be stored in %s", src.type, src.index, name, muxer)
                 continue
             copies[src.index] = self.container.add_stream_from_template(src)

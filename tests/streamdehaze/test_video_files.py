@@ -79,6 +79,14 @@ def test_subtitles_are_copied(make_video, probe, run_cli, tmp_path):
     assert b["audio"] == a["audio"]
 
 
+def test_subtitles_mpeg_ts_cannot_hold_are_left_out_with_a_warning(make_video, run_cli, caplog, tmp_path):
+    src, out = make_video("subs.mkv", subtitles=True, audio=True), tmp_path / "out.ts"
+    assert run_cli(src, out, "--model", "dcp")[0] == 0
+    assert "not copying subtitle stream #2: srt cannot be stored in mpegts" in caplog.text
+    with av.open(str(out)) as written:  # not stored as a stream of unnamed data
+        assert [s.type for s in written.streams] == ["video", "audio"]
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".ts"])
 def test_segments_of_a_file_run_carry_its_audio(make_video, probe, run_cli, tmp_path, suffix):
     src = make_video(frames=30, audio=True)
