@@ -36,6 +36,7 @@ log = logging.getLogger("streamdehaze")
 _AVCOL_RANGE_MPEG = 1
 
 _MATRIX_TAG = {"bt709": 1, "bt601": 6, "bt2020": 9}
+_TOP_FIRST, _BOTTOM_FIRST = {2, 5}, {3, 4}  # AVFieldOrder, as shown: TT and BT; BB and TB
 
 
 def choose_pix_fmt(codec: av.Codec, width: int, height: int) -> str:
@@ -232,6 +233,11 @@ class VideoSink:
             if codec.name == "libx264":
                 options["forced-idr"] = "1"
         self._next_key: Fraction | None = None
+        if info.field_order in _TOP_FIRST | _BOTTOM_FIRST:  # interlaced: so that players deinterlace it
+            if codec.name == "libx264":
+                options["x264-params"] = f"interlaced=1:{'tff' if info.field_order in _TOP_FIRST else 'bff'}=1"
+            else:
+                log.warning("%s: the input is interlaced; %s encodes it as progressive", self.name, codec.name)
         ctx.options = options
         self.yuv_format = output_format(info, self.pix_fmt)
         ctx.colorspace = _MATRIX_TAG[self.yuv_format.matrix]

@@ -78,6 +78,7 @@ class VideoInfo:
     video_tags: dict[str, str] = field(default_factory=dict)  # its video stream's (timecode, language, title)
     pixel_aspect: Fraction | None = None  # a pixel's width to its height, where not square (anamorphic DVD, HDV)
     chapters: list[dict] = field(default_factory=list)  # the input's, as ``Container.chapters()`` gives them
+    field_order: int = 0  # FFmpeg's AVFieldOrder: 2 to 5 for interlaced video (0 unknown, 1 progressive)
 
 
 class Timeline:
@@ -264,6 +265,7 @@ class VideoFileSource:
             copy_streams=self.copy_streams, container_format=self.container.format.name,
             tags={k: v for k, v in self.container.metadata.items() if k.lower() not in _OLD_FILE_TAGS},
             video_tags=stream_tags(st), chapters=self.container.chapters(),
+            field_order=int(st.codec_context.field_order or 0),
         )
 
     def _demux(self) -> Iterator[Item]:

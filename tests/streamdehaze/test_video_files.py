@@ -214,6 +214,27 @@ def test_a_size_change_mid_file_is_scaled_to_the_first_and_said(probe, run_cli, 
     assert written["count"] == 20 and {f.shape for f in written["rgb"]} == {(120, 160, 3)}
 
 
+@pytest.mark.parametrize("order, field_order", [("tff", 2), ("bff", 3)])
+def test_interlaced_video_stays_interlaced_in_its_field_order(probe, run_cli, tmp_path, order, field_order):
+    # A broadcast or camcorder recording (1080i): players deinterlace only what says it is interlaced.
+    src = tmp_path / f"{order}.mp4"
+    with av.open(str(src), "w") as oc:
+        stream = oc.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.codec_context.options = {"x264-params": f"interlaced=1:{order}=1"}
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 160, 120), format="rgb24")
+            frame.pts = i
+            oc.mux(stream.encode(frame))
+        oc.mux(stream.encode(None))
+    out = tmp_path / "out.mp4"
+    assert run_cli(src, out, "--model", "dcp", "--quiet")[0] == 0
+    with av.open(str(out)) as written:
+        assert written.streams.video[0].codec_context.field_order == field_order
+        assert all(frame.interlaced_frame for frame in written.decode(video=0))
+    assert probe(out)["times"] == probe(src)["times"]
+
+
 def test_a_raw_h264_stream_gets_times_from_its_frame_rate(probe, run_cli, tmp_path):
     # A camera's or recorder's dump: H.264 with no container, so no timestamps, only the rate in its headers.
     src, out = tmp_path / "dump.h264", tmp_path / "out.mp4"
