@@ -210,6 +210,9 @@ def test_options_are_checked_as_the_command_line_checks_them(make_video, hazy_im
         next(dehazed(src, queue_frames=0))
     with pytest.raises(UsageError, match="is a folder"):
         next(read_frames(tmp_path))
+    if not torch.cuda.is_available():  # a torch.device is checked as the name is
+        with pytest.raises(UsageError, match="no CUDA GPU is available"):
+            Dehazer("dcp", device=torch.device("cuda:3"))
     # What the command line takes, the API takes: "full" runs natively, as --infer-size full does.
     assert process(src, tmp_path / "full.mkv", model="dcp", infer_size="full", codec="ffv1").frames == 3
     rgb = hazy_image(0, 64, 48)
