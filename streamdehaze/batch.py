@@ -43,7 +43,7 @@ from .sources import main_video
 log = logging.getLogger("streamdehaze")
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".m2ts", ".mpg",
-                            ".mpeg", ".flv", ".wmv", ".3gp", ".y4m"})
+                            ".mpeg", ".flv", ".wmv", ".3gp", ".y4m", ".ogv"})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -133,3 +134,19 @@ def _cmdline(process) -> str:
         return " ".join(process.cmdline())
     except psutil.Error:  # it ended meanwhile
         return ""
+
+
+def test_ogg_videos_are_done_in_their_own_format(probe, run_cli, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    with av.open(str(src / "web.ogv"), "w") as oc:
+        stream = oc.add_stream("libvpx", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 100 + i, np.uint8), format="rgb24")
+            frame.pts = i
+            oc.mux(stream.encode(frame))
+        oc.mux(stream.encode(None))
+    code, err = run_cli("batch", src, tmp_path / "out", "--model", "dcp", "--quiet")
+    assert code == 0, err
+    assert probe(tmp_path / "out" / "web.ogv")["times"] == probe(src / "web.ogv")["times"]  # (VP8: Ogg holds no H.264)
