@@ -91,7 +91,6 @@ class Job:
         self.stream: Stream | None = None
         self._out: OutputFile | None = None
         self._segments: SegmentedSink | None = None
-        self._first_segment = 0
 
     def check(self) -> None:
         """Everything that can be checked before a camera is dialled or a model loaded; each ``UsageError`` names
@@ -177,11 +176,12 @@ class Job:
         """Make the output ready (``outputs.py``) and the pipeline stream that feeds it."""
         c = self.config
         if self.dst is not None and self.live:
+            first = 0
             if c.encode.segment_time is None:
                 move_aside(self.dst)
             else:
-                self._first_segment = next_segment(segment_pattern(self.dst))
-            sink = self._sink(self.dst, first_segment=self._first_segment)
+                first = next_segment(segment_pattern(self.dst))
+            sink = self._sink(self.dst, first_segment=first)
         elif self.dst is not None and c.encode.segment_time is None:
             remove_stale_partials(self.dst.parent, self.dst.name)
             self._out = OutputFile(self.dst)

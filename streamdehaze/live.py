@@ -28,7 +28,7 @@ import av
 from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import to_planar
-from .sources import NEW_STREAM_AT_END, VideoInfo, main_video, pixel_aspect
+from .sources import NEW_STREAM_AT_END, VideoInfo, frame_rate, main_video, pixel_aspect
 
 log = logging.getLogger("streamdehaze")
 
@@ -84,7 +84,7 @@ class LiveSource:
         st = self._stream
         self.info = VideoInfo(
             width=self._first.width, height=self._first.height, time_base=LIVE_TIME_BASE,
-            rate=Fraction(st.average_rate or st.guessed_rate or 25), frames=0, rotation=int(self._first.rotation or 0),
+            rate=frame_rate(st), frames=0, rotation=int(self._first.rotation or 0),
             colour={"colorspace": int(self._first.colorspace), "color_primaries": 2, "color_trc": 2},
             pixel_aspect=pixel_aspect(st),
         )

@@ -36,10 +36,10 @@ _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 def check_output(target: Path, inputs: Path | None = None) -> None:
     """Refuse an output that would overwrite the input or cannot be created."""
     if inputs is not None and inputs.exists():
-        if target.resolve() == inputs.resolve() or (target.exists() and os.path.samefile(target, inputs)):
+        if _same_file(target, inputs):
             raise UsageError(f"output {target} is the input: refusing to overwrite it")
-        partial = partial_name(target)  # a run to the target removes it when complete, or writes it when interrupted
-        if partial.resolve() == inputs.resolve() or (partial.exists() and os.path.samefile(partial, inputs)):
+        # a run to the target removes its partial when complete, or writes it when interrupted
+        if _same_file(partial_name(target), inputs):
             raise UsageError(f"input {inputs} is where a run to {target.name} would keep its frames if interrupted "
                              f"(and which a complete one removes): name the output otherwise")
     if target.is_dir():
@@ -47,6 +47,11 @@ def check_output(target: Path, inputs: Path | None = None) -> None:
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"output folder does not exist: {parent}")
+
+
+def _same_file(path: Path, existing: Path) -> bool:
+    """Whether ``path`` names the file ``existing`` (another spelling, a link, a hard link)."""
+    return path.resolve() == existing.resolve() or (path.exists() and os.path.samefile(path, existing))
 
 
 def check_writable(folder: Path) -> None:

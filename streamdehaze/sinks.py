@@ -98,13 +98,17 @@ def output_muxer(target: str) -> str:
     return LIVE_FILES[path.suffix.lower()][0] if path.suffix.lower() in LIVE_FILES else _muxer_for(path)
 
 
+def _held(encoders: tuple[str, ...], muxer: str) -> list[str]:
+    """Those of ``encoders`` that this FFmpeg has and whose codec ``muxer`` says it holds."""
+    takes = _codecs(muxer)
+    return [e for e in encoders if e in av.codecs_available and av.Codec(e, "w").canonical_name in takes]
+
+
 def default_encoder(muxer: str) -> str:
     """libx264, unless ``muxer`` cannot hold H.264: then the first of ``_NOT_H264`` that it holds."""
-    takes = _codecs(muxer)
-    if muxer in _TAKES_ANY or "h264" in takes:
+    if muxer in _TAKES_ANY or "h264" in _codecs(muxer):
         return "libx264"
-    usable = [name for name in _NOT_H264 if name in av.codecs_available and av.Codec(name, "w").canonical_name in takes]
-    return usable[0] if usable else "libx264"
+    return next(iter(_held(_NOT_H264, muxer)), "libx264")
 
 
 def check_encoder_fits(muxer: str, codec: str, name: str) -> None:
@@ -116,9 +120,7 @@ def check_encoder_fits(muxer: str, codec: str, name: str) -> None:
         with av.open(io.BytesIO(), "w", format=muxer) as probe:
             probe.add_stream(codec)
     except ValueError:
-        takes = _codecs(muxer)
-        fit = [e for e in ("libx264", "libx265", *_NOT_H264, "ffv1", "prores_ks")
-               if e in av.codecs_available and av.Codec(e, "w").canonical_name in takes]
+        fit = _held(("libx264", "libx265", *_NOT_H264, "ffv1", "prores_ks"), muxer)
         raise UsageError(f"{name} ({muxer}) cannot hold {codec} video"
                          + (f"; encoders it takes: {', '.join(fit)}" if fit else "")) from None
 
@@ -352,13 +354,13 @@ class SegmentedSink:
         """``part(path, start)``: a ``VideoSink`` writing ``path`` with ``start`` written as 0."""
         self.pattern, self.segment_time, self.first, self.number = pattern, Fraction(segment_time), first, first
         self._part = part
-        self.current: VideoSink | None = part(self._path(), Fraction(0))
+        self.current: VideoSink | None = part(self._path(first), Fraction(0))
         self.pix_fmt, self.yuv_format = self.current.pix_fmt, self.current.yuv_format
         self._done = 0  # frames in the segments closed so far
         self._next: Fraction | None = None  # when the next segment begins
 
-    def _path(self) -> Path:
-        return self.pattern.with_name(self.pattern.name % self.number)
+    def _path(self, number: int) -> Path:
+        return self.pattern.with_name(self.pattern.name % number)
 
     @property
     def frames(self) -> int:
@@ -367,8 +369,8 @@ class SegmentedSink:
     def written(self) -> str:
         """The segments written: ``cam_00000.mp4 .. cam_00003.mp4``, or the one."""
         last = self.number if self.current is not None and self.current.path.exists() else self.number - 1
-        names = [self.pattern.with_name(self.pattern.name % n) for n in range(self.first, max(last, self.first) + 1)]
-        return str(names[0]) if len(names) == 1 else f"{names[0]} .. {names[-1].name}"
+        first = self._path(self.first)
+        return str(first) if last <= self.first else f"{first} .. {self._path(last).name}"
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         if isinstance(item, av.VideoFrame) and item.time_base is not None:
@@ -380,7 +382,7 @@ class SegmentedSink:
                 finished.close()
                 self._done += finished.frames
                 self.number += 1
-                self.current = self._part(self._path(), t)
+                self.current = self._part(self._path(self.number), t)
                 while self._next <= t:
                     self._next += self.segment_time
         self.current.write(item)

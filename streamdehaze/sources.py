@@ -155,7 +155,8 @@ def pixel_aspect(stream: av.video.stream.VideoStream) -> Fraction | None:
     return None
 
 
-def _rate(stream: av.video.stream.VideoStream) -> Fraction:
+def frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
+    """The stream's frame rate, as far as it says (25 where it does not)."""
     return Fraction(stream.average_rate or stream.guessed_rate or 25)
 
 
@@ -258,7 +259,7 @@ class VideoFileSource:
             raise MediaError(f"cannot read {self.name}: no decodable video frame (corrupt or truncated)")
         st = self.stream
         self.info = VideoInfo(
-            width=first.width, height=first.height, time_base=_time_base(st), rate=_rate(st),
+            width=first.width, height=first.height, time_base=_time_base(st), rate=frame_rate(st),
             frames=int(st.frames or 0), rotation=int(first.rotation or 0), pixel_aspect=pixel_aspect(st),
             colour={"colorspace": int(first.colorspace), "color_primaries": int(st.codec_context.color_primaries),
                     "color_trc": int(st.codec_context.color_trc)},
@@ -300,7 +301,7 @@ class VideoFileSource:
             for frame in frames:
                 if frame.pts is None:  # none in the container (a raw .h264 stream): frames counted at its rate
                     frame.time_base = frame.time_base or _time_base(self.stream)
-                    frame.pts = round(decoded / (_rate(self.stream) * frame.time_base))
+                    frame.pts = round(decoded / (frame_rate(self.stream) * frame.time_base))
                 if last is not None and frame.pts <= last:  # a damaged timestamp: no encoder takes it
                     self._damaged(decoded)
                     continue
