@@ -23,6 +23,7 @@ import torch
 from .config import StreamConfig, checked_option
 from .engine import Engine, resolve_device
 from .errors import UsageError
+from .frames import upright
 from .images import image_engine
 from .job import FILE_BATCH, Job, Source, open_source
 from .live import LiveOptions, is_live
@@ -130,12 +131,13 @@ def _stream_engine(model: torch.nn.Module, device: torch.device, temporal: str, 
 
 def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int | None = None,
                 duration: float | None = None, live: LiveOptions | None = None) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield ``(seconds, image)`` for every frame of a file or stream; images are numpy ``[H,W,3]`` uint8."""
+    """Yield ``(seconds, image)`` for every frame of a file or stream; images are numpy ``[H,W,3]`` uint8, upright
+    (turned by the video's rotation tag, as players and OpenCV show them)."""
     with open_source(input, max_frames=max_frames, duration=duration, live=live) as source:
         for item in source:
             if isinstance(item, av.VideoFrame):
                 t = float(item.pts * item.time_base) if item.time_base is not None else 0.0
-                yield t, item.to_ndarray(format="bgr24" if bgr else "rgb24")
+                yield t, upright(item.to_ndarray(format="bgr24" if bgr else "rgb24"), item.rotation)
 
 
 def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: object) -> Iterator[FrameRecord]:

@@ -34,6 +34,13 @@ def matrix_name(colorspace: int, height: int) -> str:
     return _MATRIX.get(int(colorspace), "bt709" if height >= 720 else "bt601")
 
 
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """``image`` (``[H,W,...]``) turned as a player shows it: ``rotation`` is ``VideoFrame.rotation``, the display
+    matrix's counter-clockwise degrees (a phone's portrait video: -90), taken to the nearest quarter turn."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
 def to_planar(frame: av.VideoFrame) -> av.VideoFrame:
     """Return ``frame`` in a format ``planes_of`` reads (PLANAR or SEMIPLANAR), converting with swscale only when
     needed."""

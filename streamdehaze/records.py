@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
+from .frames import upright
+
 
 @dataclass
 class FrameRecord:
@@ -23,7 +25,7 @@ class FrameRecord:
 
     @property
     def original(self) -> np.ndarray:
-        """The input frame, as decoded, in the same layout as ``image`` (converted when first asked for)."""
+        """The input frame, upright and in the same layout as ``image`` (converted when first asked for)."""
         if self.source is None:
             raise ValueError("the original frame is not available here")
-        return self.source.to_ndarray(format="bgr24" if self.bgr else "rgb24")
+        return upright(self.source.to_ndarray(format="bgr24" if self.bgr else "rgb24"), self.source.rotation)

@@ -26,7 +26,7 @@ from .colour import YUVFormat, rgb_to_yuv
 from .credentials import mask
 from .encoders import encoder, quality_options
 from .errors import MediaError, UsageError
-from .frames import PLANAR, frame_from_planes, matrix_name
+from .frames import PLANAR, frame_from_planes, matrix_name, upright
 from .outputs import Syncer
 from .records import FrameRecord
 from .sources import VideoInfo, stream_tags
@@ -413,15 +413,16 @@ def _reason(exc: BaseException, target: object) -> str:
 class CallbackSink:
     """Hands every dehazed frame to ``on_frame(record)`` (a ``records.FrameRecord``), then to ``inner`` if given.
     A callback that returns an image (``[H,W,3]`` uint8, the record's layout and size) has that image written
-    instead of the dehazed frame: overlays, masks. Runs in the writer thread, so a slow callback applies
-    backpressure."""
+    instead of the dehazed frame: overlays, masks. Records are upright (a video's rotation tag applied), and a
+    returned image is turned back, since the output keeps the tag. Runs in the writer thread, so a slow callback
+    applies backpressure."""
 
     wants_originals = True  # the pipeline attaches each frame's source frame (``frame.opaque``) for the record
 
     def __init__(self, info: VideoInfo, on_frame, inner: VideoSink | None = None, bgr: bool = True,
                  name: str = "") -> None:
         self.on_frame, self.inner, self.bgr, self.name = on_frame, inner, bgr, name
-        self.frames = 0
+        self.frames, self.rotation = 0, info.rotation
         if inner is not None:
             self.pix_fmt, self.yuv_format = inner.pix_fmt, inner.yuv_format
         else:
@@ -433,7 +434,8 @@ class CallbackSink:
         if isinstance(item, av.VideoFrame):
             source, item.opaque = item.opaque, None  # the encoder has no use for it
             record = FrameRecord(
-                item.to_ndarray(format="bgr24" if self.bgr else "rgb24", src_colorspace=self._colorspace),
+                upright(item.to_ndarray(format="bgr24" if self.bgr else "rgb24", src_colorspace=self._colorspace),
+                        self.rotation),
                 float(item.pts * item.time_base) if item.time_base else None, self.frames, self.name, self.bgr,
                 source if isinstance(source, av.VideoFrame) else None)
             replaced = self.on_frame(record)
@@ -444,9 +446,12 @@ class CallbackSink:
             self.inner.write(item)
 
     def _frame(self, image: object, like: av.VideoFrame) -> av.VideoFrame:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != (like.height, like.width, 3):
+        sideways = round(self.rotation / 90) % 2  # a quarter turn swaps the record's width and height
+        shape = (like.width, like.height, 3) if sideways else (like.height, like.width, 3)
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != shape:
             raise UsageError(f"on_frame returned {_describe(image)}; return None, or an image of the record's shape "
-                             f"({like.height}, {like.width}, 3) and dtype uint8")
+                             f"{shape} and dtype uint8")
+        image = upright(image, -self.rotation)  # back to the coded layout the output's rotation tag describes
         # Our own conversion, the engine's: swscale's RGB to YUV is a level off here and there.
         rgb = torch.from_numpy(np.ascontiguousarray(image[..., ::-1] if self.bgr else image)).permute(2, 0, 1)
         planes = rgb_to_yuv(rgb[None].float() / 255, self.yuv_format)

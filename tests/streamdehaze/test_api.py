@@ -176,6 +176,38 @@ def test_a_callback_returning_something_else_is_told_what_to_return(make_video, 
         process(src, tmp_path / "o.mp4", model="dcp", on_frame=lambda r: np.zeros((10, 10, 3), np.uint8))
 
 
+def test_a_rotated_video_is_handed_over_upright(make_video, probe, tmp_path):
+    """A phone's portrait video is stored sideways with a rotation tag: records and raw frames come upright, as
+    players and OpenCV show them, and an overlay drawn on the upright record stays where it was drawn."""
+    import cv2
+
+    from streamdehaze import process, read_frames
+
+    src = make_video(frames=3, width=96, height=64, rotation=-90)
+    capture = cv2.VideoCapture(str(src))
+    shown = [capture.read()[1] for _ in range(3)]  # OpenCV applies the tag
+    raw = [image for _, image in read_frames(src)]
+    assert [image.shape for image in raw] == [(96, 64, 3)] * 3
+    for ours, theirs in zip(raw, shown):
+        assert np.abs(ours.astype(int) - theirs).mean() < 1
+
+    out, seen = tmp_path / "marked.mkv", []
+
+    def draw(record):
+        seen.append(record)
+        image = record.image.copy()
+        image[5:25, 10:30] = (0, 0, 255)  # a red box near the top left of the upright picture
+        return image
+
+    process(src, out, model="dcp", codec="ffv1", on_frame=draw)
+    assert [(r.image.shape, r.original.shape) for r in seen] == [((96, 64, 3), (96, 64, 3))] * 3
+    assert np.array_equal(seen[0].original, raw[0])
+    written = probe(out)
+    assert written["rotation"] == -90 and written["size"] == (96, 64)  # stored sideways, tag kept
+    box = np.rot90(written["rgb"][0], -1)[7:23, 12:28].astype(int)  # as a player shows it
+    assert np.abs(box - (255, 0, 0)).max() <= 12
+
+
 def test_options_as_data_equal_keyword_options(make_video, probe, tmp_path):
     from streamdehaze import EncodeOptions, ModelOptions, StreamConfig, process
 
