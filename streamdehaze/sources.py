@@ -93,7 +93,7 @@ class Timeline:
         self.name = name  # the input's, for the warning
         self.offset = Fraction(0)  # seconds added to every timestamp from the last jump on
         self._last: dict[int, Fraction] = {}  # each stream's last decoding time
-        self._step: dict[int, Fraction] = {}  # and how far on the next is expected
+        self._step: dict[int, Fraction] = {}  # and a packet's length, where the rest follows on after a jump
 
     def place(self, packet: av.Packet) -> bool:
         """Shift ``packet``'s timestamps by the offset, first moving the offset on if the packet jumps back.
@@ -110,23 +110,34 @@ class Timeline:
         t = (packet.dts + round(self.offset / tb)) * tb
         last = self._last.get(index)
         if last is not None:
-            expected = last + self._step[index]
-            if t < expected - self.JUMP:
+            # Measured from the last packet's start: a subtitle line may begin while the one before is still shown.
+            if t < last - self.JUMP:
+                expected = last + self._step[index]
                 log.warning("%s: timestamps jump back %.1f s at %.1f s (a splice or a restarted clock): the rest "
                             "follows on from there", self.name, expected - t, expected)
                 self.offset += expected - t
                 t = expected
-            if t <= last:
+            # Muxers take equal times for subtitles and data (two lines at once), never for audio or video.
+            if t < last or (t == last and packet.stream.type in ("video", "audio")):
                 return False
         shift = round(self.offset / tb)
         if shift:
             packet.dts += shift
             if packet.pts is not None:
                 packet.pts += shift
-        # a packet's length: its duration, else (MPEG-TS video gives none) the last step between two of them
-        self._step[index] = packet.duration * tb if packet.duration else t - last if last is not None else 0
+        self._step[index] = self._length(packet, t, last, self._step.get(index))
         self._last[index] = t
         return True
+
+    @staticmethod
+    def _length(packet: av.Packet, t: Fraction, last: Fraction | None, before: Fraction | None) -> Fraction:
+        """A packet's length: its duration, else (MPEG-TS video gives none) the shortest step between two of
+        them so far, which a camera's pause does not stretch."""
+        if packet.duration:
+            return packet.duration * packet.time_base
+        if last is None or t == last:
+            return before or Fraction(0)
+        return min(t - last, before) if before else t - last
 
 
 def main_video(container: av.container.InputContainer) -> av.VideoStream | None:

@@ -101,6 +101,51 @@ def test_a_recording_whose_clock_restarts_goes_on_where_it_was(run_cli, probe, c
     assert all(t0 < t1 for t0, t1 in zip(audio, audio[1:])) and audio[-1] > 3.9
 
 
+def test_a_camera_that_pauses_keeps_its_timestamps(run_cli, probe, caplog, tmp_path):
+    # A stalled camera piped through `ffmpeg -c copy -f mpegts`: 3 s without a frame, then 25 fps again. MPEG-TS
+    # video packets carry no duration, so the pause must not be taken for a frame's length.
+    pts = [i * 3600 for i in range(11)] + [(10 + i) * 3600 + 3 * 90000 for i in range(1, 40)]
+    src, out = tmp_path / "pause.ts", tmp_path / "out.mp4"
+    write_video(src, pts=pts, time_base=Fraction(1, 90000))
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0 and "jump back" not in caplog.text, err
+    assert probe(out)["times"] == probe(src)["times"] and len(probe(src)["times"]) == 50
+
+
+def _with_subtitles(tmp_path: Path, lines: list[tuple[int, int, str]]) -> Path:
+    """A 3 s MKV (75 frames) with SRT lines (start ms, duration ms, text), muxed in order of their start."""
+    video, path = tmp_path / "v.mp4", tmp_path / "subs.mkv"
+    write_video(video, frames=75)
+    with av.open(str(video)) as vc, av.open(str(path), "w") as oc:
+        v, s = oc.add_stream_from_template(vc.streams.video[0]), oc.add_mux_stream("subrip")
+        packets = [(p.dts * p.time_base, p, v) for p in vc.demux(vc.streams.video[0]) if p.size]
+        for start, length, text in lines:
+            packet = av.Packet(text.encode())
+            packet.pts = packet.dts = start
+            packet.duration, packet.time_base = length, Fraction(1, 1000)
+            packets.append((Fraction(start, 1000), packet, s))
+        for _, packet, stream in sorted(packets, key=lambda item: item[0]):
+            packet.stream = stream
+            oc.mux(packet)
+    return path
+
+
+def subtitles(path: Path) -> list[tuple[int, bytes]]:
+    with av.open(str(path)) as c:
+        return [(p.pts, bytes(p)) for p in c.demux(c.streams.subtitles[0]) if p.size]
+
+
+def test_subtitles_that_overlap_or_start_together_are_copied_as_they_are(run_cli, probe, caplog, tmp_path):
+    # A sign shown for 2.5 s with dialogue over it; two speakers at once: routine in SRT and ASS files.
+    src = _with_subtitles(tmp_path, [(20, 2500, "A sign"), (500, 1000, "- One"), (500, 1000, "- Two"),
+                                     (2600, 300, "End")])
+    out = tmp_path / "out.mkv"
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0 and "jump back" not in caplog.text and "corrupt" not in err, err
+    assert subtitles(out) == subtitles(src) == [(20, b"A sign"), (500, b"- One"), (500, b"- Two"), (2600, b"End")]
+    assert probe(out)["times"] == probe(src)["times"]
+
+
 def test_a_stream_that_appears_mid_file_does_not_end_the_run(run_cli, probe, tmp_path):
     # A PES on a PID the programme table never announced (damage, or a broadcast adding a stream): FFmpeg adds a
     # stream mid-file, which PyAV's demuxer does not know when it flushes at the end.
