@@ -52,7 +52,10 @@ def to_planar(frame: av.VideoFrame) -> av.VideoFrame:
         target = "yuv420p10le" if deep else "yuv420p"  # NV12, P010, YUVA420P, ...: keep 4:2:0
     else:
         target = "yuv444p10le" if deep else "yuv444p"  # RGB, grey and the rest: no chroma loss
-    out = frame.reformat(format=target)
+    # swscale converts RGB with BT.601 unless told; ask for the matrix this frame will be read with (it is tagged)
+    matrix = {"bt709": "ITU709", "bt601": "ITU601"}.get(matrix_name(frame.colorspace, frame.height)) \
+        if fmt.is_rgb else None
+    out = frame.reformat(format=target, dst_colorspace=matrix)
     out.pts = frame.pts
     if frame.time_base is not None:
         out.time_base = frame.time_base

@@ -1,4 +1,5 @@
-"""Frames to planes: NV12 (what NVDEC gives) is read in place, with the same samples as planar 4:2:0."""
+"""Frames to planes: NV12 (what NVDEC gives) is read in place, with the same samples as planar 4:2:0; RGB is
+converted with the matrix it is then read with."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from fractions import Fraction
 
 import av
 import numpy as np
+import torch
 
-from streamdehaze.colour import YUVFormat
+from streamdehaze.colour import YUVFormat, yuv_to_rgb
 from streamdehaze.engine import Engine
 from streamdehaze.frames import planes_of, to_planar, yuv_format
 from streamdehaze.models.dcp import DarkChannelPrior
@@ -37,3 +39,26 @@ def test_nv12_frames_dehaze_like_planar_ones(hazy_image):
     nv12 = Engine(DarkChannelPrior(), "cpu").process_frames([n for _, n in pairs], fmt, "yuv420p")
     assert [f.pts for f in nv12] == [0, 1, 2]
     assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(planar, nv12))
+
+
+def test_rgb_video_keeps_its_colour_at_every_size(run_cli, tmp_path):
+    # An RGB recording (FFV1, PNG in MOV, an image sequence): swscale turns it into YUV with BT.601 unless told,
+    # while 720 lines and more are read as BT.709. At --strength 0 the output must be the input's colour.
+    colour = (200, 120, 60)
+    for width, height in ((640, 480), (1280, 720)):
+        src, out = tmp_path / f"rgb{height}.mkv", tmp_path / f"out{height}.mkv"
+        with av.open(str(src), "w") as oc:
+            stream = oc.add_stream("ffv1", rate=25)
+            stream.width, stream.height, stream.pix_fmt = width, height, "bgr0"
+            for i in range(2):
+                frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), colour, np.uint8), format="rgb24")
+                frame.pts = i
+                oc.mux(stream.encode(frame.reformat(format="bgr0")))
+            oc.mux(stream.encode(None))
+        code, err = run_cli(src, out, "--model", "dcp", "--strength", "0", "--codec", "ffv1")
+        assert code == 0, err
+        with av.open(str(out)) as c:
+            frame = next(c.decode(video=0))
+        planes = [torch.from_numpy(p.astype(np.float32))[None] for p in planes_of(frame)]
+        rgb = yuv_to_rgb(*planes, yuv_format(frame))[0].mean((1, 2)) * 255
+        assert np.abs(rgb.numpy() - colour).max() < 1.5, (height, rgb)
