@@ -13,6 +13,7 @@ import contextlib
 import functools
 import io
 import logging
+import re
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -76,6 +77,8 @@ LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
 # kinds (others it would store as unnamed data).
 _TAKES_ANY = {"mpegts"}
 _TS_SUBTITLES = {"dvb_subtitle", "dvb_teletext"}
+# The audio MPEG-TS has a stream type for; anything else (PCM, FLAC) it stores as data no player plays.
+_TS_AUDIO = {"mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "truehd", "opus", "s302m"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,6 +86,21 @@ def _codecs(muxer: str) -> frozenset[str]:
     """The codecs a muxer says it can store."""
     with av.open(io.BytesIO(), "w", format=muxer) as probe:
         return frozenset(probe.supported_codecs)
+
+
+_UNORDERED = re.compile(r"\d+ channels")  # FFmpeg's name for a channel layout in no stated order
+
+
+def _header_takes(muxer: str, src: av.stream.Stream) -> bool:
+    """Whether ``muxer`` writes a header with a copy of ``src``: some refuse a codec they list (Opus, FLAC in
+    MOV), and would fail the run at its first packet."""
+    try:
+        with av.open(io.BytesIO(), "w", format=muxer) as probe:
+            probe.add_stream_from_template(src)
+            probe.start_encoding()
+        return True
+    except (av.FFmpegError, ValueError):
+        return False
 
 
 # Encoders for a format that cannot hold H.264, in order of preference (WebM: VP9).
@@ -260,13 +278,18 @@ class VideoSink:
         for src in self.info.copy_streams:
             name = src.codec_context.name if src.codec_context is not None else src.name  # (data streams have none)
             if muxer in _TAKES_ANY:
-                fits = src.type != "subtitle" or name in _TS_SUBTITLES
+                fits = {"subtitle": name in _TS_SUBTITLES, "audio": name in _TS_AUDIO}.get(src.type, True)
             else:
-                fits = name in _codecs(muxer)
+                fits = name in _codecs(muxer) and _header_takes(muxer, src)
             if not fits:
                 log.warning("not copying %s stream #%d: %s cannot be stored in %s", src.type, src.index, name, muxer)
                 continue
             copies[src.index] = self.container.add_stream_from_template(src)
+            if src.type == "audio" and _UNORDERED.fullmatch(src.layout.name):
+                # Channels in no stated order (PCM from AVI, Matroska): MP4 refuses them only when the file is
+                # closed, after all the work. As FFmpeg's own tools do, take the usual layout for that count.
+                with contextlib.suppress(ValueError):
+                    copies[src.index].codec_context.layout = av.AudioLayout(f"{src.layout.nb_channels}c")
             copies[src.index].metadata.update(stream_tags(src))  # a soundtrack's or subtitles' language above all
             copies[src.index].disposition = src.disposition  # which track plays by default, forced subtitles
         return copies
@@ -318,12 +341,13 @@ class VideoSink:
     def close(self) -> None:
         """Flush the encoder and write the trailer: after this the file is complete and playable."""
         try:
-            for packet in self.video.encode(None):
-                self.container.mux(packet)
-        except av.FFmpegError as exc:
+            try:
+                for packet in self.video.encode(None):
+                    self.container.mux(packet)
+            finally:
+                self.container.close()  # (the trailer: a muxer may refuse it, a disk may fill up)
+        except (av.FFmpegError, OSError) as exc:
             raise MediaError(f"finishing {self.name} failed: {_reason(exc, self.target)}") from None
-        finally:
-            self.container.close()
 
     def abort(self) -> None:
         """After a failure: finish the file as far as it still can be (a recording stays playable up to its last

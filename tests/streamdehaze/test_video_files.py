@@ -410,3 +410,56 @@ def test_files_go_through_the_model_four_frames_a_call(make_video, probe, monkey
     calls.clear()
     api.process(src, tmp_path / "one.mp4", batch=1)
     assert calls == [1] * 10
+
+
+def _with_audio(path, codec: str) -> list[bytes]:
+    """A 1 s clip at ``path`` with a stereo ``codec`` track; returns the audio packets written."""
+    packets = []
+    with av.open(str(path), "w") as oc:
+        video = oc.add_stream("mjpeg" if path.suffix == ".avi" else "libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuvj420p" if path.suffix == ".avi" else "yuv420p"
+        audio = oc.add_stream(codec, rate=48000, layout="stereo")
+        for i in range(25):
+            frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 64, 48), format="rgb24").reformat(format=video.pix_fmt)
+            frame.pts = i
+            oc.mux(video.encode(frame))
+        samples = (np.sin(np.arange(48000) / 20.0) * 8000).astype(np.int16)
+        for start in range(0, 48000, 960):
+            chunk = np.ascontiguousarray(np.repeat(samples[start: start + 960], 2)[None])  # interleaved stereo
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="stereo")
+            frame.sample_rate, frame.pts = 48000, start
+            for packet in audio.encode(frame):
+                packets.append(bytes(packet))
+                oc.mux(packet)
+        for packet in audio.encode(None):
+            packets.append(bytes(packet))
+            oc.mux(packet)
+        oc.mux(video.encode(None))
+    return packets
+
+
+def test_pcm_in_no_stated_channel_order_is_copied_into_mp4(probe, run_cli, tmp_path):
+    # A camera's MJPEG AVI with PCM sound: AVI states no channel order, which MP4 refused when the file was closed.
+    src, out = tmp_path / "cam.avi", tmp_path / "cam.mp4"
+    written = _with_audio(src, "pcm_s16le")
+    with av.open(str(src)) as c:
+        assert c.streams.audio[0].layout.name == "2 channels"
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    assert b"".join(probe(out)["audio"]) == b"".join(written)
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].layout.name == "stereo"
+
+
+@pytest.mark.parametrize("codec, suffix", [("pcm_s16le", ".ts"), ("flac", ".ts"), ("flac", ".mov"),
+                                           ("opus", ".mov")])
+def test_audio_a_format_cannot_hold_is_left_out_with_a_warning(probe, run_cli, caplog, tmp_path, codec, suffix):
+    # MPEG-TS would store PCM or FLAC as data no player plays; MOV lists FLAC and Opus but refuses them.
+    src, out = tmp_path / "in.mkv", tmp_path / f"out{suffix}"
+    _with_audio(src, codec)
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    assert f"not copying audio stream #1: {codec} cannot be stored in" in caplog.text
+    with av.open(str(out)) as written:
+        assert [s.type for s in written.streams] == ["video"]
+    assert probe(out)["count"] == 25
