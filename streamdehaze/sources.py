@@ -89,9 +89,14 @@ class Timeline:
 
     JUMP = Fraction(1)  # seconds: a step back larger than this is a jump, not a damaged timestamp
 
-    def __init__(self, name: str) -> None:
-        self.name = name  # the input's, for the warning
+    def __init__(self, name: str, start: Fraction | None = None) -> None:
+        """``start``: the input's first time. Below zero (an MPEG-TS whose clock wrapped just after it began) it is
+        moved up to zero: MP4 would hide every frame before zero behind its edit list."""
+        self.name = name  # the input's, for the warnings
         self.offset = Fraction(0)  # seconds added to every timestamp from the last jump on
+        if start is not None and start < 0:
+            log.warning("%s: timestamps start at %.2f s: moved up to start at 0", name, start)
+            self.offset = -start
         self._last: dict[int, Fraction] = {}  # each stream's last decoding time
         self._step: dict[int, Fraction] = {}  # and a packet's length, where the rest follows on after a jump
 
@@ -284,7 +289,8 @@ class VideoFileSource:
         decoded = packets = 0
         first: Fraction | None = None
         last: int | None = None  # the last frame's pts
-        timeline = Timeline(self.name)
+        start = self.container.start_time
+        timeline = Timeline(self.name, None if start is None else Fraction(start, av.time_base))
         demuxed = self.container.demux(self.stream, *self.copy_streams)
         while True:
             try:

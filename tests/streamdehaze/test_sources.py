@@ -112,6 +112,18 @@ def test_a_camera_that_pauses_keeps_its_timestamps(run_cli, probe, caplog, tmp_p
     assert probe(out)["times"] == probe(src)["times"] and len(probe(src)["times"]) == 50
 
 
+def test_a_recording_that_starts_below_zero_keeps_every_frame(run_cli, probe, caplog, tmp_path):
+    # An MPEG-TS whose 33-bit clock wraps 1 s in: FFmpeg gives its first second negative times, and MP4 hid every
+    # frame before zero behind its edit list. The whole recording moves up to start at zero.
+    src, out = tmp_path / "wrap.ts", tmp_path / "out.mp4"
+    write_video(src, pts=[(1 << 33) - 90000 + i * 3600 for i in range(50)], time_base=Fraction(1, 90000))
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    assert "timestamps start at -1.00 s: moved up to start at 0" in caplog.text
+    before = probe(src)["times"]
+    assert before[0] == -1 and probe(out)["times"] == [t + 1 for t in before]
+
+
 def _with_subtitles(tmp_path: Path, lines: list[tuple[int, int, str]]) -> Path:
     """A 3 s MKV (75 frames) with SRT lines (start ms, duration ms, text), muxed in order of their start."""
     video, path = tmp_path / "v.mp4", tmp_path / "subs.mkv"
