@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -47,6 +48,7 @@ def save_checkpoint(folder: str | Path, step: int, model: kanet.KANet, state: di
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale(folder)
     stem = f"step-{step:07d}"
     weights, state_file = folder / f"{stem}.safetensors", folder / f"{stem}.state.pt"
     tmp_w, tmp_s = atomic_path(weights), atomic_path(state_file)
@@ -64,6 +66,30 @@ def save_checkpoint(folder: str | Path, step: int, model: kanet.KANet, state: di
     _replace(tmp_p, pointer)
     _prune(folder, keep_every)
     return state_file
+
+
+# Temporary files: atomic_path's NAME.tmp.PID.SUFFIX, and kanet.save_weights' own .NAME.tmp.PID
+_TEMPORARY = re.compile(r"\.tmp\.(\d+)(\.|$)")
+
+
+def _remove_stale(folder: Path) -> None:
+    """Delete the temporary files a killed run left half-written (a checkpoint's are hundreds of MB)."""
+    for path in folder.iterdir():
+        found = _TEMPORARY.search(path.name)
+        if found and not _alive(int(found.group(1))):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _prune(folder: Path, keep_every: int, keep_latest: int = 2) -> None:
@@ -85,8 +111,11 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
         pointer = path / _POINTER
         if not pointer.is_file():
             raise UsageError(f"no checkpoint in {path} (missing {_POINTER})")
-        info = json.loads(pointer.read_text())
-        weights, state = path / info["weights"], path / info["state"]
+        try:
+            info = json.loads(pointer.read_text())
+            weights, state = path / info["weights"], path / info["state"]
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"{pointer} is damaged: it names no checkpoint") from None
     elif path.name.endswith(".state.pt"):
         weights, state = path.with_name(path.name.replace(".state.pt", ".safetensors")), path
     elif path.suffix == ".safetensors":
@@ -101,7 +130,14 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
 
 def load_state(state_file: Path) -> dict:
     """The resume state saved by :func:`save_checkpoint`."""
-    return torch.load(state_file, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+    except Exception as exc:  # (a truncated or foreign file: torch raises whatever its unpickler met)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"cannot read checkpoint {state_file}: {reason}") from None
+    if not isinstance(state, dict) or not {"step", "config", "optimizer"} <= state.keys():
+        raise UsageError(f"{state_file} is not a training checkpoint's state")
+    return state
 
 
 def load_weights_into(model: kanet.KANet, weights: Path) -> None:

@@ -6,21 +6,30 @@
 
 Writes into ``train.out``: ``config.json``, ``log.jsonl`` (one JSON object per line: training terms every
 ``log_every`` steps, validation PSNR/SSIM every ``val_every``), and checkpoints ``step-NNNNNNN.safetensors`` +
-``.state.pt`` with ``last.json`` naming the newest.
+``.state.pt`` with ``last.json`` naming the newest. The same ``--config`` again goes on from the folder's last
+checkpoint (another configuration into that folder is refused); Ctrl-C or SIGTERM stops a run after the step under
+way, with a checkpoint (exit 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import signal
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from training.checkpoint import load_state, resolve_checkpoint
 from training.cli import UsageError, run_main
-from training.config import config_from_dict, load_config
+from training.config import Config, config_from_dict, config_to_dict, load_config
 
 __all__ = ["main"]
+
+# Settings a run may change when it is continued: where it runs and how often it reports, not what it computes.
+_RESUMABLE = {"train.out", "train.device", "train.threads", "train.log_every", "train.val_every",
+              "train.checkpoint_every", "train.keep_every"}
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -35,27 +44,88 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _changes(before: Config, after: Config) -> list[str]:
+    """``section.key old -> new`` for every setting that differs, but those a continued run may change."""
+    a, b = config_to_dict(before), config_to_dict(after)
+    return [f"{name}.{key} {a[name][key]!r} -> {b[name][key]!r}" for name in a for key in a[name]
+            if a[name][key] != b[name][key] and f"{name}.{key}" not in _RESUMABLE]
+
+
+def _saved_config(checkpoint: Path) -> tuple[int, Config]:
+    state = load_state(resolve_checkpoint(checkpoint)[1])
+    return int(state["step"]), config_from_dict(state["config"])
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer) -> Iterator[None]:
+    """Ctrl-C or SIGTERM (a job scheduler, ``timeout``) ends the run after the step under way, with a checkpoint;
+    a second one stops at once."""
+    def stop(signum: int, frame: object) -> None:
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        trainer.interrupted = True
+        print(f"\nstopping after step {trainer.step + 1}, with a checkpoint (again to stop at once)", file=sys.stderr)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.config is None and args.resume is None:
         raise UsageError("give --config FILE (or --resume CHECKPOINT)")
     if args.minutes is not None and args.minutes <= 0:
         raise UsageError("--minutes must be > 0")
+    if args.until is not None and args.until < 1:
+        raise UsageError("--until must be >= 1")
     if args.config is not None:
         config = load_config(args.config)
     else:
-        config = config_from_dict(load_state(resolve_checkpoint(args.resume)[1])["config"])
+        config = _saved_config(args.resume)[1]
     out = args.out
     if out is None and args.resume is not None and args.config is None and args.resume.is_dir():
         out = args.resume
     if out is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, out=str(out)))
+    folder = Path(config.train.out)
+    resume = args.resume
+    if (folder / "last.json").is_file():
+        # The folder already holds a run: go on with it (a recipe run again after a crash), or refuse to mix
+        # another run's checkpoints with it (its own would be pruned away as older).
+        step, saved = _saved_config(folder)
+        if resume is not None and resolve_checkpoint(resume) != resolve_checkpoint(folder):
+            raise UsageError(f"{folder} already holds a run (at step {step}): give another --out")
+        changed = _changes(saved, config)
+        if changed and resume is None:
+            raise UsageError(f"{folder} already holds a run of another configuration ({'; '.join(changed)}): give "
+                             f"another --out (or train.out), or remove {folder} to start again")
+        if resume is None:
+            print(f"continuing the run in {folder} from its checkpoint at step {step}", file=sys.stderr)
+            resume = folder
+    if resume is not None and args.config is not None:
+        changed = _changes(_saved_config(resume)[1], config)
+        if changed:
+            raise UsageError(f"{resume} was trained with another configuration ({'; '.join(changed)}): resume "
+                             f"without --config, or start a new run from its weights with model.init")
     from training.trainer import Trainer  # after argument checks: importing torch/kanet takes a moment
 
     trainer = Trainer(config, progress=not args.quiet)
-    if args.resume is not None:
-        trainer.resume(args.resume)
-    metrics = trainer.fit(until=args.until, minutes=args.minutes)
+    if resume is not None:
+        trainer.resume(resume)
+    end = min(config.train.steps, args.until or config.train.steps)
+    if trainer.step >= end:
+        print(f"nothing to do: {trainer.out} is at step {trainer.step}, the run ends at {end}")
+        return 0
+    with _stop_on_signals(trainer):
+        metrics = trainer.fit(until=args.until, minutes=args.minutes)
+    if trainer.interrupted:
+        print(f"interrupted: checkpoint at step {trainer.step} in {trainer.out}; python -m training.train --resume "
+              f"{trainer.out} continues", file=sys.stderr)
+        return 130
     summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     print(f"done: step {trainer.step}, {summary or 'no validation set'}; checkpoints in {trainer.out}")
     return 0

@@ -16,6 +16,7 @@ from kornia.metrics import ssim as ssim_map
 from tqdm import tqdm
 
 import kanet
+from kanet.bottleneck import RFF_MODES
 from training.checkpoint import load_state, load_weights_into, resolve_checkpoint, save_checkpoint
 from training.cli import UsageError, atomic_path
 from training.clips import Clip, clip_margin, make_clips
@@ -35,12 +36,50 @@ def pick_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; otherwise the named device (``UsageError`` if absent)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"train.device must be auto, cpu or cuda[:N], got {name}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"train.device is {name} but CUDA is not available")
     if device.type not in ("cpu", "cuda"):
         raise UsageError(f"train.device must be auto, cpu or cuda[:N], got {name}")
     return device
+
+
+def _logged_step(line: str) -> float:
+    """The step a log line speaks of; a line cut short by a kill speaks of none that is kept."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return math.inf
+
+
+def _check_ranges(config: Config) -> None:
+    """``UsageError`` for a number outside what it can mean (the optimiser's and the loop's own checks would
+    otherwise surface as tracebacks, some only after the first step)."""
+    tc, dc = config.train, config.data
+    rules = [
+        ("train.lr", tc.lr, math.isfinite(tc.lr) and tc.lr > 0, "a number > 0"),
+        ("train.lr_min", tc.lr_min, math.isfinite(tc.lr_min) and tc.lr_min >= 0, "a number >= 0"),
+        ("train.betas", list(tc.betas), all(0 <= b < 1 for b in tc.betas), "two numbers in [0, 1)"),
+        ("train.weight_decay", tc.weight_decay, tc.weight_decay >= 0, ">= 0"),
+        ("train.grad_clip", tc.grad_clip, tc.grad_clip >= 0, ">= 0 (0: off)"),
+        ("train.crop", tc.crop, tc.crop >= 1, ">= 1"),
+        ("data.val_crop", dc.val_crop, dc.val_crop >= 1, ">= 1"),
+        ("data.cache_short_side", dc.cache_short_side, dc.cache_short_side >= 1, ">= 1"),
+        ("data.val_fraction", dc.val_fraction, 0 <= dc.val_fraction < 1, "in [0, 1)"),
+        ("data.max_fog", dc.max_fog, dc.max_fog >= 0, ">= 0 (0: keep all)"),
+        ("model.rff", config.model.rff, config.model.rff in RFF_MODES,
+         "one of " + ", ".join(RFF_MODES)),
+    ]
+    rules += [(f"train.{key}", getattr(tc, key), getattr(tc, key) >= 1, ">= 1")
+              for key in ("val_every", "checkpoint_every", "log_every")]
+    rules += [(f"train.{key}", getattr(tc, key), getattr(tc, key) >= 0, ">= 0")
+              for key in ("warmup_steps", "keep_every", "threads")]
+    for key, value, ok, rule in rules:
+        if not ok:
+            raise UsageError(f"{key} must be {rule}, got {value!r}")
 
 
 def _lr_factor(step: int, steps: int, warmup: int, schedule: str, floor: float) -> float:
@@ -79,6 +118,7 @@ class Trainer:
                 raise UsageError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
         if tc.steps < 1 or tc.batch < 1 or tc.clip_frames < 1:
             raise UsageError("train.steps, train.batch and train.clip_frames must be >= 1")
+        _check_ranges(config)
         if not 1.0 <= tc.scale[0] <= tc.scale[1]:
             raise UsageError(f"train.scale must be [low, high] with 1 <= low <= high, got {list(tc.scale)}")
         if (tc.real_batch > 0) != bool(config.data.real_hazy):
@@ -122,6 +162,7 @@ class Trainer:
             reweighter = SampleReweighter(config.reweight, torch.Generator().manual_seed(tc.seed + 2))
         self.objective = Objective(lc, reweighter, contrastive)
         self.step = 0
+        self.interrupted = False  # set (by a signal handler) to end the run after the step under way
         self._load_data()
 
     # --- data ---------------------------------------------------------------------------------------------------
@@ -381,6 +422,19 @@ class Trainer:
         if self.objective.reweighter is not None and state.get("reweighter"):
             self.objective.reweighter.load_state_dict(state["reweighter"])
         self.step = int(state["step"])
+        self._trim_log()
+
+    def _trim_log(self) -> None:
+        """Drop what the log says of steps after the one resumed from: they are done again."""
+        log = self.out / "log.jsonl"
+        if not log.is_file():
+            return
+        lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if _logged_step(line) <= self.step]
+        if len(kept) < len(lines):
+            tmp = atomic_path(log)
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, log)
 
     def checkpoint(self) -> Path:
         return save_checkpoint(self.out, self.step, self.model, self.state(), keep_every=self.config.train.keep_every)
@@ -399,11 +453,13 @@ class Trainer:
             the last validation metrics (empty without a validation set).
         """
         tc = self.config.train
-        end = min(tc.steps, until) if until else tc.steps
+        end = tc.steps if until is None else min(tc.steps, until)
         self.out.mkdir(parents=True, exist_ok=True)
         tmp = atomic_path(self.out / "config.json")
         tmp.write_text(json.dumps(config_to_dict(self.config), indent=1) + "\n")
         os.replace(tmp, self.out / "config.json")
+        if self.step == 0:  # a fresh run: what a log says of an earlier one that left no checkpoint is not this run's
+            (self.out / "log.jsonl").unlink(missing_ok=True)
         self._log({"event": "start" if self.step == 0 else "resume", "step": self.step, "time": time.time(),
                    "device": str(self.device), "model": self.config.model.name,
                    "train_images": len(self.cache), "dropped_foggy": self.foggy,
@@ -426,8 +482,8 @@ class Trainer:
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
-            if deadline is not None and time.perf_counter() > deadline:
-                end = self.step  # out of time: this step is the last one
+            if self.interrupted or (deadline is not None and time.perf_counter() > deadline):
+                end = self.step  # out of time, or asked to stop: this step is the last one
             if self.step % tc.log_every == 0 or self.step == end:
                 now = time.perf_counter()
                 record = {"step": self.step, **{k: v / count for k, v in sums.items()},
@@ -436,7 +492,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", **({"psnr": f"{metrics['val_psnr']:.2f}"}
                                                                 if "val_psnr" in metrics else {}))
                 sums, count, tick = {}, 0, now
-            if has_val and (self.step % tc.val_every == 0 or self.step == end):
+            if has_val and not self.interrupted and (self.step % tc.val_every == 0 or self.step == end):
                 metrics = self.validate()
                 self._log({"step": self.step, **metrics})
             if self.step % tc.checkpoint_every == 0 or self.step == end:

@@ -160,6 +160,14 @@ def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path, random
     ({"model": {"output": "image"}, "train": {"scale": [1.5, 2.0]}}, "apply to coefficient models"),
     ({"train": {"real_batch": 2}}, "train.real_batch > 0 and data.real_hazy go together"),
     ({"loss": {"contrastive": 0.04, "vgg_weights": "/no/vgg19-dcbb9e9d.pth"}}, "VGG19 ImageNet weights not found"),
+    ({"train": {"lr": -1e-4}}, "train.lr must be a number > 0, got -0.0001"),
+    ({"train": {"betas": [0.9, 1.5]}}, "train.betas must be two numbers in [0, 1), got [0.9, 1.5]"),
+    ({"train": {"weight_decay": -1.0}}, "train.weight_decay must be >= 0"),
+    ({"train": {"device": "gpu0"}}, "train.device must be auto, cpu or cuda[:N], got gpu0"),
+    ({"model": {"rff": "bogus"}}, "model.rff must be one of fixed, parity, got 'bogus'"),
+    ({"train": {"crop": 0}}, "train.crop must be >= 1, got 0"),
+    ({"train": {"checkpoint_every": 0}}, "train.checkpoint_every must be >= 1, got 0"),
+    ({"train": {"log_every": 0}}, "train.log_every must be >= 1, got 0"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(clean_folder, tmp_path, capsys, edit, message):
     config = tmp_path / "missing.toml"
@@ -176,6 +184,85 @@ def test_max_fog_without_fade_python_is_one_line(clean_folder, tmp_path, capsys,
     assert run_main(main, ["--config", str(config), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: data.max_fog: FADE needs the optional package fade-python") and "\n" not in err
+
+
+def test_a_run_started_again_goes_on_and_another_configuration_is_refused(clean_folder, tmp_path, capsys):
+    # A recipe run again after a crash starts each stage with --config again: the stage goes on where its
+    # checkpoint is. A different run into the same folder would have its checkpoints pruned away as older.
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 6, "checkpoint_every": 2})
+    assert run_main(main, ["--config", str(config), "--until", "4", "--quiet"]) == 0
+    capsys.readouterr()
+    assert run_main(main, ["--config", str(config), "--until", "4", "--quiet"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    assert f"continuing the run in {run} from its checkpoint at step 4" in capsys.readouterr().err
+    steps = [r["step"] for r in _log(run) if "loss" in r]
+    assert steps == list(range(1, 7))
+    other = write_config(tmp_path / "o.toml", clean_folder, run, train={"steps": 6, "checkpoint_every": 2,
+                                                                       "lr": 5e-2})
+    assert run_main(main, ["--config", str(other), "--quiet"]) == 2
+    assert "already holds a run of another configuration (train.lr 0.001 -> 0.05)" in capsys.readouterr().err
+    assert run_main(main, ["--resume", str(run), "--config", str(other), "--quiet"]) == 2
+    assert "was trained with another configuration (train.lr 0.001 -> 0.05)" in capsys.readouterr().err
+    assert json.loads((run / "last.json").read_text())["step"] == 6
+
+
+def test_a_resumed_run_forgets_what_it_does_again_and_what_a_killed_run_left(clean_folder, tmp_path):
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 4, "checkpoint_every": 2})
+    assert run_main(main, ["--config", str(config), "--until", "3", "--quiet"]) == 0  # checkpoints at 2 and 3
+    (run / "last.json").write_text(json.dumps({"step": 2, "weights": "step-0000002.safetensors",
+                                               "state": "step-0000002.state.pt"}))  # killed before step 3's pointer
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [run / f"step-0000003.tmp.{dead.stdout.strip()}.safetensors", run / f".step-0000003.tmp.{dead.stdout.strip()}"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    assert run_main(main, ["--resume", str(run), "--quiet"]) == 0
+    assert [r["step"] for r in _log(run) if "loss" in r] == [1, 2, 3, 4]  # steps 3 and 4 logged once
+    assert not any(path.exists() for path in stale)
+
+
+def test_a_damaged_checkpoint_is_one_line(clean_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 2, "checkpoint_every": 2})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    state = run / "step-0000002.state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    assert run_main(main, ["--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot read checkpoint {state}: ") and "\n" not in err
+    (run / "last.json").write_text("{")
+    assert run_main(main, ["--resume", str(run), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {run / 'last.json'} is damaged: it names no checkpoint"
+    assert run_main(main, ["--config", str(config), "--until", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --until must be >= 1"
+
+
+def test_sigterm_ends_a_run_with_a_checkpoint(clean_folder, tmp_path):
+    # A job scheduler's stop (or Ctrl-C) ends the run after the step under way, checkpointed: nothing is lost.
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 10_000, "checkpoint_every": 5000,
+                                                                       "val_every": 5000})
+    job = subprocess.Popen([sys.executable, "-m", "training.train", "--config", str(config), "--quiet"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "log.jsonl").is_file() or sum("loss" in line for line in
+                                                         (run / "log.jsonl").read_text().splitlines()) < 3:
+            assert time.monotonic() < deadline and job.poll() is None, job.communicate()
+            time.sleep(0.2)
+        job.send_signal(signal.SIGTERM)
+        out, err = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    step = json.loads((run / "last.json").read_text())["step"]
+    assert job.returncode == 130 and step >= 3, err
+    assert f"interrupted: checkpoint at step {step} in {run}" in err and "Traceback" not in err
+    assert max(r["step"] for r in _log(run) if "loss" in r) == step
 
 
 def test_module_entry_point_reports_errors_without_traceback(tmp_path):

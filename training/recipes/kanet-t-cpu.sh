@@ -8,7 +8,8 @@
 # 6 and 7. About 9 hours on a 2-core CPU. Stages 4-7 need fade-python (pip install -e '.[fade]') for
 # data.max_fog. Our stage 1 followed a 30,000-step schedule up to step 9,500 before the committed 20,000-step
 # one, and our stage 7 started from the fp16 copy of stage 6, so a rerun lands near, not exactly on, the
-# shipped weights.
+# shipped weights. Stopped (Ctrl-C, a crash), the same command goes on where it was: each stage continues from its
+# last checkpoint, and a finished stage has nothing to do.
 set -e
 python -m training.train --config training/configs/kanet-t-cpu.toml --until 11500
 python -m training.train --config training/configs/kanet-t-cpu-wide.toml
