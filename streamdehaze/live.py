@@ -131,8 +131,7 @@ class LiveSource:
             if attempts >= self.options.reconnect:
                 raise MediaError(f"live stream {self.name} lost ({reason}); no reconnects left")
             attempts += 1
-            self.reconnects += 1
-            log.warning("%s: %s; reconnecting (%d)%s", self.name, reason, self.reconnects,
+            log.warning("%s: %s; reconnecting (attempt %d)%s", self.name, reason, attempts,
                         f" in {delay:.1f} s" if delay else "")
             if self._stop.wait(delay):
                 raise Stopped
@@ -142,6 +141,7 @@ class LiveSource:
                 reason = self._reason(exc)
                 delay = min(max(2 * delay, self.options.backoff_start), self.options.backoff_max)
                 continue
+            self.reconnects += 1  # (reconnections, not attempts: what an alert on a flaky camera counts)
             log.warning("%s: back after %.1f s without data (reconnect %d)", self.name, self._last_data - lost,
                         self.reconnects)
             return frame

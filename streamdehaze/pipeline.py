@@ -101,8 +101,9 @@ class Stream:
         frame = batch.frames()[k]  # the first frame of a batch does the batch's work (on CPU, see ``Batch``)
         if original is not None:
             frame.opaque = original
+        pts = frame.pts  # (a segment's sink writes it shifted to the segment's start)
         self.sink.write(frame)
-        self.stats.frame_done(self._arrival(frame.pts))
+        self.stats.frame_done(self._arrival(pts))
 
     # The scheduler's side (one of its threads at a time).
 
