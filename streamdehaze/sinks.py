@@ -63,6 +63,9 @@ def output_format(info: VideoInfo, pix_fmt: str) -> YUVFormat:
     return YUVFormat(matrix=matrix, full_range=False, bits=bits, subsampling=subsampling)
 
 
+# Seconds a network output may take to accept a frame before it is given up on (a hung server: the stream fails
+# with that, where FFmpeg would wait for it for ever, through every signal).
+WRITE_TIMEOUT = 10.0
 _URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
                 "tcp": "mpegts"}
 STDOUT = "-"  # the output's name for standard output
@@ -183,6 +186,7 @@ class VideoSink:
         self.target = str(target)
         self.start = start
         self.path = Path(target) if url_format(self.target) is None else None
+        self.stall_limit = WRITE_TIMEOUT if self.path is None and self.target != STDOUT else None
         self.shown_as = shown_as or self.path
         self.name = mask(self.target, self.target) if self.path is None else str(self.shown_as)
         self.info, self.live = info, live
@@ -447,6 +451,7 @@ class CallbackSink:
                  name: str = "") -> None:
         self.on_frame, self.inner, self.bgr, self.name = on_frame, inner, bgr, name
         self.frames, self.rotation = 0, info.rotation
+        self.stall_limit = getattr(inner, "stall_limit", None)
         if inner is not None:
             self.pix_fmt, self.yuv_format = inner.pix_fmt, inner.yuv_format
         else:

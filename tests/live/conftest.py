@@ -32,8 +32,9 @@ def _has_gstreamer() -> bool:
 
 
 class RtspServer:
-    def __init__(self, port: int, paths: tuple[str, ...] = ("live",), size: tuple[int, int] = (320, 240)) -> None:
-        self.port, self.paths, self.size = port, paths, size
+    def __init__(self, port: int, paths: tuple[str, ...] = ("live",), size: tuple[int, int] = (320, 240),
+                 pattern: str = "ball") -> None:
+        self.port, self.paths, self.size, self.pattern = port, paths, size, pattern
         self.url = f"rtsp://127.0.0.1:{port}/{paths[0]}"
         self.proc: subprocess.Popen | None = None
 
@@ -42,7 +43,8 @@ class RtspServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port), "--paths", ",".join(self.paths),
-                                      "--width", str(self.size[0]), "--height", str(self.size[1])],
+                                      "--width", str(self.size[0]), "--height", str(self.size[1]),
+                                      "--pattern", self.pattern],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         said = []  # GLib may print a warning first (its messages start with an empty line)
         while not said or "ready" not in said[-1]:

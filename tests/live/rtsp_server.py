@@ -1,6 +1,6 @@
 """Test RTSP server (GStreamer's gst-rtsp-server via Debian's python3-gi), run with the system python3.
 
-Usage: /usr/bin/python3 rtsp_server.py PORT [--width W --height H --fps N] [--paths live,cam2,...]
+Usage: /usr/bin/python3 rtsp_server.py PORT [--width W --height H --fps N] [--paths live,cam2,...] [--pattern P]
 Serves rtsp://127.0.0.1:PORT/live (and each of --paths: a camera each): a live test pattern, H.264, one keyframe
 a second. Binds 127.0.0.1 only. Prints "ready" once listening; stops on SIGTERM/SIGINT.
 """
@@ -23,6 +23,7 @@ def main() -> None:
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--paths", default="live", help="comma-separated mount points, one camera each")
+    p.add_argument("--pattern", default="ball", help="videotestsrc pattern (snow: a picture no encoder shrinks)")
     args = p.parse_args()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
@@ -31,7 +32,7 @@ def main() -> None:
     for path in args.paths.split(","):
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(
-            f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={args.width},height={args.height},"
+            f"( videotestsrc is-live=true pattern={args.pattern} ! video/x-raw,width={args.width},height={args.height},"
             f"framerate={args.fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
             f"! rtph264pay name=pay0 pt=96 config-interval=1 )")
         factory.set_shared(True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -189,6 +191,37 @@ def test_publish_to_rtsp_server(rtsp_server, port, tmp_path):
     written = json.loads(stats.read_text().splitlines()[-1])["frames"]
     assert written >= 10
     assert said.strip() == f"received {written}"  # RTSP over TCP: every frame published arrives
+
+
+def test_a_publish_target_that_hangs_is_given_up(port, cli, tmp_path):
+    """A server that stops taking data (hung, or a network that drops everything) once the socket buffers are full:
+    FFmpeg's RTSP muxer would wait for it for ever, through Ctrl-C and SIGTERM. The run gives it up instead."""
+    import subprocess
+    import sys
+
+    from tests.live.conftest import RtspServer, _need_gstreamer, free_port
+
+    _need_gstreamer()
+    camera = RtspServer(free_port(), pattern="snow")  # noise: every frame is large, so the buffers fill in seconds
+    camera.start()
+    listener = subprocess.Popen([sys.executable, "-c", (
+        "import av, sys\n"
+        "src = av.open(sys.argv[1], options={'rtsp_flags': 'listen', 'listen_timeout': '60'})\n"
+        "for p in src.demux(src.streams.video[0]):\n"
+        "    print('receiving', flush=True)\n"), f"rtsp://127.0.0.1:{port}/out"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        run = cli(camera.url, f"rtsp://127.0.0.1:{port}/out", "--model", "dcp", "--crf", 10)
+        assert listener.stdout.readline().strip() == "receiving"
+        os.kill(listener.pid, signal.SIGSTOP)  # the server hangs
+        assert run.finish(90) == 1, run.stderr
+        said = run.stderr.strip().splitlines()[-1]
+        assert said == f"streamdehaze: error: rtsp://127.0.0.1:{port}/out has taken no data for 10 s: gave up on it"
+    finally:
+        os.kill(listener.pid, signal.SIGCONT)
+        listener.kill()
+        listener.wait()
+        camera.stop()
 
 
 def test_segments(rtsp_server, cli, tmp_path):
