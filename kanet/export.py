@@ -69,7 +69,7 @@ def export_onnx(model: KANet, path: str | os.PathLike, sample_size: tuple[int, i
     """Export ``model`` (eval mode, float32, CPU) to ``path`` atomically; returns the path."""
     path = Path(path)
     wrapper = ImageToImage(model.float().cpu().eval())
-    sample = torch.rand(2, 3, *sample_size)
+    sample = torch.rand(2, 3, *sample_size, generator=torch.Generator().manual_seed(0))  # (not the caller's stream)
     batch, height, width = torch.export.Dim("batch", min=1), torch.export.Dim("height", min=model.min_size), \
         torch.export.Dim("width", min=model.min_size)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")

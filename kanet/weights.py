@@ -84,7 +84,8 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     if name is not None and CONFIGS.get(name) != config:
         name = None  # a custom configuration: the recorded config wins, the name would be misleading
     try:
-        model = KANet(config, rff=rff, seed=seed, name=name)
+        with torch.random.fork_rng(devices=[]):  # the layers' initial values, replaced below, leave the caller's
+            model = KANet(config, rff=rff, seed=seed, name=name)  # random stream where it was
         with safe_open(str(path), framework="pt", device="cpu") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
         result = model.load_state_dict(state, strict=False)

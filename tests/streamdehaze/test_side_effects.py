@@ -1,6 +1,7 @@
 """The library changes no process-wide setting behind its user's back: importing streamdehaze, a Dehazer call and
-process() leave the environment, torch's and OpenCV's thread counts and malloc's tuning as they were. The command
-line tunes its own process (tuning.py), and an application can opt in with ``streamdehaze.tuned()``."""
+process() leave the environment, torch's and OpenCV's thread counts, torch's random stream and malloc's tuning as
+they were. The command line tunes its own process (tuning.py), and an application can opt in with
+``streamdehaze.tuned()``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ with streamdehaze.tuned("cpu"):  # the opt-in: CPU threads for a video run, rest
     result["tuned_threads"] = torch.get_num_threads()
 result["threads_after_tuned"] = [torch.get_num_threads(), cv2.getNumThreads()]
 result["malloc_tuned_after_opt_in"] = malloc.retain_freed_memory.cache_info().currsize > 0
+torch.manual_seed(7); expected = torch.rand(3).tolist(); torch.manual_seed(7)
+streamdehaze.Dehazer()(np.full((64, 96, 3), 128, np.uint8))  # the shipped KA_Net, loaded
+result["random_stream_kept"] = torch.rand(3).tolist() == expected
 print(json.dumps(result))
 """
 
@@ -43,6 +47,7 @@ def test_embedding_changes_no_process_wide_setting(make_video, tmp_path):
     assert result["env_kept"] and result["threads"] == [2, 3] and not result["malloc_tuned"]
     assert result["tuned_threads"] == max(1, (os.cpu_count() or 2) // 2)
     assert result["threads_after_tuned"] == [2, 3] and result["malloc_tuned_after_opt_in"]
+    assert result["random_stream_kept"]  # loading weights draws no numbers from the application's generator
 
 
 def test_the_command_line_tunes_its_own_process(make_video, tmp_path):
