@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .official import CheckpointError, brief_error, load_official
+from .official import CheckpointError, brief_error, load_official, output_problem
 from .weights import save_weights
 
 
@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-strict", action="store_true", help="convert even with missing/unexpected keys")
     args = p.parse_args(argv)
     out = Path(args.output)
+    problem = output_problem(out, args.input)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -31,6 +31,7 @@ from torch import nn
 from . import transform
 from .inference import border
 from .model import MODEL_NAMES, KANet, create_model
+from .official import output_problem
 from .weights import WeightsError, load_weights
 
 OPSET = 18
@@ -118,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="RFF seed for --model (default 0)")
     p.add_argument("--check", action="store_true", help="compare onnxruntime (CPU) with PyTorch after export")
     args = p.parse_args(argv)
+    problem = output_problem(args.output, args.weights)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         model = load_weights(args.weights) if args.weights else create_model(args.model, seed=args.seed).eval()
         if model.rff_mode != "fixed":

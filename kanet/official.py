@@ -180,6 +180,21 @@ def brief_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
+def output_problem(output: str | os.PathLike, *inputs: str | os.PathLike | None) -> str | None:
+    """Why a command-line tool cannot write ``output`` (it is one of its ``inputs``, a folder, or in no folder that
+    exists), or None: said before any work, and never by overwriting what it reads."""
+    out = Path(output)
+    for given in inputs:
+        if given is not None and (out.resolve() == Path(given).resolve() or
+                                  (out.exists() and Path(given).exists() and os.path.samefile(out, given))):
+            return f"{out} is the input: give another output name"
+    if out.is_dir():
+        return f"{out} is a folder: give a file name"
+    if not out.resolve().parent.is_dir():
+        return f"no folder {out.parent} to write {out.name} into"
+    return None
+
+
 def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> object:
     """``torch.load`` with ``weights_only=True``; full unpickling only when ``trust`` is set."""
     path = Path(path)

@@ -60,11 +60,12 @@ def test_official_checkpoint_round_trip(paper_checkpoint, tmp_path: Path, capsys
         out = loaded(x)
         assert torch.equal(ref[0], out[0]) and torch.equal(ref[1], out[1])
 
-        assert main([str(path), str(tmp_path / "no-such-dir" / "kanet.safetensors")]) == 1
+        assert main([str(path), str(tmp_path / "no-such-dir" / "kanet.safetensors")]) == 2
         target = tmp_path / "kanet.safetensors"
         assert main([str(path), str(target), "--seed", "5"]) == 0
         err = capsys.readouterr().err.splitlines()
-        assert len(err) == 2 and err[0].startswith("error: ") and "kanet" in err[1]
+        assert len(err) == 2 and err[0] == f"error: no folder {tmp_path / 'no-such-dir'} to write kanet.safetensors into"
+        assert "kanet" in err[1]
         again = kanet.load_weights(target)
         assert again.config_name == "kanet"
         assert torch.equal(again(x)[0], ref[0])
@@ -122,6 +123,20 @@ def test_cli_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
     assert "no such file" in lines[0] and "not a readable PyTorch checkpoint" in lines[1]
     assert "not a KA_Net checkpoint" in lines[2]
     assert not out.exists()
+
+
+def test_the_input_is_never_the_output(paper_checkpoint, tmp_path: Path, capsys) -> None:
+    path, _ = paper_checkpoint
+    data = path.read_bytes()
+    link = tmp_path / "link.pth"
+    link.symlink_to(path)
+    for output in (path, link, tmp_path):
+        assert main([str(path), str(output)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"error: {path} is the input: give another output name",
+                     f"error: {link} is the input: give another output name",
+                     f"error: {tmp_path} is a folder: give a file name"]
+    assert path.read_bytes() == data
 
 
 def test_unknown_width_is_rejected() -> None:

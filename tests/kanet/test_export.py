@@ -47,6 +47,10 @@ def test_parity_mode_and_bad_inputs_are_refused(tmp_path: Path, capsys) -> None:
     out = tmp_path / "p.onnx"
     assert main(["--weights", str(weights), str(out)]) == 1
     assert main(["--weights", str(tmp_path / "missing.safetensors"), str(out)]) == 1
+    data = weights.read_bytes()
+    assert main(["--weights", str(weights), str(weights)]) == 2  # before the export, not over the weights
+    assert weights.read_bytes() == data
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert lines[2] == f"error: {weights} is the input: give another output name"
     assert not out.exists()
