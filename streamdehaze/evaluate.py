@@ -415,7 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_noise_floor(args.noise_floor)
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
-        args.out.mkdir(parents=True, exist_ok=True)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot write into {args.out}: {exc.strerror}") from None
         summary = evaluate(args.model, args.weights, args.out, args.data, parts, args.frames, args.strength,
                            args.noise_floor)
     except (StreamDehazeError, training.cli.UsageError) as exc:

@@ -164,12 +164,16 @@ def test_parts_run_alone(weights, data, tmp_path):
     (["--weights", "{w}", "--data", "nowhere"], "not found: nowhere"),
     (["--weights", "{w}", "--model", "kanet-s"], "not kanet-s"),
     (["--weights", "{w}", "--parts", "photos,sky"], "--parts takes"),
+    (["--weights", "{w}", "--parts", "photos", "--out", "{file}"], "cannot write into"),
 ])
 def test_bad_input_is_one_line(weights, data, tmp_path, capsys, args, message):
-    args = [a.replace("{w}", str(weights)) for a in args]
+    (tmp_path / "a_file").write_text("")
+    args = [a.replace("{w}", str(weights)).replace("{file}", str(tmp_path / "a_file")) for a in args]
     if "--data" not in args:
         args += ["--data", str(data)]
-    assert ev.main(args + ["--out", str(tmp_path / "o")]) == 2
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "o")]
+    assert ev.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
