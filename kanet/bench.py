@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         bad = [m for m in modes if m not in MODES]
         if bad:
             raise ValueError(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}")
+        if args.warmup < 0 or args.repeats < 1 or args.budget_s <= 0 or (args.threads is not None and args.threads < 1):
+            raise ValueError("--warmup must be >= 0, --repeats and --threads >= 1, --budget-s > 0")
         if args.threads:
             torch.set_num_threads(args.threads)
     except (argparse.ArgumentTypeError, ValueError, RuntimeError) as e:

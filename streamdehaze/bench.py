@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,7 +29,9 @@ import av
 import torch
 
 from .api import FILE_BATCH, process
+from .encoders import quality_options
 from .engine import Engine, resolve_device
+from .errors import StreamDehazeError, UsageError
 from .hwaccel import MODES as HWACCEL_MODES
 from .hwaccel import use_cuda
 from .models import create_model
@@ -142,6 +145,35 @@ def _transcode(clip: Path, out: Path, preset: str, nvidia: bool) -> int:
     return n
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
+    """A benchmark's ``main`` that reports a user's mistake (a model that does not exist, no GPU, a bad preset) as
+    one line and its exit code, as the command line does."""
+    def run(*args: object) -> int:
+        try:
+            return main(*args) or 0
+        except StreamDehazeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+    return run
+
+
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m streamdehaze.bench", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=["720p", "1080p"], choices=list(SIZES))
@@ -149,22 +181,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", type=Path, help="weights for models that take them")
     p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto")
     p.add_argument("--device", default="auto")
-    p.add_argument("--frames", type=int, default=100)
-    p.add_argument("--batch", type=int, default=FILE_BATCH, help=f"frames per model call (default: {FILE_BATCH}, as files)")
+    p.add_argument("--frames", type=at_least_one, default=100)
+    p.add_argument("--batch", type=at_least_one, default=FILE_BATCH, help=f"frames per model call (default: {FILE_BATCH}, as files)")
     p.add_argument("--preset", default="veryfast")
     p.add_argument("--hwaccel", default="auto", choices=HWACCEL_MODES)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (the model stage is timed after the build; end to end includes it)")
     streams = p.add_argument_group("capacity (--streams): live-like cameras, one shared engine vs a process each")
-    streams.add_argument("--streams", type=int, nargs="+", metavar="N", help="numbers of cameras, e.g. 1 2 4 8")
+    streams.add_argument("--streams", type=at_least_one, nargs="+", metavar="N", help="numbers of cameras, e.g. 1 2 4 8")
     streams.add_argument("--size", default="360p", choices=list(SIZES), help="camera size (default: 360p)")
-    streams.add_argument("--rate", type=int, default=25, help="camera frame rate (default: 25)")
-    streams.add_argument("--seconds", type=float, default=12.0, help="run length per measurement (default: 12)")
+    streams.add_argument("--rate", type=at_least_one, default=25, help="camera frame rate (default: 25)")
+    streams.add_argument("--seconds", type=positive, default=12.0, help="run length per measurement (default: 12)")
     streams.add_argument("--shared-only", action="store_true", help="skip the process-per-camera comparison")
     streams.add_argument("--temporal", default="ema", choices=MODES, help="each camera's smoothing (default: ema)")
     streams.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one camera of the separate runs
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
+    if args.json is not None and not args.json.resolve().parent.is_dir():
+        raise UsageError(f"--json: no folder {args.json.parent}")
+    quality_options("libx264", preset=args.preset)  # a bad preset: said now, not after the first clip
     if args.streams:
         from . import bench_streams
         return bench_streams.main(args)

@@ -31,9 +31,16 @@ def _run(cmd: list[str]) -> float:
     return seconds
 
 
+def at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:  # (the fixed cost is the difference between one file and this many)
+        raise argparse.ArgumentTypeError(f"must be at least 2, not {value}")
+    return value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--files", type=int, default=6)
+    p.add_argument("--files", type=at_least_two, default=6, help="files in the big batch (at least 2)")
     p.add_argument("--model", default="auto")
     p.add_argument("--ray", action="store_true", help="also 1 and 2 workers on a local Ray instance")
     args = p.parse_args()

@@ -8,13 +8,14 @@ separate ``Dehazer``s (a model each, every call alone). Prints the aggregate fra
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 
 import numpy as np
 
 from .api import Dehazer
-from .bench import SIZES
+from .bench import SIZES, at_least_one, one_line_errors, positive
 
 
 def _clip(width: int, height: int, seed: int) -> list[np.ndarray]:
@@ -49,13 +50,14 @@ def measure(dehazers: list[Dehazer], width: int, height: int, seconds: float) ->
     return sum(counts) / (time.perf_counter() - began)
 
 
+@one_line_errors
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m streamdehaze.bench_dehazer", description=__doc__.split("\n\n")[0])
-    p.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--streams", type=at_least_one, nargs="+", default=[1, 2, 4])
     p.add_argument("--model", default="auto")
     p.add_argument("--device", default="cpu")
     p.add_argument("--size", default="360p", choices=list(SIZES))
-    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--seconds", type=positive, default=8.0)
     args = p.parse_args()
     width, height = SIZES[args.size]
     print(f"# {args.size} frames, model {args.model}, device {args.device}, {args.seconds:g} s each; aggregate fps")
@@ -68,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from streamdehaze.bench import main
 
 
@@ -36,3 +38,22 @@ def test_bench_clip_loops_the_sample_at_25_fps(tmp_path):
     with av.open(str(tmp_path / "clip.mp4")) as clip:
         times = [float(frame.time) for frame in clip.decode(video=0)]
     assert len(times) == 300 and times == [n / 25 for n in range(300)]
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--model", "nosuch", "--sizes", "360p", "--frames", "2"], "error: unknown model 'nosuch'"),
+    (["--preset", "bogus"], "error: unknown --preset 'bogus' for libx264"),
+    (["--json", "/no/such/folder/x.json"], "error: --json: no folder /no/such/folder"),
+])
+def test_a_mistake_is_one_line_before_any_work(capsys, args, said):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(said) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [["--frames", "0"], ["--batch", "0"], ["--streams", "0"],
+                                  ["--streams", "1", "--seconds", "0"]])
+def test_counts_and_lengths_are_checked(capsys, args):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2 and f"argument {args[-2]}: must be" in capsys.readouterr().err
