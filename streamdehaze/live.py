@@ -42,7 +42,10 @@ def is_live(url: str) -> bool:
     """Network streams and capture devices; an http(s) URL of a plain media file counts as a file."""
     if url.startswith("/dev/video"):
         return True
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # (its reasons name no part of the URL: no credentials shown)
+        raise UsageError(f"{mask(url, url)} is not a valid URL: {exc}") from None
     if parts.scheme not in LIVE_SCHEMES:
         return False
     return not (parts.scheme in ("http", "https") and parts.path.lower().endswith(_FILE_SUFFIXES))

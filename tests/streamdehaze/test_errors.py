@@ -179,6 +179,12 @@ def test_live_recording_needs_a_format_written_as_it_goes(run_cli, tmp_path):
                              "ending in .mp4, .mov, .mkv, .ts, not cam.avi"
 
 
+def test_a_malformed_camera_url_is_one_line(run_cli, tmp_path):
+    code, err = run_cli("rtsp://admin:secret@[::1/live", tmp_path / "cam.mp4")
+    assert code == 2
+    assert _one_line(err) == "streamdehaze: error: rtsp://***@[::1/live is not a valid URL: Invalid IPv6 URL"
+
+
 def test_console_script_prints_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "streamdehaze", str(tmp_path / "x.mp4"), str(tmp_path / "y.mp4")],
                           capture_output=True, text=True, timeout=120)
