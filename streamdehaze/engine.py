@@ -188,8 +188,9 @@ class Engine:
     def _native(self, size: tuple[int, int] | None, temporal: TemporalSmoother | None) -> bool:
         """Whether a frame goes through the model whole, for its own output: at native resolution (``size``
         None), with no temporal smoothing, for a model that gives images (coefficient models always give their
-        transform, so ``noise_floor`` holds everywhere)."""
-        return size is None and temporal is None and not self._predicts
+        transform, so ``noise_floor`` holds everywhere). At strength 0 the transform, the identity, gives the input
+        back exactly, where the model's own RGB output would pass the chroma through an RGB round trip."""
+        return size is None and temporal is None and not self._predicts and self.strength > 0
 
     def _direct(self, rgb: torch.Tensor) -> torch.Tensor:
         """The model's own output for RGB at native resolution, at ``strength``."""

@@ -36,6 +36,7 @@ _AVCOL = {"bt709": 1, "bt601": 6, "bt2020": 9}
 
 
 class DehazeElement(GstBase.BaseTransform):
+    __gtype_name__ = "GstDehaze"  # instances are named as GStreamer names them: dehaze0, dehaze1, ...
     __gstmetadata__ = ("Dehaze", "Filter/Effect/Video", "Removes fog and haze from video (streamdehaze)",
                        "streamdehaze")
     __gsttemplates__ = (Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),

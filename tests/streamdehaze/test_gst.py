@@ -107,6 +107,7 @@ def test_a_bad_property_stops_the_pipeline_with_one_message(tmp_path):
     assert run.returncode != 0
     assert "unknown model 'bogus'" in run.stdout + run.stderr
     assert "Traceback" not in run.stdout + run.stderr
+    assert "/GstDehaze:dehaze0:" in run.stdout + run.stderr  # named as GStreamer names its own: dehaze0
 
 
 @pytest.mark.parametrize("good, bad, message", [

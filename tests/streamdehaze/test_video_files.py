@@ -463,3 +463,16 @@ def test_audio_a_format_cannot_hold_is_left_out_with_a_warning(probe, run_cli, c
     with av.open(str(out)) as written:
         assert [s.type for s in written.streams] == ["video"]
     assert probe(out)["count"] == 25
+
+
+def test_strength_0_gives_the_planes_back_on_every_path(make_video, run_cli, tmp_path):
+    # A frame smaller than the inference size, without smoothing, goes through dcp whole; at strength 0 it must
+    # still come back as it was, not through an RGB round trip that blurs colour edges.
+    src = make_video("in.mkv", frames=3, width=96, height=64, codec="ffv1")
+    for temporal in ("off", "ema"):
+        out = tmp_path / f"out-{temporal}.mkv"
+        code, err = run_cli(src, out, "--model", "dcp", "--temporal", temporal, "--strength", "0", "--codec", "ffv1")
+        assert code == 0, err
+        with av.open(str(src)) as a, av.open(str(out)) as b:
+            for x, y in zip(a.decode(video=0), b.decode(video=0)):
+                assert np.array_equal(x.to_ndarray(), y.to_ndarray()), temporal
