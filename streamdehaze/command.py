@@ -26,6 +26,7 @@ from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
 from .images import dehaze_images, image_engine, is_image
+from .job import same_file
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, default_model
 from .config import load_config
@@ -338,6 +339,11 @@ def _run(args: argparse.Namespace) -> int:
     on_disk = is_file(args.input)
     if on_disk and not src.exists():
         raise UsageError(f"input not found: {args.input}")
+    if args.stats_json is not None:
+        for what, path in (("input", args.input), ("output", args.output)):
+            if path != "-" and "://" not in path and same_file(str(args.stats_json.resolve()),
+                                                               str(Path(path).resolve())):
+                raise UsageError(f"--stats-json {args.stats_json} is the {what}: name the statistics file otherwise")
     device = resolve_device(args.device)
     if args.model == "auto" and args.weights is None:  # name what runs, in the stats and the summary line
         args.model = default_model(device)

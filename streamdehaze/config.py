@@ -130,6 +130,10 @@ def load_config(config: str | Path | dict | list) -> FleetConfig:
             raise UsageError(f"cannot read configuration {config}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"{where}not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{where}not UTF-8 text (byte {exc.start} cannot be read): save it as UTF-8") from None
+    if _holds_nul(config):  # (no file name or URL can hold one: every check would fail on it)
+        raise UsageError(f"{where}a setting holds a NUL character")
     if isinstance(config, list):
         config = {"stream": config}
     if not isinstance(config, dict):
@@ -138,6 +142,16 @@ def load_config(config: str | Path | dict | list) -> FleetConfig:
         return _fleet(config)
     except UsageError as exc:
         raise UsageError(f"{where}{exc}") from None
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _fleet(raw: dict) -> FleetConfig:

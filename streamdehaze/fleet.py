@@ -25,13 +25,12 @@ from .config import FleetConfig, ModelOptions, StreamConfig, keyed, load_config
 from .credentials import mask
 from .engine import Engine
 from .errors import StreamDehazeError, UsageError
-from .job import Job
+from .job import Job, same_file, stream_files
 from .live import Stopped
 from .models import create_model, default_model
 from .outputs import check_writable, move_aside
 from .pipeline import RunResult, Scheduler
 from .shared_calls import CALLS_AT_ONCE
-from .sinks import segment_pattern
 from .stats import Member, Reporter, RunStats
 
 log = logging.getLogger("streamdehaze")
@@ -310,16 +309,21 @@ class Fleet:
         """Check every stream of ``config`` and make the engines they need (loading their models), reusing
         ``lanes``; raises the first mistake as one line naming the stream and the key."""
         jobs: dict[str, Job] = {}
-        outputs: dict[str, str] = {_output_key(c): c.name for c in others if c.output is not None}
+        # Every file a stream reads or writes, so that no stream writes over another's input, output or statistics.
+        taken = [(f"stream {c.name!r}", what, path) for c in others for what, path in stream_files(c)]
+        if self.config.stats_json is not None:
+            taken.append(("the fleet", "stats_json", str(Path(self.config.stats_json).resolve())))
         for c in config.streams:
             job = Job(c)
             with about_stream(c.name):
                 job.check()
-                if c.output is not None:
-                    with keyed("output"):
-                        if _output_key(c) in outputs:
-                            raise UsageError(f"{c.output} is the output of stream {outputs[_output_key(c)]!r} too")
-                    outputs[_output_key(c)] = c.name
+                mine = stream_files(c)
+                for what, path in mine:
+                    for owner, their, other in taken:
+                        if (what, their) != ("input", "input") and same_file(path, other):
+                            with keyed(what):
+                                raise UsageError(f"{path} is the {their} of {owner} too")
+                taken += [(f"stream {c.name!r}", what, path) for what, path in mine]
             jobs[c.name] = job
         lanes = dict(lanes)
         made: list[Lane] = []
@@ -357,13 +361,6 @@ def _engine_key(config: StreamConfig, job: Job) -> ModelOptions:
 
 def _model_name(key: ModelOptions) -> str:
     return key.model if key.weights is None else f"{key.model} ({Path(key.weights).name})"
-
-
-def _output_key(config: StreamConfig) -> str:
-    path = Path(config.output)
-    if "://" in config.output:
-        return config.output
-    return str((segment_pattern(path) if config.encode.segment_time is not None else path).resolve())
 
 
 def _load(config: FleetConfig | str | Path | dict | list) -> tuple[FleetConfig, str]:

@@ -10,6 +10,7 @@ whatever ends it, never replacing an earlier one; segments and network targets a
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -134,6 +135,11 @@ class Job:
         with keyed("stats_json"):
             if c.stats_json is not None:
                 check_writable(Path(c.stats_json).parent)
+                files = stream_files(c)
+                stats = files.pop()[1]
+                for what, path in files:
+                    if same_file(stats, path):
+                        raise UsageError(f"{c.stats_json} is the {what}: name the statistics file otherwise")
 
     def _muxer(self) -> str | None:
         """The output's muxer; None without an output, or for a name ``_check_output`` refuses."""
@@ -251,3 +257,37 @@ class Job:
     def close(self) -> None:
         if self.source is not None:
             self.source.close()
+
+
+def stream_files(config: StreamConfig) -> list[tuple[str, str]]:
+    """What a stream reads and writes, for ``same_file``: (its key, the resolved path, a segment pattern or an
+    output URL)."""
+    found = []
+    if "://" not in config.input and is_file(config.input):
+        found.append(("input", str(Path(config.input).resolve())))
+    if config.output is not None:
+        found.append(("output", _output_key(config)))
+    if config.stats_json is not None:
+        found.append(("stats_json", str(Path(config.stats_json).resolve())))
+    return found
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two of ``stream_files``' names are one file: the same, or one a name the other's segment pattern
+    (``cam_%05d.mp4``) writes."""
+    if a == b:
+        return True
+    return any("%" in pattern and re.fullmatch(_segment_names(pattern), name) is not None
+               for pattern, name in ((a, b), (b, a)))
+
+
+def _segment_names(pattern: str) -> str:
+    """A regular expression for the names ``pattern``'s ``%0Nd`` gives."""
+    return re.sub(r"%0?(\d*)d", lambda m: r"\d{%s,}" % (m.group(1) or 1), re.escape(pattern))
+
+
+def _output_key(config: StreamConfig) -> str:
+    path = Path(config.output)
+    if "://" in config.output:
+        return config.output
+    return str((segment_pattern(path) if config.encode.segment_time is not None else path).resolve())

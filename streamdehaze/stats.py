@@ -120,7 +120,8 @@ class Reporter:
         self._shown: set[str] = set()  # streams with metrics series, to remove those that left
         self._stop = threading.Event()
         try:
-            self._file = open(path, "w", buffering=1) if path is not None else None  # noqa: SIM115 (closed in close())
+            # Appended to: a run restarted by its supervisor keeps the lines of the one before.
+            self._file = open(path, "a", buffering=1) if path is not None else None  # noqa: SIM115 (closed in close())
         except OSError as exc:
             from .errors import UsageError
             raise UsageError(f"cannot write {path}: {exc.strerror}") from None

@@ -54,15 +54,52 @@ def _serve(run_cli, tmp_path: Path, text: str) -> tuple[int, str]:
     ('name = "gate"\ninput = "rtsp://cam/x"\noutput = "{out}/gate.avi"',
      "stream 'gate': output: a live recording is written as it goes, so it needs a file ending in "),
     ('name = "a b"\ninput = "{src}"\noutput = "{out}/gate.mp4"', "stream 'a b': name: letters, digits"),
+    # No stream writes over a file another reads or writes: inputs are never overwritten, nothing is lost.
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nstats_json = "{out}/first.mp4"',
+     "stream 'gate': stats_json: {out}/first.mp4 is the output of stream 'first' too"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nstats_json = "{src}"',
+     "stream 'gate': stats_json: {src} is the input: name the statistics file otherwise"),
 ])
 def test_a_mistake_in_a_stream_names_it_and_its_key(make_video, run_cli, tmp_path, stream, message):
     src = make_video(frames=3)
     text = GOOD + "[[stream]]\n" + stream + "\n"
     code, err = _serve(run_cli, tmp_path, text.format(src=src, out=tmp_path))
     assert code == 2
-    assert err.startswith(f"streamdehaze: error: {tmp_path / 'cams.toml'}: {message.format(out=tmp_path)}"), err
+    expected = message.format(out=tmp_path, src=src)
+    assert err.startswith(f"streamdehaze: error: {tmp_path / 'cams.toml'}: {expected}"), err
     assert len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.toml", "in.mp4"]  # nothing started
+
+
+def test_streams_that_would_write_over_each_others_inputs(make_video, run_cli, tmp_path):
+    a, b = make_video("a.mp4", frames=3), make_video("b.mp4", frames=4)
+    before = a.read_bytes(), b.read_bytes()
+    text = (f'[[stream]]\nname = "one"\ninput = "{a}"\noutput = "{b}"\n'
+            f'[[stream]]\nname = "two"\ninput = "{b}"\noutput = "{a}"\n')
+    code, err = _serve(run_cli, tmp_path, text)
+    assert code == 2 and err == (f"streamdehaze: error: {tmp_path / 'cams.toml'}: stream 'two': input: {b} is the "
+                                 f"output of stream 'one' too\n")
+    assert (a.read_bytes(), b.read_bytes()) == before
+
+
+def test_a_file_a_segmented_stream_will_write_is_taken(make_video, run_cli, tmp_path):
+    src = make_video(frames=3)
+    text = GOOD + 'segment_time = 1\n[[stream]]\nname = "gate"\ninput = "{src}"\noutput = "{out}/first_00000.mp4"\n'
+    code, err = _serve(run_cli, tmp_path, text.format(src=src, out=tmp_path))
+    assert code == 2 and err == (f"streamdehaze: error: {tmp_path / 'cams.toml'}: stream 'gate': output: "
+                                 f"{tmp_path}/first_00000.mp4 is the output of stream 'first' too\n")
+
+
+def test_a_configuration_that_is_not_utf8_text_is_one_line(make_video, run_cli, tmp_path):
+    config = tmp_path / "cams.toml"
+    config.write_bytes(GOOD.format(src=make_video(frames=3), out=tmp_path).replace("first.mp4", "caf\u00e9.mp4")
+                       .encode("latin-1"))
+    code, err = run_cli("serve", config)
+    assert code == 2 and err.startswith(f"streamdehaze: error: {config}: not UTF-8 text (byte ") and \
+        err.count("\n") == 1, err
+    config.write_text(GOOD.format(src=make_video(frames=3), out=tmp_path).replace("first.mp4", "f\\u0000.mp4"))
+    code, err = run_cli("serve", config)
+    assert code == 2 and err == f"streamdehaze: error: {config}: a setting holds a NUL character\n", err
 
 
 @pytest.mark.parametrize("text, message", [

@@ -179,6 +179,17 @@ def test_live_recording_needs_a_format_written_as_it_goes(run_cli, tmp_path):
                              "ending in .mp4, .mov, .mkv, .ts, not cam.avi"
 
 
+def test_the_statistics_file_is_never_the_input_or_the_output(make_video, run_cli, tmp_path):
+    src = make_video(frames=3)
+    data = src.read_bytes()
+    for stats, what in ((src, "input"), (tmp_path / "out.mp4", "output")):
+        code, err = run_cli(src, tmp_path / "out.mp4", "--model", "dcp", "--stats-json", stats)
+        assert code == 2
+        assert _one_line(err) == f"streamdehaze: error: --stats-json {stats} is the {what}: name the statistics " \
+                                 "file otherwise"
+    assert src.read_bytes() == data and not (tmp_path / "out.mp4").exists()
+
+
 def test_a_malformed_camera_url_is_one_line(run_cli, tmp_path):
     code, err = run_cli("rtsp://admin:secret@[::1/live", tmp_path / "cam.mp4")
     assert code == 2

@@ -3,6 +3,7 @@ from Python; a stream that fails ends alone."""
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -156,3 +157,16 @@ def test_a_reload_sent_while_the_fleet_starts_is_applied_once_it_runs(make_video
     assert code == 0, err
     assert "streamdehaze: second: 4 frames in " in err and "fleet: 2 streams" in err
     assert probe(tmp_path / "first.out.mp4")["count"] == 6 and probe(tmp_path / "second.out.mp4")["count"] == 4
+
+
+def test_statistics_are_appended_to_what_a_run_before_wrote(tmp_path):
+    # A recording restarted by its supervisor (systemd's Restart=) keeps the lines of the run before.
+    from streamdehaze.stats import Reporter, RunStats
+
+    path = tmp_path / "live.jsonl"
+    for run in range(2):
+        stats = RunStats()
+        stats.frame_done(None)
+        Reporter(stats, path, interval=60).close()  # the last line alone
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 2 and all(line["frames"] == 1 for line in lines)
