@@ -92,8 +92,9 @@ class BatchResult:
 
 
 def plan(src: Path, dst: Path) -> tuple[list[Item], int]:
-    """The videos and images under ``src`` (hidden files and folders, and ``dst`` inside ``src``, left out), each
-    with its output at the same place under ``dst``; and how many other files were left out."""
+    """The videos and images under ``src`` (linked folders followed; hidden files and folders, and ``dst`` inside
+    ``src``, left out), each with its output at the same place under ``dst``; and how many other files (named pipes
+    and broken links among them) were left out."""
     if not src.is_dir():
         raise UsageError(f"input folder not found: {src}" if not src.exists() else f"input is not a folder: {src}")
     if dst.exists() and not dst.is_dir():
@@ -104,14 +105,22 @@ def plan(src: Path, dst: Path) -> tuple[list[Item], int]:
     if src.is_relative_to(dst):
         raise UsageError(f"input folder {src} is inside the output folder {dst}")
     items, ignored = [], 0
-    for root, dirs, files in os.walk(src):
+    seen = {src}  # folders reached, by their real path: links are followed, each folder once (no loops)
+    for root, dirs, files in os.walk(src, followlinks=True):
         here = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != dst)
+        kept = []
+        for name in sorted(dirs):
+            real = (here / name).resolve()
+            if not name.startswith(".") and real != dst and real not in seen:
+                seen.add(real)
+                kept.append(name)
+        dirs[:] = kept
         for name in sorted(files):
             path = here / name
             if name.startswith(".") or ".partial" in path.suffixes:  # ours: hidden writers, interrupted runs
                 continue
-            if not (is_image(path) or path.suffix.lower() in VIDEO_SUFFIXES):
+            # (a named pipe or a device would block the run forever; a broken link has nothing to read)
+            if not path.is_file() or not (is_image(path) or path.suffix.lower() in VIDEO_SUFFIXES):
                 ignored += 1
                 continue
             relative = path.relative_to(src)

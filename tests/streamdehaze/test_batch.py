@@ -150,3 +150,19 @@ def test_ogg_videos_are_done_in_their_own_format(probe, run_cli, tmp_path):
     code, err = run_cli("batch", src, tmp_path / "out", "--model", "dcp", "--quiet")
     assert code == 0, err
     assert probe(tmp_path / "out" / "web.ogv")["times"] == probe(src / "web.ogv")["times"]  # (VP8: Ogg holds no H.264)
+
+
+def test_linked_folders_are_followed_once_and_pipes_left_out(make_video, run_cli, tmp_path):
+    # A camera's folder linked in from another disk is searched; a link back up (a loop) and a named pipe with a
+    # video's name (which would block the run forever) are not.
+    src, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    (src / "cam1").mkdir(parents=True)
+    elsewhere.mkdir()
+    make_video("in/cam1/a.mp4", frames=3)
+    make_video("elsewhere/b.mp4", frames=3)
+    (src / "cam2").symlink_to(elsewhere)
+    (src / "cam1" / "loop").symlink_to(src)
+    os.mkfifo(src / "cam1" / "stuck.mp4")
+    code, err = run_cli("batch", src, tmp_path / "out", *DCP)
+    assert code == 0, err
+    assert _files(tmp_path / "out") == ["cam1/a.mp4", "cam2/b.mp4"]
