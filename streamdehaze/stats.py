@@ -118,6 +118,7 @@ class Reporter:
         self._fleet = not isinstance(stats, RunStats)
         self._start = time.monotonic()
         self._shown: set[str] = set()  # streams with metrics series, to remove those that left
+        self._info_shown: dict[str, dict[str, str]] = {}  # each stream's streamdehaze_info labels, as exported
         self._stop = threading.Event()
         try:
             # Appended to: a run restarted by its supervisor keeps the lines of the one before.
@@ -180,13 +181,16 @@ class Reporter:
             for name in self._shown - set(snaps):  # streams removed by a reload
                 for gauge in self._gauges.values():
                     gauge.remove(name)
-                self._info.clear()
             for name, snap in snaps.items():
                 for key, gauge in self._gauges.items():
                     if snap[key] is not None:
                         gauge.labels(name).set(snap[key])
-                labels = {key: mask(value, value) for key, value in members[name].labels.items()}
-                self._info.labels(stream=name, **labels).set(1)
+            info = {name: {key: mask(value, value) for key, value in members[name].labels.items()} for name in snaps}
+            if info != self._info_shown:  # a stream removed, or restarted with another output: one series each
+                self._info.clear()
+                for name, labels in info.items():
+                    self._info.labels(stream=name, **labels).set(1)
+                self._info_shown = info
             for key, gauge in self._fleet_gauges.items():
                 if fleet[key] is not None:
                     gauge.set(fleet[key])

@@ -170,3 +170,32 @@ def test_statistics_are_appended_to_what_a_run_before_wrote(tmp_path):
         Reporter(stats, path, interval=60).close()  # the last line alone
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 2 and all(line["frames"] == 1 for line in lines)
+
+
+def test_a_stream_restarted_with_another_output_has_one_info_series(tmp_path):
+    # A reload that changes a stream's output: dashboards join on streamdehaze_info, so the old series must go.
+    import time
+    import urllib.request
+
+    from streamdehaze.stats import Member, Reporter, RunStats
+    from tests.live.conftest import free_port
+
+    port = free_port()
+    members = {"gate": Member(RunStats(), {"input": "in.mp4", "output": "gate.mp4", "model": "dcp"})}
+    reporter = Reporter(lambda: members, None, port, interval=0.05)
+
+    def info_lines(wanted: str) -> list[str]:
+        deadline = time.monotonic() + 10
+        while True:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            lines = [line for line in body.splitlines() if line.startswith("streamdehaze_info{")]
+            if any(wanted in line for line in lines) or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+    try:
+        assert len(info_lines('output="gate.mp4"')) == 1
+        members["gate"] = Member(RunStats(), {"input": "in.mp4", "output": "gate2.mp4", "model": "dcp"})
+        lines = info_lines('output="gate2.mp4"')
+        assert len(lines) == 1 and 'output="gate2.mp4"' in lines[0], lines
+    finally:
+        reporter.close()
