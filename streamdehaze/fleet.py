@@ -225,13 +225,16 @@ class Fleet:
         going = [self._runners[n] for n in changes["removed"] + changes["changed"]]
         for runner in going:
             runner.stop()
-        for runner in going:  # a restarted stream writes where the old one did: the old one finishes first
+        # A starting stream (restarted, or renamed) may write where a stopping one did: that one finishes first, and
+        # its recording is moved aside now (the new one would), so that its summary line names where it went.
+        rewritten = {job.dst.resolve() for job in jobs.values() if job.dst is not None}
+        for runner in going:
             while not runner.done:
                 runner.thread.join(0.1)
             job = runner.job
-            if runner.config.name in changes["changed"] and job.live and job.dst is not None \
-                    and runner.config.encode.segment_time is None:
-                aside = move_aside(job.dst)  # (the new one would): its summary line names where it went
+            if job.live and job.dst is not None and runner.config.encode.segment_time is None \
+                    and job.dst.resolve() in rewritten:
+                aside = move_aside(job.dst)
                 if aside is not None:
                     runner.outcome.output = str(aside)
         with self._lock:

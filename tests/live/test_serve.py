@@ -67,7 +67,7 @@ def test_four_cameras_on_two_servers_one_restarts(rtsp_servers, cli, decodable, 
 
 def test_reload_starts_stops_and_restarts_only_what_changed(rtsp_servers, cli, decodable, tmp_path):
     (server,) = rtsp_servers(1, ("a", "b", "c", "d"))
-    out = {name: tmp_path / f"{name}.mp4" for name in ("keep", "gone", "change", "new")}
+    out = {name: tmp_path / f"{name}.mp4" for name in ("keep", "gone", "change")}
     stats, config = tmp_path / "fleet.jsonl", tmp_path / "cams.toml"
     top = dict(model="dcp", stats_json=stats, max_latency=5)
     write_config(config, {"keep": (server.url_of("a"), out["keep"]), "gone": (server.url_of("b"), out["gone"]),
@@ -75,8 +75,9 @@ def test_reload_starts_stops_and_restarts_only_what_changed(rtsp_servers, cli, d
     run = cli("serve", config)
     for name in ("keep", "gone", "change"):
         run.wait_streaming(stats, RATE, stream=name)
+    # "new" takes over the file of "gone" (a camera renamed): "gone"'s recording is moved aside, and said to be.
     write_config(config, {"keep": (server.url_of("a"), out["keep"]), "change": (server.url_of("d"), out["change"]),
-                          "new": (server.url_of("b"), out["new"])}, **top)
+                          "new": (server.url_of("b"), out["gone"])}, **top)
     run.proc.send_signal(signal.SIGHUP)
     assert run.wait_line("reload: added new", 30) is not None, (run.proc.poll(), run.stderr)
     reloaded = time.monotonic()
@@ -85,14 +86,16 @@ def test_reload_starts_stops_and_restarts_only_what_changed(rtsp_servers, cli, d
     run.wait_streaming(stats, 2 * RATE, stream="change")
     stopped = time.monotonic()
     assert run.interrupt() == 0, run.stderr
-    gone = decodable(out["gone"])  # finished, playable, and stopped at the reload
+    gone = decodable(tmp_path / "gone.1.mp4")  # finished, playable, and stopped at the reload
     assert len(gone) >= RATE and all(b > a for a, b in zip(gone, gone[1:]))
-    assert "gone: " in run.stderr and run.proc.returncode == 0
+    assert f"streamdehaze: gone: {len(gone)} frames" in run.stderr and run.proc.returncode == 0
+    assert [line.rsplit(" -> ", 1)[1] for line in run.stderr.splitlines()
+            if line.startswith("streamdehaze: gone: ")] == [str(tmp_path / "gone.1.mp4")]
     old, new = decodable(tmp_path / "change.1.mp4"), decodable(out["change"])  # restarted: a new recording
     summary = [line for line in run.stderr.splitlines() if line.startswith("streamdehaze: change: ")]
     assert [line.rsplit(" -> ", 1)[1] for line in summary] == [str(tmp_path / "change.1.mp4"), str(out["change"])]
     assert len(old) >= RATE and len(new) >= 2 * RATE
-    assert len(decodable(out["new"])) >= 2 * RATE
+    assert len(decodable(out["gone"])) >= 2 * RATE  # the new stream's
     keep = decodable(out["keep"])  # the stream that did not change never noticed
     assert not (tmp_path / "keep.1.mp4").exists()
     assert steady(keep, keep[0] + 1, keep[-1] - 1)
