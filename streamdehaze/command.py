@@ -26,10 +26,10 @@ from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
 from .images import dehaze_images, image_engine, is_image
-from .job import same_file
+from .job import check_stats_file
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, default_model
-from .config import load_config
+from .config import StreamConfig, load_config
 from .fleet import Fleet, FleetResult
 from .options import Parser, add_file_options, build_parser, seconds
 from .outputs import atomic_output, check_writable
@@ -340,10 +340,7 @@ def _run(args: argparse.Namespace) -> int:
     if on_disk and not src.exists():
         raise UsageError(f"input not found: {args.input}")
     if args.stats_json is not None:
-        for what, path in (("input", args.input), ("output", args.output)):
-            if path != "-" and "://" not in path and same_file(str(args.stats_json.resolve()),
-                                                               str(Path(path).resolve())):
-                raise UsageError(f"--stats-json {args.stats_json} is the {what}: name the statistics file otherwise")
+        check_stats_file(args.stats_json, StreamConfig(args.input, args.output), f"--stats-json {args.stats_json}")
     device = resolve_device(args.device)
     if args.model == "auto" and args.weights is None:  # name what runs, in the stats and the summary line
         args.model = default_model(device)

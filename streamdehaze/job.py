@@ -135,11 +135,7 @@ class Job:
         with keyed("stats_json"):
             if c.stats_json is not None:
                 check_writable(Path(c.stats_json).parent)
-                files = stream_files(c)
-                stats = files.pop()[1]
-                for what, path in files:
-                    if same_file(stats, path):
-                        raise UsageError(f"{c.stats_json} is the {what}: name the statistics file otherwise")
+                check_stats_file(c.stats_json, c)
 
     def _muxer(self) -> str | None:
         """The output's muxer; None without an output, or for a name ``_check_output`` refuses."""
@@ -270,6 +266,15 @@ def stream_files(config: StreamConfig) -> list[tuple[str, str]]:
     if config.stats_json is not None:
         found.append(("stats_json", str(Path(config.stats_json).resolve())))
     return found
+
+
+def check_stats_file(stats_json: str | Path, config: StreamConfig, shown: str | None = None) -> None:
+    """A ``UsageError`` where a statistics file would be written over the stream's input or output (``shown``:
+    its name in the message)."""
+    stats = str(Path(stats_json).resolve())
+    for what, path in stream_files(replace(config, stats_json=None)):
+        if same_file(stats, path):
+            raise UsageError(f"{shown or stats_json} is the {what}: name the statistics file otherwise")
 
 
 def same_file(a: str, b: str) -> bool:
