@@ -182,13 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--frames", type=at_least_one, default=100)
-    p.add_argument("--batch", type=at_least_one, default=FILE_BATCH, help=f"frames per model call (default: {FILE_BATCH}, as files)")
+    p.add_argument("--batch", type=at_least_one, default=FILE_BATCH,
+                   help=f"frames per model call (default: {FILE_BATCH}, as files)")
     p.add_argument("--preset", default="veryfast")
     p.add_argument("--hwaccel", default="auto", choices=HWACCEL_MODES)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (the model stage is timed after the build; end to end includes it)")
     streams = p.add_argument_group("capacity (--streams): live-like cameras, one shared engine vs a process each")
-    streams.add_argument("--streams", type=at_least_one, nargs="+", metavar="N", help="numbers of cameras, e.g. 1 2 4 8")
+    streams.add_argument("--streams", type=at_least_one, nargs="+", metavar="N",
+                         help="numbers of cameras, e.g. 1 2 4 8")
     streams.add_argument("--size", default="360p", choices=list(SIZES), help="camera size (default: 360p)")
     streams.add_argument("--rate", type=at_least_one, default=25, help="camera frame rate (default: 25)")
     streams.add_argument("--seconds", type=positive, default=12.0, help="run length per measurement (default: 12)")

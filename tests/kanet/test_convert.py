@@ -64,7 +64,8 @@ def test_official_checkpoint_round_trip(paper_checkpoint, tmp_path: Path, capsys
         target = tmp_path / "kanet.safetensors"
         assert main([str(path), str(target), "--seed", "5"]) == 0
         err = capsys.readouterr().err.splitlines()
-        assert len(err) == 2 and err[0] == f"error: no folder {tmp_path / 'no-such-dir'} to write kanet.safetensors into"
+        assert len(err) == 2
+        assert err[0] == f"error: no folder {tmp_path / 'no-such-dir'} to write kanet.safetensors into"
         assert "kanet" in err[1]
         again = kanet.load_weights(target)
         assert again.config_name == "kanet"

@@ -215,7 +215,8 @@ def test_a_resumed_run_forgets_what_it_does_again_and_what_a_killed_run_left(cle
     (run / "last.json").write_text(json.dumps({"step": 2, "weights": "step-0000002.safetensors",
                                                "state": "step-0000002.state.pt"}))  # killed before step 3's pointer
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = [run / f"step-0000003.tmp.{dead.stdout.strip()}.safetensors", run / f".step-0000003.tmp.{dead.stdout.strip()}"]
+    pid = dead.stdout.strip()  # a process that has ended
+    stale = [run / f"step-0000003.tmp.{pid}.safetensors", run / f".step-0000003.tmp.{pid}"]
     for path in stale:
         path.write_bytes(b"half a checkpoint")
     assert run_main(main, ["--resume", str(run), "--quiet"]) == 0
