@@ -96,21 +96,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (folder / "last.json").is_file():
         # The folder already holds a run: go on with it (a recipe run again after a crash), or refuse to mix
         # another run's checkpoints with it (its own would be pruned away as older).
-        step, saved = _saved_config(folder)
         if resume is not None and resolve_checkpoint(resume) != resolve_checkpoint(folder):
-            raise UsageError(f"{folder} already holds a run (at step {step}): give another --out")
-        changed = _changes(saved, config)
-        if changed and resume is None:
-            raise UsageError(f"{folder} already holds a run of another configuration ({'; '.join(changed)}): give "
-                             f"another --out (or train.out), or remove {folder} to start again")
-        if resume is None:
-            print(f"continuing the run in {folder} from its checkpoint at step {step}", file=sys.stderr)
-            resume = folder
-    if resume is not None and args.config is not None:
-        changed = _changes(_saved_config(resume)[1], config)
+            raise UsageError(f"{folder} already holds a run: give another --out")
+        resume = folder
+    if resume is not None and args.config is not None:  # (without --config, the run's own configuration)
+        step, saved = _saved_config(resume)
+        changed = "; ".join(_changes(saved, config))
+        if changed and args.resume is None:
+            raise UsageError(f"{folder} already holds a run of another configuration ({changed}): give another "
+                             f"--out (or train.out), or remove {folder} to start again")
         if changed:
-            raise UsageError(f"{resume} was trained with another configuration ({'; '.join(changed)}): resume "
-                             f"without --config, or start a new run from its weights with model.init")
+            raise UsageError(f"{resume} was trained with another configuration ({changed}): resume without "
+                             f"--config, or start a new run from its weights with model.init")
+        if args.resume is None:
+            print(f"continuing the run in {folder} from its checkpoint at step {step}", file=sys.stderr)
     from training.trainer import Trainer  # after argument checks: importing torch/kanet takes a moment
 
     trainer = Trainer(config, progress=not args.quiet)
