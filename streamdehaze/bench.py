@@ -36,7 +36,7 @@ from .hwaccel import MODES as HWACCEL_MODES
 from .hwaccel import use_cuda
 from .models import create_model
 from .options import parse_infer_size
-from .sinks import VideoSink
+from .sinks import VideoSink, choose_encoding
 from .sources import VideoFileSource
 from .temporal import MODES
 from .threads import Prefetch, Worker
@@ -85,9 +85,8 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int, hwacce
             timer.frames = len(frames)
         info = source.info
     engine = Engine(create_model(model, weights, dev), dev, infer_size, compile=compile)
-    sink = VideoSink(tmp / "probe.mp4", info, preset=preset, nvenc=nvidia)
-    fmt, pix_fmt = sink.yuv_format, sink.pix_fmt
-    sink.abort()
+    encoding = choose_encoding(info, preset=preset, nvenc=nvidia)
+    fmt, pix_fmt = encoding.yuv_format, encoding.pix_fmt
     with tuned(dev):  # the tuning of a real (command-line) video run
         engine.process_frames(frames[:batch], fmt, pix_fmt)  # warm-up (allocations, kernels)
         with _Timer(result, "model", len(frames)):  # batches in flight as in a real run
@@ -98,7 +97,7 @@ def measure(clip: Path, model: str, device: str, preset: str, batch: int, hwacce
                     dehazed += in_flight.popleft().frames()
             while in_flight:
                 dehazed += in_flight.popleft().frames()
-    sink = VideoSink(tmp / "encode.mp4", info, preset=preset, nvenc=nvidia)
+    sink = VideoSink(tmp / "encode.mp4", info, encoding)
     with _Timer(result, "encode", len(frames)):
         for frame in dehazed:
             sink.write(frame)
@@ -131,7 +130,7 @@ class _Timer:
 def _transcode(clip: Path, out: Path, preset: str, nvidia: bool) -> int:
     """Decode + encode with the pipeline's reader and writer threads and no processing."""
     with VideoFileSource(str(clip), nvdec=nvidia) as source:
-        sink = VideoSink(out, source.info, preset=preset, nvenc=nvidia)
+        sink = VideoSink(out, source.info, choose_encoding(source.info, preset=preset, nvenc=nvidia))
         reader = Prefetch(source, maxsize=8, name="decode")
         writer: Worker = Worker(sink.write, maxsize=8, name="encode")
         n = 0

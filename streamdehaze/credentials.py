@@ -8,7 +8,9 @@ can take, and any other URL by the pattern ``scheme://...@``.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
+
+from .errors import UsageError
 
 MASK = "***"
 
@@ -38,3 +40,17 @@ def mask(text: str, *urls: str | object) -> str:
         for form in forms | {repr(form)[1:-1] for form in forms}:  # repr(): how exceptions quote file names
             text = text.replace(f"://{form}@", f"://{MASK}@")
     return _USERINFO.sub(rf"\1{MASK}@", text)
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL that cannot be read, naming no part of its credentials: above all one whose password holds a raw
+    '/', '?' or '#', which ends the host early (FFmpeg then fails on what follows ':' as a port, again and again)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # (its reasons name no part of the URL)
+        raise UsageError(f"{mask(url, url)} is not a valid URL: {exc}") from None
+    try:
+        parts.port
+    except ValueError:  # (its reason shows the "port": perhaps part of a password)
+        hint = " (a password holding '/', '?' or '#' must be percent-encoded: %2F, %3F, %23)" if "@" in url else ""
+        raise UsageError(f"{mask(url, url)} is not a valid URL: its port is not a number{hint}") from None

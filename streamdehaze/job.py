@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import StreamConfig, checked_option, keyed
-from .credentials import mask
+from .credentials import check_url, mask
 from .encoders import encoder, quality_options
 from .engine import check_noise_floor, check_strength, resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
@@ -35,14 +35,17 @@ from .outputs import (
     remove_stale_partials,
 )
 from .pipeline import RunResult, Stream
+from .publish import PublishedSink
 from .records import FrameRecord
 from .sinks import (
+    STDOUT,
     CallbackSink,
     SegmentedSink,
     VideoSink,
     check_encoder_fits,
     check_live_file,
     check_segments,
+    choose_encoding,
     default_encoder,
     output_muxer,
     segment_pattern,
@@ -158,6 +161,8 @@ class Job:
         if self.dst is None:
             if segmented and self.config.output is not None:
                 raise UsageError("--segment-time splits a file output, not a stream published to a URL")
+            if self.config.output not in (None, STDOUT):
+                check_url(str(self.config.output))
             return
         check_output(segment_pattern(self.dst) if segmented else self.dst,
                      None if "://" in self.config.input else Path(self.config.input))
@@ -202,16 +207,20 @@ class Job:
 
     def _sink(self, target: Path | str | None, first_segment: int = 0, **more):
         c, info = self.config, self.source.info
+        if c.encode.segment_time is not None:
+            info = replace(info, chapters=[])  # (the input's chapters fit no one segment)
+        encoding = choose_encoding(info, self.codec, c.encode.crf, c.encode.preset, self.live, self.nvidia)
 
         def sink(path: Path | str, **where) -> VideoSink:
-            return VideoSink(path, info, codec=self.codec, crf=c.encode.crf, preset=c.encode.preset, live=self.live,
-                             nvenc=self.nvidia, **where)
+            return VideoSink(path, info, encoding, live=self.live, **where)
         if target is None:
             inner = None
         elif c.encode.segment_time is not None:
-            info = replace(info, chapters=[])  # (the input's chapters fit no one segment)
             inner = self._segments = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
                                                    lambda path, start: sink(path, start=start))
+        elif self.dst is None and target != STDOUT:  # a server to publish to
+            inner = PublishedSink(lambda: sink(target), mask(str(target), str(target)), encoding.pix_fmt,
+                                  encoding.yuv_format, c.live.reconnect)
         else:
             inner = sink(target, **more)
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import av
 
-from .credentials import mask
+from .credentials import check_url, mask
 from .errors import MediaError, UsageError
 from .frames import to_planar
 from .sources import NEW_STREAM_AT_END, VideoInfo, frame_rate, main_video, pixel_aspect
@@ -42,10 +42,8 @@ def is_live(url: str) -> bool:
     """Network streams and capture devices; an http(s) URL of a plain media file counts as a file."""
     if url.startswith("/dev/video"):
         return True
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # (its reasons name no part of the URL: no credentials shown)
-        raise UsageError(f"{mask(url, url)} is not a valid URL: {exc}") from None
+    check_url(url)
+    parts = urlsplit(url)
     if parts.scheme not in LIVE_SCHEMES:
         return False
     return not (parts.scheme in ("http", "https") and parts.path.lower().endswith(_FILE_SUFFIXES))

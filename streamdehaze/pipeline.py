@@ -29,13 +29,11 @@ from dataclasses import dataclass
 import av
 
 from .engine import Batch, Engine, Request
-from .errors import MediaError
 from .stats import RunStats
 from .temporal import TemporalSmoother
 from .threads import EMPTY, Prefetch, Worker
 
 _IDLE_WAIT_S = 0.1  # the scheduler's longest sleep when nothing is ready (it is woken as soon as something is)
-_CLOSE = object()  # the writer's last item: close the sink (in the writer, where a hung server can be given up on)
 
 
 @dataclass
@@ -95,10 +93,7 @@ class Stream:
         stats.received = lambda: getattr(self.source, "received", stats.frames)
         stats.corrupt = lambda: getattr(self.source, "corrupt", 0)
 
-    def _write(self, item: tuple[Batch, int, av.VideoFrame | None] | av.Packet | object) -> None:
-        if item is _CLOSE:
-            self.sink.close()
-            return
+    def _write(self, item: tuple[Batch, int, av.VideoFrame | None] | av.Packet) -> None:
         if isinstance(item, av.Packet):
             self.sink.write(item)
             return
@@ -116,10 +111,6 @@ class Stream:
         """The frames to dehaze now, without waiting: a full batch (fewer at the end, or what a live stream has),
         else none. Packets go straight to the writer; frames too old to be worth showing are dropped."""
         if self._ended:
-            return []
-        stalled = self._stalled()
-        if stalled is not None:
-            self.fail(stalled)
             return []
         room = self._capacity - self.writer.pending() - self._in_engine - len(self._pending)
         while len(self._pending) < self.batch_size and room > 0:
@@ -193,27 +184,13 @@ class Stream:
             self.reader.close()
             if self.error is not None:
                 raise self.error
-            self.writer.put(_CLOSE, self._give_up_if_stalled)
-            self.writer.finish(self._give_up_if_stalled)
+            self.writer.finish()
+            self.sink.close()
         except BaseException:
-            if self._stalled() is None:  # (a writer stuck on a hung server is left behind: it would never return)
-                self.writer.cancel()
-                self.sink.abort()
+            self.writer.cancel()
+            self.sink.abort()
             raise
         return self.result(interrupted)
-
-    def _stalled(self) -> MediaError | None:
-        """The error for an output that has taken no data for longer than its sink allows (a network output's
-        server that hung: FFmpeg's RTSP muxer waits for it for ever), else None."""
-        limit = getattr(self.sink, "stall_limit", None)
-        if limit is None or self.writer is None or self.writer.busy_for() <= limit:
-            return None
-        return MediaError(f"{self.sink.name or 'the output'} has taken no data for {limit:g} s: gave up on it")
-
-    def _give_up_if_stalled(self) -> None:
-        stalled = self._stalled()
-        if stalled is not None:
-            raise stalled
 
     def result(self, interrupted: bool = False) -> RunResult:
         return RunResult(frames=self.frames, seconds=time.perf_counter() - self._start, interrupted=interrupted,

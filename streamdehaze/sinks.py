@@ -15,6 +15,7 @@ import io
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -63,8 +64,8 @@ def output_format(info: VideoInfo, pix_fmt: str) -> YUVFormat:
     return YUVFormat(matrix=matrix, full_range=False, bits=bits, subsampling=subsampling)
 
 
-# Seconds a network output may take to accept a frame before it is given up on (a hung server: the stream fails
-# with that, where FFmpeg would wait for it for ever, through every signal).
+# Seconds a server published to may take to accept a frame before it is taken for lost and dialled again
+# (``publish.py``): FFmpeg would wait for a hung one for ever, through every signal.
 WRITE_TIMEOUT = 10.0
 _URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
                 "tcp": "mpegts"}
@@ -173,44 +174,68 @@ def check_segments(path: Path) -> None:
         raise UsageError(f"--segment-time needs an output ending in {', '.join(LIVE_FILES)}")
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """How a sink encodes: the encoder, its options, and the planes it takes (``pix_fmt``, ``yuv_format``). Chosen
+    once for a run, so that its segments and reconnections all encode alike (and a GPU is probed once)."""
+    codec: av.Codec
+    options: dict[str, str]
+    pix_fmt: str
+    yuv_format: YUVFormat
+
+
+def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = None, preset: str | None = None,
+                    live: bool = False, nvenc: hwaccel.Nvidia | None = None) -> Encoding:
+    """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning where it
+    does not; an error if it is required)."""
+    spec = encoder(codec)
+    options = quality_options(codec, crf, preset)
+    if nvenc:
+        pix_fmt = choose_pix_fmt(spec, info.width, info.height)
+        hardware = hwaccel.encoder(codec, int(options.get("crf", 18)), options.get("preset", ""), live,
+                                   info.width, info.height, pix_fmt, nvenc)
+        if hardware is not None:
+            spec, options = encoder(hardware[0]), hardware[1]
+    pix_fmt = choose_pix_fmt(spec, info.width, info.height)
+    return Encoding(spec, options, pix_fmt, output_format(info, pix_fmt))
+
+
 class VideoSink:
     """Writes to a file or a URL. A file run writes to a temporary file (``outputs.py``) and names its ``target`` in
     ``shown_as``; a live run writes to the target itself, as it goes."""
 
-    def __init__(self, target: Path | str, info: VideoInfo, *, codec: str = "libx264", crf: int | None = None,
-                 preset: str | None = None, live: bool = False, nvenc: hwaccel.Nvidia | None = None,
+    def __init__(self, target: Path | str, info: VideoInfo, encoding: Encoding | None = None, *, live: bool = False,
                  shown_as: Path | None = None, start: Fraction = Fraction(0)) -> None:
-        """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning
-        where it does not; an error if it is required). ``shown_as``: the user's name for a temporary ``target``,
+        """``encoding``: libx264 at its defaults when None. ``shown_as``: the user's name for a temporary ``target``,
         for messages and the container format. ``start``: the time (seconds) written as 0, a segment's start."""
         self.target = str(target)
         self.start = start
         self.path = Path(target) if url_format(self.target) is None else None
-        self.stall_limit = WRITE_TIMEOUT if self.path is None and self.target != STDOUT else None
         self.shown_as = shown_as or self.path
         self.name = mask(self.target, self.target) if self.path is None else str(self.shown_as)
         self.info, self.live = info, live
-        spec = encoder(codec)
-        options = quality_options(codec, crf, preset)
-        if nvenc:
-            pix_fmt = choose_pix_fmt(spec, info.width, info.height)
-            hardware = hwaccel.encoder(codec, int(options.get("crf", 18)), options.get("preset", ""), live,
-                                       info.width, info.height, pix_fmt, nvenc)
-            if hardware is not None:
-                spec, options = encoder(hardware[0]), hardware[1]
+        encoding = encoding or choose_encoding(info, live=live)
         self.container = self._open(self.target)
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
         if info.chapters:
             self.container.set_chapters(info.chapters)
         self._sync = None if not live or self.path is None else Syncer(lambda: self.path if self.path.exists() else None)
         try:
-            self._add_video(spec, options)
+            self._add_video(encoding)
             self._copies = self._add_copies()
         except BaseException:
             self.container.close()
             raise
         self.frames = 0
         self._resized: tuple[int, int] | None = None  # the other size the input went on at, once told
+
+    def connect(self) -> None:
+        """Write the header now rather than with the first frame: for RTSP, dial the server and announce the stream
+        (``av.open`` alone dials RTMP and SRT)."""
+        try:
+            self.container.start_encoding()
+        except (av.FFmpegError, OSError) as exc:
+            raise MediaError(f"cannot write {self.name}: {_reason(exc, self.target)}") from None
 
     def _open(self, target: str) -> av.container.OutputContainer:
         fmt, options = url_format(target), {}
@@ -234,11 +259,11 @@ class VideoSink:
         options = {**as_it_goes, "flush_packets": "1"} if self.live else {}
         return muxer or _muxer_for(self.shown_as), options
 
-    def _add_video(self, codec: av.Codec, options: dict[str, str]) -> None:
-        info = self.info
+    def _add_video(self, encoding: Encoding) -> None:
+        info, codec = self.info, encoding.codec
         stream = self.container.add_stream(codec.name, rate=info.rate)
         stream.width, stream.height = info.width, info.height
-        self.pix_fmt = choose_pix_fmt(codec, info.width, info.height)
+        self.pix_fmt, self.yuv_format = encoding.pix_fmt, encoding.yuv_format
         if self.pix_fmt != "yuv420p":
             log.info("encoding %s (%dx%d)", self.pix_fmt, info.width, info.height)
         stream.pix_fmt = self.pix_fmt
@@ -247,7 +272,7 @@ class VideoSink:
         stream.metadata.update(info.video_tags)  # a timecode becomes the output's own timecode track
         ctx = stream.codec_context
         ctx.time_base = info.time_base
-        options = dict(options)
+        options = dict(encoding.options)
         if self.live:
             # Keyframes are forced once a second of *time* (write()), not every N frames: after drops N frames
             # can span much longer, and viewers joining and segment cuts both need them on time.
@@ -263,7 +288,6 @@ class VideoSink:
             else:
                 log.warning("%s: the input is interlaced; %s encodes it as progressive", self.name, codec.name)
         ctx.options = options
-        self.yuv_format = output_format(info, self.pix_fmt)
         ctx.colorspace = _MATRIX_TAG[self.yuv_format.matrix]
         ctx.color_range = _AVCOL_RANGE_MPEG
         if info.colour.get("color_primaries", 2) != 2:
@@ -451,7 +475,6 @@ class CallbackSink:
                  name: str = "") -> None:
         self.on_frame, self.inner, self.bgr, self.name = on_frame, inner, bgr, name
         self.frames, self.rotation = 0, info.rotation
-        self.stall_limit = getattr(inner, "stall_limit", None)
         if inner is not None:
             self.pix_fmt, self.yuv_format = inner.pix_fmt, inner.yuv_format
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -19,6 +20,10 @@ from pathlib import Path
 from .credentials import mask
 
 log = logging.getLogger("streamdehaze")
+
+# Latency is of the frames written in the last this many seconds: a camera that is down shows none (null; NaN in
+# Prometheus), not the last it had.
+LATENCY_WINDOW_S = 10.0
 
 
 class RunStats:
@@ -33,7 +38,7 @@ class RunStats:
         self.reconnects: Callable[[], int] = lambda: 0
         self.received: Callable[[], int] = lambda: 0
         self.corrupt: Callable[[], int] = lambda: 0
-        self._latencies: deque[float] = deque(maxlen=512)
+        self._latencies: deque[tuple[float, float]] = deque(maxlen=512)  # (when written, latency)
         self._window: deque[float] = deque()  # completion times within the last second, for fps
 
     def frame_done(self, arrival: float | None) -> None:
@@ -42,25 +47,26 @@ class RunStats:
             self.frames += 1
             self._window.append(now)
             if arrival is not None:
-                self._latencies.append(now - arrival)
+                self._latencies.append((now, now - arrival))
 
     def drop(self, n: int = 1) -> None:
         with self._lock:
             self.dropped += n
 
     def latencies(self) -> list[float]:
-        """The recent frames' latencies, in seconds."""
+        """The latencies (seconds) of the frames written in the last ``LATENCY_WINDOW_S``."""
+        since = time.monotonic() - LATENCY_WINDOW_S
         with self._lock:
-            return list(self._latencies)
+            return [latency for done, latency in self._latencies if done >= since]
 
     def snapshot(self) -> dict[str, float | int]:
         now = time.monotonic()
         with self._lock:
             while self._window and now - self._window[0] > 1.0:
                 self._window.popleft()
-            lat = sorted(self._latencies)
             fps = float(len(self._window))
             frames, dropped = self.frames, self.dropped
+        lat = sorted(self.latencies())
         return {
             "time": round(now - self.start, 3), "frames": frames, "fps": fps,
             "latency_p50_ms": round(1000 * _percentile(lat, 0.50), 1) if lat else None,
@@ -165,8 +171,7 @@ class Reporter:
             self._file.write(json.dumps(snap) + "\n")
         if self._gauges is not None:
             for key, gauge in self._gauges.items():
-                if snap[key] is not None:
-                    gauge.set(snap[key])
+                gauge.set(math.nan if snap[key] is None else snap[key])
         return snap
 
     def _emit_fleet(self) -> dict:
@@ -183,8 +188,7 @@ class Reporter:
                     gauge.remove(name)
             for name, snap in snaps.items():
                 for key, gauge in self._gauges.items():
-                    if snap[key] is not None:
-                        gauge.labels(name).set(snap[key])
+                    gauge.labels(name).set(math.nan if snap[key] is None else snap[key])
             info = {name: {key: mask(value, value) for key, value in members[name].labels.items()} for name in snaps}
             if info != self._info_shown:  # a stream removed, or restarted with another output: one series each
                 self._info.clear()
@@ -192,8 +196,7 @@ class Reporter:
                     self._info.labels(stream=name, **labels).set(1)
                 self._info_shown = info
             for key, gauge in self._fleet_gauges.items():
-                if fleet[key] is not None:
-                    gauge.set(fleet[key])
+                gauge.set(math.nan if fleet[key] is None else fleet[key])
             self._shown = set(snaps)
         return fleet
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
@@ -120,7 +119,6 @@ class Worker(Generic[T]):
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._failure: BaseException | None = None
         self._cancelled = False
-        self._busy_since: float | None = None  # when the call under way began
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -130,24 +128,20 @@ class Worker(Generic[T]):
             if item is _END:
                 return
             if self._failure is None and not self._cancelled:
-                self._busy_since = time.monotonic()
                 try:
                     self._fn(item)
                 except BaseException as exc:
                     self._failure = exc  # keep draining so producers never block forever
-                finally:
-                    self._busy_since = None
             self._notify()
 
-    def put(self, item: T, check: Callable[[], None] = lambda: None) -> None:
-        """Queue ``item``, waiting while the queue is full (``check``: as for ``finish``)."""
+    def put(self, item: T) -> None:
         while True:
             self._raise_failure()
             try:
                 self._queue.put(item, timeout=_POLL_S)
                 return
             except queue.Full:
-                check()
+                continue
 
     def pending(self) -> int:
         """Items put and not yet handled (about: the one in hand is not counted)."""
@@ -157,23 +151,10 @@ class Worker(Generic[T]):
     def failure(self) -> BaseException | None:
         return self._failure
 
-    def busy_for(self) -> float:
-        """Seconds the call under way has taken so far (0 when idle)."""
-        since = self._busy_since
-        return 0.0 if since is None else time.monotonic() - since
-
-    def finish(self, check: Callable[[], None] = lambda: None) -> None:
-        """Wait until every item put so far is handled; re-raise the worker's error if it failed. ``check`` is
-        called while waiting, and may raise to give up on a call that never returns (the thread is left behind)."""
-        while True:
-            try:
-                self._queue.put(_END, timeout=_POLL_S)
-                break
-            except queue.Full:
-                check()
-        while self._thread.is_alive():
-            self._thread.join(_POLL_S)
-            check()
+    def finish(self) -> None:
+        """Wait until every item put so far is handled; re-raise the worker's error if it failed."""
+        self._queue.put(_END)
+        self._thread.join()
         self._raise_failure()
 
     def cancel(self) -> None:

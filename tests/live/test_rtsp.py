@@ -140,8 +140,8 @@ def test_the_reconnect_budget_is_for_each_outage(rtsp_server, cli, tmp_path):
 
 
 # Passwords with every character that breaks a naive URL parser, raw and percent-encoded, and the fragments of
-# each that must never be shown.
-HOSTILE = [("Sec@ret@", ["Sec@", "ret@"]), ("pa/ss:w@rd", ["pa/ss", "w@rd"]), ("my pass 100%", ["my pass", "100%"]),
+# each that must never be shown (a raw '/' is refused up front: test_errors).
+HOSTILE = [("Sec@ret@", ["Sec@", "ret@"]), ("pa%2Fss:w@rd", ["pa%2Fss", "pa/ss", "w@rd"]), ("my pass 100%", ["my pass", "100%"]),
            ("p%40ss%2Fw%20x%3A", ["p%40ss", "p@ss", "ss/w", "w x"])]
 
 
@@ -193,34 +193,112 @@ def test_publish_to_rtsp_server(rtsp_server, port, tmp_path):
     assert said.strip() == f"received {written}"  # RTSP over TCP: every frame published arrives
 
 
-def test_a_publish_target_that_hangs_is_given_up(port, cli, tmp_path):
-    """A server that stops taking data (hung, or a network that drops everything) once the socket buffers are full:
-    FFmpeg's RTSP muxer would wait for it for ever, through Ctrl-C and SIGTERM. The run gives it up instead."""
-    import subprocess
-    import sys
+class Listener:
+    """A server to publish to: FFmpeg's RTSP server mode (one session), in its own process, reporting the first
+    frame it decodes (whether a keyframe) and how many it got."""
 
+    SCRIPT = ("import av, sys\n"
+              "src = av.open(sys.argv[1], options={'rtsp_flags': 'listen', 'listen_timeout': '60'})\n"
+              "n = 0\n"
+              "for p in src.demux(src.streams.video[0]):\n"
+              "    for f in p.decode():\n"
+              "        n += 1\n"
+              "        if n == 1:\n"
+              "            print('first', 'key' if f.key_frame else 'delta', flush=True)\n"
+              "print('received', n, flush=True)\n")
+
+    def __init__(self, url: str) -> None:
+        import subprocess
+        import sys
+        self.proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, url], stdout=subprocess.PIPE, text=True)
+
+    def first(self) -> str:
+        return self.proc.stdout.readline().strip()
+
+    def received(self) -> int:
+        said, _ = self.proc.communicate(timeout=30)
+        return int(said.split()[-1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+        self.proc.wait()
+
+
+def test_publishing_waits_for_the_server_and_comes_back_after_a_restart(rtsp_server, port, cli):
+    """A server not up yet is waited for; one that restarts mid-run ("Broken pipe") is dialled again, and the new
+    session starts with a keyframe. The camera is read throughout; the run ends normally."""
+    out = f"rtsp://127.0.0.1:{port}/out"
+    listeners = []
+    try:
+        run = cli(rtsp_server.url, out, "--model", "dcp", "--duration", 14)
+        assert run.wait_line("reconnecting (attempt 1)", 20), run.stderr  # nothing listens yet: refused
+        listeners.append(Listener(out))
+        assert listeners[0].first() == "first key"
+        assert run.wait_line("publishing after", 10), run.stderr
+        time.sleep(2)
+        listeners[0].stop()  # the server goes away
+        assert run.wait_line("out: Broken pipe; reconnecting (attempt 1)", 10) or \
+            run.wait_line("out: Connection reset by peer; reconnecting (attempt 1)", 1), run.stderr
+        time.sleep(1)
+        listeners.append(Listener(out))  # and comes back
+        assert listeners[1].first() == "first key"
+        assert run.wait_line("publishing again after", 10), run.stderr
+        assert run.finish(60) == 0, run.stderr
+        assert listeners[1].received() >= 50  # the rest of the run (25 fps)
+        assert "frames not published; reconnect 1)" in run.stderr
+    finally:
+        for listener in listeners:
+            listener.stop()
+
+
+def _frozen_publish(port: int, cli, *args: object):
+    """A camera of noise (every frame large, so the server's buffers fill in seconds) published to a server that
+    then hangs (SIGSTOP). Returns the run, the hung listener and the camera."""
     from tests.live.conftest import RtspServer, _need_gstreamer, free_port
 
     _need_gstreamer()
-    camera = RtspServer(free_port(), pattern="snow")  # noise: every frame is large, so the buffers fill in seconds
+    camera = RtspServer(free_port(), pattern="snow")
     camera.start()
-    listener = subprocess.Popen([sys.executable, "-c", (
-        "import av, sys\n"
-        "src = av.open(sys.argv[1], options={'rtsp_flags': 'listen', 'listen_timeout': '60'})\n"
-        "for p in src.demux(src.streams.video[0]):\n"
-        "    print('receiving', flush=True)\n"), f"rtsp://127.0.0.1:{port}/out"], stdout=subprocess.PIPE, text=True)
+    listener = Listener(f"rtsp://127.0.0.1:{port}/out")
+    time.sleep(1.5)
+    run = cli(camera.url, f"rtsp://127.0.0.1:{port}/out", "--model", "dcp", "--crf", 10, *args)
+    assert listener.first() == "first key"
+    os.kill(listener.proc.pid, signal.SIGSTOP)  # the server hangs
+    return run, listener, camera
+
+
+def test_a_publish_target_that_hangs_is_dialled_again(port, cli):
+    """A server that stops taking data (hung, or a network that drops everything): FFmpeg's RTSP muxer would wait
+    for it for ever, through Ctrl-C and SIGTERM. After 10 s it is taken for lost and dialled again; the camera is
+    read on meanwhile."""
+    run, hung, camera = _frozen_publish(port, cli, "--duration", 40)
+    again = None
     try:
-        time.sleep(1.5)
-        run = cli(camera.url, f"rtsp://127.0.0.1:{port}/out", "--model", "dcp", "--crf", 10)
-        assert listener.stdout.readline().strip() == "receiving"
-        os.kill(listener.pid, signal.SIGSTOP)  # the server hangs
+        assert run.wait_line("out: has taken no data for 10 s; reconnecting (attempt 1)", 30), run.stderr
+        hung.stop()
+        again = Listener(f"rtsp://127.0.0.1:{port}/out")
+        assert again.first() == "first key"
+        assert run.wait_line("publishing again after", 15), run.stderr
+        assert run.finish(90) == 0, run.stderr
+        assert again.received() > 0
+    finally:
+        hung.stop()
+        if again is not None:
+            again.stop()
+        camera.stop()
+
+
+def test_a_publish_target_that_hangs_is_given_up_with_no_reconnects(port, cli):
+    """``--reconnect 0``: the run ends with one line instead."""
+    run, hung, camera = _frozen_publish(port, cli, "--reconnect", 0)
+    try:
         assert run.finish(90) == 1, run.stderr
         said = run.stderr.strip().splitlines()[-1]
         assert said == f"streamdehaze: error: rtsp://127.0.0.1:{port}/out has taken no data for 10 s: gave up on it"
     finally:
-        os.kill(listener.pid, signal.SIGCONT)
-        listener.kill()
-        listener.wait()
+        hung.stop()
         camera.stop()
 
 
@@ -235,6 +313,23 @@ def test_segments(rtsp_server, cli, tmp_path):
     assert len(segments) >= 3
     counts = [len(_times(seg)) for seg in segments]  # each one opens and decodes on its own
     assert all(counts) and sum(counts) == written
+
+
+def test_a_camera_that_is_down_shows_no_latency(rtsp_server, metrics_port, cli, tmp_path):
+    """Latency is of the frames written lately: a camera that went down must not go on showing its last figures."""
+    from streamdehaze.stats import LATENCY_WINDOW_S
+    stats = tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, tmp_path / "cam.mp4", "--model", "dcp", "--timeout", 2, "--stats-json", stats,
+              "--metrics-port", metrics_port)
+    assert run.wait_streaming(stats, 10)["latency_p95_ms"] > 0
+    rtsp_server.freeze()
+    time.sleep(LATENCY_WINDOW_S + 5)  # (the last frame before a stall comes out when the read gives up, 2 s on)
+    last = json.loads(stats.read_text().splitlines()[-1])
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    rtsp_server.thaw()
+    assert run.interrupt() == 0, run.stderr
+    assert last["fps"] == 0 and last["latency_p50_ms"] is None and last["latency_p95_ms"] is None, last
+    assert "\nstreamdehaze_latency_p95_ms NaN\n" in body and "\nstreamdehaze_fps 0.0\n" in body
 
 
 def test_metrics_endpoint(rtsp_server, port, cli, tmp_path):

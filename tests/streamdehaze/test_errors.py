@@ -196,6 +196,19 @@ def test_a_malformed_camera_url_is_one_line(run_cli, tmp_path):
     assert _one_line(err) == "streamdehaze: error: rtsp://***@[::1/live is not a valid URL: Invalid IPv6 URL"
 
 
+def test_a_raw_slash_in_a_password_is_refused_up_front(make_video, run_cli, tmp_path):
+    """It ends the host early: FFmpeg would fail on the rest as a port at every attempt, for ever. The message
+    shows no part of the password."""
+    hint = "its port is not a number (a password holding '/', '?' or '#' must be percent-encoded: %2F, %3F, %23)"
+    for args, shown in ((("rtsp://admin:se/cret@127.0.0.1/live", tmp_path / "cam.mp4"), "rtsp://***@127.0.0.1/live"),
+                        ((make_video(frames=3), "rtmp://pub:se?cret@127.0.0.1/app/key"), "rtmp://***@127.0.0.1/app/key")):
+        code, err = run_cli(*args, "--model", "dcp")
+        assert code == 2
+        assert _one_line(err) == f"streamdehaze: error: {shown} is not a valid URL: {hint}"
+        assert "se/" not in err and "se?" not in err and "cret" not in err
+    assert not (tmp_path / "cam.mp4").exists()
+
+
 def test_console_script_prints_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "streamdehaze", str(tmp_path / "x.mp4"), str(tmp_path / "y.mp4")],
                           capture_output=True, text=True, timeout=120)

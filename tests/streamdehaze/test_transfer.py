@@ -11,7 +11,7 @@ from streamdehaze.colour import YUVFormat
 from streamdehaze.engine import Batch, Engine
 from streamdehaze.models.dcp import DarkChannelPrior
 from streamdehaze.pipeline import run_video
-from streamdehaze.sinks import VideoSink
+from streamdehaze.sinks import VideoSink, choose_encoding
 from streamdehaze.sources import VideoFileSource
 from streamdehaze.temporal import TemporalSmoother
 
@@ -25,7 +25,7 @@ def _frames(path, n=10):
 
 def _run(src, dst, engine, batch):
     with VideoFileSource(src) as source:
-        sink = VideoSink(dst, source.info, crf=0, preset="ultrafast")
+        sink = VideoSink(dst, source.info, choose_encoding(source.info, crf=0, preset="ultrafast"))
         return run_video(source, engine, sink, batch_size=batch, temporal=TemporalSmoother())
 
 

@@ -121,7 +121,7 @@ def test_segments_cut_at_their_time_and_each_starts_at_zero(make_video, probe, r
 def test_a_segment_that_cannot_be_written_ends_the_run_with_the_others_complete(make_video, tmp_path):
     # A disk that fills up just as a segment begins (FFmpeg's segment muxer crashed the process there).
     from streamdehaze.errors import MediaError
-    from streamdehaze.sinks import SegmentedSink, VideoSink
+    from streamdehaze.sinks import SegmentedSink, VideoSink, choose_encoding
     from streamdehaze.sources import VideoFileSource
 
     source = VideoFileSource(make_video(frames=40))
@@ -131,7 +131,7 @@ def test_a_segment_that_cannot_be_written_ends_the_run_with_the_others_complete(
         if opened:
             raise MediaError(f"cannot write {path}: No space left on device")
         opened.append(path)
-        return VideoSink(path, source.info, codec="ffv1", start=start)
+        return VideoSink(path, source.info, choose_encoding(source.info, "ffv1"), start=start)
 
     sink = SegmentedSink(tmp_path / "cam_%05d.mkv", 1.0, 7, part)
     with source, pytest.raises(MediaError, match="No space left on device"):

@@ -1,0 +1,225 @@
+"""Publishing to a server (RTSP, RTMP, SRT, UDP, ...) that may restart, hang, or not be up yet.
+
+A server that goes away ("Broken pipe", "Connection refused") or takes no data for ``WRITE_TIMEOUT`` s (hung, or a
+network that drops everything: FFmpeg's muxers would wait for it for ever, through every signal) is dialled again
+with backoff (0.5 s doubling to 10 s; ``attempts`` for each outage, the camera's ``--reconnect``) while the run goes
+on: a live run keeps reading its camera, and the other streams of a fleet are not held. Frames that come during an
+outage are not published (they would be late); publishing resumes with a keyframe, each connection having a muxer
+and an encoder of its own, on the same timeline. A server that is not up yet at the start is waited for the same way.
+
+Every FFmpeg call on a connection runs in that connection's own thread and is waited for at most ``WRITE_TIMEOUT``
+s, so a hung server never holds the run: a call stuck in it is left behind with its connection (one per outage at
+most: a new attempt waits for a hung one to return).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import av
+
+from .colour import YUVFormat
+from .errors import MediaError, StreamDehazeError
+from .sinks import WRITE_TIMEOUT, VideoSink
+
+log = logging.getLogger("streamdehaze")
+
+BACKOFF_START, BACKOFF_MAX = 0.5, 10.0
+
+
+class _Hung(Exception):
+    """A call on a connection did not return within its time."""
+
+
+class _Call:
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn, self.value, self.error = fn, None, None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn()
+        except BaseException as exc:  # handed to the caller
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def result(self, timeout: float) -> Any:
+        if not self.done.wait(timeout):
+            raise _Hung
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Connection:
+    """One connection to the server: its sink, opened and dialled on the connection's own thread (``ready``), and
+    every later call on it made there, in order."""
+
+    def __init__(self, open_sink: Callable[[], VideoSink], name: str) -> None:
+        self.sink: VideoSink | None = None
+        self.started = time.monotonic()
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=f"publish {name}", daemon=True).start()
+        self.ready = self.submit(lambda: self._open(open_sink))
+
+    def _open(self, open_sink: Callable[[], VideoSink]) -> None:
+        self.sink = open_sink()
+        try:
+            self.sink.connect()
+        except BaseException:
+            self.sink.abort()
+            raise
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            call.run()
+
+    def submit(self, fn: Callable[[], Any]) -> _Call:
+        call = _Call(fn)
+        self._calls.put(call)
+        return call
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        return self.submit(fn).result(WRITE_TIMEOUT)
+
+    def drop(self) -> None:
+        """Finish what it sent as far as the server still takes it, then ``end``."""
+        self.submit(lambda: self.sink is not None and self.sink.abort())
+        self.end()
+
+    def end(self) -> None:
+        """End its thread once the calls made are done (a stuck one first returns, or never)."""
+        self._calls.put(None)
+
+
+class _Outage:
+    def __init__(self, reason: str, first: bool = False) -> None:
+        self.reason, self.first, self.since = reason, first, time.monotonic()
+        self.attempts, self.delay, self.next_try = 0, 0.0, self.since
+        self.dial: _Connection | None = None
+        self.dial_timed_out = False
+
+
+class PublishedSink:
+    """A ``VideoSink`` on a server's URL, dialled again when it is lost (see the module's notes). ``open_sink()``
+    makes a new, unconnected sink for each connection."""
+
+    def __init__(self, open_sink: Callable[[], VideoSink], name: str, pix_fmt: str, yuv_format: YUVFormat,
+                 attempts: float = math.inf) -> None:
+        self.name, self.pix_fmt, self.yuv_format, self.attempts = name, pix_fmt, yuv_format, attempts
+        self._open_sink = open_sink
+        self.frames = 0  # frames the server took
+        self.unsent = 0  # frames that came while it was down
+        self.reconnects = 0
+        self._conn: _Connection | None = None
+        self._outage: _Outage | None = _Outage("", first=True)  # the first connection: dialled as a reconnection is
+        self._outage.dial = _Connection(open_sink, name)
+
+    def write(self, item: av.VideoFrame | av.Packet) -> None:
+        if self._conn is None:
+            outage = self._outage
+            if outage.first and outage.attempts == 0 and outage.dial is not None and not outage.dial_timed_out:
+                outage.dial.ready.done.wait(WRITE_TIMEOUT)  # no frame is lost to dialling a server that is up
+            self._redial()
+        conn = self._conn
+        if conn is None:
+            self.unsent += isinstance(item, av.VideoFrame)
+            return
+        try:
+            conn.call(lambda: conn.sink.write(item))
+        except _Hung:
+            self._lose(f"has taken no data for {WRITE_TIMEOUT:g} s",
+                       f"{self.name} has taken no data for {WRITE_TIMEOUT:g} s: gave up on it")
+        except StreamDehazeError as exc:
+            self._lose(_reason(exc), str(exc))
+        else:
+            self.frames += isinstance(item, av.VideoFrame)
+            return
+        self.unsent += isinstance(item, av.VideoFrame)
+
+    def _lose(self, reason: str, message: str) -> None:
+        """The connection failed (``message``: the error when no reconnection is allowed)."""
+        conn, self._conn = self._conn, None
+        conn.drop()
+        if self.attempts <= 0:
+            raise MediaError(message)
+        self._outage = _Outage(reason)
+        self._redial()
+
+    def _redial(self) -> None:
+        """Move the outage on: take up a dial that answered, note one that failed or hangs, start the next on time."""
+        outage, now = self._outage, time.monotonic()
+        dial = outage.dial
+        if dial is not None:
+            if not dial.ready.done.is_set():
+                if not outage.dial_timed_out and now - dial.started >= WRITE_TIMEOUT:
+                    outage.dial_timed_out = True  # a failed attempt; the next waits until this one returns
+                    self._failed(outage, f"no answer for {WRITE_TIMEOUT:g} s", now)
+                return
+            try:
+                dial.ready.result(0)
+            except StreamDehazeError as exc:
+                dial.drop()
+                outage.dial = None
+                if not outage.dial_timed_out:
+                    self._failed(outage, _reason(exc), now)
+                outage.dial_timed_out = False
+                return
+            self._conn, self._outage = dial, None
+            if outage.first:
+                if outage.reason:  # (one that answered at once needs no message)
+                    log.warning("%s: publishing after %.1f s waiting for the server (%d frames not published)",
+                                self.name, now - outage.since, self.unsent)
+            else:
+                self.reconnects += 1
+                log.warning("%s: publishing again after %.1f s (%d frames not published; reconnect %d)", self.name,
+                            now - outage.since, self.unsent, self.reconnects)
+            return
+        if now < outage.next_try:
+            return
+        outage.attempts += 1
+        log.warning("%s: %s; reconnecting (attempt %d)", self.name, outage.reason, outage.attempts)
+        outage.dial = _Connection(self._open_sink, self.name)
+
+    def _failed(self, outage: _Outage, reason: str, now: float) -> None:
+        if outage.first and self.attempts <= 0:  # no reconnects allowed
+            raise MediaError(f"cannot write {self.name}: {reason}")
+        outage.reason = reason
+        outage.delay = min(max(2 * outage.delay, BACKOFF_START), BACKOFF_MAX)
+        outage.next_try = now + outage.delay
+        if outage.attempts >= self.attempts:
+            raise MediaError(f"{self.name} lost ({reason}); no reconnects left")
+
+    def close(self) -> None:
+        """Flush and end the stream on the server; a run that ends during an outage ends without it."""
+        if self._conn is None:
+            if self._outage is not None and self._outage.dial is not None:
+                self._outage.dial.drop()
+            log.warning("%s was down at the end (%d frames not published)", self.name, self.unsent)
+            return
+        conn, self._conn = self._conn, None
+        try:
+            conn.call(conn.sink.close)
+        except _Hung:
+            raise MediaError(f"{self.name} has taken no data for {WRITE_TIMEOUT:g} s: gave up on it") from None
+        finally:
+            conn.end()
+
+    def abort(self) -> None:
+        for conn in (self._conn, self._outage and self._outage.dial):
+            if conn is not None:
+                conn.drop()
+        self._conn = None
+
+
+def _reason(exc: BaseException) -> str:
+    """The reason a sink's error gives, without its ``writing X failed:`` framing."""
+    message = str(exc)
+    return message.rsplit(": ", 1)[-1] if ": " in message else message
