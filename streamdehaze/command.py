@@ -311,6 +311,13 @@ FILE_OPTIONS = ("model", "weights", "device", "batch", "infer_size", "strength",
                 "temporal", "temporal_strength", "codec", "crf", "preset", "strict")
 
 
+def _unpublished(result: RunResult) -> str:
+    """What a server published to missed, when it did."""
+    if not result.unpublished and not result.output_reconnects:
+        return ""
+    return f", {result.unpublished} not published, {result.output_reconnects} output reconnects"
+
+
 def summary(result: FleetResult) -> list[str]:
     """One line per stream and one for the fleet."""
     lines = []
@@ -327,7 +334,7 @@ def summary(result: FleetResult) -> list[str]:
         kept = f" (cut short: {r.output})" if r.interrupted and r.output else ""
         written = r.output if r.output and not r.interrupted else s.output  # (segments: which were written)
         lines.append(f"{s.name}: {r.frames} frames in {r.seconds:.2f} s ({r.fps:.1f} fps, {r.dropped} dropped, "
-                     f"{r.reconnects} reconnects) -> {mask(written, s.output)}{kept}")
+                     f"{r.reconnects} reconnects{_unpublished(r)}) -> {mask(written, s.output)}{kept}")
     failed = f", {len(result.failed)} failed" if result.failed else ""
     lines.append(f"fleet: {len(result.streams)} streams, {result.frames} frames in {result.seconds:.2f} s "
                  f"({result.fps:.1f} fps, {dropped} dropped, {reconnects} reconnects){failed}")
@@ -406,7 +413,8 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats:
         return 130
     if not args.quiet:
         rate = f"{result.fps:.1f} fps" if unit == "frames" else f"{result.fps:.2f} images/s"
-        extra = f", {result.dropped} dropped, {result.reconnects} reconnects" if is_live(args.input) else ""
+        extra = f", {result.dropped} dropped, {result.reconnects} reconnects{_unpublished(result)}" \
+            if is_live(args.input) else ""
         if result.corrupt:
             extra += f", {result.corrupt} corrupt packets skipped"
         count = f"{result.frames} {unit if result.frames != 1 else unit[:-1]}"  # "1 image", "2 images"

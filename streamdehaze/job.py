@@ -95,6 +95,7 @@ class Job:
         self.stream: Stream | None = None
         self._out: OutputFile | None = None
         self._segments: SegmentedSink | None = None
+        self._published: PublishedSink | None = None
 
     def check(self) -> None:
         """Everything that can be checked before a camera is dialled or a model loaded; each ``UsageError`` names
@@ -218,9 +219,11 @@ class Job:
         elif c.encode.segment_time is not None:
             inner = self._segments = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
                                                    lambda path, start: sink(path, start=start))
-        elif self.dst is None and target != STDOUT:  # a server to publish to
-            inner = PublishedSink(lambda: sink(target), mask(str(target), str(target)), encoding.pix_fmt,
-                                  encoding.yuv_format, c.live.reconnect)
+        elif self.dst is None and target != STDOUT and self.live:  # a camera published to a server
+            inner = self._published = PublishedSink(lambda: sink(target), mask(str(target), str(target)),
+                                                    encoding.pix_fmt, encoding.yuv_format, c.live.reconnect)
+            self.stats.unpublished = lambda: self._published.unsent
+            self.stats.output_reconnects = lambda: self._published.reconnects
         else:
             inner = sink(target, **more)
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)
@@ -240,6 +243,8 @@ class Job:
             raise
         if self._segments is not None:
             result.output = self._segments.written()
+        if self._published is not None:
+            result.unpublished, result.output_reconnects = self._published.unsent, self._published.reconnects
         if self._out is not None:
             if result.interrupted:
                 result.output = str(self._out.keep_partial())

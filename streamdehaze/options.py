@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--timeout", type=seconds(MAX_TIMEOUT), default=5.0, metavar="SECONDS",
                       help="give up a read or connection attempt after this long without data (default: 5)")
     live.add_argument("--reconnect", type=_reconnects, default=math.inf, metavar="N|inf",
-                      help="reconnection attempts for each failure or end of stream of the camera, and for each loss of "
-                           "a server published to (default: inf)")
+                      help="reconnection attempts for each failure or end of stream of the camera, and for "
+                           "each loss of a server published to (default: inf)")
     live.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp", "udp_multicast", "http", "https"],
                       help="RTSP transport (default: tcp)")
     live.add_argument("--max-latency", type=seconds(DAY), default=1.0, metavar="SECONDS",

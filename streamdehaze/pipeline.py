@@ -44,6 +44,8 @@ class RunResult:
     dropped: int = 0
     reconnects: int = 0
     corrupt: int = 0  # input packets skipped as corrupt
+    unpublished: int = 0  # frames that came while the server published to was down
+    output_reconnects: int = 0  # reconnections to that server
     output: str | None = None  # where the frames went, when not the target (an interrupted file run, segments)
 
     @property

@@ -8,8 +8,11 @@ outage are not published (they would be late); publishing resumes with a keyfram
 and an encoder of its own, on the same timeline. A server that is not up yet at the start is waited for the same way.
 
 Every FFmpeg call on a connection runs in that connection's own thread and is waited for at most ``WRITE_TIMEOUT``
-s, so a hung server never holds the run: a call stuck in it is left behind with its connection (one per outage at
-most: a new attempt waits for a hung one to return).
+s, so a hung server does not hold the run: a call stuck in it is left behind with its connection (one per outage at
+most: a new attempt waits for a hung one to return). The exception is the dial itself: PyAV holds the GIL while
+FFmpeg dials, so the whole process waits for it. The RTSP dial is bounded by its socket timeout (``DIAL_TIMEOUT``,
+5 s); RTMP's has none, so an RTMP server that accepts connections but never answers holds the process. Only cameras
+are published this way: a file's frames are never dropped, so a file run fails when its server does.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 import av
 
 from .colour import YUVFormat
-from .errors import MediaError, StreamDehazeError
+from .errors import MediaError, StreamDehazeError, UsageError
 from .sinks import WRITE_TIMEOUT, VideoSink
 
 log = logging.getLogger("streamdehaze")
@@ -48,6 +51,7 @@ class _Call:
         except BaseException as exc:  # handed to the caller
             self.error = exc
         finally:
+            self.fn = None  # (it may hold its connection: no cycle keeps a dropped one's encoder alive)
             self.done.set()
 
     def result(self, timeout: float) -> Any:
@@ -100,8 +104,9 @@ class _Connection:
 
 
 class _Outage:
-    def __init__(self, reason: str, first: bool = False) -> None:
+    def __init__(self, reason: str, unsent: int, first: bool = False) -> None:
         self.reason, self.first, self.since = reason, first, time.monotonic()
+        self.unsent_before = unsent  # the sink's count when it began
         self.attempts, self.delay, self.next_try = 0, 0.0, self.since
         self.dial: _Connection | None = None
         self.dial_timed_out = False
@@ -119,7 +124,7 @@ class PublishedSink:
         self.unsent = 0  # frames that came while it was down
         self.reconnects = 0
         self._conn: _Connection | None = None
-        self._outage: _Outage | None = _Outage("", first=True)  # the first connection: dialled as a reconnection is
+        self._outage: _Outage | None = _Outage("", 0, first=True)  # the first connection: dialled as a reconnection is
         self._outage.dial = _Connection(open_sink, name)
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
@@ -150,7 +155,7 @@ class PublishedSink:
         conn.drop()
         if self.attempts <= 0:
             raise MediaError(message)
-        self._outage = _Outage(reason)
+        self._outage = _Outage(reason, self.unsent)
         self._redial()
 
     def _redial(self) -> None:
@@ -165,6 +170,9 @@ class PublishedSink:
                 return
             try:
                 dial.ready.result(0)
+            except UsageError:  # (no retry mends it: a protocol this FFmpeg lacks)
+                dial.drop()
+                raise
             except StreamDehazeError as exc:
                 dial.drop()
                 outage.dial = None
@@ -173,14 +181,15 @@ class PublishedSink:
                 outage.dial_timed_out = False
                 return
             self._conn, self._outage = dial, None
+            unsent = self.unsent - outage.unsent_before
             if outage.first:
                 if outage.reason:  # (one that answered at once needs no message)
                     log.warning("%s: publishing after %.1f s waiting for the server (%d frames not published)",
-                                self.name, now - outage.since, self.unsent)
+                                self.name, now - outage.since, unsent)
             else:
                 self.reconnects += 1
                 log.warning("%s: publishing again after %.1f s (%d frames not published; reconnect %d)", self.name,
-                            now - outage.since, self.unsent, self.reconnects)
+                            now - outage.since, unsent, self.reconnects)
             return
         if now < outage.next_try:
             return
@@ -195,7 +204,8 @@ class PublishedSink:
         outage.delay = min(max(2 * outage.delay, BACKOFF_START), BACKOFF_MAX)
         outage.next_try = now + outage.delay
         if outage.attempts >= self.attempts:
-            raise MediaError(f"{self.name} lost ({reason}); no reconnects left")
+            raise MediaError(f"cannot write {self.name}: {reason}; no reconnects left" if outage.first
+                             else f"{self.name} lost ({reason}); no reconnects left")
 
     def close(self) -> None:
         """Flush and end the stream on the server; a run that ends during an outage ends without it."""

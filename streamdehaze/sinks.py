@@ -10,10 +10,12 @@ a power cut plays up to about its last second.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,7 +29,7 @@ from . import hwaccel
 from .colour import YUVFormat, rgb_to_yuv
 from .credentials import mask
 from .encoders import encoder, quality_options
-from .errors import MediaError, UsageError
+from .errors import MediaError, StreamDehazeError, UsageError
 from .frames import PLANAR, frame_from_planes, matrix_name, upright
 from .outputs import Syncer
 from .records import FrameRecord
@@ -67,6 +69,7 @@ def output_format(info: VideoInfo, pix_fmt: str) -> YUVFormat:
 # Seconds a server published to may take to accept a frame before it is taken for lost and dialled again
 # (``publish.py``): FFmpeg would wait for a hung one for ever, through every signal.
 WRITE_TIMEOUT = 10.0
+DIAL_TIMEOUT = 5.0  # seconds an RTSP server has to answer the dial
 _URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
                 "tcp": "mpegts"}
 STDOUT = "-"  # the output's name for standard output
@@ -231,16 +234,21 @@ class VideoSink:
 
     def connect(self) -> None:
         """Write the header now rather than with the first frame: for RTSP, dial the server and announce the stream
-        (``av.open`` alone dials RTMP and SRT)."""
+        (``av.open`` alone dials RTMP and SRT). A protocol this FFmpeg lacks, or an address it cannot take, is a
+        ``UsageError``: no retry mends it."""
+        began = time.monotonic()
         try:
             self.container.start_encoding()
         except (av.FFmpegError, OSError) as exc:
-            raise MediaError(f"cannot write {self.name}: {_reason(exc, self.target)}") from None
+            if time.monotonic() - began >= 0.9 * DIAL_TIMEOUT:
+                raise MediaError(f"cannot write {self.name}: no answer for {DIAL_TIMEOUT:g} s") from None
+            raise _url_error(exc)(f"cannot write {self.name}: {_reason(exc, self.target)}") from None
 
     def _open(self, target: str) -> av.container.OutputContainer:
         fmt, options = url_format(target), {}
         if fmt == "rtsp":
-            options["rtsp_transport"] = "tcp"
+            # Its socket timeout bounds the dial: PyAV holds the GIL through it, so the whole process waits.
+            options.update(rtsp_transport="tcp", timeout=str(int(DIAL_TIMEOUT * 1e6)))
         elif fmt is None:
             fmt, options = self._file_format()
         elif target == STDOUT:
@@ -248,7 +256,7 @@ class VideoSink:
         try:
             return av.open(target, "w", format=fmt, options=options, timeout=10.0)
         except (av.FFmpegError, ValueError, OSError) as exc:
-            raise (MediaError if fmt in _URL_FORMATS.values() else UsageError)(
+            raise (_url_error(exc) if fmt in _URL_FORMATS.values() else UsageError)(
                 f"cannot write {self.name}: {_reason(exc, target)}") from None
 
     def _file_format(self) -> tuple[str, dict[str, str]]:
@@ -455,6 +463,13 @@ def _muxer_for(path: Path) -> str:
             return probe.format.name
     except ValueError:
         raise UsageError(f"cannot tell a video format from the name {path.name} (try .mp4 or .mkv)") from None
+
+
+def _url_error(exc: BaseException) -> type[StreamDehazeError]:
+    """What a failure to open a URL is: a ``UsageError`` where no retry can mend it (a protocol this FFmpeg lacks,
+    an address it cannot take), else a ``MediaError``."""
+    permanent = isinstance(exc, (av.ProtocolNotFoundError, ValueError)) or getattr(exc, "errno", None) == errno.EINVAL
+    return UsageError if permanent else MediaError
 
 
 def _reason(exc: BaseException, target: object) -> str:

@@ -38,6 +38,8 @@ class RunStats:
         self.reconnects: Callable[[], int] = lambda: 0
         self.received: Callable[[], int] = lambda: 0
         self.corrupt: Callable[[], int] = lambda: 0
+        self.unpublished: Callable[[], int] = lambda: 0  # frames that came while the server published to was down
+        self.output_reconnects: Callable[[], int] = lambda: 0
         self._latencies: deque[tuple[float, float]] = deque(maxlen=512)  # (when written, latency)
         self._window: deque[float] = deque()  # completion times within the last second, for fps
 
@@ -72,7 +74,8 @@ class RunStats:
             "latency_p50_ms": round(1000 * _percentile(lat, 0.50), 1) if lat else None,
             "latency_p95_ms": round(1000 * _percentile(lat, 0.95), 1) if lat else None,
             "queue_depth": self.queue_depth(), "received": self.received(), "dropped": dropped, "reconnects": self.reconnects(),
-            "corrupt_packets": self.corrupt(),
+            "corrupt_packets": self.corrupt(), "unpublished": self.unpublished(),
+            "output_reconnects": self.output_reconnects(),
         }
 
 
@@ -80,15 +83,18 @@ _GAUGES = (("frames", "frames written"), ("fps", "frames written in the last sec
            ("latency_p50_ms", "median arrival-to-encoded latency"), ("latency_p95_ms", "95th percentile latency"),
            ("queue_depth", "frames waiting for the model"), ("received", "frames decoded from the source"),
            ("dropped", "frames dropped to bound latency"), ("reconnects", "source reconnections"),
-           ("corrupt_packets", "input packets skipped as corrupt"))
+           ("corrupt_packets", "input packets skipped as corrupt"),
+           ("unpublished", "frames not published: the server published to was down"),
+           ("output_reconnects", "reconnections to the server published to"))
 
 
 def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-_SUMMED = ("frames", "fps", "queue_depth", "received", "dropped", "reconnects", "corrupt_packets")
-_COUNTERS = ("frames", "received", "dropped", "reconnects", "corrupt_packets")  # never go back
+_COUNTERS = ("frames", "received", "dropped", "reconnects", "corrupt_packets", "unpublished",
+             "output_reconnects")  # never go back
+_SUMMED = ("fps", "queue_depth", *_COUNTERS)
 
 
 def fleet_snapshot(snapshots: list[dict], latencies: list[float], start: float, ended: list[dict] = ()) -> dict:

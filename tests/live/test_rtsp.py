@@ -141,7 +141,8 @@ def test_the_reconnect_budget_is_for_each_outage(rtsp_server, cli, tmp_path):
 
 # Passwords with every character that breaks a naive URL parser, raw and percent-encoded, and the fragments of
 # each that must never be shown (a raw '/' is refused up front: test_errors).
-HOSTILE = [("Sec@ret@", ["Sec@", "ret@"]), ("pa%2Fss:w@rd", ["pa%2Fss", "pa/ss", "w@rd"]), ("my pass 100%", ["my pass", "100%"]),
+HOSTILE = [("Sec@ret@", ["Sec@", "ret@"]), ("pa%2Fss:w@rd", ["pa%2Fss", "pa/ss", "w@rd"]),
+           ("my pass 100%", ["my pass", "100%"]),
            ("p%40ss%2Fw%20x%3A", ["p%40ss", "p@ss", "ss/w", "w x"])]
 
 
@@ -226,13 +227,13 @@ class Listener:
         self.proc.wait()
 
 
-def test_publishing_waits_for_the_server_and_comes_back_after_a_restart(rtsp_server, port, cli):
+def test_publishing_waits_for_the_server_and_comes_back_after_a_restart(rtsp_server, port, cli, tmp_path):
     """A server not up yet is waited for; one that restarts mid-run ("Broken pipe") is dialled again, and the new
     session starts with a keyframe. The camera is read throughout; the run ends normally."""
     out = f"rtsp://127.0.0.1:{port}/out"
     listeners = []
     try:
-        run = cli(rtsp_server.url, out, "--model", "dcp", "--duration", 14)
+        run = cli(rtsp_server.url, out, "--model", "dcp", "--duration", 14, "--stats-json", tmp_path / "s.jsonl")
         assert run.wait_line("reconnecting (attempt 1)", 20), run.stderr  # nothing listens yet: refused
         listeners.append(Listener(out))
         assert listeners[0].first() == "first key"
@@ -247,10 +248,24 @@ def test_publishing_waits_for_the_server_and_comes_back_after_a_restart(rtsp_ser
         assert run.wait_line("publishing again after", 10), run.stderr
         assert run.finish(60) == 0, run.stderr
         assert listeners[1].received() >= 50  # the rest of the run (25 fps)
-        assert "frames not published; reconnect 1)" in run.stderr
+        # Each outage counts its own frames; the summary and the statistics count them all.
+        waiting = int(re.search(r"waiting for the server \((\d+) frames not published\)", run.stderr).group(1))
+        restart = int(re.search(r"\((\d+) frames not published; reconnect 1\)", run.stderr).group(1))
+        assert waiting > 0 and restart > 0
+        assert f", {waiting + restart} not published, 1 output reconnects) with dcp -> {out}" in run.stderr
+        last = json.loads((tmp_path / "s.jsonl").read_text().splitlines()[-1])
+        assert last["unpublished"] == waiting + restart and last["output_reconnects"] == 1
     finally:
         for listener in listeners:
             listener.stop()
+
+
+def test_an_output_no_retry_can_mend_is_one_line(rtsp_server, cli):
+    """An address FFmpeg cannot take (or a protocol it lacks) is not dialled again and again."""
+    run = cli(rtsp_server.url, "tcp://127.0.0.1", "--model", "dcp")
+    assert run.finish(60) == 2, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == "streamdehaze: error: cannot write tcp://127.0.0.1: Invalid argument"
+    assert "reconnecting" not in run.stderr
 
 
 def _frozen_publish(port: int, cli, *args: object):

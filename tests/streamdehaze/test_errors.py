@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -200,13 +201,25 @@ def test_a_raw_slash_in_a_password_is_refused_up_front(make_video, run_cli, tmp_
     """It ends the host early: FFmpeg would fail on the rest as a port at every attempt, for ever. The message
     shows no part of the password."""
     hint = "its port is not a number (a password holding '/', '?' or '#' must be percent-encoded: %2F, %3F, %23)"
-    for args, shown in ((("rtsp://admin:se/cret@127.0.0.1/live", tmp_path / "cam.mp4"), "rtsp://***@127.0.0.1/live"),
-                        ((make_video(frames=3), "rtmp://pub:se?cret@127.0.0.1/app/key"), "rtmp://***@127.0.0.1/app/key")):
+    cases = ((("rtsp://admin:se/cret@127.0.0.1/live", tmp_path / "cam.mp4"), "rtsp://***@127.0.0.1/live"),
+             ((make_video(frames=3), "rtmp://pub:se?cret@127.0.0.1/app/key"), "rtmp://***@127.0.0.1/app/key"))
+    for args, shown in cases:
         code, err = run_cli(*args, "--model", "dcp")
         assert code == 2
         assert _one_line(err) == f"streamdehaze: error: {shown} is not a valid URL: {hint}"
         assert "se/" not in err and "se?" not in err and "cret" not in err
     assert not (tmp_path / "cam.mp4").exists()
+
+
+def test_a_file_published_to_a_server_that_is_down_fails(make_video, run_cli):
+    """A file has no camera to keep up with: its frames are not dropped while a server is redialled."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, err = run_cli(make_video(frames=3), f"tcp://127.0.0.1:{port}", "--model", "dcp")
+    assert code == 1
+    # (dialled with the first packet: with the encoder's lookahead, that of the last frames, as the file is finished)
+    assert _one_line(err) == f"streamdehaze: error: finishing tcp://127.0.0.1:{port} failed: Connection refused"
 
 
 def test_console_script_prints_no_traceback(tmp_path):
