@@ -22,24 +22,31 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import av
 
 from .batch import ATTEMPTS, FileResult, Item, LocalBatch, use_threads
 from .config import FleetConfig, StreamConfig
-from .errors import UsageError
+from .engine import resolve_device
+from .errors import MediaError, UsageError
 from .fleet import Fleet, FleetResult, StreamOutcome, about_stream
 from .job import Job
+from .models import create_model
 from .stats import Member
 from .pipeline import deferred_signals
 from .sources import main_video
 
 log = logging.getLogger("streamdehaze")
+
+_ROOM_WAIT_S = 10.0  # a batch that has no worker started by then says why it waits
+_START_WAIT_S = 60.0  # serve: workers not started by then found no room on the cluster
 
 class DehazeWorker:
     """A Ray actor's state: one engine for the files it is given (``ray.remote`` is applied by ``run_batch``)."""
@@ -66,10 +73,12 @@ def connect(address: str) -> Any:
         raise UsageError("--ray needs Ray: pip install 'streamdehaze[ray]'") from None
     # ray.init installs a SIGTERM handler that exits at once (status 15): ours, which end a run as Ctrl-C does
     # (summary, statistics, exit 130), are put back.
+    if address != "local":
+        _check_reachable(address)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        if address == "local":
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+        if address == "local":  # (named: with no address, Ray would join the cluster $RAY_ADDRESS names)
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
         else:
             ray.init(address=address, logging_level=logging.WARNING, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -80,6 +89,18 @@ def connect(address: str) -> Any:
                 if handler is not None:
                     signal.signal(sig, handler)
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A head that does not answer is one line now: Ray would retry for minutes, filling the terminal."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # (not host:port: Ray says what is wrong with it)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or ("no answer" if isinstance(exc, TimeoutError) else type(exc).__name__)
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
 def run_batch(address: str, items: list[Item], options: dict[str, Any], on_result: Callable[[FileResult], None],
@@ -97,15 +118,23 @@ def run_batch(address: str, items: list[Item], options: dict[str, Any], on_resul
 
 def worker_resources(ray: Any, device: str, workers: int | None) -> tuple[int, dict[str, float]]:
     """How many workers, and what each reserves: a GPU each where the cluster has GPUs (and the device allows),
-    else two CPUs each (decoding, the model and encoding overlap)."""
+    else two CPUs each (decoding, the model and encoding overlap), one each when more are asked for. Never more
+    workers than the cluster has room for: one it cannot place would hold its work for ever."""
     total = ray.cluster_resources()
-    gpus, cpus = int(total.get("GPU", 0)), int(total.get("CPU", 1))
+    gpus, cpus = int(total.get("GPU", 0)), max(1, int(total.get("CPU", 1)))
     if gpus and device != "cpu":
-        return workers or gpus, {"num_gpus": 1, "num_cpus": 1}
+        return _room(workers, gpus, f"{gpus} GPUs"), {"num_gpus": 1, "num_cpus": 1}
     if device == "cuda":
         raise UsageError("--device cuda: the Ray cluster has no GPU")
-    count = workers or max(1, cpus // 2)
+    count = _room(workers, cpus, f"{cpus} CPUs") if workers else max(1, cpus // 2)
     return count, {"num_cpus": max(1, min(2, cpus // count))}
+
+
+def _room(asked: int | None, room: int, what: str) -> int:
+    if asked is None or asked <= room:
+        return asked or room
+    log.warning("--workers %d: the Ray cluster has room for %d (%s); starting %d", asked, room, what, room)
+    return room
 
 
 def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: Callable[[FileResult], None],
@@ -130,10 +159,15 @@ def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: C
 
     try:
         with deferred_signals() as run_handlers:
-            for worker in pool:
-                hand_out(worker)
+            for worker in pool:  # a file goes to a worker once it has started (other work may hold the cluster)
+                running[worker.pid.remote()] = (worker, None)
+            waiting_since = time.monotonic()  # (None once a worker has started)
             while running:
                 run_handlers()
+                if waiting_since is not None and time.monotonic() - waiting_since > _ROOM_WAIT_S:
+                    log.warning("waiting for the Ray cluster to have room for a worker (%s)",
+                                ", ".join(f"{k.removeprefix('num_')}: {v:g}" for k, v in resources.items()))
+                    waiting_since = None
                 done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
                 for ref in done:
                     worker, item = running.pop(ref)
@@ -154,6 +188,7 @@ def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: C
                         # Back in the pool once Ray has restarted it (this call waits for that).
                         running[worker.pid.options(max_task_retries=-1).remote()] = (worker, None)
                         continue
+                    waiting_since = None
                     if item is not None:
                         if on_frames is not None and result.status == "done":
                             on_frames(result.frames)
@@ -233,6 +268,17 @@ def stream_load(config: StreamConfig, timeout: float = 5.0) -> float | None:
         return None
 
 
+def _absolute(config: StreamConfig) -> StreamConfig:
+    """The stream with its file paths absolute (inputs, outputs, weights, statistics); URLs and devices as they are."""
+    def absolute(path: str | None) -> str | None:
+        if path is None or "://" in path or path == "-" or path.startswith("/dev/"):
+            return path
+        return os.path.abspath(path)
+    model = replace(config.model, weights=absolute(config.model.weights))
+    return replace(config, input=absolute(config.input), output=absolute(config.output),
+                   stats_json=absolute(config.stats_json), model=model)
+
+
 def balance(loads: dict[str, float], workers: int) -> list[list[str]]:
     """Streams spread over ``workers`` so that their loads are even: heaviest first, each to the lightest worker."""
     groups: list[list[str]] = [[] for _ in range(workers)]
@@ -249,9 +295,15 @@ class ClusterFleet:
     the head collects every stream's stats (``stats_json`` lines and Prometheus gauges as a one-process fleet)."""
 
     def __init__(self, config: FleetConfig, address: str, workers: int | None = None) -> None:
+        # Ray's workers run in the folder the cluster was started in: paths as this process sees them.
+        config = replace(config, streams=[_absolute(stream) for stream in config.streams])
+        loaded = set()
         for stream in config.streams:  # every mistake before anything starts, as a one-process fleet
             with about_stream(stream.name):
                 Job(stream).check()
+                if (stream.model.model, stream.model.weights) not in loaded:  # weights that load
+                    create_model(stream.model.model, stream.model.weights, resolve_device("cpu"))
+                    loaded.add((stream.model.model, stream.model.weights))
         self.config = config
         self.ray = connect(address)
         try:
@@ -274,7 +326,12 @@ class ClusterFleet:
         # Restarted by Ray whenever it dies; its calls wait for the restart (max_task_retries).
         actor = self.ray.remote(max_restarts=-1, max_task_retries=-1, **resources)(FleetWorker)
         self.actors = [actor.remote([by_name[n] for n in group]) for group in self.groups]
-        self.ray.get([a.pid.remote() for a in self.actors])  # started (a bad output folder shows here)
+        calls = [a.pid.remote() for a in self.actors]
+        started, waiting = self.ray.wait(calls, num_returns=len(calls), timeout=_START_WAIT_S)
+        if waiting:
+            raise MediaError(f"{len(waiting)} of the {len(calls)} Ray workers did not start within "
+                             f"{_START_WAIT_S:g} s: the cluster has no room for them (--workers)")
+        self.ray.get(started)  # (a bad output folder shows here)
         self.stats = {c.name: _RemoteStats() for c in self.config.streams}
         self.members = {c.name: Member(self.stats[c.name], {"input": c.input, "output": c.output or "",
                                                             "model": c.model.model}) for c in self.config.streams}

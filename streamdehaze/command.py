@@ -59,6 +59,8 @@ def serve(argv: list[str]) -> int:
     they end, for ``S`` seconds, or until Ctrl-C / SIGTERM; SIGHUP re-reads the configuration (``fleet.py``).
     Exit 0, or 1 when a stream failed, 130 when a file stream was cut short."""
     args = serve_parser().parse_args(argv)
+    if args.workers is not None and args.ray is None:
+        raise UsageError("--workers needs --ray (one process runs every stream)")
     if args.ray is not None:
         return _serve_on_ray(args)
     # SIGHUPs are recorded from before the models load: one sent while the streams start (a service manager's
@@ -105,6 +107,11 @@ def serve(argv: list[str]) -> int:
     if not quiet:
         for line in summary(result):
             print(f"streamdehaze: {line}", file=sys.stderr)
+    return _serve_exit(result)
+
+
+def _serve_exit(result: FleetResult) -> int:
+    """1 when a stream failed, 130 when a file stream was cut short, else 0."""
     if result.failed:
         return 1
     cut = [s for s in result.streams if s.result is not None and s.result.interrupted and not s.live]
@@ -141,7 +148,7 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     if not quiet:
         for line in summary(result):
             print(f"streamdehaze: {line}", file=sys.stderr)
-    return 1 if result.failed else 0
+    return _serve_exit(result)
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -163,6 +170,10 @@ def batch(argv: list[str]) -> int:
     (``batch.py``), here or on a Ray cluster (``--ray``). Exit 0, 1 when a file failed, 130 when interrupted."""
     args = batch_parser().parse_args(argv)
     log.setLevel(logging.ERROR if args.quiet else logging.INFO)
+    if args.workers is not None and args.ray is None:
+        raise UsageError("--workers needs --ray (without it, --jobs sets the processes on this machine)")
+    if args.jobs is not None and args.ray is not None:
+        raise UsageError("--jobs is for this machine; with --ray, --workers sets how many workers")
     items, ignored = plan(args.input, args.output)
     if not items:
         raise UsageError(f"no videos or images under {args.input}")
@@ -170,7 +181,8 @@ def batch(argv: list[str]) -> int:
     if args.stats_json is not None:
         check_writable(args.stats_json.parent)
     options = {key: getattr(args, key) for key in FILE_OPTIONS}
-    options["weights"] = None if args.weights is None else str(args.weights)
+    # (absolute: Ray's workers run in the folder the cluster was started in)
+    options["weights"] = None if args.weights is None else str(args.weights.absolute())
     check_encoding(items, options)
     result = BatchResult(ignored=ignored)
     todo = []

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
+
+import streamdehaze
 
 DCP = ("--model", "dcp", "--codec", "ffv1", "--quiet")  # fast, and lossless so that frames compare exactly
 
@@ -101,3 +108,61 @@ def test_weights_that_do_not_load_are_a_usage_error_before_ray_starts_anything(m
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     code, err = run_batch(src, tmp_path / "out", "--model", "kanet-t", "--weights", tmp_path / "junk.pt")
     assert code == 2 and "cannot load" in err, err
+
+
+def test_more_workers_than_the_cluster_has_room_for(media_tree, run_batch, tmp_path):
+    """A worker Ray cannot place would hold its file for ever: the batch starts as many as fit, and says so."""
+    src, names = media_tree(clips=6)
+    (src / "broken.mp4").unlink()
+    out = tmp_path / "out"
+    proc = run_batch(src, out, *DCP[:-1], "--workers", 8, wait=False)  # the cluster has 4 CPUs
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "--workers 8: the Ray cluster has room for 4 (4 CPUs); starting 4" in err
+    assert _files(out) == names
+
+
+def test_paths_are_the_driver_s_not_the_workers(media_tree, ray_cluster, tmp_path):
+    """Ray's workers run in the folder the cluster was started in: relative paths mean the driver's folder."""
+    src, names = media_tree(clips=2)
+    (src / "broken.mp4").unlink()
+    shutil.copy(Path(streamdehaze.__file__).parent / "weights" / "kanet-t.safetensors", tmp_path / "mine.safetensors")
+    proc = subprocess.run([sys.executable, "-m", "streamdehaze", "batch", "in", "out", "--model", "kanet-t",
+                           "--weights", "mine.safetensors", "--quiet", "--ray", ray_cluster.address],
+                          cwd=tmp_path, env=ray_cluster.env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert _files(tmp_path / "out") == names
+
+
+def test_serve_on_ray_with_relative_paths_cut_short_exits_130(ray_cluster, make_video, tmp_path):
+    """As ``serve`` without Ray: relative paths are the driver's, and a file stream cut short by --duration leaves
+    its partial output and exits 130."""
+    make_video("a.mp4", frames=600, width=320, height=240)
+    (tmp_path / "cams.toml").write_text('model = "dcp"\n[[stream]]\nname = "a"\ninput = "a.mp4"\n'
+                                        'output = "a_out.mkv"\n')
+    proc = subprocess.run([sys.executable, "-m", "streamdehaze", "serve", "cams.toml", "--duration", "2", "--ray",
+                           ray_cluster.address], cwd=tmp_path, env=ray_cluster.env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert "(cut short: " in proc.stderr and (tmp_path / "a_out.partial.mkv").exists()
+
+
+def test_an_unreachable_head_is_one_line(media_tree, tmp_path):
+    pytest.importorskip("ray")
+    src, _ = media_tree(clips=1)
+    proc = subprocess.run([sys.executable, "-m", "streamdehaze", "batch", src, tmp_path / "out", "--model", "dcp",
+                           "--ray", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "streamdehaze: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused"
+
+
+def test_ray_local_starts_its_own_whatever_ray_address_says(media_tree, tmp_path):
+    pytest.importorskip("ray")
+    src, names = media_tree(clips=1)
+    (src / "broken.mp4").unlink()
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run([sys.executable, "-m", "streamdehaze", "batch", src, tmp_path / "out", *DCP, "--ray",
+                           "local"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert _files(tmp_path / "out") == names

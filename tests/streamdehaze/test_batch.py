@@ -80,6 +80,8 @@ def test_several_files_at_once_give_the_same_outputs(media_tree, probe, run_cli,
     ("crf", "the .mkv videos (libx264): --crf 99 is out of range for libx264"),
     ("preset", "the .mkv videos (libx264): unknown --preset 'fastest' for libx264"),
     ("stats", "folder does not exist"),
+    ("workers", "--workers needs --ray"),
+    ("jobs_on_ray", "--jobs is for this machine; with --ray, --workers sets how many workers"),
 ])
 def test_usage_errors(case, message, media_tree, run_cli, tmp_path):
     """Found before anything starts: one line, exit 2, nothing written."""
@@ -90,7 +92,8 @@ def test_usage_errors(case, message, media_tree, run_cli, tmp_path):
     args = {"same": (src, src), "missing": (tmp_path / "nope", out), "empty": (empty, out),
             "file": (src / "notes.txt", out), "jobs": (src, out, "--jobs", 0), "crf": (src, out, "--crf", 99),
             "preset": (src, out, "--preset", "fastest"),
-            "stats": (src, out, "--stats-json", tmp_path / "nowhere" / "s.json")}[case]
+            "stats": (src, out, "--stats-json", tmp_path / "nowhere" / "s.json"), "workers": (src, out, "--workers", 2),
+            "jobs_on_ray": (src, out, "--jobs", 2, "--ray", "local")}[case]
     code, err = run_cli("batch", *args, "--model", "dcp", "--quiet")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists() or not any(out.rglob("*"))

@@ -227,3 +227,9 @@ def test_console_script_prints_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"streamdehaze: error: input not found: {tmp_path / 'x.mp4'}"
+
+
+def test_serve_workers_without_ray_is_a_usage_error(run_cli, tmp_path):
+    code, err = run_cli("serve", tmp_path / "cams.toml", "--workers", 2)
+    assert code == 2
+    assert _one_line(err) == "streamdehaze: error: --workers needs --ray (one process runs every stream)"
