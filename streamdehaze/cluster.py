@@ -47,6 +47,7 @@ log = logging.getLogger("streamdehaze")
 
 _ROOM_WAIT_S = 10.0  # a batch that has no worker started by then says why it waits
 _START_WAIT_S = 60.0  # serve: workers not started by then found no room on the cluster
+_HEAD_CHECK_S, _HEAD_LOST_S = 2.0, 10.0  # batch: how often the head is checked; how long without it ends the run
 
 class DehazeWorker:
     """A Ray actor's state: one engine for the files it is given (``ray.remote`` is applied by ``run_batch``)."""
@@ -91,6 +92,15 @@ def connect(address: str) -> Any:
     return ray
 
 
+def _answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), 1.0).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """A head that does not answer is one line now: Ray would retry for minutes, filling the terminal."""
     host, _, port = address.rpartition(":")
@@ -111,7 +121,8 @@ def run_batch(address: str, items: list[Item], options: dict[str, Any], on_resul
         return False
     ray = connect(address)
     try:
-        return _dispatch(ray, items, options, on_result, workers, on_frames)
+        watched = address if address.rpartition(":")[2].isdigit() else None  # (host:port; not local, auto)
+        return _dispatch(ray, items, options, on_result, workers, on_frames, watched)
     finally:
         ray.shutdown()
 
@@ -138,8 +149,9 @@ def _room(asked: int | None, room: int, what: str) -> int:
 
 
 def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: Callable[[FileResult], None],
-              workers: int | None, on_frames: Callable[[int], None] | None) -> bool:
-    from ray.exceptions import RayActorError
+              workers: int | None, on_frames: Callable[[int], None] | None, head: str | None = None) -> bool:
+    """``head``: the cluster's address, watched: Ray ends the process a minute after losing it, with no word."""
+    from ray.exceptions import RayActorError, RayTaskError
 
     count, resources = worker_resources(ray, options.get("device", "auto"), workers)
     # A killed worker is restarted by Ray; the file it had is handed out again by us (max_task_retries=0), so that
@@ -162,8 +174,18 @@ def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: C
             for worker in pool:  # a file goes to a worker once it has started (other work may hold the cluster)
                 running[worker.pid.remote()] = (worker, None)
             waiting_since = time.monotonic()  # (None once a worker has started)
+            head_seen = checked = time.monotonic()
             while running:
                 run_handlers()
+                if head is not None and time.monotonic() - checked >= _HEAD_CHECK_S:
+                    checked = time.monotonic()
+                    if _answers(head):
+                        head_seen = checked
+                    elif checked - head_seen >= _HEAD_LOST_S:
+                        for item in [item for _, item in running.values() if item is not None] + list(pending):
+                            on_result(FileResult(item.name, item.input, item.output, "failed",
+                                                 error=f"lost the Ray cluster at {head}"))
+                        return False
                 if waiting_since is not None and time.monotonic() - waiting_since > _ROOM_WAIT_S:
                     log.warning("waiting for the Ray cluster to have room for a worker (%s)",
                                 ", ".join(f"{k.removeprefix('num_')}: {v:g}" for k, v in resources.items()))
@@ -187,6 +209,12 @@ def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: C
                                                  error=f"its worker died {ATTEMPTS} times while dehazing it"))
                         # Back in the pool once Ray has restarted it (this call waits for that).
                         running[worker.pid.options(max_task_retries=-1).remote()] = (worker, None)
+                        continue
+                    except RayTaskError as exc:  # it raised what no file should (its worker was being ended)
+                        if item is not None:
+                            on_result(FileResult(item.name, item.input, item.output, "failed",
+                                                 error=_first_line(exc.cause or exc)))
+                        hand_out(worker)
                         continue
                     waiting_since = None
                     if item is not None:

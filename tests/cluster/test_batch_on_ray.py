@@ -166,3 +166,30 @@ def test_ray_local_starts_its_own_whatever_ray_address_says(media_tree, tmp_path
                            "local"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert _files(tmp_path / "out") == names
+
+
+def test_a_head_lost_mid_batch_ends_it_with_its_summary(media_tree, tmp_path):
+    """Ray ends a driver a minute after it loses the head, with no word: the batch notices first, and ends with
+    its summary and statistics (exit 1) rather than being cut off without them."""
+    pytest.importorskip("ray")
+    from tests.conftest import RayCluster
+
+    src, names = media_tree(clips=4, frames=600, width=320, height=240)
+    (src / "broken.mp4").unlink()
+    stats = tmp_path / "stats.json"
+    cluster = RayCluster(cpus=2)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", "batch", str(src), str(tmp_path / "out"), *DCP[:-1],
+                                 "--workers", "2", "--stats-json", str(stats), "--ray", cluster.address],
+                                env=cluster.env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not cluster.workers("ray::DehazeWorker.run") and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        cluster.stop()  # the head and its workers
+        _, err = proc.communicate(timeout=120)
+    finally:
+        cluster.stop()
+    assert proc.returncode == 1, err
+    assert f"failed: lost the Ray cluster at {cluster.address}" in err and f"batch: {len(names)} files" in err
+    data = json.loads(stats.read_text())
+    assert data["failed"] >= 1 and data["done"] + data["failed"] == len(names)
