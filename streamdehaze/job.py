@@ -219,9 +219,10 @@ class Job:
         elif c.encode.segment_time is not None:
             inner = self._segments = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
                                                    lambda path, start: sink(path, start=start))
-        elif self.dst is None and target != STDOUT and self.live:  # a camera published to a server
+        elif self.dst is None and target != STDOUT:  # a server to publish to: a file's frames are never dropped
             inner = self._published = PublishedSink(lambda: sink(target), mask(str(target), str(target)),
-                                                    encoding.pix_fmt, encoding.yuv_format, c.live.reconnect)
+                                                    encoding.pix_fmt, encoding.yuv_format,
+                                                    c.live.reconnect if self.live else 0)
             self.stats.unpublished = lambda: self._published.unsent
             self.stats.output_reconnects = lambda: self._published.reconnects
         else:

@@ -11,8 +11,9 @@ Every FFmpeg call on a connection runs in that connection's own thread and is wa
 s, so a hung server does not hold the run: a call stuck in it is left behind with its connection (one per outage at
 most: a new attempt waits for a hung one to return). The exception is the dial itself: PyAV holds the GIL while
 FFmpeg dials, so the whole process waits for it. The RTSP dial is bounded by its socket timeout (``DIAL_TIMEOUT``,
-5 s); RTMP's has none, so an RTMP server that accepts connections but never answers holds the process. Only cameras
-are published this way: a file's frames are never dropped, so a file run fails when its server does.
+5 s); RTMP's has none, so an RTMP server that accepts connections but never answers holds the process. A file is
+published with no reconnection (``attempts`` 0): its frames are never dropped, so a file run fails, with one line,
+when its server goes away or hangs.
 """
 
 from __future__ import annotations

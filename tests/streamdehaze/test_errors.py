@@ -218,8 +218,7 @@ def test_a_file_published_to_a_server_that_is_down_fails(make_video, run_cli):
         port = s.getsockname()[1]
     code, err = run_cli(make_video(frames=3), f"tcp://127.0.0.1:{port}", "--model", "dcp")
     assert code == 1
-    # (dialled with the first packet: with the encoder's lookahead, that of the last frames, as the file is finished)
-    assert _one_line(err) == f"streamdehaze: error: finishing tcp://127.0.0.1:{port} failed: Connection refused"
+    assert _one_line(err) == f"streamdehaze: error: cannot write tcp://127.0.0.1:{port}: Connection refused"
 
 
 def test_console_script_prints_no_traceback(tmp_path):
@@ -233,3 +232,22 @@ def test_serve_workers_without_ray_is_a_usage_error(run_cli, tmp_path):
     code, err = run_cli("serve", tmp_path / "cams.toml", "--workers", 2)
     assert code == 2
     assert _one_line(err) == "streamdehaze: error: --workers needs --ray (one process runs every stream)"
+
+
+def test_a_file_published_to_a_server_that_hangs_fails_in_10_s(_long_video, run_cli):
+    """A server that takes no more data (its buffers full): FFmpeg would wait for it for ever."""
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()  # and never reads
+    try:
+        code, err = run_cli(_long_video, f"tcp://127.0.0.1:{port}", "--model", "dcp", "--crf", 0)
+    finally:
+        for conn, _ in accepted:
+            conn.close()
+        server.close()
+    assert code == 1
+    assert _one_line(err) == f"streamdehaze: error: tcp://127.0.0.1:{port} has taken no data for 10 s: gave up on it"
