@@ -8,12 +8,13 @@ outage are not published (they would be late); publishing resumes with a keyfram
 and an encoder of its own, on the same timeline. A server that is not up yet at the start is waited for the same way.
 
 Every FFmpeg call on a connection runs in that connection's own thread and is waited for at most ``WRITE_TIMEOUT``
-s, so a hung server does not hold the run: a call stuck in it is left behind with its connection (one per outage at
-most: a new attempt waits for a hung one to return). The exception is the dial itself: PyAV holds the GIL while
-FFmpeg dials, so the whole process waits for it. The RTSP dial is bounded by its socket timeout (``DIAL_TIMEOUT``,
-5 s); RTMP's has none, so an RTMP server that accepts connections but never answers holds the process. A file is
-published with no reconnection (``attempts`` 0): its frames are never dropped, so a file run fails, with one line,
-when its server goes away or hangs.
+s, so a hung server does not hold the run. A connection whose write is stuck is waited for as a dial is, and no new
+dial starts until its call returns (so one stuck connection at most); if it returns having written (a server that
+was paused), that connection goes on. The exception is the dial itself: PyAV holds the GIL while FFmpeg dials, so
+the whole process waits for it. The RTSP dial is bounded by its socket timeout (``DIAL_TIMEOUT``, 5 s); RTMP's has
+none, so an RTMP server that accepts connections but never answers holds the process. A file is published with no
+reconnection (``attempts`` 0): its frames are never dropped, so a file run fails, with one line, when its server
+goes away or hangs.
 """
 
 from __future__ import annotations
@@ -126,29 +127,44 @@ class PublishedSink:
         self.reconnects = 0
         self._conn: _Connection | None = None
         self._outage: _Outage | None = _Outage("", 0, first=True)  # the first connection: dialled as a reconnection is
-        self._outage.dial = _Connection(open_sink, name)
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         if self._conn is None:
             outage = self._outage
-            if outage.first and outage.attempts == 0 and outage.dial is not None and not outage.dial_timed_out:
-                outage.dial.ready.done.wait(WRITE_TIMEOUT)  # no frame is lost to dialling a server that is up
+            if outage.first and not outage.reason and not outage.dial_timed_out:
+                # The first dial, from the writer (where a signal finds the run in its loop); no frame is lost to it.
+                if outage.dial is None:
+                    outage.dial = _Connection(self._open_sink, self.name)
+                outage.dial.ready.done.wait(WRITE_TIMEOUT)
             self._redial()
         conn = self._conn
         if conn is None:
             self.unsent += isinstance(item, av.VideoFrame)
             return
+        call = conn.submit(lambda: conn.sink.write(item))
         try:
-            conn.call(lambda: conn.sink.write(item))
+            call.result(WRITE_TIMEOUT)
         except _Hung:
-            self._lose(f"has taken no data for {WRITE_TIMEOUT:g} s",
-                       f"{self.name} has taken no data for {WRITE_TIMEOUT:g} s: gave up on it")
+            self._hung(conn, call)
         except StreamDehazeError as exc:
             self._lose(_reason(exc), str(exc))
         else:
             self.frames += isinstance(item, av.VideoFrame)
             return
         self.unsent += isinstance(item, av.VideoFrame)
+
+    def _hung(self, conn: _Connection, call: _Call) -> None:
+        """A write not back within WRITE_TIMEOUT. The connection is then waited for as a dial is (a server that was
+        paused takes data again), and no other is dialled until it returns: one stuck connection at most."""
+        self._conn = None
+        reason = f"has taken no data for {WRITE_TIMEOUT:g} s"
+        if self.attempts <= 0:
+            conn.drop()
+            raise MediaError(f"{self.name} {reason}: gave up on it")
+        outage = self._outage = _Outage(reason, self.unsent)
+        outage.attempts, outage.dial = 1, conn
+        conn.ready, conn.started = call, time.monotonic()
+        log.warning("%s: %s; reconnecting (attempt 1)", self.name, reason)
 
     def _lose(self, reason: str, message: str) -> None:
         """The connection failed (``message``: the error when no reconnection is allowed)."""
@@ -209,17 +225,24 @@ class PublishedSink:
                              else f"{self.name} lost ({reason}); no reconnects left")
 
     def close(self) -> None:
-        """Flush and end the stream on the server; a run that ends during an outage ends without it."""
+        """Flush and end the stream on the server. A camera's run that ends during an outage, or as its server goes,
+        ends without it (said in the log); a file's fails."""
         if self._conn is None:
-            if self._outage is not None and self._outage.dial is not None:
+            if self._outage.dial is not None:
                 self._outage.dial.drop()
-            log.warning("%s was down at the end (%d frames not published)", self.name, self.unsent)
+            if self._outage.reason or self.unsent:
+                log.warning("%s was down at the end (%d frames not published)", self.name, self.unsent)
             return
         conn, self._conn = self._conn, None
         try:
             conn.call(conn.sink.close)
-        except _Hung:
-            raise MediaError(f"{self.name} has taken no data for {WRITE_TIMEOUT:g} s: gave up on it") from None
+        except (_Hung, StreamDehazeError) as exc:
+            hung = isinstance(exc, _Hung)
+            if self.attempts <= 0:
+                raise MediaError(f"{self.name} has taken no data for {WRITE_TIMEOUT:g} s: gave up on it" if hung
+                                 else str(exc)) from None
+            log.warning("%s was lost at the end (%s)", self.name,
+                        f"no data taken for {WRITE_TIMEOUT:g} s" if hung else _reason(exc))
         finally:
             conn.end()
 

@@ -305,6 +305,23 @@ def test_a_publish_target_that_hangs_is_dialled_again(port, cli):
         camera.stop()
 
 
+def test_a_paused_publish_target_goes_on_with_the_same_connection(port, cli):
+    """A server that hangs for a while and comes back (paused, then resumed): the connection that was stuck goes on,
+    and no other is dialled meanwhile (each would be stuck in turn, one more every outage)."""
+    run, paused, camera = _frozen_publish(port, cli, "--duration", 45)
+    try:
+        assert run.wait_line("out: has taken no data for 10 s; reconnecting (attempt 1)", 30), run.stderr
+        time.sleep(12)  # a dial would have been tried by now
+        os.kill(paused.proc.pid, signal.SIGCONT)
+        assert run.wait_line("publishing again after", 20), run.stderr
+        assert run.finish(90) == 0, run.stderr
+        assert "attempt 2" not in run.stderr and "reconnect 1)" in run.stderr
+        assert paused.received() > 0  # the one session, to the end
+    finally:
+        paused.stop()
+        camera.stop()
+
+
 def test_a_publish_target_that_hangs_is_given_up_with_no_reconnects(port, cli):
     """``--reconnect 0``: the run ends with one line instead."""
     run, hung, camera = _frozen_publish(port, cli, "--reconnect", 0)
