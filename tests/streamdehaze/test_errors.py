@@ -251,3 +251,13 @@ def test_a_file_published_to_a_server_that_hangs_fails_in_10_s(_long_video, run_
         server.close()
     assert code == 1
     assert _one_line(err) == f"streamdehaze: error: tcp://127.0.0.1:{port} has taken no data for 10 s: gave up on it"
+
+
+def test_serve_on_ray_checks_the_weights_before_any_worker(make_video, run_cli, tmp_path):
+    """Loaded on the head first: weights that do not load are one line, not an error inside a Ray worker."""
+    (tmp_path / "junk.safetensors").write_bytes(b"not weights")
+    (tmp_path / "cams.toml").write_text(f'model = "kanet-t"\nweights = "{tmp_path / "junk.safetensors"}"\n'
+                                        f'[[stream]]\nname = "a"\ninput = "{make_video(frames=3)}"\n'
+                                        f'output = "{tmp_path / "a.mkv"}"\n')
+    code, err = run_cli("serve", tmp_path / "cams.toml", "--ray", "127.0.0.1:1")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot load" in err, err
