@@ -72,10 +72,11 @@ def connect(address: str) -> Any:
         import ray
     except ImportError:
         raise UsageError("--ray needs Ray: pip install 'streamdehaze[ray]'") from None
+    why = _unreachable(address, 5.0)  # (Ray would retry for minutes, filling the terminal)
+    if why is not None:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {why}")
     # ray.init installs a SIGTERM handler that exits at once (status 15): ours, which end a run as Ctrl-C does
     # (summary, statistics, exit 130), are put back.
-    if address != "local":
-        _check_reachable(address)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         if address == "local":  # (named: with no address, Ray would join the cluster $RAY_ADDRESS names)
@@ -92,25 +93,17 @@ def connect(address: str) -> Any:
     return ray
 
 
-def _answers(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), 1.0).close()
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """A head that does not answer is one line now: Ray would retry for minutes, filling the terminal."""
+def _unreachable(address: str, timeout: float) -> str | None:
+    """Why the head at ``address`` (``host:port``) does not answer a connection, or None when it does; None too for
+    another form (``local``, ``auto``: Ray reads those itself)."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        return  # (not host:port: Ray says what is wrong with it)
+        return None
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout).close()
     except OSError as exc:
-        reason = exc.strerror or ("no answer" if isinstance(exc, TimeoutError) else type(exc).__name__)
-        raise UsageError(f"cannot reach the Ray cluster at {address}: {reason}") from None
+        return exc.strerror or ("no answer" if isinstance(exc, TimeoutError) else type(exc).__name__)
+    return None
 
 
 def run_batch(address: str, items: list[Item], options: dict[str, Any], on_result: Callable[[FileResult], None],
@@ -121,8 +114,7 @@ def run_batch(address: str, items: list[Item], options: dict[str, Any], on_resul
         return False
     ray = connect(address)
     try:
-        watched = address if address.rpartition(":")[2].isdigit() else None  # (host:port; not local, auto)
-        return _dispatch(ray, items, options, on_result, workers, on_frames, watched)
+        return _dispatch(ray, items, options, on_result, workers, on_frames, address)
     finally:
         ray.shutdown()
 
@@ -149,8 +141,9 @@ def _room(asked: int | None, room: int, what: str) -> int:
 
 
 def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: Callable[[FileResult], None],
-              workers: int | None, on_frames: Callable[[int], None] | None, head: str | None = None) -> bool:
-    """``head``: the cluster's address, watched: Ray ends the process a minute after losing it, with no word."""
+              workers: int | None, on_frames: Callable[[int], None] | None, head: str = "local") -> bool:
+    """``head``: the cluster's address, watched (where it is ``host:port``): Ray ends the process a minute after
+    losing it, with no word."""
     from ray.exceptions import RayActorError, RayTaskError
 
     count, resources = worker_resources(ray, options.get("device", "auto"), workers)
@@ -177,9 +170,9 @@ def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: C
             head_seen = checked = time.monotonic()
             while running:
                 run_handlers()
-                if head is not None and time.monotonic() - checked >= _HEAD_CHECK_S:
+                if time.monotonic() - checked >= _HEAD_CHECK_S:
                     checked = time.monotonic()
-                    if _answers(head):
+                    if _unreachable(head, 1.0) is None:
                         head_seen = checked
                     elif checked - head_seen >= _HEAD_LOST_S:
                         for item in [item for _, item in running.values() if item is not None] + list(pending):

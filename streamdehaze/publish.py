@@ -122,7 +122,6 @@ class PublishedSink:
                  attempts: float = math.inf) -> None:
         self.name, self.pix_fmt, self.yuv_format, self.attempts = name, pix_fmt, yuv_format, attempts
         self._open_sink = open_sink
-        self.frames = 0  # frames the server took
         self.unsent = 0  # frames that came while it was down
         self.reconnects = 0
         self._conn: _Connection | None = None
@@ -144,13 +143,11 @@ class PublishedSink:
         call = conn.submit(lambda: conn.sink.write(item))
         try:
             call.result(WRITE_TIMEOUT)
+            return
         except _Hung:
             self._hung(conn, call)
         except StreamDehazeError as exc:
             self._lose(_reason(exc), str(exc))
-        else:
-            self.frames += isinstance(item, av.VideoFrame)
-            return
         self.unsent += isinstance(item, av.VideoFrame)
 
     def _hung(self, conn: _Connection, call: _Call) -> None:
