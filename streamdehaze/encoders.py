@@ -28,7 +28,8 @@ class Quality(NamedTuple):
 
 QUALITY = {
     "libx264": Quality((0, 51), X264_PRESETS, "veryfast"),
-    "libx265": Quality((0, 51), X264_PRESETS, "veryfast"),
+    # x265 prints a banner of 20 lines to the terminal itself, past FFmpeg's log level: errors only
+    "libx265": Quality((0, 51), X264_PRESETS, "veryfast", always={"x265-params": "log-level=error"}),
     # libvpx's speed (0 slowest .. 8) and row-based threading: its own defaults (speed 1, no row threads) encode a
     # real 720p clip at 6.5 fps on 2 cores, these at 13.8 fps for 2 % more bytes (BENCHMARKS.md, "WebM").
     "libvpx-vp9": Quality((0, 63), tuple(str(n) for n in range(9)), "4", "cpu-used", {"row-mt": "1"}),

@@ -41,6 +41,11 @@ def upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
+def sample_bits(frame: av.VideoFrame) -> int:
+    """Bits per sample of ``frame``'s pixel format (8 for 8-bit video, 10 for P010 or yuv420p10le, ...)."""
+    return max((c.bits for c in frame.format.components), default=8)
+
+
 def to_planar(frame: av.VideoFrame) -> av.VideoFrame:
     """Return ``frame`` in a format ``planes_of`` reads (PLANAR or SEMIPLANAR), converting with swscale only when
     needed."""

@@ -27,7 +27,7 @@ import av
 
 from .credentials import check_url, mask
 from .errors import MediaError, UsageError
-from .frames import to_planar
+from .frames import sample_bits, to_planar
 from .sources import NEW_STREAM_AT_END, VideoInfo, frame_rate, main_video, pixel_aspect
 
 log = logging.getLogger("streamdehaze")
@@ -87,7 +87,7 @@ class LiveSource:
             width=self._first.width, height=self._first.height, time_base=LIVE_TIME_BASE,
             rate=frame_rate(st), frames=0, rotation=int(self._first.rotation or 0),
             colour={"colorspace": int(self._first.colorspace), "color_primaries": 2, "color_trc": 2},
-            pixel_aspect=pixel_aspect(st),
+            pixel_aspect=pixel_aspect(st), bits=sample_bits(self._first),
         )
 
     def _open_options(self, connect: float) -> dict[str, str]:

@@ -43,11 +43,19 @@ _MATRIX_TAG = {"bt709": 1, "bt601": 6, "bt2020": 9}
 _TOP_FIRST, _BOTTOM_FIRST = {2, 5}, {3, 4}  # AVFieldOrder, as shown: TT and BT; BB and TB
 
 
-def choose_pix_fmt(codec: av.Codec, width: int, height: int) -> str:
-    """yuv420p where possible (plays everywhere); yuv444p when the size is odd (4:2:0 needs even sizes)."""
+# H.264 at 10 bits (High 10) plays on few decoders (no browser, phone or GPU decodes it), so these stay at 8 bits.
+_EIGHT_BITS_ONLY = {"libx264", "libx264rgb", "h264_nvenc"}
+_HDR_TRANSFERS = {16, 18}  # AVColorTransferCharacteristic: SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG)
+
+
+def choose_pix_fmt(codec: av.Codec, width: int, height: int, bits: int = 8) -> str:
+    """yuv420p where possible (plays everywhere); yuv444p when the size is odd (4:2:0 needs even sizes). A deeper
+    input (``bits`` > 8: HEVC Main10, HDR) is written at 10 bits by the encoders that take them, except H.264's."""
     supported = [f.name for f in codec.video_formats or []]
     odd = width % 2 or height % 2
     preference = ("yuv444p", "yuv444p10le") if odd else ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le")
+    if bits > 8 and codec.name not in _EIGHT_BITS_ONLY:
+        preference = (("yuv444p10le",) if odd else ("yuv420p10le", "yuv422p10le", "yuv444p10le")) + preference
     for name in preference:
         if name in supported:
             return name
@@ -193,13 +201,16 @@ def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = N
     does not; an error if it is required)."""
     spec = encoder(codec)
     options = quality_options(codec, crf, preset)
-    if nvenc:
+    if nvenc:  # NVENC is probed in 8 bits, the only depth our planes give it
         pix_fmt = choose_pix_fmt(spec, info.width, info.height)
         hardware = hwaccel.encoder(codec, int(options.get("crf", 18)), options.get("preset", ""), live,
                                    info.width, info.height, pix_fmt, nvenc)
         if hardware is not None:
             spec, options = encoder(hardware[0]), hardware[1]
-    pix_fmt = choose_pix_fmt(spec, info.width, info.height)
+    pix_fmt = choose_pix_fmt(spec, info.width, info.height, info.bits)
+    if info.bits > 8 and PLANAR[pix_fmt][1] == 8 and info.colour.get("color_trc") in _HDR_TRANSFERS:
+        log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding (--codec libx265 "
+                    "keeps 10 bits)", info.bits, spec.name)
     return Encoding(spec, options, pix_fmt, output_format(info, pix_fmt))
 
 

@@ -24,7 +24,7 @@ import av
 from . import hwaccel
 from .credentials import mask
 from .errors import MediaError, UsageError
-from .frames import to_planar
+from .frames import sample_bits, to_planar
 
 Item = av.VideoFrame | av.Packet
 log = logging.getLogger("streamdehaze")
@@ -79,6 +79,7 @@ class VideoInfo:
     pixel_aspect: Fraction | None = None  # a pixel's width to its height, where not square (anamorphic DVD, HDV)
     chapters: list[dict] = field(default_factory=list)  # the input's, as ``Container.chapters()`` gives them
     field_order: int = 0  # FFmpeg's AVFieldOrder: 2 to 5 for interlaced video (0 unknown, 1 progressive)
+    bits: int = 8  # bits per sample of the input's pictures (10 for HEVC Main10, HDR)
 
 
 class Timeline:
@@ -282,7 +283,7 @@ class VideoFileSource:
             copy_streams=self.copy_streams, container_format=self.container.format.name,
             tags={k: v for k, v in self.container.metadata.items() if k.lower() not in _OLD_FILE_TAGS},
             video_tags=stream_tags(st), chapters=self.container.chapters(),
-            field_order=int(st.codec_context.field_order or 0),
+            field_order=int(st.codec_context.field_order or 0), bits=sample_bits(first),
         )
 
     def _demux(self) -> Iterator[Item]:

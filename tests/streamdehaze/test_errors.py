@@ -150,13 +150,14 @@ def test_good_quality_settings_for_other_encoders(make_video, probe, run_cli, tm
     assert probe(tmp_path / "o.mkv")["count"] == 3
 
 
-def test_svt_av1_says_nothing_of_its_own(make_video, tmp_path):
-    # SVT-AV1 prints a 20-line banner to the process's stderr unless told otherwise (SVT_LOG).
+@pytest.mark.parametrize("codec, banner", [("libsvtav1", "Svt["), ("libx265", "x265 [")])
+def test_an_encoder_says_nothing_of_its_own(make_video, tmp_path, codec, banner):
+    # SVT-AV1 and x265 print a 20-line banner to the process's stderr unless told otherwise (SVT_LOG, log-level).
     env = {k: v for k, v in os.environ.items() if k != "SVT_LOG"}
     run = subprocess.run([sys.executable, "-m", "streamdehaze", make_video(frames=3), tmp_path / "o.mkv", "--codec",
-                          "libsvtav1", "--model", "dcp"], capture_output=True, text=True, env=env, timeout=300)
+                          codec, "--model", "dcp"], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0 and run.stderr.splitlines()[-1].startswith("streamdehaze: 3 frames"), run.stderr
-    assert "Svt[" not in run.stderr
+    assert banner not in run.stderr
 
 
 def test_a_format_without_h264_gets_an_encoder_it_holds(make_video, probe, run_cli, tmp_path):

@@ -11,6 +11,7 @@ import av
 import numpy as np
 import pytest
 
+from streamdehaze.frames import planes_of
 from tests.conftest import hazy_pattern
 
 
@@ -68,6 +69,30 @@ def test_other_pixel_formats_are_converted(make_video, probe, run_cli, tmp_path,
     # Dehazing darkens the haze: output mean below input mean, but the picture is still there.
     assert np.mean(b["rgb"][2]) < np.mean(a["rgb"][2]) - 5
     assert np.corrcoef(a["rgb"][2].ravel(), b["rgb"][2].ravel())[0, 1] > 0.5
+
+
+def test_ten_bits_in_stay_ten_bits_out_where_the_encoder_plays_them(make_video, run_cli, tmp_path):
+    src = make_video("deep.mkv", pix_fmt="yuv420p10le", frames=4, width=64, height=48)
+    deep, plain = tmp_path / "deep_out.mkv", tmp_path / "plain_out.mkv"
+    assert run_cli(src, deep, "--codec", "libx265", "--crf", 0, "--quiet")[0] == 0
+    assert run_cli(src, plain, "--crf", 0, "--quiet")[0] == 0  # H.264 at 10 bits plays on few decoders: 8
+    with av.open(str(deep)) as a, av.open(str(plain)) as b:
+        frames = [next(a.decode(video=0)), next(b.decode(video=0))]
+    assert [f.format.name for f in frames] == ["yuv420p10le", "yuv420p"]
+    luma = [planes_of(f)[0].astype(np.float64) for f in frames]
+    assert len(np.unique(luma[0] % 4)) == 4  # finer steps than 8 bits hold, not 8-bit levels shifted up
+    assert np.abs(luma[0] / 4 - luma[1]).mean() < 1.0  # the same picture, at 4x the resolution of levels
+
+
+def test_hdr_written_in_eight_bits_says_so(make_video, run_cli, caplog, tmp_path):
+    src = make_video("hlg.mkv", pix_fmt="yuv420p10le", frames=2, width=64, height=48,
+                     colour={"color_trc": 18, "color_primaries": 9, "colorspace": 9})
+    assert run_cli(src, tmp_path / "out.mkv", "--model", "dcp")[0] == 0
+    assert "the input is HDR video in 10 bits; libx264 writes it in 8, which shows banding (--codec libx265 " \
+           "keeps 10 bits)" in caplog.text
+    caplog.clear()
+    assert run_cli(src, tmp_path / "out265.mkv", "--model", "dcp", "--codec", "libx265")[0] == 0
+    assert "HDR" not in caplog.text
 
 
 def test_subtitles_are_copied(make_video, probe, run_cli, tmp_path):
