@@ -86,7 +86,8 @@ class LiveSource:
         self.info = VideoInfo(
             width=self._first.width, height=self._first.height, time_base=LIVE_TIME_BASE,
             rate=frame_rate(st), frames=0, rotation=int(self._first.rotation or 0),
-            colour={"colorspace": int(self._first.colorspace), "color_primaries": 2, "color_trc": 2},
+            colour={"colorspace": int(self._first.colorspace), "color_primaries": int(self._first.color_primaries),
+                    "color_trc": int(self._first.color_trc)},
             pixel_aspect=pixel_aspect(st), bits=sample_bits(self._first),
         )
 

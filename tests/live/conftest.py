@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -196,3 +197,26 @@ def cli():
         if run.proc.poll() is None:
             run.proc.kill()
             run.proc.wait()
+
+
+@pytest.fixture
+def camera():
+    """``camera(data)`` -> the URL of a TCP camera that sends ``data`` over 4 s, then closes."""
+    servers = []
+
+    def serve(data: bytes) -> str:
+        server = socket.create_server(("127.0.0.1", 0))
+        servers.append(server)
+
+        def send() -> None:
+            with server.accept()[0] as conn:
+                chunk = 188 * 20
+                pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+                for piece in pieces:
+                    conn.sendall(piece)
+                    time.sleep(4.0 / len(pieces))
+        threading.Thread(target=send, daemon=True).start()
+        return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    yield serve
+    for server in servers:
+        server.close()

@@ -5,13 +5,9 @@ its real pace."""
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 from fractions import Fraction
 
 import av
-import pytest
 
 from tests.conftest import hazy_pattern
 
@@ -35,29 +31,6 @@ def _ts(jump: float) -> bytes:
                     packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
                 ts.mux(packet)
     return out.getvalue()
-
-
-@pytest.fixture
-def camera():
-    """``camera(data)`` -> the URL of a TCP camera that sends ``data`` over 4 s, then closes."""
-    servers = []
-
-    def serve(data: bytes) -> str:
-        server = socket.create_server(("127.0.0.1", 0))
-        servers.append(server)
-
-        def send() -> None:
-            with server.accept()[0] as conn:
-                chunk = 188 * 20
-                pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
-                for piece in pieces:
-                    conn.sendall(piece)
-                    time.sleep(4.0 / len(pieces))
-        threading.Thread(target=send, daemon=True).start()
-        return f"tcp://127.0.0.1:{server.getsockname()[1]}"
-    yield serve
-    for server in servers:
-        server.close()
 
 
 def test_a_camera_clock_that_jumps_ahead_leaves_no_false_gap(camera, cli, tmp_path):

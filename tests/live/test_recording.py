@@ -3,11 +3,16 @@ earlier recording."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
+from fractions import Fraction
 
+import av
 import pytest
+
+from tests.conftest import hazy_pattern
 
 
 def _recorded(line: str) -> int:
@@ -85,3 +90,27 @@ def test_segments_continue_after_earlier_ones(rtsp_server, cli, tmp_path):
         assert (tmp_path / name).read_bytes() == data
     numbers = sorted(int(p.stem.split("_")[1]) for p in tmp_path.glob("cam_*.mp4"))
     assert numbers == list(range(len(numbers))) and len(numbers) > len(first)
+
+
+def test_a_ten_bit_hdr_camera_is_recorded_in_ten_bits_with_its_tags(camera, cli, tmp_path):
+    out = io.BytesIO()  # 4 s of HLG video in HEVC Main10 over MPEG-TS, as such a camera sends it
+    with av.open(out, "w", format="mpegts") as ts:
+        stream = ts.add_stream("libx265", rate=25, options={"x265-params": "log-level=error:keyint=5"})
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p10le"
+        for tag, value in {"color_primaries": 9, "color_trc": 18, "colorspace": 9}.items():
+            setattr(stream.codec_context, tag, value)
+        for i in range(101):
+            frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 160, 120), format="rgb24").reformat(
+                format="yuv420p10le") if i < 100 else None
+            if frame is not None:
+                frame.pts, frame.time_base = i, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                ts.mux(packet)
+    recording = tmp_path / "cam.mkv"
+    run = cli(camera(out.getvalue()), recording, "--model", "dcp", "--codec", "libx265", "--reconnect", 0)
+    run.finish(60)  # (ends when the camera hangs up: no reconnects left)
+    with av.open(str(recording)) as written:
+        video = written.streams.video[0].codec_context
+        assert (video.pix_fmt, video.color_primaries, video.color_trc, video.colorspace) == \
+            ("yuv420p10le", 9, 18, 9), run.stderr
+        assert len(list(written.decode(video=0))) >= 25  # (some of the first second goes to opening it)
