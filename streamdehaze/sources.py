@@ -293,17 +293,23 @@ class VideoFileSource:
         start = self.container.start_time
         timeline = Timeline(self.name, None if start is None else Fraction(start, av.time_base))
         demuxed = self.container.demux(self.stream, *self.copy_streams)
+        # With a limit, copied packets wait for the video to pass their time: the decoder gives frames later than
+        # their packets arrive, and audio read ahead of the last frame kept would run on past the picture.
+        held: list[av.Packet] | None = [] if self.max_frames is not None or self.duration is not None else None
         while True:
             try:
                 packet = next(demuxed)
             except (StopIteration, NEW_STREAM_AT_END):
+                yield from held or ()
                 break
             except av.FFmpegError as exc:  # a read error: the input ends here
                 self.truncated = f"cannot be read after frame {decoded} ({_reason(exc)})"
                 return
             in_order = timeline.place(packet)
             if packet.stream is not self.stream:
-                if packet.size and in_order:
+                if packet.size and in_order and held is not None:
+                    held.append(packet)
+                elif packet.size and in_order:
                     yield packet
                 elif packet.size:
                     self._damaged(decoded)
@@ -324,14 +330,20 @@ class VideoFileSource:
                     self._damaged(decoded)
                     continue
                 last = frame.pts
-                if self.duration is not None and frame.time_base is not None:
-                    t = frame.pts * frame.time_base
+                t = frame.pts * frame.time_base if frame.time_base is not None else None
+                if self.duration is not None and t is not None:
                     first = t if first is None else first
                     if t - first >= self.duration:
+                        yield from _before(held, t)
                         return
+                if held:
+                    yield from _before(held, t)
                 yield to_planar(frame)
                 decoded += 1
                 if self.max_frames is not None and decoded >= self.max_frames:
+                    length = frame.duration * frame.time_base if frame.duration and t is not None else \
+                        1 / frame_rate(self.stream)
+                    yield from _before(held, None if t is None else t + length)
                     return
         if self.stream.frames and packets < self.stream.frames:  # the index lists packets the file no longer holds
             self.truncated = f"is truncated: {packets} of its {self.stream.frames} video packets are there"
@@ -357,6 +369,20 @@ class VideoFileSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _before(held: list[av.Packet] | None, end: Fraction | None) -> Iterator[av.Packet]:
+    """Take from ``held`` the packets that start before ``end`` (all of them where ``end`` is None)."""
+    if not held:
+        return
+    kept = []
+    for packet in held:
+        start = packet.pts if packet.pts is not None else packet.dts
+        if end is None or start is None or packet.time_base is None or start * packet.time_base < end:
+            yield packet
+        else:
+            kept.append(packet)
+    held[:] = kept
 
 
 def _reason(exc: BaseException) -> str:

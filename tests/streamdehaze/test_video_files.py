@@ -95,6 +95,20 @@ def test_hdr_written_in_eight_bits_says_so(make_video, run_cli, caplog, tmp_path
     assert "HDR" not in caplog.text
 
 
+@pytest.mark.parametrize("limit", [("--max-frames", 20), ("--duration", 0.5)])
+def test_a_cut_clip_has_its_audio_end_with_its_picture(make_video, probe, run_cli, tmp_path, limit):
+    src = make_video(frames=50, audio=True)
+    out = tmp_path / "cut.mp4"
+    assert run_cli(src, out, "--model", "dcp", "--quiet", *limit)[0] == 0
+    a, b = probe(src), probe(out)
+    assert b["count"] == {"--max-frames": 20, "--duration": 13}[limit[0]]
+    assert b["audio"] == a["audio"][: len(b["audio"])]  # the first packets, untouched
+    with av.open(str(out)) as cut:
+        audio_end = max((p.pts + p.duration) * p.time_base for p in cut.demux(audio=0) if p.size)
+    picture_end = b["times"][-1] + Fraction(1, 25)
+    assert picture_end <= audio_end < picture_end + Fraction(1024, 48000)  # within one AAC packet of it
+
+
 def test_subtitles_are_copied(make_video, probe, run_cli, tmp_path):
     src = make_video("subs.mkv", subtitles=True, audio=True)
     out = tmp_path / "subs_out.mkv"
