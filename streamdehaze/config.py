@@ -109,7 +109,7 @@ class FleetConfig:
 
     streams: list[StreamConfig]
     stats_json: Path | None = None  # one JSON line a second for each stream and one for the fleet
-    metrics_port: int | None = None  # Prometheus gauges labelled by stream, on 127.0.0.1
+    metrics_port: tuple[str, int] | None = None  # Prometheus gauges labelled by stream: (host, port)
     quiet: bool = False
 
 

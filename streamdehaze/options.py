@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--segment-time", type=seconds(DAY), metavar="SECONDS",
                       help="split the output file into segments of about this length (NAME_00000.mp4, ...); a new "
                            "run continues after the highest number already there")
-    live.add_argument("--metrics-port", type=_number(int, "a port number", 1, 65535), metavar="PORT",
-                      help="serve Prometheus metrics on 127.0.0.1:PORT")
+    live.add_argument("--metrics-port", type=metrics_address, metavar="[HOST:]PORT",
+                      help="serve Prometheus metrics on 127.0.0.1:PORT, or on HOST:PORT (0.0.0.0:PORT: every "
+                           "interface, for a Prometheus on another machine or a container's published port)")
     p.add_argument("--stats-json", type=Path, metavar="FILE",
                    help="write run statistics as JSON (live sources: one JSON line a second)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary; errors only")
@@ -117,6 +118,22 @@ def _number(cast: Callable[[str], float], what: str, low: float, high: float = m
 
 def seconds(high: float) -> Callable[[str], float]:
     return _number(float, "a number of seconds", 0, high, low_inclusive=False)
+
+
+_port = _number(int, "a port number", 1, 65535)
+
+
+def metrics_address(text: str) -> tuple[str, int]:
+    """``PORT`` (on 127.0.0.1: nothing outside the machine sees it unless asked), ``HOST:PORT`` or
+    ``[IPv6]:PORT`` -> (host, port)."""
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        return "127.0.0.1", int(_port(text))
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or ":" in host and not text.startswith("["):
+        raise argparse.ArgumentTypeError(f"not PORT or HOST:PORT (an IPv6 address in brackets: [::1]:9108): {text!r}")
+    return host, int(_port(port))
 
 
 _positive = _number(int, "a whole number", 1)

@@ -120,7 +120,7 @@ class Reporter:
     """Every ``interval`` seconds: one JSON line appended to ``path`` and Prometheus gauges (if a port is given)."""
 
     def __init__(self, stats: RunStats | Callable[[], Mapping[str, Member]], path: Path | None,
-                 metrics_port: int | None = None, interval: float = 1.0, labels: dict[str, str] | None = None,
+                 metrics: tuple[str, int] | None = None, interval: float = 1.0, labels: dict[str, str] | None = None,
                  ended: Callable[[], list[RunStats]] = list) -> None:
         """``stats``: one run's, or, for a fleet, a function giving its current streams by name, and ``ended``
         the statistics of those that ended, which the fleet's counters keep. ``labels``: what a single run is
@@ -140,12 +140,12 @@ class Reporter:
             raise UsageError(f"cannot write {path}: {exc.strerror}") from None
         self._server = None
         self._gauges = None
-        if metrics_port is not None:
-            self._start_metrics(metrics_port, labels or {})
+        if metrics is not None:
+            self._start_metrics(metrics, labels or {})
         self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
         self._thread.start()
 
-    def _start_metrics(self, port: int, labels: dict[str, str]) -> None:
+    def _start_metrics(self, address: tuple[str, int], labels: dict[str, str]) -> None:
         try:
             import prometheus_client as prom
         except ImportError:
@@ -163,11 +163,13 @@ class Reporter:
         else:
             info = prom.Gauge("streamdehaze_info", "what this run reads and writes", list(labels), registry=registry)
             (info.labels(**{key: mask(value, value) for key, value in labels.items()}) if labels else info).set(1)
+        host, port = address
         try:
-            self._server, _ = prom.start_http_server(port, addr="127.0.0.1", registry=registry)
-        except OSError as exc:
+            self._server, _ = prom.start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:  # (a name that does not resolve is a socket.gaierror: an OSError too)
             from .errors import UsageError
-            raise UsageError(f"--metrics-port {port}: {exc.strerror}") from None
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise UsageError(f"--metrics-port {shown}: {exc.strerror or exc}") from None
 
     def _emit(self) -> dict:
         if self._fleet:

@@ -364,17 +364,23 @@ def test_a_camera_that_is_down_shows_no_latency(rtsp_server, metrics_port, cli, 
     assert "\nstreamdehaze_latency_p95_ms NaN\n" in body and "\nstreamdehaze_fps 0.0\n" in body
 
 
-def test_metrics_endpoint(rtsp_server, port, cli, tmp_path):
-    run = cli(rtsp_server.url, tmp_path / "m.mp4", "--metrics-port", port, "--duration", 6)
+@pytest.mark.parametrize("host", [None, "127.0.0.2"])  # (all of 127/8 is this machine's loopback)
+def test_metrics_endpoint(rtsp_server, port, cli, tmp_path, host):
+    run = cli(rtsp_server.url, tmp_path / "m.mp4", "--metrics-port", f"{host}:{port}" if host else port,
+              "--duration", 6)
+    url = f"http://{host or '127.0.0.1'}:{port}/metrics"
     body = ""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and "streamdehaze_frames " not in body:
         time.sleep(0.5)
         try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            body = urllib.request.urlopen(url, timeout=2).read().decode()
         except OSError:
             continue
+    if host:  # served on the address asked for, and on no other
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
     assert run.finish() == 0, run.stderr
     assert "streamdehaze_frames " in body and "streamdehaze_latency_p95_ms" in body
     with pytest.raises(OSError):  # stopped with the run
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+        urllib.request.urlopen(url, timeout=2)

@@ -156,6 +156,13 @@ def test_the_noise_floor_is_auto_unless_set():
         load_config([dict(table, noise_floor="high")])
 
 
+@pytest.mark.parametrize("value, address", [(9108, ("127.0.0.1", 9108)), ("0.0.0.0:9108", ("0.0.0.0", 9108)),
+                                            ("[::]:9108", ("::", 9108))])
+def test_the_metrics_port_takes_an_address(value, address):
+    table = {"name": "gate", "input": "rtsp://cam/1", "output": "gate.mp4"}
+    assert load_config({"metrics_port": value, "stream": [table]}).metrics_port == address
+
+
 @pytest.mark.parametrize("key, value, expected", [
     ("reconnect", 3, 3), ("reconnect", 0, 0), ("reconnect", "inf", math.inf), ("timeout", 2.5, 2.5),
     ("max_latency", 0.5, 0.5), ("batch", 2, 2), ("infer_size", "full", None), ("infer_size", 176, 176),

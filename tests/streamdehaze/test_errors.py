@@ -136,6 +136,9 @@ def test_unknown_model(make_video, run_cli, tmp_path):
     (["--noise-floor", "300"], "--noise-floor: must be at most 255: 300"),
     (["--noise-floor", "lots"], "--noise-floor: not a number of levels or 'auto': 'lots'"),
     (["--metrics-port", "70000"], "--metrics-port: must be at most 65535: 70000"),
+    (["--metrics-port", "0.0.0.0:x"], "--metrics-port: not a port number: 'x'"),
+    (["--metrics-port", "::1:9108"], "--metrics-port: not PORT or HOST:PORT (an IPv6 address in brackets: "
+                                     "[::1]:9108): '::1:9108'"),
 ])
 def test_bad_options(make_video, run_cli, tmp_path, args, words):
     code, err = run_cli(make_video(frames=3), tmp_path / "o.mp4", *args)

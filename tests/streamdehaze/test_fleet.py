@@ -182,7 +182,7 @@ def test_a_stream_restarted_with_another_output_has_one_info_series(tmp_path):
 
     port = free_port()
     members = {"gate": Member(RunStats(), {"input": "in.mp4", "output": "gate.mp4", "model": "dcp"})}
-    reporter = Reporter(lambda: members, None, port, interval=0.05)
+    reporter = Reporter(lambda: members, None, ("127.0.0.1", port), interval=0.05)
 
     def info_lines(wanted: str) -> list[str]:
         deadline = time.monotonic() + 10
