@@ -62,16 +62,18 @@ Source = VideoFileSource | LiveSource
 
 def open_source(input: str | os.PathLike, *, max_frames: int | None = None, duration: float | None = None,
                 live: LiveOptions | None = None, nvdec: Nvidia | None = None, strict: bool = False,
-                stop: threading.Event | None = None) -> Source:
+                stop: threading.Event | None = None, copy_audio: bool = False) -> Source:
     """A file, image sequence (``frames/%05d.png``) or URL of a file -> ``VideoFileSource`` (decoded with NVDEC
     if ``nvdec``; ``strict``: a corrupt packet is an error, not skipped); a camera stream (rtsp://, rtmp://,
     srt://, udp://, http(s) streams, /dev/videoN) -> ``LiveSource`` (software decoding: a camera's few streams
-    decode easily on a CPU), dialled until it answers or ``stop`` is set."""
+    decode easily on a CPU), dialled until it answers or ``stop`` is set. ``copy_audio``: a camera's sound comes
+    too, as packets between the frames (a file's audio always does)."""
     for key, value in (("max_frames", max_frames), ("duration", duration)):
         if value is not None:
             checked_option(key, value)
     if is_live(str(input)):
-        return LiveSource(str(input), live or LiveOptions(), max_frames=max_frames, duration=duration, stop=stop)
+        return LiveSource(str(input), live or LiveOptions(), max_frames=max_frames, duration=duration, stop=stop,
+                          copy_audio=copy_audio)
     return VideoFileSource(input, max_frames=max_frames, duration=duration, nvdec=nvdec, strict=strict)
 
 
@@ -177,7 +179,7 @@ class Job:
         """Open the input; a camera is dialled until it answers (``live.Stopped`` if ``stop`` is set first)."""
         c = self.config
         self.source = open_source(c.input, max_frames=c.max_frames, duration=c.duration, live=c.live,
-                                  nvdec=self.nvidia, strict=c.strict, stop=stop)
+                                  nvdec=self.nvidia, strict=c.strict, stop=stop, copy_audio=c.output is not None)
         return self.source
 
     def start(self, name: str = "") -> Stream:

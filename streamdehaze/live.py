@@ -8,27 +8,30 @@ is the stall, whatever it returned. Frames come out on one monotonic clock (``LI
 connection the camera's own timestamp deltas (except where its clock jumps back, or ahead by more than the time
 that passed), across a reconnect the real wall-clock gap, so the output file's timeline stays true and never goes
 backwards. ``arrival(pts)`` gives a recent frame's arrival time (``time.monotonic()``) for latency accounting;
-output pts are unique, so they key it. Only video is read.
+output pts are unique, so they key it. With ``copy_audio``, the camera's sound comes along as packets on the same
+clock, for a recording or a server published to.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from urllib.parse import urlsplit
 
 import av
+from av.bitstream import BitStreamFilterContext
 
 from .credentials import check_url, mask
 from .errors import MediaError, UsageError
 from .frames import sample_bits, to_planar
-from .sources import NEW_STREAM_AT_END, VideoInfo, frame_rate, main_video, pixel_aspect
+from .sources import NEW_STREAM_AT_END, VideoInfo, frame_rate, known_audio, main_video, pixel_aspect
 
 log = logging.getLogger("streamdehaze")
 
@@ -63,9 +66,9 @@ class LiveSource:
     """Video frames of a live stream, reconnecting as needed, until ``stop()``, a limit, or reconnects run out."""
 
     def __init__(self, url: str, options: LiveOptions | None = None, *, max_frames: int | None = None,
-                 duration: float | None = None, stop: threading.Event | None = None) -> None:
+                 duration: float | None = None, stop: threading.Event | None = None, copy_audio: bool = False) -> None:
         """Connects (retrying as ``options`` say) before returning; setting ``stop`` meanwhile gives up with
-        ``Stopped``."""
+        ``Stopped``. ``copy_audio``: the camera's audio streams come too, as packets between the frames."""
         self.url, self.name = url, mask(url, url)
         self.options = options or LiveOptions()
         self.max_frames, self.duration = max_frames, duration
@@ -81,14 +84,23 @@ class LiveSource:
         self._jump = round(max(2.0, self.options.timeout) / LIVE_TIME_BASE)  # a forward jump no stall explains
         self._anchor: tuple[int, int] | None = None  # (source pts, output pts) of the connection's first frame
         self._arrivals: OrderedDict[int, float] = OrderedDict()
+        self._copy_audio = copy_audio
+        # The first connection's audio streams, kept as templates in a container of their own (a reconnection
+        # closes the connection's): every output stream of the run is made from them, and packets are sent as theirs.
+        self._templates: list[av.stream.Stream] = []
+        self._holder: av.container.OutputContainer | None = None
+        self._audio: dict[int, av.stream.Stream] = {}  # this connection's audio stream index -> template
+        self._audio_last: dict[int, Fraction] = {}  # each template's last time out, in seconds
+        self._adts: dict[int, BitStreamFilterContext] = {}  # this connection's AAC streams in ADTS, made raw
         self._first = self._connect()
+        self._ahead = self._settle_templates() if self._templates else deque()
         st = self._stream
         self.info = VideoInfo(
             width=self._first.width, height=self._first.height, time_base=LIVE_TIME_BASE,
             rate=frame_rate(st), frames=0, rotation=int(self._first.rotation or 0),
             colour={"colorspace": int(self._first.colorspace), "color_primaries": int(self._first.color_primaries),
                     "color_trc": int(self._first.color_trc)},
-            pixel_aspect=pixel_aspect(st), bits=sample_bits(self._first),
+            pixel_aspect=pixel_aspect(st), bits=sample_bits(self._first), copy_streams=self._templates,
         )
 
     def _open_options(self, connect: float) -> dict[str, str]:
@@ -162,15 +174,102 @@ class LiveSource:
         self._stream = main_video(container)
         if self._stream is None:
             raise UsageError(f"no video stream in {self.name}")
+        self._audio = self._match_audio(container) if self._copy_audio else {}
         self._frames = self._decode(container, self._stream)
         self._anchor = None
-        for frame in self._frames:
-            return frame
+        for item in self._frames:  # (sound before the first frame has no place on the clock yet: none comes)
+            return item
         raise MediaError("stream ended before its first frame")
 
-    def _decode(self, container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+    def _match_audio(self, container: av.container.InputContainer) -> dict[int, av.stream.Stream]:
+        """This connection's audio streams, each paired with the template it is sent as. The first connection makes
+        the templates; a later one whose sound is not as it was (another codec, rate or channel count, which the
+        run's outputs cannot take) goes on without it."""
+        audio = [s for s in container.streams.audio if known_audio(s)]
+        # AAC in MPEG-TS (ADTS) states its configuration in each packet and nowhere else, and MP4, FLV and RTSP
+        # outputs need it in their header: FFmpeg's aac_adtstoasc takes it out (the first packet carries it).
+        self._adts = {s.index: BitStreamFilterContext("aac_adtstoasc", "aac") for s in audio
+                      if s.codec_context.name == "aac" and not s.codec_context.extradata}
+        if self._holder is None:
+            self._holder = av.open(io.BytesIO(), "w", format="null")  # (a format that takes any codec)
+            self._templates.extend(self._holder.add_stream_from_template(s) for s in audio)
+            return {s.index: t for s, t in zip(audio, self._templates)}
+        matched = {}
+        for s, t in zip(audio, self._templates):
+            a, b = s.codec_context, t.codec_context
+            if (a.name, a.sample_rate, a.channels) == (b.name, b.sample_rate, b.channels):
+                matched[s.index] = t
+        if len(matched) < len(self._templates):
+            log.warning("%s: its audio is not as it was before the reconnection: recorded without it", self.name)
+        return matched
+
+    def _settle_templates(self) -> deque:
+        """Read on (up to 2 s) until every ADTS stream has given its configuration to its template, before any
+        output is made from them; returns what was read meanwhile, to be given out first."""
+        ahead: deque = deque()
+        deadline = time.monotonic() + 2.0
+        unsettled = [t for t in self._templates if t.codec_context.name == "aac" and not t.codec_context.extradata]
+        while unsettled and time.monotonic() < deadline:
+            try:
+                ahead.append(next(self._frames))
+            except (StopIteration, av.FFmpegError, OSError, MediaError):
+                break  # (the connection's end shows again where the frames are read)
+            unsettled = [t for t in unsettled if not t.codec_context.extradata]
+        if unsettled:
+            log.warning("%s: no sound came within 2 s of the first frame: recorded without it", self.name)
+            for template in unsettled:
+                self._templates.remove(template)
+            self._audio = {i: t for i, t in self._audio.items() if t in self._templates}
+            ahead = deque(item for item in ahead if not isinstance(item, av.Packet) or item.stream in self._templates)
+        # (a stream's parameters are taken from its codec context when its container starts)
+        self._holder.start_encoding()
+        return ahead
+
+    def _raw(self, packet: av.Packet) -> list[av.Packet]:
+        """An audio packet as outputs take it: ADTS made raw AAC (the first one's configuration kept in its
+        template)."""
+        adts = self._adts.get(packet.stream.index)
+        if adts is None:
+            return [packet]
+        template, time_base = self._audio[packet.stream.index], packet.time_base
+        out = []
+        for raw in adts.filter(packet):
+            if raw.has_sidedata("new_extradata"):  # moved into the template: a muxer that met it again mid-stream
+                if not template.codec_context.extradata:  # would rewrite its header (Matroska: twice the tracks)
+                    template.codec_context.extradata = bytes(raw.get_sidedata("new_extradata"))
+                plain = av.Packet(bytes(raw))
+                plain.pts, plain.dts, plain.duration = raw.pts, raw.dts, raw.duration
+                raw = plain
+            raw.time_base = time_base
+            out.append(raw)
+        return out
+
+    def _restamp_audio(self, packet: av.Packet) -> bool:
+        """Put an audio packet on the output clock, as its connection's frames are put (``_restamp``), and send it
+        as its template's. False for one that cannot be placed there: before the connection's first frame, out of
+        order, or far from the pictures (read just before a jump of the camera's clock moved them)."""
+        start = packet.pts if packet.pts is not None else packet.dts
+        tb = packet.time_base
+        if self._anchor is None or start is None or not tb or self._last_pts is None:
+            return False
+        shift = (self._anchor[1] - self._anchor[0]) * LIVE_TIME_BASE
+        t = start * tb + shift
+        if t < self._anchor[1] * LIVE_TIME_BASE or abs(t - self._last_pts * LIVE_TIME_BASE) > 2:
+            return False
+        template = self._audio[packet.stream.index]
+        last = self._audio_last.get(template.index)
+        if last is not None and t <= last:
+            return False
+        self._audio_last[template.index] = t
+        moved = round(shift / tb)
+        packet.pts = None if packet.pts is None else packet.pts + moved
+        packet.dts = None if packet.dts is None else packet.dts + moved
+        return True
+
+    def _decode(self, container: av.container.InputContainer,
+                stream: av.VideoStream) -> Iterator[av.VideoFrame | av.Packet]:
         errors = 0
-        packets = container.demux(stream)
+        packets = container.demux(stream, *(container.streams[i] for i in self._audio))
         while True:
             asked = time.monotonic()
             try:
@@ -181,6 +280,15 @@ class LiveSource:
                 raise MediaError(f"no data for {self.options.timeout:g} s") from None
             stalled = time.monotonic() - asked >= self.options.timeout
             self._last_data = asked if stalled else time.monotonic()
+            if packet.stream.index in self._audio:
+                if packet.size and self._restamp_audio(packet):
+                    template = self._audio[packet.stream.index]
+                    for raw in self._raw(packet):
+                        raw.stream = template
+                        yield raw
+                if stalled:
+                    raise MediaError(f"no data for {self.options.timeout:g} s")
+                continue
             try:
                 frames = packet.decode()
                 errors = 0
@@ -230,18 +338,22 @@ class LiveSource:
         """When the frame with this output pts was decoded (``time.monotonic()``), if it is recent."""
         return self._arrivals.get(pts)
 
-    def __iter__(self) -> Iterator[av.VideoFrame]:
+    def __iter__(self) -> Iterator[av.VideoFrame | av.Packet]:
         count = 0
-        pending: av.VideoFrame | None = self._first
+        pending: av.VideoFrame | av.Packet | None = self._first
         try:
             while not self._stop.is_set():
                 if pending is None:
                     try:
-                        pending = next(self._frames)
+                        pending = self._ahead.popleft() if self._ahead else next(self._frames)
                     except (StopIteration, av.FFmpegError, OSError, MediaError) as exc:
                         reason = "end of stream" if isinstance(exc, StopIteration) else self._reason(exc)
                         pending = self._reconnect(reason)
                         continue
+                if isinstance(pending, av.Packet):
+                    yield pending
+                    pending = None
+                    continue
                 self.received += 1
                 yield pending
                 pending = None
@@ -269,6 +381,8 @@ class LiveSource:
     def close(self) -> None:
         self._stop.set()
         self._close_container()
+        if self._holder is not None:
+            self._holder.close()
 
     def __enter__(self) -> "LiveSource":
         return self

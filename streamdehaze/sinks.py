@@ -106,6 +106,47 @@ def _codecs(muxer: str) -> frozenset[str]:
 _UNORDERED = re.compile(r"\d+ channels")  # FFmpeg's name for a channel layout in no stated order
 
 
+class Reencoded:
+    """Sound the output's format cannot hold as it is (G.711 in MP4, PCM or FLAC in MPEG-TS), decoded and encoded
+    again in ``codec``, as FFmpeg's own tools do when not told to copy. Raises ``av.FFmpegError`` or ``ValueError``
+    where it cannot be done (the sound is then left out)."""
+
+    def __init__(self, container: av.container.OutputContainer, src: av.stream.Stream, codec: str) -> None:
+        given = src.codec_context
+        self.decoder = av.CodecContext.create(given.name, "r")
+        self.decoder.sample_rate, self.decoder.layout = given.sample_rate, given.layout
+        if given.extradata:
+            self.decoder.extradata = given.extradata
+        # (an encoder wants the channels in a stated order; AVI and WAV state none)
+        layout = f"{given.layout.nb_channels}c" if _UNORDERED.fullmatch(given.layout.name) else given.layout.name
+        rates = av.Codec(codec, "w").audio_rates
+        rate = given.sample_rate if not rates or given.sample_rate in rates else \
+            min(rates, key=lambda r: (r < given.sample_rate, abs(r - given.sample_rate)))
+        self.stream = container.add_stream(codec, rate=rate, layout=layout)
+        self.stream.codec_context.open()  # fails now rather than at the first packet
+        self.resampler = av.AudioResampler(format=self.stream.codec_context.codec.audio_formats[0].name,
+                                           layout=layout, rate=rate,
+                                           frame_size=self.stream.codec_context.frame_size or None)
+
+    def packets(self, packet: av.Packet | None) -> list[av.Packet]:
+        """What ``packet`` of the sound as it came is in the new codec (None: what is left at the end)."""
+        frames: list = []
+        for frame in self.decoder.decode(packet):
+            frame.time_base = packet.time_base
+            frames.extend(self.resampler.resample(frame))
+        if packet is None:
+            frames.extend(self.resampler.resample(None))
+        out = [p for frame in frames for p in self.stream.encode(frame)]
+        return out + (self.stream.encode(None) if packet is None else [])
+
+
+def reencoding_codec(muxer: str) -> str | None:
+    """The codec sound is encoded in for ``muxer`` when it cannot hold the input's: AAC, else Opus (WebM, Ogg)."""
+    if muxer in _TAKES_ANY or muxer == "rtsp":
+        return "aac"
+    return next((c for c, name in (("aac", "aac"), ("libopus", "opus")) if name in _codecs(muxer)), None)
+
+
 def _header_takes(muxer: str, src: av.stream.Stream) -> bool:
     """Whether ``muxer`` writes a header with a copy of ``src``: some refuse a codec they list (Opus, FLAC in
     MOV), and would fail the run at its first packet."""
@@ -319,15 +360,25 @@ class VideoSink:
             ctx.sample_aspect_ratio = info.pixel_aspect
         self.video = stream
 
-    def _add_copies(self) -> dict[int, av.stream.Stream]:
+    def _add_copies(self) -> dict[int, av.stream.Stream | Reencoded]:
         copies = {}
         muxer = self.container.format.name
         for src in self.info.copy_streams:
             name = src.codec_context.name if src.codec_context is not None else src.name  # (data streams have none)
             if muxer in _TAKES_ANY:
                 fits = {"subtitle": name in _TS_SUBTITLES, "audio": name in _TS_AUDIO}.get(src.type, True)
+            elif muxer == "rtsp":  # each stream goes out over RTP, which a probe can write (RTSP needs a server)
+                fits = _header_takes("rtp", src)
             else:
                 fits = name in _codecs(muxer) and _header_takes(muxer, src)
+            if not fits and src.type == "audio" and (codec := reencoding_codec(muxer)) is not None:
+                try:
+                    copies[src.index] = Reencoded(self.container, src, codec)
+                    log.warning("%s cannot be stored in %s: audio stream #%d encoded again as %s", name, muxer,
+                                src.index, copies[src.index].stream.codec_context.name)
+                    continue
+                except (av.FFmpegError, ValueError):
+                    pass
             if not fits:
                 log.warning("not copying %s stream #%d: %s cannot be stored in %s", src.type, src.index, name, muxer)
                 continue
@@ -346,7 +397,10 @@ class VideoSink:
         try:
             if isinstance(item, av.Packet):
                 out = self._copies.get(item.stream.index)
-                if out is not None and self._from_start(item):
+                if isinstance(out, Reencoded) and self._from_start(item):
+                    for packet in out.packets(item):
+                        self.container.mux(packet)
+                elif out is not None and self._from_start(item):
                     item.stream = out
                     self.container.mux(item)
                 return
@@ -391,6 +445,10 @@ class VideoSink:
             try:
                 for packet in self.video.encode(None):
                     self.container.mux(packet)
+                for out in self._copies.values():
+                    if isinstance(out, Reencoded):
+                        for packet in out.packets(None):
+                            self.container.mux(packet)
             finally:
                 self.container.close()  # (the trailer: a muxer may refuse it, a disk may fill up)
         except (av.FFmpegError, OSError) as exc:

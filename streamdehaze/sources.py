@@ -152,7 +152,7 @@ def main_video(container: av.container.InputContainer) -> av.VideoStream | None:
     return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
 
 
-def _known(audio: av.AudioStream) -> bool:
+def known_audio(audio: av.AudioStream) -> bool:
     """Whether FFmpeg found the format of an audio stream when it opened the input."""
     return bool(audio.codec_context.sample_rate and audio.codec_context.channels)
 
@@ -225,7 +225,7 @@ class VideoFileSource:
         try:
             url = "pipe:0" if self.url == STDIN else self.url
             self.container = av.open(url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None)
-            if on_disk and not all(_known(s) for s in self.container.streams.audio):
+            if on_disk and not all(known_audio(s) for s in self.container.streams.audio):
                 # Audio that starts late (a camera's microphone switched on): FFmpeg looks 5 s in by default.
                 self.container.close()
                 self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None,
@@ -255,7 +255,7 @@ class VideoFileSource:
             self.stream.codec_context.options = {"err_detect": "+explode"}
         self.copy_streams = []
         for s in self.container.streams:
-            if s.type == "audio" and not _known(s):
+            if s.type == "audio" and not known_audio(s):
                 # No audio where FFmpeg looked: a muxer refuses a stream with no format, and the video must not
                 # be lost for it.
                 log.warning("%s: not copying audio stream #%d: its format is unknown (no audio near the start)",

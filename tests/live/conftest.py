@@ -34,8 +34,8 @@ def _has_gstreamer() -> bool:
 
 class RtspServer:
     def __init__(self, port: int, paths: tuple[str, ...] = ("live",), size: tuple[int, int] = (320, 240),
-                 pattern: str = "ball") -> None:
-        self.port, self.paths, self.size, self.pattern = port, paths, size, pattern
+                 pattern: str = "ball", audio: str | None = None) -> None:
+        self.port, self.paths, self.size, self.pattern, self.audio = port, paths, size, pattern, audio
         self.url = f"rtsp://127.0.0.1:{port}/{paths[0]}"
         self.proc: subprocess.Popen | None = None
 
@@ -45,7 +45,7 @@ class RtspServer:
     def start(self) -> None:
         self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port), "--paths", ",".join(self.paths),
                                       "--width", str(self.size[0]), "--height", str(self.size[1]),
-                                      "--pattern", self.pattern],
+                                      "--pattern", self.pattern, *(("--audio", self.audio) if self.audio else ())],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         said = []  # GLib may print a warning first (its messages start with an empty line)
         while not said or "ready" not in said[-1]:
@@ -201,20 +201,26 @@ def cli():
 
 @pytest.fixture
 def camera():
-    """``camera(data)`` -> the URL of a TCP camera that sends ``data`` over 4 s, then closes."""
+    """``camera(data, connections=1)`` -> the URL of a TCP camera that sends ``data`` over 4 s, then closes; it
+    answers that many connections, one after the other."""
     servers = []
 
-    def serve(data: bytes) -> str:
+    def serve(data: bytes, connections: int = 1) -> str:
         server = socket.create_server(("127.0.0.1", 0))
         servers.append(server)
 
         def send() -> None:
-            with server.accept()[0] as conn:
-                chunk = 188 * 20
-                pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
-                for piece in pieces:
-                    conn.sendall(piece)
-                    time.sleep(4.0 / len(pieces))
+            for _ in range(connections):
+                try:
+                    conn = server.accept()[0]
+                except OSError:  # closed at the test's end
+                    return
+                with conn:
+                    chunk = 188 * 20
+                    pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+                    for piece in pieces:
+                        conn.sendall(piece)
+                        time.sleep(4.0 / len(pieces))
         threading.Thread(target=send, daemon=True).start()
         return f"tcp://127.0.0.1:{server.getsockname()[1]}"
     yield serve

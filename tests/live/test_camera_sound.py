@@ -1,0 +1,153 @@
+"""A camera's sound is recorded with its pictures, on the same clock: AAC over RTSP (its configuration in the
+SDP), G.711 as many IP cameras send it, and AAC in MPEG-TS (ADTS, its configuration in every packet) over TCP,
+across a reconnection and into segments."""
+
+from __future__ import annotations
+
+import ast
+import io
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests.conftest import hazy_pattern
+from tests.live.conftest import RtspServer, _need_gstreamer, free_port
+
+RATE = 25
+
+
+def _times(path: Path) -> tuple[list[Fraction], list[Fraction], list[str]]:
+    """Start times of the video and audio packets of a recording, and its streams' codecs."""
+    with av.open(str(path)) as c:
+        codecs = [s.codec_context.name for s in c.streams]
+        video, audio = [], []
+        for packet in c.demux():
+            if packet.size and packet.pts is not None:
+                (video if packet.stream.type == "video" else audio).append(packet.pts * packet.time_base)
+    return sorted(video), audio, codecs
+
+
+def _with_the_pictures(video: list[Fraction], audio: list[Fraction], gap: float) -> None:
+    """Sound from the first picture to the last, in order, without a hole longer than ``gap`` seconds."""
+    steps = np.diff([float(t) for t in audio])
+    assert len(audio) > 20 and steps.min() > 0 and steps.max() < gap, steps.max()
+    assert abs(audio[0] - video[0]) < 0.2 and abs(audio[-1] - video[-1]) < 0.3, (audio[0], video[0], audio[-1], video[-1])
+
+
+@pytest.mark.parametrize("sound, suffix, codec", [("aac", ".mp4", "aac"), ("pcmu", ".mov", "pcm_mulaw")])
+def test_a_camera_s_sound_is_recorded_with_its_pictures(cli, tmp_path, sound, suffix, codec):
+    _need_gstreamer()
+    server = RtspServer(free_port(), size=(160, 120), audio=sound)
+    server.start()
+    try:
+        out = tmp_path / f"cam{suffix}"
+        run = cli(server.url, out, "--model", "dcp", "--duration", 4)
+        assert run.finish() == 0, run.stderr
+    finally:
+        server.stop()
+    video, audio, codecs = _times(out)
+    assert codecs == ["h264", codec] and len(video) > 75
+    _with_the_pictures(video, audio, gap=0.25)
+
+
+def test_sound_a_format_cannot_hold_is_encoded_again(cli, tmp_path):
+    _need_gstreamer()
+    server = RtspServer(free_port(), size=(160, 120), audio="pcmu")
+    server.start()
+    try:
+        run = cli(server.url, tmp_path / "cam.mp4", "--model", "dcp", "--duration", 3)
+        assert run.finish() == 0, run.stderr
+    finally:
+        server.stop()
+    assert "pcm_mulaw cannot be stored in mp4: audio stream #0 encoded again as aac" in run.stderr
+    video, audio, codecs = _times(tmp_path / "cam.mp4")
+    assert codecs == ["h264", "aac"]
+    _with_the_pictures(video, audio, gap=0.25)
+    with av.open(str(tmp_path / "cam.mp4")) as written:
+        sound = np.concatenate([f.to_ndarray()[0] for f in written.decode(audio=0)])[8000:16000]
+    assert np.argmax(np.abs(np.fft.rfft(sound))) == 440  # the test server's tone (1 s: 1 Hz a bin)
+
+
+def _ts_with_sound() -> bytes:
+    """4 s of 25 fps video and a 48 kHz AAC tone in MPEG-TS (ADTS), as a camera sends them over TCP, UDP or SRT."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="mpegts") as ts:
+        video = ts.add_stream("libx264", rate=RATE)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        video.codec_context.options = {"tune": "zerolatency", "g": "5"}
+        audio = ts.add_stream("aac", rate=48000, layout="mono")
+        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(4 * 48000) / 48000)).astype(np.float32)
+        sent = 0
+        for i in range(4 * RATE + 1):
+            frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 160, 120), format="rgb24") if i < 4 * RATE else None
+            if frame is not None:
+                frame.pts, frame.time_base = i, Fraction(1, RATE)
+            for packet in video.encode(frame):
+                ts.mux(packet)
+            while sent < min((i + 1) * 48000 // RATE, len(tone)):
+                chunk = av.AudioFrame.from_ndarray(tone[None, sent:sent + 1024], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, sent
+                for packet in audio.encode(chunk):
+                    ts.mux(packet)
+                sent += 1024
+        for packet in audio.encode(None):
+            ts.mux(packet)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_the_sound_of_an_mpeg_ts_camera_goes_on_after_a_reconnection(camera, cli, tmp_path, suffix):
+    out = tmp_path / f"cam{suffix}"
+    run = cli(camera(_ts_with_sound(), connections=2), out, "--model", "dcp", "--reconnect", 1, "--max-latency", 30)
+    run.finish(60)  # (ends when the camera hangs up the second time: no reconnects left)
+    assert "reconnecting (attempt 1)" in run.stderr and "back after" in run.stderr, run.stderr
+    video, audio, codecs = _times(out)
+    assert codecs == ["h264", "aac"], run.stderr  # the two streams, once each
+    _with_the_pictures(video, audio, gap=3.0)  # (the outage between the two connections)
+    outage = max(zip(audio, audio[1:]), key=lambda pair: pair[1] - pair[0])
+    assert outage[1] - outage[0] > 0.3 and len([t for t in audio if t > outage[1]]) > 20  # sound on both sides
+
+
+def test_segments_of_a_camera_carry_its_sound(camera, cli, tmp_path):
+    out = tmp_path / "seg" / "cam.mp4"
+    out.parent.mkdir()
+    run = cli(camera(_ts_with_sound()), out, "--model", "dcp", "--reconnect", 0, "--max-latency", 30,
+              "--segment-time", 1)
+    run.finish(60)
+    segments = sorted(out.parent.iterdir())
+    assert len(segments) >= 2, run.stderr
+    for segment in segments:
+        video, audio, codecs = _times(segment)
+        assert codecs == ["h264", "aac"] and audio[0] < 0.1, (segment.name, audio[:3])
+        _with_the_pictures(video, audio, gap=0.25)
+
+
+_LISTEN = ("import av, sys\n"
+           "src = av.open(sys.argv[1], options={'rtsp_flags': 'listen', 'listen_timeout': '60'})\n"
+           "got = {s.codec_context.name: 0 for s in src.streams}\n"
+           "for p in src.demux():\n"
+           "    got[p.stream.codec_context.name] += bool(p.size)\n"
+           "print(got, flush=True)\n")
+
+
+def test_a_camera_s_sound_is_published_with_its_pictures(cli, tmp_path):
+    _need_gstreamer()
+    server = RtspServer(free_port(), size=(160, 120), audio="aac")
+    server.start()
+    out = f"rtsp://127.0.0.1:{free_port()}/out"
+    listener = subprocess.Popen([sys.executable, "-c", _LISTEN, out], stdout=subprocess.PIPE, text=True)
+    try:
+        run = cli(server.url, out, "--model", "dcp", "--duration", 4)
+        assert run.finish() == 0, run.stderr
+        got = ast.literal_eval(listener.communicate(timeout=30)[0])
+    finally:
+        server.stop()
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    assert set(got) == {"h264", "aac"} and got["h264"] > 75 and got["aac"] > 120, got
