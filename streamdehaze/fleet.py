@@ -129,7 +129,8 @@ class _Runner:
                 if self._stop.is_set():
                     self._stream.stop()
                 self._stream.drained.wait()
-                self.outcome.result = self.job.complete(interrupted=self._stream.stopped)
+                # (a camera stopped by Ctrl-C or a reload ends as it should: not cut short)
+                self.outcome.result = self.job.complete(interrupted=self._stream.stopped and not self.job.live)
         except Stopped:
             log.info("stopped before it connected")
         except StreamDehazeError as exc:
@@ -141,6 +142,8 @@ class _Runner:
         finally:
             if reporter is not None:
                 reporter.close()
+            self._stream = None
+            self.job.release()  # (a reload keeps this runner's outcome and statistics for the summary)
 
 
 class StreamLabels(logging.Filter):
@@ -300,7 +303,7 @@ class Fleet:
             return [runner.job.stats for runner in self._ended]
 
     def _launch(self, config: StreamConfig, job: Job) -> None:
-        self._labels.urls += [config.input, config.output or ""]
+        self._labels.urls += [url for url in (config.input, config.output or "") if url not in self._labels.urls]
         key = _engine_key(config, job)
         runner = _Runner(config, job, self._lanes[key], _model_name(key))
         with self._lock:

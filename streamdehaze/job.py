@@ -231,6 +231,11 @@ class Job:
             inner = sink(target, **more)
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)
 
+    def release(self) -> None:
+        """After the end: keep the statistics, let go of the source, the sinks and the pipeline (their codecs)."""
+        self.stats.freeze()
+        self.stream = self.source = self._segments = self._published = None
+
     def complete(self, interrupted: bool = False) -> RunResult:
         """Once the stream is drained: finish it, and put the output where it belongs."""
         try:

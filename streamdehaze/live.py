@@ -381,6 +381,7 @@ class LiveSource:
     def close(self) -> None:
         self._stop.set()
         self._close_container()
+        self._stream = self._frames = None  # (the decoder goes with the last reference to them)
         if self._holder is not None:
             self._holder.close()
 

@@ -274,7 +274,8 @@ class VideoSink:
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
         if info.chapters:
             self.container.set_chapters(info.chapters)
-        self._sync = None if not live or self.path is None else Syncer(lambda: self.path if self.path.exists() else None)
+        path = self.path  # (not ``self``: a sink in a cycle would keep its encoder's threads until a full collection)
+        self._sync = None if not live or path is None else Syncer(lambda: path if path.exists() else None)
         try:
             self._add_video(encoding)
             self._copies = self._add_copies()
@@ -450,13 +451,23 @@ class VideoSink:
                         for packet in out.packets(None):
                             self.container.mux(packet)
             finally:
-                self.container.close()  # (the trailer: a muxer may refuse it, a disk may fill up)
+                try:
+                    self.container.close()  # (the trailer: a muxer may refuse it, a disk may fill up)
+                finally:
+                    self._release()
         except (av.FFmpegError, OSError) as exc:
             raise MediaError(f"finishing {self.name} failed: {_reason(exc, self.target)}") from None
+
+    def _release(self) -> None:
+        """Let go of the encoders: PyAV frees a codec (and its threads) only with the last reference to it, not when
+        its file is closed, and a recording's segments come and go for weeks."""
+        self.container, self.video, self._copies, self._sync = None, None, {}, None
 
     def abort(self) -> None:
         """After a failure: finish the file as far as it still can be (a recording stays playable up to its last
         frame; a file run then discards its temporary file). Never raises."""
+        if self.video is None:  # closed already
+            return
         try:
             for packet in self.video.encode(None):
                 self.container.mux(packet)
@@ -466,6 +477,7 @@ class VideoSink:
             self.container.close()
         except (av.FFmpegError, OSError):
             pass
+        self._release()
         if self.live and self.path is not None:  # a recording that got no byte onto a full disk holds nothing
             with contextlib.suppress(OSError):
                 if self.path.stat().st_size == 0:

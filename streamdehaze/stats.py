@@ -51,6 +51,13 @@ class RunStats:
             if arrival is not None:
                 self._latencies.append((now, now - arrival))
 
+    def freeze(self) -> None:
+        """Keep the final counts, not the source and sinks they are read from: a fleet keeps the statistics of the
+        streams a reload stopped, and would keep their decoders and encoders with them."""
+        for name in ("queue_depth", "reconnects", "received", "corrupt", "unpublished", "output_reconnects"):
+            value = getattr(self, name)()
+            setattr(self, name, lambda value=value: value)
+
     def drop(self, n: int = 1) -> None:
         with self._lock:
             self.dropped += n

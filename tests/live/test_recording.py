@@ -3,8 +3,10 @@ earlier recording."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
+import os
 import re
 import time
 from fractions import Fraction
@@ -114,3 +116,25 @@ def test_a_ten_bit_hdr_camera_is_recorded_in_ten_bits_with_its_tags(camera, cli,
         assert (video.pix_fmt, video.color_primaries, video.color_trc, video.colorspace) == \
             ("yuv420p10le", 9, 18, 9), run.stderr
         assert len(list(written.decode(video=0))) >= 25  # (some of the first second goes to opening it)
+
+
+def test_finished_segments_let_go_of_their_codecs(camera, run_cli, tmp_path):
+    # x264 and FFmpeg's decoders run threads of their own, which end only with the last reference to their codec
+    # (closing the file is not enough): a recording's segments, and a fleet's reloaded streams, come and go for
+    # weeks, and a garbage collection may not come for minutes.
+    from tests.live.test_camera_clock import _ts
+
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+    (tmp_path / "seg").mkdir()
+    options = ("--model", "dcp", "--reconnect", 0, "--max-latency", 30, "--quiet")
+    gc.disable()
+    try:
+        run_cli(camera(_ts(0)), tmp_path / "warm.mp4", *options)  # (the model's and OpenCV's own threads start)
+        before = threads()
+        run_cli(camera(_ts(0)), tmp_path / "seg" / "cam.mp4", "--segment-time", 0.5, *options)
+        after = threads()
+    finally:
+        gc.enable()
+    assert len(list((tmp_path / "seg").iterdir())) >= 4
+    assert after <= before + 1, (before, after)

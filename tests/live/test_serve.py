@@ -63,6 +63,7 @@ def test_four_cameras_on_two_servers_one_restarts(rtsp_servers, cli, decodable, 
     summary = [line for line in run.stderr.splitlines() if " frames in " in line]
     for name in cams:
         assert f"streamdehaze: {name}: {final[name]['frames']} frames in " in run.stderr, (final[name], summary)
+    assert "cut short" not in run.stderr  # (Ctrl-C ends a camera's recording as it should)
 
 
 def test_reload_starts_stops_and_restarts_only_what_changed(rtsp_servers, cli, decodable, tmp_path):
