@@ -487,8 +487,9 @@ class VideoSink:
 class SegmentedSink:
     """A recording cut into files of ``segment_time`` seconds (``cam_00000.mp4``, ...; ``pattern``), numbered from
     ``first``. Each file has a muxer and an encoder of its own: a segment begins with the first frame at or past its
-    time, as a keyframe, with that time written as 0, and is complete, closed, when the next begins. (FFmpeg's
-    segment muxer crashed the whole process when a disk filled up just as a segment began.)"""
+    time, as a keyframe, with that time written as 0, and is complete, closed, when the next begins. Sound reaches
+    the sink ahead of the pictures of its time (they are being dehazed): what belongs to the next segment waits for
+    it. (FFmpeg's segment muxer crashed the whole process when a disk filled up just as a segment began.)"""
 
     def __init__(self, pattern: Path, segment_time: float, first: int,
                  part: Callable[[Path, Fraction], VideoSink]) -> None:
@@ -499,6 +500,7 @@ class SegmentedSink:
         self.pix_fmt, self.yuv_format = self.current.pix_fmt, self.current.yuv_format
         self._done = 0  # frames in the segments closed so far
         self._next: Fraction | None = None  # when the next segment begins
+        self._held: list[av.Packet] = []  # copied packets of the next segment, come before its first frame
 
     def _path(self, number: int) -> Path:
         return self.pattern.with_name(self.pattern.name % number)
@@ -514,11 +516,22 @@ class SegmentedSink:
         return str(first) if last <= self.first else f"{first} .. {self._path(last).name}"
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
-        if isinstance(item, av.VideoFrame) and item.time_base is not None:
+        if isinstance(item, av.Packet):
+            start = _start(item)
+            if self._next is not None and start is not None and start >= self._next:
+                self._held.append(item)
+            else:
+                self.current.write(item)
+            return
+        if item.time_base is not None:
             t = item.pts * item.time_base
             if self._next is None:
                 self._next = t + self.segment_time
             elif t >= self._next:
+                held, self._held = self._held, []
+                for packet in held:  # (the next segment begins with this frame: what came before it ends this one)
+                    if _start(packet) < t:
+                        self.current.write(packet)
                 finished, self.current = self.current, None
                 finished.close()
                 self._done += finished.frames
@@ -526,15 +539,27 @@ class SegmentedSink:
                 self.current = self._part(self._path(self.number), t)
                 while self._next <= t:
                     self._next += self.segment_time
+                for packet in held:
+                    if _start(packet) >= t:
+                        self.write(packet)
         self.current.write(item)
 
     def close(self) -> None:
         if self.current is not None:
+            held, self._held = self._held, []
+            for packet in held:  # (the sound after the last frame)
+                self.current.write(packet)
             self.current.close()
 
     def abort(self) -> None:
         if self.current is not None:
             self.current.abort()
+
+
+def _start(packet: av.Packet) -> Fraction | None:
+    """When a packet begins, in seconds (None where it does not say)."""
+    start = packet.pts if packet.pts is not None else packet.dts
+    return None if start is None or packet.time_base is None else start * packet.time_base
 
 
 def _muxer_for(path: Path) -> str:
