@@ -245,9 +245,9 @@ class LiveSource:
         return out
 
     def _restamp_audio(self, packet: av.Packet) -> bool:
-        """Put an audio packet on the output clock, as its connection's frames are put (``_restamp``), and send it
-        as its template's. False for one that cannot be placed there: before the connection's first frame, out of
-        order, or far from the pictures (read just before a jump of the camera's clock moved them)."""
+        """Put an audio packet on the output clock, as its connection's frames are put (``_restamp``). False for one
+        that cannot be placed there: before the connection's first frame, out of order, or far from the pictures
+        (read just before a jump of the camera's clock moved them)."""
         start = packet.pts if packet.pts is not None else packet.dts
         tb = packet.time_base
         if self._anchor is None or start is None or not tb or self._last_pts is None:

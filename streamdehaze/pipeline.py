@@ -89,18 +89,12 @@ class Stream:
         self.writer = Worker(self._write, maxsize=self._capacity + 1, name=f"encode {self.name}".strip(), notify=wake)
         self.reader = Prefetch(self.source, maxsize=max(2, self.batch_size) if self.live else self.queue_frames,
                                name=f"decode {self.name}".strip(), notify=wake,
-                               on_drop=self._dropped if self.live else None)
+                               on_drop=(lambda _: stats.drop()) if self.live else None,
+                               kept=lambda item: isinstance(item, av.Packet))  # (a camera's sound is never dropped)
         stats.queue_depth = self.reader.qsize
         stats.reconnects = lambda: getattr(self.source, "reconnects", 0)
         stats.received = lambda: getattr(self.source, "received", stats.frames)
         stats.corrupt = lambda: getattr(self.source, "corrupt", 0)
-
-    def _dropped(self, item: av.VideoFrame | av.Packet) -> None:
-        """A live reader's oldest item made room for a newer one: a frame is dropped, a camera's sound is not."""
-        if isinstance(item, av.Packet):
-            self.writer.put(item)
-        else:
-            self.stats.drop()
 
     def _write(self, item: tuple[Batch, int, av.VideoFrame | None] | av.Packet) -> None:
         if isinstance(item, av.Packet):

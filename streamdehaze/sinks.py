@@ -127,12 +127,15 @@ class Reencoded:
         self.resampler = av.AudioResampler(format=self.stream.codec_context.codec.audio_formats[0].name,
                                            layout=layout, rate=rate,
                                            frame_size=self.stream.codec_context.frame_size or None)
+        self._time_base: Fraction | None = None  # the packets' (a decoder's last frames come with none)
 
     def packets(self, packet: av.Packet | None) -> list[av.Packet]:
         """What ``packet`` of the sound as it came is in the new codec (None: what is left at the end)."""
+        if packet is not None:
+            self._time_base = packet.time_base
         frames: list = []
         for frame in self.decoder.decode(packet):
-            frame.time_base = packet.time_base
+            frame.time_base = self._time_base
             frames.extend(self.resampler.resample(frame))
         if packet is None:
             frames.extend(self.resampler.resample(None))

@@ -28,13 +28,15 @@ class Prefetch(Generic[T]):
     """Iterate ``iterable`` in a background thread, holding at most ``maxsize`` items ahead.
 
     When full, the producer waits (backpressure: files never lose a frame), or with ``on_drop`` set it discards
-    the oldest waiting item and reports it (live sources: latency stays bounded when processing is slower).
+    the oldest waiting item and reports it (live sources: latency stays bounded when processing is slower). Items
+    ``kept(item)`` says are never discarded (a camera's sound: only its pictures fall behind), and do not count.
     """
 
     def __init__(self, iterable: Iterable[T], maxsize: int, name: str = "prefetch",
-                 on_drop: Callable[[T], None] | None = None, notify: Callable[[], None] | None = None) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize)
-        self._on_drop = on_drop
+                 on_drop: Callable[[T], None] | None = None, notify: Callable[[], None] | None = None,
+                 kept: Callable[[T], bool] = lambda item: False) -> None:
+        self._queue: queue.Queue = queue.Queue()  # (bounded here: ``_put`` and ``_put_dropping`` count)
+        self._maxsize, self._on_drop, self._kept = maxsize, on_drop, kept
         self._notify = notify or (lambda: None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(iterable,), name=name, daemon=True)
@@ -55,28 +57,29 @@ class Prefetch(Generic[T]):
                 close()
 
     def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=_POLL_S)
-                self._notify()
-                return True
-            except queue.Full:
-                continue
-        return False
+        q = self._queue
+        with q.not_full:  # (queue.Queue's own condition, notified by every get; it holds the queue's lock)
+            while len(q.queue) >= self._maxsize:
+                if self._stop.is_set():
+                    return False
+                q.not_full.wait(_POLL_S)
+        q.put(item)
+        self._notify()
+        return True
 
     def _put_dropping(self, item: T) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put_nowait(item)
-                self._notify()
-                return True
-            except queue.Full:
-                try:
-                    oldest = self._queue.get_nowait()
-                except queue.Empty:
-                    continue
-                self._on_drop(oldest)  # type: ignore[misc]
-        return False
+        q = self._queue
+        dropped = None
+        with q.mutex:  # (queue.Queue's own lock: the oldest item that may go is taken from among the others)
+            counted = [k for k, waiting in enumerate(q.queue) if not self._kept(waiting)]
+            if len(counted) >= self._maxsize and not self._kept(item):
+                dropped = q.queue[counted[0]]
+                del q.queue[counted[0]]
+        if dropped is not None:
+            self._on_drop(dropped)  # type: ignore[misc]
+        q.put(item)
+        self._notify()
+        return not self._stop.is_set()
 
     def qsize(self) -> int:
         return self._queue.qsize()
