@@ -270,6 +270,8 @@ class LiveSource:
                 stream: av.VideoStream) -> Iterator[av.VideoFrame | av.Packet]:
         errors = 0
         packets = container.demux(stream, *(container.streams[i] for i in self._audio))
+        # Sound read while the connection's first frame is still in the decoder: placed once that frame sets the clock.
+        early: deque[av.Packet] = deque(maxlen=256)
         while True:
             asked = time.monotonic()
             try:
@@ -281,11 +283,10 @@ class LiveSource:
             stalled = time.monotonic() - asked >= self.options.timeout
             self._last_data = asked if stalled else time.monotonic()
             if packet.stream.index in self._audio:
-                if packet.size and self._restamp_audio(packet):
-                    template = self._audio[packet.stream.index]
-                    for raw in self._raw(packet):
-                        raw.stream = template
-                        yield raw
+                if packet.size and self._anchor is None:
+                    early.append(packet)
+                elif packet.size:
+                    yield from self._sound(packet)
                 if stalled:
                     raise MediaError(f"no data for {self.options.timeout:g} s")
                 continue
@@ -300,8 +301,18 @@ class LiveSource:
                 frames = []
             for frame in frames:
                 yield self._restamp(to_planar(frame), stream.time_base)
+                while early:
+                    yield from self._sound(early.popleft())
             if stalled:  # this packet was held back until the read timed out
                 raise MediaError(f"no data for {self.options.timeout:g} s")
+
+    def _sound(self, packet: av.Packet) -> Iterator[av.Packet]:
+        """An audio packet of this connection as outputs take it, on the output clock; nothing if it has no place."""
+        if self._restamp_audio(packet):
+            template = self._audio[packet.stream.index]
+            for raw in self._raw(packet):
+                raw.stream = template
+                yield raw
 
     def _restamp(self, frame: av.VideoFrame, time_base: Fraction | None) -> av.VideoFrame:
         arrival = time.monotonic()
