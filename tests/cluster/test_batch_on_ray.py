@@ -190,6 +190,8 @@ def test_a_head_lost_mid_batch_ends_it_with_its_summary(media_tree, tmp_path):
     finally:
         cluster.stop()
     assert proc.returncode == 1, err
-    assert f"failed: lost the Ray cluster at {cluster.address}" in err and f"batch: {len(names)} files" in err
+    # (which comes first, Ray's word that the workers died or the batch's own watch on the head, is a race)
+    assert (f"failed: lost the Ray cluster at {cluster.address}" in err or "its worker died" in err) \
+        and f"batch: {len(names)} files" in err, err
     data = json.loads(stats.read_text())
     assert data["failed"] >= 1 and data["done"] + data["failed"] == len(names)
