@@ -33,7 +33,7 @@ from .errors import MediaError, StreamDehazeError, UsageError
 from .frames import PLANAR, frame_from_planes, matrix_name, upright
 from .outputs import Syncer
 from .records import FrameRecord
-from .sources import VideoInfo, stream_tags
+from .sources import VideoInfo, packet_start, stream_tags
 
 log = logging.getLogger("streamdehaze")
 
@@ -520,7 +520,7 @@ class SegmentedSink:
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         if isinstance(item, av.Packet):
-            start = _start(item)
+            start = packet_start(item)
             if self._next is not None and start is not None and start >= self._next:
                 self._held.append(item)
             else:
@@ -533,7 +533,7 @@ class SegmentedSink:
             elif t >= self._next:
                 held, self._held = self._held, []
                 for packet in held:  # (the next segment begins with this frame: what came before it ends this one)
-                    if _start(packet) < t:
+                    if packet_start(packet) < t:
                         self.current.write(packet)
                 finished, self.current = self.current, None
                 finished.close()
@@ -543,7 +543,7 @@ class SegmentedSink:
                 while self._next <= t:
                     self._next += self.segment_time
                 for packet in held:
-                    if _start(packet) >= t:
+                    if packet_start(packet) >= t:
                         self.write(packet)
         self.current.write(item)
 
@@ -557,12 +557,6 @@ class SegmentedSink:
     def abort(self) -> None:
         if self.current is not None:
             self.current.abort()
-
-
-def _start(packet: av.Packet) -> Fraction | None:
-    """When a packet begins, in seconds (None where it does not say)."""
-    start = packet.pts if packet.pts is not None else packet.dts
-    return None if start is None or packet.time_base is None else start * packet.time_base
 
 
 def _muxer_for(path: Path) -> str:

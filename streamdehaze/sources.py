@@ -371,14 +371,20 @@ class VideoFileSource:
         self.close()
 
 
+def packet_start(packet: av.Packet) -> Fraction | None:
+    """When a packet begins, in seconds (None where it does not say)."""
+    start = packet.pts if packet.pts is not None else packet.dts
+    return None if start is None or packet.time_base is None else start * packet.time_base
+
+
 def _before(held: list[av.Packet] | None, end: Fraction | None) -> Iterator[av.Packet]:
     """Take from ``held`` the packets that start before ``end`` (all of them where ``end`` is None)."""
     if not held:
         return
     kept = []
     for packet in held:
-        start = packet.pts if packet.pts is not None else packet.dts
-        if end is None or start is None or packet.time_base is None or start * packet.time_base < end:
+        start = packet_start(packet)
+        if end is None or start is None or start < end:
             yield packet
         else:
             kept.append(packet)
