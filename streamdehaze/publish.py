@@ -10,7 +10,8 @@ and an encoder of its own, on the same timeline. A server that is not up yet at 
 Every FFmpeg call on a connection runs in that connection's own thread and is waited for at most ``WRITE_TIMEOUT``
 s, so a hung server does not hold the run. A connection whose write is stuck is waited for as a dial is, and no new
 dial starts until its call returns (so one stuck connection at most); if it returns having written (a server that
-was paused), that connection goes on. The exception is the dial itself: PyAV holds the GIL while FFmpeg dials, so
+was paused), that connection goes on, and the outage ends with its next write that succeeds (a hung server that is
+killed lets the stuck write return, and fails the next: one outage, not two). The exception is the dial itself: PyAV holds the GIL while FFmpeg dials, so
 the whole process waits for it. The RTSP dial is bounded by its socket timeout (``DIAL_TIMEOUT``, 5 s); RTMP's has
 none, so an RTMP server that accepts connections but never answers holds the process. A file is published with no
 reconnection (``attempts`` 0): its frames are never dropped, so a file run fails, with one line, when its server
@@ -112,6 +113,7 @@ class _Outage:
         self.attempts, self.delay, self.next_try = 0, 0.0, self.since
         self.dial: _Connection | None = None
         self.dial_timed_out = False
+        self.stuck = False  # its dial is a connection whose write got stuck, not a new one
 
 
 class PublishedSink:
@@ -143,11 +145,14 @@ class PublishedSink:
         call = conn.submit(lambda: conn.sink.write(item))
         try:
             call.result(WRITE_TIMEOUT)
-            return
         except _Hung:
             self._hung(conn, call)
         except StreamDehazeError as exc:
             self._lose(_reason(exc), str(exc))
+        else:
+            if self._outage is not None:  # a connection taken back after a stuck write: this write confirms it
+                self._resumed(self._outage)
+            return
         self.unsent += isinstance(item, av.VideoFrame)
 
     def _hung(self, conn: _Connection, call: _Call) -> None:
@@ -158,10 +163,15 @@ class PublishedSink:
         if self.attempts <= 0:
             conn.drop()
             raise MediaError(f"{self.name} {reason}: gave up on it")
-        outage = self._outage = _Outage(reason, self.unsent)
-        outage.attempts, outage.dial = 1, conn
+        outage = self._outage
+        if outage is None:
+            outage = self._outage = _Outage(reason, self.unsent)
+        else:  # taken back after a stuck write, and stuck again: the same outage goes on
+            self._failed(outage, reason, time.monotonic())
+        outage.attempts += 1
+        outage.dial, outage.stuck = conn, True
         conn.ready, conn.started = call, time.monotonic()
-        log.warning("%s: %s; reconnecting (attempt 1)", self.name, reason)
+        log.warning("%s: %s; reconnecting (attempt %d)", self.name, reason, outage.attempts)
 
     def _lose(self, reason: str, message: str) -> None:
         """The connection failed (``message``: the error when no reconnection is allowed)."""
@@ -169,7 +179,11 @@ class PublishedSink:
         conn.drop()
         if self.attempts <= 0:
             raise MediaError(message)
-        self._outage = _Outage(reason, self.unsent)
+        if self._outage is None:
+            self._outage = _Outage(reason, self.unsent)
+        else:  # taken back after a stuck write, and lost at once (a hung server killed): the same outage goes on
+            self._outage.stuck = False
+            self._failed(self._outage, reason, time.monotonic())
         self._redial()
 
     def _redial(self) -> None:
@@ -194,22 +208,29 @@ class PublishedSink:
                     self._failed(outage, _reason(exc), now)
                 outage.dial_timed_out = False
                 return
-            self._conn, self._outage = dial, None
-            unsent = self.unsent - outage.unsent_before
-            if outage.first:
-                if outage.reason:  # (one that answered at once needs no message)
-                    log.warning("%s: publishing after %.1f s waiting for the server (%d frames not published)",
-                                self.name, now - outage.since, unsent)
-            else:
-                self.reconnects += 1
-                log.warning("%s: publishing again after %.1f s (%d frames not published; reconnect %d)", self.name,
-                            now - outage.since, unsent, self.reconnects)
+            self._conn, outage.dial = dial, None
+            if not outage.stuck:
+                self._resumed(outage)
+            # A stuck write that returned: the server was paused, or is going away (killed as it hung). The outage
+            # ends with the next write that succeeds.
             return
         if now < outage.next_try:
             return
         outage.attempts += 1
         log.warning("%s: %s; reconnecting (attempt %d)", self.name, outage.reason, outage.attempts)
-        outage.dial = _Connection(self._open_sink, self.name)
+        outage.dial, outage.stuck = _Connection(self._open_sink, self.name), False
+
+    def _resumed(self, outage: _Outage) -> None:
+        self._outage = None
+        unsent, took = self.unsent - outage.unsent_before, time.monotonic() - outage.since
+        if outage.first:
+            if outage.reason:  # (one that answered at once needs no message)
+                log.warning("%s: publishing after %.1f s waiting for the server (%d frames not published)",
+                            self.name, took, unsent)
+        else:
+            self.reconnects += 1
+            log.warning("%s: publishing again after %.1f s (%d frames not published; reconnect %d)", self.name,
+                        took, unsent, self.reconnects)
 
     def _failed(self, outage: _Outage, reason: str, now: float) -> None:
         if outage.first and self.attempts <= 0:  # no reconnects allowed
@@ -233,6 +254,8 @@ class PublishedSink:
         conn, self._conn = self._conn, None
         try:
             conn.call(conn.sink.close)
+            if self._outage is not None:  # taken back after a stuck write, and the server took the rest
+                self._resumed(self._outage)
         except (_Hung, StreamDehazeError) as exc:
             hung = isinstance(exc, _Hung)
             if self.attempts <= 0:
