@@ -82,7 +82,10 @@ class Prefetch(Generic[T]):
         return not self._stop.is_set()
 
     def qsize(self) -> int:
-        return self._queue.qsize()
+        """Items waiting that count against ``maxsize`` (a camera's pictures; not its sound)."""
+        q = self._queue
+        with q.mutex:
+            return sum(item is not _END and not isinstance(item, _Failure) and not self._kept(item) for item in q.queue)
 
     def __iter__(self) -> Iterator[T]:
         return self

@@ -19,6 +19,7 @@ def test_a_full_live_reader_drops_its_oldest_pictures_and_keeps_all_its_sound():
     reader = Prefetch(camera(), maxsize=2, on_drop=dropped.append, kept=lambda item: item.startswith("p"))
     try:
         assert sent.wait(5)  # nobody has read yet: the reader made room as it went
+        assert reader.qsize() == 2  # the pictures waiting (queue_depth), not the sound beside them
         got = list(reader)
     finally:
         reader.close()
