@@ -144,11 +144,16 @@ class LiveSource:
         while True:
             if attempts >= self.options.reconnect:
                 raise MediaError(f"live stream {self.name} lost ({reason}); no reconnects left")
+            if self._time_left() <= 0:  # --duration ran out during the outage: the run ends as it would have
+                log.warning("%s: %s; --duration reached during the outage", self.name, reason)
+                raise Stopped
             attempts += 1
             log.warning("%s: %s; reconnecting (attempt %d)%s", self.name, reason, attempts,
                         f" in {delay:.1f} s" if delay else "")
-            if self._stop.wait(delay):
+            if self._stop.wait(min(delay, max(self._time_left(), 0.0))):
                 raise Stopped
+            if self._time_left() <= 0:
+                continue
             try:
                 frame = self._open_once()
             except (av.FFmpegError, OSError, MediaError) as exc:
@@ -159,6 +164,10 @@ class LiveSource:
             log.warning("%s: back after %.1f s without data (reconnect %d)", self.name, self._last_data - lost,
                         self.reconnects)
             return frame
+
+    def _time_left(self) -> float:
+        """Seconds of ``duration`` left on the run's clock, which starts with the first frame."""
+        return math.inf if self.duration is None else self._clock_start + self.duration - time.monotonic()
 
     def _open_once(self) -> av.VideoFrame:
         self._close_container()
@@ -365,13 +374,15 @@ class LiveSource:
                     yield pending
                     pending = None
                     continue
+                if self.duration is not None and pending.pts * LIVE_TIME_BASE >= self.duration:
+                    return  # the run's video is [0, duration): no frame (nor a segment of one) at its end
                 self.received += 1
                 yield pending
                 pending = None
                 count += 1
                 if self.max_frames is not None and count >= self.max_frames:
                     return
-                if self.duration is not None and time.monotonic() - self._clock_start >= self.duration:
+                if self._time_left() <= 0:
                     return
         except Stopped:
             return

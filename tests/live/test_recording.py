@@ -36,6 +36,31 @@ def test_camera_gone_for_good_keeps_the_recording(rtsp_server, cli, decodable, t
     assert all(b > a for a, b in zip(times, times[1:]))
 
 
+def test_duration_ends_a_recording_whose_camera_is_down(rtsp_server, cli, decodable, tmp_path):
+    """``--duration`` is live time: a camera that goes away for good ends the run when it runs out, not never (the
+    reconnections go on for ever by default). Normally, with what was recorded."""
+    out, stats = tmp_path / "cam.mp4", tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--timeout", 1, "--duration", 8, "--stats-json", stats)
+    run.wait_streaming(stats, 25)
+    rtsp_server.stop()
+    assert run.finish(30) == 0, run.stderr
+    assert "reconnecting (attempt" in run.stderr and "--duration reached during the outage" in run.stderr
+    times = decodable(out)
+    assert len(times) >= 25 and times[-1] < 8
+
+
+def test_duration_on_a_segment_boundary_begins_no_segment(rtsp_server, cli, tmp_path):
+    """The run's video is [0, duration): with segments of 1 s and 3 s of it, three whole segments, not a fourth of
+    the one frame at 3 s."""
+    out = tmp_path / "cam.mp4"
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--segment-time", 1, "--duration", 3, "--max-latency", 5)
+    assert run.finish(60) == 0, run.stderr
+    segments = sorted(tmp_path.glob("cam_*.mp4"))
+    with av.open(str(segments[-1])) as last:
+        count = sum(1 for _ in last.decode(video=0))
+    assert len(segments) == 3 and count > 10, (segments, count)
+
+
 @pytest.mark.parametrize("name, record_s, kept_s", [("cam.mp4", 10, 8), ("cam.mkv", 4, 2), ("cam.ts", 4, 2)])
 def test_killed_recording_plays_up_to_its_last_second(rtsp_server, cli, decodable, tmp_path, name, record_s, kept_s):
     out, stats = tmp_path / name, tmp_path / "s.jsonl"
