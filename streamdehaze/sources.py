@@ -177,6 +177,33 @@ def frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
     return Fraction(stream.average_rate or stream.guessed_rate or 25)
 
 
+class BestEffort:
+    """A decoded frame's timestamp as FFmpeg's own tools take it (libavcodec's best-effort timestamp): its pts,
+    unless the input's pts have gone back more often than its decode times, then the decode time of the packet
+    that gave it. A frame the decoder flushes at the end has no decode time: it then comes one ``step`` after the
+    last. ``stores_pts`` False (AVI): decode times from the first frame. What the AVI demuxer fills in for pts
+    comes out of the decoder reordered where there are B-frames, while decode times keep their order."""
+
+    def __init__(self, stores_pts: bool = True) -> None:
+        self.faulty_pts, self.faulty_dts = (0 if stores_pts else 1), 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+
+    def __call__(self, pts: int | None, dts: int | None, step: int) -> int | None:
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        if self.faulty_pts <= self.faulty_dts:
+            return pts if pts is not None else dts
+        if dts is None and self.last_dts is not None:
+            self.last_dts += step
+            return self.last_dts
+        return dts
+
+
 def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
     return stream.time_base or Fraction(1, 90000)
 
@@ -296,6 +323,8 @@ class VideoFileSource:
         # With a limit, copied packets wait for the video to pass their time: the decoder gives frames later than
         # their packets arrive, and audio read ahead of the last frame kept would run on past the picture.
         held: list[av.Packet] | None = [] if self.max_frames is not None or self.duration is not None else None
+        best_effort = BestEffort(stores_pts=self.container.format.name != "avi")
+        step = max(1, round(1 / (frame_rate(self.stream) * _time_base(self.stream))))
         while True:
             try:
                 packet = next(demuxed)
@@ -323,6 +352,7 @@ class VideoFileSource:
             if damaged:
                 self._damaged(decoded)
             for frame in frames:
+                frame.pts = best_effort(frame.pts, frame.dts, step)
                 if frame.pts is None:  # none in the container (a raw .h264 stream): frames counted at its rate
                     frame.time_base = frame.time_base or _time_base(self.stream)
                     frame.pts = round(decoded / (frame_rate(self.stream) * frame.time_base))
