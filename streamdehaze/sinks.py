@@ -117,13 +117,16 @@ class Reencoded:
         self.decoder.sample_rate, self.decoder.layout = given.sample_rate, given.layout
         if given.extradata:
             self.decoder.extradata = given.extradata
-        # (an encoder wants the channels in a stated order; AVI and WAV state none)
-        layout = f"{given.layout.nb_channels}c" if _UNORDERED.fullmatch(given.layout.name) else given.layout.name
         rates = av.Codec(codec, "w").audio_rates
         rate = given.sample_rate if not rates or given.sample_rate in rates else \
             min(rates, key=lambda r: (r < given.sample_rate, abs(r - given.sample_rate)))
+        # The input's layout, else FFmpeg's usual one for as many channels (an encoder wants the channels in a stated
+        # order, which AVI and WAV do not give; libopus takes 5.1, not 5.1(side)).
+        usual = f"{given.layout.nb_channels}c"
+        layout = _opening_layout(codec, rate, ([] if _UNORDERED.fullmatch(given.layout.name) else [given.layout.name])
+                                 + [usual])
         self.stream = container.add_stream(codec, rate=rate, layout=layout)
-        self.stream.codec_context.open()  # fails now rather than at the first packet
+        self.stream.codec_context.open()
         self.resampler = av.AudioResampler(format=self.stream.codec_context.codec.audio_formats[0].name,
                                            layout=layout, rate=rate,
                                            frame_size=self.stream.codec_context.frame_size or None)
@@ -141,6 +144,28 @@ class Reencoded:
             frames.extend(self.resampler.resample(None))
         out = [p for frame in frames for p in self.stream.encode(frame)]
         return out + (self.stream.encode(None) if packet is None else [])
+
+
+def _opening_layout(codec: str, rate: int, layouts: list[str]) -> str:
+    """The first of ``layouts`` the encoder opens with, tried on an encoder of its own: a stream added to the
+    output and left half-made would fail the whole file."""
+    for layout in layouts:
+        probe = av.CodecContext.create(codec, "w")
+        probe.sample_rate, probe.format = rate, av.Codec(codec, "w").audio_formats[0].name
+        try:
+            probe.layout = layout
+            probe.open()
+            return layout
+        except (av.FFmpegError, ValueError):
+            continue
+    raise ValueError(f"{codec} opens with none of {layouts}")
+
+
+def _tag_like(stream: av.stream.Stream, src: av.stream.Stream) -> None:
+    """Give an output stream what its input stream says of itself: its language above all, which track plays by
+    default, forced subtitles."""
+    stream.metadata.update(stream_tags(src))
+    stream.disposition = src.disposition
 
 
 def reencoding_codec(muxer: str) -> str | None:
@@ -334,6 +359,7 @@ class VideoSink:
         # The input's time base, so every pts is written exactly as it was read (variable rate included).
         stream.time_base = info.time_base
         stream.metadata.update(info.video_tags)  # a timecode becomes the output's own timecode track
+        stream.disposition = info.video_disposition
         ctx = stream.codec_context
         ctx.time_base = info.time_base
         options = dict(encoding.options)
@@ -368,7 +394,8 @@ class VideoSink:
         copies = {}
         muxer = self.container.format.name
         for src in self.info.copy_streams:
-            name = src.codec_context.name if src.codec_context is not None else src.name  # (data streams have none)
+            # (the codec's name, not its decoder's: mp3, not mp3float; data streams have none)
+            name = src.codec_context.codec.canonical_name if src.codec_context is not None else src.name
             if muxer in _TAKES_ANY:
                 fits = {"subtitle": name in _TS_SUBTITLES, "audio": name in _TS_AUDIO}.get(src.type, True)
             elif muxer == "rtsp":  # each stream goes out over RTP, which a probe can write (RTSP needs a server)
@@ -377,23 +404,24 @@ class VideoSink:
                 fits = name in _codecs(muxer) and _header_takes(muxer, src)
             if not fits and src.type == "audio" and (codec := reencoding_codec(muxer)) is not None:
                 try:
-                    copies[src.index] = Reencoded(self.container, src, codec)
-                    log.warning("%s cannot be stored in %s: audio stream #%d encoded again as %s", name, muxer,
-                                src.index, copies[src.index].stream.codec_context.name)
-                    continue
+                    copies[src.index] = again = Reencoded(self.container, src, codec)
                 except (av.FFmpegError, ValueError):
                     pass
+                else:
+                    log.warning("%s cannot be stored in %s: audio stream #%d encoded again as %s", name, muxer,
+                                src.index, again.stream.codec_context.name)
+                    _tag_like(again.stream, src)
+                    continue
             if not fits:
                 log.warning("not copying %s stream #%d: %s cannot be stored in %s", src.type, src.index, name, muxer)
                 continue
-            copies[src.index] = self.container.add_stream_from_template(src)
+            copies[src.index] = copy = self.container.add_stream_from_template(src)
             if src.type == "audio" and _UNORDERED.fullmatch(src.layout.name):
                 # Channels in no stated order (PCM from AVI, Matroska): MP4 refuses them only when the file is
                 # closed, after all the work. As FFmpeg's own tools do, take the usual layout for that count.
                 with contextlib.suppress(ValueError):
-                    copies[src.index].codec_context.layout = av.AudioLayout(f"{src.layout.nb_channels}c")
-            copies[src.index].metadata.update(stream_tags(src))  # a soundtrack's or subtitles' language above all
-            copies[src.index].disposition = src.disposition  # which track plays by default, forced subtitles
+                    copy.codec_context.layout = av.AudioLayout(f"{src.layout.nb_channels}c")
+            _tag_like(copy, src)
         return copies
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:

@@ -76,6 +76,7 @@ class VideoInfo:
     container_format: str = ""
     tags: dict[str, str] = field(default_factory=dict)  # the input's own (creation time, location, title, ...)
     video_tags: dict[str, str] = field(default_factory=dict)  # its video stream's (timecode, language, title)
+    video_disposition: int = 0  # its video stream's AV_DISPOSITION_* flags (the track played by default)
     pixel_aspect: Fraction | None = None  # a pixel's width to its height, where not square (anamorphic DVD, HDV)
     chapters: list[dict] = field(default_factory=list)  # the input's, as ``Container.chapters()`` gives them
     field_order: int = 0  # FFmpeg's AVFieldOrder: 2 to 5 for interlaced video (0 unknown, 1 progressive)
@@ -309,7 +310,7 @@ class VideoFileSource:
                     "color_trc": int(st.codec_context.color_trc)},
             copy_streams=self.copy_streams, container_format=self.container.format.name,
             tags={k: v for k, v in self.container.metadata.items() if k.lower() not in _OLD_FILE_TAGS},
-            video_tags=stream_tags(st), chapters=self.container.chapters(),
+            video_tags=stream_tags(st), video_disposition=int(st.disposition), chapters=self.container.chapters(),
             field_order=int(st.codec_context.field_order or 0), bits=sample_bits(first),
         )
 

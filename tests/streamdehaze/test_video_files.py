@@ -135,7 +135,7 @@ def test_subtitles_are_copied(make_video, probe, run_cli, tmp_path):
 def test_subtitles_mpeg_ts_cannot_hold_are_left_out_with_a_warning(make_video, run_cli, caplog, tmp_path):
     src, out = make_video("subs.mkv", subtitles=True, audio=True), tmp_path / "out.ts"
     assert run_cli(src, out, "--model", "dcp")[0] == 0
-    assert "not copying subtitle stream #2: srt cannot be stored in mpegts" in caplog.text
+    assert "not copying subtitle stream #2: subrip cannot be stored in mpegts" in caplog.text
     with av.open(str(out)) as written:  # not stored as a stream of unnamed data
         assert [s.type for s in written.streams] == ["video", "audio"]
 
@@ -465,21 +465,26 @@ def test_files_go_through_the_model_four_frames_a_call(make_video, probe, monkey
     assert calls == [1] * 10
 
 
-def _with_audio(path, codec: str) -> list[bytes]:
-    """A 1 s clip at ``path`` with a stereo ``codec`` track; returns the audio packets written."""
+def _with_audio(path, codec: str, layout: str = "stereo", language: str | None = None) -> list[bytes]:
+    """A 1 s clip at ``path`` with a ``codec`` track (a default video track, and a default audio track in that
+    ``language``); returns the audio packets written."""
     packets = []
     with av.open(str(path), "w") as oc:
         video = oc.add_stream("mjpeg" if path.suffix == ".avi" else "libx264", rate=25)
         video.width, video.height, video.pix_fmt = 64, 48, "yuvj420p" if path.suffix == ".avi" else "yuv420p"
-        audio = oc.add_stream(codec, rate=48000, layout="stereo")
+        audio = oc.add_stream(codec, rate=48000, layout=layout)
+        video.disposition = audio.disposition = av.stream.Disposition.default
+        if language:
+            audio.metadata["language"] = language
+        channels = audio.codec_context.layout.nb_channels
         for i in range(25):
             frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 64, 48), format="rgb24").reformat(format=video.pix_fmt)
             frame.pts = i
             oc.mux(video.encode(frame))
         samples = (np.sin(np.arange(48000) / 20.0) * 8000).astype(np.int16)
         for start in range(0, 48000, 960):
-            chunk = np.ascontiguousarray(np.repeat(samples[start: start + 960], 2)[None])  # interleaved stereo
-            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="stereo")
+            chunk = np.ascontiguousarray(np.repeat(samples[start: start + 960], channels)[None])  # interleaved
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout=layout)
             frame.sample_rate, frame.pts = 48000, start
             for packet in audio.encode(frame):
                 packets.append(bytes(packet))
@@ -504,23 +509,45 @@ def test_pcm_in_no_stated_channel_order_is_copied_into_mp4(probe, run_cli, tmp_p
         assert c.streams.audio[0].layout.name == "stereo"
 
 
-@pytest.mark.parametrize("codec, suffix", [("pcm_s16le", ".ts"), ("flac", ".ts"), ("flac", ".mov"),
-                                           ("opus", ".mov")])
-def test_audio_a_format_cannot_hold_is_encoded_again(run_cli, caplog, tmp_path, codec, suffix):
-    # MPEG-TS would store PCM or FLAC as data no player plays; MOV lists FLAC and Opus but refuses them.
+@pytest.mark.parametrize("codec, suffix, layout", [("pcm_s16le", ".ts", "stereo"), ("flac", ".ts", "stereo"),
+                                                   ("flac", ".mov", "stereo"), ("opus", ".mov", "stereo"),
+                                                   ("ac3", ".webm", "5.1(side)")])
+def test_audio_a_format_cannot_hold_is_encoded_again(run_cli, caplog, tmp_path, codec, suffix, layout):
+    # MPEG-TS would store PCM or FLAC as data no player plays; MOV lists FLAC and Opus but refuses them; WebM
+    # takes Opus only, whose encoder refuses a film's 5.1(side) (and once failed the whole file): 5.1.
     src, out = tmp_path / "in.mkv", tmp_path / f"out{suffix}"
-    _with_audio(src, codec)
+    _with_audio(src, codec, layout, language="deu")
     code, err = run_cli(src, out, "--model", "dcp")
     assert code == 0, err
-    assert f"{codec} cannot be stored in" in caplog.text and "audio stream #1 encoded again as aac" in caplog.text
+    again = "libopus" if suffix == ".webm" else "aac"
+    assert f"{codec} cannot be stored in" in caplog.text and f"audio stream #1 encoded again as {again}" in caplog.text
     with av.open(str(out)) as written:
-        assert [s.codec_context.name for s in written.streams] == ["h264", "aac"]
-        rate = written.streams.audio[0].sample_rate
+        assert [s.codec_context.codec.canonical_name for s in written.streams] == \
+            ["vp9" if suffix == ".webm" else "h264", "opus" if suffix == ".webm" else "aac"]
+        audio = written.streams.audio[0]
+        assert audio.codec_context.layout.nb_channels == (6 if layout == "5.1(side)" else 2)
+        # its language and default flag go along, as a copied track's do (and the video's); FFmpeg's MOV muxer
+        # writes no language it reads back, copied or not
+        assert audio.language == (None if suffix == ".mov" else "deu")
+        assert [s.disposition.default for s in written.streams] == [True, True]
+        rate = audio.sample_rate
         sound = np.concatenate([f.to_ndarray()[0] for f in written.decode(audio=0)])
     assert abs(len(sound) / rate - 1.0) < 0.1  # the whole second
     middle = sound[rate // 4: 3 * rate // 4]
     tone = np.argmax(np.abs(np.fft.rfft(middle))) * rate / len(middle)
     assert abs(tone - 48000 / (2 * np.pi * 20)) < 5 and 0.1 < np.sqrt(np.mean(middle ** 2)) < 0.25  # the same sound
+
+
+def test_mp3_is_copied_into_mpeg_ts(probe, run_cli, caplog, tmp_path):
+    # MPEG-TS holds MP3: the check once took the decoder's name (mp3float) for the codec's, and encoded it again.
+    src, out = tmp_path / "in.ts", tmp_path / "out.ts"
+    written = _with_audio(src, "libmp3lame", language="fra")
+    assert run_cli(src, out, "--model", "dcp")[0] == 0
+    assert "encoded again" not in caplog.text and "not copying" not in caplog.text
+    with av.open(str(out)) as c:
+        audio = c.streams.audio[0]
+        assert (audio.codec_context.codec.canonical_name, audio.language) == ("mp3", "fra")
+    assert probe(out)["audio"] == written
 
 
 def test_strength_0_gives_the_planes_back_on_every_path(make_video, run_cli, tmp_path):
