@@ -161,6 +161,10 @@ def _opening_layout(codec: str, rate: int, layouts: list[str]) -> str:
     raise ValueError(f"{codec} opens with none of {layouts}")
 
 
+# Muxers that write a display matrix (a phone's rotation tag) which FFmpeg reads back; MPEG-TS, FLV, AVI write none.
+_HOLD_ROTATION = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v", "matroska", "webm"}
+
+
 def _tag_like(stream: av.stream.Stream, src: av.stream.Stream) -> None:
     """Give an output stream what its input stream says of itself: its language above all, which track plays by
     default, forced subtitles."""
@@ -386,6 +390,10 @@ class VideoSink:
             ctx.color_trc = info.colour["color_trc"]
         if info.rotation:
             stream.set_display_rotation(info.rotation)
+            if self.container.format.name not in _HOLD_ROTATION:
+                log.warning("%s (%s) has no rotation tag: the picture is written as stored, turned %d degrees from "
+                            "upright (.mp4, .mov or .mkv keep the tag)", self.name, self.container.format.name,
+                            info.rotation % 360)
         if info.pixel_aspect:  # (else an anamorphic picture is shown squeezed)
             ctx.sample_aspect_ratio = info.pixel_aspect
         self.video = stream

@@ -59,6 +59,13 @@ def test_rotation_tag_is_preserved(make_video, probe, run_cli, tmp_path):
     assert probe(src)["rotation"] == probe(out)["rotation"] == 90
 
 
+def test_a_rotation_tag_mpeg_ts_cannot_hold_is_said(make_video, run_cli, caplog, tmp_path):
+    src = make_video(rotation=90, frames=4)
+    assert run_cli(src, tmp_path / "rot.ts", "--model", "dcp")[0] == 0
+    assert "rot.ts (mpegts) has no rotation tag: the picture is written as stored, turned 90 degrees from upright " \
+           "(.mp4, .mov or .mkv keep the tag)" in caplog.text
+
+
 @pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p", "yuv422p"])
 def test_other_pixel_formats_are_converted(make_video, probe, run_cli, tmp_path, pix_fmt):
     src = make_video(pix_fmt=pix_fmt, frames=5, width=64, height=48)
