@@ -174,7 +174,12 @@ def pixel_aspect(stream: av.video.stream.VideoStream) -> Fraction | None:
 
 
 def frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
-    """The stream's frame rate, as far as it says (25 where it does not)."""
+    """The stream's frame rate, as far as it says (25 where it does not). A raw stream (a ``.h264`` dump) has no
+    timestamps, and its demuxer's rate is a stand-in of 25: the rate the stream itself states (H.264's and HEVC's
+    timing information) comes first there."""
+    stated = stream.codec_context.framerate if stream.codec_context is not None else None
+    if stated and stream.container.format.flags & av.format.Flags.no_timestamps.value:
+        return Fraction(stated)
     return Fraction(stream.average_rate or stream.guessed_rate or 25)
 
 

@@ -295,20 +295,23 @@ def test_interlaced_video_stays_interlaced_in_its_field_order(probe, run_cli, tm
     assert probe(out)["times"] == probe(src)["times"]
 
 
-def test_a_raw_h264_stream_gets_times_from_its_frame_rate(probe, run_cli, tmp_path):
-    # A camera's or recorder's dump: H.264 with no container, so no timestamps, only the rate in its headers.
-    src, out = tmp_path / "dump.h264", tmp_path / "out.mp4"
-    with av.open(str(src), "w", format="h264") as oc:
-        stream = oc.add_stream("libx264", rate=25)
+@pytest.mark.parametrize("fmt, codec, rate", [("h264", "libx264", 25), ("h264", "libx264", 30),
+                                              ("hevc", "libx265", 24)])
+def test_a_raw_stream_gets_times_from_its_frame_rate(probe, run_cli, tmp_path, fmt, codec, rate):
+    # A camera's or recorder's dump: H.264 or HEVC with no container, so no timestamps, only the rate in its headers
+    # (the raw demuxer's own stand-in, 25, once timed every dump).
+    src, out = tmp_path / f"dump.{fmt}", tmp_path / "out.mp4"
+    with av.open(str(src), "w", format=fmt) as oc:
+        stream = oc.add_stream(codec, rate=rate, options={"x265-params": "log-level=error"} if fmt == "hevc" else {})
         stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
         for i in range(12):
             frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 160, 120), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 25)
+            frame.pts, frame.time_base = i, Fraction(1, rate)
             oc.mux(stream.encode(frame))
         oc.mux(stream.encode(None))
     code, err = run_cli(src, out, "--model", "dcp", "--quiet")
     assert code == 0, err
-    assert probe(out)["times"] == [Fraction(i, 25) for i in range(12)]
+    assert probe(out)["times"] == [Fraction(i, rate) for i in range(12)]
 
 
 def _grey_frames(stream: av.VideoStream, count: int):
