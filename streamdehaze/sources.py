@@ -13,6 +13,7 @@ error, fewer packets than its index lists) ends the frames there and sets ``trun
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -315,9 +316,23 @@ class VideoFileSource:
                     "color_trc": int(st.codec_context.color_trc)},
             copy_streams=self.copy_streams, container_format=self.container.format.name,
             tags={k: v for k, v in self.container.metadata.items() if k.lower() not in _OLD_FILE_TAGS},
-            video_tags=stream_tags(st), video_disposition=int(st.disposition), chapters=self.container.chapters(),
+            video_tags=stream_tags(st), video_disposition=int(st.disposition), chapters=self._chapters(first),
             field_order=int(st.codec_context.field_order or 0), bits=sample_bits(first),
         )
+
+    def _chapters(self, first: av.VideoFrame) -> list[dict]:
+        """The input's chapters; a clip cut with ``max_frames`` or ``duration`` keeps those that begin before its
+        end (as far as it is known before the frames are read: at the stream's rate), the last ending there."""
+        chapters = self.container.chapters()
+        if first.pts is None or first.time_base is None or self.max_frames is None and self.duration is None:
+            return chapters
+        length = min(Fraction(self.duration).limit_denominator(10**6) if self.duration is not None else math.inf,
+                     self.max_frames / frame_rate(self.stream) if self.max_frames is not None else math.inf)
+        end = first.pts * first.time_base + length
+        kept = [dict(c) for c in chapters if c["start"] * c["time_base"] < end]
+        for chapter in kept:
+            chapter["end"] = min(chapter["end"], round(end / chapter["time_base"]))
+        return kept
 
     def _demux(self) -> Iterator[Item]:
         decoded = packets = 0

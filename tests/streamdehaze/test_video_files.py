@@ -373,6 +373,13 @@ def test_chapters_and_which_track_plays_by_default_go_along(run_cli, tmp_path, s
         audio = written.streams.audio
         assert [(a.metadata.get("language"), bool(a.disposition & av.stream.Disposition.default)) for a in audio] \
             == [("eng", False), ("deu", True)]
+    # A clip cut short keeps the chapters that begin in it, the last ending with it.
+    for limit in (("--duration", 0.6), ("--max-frames", 15)):
+        cut = tmp_path / f"cut{suffix}"
+        assert run_cli(src, cut, "--model", "dcp", "--quiet", *limit)[0] == 0
+        with av.open(str(cut)) as written:
+            assert [(c["metadata"]["title"], c["start"] * c["time_base"], c["end"] * c["time_base"])
+                    for c in written.chapters()] == [("Intro", 0, Fraction(3, 5))], limit
 
 
 def test_klv_metadata_is_copied_where_the_format_takes_it(run_cli, caplog, tmp_path):
