@@ -100,7 +100,12 @@ _TS_AUDIO = {"mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "truehd", "o
 def _codecs(muxer: str) -> frozenset[str]:
     """The codecs a muxer says it can store."""
     with av.open(io.BytesIO(), "w", format=muxer) as probe:
-        return frozenset(probe.supported_codecs)
+        codecs = frozenset(probe.supported_codecs)
+    # FFmpeg's Ogg muxers keep no list: they name their default codecs only, and hold these
+    return codecs | _OGG if muxer in ("ogg", "ogv", "oga") else codecs
+
+
+_OGG = frozenset({"opus", "libopus", "vorbis", "libvorbis", "flac", "speex", "theora", "vp8"})
 
 
 _UNORDERED = re.compile(r"\d+ channels")  # FFmpeg's name for a channel layout in no stated order

@@ -528,19 +528,20 @@ def test_pcm_in_no_stated_channel_order_is_copied_into_mp4(probe, run_cli, tmp_p
 
 @pytest.mark.parametrize("codec, suffix, layout", [("pcm_s16le", ".ts", "stereo"), ("flac", ".ts", "stereo"),
                                                    ("flac", ".mov", "stereo"), ("opus", ".mov", "stereo"),
-                                                   ("ac3", ".webm", "5.1(side)")])
+                                                   ("ac3", ".webm", "5.1(side)"), ("pcm_s16le", ".ogv", "stereo")])
 def test_audio_a_format_cannot_hold_is_encoded_again(run_cli, caplog, tmp_path, codec, suffix, layout):
     # MPEG-TS would store PCM or FLAC as data no player plays; MOV lists FLAC and Opus but refuses them; WebM
-    # takes Opus only, whose encoder refuses a film's 5.1(side) (and once failed the whole file): 5.1.
+    # takes Opus only, whose encoder refuses a film's 5.1(side) (and once failed the whole file): 5.1. Ogg names
+    # no codec but its defaults: Opus.
     src, out = tmp_path / "in.mkv", tmp_path / f"out{suffix}"
     _with_audio(src, codec, layout, language="deu")
     code, err = run_cli(src, out, "--model", "dcp")
     assert code == 0, err
-    again = "libopus" if suffix == ".webm" else "aac"
+    again = "libopus" if suffix in (".webm", ".ogv") else "aac"
     assert f"{codec} cannot be stored in" in caplog.text and f"audio stream #1 encoded again as {again}" in caplog.text
     with av.open(str(out)) as written:
         assert [s.codec_context.codec.canonical_name for s in written.streams] == \
-            ["vp9" if suffix == ".webm" else "h264", "opus" if suffix == ".webm" else "aac"]
+            [{".webm": "vp9", ".ogv": "vp8"}.get(suffix, "h264"), "aac" if again == "aac" else "opus"]
         audio = written.streams.audio[0]
         assert audio.codec_context.layout.nb_channels == (6 if layout == "5.1(side)" else 2)
         # its language and default flag go along, as a copied track's do (and the video's); FFmpeg's MOV muxer
