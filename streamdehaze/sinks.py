@@ -409,7 +409,9 @@ class VideoSink:
         for src in self.info.copy_streams:
             # (the codec's name, not its decoder's: mp3, not mp3float; data streams have none)
             name = src.codec_context.codec.canonical_name if src.codec_context is not None else src.name
-            if muxer in _TAKES_ANY:
+            if src.type == "attachment":
+                fits = muxer == "matroska"  # (WebM, MP4, MPEG-TS have no place for a file)
+            elif muxer in _TAKES_ANY:
                 fits = {"subtitle": name in _TS_SUBTITLES, "audio": name in _TS_AUDIO}.get(src.type, True)
             elif muxer == "rtsp":  # each stream goes out over RTP, which a probe can write (RTSP needs a server)
                 fits = _header_takes("rtp", src)

@@ -294,10 +294,15 @@ class VideoFileSource:
                 # be lost for it.
                 log.warning("%s: not copying audio stream #%d: its format is unknown (no audio near the start)",
                             self.name, s.index)
-            elif s.type in ("audio", "subtitle") or s.type == "data" and s.name:  # data: a drone's KLV, say
-                # (a data stream FFmpeg cannot name, such as a QuickTime timecode track, is no stream to copy: the
-                # timecode goes along as the video's tag)
+            elif s.type in ("audio", "subtitle", "attachment") or s.type == "data" and s.name:
+                # (data: a drone's KLV, say; a data stream FFmpeg cannot name, such as a QuickTime timecode track,
+                # is no stream to copy: the timecode goes along as the video's tag. Attachments: the fonts that
+                # Matroska's styled subtitles are drawn with.)
                 self.copy_streams.append(s)
+            elif s.type == "video" and s is not self.stream:  # (said, not dropped in silence)
+                kind = "cover art" if s.disposition & av.stream.Disposition.attached_pic else "video stream"
+                log.warning("%s: not copying %s #%d: only the first video stream is written, dehazed", self.name,
+                            kind, s.index)
         self._items = self._demux()
         self._pending: list[Item] = []
         first = None

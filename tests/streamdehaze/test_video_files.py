@@ -382,6 +382,32 @@ def test_chapters_and_which_track_plays_by_default_go_along(run_cli, tmp_path, s
                     for c in written.chapters()] == [("Intro", 0, Fraction(3, 5))], limit
 
 
+def test_a_font_goes_along_into_matroska_and_what_is_not_copied_is_said(run_cli, caplog, tmp_path):
+    # Styled (ASS) subtitles are drawn with the fonts attached to a Matroska file; a second video (a picture in
+    # picture, an angle) is not dehazed, and said to be left out.
+    src = tmp_path / "film.mkv"
+    font = b"\x00\x01\x00\x00" + bytes(range(256)) * 4
+    with av.open(str(src), "w") as oc:
+        streams = [oc.add_stream("libx264", rate=25) for _ in range(2)]
+        for stream in streams:
+            stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        oc.add_attachment("fog.ttf", "font/ttf", font)
+        for stream in streams:
+            for packet in _grey_frames(stream, 5):
+                oc.mux(packet)
+    for suffix in (".mkv", ".mp4"):
+        caplog.clear()
+        out = tmp_path / f"out{suffix}"
+        assert run_cli(src, out, "--model", "dcp")[0] == 0
+        assert "film.mkv: not copying video stream #1: only the first video stream is written, dehazed" in caplog.text
+        with av.open(str(out)) as written:
+            attached = [(s.name, s.mimetype, bytes(s.data)) for s in written.streams if s.type == "attachment"]
+        if suffix == ".mkv":
+            assert attached == [("fog.ttf", "font/ttf", font)]
+        else:
+            assert not attached and "not copying attachment stream #2: fog.ttf cannot be stored in mp4" in caplog.text
+
+
 def test_klv_metadata_is_copied_where_the_format_takes_it(run_cli, caplog, tmp_path):
     # A drone's KLV (MISB) metadata stream in MPEG-TS: kept in a TS output, named where an MP4 cannot hold it.
     src = tmp_path / "drone.ts"
