@@ -343,6 +343,10 @@ class VideoSink:
             fmt, options = self._file_format()
         elif target == STDOUT:
             target, options = "pipe:1", {"flush_packets": "1"} if self.live else {}
+        if fmt == "mpegts":
+            # B-frames give the first packets a decode time before 0, which MPEG-TS takes (its muxer adds a delay
+            # to every time); FFmpeg would otherwise shift the whole file later by that much.
+            options = {**options, "avoid_negative_ts": "disabled"}
         try:
             return av.open(target, "w", format=fmt, options=options, timeout=10.0)
         except (av.FFmpegError, ValueError, OSError) as exc:

@@ -59,6 +59,17 @@ def test_rotation_tag_is_preserved(make_video, probe, run_cli, tmp_path):
     assert probe(src)["rotation"] == probe(out)["rotation"] == 90
 
 
+@pytest.mark.parametrize("output", ["out.ts", "-"])
+def test_mpeg_ts_keeps_the_times_of_b_frames_from_zero(make_video, probe, capfdbinary, tmp_path, output):
+    # x264's B-frames are decoded before 0: FFmpeg would shift a whole MPEG-TS later by that (0.08 s).
+    from streamdehaze.cli import main
+    src, out = make_video(frames=10), tmp_path / "out.ts"
+    assert main([str(src), "-" if output == "-" else str(out), "--model", "dcp", "--quiet"]) == 0
+    if output == "-":
+        out.write_bytes(capfdbinary.readouterr().out)
+    assert probe(out)["times"] == probe(src)["times"] == [Fraction(i, 25) for i in range(10)]
+
+
 def test_a_rotation_tag_mpeg_ts_cannot_hold_is_said(make_video, run_cli, caplog, tmp_path):
     src = make_video(rotation=90, frames=4)
     assert run_cli(src, tmp_path / "rot.ts", "--model", "dcp")[0] == 0
