@@ -9,6 +9,7 @@ line, writes every good one, and fails at the end with the counts.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -56,18 +57,24 @@ def read_image(path: Path) -> np.ndarray:
         raise MediaError(f"cannot read image {path}: {exc.strerror}") from None
     if jpeg_truncated(data) or png_truncated(data):
         raise MediaError(f"cannot read image {path}: truncated (its data ends before the picture does)")
-    stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # (which ignores the orientation tag)
-    if stored is not None:
-        if stored.ndim == 3:
-            stored = cv2.cvtColor(stored, cv2.COLOR_BGRA2RGBA if stored.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-        return np.ascontiguousarray(_UPRIGHT.get(_orientation(path), lambda a: a)(stored))
-    try:  # OpenCV (4.13, 5.1) reads no TIFF whose orientation tag turns it; Pillow does
-        with PIL.Image.open(path) as image:
-            if image.format == "TIFF" and image.mode in ("RGB", "RGBA", "L", "P", "CMYK"):
-                return np.array(PIL.ImageOps.exif_transpose(image).convert("RGB"))
-    except (OSError, SyntaxError, ValueError):
-        pass
-    raise MediaError(f"cannot read image {path}: not an image, or corrupt")
+    # Decoded from the bytes read: OpenCV's imread crashes the process on a file name that is not UTF-8 (an old
+    # camera card's, a Windows zip's), and fails on a TIFF whose orientation tag turns it.
+    stored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if stored is None:
+        raise MediaError(f"cannot read image {path}: not an image, or corrupt")
+    if stored.dtype not in (np.uint8, np.uint16):  # (floating-point or 32-bit TIFF: no scale to read it by)
+        raise MediaError(f"cannot read image {path}: {stored.dtype} samples (8- and 16-bit images are read)")
+    if stored.ndim == 3:
+        stored = cv2.cvtColor(stored, cv2.COLOR_BGRA2RGBA if stored.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    turn = _orientation(data)
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return np.ascontiguousarray(_UPRIGHT.get(turn, lambda a: a)(stored))
+    # OpenCV turns a TIFF upright itself, through libtiff's RGBA reader where its tag turns it: that reader
+    # premultiplies transparency into the colours, so such a TIFF with transparency is read by Pillow instead.
+    if turn != 1 and stored.ndim == 3 and stored.shape[2] == 4:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            return np.asarray(PIL.ImageOps.exif_transpose(image.convert("RGBA")))
+    return stored
 
 
 # How the stored pixels are turned upright for each EXIF orientation (numpy's rot90 turns anticlockwise).
@@ -78,12 +85,16 @@ _UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def _orientation(path: Path) -> int:
+def _orientation(data: bytes) -> int:
     try:
-        with PIL.Image.open(path) as image:
+        with PIL.Image.open(io.BytesIO(data)) as image:
             return int(image.getexif().get(ExifTags.Base.Orientation, 1))
-    except (OSError, SyntaxError, ValueError):  # Pillow cannot read it: OpenCV did, and there is no tag to apply
+    except _PILLOW_CANNOT:  # Pillow cannot read it: OpenCV did, and there is no tag to apply (or too large: below)
         return 1
+
+
+# What Pillow raises for a file it cannot read; a picture past its decompression-bomb limit (179 megapixels) too.
+_PILLOW_CANNOT = (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -133,7 +144,10 @@ def read_metadata(path: Path) -> dict[int, bytes]:
             exif.pop(ExifTags.Base.Orientation, None)
             # (a TIFF's "EXIF" is its own file structure: strip offsets and the like, which mean nothing elsewhere)
             blob = exif.tobytes() if len(exif) and image.format in ("JPEG", "MPO", "PNG", "WEBP") else b""
-    except (OSError, SyntaxError, ValueError):  # Pillow cannot read it: the pixels, which OpenCV read, still go
+    except PIL.Image.DecompressionBombError as exc:  # (its limit is the process's: not ours to raise)
+        log.warning("%s: its EXIF and colour profile are not read: %s", path, exc)
+        return {}
+    except _PILLOW_CANNOT:  # Pillow cannot read it: the pixels, which OpenCV read, still go
         return {}
     found = {cv2.IMAGE_METADATA_EXIF: blob.removeprefix(b"Exif\x00\x00"), cv2.IMAGE_METADATA_ICCP: icc}
     return {kind: data for kind, data in found.items() if data}

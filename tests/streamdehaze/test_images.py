@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -133,6 +134,46 @@ def test_a_turned_tiff_is_read_upright(run_cli, hazy_image, tmp_path):
     assert code == 0, err
     result = cv2.imread(str(out))
     assert result.shape == (80, 60, 3) and result.mean() < hazy_image(0, 80, 60).mean() - 10
+
+
+@pytest.mark.parametrize("layout", ["grey", "rgba", "grey16"])
+def test_a_turned_tiff_keeps_its_layout(run_cli, hazy_image, tmp_path, layout):
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # stored a quarter turn anticlockwise of upright
+    rgb = hazy_image(0, 80, 60)
+    upright = {"grey": rgb[..., 1], "rgba": np.dstack([rgb, np.full((60, 80), 100, np.uint8)]),
+               "grey16": rgb[..., 1].astype(np.uint16) * 257}[layout]
+    src, out = tmp_path / "turned.tiff", tmp_path / "clear.tiff"
+    Image.fromarray(np.rot90(upright)).save(src, exif=exif.tobytes())
+    code, err = run_cli(src, out, "--strength", 0)
+    assert code == 0, err
+    result = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)  # (once grey and alpha became RGB, and 16 bits an error)
+    assert result.shape == upright.shape and result.dtype == upright.dtype
+    assert np.abs(result.astype(int) - cv2.cvtColor(upright, cv2.COLOR_RGBA2BGRA) if layout == "rgba"
+                  else result.astype(int) - upright).max() <= (257 if layout == "grey16" else 1)
+
+
+def test_floating_point_samples_are_one_line(run_cli, tmp_path):
+    src = tmp_path / "linear.tiff"
+    Image.fromarray(np.full((30, 40), 0.5, np.float32)).save(src)
+    code, err = run_cli(src, tmp_path / "clear.png")
+    assert code == 1 and err.strip() == f"streamdehaze: error: cannot read image {src}: float32 samples (8- and " \
+                                       "16-bit images are read)"
+
+
+def test_a_file_name_that_is_not_utf8_is_read(hazy_image, tmp_path):
+    # An old camera card's or a Windows zip's Latin-1 name: OpenCV's imread took the process down with it.
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    name = b"caf\xe9.jpg"
+    _save(src / "plain.jpg", hazy_image(0, 64, 48))
+    (src / os.fsdecode(name)).write_bytes((src / "plain.jpg").read_bytes())
+    for args in ([src / os.fsdecode(name), tmp_path / "one.jpg"], [src, out]):
+        run = subprocess.run([sys.executable, "-m", "streamdehaze", *map(os.fsencode, args), b"--model", b"dcp"],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+    assert sorted(os.listdir(os.fsencode(out))) == [name, b"plain.jpg"]
+    assert cv2.imread(str(tmp_path / "one.jpg")).shape == (48, 64, 3)
 
 
 def test_sixteen_bit_photos_in_a_folder_keep_their_colour_profile(run_cli, hazy_image, tmp_path):
