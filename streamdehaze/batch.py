@@ -193,6 +193,9 @@ class LocalBatch:
             result.status, result.error = "failed", str(exc)
         except OSError as exc:
             result.status, result.error = "failed", f"{exc.strerror}: {exc.filename}"
+        except Exception as exc:  # a fault of ours, or of a library, on this file: the others still get done
+            log.debug("%s failed", item.name, exc_info=True)
+            result.status, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
         finally:
             thread.name = name
         result.seconds = time.perf_counter() - start
@@ -310,6 +313,7 @@ def _worker_main(index: int, options: dict[str, Any], threads: int, tasks: Any, 
     """A worker process: files from ``tasks`` until ``None``; ("frames", i, n), ("done", i, FileResult) or, if it
     cannot start, ("error", i, exception) to ``results``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    threading.Thread(target=_end_with_parent, name="parent watch", daemon=True).start()
     use_threads(threads)
     try:
         batch = LocalBatch(options)
@@ -321,6 +325,14 @@ def _worker_main(index: int, options: dict[str, Any], threads: int, tasks: Any, 
             results.put(("done", index, batch.run_one(item, lambda n: results.put(("frames", index, n)))))
     finally:
         batch.close()
+
+
+def _end_with_parent() -> None:
+    """End this worker process once its parent is gone (killed: SIGKILL, the OOM killer), whatever it is doing: it
+    would otherwise wait for work for ever. A file in progress leaves nothing (its output is written whole or not
+    at all) and is done again by the next run."""
+    multiprocessing.parent_process().join()  # (its end, seen through the pipe the spawn left open)
+    os._exit(1)
 
 
 def use_threads(threads: int) -> None:

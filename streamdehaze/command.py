@@ -255,10 +255,14 @@ def _run_in_this_process(items: list, options: dict, device, on_result: Callable
                          on_frames: Callable[[int], None]) -> None:
     runner = LocalBatch(options)
     stopped = False
+    failure: list[BaseException] = []
 
     def run() -> None:
-        for item in items:  # once stopped, the rest come back as interrupted at once
-            on_result(runner.run_one(item, on_frames))
+        try:
+            for item in items:  # once stopped, the rest come back as interrupted at once
+                on_result(runner.run_one(item, on_frames))
+        except BaseException as exc:  # raised again below: the batch does not end as if it were done
+            failure.append(exc)
 
     try:
         with tuned(device), deferred_signals() as run_handlers:
@@ -273,6 +277,8 @@ def _run_in_this_process(items: list, options: dict, device, on_result: Callable
                 worker.join(0.2)
     finally:
         runner.close()
+    if failure:
+        raise failure[0]
     if stopped:
         raise KeyboardInterrupt
 

@@ -169,3 +169,48 @@ def test_linked_folders_are_followed_once_and_pipes_left_out(make_video, run_cli
     code, err = run_cli("batch", src, tmp_path / "out", *DCP)
     assert code == 0, err
     assert _files(tmp_path / "out") == ["cam1/a.mp4", "cam2/b.mp4"]
+
+
+def test_a_fault_on_one_file_fails_that_file_and_the_rest_get_done(hazy_image, run_cli, caplog, monkeypatch, tmp_path):
+    # An exception no check foresaw (a library's, on one odd file) once ended the batch at that file, exit 0.
+    from streamdehaze import batch
+    src, out, stats = tmp_path / "in", tmp_path / "out", tmp_path / "stats.json"
+    src.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(src / name), hazy_image(0, 48, 32))
+    real = batch.dehaze_image_file
+
+    def faulty(engine, image, target):
+        if image.name == "b.png":
+            raise RuntimeError("a fault")
+        real(engine, image, target)
+    monkeypatch.setattr(batch, "dehaze_image_file", faulty)
+    code, _ = run_cli("batch", src, out, "--model", "dcp", "--jobs", 1, "--stats-json", stats)
+    assert code == 1 and _files(out) == ["a.png", "c.png"]
+    assert "b.png: failed: internal error: RuntimeError: a fault" in caplog.text
+    assert json.loads(stats.read_text())["failed"] == 1
+
+
+def test_workers_end_with_a_batch_that_is_killed(media_tree, tmp_path):
+    # SIGKILL (the OOM killer) gives the parent no chance to stop its workers: they end on their own, not wait for
+    # work for ever, holding their memory.
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    src, _ = media_tree(clips=4, frames=150, width=320, height=240)
+    args = ["batch", src, tmp_path / "out", *DCP, "--jobs", 2]
+    proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", *map(str, args)])
+    workers, deadline = [], time.monotonic() + 120
+    while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in _cmdline(p)]
+        time.sleep(0.05)
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    for worker in alive:  # (a failure leaves nothing running)
+        worker.kill()
+    assert not alive
