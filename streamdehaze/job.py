@@ -257,7 +257,7 @@ class Job:
             if result.interrupted:
                 result.output = str(self._out.keep_partial())
             else:
-                self._out.commit()
+                self._out.commit(ends_partial=True)
                 if self.source.truncated:  # every frame before the cut is in the output: keep it, and say so
                     raise MediaError(f"{self.source.name} {self.source.truncated}; {self.dst} holds the "
                                      f"{result.frames} frames decoded before the cut")

@@ -92,11 +92,12 @@ class OutputFile:
         self.path = self._named or Path(f"/proc/self/fd/{self._fd}")
         fcntl.flock(self._fd, fcntl.LOCK_EX)  # held until the file is done: the mark of a living writer
 
-    def commit(self) -> Path:
-        """Put the finished file in place of the target; an earlier interrupted run's partial goes."""
+    def commit(self, ends_partial: bool = False) -> Path:
+        """Put the finished file in place of the target. ``ends_partial``: this is a run that, interrupted, keeps a
+        partial (a video's): an earlier interrupted run's goes. (For others, a file of that name is the user's.)"""
         self._link(self.target)
         earlier = partial_name(self.target)
-        if earlier.exists():
+        if ends_partial and earlier.exists():
             earlier.unlink()
             log.warning("removed %s, left by an interrupted run: %s is complete now", earlier.name, self.target.name)
         return self.target

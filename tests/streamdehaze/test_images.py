@@ -328,3 +328,12 @@ def test_noise_floor_from_the_command_line(run_cli, hazy_image, tmp_path):
         sky = cv2.imread(str(out)).astype(np.float32)[8:52, 8:-8]
         fine[floor] = (sky - cv2.blur(sky, (9, 9))).std()
     assert fine["3"] < 0.7 * fine["0"], fine
+
+
+def test_a_photo_run_leaves_a_file_named_like_a_partial_alone(run_cli, hazy_image, tmp_path):
+    # Only a video run keeps NAME.partial.EXT when interrupted; beside a photo, a file of that name is the user's.
+    src, out = tmp_path / "hazy.jpg", tmp_path / "eclipse.jpg"
+    _save(src, hazy_image(0, 64, 48))
+    _save(tmp_path / "eclipse.partial.jpg", hazy_image(1, 64, 48))
+    assert run_cli(src, out, "--model", "dcp")[0] == 0
+    assert (tmp_path / "eclipse.partial.jpg").exists() and out.exists()
