@@ -131,8 +131,17 @@ def jpeg_truncated(data: bytes) -> bool:
 
 
 def png_truncated(data: bytes) -> bool:
-    """Whether ``data`` is a PNG without its closing IEND chunk (libpng would fail with a message of its own)."""
-    return data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND\xaeB`\x82" not in data[-4096:]
+    """Whether ``data`` is a PNG that ends before its closing IEND chunk (libpng would fail with a message of its
+    own). Its chunks are walked by their lengths: bytes after IEND (a camera's or an editor's trailer) are no harm."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        at += 12 + length  # length, type, data, CRC
+        if kind == b"IEND":
+            return at > len(data)
+    return True
 
 
 def read_metadata(path: Path) -> dict[int, bytes]:
@@ -196,7 +205,8 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
                   on_image: Callable[[int], None] | None = None) -> int:
     """Dehaze an image file or every image in a folder; returns the number of images written."""
     if src.is_dir():
-        names = sorted(p.name for p in src.iterdir() if p.is_file() and is_image(p))
+        # (not hidden files: a Mac's ._NAME.jpg beside each photo copied from it holds no picture)
+        names = sorted(p.name for p in src.iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
         if not names:
             raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {src}")
         if dst.exists() and not dst.is_dir():
@@ -205,7 +215,10 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
             raise UsageError(f"output folder {dst} is the input folder: refusing to overwrite the inputs")
         if not dst.parent.is_dir():
             raise UsageError(f"output folder's parent does not exist: {dst.parent}")
-        dst.mkdir(exist_ok=True)
+        try:
+            dst.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot make output folder {dst}: {exc.strerror}") from None
         if not os.access(dst, os.W_OK):
             raise UsageError(f"cannot write to {dst}")
         remove_stale_partials(dst)

@@ -337,3 +337,24 @@ def test_a_photo_run_leaves_a_file_named_like_a_partial_alone(run_cli, hazy_imag
     _save(tmp_path / "eclipse.partial.jpg", hazy_image(1, 64, 48))
     assert run_cli(src, out, "--model", "dcp")[0] == 0
     assert (tmp_path / "eclipse.partial.jpg").exists() and out.exists()
+
+
+def test_a_png_with_bytes_after_its_end_is_whole(run_cli, hazy_image, tmp_path):
+    # Some cameras and editors append a trailer; only a PNG that ends before its IEND chunk is truncated.
+    src = tmp_path / "trailer.png"
+    ok, data = cv2.imencode(".png", hazy_image(0, 64, 48))
+    src.write_bytes(bytes(data) + bytes(5000))
+    assert run_cli(src, tmp_path / "clear.png", "--model", "dcp")[0] == 0
+    src.write_bytes(bytes(data)[:-20])
+    code, err = run_cli(src, tmp_path / "clear.png", "--model", "dcp")
+    assert code == 1 and "truncated" in err
+
+
+def test_a_folder_from_a_mac_is_done_without_its_hidden_files(run_cli, hazy_image, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    _save(src / "fog.jpg", hazy_image(0, 64, 48))
+    (src / "._fog.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(80))  # AppleDouble: the photo's Finder info
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0 and "1 image in" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["fog.jpg"]
