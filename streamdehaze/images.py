@@ -170,18 +170,64 @@ def write_image(path: Path, image: np.ndarray, metadata: dict[int, bytes] | None
         image = (image / 257.0).round().astype(np.uint8)
     bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else
                                                      cv2.COLOR_RGB2BGR)
-    if metadata and path.suffix.lower() in KEEPS_METADATA:
-        ok, encoded = cv2.imencodeWithMetadata(path.suffix, bgr, list(metadata),
-                                               [np.frombuffer(data, np.uint8) for data in metadata.values()])
-    else:
-        ok, encoded = cv2.imencode(path.suffix, bgr)
+    metadata = _fitting(path, image, metadata or {}) if path.suffix.lower() in KEEPS_METADATA else {}
+    # A JPEG segment holds 64 KB: a larger colour profile (a printer's, a CMYK one) goes in numbered parts, which
+    # OpenCV does not write, so it is added to the encoded file here, as the ICC specification lays them out.
+    icc = metadata.pop(cv2.IMAGE_METADATA_ICCP) if _is_jpeg(path) and len(
+        metadata.get(cv2.IMAGE_METADATA_ICCP, b"")) > _ICC_PART else None
+    try:
+        if metadata:
+            ok, encoded = cv2.imencodeWithMetadata(path.suffix, bgr, list(metadata),
+                                                   [np.frombuffer(data, np.uint8) for data in metadata.values()])
+        else:
+            ok, encoded = cv2.imencode(path.suffix, bgr)
+    except cv2.error as exc:  # (a size the format cannot hold, say)
+        raise MediaError(f"cannot write image {path}: {exc.err}") from None
     if not ok:
-        raise MediaError(f"cannot write image {path}")
+        raise MediaError(f"cannot write image {path}: {path.suffix} cannot hold a {image.shape[1]}x{image.shape[0]} "
+                         f"picture of {image.dtype}")
+    data = encoded.tobytes() if icc is None else _with_icc_parts(encoded.tobytes(), icc)
     try:
         with atomic_output(path) as tmp:
-            tmp.write_bytes(encoded.tobytes())
+            tmp.write_bytes(data)
     except OSError as exc:  # a full disk, a folder taken away: nothing is left half-written
         raise MediaError(f"writing {path} failed: {exc.strerror or exc}") from None
+
+
+_ICC_PART = 65519  # bytes of a profile one JPEG APP2 segment holds (65535, less its length and 14-byte header)
+
+
+def _is_jpeg(path: Path) -> bool:
+    return path.suffix.lower() in (".jpg", ".jpeg")
+
+
+def _fitting(path: Path, image: np.ndarray, metadata: dict[int, bytes]) -> dict[int, bytes]:
+    """The metadata the output can carry: a colour profile only for the pixels' own colour space (a CMYK photo's
+    or a grey one's profile means nothing on RGB pixels), an EXIF block of a JPEG only up to its 64 KB."""
+    kept = dict(metadata)
+    icc = kept.get(cv2.IMAGE_METADATA_ICCP)
+    grey = image.ndim == 2 and path.suffix.lower() != ".webp"  # (WebP stores grey as RGB)
+    if icc is not None and icc[16:20] != (b"GRAY" if grey else b"RGB "):
+        log.info("%s: the input's %s colour profile left out: the pixels are %s", path,
+                 icc[16:20].decode("latin-1").strip(), "grey" if grey else "RGB")
+        del kept[cv2.IMAGE_METADATA_ICCP]
+    if _is_jpeg(path) and len(kept.get(cv2.IMAGE_METADATA_EXIF, b"")) > 65527:
+        log.warning("%s: the input's EXIF (%d KB) left out: a JPEG holds 64 KB of it", path,
+                    len(kept[cv2.IMAGE_METADATA_EXIF]) // 1024)
+        del kept[cv2.IMAGE_METADATA_EXIF]
+    return kept
+
+
+def _with_icc_parts(jpeg: bytes, icc: bytes) -> bytes:
+    """``jpeg`` with ``icc`` in numbered APP2 segments, after its JFIF and EXIF segments."""
+    count = -(-len(icc) // _ICC_PART)
+    segments = b"".join(
+        b"\xff\xe2" + (16 + len(part)).to_bytes(2, "big") + b"ICC_PROFILE\x00" + bytes([n + 1, count]) + part
+        for n, part in enumerate(icc[i:i + _ICC_PART] for i in range(0, len(icc), _ICC_PART)))
+    at = 2  # after the start-of-image marker, and the APP0/APP1 segments that follow it
+    while jpeg[at:at + 2] in (b"\xff\xe0", b"\xff\xe1"):
+        at += 2 + int.from_bytes(jpeg[at + 2:at + 4], "big")
+    return jpeg[:at] + segments + jpeg[at:]
 
 
 def image_engine(model: nn.Module, device: str | torch.device,
@@ -226,16 +272,15 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
         for name in names:
             try:
                 image = read_image(src / name)
+                write_image(dst / name, dehaze_picture(engine, image), read_metadata(src / name))
             except MediaError as exc:  # the others still get done
                 log.error("%s; skipped", exc)
                 bad += 1
-            else:
-                write_image(dst / name, dehaze_picture(engine, image), read_metadata(src / name))
             if on_image is not None:
                 on_image(1)
         if bad:
-            raise MediaError(f"{bad} of {len(names)} images could not be read and were skipped (named above); "
-                             f"the other {len(names) - bad} are in {dst}")
+            raise MediaError(f"{bad} of {len(names)} images could not be read or written and were skipped (named "
+                             f"above); the other {len(names) - bad} are in {dst}")
         return len(names)
     if not is_image(dst):
         raise UsageError(f"input is an image, so the output must be an image file ({', '.join(sorted(IMAGE_SUFFIXES))}): {dst}")

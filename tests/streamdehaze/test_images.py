@@ -279,8 +279,8 @@ def test_folder_goes_on_past_bad_images(run_cli, hazy_image, caplog, tmp_path):
                        f"cannot read image {src / 'd_corrupt.png'}: not an image, or corrupt; skipped",
                        f"cannot read image {src / 'e_truncated.png'}: truncated (its data ends before the picture "
                        "does); skipped"]
-    assert err == f"streamdehaze: error: 3 of 6 images could not be read and were skipped (named above); the " \
-                  f"other 3 are in {out}\n"
+    assert err == f"streamdehaze: error: 3 of 6 images could not be read or written and were skipped (named above); " \
+                  f"the other 3 are in {out}\n"
 
 
 def test_truncated_jpeg_is_refused(run_cli, hazy_image, tmp_path):
@@ -358,3 +358,32 @@ def test_a_folder_from_a_mac_is_done_without_its_hidden_files(run_cli, hazy_imag
     code, err = run_cli(src, out, "--model", "dcp")
     assert code == 0 and "1 image in" in err, err
     assert sorted(p.name for p in out.iterdir()) == ["fog.jpg"]
+
+
+def test_a_large_colour_profile_goes_into_a_jpeg_in_parts(run_cli, hazy_image, tmp_path):
+    # A JPEG segment holds 64 KB; a printer's or a CMYK profile is larger (OpenCV's writer failed on them).
+    _, profile = _exif_and_profile()
+    large = (len(profile) + 100_000).to_bytes(4, "big") + profile[4:] + bytes(100_000)  # (its size in its header)
+    src, out = tmp_path / "hazy.png", tmp_path / "clear.jpg"
+    ok, data = cv2.imencodeWithMetadata(".png", hazy_image(0, 64, 48), [cv2.IMAGE_METADATA_ICCP],
+                                        [np.frombuffer(large, np.uint8)])
+    assert ok
+    src.write_bytes(bytes(data))
+    assert run_cli(src, out, "--model", "dcp")[0] == 0
+    with Image.open(out) as result:
+        assert result.info["icc_profile"] == large and result.size == (64, 48)
+        result.load()  # and the picture is whole
+
+
+def test_a_colour_profile_of_other_pixels_is_left_out(run_cli, hazy_image, tmp_path):
+    # A grey photo's profile describes one channel: a grey JPEG keeps it, but on the RGB pixels of a WebP colour
+    # managers refuse it.
+    _, rgb = _exif_and_profile()
+    grey = rgb[:16] + b"GRAY" + rgb[20:]  # (the colour space an ICC profile is for, in its header)
+    src = tmp_path / "hazy.jpg"
+    Image.fromarray(hazy_image(0, 64, 48)[..., 1]).save(src, icc_profile=grey)
+    for suffix, kept in ((".jpg", grey), (".webp", None)):
+        out = tmp_path / f"clear{suffix}"
+        assert run_cli(src, out, "--model", "dcp")[0] == 0
+        with Image.open(out) as result:
+            assert result.info.get("icc_profile") == kept, suffix
