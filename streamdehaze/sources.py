@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -403,6 +404,10 @@ class VideoFileSource:
                     return
         if self.stream.frames and packets < self.stream.frames:  # the index lists packets the file no longer holds
             self.truncated = f"is truncated: {packets} of its {self.stream.frames} video packets are there"
+        elif (stated := _stated_length(self.stream)) is not None and last is not None and \
+                stated - last * _time_base(self.stream) > 1:  # (Matroska: the track's length, in its tags)
+            self.truncated = f"is truncated: its video ends at {float(last * _time_base(self.stream)):.1f} s of " \
+                             f"the {float(stated):.1f} s it states"
 
     def _damaged(self, decoded: int) -> None:
         self.corrupt += 1
@@ -425,6 +430,16 @@ class VideoFileSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stated_length(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """How long a stream says it is where its container states it apart from its index: Matroska's DURATION tag
+    (FFmpeg writes it once the file is complete), "HH:MM:SS.nnnnnnnnn"."""
+    stated = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", stream.metadata.get("DURATION", ""))
+    if stated is None:
+        return None
+    hours, minutes, seconds = stated.groups()
+    return (int(hours) * 60 + int(minutes)) * 60 + Fraction(seconds)
 
 
 def packet_start(packet: av.Packet) -> Fraction | None:

@@ -70,6 +70,19 @@ def test_truncated_file_keeps_every_frame_before_the_cut(make_video, run_cli, pr
     assert times == decodable(cut) and times == probe(src)["times"][: len(times)]
 
 
+def test_a_truncated_matroska_file_says_so(make_video, run_cli, probe, decodable, tmp_path):
+    # Matroska has no index of every frame: the length its track states (its tags) tells that the rest is missing.
+    src = make_video("in.mkv", frames=60, width=160, height=120)
+    cut, out = tmp_path / "cut.mkv", tmp_path / "out.mkv"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    code, err = run_cli(cut, out, "--model", "dcp")
+    kept = re.fullmatch(rf"streamdehaze: error: {re.escape(str(cut))} is truncated: its video ends at \d\.\d s of the "
+                        rf"2\.4 s it states; {re.escape(str(out))} holds the (\d+) frames decoded before the cut\n", err)
+    assert code == 1 and kept is not None, err
+    assert probe(out)["times"] == decodable(cut) and len(decodable(cut)) == int(kept.group(1))
+    assert run_cli(src, tmp_path / "whole.mkv", "--model", "dcp")[0] == 0  # the whole file is no such thing
+
+
 def test_truncated_file_without_its_index_is_refused(make_video, run_cli, tmp_path):
     src = make_video(frames=30)
     data = src.read_bytes()
