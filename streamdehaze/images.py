@@ -66,7 +66,9 @@ def read_image(path: Path) -> np.ndarray:
         raise MediaError(f"cannot read image {path}: {stored.dtype} samples (8- and 16-bit images are read)")
     if stored.ndim == 3:
         stored = cv2.cvtColor(stored, cv2.COLOR_BGRA2RGBA if stored.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    turn = _orientation(data)
+    turn, pictures = _orientation(data)
+    if pictures > 1:  # (an animated WebP or PNG, a TIFF of pages)
+        log.warning("%s holds %d pictures: the first is dehazed", path, pictures)
     if data[:4] not in (b"II*\x00", b"MM\x00*"):
         return np.ascontiguousarray(_UPRIGHT.get(turn, lambda a: a)(stored))
     # OpenCV turns a TIFF upright itself, through libtiff's RGBA reader where its tag turns it: that reader
@@ -85,12 +87,13 @@ _UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def _orientation(data: bytes) -> int:
+def _orientation(data: bytes) -> tuple[int, int]:
+    """An image's EXIF orientation, and how many pictures it holds."""
     try:
         with PIL.Image.open(io.BytesIO(data)) as image:
-            return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+            return int(image.getexif().get(ExifTags.Base.Orientation, 1)), getattr(image, "n_frames", 1)
     except _PILLOW_CANNOT:  # Pillow cannot read it: OpenCV did, and there is no tag to apply (or too large: below)
-        return 1
+        return 1, 1
 
 
 # What Pillow raises for a file it cannot read; a picture past its decompression-bomb limit (179 megapixels) too.

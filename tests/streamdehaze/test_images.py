@@ -387,3 +387,11 @@ def test_a_colour_profile_of_other_pixels_is_left_out(run_cli, hazy_image, tmp_p
         assert run_cli(src, out, "--model", "dcp")[0] == 0
         with Image.open(out) as result:
             assert result.info.get("icc_profile") == kept, suffix
+
+
+def test_an_animated_image_is_said_to_be_dehazed_as_its_first_picture(run_cli, hazy_image, caplog, tmp_path):
+    src = tmp_path / "loop.webp"
+    frames = [Image.fromarray(hazy_image(i, 64, 48)) for i in range(3)]
+    frames[0].save(src, save_all=True, append_images=frames[1:], lossless=True)
+    assert run_cli(src, tmp_path / "clear.webp", "--model", "dcp")[0] == 0
+    assert f"{src} holds 3 pictures: the first is dehazed" in caplog.text
