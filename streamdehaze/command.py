@@ -25,7 +25,7 @@ from .batch import BatchResult, FileResult, LocalBatch, WorkerProcesses, check_e
 from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
-from .images import dehaze_images, image_engine, is_image
+from .images import ImagesSkipped, dehaze_images, image_engine, is_image
 from .job import check_stats_file
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, default_model
@@ -372,8 +372,13 @@ def _run(args: argparse.Namespace) -> int:
     if on_disk and (src.is_dir() or is_image(src)):
         engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size,
                               args.strength, args.noise_floor)
-        with tqdm.tqdm(unit="img", disable=_no_bar(args), dynamic_ncols=True) as bar:
-            result = _timed(lambda: dehaze_images(engine, src, dst, on_image=bar.update))
+        start = time.perf_counter()
+        try:
+            with tqdm.tqdm(unit="img", disable=_no_bar(args), dynamic_ncols=True) as bar:
+                result = _timed(lambda: dehaze_images(engine, src, dst, on_image=bar.update))
+        except ImagesSkipped as exc:  # the statistics of what was written, then the error
+            _write_stats(args, RunResult(frames=exc.written, seconds=time.perf_counter() - start), "images")
+            raise
         return _finish(args, result, "images")
     if is_image(dst):
         raise UsageError(f"input is a video, so the output must be a video file, not an image: {dst}")
@@ -416,15 +421,21 @@ def _no_bar(args: argparse.Namespace) -> bool:
     return args.quiet or not sys.stderr.isatty()
 
 
+def _write_stats(args: argparse.Namespace, result: RunResult, unit: str) -> None:
+    if args.stats_json is None:
+        return
+    stats = {"input": mask(args.input, args.input), "output": mask(result.output or args.output, args.output),
+             "model": args.model, "strength": args.strength, "noise_floor": args.noise_floor, unit: result.frames,
+             "frames": result.frames, "seconds": round(result.seconds, 4), "fps": round(result.fps, 3),
+             "corrupt_packets": result.corrupt, "interrupted": result.interrupted}
+    with atomic_output(args.stats_json) as tmp:
+        tmp.write_text(json.dumps(stats, indent=2) + "\n")
+
+
 def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats: bool = True) -> int:
     output = result.output or args.output
-    if args.stats_json is not None and write_stats:
-        stats = {"input": mask(args.input, args.input), "output": mask(output, args.output), "model": args.model,
-                 "strength": args.strength, "noise_floor": args.noise_floor, unit: result.frames,
-                 "frames": result.frames,
-                 "seconds": round(result.seconds, 4), "fps": round(result.fps, 3), "corrupt_packets": result.corrupt, "interrupted": result.interrupted}
-        with atomic_output(args.stats_json) as tmp:
-            tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    if write_stats:
+        _write_stats(args, result, unit)
     if result.interrupted:
         log.warning("interrupted: %s holds the %d frames dehazed so far%s", output, result.frames,
                     f"; {args.output} is left as it was" if result.output else "")

@@ -246,6 +246,14 @@ def image_engine(model: nn.Module, device: str | torch.device,
     return Engine(model, device, infer_size, max_upscale=MAX_UPSCALE, strength=strength, noise_floor=noise_floor)
 
 
+class ImagesSkipped(MediaError):
+    """A folder run that skipped images it could not read or write; ``written``: how many it wrote."""
+
+    def __init__(self, message: str, written: int) -> None:
+        super().__init__(message)
+        self.written = written
+
+
 def dehaze_image_file(engine: Engine, src: Path, dst: Path) -> None:
     write_image(dst, dehaze_picture(engine, read_image(src)), read_metadata(src))
 
@@ -282,8 +290,8 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
             if on_image is not None:
                 on_image(1)
         if bad:
-            raise MediaError(f"{bad} of {len(names)} images could not be read or written and were skipped (named "
-                             f"above); the other {len(names) - bad} are in {dst}")
+            raise ImagesSkipped(f"{bad} of {len(names)} images could not be read or written and were skipped "
+                                f"(named above); the other {len(names) - bad} are in {dst}", len(names) - bad)
         return len(names)
     if not is_image(dst):
         raise UsageError(f"input is an image, so the output must be an image file ({', '.join(sorted(IMAGE_SUFFIXES))}): {dst}")

@@ -268,8 +268,9 @@ def test_folder_goes_on_past_bad_images(run_cli, hazy_image, caplog, tmp_path):
         data = (src / name).read_bytes()
         (src / name).write_bytes(data[: len(data) // 2])
     (src / "d_corrupt.png").write_bytes(b"not a picture at all")
-    code, err = run_cli(src, out)
+    code, err = run_cli(src, out, "--stats-json", tmp_path / "stats.json")
     assert code == 1
+    assert json.loads((tmp_path / "stats.json").read_text())["images"] == 3  # what was written, said all the same
     assert sorted(p.name for p in out.iterdir()) == good  # every good image written
     for name in good:
         assert cv2.imread(str(out / name)).shape == (90, 120, 3)
