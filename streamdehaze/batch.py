@@ -117,7 +117,8 @@ def plan(src: Path, dst: Path) -> tuple[list[Item], int]:
         dirs[:] = kept
         for name in sorted(files):
             path = here / name
-            if name.startswith(".") or ".partial" in path.suffixes:  # ours: hidden writers, interrupted runs
+            # ours: hidden writers, and what an interrupted video run keeps (NAME.partial.EXT; a photo keeps none)
+            if name.startswith(".") or path.suffixes[-2:-1] == [".partial"] and not is_image(path):
                 continue
             # (a named pipe or a device would block the run forever; a broken link has nothing to read)
             if not path.is_file() or not (is_image(path) or path.suffix.lower() in VIDEO_SUFFIXES):

@@ -214,3 +214,14 @@ def test_workers_end_with_a_batch_that_is_killed(media_tree, tmp_path):
     for worker in alive:  # (a failure leaves nothing running)
         worker.kill()
     assert not alive
+
+
+def test_photos_named_like_partials_are_done(hazy_image, run_cli, tmp_path):
+    # Only an interrupted video run leaves NAME.partial.EXT (and batch leaves those out); a photo of such a name is
+    # the user's.
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("eclipse.partial.jpg", "moon.partial.phase.jpg"):
+        cv2.imwrite(str(src / name), hazy_image(0, 48, 32))
+    assert run_cli("batch", src, out, "--model", "dcp", "--jobs", 1)[0] == 0
+    assert _files(out) == ["eclipse.partial.jpg", "moon.partial.phase.jpg"]
