@@ -111,6 +111,8 @@ def plan(src: Path, dst: Path) -> tuple[list[Item], int]:
         kept = []
         for name in sorted(dirs):
             real = (here / name).resolve()
+            if (here / name).is_symlink() and real.is_relative_to(src):
+                continue  # a link to a folder of the tree: its files go under its own name, not the link's
             if not name.startswith(".") and real != dst and real not in seen:
                 seen.add(real)
                 kept.append(name)

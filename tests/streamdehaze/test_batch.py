@@ -165,6 +165,7 @@ def test_linked_folders_are_followed_once_and_pipes_left_out(make_video, run_cli
     make_video("elsewhere/b.mp4", frames=3)
     (src / "cam2").symlink_to(elsewhere)
     (src / "cam1" / "loop").symlink_to(src)
+    (src / "best").symlink_to(src / "cam1")  # (sorts first: its files still go under their own folder's name)
     os.mkfifo(src / "cam1" / "stuck.mp4")
     code, err = run_cli("batch", src, tmp_path / "out", *DCP)
     assert code == 0, err
