@@ -3,8 +3,8 @@ input's layout (grey, colour, colour with transparency), its bit depth where the
 colour profile (JPEG, PNG and WebP).
 
 A folder run goes on past images that cannot be read (not an image, corrupt, or truncated: a JPEG whose data ends
-before its end marker, which libjpeg would pad with grey, or a PNG without its end chunk), names each on its own
-line, writes every good one, and fails at the end with the counts.
+before its end marker, which libjpeg would pad with grey, or a PNG without its end chunk) or written, names each on
+its own line, writes every good one, and fails at the end with the counts.
 """
 
 from __future__ import annotations
