@@ -154,8 +154,9 @@ def read_metadata(path: Path) -> dict[int, bytes]:
         with PIL.Image.open(path) as image:
             exif, icc = image.getexif(), image.info.get("icc_profile")
             exif.pop(ExifTags.Base.Orientation, None)
-            # (a TIFF's "EXIF" is its own file structure: strip offsets and the like, which mean nothing elsewhere)
-            blob = exif.tobytes() if len(exif) and image.format in ("JPEG", "MPO", "PNG", "WEBP") else b""
+            if image.format == "TIFF":
+                exif = _described(exif)
+            blob = exif.tobytes() if len(exif) and image.format in ("JPEG", "MPO", "PNG", "WEBP", "TIFF") else b""
     except PIL.Image.DecompressionBombError as exc:  # (its limit is the process's: not ours to raise)
         log.warning("%s: its EXIF and colour profile are not read: %s", path, exc)
         return {}
@@ -163,6 +164,24 @@ def read_metadata(path: Path) -> dict[int, bytes]:
         return {}
     found = {cv2.IMAGE_METADATA_EXIF: blob.removeprefix(b"Exif\x00\x00"), cv2.IMAGE_METADATA_ICCP: icc}
     return {kind: data for kind, data in found.items() if data}
+
+
+# A TIFF's first IFD is its file structure (strip offsets, sizes, compression: meaningless elsewhere) as well as its
+# description; these tags, and its EXIF and GPS IFDs, are what it says of the picture.
+_DESCRIBES = (ExifTags.Base.ImageDescription, ExifTags.Base.Make, ExifTags.Base.Model, ExifTags.Base.Software,
+              ExifTags.Base.DateTime, ExifTags.Base.Artist, ExifTags.Base.Copyright)
+
+
+def _described(tiff: PIL.Image.Exif) -> PIL.Image.Exif:
+    """The EXIF of a TIFF without its file structure."""
+    kept = PIL.Image.Exif()
+    for tag in _DESCRIBES:
+        if tag in tiff:
+            kept[tag] = tiff[tag]
+    for ifd in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+        if found := tiff.get_ifd(ifd):
+            kept.get_ifd(ifd).update(found)
+    return kept
 
 
 def write_image(path: Path, image: np.ndarray, metadata: dict[int, bytes] | None = None) -> None:

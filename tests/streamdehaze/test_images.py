@@ -396,3 +396,18 @@ def test_an_animated_image_is_said_to_be_dehazed_as_its_first_picture(run_cli, h
     frames[0].save(src, save_all=True, append_images=frames[1:], lossless=True)
     assert run_cli(src, tmp_path / "clear.webp", "--model", "dcp")[0] == 0
     assert f"{src} holds 3 pictures: the first is dehazed" in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+def test_a_tiff_s_description_goes_along_without_its_file_structure(run_cli, hazy_image, tmp_path, suffix):
+    # A scanner's or a drone's TIFF says what took it and when in its first IFD, beside the strip offsets and sizes
+    # that describe the TIFF file itself (meaningless in another).
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make], exif[ExifTags.Base.DateTime] = "FogCam", "2026:12:05 07:30:00"
+    src, out = tmp_path / "scan.tiff", tmp_path / f"clear{suffix}"
+    Image.fromarray(hazy_image(0, 64, 48)).save(src, exif=exif)
+    assert run_cli(src, out, "--model", "dcp")[0] == 0
+    with Image.open(out) as result:
+        kept = result.getexif()
+    assert (kept[ExifTags.Base.Make], kept[ExifTags.Base.DateTime]) == ("FogCam", "2026:12:05 07:30:00")
+    assert ExifTags.Base.StripOffsets not in kept and ExifTags.Base.ImageWidth not in kept
