@@ -233,7 +233,8 @@ def check_encoder_fits(muxer: str, codec: str, name: str) -> None:
     except ValueError:
         fit = _held(("libx264", "libx265", *_NOT_H264, "ffv1", "prores_ks"), muxer)
         raise UsageError(f"{name} ({muxer}) cannot hold {codec} video"
-                         + (f"; encoders it takes: {', '.join(fit)}" if fit else "")) from None
+                         + (f"; encoders it takes: {', '.join(fit)}" if fit else
+                            ", nor any other this writes: name a .mp4, .mkv, .mov, .webm or .ts output")) from None
 
 
 def url_format(target: str) -> str | None:

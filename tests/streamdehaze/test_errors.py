@@ -174,7 +174,8 @@ def test_a_format_without_h264_gets_an_encoder_it_holds(make_video, probe, run_c
     assert code == 2 and _one_line(err) == "streamdehaze: error: " \
         f"{tmp_path / 'x.webm'} (webm) cannot hold libx264 video; encoders it takes: libvpx-vp9, libsvtav1, libvpx"
     code, err = run_cli(src, tmp_path / "o.gif", "--model", "dcp")
-    assert code == 2 and _one_line(err) == f"streamdehaze: error: {tmp_path / 'o.gif'} (gif) cannot hold libx264 video"
+    assert code == 2 and _one_line(err) == f"streamdehaze: error: {tmp_path / 'o.gif'} (gif) cannot hold libx264 " \
+        "video, nor any other this writes: name a .mp4, .mkv, .mov, .webm or .ts output"
 
 
 def test_live_recording_needs_a_format_written_as_it_goes(run_cli, tmp_path):
