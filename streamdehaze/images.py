@@ -32,10 +32,10 @@ from .outputs import atomic_output, check_output, remove_stale_partials
 
 log = logging.getLogger("streamdehaze")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif"}
 # Outputs that carry the input's EXIF (capture time, camera, GPS) and colour profile (how the pixel values are to be
 # shown: a wide-gamut phone photo without its profile shows duller colours). OpenCV writes neither into TIFF.
-KEEPS_METADATA = {".png", ".jpg", ".jpeg", ".webp"}
+KEEPS_METADATA = {".png", ".jpg", ".jpeg", ".webp", ".avif"}
 # Outputs that hold 16 bits a sample; OpenCV would clip a 16-bit picture written to any other to white.
 HOLDS_16_BITS = {".png", ".tif", ".tiff"}
 
@@ -156,7 +156,8 @@ def read_metadata(path: Path) -> dict[int, bytes]:
             exif.pop(ExifTags.Base.Orientation, None)
             if image.format == "TIFF":
                 exif = _described(exif)
-            blob = exif.tobytes() if len(exif) and image.format in ("JPEG", "MPO", "PNG", "WEBP", "TIFF") else b""
+            blob = exif.tobytes() if len(exif) and image.format in ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "AVIF") \
+                else b""
     except PIL.Image.DecompressionBombError as exc:  # (its limit is the process's: not ours to raise)
         log.warning("%s: its EXIF and colour profile are not read: %s", path, exc)
         return {}

@@ -108,7 +108,7 @@ def _exif_and_profile() -> tuple[Image.Exif, bytes]:
     return exif, ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".avif"])
 def test_a_photo_keeps_its_exif_and_colour_profile(run_cli, hazy_image, tmp_path, suffix):
     exif, profile = _exif_and_profile()
     src, out = tmp_path / f"hazy{suffix}", tmp_path / f"clear{suffix}"
