@@ -31,7 +31,7 @@ from av.bitstream import BitStreamFilterContext
 from .credentials import check_url, mask
 from .errors import MediaError, UsageError
 from .frames import sample_bits, to_planar
-from .sources import NEW_STREAM_AT_END, VideoInfo, frame_rate, known_audio, main_video, pixel_aspect
+from .sources import NEW_STREAM_AT_END, VideoInfo, frame_rate, known_audio, main_video, packet_start, pixel_aspect
 
 log = logging.getLogger("streamdehaze")
 
@@ -257,12 +257,11 @@ class LiveSource:
         """Put an audio packet on the output clock, as its connection's frames are put (``_restamp``). False for one
         that cannot be placed there: before the connection's first frame, out of order, or far from the pictures
         (read just before a jump of the camera's clock moved them)."""
-        start = packet.pts if packet.pts is not None else packet.dts
-        tb = packet.time_base
-        if self._anchor is None or start is None or not tb or self._last_pts is None:
+        start, tb = packet_start(packet), packet.time_base
+        if self._anchor is None or start is None or self._last_pts is None:
             return False
         shift = (self._anchor[1] - self._anchor[0]) * LIVE_TIME_BASE
-        t = start * tb + shift
+        t = start + shift
         if t < self._anchor[1] * LIVE_TIME_BASE or abs(t - self._last_pts * LIVE_TIME_BASE) > 2:
             return False
         template = self._audio[packet.stream.index]

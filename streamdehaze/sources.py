@@ -351,7 +351,8 @@ class VideoFileSource:
         # their packets arrive, and audio read ahead of the last frame kept would run on past the picture.
         held: list[av.Packet] | None = [] if self.max_frames is not None or self.duration is not None else None
         best_effort = BestEffort(stores_pts=self.container.format.name != "avi")
-        step = max(1, round(1 / (frame_rate(self.stream) * _time_base(self.stream))))
+        rate = frame_rate(self.stream)
+        step = max(1, round(1 / (rate * _time_base(self.stream))))
         while True:
             try:
                 packet = next(demuxed)
@@ -382,7 +383,7 @@ class VideoFileSource:
                 frame.pts = best_effort(frame.pts, frame.dts, step)
                 if frame.pts is None:  # none in the container (a raw .h264 stream): frames counted at its rate
                     frame.time_base = frame.time_base or _time_base(self.stream)
-                    frame.pts = round(decoded / (frame_rate(self.stream) * frame.time_base))
+                    frame.pts = round(decoded / (rate * frame.time_base))
                 if last is not None and frame.pts <= last:  # a damaged timestamp: no encoder takes it
                     self._damaged(decoded)
                     continue
@@ -398,8 +399,7 @@ class VideoFileSource:
                 yield to_planar(frame)
                 decoded += 1
                 if self.max_frames is not None and decoded >= self.max_frames:
-                    length = frame.duration * frame.time_base if frame.duration and t is not None else \
-                        1 / frame_rate(self.stream)
+                    length = frame.duration * frame.time_base if frame.duration and t is not None else 1 / rate
                     yield from _before(held, None if t is None else t + length)
                     return
         if self.stream.frames and packets < self.stream.frames:  # the index lists packets the file no longer holds

@@ -71,7 +71,7 @@ class Prefetch(Generic[T]):
         q = self._queue
         dropped = None
         with q.mutex:  # (queue.Queue's own lock: the oldest item that may go is taken from among the others)
-            counted = [k for k, waiting in enumerate(q.queue) if not self._kept(waiting)]
+            counted = self._counted()
             if len(counted) >= self._maxsize and not self._kept(item):
                 dropped = q.queue[counted[0]]
                 del q.queue[counted[0]]
@@ -81,11 +81,15 @@ class Prefetch(Generic[T]):
         self._notify()
         return not self._stop.is_set()
 
+    def _counted(self) -> list[int]:
+        """Where the waiting items that count against ``maxsize`` are (a camera's pictures, not its sound); called
+        with the queue's lock held."""
+        return [k for k, item in enumerate(self._queue.queue)
+                if item is not _END and not isinstance(item, _Failure) and not self._kept(item)]
+
     def qsize(self) -> int:
-        """Items waiting that count against ``maxsize`` (a camera's pictures; not its sound)."""
-        q = self._queue
-        with q.mutex:
-            return sum(item is not _END and not isinstance(item, _Failure) and not self._kept(item) for item in q.queue)
+        with self._queue.mutex:
+            return len(self._counted())
 
     def __iter__(self) -> Iterator[T]:
         return self
