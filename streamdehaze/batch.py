@@ -347,13 +347,15 @@ def use_threads(threads: int) -> None:
     cv2.setNumThreads(threads)
 
 
-def check_folders(src: Path, dst: Path) -> None:
-    """The output folder exists or can be made, and takes files."""
-    try:
-        dst.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot make output folder {dst}: {exc.strerror}") from None
-    check_writable(dst)
+def check_output_folder(dst: Path) -> None:
+    """The output folder takes files, or can be made where it is missing (it is made with the first output, so
+    that a run that ends with a usage error leaves no folder behind)."""
+    existing = dst.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot make output folder {dst}: {existing} is not a folder")
+    check_writable(existing)
 
 
 def check_encoding(items: list[Item], options: dict[str, Any]) -> None:

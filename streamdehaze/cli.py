@@ -4,7 +4,7 @@ Exit codes: 0 done, 1 runtime failure (corrupt input, write failure), 2 usage er
 is the entry point and stays light: torch and PyAV load inside ``main()`` (``command.py``), so that Ctrl-C,
 SIGTERM or SIGHUP at any moment, start-up included, ends with one line and 130, never a traceback. While they
 load, an interrupt ends the process at once: a library loading may swallow a KeyboardInterrupt (or turn it into
-an exit by signal), and nothing has been written yet.
+an exit by signal), and nothing has been written yet. To ``serve``, SIGHUP is a reload instead, from the start.
 """
 
 from __future__ import annotations
@@ -26,8 +26,12 @@ _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     previous = {sig: signal.getsignal(sig) for sig in _INTERRUPTS}  # restored: main() may be embedded
+    serving = argv[:1] == ["serve"]
+    reloads: list[int] = []  # SIGHUPs that reached `serve` while it loaded: it applies them once its streams run
     try:
         _on_interrupt(_exit_now)
+        if serving:  # (a service manager may reload right after starting it)
+            _on_interrupt(lambda signum, frame: reloads.append(signum), (signal.SIGHUP,))
         logging.basicConfig(format="streamdehaze: %(message)s", level=logging.INFO)
         for handler in logging.getLogger().handlers:
             handler.addFilter(_MaskCredentials(argv))
@@ -35,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 (--codec libsvtav1) prints 20 lines of banner otherwise
         from .command import run  # torch, PyAV, OpenCV: seconds
-        _on_interrupt(_raise_interrupt)
-        return run(argv)
+        _on_interrupt(_raise_interrupt, (signal.SIGINT, signal.SIGTERM) if serving else _INTERRUPTS)
+        return run(argv, reloads)
     except StreamDehazeError as exc:
         print(f"streamdehaze: error: {mask(str(exc), *argv)}", file=sys.stderr)
         return exc.exit_code
@@ -67,8 +71,8 @@ class _MaskCredentials(logging.Filter):
         return True
 
 
-def _on_interrupt(handler: object) -> None:
-    for sig in _INTERRUPTS:
+def _on_interrupt(handler: object, signals: tuple[int, ...] = _INTERRUPTS) -> None:
+    for sig in signals:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, handler)
 

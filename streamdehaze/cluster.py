@@ -33,11 +33,10 @@ from typing import Any
 import av
 
 from .batch import ATTEMPTS, FileResult, Item, LocalBatch, use_threads
-from .config import FleetConfig, StreamConfig
+from .config import FleetConfig, StreamConfig, keyed
 from .engine import resolve_device
 from .errors import MediaError, UsageError
-from .fleet import Fleet, FleetResult, StreamOutcome, about_stream
-from .job import Job
+from .fleet import Fleet, FleetResult, StreamOutcome, about_stream, check_streams, within_file
 from .models import create_model
 from .stats import Member
 from .pipeline import deferred_signals
@@ -316,21 +315,33 @@ class ClusterFleet:
     the head collects every stream's stats (``stats_json`` lines and Prometheus gauges as a one-process fleet)."""
 
     def __init__(self, config: FleetConfig, address: str, workers: int | None = None) -> None:
+        """Checks every stream as a one-process fleet does, and that their weights load (a mistake is one
+        ``UsageError`` naming the file, the stream and the key), then connects to the cluster; ``start()`` starts
+        the workers, ``close()`` ends them and lets go of the cluster."""
         # Ray's workers run in the folder the cluster was started in: paths as this process sees them.
         config = replace(config, streams=[_absolute(stream) for stream in config.streams])
-        loaded = set()
-        for stream in config.streams:  # every mistake before anything starts, as a one-process fleet
-            with about_stream(stream.name):
-                Job(stream).check()
-                if (stream.model.model, stream.model.weights) not in loaded:  # weights that load
-                    create_model(stream.model.model, stream.model.weights, resolve_device("cpu"))
+        with within_file(config):
+            check_streams(config)
+            loaded = set()
+            for stream in config.streams:
+                if (stream.model.model, stream.model.weights) not in loaded:
+                    with about_stream(stream.name), keyed("weights" if stream.model.weights else "model"):
+                        create_model(stream.model.model, stream.model.weights, resolve_device("cpu"))
                     loaded.add((stream.model.model, stream.model.weights))
-        self.config = config
+        self.config, self.workers = config, workers
+        self.members: dict[str, Member] = {}
+        self.actors: list = []
+        self._start_time = time.perf_counter()
         self.ray = connect(address)
+
+    def start(self) -> None:
+        """The workers, each with its share of the streams; on a failure, none is left."""
         try:
-            self._start(workers)
+            self._start(self.workers)
         except BaseException:
-            self.ray.shutdown()
+            for actor in self.actors:
+                self.ray.kill(actor, no_restart=True)
+            self.actors = []
             raise
 
     def _start(self, workers: int | None) -> None:

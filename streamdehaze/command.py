@@ -21,7 +21,7 @@ import cv2
 import tqdm
 
 from .api import process
-from .batch import BatchResult, FileResult, LocalBatch, WorkerProcesses, check_encoding, check_folders, plan
+from .batch import BatchResult, FileResult, LocalBatch, WorkerProcesses, check_encoding, check_output_folder, plan
 from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
@@ -30,7 +30,7 @@ from .job import check_stats_file
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, default_model
 from .config import StreamConfig, load_config
-from .fleet import Fleet, FleetResult
+from .fleet import Fleet, FleetResult, open_reporter, within_file
 from .options import Parser, add_file_options, build_parser, seconds
 from .outputs import atomic_output, check_writable
 from .pipeline import RunResult, deferred_signals
@@ -41,12 +41,13 @@ from .tuning import tuned
 log = logging.getLogger("streamdehaze")
 
 
-def run(argv: list[str]) -> int:
-    """Parse ``argv`` and run; errors are raised for ``cli.main`` to report."""
+def run(argv: list[str], reloads: list[int] | None = None) -> int:
+    """Parse ``argv`` and run; errors are raised for ``cli.main`` to report. ``reloads``: SIGHUPs that reached
+    ``serve`` before it ran (``cli.main`` records them from the start)."""
     av.logging.set_level(None)  # FFmpeg's own messages would bury ours; errors reach us as exceptions
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # likewise OpenCV's, for damaged images
     if argv[:1] == ["serve"]:  # (an input file called 'serve': ./serve)
-        return serve(argv[1:])
+        return serve(argv[1:], [] if reloads is None else reloads)
     if argv[:1] == ["batch"]:
         return batch(argv[1:])
     args = build_parser().parse_args(argv)
@@ -54,19 +55,18 @@ def run(argv: list[str]) -> int:
     return _run(args)
 
 
-def serve(argv: list[str]) -> int:
+def serve(argv: list[str], reloads: list[int]) -> int:
     """``streamdehaze serve CONFIG.toml [--duration S]``: the streams of a configuration, in one process, until
     they end, for ``S`` seconds, or until Ctrl-C / SIGTERM; SIGHUP re-reads the configuration (``fleet.py``).
-    Exit 0, or 1 when a stream failed, 130 when a file stream was cut short."""
+    Exit 0, or 1 when a stream failed, 130 when a file stream was cut short. ``reloads`` holds the SIGHUPs
+    received so far."""
     args = serve_parser().parse_args(argv)
     if args.workers is not None and args.ray is None:
         raise UsageError("--workers needs --ray (one process runs every stream)")
     if args.ray is not None:
-        return _serve_on_ray(args)
-    # SIGHUPs are recorded from before the models load: one sent while the streams start (a service manager's
-    # reload) is applied once they run, not taken for an interrupt. A handler only records: the thread it
-    # interrupts may hold any lock.
-    reloads: list[int] = []
+        return _serve_on_ray(args, reloads)
+    # SIGHUPs are recorded until the streams run: one sent while they start (a service manager's reload) is
+    # applied then, not taken for an interrupt. A handler only records: the thread it interrupts may hold any lock.
     previous = signal.getsignal(signal.SIGHUP)
     if previous is not signal.SIG_IGN:  # ignored at start (nohup): stays so
         signal.signal(signal.SIGHUP, lambda signum, frame: reloads.append(signum))
@@ -111,27 +111,40 @@ def serve(argv: list[str]) -> int:
 
 
 def _serve_exit(result: FleetResult) -> int:
-    """1 when a stream failed, 130 when a file stream was cut short, else 0."""
+    """1 when a stream failed, 130 when a file stream was cut short (not by a reload: the operator's choice), else
+    0."""
     if result.failed:
         return 1
-    cut = [s for s in result.streams if s.result is not None and s.result.interrupted and not s.live]
+    cut = [s for s in result.streams if s.result is not None and s.result.interrupted and not s.live
+           and s.reload is None]
     return 130 if cut else 0
 
 
-def _serve_on_ray(args: argparse.Namespace) -> int:
+def _serve_on_ray(args: argparse.Namespace, hangups: list[int]) -> int:
     """``serve --ray``: the streams spread over a Ray cluster's devices (``cluster.py``), until they end, for
     ``--duration``, or until Ctrl-C / SIGTERM (SIGHUP too: a reload needs the one-process fleet)."""
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.default_int_handler)  # (cli.main puts its own back)
+    if hangups:  # (one came while it loaded)
+        raise KeyboardInterrupt
     config = load_config(args.config)
     quiet = args.quiet or config.quiet
     log.setLevel(logging.ERROR if quiet else logging.INFO)
     if args.ray == "local":  # a throw-away instance for this run: on the loopback interface only
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from .cluster import ClusterFleet  # Ray is an optional extra
-    fleet = ClusterFleet(config, args.ray, args.workers)
+    fleet = ClusterFleet(config, args.ray, args.workers)  # every stream checked, then the cluster connected
     reporter = None
+    try:  # the metrics port taken before any worker starts: a mistake there starts nothing
+        with within_file(config):
+            reporter = open_reporter(config, lambda: fleet.members)
+        fleet.start()
+    except BaseException:
+        fleet.close()
+        if reporter is not None:
+            reporter.close()
+        raise
     try:
-        if config.stats_json is not None or config.metrics_port is not None:
-            reporter = Reporter(lambda: fleet.members, config.stats_json, config.metrics_port)
         with deferred_signals() as run_handlers:
             deadline = None if args.duration is None else time.monotonic() + args.duration
             while not fleet.poll():
@@ -177,9 +190,12 @@ def batch(argv: list[str]) -> int:
     items, ignored = plan(args.input, args.output)
     if not items:
         raise UsageError(f"no videos or images under {args.input}")
-    check_folders(args.input, args.output)
-    if args.stats_json is not None:
-        check_writable(args.stats_json.parent)
+    check_output_folder(args.output)
+    if args.stats_json is not None:  # (in the output folder, it is made with it)
+        if args.stats_json.absolute().is_relative_to(args.output.absolute()):
+            check_output_folder(args.stats_json.parent)
+        else:
+            check_writable(args.stats_json.parent)
     options = {key: getattr(args, key) for key in FILE_OPTIONS}
     # (absolute: Ray's workers run in the folder the cluster was started in)
     options["weights"] = None if args.weights is None else str(args.weights.absolute())
@@ -211,6 +227,7 @@ def batch(argv: list[str]) -> int:
             interrupted = _run_here(todo, options, args.jobs, on_result, bar.update)
     result.seconds = time.perf_counter() - start
     if args.stats_json is not None:
+        args.stats_json.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(args.stats_json) as tmp:
             tmp.write_text(json.dumps({"input": str(args.input), "output": str(args.output), **result.as_json()},
                                       indent=2) + "\n")
@@ -344,18 +361,23 @@ def summary(result: FleetResult) -> list[str]:
         if s.error is not None:
             lines.append(f"{s.name}: failed: {s.error}")
         elif s.result is None:
-            lines.append(f"{s.name}: never connected")
+            lines.append(f"{s.name}: " + (f"{s.reload} by a reload before it began" if s.reload else "never connected"))
         if s.result is None:
             continue
         r = s.result
         dropped, reconnects = dropped + r.dropped, reconnects + r.reconnects
-        kept = f" (cut short: {r.output})" if r.interrupted and r.output else ""
+        notes = [f"{s.reload} by a reload"] if s.reload else []
+        # (where a restarted file stream finished, its new run removed what the one before had kept)
+        if r.interrupted and r.output and (s.reload is None or Path(r.output).exists()):
+            notes.append(f"cut short: {r.output}")
         written = r.output if r.output and not r.interrupted else s.output  # (segments: which were written)
         lines.append(f"{s.name}: {r.frames} frames in {r.seconds:.2f} s ({r.fps:.1f} fps, {r.dropped} dropped, "
-                     f"{r.reconnects} reconnects{_unpublished(r)}) -> {mask(written, s.output)}{kept}")
+                     f"{r.reconnects} reconnects{_unpublished(r)}) -> {mask(written, s.output)}"
+                     + (f" ({'; '.join(notes)})" if notes else ""))
     failed = f", {len(result.failed)} failed" if result.failed else ""
-    lines.append(f"fleet: {len(result.streams)} streams, {result.frames} frames in {result.seconds:.2f} s "
-                 f"({result.fps:.1f} fps, {dropped} dropped, {reconnects} reconnects){failed}")
+    streams = len({s.name for s in result.streams})  # (a stream restarted by a reload is one)
+    lines.append(f"fleet: {streams} stream{'' if streams == 1 else 's'}, {result.frames} frames in "
+                 f"{result.seconds:.2f} s ({result.fps:.1f} fps, {dropped} dropped, {reconnects} reconnects){failed}")
     return lines
 
 

@@ -111,6 +111,7 @@ class FleetConfig:
     stats_json: Path | None = None  # one JSON line a second for each stream and one for the fleet
     metrics_port: tuple[str, int] | None = None  # Prometheus gauges labelled by stream: (host, port)
     quiet: bool = False
+    source: Path | None = None  # the file it was read from: named in messages, and never written over
 
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -120,9 +121,9 @@ _STREAM_KEYS = ("name", "input", "output")
 def load_config(config: str | Path | dict | list) -> FleetConfig:
     """A fleet from a TOML file, a dict of its shape, or a list of stream tables (no defaults). Raises a
     ``UsageError`` whose one line names the stream and the key of the first mistake (and the file, if any)."""
-    where = ""
+    where, source = "", None
     if isinstance(config, (str, Path)):
-        where = f"{config}: "
+        where, source = f"{config}: ", Path(config)
         try:
             with open(config, "rb") as f:
                 config = tomllib.load(f)
@@ -139,7 +140,7 @@ def load_config(config: str | Path | dict | list) -> FleetConfig:
     if not isinstance(config, dict):
         raise UsageError(f"a configuration is a file, a dict or a list of streams, not {type(config).__name__}")
     try:
-        return _fleet(config)
+        return replace(_fleet(config), source=source)
     except UsageError as exc:
         raise UsageError(f"{where}{exc}") from None
 

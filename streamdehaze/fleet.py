@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,13 +38,15 @@ log = logging.getLogger("streamdehaze")
 
 @dataclass
 class StreamOutcome:
-    """How one stream ended: its ``result``, or the ``error`` that ended it (one line)."""
+    """How one stream ended: its ``result``, or the ``error`` that ended it (one line); ``reload``, where a reload
+    ended it: ``removed`` or ``restarted``."""
 
     name: str
     output: str | None
     result: RunResult | None = None
     error: str | None = None
     live: bool = False
+    reload: str | None = None
 
 
 @dataclass
@@ -171,7 +173,7 @@ class Fleet:
     """
 
     def __init__(self, config: FleetConfig | str | Path | dict | list) -> None:
-        self.config, self._where = _load(config)
+        self.config = _load(config)
         self._lanes: dict[ModelOptions, Lane] = {}
         self._runners: dict[str, _Runner] = {}
         self._ended: list[_Runner] = []
@@ -189,17 +191,11 @@ class Fleet:
         self.close()
 
     def start(self) -> None:
-        with _within(self._where):
+        with within_file(self.config):
             jobs, lanes = self._prepare(self.config, {})
         try:
-            with _within(self._where):
-                if self.config.stats_json is not None:
-                    with _within("stats_json: "):
-                        check_writable(self.config.stats_json.parent)
-                if self.config.stats_json is not None or self.config.metrics_port is not None:
-                    with _within("metrics_port: " if self.config.metrics_port is not None else ""):
-                        self._reporter = Reporter(self.members, self.config.stats_json, self.config.metrics_port,
-                                                  ended=self.ended)
+            with within_file(self.config):
+                self._reporter = open_reporter(self.config, self.members, ended=self.ended)
         except BaseException:
             for lane in lanes.values():
                 lane.close()
@@ -214,19 +210,21 @@ class Fleet:
         """Apply a new configuration: added streams start, removed ones finish their files and stop, changed ones
         restart; the others go on untouched. A mistake in it raises a ``UsageError`` and changes nothing.
         Returns the names ``added``, ``removed``, ``changed``."""
-        new, where = _load(config)
+        new = _load(config)
         old = {name: runner.config for name, runner in self._runners.items()}
         wanted = {c.name: c for c in new.streams}
         changes = {"added": [n for n in wanted if n not in old], "removed": [n for n in old if n not in wanted],
                    "changed": [n for n in wanted if n in old and wanted[n] != old[n]]}
         starting = [wanted[n] for n in changes["added"] + changes["changed"]]
         kept = [c for n, c in wanted.items() if n in old and c == old[n]]
-        with _within(where):
-            jobs, lanes = self._prepare(replace(new, streams=starting), self._lanes, others=kept)
+        with within_file(new):  # (checked against the statistics file that stays)
+            jobs, lanes = self._prepare(replace(new, streams=starting, stats_json=self.config.stats_json),
+                                        self._lanes, others=kept)
         if (new.stats_json, new.metrics_port) != (self.config.stats_json, self.config.metrics_port):
             log.warning("reload: stats_json and metrics_port stay as they were until the next start")
         going = [self._runners[n] for n in changes["removed"] + changes["changed"]]
         for runner in going:
+            runner.outcome.reload = "removed" if runner.config.name in changes["removed"] else "restarted"
             runner.stop()
         # A starting stream (restarted, or renamed) may write where a stopping one did: that one finishes first, and
         # its recording is moved aside now (the new one would), so that its summary line names where it went.
@@ -314,23 +312,7 @@ class Fleet:
                  others: list[StreamConfig] = ()) -> tuple[dict[str, Job], dict[ModelOptions, Lane]]:
         """Check every stream of ``config`` and make the engines they need (loading their models), reusing
         ``lanes``; raises the first mistake as one line naming the stream and the key."""
-        jobs: dict[str, Job] = {}
-        # Every file a stream reads or writes, so that no stream writes over another's input, output or statistics.
-        taken = [(f"stream {c.name!r}", what, path) for c in others for what, path in stream_files(c)]
-        if self.config.stats_json is not None:
-            taken.append(("the fleet", "stats_json", str(Path(self.config.stats_json).resolve())))
-        for c in config.streams:
-            job = Job(c)
-            with about_stream(c.name):
-                job.check()
-                mine = stream_files(c)
-                for what, path in mine:
-                    for owner, their, other in taken:
-                        if (what, their) != ("input", "input") and same_file(path, other):
-                            with keyed(what):
-                                raise UsageError(f"{path} is the {their} of {owner} too")
-                taken += [(f"stream {c.name!r}", what, path) for what, path in mine]
-            jobs[c.name] = job
+        jobs = check_streams(config, others)
         lanes = dict(lanes)
         made: list[Lane] = []
         try:
@@ -369,11 +351,56 @@ def _model_name(key: ModelOptions) -> str:
     return key.model if key.weights is None else f"{key.model} ({Path(key.weights).name})"
 
 
-def _load(config: FleetConfig | str | Path | dict | list) -> tuple[FleetConfig, str]:
-    """The configuration, and the file it came from (for messages)."""
-    if isinstance(config, FleetConfig):
-        return config, ""
-    return load_config(config), f"{config}: " if isinstance(config, (str, Path)) else ""
+def check_streams(config: FleetConfig, others: Sequence[StreamConfig] = ()) -> dict[str, Job]:
+    """Every stream of ``config`` checked as the command line checks its options, and no file written twice or
+    written over what another stream reads, the fleet's statistics or the configuration file itself (``others``:
+    streams that go on running beside them). The first mistake is one ``UsageError`` naming the stream and the
+    key. Returns each stream's job, by name."""
+    taken: list[tuple[str, str, bool]] = []  # (whose, path, written) of every file read or written so far
+    if config.source is not None:
+        taken.append(("the configuration file", str(config.source.resolve()), False))
+    if config.stats_json is not None:
+        stats = str(Path(config.stats_json).resolve())
+        if config.source is not None and same_file(stats, taken[0][1]):
+            raise UsageError(f"stats_json: {stats} is the configuration file")
+        taken.append(("the stats_json of the fleet too", stats, True))
+    taken += [(f"the {what} of stream {c.name!r} too", path, what != "input") for c in others
+              for what, path in stream_files(c)]
+    jobs: dict[str, Job] = {}
+    for c in config.streams:
+        job = Job(c)
+        with about_stream(c.name):
+            job.check()
+            mine = stream_files(c)
+            for what, path in mine:
+                for whose, other, written in taken:
+                    if (what != "input" or written) and same_file(path, other):
+                        with keyed(what):
+                            raise UsageError(f"{path} is {whose}")
+            taken += [(f"the {what} of stream {c.name!r} too", path, what != "input") for what, path in mine]
+        jobs[c.name] = job
+    return jobs
+
+
+def open_reporter(config: FleetConfig, members: Callable[[], dict[str, Member]],
+                  ended: Callable[[], list[RunStats]] = list) -> Reporter | None:
+    """The fleet's statistics file and metrics port, if it has either; a ``UsageError`` names the key."""
+    if config.stats_json is not None:
+        with _within("stats_json: "):
+            check_writable(config.stats_json.parent)
+    if config.stats_json is None and config.metrics_port is None:
+        return None
+    with _within("metrics_port: " if config.metrics_port is not None else ""):
+        return Reporter(members, config.stats_json, config.metrics_port, ended=ended)
+
+
+def _load(config: FleetConfig | str | Path | dict | list) -> FleetConfig:
+    return config if isinstance(config, FleetConfig) else load_config(config)
+
+
+def within_file(config: FleetConfig) -> contextlib.AbstractContextManager:
+    """A ``UsageError`` raised inside starts with the name of the file ``config`` was read from, if any."""
+    return _within("" if config.source is None else f"{config.source}: ")
 
 
 @contextlib.contextmanager

@@ -139,16 +139,19 @@ class Reporter:
         self._shown: set[str] = set()  # streams with metrics series, to remove those that left
         self._info_shown: dict[str, dict[str, str]] = {}  # each stream's streamdehaze_info labels, as exported
         self._stop = threading.Event()
+        self._server = None
+        self._gauges = None
+        if metrics is not None:  # (first: a port in use leaves no statistics file behind)
+            self._start_metrics(metrics, labels or {})
         try:
             # Appended to: a run restarted by its supervisor keeps the lines of the one before.
             self._file = open(path, "a", buffering=1) if path is not None else None  # noqa: SIM115 (closed in close())
         except OSError as exc:
+            if self._server is not None:
+                self._server.shutdown()
+                self._server.server_close()
             from .errors import UsageError
             raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-        self._server = None
-        self._gauges = None
-        if metrics is not None:
-            self._start_metrics(metrics, labels or {})
         self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
         self._thread.start()
 

@@ -73,3 +73,34 @@ def test_two_cameras_on_two_workers_one_killed_and_restarted(rtsp_servers, ray_c
     assert len(decodable(out[other])) >= len(before) + len(after)  # the other camera never stopped
     assert not (tmp_path / f"{other}.1.mp4").exists()
     assert f"{killed}:" in run.stderr and "fleet: 2 streams" in run.stderr
+
+
+def test_a_mistake_across_streams_is_found_before_the_cluster_is_dialled(make_video, run_cli, tmp_path):
+    """As a one-process fleet checks them: two streams writing one file is one line naming the file, the stream
+    and the key, exit 2, before Ray is reached (nothing listens at the address given)."""
+    pytest.importorskip("ray")
+    src = make_video(frames=3)
+    config = tmp_path / "cams.toml"
+    _config(config, {"model": "dcp"}, {"x": (src, tmp_path / "same.mp4"), "y": (src, tmp_path / "same.mp4")})
+    code, err = run_cli("serve", config, "--ray", "127.0.0.1:1")
+    assert code == 2 and err == (f"streamdehaze: error: {config}: stream 'y': output: {tmp_path / 'same.mp4'} is the "
+                                 "output of stream 'x' too\n"), err
+
+
+def test_a_metrics_port_in_use_starts_no_worker(make_video, ray_cluster, cli, monkeypatch, tmp_path):
+    """The port is taken before any worker starts: one line naming the file and the key, exit 2, no output."""
+    import socket
+
+    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.setenv(key, ray_cluster.env[key])
+    src = make_video(frames=30)
+    config = tmp_path / "cams.toml"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        _config(config, {"model": "dcp", "metrics_port": port}, {"x": (src, tmp_path / "x.mp4")})
+        config.write_text(config.read_text().replace(f'"{port}"', str(port)))
+        run = cli("serve", config, "--ray", ray_cluster.address)
+        assert run.finish(120) == 2, run.stderr
+    assert run.stderr == (f"streamdehaze: error: {config}: metrics_port: --metrics-port 127.0.0.1:{port}: Address "
+                          "already in use"), run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.toml", "in.mp4"]

@@ -80,6 +80,7 @@ def test_several_files_at_once_give_the_same_outputs(media_tree, probe, run_cli,
     ("crf", "the .mkv videos (libx264): --crf 99 is out of range for libx264"),
     ("preset", "the .mkv videos (libx264): unknown --preset 'fastest' for libx264"),
     ("stats", "folder does not exist"),
+    ("model", "unknown model 'fog9000'"),
     ("workers", "--workers needs --ray"),
     ("jobs_on_ray", "--jobs is for this machine; with --ray, --workers sets how many workers"),
 ])
@@ -88,15 +89,23 @@ def test_usage_errors(case, message, media_tree, run_cli, tmp_path):
     src, _ = media_tree(clips=2)
     empty = tmp_path / "empty"
     empty.mkdir()
-    out = tmp_path / "o"
+    out = tmp_path / "o" / "deeper"
     args = {"same": (src, src), "missing": (tmp_path / "nope", out), "empty": (empty, out),
             "file": (src / "notes.txt", out), "jobs": (src, out, "--jobs", 0), "crf": (src, out, "--crf", 99),
             "preset": (src, out, "--preset", "fastest"),
             "stats": (src, out, "--stats-json", tmp_path / "nowhere" / "s.json"), "workers": (src, out, "--workers", 2),
-            "jobs_on_ray": (src, out, "--jobs", 2, "--ray", "local")}[case]
-    code, err = run_cli("batch", *args, "--model", "dcp", "--quiet")
+            "jobs_on_ray": (src, out, "--jobs", 2, "--ray", "local"), "model": (src, out, "--model", "fog9000")}[case]
+    code, err = run_cli("batch", *args, *(("--model", "dcp") if case != "model" else ()), "--quiet")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-    assert not out.exists() or not any(out.rglob("*"))
+    assert not (tmp_path / "o").exists()  # (the output folder is made with the first output)
+
+
+def test_statistics_in_an_output_folder_not_made_yet(media_tree, run_cli, tmp_path):
+    src, _ = media_tree(clips=1, frames=3)
+    out = tmp_path / "new" / "out"
+    code, err = run_cli("batch", src, out, *DCP, "--stats-json", out / "batch.json")
+    assert code == 1, err  # (the tree holds a broken clip)
+    assert json.loads((out / "batch.json").read_text())["done"] >= 2
 
 
 def test_a_worker_process_killed_mid_file_has_its_file_done_again(media_tree, probe, run_cli, tmp_path):

@@ -59,6 +59,9 @@ def _serve(run_cli, tmp_path: Path, text: str) -> tuple[int, str]:
      "stream 'gate': stats_json: {out}/first.mp4 is the output of stream 'first' too"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nstats_json = "{src}"',
      "stream 'gate': stats_json: {src} is the input: name the statistics file otherwise"),
+    # (statistics appended to the configuration would spoil it for the next start or reload)
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nstats_json = "{out}/cams.toml"',
+     "stream 'gate': stats_json: {out}/cams.toml is the configuration file"),
 ])
 def test_a_mistake_in_a_stream_names_it_and_its_key(make_video, run_cli, tmp_path, stream, message):
     src = make_video(frames=3)
@@ -109,6 +112,7 @@ def test_a_configuration_that_is_not_utf8_text_is_one_line(make_video, run_cli, 
     ('model = "dcp"\n', "no streams: add a [[stream]] table with name, input and output"),
     ('model = "dcp\n' + GOOD, "not valid TOML: "),
     ('stats_json = "{out}/no/fleet.jsonl"\n' + GOOD, "stats_json: folder does not exist: {out}/no"),
+    ('stats_json = "{out}/cams.toml"\n' + GOOD, "stats_json: {out}/cams.toml is the configuration file"),
 ])
 def test_a_mistake_at_the_top_is_one_line(make_video, run_cli, tmp_path, text, message):
     src = make_video(frames=3)

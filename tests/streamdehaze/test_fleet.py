@@ -159,6 +159,35 @@ def test_a_reload_sent_while_the_fleet_starts_is_applied_once_it_runs(make_video
     assert probe(tmp_path / "first.out.mp4")["count"] == 6 and probe(tmp_path / "second.out.mp4")["count"] == 4
 
 
+def test_file_streams_a_reload_stops_are_the_operators_choice_not_cut_short_runs(make_video, probe, tmp_path):
+    """A reload that restarts a file stream (a new crf) or removes one: the fleet still ends with 0, not 130 (an
+    interrupted run), and its summary says what became of each run, naming only files that are there."""
+    import time
+
+    from streamdehaze.command import _serve_exit, summary
+
+    srcs = {name: make_video(f"{name}.mp4", frames=300, width=320, height=240) for name in ("a", "b")}
+    streams = [{"name": name, "input": str(src), "output": str(tmp_path / f"{name}.out.mp4"), "model": "dcp",
+                "batch": 1} for name, src in srcs.items()]
+    with Fleet(streams) as fleet:
+        deadline = time.monotonic() + 60
+        while min(m.stats.snapshot()["frames"] for m in fleet.members().values()) < 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert fleet.reload([dict(streams[0], crf=30)]) == {"added": [], "removed": ["b"], "changed": ["a"]}
+        assert fleet.wait(120)
+        result = fleet.close()
+    assert _serve_exit(result) == 0
+    assert probe(tmp_path / "a.out.mp4")["count"] == 300 and not (tmp_path / "a.out.partial.mp4").exists()
+    kept = tmp_path / "b.out.partial.mp4"  # what b wrote before it was removed
+    assert 5 <= probe(kept)["count"] < 300 and not (tmp_path / "b.out.mp4").exists()
+    lines = summary(result)
+    assert lines[0].startswith("b: ") and lines[0].endswith(f" (removed by a reload; cut short: {kept})")
+    assert lines[1].startswith("a: ") and lines[1].endswith(f"-> {tmp_path / 'a.out.mp4'} (restarted by a reload)")
+    assert lines[2].startswith("a: 300 frames in ") and lines[2].endswith(f"-> {tmp_path / 'a.out.mp4'}")
+    assert lines[3].startswith("fleet: 2 streams, ")
+
+
 def test_statistics_are_appended_to_what_a_run_before_wrote(tmp_path):
     # A recording restarted by its supervisor (systemd's Restart=) keeps the lines of the run before.
     from streamdehaze.stats import Reporter, RunStats

@@ -25,3 +25,17 @@ def test_interrupt_during_start_up(make_video, tmp_path, sig, after):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.startswith("streamdehaze: interrupted")
+
+
+def test_a_sighup_to_serve_while_it_loads_is_a_reload_not_an_end(make_video, probe, tmp_path):
+    """A service manager may reload ``serve`` right after starting it, while torch loads: the run goes on."""
+    src = make_video(frames=6)
+    config = tmp_path / "cams.toml"
+    config.write_text(f'model = "dcp"\n[[stream]]\nname = "gate"\ninput = "{src}"\noutput = "{tmp_path}/gate.mp4"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", "serve", config], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_interrupts)
+    time.sleep(0.5)  # importing torch and PyAV
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert probe(tmp_path / "gate.mp4")["count"] == 6 and "interrupted" not in err
