@@ -150,6 +150,9 @@ def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: objec
     """
     if isinstance(input, StreamConfig) and options:
         raise TypeError(f"dehazed(StreamConfig) takes its options from the config, not as {', '.join(options)}")
+    if "output" in options or "on_frame" in options:
+        raise TypeError("dehazed() takes no output or on_frame: it yields the frames (process() writes them, and "
+                        "hands them to on_frame)")
     if queue_frames < 1:
         raise UsageError(f"queue_frames must be at least 1, not {queue_frames}")
     records: queue.Queue = queue.Queue(queue_frames)
@@ -246,7 +249,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
         if output is not None or beside:
             raise TypeError("process(StreamConfig) takes the output and options from the config, not as "
                             + ", ".join((["output"] if output is not None else []) + beside))
-    config = input if isinstance(input, StreamConfig) else StreamConfig.from_options(
+    config = input.checked() if isinstance(input, StreamConfig) else StreamConfig.from_options(
         str(input), None if output is None else str(output), live=live, model=model,
         weights=None if weights is None else str(weights), device=device, infer_size=infer_size, strength=strength,
         noise_floor=noise_floor, compile=compile, temporal=temporal, temporal_strength=temporal_strength,

@@ -97,9 +97,21 @@ class StreamConfig:
         return cls(input=str(input), output=None if output is None else str(output), name=name,
                    model=ModelOptions(**groups["model"]), encode=EncodeOptions(**groups["encode"]), live=live, **own)
 
+    def checked(self) -> StreamConfig:
+        """This stream with every option checked and converted as ``from_options`` does it, for a config made
+        directly (``StreamConfig(..., model=ModelOptions(infer_size="full"))``); a bad value is a ``UsageError``
+        naming the option."""
+        options = {f.name: getattr(self.model, f.name) for f in fields(ModelOptions)}
+        options |= {f.name: getattr(self.encode, f.name) for f in fields(EncodeOptions)}
+        options |= {name: getattr(self.live, name) for name in _LIVE}
+        options |= {name: getattr(self, name) for name in _OWN}
+        options["device"] = str(options["device"])  # (a torch.device names itself)
+        return StreamConfig.from_options(self.input, self.output, name=self.name, live=self.live, **options)
 
+
+_LIVE = ("timeout", "reconnect", "rtsp_transport")  # the live options the command line sets
 _GROUP = {**{f.name: "model" for f in fields(ModelOptions)}, **{f.name: "encode" for f in fields(EncodeOptions)},
-          **{name: "live" for name in ("timeout", "reconnect", "rtsp_transport")}}
+          **{name: "live" for name in _LIVE}}
 _OWN = {f.name for f in fields(StreamConfig)} - {"input", "output", "name", "model", "encode", "live"}
 
 

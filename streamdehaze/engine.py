@@ -80,12 +80,14 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
-    if name != "cpu" and not name.startswith("cuda"):
+    if name.partition(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UsageError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return torch.device("cpu")  # (cpu:0, as torch.device("cpu", 0) names itself: the one CPU device)
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs here (cuda:0 .. "
                          f"cuda:{torch.cuda.device_count() - 1})")
@@ -152,8 +154,9 @@ class Engine:
 
     def coefficients(self, small: torch.Tensor, floors: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The colour transform the engine applies to RGB ``[B,3,h,w]``: the model's (``transform``), under each
-        frame's noise floor (8-bit levels ``[B]``, from ``Engine.floors``; None: none) and at ``strength``."""
+        """The colour transform of RGB ``[B,3,h,w]`` that the engine smooths over time: the model's
+        (``transform``), under each frame's noise floor (8-bit levels ``[B]``, from ``Engine.floors``; None: none).
+        ``at_strength`` then gives what is applied."""
         return self.adjust(small, *self.transform(small), floors)
 
     def transform(self, small: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,11 +169,15 @@ class Engine:
 
     def adjust(self, small: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
                floors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None) and at ``strength``; grey
-        frames stay grey."""
+        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None); grey frames stay grey."""
         offset = grey_stays_grey(small, offset)
         if floors is not None:
             gain, offset = damp_flat_regions(small, gain, offset, floors / 255)
+        return gain, offset
+
+    def at_strength(self, gain: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transform at ``strength``: applied after temporal smoothing (which is linear in it), so that a new
+        strength (a slider) shows on the next frame, not over the smoother's memory."""
         if self.strength == 1.0:
             return gain, offset
         return 1.0 + (gain - 1.0) * self.strength, offset * self.strength
@@ -215,7 +222,7 @@ class Engine:
         gain, offset = self.adjust(small, gain, offset, floors)
         if temporal is not None:
             gain, offset = temporal(small, gain, offset)
-        return kanet.transform.apply(rgb, gain, offset).clamp_(0.0, 1.0)
+        return kanet.transform.apply(rgb, *self.at_strength(gain, offset)).clamp_(0.0, 1.0)
 
     @torch.inference_mode()
     def process_array(self, rgb: np.ndarray, temporal: TemporalSmoother | None = None) -> np.ndarray:
@@ -303,7 +310,9 @@ class Engine:
                 gains, offsets = self.coefficients(x, None if frame_floors[0] is None else torch.cat(frame_floors))
                 for i, gain, offset in zip(members, gains.split(sizes), offsets.split(sizes)):
                     temporal = groups[i].request.temporal
-                    results[i] = (False, temporal(inputs[i], gain, offset) if temporal else (gain, offset))
+                    if temporal is not None:
+                        gain, offset = temporal(inputs[i], gain, offset)
+                    results[i] = (False, self.at_strength(gain, offset))
         return results
 
     @torch.inference_mode()

@@ -181,6 +181,7 @@ class Fleet:
         self._reporter: Reporter | None = None
         self._start = time.perf_counter()
         self._labels = StreamLabels()
+        self._state = "new"  # then "running", then "closed": a fleet runs once
 
     def __enter__(self) -> Fleet:
         self.start()
@@ -191,6 +192,8 @@ class Fleet:
         self.close()
 
     def start(self) -> None:
+        if self._state != "new":
+            raise RuntimeError(f"this Fleet is {self._state}: a Fleet starts once (make a new one)")
         with within_file(self.config):
             jobs, lanes = self._prepare(self.config, {})
         try:
@@ -202,6 +205,7 @@ class Fleet:
             raise
         self._lanes = lanes
         self._start = time.perf_counter()
+        self._state = "running"
         log.addFilter(self._labels)
         for config in self.config.streams:
             self._launch(config, jobs[config.name])
@@ -210,6 +214,8 @@ class Fleet:
         """Apply a new configuration: added streams start, removed ones finish their files and stop, changed ones
         restart; the others go on untouched. A mistake in it raises a ``UsageError`` and changes nothing.
         Returns the names ``added``, ``removed``, ``changed``."""
+        if self._state != "running":
+            raise RuntimeError(f"this Fleet is {self._state}: only a running one reloads")
         new = _load(config)
         old = {name: runner.config for name, runner in self._runners.items()}
         wanted = {c.name: c for c in new.streams}
@@ -282,6 +288,7 @@ class Fleet:
             self._reporter.close()
             self._reporter = None
         log.removeFilter(self._labels)
+        self._state = "closed"
         with self._lock:
             runners = self._ended + list(self._runners.values())
         return FleetResult([r.outcome for r in runners], seconds)
@@ -395,7 +402,13 @@ def open_reporter(config: FleetConfig, members: Callable[[], dict[str, Member]],
 
 
 def _load(config: FleetConfig | str | Path | dict | list) -> FleetConfig:
-    return config if isinstance(config, FleetConfig) else load_config(config)
+    if not isinstance(config, FleetConfig):
+        return load_config(config)
+    streams = []
+    for stream in config.streams:  # (made in Python: checked here, as a file's are when it is read)
+        with about_stream(stream.name):
+            streams.append(stream.checked())
+    return replace(config, streams=streams)
 
 
 def within_file(config: FleetConfig) -> contextlib.AbstractContextManager:
@@ -438,6 +451,7 @@ def serve(config: FleetConfig | str | Path | dict | list, *, duration: float | N
                 deadline = None
     except KeyboardInterrupt:
         pass
-    finally:
+    finally:  # (on_start failing too: nothing is left running)
         fleet.stop()
-    return fleet.close()
+        result = fleet.close()
+    return result

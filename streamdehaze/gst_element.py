@@ -47,8 +47,9 @@ class DehazeElement(GstBase.BaseTransform):
                     GObject.ParamFlags.READWRITE),
         "infer-size": (str, "infer-size", "inference short side: a number of pixels, full or auto", "auto",
                        GObject.ParamFlags.READWRITE),
-        "strength": (float, "strength", "how much of the model's correction to apply: 0 (none) to 1 (all)", 0.0, 1.0,
-                     1.0, GObject.ParamFlags.READWRITE),
+        # (any number here: GLib would refuse one out of range with only a warning, and play on at the old value)
+        "strength": (float, "strength", "how much of the model's correction to apply: 0 (none) to 1 (all)",
+                     -GLib.MAXDOUBLE, GLib.MAXDOUBLE, 1.0, GObject.ParamFlags.READWRITE),
         "noise-floor": (str, "noise-floor", "8-bit levels: flat regions varying less are not amplified (0: off); auto: "
                         "from each frame's compression blocks", "auto", GObject.ParamFlags.READWRITE),
         "temporal": (str, "temporal", "flicker smoothing: ema, static (a camera that does not move) or off", "ema",
@@ -91,7 +92,7 @@ class DehazeElement(GstBase.BaseTransform):
         """The engine for the properties as they are now. A new strength or noise floor (a slider in an application)
         goes to the running engine; any other change makes a new one, with fresh temporal state."""
         # torch loads here, when a pipeline starts, not when GStreamer scans its plugins
-        from .engine import Engine, resolve_device
+        from .engine import Engine, check_strength, resolve_device
         from .models import create_model
         from .options import parse_infer_size, parse_noise_floor
         from .temporal import smoother
@@ -105,8 +106,9 @@ class DehazeElement(GstBase.BaseTransform):
             floor = parse_noise_floor(p["noise-floor"])
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"noise-floor: {exc}") from None
+        strength = check_strength(p["strength"])
         if self.engine is not None and changed <= {"strength", "noise-floor"}:
-            self.engine.strength, self.engine.noise_floor = p["strength"], floor
+            self.engine.strength, self.engine.noise_floor = strength, floor
             return self.engine
         self.temporal = smoother(p["temporal"])  # this stream's own state; checks the mode before loading anything
         try:

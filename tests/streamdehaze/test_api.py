@@ -252,6 +252,66 @@ def test_options_are_checked_as_the_command_line_checks_them(make_video, hazy_im
                           Dehazer("dcp", device="cpu", temporal="off", infer_size=None)(rgb))
 
 
+def test_options_given_as_data_are_checked_as_keywords_are(make_video, probe, tmp_path):
+    """A ``StreamConfig`` made directly takes what the keywords take ("full", numbers as text) and refuses what
+    they refuse, naming the option (a segment time of 0 once made the writer loop for ever)."""
+    from streamdehaze import EncodeOptions, LiveOptions, ModelOptions, StreamConfig, process
+
+    src = make_video(frames=3)
+    for config, words in [(dict(encode=EncodeOptions(segment_time=0)), "segment_time: must be more than 0: 0"),
+                          (dict(encode=EncodeOptions(segment_time=-1)), "segment_time: must be more than 0: -1"),
+                          (dict(batch=-2), "batch: must be at least 1: -2"),
+                          (dict(max_latency=-1), "max_latency: must be more than 0: -1"),
+                          (dict(live=LiveOptions(timeout=-1)), "timeout: must be more than 0: -1"),
+                          (dict(model=ModelOptions(model="dcp", infer_size=3)), "infer_size: must be at least 16: 3"),
+                          (dict(model=ModelOptions(model="dcp", infer_size="x")), "infer_size: ")]:
+        with pytest.raises(UsageError, match=words):
+            process(StreamConfig(str(src), str(tmp_path / "seg.mp4"), **config))
+    assert not list(tmp_path.glob("seg*"))
+    out = tmp_path / "text.mp4"
+    result = process(StreamConfig(str(src), str(out), model=ModelOptions(model="dcp", infer_size="full",
+                                                                          strength="0.5", device="cpu:0"),
+                                  encode=EncodeOptions(crf="20")))
+    assert result.frames == probe(out)["count"] == 3
+
+
+def test_dehazed_names_itself_for_options_it_does_not_take(make_video):
+    src = make_video(frames=2)
+    for option in ({"output": "x.mp4"}, {"on_frame": print}):
+        with pytest.raises(TypeError, match=r"^dehazed\(\) takes no output or on_frame"):
+            next(dehazed(src, **option))
+
+
+def test_a_fleet_runs_once_and_leaves_nothing_running(make_video, tmp_path):
+    """``serve(on_start=...)`` that raises, a second ``start()``, a ``reload()`` after ``close()``: an error, and
+    no engine thread left behind."""
+    import threading
+
+    from streamdehaze import Fleet, serve
+
+    src = make_video(frames=4)
+    streams = [{"name": "x", "input": str(src), "output": str(tmp_path / "x.mp4"), "model": "dcp"}]
+
+    def engines() -> int:
+        return sum(t.name == "engine" for t in threading.enumerate())
+
+    def fails(fleet: Fleet) -> None:
+        raise ValueError("the application's own mistake")
+
+    with pytest.raises(ValueError, match="the application's own mistake"):
+        serve(streams, on_start=fails)
+    assert engines() == 0
+    fleet = Fleet(streams)
+    fleet.start()
+    with pytest.raises(RuntimeError, match="a Fleet starts once"):
+        fleet.start()
+    assert fleet.wait(60)
+    assert [s.result.frames for s in fleet.close().streams] == [4]
+    with pytest.raises(RuntimeError, match="only a running one reloads"):
+        fleet.reload([dict(streams[0], name="y", output=str(tmp_path / "y.mp4"))])
+    assert engines() == 0 and not (tmp_path / "y.mp4").exists()
+
+
 def test_strength_from_the_api(make_video, probe, hazy_image, tmp_path):
     """``strength``: 0 gives the input back, 0.5 about half of the full correction, in process() and Dehazer."""
     from streamdehaze import process

@@ -324,3 +324,22 @@ def test_a_panning_camera_is_not_taken_for_a_still_one(device_motion):
         gains, _ = average(frame, torch.full((1, 2, 96, 160), 2.1 if k % 2 else 1.9), offsets)
         means.append(float(gains.mean()))
     assert abs(means[-1] - means[-2]) / 0.2 > 0.07
+
+
+@pytest.mark.parametrize("path", ["rgb", "video"])
+def test_a_new_strength_shows_on_the_next_frame(path):
+    """A strength slider (the GStreamer element's property) moved to 0 gives the next frame back as it came, not
+    after the smoother's memory has faded; and back to 1, the frame the smoothing would have given anyway."""
+    frames = [_scene(seed=0) for _ in range(8)]
+    engine, temporal = Engine(DarkChannelPrior(), "cpu", infer_size=48), smoother("ema")
+
+    def one(frame: torch.Tensor) -> torch.Tensor:
+        return engine.process_rgb(frame, temporal) if path == "rgb" else _dehaze(engine, [frame], 1, temporal)[0]
+
+    steady = [one(f) for f in frames[:6]][-1]
+    engine.strength = 0.0
+    given_back = one(frames[6])
+    plain = frames[6] if path == "rgb" else _dehaze(Engine(DarkChannelPrior(), "cpu", strength=0.0), [frames[6]], 1)[0]
+    assert (given_back - plain).abs().max() < 1e-5
+    engine.strength = 1.0
+    assert (one(frames[7]) - steady).abs().max() < 1e-5
