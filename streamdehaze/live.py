@@ -39,6 +39,10 @@ LIVE_TIME_BASE = Fraction(1, 90000)
 LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "srt", "tcp"}
 _FILE_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".flv", ".m4v")
 _MAX_DECODE_ERRORS = 50  # consecutive undecodable packets before the connection is considered broken
+# A camera's clock that runs ahead of the time that passed by more than this, from one frame to the next, jumped (a
+# clock set, a restart): frames come at the camera's pace, so its clock and ours advance alike (late frames come in
+# a burst, which advances its clock more slowly than ours, not faster).
+_JUMP_S = 1.0
 
 
 def is_live(url: str) -> bool:
@@ -81,7 +85,7 @@ class LiveSource:
         self._clock_start = time.monotonic()
         self._last_pts: int | None = None
         self._last_wall: int | None = None  # when (LIVE_TIME_BASE) the last frame arrived
-        self._jump = round(max(2.0, self.options.timeout) / LIVE_TIME_BASE)  # a forward jump no stall explains
+        self._jump = round(_JUMP_S / LIVE_TIME_BASE)
         self._anchor: tuple[int, int] | None = None  # (source pts, output pts) of the connection's first frame
         self._arrivals: OrderedDict[int, float] = OrderedDict()
         self._copy_audio = copy_audio
