@@ -34,11 +34,13 @@ QUALITY = {
     # real 720p clip at 6.5 fps on 2 cores, these at 13.8 fps for 2 % more bytes (BENCHMARKS.md, "WebM").
     "libvpx-vp9": Quality((0, 63), tuple(str(n) for n in range(9)), "4", "cpu-used", {"row-mt": "1"}),
     "libaom-av1": Quality((0, 63)),
-    "libsvtav1": Quality((0, 63), tuple(str(n) for n in range(14))),  # 0 slowest .. 13 fastest
+    # (SVT-AV1 takes crf 0 for "not set": its own default, 35)
+    "libsvtav1": Quality((1, 63), tuple(str(n) for n in range(14))),  # 0 slowest .. 13 fastest
 }
 
 
 def encoder(name: str) -> av.Codec:
+    """The encoder FFmpeg uses for ``name``: an encoder's name, or a codec's (``h264``: libx264)."""
     try:
         codec = av.Codec(name, "w")
     except (av.FFmpegError, ValueError):
@@ -51,7 +53,7 @@ def encoder(name: str) -> av.Codec:
 def quality_options(codec: str, crf: int | None = None, preset: str | None = None) -> dict[str, str]:
     """FFmpeg options setting ``codec``'s constant quality (``crf``, default 18) and speed (``preset``; x264 and
     x265 default to veryfast). A value the encoder does not take is a UsageError naming the ones it does."""
-    encoder(codec)
+    codec = encoder(codec).name  # (h264: libx264's settings)
     known = QUALITY.get(codec)
     if known is None:
         for option, value in (("--crf", crf), ("--preset", preset)):

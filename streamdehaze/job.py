@@ -107,8 +107,7 @@ class Job:
             raise UsageError("nothing to do: give an output or an on_frame callback")
         muxer = self._muxer()
         with keyed("codec"):
-            self.codec = c.encode.codec or (default_encoder(muxer) if muxer else "libx264")
-            encoder(self.codec)
+            self.codec = encoder(c.encode.codec or (default_encoder(muxer) if muxer else "libx264")).name
             if muxer is not None:
                 check_encoder_fits(muxer, self.codec, mask(str(c.output), str(c.output)))
         with keyed("crf"):
@@ -293,6 +292,8 @@ def stream_files(config: StreamConfig) -> list[tuple[str, str]]:
 def check_stats_file(stats_json: str | Path, config: StreamConfig, shown: str | None = None) -> None:
     """A ``UsageError`` where a statistics file would be written over the stream's input or output (``shown``:
     its name in the message)."""
+    if Path(stats_json).is_dir():
+        raise UsageError(f"{shown or stats_json} is a folder; give a file name")
     stats = str(Path(stats_json).resolve())
     for what, path in stream_files(replace(config, stats_json=None)):
         if same_file(stats, path):

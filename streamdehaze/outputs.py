@@ -44,6 +44,9 @@ def check_output(target: Path, inputs: Path | None = None) -> None:
                              f"(and which a complete one removes): name the output otherwise")
     if target.is_dir():
         raise UsageError(f"output {target} is a folder; give a file name")
+    if target.exists() and not target.is_file():  # (a file is written whole, then named: it would replace a pipe)
+        raise UsageError(f"output {target} is a named pipe or a device, not a file; to write into a pipe, give - "
+                         "and redirect standard output")
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"output folder does not exist: {parent}")

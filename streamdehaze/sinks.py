@@ -91,6 +91,8 @@ LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
 # PyAV's supported_codecs leaves out. MPEG-TS takes AAC, MP3, AC-3, Opus and more; of subtitles only the broadcast
 # kinds (others it would store as unnamed data).
 _TAKES_ANY = {"mpegts"}
+# The video MPEG-TS has a stream type for: it stores any other (VP9, AV1, FFV1) as data, no video to a player.
+_TS_VIDEO = {"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vc1", "dirac", "cavs"}
 _TS_SUBTITLES = {"dvb_subtitle", "dvb_teletext"}
 # The audio MPEG-TS has a stream type for; anything else (PCM, FLAC) it stores as data no player plays.
 _TS_AUDIO = {"mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "truehd", "opus", "s302m"}
@@ -227,6 +229,9 @@ def check_encoder_fits(muxer: str, codec: str, name: str) -> None:
     H.264, MP4 and ProRes): found out before a camera is dialled or a model loaded."""
     if muxer == "rtsp":  # (a muxer that opens a connection)
         return
+    if muxer == "mpegts" and av.Codec(codec, "w").canonical_name not in _TS_VIDEO:
+        fit = [e for e in ("libx264", "libx265", "mpeg2video", "mpeg4") if e in av.codecs_available]
+        raise UsageError(f"{name} (mpegts) cannot hold {codec} video; encoders it takes: {', '.join(fit)}")
     try:
         with av.open(io.BytesIO(), "w", format=muxer) as probe:
             probe.add_stream(codec)

@@ -332,7 +332,7 @@ class VideoFileSource:
         chapters = self.container.chapters()
         if first.pts is None or first.time_base is None or self.max_frames is None and self.duration is None:
             return chapters
-        length = min(Fraction(self.duration).limit_denominator(10**6) if self.duration is not None else math.inf,
+        length = min(_exact(self.duration) if self.duration is not None else math.inf,
                      self.max_frames / frame_rate(self.stream) if self.max_frames is not None else math.inf)
         end = first.pts * first.time_base + length
         kept = [dict(c) for c in chapters if c["start"] * c["time_base"] < end]
@@ -391,7 +391,7 @@ class VideoFileSource:
                 t = frame.pts * frame.time_base if frame.time_base is not None else None
                 if self.duration is not None and t is not None:
                     first = t if first is None else first
-                    if t - first >= self.duration:
+                    if t - first >= _exact(self.duration):
                         yield from _before(held, t)
                         return
                 if held:
@@ -464,3 +464,9 @@ def _before(held: list[av.Packet] | None, end: Fraction | None) -> Iterator[av.P
 
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _exact(seconds: float) -> Fraction:
+    """``--duration``'s seconds as the fraction meant (0.2 is 1/5, not the float just above it, which let a 25 fps
+    clip keep a sixth frame)."""
+    return Fraction(seconds).limit_denominator(10**6)

@@ -117,6 +117,8 @@ def test_unknown_model(make_video, run_cli, tmp_path):
     (["--preset", "4", "--codec", "mpeg4"], "--preset does not apply to mpeg4"),
     (["--codec", "prores_ks"], "o.mp4 (mp4) cannot hold prores_ks video; encoders it takes: libx264, libx265,"),
     (["--preset", "14", "--codec", "libsvtav1"], "unknown --preset '14' for libsvtav1; choose one of 0, 1,"),
+    # (SVT-AV1 reads crf 0 as "not set", and would encode at its default, 35)
+    (["--crf", "0", "--codec", "libsvtav1"], "--crf 0 is out of range for libsvtav1: 1 (best) to 63 (smallest)"),
     (["--duration", "nan"], "--duration: not a finite number: nan"),
     (["--duration", "inf"], "--duration: not a finite number: inf"),
     (["--duration", "0"], "--duration: must be more than 0: 0"),
@@ -266,3 +268,28 @@ def test_serve_on_ray_checks_the_weights_before_any_worker(make_video, run_cli, 
                                         f'output = "{tmp_path / "a.mkv"}"\n')
     code, err = run_cli("serve", tmp_path / "cams.toml", "--ray", "127.0.0.1:1")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot load" in err, err
+
+
+def test_what_a_run_would_write_wrongly_is_refused_before_it_starts(make_video, run_cli, tmp_path):
+    """MPEG-TS stores VP9 or FFV1 as data that no player shows; a named pipe would be replaced by a file; statistics
+    cannot be written to a folder. Each is one line and exit 2, before any frame is dehazed."""
+    src = make_video(frames=3)
+    for output in (tmp_path / "o.ts", "-"):
+        code, err = run_cli(src, output, "--model", "dcp", "--codec", "libvpx-vp9")
+        assert code == 2 and _one_line(err) == f"streamdehaze: error: {output} (mpegts) cannot hold libvpx-vp9 " \
+            "video; encoders it takes: libx264, libx265, mpeg2video, mpeg4", err
+    os.mkfifo(tmp_path / "pipe.ts")
+    code, err = run_cli(src, tmp_path / "pipe.ts", "--model", "dcp")
+    assert code == 2 and "is a named pipe or a device, not a file" in _one_line(err)
+    assert not (tmp_path / "pipe.ts").is_file()
+    code, err = run_cli(src, tmp_path / "o.mp4", "--model", "dcp", "--stats-json", tmp_path)
+    assert code == 2 and _one_line(err) == f"streamdehaze: error: --stats-json {tmp_path} is a folder; give a file name"
+    _no_output_files(tmp_path, ["in.mp4", "pipe.ts"])
+
+
+def test_a_codec_named_as_ffmpeg_names_it_takes_its_encoders_settings(make_video, probe, run_cli, tmp_path):
+    # (-c:v h264 in FFmpeg: libx264, with --crf and --preset as for libx264, not refused nor left at x264's own)
+    code, err = run_cli(make_video(frames=3), tmp_path / "o.mp4", "--model", "dcp", "--codec", "h264", "--crf", 20)
+    assert code == 0, err
+    with av.open(str(tmp_path / "o.mp4")) as written:
+        assert written.streams.video[0].codec_context.name == "h264"
