@@ -28,6 +28,7 @@ from .live import LiveOptions, LiveSource, is_live
 from .models import MODEL_NAMES
 from .outputs import (
     OutputFile,
+    RecordingDeleted,
     check_output,
     check_writable,
     move_aside,
@@ -241,7 +242,8 @@ class Job:
             result = self.stream.finish(interrupted)
         except StreamDehazeError as exc:
             self.abort()
-            if self.live and self.dst is not None:  # whatever ended it, the recording stays, and says so
+            # whatever ended it, the recording stays, and says so (unless someone deleted it)
+            if self.live and self.dst is not None and not isinstance(exc, RecordingDeleted):
                 raise MediaError(f"{exc}; the {self.stream.sink.frames} frames recorded before it are in "
                                  f"{self._recorded_in()}") from None
             raise

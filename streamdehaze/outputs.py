@@ -218,9 +218,15 @@ def next_segment(pattern: Path) -> int:
     return found[-1][0] + 1 if found else 0
 
 
+class RecordingDeleted(MediaError):
+    """The file a recording was writing was deleted (or its folder) while it ran: what it held is gone."""
+
+
 class Syncer:
     """``fsync()`` the file a recording is writing about once a second: the muxer hands every fragment to the
-    kernel at once (a killed process loses nothing), and this bounds what a power cut loses."""
+    kernel at once (a killed process loses nothing), and this bounds what a power cut loses. A file that was there
+    and is gone (deleted, or its folder) is a ``RecordingDeleted``: the muxer would go on writing into a file that
+    no one can see, filling the disk, while the run said it recorded."""
 
     def __init__(self, current: Callable[[], Path | None], interval: float = 1.0) -> None:
         """``current()``: the path being written now (None before it exists)."""
@@ -233,6 +239,9 @@ class Syncer:
             return
         path = self.current()
         if path is None:
+            if self._last[1] is not None:
+                raise RecordingDeleted(f"{self._last[1]} was deleted while it was being recorded (the file, or its "
+                                       "folder): nothing written to it can be seen any more")
             return
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -87,6 +87,24 @@ def test_disk_full_keeps_the_recording(rtsp_server, cli, decodable, small_filesy
     assert recorded - 25 <= len(times) <= recorded  # all but the fragment that did not fit: a second at 25 fps
 
 
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_recording_deleted_while_it_runs_ends_the_run(rtsp_server, cli, tmp_path, what):
+    """Someone deletes the recording (or its folder): the run says so within about a second and ends (exit 1), where
+    it went on writing into a file no one could see, and said at its end that it had recorded."""
+    import shutil
+
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    out, stats = folder / "cam.mp4", tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--stats-json", stats)
+    run.wait_streaming(stats, 25)
+    out.unlink() if what == "file" else shutil.rmtree(folder)
+    assert run.finish(30) == 1, run.stderr
+    assert run.stderr.splitlines()[-1] == (f"streamdehaze: error: {out} was deleted while it was being recorded "
+                                           "(the file, or its folder): nothing written to it can be seen any more"), \
+        run.stderr
+
+
 def test_earlier_recording_is_moved_aside(rtsp_server, cli, decodable, tmp_path):
     out, stats = tmp_path / "cam.mp4", tmp_path / "s.jsonl"
     out.write_bytes(b"an earlier recording")
