@@ -336,13 +336,16 @@ class LiveSource:
         if src is None:
             pts = wall
         else:
-            if self._anchor is None:  # a new connection: continue from the real elapsed time
+            new = self._anchor is None
+            if new:  # a new connection: continue from the real elapsed time (the outage is a real gap)
                 start = wall if self._last_pts is None else max(wall, self._last_pts + step)
                 self._anchor = (src, start)
             pts = self._anchor[1] + src - self._anchor[0]
             # The camera's clock jumped back, or forward by more than the time that passed (a restart, a clock
-            # set): go on from the last frame, so the recording shows neither a rewind nor a false gap.
-            ahead = self._last_wall is not None and pts - self._last_pts > wall - self._last_wall + self._jump
+            # set): go on from the last frame, so the recording shows neither a rewind nor a false gap. (Not at a
+            # new connection: the last frames of a lost one come out of the decoder late, when the loss is seen.)
+            ahead = (not new and self._last_wall is not None
+                     and pts - self._last_pts > wall - self._last_wall + self._jump)
             if self._last_pts is not None and (pts <= self._last_pts or ahead):
                 self._anchor = (src, self._last_pts + step)
                 pts = self._last_pts + step
