@@ -35,6 +35,10 @@ _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 
 def check_output(target: Path, inputs: Path | None = None) -> None:
     """Refuse an output that would overwrite the input or cannot be created."""
+    longest, most = len(_hidden_partial(target).name.encode()), _name_max(target.parent)
+    if longest > most:  # (found now, not when the finished file is named)
+        raise UsageError(f"output name too long: a run writes {target.name} as .NAME.partial-PID until it is complete, "
+                         f"and this folder takes names of at most {most} bytes: shorten it by {longest - most}")
     if inputs is not None and inputs.exists():
         if _same_file(target, inputs):
             raise UsageError(f"output {target} is the input: refusing to overwrite it")
@@ -50,6 +54,14 @@ def check_output(target: Path, inputs: Path | None = None) -> None:
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"output folder does not exist: {parent}")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name ``folder``'s filesystem takes, in bytes (255 on most; 255 where it cannot be asked)."""
+    try:
+        return os.pathconf(folder if folder.is_dir() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _same_file(path: Path, existing: Path) -> bool:

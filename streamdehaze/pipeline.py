@@ -173,6 +173,8 @@ class Stream:
         """Take no more frames (those already in the engine are still written); the reader is asked to finish."""
         self.stopped = self.stopped or not self._ended
         self._ended = True
+        if self.live:  # (a camera's frames never dehazed are dropped frames: received = written + dropped)
+            self.stats.drop(len(self._pending))
         self._pending = []
         stop = getattr(self.source, "stop", None)
         if stop is not None:
@@ -185,6 +187,8 @@ class Stream:
         after a failure, keep what was written as far as it can be (``sink.abort``) and raise the failure."""
         try:
             self.reader.close()
+            if self.live:
+                self.stats.drop(self.reader.qsize())  # (the frames still waiting for the engine)
             if self.error is not None:
                 raise self.error
             self.writer.finish()

@@ -375,12 +375,15 @@ class VideoSink:
         if self.pix_fmt != "yuv420p":
             log.info("encoding %s (%dx%d)", self.pix_fmt, info.width, info.height)
         stream.pix_fmt = self.pix_fmt
-        # The input's time base, so every pts is written exactly as it was read (variable rate included).
-        stream.time_base = info.time_base
+        # The input's time base, so every pts is written exactly as it was read (variable rate included); AVI has
+        # a frame every tick of its time base, and fills a finer one with empty frames: frames are counted there.
+        self._frame_ticks = 1 / info.rate if self.container.format.name == "avi" and info.rate else None
+        self._last_tick: int | None = None
+        stream.time_base = self._frame_ticks or info.time_base
         stream.metadata.update(info.video_tags)  # a timecode becomes the output's own timecode track
         stream.disposition = info.video_disposition
         ctx = stream.codec_context
-        ctx.time_base = info.time_base
+        ctx.time_base = stream.time_base
         options = dict(encoding.options)
         if self.live:
             # Keyframes are forced once a second of *time* (write()), not every N frames: after drops N frames
@@ -472,6 +475,10 @@ class VideoSink:
                 scaled = item.reformat(width=self.video.width, height=self.video.height)
                 scaled.pts, scaled.time_base = item.pts, item.time_base
                 item = scaled
+            if self._frame_ticks is not None:  # (a variable rate's frames on the nearest free tick)
+                tick = round(item.pts * item.time_base / self._frame_ticks)
+                self._last_tick = tick = tick if self._last_tick is None else max(tick, self._last_tick + 1)
+                item.pts, item.time_base = tick, self._frame_ticks
             if self.live and item.time_base is not None:
                 t = item.pts * item.time_base
                 if self._next_key is None or t >= self._next_key:

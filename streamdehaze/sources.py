@@ -313,6 +313,10 @@ class VideoFileSource:
                 first = item
                 break
         if first is None:
+            if self.url == STDIN and "mp4" in self.container.format.name:  # (mov,mp4,m4a,3gp,3g2,mj2)
+                raise MediaError("cannot read standard input: an MP4 or MOV file whose index comes after its media "
+                                 "cannot be read from a pipe (give its name instead, or pipe MPEG-TS: ffmpeg -i IN "
+                                 "-c copy -f mpegts -)")
             raise MediaError(f"cannot read {self.name}: no decodable video frame (corrupt or truncated)")
         st = self.stream
         self.info = VideoInfo(

@@ -35,6 +35,17 @@ def test_read_live_stream_to_file(rtsp_server, cli, tmp_path):
     assert {"fps", "latency_p50_ms", "latency_p95_ms", "queue_depth", "dropped", "reconnects"} <= set(lines[-1])
 
 
+def test_a_run_stopped_with_frames_waiting_counts_them_dropped(rtsp_server, cli, tmp_path):
+    """Ctrl-C while the model is behind (kanet-t at full size): the frames still waiting for it are dropped frames,
+    so that what the camera sent is written or counted, to the last frame."""
+    out, stats = tmp_path / "live.mp4", tmp_path / "stats.jsonl"
+    run = cli(rtsp_server.url, out, "--infer-size", "full", "--stats-json", stats)
+    run.wait_streaming(stats, 10)
+    assert run.interrupt() == 0, run.stderr
+    last = json.loads(stats.read_text().splitlines()[-1])
+    assert last["dropped"] > 0 and last["frames"] + last["dropped"] == last["received"], last
+
+
 def test_reconnects_after_server_restart(rtsp_server, cli, tmp_path):
     out, stats = tmp_path / "live.mp4", tmp_path / "s.jsonl"
     run = cli(rtsp_server.url, out, "--timeout", 2, "--stats-json", stats)

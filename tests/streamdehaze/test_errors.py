@@ -293,3 +293,12 @@ def test_a_codec_named_as_ffmpeg_names_it_takes_its_encoders_settings(make_video
     assert code == 0, err
     with av.open(str(tmp_path / "o.mp4")) as written:
         assert written.streams.video[0].codec_context.name == "h264"
+
+
+def test_an_output_name_too_long_for_the_names_a_run_writes_is_refused_up_front(make_video, run_cli, tmp_path):
+    # (244 bytes: the whole video was dehazed, then naming the finished file failed; 250: an internal error)
+    for length in (244, 250):
+        out = tmp_path / ("y" * (length - 4) + ".mp4")
+        code, err = run_cli(make_video(frames=2), out, "--model", "dcp")
+        assert code == 2 and _one_line(err).startswith("streamdehaze: error: output name too long: a run writes "), err
+    _no_output_files(tmp_path, ["in.mp4"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+from pathlib import Path
 
 import kanet
 import pytest
@@ -143,3 +144,12 @@ def test_compile_on_cuda_asks_for_a_c_compiler_first(monkeypatch):
     with pytest.raises(UsageError, match="--compile on CUDA needs a C compiler"):
         compile_model(net, torch.device("cuda"))
     assert net._compiled_call_impl is None
+
+
+def test_the_summary_names_the_configuration_a_weight_file_holds(make_video, run_cli, tmp_path):
+    """``--weights FILE`` with ``--model auto``: the summary and the statistics name what ran, not "auto"."""
+    weights = Path(__file__).resolve().parents[2] / "streamdehaze" / "weights" / "kanet-t.safetensors"
+    stats = tmp_path / "s.json"
+    code, err = run_cli(make_video(frames=2), tmp_path / "o.mp4", "--weights", weights, "--stats-json", stats)
+    assert code == 0 and " with kanet-t -> " in err, err
+    assert json.loads(stats.read_text())["model"] == "kanet-t"

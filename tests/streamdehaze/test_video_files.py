@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -226,6 +227,18 @@ def test_standard_input_to_standard_output(make_video, probe, tmp_path):
     a, b = probe(src), probe(out)  # MPEG-TS, which a pipe carries
     assert b["count"] == 20 and b["times"] == a["times"] and b["audio"] == a["audio"]
     assert np.mean(b["rgb"][10]) < np.mean(a["rgb"][10]) - 5  # dehazed
+
+
+def test_an_mp4_piped_in_with_its_index_at_the_end_is_told_apart_from_a_corrupt_file(tmp_path):
+    """A pipe cannot seek back to the media of an MP4 whose index comes last (the bundled sample): the message says
+    so, and what to do, rather than call a good file corrupt."""
+    sample = Path(__file__).resolve().parents[2] / "samples" / "hazy_bunny.mp4"
+    with open(sample, "rb") as stdin:
+        run = subprocess.run([sys.executable, "-m", "streamdehaze", "-", str(tmp_path / "o.mkv"), "--model", "dcp"],
+                             stdin=stdin, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and run.stderr.startswith("streamdehaze: error: cannot read standard input: an MP4 "
+                                                         "or MOV file whose index comes after its media"), run.stderr
+    assert run.stderr.count("\n") == 1 and not (tmp_path / "o.mkv").exists()
 
 
 def test_a_grey_video_stays_grey(probe, run_cli, tmp_path):
@@ -617,3 +630,14 @@ def test_strength_0_gives_the_planes_back_on_every_path(make_video, run_cli, tmp
         with av.open(str(src)) as a, av.open(str(out)) as b:
             for x, y in zip(a.decode(video=0), b.decode(video=0)):
                 assert np.array_equal(x.to_ndarray(), y.to_ndarray()), temporal
+
+
+def test_an_avi_output_has_a_frame_per_frame_of_its_input(make_video, probe, run_cli, tmp_path):
+    """AVI has a frame every tick of its time base: written in the input's fine one (1/12800), it ran at 600 fps,
+    padded with empty frames, three times the size."""
+    src = make_video(frames=20)
+    assert run_cli(src, tmp_path / "o.avi", "--model", "dcp", "--quiet")[0] == 0
+    with av.open(str(tmp_path / "o.avi")) as avi:
+        video = avi.streams.video[0]
+        assert video.average_rate == 25 and video.frames <= 21, (video.average_rate, video.frames)
+    assert probe(tmp_path / "o.avi")["count"] == 20
