@@ -364,15 +364,16 @@ def check_streams(config: FleetConfig, others: Sequence[StreamConfig] = ()) -> d
     streams that go on running beside them). The first mistake is one ``UsageError`` naming the stream and the
     key. Returns each stream's job, by name."""
     taken: list[tuple[str, str, bool]] = []  # (whose, path, written) of every file read or written so far
-    if config.source is not None:
-        taken.append(("the configuration file", str(config.source.resolve()), False))
+    source = None if config.source is None else str(config.source.resolve())
+    if source is not None:
+        taken.append(("the configuration file", source, False))
     if config.stats_json is not None:
         stats = str(Path(config.stats_json).resolve())
-        if config.source is not None and same_file(stats, taken[0][1]):
+        if source is not None and same_file(stats, source):
             raise UsageError(f"stats_json: {stats} is the configuration file")
         taken.append(("the stats_json of the fleet too", stats, True))
-    taken += [(f"the {what} of stream {c.name!r} too", path, what != "input") for c in others
-              for what, path in stream_files(c)]
+    for c in others:
+        taken += _taken_by(c, stream_files(c))
     jobs: dict[str, Job] = {}
     for c in config.streams:
         job = Job(c)
@@ -384,9 +385,14 @@ def check_streams(config: FleetConfig, others: Sequence[StreamConfig] = ()) -> d
                     if (what != "input" or written) and same_file(path, other):
                         with keyed(what):
                             raise UsageError(f"{path} is {whose}")
-            taken += [(f"the {what} of stream {c.name!r} too", path, what != "input") for what, path in mine]
+            taken += _taken_by(c, mine)
         jobs[c.name] = job
     return jobs
+
+
+def _taken_by(config: StreamConfig, files: list[tuple[str, str]]) -> list[tuple[str, str, bool]]:
+    """``stream_files`` as ``check_streams`` keeps them: whose each is, its path, whether the stream writes it."""
+    return [(f"the {what} of stream {config.name!r} too", path, what != "input") for what, path in files]
 
 
 def open_reporter(config: FleetConfig, members: Callable[[], dict[str, Member]],
