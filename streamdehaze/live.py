@@ -6,10 +6,10 @@ A stall is "no data for ``timeout`` s", measured from the last packet: FFmpeg ha
 stall only when the read gives up (its parser waits for the next frame's start), so a read that waited that long
 is the stall, whatever it returned. Frames come out on one monotonic clock (``LIVE_TIME_BASE``): within a
 connection the camera's own timestamp deltas (except where its clock jumps back, or ahead by more than the time
-that passed), across a reconnect the real wall-clock gap, so the output file's timeline stays true and never goes
-backwards. ``arrival(pts)`` gives a recent frame's arrival time (``time.monotonic()``) for latency accounting;
-output pts are unique, so they key it. With ``copy_audio``, the camera's sound comes along as packets on the same
-clock, for a recording or a server published to.
+that passed), across a reconnect the real time between the two frames' arrivals, so the output file's timeline
+stays true and never goes backwards. ``arrival(pts)`` gives a recent frame's arrival time (``time.monotonic()``)
+for latency accounting; output pts are unique, so they key it. With ``copy_audio``, the camera's sound comes along
+as packets on the same clock, for a recording or a server published to.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class LiveSource:
         self._last_wall: int | None = None  # when (LIVE_TIME_BASE) the last frame arrived
         self._jump = round(_JUMP_S / LIVE_TIME_BASE)
         self._anchor: tuple[int, int] | None = None  # (source pts, output pts) of the connection's first frame
+        self._begun: int | None = None  # output pts of the connection's first frame (with a timestamp or not)
         self._arrivals: OrderedDict[int, float] = OrderedDict()
         self._copy_audio = copy_audio
         # The first connection's audio streams, kept as templates in a container of their own (a reconnection
@@ -111,7 +112,8 @@ class LiveSource:
         # FFmpeg's own socket timeout bounds the connection (a server's first answer may be slow); a stall once
         # frames flow is PyAV's read timeout's, and ``_decode``'s.
         micro = str(int(connect * 1e6))
-        opts = {"fflags": "nobuffer", "flags": "low_delay", "probesize": "500000", "analyzeduration": "1000000"}
+        # (Not ``fflags=nobuffer``: it drops the packets read while the stream is probed, a connection's first second.)
+        opts = {"flags": "low_delay", "probesize": "500000", "analyzeduration": "1000000"}
         scheme = urlsplit(self.url).scheme
         if scheme in ("rtsp", "rtsps"):
             if self.options.rtsp_transport not in ("tcp", "udp", "udp_multicast", "http", "https"):
@@ -144,7 +146,7 @@ class LiveSource:
         """After a loss: connect again, with backoff after a failed attempt, up to ``reconnect`` attempts for this
         outage (a recording that runs for weeks survives any number of outages); the outage is logged when it
         starts and when it ends."""
-        lost, delay, attempts = self._last_data, 0.0, 0
+        lost, last_pts, delay, attempts = self._last_data, self._last_pts, 0.0, 0
         while True:
             if attempts >= self.options.reconnect:
                 raise MediaError(f"live stream {self.name} lost ({reason}); no reconnects left")
@@ -165,8 +167,9 @@ class LiveSource:
                 delay = min(max(2 * delay, self.options.backoff_start), self.options.backoff_max)
                 continue
             self.reconnects += 1  # (reconnections, not attempts: what an alert on a flaky camera counts)
-            log.warning("%s: back after %.1f s without data (reconnect %d)", self.name, self._last_data - lost,
-                        self.reconnects)
+            # (the outage as the recording shows it)
+            gap = self._last_data - lost if last_pts is None else (frame.pts - last_pts) * LIVE_TIME_BASE
+            log.warning("%s: back after %.1f s without data (reconnect %d)", self.name, gap, self.reconnects)
             return frame
 
     def _time_left(self) -> float:
@@ -189,7 +192,7 @@ class LiveSource:
             raise UsageError(f"no video stream in {self.name}")
         self._audio = self._match_audio(container) if self._copy_audio else {}
         self._frames = self._decode(container, self._stream)
-        self._anchor = None
+        self._anchor = self._begun = None
         for item in self._frames:  # (sound before the first frame has no place on the clock yet: none comes)
             return item
         raise MediaError("stream ended before its first frame")
@@ -266,7 +269,12 @@ class LiveSource:
             return False
         shift = (self._anchor[1] - self._anchor[0]) * LIVE_TIME_BASE
         t = start + shift
-        if t < self._anchor[1] * LIVE_TIME_BASE or abs(t - self._last_pts * LIVE_TIME_BASE) > 2:
+        begun = self._begun * LIVE_TIME_BASE
+        if t < begun:  # sound that began before the connection's first frame: what overlaps it starts with it
+            if not packet.duration or t + packet.duration * tb <= begun:
+                return False
+            shift, t = shift + begun - t, begun
+        if abs(t - self._last_pts * LIVE_TIME_BASE) > 2:
             return False
         template = self._audio[packet.stream.index]
         last = self._audio_last.get(template.index)
@@ -313,7 +321,7 @@ class LiveSource:
                 frames = []
             for frame in frames:
                 yield self._restamp(to_planar(frame), stream.time_base)
-                while early:
+                while early and self._anchor is not None:  # (a first picture without a timestamp sets no clock)
                     yield from self._sound(early.popleft())
             if stalled:  # this packet was held back until the read timed out
                 raise MediaError(f"no data for {self.options.timeout:g} s")
@@ -333,13 +341,15 @@ class LiveSource:
         wall = round((arrival - self._clock_start) / LIVE_TIME_BASE)
         src = None if frame.pts is None or time_base is None else round(frame.pts * time_base / LIVE_TIME_BASE)
         step = round(1 / (self._stream.average_rate or 25) / LIVE_TIME_BASE)
+        # By the real time since the last frame came: a frame without a timestamp, and a new connection's first
+        # (the outage is a gap in the timeline; FFmpeg's probe of a connection delays its first frame alike).
+        paced = wall if self._last_pts is None else self._last_pts + max(wall - self._last_wall, step)
         if src is None:
-            pts = wall
+            pts = paced
         else:
             new = self._anchor is None
-            if new:  # a new connection: continue from the real elapsed time (the outage is a real gap)
-                start = wall if self._last_pts is None else max(wall, self._last_pts + step)
-                self._anchor = (src, start)
+            if new:
+                self._anchor = (src, paced)
             pts = self._anchor[1] + src - self._anchor[0]
             # The camera's clock jumped back, or forward by more than the time that passed (a restart, a clock
             # set): go on from the last frame, so the recording shows neither a rewind nor a false gap. (Not at a
@@ -350,6 +360,8 @@ class LiveSource:
                 self._anchor = (src, self._last_pts + step)
                 pts = self._last_pts + step
         self._last_pts, self._last_wall = pts, wall
+        if self._begun is None:
+            self._begun = pts
         frame.pts, frame.time_base = pts, LIVE_TIME_BASE
         self._arrivals[pts] = arrival
         if len(self._arrivals) > 4096:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob
+import io
 import logging
 import os
 import re
@@ -234,35 +235,53 @@ class RecordingDeleted(MediaError):
     """The file a recording was writing was deleted (or its folder) while it ran: what it held is gone."""
 
 
+class WholeWrites(io.FileIO):
+    """A file that a muxer writes through Python (``av.open(WholeWrites(path, "wb"), "w", ...)``), so that no write
+    error is lost: FFmpeg writing by name loses a full disk's refusal of a fragmented MP4's last fragment (the MOV
+    muxer's trailer returns a size, which hides the error, and PyAV drops ``avio_closep``'s result), and takes a
+    short write (a disk filling up) as whole. ``error``: the first failure, raised again by ``check()``."""
+
+    error: OSError | None = None
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += super().write(view[done:])
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+        return done
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class Syncer:
     """``fsync()`` the file a recording is writing about once a second: the muxer hands every fragment to the
-    kernel at once (a killed process loses nothing), and this bounds what a power cut loses. A file that was there
-    and is gone (deleted, or its folder) is a ``RecordingDeleted``: the muxer would go on writing into a file that
-    no one can see, filling the disk, while the run said it recorded."""
+    kernel at once (a killed process loses nothing), and this bounds what a power cut loses. A file that has lost
+    its name (deleted, or its folder) is a ``RecordingDeleted``: the muxer would go on writing into a file that no
+    one can see, filling the disk, while the run said it recorded."""
 
-    def __init__(self, current: Callable[[], Path | None], interval: float = 1.0) -> None:
-        """``current()``: the path being written now (None before it exists)."""
-        self.current, self.interval = current, interval
-        self._last: tuple[float, Path | None] = (time.monotonic(), None)
+    def __init__(self, file: io.FileIO, path: Path, interval: float = 1.0) -> None:
+        """``file``: the recording, open for writing at ``path``."""
+        self.file, self.path, self.interval = file, path, interval
+        self._last: float | None = None  # when it was last synced (None: not yet, nor its folder)
+        self._opened = time.monotonic()
 
     def __call__(self) -> None:
         now = time.monotonic()
-        if now - self._last[0] < self.interval:
+        if now - (self._opened if self._last is None else self._last) < self.interval:
             return
-        path = self.current()
-        if path is None:
-            if self._last[1] is not None:
-                raise RecordingDeleted(f"{self._last[1]} was deleted while it was being recorded (the file, or its "
-                                       "folder): nothing written to it can be seen any more")
-            return
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if path != self._last[1]:  # a new file: its name must survive too
-            _sync_folder(path.parent)
-        self._last = (now, path)
+        if os.fstat(self.file.fileno()).st_nlink == 0:
+            raise RecordingDeleted(f"{self.path} was deleted while it was being recorded (the file, or its "
+                                   "folder): nothing written to it can be seen any more")
+        os.fsync(self.file.fileno())
+        if self._last is None:  # a new file: its name must survive too
+            _sync_folder(self.path.parent)
+        self._last = now
 
 
 def _sync_folder(folder: Path) -> None:

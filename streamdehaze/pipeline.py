@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import signal
 import threading
 import time
@@ -33,6 +34,10 @@ from .stats import RunStats
 from .temporal import TemporalSmoother
 from .threads import EMPTY, Prefetch, Worker
 
+# A live stream's reader holds the frames that come within its latency allowance, and at least this long (a
+# connection's first second or so comes at once: the packets FFmpeg read to probe the stream), within a memory budget.
+_LIVE_HOLD_S = 1.5
+_LIVE_QUEUE_BYTES = 256 << 20
 _IDLE_WAIT_S = 0.1  # the scheduler's longest sleep when nothing is ready (it is woken as soon as something is)
 
 
@@ -87,7 +92,7 @@ class Stream:
         # The scheduler never puts more than this: a full writer holds back its own stream, never the scheduler.
         self._capacity = self.queue_frames + self.batch_size * (depth + 2)
         self.writer = Worker(self._write, maxsize=self._capacity + 1, name=f"encode {self.name}".strip(), notify=wake)
-        self.reader = Prefetch(self.source, maxsize=max(2, self.batch_size) if self.live else self.queue_frames,
+        self.reader = Prefetch(self.source, maxsize=self._live_queue() if self.live else self.queue_frames,
                                name=f"decode {self.name}".strip(), notify=wake,
                                on_drop=(lambda _: stats.drop()) if self.live else None,
                                kept=lambda item: isinstance(item, av.Packet))  # (a camera's sound is never dropped)
@@ -95,6 +100,17 @@ class Stream:
         stats.reconnects = lambda: getattr(self.source, "reconnects", 0)
         stats.received = lambda: getattr(self.source, "received", stats.frames)
         stats.corrupt = lambda: getattr(self.source, "corrupt", 0)
+
+    def _live_queue(self) -> int:
+        """How many frames a live stream's reader may hold before it drops the oldest (a hiccup of the engine or a
+        connection's first burst is ridden out; a model slower than the camera for long meets ``max_latency``)."""
+        least = max(2, self.batch_size)
+        info = getattr(self.source, "info", None)
+        if info is None or not info.rate:
+            return least
+        seconds = max(self.max_latency or 0.0, _LIVE_HOLD_S)
+        frame_bytes = info.width * info.height * 3 * (2 if info.bits > 8 else 1)  # (at most: 4:4:4)
+        return max(least, min(math.ceil(info.rate * seconds), _LIVE_QUEUE_BYTES // frame_bytes))
 
     def _write(self, item: tuple[Batch, int, av.VideoFrame | None] | av.Packet) -> None:
         if isinstance(item, av.Packet):

@@ -31,7 +31,7 @@ from .credentials import mask
 from .encoders import encoder, quality_options
 from .errors import MediaError, StreamDehazeError, UsageError
 from .frames import PLANAR, frame_from_planes, matrix_name, upright
-from .outputs import Syncer
+from .outputs import Syncer, WholeWrites
 from .records import FrameRecord
 from .sources import VideoInfo, packet_start, stream_tags
 
@@ -313,17 +313,18 @@ class VideoSink:
         self.name = mask(self.target, self.target) if self.path is None else str(self.shown_as)
         self.info, self.live = info, live
         encoding = encoding or choose_encoding(info, live=live)
+        self._file: WholeWrites | None = None  # a file's writer (``outputs.WholeWrites``: no write error is lost)
         self.container = self._open(self.target)
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
         if info.chapters:
             self.container.set_chapters(info.chapters)
-        path = self.path  # (not ``self``: a sink in a cycle would keep its encoder's threads until a full collection)
-        self._sync = None if not live or path is None else Syncer(lambda: path if path.exists() else None)
+        self._sync = None if not live or self._file is None else Syncer(self._file, self.path)
         try:
             self._add_video(encoding)
             self._copies = self._add_copies()
         except BaseException:
             self.container.close()
+            self._close_file()
             raise
         self.frames = 0
         self._resized: tuple[int, int] | None = None  # the other size the input went on at, once told
@@ -354,8 +355,11 @@ class VideoSink:
             # to every time); FFmpeg would otherwise shift the whole file later by that much.
             options = {**options, "avoid_negative_ts": "disabled"}
         try:
-            return av.open(target, "w", format=fmt, options=options, timeout=10.0)
+            if self.path is not None:
+                self._file = WholeWrites(target, "wb")
+            return av.open(self._file or target, "w", format=fmt, options=options, timeout=10.0)
         except (av.FFmpegError, ValueError, OSError) as exc:
+            self._close_file()
             raise (_url_error(exc) if fmt in _URL_FORMATS.values() else UsageError)(
                 f"cannot write {self.name}: {_reason(exc, target)}") from None
 
@@ -516,6 +520,8 @@ class VideoSink:
             finally:
                 try:
                     self.container.close()  # (the trailer: a muxer may refuse it, a disk may fill up)
+                    if self._file is not None:
+                        self._file.check()
                 finally:
                     self._release()
         except (av.FFmpegError, OSError) as exc:
@@ -524,7 +530,14 @@ class VideoSink:
     def _release(self) -> None:
         """Let go of the encoders: PyAV frees a codec (and its threads) only with the last reference to it, not when
         its file is closed, and a recording's segments come and go for weeks."""
+        self._close_file()
         self.container, self.video, self._copies, self._sync = None, None, {}, None
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
 
     def abort(self) -> None:
         """After a failure: finish the file as far as it still can be (a recording stays playable up to its last

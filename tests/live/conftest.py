@@ -165,6 +165,19 @@ class Run:
         raise AssertionError(f"the run never streamed {frames} frames{f' on {stream}' if stream else ''}:\n"
                              f"{self.stderr}")
 
+    def wait_reconnected(self, stats: Path, frames: int = 20, timeout: float = 60) -> None:
+        """Wait until ``frames`` frames of the connection after the first reconnection are written (those of the
+        lost one may still be waiting for the model then)."""
+        import json
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.proc.poll() is None:
+            lines = [json.loads(line) for line in stats.read_text().splitlines() if line.endswith("}")]
+            back = next((line for line in lines if line["reconnects"] >= 1), None)
+            if back is not None and lines[-1]["frames"] >= back["received"] + frames:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the run never wrote {frames} frames after a reconnection:\n{self.stderr}")
+
     def finish(self, timeout: float = 60) -> int:
         try:
             code = self.proc.wait(timeout)

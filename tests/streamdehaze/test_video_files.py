@@ -216,6 +216,28 @@ def test_a_segment_that_cannot_be_written_ends_the_run_with_the_others_complete(
         assert len(list(first.decode(video=0))) == 25
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_a_recording_s_last_fragment_that_does_not_fit_is_an_error(make_video, small_filesystem, suffix):
+    """The disk fills up before a recording's last fragment is written: closing it fails and says so (FFmpeg writing
+    a fragmented MP4 or MOV by name lost that error: the run ended as if complete, its last second cut short)."""
+    from streamdehaze.errors import MediaError
+    from streamdehaze.sinks import VideoSink, choose_encoding
+    from streamdehaze.sources import VideoFileSource
+
+    folder = small_filesystem(512)
+    source = VideoFileSource(make_video(frames=20))
+    sink = VideoSink(folder / f"cam{suffix}", source.info, choose_encoding(source.info, crf=0, live=True), live=True)
+    with source:
+        for item in source:
+            sink.write(item)
+    with open(folder / "filler", "wb", buffering=0) as filler:  # something else on this disk takes its last byte
+        with pytest.raises(OSError):
+            while True:
+                filler.write(bytes(4096))
+    with pytest.raises(MediaError, match=f"finishing .*cam{suffix} failed: No space left on device"):
+        sink.close()
+
+
 def test_standard_input_to_standard_output(make_video, probe, tmp_path):
     # ffmpeg -i rtsp://camera -c copy -f mpegts - | streamdehaze - - | ffplay -
     src, out = make_video("in.ts", frames=20, audio=True), tmp_path / "out.ts"
