@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 import training.cli
+from training.evaldata import DATA
 from training.metrics import (colour_cast, crushed_shadows, detail_retention, fade_density, flicker_against_stretch,
                               psnr, ssim, stretch_curve, video_fade, video_flow, warping_error)
 
@@ -55,7 +56,6 @@ from .images import as_rgb, image_engine, is_image, read_image
 from .models import create_model
 from .options import parse_noise_floor
 
-DATA = Path("../shared/data")
 PARTS = ("held-out", "photos", "video")
 SHEET_NAMES = ("canon_input.png", "cityscape_input.png", "dubai_input.png", "forest_input.png",
                "hongkong_input.png", "ny17_input.png", "BJ_Baidu_544.jpeg", "XR_Bing_179.jpeg")

@@ -22,6 +22,7 @@ from training.cli import UsageError, atomic_path
 from training.clips import Clip, clip_margin, make_clips
 from training.config import Config, config_to_dict
 from training.data import ImageCache, PairedCache, is_validation, random_windows, split_files
+from training.evaldata import is_held_out, refuse_evaluation_photos
 from training.images import list_images, read_rgb, to_tensor
 from training.losses import ContrastiveLoss, airlight_kept, fog_left, load_vgg19_features
 from training.metrics import psnr
@@ -171,13 +172,17 @@ class Trainer:
         dc, tc = self.config.data, self.config.train
         self.window = tc.crop + 2 * clip_margin(tc.clip_frames, tc.crop, self.config.motion)
         train_files, val_files = split_files(list_images(dc.clean), dc.val_fraction)
+        train_files = [f for f in train_files if not is_held_out(f.name)]  # whatever data.val_fraction
         if not train_files:
             raise UsageError(f"no training images left in {dc.clean} after holding out data.val_fraction")
+        real_files = list_images(dc.real_hazy) if dc.real_hazy else []
+        paired = [(key, list_images(folder)) for key, folder in (("data.paired_hazy", dc.paired_hazy),
+                                                                 ("data.paired_clean", dc.paired_clean)) if folder]
+        refuse_evaluation_photos({"data.clean": train_files, "data.real_hazy": real_files, **dict(paired)})
         depth = Path(dc.depth) if dc.depth else None
         min_side = max(self.window, dc.val_crop)
         self.cache = ImageCache.load(train_files, dc.cache_short_side, depth, min_side=min_side)
-        self.real = [(to_tensor(read_rgb(f, dc.cache_short_side)) * 255).round().byte()
-                     for f in list_images(dc.real_hazy)] if dc.real_hazy else []
+        self.real = [(to_tensor(read_rgb(f, dc.cache_short_side)) * 255).round().byte() for f in real_files]
         self.foggy: list[str] = []
         if dc.max_fog > 0:
             try:

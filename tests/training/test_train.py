@@ -282,3 +282,22 @@ def test_cuda_run_with_fp16_autocast(clean_folder, tmp_path):
     assert run_main(main, ["--config", str(config), "--quiet"]) == 0
     log = _log(tmp_path / "run")
     assert log[0]["device"].startswith("cuda") and all(math.isfinite(r["loss"]) for r in log if "loss" in r)
+
+
+def test_the_evaluations_photos_never_train(evaluation_data, tmp_path, capsys):
+    # data.val_fraction 0 holds nothing out for validation, but the evaluation's held-out scene_16 still stays out
+    run = tmp_path / "run"
+    clean = evaluation_data / "clean"
+    config = write_config(tmp_path / "c.toml", clean, run, data={"val_fraction": 0.0}, train={"steps": 1})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    assert _log(run)[0]["train_images"] == 2
+    # nor do the evaluation's real hazy photos (or a copy) as real haze
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "mine.jpg").write_bytes((evaluation_data / "real_hazy" / "fog.jpg").read_bytes())
+    for real in (evaluation_data / "real_hazy", copy):
+        config = write_config(tmp_path / "r.toml", clean, tmp_path / "r", data={"real_hazy": str(real)},
+                              train={"steps": 1, "real_batch": 1}, loss={"fog_left": 0.1})
+        assert run_main(main, ["--config", str(config), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: data.real_hazy: ") and "the evaluation's photo" in err and "\n" not in err
