@@ -68,7 +68,7 @@ def test_twenty_step_cpu_run_of_an_image_model_lowers_the_loss(clean_folder, tmp
     import kanet
 
     model = kanet.load_weights(run / pointer["weights"])
-    assert model.config.output == "image" and model.config_name is None  # not the named kanet-t any more
+    assert model.config.output == "image" and model.config_name == "kanet-t"  # kanet-t with the image output
 
 
 def test_coefficient_model_starts_as_the_identity_and_learns(clean_folder, tmp_path):
