@@ -7,6 +7,7 @@ in float32: they are a random draw, not a learned weight, and fp16 would move th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -81,8 +82,12 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
         raise WeightsError(f"{path}: bad KA_Net config in metadata ({_first_line(e)})") from e
     name = meta.get("config_name") or None
     rff, seed = meta.get("rff", "fixed"), int(meta.get("rff_seed", "0"))
-    if name is not None and CONFIGS.get(name) != config:
-        name = None  # a custom configuration: the recorded config wins, the name would be misleading
+    named = CONFIGS.get(name)
+    # The trainer's model.output gives a named network the other output (stages 1-4 of the kanet-t recipe): still
+    # that configuration, so its name stays and a --model of another name is refused. Any other difference makes
+    # a custom configuration, which the name would misrepresent.
+    if named is None or dataclasses.replace(named, output=config.output) != config:
+        name = None
     try:
         with torch.random.fork_rng(devices=[]):  # the layers' initial values, replaced below, leave the caller's
             model = KANet(config, rff=rff, seed=seed, name=name)  # random stream where it was

@@ -200,8 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.json is not None and not args.json.resolve().parent.is_dir():
         raise UsageError(f"--json: no folder {args.json.parent}")
+    if args.json is not None and args.json.is_dir():
+        raise UsageError(f"--json: {args.json} is a folder; give a file name")
     quality_options("libx264", preset=args.preset)  # a bad preset: said now, not after the first clip
     if args.streams:
+        # live cameras are decoded and encoded in software, a frame at a time as they come: these options do not apply
+        file_only = [f"--{name}" for name in ("sizes", "frames", "batch", "hwaccel")
+                     if getattr(args, name) != p.get_default(name)]
+        if file_only:
+            raise UsageError(f"{', '.join(file_only)}: not for --streams (it takes --size, --rate, --seconds)")
         from . import bench_streams
         return bench_streams.main(args)
     device = resolve_device(args.device)

@@ -4,6 +4,8 @@ For each N, N live-like cameras (the bundled sample at ``--size``, looped, deliv
 fps) are dehazed and encoded for ``--seconds``, twice: by one process whose engine serves them all (``serve``'s
 scheduler: frames of all cameras share model calls), and by N separate processes of one camera each. Prints the
 aggregate fps, each camera's p95 latency (arrival to encoded) and the share of frames dropped to bound latency.
+The model options (``--weights``, ``--infer-size``, ``--compile``) and ``--preset`` apply to both; the file
+benchmark's own (``--sizes``, ``--frames``, ``--batch``, ``--hwaccel``) are refused by ``bench.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .frames import to_planar
 from .models import create_model, default_model
 from .fleet import Lane
 from .pipeline import Stream
-from .sinks import VideoSink
+from .sinks import VideoSink, choose_encoding
 from .sources import VideoFileSource, VideoInfo
 from .stats import RunStats
 from .temporal import smoother
@@ -91,23 +93,44 @@ class CameraResult:
         return CameraResult(stats.frames, source.received, stats.dropped, p95)
 
 
-def run_shared(clip: Path, streams: int, model: str, device: str, rate: int, seconds: float,
-               out: Path, temporal: str = "ema") -> list[CameraResult]:
+@dataclass(frozen=True)
+class Setup:
+    """How every camera is dehazed and encoded: the model with its weights, where and at what size it runs, the
+    encoder preset and the smoothing."""
+
+    model: str
+    weights: Path | None = None
+    device: str = "auto"
+    infer_size: int | str | None = "auto"
+    compile: bool = False
+    preset: str = "veryfast"
+    temporal: str = "ema"
+
+    def options(self) -> list[str]:
+        """The same setup as ``bench`` options, for a worker process."""
+        infer_size = "full" if self.infer_size is None else str(self.infer_size)
+        return (["--model", self.model, "--device", self.device, "--infer-size", infer_size, "--preset", self.preset,
+                 "--temporal", self.temporal] + (["--weights", str(self.weights)] if self.weights else [])
+                + (["--compile"] if self.compile else []))
+
+
+def run_shared(clip: Path, streams: int, setup: Setup, rate: int, seconds: float, out: Path) -> list[CameraResult]:
     """``streams`` cameras served by one engine in this process."""
-    dev = resolve_device(device)
+    dev = resolve_device(setup.device)
     with VideoFileSource(clip) as source:
         info = source.info
         warm = [to_planar(f) for f in itertools.islice((f for f in source if isinstance(f, av.VideoFrame)), 2)]
-    engine = Engine(create_model(model, None, dev), dev)
+    engine = Engine(create_model(setup.model, setup.weights, dev), dev, setup.infer_size, compile=setup.compile)
     sources = [PacedSource(clip, info, rate, seconds, phase=i / (rate * streams))  # cameras not in step
                for i in range(streams)]
     stats = [RunStats() for _ in range(streams)]
-    sinks = [VideoSink(out / f"cam{i}.mp4", source.info, live=True) for i, source in enumerate(sources)]
+    sinks = [VideoSink(out / f"cam{i}.mp4", source.info, choose_encoding(source.info, preset=setup.preset, live=True),
+                       live=True) for i, source in enumerate(sources)]
     with tuned(dev):  # as the command line tunes its own process
-        engine.process_frames(warm, sinks[0].yuv_format, sinks[0].pix_fmt, smoother(temporal))  # warm-up
+        engine.process_frames(warm, sinks[0].yuv_format, sinks[0].pix_fmt, smoother(setup.temporal))  # warm-up
         lane = Lane(engine)  # serve's engine threads
         jobs = [Stream(source, sink, name=f"cam{i}", live=True, max_latency=MAX_LATENCY, stats=run_stats,
-                       temporal=smoother(temporal))
+                       temporal=smoother(setup.temporal))
                 for i, (source, sink, run_stats) in enumerate(zip(sources, sinks, stats))]
         for stream in jobs:
             lane.scheduler.add(stream)
@@ -132,29 +155,31 @@ def run_separate(args: list[str], streams: int) -> list[CameraResult]:
 
 
 def main(args) -> int:
-    """``args``: ``bench.py``'s parsed options (``streams``, ``size``, ``model``, ``device``, ``rate``,
-    ``seconds``, ``shared_only``, ``temporal``, ``json``, ``worker``)."""
+    """``args``: ``bench.py``'s parsed options (``streams``, ``size``, ``rate``, ``seconds``, ``shared_only``,
+    ``json``, ``worker``, and those of :class:`Setup`)."""
     from .bench import SIZES, make_clip
 
-    model = args.model if args.model != "auto" else default_model(resolve_device(args.device))
+    model = args.model
+    if model == "auto" and args.weights is None:
+        model = default_model(resolve_device(args.device))
+    setup = Setup(model, args.weights, args.device, args.infer_size, args.compile, args.preset, args.temporal)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / f"{args.size}.mp4"
         make_clip(clip, *SIZES[args.size], 100)
         if args.worker:  # one camera of the separate-process runs
-            (result,) = run_shared(clip, 1, model, args.device, args.rate, args.seconds, Path(tmp), args.temporal)
+            (result,) = run_shared(clip, 1, setup, args.rate, args.seconds, Path(tmp))
             print(json.dumps(result.__dict__))
             return 0
-        print(f"# {args.size} cameras at {args.rate} fps for {args.seconds:g} s, model {model}, device "
-              f"{resolve_device(args.device)}, --temporal {args.temporal}, --max-latency {MAX_LATENCY:g} s; "
-              f"latency = arrival to encoded")
+        print(f"# {args.size} cameras at {args.rate} fps for {args.seconds:g} s, model {model}"
+              f"{f' ({args.weights})' if args.weights else ''}, device {resolve_device(args.device)}, --temporal "
+              f"{args.temporal}, --max-latency {MAX_LATENCY:g} s; latency = arrival to encoded")
         print(f"{'streams':>7} {'mode':>9} {'aggregate fps':>14} {'per camera':>11} {'p95 ms (worst)':>15} "
               f"{'dropped %':>10}")
-        worker = ["--streams", "1", "--size", args.size, "--model", model, "--device", args.device,
-                  "--rate", str(args.rate), "--seconds", str(args.seconds), "--temporal", args.temporal]
+        worker = ["--streams", "1", "--size", args.size, "--rate", str(args.rate), "--seconds", str(args.seconds),
+                  *setup.options()]
         report = []
         for n in args.streams:
-            rows = {"shared": run_shared(clip, n, model, args.device, args.rate, args.seconds, Path(tmp),
-                                         args.temporal)}
+            rows = {"shared": run_shared(clip, n, setup, args.rate, args.seconds, Path(tmp))}
             if not args.shared_only:
                 rows["separate"] = run_separate(worker, n)
             for mode, cams in rows.items():

@@ -1,7 +1,7 @@
 """The evaluation's data: held-out photos hazed two ways, real hazy photos, and real foggy clips.
 
-Held-out photos are the clean photos that training never sees (``training.data.split_files``, the file-name hash
-split every training config uses), at their full resolution, hazed by two independent models:
+Held-out photos are the clean photos that training never sees (``training.evaldata``: a file-name hash, the
+split ``data.val_fraction`` makes), at their full resolution, hazed by two independent models:
 
 * ``ours``: ``training.synthesis.synthesize_haze`` with its default ranges (pseudo-depth, density and airlight
   fields, illumination change, blur, sensor noise, JPEG);
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from training.data import split_files
+from training.evaldata import HELD_OUT
 from training.images import list_images, read_rgb
 from training.synthesis import synthesize_haze
 
@@ -74,7 +75,7 @@ def classic_haze(clean: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return clean * t + airlight * (1 - t)
 
 
-def held_out_pairs(clean_folder: Path, haze: str, val_fraction: float = 0.05) -> Iterator[Pair]:
+def held_out_pairs(clean_folder: Path, haze: str, val_fraction: float = HELD_OUT) -> Iterator[Pair]:
     """Every held-out clean photo at full resolution with its ``haze`` (``ours`` or ``classic``) version."""
     if haze not in HAZE_MODELS:
         raise ValueError(f"unknown haze model {haze!r}; choose {' or '.join(HAZE_MODELS)}")

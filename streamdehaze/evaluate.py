@@ -44,18 +44,18 @@ import numpy as np
 import torch
 
 import training.cli
+from training.evaldata import DATA
 from training.metrics import (colour_cast, crushed_shadows, detail_retention, fade_density, flicker_against_stretch,
                               psnr, ssim, stretch_curve, video_fade, video_flow, warping_error)
 
 from . import evalsets
 from .api import process
 from .engine import check_noise_floor, check_strength
-from .errors import StreamDehazeError, UsageError
+from .errors import MediaError, StreamDehazeError, UsageError
 from .images import as_rgb, image_engine, is_image, read_image
 from .models import create_model
 from .options import parse_noise_floor
 
-DATA = Path("../shared/data")
 PARTS = ("held-out", "photos", "video")
 SHEET_NAMES = ("canon_input.png", "cityscape_input.png", "dubai_input.png", "forest_input.png",
                "hongkong_input.png", "ny17_input.png", "BJ_Baidu_544.jpeg", "XR_Bing_179.jpeg")
@@ -139,11 +139,14 @@ def photo_scores(images: dict[str, dict[str, np.ndarray]]) -> dict:
 def decode_rgb(path: str | Path, limit: int = 0) -> list[np.ndarray]:
     """Every frame of a video as uint8 RGB ``[H,W,3]`` (PyAV), at most ``limit`` when > 0."""
     frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if limit and len(frames) >= limit:
-                break
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if limit and len(frames) >= limit:
+                    break
+    except av.FFmpegError as exc:  # an empty or damaged clip: said in one line, as the product says it
+        raise MediaError(f"cannot decode {path}: {exc.strerror or exc}") from None
     return frames
 
 

@@ -7,11 +7,16 @@ Writes ``OUT/clean/`` and ``OUT/real_hazy_train/`` (the folders a GPU config rea
 names, so the file-name validation split is unchanged (which is why it takes JPEG photos only). The photos a config's ``data.max_fog`` would drop are
 left out here instead (the GPU machine has no fade-python), and the JPEG quality is the highest that keeps the
 whole pack within the budget. The pack is derived from ``../shared/data``: it stays in the ignored ``runs/``.
+
+``OUT`` must be a new or empty folder, or an earlier pack (it holds the ``pack.json`` each pack writes), which is
+replaced whole once the new one is written beside it; anything else, or a folder that is, holds or lies inside
+an input, is refused. The evaluation's photos are refused too (``training.evaldata``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -20,9 +25,22 @@ from pathlib import Path
 import cv2
 
 from training.cli import UsageError, atomic_path, run_main
+from training.evaldata import is_held_out, refuse_evaluation_photos
 from training.images import list_images, read_rgb
 
 QUALITIES = (95, 92, 90, 87, 85, 82, 80, 75, 70)
+MANIFEST = "pack.json"  # what went in; also what marks a folder as a pack that a new one may replace
+
+
+def _check_out(out: Path, inputs: Sequence[Path]) -> None:
+    """``UsageError`` unless ``out`` is new, empty or an earlier pack, and apart from every input folder."""
+    where = out.resolve()
+    for folder in inputs:
+        source = folder.resolve()
+        if where == source or where in source.parents or source in where.parents:
+            raise UsageError(f"{out}: the pack folder must be apart from its inputs, and {folder} is one")
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MANIFEST).is_file())):
+        raise UsageError(f"{out} exists and is not a pack (no {MANIFEST}): give a new folder")
 
 
 def _encode(files: Sequence[Path], quality: int) -> list[bytes]:
@@ -38,9 +56,13 @@ def _encode(files: Sequence[Path], quality: int) -> list[bytes]:
 
 def pack(out: Path, clean: Path, real: Path | None, max_fog: float = 0.0, budget: int = 45 * 2 ** 20) -> dict:
     """Write the pack into ``out`` (replacing an earlier one); returns what went in."""
+    _check_out(out, [clean] + ([real] if real is not None else []))
     folders = {"clean": list_images(clean)}
     if real is not None:
         folders["real_hazy_train"] = list_images(real)
+    # clean/ keeps the evaluation's held-out names: the trainer leaves them out by name (training.evaldata)
+    refuse_evaluation_photos({"--clean": [f for f in folders["clean"] if not is_held_out(f.name)],
+                              "--real": folders.get("real_hazy_train", [])})
     for f in (f for files in folders.values() for f in files):
         if f.suffix.lower() not in (".jpg", ".jpeg"):
             raise UsageError(f"{f}: not a .jpg; the pack keeps every name (the validation split hashes them)")
@@ -60,19 +82,22 @@ def pack(out: Path, clean: Path, real: Path | None, max_fog: float = 0.0, budget
         if size <= budget:
             break
     else:
-        raise UsageError(f"the photos do not fit in {budget / 2 ** 20:.0f} MiB even at JPEG quality {QUALITIES[-1]}")
-    tmp = atomic_path(out)
+        raise UsageError(f"the photos do not fit in {budget / 2 ** 20:.4g} MiB even at JPEG quality {QUALITIES[-1]}")
+    info = {"quality": quality, "bytes": size, "files": {k: len(v) for k, v in folders.items()}, "dropped": dropped}
+    tmp, old = atomic_path(out), out.with_name(f"{out.name}.old.{os.getpid()}")
     try:
         for name, files in folders.items():
             (tmp / name).mkdir(parents=True)
             for f, blob in zip(files, encoded[name]):
                 (tmp / name / f.name).write_bytes(blob)
-        if out.exists():
-            shutil.rmtree(out)
+        (tmp / MANIFEST).write_text(json.dumps(info, indent=1) + "\n")
+        if out.exists():  # an earlier pack (checked above): moved aside, so out is always a whole pack
+            os.replace(out, old)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"quality": quality, "bytes": size, "files": {k: len(v) for k, v in folders.items()}, "dropped": dropped}
+        shutil.rmtree(old, ignore_errors=True)
+    return info
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.budget_mib <= 0 or args.max_fog < 0:
         raise UsageError("--budget-mib must be > 0 and --max-fog >= 0")
     real = Path(args.real) if args.real else None
-    info = pack(args.out, args.clean, real, args.max_fog, int(args.budget_mib * 2 ** 20))
+    info = pack(args.out, args.clean, real, args.max_fog, round(args.budget_mib * 2 ** 20))
     print(f"wrote {args.out}: {info['files']} photos, JPEG quality {info['quality']}, "
           f"{info['bytes'] / 2 ** 20:.1f} MiB; {len(info['dropped'])} foggy clean photos left out")
     return 0

@@ -116,14 +116,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if resume is not None:
         trainer.resume(resume)
     end = min(config.train.steps, args.until or config.train.steps)
-    if trainer.step >= end:
+    if trainer.step >= end and not trainer.validation_due:
         print(f"nothing to do: {trainer.out} is at step {trainer.step}, the run ends at {end}")
         return 0
     with _stop_on_signals(trainer):
         metrics = trainer.fit(until=args.until, minutes=args.minutes)
     if trainer.interrupted:
+        # the stop a recipe stage gives goes into the command too: past it, the run would prune the checkpoint
+        # the next stage starts from
+        until = f" --until {end}" if end < config.train.steps else ""
         print(f"interrupted: checkpoint at step {trainer.step} in {trainer.out}; python -m training.train --resume "
-              f"{trainer.out} continues", file=sys.stderr)
+              f"{trainer.out}{until} continues", file=sys.stderr)
         return 130
     summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     print(f"done: step {trainer.step}, {summary or 'no validation set'}; checkpoints in {trainer.out}")

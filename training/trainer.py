@@ -22,6 +22,7 @@ from training.cli import UsageError, atomic_path
 from training.clips import Clip, clip_margin, make_clips
 from training.config import Config, config_to_dict
 from training.data import ImageCache, PairedCache, is_validation, random_windows, split_files
+from training.evaldata import is_held_out, refuse_evaluation_photos
 from training.images import list_images, read_rgb, to_tensor
 from training.losses import ContrastiveLoss, airlight_kept, fog_left, load_vgg19_features
 from training.metrics import psnr
@@ -139,10 +140,13 @@ class Trainer:
         if config.model.init:
             load_weights_into(self.model, Path(config.model.init))
         self.model.to(self.device).train()
-        multiple = self.model.size_multiple
+        multiple, smallest = self.model.size_multiple, self.model.min_size
         for key, side in (("train.crop", tc.crop), ("data.val_crop", config.data.val_crop)):
             if side % multiple:
                 raise UsageError(f"{key} = {side} is not a multiple of {multiple} (the model's size multiple)")
+            # a coefficient model sees validation crops at _val_side, never below its smallest input
+            if side < smallest and (key == "train.crop" or not self.model.predicts_coefficients):
+                raise UsageError(f"{key} = {side} is below {smallest}, the smallest input {config.model.name} takes")
         betas = tuple(tc.betas)
         opt_cls = torch.optim.Adam if tc.optimizer == "adam" else torch.optim.AdamW
         self.optimizer = opt_cls(self.model.parameters(), lr=tc.lr, betas=betas, weight_decay=tc.weight_decay)
@@ -163,6 +167,7 @@ class Trainer:
         self.objective = Objective(lc, reweighter, contrastive)
         self.step = 0
         self.interrupted = False  # set (by a signal handler) to end the run after the step under way
+        self.validation_due = False  # the checkpointed step's validation was skipped by a stop: done on resume
         self._load_data()
 
     # --- data ---------------------------------------------------------------------------------------------------
@@ -171,13 +176,17 @@ class Trainer:
         dc, tc = self.config.data, self.config.train
         self.window = tc.crop + 2 * clip_margin(tc.clip_frames, tc.crop, self.config.motion)
         train_files, val_files = split_files(list_images(dc.clean), dc.val_fraction)
+        train_files = [f for f in train_files if not is_held_out(f.name)]  # whatever data.val_fraction
         if not train_files:
             raise UsageError(f"no training images left in {dc.clean} after holding out data.val_fraction")
+        real_files = list_images(dc.real_hazy) if dc.real_hazy else []
+        paired = [(key, list_images(folder)) for key, folder in (("data.paired_hazy", dc.paired_hazy),
+                                                                 ("data.paired_clean", dc.paired_clean)) if folder]
+        refuse_evaluation_photos({"data.clean": train_files, "data.real_hazy": real_files, **dict(paired)})
         depth = Path(dc.depth) if dc.depth else None
         min_side = max(self.window, dc.val_crop)
         self.cache = ImageCache.load(train_files, dc.cache_short_side, depth, min_side=min_side)
-        self.real = [(to_tensor(read_rgb(f, dc.cache_short_side)) * 255).round().byte()
-                     for f in list_images(dc.real_hazy)] if dc.real_hazy else []
+        self.real = [(to_tensor(read_rgb(f, dc.cache_short_side)) * 255).round().byte() for f in real_files]
         self.foggy: list[str] = []
         if dc.max_fog > 0:
             try:
@@ -402,6 +411,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "reweighter": self.objective.reweighter.state_dict() if self.objective.reweighter else None,
+            "validation_due": self.validation_due,
             "config": config_to_dict(self.config),
         }
 
@@ -422,6 +432,7 @@ class Trainer:
         if self.objective.reweighter is not None and state.get("reweighter"):
             self.objective.reweighter.load_state_dict(state["reweighter"])
         self.step = int(state["step"])
+        self.validation_due = bool(state.get("validation_due", False))
         self._trim_log()
 
     def _trim_log(self) -> None:
@@ -453,7 +464,7 @@ class Trainer:
             the last validation metrics (empty without a validation set).
         """
         tc = self.config.train
-        end = tc.steps if until is None else min(tc.steps, until)
+        end = planned = tc.steps if until is None else min(tc.steps, until)
         self.out.mkdir(parents=True, exist_ok=True)
         tmp = atomic_path(self.out / "config.json")
         tmp.write_text(json.dumps(config_to_dict(self.config), indent=1) + "\n")
@@ -468,9 +479,13 @@ class Trainer:
                    **(self.val_input if self.val is not None else {})})
         metrics: dict[str, float] = {}
         has_val = self.val is not None or self.val_paired is not None
-        if self.step == 0 and has_val:
+        if has_val and (self.step == 0 or self.validation_due):
             metrics = self.validate()
-            self._log({"step": 0, **metrics})
+            self._log({"step": self.step, **metrics})
+            if self.validation_due and self.step >= end:  # no later checkpoint will say it is done
+                self.validation_due = False
+                self.checkpoint()
+        self.validation_due = False
         bar = tqdm(total=end, initial=self.step, disable=not self.progress, dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 60.0, desc=self.config.model.name)
         sums: dict[str, float] = {}
@@ -492,9 +507,12 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", **({"psnr": f"{metrics['val_psnr']:.2f}"}
                                                                 if "val_psnr" in metrics else {}))
                 sums, count, tick = {}, 0, now
-            if has_val and not self.interrupted and (self.step % tc.val_every == 0 or self.step == end):
-                metrics = self.validate()
-                self._log({"step": self.step, **metrics})
+            if has_val and (self.step % tc.val_every == 0 or self.step == end):
+                if self.interrupted:  # stop now; the resumed run validates this step first where it was due
+                    self.validation_due = self.step % tc.val_every == 0 or self.step == planned
+                else:
+                    metrics = self.validate()
+                    self._log({"step": self.step, **metrics})
             if self.step % tc.checkpoint_every == 0 or self.step == end:
                 self.checkpoint()
         bar.close()

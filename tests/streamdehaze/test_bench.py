@@ -44,6 +44,11 @@ def test_bench_clip_loops_the_sample_at_25_fps(tmp_path):
     (["--model", "nosuch", "--sizes", "360p", "--frames", "2"], "error: unknown model 'nosuch'"),
     (["--preset", "bogus"], "error: unknown --preset 'bogus' for libx264"),
     (["--json", "/no/such/folder/x.json"], "error: --json: no folder /no/such/folder"),
+    (["--json", ".", "--sizes", "360p", "--frames", "2"], "error: --json: . is a folder; give a file name"),
+    (["--streams", "1", "--seconds", "1", "--model", "kanet-t", "--weights", "/no/such.safetensors"],
+     "error: weights file not found: /no/such.safetensors"),
+    (["--streams", "1", "--seconds", "1", "--batch", "2", "--sizes", "360p"],
+     "error: --sizes, --batch: not for --streams"),
 ])
 def test_a_mistake_is_one_line_before_any_work(capsys, args, said):
     assert main(args) == 2
@@ -57,3 +62,18 @@ def test_counts_and_lengths_are_checked(capsys, args):
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2 and f"argument {args[-2]}: must be" in capsys.readouterr().err
+
+
+
+def test_capacity_bench_runs_the_weights_it_is_given(tmp_path, capsys):
+    import kanet
+
+    from streamdehaze.bench_streams import Setup
+
+    weights = kanet.save_weights(kanet.create_model("kanet-t", seed=1), tmp_path / "t.safetensors")
+    # the weights are loaded (they are not kanet-s), in this process and in a worker of the process-per-camera runs
+    shared = ["--streams", "1", "--seconds", "1", "--model", "kanet-s", "--weights", str(weights), "--device", "cpu"]
+    worker = ["--streams", "1", "--seconds", "1", "--worker", *Setup("kanet-s", weights, "cpu").options()]
+    for args in (shared, worker):
+        assert main(args) == 2
+        assert "holds kanet-t weights, not kanet-s" in capsys.readouterr().err

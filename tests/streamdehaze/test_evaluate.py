@@ -178,6 +178,16 @@ def test_bad_input_is_one_line(weights, data, tmp_path, capsys, args, message):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("clip", [b"", b"\x00not a video" * 300])
+def test_an_unreadable_clip_is_one_line(weights, data, tmp_path, capsys, clip):
+    video = data / "real_video" / "dvd_fog_1080p.mp4"
+    video.write_bytes(clip)
+    assert ev.main(["--weights", str(weights), "--out", str(tmp_path / "o"), "--data", str(data), "--parts", "video",
+                    "--threads", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot decode {video}: ") and err.count("\n") == 1
+
+
 def test_real_data_is_readable(shared_data):
     photos = ev.list_photos(shared_data / "real_hazy")
     assert len(photos) >= 8 and all(n in {p.name for p in photos} for n in ev.SHEET_NAMES)

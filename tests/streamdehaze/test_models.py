@@ -80,6 +80,18 @@ def test_wrong_configuration_is_refused(tiny_weights, make_video, run_cli, tmp_p
     assert code == 2 and "holds kanet-t weights" in err
 
 
+def test_a_named_configuration_with_the_image_output_is_still_that_configuration(tmp_path):
+    # what stages 1-4 of the kanet-t recipe write: kanet-t with the image output (the trainer's model.output)
+    import dataclasses
+
+    net = kanet.KANet(dataclasses.replace(kanet.CONFIGS["kanet-t"], output="image"), name="kanet-t")
+    path = kanet.save_weights(net, tmp_path / "image.safetensors")
+    with pytest.raises(UsageError, match="image.safetensors holds kanet-t weights, not kanet-s"):
+        create_model("kanet-s", path)
+    model = create_model("kanet-t", path)
+    assert model.name == "kanet-t" and not model.net.predicts_coefficients
+
+
 def test_unreadable_weights(make_video, run_cli, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not weights")

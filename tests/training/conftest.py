@@ -33,6 +33,25 @@ def clean_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def write_jpeg(path: Path, seed: int) -> Path:
+    """A synthetic clean photo (as :func:`scene`) as a JPEG file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(scene(seed), cv2.COLOR_RGB2BGR))
+    return path
+
+
+@pytest.fixture
+def evaluation_data(tmp_path: Path, monkeypatch) -> Path:
+    """The evaluation's data where it is looked for (../shared/data): real hazy photos, and clean photos of which
+    scene_16.jpg is held out (by its name's hash)."""
+    data = tmp_path / "shared" / "data"
+    write_jpeg(data / "real_hazy" / "fog.jpg", 100)
+    for i in (15, 16, 17):
+        write_jpeg(data / "clean" / f"scene_{i}.jpg", i)
+    monkeypatch.chdir(write_jpeg(tmp_path / "work" / "x.jpg", 0).parent)
+    return data
+
+
 @pytest.fixture(scope="session")
 def random_vgg(tmp_path_factory) -> Path:
     """A randomly initialised VGG19 saved like torchvision's ImageNet file (the real one is not available here)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,9 @@ from training.cli import UsageError, run_main
 from training.data import split_files
 from training.images import list_images
 from training.pack import main, pack
+
+from .conftest import write_jpeg
+
 
 
 @pytest.fixture
@@ -27,8 +31,8 @@ def jpegs(clean_folder: Path, tmp_path: Path) -> Path:
 def test_pack_keeps_names_and_fits_the_budget(jpegs: Path, tmp_path: Path) -> None:
     clean_folder = jpegs
     out = tmp_path / "pack"
-    out.mkdir()
-    (out / "stale.txt").write_text("an earlier pack")
+    pack(out, clean_folder, None, budget=10 * 1024 ** 2)
+    (out / "stale.txt").write_text("in an earlier pack")
     info = pack(out, clean_folder, clean_folder, budget=10 * 1024 ** 2)
     assert info["files"] == {"clean": 12, "real_hazy_train": 12} and info["quality"] == 95
     names = [p.name for p in list_images(out / "clean")]
@@ -55,3 +59,42 @@ def test_pack_leaves_out_foggy_photos(jpegs: Path, tmp_path: Path, capsys) -> No
 def test_only_jpegs_keep_their_names(clean_folder: Path, tmp_path: Path, capsys) -> None:
     assert run_main(main, [str(tmp_path / "p"), "--clean", str(clean_folder), "--real", "", "--max-fog", "0"]) == 2
     assert "not a .jpg" in capsys.readouterr().err and not (tmp_path / "p").exists()
+
+
+def test_only_an_earlier_pack_is_replaced(jpegs: Path, tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    (runs / "kanet-t-cpu").mkdir(parents=True)
+    (runs / "kanet-t-cpu" / "step-0011500.safetensors").write_text("weights")
+    args = ["--clean", str(jpegs), "--real", "", "--max-fog", "0"]
+    assert run_main(main, [str(runs), *args]) == 2
+    assert "is not a pack" in capsys.readouterr().err
+    assert (runs / "kanet-t-cpu" / "step-0011500.safetensors").read_text() == "weights"
+    # the inputs themselves, a folder inside them, or one holding them
+    for out in (jpegs, jpegs / "pack", tmp_path):
+        assert run_main(main, [str(out), *args]) == 2
+        assert "apart from its inputs" in capsys.readouterr().err
+    assert len(list_images(jpegs)) == 12 and not (jpegs / "pack").exists()
+    assert run_main(main, [str(runs / "pack"), *args]) == 0  # a new folder, then again over its own pack
+    assert run_main(main, [str(runs / "pack"), *args]) == 0 and (runs / "pack" / "pack.json").is_file()
+    assert sorted(p.name for p in (runs / "pack").iterdir()) == ["clean", "pack.json"]
+
+
+def test_a_budget_is_shown_as_given(jpegs: Path, tmp_path: Path, capsys) -> None:
+    args = ["--clean", str(jpegs), "--real", "", "--max-fog", "0", "--budget-mib", "0.001"]
+    assert run_main(main, [str(tmp_path / "p"), *args]) == 2
+    assert "do not fit in 0.001 MiB" in capsys.readouterr().err
+
+
+def test_the_evaluations_photos_are_refused(evaluation_data: Path, tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(evaluation_data / "real_hazy", copy)
+    write_jpeg(copy / "mine.jpg", 101)
+    clean = evaluation_data / "clean"
+    for real in (copy, evaluation_data / "real_hazy", clean):
+        assert run_main(main, [str(tmp_path / "p"), "--clean", str(clean), "--real", str(real), "--max-fog", "0"]) == 2
+        err = capsys.readouterr().err
+        assert "the evaluation's photo" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p").exists()
+    # clean/ itself packs whole: its held-out photo keeps its name, which the trainer leaves out
+    info = pack(tmp_path / "p", clean, tmp_path / "work")
+    assert info["files"] == {"clean": 3, "real_hazy_train": 1}

@@ -39,6 +39,18 @@ def test_ship_writes_fp16_copy_the_package_uses(checkpoint: Path, tmp_path: Path
     assert (shipped - original).abs().max() < 2e-3
 
 
+def test_an_image_output_body_ships_as_its_configuration(tmp_path: Path) -> None:
+    # the module's first example: a stage-2 checkpoint of the kanet-t recipe, kanet-t with the image output
+    import dataclasses
+
+    torch.manual_seed(0)
+    net = kanet.KANet(dataclasses.replace(kanet.CONFIGS["kanet-t"], output="image"), name="kanet-t").eval()
+    target = ship(kanet.save_weights(net, tmp_path / "step-0006000.safetensors"), tmp_path / "weights")
+    shipped = kanet.load_weights(target)
+    assert target.name == "kanet-t.safetensors" and shipped.config_name == "kanet-t"
+    assert shipped.config.output == "image"
+
+
 def test_over_budget_replaces_nothing(checkpoint: Path, tmp_path: Path) -> None:
     dest = tmp_path / "weights"
     dest.mkdir()

@@ -68,7 +68,7 @@ def test_twenty_step_cpu_run_of_an_image_model_lowers_the_loss(clean_folder, tmp
     import kanet
 
     model = kanet.load_weights(run / pointer["weights"])
-    assert model.config.output == "image" and model.config_name is None  # not the named kanet-t any more
+    assert model.config.output == "image" and model.config_name == "kanet-t"  # kanet-t with the image output
 
 
 def test_coefficient_model_starts_as_the_identity_and_learns(clean_folder, tmp_path):
@@ -154,6 +154,8 @@ def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path, random
     ({"train": {"steps": "many"}}, "train.steps must be an integer"),
     ({"data": {"clean": "/no/such/folder"}}, "image folder not found: /no/such/folder"),
     ({"train": {"crop": 60}}, "not a multiple of 16"),
+    ({"train": {"crop": 32}}, "train.crop = 32 is below 48, the smallest input kanet-t takes"),
+    ({"model": {"output": "image"}, "data": {"val_crop": 16}}, "data.val_crop = 16 is below 48"),
     ({"model": {"name": "resnet"}}, "unknown model.name"),
     ({"model": {"output": "rgb"}}, "model.output must be image or coefficients"),
     ({"train": {"scale": [0.5, 2.0]}}, "train.scale must be [low, high] with 1 <= low <= high"),
@@ -282,3 +284,76 @@ def test_cuda_run_with_fp16_autocast(clean_folder, tmp_path):
     assert run_main(main, ["--config", str(config), "--quiet"]) == 0
     log = _log(tmp_path / "run")
     assert log[0]["device"].startswith("cuda") and all(math.isfinite(r["loss"]) for r in log if "loss" in r)
+
+
+def _stop_during_step(monkeypatch, step: int) -> None:
+    """SIGTERM to this process while step ``step`` is under way, as a job scheduler sends it."""
+    import os
+    import signal
+
+    from training.trainer import Trainer
+
+    train_step = Trainer.train_step
+
+    def stopped(self):
+        if self.step == step - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", stopped)
+
+
+def test_the_interrupted_message_continues_to_the_same_stop(clean_folder, tmp_path, capsys, monkeypatch):
+    # A recipe stage stops at --until 4 of a 8-step schedule; stopped at step 2, the command it prints must stop at
+    # 4 too, or it would prune the step-4 checkpoint the next stage starts from.
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 8, "checkpoint_every": 2})
+    with monkeypatch.context() as patch:
+        _stop_during_step(patch, 2)
+        assert run_main(main, ["--config", str(config), "--until", "4", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    command = err[err.index("python -m training.train"):].split(" continues")[0].split()
+    assert command[:3] == ["python", "-m", "training.train"]
+    assert run_main(main, [*command[3:], "--quiet"]) == 0
+    assert json.loads((run / "last.json").read_text())["step"] == 4 and (run / "step-0000004.safetensors").is_file()
+
+
+def test_a_validation_a_stop_skipped_is_done_on_resume(clean_folder, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 6, "checkpoint_every": 2,
+                                                                       "val_every": 2})
+    for stop, validated in ((2, [0]), (3, [0, 2])):  # a validation step, then one that is not
+        with monkeypatch.context() as patch:
+            _stop_during_step(patch, stop)
+            assert run_main(main, ["--config", str(config), "--quiet"]) == 130
+        assert [r["step"] for r in _log(run) if "val_psnr" in r] == validated
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    assert [r["step"] for r in _log(run) if "val_psnr" in r] == [0, 2, 4, 6]  # as a run never stopped
+    # stopped at the run's last step: the run that follows only validates it, once
+    run2 = tmp_path / "run2"
+    config2 = write_config(tmp_path / "c2.toml", clean_folder, run2, train={"steps": 2, "val_every": 2})
+    with monkeypatch.context() as patch:
+        _stop_during_step(patch, 2)
+        assert run_main(main, ["--config", str(config2), "--quiet"]) == 130
+    for _ in range(2):
+        assert run_main(main, ["--config", str(config2), "--quiet"]) == 0
+    assert [r["step"] for r in _log(run2) if "val_psnr" in r] == [0, 2]
+
+
+def test_the_evaluations_photos_never_train(evaluation_data, tmp_path, capsys):
+    # data.val_fraction 0 holds nothing out for validation, but the evaluation's held-out scene_16 still stays out
+    run = tmp_path / "run"
+    clean = evaluation_data / "clean"
+    config = write_config(tmp_path / "c.toml", clean, run, data={"val_fraction": 0.0}, train={"steps": 1})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    assert _log(run)[0]["train_images"] == 2
+    # nor do the evaluation's real hazy photos (or a copy) as real haze
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "mine.jpg").write_bytes((evaluation_data / "real_hazy" / "fog.jpg").read_bytes())
+    for real in (evaluation_data / "real_hazy", copy):
+        config = write_config(tmp_path / "r.toml", clean, tmp_path / "r", data={"real_hazy": str(real)},
+                              train={"steps": 1, "real_batch": 1}, loss={"fog_left": 0.1})
+        assert run_main(main, ["--config", str(config), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: data.real_hazy: ") and "the evaluation's photo" in err and "\n" not in err
