@@ -641,3 +641,30 @@ def test_an_avi_output_has_a_frame_per_frame_of_its_input(make_video, probe, run
         video = avi.streams.video[0]
         assert video.average_rate == 25 and video.frames <= 21, (video.average_rate, video.frames)
     assert probe(tmp_path / "o.avi")["count"] == 20
+
+
+def test_mpeg1_mpeg2_and_mpeg4_are_given_a_time_base_they_take(make_video, probe, run_cli, tmp_path):
+    # MPEG-1/2 take only a frame rate's time base (an MP4's 1/12800 was "12800 fps"), MPEG-4 part 2 none finer than
+    # 1/65535 (an MPEG-TS input's is 1/90000): each failed once the model had loaded. Every frame keeps its time.
+    mp4 = make_video(frames=4)
+    ts = make_video("in.ts", frames=4)
+    for src, codec, out in ((mp4, "mpeg2video", "o2.mp4"), (mp4, "mpeg1video", "o1.mkv"), (ts, "mpeg4", "o4.mp4"),
+                            (ts, "mpeg2video", "o2.ts")):
+        code, err = run_cli(src, tmp_path / out, "--model", "dcp", "--codec", codec, "--quiet")
+        assert code == 0, err
+        written, read = probe(tmp_path / out)["times"], probe(src)["times"]
+        assert [t - written[0] for t in written] == [t - read[0] for t in read], (codec, out)
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mov", ".mkv"])
+def test_mjpeg_is_written_in_full_range_with_true_colours(make_video, probe, run_cli, tmp_path, suffix):
+    # (MJPEG's encoder refuses limited-range YUV: "Non full-range YUV is non-standard")
+    src = make_video(frames=2, width=160, height=90)
+    code, err = run_cli(src, tmp_path / f"o{suffix}", "--model", "dcp", "--strength", "0", "--codec", "mjpeg",
+                        "--quiet")
+    assert code == 0, err
+    written, read = probe(tmp_path / f"o{suffix}"), probe(src)
+    assert written["count"] == 2
+    difference = np.abs(written["rgb"][1].astype(np.int16) - read["rgb"][1]).mean()
+    assert difference < 3, difference  # (limited range read as full: levels 16 apart and more)
+
