@@ -194,7 +194,8 @@ class Job:
 
     def _choose_encoding(self) -> None:
         c, info, muxer = self.config, self.source.info, self._muxer()
-        self.encoding = choose_encoding(info, self.codec, c.encode.crf, c.encode.preset, self.live, self.nvidia)
+        self.encoding = choose_encoding(info, self.codec, c.encode.crf, c.encode.preset, self.live, self.nvidia,
+                                        muxer or "matroska")
         if muxer is not None and muxer != "rtsp":  # (an RTSP server is not written to in memory)
             fmt, options = output_options(str(c.output), self.dst, self.live)
             trial_write(fmt, options, info, self.encoding, self.live, mask(str(c.output), str(c.output)))

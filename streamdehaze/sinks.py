@@ -184,11 +184,16 @@ def _tag_like(stream: av.stream.Stream, src: av.stream.Stream) -> None:
     stream.disposition = src.disposition
 
 
+# Encoders for sound a format cannot hold as it is, by preference, with their codec's name.
+_REENCODERS = (("aac", "aac"), ("libopus", "opus"), ("mp2", "mp2"), ("ac3", "ac3"))
+
+
 def reencoding_codec(muxer: str) -> str | None:
-    """The codec sound is encoded in for ``muxer`` when it cannot hold the input's: AAC, else Opus (WebM, Ogg)."""
+    """The codec sound is encoded in for ``muxer`` when it cannot hold the input's: AAC, else Opus (WebM, Ogg),
+    else MP2 or AC-3 (MPEG-PS: .mpg, .vob)."""
     if muxer in _TAKES_ANY or muxer == "rtsp":
         return "aac"
-    return next((c for c, name in (("aac", "aac"), ("libopus", "opus")) if name in _codecs(muxer)), None)
+    return next((c for c, name in _REENCODERS if c in av.codecs_available and name in _codecs(muxer)), None)
 
 
 def _header_takes(muxer: str, src: av.stream.Stream) -> bool:
@@ -203,8 +208,8 @@ def _header_takes(muxer: str, src: av.stream.Stream) -> bool:
         return False
 
 
-# Encoders for a format that cannot hold H.264, in order of preference (WebM: VP9).
-_NOT_H264 = ("libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx")
+# Encoders for a format that cannot hold H.264, in order of preference (WebM: VP9; a raw .hevc stream: x265).
+_NOT_H264 = ("libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx", "libx265")
 # The encoders a refusal names, where the output holds their video.
 _SUGGESTED = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx", "ffv1", "prores_ks",
               "mpeg2video", "mpeg4", "libtheora")
@@ -317,10 +322,15 @@ class Encoding:
     yuv_format: YUVFormat
 
 
+# Encoders whose 10-bit video plays widely, by preference (where this FFmpeg's build writes 10 bits with them).
+_TEN_BITS = ("libx265", "libsvtav1", "libvpx-vp9", "libaom-av1")
+
+
 def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = None, preset: str | None = None,
-                    live: bool = False, nvenc: hwaccel.Nvidia | None = None) -> Encoding:
+                    live: bool = False, nvenc: hwaccel.Nvidia | None = None, muxer: str = "matroska") -> Encoding:
     """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning where it
-    does not; an error if it is required)."""
+    does not; an error if it is required). ``muxer``: the output's, for the encoder an HDR warning suggests (Matroska
+    holds them all)."""
     spec = encoder(codec)
     options = quality_options(codec, crf, preset)
     if nvenc:  # NVENC is probed in 8 bits, the only depth our planes give it
@@ -331,8 +341,10 @@ def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = N
             spec, options = encoder(hardware[0]), hardware[1]
     pix_fmt = choose_pix_fmt(spec, info.width, info.height, info.bits)
     if info.bits > 8 and PLANAR[pix_fmt][1] == 8 and info.colour.get("color_trc") in _HDR_TRANSFERS:
-        log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding (--codec libx265 "
-                    "keeps 10 bits)", info.bits, spec.name)
+        deeper = [e for e in _held(_TEN_BITS, muxer)
+                  if PLANAR[choose_pix_fmt(encoder(e), info.width, info.height, info.bits)][1] > 8]
+        log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding%s", info.bits,
+                    spec.name, f" (--codec {deeper[0]} keeps 10 bits)" if deeper else "")
     return Encoding(spec, options, pix_fmt, output_format(info, pix_fmt, spec.name in _FULL_RANGE_ONLY))
 
 
