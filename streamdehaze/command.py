@@ -46,7 +46,9 @@ log = logging.getLogger("streamdehaze")
 def run(argv: list[str], reloads: list[int] | None = None) -> int:
     """Parse ``argv`` and run; errors are raised for ``cli.main`` to report. ``reloads``: SIGHUPs that reached
     ``serve`` before it ran (``cli.main`` records them from the start)."""
-    av.logging.set_level(None)  # FFmpeg's own messages would bury ours; errors reach us as exceptions
+    # FFmpeg's own messages would bury ours: none is shown, but PyAV's callback keeps its last error, which an
+    # exception then explains itself with ("Invalid argument" is MOV refusing VP9).
+    av.logging.set_level(av.logging.PANIC)
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # likewise OpenCV's, for damaged images
     if argv[:1] == ["serve"]:  # (an input file called 'serve': ./serve)
         return serve(argv[1:], [] if reloads is None else reloads)

@@ -49,12 +49,14 @@ from .sinks import (
     choose_encoding,
     default_encoder,
     output_muxer,
+    output_options,
     segment_pattern,
     url_format,
 )
 from .sources import VideoFileSource, is_file
 from .stats import RunStats
 from .temporal import check_mode, smoother
+from .trial import trial_write
 
 FILE_BATCH = 4  # default frames per model call for files: batches amortise per-call costs (CPU: 1.4x the fps)
 
@@ -176,11 +178,27 @@ class Job:
         check_writable(self.dst.parent)
 
     def open(self, stop: threading.Event | None = None) -> Source:
-        """Open the input; a camera is dialled until it answers (``live.Stopped`` if ``stop`` is set first)."""
+        """Open the input; a camera is dialled until it answers (``live.Stopped`` if ``stop`` is set first). Then
+        the output's encoding is chosen for its size and timing and tried in memory (``trial.py``), before the
+        model loads: a pair of format and encoder FFmpeg would fail is a ``UsageError``."""
         c = self.config
         self.source = open_source(c.input, max_frames=c.max_frames, duration=c.duration, live=c.live,
                                   nvdec=self.nvidia, strict=c.strict, stop=stop, copy_audio=c.output is not None)
+        try:
+            with keyed("codec"):
+                self._choose_encoding()
+        except BaseException:
+            self.source.close()
+            raise
         return self.source
+
+    def _choose_encoding(self) -> None:
+        c, info, muxer = self.config, self.source.info, self._muxer()
+        self.encoding = choose_encoding(info, self.codec, c.encode.crf, c.encode.preset, self.live, self.nvidia,
+                                        muxer or "matroska")
+        if muxer is not None and muxer != "rtsp":  # (an RTSP server is not written to in memory)
+            fmt, options = output_options(str(c.output), self.dst, self.live)
+            trial_write(fmt, options, info, self.encoding, self.live, mask(str(c.output), str(c.output)))
 
     def start(self, name: str = "") -> Stream:
         """Make the output ready (``outputs.py``) and the pipeline stream that feeds it."""
@@ -212,7 +230,7 @@ class Job:
         c, info = self.config, self.source.info
         if c.encode.segment_time is not None:
             info = replace(info, chapters=[])  # (the input's chapters fit no one segment)
-        encoding = choose_encoding(info, self.codec, c.encode.crf, c.encode.preset, self.live, self.nvidia)
+        encoding = self.encoding
 
         def sink(path: Path | str, **where) -> VideoSink:
             return VideoSink(path, info, encoding, live=self.live, **where)

@@ -37,7 +37,7 @@ from .sources import VideoInfo, packet_start, stream_tags
 
 log = logging.getLogger("streamdehaze")
 
-_AVCOL_RANGE_MPEG = 1
+_AVCOL_RANGE_MPEG, _AVCOL_RANGE_JPEG = 1, 2
 
 _MATRIX_TAG = {"bt709": 1, "bt601": 6, "bt2020": 9}
 _TOP_FIRST, _BOTTOM_FIRST = {2, 5}, {3, 4}  # AVFieldOrder, as shown: TT and BT; BB and TB
@@ -67,11 +67,16 @@ def choose_pix_fmt(codec: av.Codec, width: int, height: int, bits: int = 8) -> s
     return fallback[0]
 
 
-def output_format(info: VideoInfo, pix_fmt: str) -> YUVFormat:
-    """How dehazed frames are written: the input's colour matrix, limited range, ``pix_fmt``'s layout."""
+def output_format(info: VideoInfo, pix_fmt: str, full_range: bool = False) -> YUVFormat:
+    """How dehazed frames are written: the input's colour matrix, limited range (``full_range`` for JPEG's
+    encoders), ``pix_fmt``'s layout."""
     subsampling, bits, _ = PLANAR[pix_fmt]
     matrix = matrix_name(info.colour.get("colorspace", 2), info.height)
-    return YUVFormat(matrix=matrix, full_range=False, bits=bits, subsampling=subsampling)
+    return YUVFormat(matrix=matrix, full_range=full_range, bits=bits, subsampling=subsampling)
+
+
+# Encoders that take full-range YUV only: JPEG's levels (limited range is "non-standard" to MJPEG's encoder).
+_FULL_RANGE_ONLY = {"mjpeg"}
 
 
 # Seconds a server published to may take to accept a frame before it is taken for lost and dialled again
@@ -179,11 +184,16 @@ def _tag_like(stream: av.stream.Stream, src: av.stream.Stream) -> None:
     stream.disposition = src.disposition
 
 
+# Encoders for sound a format cannot hold as it is, by preference, with their codec's name.
+_REENCODERS = (("aac", "aac"), ("libopus", "opus"), ("mp2", "mp2"), ("ac3", "ac3"))
+
+
 def reencoding_codec(muxer: str) -> str | None:
-    """The codec sound is encoded in for ``muxer`` when it cannot hold the input's: AAC, else Opus (WebM, Ogg)."""
+    """The codec sound is encoded in for ``muxer`` when it cannot hold the input's: AAC, else Opus (WebM, Ogg),
+    else MP2 or AC-3 (MPEG-PS: .mpg, .vob)."""
     if muxer in _TAKES_ANY or muxer == "rtsp":
         return "aac"
-    return next((c for c, name in (("aac", "aac"), ("libopus", "opus")) if name in _codecs(muxer)), None)
+    return next((c for c, name in _REENCODERS if c in av.codecs_available and name in _codecs(muxer)), None)
 
 
 def _header_takes(muxer: str, src: av.stream.Stream) -> bool:
@@ -198,8 +208,24 @@ def _header_takes(muxer: str, src: av.stream.Stream) -> bool:
         return False
 
 
-# Encoders for a format that cannot hold H.264, in order of preference (WebM: VP9).
-_NOT_H264 = ("libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx")
+# Encoders for a format that cannot hold H.264, in order of preference (WebM: VP9; a raw .hevc stream: x265).
+_NOT_H264 = ("libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx", "libx265")
+# The encoders a refusal names, where the output holds their video.
+_SUGGESTED = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx", "ffv1", "prores_ks",
+              "mpeg2video", "mpeg4", "libtheora")
+
+# Muxers that answer "unknown" for most codecs, so that a stream of any is added, yet write only these videos:
+# any other fails at the header, after the model has loaded (Ogg, MXF, y4m), or (MPEG-PS: .mpg, .vob) makes a
+# file no player reads. Known by name before a camera is dialled; the trial write (``trial.py``) catches the rest.
+_PS_VIDEO = frozenset({"mpeg1video", "mpeg2video", "h264", "hevc", "mpeg4"})
+_VIDEO_ONLY = {
+    "mpegts": _TS_VIDEO, "ogg": {"theora", "vp8"}, "ogv": {"theora", "vp8"},
+    "mpeg": _PS_VIDEO, "vob": _PS_VIDEO, "svcd": _PS_VIDEO, "dvd": _PS_VIDEO, "vcd": _PS_VIDEO,
+    "mxf": {"mpeg2video", "h264", "prores", "dnxhd", "jpeg2000", "ffv1", "dvvideo"},
+    "yuv4mpegpipe": frozenset(),  # raw pictures, which streamdehaze does not write
+}
+# Muxers that list these codecs and refuse them in the header (VP9 in MOV: "only supported in MP4").
+_VIDEO_REFUSED = {"mov": {"vp8", "vp9", "av1"}, "ismv": {"vp8", "vp9", "av1"}, "flv": {"mpeg4"}}
 
 
 def output_muxer(target: str) -> str:
@@ -211,35 +237,52 @@ def output_muxer(target: str) -> str:
     return LIVE_FILES[path.suffix.lower()][0] if path.suffix.lower() in LIVE_FILES else _muxer_for(path)
 
 
+def _holds(muxer: str, codec: str, probe: bool = True) -> bool:
+    """Whether ``muxer`` holds ``codec``'s video (a codec's name: h264, vp9): by the rules above, else by the codecs
+    it lists, else (``probe``) by FFmpeg's answer to a stream added: PyAV refuses only what a muxer says it cannot
+    hold, and takes what it says "unknown" of."""
+    if muxer in _VIDEO_ONLY:
+        return codec in _VIDEO_ONLY[muxer]
+    if codec in _VIDEO_REFUSED.get(muxer, ()):
+        return False
+    if codec in _codecs(muxer) or not probe:
+        return codec in _codecs(muxer)
+    try:
+        with av.open(io.BytesIO(), "w", format=muxer) as empty:
+            empty.add_stream(codec)
+        return True
+    except ValueError:
+        return False
+
+
 def _held(encoders: tuple[str, ...], muxer: str) -> list[str]:
-    """Those of ``encoders`` that this FFmpeg has and whose codec ``muxer`` says it holds."""
-    takes = _codecs(muxer)
-    return [e for e in encoders if e in av.codecs_available and av.Codec(e, "w").canonical_name in takes]
+    """Those of ``encoders`` that this FFmpeg has and whose codec ``muxer`` holds, by name."""
+    return [e for e in encoders if e in av.codecs_available
+            and _holds(muxer, av.Codec(e, "w").canonical_name, probe=False)]
 
 
 def default_encoder(muxer: str) -> str:
     """libx264, unless ``muxer`` cannot hold H.264: then the first of ``_NOT_H264`` that it holds."""
-    if muxer in _TAKES_ANY or "h264" in _codecs(muxer):
+    if _holds(muxer, "h264", probe=False):
         return "libx264"
     return next(iter(_held(_NOT_H264, muxer)), "libx264")
 
 
+def refusal(muxer: str, codec: str, name: str, why: str = "") -> UsageError:
+    """The error for an output ``name`` that ``muxer`` cannot hold in ``codec`` (or, ``why``, that FFmpeg fails to
+    write so), naming the encoders it takes."""
+    fit = _held(_SUGGESTED, muxer)
+    return UsageError(f"{name} ({muxer}) " + (f"cannot be written with {codec}: {why}" if why else
+                                              f"cannot hold {codec} video")
+                      + (f"; encoders it takes: {', '.join(fit)}" if fit else
+                         ", nor any other this writes: name a .mp4, .mkv, .mov, .webm or .ts output"))
+
+
 def check_encoder_fits(muxer: str, codec: str, name: str) -> None:
     """A UsageError, naming encoders that would do, where ``muxer`` cannot hold ``codec``'s video (WebM and
-    H.264, MP4 and ProRes): found out before a camera is dialled or a model loaded."""
-    if muxer == "rtsp":  # (a muxer that opens a connection)
-        return
-    if muxer == "mpegts" and av.Codec(codec, "w").canonical_name not in _TS_VIDEO:
-        fit = [e for e in ("libx264", "libx265", "mpeg2video", "mpeg4") if e in av.codecs_available]
-        raise UsageError(f"{name} (mpegts) cannot hold {codec} video; encoders it takes: {', '.join(fit)}")
-    try:
-        with av.open(io.BytesIO(), "w", format=muxer) as probe:
-            probe.add_stream(codec)
-    except ValueError:
-        fit = _held(("libx264", "libx265", *_NOT_H264, "ffv1", "prores_ks"), muxer)
-        raise UsageError(f"{name} ({muxer}) cannot hold {codec} video"
-                         + (f"; encoders it takes: {', '.join(fit)}" if fit else
-                            ", nor any other this writes: name a .mp4, .mkv, .mov, .webm or .ts output")) from None
+    H.264, MP4 and ProRes, Ogg and H.264): found out before a camera is dialled or a model loaded."""
+    if muxer != "rtsp" and not _holds(muxer, av.Codec(codec, "w").canonical_name):  # (RTSP opens a connection)
+        raise refusal(muxer, codec, name)
 
 
 def url_format(target: str) -> str | None:
@@ -279,10 +322,15 @@ class Encoding:
     yuv_format: YUVFormat
 
 
+# Encoders whose 10-bit video plays widely, by preference (where this FFmpeg's build writes 10 bits with them).
+_TEN_BITS = ("libx265", "libsvtav1", "libvpx-vp9", "libaom-av1")
+
+
 def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = None, preset: str | None = None,
-                    live: bool = False, nvenc: hwaccel.Nvidia | None = None) -> Encoding:
+                    live: bool = False, nvenc: hwaccel.Nvidia | None = None, muxer: str = "matroska") -> Encoding:
     """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning where it
-    does not; an error if it is required)."""
+    does not; an error if it is required). ``muxer``: the output's, for the encoder an HDR warning suggests (Matroska
+    holds them all)."""
     spec = encoder(codec)
     options = quality_options(codec, crf, preset)
     if nvenc:  # NVENC is probed in 8 bits, the only depth our planes give it
@@ -293,9 +341,87 @@ def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = N
             spec, options = encoder(hardware[0]), hardware[1]
     pix_fmt = choose_pix_fmt(spec, info.width, info.height, info.bits)
     if info.bits > 8 and PLANAR[pix_fmt][1] == 8 and info.colour.get("color_trc") in _HDR_TRANSFERS:
-        log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding (--codec libx265 "
-                    "keeps 10 bits)", info.bits, spec.name)
-    return Encoding(spec, options, pix_fmt, output_format(info, pix_fmt))
+        deeper = [e for e in _held(_TEN_BITS, muxer)
+                  if PLANAR[choose_pix_fmt(encoder(e), info.width, info.height, info.bits)][1] > 8]
+        log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding%s", info.bits,
+                    spec.name, f" (--codec {deeper[0]} keeps 10 bits)" if deeper else "")
+    return Encoding(spec, options, pix_fmt, output_format(info, pix_fmt, spec.name in _FULL_RANGE_ONLY))
+
+
+def output_options(target: str, shown_as: Path | None = None, live: bool = False) -> tuple[str, dict[str, str]]:
+    """The muxer that writes ``target`` (a file named ``shown_as``: a temporary file's name says nothing) and its
+    options; a live run writes a file as it goes, each fragment handed to the kernel at once."""
+    fmt, options = url_format(target), {}
+    if fmt == "rtsp":
+        # Its socket timeout bounds the dial: PyAV holds the GIL through it, so the whole process waits.
+        options = {"rtsp_transport": "tcp", "timeout": str(int(DIAL_TIMEOUT * 1e6))}
+    elif fmt is None:
+        shown_as = shown_as or Path(target)
+        if live:
+            check_live_file(shown_as)
+        muxer, as_it_goes = LIVE_FILES.get(shown_as.suffix.lower(), (None, {}))
+        fmt, options = muxer or _muxer_for(shown_as), {**as_it_goes, "flush_packets": "1"} if live else {}
+    elif target == STDOUT and live:
+        options = {"flush_packets": "1"}
+    if fmt == "mpegts":
+        # B-frames give the first packets a decode time before 0, which MPEG-TS takes (its muxer adds a delay
+        # to every time); FFmpeg would otherwise shift the whole file later by that much.
+        options = {**options, "avoid_negative_ts": "disabled"}
+    return fmt, options
+
+
+def frame_ticks(codec: str, muxer: str, info: VideoInfo) -> Fraction | None:
+    """The time base frames are moved onto (each to the nearest free tick) where the input's cannot be written,
+    else None: the input's own, so that every pts is written exactly as it was read (variable rate included).
+    AVI has a frame every tick of its time base, and fills a finer one with empty frames; MPEG-1/2 take only a
+    frame rate's (FFmpeg refuses 1/12800 as "12800 fps"); MPEG-4 part 2 none finer than 1/65535 (MPEG-TS's is
+    1/90000)."""
+    if info.rate and (muxer == "avi" or codec in ("mpeg1video", "mpeg2video")):
+        return 1 / info.rate
+    if info.rate and codec == "mpeg4" and info.time_base.denominator > 65535:
+        # The coarsest step down that keeps frames at the input's rate exact: 1/45000 from 1/90000 at 25 fps
+        # (frames at n/m fps fall on ticks of 1/d where n divides d).
+        step, within = info.rate.numerator, info.time_base.denominator
+        return next((Fraction(1, d) for d in range(65535 // step * step, 0, -step) if within % d == 0), 1 / info.rate)
+    return None
+
+
+def add_video_stream(container: av.container.OutputContainer, info: VideoInfo, encoding: Encoding,
+                     live: bool = False) -> av.video.stream.VideoStream:
+    """The output's video stream as a sink encodes it (``VideoSink``, and the trial write in ``trial.py``, which
+    must not drift from it): the input's size, time base (or ``frame_ticks``), tags and colour, the encoder's
+    options; a live run's keyframes."""
+    codec = encoding.codec
+    stream = container.add_stream(codec.name, rate=info.rate)
+    stream.width, stream.height, stream.pix_fmt = info.width, info.height, encoding.pix_fmt
+    stream.time_base = frame_ticks(codec.name, container.format.name, info) or info.time_base
+    stream.metadata.update(info.video_tags)  # a timecode becomes the output's own timecode track
+    stream.disposition = info.video_disposition
+    ctx = stream.codec_context
+    ctx.time_base = stream.time_base
+    options = dict(encoding.options)
+    if live:
+        # Keyframes are forced once a second of *time* (write()), not every N frames: after drops N frames
+        # can span much longer, and viewers joining and segment cuts both need them on time.
+        ctx.gop_size = max(1, round(2 * info.rate))
+        if codec.name in ("libx264", "libx265"):
+            options["tune"] = "zerolatency"
+        if codec.name == "libx264":
+            options["forced-idr"] = "1"
+    if info.field_order in _TOP_FIRST | _BOTTOM_FIRST and codec.name == "libx264":  # so that players deinterlace
+        options["x264-params"] = f"interlaced=1:{'tff' if info.field_order in _TOP_FIRST else 'bff'}=1"
+    ctx.options = options
+    ctx.colorspace = _MATRIX_TAG[encoding.yuv_format.matrix]
+    ctx.color_range = _AVCOL_RANGE_JPEG if encoding.yuv_format.full_range else _AVCOL_RANGE_MPEG
+    if info.colour.get("color_primaries", 2) != 2:
+        ctx.color_primaries = info.colour["color_primaries"]
+    if info.colour.get("color_trc", 2) != 2:
+        ctx.color_trc = info.colour["color_trc"]
+    if info.rotation:
+        stream.set_display_rotation(info.rotation)
+    if info.pixel_aspect:  # (else an anamorphic picture is shown squeezed)
+        ctx.sample_aspect_ratio = info.pixel_aspect
+    return stream
 
 
 class VideoSink:
@@ -315,6 +441,7 @@ class VideoSink:
         encoding = encoding or choose_encoding(info, live=live)
         self._file: WholeWrites | None = None  # a file's writer (``outputs.WholeWrites``: no write error is lost)
         self.container = self._open(self.target)
+        self._said_by = (self.container.format.name, encoding.codec.name)  # whose explanations a failure gives
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
         if info.chapters:
             self.container.set_chapters(info.chapters)
@@ -339,86 +466,35 @@ class VideoSink:
         except (av.FFmpegError, OSError) as exc:
             if time.monotonic() - began >= 0.9 * DIAL_TIMEOUT:
                 raise MediaError(f"cannot write {self.name}: no answer for {DIAL_TIMEOUT:g} s") from None
-            raise _url_error(exc)(f"cannot write {self.name}: {_reason(exc, self.target)}") from None
+            reason = failure_reason(exc, self.target, *self._said_by)
+            raise _url_error(exc)(f"cannot write {self.name}: {reason}") from None
 
     def _open(self, target: str) -> av.container.OutputContainer:
-        fmt, options = url_format(target), {}
-        if fmt == "rtsp":
-            # Its socket timeout bounds the dial: PyAV holds the GIL through it, so the whole process waits.
-            options.update(rtsp_transport="tcp", timeout=str(int(DIAL_TIMEOUT * 1e6)))
-        elif fmt is None:
-            fmt, options = self._file_format()
-        elif target == STDOUT:
-            target, options = "pipe:1", {"flush_packets": "1"} if self.live else {}
-        if fmt == "mpegts":
-            # B-frames give the first packets a decode time before 0, which MPEG-TS takes (its muxer adds a delay
-            # to every time); FFmpeg would otherwise shift the whole file later by that much.
-            options = {**options, "avoid_negative_ts": "disabled"}
+        fmt, options = output_options(target, self.shown_as, self.live)
         try:
             if self.path is not None:
                 self._file = WholeWrites(target, "wb")
-            return av.open(self._file or target, "w", format=fmt, options=options, timeout=10.0)
+            where = self._file or ("pipe:1" if target == STDOUT else target)
+            return av.open(where, "w", format=fmt, options=options, timeout=10.0)
         except (av.FFmpegError, ValueError, OSError) as exc:
             self._close_file()
             raise (_url_error(exc) if fmt in _URL_FORMATS.values() else UsageError)(
-                f"cannot write {self.name}: {_reason(exc, target)}") from None
-
-    def _file_format(self) -> tuple[str, dict[str, str]]:
-        """Muxer and options for a file; live runs write it as it goes, each fragment to the kernel at once."""
-        muxer, as_it_goes = LIVE_FILES.get(self.shown_as.suffix.lower(), (None, {}))
-        if self.live:
-            check_live_file(self.shown_as)
-        options = {**as_it_goes, "flush_packets": "1"} if self.live else {}
-        return muxer or _muxer_for(self.shown_as), options
+                f"cannot write {self.name}: {failure_reason(exc, target, fmt)}") from None
 
     def _add_video(self, encoding: Encoding) -> None:
-        info, codec = self.info, encoding.codec
-        stream = self.container.add_stream(codec.name, rate=info.rate)
-        stream.width, stream.height = info.width, info.height
+        info, codec, muxer = self.info, encoding.codec, self.container.format.name
         self.pix_fmt, self.yuv_format = encoding.pix_fmt, encoding.yuv_format
         if self.pix_fmt != "yuv420p":
             log.info("encoding %s (%dx%d)", self.pix_fmt, info.width, info.height)
-        stream.pix_fmt = self.pix_fmt
-        # The input's time base, so every pts is written exactly as it was read (variable rate included); AVI has
-        # a frame every tick of its time base, and fills a finer one with empty frames: frames are counted there.
-        self._frame_ticks = 1 / info.rate if self.container.format.name == "avi" and info.rate else None
+        if info.field_order in _TOP_FIRST | _BOTTOM_FIRST and codec.name != "libx264":
+            log.warning("%s: the input is interlaced; %s encodes it as progressive", self.name, codec.name)
+        if info.rotation and muxer not in _HOLD_ROTATION:
+            log.warning("%s (%s) has no rotation tag: the picture is written as stored, turned %d degrees from "
+                        "upright (.mp4, .mov or .mkv keep the tag)", self.name, muxer, info.rotation % 360)
+        self.video = add_video_stream(self.container, info, encoding, self.live)
+        self._frame_ticks = frame_ticks(codec.name, muxer, info)
         self._last_tick: int | None = None
-        stream.time_base = self._frame_ticks or info.time_base
-        stream.metadata.update(info.video_tags)  # a timecode becomes the output's own timecode track
-        stream.disposition = info.video_disposition
-        ctx = stream.codec_context
-        ctx.time_base = stream.time_base
-        options = dict(encoding.options)
-        if self.live:
-            # Keyframes are forced once a second of *time* (write()), not every N frames: after drops N frames
-            # can span much longer, and viewers joining and segment cuts both need them on time.
-            ctx.gop_size = max(1, round(2 * info.rate))
-            if codec.name in ("libx264", "libx265"):
-                options["tune"] = "zerolatency"
-            if codec.name == "libx264":
-                options["forced-idr"] = "1"
         self._next_key: Fraction | None = None
-        if info.field_order in _TOP_FIRST | _BOTTOM_FIRST:  # interlaced: so that players deinterlace it
-            if codec.name == "libx264":
-                options["x264-params"] = f"interlaced=1:{'tff' if info.field_order in _TOP_FIRST else 'bff'}=1"
-            else:
-                log.warning("%s: the input is interlaced; %s encodes it as progressive", self.name, codec.name)
-        ctx.options = options
-        ctx.colorspace = _MATRIX_TAG[self.yuv_format.matrix]
-        ctx.color_range = _AVCOL_RANGE_MPEG
-        if info.colour.get("color_primaries", 2) != 2:
-            ctx.color_primaries = info.colour["color_primaries"]
-        if info.colour.get("color_trc", 2) != 2:
-            ctx.color_trc = info.colour["color_trc"]
-        if info.rotation:
-            stream.set_display_rotation(info.rotation)
-            if self.container.format.name not in _HOLD_ROTATION:
-                log.warning("%s (%s) has no rotation tag: the picture is written as stored, turned %d degrees from "
-                            "upright (.mp4, .mov or .mkv keep the tag)", self.name, self.container.format.name,
-                            info.rotation % 360)
-        if info.pixel_aspect:  # (else an anamorphic picture is shown squeezed)
-            ctx.sample_aspect_ratio = info.pixel_aspect
-        self.video = stream
 
     def _add_copies(self) -> dict[int, av.stream.Stream | Reencoded]:
         copies = {}
@@ -494,7 +570,8 @@ class VideoSink:
             if self._sync is not None:
                 self._sync()
         except (av.FFmpegError, OSError) as exc:
-            raise MediaError(f"writing {self.name} failed: {_reason(exc, self.target)}") from None
+            reason = failure_reason(exc, self.target, *self._said_by)
+            raise MediaError(f"writing {self.name} failed: {reason}") from None
 
     def _from_start(self, packet: av.Packet) -> bool:
         """Shift a copied packet to ``start``; False for one from before it (a segment's audio that came late)."""
@@ -525,7 +602,8 @@ class VideoSink:
                 finally:
                     self._release()
         except (av.FFmpegError, OSError) as exc:
-            raise MediaError(f"finishing {self.name} failed: {_reason(exc, self.target)}") from None
+            reason = failure_reason(exc, self.target, *self._said_by)
+            raise MediaError(f"finishing {self.name} failed: {reason}") from None
 
     def _release(self) -> None:
         """Let go of the encoders: PyAV frees a codec (and its threads) only with the last reference to it, not when
@@ -648,9 +726,16 @@ def _url_error(exc: BaseException) -> type[StreamDehazeError]:
     return UsageError if permanent else MediaError
 
 
-def _reason(exc: BaseException, target: object) -> str:
-    """FFmpeg's reason without the file name it appends (a temporary name, or a URL with credentials)."""
-    return getattr(exc, "strerror", None) or mask(str(exc), target)
+def failure_reason(exc: BaseException, target: object, *said_by: str) -> str:
+    """errno's wording, with the explanation FFmpeg logged for it where the muxer or encoder ``said_by`` gave one
+    ("Invalid argument (vp9 only supported in MP4)"; another's, a decoder's, would be stale), without the file
+    name FFmpeg appends (a temporary name, or a URL with credentials). FFmpeg keeps its explanation only while
+    PyAV's log callback is on (the command line turns it on, printing nothing)."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    logged = getattr(exc, "log", None)
+    if logged and logged[1] in said_by and logged[2].strip():
+        reason = f"{reason} ({logged[2].strip().rstrip('.')})"
+    return mask(reason, target)
 
 
 class CallbackSink:

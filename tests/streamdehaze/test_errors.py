@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from fractions import Fraction
 
 import av
 import pytest
@@ -302,3 +303,48 @@ def test_an_output_name_too_long_for_the_names_a_run_writes_is_refused_up_front(
         code, err = run_cli(make_video(frames=2), out, "--model", "dcp")
         assert code == 2 and _one_line(err).startswith("streamdehaze: error: output name too long: a run writes "), err
     _no_output_files(tmp_path, ["in.mp4"])
+
+
+@pytest.mark.parametrize("name, codec, rate, words", [
+    # formats that take a stream of any codec and fail it at the header (or write what no player reads: .mpg)
+    ("o.mov", "libvpx-vp9", 25, "(mov) cannot hold libvpx-vp9 video; encoders it takes: libx264, libx265,"),
+    ("o.ogv", "libx264", 25, "(ogv) cannot hold libx264 video; encoders it takes: libvpx"),
+    ("o.y4m", "libx264", 25, "(yuv4mpegpipe) cannot hold libx264 video, nor any other this writes"),
+    ("o.mxf", "libx265", 25, "(mxf) cannot hold libx265 video; encoders it takes: libx264, ffv1, prores_ks"),
+    ("o.flv", "mpeg4", 25, "(flv) cannot hold mpeg4 video; encoders it takes: libx264"),
+    ("o.mpg", "libvpx-vp9", 25, "(mpeg) cannot hold libvpx-vp9 video; encoders it takes: libx264, libx265, "
+                                "mpeg2video, mpeg4"),
+    # a pair that plays, at a rate FFmpeg has no code for: found by the trial write, with FFmpeg's reason
+    ("o.mp4", "mpeg1video", 12, "(mp4) cannot be written with mpeg1video: Invalid argument (MPEG-1/2 does not "
+                                "support 12/1 fps); encoders it takes: libx264"),
+    ("o.mxf", "libx264", 12, "(mxf) cannot be written with libx264: Invalid argument (Unsupported frame rate 12/1"),
+])
+def test_a_format_and_encoder_ffmpeg_would_fail_are_refused_before_the_model_loads(make_video, run_cli, tmp_path,
+                                                                                     monkeypatch, name, codec,
+                                                                                     rate, words):
+    # (each failed with "Invalid argument", exit 1, after the model had loaded; .mpg with VP9 ended with exit 0)
+    monkeypatch.setattr("streamdehaze.api.create_model", lambda *args: pytest.fail("the model was loaded"))
+    src = make_video(frames=3, rate=rate, time_base=Fraction(1, 100 * rate))
+    code, err = run_cli(src, tmp_path / name, "--model", "dcp", "--codec", codec)
+    assert code == 2 and words in _one_line(err), err
+    _no_output_files(tmp_path, ["in.mp4"])
+
+
+def test_a_write_failure_gives_ffmpegs_own_reason(make_video, tmp_path):
+    # (only errno's wording was kept: "Invalid argument", with no word of why)
+    from streamdehaze.errors import MediaError
+    from streamdehaze.job import open_source
+    from streamdehaze.sinks import VideoSink, choose_encoding
+    info = open_source(make_video(frames=2)).info
+    previous = av.logging.get_level()
+    av.logging.set_level(av.logging.PANIC)  # as the command line has it: FFmpeg's reasons kept, none printed
+    try:
+        sink = VideoSink(tmp_path / "o.mov", info, choose_encoding(info, "libvpx-vp9"))
+        frame = av.VideoFrame(info.width, info.height, "yuv420p")
+        frame.pts, frame.time_base = 0, info.time_base
+        with pytest.raises(MediaError, match=r"o\.mov failed: Invalid argument \(vp9 only supported in MP4\)$"):
+            sink.write(frame)  # (VP9 keeps its first frames: the header is written when it gives them up)
+            sink.close()
+        sink.abort()
+    finally:
+        av.logging.set_level(previous)

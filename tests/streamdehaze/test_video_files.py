@@ -663,3 +663,58 @@ def test_an_avi_output_has_a_frame_per_frame_of_its_input(make_video, probe, run
         video = avi.streams.video[0]
         assert video.average_rate == 25 and video.frames <= 21, (video.average_rate, video.frames)
     assert probe(tmp_path / "o.avi")["count"] == 20
+
+
+def test_mpeg1_mpeg2_and_mpeg4_are_given_a_time_base_they_take(make_video, probe, run_cli, tmp_path):
+    # MPEG-1/2 take only a frame rate's time base (an MP4's 1/12800 was "12800 fps"), MPEG-4 part 2 none finer than
+    # 1/65535 (an MPEG-TS input's is 1/90000): each failed once the model had loaded. Every frame keeps its time.
+    mp4 = make_video(frames=4)
+    ts = make_video("in.ts", frames=4)
+    for src, codec, out in ((mp4, "mpeg2video", "o2.mp4"), (mp4, "mpeg1video", "o1.mkv"), (ts, "mpeg4", "o4.mp4"),
+                            (ts, "mpeg2video", "o2.ts")):
+        code, err = run_cli(src, tmp_path / out, "--model", "dcp", "--codec", codec, "--quiet")
+        assert code == 0, err
+        written, read = probe(tmp_path / out)["times"], probe(src)["times"]
+        assert [t - written[0] for t in written] == [t - read[0] for t in read], (codec, out)
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mov", ".mkv"])
+def test_mjpeg_is_written_in_full_range_with_true_colours(make_video, probe, run_cli, tmp_path, suffix):
+    # (MJPEG's encoder refuses limited-range YUV: "Non full-range YUV is non-standard")
+    src = make_video(frames=2, width=160, height=90)
+    code, err = run_cli(src, tmp_path / f"o{suffix}", "--model", "dcp", "--strength", "0", "--codec", "mjpeg",
+                        "--quiet")
+    assert code == 0, err
+    written, read = probe(tmp_path / f"o{suffix}"), probe(src)
+    assert written["count"] == 2
+    difference = np.abs(written["rgb"][1].astype(np.int16) - read["rgb"][1]).mean()
+    assert difference < 3, difference  # (limited range read as full: levels 16 apart and more)
+
+
+def test_a_raw_hevc_stream_is_encoded_with_x265(make_video, run_cli, tmp_path):
+    # (libx264, the default, was refused by the format it defaulted for)
+    code, err = run_cli(make_video(frames=4), tmp_path / "o.hevc", "--model", "dcp", "--quiet")
+    assert code == 0, err
+    with av.open(str(tmp_path / "o.hevc")) as written:
+        assert written.streams.video[0].codec_context.name == "hevc"
+        assert sum(1 for _ in written.decode(video=0)) == 4
+
+
+def test_mpeg_ps_keeps_sound_it_cannot_hold_as_mp2(make_video, run_cli, caplog, tmp_path):
+    # (AAC was left out with a warning, though MPEG-PS holds MP2)
+    code, err = run_cli(make_video(frames=12, audio=True), tmp_path / "o.mpg", "--model", "dcp")
+    assert code == 0, err
+    assert "audio stream #1 encoded again as mp2" in caplog.text
+    with av.open(str(tmp_path / "o.mpg")) as written:
+        assert [s.codec_context.name for s in written.streams.audio] == ["mp2"]
+        assert sum(f.samples for f in written.decode(audio=0)) > 0.4 * 48000
+
+
+def test_hdr_warning_names_an_encoder_the_output_holds(make_video, probe, run_cli, caplog, tmp_path):
+    # (a WebM was told to use libx265, which it cannot hold)
+    src = make_video("hlg.mkv", pix_fmt="yuv420p10le", frames=4, width=64, height=64,
+                     colour={"color_trc": 18, "color_primaries": 9, "colorspace": 9})
+    assert run_cli(src, tmp_path / "out.webm", "--model", "dcp")[0] == 0
+    assert "which shows banding (--codec libsvtav1 keeps 10 bits)" in caplog.text
+    code, err = run_cli(src, tmp_path / "deep.webm", "--model", "dcp", "--codec", "libsvtav1", "--quiet")
+    assert code == 0 and probe(tmp_path / "deep.webm")["pix_fmt"] == "yuv420p10le", err
