@@ -46,9 +46,10 @@ log = logging.getLogger("streamdehaze")
 def run(argv: list[str], reloads: list[int] | None = None) -> int:
     """Parse ``argv`` and run; errors are raised for ``cli.main`` to report. ``reloads``: SIGHUPs that reached
     ``serve`` before it ran (``cli.main`` records them from the start)."""
-    # FFmpeg's own messages would bury ours: none is shown, but PyAV's callback keeps its last error, which an
-    # exception then explains itself with ("Invalid argument" is MOV refusing VP9).
-    av.logging.set_level(av.logging.PANIC)
+    # FFmpeg's own messages would bury ours; errors reach us as exceptions. (Not a level that keeps PyAV's log
+    # callback on to explain them: FFmpeg's decoding threads then take Python's lock to log, and a thread that holds
+    # it while it waits for them hangs the process.)
+    av.logging.set_level(None)
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # likewise OpenCV's, for damaged images
     if argv[:1] == ["serve"]:  # (an input file called 'serve': ./serve)
         return serve(argv[1:], [] if reloads is None else reloads)

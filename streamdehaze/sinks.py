@@ -441,7 +441,6 @@ class VideoSink:
         encoding = encoding or choose_encoding(info, live=live)
         self._file: WholeWrites | None = None  # a file's writer (``outputs.WholeWrites``: no write error is lost)
         self.container = self._open(self.target)
-        self._said_by = (self.container.format.name, encoding.codec.name)  # whose explanations a failure gives
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
         if info.chapters:
             self.container.set_chapters(info.chapters)
@@ -466,7 +465,7 @@ class VideoSink:
         except (av.FFmpegError, OSError) as exc:
             if time.monotonic() - began >= 0.9 * DIAL_TIMEOUT:
                 raise MediaError(f"cannot write {self.name}: no answer for {DIAL_TIMEOUT:g} s") from None
-            reason = failure_reason(exc, self.target, *self._said_by)
+            reason = failure_reason(exc, self.target)
             raise _url_error(exc)(f"cannot write {self.name}: {reason}") from None
 
     def _open(self, target: str) -> av.container.OutputContainer:
@@ -479,7 +478,7 @@ class VideoSink:
         except (av.FFmpegError, ValueError, OSError) as exc:
             self._close_file()
             raise (_url_error(exc) if fmt in _URL_FORMATS.values() else UsageError)(
-                f"cannot write {self.name}: {failure_reason(exc, target, fmt)}") from None
+                f"cannot write {self.name}: {failure_reason(exc, target)}") from None
 
     def _add_video(self, encoding: Encoding) -> None:
         info, codec, muxer = self.info, encoding.codec, self.container.format.name
@@ -570,7 +569,7 @@ class VideoSink:
             if self._sync is not None:
                 self._sync()
         except (av.FFmpegError, OSError) as exc:
-            reason = failure_reason(exc, self.target, *self._said_by)
+            reason = failure_reason(exc, self.target)
             raise MediaError(f"writing {self.name} failed: {reason}") from None
 
     def _from_start(self, packet: av.Packet) -> bool:
@@ -602,7 +601,7 @@ class VideoSink:
                 finally:
                     self._release()
         except (av.FFmpegError, OSError) as exc:
-            reason = failure_reason(exc, self.target, *self._said_by)
+            reason = failure_reason(exc, self.target)
             raise MediaError(f"finishing {self.name} failed: {reason}") from None
 
     def _release(self) -> None:
@@ -726,16 +725,9 @@ def _url_error(exc: BaseException) -> type[StreamDehazeError]:
     return UsageError if permanent else MediaError
 
 
-def failure_reason(exc: BaseException, target: object, *said_by: str) -> str:
-    """errno's wording, with the explanation FFmpeg logged for it where the muxer or encoder ``said_by`` gave one
-    ("Invalid argument (vp9 only supported in MP4)"; another's, a decoder's, would be stale), without the file
-    name FFmpeg appends (a temporary name, or a URL with credentials). FFmpeg keeps its explanation only while
-    PyAV's log callback is on (the command line turns it on, printing nothing)."""
-    reason = getattr(exc, "strerror", None) or str(exc)
-    logged = getattr(exc, "log", None)
-    if logged and logged[1] in said_by and logged[2].strip():
-        reason = f"{reason} ({logged[2].strip().rstrip('.')})"
-    return mask(reason, target)
+def failure_reason(exc: BaseException, target: object) -> str:
+    """FFmpeg's reason without the file name it appends (a temporary name, or a URL with credentials)."""
+    return getattr(exc, "strerror", None) or mask(str(exc), target)
 
 
 class CallbackSink:

@@ -42,7 +42,7 @@ def trial_write(muxer: str, options: dict[str, str], info: VideoInfo, encoding: 
             for packet in stream.encode(None):
                 container.mux(packet)
     except (av.FFmpegError, ValueError, OSError) as exc:
-        raise refusal(muxer, codec, name, failure_reason(exc, name, muxer, codec)) from None
+        raise refusal(muxer, codec, name, failure_reason(exc, name)) from None
     if not _plays(written.getvalue(), muxer):
         raise refusal(muxer, codec, name, "it would write video no player reads")
 

@@ -1,26 +1,16 @@
-"""The trial write of an output (``trial.py``): what it refuses, with FFmpeg's reason, and what it lets through."""
+"""The trial write of an output (``trial.py``): what it refuses, and what it lets through."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from fractions import Fraction
 
-import av
 import pytest
 
 from streamdehaze.errors import UsageError
 from streamdehaze.job import open_source
 from streamdehaze.sinks import choose_encoding, output_options
 from streamdehaze.trial import trial_write
-
-
-@pytest.fixture(autouse=True)
-def _ffmpeg_explains():
-    """As the command line has it: PyAV's log callback on, printing nothing, so that FFmpeg's reasons are kept."""
-    previous = av.logging.get_level()
-    av.logging.set_level(av.logging.PANIC)
-    yield
-    av.logging.set_level(previous)
 
 
 def _try(info, target: str, codec: str) -> None:
@@ -36,11 +26,12 @@ def test_a_file_no_player_reads_is_refused(make_video):
         _try(info, "o.mpg", "libvpx-vp9")
 
 
-def test_what_ffmpeg_refuses_at_the_run_s_rate_is_refused_with_its_reason(make_video):
+def test_what_ffmpeg_refuses_at_the_run_s_rate_is_refused(make_video):
+    # (MPEG-1/2 and MXF have codes for the usual rates only: FFmpeg refuses 12 fps)
     info = replace(open_source(make_video(frames=2, width=160, height=90)).info, rate=Fraction(12))
-    with pytest.raises(UsageError, match=r"MPEG-1/2 does not support 12/1 fps"):
+    with pytest.raises(UsageError, match=r"\(mp4\) cannot be written with mpeg1video: Invalid argument"):
         _try(info, "o.mp4", "mpeg1video")
-    with pytest.raises(UsageError, match=r"\(mxf\) cannot be written with libx264: .*Unsupported frame rate 12/1"):
+    with pytest.raises(UsageError, match=r"\(mxf\) cannot be written with libx264: Invalid argument"):
         _try(info, "o.mxf", "libx264")
 
 
