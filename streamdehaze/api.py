@@ -257,7 +257,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
         max_frames=max_frames, duration=duration, max_latency=max_latency, strict=strict)
     job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames)
     job.check()  # before a camera is dialled or a model loaded
-    with job.open() as source:
+    with job.open_interruptibly() as source:
         m = config.model
         engine = Engine(create_model(m.model, m.weights, job.device), job.device, m.infer_size, compile=m.compile,
                         strength=m.strength, noise_floor=m.noise_floor)

@@ -35,7 +35,7 @@ from .outputs import (
     next_segment,
     remove_stale_partials,
 )
-from .pipeline import RunResult, Stream
+from .pipeline import RunResult, Stream, deferred_signals
 from .publish import PublishedSink
 from .records import FrameRecord
 from .sinks import (
@@ -191,6 +191,47 @@ class Job:
             self.source.close()
             raise
         return self.source
+
+    def open_interruptibly(self) -> Source:
+        """``open()``, which Ctrl-C, SIGTERM and SIGHUP end at once (their handler's KeyboardInterrupt) when called
+        from the main thread. A camera is dialled in a thread of its own meanwhile: FFmpeg waits for an answer (up
+        to the connect timeout, 10 s or more) holding the calling thread in C, where no Python handler runs, and
+        PyAV loses a KeyboardInterrupt raised as that wait returns (the handler runs inside its error check): in the
+        main thread the run would dial on for ever. Interrupted, the dial gives up with its attempt, in the
+        background (FFmpeg's wait cannot be cut short from outside), and closes what it opened."""
+        if not self.live or threading.current_thread() is not threading.main_thread():
+            return self.open()
+        stop, lock, done = threading.Event(), threading.Lock(), []
+
+        def dial() -> None:
+            try:
+                source = self.open(stop)
+            except BaseException as exc:  # (live.Stopped once interrupted)
+                done.append(exc)
+                return
+            with lock:
+                if stop.is_set():  # interrupted as it answered: nobody takes it
+                    source.close()
+                else:
+                    done.append(source)
+
+        thread = threading.Thread(target=dial, name="dial", daemon=True)
+        with deferred_signals() as run_handlers:  # (a handler run between two checks, not inside PyAV's calls)
+            thread.start()
+            try:
+                while thread.is_alive():
+                    run_handlers()
+                    thread.join(0.1)
+                run_handlers()
+            except BaseException:
+                with lock:
+                    stop.set()
+                    if done and not isinstance(done[0], BaseException):
+                        done[0].close()
+                raise
+        if isinstance(done[0], BaseException):
+            raise done[0]
+        return done[0]
 
     def _choose_encoding(self) -> None:
         c, info, muxer = self.config, self.source.info, self._muxer()

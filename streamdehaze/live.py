@@ -181,11 +181,19 @@ class LiveSource:
         fmt = "v4l2" if self.url.startswith("/dev/video") else None
         # Servers may build their pipeline for the first client (slow): connecting gets its own, longer bound.
         connect = self.options.connect_timeout or max(self.options.timeout, 10.0)
+        started = time.monotonic()
         try:
             container = av.open(self.url, "r", format=fmt, options=self._open_options(connect),
                                 timeout=(connect, self.options.timeout))
         except av.ExitError:  # PyAV's timeout interrupted FFmpeg
             raise MediaError(f"no answer for {connect:g} s") from None
+        except av.InvalidDataError:
+            # FFmpeg's RTSP demuxer says "invalid data" when the wait for an answer is cut off (by its timeout or
+            # PyAV's): a server that accepts the connection and never answers (or sends what is no RTSP answer and
+            # waits). Invalid data that did come ends the attempt sooner, and is reported as such.
+            if time.monotonic() - started >= connect:
+                raise MediaError(f"no answer for {connect:g} s") from None
+            raise
         self._container = container
         self._stream = main_video(container)
         if self._stream is None:

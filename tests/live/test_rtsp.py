@@ -8,12 +8,16 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
 
 import av
 import pytest
+
+from streamdehaze.errors import MediaError
+from streamdehaze.live import LiveOptions, LiveSource
 
 
 def _times(path):
@@ -126,6 +130,84 @@ def test_a_camera_slow_to_answer_gets_10_s(slow_answer, cli, tmp_path):
     assert run.finish() == 0, run.stderr
     times = _times(out)
     assert times[0] == 0 and times[-1] > 2, (times[0], times[-1])
+
+
+class FakeCamera:
+    """A TCP port on 127.0.0.1 that takes connections and answers each one's first request with ``reply`` and
+    hangs up, or never answers (``reply=None``: a camera whose RTSP server hangs); ``dialled`` is set by the first
+    connection."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.reply, self.dialled = reply, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"rtsp://127.0.0.1:{self.listener.getsockname()[1]}/live"
+        self.connections: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection = self.listener.accept()[0]
+                self.connections.append(connection)
+                self.dialled.set()
+                if self.reply is not None:
+                    with contextlib.suppress(OSError):
+                        connection.recv(65536)
+                        connection.sendall(self.reply)
+                    connection.close()
+
+    def stop(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def fake_camera():
+    cameras: list[FakeCamera] = []
+
+    def start(reply: bytes | None = None) -> FakeCamera:
+        cameras.append(FakeCamera(reply))
+        return cameras[-1]
+    yield start
+    for camera in cameras:
+        camera.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_the_first_dial_ends_the_run_at_once(fake_camera, cli, tmp_path, sig):
+    """A camera that takes the connection and never answers: FFmpeg waits 10 s for its answer, then the run dials
+    again, for ever. A signal meanwhile ends the run at once, with one line (PyAV used to lose it: the run went on
+    dialling)."""
+    camera = fake_camera()
+    out = tmp_path / "live.mp4"
+    run = cli(camera.url, out, "--model", "dcp")
+    assert camera.dialled.wait(60), run.stderr
+    time.sleep(0.5)
+    sent = time.monotonic()
+    run.proc.send_signal(sig)
+    try:
+        code = run.proc.wait(8)  # (before the dial's 10 s are over)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running 8 s after {sig.name}:\n{run.stderr}") from None
+    ended = time.monotonic() - sent
+    run.finish()
+    assert code == 130, run.stderr
+    assert run.stderr.splitlines()[-1] == "streamdehaze: interrupted", run.stderr
+    assert "Traceback" not in run.stderr and ended < 3, (ended, run.stderr)
+    assert not out.exists()
+
+
+def test_a_camera_that_never_answers_is_said_so(fake_camera):
+    """FFmpeg's RTSP demuxer gives "invalid data" when its wait for an answer is cut off: the run says what
+    happened instead; invalid data that did come is still called so."""
+    silent, garbled = fake_camera(), fake_camera(b"HTTP/1.0 200 OK, not RTSP at all\r\n\r\n")
+    with pytest.raises(MediaError, match=f"^cannot read live stream {re.escape(silent.url)}: no answer for 1 s$"):
+        LiveSource(silent.url, LiveOptions(connect_timeout=1, reconnect=0))
+    with pytest.raises(MediaError, match=f"^cannot read live stream {re.escape(garbled.url)}: Invalid data found"):
+        LiveSource(garbled.url, LiveOptions(connect_timeout=1, reconnect=0))
 
 
 def test_the_reconnect_budget_is_for_each_outage(rtsp_server, cli, tmp_path):
