@@ -9,7 +9,7 @@ holds back no other. One thread runs it on a GPU; on a CPU ``serve`` runs it in 
 
 Files never lose a frame: a full reader queue blocks its reader (backpressure), and a stream is only served while
 its writer has room. Live streams bound their latency: a full reader queue drops its oldest frame, frames older
-than ``max_latency`` are skipped (before the model, and before the encoder), and both are counted. When the engine is slower than the cameras together, every
+than ``max_latency`` are skipped, and both are counted. When the engine is slower than the cameras together, every
 round serves each stream that has a frame, in turn, so the drops are spread over the cameras and none starves.
 On a GPU up to ``engine.depth`` more calls are in flight behind the oldest; finished ones go out at once.
 Copy-stream packets (audio, subtitles) skip the engine and reach the writer in demux order.
@@ -73,7 +73,6 @@ class Stream:
         self.stats = stats or RunStats()
         self.temporal, self.on_frames = temporal, on_frames
         self.frames = 0  # dehazed frames handed to the writer
-        self._late = 0  # of those, live frames the writer dropped: too old by the time it came to them
         self.error: BaseException | None = None
         self.drained = threading.Event()  # nothing of this stream is left in the engine
         self._arrival = getattr(source, "arrival", lambda pts: None)  # live sources know when each frame came in
@@ -86,7 +85,6 @@ class Stream:
         self.writer: Worker | None = None
         # Sinks that show the source frame (callbacks) get it on each dehazed frame, as ``frame.opaque``.
         self._originals: deque[av.VideoFrame] | None = deque() if getattr(sink, "wants_originals", False) else None
-        self._taken: deque[int | None] = deque()  # the pts of the frames in the engine, in order
 
     def start(self, wake: Callable[[], None], depth: int) -> None:
         """Start the reader and writer threads; ``wake`` is called whenever one of them has something new."""
@@ -103,11 +101,6 @@ class Stream:
         stats.received = lambda: getattr(self.source, "received", stats.frames)
         stats.corrupt = lambda: getattr(self.source, "corrupt", 0)
 
-    def _too_late(self, pts: int | None) -> bool:
-        """Whether a live frame is older than ``max_latency``: worth dropping rather than showing."""
-        came = self._arrival(pts)
-        return self.max_latency is not None and came is not None and time.monotonic() - came > self.max_latency
-
     def _live_queue(self) -> int:
         """How many frames a live stream's reader may hold before it drops the oldest (a hiccup of the engine or a
         connection's first burst is ridden out; a model slower than the camera for long meets ``max_latency``)."""
@@ -119,18 +112,15 @@ class Stream:
         frame_bytes = info.width * info.height * 3 * (2 if info.bits > 8 else 1)  # (at most: 4:4:4)
         return max(least, min(math.ceil(info.rate * seconds), _LIVE_QUEUE_BYTES // frame_bytes))
 
-    def _write(self, item: tuple[Batch, int, int | None, av.VideoFrame | None] | av.Packet) -> None:
+    def _write(self, item: tuple[Batch, int, av.VideoFrame | None] | av.Packet) -> None:
         if isinstance(item, av.Packet):
             self.sink.write(item)
             return
-        batch, k, pts, original = item
-        if self._too_late(pts):  # (an encoder slower than the camera: the latency bound holds)
-            self._late += 1
-            self.stats.drop()
-            return
+        batch, k, original = item
         frame = batch.frames()[k]  # the first frame of a batch does the batch's work (on CPU, see ``Batch``)
         if original is not None:
             frame.opaque = original
+        pts = frame.pts  # (a segment's sink writes it shifted to the segment's start)
         self.sink.write(frame)
         self.stats.frame_done(self._arrival(pts))
 
@@ -154,7 +144,8 @@ class Stream:
             if isinstance(item, av.Packet):
                 self.writer.put(item)
                 continue
-            if self._too_late(item.pts):
+            came = self._arrival(item.pts)
+            if self.max_latency is not None and came is not None and time.monotonic() - came > self.max_latency:
                 self.stats.drop()
                 continue
             self._pending.append(item)
@@ -163,7 +154,6 @@ class Stream:
             self._in_engine += len(frames)
             if self._originals is not None:
                 self._originals.extend(frames)
-            self._taken.extend(f.pts for f in frames)
             return frames
         return []
 
@@ -175,11 +165,10 @@ class Stream:
         self._in_engine -= len(batch)
         # Results come back in the order the frames were taken.
         originals = [self._originals.popleft() if self._originals is not None else None for _ in range(len(batch))]
-        taken = [self._taken.popleft() for _ in range(len(batch))]
         if self.error is not None:
             return
-        for k, (pts, original) in enumerate(zip(taken, originals)):
-            self.writer.put((batch, k, pts, original))
+        for k, original in enumerate(originals):
+            self.writer.put((batch, k, original))
         self.frames += len(batch)
         if self.on_frames is not None:
             self.on_frames(len(batch))
@@ -227,8 +216,8 @@ class Stream:
         return self.result(interrupted)
 
     def result(self, interrupted: bool = False) -> RunResult:
-        return RunResult(frames=self.frames - self._late, seconds=time.perf_counter() - self._start,
-                         interrupted=interrupted, dropped=self.stats.dropped, reconnects=getattr(self.source, "reconnects", 0),
+        return RunResult(frames=self.frames, seconds=time.perf_counter() - self._start, interrupted=interrupted,
+                         dropped=self.stats.dropped, reconnects=getattr(self.source, "reconnects", 0),
                          corrupt=getattr(self.source, "corrupt", 0))
 
 
