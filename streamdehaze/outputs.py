@@ -268,19 +268,20 @@ class Syncer:
     def __init__(self, file: io.FileIO, path: Path, interval: float = 1.0) -> None:
         """``file``: the recording, open for writing at ``path``."""
         self.file, self.path, self.interval = file, path, interval
-        self._last: float | None = None  # when it was last synced (None: not yet, nor its folder)
-        self._opened = time.monotonic()
+        self._last = time.monotonic()  # when it was opened or last synced
+        self._named = False  # whether its folder was synced: a new file's name must survive too
 
     def __call__(self) -> None:
         now = time.monotonic()
-        if now - (self._opened if self._last is None else self._last) < self.interval:
+        if now - self._last < self.interval:
             return
         if os.fstat(self.file.fileno()).st_nlink == 0:
             raise RecordingDeleted(f"{self.path} was deleted while it was being recorded (the file, or its "
                                    "folder): nothing written to it can be seen any more")
         os.fsync(self.file.fileno())
-        if self._last is None:  # a new file: its name must survive too
+        if not self._named:
             _sync_folder(self.path.parent)
+            self._named = True
         self._last = now
 
 

@@ -359,8 +359,9 @@ def output_options(target: str, shown_as: Path | None = None, live: bool = False
         shown_as = shown_as or Path(target)
         if live:
             check_live_file(shown_as)
-        muxer, as_it_goes = LIVE_FILES.get(shown_as.suffix.lower(), (None, {}))
-        fmt, options = muxer or _muxer_for(shown_as), {**as_it_goes, "flush_packets": "1"} if live else {}
+        fmt = output_muxer(str(shown_as))
+        as_it_goes = LIVE_FILES.get(shown_as.suffix.lower(), (None, {}))[1]
+        options = {**as_it_goes, "flush_packets": "1"} if live else {}
     elif target == STDOUT and live:
         options = {"flush_packets": "1"}
     if fmt == "mpegts":
