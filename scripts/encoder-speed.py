@@ -12,7 +12,7 @@ import time
 import av
 
 from streamdehaze.encoders import quality_options
-from streamdehaze.sinks import default_encoder
+from streamdehaze.formats import default_encoder
 
 
 def encode(frames: list[av.VideoFrame], codec: str, options: dict[str, str]) -> tuple[float, int]:

@@ -37,7 +37,7 @@ from .job import Job
 from .models import create_model, default_model
 from .outputs import check_writable
 from .pipeline import Stream
-from .sinks import default_encoder, output_muxer
+from .formats import default_encoder, output_muxer
 from .sources import main_video
 
 log = logging.getLogger("streamdehaze")

@@ -36,7 +36,8 @@ from .hwaccel import MODES as HWACCEL_MODES
 from .hwaccel import use_cuda
 from .models import create_model
 from .options import parse_infer_size
-from .sinks import VideoSink, choose_encoding
+from .encoders import choose_encoding
+from .sinks import VideoSink
 from .sources import VideoFileSource
 from .temporal import MODES
 from .threads import Prefetch, Worker

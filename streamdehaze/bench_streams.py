@@ -29,7 +29,8 @@ from .frames import to_planar
 from .models import create_model, default_model
 from .fleet import Lane
 from .pipeline import Stream
-from .sinks import VideoSink, choose_encoding
+from .encoders import choose_encoding
+from .sinks import VideoSink
 from .sources import VideoFileSource, VideoInfo
 from .stats import RunStats
 from .temporal import smoother

@@ -1,13 +1,23 @@
-"""Video encoders and their quality settings, checked against the encoder that will use them before anything
-opens: a camera connection can take seconds, and x264 prints its own complaint about a bad preset."""
+"""Video encoders: their quality settings, checked against the encoder that will use them before anything opens (a
+camera connection can take seconds, and x264 prints its own complaint about a bad preset), and the encoding a run
+writes with: encoder, options, pixel format and colour levels."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import av
 
+from . import hwaccel
+from .colour import YUVFormat
 from .errors import UsageError
+from .formats import held
+from .frames import PLANAR, matrix_name
+from .sources import VideoInfo
+
+log = logging.getLogger("streamdehaze")
 
 DEFAULT_CRF = 18
 
@@ -73,3 +83,75 @@ def quality_options(codec: str, crf: int | None = None, preset: str | None = Non
     if preset or known.default_preset:
         options[known.preset_option] = preset or known.default_preset
     return options
+
+
+# H.264 at 10 bits (High 10) plays on few decoders (no browser, phone or GPU decodes it), so these stay at 8 bits.
+_EIGHT_BITS_ONLY = {"libx264", "libx264rgb", "h264_nvenc"}
+_HDR_TRANSFERS = {16, 18}  # AVColorTransferCharacteristic: SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG)
+
+
+def choose_pix_fmt(codec: av.Codec, width: int, height: int, bits: int = 8) -> str:
+    """yuv420p where possible (plays everywhere); yuv444p when the size is odd (4:2:0 needs even sizes). A deeper
+    input (``bits`` > 8: HEVC Main10, HDR) is written at 10 bits by the encoders that take them, except H.264's."""
+    supported = [f.name for f in codec.video_formats or []]
+    odd = width % 2 or height % 2
+    preference = ("yuv444p", "yuv444p10le") if odd else ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le")
+    if bits > 8 and codec.name not in _EIGHT_BITS_ONLY:
+        preference = (("yuv444p10le",) if odd else ("yuv420p10le", "yuv422p10le", "yuv444p10le")) + preference
+    for name in preference:
+        if name in supported:
+            return name
+    fallback = [name for name in supported if name in PLANAR and PLANAR[name][0] == (1, 1)] if odd else \
+        [name for name in supported if name in PLANAR]
+    if not fallback:
+        raise UsageError(f"codec {codec.name} takes none of the planar YUV formats streamdehaze writes"
+                         + (f" at the odd size {width}x{height}" if odd else ""))
+    return fallback[0]
+
+
+def output_format(info: VideoInfo, pix_fmt: str, full_range: bool = False) -> YUVFormat:
+    """How dehazed frames are written: the input's colour matrix, limited range (``full_range`` for JPEG's
+    encoders), ``pix_fmt``'s layout."""
+    subsampling, bits, _ = PLANAR[pix_fmt]
+    matrix = matrix_name(info.colour.get("colorspace", 2), info.height)
+    return YUVFormat(matrix=matrix, full_range=full_range, bits=bits, subsampling=subsampling)
+
+
+# Encoders that take full-range YUV only: JPEG's levels (limited range is "non-standard" to MJPEG's encoder).
+_FULL_RANGE_ONLY = {"mjpeg"}
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a sink encodes: the encoder, its options, and the planes it takes (``pix_fmt``, ``yuv_format``). Chosen
+    once for a run, so that its segments and reconnections all encode alike (and a GPU is probed once)."""
+    codec: av.Codec
+    options: dict[str, str]
+    pix_fmt: str
+    yuv_format: YUVFormat
+
+
+# Encoders whose 10-bit video plays widely, by preference (where this FFmpeg's build writes 10 bits with them).
+_TEN_BITS = ("libx265", "libsvtav1", "libvpx-vp9", "libaom-av1")
+
+
+def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = None, preset: str | None = None,
+                    live: bool = False, nvenc: hwaccel.Nvidia | None = None, muxer: str = "matroska") -> Encoding:
+    """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning where it
+    does not; an error if it is required). ``muxer``: the output's, for the encoder an HDR warning suggests (Matroska
+    holds them all)."""
+    spec = encoder(codec)
+    options = quality_options(codec, crf, preset)
+    if nvenc:  # NVENC is probed in 8 bits, the only depth our planes give it
+        pix_fmt = choose_pix_fmt(spec, info.width, info.height)
+        hardware = hwaccel.encoder(codec, int(options.get("crf", 18)), options.get("preset", ""), live,
+                                   info.width, info.height, pix_fmt, nvenc)
+        if hardware is not None:
+            spec, options = encoder(hardware[0]), hardware[1]
+    pix_fmt = choose_pix_fmt(spec, info.width, info.height, info.bits)
+    if info.bits > 8 and PLANAR[pix_fmt][1] == 8 and info.colour.get("color_trc") in _HDR_TRANSFERS:
+        deeper = [e for e in held(_TEN_BITS, muxer)
+                  if PLANAR[choose_pix_fmt(encoder(e), info.width, info.height, info.bits)][1] > 8]
+        log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding%s", info.bits,
+                    spec.name, f" (--codec {deeper[0]} keeps 10 bits)" if deeper else "")
+    return Encoding(spec, options, pix_fmt, output_format(info, pix_fmt, spec.name in _FULL_RANGE_ONLY))

@@ -20,9 +20,20 @@ import numpy as np
 
 from .config import StreamConfig, checked_option, keyed
 from .credentials import check_url, mask
-from .encoders import encoder, quality_options
+from .encoders import choose_encoding, encoder, quality_options
 from .engine import check_noise_floor, check_strength, resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
+from .formats import (
+    STDOUT,
+    check_encoder_fits,
+    check_live_file,
+    check_segments,
+    default_encoder,
+    output_muxer,
+    output_options,
+    segment_pattern,
+    url_format,
+)
 from .hwaccel import Nvidia, use_cuda
 from .live import LiveOptions, LiveSource, is_live
 from .models import MODEL_NAMES
@@ -38,21 +49,7 @@ from .outputs import (
 from .pipeline import RunResult, Stream, deferred_signals
 from .publish import PublishedSink
 from .records import FrameRecord
-from .sinks import (
-    STDOUT,
-    CallbackSink,
-    SegmentedSink,
-    VideoSink,
-    check_encoder_fits,
-    check_live_file,
-    check_segments,
-    choose_encoding,
-    default_encoder,
-    output_muxer,
-    output_options,
-    segment_pattern,
-    url_format,
-)
+from .sinks import CallbackSink, SegmentedSink, VideoSink
 from .sources import VideoFileSource, is_file
 from .stats import RunStats
 from .temporal import check_mode, smoother

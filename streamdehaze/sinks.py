@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
-import io
 import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,12 +22,21 @@ import av
 import numpy as np
 import torch
 
-from . import hwaccel
-from .colour import YUVFormat, rgb_to_yuv
+from .colour import rgb_to_yuv
 from .credentials import mask
-from .encoders import encoder, quality_options
+from .encoders import Encoding, choose_encoding, output_format
 from .errors import MediaError, StreamDehazeError, UsageError
-from .frames import PLANAR, frame_from_planes, matrix_name, upright
+from .formats import (
+    DIAL_TIMEOUT,
+    HOLDS_ROTATION,
+    STDOUT,
+    frame_ticks,
+    holds_copy,
+    output_options,
+    reencoding_codec,
+    url_format,
+)
+from .frames import frame_from_planes, upright
 from .outputs import Syncer, WholeWrites
 from .records import FrameRecord
 from .sources import VideoInfo, packet_start, stream_tags
@@ -43,76 +49,9 @@ _MATRIX_TAG = {"bt709": 1, "bt601": 6, "bt2020": 9}
 _TOP_FIRST, _BOTTOM_FIRST = {2, 5}, {3, 4}  # AVFieldOrder, as shown: TT and BT; BB and TB
 
 
-# H.264 at 10 bits (High 10) plays on few decoders (no browser, phone or GPU decodes it), so these stay at 8 bits.
-_EIGHT_BITS_ONLY = {"libx264", "libx264rgb", "h264_nvenc"}
-_HDR_TRANSFERS = {16, 18}  # AVColorTransferCharacteristic: SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG)
-
-
-def choose_pix_fmt(codec: av.Codec, width: int, height: int, bits: int = 8) -> str:
-    """yuv420p where possible (plays everywhere); yuv444p when the size is odd (4:2:0 needs even sizes). A deeper
-    input (``bits`` > 8: HEVC Main10, HDR) is written at 10 bits by the encoders that take them, except H.264's."""
-    supported = [f.name for f in codec.video_formats or []]
-    odd = width % 2 or height % 2
-    preference = ("yuv444p", "yuv444p10le") if odd else ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le")
-    if bits > 8 and codec.name not in _EIGHT_BITS_ONLY:
-        preference = (("yuv444p10le",) if odd else ("yuv420p10le", "yuv422p10le", "yuv444p10le")) + preference
-    for name in preference:
-        if name in supported:
-            return name
-    fallback = [name for name in supported if name in PLANAR and PLANAR[name][0] == (1, 1)] if odd else \
-        [name for name in supported if name in PLANAR]
-    if not fallback:
-        raise UsageError(f"codec {codec.name} takes none of the planar YUV formats streamdehaze writes"
-                         + (f" at the odd size {width}x{height}" if odd else ""))
-    return fallback[0]
-
-
-def output_format(info: VideoInfo, pix_fmt: str, full_range: bool = False) -> YUVFormat:
-    """How dehazed frames are written: the input's colour matrix, limited range (``full_range`` for JPEG's
-    encoders), ``pix_fmt``'s layout."""
-    subsampling, bits, _ = PLANAR[pix_fmt]
-    matrix = matrix_name(info.colour.get("colorspace", 2), info.height)
-    return YUVFormat(matrix=matrix, full_range=full_range, bits=bits, subsampling=subsampling)
-
-
-# Encoders that take full-range YUV only: JPEG's levels (limited range is "non-standard" to MJPEG's encoder).
-_FULL_RANGE_ONLY = {"mjpeg"}
-
-
 # Seconds a server published to may take to accept a frame before it is taken for lost and dialled again
 # (``publish.py``): FFmpeg would wait for a hung one for ever, through every signal.
 WRITE_TIMEOUT = 10.0
-DIAL_TIMEOUT = 5.0  # seconds an RTSP server has to answer the dial
-_URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
-                "tcp": "mpegts"}
-STDOUT = "-"  # the output's name for standard output
-# Files a live run can write as it goes: muxer and its options for a fragment (cluster) at least every second.
-_FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
-LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
-              ".mkv": ("matroska", {"cluster_time_limit": "1000"}), ".ts": ("mpegts", {})}
-
-
-# Muxers that give no list of the codecs they take: FFmpeg answers "unknown" for all but their defaults, which
-# PyAV's supported_codecs leaves out. MPEG-TS takes AAC, MP3, AC-3, Opus and more; of subtitles only the broadcast
-# kinds (others it would store as unnamed data).
-_TAKES_ANY = {"mpegts"}
-# The video MPEG-TS has a stream type for: it stores any other (VP9, AV1, FFV1) as data, no video to a player.
-_TS_VIDEO = {"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vc1", "dirac", "cavs"}
-_TS_SUBTITLES = {"dvb_subtitle", "dvb_teletext"}
-# The audio MPEG-TS has a stream type for; anything else (PCM, FLAC) it stores as data no player plays.
-_TS_AUDIO = {"mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "truehd", "opus", "s302m"}
-
-
-@functools.lru_cache(maxsize=None)
-def _codecs(muxer: str) -> frozenset[str]:
-    """The codecs a muxer says it can store."""
-    with av.open(io.BytesIO(), "w", format=muxer) as probe:
-        codecs = frozenset(probe.supported_codecs)
-    # FFmpeg's Ogg muxers keep no list: they name their default codecs only, and hold these
-    return codecs | _OGG if muxer in ("ogg", "ogv", "oga") else codecs
-
-
-_OGG = frozenset({"opus", "libopus", "vorbis", "libvorbis", "flac", "speex", "theora", "vp8"})
 
 
 _UNORDERED = re.compile(r"\d+ channels")  # FFmpeg's name for a channel layout in no stated order
@@ -173,218 +112,11 @@ def _opening_layout(codec: str, rate: int, layouts: list[str]) -> str:
     raise ValueError(f"{codec} opens with none of {layouts}")
 
 
-# Muxers that write a display matrix (a phone's rotation tag) which FFmpeg reads back; MPEG-TS, FLV, AVI write none.
-_HOLD_ROTATION = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v", "matroska", "webm"}
-
-
 def _tag_like(stream: av.stream.Stream, src: av.stream.Stream) -> None:
     """Give an output stream what its input stream says of itself: its language above all, which track plays by
     default, forced subtitles."""
     stream.metadata.update(stream_tags(src))
     stream.disposition = src.disposition
-
-
-# Encoders for sound a format cannot hold as it is, by preference, with their codec's name.
-_REENCODERS = (("aac", "aac"), ("libopus", "opus"), ("mp2", "mp2"), ("ac3", "ac3"))
-
-
-def reencoding_codec(muxer: str) -> str | None:
-    """The codec sound is encoded in for ``muxer`` when it cannot hold the input's: AAC, else Opus (WebM, Ogg),
-    else MP2 or AC-3 (MPEG-PS: .mpg, .vob)."""
-    if muxer in _TAKES_ANY or muxer == "rtsp":
-        return "aac"
-    return next((c for c, name in _REENCODERS if c in av.codecs_available and name in _codecs(muxer)), None)
-
-
-def _header_takes(muxer: str, src: av.stream.Stream) -> bool:
-    """Whether ``muxer`` writes a header with a copy of ``src``: some refuse a codec they list (Opus, FLAC in
-    MOV), and would fail the run at its first packet."""
-    try:
-        with av.open(io.BytesIO(), "w", format=muxer) as probe:
-            probe.add_stream_from_template(src)
-            probe.start_encoding()
-        return True
-    except (av.FFmpegError, ValueError):
-        return False
-
-
-# Encoders for a format that cannot hold H.264, in order of preference (WebM: VP9; a raw .hevc stream: x265).
-_NOT_H264 = ("libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx", "libx265")
-# The encoders a refusal names, where the output holds their video.
-_SUGGESTED = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx", "ffv1", "prores_ks",
-              "mpeg2video", "mpeg4", "libtheora")
-
-# Muxers that answer "unknown" for most codecs, so that a stream of any is added, yet write only these videos:
-# any other fails at the header, after the model has loaded (Ogg, MXF, y4m), or (MPEG-PS: .mpg, .vob) makes a
-# file no player reads. Known by name before a camera is dialled; the trial write (``trial.py``) catches the rest.
-_PS_VIDEO = frozenset({"mpeg1video", "mpeg2video", "h264", "hevc", "mpeg4"})
-_VIDEO_ONLY = {
-    "mpegts": _TS_VIDEO, "ogg": {"theora", "vp8"}, "ogv": {"theora", "vp8"},
-    "mpeg": _PS_VIDEO, "vob": _PS_VIDEO, "svcd": _PS_VIDEO, "dvd": _PS_VIDEO, "vcd": _PS_VIDEO,
-    "mxf": {"mpeg2video", "h264", "prores", "dnxhd", "jpeg2000", "ffv1", "dvvideo"},
-    "yuv4mpegpipe": frozenset(),  # raw pictures, which streamdehaze does not write
-}
-# Muxers that list these codecs and refuse them in the header (VP9 in MOV: "only supported in MP4").
-_VIDEO_REFUSED = {"mov": {"vp8", "vp9", "av1"}, "ismv": {"vp8", "vp9", "av1"}, "flv": {"mpeg4"}}
-
-
-def output_muxer(target: str) -> str:
-    """The muxer that writes ``target``: a file (or its segments), a URL or standard output."""
-    fmt = url_format(target)
-    if fmt is not None:
-        return fmt
-    path = Path(target)
-    return LIVE_FILES[path.suffix.lower()][0] if path.suffix.lower() in LIVE_FILES else _muxer_for(path)
-
-
-def _holds(muxer: str, codec: str, probe: bool = True) -> bool:
-    """Whether ``muxer`` holds ``codec``'s video (a codec's name: h264, vp9): by the rules above, else by the codecs
-    it lists, else (``probe``) by FFmpeg's answer to a stream added: PyAV refuses only what a muxer says it cannot
-    hold, and takes what it says "unknown" of."""
-    if muxer in _VIDEO_ONLY:
-        return codec in _VIDEO_ONLY[muxer]
-    if codec in _VIDEO_REFUSED.get(muxer, ()):
-        return False
-    if codec in _codecs(muxer) or not probe:
-        return codec in _codecs(muxer)
-    try:
-        with av.open(io.BytesIO(), "w", format=muxer) as empty:
-            empty.add_stream(codec)
-        return True
-    except ValueError:
-        return False
-
-
-def _held(encoders: tuple[str, ...], muxer: str) -> list[str]:
-    """Those of ``encoders`` that this FFmpeg has and whose codec ``muxer`` holds, by name."""
-    return [e for e in encoders if e in av.codecs_available
-            and _holds(muxer, av.Codec(e, "w").canonical_name, probe=False)]
-
-
-def default_encoder(muxer: str) -> str:
-    """libx264, unless ``muxer`` cannot hold H.264: then the first of ``_NOT_H264`` that it holds."""
-    if _holds(muxer, "h264", probe=False):
-        return "libx264"
-    return next(iter(_held(_NOT_H264, muxer)), "libx264")
-
-
-def refusal(muxer: str, codec: str, name: str, why: str = "") -> UsageError:
-    """The error for an output ``name`` that ``muxer`` cannot hold in ``codec`` (or, ``why``, that FFmpeg fails to
-    write so), naming the encoders it takes."""
-    fit = _held(_SUGGESTED, muxer)
-    return UsageError(f"{name} ({muxer}) " + (f"cannot be written with {codec}: {why}" if why else
-                                              f"cannot hold {codec} video")
-                      + (f"; encoders it takes: {', '.join(fit)}" if fit else
-                         ", nor any other this writes: name a .mp4, .mkv, .mov, .webm or .ts output"))
-
-
-def check_encoder_fits(muxer: str, codec: str, name: str) -> None:
-    """A UsageError, naming encoders that would do, where ``muxer`` cannot hold ``codec``'s video (WebM and
-    H.264, MP4 and ProRes, Ogg and H.264): found out before a camera is dialled or a model loaded."""
-    if muxer != "rtsp" and not _holds(muxer, av.Codec(codec, "w").canonical_name):  # (RTSP opens a connection)
-        raise refusal(muxer, codec, name)
-
-
-def url_format(target: str) -> str | None:
-    """The muxer for a network target (``rtsp://...``) or standard output (``-``: MPEG-TS, which a pipe carries
-    to any player or FFmpeg), or None for a file path."""
-    if target == STDOUT:
-        return "mpegts"
-    scheme = target.split("://", 1)[0].lower() if "://" in target else ""
-    return _URL_FORMATS.get(scheme)
-
-
-def segment_pattern(path: Path) -> Path:
-    """``out.mp4`` -> ``out_00000.mp4``-style names for segments (a name with a % pattern is kept)."""
-    return path if "%" in path.name else path.with_name(f"{path.stem}_%05d{path.suffix}")
-
-
-def check_live_file(path: Path) -> None:
-    """A live recording is written as it goes, which takes one of the formats in LIVE_FILES."""
-    if path.suffix.lower() not in LIVE_FILES:
-        raise UsageError(f"a live recording is written as it goes, so it needs a file ending in "
-                         f"{', '.join(LIVE_FILES)}, not {path.name}")
-
-
-def check_segments(path: Path) -> None:
-    """Segments are written as they go, in one of the formats in LIVE_FILES."""
-    if path.suffix.lower() not in LIVE_FILES:
-        raise UsageError(f"--segment-time needs an output ending in {', '.join(LIVE_FILES)}")
-
-
-@dataclass(frozen=True)
-class Encoding:
-    """How a sink encodes: the encoder, its options, and the planes it takes (``pix_fmt``, ``yuv_format``). Chosen
-    once for a run, so that its segments and reconnections all encode alike (and a GPU is probed once)."""
-    codec: av.Codec
-    options: dict[str, str]
-    pix_fmt: str
-    yuv_format: YUVFormat
-
-
-# Encoders whose 10-bit video plays widely, by preference (where this FFmpeg's build writes 10 bits with them).
-_TEN_BITS = ("libx265", "libsvtav1", "libvpx-vp9", "libaom-av1")
-
-
-def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = None, preset: str | None = None,
-                    live: bool = False, nvenc: hwaccel.Nvidia | None = None, muxer: str = "matroska") -> Encoding:
-    """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning where it
-    does not; an error if it is required). ``muxer``: the output's, for the encoder an HDR warning suggests (Matroska
-    holds them all)."""
-    spec = encoder(codec)
-    options = quality_options(codec, crf, preset)
-    if nvenc:  # NVENC is probed in 8 bits, the only depth our planes give it
-        pix_fmt = choose_pix_fmt(spec, info.width, info.height)
-        hardware = hwaccel.encoder(codec, int(options.get("crf", 18)), options.get("preset", ""), live,
-                                   info.width, info.height, pix_fmt, nvenc)
-        if hardware is not None:
-            spec, options = encoder(hardware[0]), hardware[1]
-    pix_fmt = choose_pix_fmt(spec, info.width, info.height, info.bits)
-    if info.bits > 8 and PLANAR[pix_fmt][1] == 8 and info.colour.get("color_trc") in _HDR_TRANSFERS:
-        deeper = [e for e in _held(_TEN_BITS, muxer)
-                  if PLANAR[choose_pix_fmt(encoder(e), info.width, info.height, info.bits)][1] > 8]
-        log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding%s", info.bits,
-                    spec.name, f" (--codec {deeper[0]} keeps 10 bits)" if deeper else "")
-    return Encoding(spec, options, pix_fmt, output_format(info, pix_fmt, spec.name in _FULL_RANGE_ONLY))
-
-
-def output_options(target: str, shown_as: Path | None = None, live: bool = False) -> tuple[str, dict[str, str]]:
-    """The muxer that writes ``target`` (a file named ``shown_as``: a temporary file's name says nothing) and its
-    options; a live run writes a file as it goes, each fragment handed to the kernel at once."""
-    fmt, options = url_format(target), {}
-    if fmt == "rtsp":
-        # Its socket timeout bounds the dial: PyAV holds the GIL through it, so the whole process waits.
-        options = {"rtsp_transport": "tcp", "timeout": str(int(DIAL_TIMEOUT * 1e6))}
-    elif fmt is None:
-        shown_as = shown_as or Path(target)
-        if live:
-            check_live_file(shown_as)
-        fmt = output_muxer(str(shown_as))
-        as_it_goes = LIVE_FILES.get(shown_as.suffix.lower(), (None, {}))[1]
-        options = {**as_it_goes, "flush_packets": "1"} if live else {}
-    elif target == STDOUT and live:
-        options = {"flush_packets": "1"}
-    if fmt == "mpegts":
-        # B-frames give the first packets a decode time before 0, which MPEG-TS takes (its muxer adds a delay
-        # to every time); FFmpeg would otherwise shift the whole file later by that much.
-        options = {**options, "avoid_negative_ts": "disabled"}
-    return fmt, options
-
-
-def frame_ticks(codec: str, muxer: str, info: VideoInfo) -> Fraction | None:
-    """The time base frames are moved onto (each to the nearest free tick) where the input's cannot be written,
-    else None: the input's own, so that every pts is written exactly as it was read (variable rate included).
-    AVI has a frame every tick of its time base, and fills a finer one with empty frames; MPEG-1/2 take only a
-    frame rate's (FFmpeg refuses 1/12800 as "12800 fps"); MPEG-4 part 2 none finer than 1/65535 (MPEG-TS's is
-    1/90000)."""
-    if info.rate and (muxer == "avi" or codec in ("mpeg1video", "mpeg2video")):
-        return 1 / info.rate
-    if info.rate and codec == "mpeg4" and info.time_base.denominator > 65535:
-        # The coarsest step down that keeps frames at the input's rate exact: 1/45000 from 1/90000 at 25 fps
-        # (frames at n/m fps fall on ticks of 1/d where n divides d).
-        step, within = info.rate.numerator, info.time_base.denominator
-        return next((Fraction(1, d) for d in range(65535 // step * step, 0, -step) if within % d == 0), 1 / info.rate)
-    return None
 
 
 def add_video_stream(container: av.container.OutputContainer, info: VideoInfo, encoding: Encoding,
@@ -478,7 +210,7 @@ class VideoSink:
             return av.open(where, "w", format=fmt, options=options, timeout=10.0)
         except (av.FFmpegError, ValueError, OSError) as exc:
             self._close_file()
-            raise (_url_error(exc) if fmt in _URL_FORMATS.values() else UsageError)(
+            raise (_url_error(exc) if self.path is None else UsageError)(
                 f"cannot write {self.name}: {failure_reason(exc, target)}") from None
 
     def _add_video(self, encoding: Encoding) -> None:
@@ -488,7 +220,7 @@ class VideoSink:
             log.info("encoding %s (%dx%d)", self.pix_fmt, info.width, info.height)
         if info.field_order in _TOP_FIRST | _BOTTOM_FIRST and codec.name != "libx264":
             log.warning("%s: the input is interlaced; %s encodes it as progressive", self.name, codec.name)
-        if info.rotation and muxer not in _HOLD_ROTATION:
+        if info.rotation and muxer not in HOLDS_ROTATION:
             log.warning("%s (%s) has no rotation tag: the picture is written as stored, turned %d degrees from "
                         "upright (.mp4, .mov or .mkv keep the tag)", self.name, muxer, info.rotation % 360)
         self.video = add_video_stream(self.container, info, encoding, self.live)
@@ -500,16 +232,8 @@ class VideoSink:
         copies = {}
         muxer = self.container.format.name
         for src in self.info.copy_streams:
-            # (the codec's name, not its decoder's: mp3, not mp3float; data streams have none)
+            fits = holds_copy(muxer, src)
             name = src.codec_context.codec.canonical_name if src.codec_context is not None else src.name
-            if src.type == "attachment":
-                fits = muxer == "matroska"  # (WebM, MP4, MPEG-TS have no place for a file)
-            elif muxer in _TAKES_ANY:
-                fits = {"subtitle": name in _TS_SUBTITLES, "audio": name in _TS_AUDIO}.get(src.type, True)
-            elif muxer == "rtsp":  # each stream goes out over RTP, which a probe can write (RTSP needs a server)
-                fits = _header_takes("rtp", src)
-            else:
-                fits = name in _codecs(muxer) and _header_takes(muxer, src)
             if not fits and src.type == "audio" and (codec := reencoding_codec(muxer)) is not None:
                 try:
                     copies[src.index] = again = Reencoded(self.container, src, codec)
@@ -708,15 +432,6 @@ class SegmentedSink:
     def abort(self) -> None:
         if self.current is not None:
             self.current.abort()
-
-
-def _muxer_for(path: Path) -> str:
-    """FFmpeg's muxer for a file name, chosen by its extension as ``av.open`` chooses it (nothing is created)."""
-    try:
-        with av.open(str(path), "w") as probe:
-            return probe.format.name
-    except ValueError:
-        raise UsageError(f"cannot tell a video format from the name {path.name} (try .mp4 or .mkv)") from None
 
 
 def _url_error(exc: BaseException) -> type[StreamDehazeError]:

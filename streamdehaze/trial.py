@@ -13,8 +13,10 @@ import io
 
 import av
 
+from .encoders import Encoding
+from .formats import refusal
 from .frames import PLANAR
-from .sinks import Encoding, add_video_stream, failure_reason, refusal
+from .sinks import add_video_stream, failure_reason
 from .sources import VideoInfo
 
 # Frames encoded: three find every failure a 10-frame trial found over 28 formats x 42 encoders (two do too, but
@@ -25,7 +27,7 @@ TRIAL_FRAMES = 3
 
 def trial_write(muxer: str, options: dict[str, str], info: VideoInfo, encoding: Encoding, live: bool,
                 name: str) -> None:
-    """A ``UsageError`` (``sinks.refusal``, with FFmpeg's reason) where ``muxer`` with ``options`` cannot be
+    """A ``UsageError`` (``formats.refusal``, with FFmpeg's reason) where ``muxer`` with ``options`` cannot be
     written with ``encoding`` at the input's size and timing, or writes what no player reads back; ``name``: the
     output's, for the message."""
     codec = encoding.codec.name

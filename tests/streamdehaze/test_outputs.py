@@ -3,7 +3,6 @@ hidden partial that the next run removes and names); an interrupted one leaves N
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess

@@ -11,7 +11,8 @@ from streamdehaze.colour import YUVFormat
 from streamdehaze.engine import Batch, Engine
 from streamdehaze.models.dcp import DarkChannelPrior
 from streamdehaze.pipeline import run_video
-from streamdehaze.sinks import VideoSink, choose_encoding
+from streamdehaze.encoders import choose_encoding
+from streamdehaze.sinks import VideoSink
 from streamdehaze.sources import VideoFileSource
 from streamdehaze.temporal import TemporalSmoother
 

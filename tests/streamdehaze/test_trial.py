@@ -9,7 +9,8 @@ import pytest
 
 from streamdehaze.errors import UsageError
 from streamdehaze.job import open_source
-from streamdehaze.sinks import choose_encoding, output_options
+from streamdehaze.encoders import choose_encoding
+from streamdehaze.formats import output_options
 from streamdehaze.trial import trial_write
 
 

@@ -194,7 +194,8 @@ def test_segments_cut_at_their_time_and_each_starts_at_zero(make_video, probe, r
 def test_a_segment_that_cannot_be_written_ends_the_run_with_the_others_complete(make_video, tmp_path):
     # A disk that fills up just as a segment begins (FFmpeg's segment muxer crashed the process there).
     from streamdehaze.errors import MediaError
-    from streamdehaze.sinks import SegmentedSink, VideoSink, choose_encoding
+    from streamdehaze.encoders import choose_encoding
+    from streamdehaze.sinks import SegmentedSink, VideoSink
     from streamdehaze.sources import VideoFileSource
 
     source = VideoFileSource(make_video(frames=40))
@@ -221,7 +222,8 @@ def test_a_recording_s_last_fragment_that_does_not_fit_is_an_error(make_video, s
     """The disk fills up before a recording's last fragment is written: closing it fails and says so (FFmpeg writing
     a fragmented MP4 or MOV by name lost that error: the run ended as if complete, its last second cut short)."""
     from streamdehaze.errors import MediaError
-    from streamdehaze.sinks import VideoSink, choose_encoding
+    from streamdehaze.encoders import choose_encoding
+    from streamdehaze.sinks import VideoSink
     from streamdehaze.sources import VideoFileSource
 
     folder = small_filesystem(512)

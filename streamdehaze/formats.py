@@ -1,0 +1,239 @@
+"""Output formats: the muxer that writes a target (a file by its extension, a URL by its scheme, standard output),
+what each holds, and the options it is written with. Known by name before a camera is dialled or a model loaded."""
+
+from __future__ import annotations
+
+import functools
+import io
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from .errors import UsageError
+from .sources import VideoInfo
+
+DIAL_TIMEOUT = 5.0  # seconds an RTSP server has to answer the dial
+_URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
+                "tcp": "mpegts"}
+STDOUT = "-"  # the output's name for standard output
+# Files a live run can write as it goes: muxer and its options for a fragment (cluster) at least every second.
+_FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
+LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
+              ".mkv": ("matroska", {"cluster_time_limit": "1000"}), ".ts": ("mpegts", {})}
+
+
+# Muxers that give no list of the codecs they take: FFmpeg answers "unknown" for all but their defaults, which
+# PyAV's supported_codecs leaves out. MPEG-TS takes AAC, MP3, AC-3, Opus and more; of subtitles only the broadcast
+# kinds (others it would store as unnamed data).
+_TAKES_ANY = {"mpegts"}
+# The video MPEG-TS has a stream type for: it stores any other (VP9, AV1, FFV1) as data, no video to a player.
+_TS_VIDEO = {"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vc1", "dirac", "cavs"}
+_TS_SUBTITLES = {"dvb_subtitle", "dvb_teletext"}
+# The audio MPEG-TS has a stream type for; anything else (PCM, FLAC) it stores as data no player plays.
+_TS_AUDIO = {"mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "truehd", "opus", "s302m"}
+
+
+@functools.lru_cache(maxsize=None)
+def _codecs(muxer: str) -> frozenset[str]:
+    """The codecs a muxer says it can store."""
+    with av.open(io.BytesIO(), "w", format=muxer) as probe:
+        codecs = frozenset(probe.supported_codecs)
+    # FFmpeg's Ogg muxers keep no list: they name their default codecs only, and hold these
+    return codecs | _OGG if muxer in ("ogg", "ogv", "oga") else codecs
+
+
+_OGG = frozenset({"opus", "libopus", "vorbis", "libvorbis", "flac", "speex", "theora", "vp8"})
+
+
+# Muxers that write a display matrix (a phone's rotation tag) which FFmpeg reads back; MPEG-TS, FLV, AVI write none.
+HOLDS_ROTATION = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v", "matroska", "webm"}
+
+
+# Encoders for sound a format cannot hold as it is, by preference, with their codec's name.
+_REENCODERS = (("aac", "aac"), ("libopus", "opus"), ("mp2", "mp2"), ("ac3", "ac3"))
+
+
+def reencoding_codec(muxer: str) -> str | None:
+    """The codec sound is encoded in for ``muxer`` when it cannot hold the input's: AAC, else Opus (WebM, Ogg),
+    else MP2 or AC-3 (MPEG-PS: .mpg, .vob)."""
+    if muxer in _TAKES_ANY or muxer == "rtsp":
+        return "aac"
+    return next((c for c, name in _REENCODERS if c in av.codecs_available and name in _codecs(muxer)), None)
+
+
+def _header_takes(muxer: str, src: av.stream.Stream) -> bool:
+    """Whether ``muxer`` writes a header with a copy of ``src``: some refuse a codec they list (Opus, FLAC in
+    MOV), and would fail the run at its first packet."""
+    try:
+        with av.open(io.BytesIO(), "w", format=muxer) as probe:
+            probe.add_stream_from_template(src)
+            probe.start_encoding()
+        return True
+    except (av.FFmpegError, ValueError):
+        return False
+
+
+def holds_copy(muxer: str, src: av.stream.Stream) -> bool:
+    """Whether ``muxer`` can store a copy of ``src`` (audio, subtitles, data, an attachment) as it is."""
+    # (the codec's name, not its decoder's: mp3, not mp3float; data streams have none)
+    name = src.codec_context.codec.canonical_name if src.codec_context is not None else src.name
+    if src.type == "attachment":
+        return muxer == "matroska"  # (WebM, MP4, MPEG-TS have no place for a file)
+    if muxer in _TAKES_ANY:
+        return {"subtitle": name in _TS_SUBTITLES, "audio": name in _TS_AUDIO}.get(src.type, True)
+    if muxer == "rtsp":  # each stream goes out over RTP, which a probe can write (RTSP needs a server)
+        return _header_takes("rtp", src)
+    return name in _codecs(muxer) and _header_takes(muxer, src)
+
+
+# Encoders for a format that cannot hold H.264, in order of preference (WebM: VP9; a raw .hevc stream: x265).
+_NOT_H264 = ("libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx", "libx265")
+# The encoders a refusal names, where the output holds their video.
+_SUGGESTED = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx", "ffv1", "prores_ks",
+              "mpeg2video", "mpeg4", "libtheora")
+
+# Muxers that answer "unknown" for most codecs, so that a stream of any is added, yet write only these videos:
+# any other fails at the header, after the model has loaded (Ogg, MXF, y4m), or (MPEG-PS: .mpg, .vob) makes a
+# file no player reads. Known by name before a camera is dialled; the trial write (``trial.py``) catches the rest.
+_PS_VIDEO = frozenset({"mpeg1video", "mpeg2video", "h264", "hevc", "mpeg4"})
+_VIDEO_ONLY = {
+    "mpegts": _TS_VIDEO, "ogg": {"theora", "vp8"}, "ogv": {"theora", "vp8"},
+    "mpeg": _PS_VIDEO, "vob": _PS_VIDEO, "svcd": _PS_VIDEO, "dvd": _PS_VIDEO, "vcd": _PS_VIDEO,
+    "mxf": {"mpeg2video", "h264", "prores", "dnxhd", "jpeg2000", "ffv1", "dvvideo"},
+    "yuv4mpegpipe": frozenset(),  # raw pictures, which streamdehaze does not write
+}
+# Muxers that list these codecs and refuse them in the header (VP9 in MOV: "only supported in MP4").
+_VIDEO_REFUSED = {"mov": {"vp8", "vp9", "av1"}, "ismv": {"vp8", "vp9", "av1"}, "flv": {"mpeg4"}}
+
+
+def output_muxer(target: str) -> str:
+    """The muxer that writes ``target``: a file (or its segments), a URL or standard output."""
+    fmt = url_format(target)
+    if fmt is not None:
+        return fmt
+    path = Path(target)
+    return LIVE_FILES[path.suffix.lower()][0] if path.suffix.lower() in LIVE_FILES else _muxer_for(path)
+
+
+def _holds(muxer: str, codec: str, probe: bool = True) -> bool:
+    """Whether ``muxer`` holds ``codec``'s video (a codec's name: h264, vp9): by the rules above, else by the codecs
+    it lists, else (``probe``) by FFmpeg's answer to a stream added: PyAV refuses only what a muxer says it cannot
+    hold, and takes what it says "unknown" of."""
+    if muxer in _VIDEO_ONLY:
+        return codec in _VIDEO_ONLY[muxer]
+    if codec in _VIDEO_REFUSED.get(muxer, ()):
+        return False
+    if codec in _codecs(muxer) or not probe:
+        return codec in _codecs(muxer)
+    try:
+        with av.open(io.BytesIO(), "w", format=muxer) as empty:
+            empty.add_stream(codec)
+        return True
+    except ValueError:
+        return False
+
+
+def held(encoders: tuple[str, ...], muxer: str) -> list[str]:
+    """Those of ``encoders`` that this FFmpeg has and whose codec ``muxer`` holds, by name."""
+    return [e for e in encoders if e in av.codecs_available
+            and _holds(muxer, av.Codec(e, "w").canonical_name, probe=False)]
+
+
+def default_encoder(muxer: str) -> str:
+    """libx264, unless ``muxer`` cannot hold H.264: then the first of ``_NOT_H264`` that it holds."""
+    if _holds(muxer, "h264", probe=False):
+        return "libx264"
+    return next(iter(held(_NOT_H264, muxer)), "libx264")
+
+
+def refusal(muxer: str, codec: str, name: str, why: str = "") -> UsageError:
+    """The error for an output ``name`` that ``muxer`` cannot hold in ``codec`` (or, ``why``, that FFmpeg fails to
+    write so), naming the encoders it takes."""
+    fit = held(_SUGGESTED, muxer)
+    return UsageError(f"{name} ({muxer}) " + (f"cannot be written with {codec}: {why}" if why else
+                                              f"cannot hold {codec} video")
+                      + (f"; encoders it takes: {', '.join(fit)}" if fit else
+                         ", nor any other this writes: name a .mp4, .mkv, .mov, .webm or .ts output"))
+
+
+def check_encoder_fits(muxer: str, codec: str, name: str) -> None:
+    """A UsageError, naming encoders that would do, where ``muxer`` cannot hold ``codec``'s video (WebM and
+    H.264, MP4 and ProRes, Ogg and H.264): found out before a camera is dialled or a model loaded."""
+    if muxer != "rtsp" and not _holds(muxer, av.Codec(codec, "w").canonical_name):  # (RTSP opens a connection)
+        raise refusal(muxer, codec, name)
+
+
+def url_format(target: str) -> str | None:
+    """The muxer for a network target (``rtsp://...``) or standard output (``-``: MPEG-TS, which a pipe carries
+    to any player or FFmpeg), or None for a file path."""
+    if target == STDOUT:
+        return "mpegts"
+    scheme = target.split("://", 1)[0].lower() if "://" in target else ""
+    return _URL_FORMATS.get(scheme)
+
+
+def segment_pattern(path: Path) -> Path:
+    """``out.mp4`` -> ``out_00000.mp4``-style names for segments (a name with a % pattern is kept)."""
+    return path if "%" in path.name else path.with_name(f"{path.stem}_%05d{path.suffix}")
+
+
+def check_live_file(path: Path) -> None:
+    """A live recording is written as it goes, which takes one of the formats in LIVE_FILES."""
+    if path.suffix.lower() not in LIVE_FILES:
+        raise UsageError(f"a live recording is written as it goes, so it needs a file ending in "
+                         f"{', '.join(LIVE_FILES)}, not {path.name}")
+
+
+def check_segments(path: Path) -> None:
+    """Segments are written as they go, in one of the formats in LIVE_FILES."""
+    if path.suffix.lower() not in LIVE_FILES:
+        raise UsageError(f"--segment-time needs an output ending in {', '.join(LIVE_FILES)}")
+
+
+def output_options(target: str, shown_as: Path | None = None, live: bool = False) -> tuple[str, dict[str, str]]:
+    """The muxer that writes ``target`` (a file named ``shown_as``: a temporary file's name says nothing) and its
+    options; a live run writes a file as it goes, each fragment handed to the kernel at once."""
+    fmt, options = url_format(target), {}
+    if fmt == "rtsp":
+        # Its socket timeout bounds the dial: PyAV holds the GIL through it, so the whole process waits.
+        options = {"rtsp_transport": "tcp", "timeout": str(int(DIAL_TIMEOUT * 1e6))}
+    elif fmt is None:
+        shown_as = shown_as or Path(target)
+        if live:
+            check_live_file(shown_as)
+        fmt = output_muxer(str(shown_as))
+        as_it_goes = LIVE_FILES.get(shown_as.suffix.lower(), (None, {}))[1]
+        options = {**as_it_goes, "flush_packets": "1"} if live else {}
+    elif target == STDOUT and live:
+        options = {"flush_packets": "1"}
+    if fmt == "mpegts":
+        # B-frames give the first packets a decode time before 0, which MPEG-TS takes (its muxer adds a delay
+        # to every time); FFmpeg would otherwise shift the whole file later by that much.
+        options = {**options, "avoid_negative_ts": "disabled"}
+    return fmt, options
+
+
+def frame_ticks(codec: str, muxer: str, info: VideoInfo) -> Fraction | None:
+    """The time base frames are moved onto (each to the nearest free tick) where the input's cannot be written,
+    else None: the input's own, so that every pts is written exactly as it was read (variable rate included).
+    AVI has a frame every tick of its time base, and fills a finer one with empty frames; MPEG-1/2 take only a
+    frame rate's (FFmpeg refuses 1/12800 as "12800 fps"); MPEG-4 part 2 none finer than 1/65535 (MPEG-TS's is
+    1/90000)."""
+    if info.rate and (muxer == "avi" or codec in ("mpeg1video", "mpeg2video")):
+        return 1 / info.rate
+    if info.rate and codec == "mpeg4" and info.time_base.denominator > 65535:
+        # The coarsest step down that keeps frames at the input's rate exact: 1/45000 from 1/90000 at 25 fps
+        # (frames at n/m fps fall on ticks of 1/d where n divides d).
+        step, within = info.rate.numerator, info.time_base.denominator
+        return next((Fraction(1, d) for d in range(65535 // step * step, 0, -step) if within % d == 0), 1 / info.rate)
+    return None
+
+
+def _muxer_for(path: Path) -> str:
+    """FFmpeg's muxer for a file name, chosen by its extension as ``av.open`` chooses it (nothing is created)."""
+    try:
+        with av.open(str(path), "w") as probe:
+            return probe.format.name
+    except ValueError:
+        raise UsageError(f"cannot tell a video format from the name {path.name} (try .mp4 or .mkv)") from None
