@@ -409,7 +409,7 @@ class VideoFileSource:
         if self.stream.frames and packets < self.stream.frames:  # the index lists packets the file no longer holds
             self.truncated = f"is truncated: {packets} of its {self.stream.frames} video packets are there"
         elif (stated := _stated_length(self.stream)) is not None and last is not None and \
-                stated - last * _time_base(self.stream) > 1:  # (Matroska: the track's length, in its tags)
+                stated - last * _time_base(self.stream) > 1:  # (Matroska's tags; MP4's header, a fragment's)
             self.truncated = f"is truncated: its video ends at {float(last * _time_base(self.stream)):.1f} s of " \
                              f"the {float(stated):.1f} s it states"
 
@@ -437,8 +437,14 @@ class VideoFileSource:
 
 
 def _stated_length(stream: av.video.stream.VideoStream) -> Fraction | None:
-    """How long a stream says it is where its container states it apart from its index: Matroska's DURATION tag
-    (FFmpeg writes it once the file is complete), "HH:MM:SS.nnnnnnnnn"."""
+    """When a stream says it ends where its container states it apart from its index: an MP4 or MOV header's start
+    and duration of the track (of a fragmented file, as far as the fragments' headers read say, the last one's
+    included where its data is cut off), or Matroska's DURATION tag (FFmpeg writes it once the file is complete),
+    "HH:MM:SS.nnnnnnnnn". Other demuxers' durations may be FFmpeg's estimate from the bitrate, which says nothing."""
+    if "mp4" in stream.container.format.name:  # (mov,mp4,m4a,3gp,3g2,mj2)
+        if not stream.duration:
+            return None  # (a fragmented file with no fragment read)
+        return ((stream.start_time or 0) + stream.duration) * _time_base(stream)
     stated = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", stream.metadata.get("DURATION", ""))
     if stated is None:
         return None

@@ -54,9 +54,9 @@ def write_video(path: Path, *, frames: int = 12, width: int = 96, height: int = 
                 pts: list[int] | None = None, time_base: Fraction = Fraction(1, 12800),
                 codec: str = "libx264", pix_fmt: str = "yuv420p", audio: bool = False,
                 subtitles: bool = False, rotation: int = 0, options: dict | None = None,
-                colour: dict[str, int] | None = None) -> dict:
+                colour: dict[str, int] | None = None, gop: int | None = None) -> dict:
     """Write a test video; returns what was written (pts, audio packet payloads, ...). ``colour``: codec context
-    tags (``color_trc``, ``color_primaries``, ``colorspace``)."""
+    tags (``color_trc``, ``color_primaries``, ``colorspace``). ``gop``: frames from one keyframe to the next."""
     if pts is None:
         step = int(1 / (rate * time_base))
         pts = [i * step for i in range(frames)]
@@ -70,6 +70,8 @@ def write_video(path: Path, *, frames: int = 12, width: int = 96, height: int = 
             v.set_display_rotation(rotation)
         for tag, value in (colour or {}).items():
             setattr(v.codec_context, tag, value)
+        if gop:
+            v.codec_context.gop_size = gop
         a = oc.add_stream("aac", rate=48000, layout="mono") if audio else None
         s = oc.add_mux_stream("subrip" if path.suffix == ".mkv" else "mov_text") if subtitles else None
         duration = float((pts[-1] + pts[1] - pts[0]) * time_base) if len(pts) > 1 else 0.04

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from tests.conftest import write_video
 
@@ -81,6 +82,37 @@ def test_a_truncated_matroska_file_says_so(make_video, run_cli, probe, decodable
     assert code == 1 and kept is not None, err
     assert probe(out)["times"] == decodable(cut) and len(decodable(cut)) == int(kept.group(1))
     assert run_cli(src, tmp_path / "whole.mkv", "--model", "dcp")[0] == 0  # the whole file is no such thing
+
+
+def test_a_truncated_fragmented_mp4_says_so(make_video, run_cli, probe, decodable, tmp_path):
+    # A partial download of a camera's fragmented MP4: no index of every frame, but each fragment's header states
+    # its length before its data, so the cut one tells that the rest is missing.
+    src = make_video(frames=150, width=160, height=120, gop=75, audio=True, options={"movflags": "frag_keyframe"})
+    cut, out = tmp_path / "cut.mp4", tmp_path / "out.mp4"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size * 3 // 4])  # half its second fragment
+    code, err = run_cli(cut, out, "--model", "dcp")
+    kept = re.fullmatch(rf"streamdehaze: error: {re.escape(str(cut))} is truncated: its video ends at \d\.\d s of the "
+                        rf"6\.\d s it states; {re.escape(str(out))} holds the (\d+) frames decoded before the cut\n", err)
+    assert code == 1 and kept is not None, err
+    assert probe(out)["times"] == decodable(cut) and len(decodable(cut)) == int(kept.group(1)) < 125
+    assert run_cli(src, tmp_path / "whole.mp4", "--model", "dcp")[0] == 0  # the whole file is no such thing
+
+
+@pytest.mark.parametrize("options", [
+    {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"},  # a live recording's
+    {"movflags": "faststart"}])  # (an edit list: x264's B-frames)
+def test_an_mp4_that_ends_where_it_says_is_not_taken_for_truncated(run_cli, probe, tmp_path, options):
+    # Those that start at 10 s, and a recording killed between two fragments (it states no more than it holds).
+    src = tmp_path / "in.mp4"
+    write_video(src, pts=[(250 + i) * 512 for i in range(150)], gop=25, audio=True, options=options)
+    killed = tmp_path / "killed.mp4"
+    data = src.read_bytes()
+    killed.write_bytes(data[: data.rfind(b"moof", 0, len(data) * 8 // 10) - 4] if b"moof" in data else data)
+    for path in (src, killed):
+        out = tmp_path / f"out_{path.name}"
+        code, err = run_cli(path, out, "--model", "dcp")
+        assert code == 0, err
+        assert probe(out)["times"] == probe(path)["times"]
 
 
 def test_truncated_file_without_its_index_is_refused(make_video, run_cli, tmp_path):
