@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -191,9 +192,15 @@ def check_segments(path: Path) -> None:
         raise UsageError(f"--segment-time needs an output ending in {', '.join(LIVE_FILES)}")
 
 
-def output_options(target: str, shown_as: Path | None = None, live: bool = False) -> tuple[str, dict[str, str]]:
+# A tag named as a reverse domain (com.apple.quicktime.make, com.android.version): a phone's or an app's own.
+_REVERSE_DNS = re.compile(r"[a-z][a-z0-9-]*(\.[\w-]+){2,}", re.IGNORECASE)
+
+
+def output_options(target: str, shown_as: Path | None = None, live: bool = False, *,
+                   tags: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
     """The muxer that writes ``target`` (a file named ``shown_as``: a temporary file's name says nothing) and its
-    options; a live run writes a file as it goes, each fragment handed to the kernel at once."""
+    options; a live run writes a file as it goes, each fragment handed to the kernel at once. ``tags``: the
+    input's, which the output keeps."""
     fmt, options = url_format(target), {}
     if fmt == "rtsp":
         # Its socket timeout bounds the dial: PyAV holds the GIL through it, so the whole process waits.
@@ -211,6 +218,10 @@ def output_options(target: str, shown_as: Path | None = None, live: bool = False
         # B-frames give the first packets a decode time before 0, which MPEG-TS takes (its muxer adds a delay
         # to every time); FFmpeg would otherwise shift the whole file later by that much.
         options = {**options, "avoid_negative_ts": "disabled"}
+    if fmt in ("mp4", "mov") and any(_REVERSE_DNS.fullmatch(key) for key in tags or {}):
+        # A phone's own keys (com.apple.quicktime.location.ISO6709, ...make, ...model): these muxers write any
+        # other than their few known ones only in this mode, and read the known ones back the same from it.
+        options = {**options, "movflags": options.get("movflags", "") + "+use_metadata_tags"}
     return fmt, options
 
 

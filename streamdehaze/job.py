@@ -235,7 +235,7 @@ class Job:
         self.encoding = choose_encoding(info, self.codec, c.encode.crf, c.encode.preset, self.live, self.nvidia,
                                         muxer or "matroska")
         if muxer is not None and muxer != "rtsp":  # (an RTSP server is not written to in memory)
-            fmt, options = output_options(str(c.output), self.dst, self.live)
+            fmt, options = output_options(str(c.output), self.dst, self.live, tags=info.tags)
             trial_write(fmt, options, info, self.encoding, self.live, mask(str(c.output), str(c.output)))
 
     def start(self, name: str = "") -> Stream:

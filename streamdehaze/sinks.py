@@ -202,7 +202,7 @@ class VideoSink:
             raise _url_error(exc)(f"cannot write {self.name}: {reason}") from None
 
     def _open(self, target: str) -> av.container.OutputContainer:
-        fmt, options = output_options(target, self.shown_as, self.live)
+        fmt, options = output_options(target, self.shown_as, self.live, tags=self.info.tags)
         try:
             if self.path is not None:
                 self._file = WholeWrites(target, "wb")

@@ -395,6 +395,43 @@ def test_the_recordings_tags_go_along(run_cli, tmp_path):
         assert c.streams.audio[0].metadata["language"] == "pol"
 
 
+_IPHONE_TAGS = {"com.apple.quicktime.location.ISO6709": "+52.2250+021.0120+100.000/",
+                "com.apple.quicktime.make": "Apple", "com.apple.quicktime.model": "iPhone 15 Pro",
+                "com.apple.quicktime.creationdate": "2026-12-05T08:30:00+0100"}
+
+
+@pytest.mark.parametrize("suffix", [".mov", ".mp4", ".mkv"])
+def test_a_phone_s_own_tags_go_along(run_cli, tmp_path, suffix):
+    # An iPhone stores where and with what a clip was taken under reverse-DNS keys, which FFmpeg's MP4 and MOV
+    # muxers write only when told to; the usual tags come back the same either way.
+    src, out = tmp_path / "IMG_0001.mov", tmp_path / f"out{suffix}"
+    usual = {"creation_time": "2026-12-05T07:30:00.000000Z", "location": "+52.2250+021.0120/", "title": "gate",
+             "comment": "fog"}
+    with av.open(str(src), "w", options={"movflags": "use_metadata_tags"}) as oc:
+        oc.metadata.update({**usual, **_IPHONE_TAGS})
+        video = oc.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        video.metadata["timecode"] = "07:30:00:00"
+        oc.mux(list(_grey_frames(video, 10)))
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    with av.open(str(out)) as c:
+        kept = {k.lower(): v for k, v in c.metadata.items()}  # (Matroska's tag names are upper case)
+        assert {k: kept.get(k.lower()) for k in {**usual, **_IPHONE_TAGS}} == {**usual, **_IPHONE_TAGS}
+        assert {k.lower(): v for k, v in c.streams.video[0].metadata.items()}["timecode"] == "07:30:00:00"
+
+
+def test_reverse_dns_tags_add_the_flag_that_writes_them_to_any_other(tmp_path):
+    from streamdehaze.formats import output_options
+    movflags = {name: output_options(str(tmp_path / name), live=live, tags=tags)[1].get("movflags")
+                for name, live, tags in (("a.mp4", False, {}), ("b.mov", False, _IPHONE_TAGS),
+                                         ("c.mp4", True, _IPHONE_TAGS), ("d.mp4", True, {"title": "gate"}),
+                                         ("e.mkv", False, _IPHONE_TAGS))}
+    assert movflags == {"a.mp4": None, "b.mov": "+use_metadata_tags",
+                        "c.mp4": "+frag_keyframe+empty_moov+default_base_moof+use_metadata_tags",
+                        "d.mp4": "+frag_keyframe+empty_moov+default_base_moof", "e.mkv": None}
+
+
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
 def test_chapters_and_which_track_plays_by_default_go_along(run_cli, tmp_path, suffix):
     src, out = tmp_path / "film.mkv", tmp_path / f"out{suffix}"
