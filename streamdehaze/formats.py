@@ -85,7 +85,25 @@ def holds_copy(muxer: str, src: av.stream.Stream) -> bool:
         return {"subtitle": name in _TS_SUBTITLES, "audio": name in _TS_AUDIO}.get(src.type, True)
     if muxer == "rtsp":  # each stream goes out over RTP, which a probe can write (RTSP needs a server)
         return _header_takes("rtp", src)
+    if src.type == "data":  # (no muxer lists data codecs, though MP4 and MOV keep a GoPro's GPMF, bin_data)
+        return _keeps_data(muxer, src)
     return name in _codecs(muxer) and _header_takes(muxer, src)
+
+
+def _keeps_data(muxer: str, src: av.stream.Stream) -> bool:
+    """Whether ``muxer`` stores a data stream that reads back as what it was: a packet written and read back. A
+    header is not enough: MOV takes a drone's KLV, and stores it as data FFmpeg can no longer name."""
+    written = io.BytesIO()
+    try:
+        with av.open(written, "w", format=muxer) as probe:
+            packet = av.Packet(b"\0")
+            packet.stream = probe.add_stream_from_template(src)
+            packet.time_base, packet.pts, packet.dts = src.time_base or Fraction(1, 1000), 0, 0
+            probe.mux(packet)
+        with av.open(io.BytesIO(written.getvalue())) as back:
+            return any(s.type == "data" and s.name == src.name for s in back.streams)
+    except (av.FFmpegError, ValueError, OSError):
+        return False
 
 
 # Encoders for a format that cannot hold H.264, in order of preference (WebM: VP9; a raw .hevc stream: x265).

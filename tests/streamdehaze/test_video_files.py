@@ -517,6 +517,37 @@ def test_klv_metadata_is_copied_where_the_format_takes_it(run_cli, caplog, tmp_p
     assert "not copying data stream #1: klv cannot be stored in mp4" in caplog.text
 
 
+def test_a_gopro_s_telemetry_is_copied_where_the_format_takes_it(run_cli, caplog, tmp_path):
+    # GoPro's GPMF track (GPS, gyroscope): data FFmpeg names bin_data, tagged gpmd, which MP4 and MOV keep and
+    # Matroska cannot hold.
+    src = tmp_path / "GX010001.MP4"
+    with av.open(str(src), "w") as oc:
+        video = oc.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        gpmf = oc.add_data_stream("bin_data")
+        gpmf.codec_tag = "gpmd"
+        oc.mux(list(_grey_frames(video, 25)))
+        for i in range(2):
+            packet = av.Packet(b"DEVC" + bytes(range(40)) + bytes([i]))
+            packet.stream, packet.pts, packet.dts, packet.time_base = gpmf, i * 500, i * 500, Fraction(1, 1000)
+            packet.duration = 500
+            oc.mux(packet)
+
+    def telemetry(path):
+        with av.open(str(path)) as c:
+            return [(bytes(p), p.pts * p.time_base) for p in c.demux(c.streams.data[0]) if p.size] \
+                if c.streams.data else []
+
+    for suffix in (".mp4", ".mov"):
+        assert run_cli(src, tmp_path / f"out{suffix}", "--model", "dcp", "--quiet")[0] == 0
+        assert len(telemetry(src)) == 2 and telemetry(tmp_path / f"out{suffix}") == telemetry(src)
+        with av.open(str(tmp_path / f"out{suffix}")) as c:
+            assert c.streams.data[0].name == "bin_data"
+    assert run_cli(src, tmp_path / "out.mkv", "--model", "dcp")[0] == 0
+    assert "not copying data stream #1: bin_data cannot be stored in matroska" in caplog.text
+    assert not telemetry(tmp_path / "out.mkv")
+
+
 def test_max_frames_batch_and_stats(make_video, probe, run_cli, tmp_path):
     src = make_video(frames=15)
     out, stats = tmp_path / "short.mp4", tmp_path / "stats.json"
