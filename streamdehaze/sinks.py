@@ -154,6 +154,10 @@ def add_video_stream(container: av.container.OutputContainer, info: VideoInfo, e
         stream.set_display_rotation(info.rotation)
     if info.pixel_aspect:  # (else an anamorphic picture is shown squeezed)
         ctx.sample_aspect_ratio = info.pixel_aspect
+    if codec.canonical_name == "hevc" and container.format.name in ("mp4", "mov"):
+        # Apple's players (QuickTime, Photos, iOS) play HEVC only as hvc1, FFmpeg's -tag:v hvc1: its parameter sets
+        # in the header alone; FFmpeg writes hev1 unless told.
+        ctx.codec_tag = "hvc1"
     return stream
 
 

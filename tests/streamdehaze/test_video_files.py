@@ -770,6 +770,21 @@ def test_a_raw_hevc_stream_is_encoded_with_x265(make_video, run_cli, tmp_path):
         assert sum(1 for _ in written.decode(video=0)) == 4
 
 
+def test_hevc_in_mp4_and_mov_is_tagged_for_apple_s_players(make_video, probe, run_cli, tmp_path):
+    # QuickTime, Photos and iOS play HEVC only as hvc1 (its parameter sets in the header), not FFmpeg's hev1;
+    # segments are written as a recording is, fragmented.
+    src = make_video(frames=30, audio=True)
+    (tmp_path / "seg").mkdir()
+    for out, segments in ((tmp_path / "o.mp4", ()), (tmp_path / "o.mov", ()),
+                          (tmp_path / "seg" / "o.mov", ("--segment-time", 10))):
+        code, err = run_cli(src, out, "--model", "dcp", "--codec", "libx265", "--quiet", *segments)
+        assert code == 0, err
+        written = out.with_name("o_00000.mov") if segments else out
+        with av.open(str(written)) as c:
+            assert c.streams.video[0].codec_context.codec_tag == "hvc1", written
+        assert probe(written)["times"] == probe(src)["times"]
+
+
 def test_mpeg_ps_keeps_sound_it_cannot_hold_as_mp2(make_video, run_cli, caplog, tmp_path):
     # (AAC was left out with a warning, though MPEG-PS holds MP2)
     code, err = run_cli(make_video(frames=12, audio=True), tmp_path / "o.mpg", "--model", "dcp")
