@@ -150,9 +150,14 @@ class Timeline:
 
 
 def main_video(container: av.container.InputContainer) -> av.VideoStream | None:
-    """The input's picture: its first video stream that is not a cover (artwork, which FFmpeg lists as a video
-    stream of one frame), or None."""
-    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+    """The input's picture: the video stream FFmpeg's own tools take (the one marked to play by default, else the
+    one with more frames, a higher bitrate: not a camera's small proxy listed first, nor a one-frame thumbnail),
+    never a cover (artwork, which FFmpeg lists as a video stream of one frame); or None."""
+    cover = av.stream.Disposition.attached_pic
+    best = container.streams.best("video")
+    if best is not None and not best.disposition & cover:
+        return best
+    return next((s for s in container.streams.video if not s.disposition & cover), None)
 
 
 def known_audio(audio: av.AudioStream) -> bool:
@@ -217,7 +222,8 @@ def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
 
 
 class VideoFileSource:
-    """Frames of the input's first video stream in decode order, interleaved with copy-stream packets."""
+    """Frames of the input's main video stream (``main_video``) in decode order, interleaved with copy-stream
+    packets."""
 
     def __init__(self, url: str | os.PathLike, *, max_frames: int | None = None,
                  duration: float | None = None, nvdec: hwaccel.Nvidia | None = None, strict: bool = False) -> None:
@@ -302,8 +308,8 @@ class VideoFileSource:
                 self.copy_streams.append(s)
             elif s.type == "video" and s is not self.stream:  # (said, not dropped in silence)
                 kind = "cover art" if s.disposition & av.stream.Disposition.attached_pic else "video stream"
-                log.warning("%s: not copying %s #%d: only the first video stream is written, dehazed", self.name,
-                            kind, s.index)
+                log.warning("%s: not copying %s #%d: only video stream #%d is written, dehazed", self.name,
+                            kind, s.index, self.stream.index)
         self._items = self._demux()
         self._pending: list[Item] = []
         first = None

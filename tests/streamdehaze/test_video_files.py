@@ -485,13 +485,30 @@ def test_a_font_goes_along_into_matroska_and_what_is_not_copied_is_said(run_cli,
         caplog.clear()
         out = tmp_path / f"out{suffix}"
         assert run_cli(src, out, "--model", "dcp")[0] == 0
-        assert "film.mkv: not copying video stream #1: only the first video stream is written, dehazed" in caplog.text
+        assert "film.mkv: not copying video stream #1: only video stream #0 is written, dehazed" in caplog.text
         with av.open(str(out)) as written:
             attached = [(s.name, s.mimetype, bytes(s.data)) for s in written.streams if s.type == "attachment"]
         if suffix == ".mkv":
             assert attached == [("fog.ttf", "font/ttf", font)]
         else:
             assert not attached and "not copying attachment stream #2: fog.ttf cannot be stored in mp4" in caplog.text
+
+
+def test_the_main_picture_is_dehazed_not_a_proxy_before_it(probe, run_cli, caplog, tmp_path):
+    # A camera's small proxy (or a one-frame MJPEG thumbnail) listed before the picture marked to play by default:
+    # FFmpeg's own tools take the main one.
+    src, out = tmp_path / "two.mp4", tmp_path / "out.mp4"
+    with av.open(str(src), "w") as oc:
+        proxy, main = (oc.add_stream("libx264", rate=25) for _ in range(2))
+        for stream, (width, height) in ((proxy, (48, 32)), (main, (160, 96))):
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        proxy.disposition, main.disposition = 0, av.stream.Disposition.default
+        for stream in (proxy, main):
+            oc.mux(list(_grey_frames(stream, 10)))
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    assert "two.mp4: not copying video stream #0: only video stream #1 is written, dehazed" in caplog.text
+    assert probe(out)["size"] == (160, 96) and probe(out)["count"] == 10
 
 
 def test_klv_metadata_is_copied_where_the_format_takes_it(run_cli, caplog, tmp_path):
