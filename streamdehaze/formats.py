@@ -232,9 +232,10 @@ def output_options(target: str, shown_as: Path | None = None, live: bool = False
         options = {**as_it_goes, "flush_packets": "1"} if live else {}
     elif target == STDOUT and live:
         options = {"flush_packets": "1"}
-    if fmt == "mpegts":
-        # B-frames give the first packets a decode time before 0, which MPEG-TS takes (its muxer adds a delay
-        # to every time); FFmpeg would otherwise shift the whole file later by that much.
+    if fmt in ("mpegts", "matroska"):
+        # B-frames give the first packets a decode time before 0, and an AAC encoder's priming its sound a start
+        # before 0 (FFmpeg's: -21 ms), which these take as they are (MPEG-TS adds a delay to every time, Matroska
+        # keeps no decode times and a block's time is signed); FFmpeg would otherwise shift the whole file later.
         options = {**options, "avoid_negative_ts": "disabled"}
     if fmt in ("mp4", "mov") and any(_REVERSE_DNS.fullmatch(key) for key in tags or {}):
         # A phone's own keys (com.apple.quicktime.location.ISO6709, ...make, ...model): these muxers write any

@@ -28,6 +28,21 @@ def test_constant_rate_with_audio(make_video, probe, run_cli, tmp_path):
     assert b["size"] == a["size"] and b["pix_fmt"] == "yuv420p"
 
 
+def test_matroska_keeps_the_times_of_sound_that_starts_before_zero(make_video, probe, run_cli, tmp_path):
+    # FFmpeg's AAC starts 1024 samples (21 ms) before zero, its encoder's priming: Matroska holds that as it is,
+    # where it shifted the whole file 21 ms later.
+    src, out = make_video(frames=25, audio=True), tmp_path / "out.mkv"
+    code, err = run_cli(src, out, "--model", "dcp", "--quiet")
+    assert code == 0, err
+
+    def first_sound(path):
+        with av.open(str(path)) as c:
+            return next(p.pts * p.time_base for p in c.demux(c.streams.audio[0]) if p.size)
+
+    assert first_sound(src) == Fraction(-1024, 48000) and round(first_sound(out), 3) == round(first_sound(src), 3)
+    assert probe(out)["times"] == probe(src)["times"]
+
+
 def test_variable_frame_rate_timestamps(make_video, probe, run_cli, tmp_path):
     pts = [0, 300, 700, 1000, 2600, 2700, 4100, 4200, 4250, 6000]  # 1/1000 s ticks, irregular
     src = make_video("vfr.mkv", pts=pts, time_base=Fraction(1, 1000))
