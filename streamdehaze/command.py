@@ -172,7 +172,10 @@ def _serve_on_ray(args: argparse.Namespace, hangups: list[int]) -> int:
 def serve_parser() -> argparse.ArgumentParser:
     p = Parser(prog="streamdehaze serve", description="Dehaze many streams in one process, sharing the model.")
     p.add_argument("config", type=Path, help="TOML: defaults for every stream, then [[stream]] tables")
-    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS", help="stop every stream after this long")
+    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",
+                   help="stop every stream after this much wall-clock time (a stream's own duration counts seconds "
+                        "of video); a file stream not done by then is cut short, its frames kept as NAME.partial.EXT, "
+                        "exit 130")
     p.add_argument("--quiet", action="store_true", help="no summary; errors only")
     p.add_argument("--ray", metavar="ADDRESS|local",
                    help="spread the streams over a Ray cluster, one worker per device, balanced by each input's "
