@@ -425,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = evaluate(args.model, args.weights, args.out, args.data, parts, args.frames, args.strength,
                            args.noise_floor)
     except (StreamDehazeError, training.cli.UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"streamdehaze: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     print(markdown(summary), end="")
     print(f"wrote {args.out / 'summary.json'}, {args.out / 'results.md'} and sheets in {summary['seconds']:.0f} s")

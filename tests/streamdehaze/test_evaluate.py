@@ -175,7 +175,7 @@ def test_bad_input_is_one_line(weights, data, tmp_path, capsys, args, message):
         args += ["--out", str(tmp_path / "o")]
     assert ev.main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert err.startswith("streamdehaze: error: ") and message in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("clip", [b"", b"\x00not a video" * 300])
@@ -185,7 +185,7 @@ def test_an_unreadable_clip_is_one_line(weights, data, tmp_path, capsys, clip):
     assert ev.main(["--weights", str(weights), "--out", str(tmp_path / "o"), "--data", str(data), "--parts", "video",
                     "--threads", "1"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: cannot decode {video}: ") and err.count("\n") == 1
+    assert err.startswith(f"streamdehaze: error: cannot decode {video}: ") and err.count("\n") == 1
 
 
 def test_real_data_is_readable(shared_data):
