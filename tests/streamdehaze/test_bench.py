@@ -92,3 +92,15 @@ def test_capacity_bench_runs_the_weights_it_is_given(tmp_path, capsys):
     for args in (shared, worker):
         assert main(args) == 2
         assert "holds kanet-t weights, not kanet-s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool, defaults", [("bench_batch", 2), ("soak", 2), ("bench_dehazer", 5)])
+def test_the_other_benchmarks_help_names_them_and_their_defaults(tool, defaults):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", f"streamdehaze.{tool}", "--help"], capture_output=True, text=True,
+                          timeout=120, check=True)
+    said = " ".join(done.stdout.split())
+    assert said.startswith(f"usage: python -m streamdehaze.{tool} ") and "``" not in said
+    assert said.count("(default: ") == defaults
