@@ -35,7 +35,7 @@ from .errors import StreamDehazeError, UsageError
 from .hwaccel import MODES as HWACCEL_MODES
 from .hwaccel import use_cuda
 from .models import create_model, model_name
-from .options import parse_infer_size
+from .options import Parser, parse_infer_size
 from .encoders import choose_encoding
 from .sinks import VideoSink
 from .sources import VideoFileSource
@@ -177,7 +177,7 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m streamdehaze.bench", description=DESCRIPTION)
+    p = Parser(prog="python -m streamdehaze.bench", description=DESCRIPTION)  # a mistake: one line, exit 2
     p.add_argument("--sizes", nargs="+", default=["720p", "1080p"], choices=list(SIZES),
                    help="clip sizes (default: 720p 1080p)")
     p.add_argument("--model", default="auto", help="the model, as the command line's --model (default: auto)")

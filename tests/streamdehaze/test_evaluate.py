@@ -165,6 +165,7 @@ def test_parts_run_alone(weights, data, tmp_path):
     (["--weights", "{w}", "--model", "kanet-s"], "not kanet-s"),
     (["--weights", "{w}", "--parts", "photos,sky"], "--parts takes"),
     (["--weights", "{w}", "--parts", "photos", "--out", "{file}"], "cannot write into"),
+    (["--weights", "{w}", "--frames", "many"], "argument --frames: invalid int value: 'many'"),
 ])
 def test_bad_input_is_one_line(weights, data, tmp_path, capsys, args, message):
     (tmp_path / "a_file").write_text("")
