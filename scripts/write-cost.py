@@ -6,7 +6,7 @@ of 720p H.264 remuxed into each container the product writes, best of three. Pri
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +53,15 @@ def remux(source: Path, target: Path, muxer: str, options: dict[str, str], whole
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(dir=sys.argv[1] if len(sys.argv) > 1 else None) as tmp:
+    p = argparse.ArgumentParser(prog="python scripts/write-cost.py",
+                                description="What writing outputs through WholeWrites costs against FFmpeg writing "
+                                            "by name, per container.")
+    p.add_argument("folder", nargs="?", type=Path,
+                   help="where to write (default: a temporary folder under /tmp); a temporary folder is made in it")
+    args = p.parse_args()
+    if args.folder is not None and not args.folder.is_dir():
+        p.error(f"no folder {args.folder}")
+    with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         folder = Path(tmp)
         source = folder / "source.mp4"
         make_source(source)

@@ -1,4 +1,4 @@
-"""Throughput benchmark: ``python -m streamdehaze.bench [--sizes 720p 1080p] [--model dcp]``; with ``--streams N ...``
+"""Throughput benchmark: ``python -m streamdehaze.bench [--sizes 720p 1080p] [--model NAME]``; with ``--streams N ...``
 the capacity benchmark of many live cameras in one process against one process each (``bench_streams.py``).
 
 For each size it makes a clip from the bundled sample (rescaled, re-encoded), then measures in one invocation:
@@ -34,8 +34,8 @@ from .engine import Engine, resolve_device
 from .errors import StreamDehazeError, UsageError
 from .hwaccel import MODES as HWACCEL_MODES
 from .hwaccel import use_cuda
-from .models import create_model
-from .options import parse_infer_size
+from .models import create_model, model_name
+from .options import Parser, parse_infer_size
 from .encoders import choose_encoding
 from .sinks import VideoSink
 from .sources import VideoFileSource
@@ -43,6 +43,8 @@ from .temporal import MODES
 from .threads import Prefetch, Worker
 from .tuning import tuned
 
+DESCRIPTION = ("Throughput of decode, model, encode, a plain transcode and the end-to-end dehaze, on clips made from the "
+               "bundled sample; with --streams, live cameras on one shared engine against a process each.")
 SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080), "2160p": (3840, 2160)}
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "hazy_bunny.mp4"
 
@@ -168,24 +170,26 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             return main(*args) or 0
         except StreamDehazeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"streamdehaze: error: {exc}", file=sys.stderr)
             return exc.exit_code
     return run
 
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m streamdehaze.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="+", default=["720p", "1080p"], choices=list(SIZES))
-    p.add_argument("--model", default="dcp")
+    p = Parser(prog="python -m streamdehaze.bench", description=DESCRIPTION)  # a mistake: one line, exit 2
+    p.add_argument("--sizes", nargs="+", default=["720p", "1080p"], choices=list(SIZES),
+                   help="clip sizes (default: 720p 1080p)")
+    p.add_argument("--model", default="auto", help="the model, as the command line's --model (default: auto)")
     p.add_argument("--weights", type=Path, help="weights for models that take them")
-    p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--frames", type=at_least_one, default=100)
+    p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto",
+                   help="as the command line's --infer-size (default: auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--frames", type=at_least_one, default=100, help="frames of each clip (default: 100)")
     p.add_argument("--batch", type=at_least_one, default=FILE_BATCH,
                    help=f"frames per model call (default: {FILE_BATCH}, as files)")
-    p.add_argument("--preset", default="veryfast")
-    p.add_argument("--hwaccel", default="auto", choices=HWACCEL_MODES)
+    p.add_argument("--preset", default="veryfast", help="libx264 preset (default: veryfast)")
+    p.add_argument("--hwaccel", default="auto", choices=HWACCEL_MODES, help="NVDEC/NVENC (default: auto)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (the model stage is timed after the build; end to end includes it)")
     streams = p.add_argument_group("capacity (--streams): live-like cameras, one shared engine vs a process each")
@@ -213,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import bench_streams
         return bench_streams.main(args)
     device = resolve_device(args.device)
+    model = model_name(args.model, args.weights, device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {gpu}; "
-          f"torch {torch.__version__}, av {av.__version__}; model {args.model}, device {device}, "
+          f"torch {torch.__version__}, av {av.__version__}; model {model}, device {device}, "
           f"batch {args.batch}, libx264 {args.preset}, {args.frames} frames, "
           f"NVDEC/NVENC {'on' if use_cuda(args.hwaccel, device) else 'off'}")
     print(f"{'size':>6} {'':>4} {'decode':>8} {'model':>8} {'encode':>8} {'transcode':>10} {'end2end':>8} "
@@ -229,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(clip, args.model, args.device, args.preset, args.batch, args.hwaccel, args.weights,
                         args.infer_size, args.compile)
             fps = {k: v[0] for k, v in r.items()}
-            report.append({"size": size, "model": args.model, "device": str(device), "fps": fps,
+            report.append({"size": size, "model": model, "device": str(device), "fps": fps,
                            "cpu_ms_per_frame": {k: v[1] for k, v in r.items()}})
             slowest = min(fps["decode"], fps["model"], fps["encode"])
             print(f"{size:>6} {'fps':>4} " + " ".join(f"{fps[k]:{w}.1f}" for k, w in zip(stages, (8, 8, 8, 10, 8)))

@@ -39,9 +39,11 @@ def at_least_two(text: str) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--files", type=at_least_two, default=6, help="files in the big batch (at least 2)")
-    p.add_argument("--model", default="auto")
+    p = argparse.ArgumentParser(prog="python -m streamdehaze.bench_batch",
+                                description="Fixed cost and cost per file of streamdehaze batch: worker processes "
+                                            "and, with --ray, Ray workers.")
+    p.add_argument("--files", type=at_least_two, default=6, help="files in the big batch, at least 2 (default: 6)")
+    p.add_argument("--model", default="auto", help="the model, as the command line's --model (default: auto)")
     p.add_argument("--ray", action="store_true", help="also 1 and 2 workers on a local Ray instance")
     args = p.parse_args()
     if not SAMPLE.is_file():

@@ -7,7 +7,6 @@ separate ``Dehazer``s (a model each, every call alone). Prints the aggregate fra
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
@@ -16,6 +15,7 @@ import numpy as np
 
 from .api import Dehazer
 from .bench import SIZES, at_least_one, one_line_errors, positive
+from .options import Parser
 
 
 def _clip(width: int, height: int, seed: int) -> list[np.ndarray]:
@@ -52,12 +52,14 @@ def measure(dehazers: list[Dehazer], width: int, height: int, seconds: float) ->
 
 @one_line_errors
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m streamdehaze.bench_dehazer", description=__doc__.split("\n\n")[0])
-    p.add_argument("--streams", type=at_least_one, nargs="+", default=[1, 2, 4])
-    p.add_argument("--model", default="auto")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--size", default="360p", choices=list(SIZES))
-    p.add_argument("--seconds", type=positive, default=8.0)
+    p = Parser(prog="python -m streamdehaze.bench_dehazer",
+               description="Dehazer streams in threads sharing model calls, against a Dehazer each.")
+    p.add_argument("--streams", type=at_least_one, nargs="+", default=[1, 2, 4], metavar="N",
+                   help="numbers of streams (default: 1 2 4)")
+    p.add_argument("--model", default="auto", help="the model, as the command line's --model (default: auto)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--size", default="360p", choices=list(SIZES), help="frame size (default: 360p)")
+    p.add_argument("--seconds", type=positive, default=8.0, help="run length per measurement (default: 8)")
     args = p.parse_args()
     width, height = SIZES[args.size]
     print(f"# {args.size} frames, model {args.model}, device {args.device}, {args.seconds:g} s each; aggregate fps")

@@ -12,7 +12,7 @@ CPUs Ray gives it. The driver hands each worker one file at a time, so a slow fi
 Every node must see the input and output folders at the same paths (NFS, a shared volume) and run the same Python
 environment with streamdehaze installed. Outputs are written as anonymous files named only when complete
 (``outputs.py``, on filesystems with ``O_TMPFILE``: ext4, xfs, tmpfs, NFS 4.2+ servers on them; elsewhere a hidden
-``.NAME.partial-PID`` that the next run removes). So a worker killed mid-file leaves nothing behind: Ray restarts
+``.NAME.partial-PID.EXT`` that the next run removes). So a worker killed mid-file leaves nothing behind: Ray restarts
 the actor (on any node with room) and the driver hands the file out again. A file that takes its worker down
 three times is reported failed.
 """

@@ -20,8 +20,6 @@ import av
 import cv2
 import tqdm
 
-import kanet
-
 from .api import process
 from .batch import BatchResult, FileResult, LocalBatch, WorkerProcesses, check_encoding, check_output_folder, plan
 from .credentials import mask
@@ -30,7 +28,7 @@ from .errors import UsageError
 from .images import ImagesSkipped, dehaze_images, image_engine, is_image
 from .job import check_stats_file
 from .live import LiveOptions, LiveSource, is_live
-from .models import create_model, default_model
+from .models import create_model, model_name
 from .config import StreamConfig, load_config
 from .fleet import Fleet, FleetResult, open_reporter, within_file
 from .options import Parser, add_file_options, build_parser, seconds
@@ -172,7 +170,10 @@ def _serve_on_ray(args: argparse.Namespace, hangups: list[int]) -> int:
 def serve_parser() -> argparse.ArgumentParser:
     p = Parser(prog="streamdehaze serve", description="Dehaze many streams in one process, sharing the model.")
     p.add_argument("config", type=Path, help="TOML: defaults for every stream, then [[stream]] tables")
-    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS", help="stop every stream after this long")
+    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",
+                   help="stop every stream after this much wall-clock time (a stream's own duration counts seconds "
+                        "of video); a file stream not done by then is cut short, its frames kept as NAME.partial.EXT, "
+                        "exit 130")
     p.add_argument("--quiet", action="store_true", help="no summary; errors only")
     p.add_argument("--ray", metavar="ADDRESS|local",
                    help="spread the streams over a Ray cluster, one worker per device, balanced by each input's "
@@ -386,14 +387,6 @@ def summary(result: FleetResult) -> list[str]:
     return lines
 
 
-def _configuration(weights: Path) -> str:
-    """The KA_Net configuration a weight file of ours says it holds (``auto`` for another file: the model reads it)."""
-    try:
-        return kanet.weights.read_metadata(weights).get("config_name") or "auto"
-    except kanet.WeightsError:
-        return "auto"
-
-
 def _run(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
     on_disk = is_file(args.input)
@@ -402,8 +395,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.stats_json is not None:
         check_stats_file(args.stats_json, StreamConfig(args.input, args.output), f"--stats-json {args.stats_json}")
     device = resolve_device(args.device)
-    if args.model == "auto":  # name what runs, in the stats and the summary line
-        args.model = default_model(device) if args.weights is None else _configuration(args.weights)
+    args.model = model_name(args.model, args.weights, device)  # name what runs, in the stats and the summary line
     if on_disk and (src.is_dir() or is_image(src)):
         engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size,
                               args.strength, args.noise_floor)

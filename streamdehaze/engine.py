@@ -74,14 +74,15 @@ def check_noise_floor(levels: float | str) -> float | str:
     return levels
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is a usage error."""
+def resolve_device(name: str, option: str = "--device ") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is a usage error. ``option`` is how messages
+    name the setting: ``--device `` on the command line, ``device=`` for the GStreamer element's property."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
+        raise UsageError(f"{option}{name}: no CUDA GPU is available (use {option}cpu or auto)")
     if name.partition(":")[0] not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
+        raise UsageError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -89,7 +90,7 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cpu":
         return torch.device("cpu")  # (cpu:0, as torch.device("cpu", 0) names itself: the one CPU device)
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs here (cuda:0 .. "
+        raise UsageError(f"{option}{name}: there are {torch.cuda.device_count()} CUDA GPUs here (cuda:0 .. "
                          f"cuda:{torch.cuda.device_count() - 1})")
     return device
 

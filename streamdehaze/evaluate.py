@@ -26,7 +26,6 @@ issue 14 (met or not). Data: ``../shared/data`` (evaluation only; nothing from i
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -54,7 +53,7 @@ from .engine import check_noise_floor, check_strength
 from .errors import MediaError, StreamDehazeError, UsageError
 from .images import as_rgb, image_engine, is_image, read_image
 from .models import create_model
-from .options import parse_noise_floor
+from .options import Parser, parse_noise_floor
 
 PARTS = ("held-out", "photos", "video")
 SHEET_NAMES = ("canon_input.png", "cityscape_input.png", "dubai_input.png", "forest_input.png",
@@ -388,7 +387,7 @@ def _parts(text: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m streamdehaze.evaluate", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m streamdehaze.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="auto", help="model to evaluate against dcp (default: auto, the shipped one)")
     p.add_argument("--weights", type=Path, help="its weights (.safetensors); default: the shipped weights")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
@@ -400,8 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the model's --strength, from 0 to 1 (default: 1; dcp always runs at 1)")
     p.add_argument("--noise-floor", type=parse_noise_floor, default="auto", metavar="LEVELS|auto",
                    help="the model's --noise-floor, 8-bit levels or auto (default: auto; dcp always runs at auto)")
-    args = p.parse_args(argv)
     try:
+        args = p.parse_args(argv)  # (a mistake: one line, exit 2)
         parts = _parts(args.parts)
         if args.weights is not None and not args.weights.is_file():
             raise UsageError(f"weights file not found: {args.weights}")
@@ -425,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = evaluate(args.model, args.weights, args.out, args.data, parts, args.frames, args.strength,
                            args.noise_floor)
     except (StreamDehazeError, training.cli.UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"streamdehaze: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     print(markdown(summary), end="")
     print(f"wrote {args.out / 'summary.json'}, {args.out / 'results.md'} and sheets in {summary['seconds']:.0f} s")

@@ -115,7 +115,7 @@ class DehazeElement(GstBase.BaseTransform):
             size = parse_infer_size(p["infer-size"])
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"infer-size: {exc}") from None
-        device = resolve_device(p["device"])
+        device = resolve_device(p["device"], option="device=")
         model = create_model(p["model"], p["weights"] or None, device)
         self.engine = Engine(model, device, size, strength=p["strength"], noise_floor=floor)
         return self.engine

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp", "udp_multicast", "http", "https"],
                       help="RTSP transport (default: tcp)")
     live.add_argument("--max-latency", type=seconds(DAY), default=1.0, metavar="SECONDS",
-                      help="drop frames older than this rather than fall behind (default: 1)")
+                      help="skip frames that have waited longer than this for the model, rather than fall behind; the "
+                           "model and the encoder add their own time (default: 1)")
     live.add_argument("--segment-time", type=seconds(DAY), metavar="SECONDS",
                       help="split the output file into segments of about this length (NAME_00000.mp4, ...); a new "
                            "run continues after the highest number already there")
@@ -59,7 +60,7 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
                    help=f"dehazing model: {', '.join(MODEL_NAMES)} (default: auto = the best model shipped for the "
                         "device: KA_Net where its weights ship with the package, else dcp)")
     p.add_argument("--weights", type=Path, help="weights file for models that take them")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch", type=_number(int, "a whole number", 1, 256), metavar="N",
                    help="frames per model call, 1 to 256 (default: 4 for files, 1 for live streams)")
     p.add_argument("--infer-size", type=parse_infer_size, default="auto", metavar="N|full|auto",
@@ -88,9 +89,11 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
                    default=DEFAULT_STRENGTH, metavar="S",
                    help=f"weight of the past in [0, 1) (default: {DEFAULT_STRENGTH}); a camera found still averages "
                         f"{STILL_LONGER}x longer: 1 - (1 - S) / {STILL_LONGER}")
-    p.add_argument("--codec", help="video encoder (default: libx264; libvpx-vp9 for .webm)")
+    p.add_argument("--codec", help="video encoder (default: libx264; where the output format cannot hold H.264, "
+                                   "one it holds: libvpx-vp9 for .webm, libvpx (VP8) for .ogg, libx265 for .hevc)")
     p.add_argument("--crf", type=_number(int, "a whole number", -math.inf), metavar="N",
-                   help="constant quality: 0-51 for x264/x265, 0-63 for vp9/av1 (default: 18)")
+                   help="constant quality: 0-51 for x264/x265, 0-63 for libvpx-vp9 and libaom-av1, 1-63 for libsvtav1 "
+                        "(default: 18)")
     p.add_argument("--preset", metavar="P",
                    help="encoder speed: x264/x265's ultrafast .. placebo, libvpx-vp9's 0 .. 8, SVT-AV1's 0 .. 13 "
                         "(default: veryfast for x264/x265, 4 for libvpx-vp9)")

@@ -25,10 +25,11 @@ def rss_mib(pid: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m streamdehaze.soak", description=__doc__.splitlines()[0])
-    p.add_argument("url")
-    p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--every", type=float, default=15.0)
+    p = argparse.ArgumentParser(prog="python -m streamdehaze.soak",
+                                description="The memory of a live streamdehaze run over time.")
+    p.add_argument("url", help="the live source to dehaze (rtsp://...)")
+    p.add_argument("--minutes", type=float, default=10.0, help="how long to run (default: 10)")
+    p.add_argument("--every", type=float, default=15.0, help="seconds between memory samples (default: 15)")
     p.add_argument("extra", nargs="*", help="further streamdehaze options (after --)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

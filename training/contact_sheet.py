@@ -90,14 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--rows and --draws must be >= 1 and --size >= 32")
     if args.out.suffix.lower() != ".png":
         raise UsageError(f"--out must name a .png file: {args.out}")
-    if not args.out.parent.is_dir():
-        raise UsageError(f"output folder not found: {args.out.parent}")
     files = list_images(args.images)
     pick = np.random.default_rng(args.seed).permutation(len(files))[: args.rows]
     real = []
     if args.real is not None:
         real_all = list_images(args.real)
         real = [real_all[i] for i in np.random.default_rng(args.seed).permutation(len(real_all))[: args.real_count]]
+    try:  # (as python -m streamdehaze.evaluate makes its --out: runs/ need not exist in a fresh clone)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write into {args.out.parent}: {exc.strerror}") from None
     sheet = contact_sheet([files[i] for i in sorted(pick)], size=args.size, draws=args.draws, seed=args.seed,
                           real_files=real)
     write_png(args.out, sheet)

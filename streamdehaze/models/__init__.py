@@ -36,6 +36,19 @@ def default_model(device: torch.device) -> str:
     return next((name for name in preference if shipped_weights(name) is not None), "dcp")
 
 
+def model_name(name: str, weights: str | Path | None, device: torch.device) -> str:
+    """The model that ``name`` runs on ``device``, to name it in summaries: ``auto`` is the shipped model for the
+    device, or the KA_Net configuration a weight file of ours says it holds (``auto`` for another file)."""
+    if name != "auto":
+        return name
+    if weights is None:
+        return default_model(device)
+    try:
+        return kanet.weights.read_metadata(weights).get("config_name") or "auto"
+    except kanet.WeightsError:
+        return "auto"
+
+
 def create_model(name: str, weights: str | Path | None = None, device: torch.device | None = None) -> nn.Module:
     """Build the model called ``name`` in eval mode on the CPU (the engine moves it); ``auto`` picks the best
     shipped model for ``device`` (or whatever configuration ``weights`` holds).

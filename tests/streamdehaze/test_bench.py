@@ -16,6 +16,21 @@ def test_bench_prints_fps_and_cpu_rows(capsys):
     assert len(cpu) == 5 and all(float(v) > 0 for v in cpu)
 
 
+def test_bench_runs_and_names_the_model_users_run_by_default(capsys):
+    assert main(["--sizes", "360p", "--frames", "2", "--device", "cpu"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "; model kanet-t, device cpu," in header  # auto, named as what ran
+
+
+def test_bench_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "``" not in said and said.count("(default: ") >= 8
+    for default in ("(default: 720p 1080p)", "(default: auto)", "(default: 100)"):
+        assert default in said
+
+
 def test_capacity_bench_compares_one_engine_with_a_process_per_camera(capsys):
     assert main(["--streams", "2", "--seconds", "1.5", "--model", "dcp", "--device", "cpu"]) == 0
     rows = {tuple(line.split()[:2]): line.split()[2:] for line in capsys.readouterr().out.splitlines()
@@ -41,14 +56,14 @@ def test_bench_clip_loops_the_sample_at_25_fps(tmp_path):
 
 
 @pytest.mark.parametrize("args, said", [
-    (["--model", "nosuch", "--sizes", "360p", "--frames", "2"], "error: unknown model 'nosuch'"),
-    (["--preset", "bogus"], "error: unknown --preset 'bogus' for libx264"),
-    (["--json", "/no/such/folder/x.json"], "error: --json: no folder /no/such/folder"),
-    (["--json", ".", "--sizes", "360p", "--frames", "2"], "error: --json: . is a folder; give a file name"),
+    (["--model", "nosuch", "--sizes", "360p", "--frames", "2"], "streamdehaze: error: unknown model 'nosuch'"),
+    (["--preset", "bogus"], "streamdehaze: error: unknown --preset 'bogus' for libx264"),
+    (["--json", "/no/such/folder/x.json"], "streamdehaze: error: --json: no folder /no/such/folder"),
+    (["--json", ".", "--sizes", "360p", "--frames", "2"], "streamdehaze: error: --json: . is a folder; give a file name"),
     (["--streams", "1", "--seconds", "1", "--model", "kanet-t", "--weights", "/no/such.safetensors"],
-     "error: weights file not found: /no/such.safetensors"),
+     "streamdehaze: error: weights file not found: /no/such.safetensors"),
     (["--streams", "1", "--seconds", "1", "--batch", "2", "--sizes", "360p"],
-     "error: --sizes, --batch: not for --streams"),
+     "streamdehaze: error: --sizes, --batch: not for --streams"),
 ])
 def test_a_mistake_is_one_line_before_any_work(capsys, args, said):
     assert main(args) == 2
@@ -59,9 +74,9 @@ def test_a_mistake_is_one_line_before_any_work(capsys, args, said):
 @pytest.mark.parametrize("args", [["--frames", "0"], ["--batch", "0"], ["--streams", "0"],
                                   ["--streams", "1", "--seconds", "0"]])
 def test_counts_and_lengths_are_checked(capsys, args):
-    with pytest.raises(SystemExit) as exit_:
-        main(args)
-    assert exit_.value.code == 2 and f"argument {args[-2]}: must be" in capsys.readouterr().err
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"streamdehaze: error: argument {args[-2]}: must be") and err.count("\n") == 1
 
 
 
@@ -77,3 +92,15 @@ def test_capacity_bench_runs_the_weights_it_is_given(tmp_path, capsys):
     for args in (shared, worker):
         assert main(args) == 2
         assert "holds kanet-t weights, not kanet-s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool, defaults", [("bench_batch", 2), ("soak", 2), ("bench_dehazer", 5)])
+def test_the_other_benchmarks_help_names_them_and_their_defaults(tool, defaults):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", f"streamdehaze.{tool}", "--help"], capture_output=True, text=True,
+                          timeout=120, check=True)
+    said = " ".join(done.stdout.split())
+    assert said.startswith(f"usage: python -m streamdehaze.{tool} ") and "``" not in said
+    assert said.count("(default: ") == defaults

@@ -302,6 +302,7 @@ def test_an_output_name_too_long_for_the_names_a_run_writes_is_refused_up_front(
         out = tmp_path / ("y" * (length - 4) + ".mp4")
         code, err = run_cli(make_video(frames=2), out, "--model", "dcp")
         assert code == 2 and _one_line(err).startswith("streamdehaze: error: output name too long: a run writes "), err
+        assert f"{out.name} as .NAME.partial-PID.EXT until it is complete" in err  # (as outputs.py names it)
     _no_output_files(tmp_path, ["in.mp4"])
 
 

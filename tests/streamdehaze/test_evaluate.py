@@ -165,6 +165,7 @@ def test_parts_run_alone(weights, data, tmp_path):
     (["--weights", "{w}", "--model", "kanet-s"], "not kanet-s"),
     (["--weights", "{w}", "--parts", "photos,sky"], "--parts takes"),
     (["--weights", "{w}", "--parts", "photos", "--out", "{file}"], "cannot write into"),
+    (["--weights", "{w}", "--frames", "many"], "argument --frames: invalid int value: 'many'"),
 ])
 def test_bad_input_is_one_line(weights, data, tmp_path, capsys, args, message):
     (tmp_path / "a_file").write_text("")
@@ -175,7 +176,7 @@ def test_bad_input_is_one_line(weights, data, tmp_path, capsys, args, message):
         args += ["--out", str(tmp_path / "o")]
     assert ev.main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert err.startswith("streamdehaze: error: ") and message in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("clip", [b"", b"\x00not a video" * 300])
@@ -185,7 +186,7 @@ def test_an_unreadable_clip_is_one_line(weights, data, tmp_path, capsys, clip):
     assert ev.main(["--weights", str(weights), "--out", str(tmp_path / "o"), "--data", str(data), "--parts", "video",
                     "--threads", "1"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: cannot decode {video}: ") and err.count("\n") == 1
+    assert err.startswith(f"streamdehaze: error: cannot decode {video}: ") and err.count("\n") == 1
 
 
 def test_real_data_is_readable(shared_data):

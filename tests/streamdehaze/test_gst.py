@@ -110,6 +110,17 @@ def test_a_bad_property_stops_the_pipeline_with_one_message(tmp_path):
     assert "/GstDehaze:dehaze0:" in run.stdout + run.stderr  # named as GStreamer names its own: dehaze0
 
 
+def test_a_device_error_names_the_property(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    run = _launch(tmp_path, "videotestsrc num-buffers=2 ! video/x-raw,format=I420 ! dehaze device=cuda:0 ! fakesink")
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "device=cuda:0: no CUDA GPU is available (use device=cpu or auto)" in said
+    assert "--device" not in said
+
+
 @pytest.mark.parametrize("good, bad, message", [
     ("temporal=static", "temporal=strong", "unknown temporal mode 'strong'; choose off, ema, static"),
     ("noise-floor=1.5", "noise-floor=lots", "noise-floor: not a number of levels or 'auto': 'lots'"),
