@@ -213,7 +213,7 @@ def batch(argv: list[str]) -> int:
         else:
             todo.append(item)
     start = time.perf_counter()
-    with tqdm.tqdm(total=sum(i.frames for i in todo) or None, unit="frame", disable=_no_bar(args),
+    with tqdm.tqdm(total=sum(min(i.frames, args.max_frames or i.frames) for i in todo) or None, unit="frame", disable=_no_bar(args),
                    dynamic_ncols=True) as bar:
         def on_result(file: FileResult) -> None:
             result.files.append(file)
@@ -348,7 +348,7 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
 
 
 FILE_OPTIONS = ("model", "weights", "device", "batch", "infer_size", "strength", "noise_floor", "compile", "hwaccel",
-                "temporal", "temporal_strength", "codec", "crf", "preset", "strict")
+                "temporal", "temporal_strength", "codec", "crf", "preset", "strict", "max_frames", "duration")
 
 
 def _unpublished(result: RunResult) -> str:
