@@ -34,7 +34,7 @@ from .formats import (
     segment_pattern,
     url_format,
 )
-from .hwaccel import Nvidia, use_cuda
+from .hwaccel import Nvidia, check_nvenc_codec, use_cuda
 from .live import LiveOptions, LiveSource, is_live
 from .models import MODEL_NAMES
 from .outputs import (
@@ -133,6 +133,8 @@ class Job:
             self.device = resolve_device(c.model.device)
         with keyed("hwaccel"):
             self.nvidia = use_cuda(c.hwaccel, self.device, self.codec)
+        with keyed("codec"):
+            check_nvenc_codec(self.codec, self.device)
         with keyed("input"):
             self._check_input()
         with keyed("output"):
