@@ -267,12 +267,15 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
         if on_start is not None:
             on_start(source)
         stream = job.start()
+        settings = job.settings(engine.infer_shape)
         try:
             interrupted = drive(stream, engine)
         except BaseException:
             job.abort()
             raise
-        return job.complete(interrupted)
+        result = job.complete(interrupted)
+        result.settings = settings
+        return result
 
 
 # process()'s stream options and their defaults: a StreamConfig brings its own, so none may be given beside it.

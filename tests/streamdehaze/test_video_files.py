@@ -491,6 +491,27 @@ def test_max_frames_batch_and_stats(make_video, probe, run_cli, tmp_path):
     assert "7 frames in" in err  # the one-line summary
 
 
+def test_stats_name_the_settings_that_ran(make_video, run_cli, tmp_path):
+    # The README promises "the run's settings"; the file held strength and noise_floor only. "auto" is written as
+    # what it became: the model's size for these frames (native: 64 px is below dcp's own size), the device.
+    src, stats = make_video(frames=3), tmp_path / "stats.json"
+    assert run_cli(src, tmp_path / "a.mp4", "--model", "dcp", "--stats-json", stats)[0] == 0
+    data = json.loads(stats.read_text())
+    assert {k: data[k] for k in ("infer_size", "batch", "codec", "crf", "preset", "temporal", "temporal_strength",
+                                 "hwaccel")} == {"infer_size": "full", "batch": 4, "codec": "libx264", "crf": 18,
+                                                 "preset": "veryfast", "temporal": "ema", "temporal_strength": 0.8,
+                                                 "hwaccel": "none" if data["device"] == "cpu" else data["hwaccel"]}
+    assert data["device"] == "cpu" or data["device"].startswith("cuda:")
+    assert run_cli(src, tmp_path / "b.mp4", "--model", "dcp", "--device", "cpu", "--infer-size", 32, "--batch", 2,
+                   "--crf", 23, "--preset", "ultrafast", "--temporal", "static", "--temporal-strength", 0.5,
+                   "--stats-json", stats)[0] == 0
+    data = json.loads(stats.read_text())
+    assert {k: data[k] for k in ("infer_size", "batch", "codec", "crf", "preset", "temporal", "temporal_strength",
+                                 "device")} == {"infer_size": 32, "batch": 2, "codec": "libx264", "crf": 23,
+                                                "preset": "ultrafast", "temporal": "static", "temporal_strength": 0.5,
+                                                "device": "cpu"}
+
+
 def test_strength_0_writes_the_input_back(make_video, probe, run_cli, tmp_path):
     src = make_video(frames=5)
     out, stats = tmp_path / "none.mkv", tmp_path / "stats.json"
