@@ -213,8 +213,8 @@ def batch(argv: list[str]) -> int:
         else:
             todo.append(item)
     start = time.perf_counter()
-    with tqdm.tqdm(total=sum(min(i.frames, args.max_frames or i.frames) for i in todo) or None, unit="frame", disable=_no_bar(args),
-                   dynamic_ncols=True) as bar:
+    total = sum(min(i.frames, args.max_frames or i.frames) for i in todo)  # (each file stops at --max-frames)
+    with tqdm.tqdm(total=total or None, unit="frame", disable=_no_bar(args), dynamic_ncols=True) as bar:
         def on_result(file: FileResult) -> None:
             result.files.append(file)
             if file.status == "failed":
