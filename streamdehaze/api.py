@@ -45,7 +45,8 @@ class Dehazer:
 
     Frames go through the video path the command line runs: the model at the inference size, its colour transform
     applied at full resolution, smoothed from frame to frame (``temporal="ema"``, the default, following the
-    camera's motion, or ``"static"`` for a camera that does not move; call ``reset()`` at a scene cut).
+    camera's motion, or ``"static"`` for a camera that does not move; call ``reset()`` at a scene cut), with
+    ``temporal_strength`` the weight of the past in [0, 1), as ``--temporal-strength``.
     ``temporal="off"`` is for unrelated images: each call then takes the path of
     ``streamdehaze in.jpg out.jpg``. ``strength`` (0 to 1): how much of the model's correction is applied, as
     ``--strength``; ``noise_floor`` (8-bit levels, 0: off; ``"auto"``, the default: from each frame's compression
@@ -55,12 +56,13 @@ class Dehazer:
     def __init__(self, model: str = "auto", *, weights: str | os.PathLike | None = None,
                  device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
                  infer_size: int | str | None = "auto", strength: float = 1.0,
-                 noise_floor: float | str = "auto") -> None:
+                 noise_floor: float | str = "auto", temporal_strength: float = DEFAULT_STRENGTH) -> None:
         dev = resolve_device(str(device))  # (a torch.device too: checked against the GPUs there are)
         if infer_size is not None:
             infer_size = checked_option("infer_size", infer_size)
+        temporal_strength = checked_option("temporal_strength", temporal_strength)  # (before the model loads)
         self.engine, self.temporal = _stream_engine(create_model(model, weights, dev), dev, temporal, infer_size,
-                                                    strength, noise_floor)
+                                                    strength, noise_floor, temporal_strength)
         self.bgr = bgr
 
     def stream(self) -> "Dehazer":
@@ -121,9 +123,10 @@ def _check_values(size: int, not_finite: bool) -> None:
 
 
 def _stream_engine(model: torch.nn.Module, device: torch.device, temporal: str, infer_size: int | str | None,
-                   strength: float, noise_floor: float | str) -> tuple[Engine, TemporalSmoother | None]:
+                   strength: float, noise_floor: float | str,
+                   temporal_strength: float = DEFAULT_STRENGTH) -> tuple[Engine, TemporalSmoother | None]:
     """The video path for one stream and its temporal smoother, or the photo path for unrelated images."""
-    state = smoother(temporal)
+    state = smoother(temporal, temporal_strength)
     if state is None:
         return image_engine(model, device, infer_size, strength, noise_floor), None
     return Engine(model, device, infer_size, strength=strength, noise_floor=noise_floor), state
@@ -264,12 +267,15 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
         if on_start is not None:
             on_start(source)
         stream = job.start()
+        settings = job.settings(engine.infer_shape)
         try:
             interrupted = drive(stream, engine)
         except BaseException:
             job.abort()
             raise
-        return job.complete(interrupted)
+        result = job.complete(interrupted)
+        result.settings = settings
+        return result
 
 
 # process()'s stream options and their defaults: a StreamConfig brings its own, so none may be given beside it.

@@ -214,8 +214,8 @@ def batch(argv: list[str]) -> int:
         else:
             todo.append(item)
     start = time.perf_counter()
-    with tqdm.tqdm(total=sum(i.frames for i in todo) or None, unit="frame", disable=_no_bar(args),
-                   dynamic_ncols=True) as bar:
+    total = sum(min(i.frames, args.max_frames or i.frames) for i in todo)  # (each file stops at --max-frames)
+    with tqdm.tqdm(total=total or None, unit="frame", disable=_no_bar(args), dynamic_ncols=True) as bar:
         def on_result(file: FileResult) -> None:
             result.files.append(file)
             if file.status == "failed":
@@ -349,7 +349,7 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
 
 
 FILE_OPTIONS = ("model", "weights", "device", "batch", "infer_size", "strength", "noise_floor", "compile", "hwaccel",
-                "temporal", "temporal_strength", "codec", "crf", "preset", "strict")
+                "temporal", "temporal_strength", "codec", "crf", "preset", "strict", "max_frames", "duration")
 
 
 def _unpublished(result: RunResult) -> str:
@@ -452,7 +452,8 @@ def _write_stats(args: argparse.Namespace, result: RunResult, unit: str) -> None
     if args.stats_json is None:
         return
     stats = {"input": mask(args.input, args.input), "output": mask(result.output or args.output, args.output),
-             "model": args.model, "strength": args.strength, "noise_floor": args.noise_floor, unit: result.frames,
+             "model": args.model, "strength": args.strength, "noise_floor": args.noise_floor, **result.settings,
+             unit: result.frames,
              "frames": result.frames, "seconds": round(result.seconds, 4), "fps": round(result.fps, 3),
              "corrupt_packets": result.corrupt, "interrupted": result.interrupted}
     with atomic_output(args.stats_json) as tmp:

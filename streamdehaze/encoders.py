@@ -131,6 +131,13 @@ class Encoding:
     yuv_format: YUVFormat
 
 
+def quality_of(encoding: Encoding) -> tuple[int | None, str | None]:
+    """The constant quality (crf; NVENC's cq) and speed preset ``encoding`` encodes with, None where it has none."""
+    known = QUALITY.get(encoding.codec.name)
+    crf = encoding.options.get("crf", encoding.options.get("cq"))
+    return (None if crf is None else int(crf)), encoding.options.get(known.preset_option if known else "preset")
+
+
 # Encoders whose 10-bit video plays widely, by preference (where this FFmpeg's build writes 10 bits with them).
 _TEN_BITS = ("libx265", "libsvtav1", "libvpx-vp9", "libaom-av1")
 

@@ -53,14 +53,23 @@ HOLDS_ROTATION = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v", "mat
 
 # Encoders for sound a format cannot hold as it is, by preference, with their codec's name.
 _REENCODERS = (("aac", "aac"), ("libopus", "opus"), ("mp2", "mp2"), ("ac3", "ac3"))
+# FFmpeg's MXF muxer holds none of those, only PCM, and that at 48 kHz alone (any other rate fails the header).
+_PCM_ONLY = {"mxf": (48000,)}
 
 
-def reencoding_codec(muxer: str) -> str | None:
-    """The codec sound is encoded in for ``muxer`` when it cannot hold the input's: AAC, else Opus (WebM, Ogg),
-    else MP2 or AC-3 (MPEG-PS: .mpg, .vob)."""
+def reencoding_codecs(muxer: str) -> list[str]:
+    """The codecs sound is encoded in for ``muxer`` when it cannot hold the input's, by preference: AAC, else Opus
+    (WebM, Ogg), else MP2 or AC-3 (MPEG-PS: .mpg, .vob); 16-bit PCM for MXF. Empty where there is none."""
     if muxer in _TAKES_ANY or muxer == "rtsp":
-        return "aac"
-    return next((c for c, name in _REENCODERS if c in av.codecs_available and name in _codecs(muxer)), None)
+        return ["aac"]
+    if muxer in _PCM_ONLY:
+        return ["pcm_s16le"]
+    return [c for c, name in _REENCODERS if c in av.codecs_available and name in _codecs(muxer)]
+
+
+def audio_rates(muxer: str, codec: str) -> tuple[int, ...] | None:
+    """The sample rates ``codec``'s sound can be written at into ``muxer`` (None: any)."""
+    return _PCM_ONLY.get(muxer) or av.Codec(codec, "w").audio_rates
 
 
 def _header_takes(muxer: str, src: av.stream.Stream) -> bool:

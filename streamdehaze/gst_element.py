@@ -26,6 +26,7 @@ from gi.repository import GLib, GObject, Gst, GstBase, GstVideo
 from .colour import YUVFormat
 from .errors import StreamDehazeError, UsageError
 from .frames import frame_from_planes, planes_of
+from .temporal import DEFAULT_STRENGTH
 
 FORMATS = "{ I420, NV12 }"
 _CAPS = Gst.Caps.from_string(f"video/x-raw, format={FORMATS}, width=[1, 32767], height=[1, 32767]")
@@ -54,13 +55,15 @@ class DehazeElement(GstBase.BaseTransform):
                         "from each frame's compression blocks", "auto", GObject.ParamFlags.READWRITE),
         "temporal": (str, "temporal", "flicker smoothing: ema, static (a camera that does not move) or off", "ema",
                      GObject.ParamFlags.READWRITE),
+        "temporal-strength": (float, "temporal-strength", "weight of the past in flicker smoothing, in [0, 1)",
+                              -GLib.MAXDOUBLE, GLib.MAXDOUBLE, DEFAULT_STRENGTH, GObject.ParamFlags.READWRITE),
         "device": (str, "device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE),
     }
 
     def __init__(self) -> None:
         super().__init__()
         self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "strength": 1.0, "noise-floor": "auto",
-                       "temporal": "ema", "device": "auto"}
+                       "temporal": "ema", "temporal-strength": DEFAULT_STRENGTH, "device": "auto"}
         self.engine = None  # made and replaced on the streaming thread only
         self.info: GstVideo.VideoInfo | None = None
         self._lock = threading.Lock()  # properties are set from the application's threads
@@ -89,12 +92,13 @@ class DehazeElement(GstBase.BaseTransform):
         return True
 
     def _current_engine(self):
-        """The engine for the properties as they are now. A new strength or noise floor (a slider in an application)
-        goes to the running engine; any other change makes a new one, with fresh temporal state."""
+        """The engine for the properties as they are now. A new strength, noise floor or temporal strength (a slider
+        in an application) goes to the running engine and smoother; any other change makes a new one, with fresh
+        temporal state."""
         # torch loads here, when a pipeline starts, not when GStreamer scans its plugins
         from .engine import Engine, check_strength, resolve_device
         from .models import create_model
-        from .options import parse_infer_size, parse_noise_floor
+        from .options import option_value, parse_infer_size, parse_noise_floor
         from .temporal import smoother
 
         with self._lock:
@@ -107,10 +111,17 @@ class DehazeElement(GstBase.BaseTransform):
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"noise-floor: {exc}") from None
         strength = check_strength(p["strength"])
-        if self.engine is not None and changed <= {"strength", "noise-floor"}:
+        try:  # (the command line's check: [0, 1))
+            past = option_value("temporal_strength", p["temporal-strength"])
+        except ValueError as exc:
+            raise UsageError(f"temporal-strength: {exc}") from None
+        if self.engine is not None and changed <= {"strength", "noise-floor", "temporal-strength"}:
             self.engine.strength, self.engine.noise_floor = strength, floor
+            if self.temporal is not None:
+                self.temporal.strength = past
             return self.engine
-        self.temporal = smoother(p["temporal"])  # this stream's own state; checks the mode before loading anything
+        # this stream's own state; checks the mode before loading anything
+        self.temporal = smoother(p["temporal"], past)
         try:
             size = parse_infer_size(p["infer-size"])
         except argparse.ArgumentTypeError as exc:

@@ -88,6 +88,18 @@ def use_cuda(mode: str, device: torch.device, codec: str = "libx264") -> Nvidia 
     return Nvidia(index, required=mode == "cuda")
 
 
+def check_nvenc_codec(codec: str, device: torch.device) -> None:
+    """A ``UsageError`` where ``codec`` is an NVENC encoder (``--codec h264_nvenc``) that opens on no GPU here: said
+    before a model loads, and not blamed on the output's format (the trial write's "cannot be written with")."""
+    if not codec.endswith("_nvenc"):
+        return
+    index = device.index if device.type == "cuda" and device.index is not None else 0
+    if not nvenc_available(codec, 256, 144, "yuv420p", index):
+        software = {nvenc: name for name, nvenc in _NVENC.items()}.get(codec)
+        raise UsageError(f"--codec {codec} needs an NVIDIA GPU with NVENC, and none is usable here (A100, H100 and "
+                         f"H200 have no NVENC)" + (f"; use --codec {software}" if software else ""))
+
+
 def decoder(nvidia: Nvidia) -> HWAccel:
     """NVDEC for ``av.open`` on the engine's GPU. No silent fallback: a stream whose hardware decoder fails to start
     fails to decode, and the source reopens it in software, saying so (``sources.py``)."""

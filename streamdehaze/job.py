@@ -17,10 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .config import StreamConfig, checked_option, keyed
 from .credentials import check_url, mask
-from .encoders import choose_encoding, encoder, quality_options
+from .encoders import choose_encoding, encoder, quality_of, quality_options
 from .engine import check_noise_floor, check_strength, resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
 from .formats import (
@@ -34,7 +35,7 @@ from .formats import (
     segment_pattern,
     url_format,
 )
-from .hwaccel import Nvidia, use_cuda
+from .hwaccel import Nvidia, check_nvenc_codec, use_cuda
 from .live import LiveOptions, LiveSource, is_live
 from .models import MODEL_NAMES
 from .outputs import (
@@ -133,6 +134,8 @@ class Job:
             self.device = resolve_device(c.model.device)
         with keyed("hwaccel"):
             self.nvidia = use_cuda(c.hwaccel, self.device, self.codec)
+        with keyed("codec"):
+            check_nvenc_codec(self.codec, self.device)
         with keyed("input"):
             self._check_input()
         with keyed("output"):
@@ -263,6 +266,23 @@ class Job:
         self.stream = Stream(self.source, sink, name=name, batch_size=batch, live=self.live,
                              max_latency=c.max_latency, stats=self.stats, temporal=temporal, on_frames=self.on_frames)
         return self.stream
+
+    def settings(self, infer_shape: Callable[[int, int], tuple[int, int] | None]) -> dict[str, object]:
+        """Once started: the settings the run goes with, as they were resolved (no "auto"): the model's size for
+        the input's frames (``infer_shape``: the engine's; ``full`` at native size), frames per model call, the
+        encoder and its quality, smoothing, device and hardware video."""
+        c, info = self.config, self.source.info
+        shape = infer_shape(info.height, info.width)
+        settings: dict[str, object] = {"infer_size": "full" if shape is None else min(shape),
+                                       "batch": self.stream.batch_size}
+        if c.output is not None:
+            crf, preset = quality_of(self.encoding)
+            settings.update(codec=self.encoding.codec.name, crf=crf, preset=preset)
+        device = self.device
+        if device.type == "cuda" and device.index is None:  # (plain "cuda" is the current GPU: name which)
+            device = torch.device("cuda", torch.cuda.current_device())
+        return {**settings, "temporal": c.temporal, "temporal_strength": c.temporal_strength, "device": str(device),
+                "hwaccel": "cuda" if self.nvidia else "none"}
 
     def _sink(self, target: Path | str | None, first_segment: int = 0, **more):
         c, info = self.config, self.source.info

@@ -27,9 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="video file or URL, image, or folder of images; - for standard input")
     p.add_argument("output", help="video file, image, or folder (for a folder input); - for MPEG-TS on standard output")
     add_file_options(p)
-    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
-    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",
-                   help="stop after this much video (or live time)")
     live = p.add_argument_group("live sources (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN)")
     live.add_argument("--timeout", type=seconds(MAX_TIMEOUT), default=5.0, metavar="SECONDS",
                       help="give up a read or connection attempt after this long without data (default: 5)")
@@ -55,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_file_options(p: argparse.ArgumentParser) -> None:
-    """The options of a file run (model, frames, encoding): a single run's and ``batch``'s."""
+    """The options of a file run (model, frames, encoding, where to stop): a single run's and ``batch``'s."""
     p.add_argument("--model", default="auto",
                    help=f"dehazing model: {', '.join(MODEL_NAMES)} (default: auto = the best model shipped for the "
                         "device: KA_Net where its weights ship with the package, else dcp)")
@@ -99,6 +96,9 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
                         "(default: veryfast for x264/x265, 4 for libvpx-vp9)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first corrupt packet of the input (default: skip corrupt packets and count them)")
+    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
+    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",
+                   help="stop after this much video (or live time)")
 
 
 def _number(cast: Callable[[str], float], what: str, low: float, high: float = math.inf,

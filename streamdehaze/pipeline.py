@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 
@@ -52,6 +52,7 @@ class RunResult:
     unpublished: int = 0  # frames that came while the server published to was down
     output_reconnects: int = 0  # reconnections to that server
     output: str | None = None  # where the frames went, when not the target (an interrupted file run, segments)
+    settings: dict[str, object] = field(default_factory=dict)  # what ran, "auto" resolved (``Job.settings``)
 
     @property
     def fps(self) -> float:

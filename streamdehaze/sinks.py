@@ -31,9 +31,10 @@ from .formats import (
     HOLDS_ROTATION,
     STDOUT,
     frame_ticks,
+    audio_rates,
     holds_copy,
     output_options,
-    reencoding_codec,
+    reencoding_codecs,
     url_format,
 )
 from .frames import frame_from_planes, upright
@@ -59,8 +60,9 @@ _UNORDERED = re.compile(r"\d+ channels")  # FFmpeg's name for a channel layout i
 
 class Reencoded:
     """Sound the output's format cannot hold as it is (G.711 in MP4, PCM or FLAC in MPEG-TS), decoded and encoded
-    again in ``codec``, as FFmpeg's own tools do when not told to copy. Raises ``av.FFmpegError`` or ``ValueError``
-    where it cannot be done (the sound is then left out)."""
+    again in ``codec``, as FFmpeg's own tools do when not told to copy; downmixed to stereo (``downmixed``) where
+    the encoder takes fewer channels (MP2: two). Raises ``av.FFmpegError`` or ``ValueError`` before it adds its
+    stream to ``container`` where it cannot be done (another codec may then be tried)."""
 
     def __init__(self, container: av.container.OutputContainer, src: av.stream.Stream, codec: str) -> None:
         given = src.codec_context
@@ -68,14 +70,16 @@ class Reencoded:
         self.decoder.sample_rate, self.decoder.layout = given.sample_rate, given.layout
         if given.extradata:
             self.decoder.extradata = given.extradata
-        rates = av.Codec(codec, "w").audio_rates
+        rates = audio_rates(container.format.name, codec)
         rate = given.sample_rate if not rates or given.sample_rate in rates else \
             min(rates, key=lambda r: (r < given.sample_rate, abs(r - given.sample_rate)))
         # The input's layout, else FFmpeg's usual one for as many channels (an encoder wants the channels in a stated
         # order, which AVI and WAV do not give; libopus takes 5.1, not 5.1(side)).
-        usual = f"{given.layout.nb_channels}c"
-        layout = _opening_layout(codec, rate, ([] if _UNORDERED.fullmatch(given.layout.name) else [given.layout.name])
-                                 + [usual])
+        channels = given.layout.nb_channels
+        layouts = ([] if _UNORDERED.fullmatch(given.layout.name) else [given.layout.name]) + [f"{channels}c"]
+        # (more channels than the encoder takes: the resampler mixes them down to stereo)
+        layout = _opening_layout(codec, rate, layouts + (["stereo"] if channels > 2 else []))
+        self.downmixed = av.AudioLayout(layout).nb_channels < channels
         self.stream = container.add_stream(codec, rate=rate, layout=layout)
         self.stream.codec_context.open()
         self.resampler = av.AudioResampler(format=self.stream.codec_context.codec.audio_formats[0].name,
@@ -95,6 +99,16 @@ class Reencoded:
             frames.extend(self.resampler.resample(None))
         out = [p for frame in frames for p in self.stream.encode(frame)]
         return out + (self.stream.encode(None) if packet is None else [])
+
+
+def _reencoded(container: av.container.OutputContainer, src: av.stream.Stream) -> Reencoded | None:
+    """``src``'s sound encoded again in the first of the output's codecs for it that opens; None where none does."""
+    for codec in reencoding_codecs(container.format.name):
+        try:
+            return Reencoded(container, src, codec)
+        except (av.FFmpegError, ValueError):
+            continue
+    return None
 
 
 def _opening_layout(codec: str, rate: int, layouts: list[str]) -> str:
@@ -235,21 +249,19 @@ class VideoSink:
     def _add_copies(self) -> dict[int, av.stream.Stream | Reencoded]:
         copies = {}
         muxer = self.container.format.name
+        where = self._format_name()
         for src in self.info.copy_streams:
             fits = holds_copy(muxer, src)
             name = src.codec_context.codec.canonical_name if src.codec_context is not None else src.name
-            if not fits and src.type == "audio" and (codec := reencoding_codec(muxer)) is not None:
-                try:
-                    copies[src.index] = again = Reencoded(self.container, src, codec)
-                except (av.FFmpegError, ValueError):
-                    pass
-                else:
-                    log.warning("%s cannot be stored in %s: audio stream #%d encoded again as %s", name, muxer,
-                                src.index, again.stream.codec_context.name)
-                    _tag_like(again.stream, src)
-                    continue
+            if not fits and src.type == "audio" and (again := _reencoded(self.container, src)) is not None:
+                copies[src.index] = again
+                log.warning("%s cannot be stored in %s: audio stream #%d encoded again as %s%s", name, where,
+                            src.index, again.stream.codec_context.name,
+                            ", downmixed to stereo" if again.downmixed else "")
+                _tag_like(again.stream, src)
+                continue
             if not fits:
-                log.warning("not copying %s stream #%d: %s cannot be stored in %s", src.type, src.index, name, muxer)
+                log.warning("not copying %s stream #%d: %s cannot be stored in %s", src.type, src.index, name, where)
                 continue
             copies[src.index] = copy = self.container.add_stream_from_template(src)
             if src.type == "audio" and _UNORDERED.fullmatch(src.layout.name):
@@ -259,6 +271,13 @@ class VideoSink:
                     copy.codec_context.layout = av.AudioLayout(f"{src.layout.nb_channels}c")
             _tag_like(copy, src)
         return copies
+
+    def _format_name(self) -> str:
+        """The output's format as the user named it: a file's extension where FFmpeg's muxer is called otherwise
+        (.vob, not svcd; .mkv, not matroska), else the muxer."""
+        muxer = self.container.format.name
+        suffix = self.shown_as.suffix.lower() if self.shown_as is not None else ""
+        return suffix if suffix and suffix[1:] != muxer else muxer
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         """Encode a dehazed frame (planar, in ``self.pix_fmt``) or copy a packet of a copied stream."""

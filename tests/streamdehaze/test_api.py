@@ -111,6 +111,18 @@ def test_calls_are_frames_of_one_stream():
     assert np.array_equal(stream(frames[3]), Dehazer("dcp", device="cpu")(frames[3]))
 
 
+def test_temporal_strength_weighs_the_past_as_the_command_line_does():
+    # The CLI, process(), serve and batch took it; Dehazer raised TypeError.
+    frames = _clip(0)
+    light, heavy = Dehazer("dcp", device="cpu", temporal_strength=0.3), Dehazer("dcp", device="cpu",
+                                                                               temporal_strength=0.95)
+    assert heavy.temporal.strength == 0.95 and heavy.stream().temporal.strength == 0.95
+    assert _flicker([heavy(f) for f in frames]) < _flicker([light(f) for f in frames])
+    for bad, message in ((1.0, "must be less than 1: 1.0"), (-0.1, "must be at least 0: -0.1")):
+        with pytest.raises(UsageError, match=f"temporal_strength: {message}"):
+            Dehazer("dcp", device="cpu", temporal_strength=bad)
+
+
 def test_two_streams_share_one_model_and_equal_two_dehazers():
     a, b = _clip(1), _clip(2)
     first = Dehazer("dcp", device="cpu")

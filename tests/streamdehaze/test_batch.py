@@ -100,6 +100,19 @@ def test_usage_errors(case, message, media_tree, run_cli, tmp_path):
     assert not (tmp_path / "o").exists()  # (the output folder is made with the first output)
 
 
+@pytest.mark.parametrize("limit, frames", [(("--max-frames", 4), 4), (("--duration", 0.2), 5)])
+def test_every_file_stops_where_a_single_run_would(limit, frames, media_tree, probe, run_cli, tmp_path):
+    # --max-frames and --duration were refused ("unrecognized arguments"), though a single run and serve take them.
+    src, names = media_tree(clips=2)
+    (src / "broken.mp4").unlink()
+    out, stats = tmp_path / "out", tmp_path / "stats.json"
+    code, err = run_cli("batch", src, out, *DCP, *limit, "--jobs", 1, "--stats-json", stats)
+    assert code == 0, err
+    videos = [n for n in names if not n.endswith(".png")]
+    assert all(len(probe(out / name)["times"]) == frames for name in videos)
+    assert json.loads(stats.read_text())["frames"] == frames * len(videos) + 1  # (and the photo)
+
+
 def test_statistics_in_an_output_folder_not_made_yet(media_tree, run_cli, tmp_path):
     src, _ = media_tree(clips=1, frames=3)
     out = tmp_path / "new" / "out"

@@ -125,10 +125,11 @@ def test_a_device_error_names_the_property(tmp_path):
     ("temporal=static", "temporal=strong", "unknown temporal mode 'strong'; choose off, ema, static"),
     ("noise-floor=1.5", "noise-floor=lots", "noise-floor: not a number of levels or 'auto': 'lots'"),
     ("strength=0.5", "strength=2", "strength must be from 0 to 1, not 2.0"),
+    ("temporal-strength=0.95", "temporal-strength=1", "temporal-strength: must be less than 1: 1.0"),
 ])
 def test_properties_take_what_the_command_line_takes(tmp_path, good, bad, message):
-    """``temporal`` (ema, static, off), ``noise-floor`` (levels or auto) and ``strength`` (0 to 1): a bad value is
-    one message, and the pipeline stops."""
+    """``temporal`` (ema, static, off), ``noise-floor`` (levels or auto), ``strength`` (0 to 1) and
+    ``temporal-strength`` ([0, 1)): a bad value is one message, and the pipeline stops."""
     ok = _launch(tmp_path, "videotestsrc num-buffers=3 ! video/x-raw,format=I420,width=96,height=64 "
                            f"! dehaze model=dcp {good} ! fakesink")
     assert ok.returncode == 0, ok.stderr

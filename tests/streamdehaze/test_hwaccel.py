@@ -39,6 +39,22 @@ def _has_nvenc(index: int = 0) -> bool:
     return "h264_nvenc" in av.codecs_available and hwaccel.nvenc_available("h264_nvenc", 320, 180, "yuv420p", index)
 
 
+@pytest.mark.parametrize("codec, software", [("h264_nvenc", "libx264"), ("hevc_nvenc", "libx265")])
+def test_an_nvenc_codec_without_nvenc_says_so_before_the_model_loads(codec, software, make_video, run_cli,
+                                                                     monkeypatch, tmp_path):
+    # It said "hw.mp4 (mp4) cannot be written with h264_nvenc: Operation not permitted": the container blamed.
+    if codec not in av.codecs_available or hwaccel.nvenc_available(codec, 256, 144, "yuv420p"):
+        pytest.skip(f"this FFmpeg has no {codec}, or it opens here")
+    from streamdehaze import api
+
+    monkeypatch.setattr(api, "create_model", lambda *a: pytest.fail("the model loaded"))
+    code, err = run_cli(make_video(), tmp_path / "hw.mp4", "--model", "dcp", "--codec", codec)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.strip().endswith(f"--codec {codec} needs an NVIDIA GPU with NVENC, and none is usable here (A100, "
+                                f"H100 and H200 have no NVENC); use --codec {software}"), err
+    assert not (tmp_path / "hw.mp4").exists()
+
+
 def test_without_nvenc_auto_says_so_and_cuda_refuses(caplog):
     """As on an A100, H100 or H200 (NVDEC, no NVENC), or any machine without NVENC: ``auto`` encodes in software
     with a warning, a required NVENC is a usage error."""

@@ -170,7 +170,7 @@ def test_subtitles_are_copied(make_video, probe, run_cli, tmp_path):
 def test_subtitles_mpeg_ts_cannot_hold_are_left_out_with_a_warning(make_video, run_cli, caplog, tmp_path):
     src, out = make_video("subs.mkv", subtitles=True, audio=True), tmp_path / "out.ts"
     assert run_cli(src, out, "--model", "dcp")[0] == 0
-    assert "not copying subtitle stream #2: subrip cannot be stored in mpegts" in caplog.text
+    assert "not copying subtitle stream #2: subrip cannot be stored in .ts" in caplog.text
     with av.open(str(out)) as written:  # not stored as a stream of unnamed data
         assert [s.type for s in written.streams] == ["video", "audio"]
 
@@ -591,6 +591,27 @@ def test_max_frames_batch_and_stats(make_video, probe, run_cli, tmp_path):
     assert "7 frames in" in err  # the one-line summary
 
 
+def test_stats_name_the_settings_that_ran(make_video, run_cli, tmp_path):
+    # The README promises "the run's settings"; the file held strength and noise_floor only. "auto" is written as
+    # what it became: the model's size for these frames (native: 64 px is below dcp's own size), the device.
+    src, stats = make_video(frames=3), tmp_path / "stats.json"
+    assert run_cli(src, tmp_path / "a.mp4", "--model", "dcp", "--stats-json", stats)[0] == 0
+    data = json.loads(stats.read_text())
+    assert {k: data[k] for k in ("infer_size", "batch", "codec", "crf", "preset", "temporal", "temporal_strength",
+                                 "hwaccel")} == {"infer_size": "full", "batch": 4, "codec": "libx264", "crf": 18,
+                                                 "preset": "veryfast", "temporal": "ema", "temporal_strength": 0.8,
+                                                 "hwaccel": "none" if data["device"] == "cpu" else data["hwaccel"]}
+    assert data["device"] == "cpu" or data["device"].startswith("cuda:")
+    assert run_cli(src, tmp_path / "b.mp4", "--model", "dcp", "--device", "cpu", "--infer-size", 32, "--batch", 2,
+                   "--crf", 23, "--preset", "ultrafast", "--temporal", "static", "--temporal-strength", 0.5,
+                   "--stats-json", stats)[0] == 0
+    data = json.loads(stats.read_text())
+    assert {k: data[k] for k in ("infer_size", "batch", "codec", "crf", "preset", "temporal", "temporal_strength",
+                                 "device")} == {"infer_size": 32, "batch": 2, "codec": "libx264", "crf": 23,
+                                                "preset": "ultrafast", "temporal": "static", "temporal_strength": 0.5,
+                                                "device": "cpu"}
+
+
 def test_strength_0_writes_the_input_back(make_video, probe, run_cli, tmp_path):
     src = make_video(frames=5)
     out, stats = tmp_path / "none.mkv", tmp_path / "stats.json"
@@ -825,6 +846,48 @@ def test_mpeg_ps_keeps_sound_it_cannot_hold_as_mp2(make_video, run_cli, caplog, 
     with av.open(str(tmp_path / "o.mpg")) as written:
         assert [s.codec_context.name for s in written.streams.audio] == ["mp2"]
         assert sum(f.samples for f in written.decode(audio=0)) > 0.4 * 48000
+
+
+@pytest.mark.parametrize("suffix", [".mpg", ".vob"])
+def test_surround_sound_mpeg_ps_cannot_hold_is_downmixed_to_stereo_mp2(run_cli, caplog, tmp_path, suffix):
+    # MP2 takes two channels at most: a film's 5.1 AAC was left out ("cannot be stored in svcd" for a .vob).
+    src, out = tmp_path / "in.mkv", tmp_path / f"out{suffix}"
+    _with_audio(src, "aac", "5.1")
+    code, err = run_cli(src, out, "--model", "dcp", "--max-frames", "5")
+    assert code == 0, err
+    assert f"aac cannot be stored in {suffix}: audio stream #1 encoded again as mp2, downmixed to stereo" \
+        in caplog.text
+    assert "not copying" not in caplog.text
+    with av.open(str(out)) as written:
+        audio = written.streams.audio[0]
+        assert (audio.codec_context.name, audio.codec_context.layout.name) == ("mp2", "stereo")
+        assert sum(f.samples for f in written.decode(audio=0)) > 0
+
+
+def test_sound_mxf_cannot_hold_is_written_as_pcm_at_48_khz(run_cli, caplog, tmp_path):
+    # FFmpeg's MXF holds PCM (at 48 kHz only), none of AAC, Opus, MP2: the sound was left out.
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mxf"
+    _with_audio(src, "aac", "5.1")
+    code, err = run_cli(src, out, "--model", "dcp", "--max-frames", "5")
+    assert code == 0, err
+    assert "aac cannot be stored in mxf: audio stream #1 encoded again as pcm_s16le" in caplog.text
+    with av.open(str(out)) as written:
+        audio = written.streams.audio[0]
+        assert (audio.codec_context.name, audio.sample_rate, audio.codec_context.layout.nb_channels) == \
+            ("pcm_s16le", 48000, 6)
+        assert sum(f.samples for f in written.decode(audio=0)) > 0
+
+
+def test_a_codec_that_does_not_open_gives_way_to_the_next(run_cli, caplog, monkeypatch, tmp_path):
+    # G.723.1 opens for 8 kHz mono only: the next of the format's codecs takes the sound instead.
+    from streamdehaze import sinks
+    monkeypatch.setattr(sinks, "reencoding_codecs", lambda muxer: ["g723_1", "mp2"])
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mpg"
+    _with_audio(src, "aac", "5.1")
+    assert run_cli(src, out, "--model", "dcp", "--max-frames", "5")[0] == 0
+    assert "encoded again as mp2, downmixed to stereo" in caplog.text
+    with av.open(str(out)) as written:
+        assert [s.codec_context.name for s in written.streams.audio] == ["mp2"]
 
 
 def test_hdr_warning_names_an_encoder_the_output_holds(make_video, probe, run_cli, caplog, tmp_path):
