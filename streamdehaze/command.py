@@ -453,9 +453,8 @@ def _write_stats(args: argparse.Namespace, result: RunResult, unit: str) -> None
         return
     stats = {"input": mask(args.input, args.input), "output": mask(result.output or args.output, args.output),
              "model": args.model, "strength": args.strength, "noise_floor": args.noise_floor, **result.settings,
-             unit: result.frames,
-             "frames": result.frames, "seconds": round(result.seconds, 4), "fps": round(result.fps, 3),
-             "corrupt_packets": result.corrupt, "interrupted": result.interrupted}
+             unit: result.frames, "frames": result.frames, "seconds": round(result.seconds, 4),
+             "fps": round(result.fps, 3), "corrupt_packets": result.corrupt, "interrupted": result.interrupted}
     with atomic_output(args.stats_json) as tmp:
         tmp.write_text(json.dumps(stats, indent=2) + "\n")
 
