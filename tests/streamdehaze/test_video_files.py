@@ -576,7 +576,7 @@ def test_a_gopro_s_telemetry_is_copied_where_the_format_takes_it(run_cli, caplog
         with av.open(str(tmp_path / f"out{suffix}")) as c:
             assert c.streams.data[0].name == "bin_data"
     assert run_cli(src, tmp_path / "out.mkv", "--model", "dcp")[0] == 0
-    assert "not copying data stream #1: bin_data cannot be stored in matroska" in caplog.text
+    assert "not copying data stream #1: bin_data cannot be stored in .mkv" in caplog.text
     assert not telemetry(tmp_path / "out.mkv")
 
 
