@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import os
 import sys
@@ -109,6 +110,17 @@ def check_onnx(model: KANet, path: str | os.PathLike, sizes: tuple[tuple[int, in
     return worst
 
 
+def missing_package(check: bool) -> str | None:
+    """The first package of the ``onnx`` extra that the export (and with ``check``, the check) needs and that
+    cannot be imported, or None."""
+    for name in ("onnx", "onnxscript", *(("onnxruntime",) if check else ())):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kanet.export",
                                 description="Export KA_Net to ONNX (dynamic batch/height/width, [0,1] RGB in/out).")
@@ -122,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     problem = output_problem(args.output, args.weights)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
+        return 2
+    missing = missing_package(args.check)
+    if missing:  # said before anything is written: --check without onnxruntime would leave an unchecked file
+        needs = "--check needs" if missing == "onnxruntime" else "ONNX export needs"
+        print(f"error: {needs} {missing} (pip install 'streamdehaze[onnx]')", file=sys.stderr)
         return 2
     try:
         model = load_weights(args.weights) if args.weights else create_model(args.model, seed=args.seed).eval()

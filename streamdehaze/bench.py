@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,14 +31,15 @@ import torch
 from .api import FILE_BATCH, process
 from .encoders import quality_options
 from .engine import Engine, resolve_device
-from .errors import StreamDehazeError, UsageError
+from .errors import MediaError, StreamDehazeError, UsageError
 from .hwaccel import MODES as HWACCEL_MODES
 from .hwaccel import use_cuda
 from .models import create_model, model_name
 from .options import Parser, parse_infer_size
+from .sample import SAMPLE, benchmark_input
 from .encoders import choose_encoding
 from .sinks import VideoSink
-from .sources import VideoFileSource
+from .sources import VideoFileSource, main_video
 from .temporal import MODES
 from .threads import Prefetch, Worker
 from .tuning import tuned
@@ -46,28 +47,37 @@ from .tuning import tuned
 DESCRIPTION = ("Throughput of decode, model, encode, a plain transcode and the end-to-end dehaze, on clips made from the "
                "bundled sample; with --streams, live cameras on one shared engine against a process each.")
 SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080), "2160p": (3840, 2160)}
-SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "hazy_bunny.mp4"
 
 
-def make_clip(path: Path, width: int, height: int, frames: int) -> None:
-    """The bundled sample rescaled to ``width`` x ``height``, looped to ``frames`` frames (no audio)."""
+def make_clip(path: Path, width: int, height: int, frames: int, source: Path = SAMPLE) -> None:
+    """``source`` (the bundled sample by default) rescaled to ``width`` x ``height``, looped to ``frames`` frames
+    (no audio)."""
     with av.open(str(path), "w") as dst:
         out = dst.add_stream("libx264", rate=25)
         out.width, out.height, out.pix_fmt = width, height, "yuv420p"
         out.codec_context.options = {"crf": "18", "preset": "veryfast"}
-        n = 0
-        while n < frames:
-            with av.open(str(SAMPLE)) as src:
-                for frame in src.decode(video=0):
-                    scaled = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
-                    scaled.pts, scaled.time_base = n, Fraction(1, 25)  # not the sample's time base
-                    for packet in out.encode(scaled):
-                        dst.mux(packet)
-                    n += 1
-                    if n == frames:
-                        break
+        for n, frame in zip(range(frames), _looped(source)):
+            scaled = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
+            scaled.pts, scaled.time_base = n, Fraction(1, 25)  # not the source's time base
+            for packet in out.encode(scaled):
+                dst.mux(packet)
         for packet in out.encode(None):
             dst.mux(packet)
+
+
+def _looped(source: Path) -> Iterator[av.VideoFrame]:
+    """The pictures of ``source``'s main video, over and over."""
+    while True:
+        count = 0
+        try:
+            with av.open(str(source)) as src:
+                for frame in src.decode(main_video(src)):
+                    count += 1
+                    yield frame
+        except av.FFmpegError as exc:  # damaged past its start (its start was read when it was checked)
+            raise MediaError(f"cannot read {source}: {exc.strerror or exc}") from None
+        if not count:  # (would loop for ever)
+            raise MediaError(f"no pictures could be decoded from {source}")
 
 
 def _fps(frames: int, seconds: float) -> float:
@@ -178,6 +188,8 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m streamdehaze.bench", description=DESCRIPTION)  # a mistake: one line, exit 2
+    p.add_argument("--input", type=Path, metavar="FILE",
+                   help="the clip to benchmark (default: the bundled sample, in a checkout of the repository)")
     p.add_argument("--sizes", nargs="+", default=["720p", "1080p"], choices=list(SIZES),
                    help="clip sizes (default: 720p 1080p)")
     p.add_argument("--model", default="auto", help="the model, as the command line's --model (default: auto)")
@@ -208,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None and args.json.is_dir():
         raise UsageError(f"--json: {args.json} is a folder; give a file name")
     quality_options("libx264", preset=args.preset)  # a bad preset: said now, not after the first clip
+    args.input = benchmark_input(args.input)
+    with VideoFileSource(args.input):  # missing, not a video, unreadable: said now, in one line
+        pass
     if args.streams:
         # live cameras are decoded and encoded in software, a frame at a time as they come: these options do not apply
         file_only = [f"--{name}" for name in ("sizes", "frames", "batch", "hwaccel")
@@ -230,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             clip = Path(tmp) / f"{size}.mp4"
-            make_clip(clip, *SIZES[size], args.frames)
+            make_clip(clip, *SIZES[size], args.frames, args.input)
             r = measure(clip, args.model, args.device, args.preset, args.batch, args.hwaccel, args.weights,
                         args.infer_size, args.compile)
             fps = {k: v[0] for k, v in r.items()}

@@ -166,7 +166,7 @@ def main(args) -> int:
     setup = Setup(model, args.weights, args.device, args.infer_size, args.compile, args.preset, args.temporal)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / f"{args.size}.mp4"
-        make_clip(clip, *SIZES[args.size], 100)
+        make_clip(clip, *SIZES[args.size], 100, args.input)
         if args.worker:  # one camera of the separate-process runs
             (result,) = run_shared(clip, 1, setup, args.rate, args.seconds, Path(tmp))
             print(json.dumps(result.__dict__))
@@ -177,7 +177,7 @@ def main(args) -> int:
         print(f"{'streams':>7} {'mode':>9} {'aggregate fps':>14} {'per camera':>11} {'p95 ms (worst)':>15} "
               f"{'dropped %':>10}")
         worker = ["--streams", "1", "--size", args.size, "--rate", str(args.rate), "--seconds", str(args.seconds),
-                  *setup.options()]
+                  "--input", str(args.input), *setup.options()]
         report = []
         for n in args.streams:
             rows = {"shared": run_shared(clip, n, setup, args.rate, args.seconds, Path(tmp))}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -152,11 +153,29 @@ def config_from_dict(raw: dict) -> Config:
     return Config(**{name: _section(hints[name], values, name) for name, values in raw.items()})
 
 
+# The example configs, shipped in the package: an installed one has them in site-packages, not under the cwd.
+SHIPPED = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_config(path: str | Path) -> Path | None:
+    """The shipped config that ``path`` names as the README does (``training/configs/NAME``, or just ``NAME``),
+    or None."""
+    path = Path(path)
+    if path.parent not in (Path("."), Path("training", "configs")):
+        return None
+    shipped = SHIPPED / path.name
+    return shipped if shipped.is_file() else None
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a ``.toml`` or ``.json`` config file."""
+    """Read a ``.toml`` or ``.json`` config file; where there is no such file, the shipped config of that name."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"config file not found: {path}")
+        shipped = shipped_config(path)
+        if shipped is None:
+            raise UsageError(f"config file not found: {path}")
+        print(f"config: {path} is not in {Path.cwd()}; reading the shipped one, {shipped}", file=sys.stderr)
+        path = shipped
     text = path.read_text(encoding="utf-8")
     try:
         raw = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,4 +54,17 @@ def test_parity_mode_and_bad_inputs_are_refused(tmp_path: Path, capsys) -> None:
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
     assert lines[2] == f"error: {weights} is the input: give another output name"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("missing, check, said", [
+    ("onnxscript", False, "error: ONNX export needs onnxscript (pip install 'streamdehaze[onnx]')"),
+    ("onnxruntime", True, "error: --check needs onnxruntime (pip install 'streamdehaze[onnx]')"),
+])
+def test_a_missing_onnx_package_is_named_with_the_extra_before_anything_is_written(
+        tmp_path: Path, capsys, monkeypatch, missing: str, check: bool, said: str) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # ``import`` fails, as where it is not installed
+    out = tmp_path / "t.onnx"
+    assert main(["--model", "kanet-t", str(out), *(["--check"] if check else [])]) == 2
+    assert capsys.readouterr().err == said + "\n"
     assert not out.exists()

@@ -94,7 +94,7 @@ def test_capacity_bench_runs_the_weights_it_is_given(tmp_path, capsys):
         assert "holds kanet-t weights, not kanet-s" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("tool, defaults", [("bench_batch", 2), ("soak", 2), ("bench_dehazer", 5)])
+@pytest.mark.parametrize("tool, defaults", [("bench_batch", 3), ("soak", 2), ("bench_dehazer", 5)])
 def test_the_other_benchmarks_help_names_them_and_their_defaults(tool, defaults):
     import subprocess
     import sys
@@ -104,3 +104,43 @@ def test_the_other_benchmarks_help_names_them_and_their_defaults(tool, defaults)
     said = " ".join(done.stdout.split())
     assert said.startswith(f"usage: python -m streamdehaze.{tool} ") and "``" not in said
     assert said.count("(default: ") == defaults
+
+
+def test_without_the_bundled_sample_both_benchmarks_ask_for_an_input(monkeypatch, tmp_path, capsys):
+    """An installed package has no samples/ folder: one line naming --input, not a traceback."""
+    from streamdehaze import bench_batch, sample
+
+    monkeypatch.setattr(sample, "SAMPLE", tmp_path / "samples" / "hazy_bunny.mp4")
+    for run in (main, bench_batch.main):
+        assert run(["--model", "dcp"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("streamdehaze: error: no clip to benchmark: the bundled sample (samples/hazy_bunny.mp4) comes with "
+                              "a checkout of the repository; give --input FILE") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name, said", [("missing.mp4", "input not found: "), (".", "is a folder"),
+                                        ("junk.mp4", "")])
+def test_an_input_that_cannot_be_benchmarked_is_one_line(tmp_path, capsys, name, said):
+    from streamdehaze import bench_batch
+
+    (tmp_path / "junk.mp4").write_bytes(b"\x00not a video" * 300)
+    for run in (main, bench_batch.main):
+        assert run(["--input", str(tmp_path / name), "--model", "dcp", "--sizes", "360p", "--frames", "2"]
+                   if run is main else ["--input", str(tmp_path / name)]) in (1, 2)
+        err = capsys.readouterr().err
+        assert err.startswith("streamdehaze: error: ") and said in err and err.count("\n") == 1
+
+
+def test_the_clip_is_made_from_the_input_given(tmp_path):
+    import av
+
+    from streamdehaze.bench import make_clip
+    from streamdehaze.bench_batch import clip_facts
+
+    from ..conftest import write_video
+
+    write_video(tmp_path / "in.mkv", frames=5, width=96, height=64)
+    assert clip_facts(tmp_path / "in.mkv") == (5, 96, 64)
+    make_clip(tmp_path / "clip.mp4", 64, 36, 12, tmp_path / "in.mkv")  # looped past its 5 frames
+    with av.open(str(tmp_path / "clip.mp4")) as clip:
+        assert sum(1 for _ in clip.decode(video=0)) == 12

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -158,6 +159,19 @@ def test_parts_run_alone(weights, data, tmp_path):
     assert "photos" in summary and "video" not in summary and "held-out" not in summary
 
 
+def test_without_fade_python_one_line_says_what_is_left_out(weights, data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyfade", None)  # ``import pyfade`` fails, as where it is not installed
+    out = tmp_path / "o"
+    assert ev.main(["--weights", str(weights), "--out", str(out), "--data", str(data), "--parts", "photos,video",
+                    "--frames", "3", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"note: {ev.FADE_MISSING}\n") == 1 and "pip install 'streamdehaze[fade]'" in err
+    assert ev.FADE_MISSING in (out / "results.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert "fade" not in summary["photos"]["summary"]["model"] and summary["video"][0]["model"]["fade"] is None
+    assert not any("FADE" in t["target"] for t in summary["targets"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--weights", "missing.safetensors"], "weights file not found"),
     (["--weights", "{w}", "--model", "dcp"], "baseline"),
@@ -185,7 +199,7 @@ def test_an_unreadable_clip_is_one_line(weights, data, tmp_path, capsys, clip):
     video.write_bytes(clip)
     assert ev.main(["--weights", str(weights), "--out", str(tmp_path / "o"), "--data", str(data), "--parts", "video",
                     "--threads", "1"]) == 1
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.removeprefix(f"note: {ev.FADE_MISSING}\n")  # (where fade-python is missing)
     assert err.startswith(f"streamdehaze: error: cannot decode {video}: ") and err.count("\n") == 1
 
 

@@ -57,3 +57,23 @@ def test_unparsable_file(tmp_path):
     (tmp_path / "bad.toml").write_text("[train\nsteps = 3")
     with pytest.raises(UsageError, match="cannot parse"):
         load_config(tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize("name", ["training/configs/kanet-t-cpu.toml", "kanet-t-cpu.toml"])
+def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch, capsys, name):
+    """An installed package's configs are in site-packages: the README's path finds them from any folder."""
+    monkeypatch.chdir(tmp_path)
+    assert load_config(name) == load_config(CONFIGS / "kanet-t-cpu.toml")
+    err = capsys.readouterr().err
+    assert f"reading the shipped one, {CONFIGS / 'kanet-t-cpu.toml'}" in err and err.count("\n") == 1
+
+
+def test_a_file_of_that_name_here_comes_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "training" / "configs").mkdir(parents=True)
+    (tmp_path / "training" / "configs" / "kanet-t-cpu.toml").write_text("[train]\nsteps = 7\n")
+    assert load_config("training/configs/kanet-t-cpu.toml").train.steps == 7
+    for missing in ("training/configs/nosuch.toml", "elsewhere/kanet-t-cpu.toml"):
+        with pytest.raises(UsageError, match=f"config file not found: {missing}"):
+            load_config(missing)
+    assert capsys.readouterr().err == ""
