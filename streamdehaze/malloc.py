@@ -4,7 +4,10 @@ Every frame the engine allocates and frees temporaries of a few MiB. glibc serve
 ``mmap`` pages (or trims them off the heap when freed), so each frame pays for the kernel zeroing and mapping
 the pages again: at 720p that page-fault work was ~20% of the engine's CPU time. Raising the mmap and trim
 thresholds makes freed blocks stay in the heap, where the next frame reuses them. Resident memory then stays
-at its peak instead of shrinking between frames, which for a video run is the steady state anyway.
+at its peak instead of shrinking between frames, which for a video run is the steady state anyway. Over a long
+file it creeps up further, as the small blocks decoding frees are left in glibc's fast bins and new ones are carved
+from the heap's untouched reserve, until that reserve (about 630 MiB) is all touched: memory kept, not leaked
+(BENCHMARKS.md, session 20).
 """
 
 from __future__ import annotations
