@@ -526,25 +526,37 @@ def test_the_main_picture_is_dehazed_not_a_proxy_before_it(probe, run_cli, caplo
     assert probe(out)["size"] == (160, 96) and probe(out)["count"] == 10
 
 
+def _with_data(path: Path, codec: str, payloads: list[bytes], step: int, time_base: Fraction,
+               tag: str | None = None) -> None:
+    """A second of grey video with a data stream of ``codec``: ``payloads`` ``step`` ticks of ``time_base`` apart."""
+    with av.open(str(path), "w") as oc:
+        video = oc.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        data = oc.add_data_stream(codec)
+        if tag is not None:
+            data.codec_tag = tag
+        oc.mux(list(_grey_frames(video, 25)))
+        for i, payload in enumerate(payloads):
+            packet = av.Packet(payload)
+            packet.stream, packet.pts, packet.dts, packet.time_base = data, i * step, i * step, time_base
+            packet.duration = step
+            oc.mux(packet)
+
+
+def _data_packets(path: Path) -> list[tuple[bytes, Fraction]]:
+    """The bytes and times of a file's first data stream's packets (none where it has no data stream)."""
+    with av.open(str(path)) as c:
+        return [(bytes(p), p.pts * p.time_base) for p in c.demux(c.streams.data[0]) if p.size] \
+            if c.streams.data else []
+
+
 def test_klv_metadata_is_copied_where_the_format_takes_it(run_cli, caplog, tmp_path):
     # A drone's KLV (MISB) metadata stream in MPEG-TS: kept in a TS output, named where an MP4 cannot hold it.
     src = tmp_path / "drone.ts"
-    with av.open(str(src), "w") as oc:
-        video = oc.add_stream("libx264", rate=25)
-        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
-        klv = oc.add_data_stream("klv")
-        oc.mux(list(_grey_frames(video, 25)))
-        for i in range(25):
-            packet = av.Packet(bytes([6, 14, 43, 52, 2, 11, 1, 1, 14, 1, 3, 1, 1, 0, 0, 0, 2, 2, i]))
-            packet.stream, packet.pts, packet.dts, packet.time_base = klv, i * 3600, i * 3600, Fraction(1, 90000)
-            oc.mux(packet)
-
-    def klv_packets(path):
-        with av.open(str(path)) as c:
-            return [(bytes(p), p.pts) for p in c.demux(c.streams.data[0]) if p.size] if c.streams.data else []
-
+    _with_data(src, "klv", [bytes([6, 14, 43, 52, 2, 11, 1, 1, 14, 1, 3, 1, 1, 0, 0, 0, 2, 2, i]) for i in range(25)],
+               3600, Fraction(1, 90000))
     assert run_cli(src, tmp_path / "out.ts", "--model", "dcp", "--quiet")[0] == 0
-    assert len(klv_packets(src)) == 25 and klv_packets(tmp_path / "out.ts") == klv_packets(src)
+    assert len(_data_packets(src)) == 25 and _data_packets(tmp_path / "out.ts") == _data_packets(src)
     assert run_cli(src, tmp_path / "out.mp4", "--model", "dcp")[0] == 0
     assert "not copying data stream #1: klv cannot be stored in mp4" in caplog.text
 
@@ -553,31 +565,16 @@ def test_a_gopro_s_telemetry_is_copied_where_the_format_takes_it(run_cli, caplog
     # GoPro's GPMF track (GPS, gyroscope): data FFmpeg names bin_data, tagged gpmd, which MP4 and MOV keep and
     # Matroska cannot hold.
     src = tmp_path / "GX010001.MP4"
-    with av.open(str(src), "w") as oc:
-        video = oc.add_stream("libx264", rate=25)
-        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
-        gpmf = oc.add_data_stream("bin_data")
-        gpmf.codec_tag = "gpmd"
-        oc.mux(list(_grey_frames(video, 25)))
-        for i in range(2):
-            packet = av.Packet(b"DEVC" + bytes(range(40)) + bytes([i]))
-            packet.stream, packet.pts, packet.dts, packet.time_base = gpmf, i * 500, i * 500, Fraction(1, 1000)
-            packet.duration = 500
-            oc.mux(packet)
-
-    def telemetry(path):
-        with av.open(str(path)) as c:
-            return [(bytes(p), p.pts * p.time_base) for p in c.demux(c.streams.data[0]) if p.size] \
-                if c.streams.data else []
-
+    _with_data(src, "bin_data", [b"DEVC" + bytes(range(40)) + bytes([i]) for i in range(2)], 500, Fraction(1, 1000),
+               tag="gpmd")
     for suffix in (".mp4", ".mov"):
         assert run_cli(src, tmp_path / f"out{suffix}", "--model", "dcp", "--quiet")[0] == 0
-        assert len(telemetry(src)) == 2 and telemetry(tmp_path / f"out{suffix}") == telemetry(src)
+        assert len(_data_packets(src)) == 2 and _data_packets(tmp_path / f"out{suffix}") == _data_packets(src)
         with av.open(str(tmp_path / f"out{suffix}")) as c:
             assert c.streams.data[0].name == "bin_data"
     assert run_cli(src, tmp_path / "out.mkv", "--model", "dcp")[0] == 0
     assert "not copying data stream #1: bin_data cannot be stored in .mkv" in caplog.text
-    assert not telemetry(tmp_path / "out.mkv")
+    assert not _data_packets(tmp_path / "out.mkv")
 
 
 def test_max_frames_batch_and_stats(make_video, probe, run_cli, tmp_path):
