@@ -138,7 +138,7 @@ class DehazeElement(GstBase.BaseTransform):
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"infer-size: {exc}") from None
         device = resolve_device(p["device"], option="device=")
-        model = create_model(p["model"], p["weights"] or None, device)
+        model = create_model(p["model"], p["weights"] or None, device, option="{}={}")
         self.engine = Engine(model, device, size, strength=p["strength"], noise_floor=floor)
         return self.engine
 

@@ -275,3 +275,14 @@ def test_errors_while_playing(tmp_path, case, want):
     run = _script(tmp_path, _PLAYING_ERROR, case)
     got = run.stdout.strip().split("|")
     assert got[:3] == want[:3] and got[3].startswith(want[3]), run.stdout + run.stderr
+
+
+def test_model_errors_name_the_properties(tmp_path):
+    """Messages about ``model`` and ``weights`` name the element's properties, not the command line's options."""
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    run = _launch(tmp_path, "videotestsrc num-buffers=2 ! video/x-raw,format=I420 "
+                            f"! dehaze model=dcp weights={weights} ! fakesink")
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "weights= does not apply to model=dcp (it has no weights)" in said
+    assert "--weights" not in said and "--model" not in said
