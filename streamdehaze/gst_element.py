@@ -68,6 +68,10 @@ class DehazeElement(GstBase.BaseTransform):
         self.info: GstVideo.VideoInfo | None = None
         self._lock = threading.Lock()  # properties are set from the application's threads
         self._changed: set[str] = set()
+        self.temporal = None  # this stream's smoother, made with the engine
+        # Drop frames that would reach a live sink too late, as videoconvert and videoscale do: a model slower than
+        # the stream then stays near real time instead of falling behind without bound. (Not live: nothing dropped.)
+        self.set_qos_enabled(True)
 
     def do_get_property(self, prop: GObject.ParamSpec) -> str | float:
         with self._lock:
@@ -90,6 +94,13 @@ class DehazeElement(GstBase.BaseTransform):
             self._error(Gst.LibraryError.quark(), Gst.LibraryError.SETTINGS, str(exc))
             return False
         return True
+
+    def do_sink_event(self, event: Gst.Event) -> bool:
+        # After a flushing seek the frames no longer follow the ones smoothed before it: start the smoothing afresh,
+        # as a new element would (GStreamer's convention for state built from earlier buffers).
+        if event.type == Gst.EventType.FLUSH_STOP and self.temporal is not None:
+            self.temporal.reset()
+        return GstBase.BaseTransform.do_sink_event(self, event)
 
     def _current_engine(self):
         """The engine for the properties as they are now. A new strength, noise floor or temporal strength (a slider
@@ -127,13 +138,16 @@ class DehazeElement(GstBase.BaseTransform):
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"infer-size: {exc}") from None
         device = resolve_device(p["device"], option="device=")
-        model = create_model(p["model"], p["weights"] or None, device)
+        model = create_model(p["model"], p["weights"] or None, device, option="{}={}")
         self.engine = Engine(model, device, size, strength=p["strength"], noise_floor=floor)
         return self.engine
 
     def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
         try:
             return self._transform(inbuf, outbuf)
+        except UsageError as exc:  # a bad property set while playing: said as at start
+            self._error(Gst.LibraryError.quark(), Gst.LibraryError.SETTINGS, str(exc))
+            return Gst.FlowReturn.ERROR
         except Exception as exc:  # noqa: BLE001 - GStreamer cannot take a Python exception: it becomes a bus error
             self._error(Gst.StreamError.quark(), Gst.StreamError.FAILED, f"{type(exc).__name__}: {exc}")
             return Gst.FlowReturn.ERROR

@@ -49,20 +49,23 @@ def model_name(name: str, weights: str | Path | None, device: torch.device) -> s
         return "auto"
 
 
-def create_model(name: str, weights: str | Path | None = None, device: torch.device | None = None) -> nn.Module:
+def create_model(name: str, weights: str | Path | None = None, device: torch.device | None = None,
+                 option: str = "--{} {}") -> nn.Module:
     """Build the model called ``name`` in eval mode on the CPU (the engine moves it); ``auto`` picks the best
-    shipped model for ``device`` (or whatever configuration ``weights`` holds).
+    shipped model for ``device`` (or whatever configuration ``weights`` holds). ``option`` is how messages name a
+    setting and its value: ``--{} {}`` on the command line, ``{}={}`` for the GStreamer element's properties.
 
     Models may carry ``infer_size`` (or ``infer_size_for(device)``): the short side they run at by default.
     """
     if name == "auto":
         if weights is not None:  # the weights file says which configuration it is
-            return load_kanet(None, weights)
+            return load_kanet(None, weights, option)
         name = default_model(device or torch.device("cpu"))
     if name == "dcp":
         if weights is not None:
-            raise UsageError("--weights does not apply to --model dcp (it has no weights)")
+            weights_option = option.format("weights", "").strip()  # --weights, weights=
+            raise UsageError(f"{weights_option} does not apply to {option.format('model', 'dcp')} (it has no weights)")
         return DarkChannelPrior().eval()
     if name in kanet.MODEL_NAMES:
-        return load_kanet(name, weights)
+        return load_kanet(name, weights, option)
     raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")

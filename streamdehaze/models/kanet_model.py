@@ -25,9 +25,10 @@ def shipped_weights(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _missing_weights(name: str) -> UsageError:
+def _missing_weights(name: str, option: str) -> UsageError:
     return UsageError(
-        f"no weights for --model {name}: pass --weights FILE (.safetensors from python -m training.train, or an "
+        f"no weights for {option.format('model', name)}: pass {option.format('weights', 'FILE')} (.safetensors "
+        "from python -m training.train, or an "
         "official KA_Net checkpoint from the authors' GitHub page fyxnl/KA_Net, converted with "
         "python -m kanet.convert IN.pk OUT.safetensors), or train one: python -m training.train --config "
         "training/configs/kanet-t-cpu.toml")
@@ -93,12 +94,13 @@ class CoefficientKANet(KANetModel):
             return kanet.coefficients(self.net, rgb)
 
 
-def load_kanet(name: str | None, weights: str | os.PathLike | None) -> KANetModel:
+def load_kanet(name: str | None, weights: str | os.PathLike | None, option: str = "--{} {}") -> KANetModel:
     """KA_Net configuration ``name`` with ``weights`` (ours or official), or the shipped weights; with
-    ``name=None``, whatever configuration ``weights`` holds."""
+    ``name=None``, whatever configuration ``weights`` holds. ``option``: how messages name settings, as for
+    ``create_model``."""
     path = Path(weights) if weights is not None else shipped_weights(name) if name is not None else None
     if path is None:
-        raise _missing_weights(name or "kanet")
+        raise _missing_weights(name or "kanet", option)
     if not path.is_file():
         raise UsageError(f"weights file not found: {path}")
     try:
@@ -109,6 +111,7 @@ def load_kanet(name: str | None, weights: str | os.PathLike | None) -> KANetMode
     except (kanet.WeightsError, kanet.CheckpointError) as exc:
         raise UsageError(f"cannot load {path}: {exc}") from None
     if name is not None and net.config_name is not None and net.config_name != name:
-        raise UsageError(f"{path.name} holds {net.config_name} weights, not {name}: use --model {net.config_name}")
+        raise UsageError(f"{path.name} holds {net.config_name} weights, not {name}: "
+                         f"use {option.format('model', net.config_name)}")
     wrapper = CoefficientKANet if net.predicts_coefficients else KANetModel
     return wrapper(net, name or net.config_name or "kanet")

@@ -178,3 +178,111 @@ def test_env_prints_exports(capsys):
     assert [line.split("=")[0] for line in lines] == ["export GST_PLUGIN_PATH", "export PYTHONPATH"]
     assert str(Path(environment()["GST_PLUGIN_PATH"]) / "python" / "dehaze.py") and \
         (Path(environment()["GST_PLUGIN_PATH"]) / "python" / "dehaze.py").is_file()
+
+
+def _script(tmp_path: Path, code: str, *args: str) -> subprocess.CompletedProcess:
+    """``code`` in the system Python (the one the plugin loader embeds), the element loaded from this checkout."""
+    return subprocess.run([SYSTEM_PYTHON, "-c", code, *args], env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+# Frames of a file through dehaze: 8, then a flushing seek back to 0, then all of them.
+_SEEK = """
+import sys, gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+pipe = Gst.parse_launch(f"filesrc location={sys.argv[1]} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert "
+                        "! video/x-raw,format=I420 ! dehaze model=dcp temporal=ema "
+                        "! appsink name=out sync=false max-buffers=1")
+out = pipe.get_by_name("out")
+def frame(sample):
+    buffer = sample.get_buffer()
+    return buffer.pts, buffer.extract_dup(0, buffer.get_size())
+pipe.set_state(Gst.State.PLAYING)
+first = [frame(out.emit("pull-sample")) for _ in range(8)]
+assert pipe.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE, 0)
+again = []
+while (sample := out.emit("try-pull-sample", 60 * Gst.SECOND)) is not None:
+    again.append(frame(sample))
+pipe.set_state(Gst.State.NULL)
+print(len(again), [pts for pts, _ in again[:8]] == [pts for pts, _ in first],
+      [i for i, (a, b) in enumerate(zip(first, again)) if a[1] != b[1]])
+"""
+
+
+def test_a_flushing_seek_starts_the_smoothing_afresh(make_video, tmp_path):
+    """Played again from 0 after a seek, a file gives the frames it gave the first time, to the byte."""
+    run = _script(tmp_path, _SEEK, str(make_video(frames=20, width=160, height=90)))
+    assert run.stdout.strip().split(maxsplit=2) == ["20", "True", "[]"], run.stdout + run.stderr
+
+
+_QOS = """
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+print(Gst.ElementFactory.make("dehaze").get_property("qos"))
+"""
+
+
+def test_qos_is_on_and_a_file_keeps_every_frame(make_video, tmp_path):
+    """QoS on by default (a live stream the model cannot keep up with drops late frames instead of falling behind
+    without bound); a file, not live, loses none to it."""
+    run = _script(tmp_path, _QOS)
+    assert run.stdout.strip() == "True", run.stdout + run.stderr
+    src = make_video(frames=20, width=160, height=90)
+    out = tmp_path / "frames"
+    out.mkdir()
+    run = _launch(tmp_path, f"filesrc location={src} ! decodebin ! videoconvert ! dehaze model=dcp ! videoconvert "
+                            f"! pngenc ! multifilesink location={out}/%d.png")
+    assert run.returncode == 0, run.stderr
+    assert len(list(out.glob("*.png"))) == 20
+
+
+# An error while playing: a model that does not exist, set from the application; or the engine failing.
+_PLAYING_ERROR = """
+import sys, gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+if sys.argv[1] == "failure":
+    from streamdehaze.engine import Engine
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory")
+    Engine.process_frames = fail
+pipe = Gst.parse_launch("videotestsrc ! video/x-raw,format=I420,width=96,height=64 "
+                        "! dehaze name=d model=dcp ! fakesink name=out signal-handoffs=true")
+def handoff(*_):
+    if sys.argv[1] == "setting":
+        pipe.get_by_name("d").set_property("model", "bogus")
+pipe.get_by_name("out").connect("handoff", handoff)
+pipe.set_state(Gst.State.PLAYING)
+message = pipe.get_bus().timed_pop_filtered(120 * Gst.SECOND, Gst.MessageType.ERROR)
+pipe.set_state(Gst.State.NULL)
+error = message.parse_error()[0]
+print(message.src.get_name(), error.domain, error.code, error.message, sep="|")
+"""
+
+
+@pytest.mark.parametrize("case, want", [
+    ("setting", ["d", "gst-library-error-quark", "5", "dehaze: unknown model 'bogus'; choose one of: auto, dcp"]),
+    ("failure", ["d", "gst-stream-error-quark", "1", "dehaze: RuntimeError: out of memory"]),
+])
+def test_errors_while_playing(tmp_path, case, want):
+    """A bad setting made while playing is said as at start (LibraryError SETTINGS, no Python class name); a
+    failure of the processing itself stays a stream error (StreamError FAILED)."""
+    run = _script(tmp_path, _PLAYING_ERROR, case)
+    got = run.stdout.strip().split("|")
+    assert got[:3] == want[:3] and got[3].startswith(want[3]), run.stdout + run.stderr
+
+
+def test_model_errors_name_the_properties(tmp_path):
+    """Messages about ``model`` and ``weights`` name the element's properties, not the command line's options."""
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    run = _launch(tmp_path, "videotestsrc num-buffers=2 ! video/x-raw,format=I420 "
+                            f"! dehaze model=dcp weights={weights} ! fakesink")
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "weights= does not apply to model=dcp (it has no weights)" in said
+    assert "--weights" not in said and "--model" not in said
