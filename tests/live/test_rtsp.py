@@ -408,7 +408,8 @@ def test_a_paused_publish_target_goes_on_with_the_same_connection(port, cli):
         os.kill(paused.proc.pid, signal.SIGCONT)
         assert run.wait_line("publishing again after", 20), run.stderr
         assert run.finish(90) == 0, run.stderr
-        assert "attempt 2" not in run.stderr and "reconnect 1)" in run.stderr
+        # (the whole log where it fails: it failed in 2 full runs of about 10, never alone)
+        assert "attempt 2" not in run.stderr and "reconnect 1)" in run.stderr, run.stderr
         assert paused.received() > 0  # the one session, to the end
     finally:
         paused.stop()
