@@ -29,7 +29,7 @@ import av
 import torch
 
 from .api import FILE_BATCH, process
-from .encoders import quality_options
+from .encoders import choose_encoding, quality_options
 from .engine import Engine, resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
 from .hwaccel import MODES as HWACCEL_MODES
@@ -37,7 +37,6 @@ from .hwaccel import use_cuda
 from .models import create_model, model_name
 from .options import Parser, parse_infer_size
 from .sample import SAMPLE, benchmark_input
-from .encoders import choose_encoding
 from .sinks import VideoSink
 from .sources import VideoFileSource, main_video
 from .temporal import MODES

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import av
 
+from .encoders import choose_encoding
 from .engine import Engine, resolve_device
 from .frames import to_planar
 from .models import create_model, default_model
 from .fleet import Lane
 from .pipeline import Stream
-from .encoders import choose_encoding
 from .sinks import VideoSink
 from .sources import VideoFileSource, VideoInfo
 from .stats import RunStats
