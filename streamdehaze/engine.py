@@ -95,6 +95,19 @@ def resolve_device(name: str, option: str = "--device ") -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class Correction:
+    """How much of the model's correction one stream gets (see ``Engine``): ``strength`` from 0 to 1, and
+    ``noise_floor`` in 8-bit levels (0: off) or ``"auto"``; checked when made."""
+
+    strength: float = 1.0
+    noise_floor: float | str = "auto"
+
+    def __post_init__(self) -> None:
+        check_strength(self.strength)
+        check_noise_floor(self.noise_floor)
+
+
 class Engine:
     """Runs ``model`` (RGB [B,3,H,W] in [0,1] -> same) on ``device`` under inference mode.
 
@@ -116,7 +129,9 @@ class Engine:
 
     An engine holds no state of any stream: several streams share it (``submit_many``), each passing its own
     temporal smoother (``temporal.py``), whose use runs the transform path even at native resolution (coefficient
-    models always run it).
+    models always run it), and, where it differs from the engine's, its own ``Correction`` (strength and noise
+    floor: a slider per camera). Streams calling it from several threads at once share its model calls
+    (``SharedCalls``).
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto",
@@ -136,7 +151,7 @@ class Engine:
         self.infer_size = infer_size
         self.max_upscale = max_upscale
         self.guide_eps = guide_eps
-        self.strength = check_strength(strength)
+        self.strength = check_strength(strength)  # (a stream's ``Correction`` goes before these two)
         self.noise_floor = check_noise_floor(noise_floor)
         # On CUDA, batches overlap on copy and compute streams: up to ``depth`` more wait behind the oldest.
         self._lanes = Lanes(self.device) if self.device.type == "cuda" else None
@@ -153,12 +168,18 @@ class Engine:
         scale = n / min(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
+    @property
+    def correction(self) -> Correction:
+        """What a stream that brings no ``Correction`` of its own gets: the engine's ``strength`` and
+        ``noise_floor``."""
+        return Correction(self.strength, self.noise_floor)
+
     def coefficients(self, small: torch.Tensor, floors: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """The colour transform of RGB ``[B,3,h,w]`` that the engine smooths over time: the model's
-        (``transform``), under each frame's noise floor (8-bit levels ``[B]``, from ``Engine.floors``; None: none).
-        ``at_strength`` then gives what is applied."""
-        return self.adjust(small, *self.transform(small), floors)
+        (``transform``, its calls shared with other threads'), under each frame's noise floor (8-bit levels ``[B]``,
+        from ``Engine.floors``; None: none). ``at_strength`` then gives what is applied."""
+        return self.adjust(small, *self._shared(self.transform, small), floors)
 
     def transform(self, small: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's colour transform of RGB ``[B,3,h,w]``: gains ``[B,2|1,h,w]`` and offsets ``[B,3,h,w]``,
@@ -176,34 +197,37 @@ class Engine:
             gain, offset = damp_flat_regions(small, gain, offset, floors / 255)
         return gain, offset
 
-    def at_strength(self, gain: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def at_strength(gain: torch.Tensor, offset: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The transform at ``strength``: applied after temporal smoothing (which is linear in it), so that a new
         strength (a slider) shows on the next frame, not over the smoother's memory."""
-        if self.strength == 1.0:
+        if strength == 1.0:
             return gain, offset
-        return 1.0 + (gain - 1.0) * self.strength, offset * self.strength
+        return 1.0 + (gain - 1.0) * strength, offset * strength
 
-    def floors(self, frames: torch.Tensor, levels: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
-        """Each frame's noise floor in 8-bit levels ``[B]``, or None when the floor is off. ``frames``: the
-        full-resolution frames ``[B,...,H,W]``; ``levels`` turns some of their rows or columns into luma in 8-bit
-        levels ``[B,n,W]`` (only those ``blocks.lines`` reads are converted)."""
-        if self.noise_floor == "auto":
+    @staticmethod
+    def floors(frames: torch.Tensor, levels: Callable[[torch.Tensor], torch.Tensor],
+               noise_floor: float | str) -> torch.Tensor | None:
+        """Each frame's noise floor in 8-bit levels ``[B]`` (``noise_floor``: levels, or ``"auto"``), or None when
+        the floor is off. ``frames``: the full-resolution frames ``[B,...,H,W]``; ``levels`` turns some of their
+        rows or columns into luma in 8-bit levels ``[B,n,W]`` (only those ``blocks.lines`` reads are converted)."""
+        if noise_floor == "auto":
             return blocks.noise_floor(*(levels(part) for part in blocks.lines(frames)))
-        if self.noise_floor > 0:
-            return torch.full((frames.shape[0],), float(self.noise_floor), device=frames.device)
+        if noise_floor > 0:
+            return torch.full((frames.shape[0],), float(noise_floor), device=frames.device)
         return None
 
-    def _native(self, size: tuple[int, int] | None, temporal: TemporalSmoother | None) -> bool:
+    def _native(self, size: tuple[int, int] | None, temporal: TemporalSmoother | None, strength: float) -> bool:
         """Whether a frame goes through the model whole, for its own output: at native resolution (``size``
         None), with no temporal smoothing, for a model that gives images (coefficient models always give their
         transform, so ``noise_floor`` holds everywhere). At strength 0 the transform, the identity, gives the input
         back exactly, where the model's own RGB output would pass the chroma through an RGB round trip."""
-        return size is None and temporal is None and not self._predicts and self.strength > 0
+        return size is None and temporal is None and not self._predicts and strength > 0
 
-    def _direct(self, rgb: torch.Tensor) -> torch.Tensor:
-        """The model's own output for RGB at native resolution, at ``strength``."""
-        out = self.model(rgb)
-        return out if self.strength == 1.0 else torch.lerp(rgb, out, self.strength)
+    @staticmethod
+    def _blend(rgb: torch.Tensor, out: torch.Tensor, strength: float) -> torch.Tensor:
+        """The model's own output ``out`` for ``rgb``, at ``strength``."""
+        return out if strength == 1.0 else torch.lerp(rgb, out, strength)
 
     @torch.inference_mode()
     def process_rgb(self, rgb: torch.Tensor, temporal: TemporalSmoother | None = None) -> torch.Tensor:
@@ -215,15 +239,15 @@ class Engine:
         """
         rgb = rgb.to(self.device, torch.float32)
         size = self.infer_shape(*rgb.shape[-2:])
-        if self._native(size, temporal):
-            return self._shared(self._direct, rgb)
+        correction = self.correction
+        if self._native(size, temporal, correction.strength):
+            return self._blend(rgb, self._shared(self.model, rgb), correction.strength)
         small = resize(rgb, size) if size is not None else rgb
-        gain, offset = self._shared(self.transform, small)
-        floors = self.floors(rgb, lambda part: kanet.transform.luma(part)[:, 0] * 255)
-        gain, offset = self.adjust(small, gain, offset, floors)
+        floors = self.floors(rgb, lambda part: kanet.transform.luma(part)[:, 0] * 255, correction.noise_floor)
+        gain, offset = self.coefficients(small, floors)
         if temporal is not None:
             gain, offset = temporal(small, gain, offset)
-        return kanet.transform.apply(rgb, *self.at_strength(gain, offset)).clamp_(0.0, 1.0)
+        return kanet.transform.apply(rgb, *self.at_strength(gain, offset, correction.strength)).clamp_(0.0, 1.0)
 
     @torch.inference_mode()
     def process_array(self, rgb: np.ndarray, temporal: TemporalSmoother | None = None) -> np.ndarray:
@@ -241,14 +265,15 @@ class Engine:
         return y.permute(0, 2, 3, 1).cpu().numpy().astype(rgb.dtype)
 
     def process_frames(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat, out_pix_fmt: str,
-                       temporal: TemporalSmoother | None = None) -> list[av.VideoFrame]:
+                       temporal: TemporalSmoother | None = None,
+                       correction: Correction | None = None) -> list[av.VideoFrame]:
         """Dehaze planar YUV frames; returns new frames in ``out_pix_fmt`` carrying the inputs' pts and time base."""
-        return self.submit(frames, out_format, out_pix_fmt, temporal).frames()
+        return self.submit(frames, out_format, out_pix_fmt, temporal, correction).frames()
 
     def submit(self, frames: Sequence[av.VideoFrame], out_format: YUVFormat, out_pix_fmt: str,
-               temporal: TemporalSmoother | None = None) -> "Batch":
+               temporal: TemporalSmoother | None = None, correction: Correction | None = None) -> "Batch":
         """``submit_many`` for the frames of one stream."""
-        return self.submit_many([Request(list(frames), out_format, out_pix_fmt, temporal)])[0]
+        return self.submit_many([Request(list(frames), out_format, out_pix_fmt, temporal, correction)])[0]
 
     @torch.inference_mode()
     def submit_many(self, requests: Sequence[Request]) -> list["Batch"]:
@@ -286,34 +311,38 @@ class Engine:
 
     def _model_groups(self, groups: list[_Group], planes: list[torch.Tensor]) -> list:
         """The shared part of a call, done once for all its streams, in their order: model inputs of one shape
-        from any group (any stream) go through one model call; then each stream's temporal smoothing. Per group:
-        ``(True, rgb)``, the model's own full-resolution output, or ``(False, (gain, offset))``, its transform."""
-        inputs, kinds, floors = [], [], []
+        from any group (any stream) go through one model call; then each stream's temporal smoothing and
+        strength. Per group: ``(True, rgb)``, the model's own full-resolution output, or ``(False, (gain,
+        offset))``, its transform."""
+        inputs, kinds, floors, strengths = [], [], [], []
         for i, group in enumerate(groups):
             y, u, v = planes[3 * i: 3 * i + 3]
+            correction = group.request.correction or self.correction
             size = self.infer_shape(*y.shape[-2:])
-            direct = self._native(size, group.request.temporal)  # the model's own output, full resolution
+            direct = self._native(size, group.request.temporal, correction.strength)  # the model's own output
             inputs.append(yuv_to_rgb(y, u, v, group.fmt) if direct else
                           yuv_to_rgb(y, u, v, group.fmt, size=size or tuple(y.shape[-2:])))
-            kinds.append((direct, *inputs[-1].shape[-2:]))
             scale = 255 / ((1 << group.fmt.bits) - 1)
-            floors.append(None if direct else self.floors(y, lambda part: part if scale == 1 else part * scale))
+            floors.append(None if direct else self.floors(y, lambda part: part if scale == 1 else part * scale,
+                                                          correction.noise_floor))
+            # (one model call per shape; streams with the noise floor off and on, which differ there, in two)
+            kinds.append((direct, *inputs[-1].shape[-2:], floors[-1] is None))
+            strengths.append(correction.strength)
         results: list = [None] * len(groups)
         for kind in dict.fromkeys(kinds):  # each shape once, in order of first appearance
             members = [i for i, k in enumerate(kinds) if k == kind]
             x = torch.cat([inputs[i] for i in members]) if len(members) > 1 else inputs[members[0]]
             sizes = [inputs[i].shape[0] for i in members]
             if kind[0]:
-                for i, out in zip(members, self._direct(x).split(sizes)):
-                    results[i] = (True, out)
+                for i, out in zip(members, self._shared(self.model, x).split(sizes)):
+                    results[i] = (True, self._blend(inputs[i], out, strengths[i]))
             else:
-                frame_floors = [floors[i] for i in members]
-                gains, offsets = self.coefficients(x, None if frame_floors[0] is None else torch.cat(frame_floors))
+                gains, offsets = self.coefficients(x, None if kind[-1] else torch.cat([floors[i] for i in members]))
                 for i, gain, offset in zip(members, gains.split(sizes), offsets.split(sizes)):
                     temporal = groups[i].request.temporal
                     if temporal is not None:
                         gain, offset = temporal(inputs[i], gain, offset)
-                    results[i] = (False, self.at_strength(gain, offset))
+                    results[i] = (False, self.at_strength(gain, offset, strengths[i]))
         return results
 
     @torch.inference_mode()
@@ -337,12 +366,14 @@ class Engine:
 
 @dataclass
 class Request:
-    """One stream's frames for an engine call: its output layout, and its temporal smoother (its own state)."""
+    """One stream's frames for an engine call: its output layout, its temporal smoother (its own state), and its
+    ``Correction`` (None: the engine's)."""
 
     frames: list[av.VideoFrame]
     out_format: YUVFormat
     pix_fmt: str
     temporal: TemporalSmoother | None = None
+    correction: Correction | None = None
 
 
 @dataclass

@@ -9,6 +9,7 @@ video repeats one frame size.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -19,27 +20,31 @@ R = TypeVar("R")
 
 
 class PinnedPool:
-    """Free page-locked host tensors by (shape, dtype); the least recently used sizes are let go."""
+    """Free page-locked host tensors by (shape, dtype); the least recently used sizes are let go. Thread-safe: the
+    threads that submit to an engine take, those that collect its results give back."""
 
     def __init__(self, max_sizes: int = 8) -> None:
         self._free: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
         self.max_sizes = max_sizes
+        self._lock = threading.Lock()
 
     def take(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
         key = (tuple(shape), dtype)
-        free = self._free.get(key)
-        if free:
-            self._free.move_to_end(key)
-            return free.pop()
+        with self._lock:
+            free = self._free.get(key)
+            if free:
+                self._free.move_to_end(key)
+                return free.pop()
         return torch.empty(key[0], dtype=dtype, pin_memory=True)
 
     def give(self, *tensors: torch.Tensor) -> None:
-        for t in tensors:
-            key = (tuple(t.shape), t.dtype)
-            self._free.setdefault(key, []).append(t)
-            self._free.move_to_end(key)
-        while len(self._free) > self.max_sizes:  # a camera that changed resolution: old sizes go
-            self._free.popitem(last=False)
+        with self._lock:
+            for t in tensors:
+                key = (tuple(t.shape), t.dtype)
+                self._free.setdefault(key, []).append(t)
+                self._free.move_to_end(key)
+            while len(self._free) > self.max_sizes:  # a camera that changed resolution: old sizes go
+                self._free.popitem(last=False)
 
 
 class Transfer:

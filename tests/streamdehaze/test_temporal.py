@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from streamdehaze.colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
-from streamdehaze.engine import Engine, Request
+from streamdehaze.engine import Correction, Engine, Request
 from streamdehaze.frames import frame_from_planes, planes_of
 from streamdehaze.models.dcp import DarkChannelPrior
 from streamdehaze.errors import UsageError
@@ -156,6 +158,66 @@ def test_streams_sharing_engine_calls_keep_their_own_temporal_state():
     for mine, theirs in zip(shared, alone):
         assert [f.pts for f in mine] == [f.pts for f in theirs]
         assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(mine, theirs))
+
+
+def test_streams_sharing_an_engine_keep_their_own_strength_and_noise_floor():
+    """Each stream of one engine call gets its own ``Correction`` (None: the engine's), as an engine with those
+    settings gives it: smoothed or not, the noise floor on or off, the model's own output at part strength."""
+    videos = [_video(_flickering_sequence(4)), _video([_scene(seed=3) * g for g in (1.0, 0.8, 1.0, 0.8)])] * 2
+    streams = [(Correction(0.5), True), (Correction(1.0, 0), True), (Correction(0.3, 2.0), False), (None, True)]
+    engine = Engine(DarkChannelPrior(), "cpu", infer_size=None, strength=0.8, noise_floor=1.0)
+    alone = []
+    for video, (correction, smooth) in zip(videos, streams):
+        c = correction or engine.correction
+        own = Engine(DarkChannelPrior(), "cpu", infer_size=None, strength=c.strength, noise_floor=c.noise_floor)
+        alone.append(own.process_frames(video, FMT, "yuv420p", TemporalSmoother(0.6) if smooth else None))
+    smoothers = [TemporalSmoother(0.6) if smooth else None for _, smooth in streams]
+    shared: list[list] = [[] for _ in streams]
+    for i in range(0, 4, 2):
+        batches = engine.submit_many([Request(video[i:i + 2], FMT, "yuv420p", s, c)
+                                      for video, s, (c, _) in zip(videos, smoothers, streams)])
+        for out, batch in zip(shared, batches):
+            out += batch.frames()
+    for mine, theirs in zip(shared, alone):
+        assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(mine, theirs))
+    assert not np.array_equal(shared[0][-1].to_ndarray(), shared[2][-1].to_ndarray())
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU")])])
+def test_streams_calling_one_engine_from_their_own_threads_keep_their_own_state(device):
+    """GStreamer's elements: each stream calls one shared engine from its own thread, a frame at a time, with its
+    own smoother and correction. Four at once (more than run side by side: a call that finds two running waits, and
+    goes through the model with the others waiting) give what each gives alone (on a GPU, within a level: batched
+    kernels may round otherwise)."""
+    videos = [_video([_scene(144, 256, seed) * g for g in (1.0, 0.8, 0.9, 1.0)]) for seed in range(4)]
+    corrections = [Correction(1.0), Correction(0.5), Correction(0.8, 0), Correction(1.0, 2.0)]
+
+    def run(engine: Engine, video: list, correction: Correction) -> list[np.ndarray]:
+        state = TemporalSmoother(0.6)
+        return [engine.process_frames([f], FMT, "yuv420p", state, correction)[0].to_ndarray() for f in video]
+
+    alone = [run(Engine(DarkChannelPrior(), device, infer_size=None), v, c) for v, c in zip(videos, corrections)]
+    engine, start, shared = Engine(DarkChannelPrior(), device, infer_size=None), threading.Barrier(4), [None] * 4
+
+    def stream(i: int) -> None:
+        start.wait()
+        shared[i] = run(engine, videos[i], corrections[i])
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    worst = max(np.abs(a.astype(int) - b).max() for mine, theirs in zip(shared, alone) for a, b in zip(mine, theirs))
+    assert worst <= (0 if device == "cpu" else 1), worst
+
+
+def test_a_correction_is_checked():
+    with pytest.raises(UsageError, match="strength must be from 0 to 1, not 2"):
+        Correction(2.0)
+    with pytest.raises(UsageError, match="noise floor must be from 0 to 255 levels"):
+        Correction(1.0, 300)
 
 
 def _textured_scene(width: int) -> torch.Tensor:
