@@ -1,11 +1,11 @@
 """Many streams in one process: ``streamdehaze serve CONFIG.toml`` and ``serve()`` / ``Fleet`` in Python.
 
-There is one engine per device (per model, when streams ask for different ones), served by one scheduler thread
-(``pipeline.Scheduler``): frames of all its streams share its model calls. Each stream has its own thread, which
-dials its camera (or opens its file) for as long as it takes, then its own reader, writer, temporal state, latency
-bound and counters; a camera that stalls, dies or sends slowly holds back no other. Each stream's output is what a
-single run of the same input writes (``job.py``): the same timestamps, and the same frames up to the numerics of
-batching frames together.
+There is one engine per device (per model, when streams ask for different ones; taken from the process's
+``shared_engines``, as GStreamer's elements take theirs), served by one scheduler thread (``pipeline.Scheduler``):
+frames of all its streams share its model calls. Each stream has its own thread, which dials its camera (or opens
+its file) for as long as it takes, then its own reader, writer, temporal state, latency bound and counters; a camera
+that stalls, dies or sends slowly holds back no other. Each stream's output is what a single run of the same input
+writes (``job.py``): the same timestamps, and the same frames up to the numerics of batching frames together.
 
 ``reload`` applies a new configuration: added streams start, removed ones finish their files and stop, changed
 ones restart; the others do not notice. A configuration with a mistake changes nothing.
@@ -27,10 +27,10 @@ from .engine import Engine
 from .errors import StreamDehazeError, UsageError
 from .job import Job, same_file, stream_files
 from .live import Stopped
-from .models import create_model, default_model
 from .outputs import check_writable, move_aside
 from .pipeline import RunResult, Scheduler
 from .shared_calls import CALLS_AT_ONCE
+from .shared_engines import ENGINES, engine_key
 from .stats import Member, Reporter, RunStats
 
 log = logging.getLogger("streamdehaze")
@@ -200,8 +200,8 @@ class Fleet:
             with within_file(self.config):
                 self._reporter = open_reporter(self.config, self.members, ended=self.ended)
         except BaseException:
-            for lane in lanes.values():
-                lane.close()
+            for key, lane in lanes.items():
+                _close(key, lane)
             raise
         self._lanes = lanes
         self._start = time.perf_counter()
@@ -281,8 +281,8 @@ class Fleet:
         """Wait for every stream, release the engines and the reports; the outcome of every stream that ran."""
         self.wait()
         seconds = time.perf_counter() - self._start
-        for lane in self._lanes.values():
-            lane.close()
+        for key, lane in self._lanes.items():
+            _close(key, lane)
         self._lanes = {}
         if self._reporter is not None:
             self._reporter.close()
@@ -321,20 +321,18 @@ class Fleet:
         ``lanes``; raises the first mistake as one line naming the stream and the key."""
         jobs = check_streams(config, others)
         lanes = dict(lanes)
-        made: list[Lane] = []
+        made: list[ModelOptions] = []
         try:
             for c in config.streams:
                 key = _engine_key(c, jobs[c.name])
                 if key not in lanes:
                     with about_stream(c.name), keyed("weights" if c.model.weights is not None else "model"):
-                        model = create_model(key.model, key.weights, jobs[c.name].device)
-                        engine = Engine(model, jobs[c.name].device, key.infer_size, compile=key.compile,
-                                        strength=key.strength, noise_floor=key.noise_floor)
+                        engine = ENGINES.acquire(key)
+                    made.append(key)
                     lanes[key] = Lane(engine)
-                    made.append(lanes[key])
         except BaseException:
-            for lane in made:
-                lane.close()
+            for key in made:
+                _close(key, lanes.get(key))
             raise
         return jobs, lanes
 
@@ -343,15 +341,22 @@ class Fleet:
             used = {id(runner.lane) for runner in self._runners.values()}
         for key, lane in list(self._lanes.items()):
             if id(lane) not in used:
-                lane.close()
+                _close(key, lane)
                 del self._lanes[key]
+
+
+def _close(key: ModelOptions, lane: Lane | None) -> None:
+    """Stop a lane's engine threads and release its engine (``ENGINES``)."""
+    try:
+        if lane is not None:
+            lane.close()
+    finally:
+        ENGINES.release(key)
 
 
 def _engine_key(config: StreamConfig, job: Job) -> ModelOptions:
     """Streams with equal keys share an engine: the model (``auto`` resolved for the device) on one device."""
-    model = config.model
-    name = default_model(job.device) if model.model == "auto" and model.weights is None else model.model
-    return replace(model, model=name, device=str(job.device))
+    return engine_key(config.model, job.device)
 
 
 def _model_name(key: ModelOptions) -> str:

@@ -5,8 +5,11 @@
 
 It runs inside GStreamer's Python plugin loader (Debian: ``gstreamer1.0-python3-plugin-loader`` and
 ``python3-gst-1.0``); ``python -m streamdehaze.gst --env`` prints the environment that lets GStreamer find it.
-Each element instance is one stream: one engine with its own temporal state. I420 and NV12 are what the engine
-reads without conversion, so those are the formats it negotiates; ``videoconvert`` upstream provides them.
+Each element instance is one stream of an engine shared within the process (``shared_engines``): elements with
+the same model, weights, device and inference size, in one pipeline or several, load the model once, and each keeps
+its own temporal state, strength and noise floor. The engine is released when the last of them stops. I420 and NV12
+are what the engine reads without conversion, so those are the formats it negotiates; ``videoconvert`` upstream
+provides them.
 """
 
 from __future__ import annotations
@@ -64,11 +67,15 @@ class DehazeElement(GstBase.BaseTransform):
         super().__init__()
         self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "strength": 1.0, "noise-floor": "auto",
                        "temporal": "ema", "temporal-strength": DEFAULT_STRENGTH, "device": "auto"}
-        self.engine = None  # made and replaced on the streaming thread only
+        # This stream's engine (shared), its key in ``ENGINES``, smoother and correction: set when the element
+        # starts and stops, and in between on the streaming thread only.
+        self.engine = None
+        self._key = None
+        self.temporal = None
+        self.correction = None
         self.info: GstVideo.VideoInfo | None = None
         self._lock = threading.Lock()  # properties are set from the application's threads
         self._changed: set[str] = set()
-        self.temporal = None  # this stream's smoother, made with the engine
         # Drop frames that would reach a live sink too late, as videoconvert and videoscale do: a model slower than
         # the stream then stays near real time instead of falling behind without bound. (Not live: nothing dropped.)
         self.set_qos_enabled(True)
@@ -88,12 +95,24 @@ class DehazeElement(GstBase.BaseTransform):
 
     def do_start(self) -> bool:
         try:
-            self.engine = None
+            self._release()
             self._current_engine()
         except StreamDehazeError as exc:  # a bad property: one message on the bus, the pipeline does not start
             self._error(Gst.LibraryError.quark(), Gst.LibraryError.SETTINGS, str(exc))
             return False
         return True
+
+    def do_stop(self) -> bool:
+        self._release()  # (the streaming thread has ended)
+        return True
+
+    def _release(self) -> None:
+        """Let go of the shared engine: the last element holding it releases its model."""
+        from .shared_engines import ENGINES
+
+        key, self._key, self.engine, self.temporal, self.correction = self._key, None, None, None, None
+        if key is not None:
+            ENGINES.release(key)
 
     def do_sink_event(self, event: Gst.Event) -> bool:
         # After a flushing seek the frames no longer follow the ones smoothed before it: start the smoothing afresh,
@@ -104,12 +123,13 @@ class DehazeElement(GstBase.BaseTransform):
 
     def _current_engine(self):
         """The engine for the properties as they are now. A new strength, noise floor or temporal strength (a slider
-        in an application) goes to the running engine and smoother; any other change makes a new one, with fresh
-        temporal state."""
+        in an application) goes to this stream's correction and smoother at once; any other change takes the
+        engine for the new settings (shared, loaded if no element holds it), with fresh temporal state."""
         # torch loads here, when a pipeline starts, not when GStreamer scans its plugins
-        from .engine import Engine, check_strength, resolve_device
-        from .models import create_model
+        from .config import ModelOptions
+        from .engine import Correction, resolve_device
         from .options import option_value, parse_infer_size, parse_noise_floor
+        from .shared_engines import ENGINES, engine_key
         from .temporal import smoother
 
         with self._lock:
@@ -121,26 +141,28 @@ class DehazeElement(GstBase.BaseTransform):
             floor = parse_noise_floor(p["noise-floor"])
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"noise-floor: {exc}") from None
-        strength = check_strength(p["strength"])
+        correction = Correction(p["strength"], floor)  # (checks the strength)
         try:  # (the command line's check: [0, 1))
             past = option_value("temporal_strength", p["temporal-strength"])
         except ValueError as exc:
             raise UsageError(f"temporal-strength: {exc}") from None
         if self.engine is not None and changed <= {"strength", "noise-floor", "temporal-strength"}:
-            self.engine.strength, self.engine.noise_floor = strength, floor
+            self.correction = correction
             if self.temporal is not None:
                 self.temporal.strength = past
             return self.engine
         # this stream's own state; checks the mode before loading anything
-        self.temporal = smoother(p["temporal"], past)
+        temporal = smoother(p["temporal"], past)
         try:
             size = parse_infer_size(p["infer-size"])
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"infer-size: {exc}") from None
         device = resolve_device(p["device"], option="device=")
-        model = create_model(p["model"], p["weights"] or None, device, option="{}={}")
-        self.engine = Engine(model, device, size, strength=p["strength"], noise_floor=floor)
-        return self.engine
+        key = engine_key(ModelOptions(p["model"], p["weights"] or None, p["device"], size), device)
+        engine = ENGINES.acquire(key, option="{}={}")  # (before the old one goes: the same one is not loaded again)
+        self._release()
+        self.engine, self._key, self.temporal, self.correction = engine, key, temporal, correction
+        return engine
 
     def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
         try:
@@ -165,7 +187,7 @@ class DehazeElement(GstBase.BaseTransform):
             frame, fmt = self._frame(info, src.data)
         finally:
             inbuf.unmap(src)
-        (out,) = engine.process_frames([frame], fmt, "yuv420p", self.temporal)
+        (out,) = engine.process_frames([frame], fmt, "yuv420p", self.temporal, self.correction)
         ok, dst = outbuf.map(Gst.MapFlags.WRITE)
         if not ok:
             return Gst.FlowReturn.ERROR

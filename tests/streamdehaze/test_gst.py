@@ -3,6 +3,7 @@ loader is not installed: Debian's gstreamer1.0-python3-plugin-loader and python3
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -286,3 +287,117 @@ def test_model_errors_name_the_properties(tmp_path):
     said = run.stdout + run.stderr
     assert run.returncode != 0 and "weights= does not apply to model=dcp (it has no weights)" in said
     assert "--weights" not in said and "--model" not in said
+
+
+# Three cameras in one pipeline: a and b with the same settings (one engine), c with another inference size (its
+# own); different real frames in each (the bundled hazy clip, upside down for b). Then a and b each alone.
+_SHARED = """
+import gc, json, logging, sys, weakref, gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+from streamdehaze.shared_engines import ENGINES
+
+loads = []
+class Loads(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("loaded model"):
+            loads.append(record.getMessage())
+logging.getLogger("streamdehaze").addHandler(Loads())
+logging.getLogger("streamdehaze").setLevel(logging.INFO)
+
+clip, frames = sys.argv[1], 8
+decode = f"filesrc location={clip} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! videoscale"
+caps = "video/x-raw,format=I420,width=192,height=108"
+branches = {"a": f"{decode} ! {caps} ! dehaze name=a model=kanet-t",
+            "b": f"{decode} ! videoflip video-direction=vert ! {caps} ! dehaze name=b model=kanet-t",
+            "c": f"{decode} ! {caps} ! dehaze name=c model=kanet-t infer-size=64"}
+
+def run(names):
+    pipe = Gst.parse_launch(" ".join(f"{branches[n]} ! appsink name=out_{n} sync=false max-buffers=1"
+                                      for n in names))
+    pipe.set_state(Gst.State.PLAYING)
+    got = {n: [] for n in names}
+    for _ in range(frames):  # in turn: the streams run side by side
+        for n in names:
+            buffer = pipe.get_by_name(f"out_{n}").emit("pull-sample").get_buffer()
+            got[n].append(buffer.extract_dup(0, buffer.get_size()))
+    engines = {n: pipe.get_by_name(n).engine for n in names}
+    return pipe, got, engines
+
+pipe, shared, engines = run("abc")
+held, loaded = sorted(ENGINES.users().values()), len(loads)
+alive = [weakref.ref(engines["a"]), weakref.ref(engines["c"])]
+same, other = engines["a"] is engines["b"], engines["c"] is not engines["a"]
+del engines
+pipe.set_state(Gst.State.NULL)
+del pipe
+gc.collect()
+released = ENGINES.users() == {} and [ref() for ref in alive] == [None, None]
+same_frames = {}
+for n in "ab":
+    alone, got, _ = run(n)
+    alone.set_state(Gst.State.NULL)
+    same_frames[n] = got[n] == shared[n]
+print(json.dumps({"loads": loaded, "held": held, "same": same, "other": other, "released": released,
+                  "same_frames": same_frames, "a_is_not_b": shared["a"] != shared["b"]}))
+"""
+
+
+def test_elements_with_the_same_settings_share_one_engine(tmp_path):
+    """Two ``dehaze`` of one pipeline with the same settings load the model once and share the engine; a third with
+    another inference size has its own. Each stream's frames are, to the byte, those it gives alone (its temporal
+    state is its own), and the engines are let go when the pipeline stops."""
+    clip = Path(__file__).resolve().parents[2] / "samples" / "hazy_bunny.mp4"
+    run = _script(tmp_path, _SHARED, str(clip))
+    assert run.returncode == 0, run.stdout + run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got == {"loads": 2, "held": [1, 2], "same": True, "other": True, "released": True,
+                   "same_frames": {"a": True, "b": True}, "a_is_not_b": True}, run.stdout + run.stderr
+
+
+# Two pipelines in one process (an application with a pipeline per camera), both with the default model. One is
+# given another inference size while playing, and takes another engine; the other plays on with the first.
+_PIPELINES = """
+import gc, json, weakref, gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+from streamdehaze.shared_engines import ENGINES
+
+def pipeline(pattern):
+    pipe = Gst.parse_launch(f"videotestsrc pattern={pattern} ! video/x-raw,format=I420,width=128,height=72 "
+                            "! dehaze name=d ! appsink name=out sync=false max-buffers=1")
+    pipe.set_state(Gst.State.PLAYING)
+    return pipe
+
+def pull(pipe, n=3):
+    return sum(pipe.get_by_name("out").emit("try-pull-sample", 60 * Gst.SECOND) is not None for _ in range(n))
+
+one, two = pipeline("smpte"), pipeline("ball")
+pulled = [pull(one), pull(two)]
+first = one.get_by_name("d").engine
+steps = {"shared": first is two.get_by_name("d").engine and list(ENGINES.users().values()) == [2]}
+one.get_by_name("d").set_property("infer-size", "64")
+pulled += [pull(one), pull(two)]
+steps["moved"] = (one.get_by_name("d").engine is not first and two.get_by_name("d").engine is first
+                  and sorted(ENGINES.users().values()) == [1, 1])
+alive = [weakref.ref(first), weakref.ref(one.get_by_name("d").engine)]
+del first
+one.set_state(Gst.State.NULL)
+gc.collect()
+steps["one_stopped"] = list(ENGINES.users().values()) == [1] and alive[1]() is None and alive[0]() is not None
+pulled.append(pull(two))
+two.set_state(Gst.State.NULL)
+gc.collect()
+steps["both_stopped"] = ENGINES.users() == {} and alive[0]() is None
+print(json.dumps({"pulled": pulled, **steps}))
+"""
+
+
+def test_pipelines_in_one_process_share_the_engine_until_the_last_stops(tmp_path):
+    run = _script(tmp_path, _PIPELINES)
+    assert run.returncode == 0, run.stdout + run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got == {"pulled": [3, 3, 3, 3, 3], "shared": True, "moved": True, "one_stopped": True,
+                   "both_stopped": True}, run.stdout + run.stderr
