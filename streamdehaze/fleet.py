@@ -34,6 +34,7 @@ from .shared_engines import ENGINES, engine_key
 from .stats import Member, Reporter, RunStats
 
 log = logging.getLogger("streamdehaze")
+_STREAM_THREADS = ("stream", "decode", "encode", "publish")  # (a stream's own threads are named "KIND NAME")
 
 
 @dataclass
@@ -149,8 +150,8 @@ class _Runner:
 
 
 class StreamLabels(logging.Filter):
-    """Log lines from a stream's threads (``stream NAME``, ``decode NAME``, ``encode NAME``) start with its name;
-    the credentials of every configured URL are masked, whatever characters they hold."""
+    """Log lines from a stream's threads (``stream NAME``, ``decode NAME``, ``encode NAME``, ``publish NAME``)
+    start with its name; the credentials of every configured URL are masked, whatever characters they hold."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -159,7 +160,7 @@ class StreamLabels(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         kind, _, name = threading.current_thread().name.partition(" ")
         message = mask(record.getMessage(), *self.urls)
-        record.msg, record.args = (f"{name}: {message}" if name and kind in ("stream", "decode", "encode")
+        record.msg, record.args = (f"{name}: {message}" if name and kind in _STREAM_THREADS
                                    else message), None
         return True
 

@@ -300,7 +300,7 @@ class Job:
         elif self.dst is None and target != STDOUT:  # a server to publish to: a file's frames are never dropped
             inner = self._published = PublishedSink(lambda: sink(target), mask(str(target), str(target)),
                                                     encoding.pix_fmt, encoding.yuv_format,
-                                                    c.live.reconnect if self.live else 0)
+                                                    c.live.reconnect if self.live else 0, stream=c.name)
             self.stats.unpublished = lambda: self._published.unsent
             self.stats.output_reconnects = lambda: self._published.reconnects
         else:

@@ -14,6 +14,7 @@ as packets on the same clock, for a recording or a server published to.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -31,13 +32,16 @@ from av.bitstream import BitStreamFilterContext
 from .credentials import check_url, mask
 from .errors import MediaError, UsageError
 from .frames import sample_bits, to_planar
-from .sources import NEW_STREAM_AT_END, VideoInfo, frame_rate, known_audio, main_video, packet_start, pixel_aspect
+from .sources import (NEW_STREAM_AT_END, VideoInfo, discard_other_variants, frame_rate, known_audio, main_video,
+                      packet_start, pixel_aspect)
 
 log = logging.getLogger("streamdehaze")
 
 LIVE_TIME_BASE = Fraction(1, 90000)
 LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "srt", "tcp"}
 _FILE_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".flv", ".m4v")
+_PLAYLIST_SUFFIXES = (".m3u8",)  # HLS: video on demand, or live (a sliding window): FFmpeg tells which
+_PLAYLIST_TIMEOUT_S = 10.0  # to read a playlist (and what FFmpeg reads of its first segments) when judging it
 _MAX_DECODE_ERRORS = 50  # consecutive undecodable packets before the connection is considered broken
 # A camera's clock that runs ahead of the time that passed by more than this, from one frame to the next, jumped (a
 # clock set, a restart): frames come at the camera's pace, so its clock and ours advance alike (late frames come in
@@ -46,14 +50,38 @@ _JUMP_S = 1.0
 
 
 def is_live(url: str) -> bool:
-    """Network streams and capture devices; an http(s) URL of a plain media file counts as a file."""
+    """Network streams and capture devices; an http(s) URL of a plain media file counts as a file, and so does one
+    of a finished HLS playlist (video on demand); a playlist that cannot be read yet is taken for live (dialled
+    until it answers, as a camera is)."""
     if url.startswith("/dev/video"):
         return True
     check_url(url)
     parts = urlsplit(url)
     if parts.scheme not in LIVE_SCHEMES:
         return False
-    return not (parts.scheme in ("http", "https") and parts.path.lower().endswith(_FILE_SUFFIXES))
+    if parts.scheme in ("http", "https"):
+        path = parts.path.lower()
+        if path.endswith(_FILE_SUFFIXES):
+            return False
+        if path.endswith(_PLAYLIST_SUFFIXES):
+            try:
+                return not _finished_playlist(url)
+            except (av.FFmpegError, OSError):
+                return True
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _finished_playlist(url: str) -> bool:
+    """Whether an HLS playlist is finished (``#EXT-X-ENDLIST``): FFmpeg's demuxer states a duration for a finished
+    one only (of a master playlist: its first variant's), a live one's being unknown. Read once per URL (the CLI,
+    the job and its source all ask)."""
+    with av.open(url, "r", timeout=_PLAYLIST_TIMEOUT_S) as container:
+        return _finished(container)
+
+
+def _finished(container: av.container.InputContainer) -> bool:
+    return container.format.name == "hls" and container.duration is not None
 
 
 @dataclass
@@ -195,21 +223,27 @@ class LiveSource:
                 raise MediaError(f"no answer for {connect:g} s") from None
             raise
         self._container = container
+        if self._last_pts is not None and _finished(container):
+            # A live playlist finished since (#EXT-X-ENDLIST): the broadcast is over, and reading it again would
+            # record all of it a second time.
+            log.warning("%s: the live playlist has ended", self.name)
+            raise Stopped
         self._stream = main_video(container)
         if self._stream is None:
             raise UsageError(f"no video stream in {self.name}")
-        self._audio = self._match_audio(container) if self._copy_audio else {}
+        others = discard_other_variants(container, self._stream)
+        self._audio = self._match_audio(container, others) if self._copy_audio else {}
         self._frames = self._decode(container, self._stream)
         self._anchor = self._begun = None
         for item in self._frames:  # (sound before the first frame has no place on the clock yet: none comes)
             return item
         raise MediaError("stream ended before its first frame")
 
-    def _match_audio(self, container: av.container.InputContainer) -> dict[int, av.stream.Stream]:
-        """This connection's audio streams, each paired with the template it is sent as. The first connection makes
-        the templates; a later one whose sound is not as it was (another codec, rate or channel count, which the
-        run's outputs cannot take) goes on without it."""
-        audio = [s for s in container.streams.audio if known_audio(s)]
+    def _match_audio(self, container: av.container.InputContainer, others: set[int]) -> dict[int, av.stream.Stream]:
+        """This connection's audio streams (not those of ``others``: an HLS playlist's other variants), each paired
+        with the template it is sent as. The first connection makes the templates; a later one whose sound is not as
+        it was (another codec, rate or channel count, which the run's outputs cannot take) goes on without it."""
+        audio = [s for s in container.streams.audio if known_audio(s) and s.index not in others]
         # AAC in MPEG-TS (ADTS) states its configuration in each packet and nowhere else, and MP4, FLV and RTSP
         # outputs need it in their header: FFmpeg's aac_adtstoasc takes it out (the first packet carries it).
         self._adts = {s.index: BitStreamFilterContext("aac_adtstoasc", "aac") for s in audio

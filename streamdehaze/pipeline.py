@@ -96,7 +96,8 @@ class Stream:
         self.reader = Prefetch(self.source, maxsize=self._live_queue() if self.live else self.queue_frames,
                                name=f"decode {self.name}".strip(), notify=wake,
                                on_drop=(lambda _: stats.drop()) if self.live else None,
-                               kept=lambda item: isinstance(item, av.Packet))  # (a camera's sound is never dropped)
+                               kept=lambda item: isinstance(item, av.Packet),  # (a camera's sound is never dropped)
+                               max_bytes=_LIVE_QUEUE_BYTES, size=_frame_bytes)
         stats.queue_depth = self.reader.qsize
         stats.reconnects = lambda: getattr(self.source, "reconnects", 0)
         stats.received = lambda: getattr(self.source, "received", stats.frames)
@@ -104,14 +105,14 @@ class Stream:
 
     def _live_queue(self) -> int:
         """How many frames a live stream's reader may hold before it drops the oldest (a hiccup of the engine or a
-        connection's first burst is ridden out; a model slower than the camera for long meets ``max_latency``)."""
+        connection's first burst is ridden out; a model slower than the camera for long meets ``max_latency``), as
+        far as their bytes stay within ``_LIVE_QUEUE_BYTES``: the reader counts those as they come, since a camera
+        may come back from an outage at a larger size than it began with."""
         least = max(2, self.batch_size)
         info = getattr(self.source, "info", None)
         if info is None or not info.rate:
             return least
-        seconds = max(self.max_latency or 0.0, _LIVE_HOLD_S)
-        frame_bytes = info.width * info.height * 3 * (2 if info.bits > 8 else 1)  # (at most: 4:4:4)
-        return max(least, min(math.ceil(info.rate * seconds), _LIVE_QUEUE_BYTES // frame_bytes))
+        return max(least, math.ceil(info.rate * max(self.max_latency or 0.0, _LIVE_HOLD_S)))
 
     def _write(self, item: tuple[Batch, int, av.VideoFrame | None] | av.Packet) -> None:
         if isinstance(item, av.Packet):
@@ -220,6 +221,11 @@ class Stream:
         return RunResult(frames=self.frames, seconds=time.perf_counter() - self._start, interrupted=interrupted,
                          dropped=self.stats.dropped, reconnects=getattr(self.source, "reconnects", 0),
                          corrupt=getattr(self.source, "corrupt", 0))
+
+
+def _frame_bytes(item: av.VideoFrame | av.Packet) -> int:
+    """The memory a waiting frame holds (a packet of sound: nothing that counts)."""
+    return sum(plane.buffer_size for plane in item.planes) if isinstance(item, av.VideoFrame) else 0
 
 
 class Scheduler:

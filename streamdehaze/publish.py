@@ -66,14 +66,14 @@ class _Call:
 
 
 class _Connection:
-    """One connection to the server: its sink, opened and dialled on the connection's own thread (``ready``), and
-    every later call on it made there, in order."""
+    """One connection to the server: its sink, opened and dialled on the connection's own thread (``ready``, named
+    ``thread``), and every later call on it made there, in order."""
 
-    def __init__(self, open_sink: Callable[[], VideoSink], name: str) -> None:
+    def __init__(self, open_sink: Callable[[], VideoSink], thread: str) -> None:
         self.sink: VideoSink | None = None
         self.started = time.monotonic()
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        threading.Thread(target=self._run, name=f"publish {name}", daemon=True).start()
+        threading.Thread(target=self._run, name=thread, daemon=True).start()
         self.ready = self.submit(lambda: self._open(open_sink))
 
     def _open(self, open_sink: Callable[[], VideoSink]) -> None:
@@ -118,12 +118,14 @@ class _Outage:
 
 class PublishedSink:
     """A ``VideoSink`` on a server's URL, dialled again when it is lost (see the module's notes). ``open_sink()``
-    makes a new, unconnected sink for each connection."""
+    makes a new, unconnected sink for each connection. ``stream``: the name of the stream it publishes, which
+    its connections' threads are named after (``publish NAME``: a fleet labels their log lines with it)."""
 
     def __init__(self, open_sink: Callable[[], VideoSink], name: str, pix_fmt: str, yuv_format: YUVFormat,
-                 attempts: float = math.inf) -> None:
+                 attempts: float = math.inf, stream: str = "") -> None:
         self.name, self.pix_fmt, self.yuv_format, self.attempts = name, pix_fmt, yuv_format, attempts
         self._open_sink = open_sink
+        self._thread = f"publish {stream}".strip()
         self.unsent = 0  # frames that came while it was down
         self.reconnects = 0
         self._conn: _Connection | None = None
@@ -135,7 +137,7 @@ class PublishedSink:
             if outage.first and not outage.reason and not outage.dial_timed_out:
                 # The first dial, from the writer (where a signal finds the run in its loop); no frame is lost to it.
                 if outage.dial is None:
-                    outage.dial = _Connection(self._open_sink, self.name)
+                    outage.dial = _Connection(self._open_sink, self._thread)
                 outage.dial.ready.done.wait(WRITE_TIMEOUT)
             self._redial()
         conn = self._conn
@@ -218,7 +220,7 @@ class PublishedSink:
             return
         outage.attempts += 1
         log.warning("%s: %s; reconnecting (attempt %d)", self.name, outage.reason, outage.attempts)
-        outage.dial, outage.stuck = _Connection(self._open_sink, self.name), False
+        outage.dial, outage.stuck = _Connection(self._open_sink, self._thread), False
 
     def _resumed(self, outage: _Outage) -> None:
         self._outage = None

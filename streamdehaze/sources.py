@@ -41,6 +41,7 @@ LOOK_FURTHER = {"analyzeduration": str(60 * 1_000_000), "probesize": str(200 << 
 # Tags of the input that describe the old file rather than the recording (FFmpeg's tools drop them too).
 _OLD_FILE_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands"}
 _STREAM_TAGS = {"timecode", "language", "title", "creation_time"}  # a stream's own: the rest is the old file's
+_VARIANT = "variant_bitrate"  # FFmpeg's HLS demuxer tags each stream of a variant with its BANDWIDTH
 
 
 def is_file(url: str) -> bool:
@@ -152,12 +153,31 @@ class Timeline:
 def main_video(container: av.container.InputContainer) -> av.VideoStream | None:
     """The input's picture: the video stream FFmpeg's own tools take (the one marked to play by default, else the
     one with more frames, a higher bitrate: not a camera's small proxy listed first, nor a one-frame thumbnail),
-    never a cover (artwork, which FFmpeg lists as a video stream of one frame); or None."""
+    never a cover (artwork, which FFmpeg lists as a video stream of one frame); of an HLS master playlist, the
+    variant with the most pixels, then the highest bitrate (as FFmpeg's CLI takes it); or None."""
     cover = av.stream.Disposition.attached_pic
+    # (FFmpeg states a variant's bitrate only in this tag: to ``best`` its streams all look alike, the first wins)
+    variants = [s for s in container.streams.video if _VARIANT in s.metadata and not s.disposition & cover]
+    if variants:
+        return max(variants, key=lambda s: (s.codec_context.width * s.codec_context.height,
+                                            int(s.metadata[_VARIANT])))
     best = container.streams.best("video")
     if best is not None and not best.disposition & cover:
         return best
     return next((s for s in container.streams.video if not s.disposition & cover), None)
+
+
+def discard_other_variants(container: av.container.InputContainer, video: av.VideoStream) -> set[int]:
+    """The indices of the streams of an HLS master playlist's variants other than ``video``'s (the same programme at
+    other sizes and bitrates, not tracks of its own), which the demuxer is told to discard: their segments are not
+    even downloaded. Streams no one variant owns (an audio rendition they share) are kept."""
+    chosen = video.metadata.get(_VARIANT)
+    if chosen is None:
+        return set()
+    others = [s for s in container.streams if s.metadata.get(_VARIANT, chosen) != chosen]
+    for stream in others:
+        stream.discard = av.stream.Discard.all
+    return {s.index for s in others}
 
 
 def known_audio(audio: av.AudioStream) -> bool:
@@ -295,7 +315,10 @@ class VideoFileSource:
         if self.strict:  # FFmpeg's own strictness: damage the decoder would conceal becomes an error
             self.stream.codec_context.options = {"err_detect": "+explode"}
         self.copy_streams = []
+        others = discard_other_variants(self.container, self.stream)
         for s in self.container.streams:
+            if s.index in others:  # (another variant of the same programme: not an extra track to copy)
+                continue
             if s.type == "audio" and not known_audio(s):
                 # No audio where FFmpeg looked: a muxer refuses a stream with no format, and the video must not
                 # be lost for it.

@@ -8,6 +8,7 @@ is done, so that one thread can serve many of them without blocking on any.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -28,15 +29,19 @@ class Prefetch(Generic[T]):
     """Iterate ``iterable`` in a background thread, holding at most ``maxsize`` items ahead.
 
     When full, the producer waits (backpressure: files never lose a frame), or with ``on_drop`` set it discards
-    the oldest waiting item and reports it (live sources: latency stays bounded when processing is slower). Items
-    ``kept(item)`` says are never discarded (a camera's sound: only its pictures fall behind), and do not count.
+    the oldest waiting item and reports it (live sources: latency stays bounded when processing is slower); then
+    ``max_bytes`` bounds the waiting items' memory too (``size(item)`` bytes each), whatever their sizes: the
+    oldest are discarded until a new one fits. Items ``kept(item)`` says are never discarded (a camera's sound:
+    only its pictures fall behind), and do not count.
     """
 
     def __init__(self, iterable: Iterable[T], maxsize: int, name: str = "prefetch",
                  on_drop: Callable[[T], None] | None = None, notify: Callable[[], None] | None = None,
-                 kept: Callable[[T], bool] = lambda item: False) -> None:
+                 kept: Callable[[T], bool] = lambda item: False, max_bytes: float = math.inf,
+                 size: Callable[[T], int] = lambda item: 0) -> None:
         self._queue: queue.Queue = queue.Queue()  # (bounded here: ``_put`` and ``_put_dropping`` count)
         self._maxsize, self._on_drop, self._kept = maxsize, on_drop, kept
+        self._max_bytes, self._size = max_bytes, size
         self._notify = notify or (lambda: None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(iterable,), name=name, daemon=True)
@@ -69,14 +74,21 @@ class Prefetch(Generic[T]):
 
     def _put_dropping(self, item: T) -> bool:
         q = self._queue
-        dropped = None
-        with q.mutex:  # (queue.Queue's own lock: the oldest item that may go is taken from among the others)
-            counted = self._counted()
-            if len(counted) >= self._maxsize and not self._kept(item):
-                dropped = q.queue[counted[0]]
-                del q.queue[counted[0]]
-        if dropped is not None:
-            self._on_drop(dropped)  # type: ignore[misc]
+        dropped = []
+        with q.mutex:  # (queue.Queue's own lock: the oldest items that may go are taken from among the others)
+            if not self._kept(item):
+                counted = self._counted()
+                held = sum(self._size(q.queue[k]) for k in counted) + self._size(item)
+                gone = 0
+                # (by bytes too: a camera back at a larger size must not hold as many of its larger frames)
+                while gone < len(counted) and (len(counted) - gone >= self._maxsize or held > self._max_bytes):
+                    held -= self._size(q.queue[counted[gone]])
+                    gone += 1
+                dropped = [q.queue[k] for k in counted[:gone]]
+                for k in reversed(counted[:gone]):
+                    del q.queue[k]
+        for old in dropped:
+            self._on_drop(old)  # type: ignore[misc]
         q.put(item)
         self._notify()
         return not self._stop.is_set()

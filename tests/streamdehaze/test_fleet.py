@@ -228,3 +228,26 @@ def test_a_stream_restarted_with_another_output_has_one_info_series(tmp_path):
         assert len(lines) == 1 and 'output="gate2.mp4"' in lines[0], lines
     finally:
         reporter.close()
+
+
+def test_every_line_of_a_stream_that_publishes_carries_its_name(make_video, run_cli, caplog, tmp_path):
+    """What the publishing connection says (from a thread of its own) is labelled as the stream's other lines are:
+    here the input going on at another size, a spliced recording published to a UDP address read by the test."""
+    import socket
+
+    first = make_video("first.ts", frames=10, width=96, height=64)
+    second = make_video("second.ts", frames=10, width=64, height=48, pts=[512 * i for i in range(10, 20)])
+    spliced = tmp_path / "spliced.ts"
+    spliced.write_bytes(first.read_bytes() + second.read_bytes())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(5)
+        url = f"udp://127.0.0.1:{receiver.getsockname()[1]}?pkt_size=1316"
+        config = tmp_path / "pub.toml"
+        config.write_text(f'model = "dcp"\n[[stream]]\nname = "pub"\ninput = "{spliced}"\noutput = "{url}"\n')
+        code, err = run_cli("serve", config)
+        assert code == 0, err
+        assert receiver.recv(2048)[0] == 0x47  # MPEG-TS came
+    assert f"pub: {url}: the input went on at 64x48: scaled to the output's 96x64" in caplog.messages
+    assert all(message.startswith("pub: ") for message in caplog.messages), caplog.messages
+    assert "streamdehaze: pub: " in err  # (its summary line)
