@@ -476,6 +476,15 @@ def packet_start(packet: av.Packet) -> Fraction | None:
     return None if start is None or packet.time_base is None else start * packet.time_base
 
 
+def adts_configuration(packet: av.Packet) -> tuple[int, int] | None:
+    """What the ADTS header of an AAC packet (AAC in MPEG-TS) states of its sound: its profile, sampling rate and
+    channel configuration (bits 16 to 25, less the private bit); None for a packet without one (raw AAC)."""
+    head = bytes(packet)[:4]
+    if len(head) < 4 or head[0] != 0xFF or head[1] & 0xF0 != 0xF0:
+        return None
+    return head[2] & 0xFD, head[3] & 0xC0
+
+
 def _before(held: list[av.Packet] | None, end: Fraction | None) -> Iterator[av.Packet]:
     """Take from ``held`` the packets that start before ``end`` (all of them where ``end`` is None)."""
     if not held:
