@@ -32,8 +32,8 @@ from av.bitstream import BitStreamFilterContext
 from .credentials import check_url, mask
 from .errors import MediaError, UsageError
 from .frames import sample_bits, to_planar
-from .sources import (NEW_STREAM_AT_END, VideoInfo, discard_other_variants, frame_rate, known_audio, main_video,
-                      packet_start, pixel_aspect)
+from .sources import (NEW_STREAM_AT_END, VideoInfo, adts_configuration, discard_other_variants, frame_rate,
+                      known_audio, main_video, packet_start, pixel_aspect)
 
 log = logging.getLogger("streamdehaze")
 
@@ -125,6 +125,7 @@ class LiveSource:
         self._audio: dict[int, av.stream.Stream] = {}  # this connection's audio stream index -> template
         self._audio_last: dict[int, Fraction] = {}  # each template's last time out, in seconds
         self._adts: dict[int, BitStreamFilterContext] = {}  # this connection's AAC streams in ADTS, made raw
+        self._configurations: dict[int, tuple[int, int]] = {}  # each template's first ADTS configuration
         self._first = self._connect()
         self._ahead = self._settle_templates() if self._templates else deque()
         st = self._stream
@@ -242,7 +243,8 @@ class LiveSource:
     def _match_audio(self, container: av.container.InputContainer, others: set[int]) -> dict[int, av.stream.Stream]:
         """This connection's audio streams (not those of ``others``: an HLS playlist's other variants), each paired
         with the template it is sent as. The first connection makes the templates; a later one whose sound is not as
-        it was (another codec, rate or channel count, which the run's outputs cannot take) goes on without it."""
+        it was (another codec, rate or channel count, which the run's outputs cannot take) goes on without it, but
+        for AAC in ADTS, whose packets state another rate or channel count (``_raw``)."""
         audio = [s for s in container.streams.audio if known_audio(s) and s.index not in others]
         # AAC in MPEG-TS (ADTS) states its configuration in each packet and nowhere else, and MP4, FLV and RTSP
         # outputs need it in their header: FFmpeg's aac_adtstoasc takes it out (the first packet carries it).
@@ -255,7 +257,8 @@ class LiveSource:
         matched = {}
         for s, t in zip(audio, self._templates):
             a, b = s.codec_context, t.codec_context
-            if (a.name, a.sample_rate, a.channels) == (b.name, b.sample_rate, b.channels):
+            same = (a.name, a.sample_rate, a.channels) == (b.name, b.sample_rate, b.channels)
+            if same or a.name == b.name and s.index in self._adts:
                 matched[s.index] = t
         if len(matched) < len(self._templates):
             log.warning("%s: its audio is not as it was before the reconnection: recorded without it", self.name)
@@ -285,11 +288,16 @@ class LiveSource:
 
     def _raw(self, packet: av.Packet) -> list[av.Packet]:
         """An audio packet as outputs take it: ADTS made raw AAC (the first one's configuration kept in its
-        template)."""
+        template). Sound that goes on in another configuration stays ADTS, which states it: MPEG-TS outputs carry
+        it as it is, the others encode it again in the first (``sinks.CopiedSound``)."""
         adts = self._adts.get(packet.stream.index)
         if adts is None:
             return [packet]
         template, time_base = self._audio[packet.stream.index], packet.time_base
+        configuration = adts_configuration(packet)
+        first = self._configurations.setdefault(template.index, configuration) if configuration else None
+        if first != configuration:
+            return [packet]
         out = []
         for raw in adts.filter(packet):
             if raw.has_sidedata("new_extradata"):  # moved into the template: a muxer that met it again mid-stream

@@ -90,7 +90,11 @@ class Timeline:
     """Keeps an input's timestamps going forward where they jump back (a spliced recording, a camera that
     restarted its clock): from that packet on, every stream is shifted to continue where it was, as FFmpeg's own
     tools do for MPEG-TS. Without it no muxer would take the rest, and the run would be lost. Timestamps that go
-    forward, gaps included, stay as they are."""
+    forward, gaps included, stay as they are.
+
+    The streams of a splice are interleaved: an MPEG-TS demuxer hands over the last video packet of the first part
+    after the first audio packets of the second. Each stream therefore keeps the shift it had while its packets
+    still follow on from its last one, and takes the new shift with its first packet that does not."""
 
     JUMP = Fraction(1)  # seconds: a step back larger than this is a jump, not a damaged timestamp
 
@@ -102,6 +106,7 @@ class Timeline:
         if start is not None and start < 0:
             log.warning("%s: timestamps start at %.2f s: moved up to start at 0", name, start)
             self.offset = -start
+        self._before: dict[int, Fraction] = {}  # the shift of each stream not yet past the last jump
         self._last: dict[int, Fraction] = {}  # each stream's last decoding time
         self._step: dict[int, Fraction] = {}  # and a packet's length, where the rest follows on after a jump
 
@@ -117,20 +122,27 @@ class Timeline:
                 packet.pts += round(self.offset / tb)
             return True
         index = packet.stream.index
-        t = (packet.dts + round(self.offset / tb)) * tb
         last = self._last.get(index)
+        offset = self._before.get(index, self.offset)
+        t = (packet.dts + round(offset / tb)) * tb
+        if index in self._before and not last <= t <= last + self.JUMP:  # its first packet past the jump
+            del self._before[index]
+            offset = self.offset
+            t = (packet.dts + round(offset / tb)) * tb
         if last is not None:
             # Measured from the last packet's start: a subtitle line may begin while the one before is still shown.
             if t < last - self.JUMP:
                 expected = last + self._step[index]
                 log.warning("%s: timestamps jump back %.1f s at %.1f s (a splice or a restarted clock): the rest "
                             "follows on from there", self.name, expected - t, expected)
-                self.offset += expected - t
+                for other in self._last.keys() - {index}:
+                    self._before.setdefault(other, self.offset)
+                self.offset = offset = offset + expected - t
                 t = expected
             # Muxers take equal times for subtitles and data (two lines at once), never for audio or video.
             if t < last or (t == last and packet.stream.type in ("video", "audio")):
                 return False
-        shift = round(self.offset / tb)
+        shift = round(offset / tb)
         if shift:
             packet.dts += shift
             if packet.pts is not None:
@@ -485,6 +497,15 @@ def packet_start(packet: av.Packet) -> Fraction | None:
     """When a packet begins, in seconds (None where it does not say)."""
     start = packet.pts if packet.pts is not None else packet.dts
     return None if start is None or packet.time_base is None else start * packet.time_base
+
+
+def adts_configuration(packet: av.Packet) -> tuple[int, int] | None:
+    """What the ADTS header of an AAC packet (AAC in MPEG-TS) states of its sound: its profile, sampling rate and
+    channel configuration (bits 16 to 25, less the private bit); None for a packet without one (raw AAC)."""
+    head = bytes(packet)[:4]
+    if len(head) < 4 or head[0] != 0xFF or head[1] & 0xF0 != 0xF0:
+        return None
+    return head[2] & 0xFD, head[3] & 0xC0
 
 
 def _before(held: list[av.Packet] | None, end: Fraction | None) -> Iterator[av.Packet]:

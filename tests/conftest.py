@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import shutil
@@ -120,6 +121,53 @@ def read_video(path: Path) -> dict:
     with av.open(str(path)) as c:
         info["subtitles"] = [bytes(p) for p in c.demux(*c.streams.subtitles) if p.size] if c.streams.subtitles else []
     return info
+
+
+def sound_that_changes() -> bytes:
+    """4 s of MPEG-TS at 25 fps whose 440 Hz AAC tone goes on 2.1 s in at another rate and layout, 44.1 kHz stereo
+    then 48 kHz mono, its times running on: a recorder or camera reconfigured, or files joined (cat a.ts b.ts)."""
+    parts = []
+    for part, (rate, layout) in enumerate([(44100, "stereo"), (48000, "mono")]):
+        data = io.BytesIO()
+        with av.open(data, "w", format="mpegts") as oc:
+            video = oc.add_stream("libx264", rate=25, options={"bf": "0"})  # (no time below 0 to move the part by)
+            video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+            audio = oc.add_stream("aac", rate=rate, layout=layout)
+            for i in range(50 * part, 50 * part + 50):
+                frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 96, 64), format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, 25)
+                oc.mux(video.encode(frame))
+            oc.mux(video.encode(None))
+            # (AAC's priming packet comes 1024 samples ahead of the sound: the first part's at 0, the second's after
+            # the first part's end, about 2.04 s)
+            first, end = (round(2.1 * rate), 4 * rate) if part else (1024, 2 * rate)
+            samples = np.arange(first, end)
+            tone = (0.2 * np.sin(2 * np.pi * 440 * samples / rate)).astype(np.float32)
+            channels = av.AudioLayout(layout).nb_channels
+            for start in range(0, len(tone), 1024):
+                chunk = np.ascontiguousarray(np.tile(tone[start:start + 1024], (channels, 1)))
+                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+                frame.sample_rate, frame.pts, frame.time_base = rate, first + start, Fraction(1, rate)
+                oc.mux(audio.encode(frame))
+            oc.mux(audio.encode(None))
+        parts.append(data.getvalue())
+    return b"".join(parts)
+
+
+def decoded_sound(path: Path) -> tuple[list[tuple[Fraction, int, str, np.ndarray]], int, str]:
+    """The decoded sound of a file: (time, rate, layout, first channel) of each frame, and its header's rate and
+    layout."""
+    with av.open(str(path)) as c:
+        audio = c.streams.audio[0]
+        frames = [(f.pts * f.time_base, f.sample_rate, f.layout.name, f.to_ndarray()[0]) for f in c.decode(audio)]
+        return frames, audio.sample_rate, audio.layout.name
+
+
+def pitch(frames: list[tuple[Fraction, int, str, np.ndarray]], start: float, end: float) -> float:
+    """The loudest frequency of the sound between ``start`` and ``end`` seconds, at the rate it decodes at."""
+    rate = next(r for t, r, _, _ in frames if t >= start)
+    sound = np.concatenate([x for t, r, _, x in frames if start <= t < end and r == rate])
+    return np.argmax(np.abs(np.fft.rfft(sound * np.hanning(len(sound))))) * rate / len(sound)
 
 
 @pytest.fixture

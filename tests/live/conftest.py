@@ -215,15 +215,16 @@ def cli():
 @pytest.fixture
 def camera():
     """``camera(data, connections=1)`` -> the URL of a TCP camera that sends ``data`` over 4 s, then closes; it
-    answers that many connections, one after the other."""
+    answers that many connections, one after the other. ``data`` a list: what each connection sends."""
     servers = []
 
-    def serve(data: bytes, connections: int = 1) -> str:
+    def serve(data: bytes | list[bytes], connections: int = 1) -> str:
         server = socket.create_server(("127.0.0.1", 0))
         servers.append(server)
+        sent = data if isinstance(data, list) else [data] * connections
 
         def send() -> None:
-            for _ in range(connections):
+            for data in sent:
                 try:
                     conn = server.accept()[0]
                 except OSError:  # closed at the test's end

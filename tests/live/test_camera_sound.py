@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import hazy_pattern
+from tests.conftest import decoded_sound, hazy_pattern, pitch, sound_that_changes
 from tests.live.conftest import RtspServer, _need_gstreamer, free_port
 
 RATE = 25
@@ -73,15 +73,16 @@ def test_sound_a_format_cannot_hold_is_encoded_again(cli, tmp_path):
     assert np.argmax(np.abs(np.fft.rfft(sound))) == 440  # the test server's tone (1 s: 1 Hz a bin)
 
 
-def _ts_with_sound() -> bytes:
-    """4 s of 25 fps video and a 48 kHz AAC tone in MPEG-TS (ADTS), as a camera sends them over TCP, UDP or SRT."""
+def _ts_with_sound(rate: int = 48000, layout: str = "mono") -> bytes:
+    """4 s of 25 fps video and an AAC tone in MPEG-TS (ADTS), as a camera sends them over TCP, UDP or SRT."""
     out = io.BytesIO()
     with av.open(out, "w", format="mpegts") as ts:
         video = ts.add_stream("libx264", rate=RATE)
         video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
         video.codec_context.options = {"tune": "zerolatency", "g": "5"}
-        audio = ts.add_stream("aac", rate=48000, layout="mono")
-        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(4 * 48000) / 48000)).astype(np.float32)
+        audio = ts.add_stream("aac", rate=rate, layout=layout)
+        channels = audio.codec_context.layout.nb_channels
+        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(4 * rate) / rate)).astype(np.float32)
         sent = 0
         for i in range(4 * RATE + 1):
             frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 160, 120), format="rgb24") if i < 4 * RATE else None
@@ -89,9 +90,10 @@ def _ts_with_sound() -> bytes:
                 frame.pts, frame.time_base = i, Fraction(1, RATE)
             for packet in video.encode(frame):
                 ts.mux(packet)
-            while sent < min((i + 1) * 48000 // RATE, len(tone)):
-                chunk = av.AudioFrame.from_ndarray(tone[None, sent:sent + 1024], format="fltp", layout="mono")
-                chunk.sample_rate, chunk.pts = 48000, sent
+            while sent < min((i + 1) * rate // RATE, len(tone)):
+                chunk = np.ascontiguousarray(np.tile(tone[sent:sent + 1024], (channels, 1)))
+                chunk = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+                chunk.sample_rate, chunk.pts = rate, sent
                 for packet in audio.encode(chunk):
                     ts.mux(packet)
                 sent += 1024
@@ -113,6 +115,39 @@ def test_the_sound_of_an_mpeg_ts_camera_goes_on_after_a_reconnection(camera, cli
     # and sound each (an AAC packet is 1024 samples).
     assert len(video) == 2 * 4 * RATE, len(video)
     assert len(audio) >= 2 * (4 * 48000 // 1024 - 1), len(audio)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".ts"])
+def test_a_camera_whose_sound_changes_format_keeps_its_pitch(camera, cli, tmp_path, suffix):
+    # A camera over UDP, SRT or TCP whose sound goes on at 48 kHz mono after 44.1 kHz stereo, within one connection:
+    # made raw AAC in the first configuration, its second part played 8.8 % slow (440 Hz at 404). Matroska states
+    # the sound's format once: encoded again there; MPEG-TS carries the change as it is.
+    out = tmp_path / f"cam{suffix}"
+    run = cli(camera(sound_that_changes()), out, "--model", "dcp", "--reconnect", 0, "--max-latency", 30)
+    run.finish(60)
+    frames, rate, layout = decoded_sound(out)
+    start, end = frames[0][0], frames[-1][0]
+    assert end - start > 3.5, (start, end)
+    assert abs(pitch(frames, start + 0.5, start + 1.5) - 440) < 3 and abs(pitch(frames, end - 1.5, end - 0.5) - 440) < 3
+    if suffix == ".mkv":
+        assert (rate, layout) == (44100, "stereo") and {(r, x) for _, r, x, _ in frames} == {(44100, "stereo")}
+        assert "audio stream #0 went on at 48000 Hz mono" in run.stderr and "encoded again from there" in run.stderr
+    else:
+        assert {(r, x) for _, r, x, _ in frames} == {(44100, "stereo"), (48000, "mono")}
+
+
+def test_a_camera_whose_sound_comes_back_in_another_format_keeps_it(camera, cli, tmp_path):
+    # Back after a reconnection at 48 kHz mono, first at 44.1 kHz stereo: the rest was recorded without sound.
+    out = tmp_path / "cam.mkv"
+    run = cli(camera([_ts_with_sound(44100, "stereo"), _ts_with_sound()]), out, "--model", "dcp", "--reconnect", 1,
+              "--max-latency", 30)
+    run.finish(60)
+    assert "back after" in run.stderr and "encoded again from there, as 44100 Hz stereo" in run.stderr, run.stderr
+    frames, rate, layout = decoded_sound(out)
+    assert (rate, layout) == (44100, "stereo") and {(r, x) for _, r, x, _ in frames} == {(44100, "stereo")}
+    start, end = frames[0][0], frames[-1][0]
+    assert end - start > 7, (start, end)  # both connections' sound, the outage between them
+    assert abs(pitch(frames, start + 1, start + 2) - 440) < 3 and abs(pitch(frames, end - 2, end - 1) - 440) < 3
 
 
 def test_segments_of_a_camera_carry_its_sound(camera, cli, tmp_path):

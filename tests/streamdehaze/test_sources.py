@@ -146,6 +146,34 @@ def test_a_recording_whose_clock_restarts_goes_on_where_it_was(run_cli, probe, c
     assert all(t0 < t1 for t0, t1 in zip(audio, audio[1:])) and audio[-1] > 3.9
 
 
+@pytest.mark.parametrize("limit", [(), ("--duration", 3)])
+def test_a_splice_whose_sound_comes_first_goes_on_where_it_was(run_cli, probe, caplog, tmp_path, limit):
+    # A camera's or a DVR's files joined (cat a.ts b.ts), each with its sound starting 0.1 s before its pictures:
+    # the demuxer hands the first part's last picture over after the second part's first sound. That picture once
+    # took the shift of the second part, 2 s on, and made a second jump: a 2 s hole in picture and sound, and
+    # --duration counted the hole.
+    part = tmp_path / "a.ts"
+    write_video(part, frames=50, audio=True, pts=[(i + 2) * 3600 for i in range(50)], time_base=Fraction(1, 90000))
+    src, out = tmp_path / "spliced.ts", tmp_path / "out.mp4"
+    src.write_bytes(part.read_bytes() * 2)
+    code, err = run_cli(src, out, "--model", "dcp", *limit)
+    assert code == 0, err
+    assert caplog.text.count("timestamps jump back") == 1, caplog.text
+    times = probe(out)["times"]
+    steps = sorted(t1 - t0 for t0, t1 in zip(times, times[1:]))
+    # The second part's pictures come as far after the first's as its sound leads them (0.1 s), not 2 s after.
+    assert set(steps[:-1]) == {Fraction(1, 25)} and steps[-1] < Fraction(1, 5), steps[-1]
+    if limit:  # 3 s of the recording, the splice's 0.1 s included
+        assert times[-1] - times[0] < 3 <= times[-1] + Fraction(1, 25) - times[0], (len(times), times[-1])
+    else:
+        assert len(times) == 100
+    with av.open(str(out)) as c:
+        audio = [p.pts * p.time_base for p in c.demux(c.streams.audio[0]) if p.size]
+    sound_steps = [t1 - t0 for t0, t1 in zip(audio, audio[1:])]
+    assert min(sound_steps) > 0 and max(sound_steps) < Fraction(3 * 1024, 48000), max(sound_steps)
+    assert abs(audio[-1] - times[-1]) < Fraction(2, 25) and abs(audio[0] - times[0]) < Fraction(3, 25)
+
+
 def test_a_camera_that_pauses_keeps_its_timestamps(run_cli, probe, caplog, tmp_path):
     # A stalled camera piped through `ffmpeg -c copy -f mpegts`: 3 s without a frame, then 25 fps again. MPEG-TS
     # video packets carry no duration, so the pause must not be taken for a frame's length.

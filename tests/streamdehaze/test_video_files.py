@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from streamdehaze.frames import planes_of
-from tests.conftest import hazy_pattern
+from tests.conftest import decoded_sound, hazy_pattern, pitch, sound_that_changes
 
 
 def test_constant_rate_with_audio(make_video, probe, run_cli, tmp_path):
@@ -885,6 +885,51 @@ def test_a_codec_that_does_not_open_gives_way_to_the_next(run_cli, caplog, monke
     assert "encoded again as mp2, downmixed to stereo" in caplog.text
     with av.open(str(out)) as written:
         assert [s.codec_context.name for s in written.streams.audio] == ["mp2"]
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_copied_sound_that_changes_format_is_encoded_again_in_its_first(run_cli, caplog, tmp_path, suffix):
+    # MP4 and Matroska state the sound's rate and layout once, in their header: the copied 48 kHz part played at
+    # 44.1 kHz, 8.8 % slow (its 440 Hz tone at 404 Hz), drifting from the picture, with nothing said.
+    src, out = tmp_path / "changes.ts", tmp_path / f"out{suffix}"
+    src.write_bytes(sound_that_changes())
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    frames, rate, layout = decoded_sound(out)
+    assert (rate, layout) == (44100, "stereo") and {(r, x) for _, r, x, _ in frames} == {(44100, "stereo")}
+    assert abs(pitch(frames, 0.5, 1.5) - 440) < 3 and abs(pitch(frames, 2.5, 3.5) - 440) < 3
+    length = sum(len(x) for *_, x in frames) / 44100  # (the 48 kHz part read at 44.1 kHz: 4.13 s)
+    assert abs(length - 4) < 0.06 and abs(frames[-1][0] - 4) < 0.06, (length, frames[-1][0])
+    where = {".mkv": ".mkv", ".mp4": "mp4"}[suffix]  # (the format as the other messages name it)
+    assert f"audio stream #1 went on at 48000 Hz mono at 2.1 s, which {where} cannot follow: encoded again from " \
+           "there, as 44100 Hz stereo" in caplog.text
+
+
+def test_mpeg_ts_carries_a_change_of_the_sound_s_format_as_it_is(run_cli, caplog, tmp_path):
+    # MPEG-TS's AAC states its format in every packet: copied, untouched.
+    src, out = tmp_path / "changes.ts", tmp_path / "out.ts"
+    src.write_bytes(sound_that_changes())
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0 and "went on at" not in caplog.text and "encoded again" not in caplog.text, err
+    frames = decoded_sound(out)[0]
+    assert {(r, x) for t, r, x, _ in frames if t < 1.9} == {(44100, "stereo")}
+    assert {(r, x) for t, r, x, _ in frames if t > 2.1} == {(48000, "mono")}
+    assert abs(pitch(frames, 0.5, 1.5) - 440) < 3 and abs(pitch(frames, 2.5, 3.5) - 440) < 3
+
+
+@pytest.mark.parametrize("suffix, rate", [(".mpg", 44100), (".webm", 48000)])
+def test_sound_encoded_again_goes_on_through_a_change_of_its_format(run_cli, tmp_path, suffix, rate):
+    # The resampler took the sound's first format only: "internal error: ValueError: Frame does not match
+    # AudioResampler setup", exit 1 and no output, after all the work.
+    src, out = tmp_path / "changes.ts", tmp_path / f"out{suffix}"
+    src.write_bytes(sound_that_changes())
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    frames, header_rate, _ = decoded_sound(out)
+    assert header_rate == rate and {r for _, r, _, _ in frames} == {rate}
+    assert abs(pitch(frames, 0.5, 1.5) - 440) < 3 and abs(pitch(frames, 2.5, 3.5) - 440) < 3
+    length = sum(len(x) for *_, x in frames) / rate
+    assert abs(length - 4) < 0.08, length
 
 
 def test_hdr_warning_names_an_encoder_the_output_holds(make_video, probe, run_cli, caplog, tmp_path):
