@@ -224,7 +224,8 @@ class PublishedSink:
             return
         outage.attempts += 1
         log.warning("%s: %s; reconnecting (attempt %d)", self.name, outage.reason, outage.attempts)
-        outage.dial, outage.stuck = _Connection(self._open_sink, self.name), False
+        # (a new dial: whether the one before, a stuck connection taken back and lost, timed out is no matter)
+        outage.dial, outage.stuck, outage.dial_timed_out = _Connection(self._open_sink, self.name), False, False
 
     def _resumed(self, outage: _Outage) -> None:
         self._outage = None

@@ -126,3 +126,16 @@ def test_a_server_lost_after_its_stuck_write_returned_is_dialled_again(server, c
     assert "srv: Broken pipe; reconnecting (attempt 2)" in caplog.text, caplog.text
     sink.close()
 
+
+def test_a_dial_after_a_stuck_connection_is_counted(server, caplog):
+    """The stuck connection's attempt timed out, came back and was lost: the new dial that fails is an attempt of
+    its own, counted against ``--reconnect`` (and backed off from)."""
+    sink = _published(server, attempts=2)
+    sink.write(_frame())  # stuck: attempt 1
+    _write_for(sink, 1.5 * WRITE_TIMEOUT)  # (and noted as timed out)
+    server.connections[0].lost = True
+    server.dribble()  # it comes back, and fails the next write; the server refuses the new dial
+    assert server.written.acquire(timeout=5)
+    with pytest.raises(MediaError, match="srv lost .*; no reconnects left"):
+        _write_for(sink, 5)
+    assert "attempt 3" not in caplog.text, caplog.text
