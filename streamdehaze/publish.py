@@ -11,11 +11,13 @@ Every FFmpeg call on a connection runs in that connection's own thread and is wa
 s, so a hung server does not hold the run. A connection whose write is stuck is waited for as a dial is, and no new
 dial starts until its call returns (so one stuck connection at most); if it returns having written (a server that
 was paused), that connection goes on, and the outage ends with its next write that succeeds (a hung server that is
-killed lets the stuck write return, and fails the next: one outage, not two). The exception is the dial itself: PyAV holds the GIL while FFmpeg dials, so
-the whole process waits for it. The RTSP dial is bounded by its socket timeout (``DIAL_TIMEOUT``, 5 s); RTMP's has
-none, so an RTMP server that accepts connections but never answers holds the process. A file is published with no
-reconnection (``attempts`` 0): its frames are never dropped, so a file run fails, with one line, when its server
-goes away or hangs.
+killed lets the stuck write return, and fails the next: one outage, not two). A paused server's kernel may take a
+little more now and then, letting a stuck write return before the server runs again: a next write stuck in turn is
+the same stall, waited for on the same connection as the same attempt. The exception is the dial itself: PyAV holds
+the GIL while FFmpeg dials, so the whole process waits for it. The RTSP dial is bounded by its socket timeout
+(``DIAL_TIMEOUT``, 5 s); RTMP's has none, so an RTMP server that accepts connections but never answers holds the
+process. A file is published with no reconnection (``attempts`` 0): its frames are never dropped, so a file run
+fails, with one line, when its server goes away or hangs.
 """
 
 from __future__ import annotations
@@ -165,15 +167,19 @@ class PublishedSink:
         if self.attempts <= 0:
             conn.drop()
             raise MediaError(f"{self.name} {reason}: gave up on it")
-        outage = self._outage
-        if outage is None:
-            outage = self._outage = _Outage(reason, self.unsent)
-        else:  # taken back after a stuck write, and stuck again: the same outage goes on
-            self._failed(outage, reason, time.monotonic())
-        outage.attempts += 1
+        conn.ready = call
+        if self._outage is not None:
+            # Taken back after a stuck write, and stuck again before any write got through: the same stall. A
+            # paused server's kernel may take a little more now and then (the sender's buffer grows), which lets a
+            # stuck write return with the server still paused. The same connection is waited for again, as the
+            # same attempt and from when it first got stuck: nothing dialled, no attempt counted, nothing said.
+            self._outage.dial, self._outage.stuck = conn, True
+            return
+        outage = self._outage = _Outage(reason, self.unsent)
+        outage.attempts = 1
         outage.dial, outage.stuck = conn, True
-        conn.ready, conn.started = call, time.monotonic()
-        log.warning("%s: %s; reconnecting (attempt %d)", self.name, reason, outage.attempts)
+        conn.started = time.monotonic()
+        log.warning("%s: %s; reconnecting (attempt 1)", self.name, reason)
 
     def _lose(self, reason: str, message: str) -> None:
         """The connection failed (``message``: the error when no reconnection is allowed)."""
@@ -220,7 +226,8 @@ class PublishedSink:
             return
         outage.attempts += 1
         log.warning("%s: %s; reconnecting (attempt %d)", self.name, outage.reason, outage.attempts)
-        outage.dial, outage.stuck = _Connection(self._open_sink, self._thread), False
+        # (a new dial: whether the one before, a stuck connection taken back and lost, timed out is no matter)
+        outage.dial, outage.stuck, outage.dial_timed_out = _Connection(self._open_sink, self._thread), False, False
 
     def _resumed(self, outage: _Outage) -> None:
         self._outage = None
