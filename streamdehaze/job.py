@@ -312,10 +312,12 @@ class Job:
         self.stats.freeze()
         self.stream = self.source = self._segments = self._published = None
 
-    def complete(self, interrupted: bool = False) -> RunResult:
-        """Once the stream is drained: finish it, and put the output where it belongs."""
+    def complete(self, interrupted: bool = False, run_handlers: Callable[[], None] = lambda: None) -> RunResult:
+        """Once the stream is drained: finish it, and put the output where it belongs: at the target when it holds
+        every frame (even if Ctrl-C came as it was being finished: the result then says ``interrupted``), else
+        in ``NAME.partial.EXT``. ``run_handlers``: as for ``Stream.finish``."""
         try:
-            result = self.stream.finish(interrupted)
+            result = self.stream.finish(interrupted, run_handlers)
         except StreamDehazeError as exc:
             self.abort()
             # whatever ended it, the recording stays, and says so (unless someone deleted it)
@@ -331,7 +333,7 @@ class Job:
         if self._published is not None:
             result.unpublished, result.output_reconnects = self._published.unsent, self._published.reconnects
         if self._out is not None:
-            if result.interrupted:
+            if self.stream.stopped:  # (cut short: frames of the input are not in it)
                 result.output = str(self._out.keep_partial())
             else:
                 self._out.commit(ends_partial=True)

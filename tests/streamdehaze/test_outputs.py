@@ -132,3 +132,66 @@ def test_write_failure_names_the_target_and_leaves_nothing(long_video, run_cli, 
     assert code == 1
     assert err == f"streamdehaze: error: writing {out} failed: No space left on device\n"
     assert list(folder.iterdir()) == []
+
+
+# A run whose every frame is dehazed, its writer held at the first one (a real hook: ``on_frame``) while Ctrl-C comes
+# SIGNALS times; each is taken (its handler run in the main thread) before the writer goes on. Prints the result.
+_INTERRUPTED_WHILE_FINISHING = """
+import os, signal, sys, threading
+from streamdehaze.api import process
+
+src, out, signals = sys.argv[1], sys.argv[2], int(sys.argv[3])
+taken = threading.Semaphore(0)
+
+def on_interrupt(signum, frame):  # Python's own Ctrl-C, seen as it is taken
+    taken.release()
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGINT, on_interrupt)
+delivered, count = threading.Event(), [0]
+
+def on_frames(n):
+    count[0] += n
+    if count[0] == 12:
+        delivered.set()
+
+def on_frame(record):
+    if record.index == 0:
+        assert delivered.wait(60)  # every frame dehazed: the run is finishing, waiting for this writer
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGINT)
+            assert taken.acquire(timeout=60)
+
+result = process(src, out, model="dcp", on_frame=on_frame, on_frames=on_frames)
+print(result.interrupted, result.frames, result.output)
+"""
+
+
+def interrupted_while_finishing(src: Path, out: Path, signals: int) -> str:
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_WHILE_FINISHING, src, out, str(signals)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_interrupts)
+    try:
+        stdout, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # (hung: two threads on one encoder)
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    return stdout
+
+
+def test_ctrl_c_while_the_last_frames_are_written_keeps_the_complete_file(make_video, probe, tmp_path):
+    """Every frame was read and dehazed: the file is finished and named, and the run says it was interrupted."""
+    src, out = make_video(frames=12), tmp_path / "out.mp4"
+    assert interrupted_while_finishing(src, out, signals=1) == "True 12 None\n"
+    assert probe(out)["times"] == probe(src)["times"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+
+
+def test_a_second_ctrl_c_while_finishing_keeps_the_frames_written(make_video, probe, tmp_path):
+    """The second Ctrl-C drops the frames not yet begun by the writer; the one it was writing is kept, playable."""
+    src, out = make_video(frames=12), tmp_path / "out.mp4"
+    partial = tmp_path / "out.partial.mp4"
+    assert interrupted_while_finishing(src, out, signals=2) == f"True 1 {partial}\n"
+    assert probe(partial)["times"] == probe(src)["times"][:1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.partial.mp4"]
