@@ -41,6 +41,7 @@ from .models import MODEL_NAMES
 from .outputs import (
     OutputFile,
     RecordingDeleted,
+    check_not_recording,
     check_output,
     check_writable,
     move_aside,
@@ -175,6 +176,8 @@ class Job:
             check_segments(self.dst)
         if self.live:
             check_live_file(self.dst)
+            if not segmented:
+                check_not_recording(self.dst)
         check_writable(self.dst.parent)
 
     def open(self, stop: threading.Event | None = None) -> Source:
@@ -296,15 +299,15 @@ class Job:
             inner = None
         elif c.encode.segment_time is not None:
             inner = self._segments = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
-                                                   lambda path, start: sink(path, start=start))
+                                                   lambda path, start: sink(path, start=start, exclusive=True))
         elif self.dst is None and target != STDOUT:  # a server to publish to: a file's frames are never dropped
             inner = self._published = PublishedSink(lambda: sink(target), mask(str(target), str(target)),
                                                     encoding.pix_fmt, encoding.yuv_format,
                                                     c.live.reconnect if self.live else 0)
             self.stats.unpublished = lambda: self._published.unsent
             self.stats.output_reconnects = lambda: self._published.reconnects
-        else:
-            inner = sink(target, **more)
+        else:  # (a recording is created, never truncated: another run may have just made that file)
+            inner = sink(target, exclusive=self.live, **more)
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)
 
     def release(self) -> None:

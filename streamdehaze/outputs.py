@@ -7,9 +7,10 @@ the target as it was. Where the filesystem has no anonymous files, the output is
 ``.NAME.partial-PID.EXT`` locked by its writer; the next run to the same output removes those whose writer is
 gone, and says so.
 
-Live recordings are written straight to their target as they come (``sinks.py``), and never replace an earlier
-recording: a file already at the target is moved aside to ``NAME.N.EXT`` (N one more than the highest there), and
-segments continue after the highest number already in the folder.
+Live recordings are written straight to their target as they come (``sinks.py``), held under a lock, and never
+replace an earlier recording: a file already at the target is moved aside to ``NAME.N.EXT`` (N one more than the
+highest there), unless another run is recording it (then the run is refused); segments continue after the highest
+number already in the folder, and are created exclusively, so two runs recording to the same names take turns.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class OutputFile:
         except OSError as exc:
             raise UsageError(f"cannot write to {target.parent}: {exc.strerror}") from None
         self.path = self._named or Path(f"/proc/self/fd/{self._fd}")
-        fcntl.flock(self._fd, fcntl.LOCK_EX)  # held until the file is done: the mark of a living writer
+        hold(self._fd)
 
     def commit(self, ends_partial: bool = False) -> Path:
         """Put the finished file in place of the target. ``ends_partial``: this is a run that, interrupted, keeps a
@@ -190,25 +191,45 @@ def remove_stale_partials(folder: Path, name: str | None = None) -> None:
     file ``name`` (every file when None): those whose writer no longer holds their lock."""
     stem, suffix = ("*", "") if name is None else (glob.escape(Path(name).stem), glob.escape(Path(name).suffix))
     for path in sorted(folder.glob(f".{stem}.partial-*{suffix}")):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
+        if _held(path) is not False:  # its writer is still at work (or it cannot be told)
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # its writer is still at work
-        finally:
-            os.close(fd)
         path.unlink(missing_ok=True)
         log.warning("removed %s, left unfinished by a run that was killed", path.name)
 
 
+def hold(fd: int) -> None:
+    """Lock the file being written through ``fd`` until it is closed: the mark of a living writer (``_held``)."""
+    fcntl.flock(fd, fcntl.LOCK_EX)  # (waits, at most, for another process's look: ``_held``)
+
+
+def _held(path: Path) -> bool | None:
+    """Whether a living writer holds ``path`` (``hold``); None where it cannot be opened to see."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def check_not_recording(target: Path) -> None:
+    """A ``UsageError`` where another run is recording ``target`` now: it cannot be moved aside under it."""
+    if _held(target):
+        raise UsageError(f"{target} is being recorded by another run: give this one another name")
+
+
 def move_aside(target: Path) -> Path | None:
     """A live recording never replaces an earlier file: move one at ``target`` to ``NAME.N.EXT``, N one more than
-    the highest already there. Returns where it went, or None when there was nothing to move."""
+    the highest already there (``check_not_recording`` first). Returns where it went, or None when there was
+    nothing to move."""
     if not target.exists():
         return None
+    check_not_recording(target)
     numbered = re.compile(re.escape(target.stem) + r"\.(\d+)" + re.escape(target.suffix))
     taken = [int(m.group(1)) for p in target.parent.iterdir() if (m := numbered.fullmatch(p.name))]
     aside = target.with_name(f"{target.stem}.{max(taken, default=0) + 1}{target.suffix}")

@@ -195,3 +195,21 @@ def test_a_second_ctrl_c_while_finishing_keeps_the_frames_written(make_video, pr
     assert interrupted_while_finishing(src, out, signals=2) == f"True 1 {partial}\n"
     assert probe(partial)["times"] == probe(src)["times"][:1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.partial.mp4"]
+
+
+def test_segments_of_a_second_run_never_replace_the_first_ones(make_video, probe, tmp_path):
+    """Two runs to the same segment names: the second finds the first's files there and goes on after them."""
+    src, out = make_video(frames=12), tmp_path / "cam.mp4"
+    run = [sys.executable, "-m", "streamdehaze", src, out, "--model", "dcp", "--segment-time", "0.2"]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    kept = {p.name: p.read_bytes() for p in tmp_path.glob("cam_*.mp4")}
+    assert sorted(kept) == ["cam_00000.mp4", "cam_00001.mp4", "cam_00002.mp4"]
+    second = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.splitlines()[0] == ("streamdehaze: cam_00000.mp4 is there already (another recording to the "
+                                             "same names?): not replaced; this recording goes on at cam_00003.mp4")
+    assert second.stderr.endswith(f" with dcp -> {tmp_path}/cam_00003.mp4 .. cam_00005.mp4\n"), second.stderr
+    assert {name: (tmp_path / name).read_bytes() for name in kept} == kept
+    again = [probe(tmp_path / f"cam_{n:05d}.mp4")["count"] for n in (3, 4, 5)]
+    assert again == [probe(tmp_path / name)["count"] for name in sorted(kept)] and sum(again) == 12
