@@ -473,9 +473,11 @@ class SegmentedSink:
                 for packet in held:  # (the next segment begins with this frame: what came before it ends this one)
                     if packet_start(packet) < t:
                         self.current.write(packet)
-                finished, self.current = self.current, None
-                finished.close()
-                self._done += finished.frames
+                finished, self.current = self.current, None  # (closed, even where that fails: no abort after)
+                try:
+                    finished.close()
+                finally:  # a segment that fails as it is closed still holds its frames, as far as they fit
+                    self._done += finished.frames
                 self.number += 1
                 self.current = self._open_part(t)
                 while self._next <= t:
