@@ -323,10 +323,11 @@ class Job:
             result = self.stream.finish(interrupted, run_handlers)
         except StreamDehazeError as exc:
             self.abort()
-            # whatever ended it, the recording stays, and says so (unless someone deleted it)
-            if self.live and self.dst is not None and not isinstance(exc, RecordingDeleted):
-                raise MediaError(f"{exc}; the {self.stream.sink.frames} frames recorded before it are in "
-                                 f"{self._recorded_in()}") from None
+            # whatever ended it, the recording (or the segments written) stays, and says so (unless someone deleted it)
+            if (self.live or self._segments is not None) and self.dst is not None \
+                    and not isinstance(exc, RecordingDeleted):
+                raise MediaError(f"{exc}; the {self.stream.sink.frames} frames {'recorded' if self.live else 'written'} "
+                                 f"before it are in {self._recorded_in()}") from None
             raise
         except BaseException:
             self.abort()

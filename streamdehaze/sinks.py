@@ -423,7 +423,8 @@ class SegmentedSink:
         return self.pattern.with_name(self.pattern.name % number)
 
     def _open_part(self, start: Fraction) -> VideoSink:
-        """The segment numbered ``self.number``, or after the highest there where that name is taken."""
+        """The segment numbered ``self.number``, or after the highest there where that name is taken. One that
+        cannot be created once others were written is a ``MediaError``: the run failed, not its command line."""
         while True:
             try:
                 part = self._part(self._path(self.number), start)
@@ -434,6 +435,10 @@ class SegmentedSink:
                     log.warning("%s is there already (another recording to the same names?): not replaced; this "
                                 "recording goes on at %s", self._path(taken).name, self._path(self.number).name)
                 continue
+            except UsageError as exc:
+                if not self._numbers:
+                    raise
+                raise MediaError(str(exc)) from None
             self._numbers.append(self.number)
             return part
 

@@ -213,3 +213,14 @@ def test_segments_of_a_second_run_never_replace_the_first_ones(make_video, probe
     assert {name: (tmp_path / name).read_bytes() for name in kept} == kept
     again = [probe(tmp_path / f"cam_{n:05d}.mp4")["count"] for n in (3, 4, 5)]
     assert again == [probe(tmp_path / name)["count"] for name in sorted(kept)] and sum(again) == 12
+
+
+def test_a_file_run_whose_next_segment_cannot_be_created_keeps_the_others(make_video, probe, run_cli,
+                                                                          small_filesystem):
+    """A runtime failure (exit 1), not a usage error, naming the segments kept."""
+    src, folder = make_video(frames=20), small_filesystem(2048, files=3)
+    code, err = run_cli(src, folder / "cam.mp4", "--model", "dcp", "--segment-time", 0.2)
+    kept = sum(probe(folder / f"cam_{n:05d}.mp4")["count"] for n in range(3))  # (five or six frames each)
+    assert (code, err) == (1, f"streamdehaze: error: cannot write {folder}/cam_00003.mp4: No space left on device; "
+                              f"the {kept} frames written before it are in {folder}/cam_00000.mp4 .. cam_00002.mp4\n")
+    assert 15 <= kept < 20
