@@ -119,9 +119,11 @@ def test_runs_without_anonymous_files_stay_all_or_nothing(make_video, probe, tmp
 def test_a_complete_run_replaces_an_interrupted_ones_partial(make_video, run_cli, caplog, tmp_path):
     src = make_video(frames=5)
     (tmp_path / "out.partial.mp4").write_bytes(b"frames of an interrupted run")
+    (tmp_path / "out.partial.1.mp4").write_bytes(b"frames of an earlier interrupted run")
     code, err = run_cli(src, tmp_path / "out.mp4", "--model", "dcp")
     assert code == 0, err
     assert "removed out.partial.mp4, left by an interrupted run: out.mp4 is complete now" in caplog.text
+    assert "removed out.partial.1.mp4, left by an interrupted run: out.mp4 is complete now" in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
 
 
@@ -167,7 +169,8 @@ print(result.interrupted, result.frames, result.output)
 """
 
 
-def interrupted_while_finishing(src: Path, out: Path, signals: int) -> str:
+def interrupted_while_finishing(src: Path, out: Path, signals: int) -> tuple[str, str]:
+    """The run's standard output (its result) and error (its log)."""
     proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_WHILE_FINISHING, src, out, str(signals)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_interrupts)
     try:
@@ -177,13 +180,13 @@ def interrupted_while_finishing(src: Path, out: Path, signals: int) -> str:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    return stdout
+    return stdout, err
 
 
 def test_ctrl_c_while_the_last_frames_are_written_keeps_the_complete_file(make_video, probe, tmp_path):
     """Every frame was read and dehazed: the file is finished and named, and the run says it was interrupted."""
     src, out = make_video(frames=12), tmp_path / "out.mp4"
-    assert interrupted_while_finishing(src, out, signals=1) == "True 12 None\n"
+    assert interrupted_while_finishing(src, out, signals=1)[0] == "True 12 None\n"
     assert probe(out)["times"] == probe(src)["times"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
 
@@ -192,10 +195,20 @@ def test_a_second_ctrl_c_while_finishing_keeps_the_frames_written(make_video, pr
     """The second Ctrl-C drops the frames not yet begun by the writer; the one it was writing is kept, playable."""
     src, out = make_video(frames=12), tmp_path / "out.mp4"
     partial = tmp_path / "out.partial.mp4"
-    assert interrupted_while_finishing(src, out, signals=2) == f"True 1 {partial}\n"
+    assert interrupted_while_finishing(src, out, signals=2)[0] == f"True 1 {partial}\n"
     assert probe(partial)["times"] == probe(src)["times"][:1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.partial.mp4"]
 
+
+def test_an_interrupted_run_moves_an_earlier_ones_partial_aside(make_video, probe, tmp_path):
+    """Nothing recorded is replaced: the earlier partial becomes NAME.partial.1.EXT, as a recording moves aside."""
+    src, out = make_video(frames=12), tmp_path / "out.mp4"
+    (tmp_path / "out.partial.mp4").write_bytes(b"frames of an earlier interrupted run")
+    result, log = interrupted_while_finishing(src, out, signals=2)
+    assert result == f"True 1 {tmp_path / 'out.partial.mp4'}\n"
+    assert "out.partial.mp4 already held the frames of an interrupted run: moved it to out.partial.1.mp4\n" in log
+    assert (tmp_path / "out.partial.1.mp4").read_bytes() == b"frames of an earlier interrupted run"
+    assert probe(tmp_path / "out.partial.mp4")["count"] == 1
 
 def test_segments_of_a_second_run_never_replace_the_first_ones(make_video, probe, tmp_path):
     """Two runs to the same segment names: the second finds the first's files there and goes on after them."""
