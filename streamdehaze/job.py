@@ -326,8 +326,9 @@ class Job:
             # whatever ended it, the recording (or the segments written) stays, and says so (unless someone deleted it)
             if (self.live or self._segments is not None) and self.dst is not None \
                     and not isinstance(exc, RecordingDeleted):
-                raise MediaError(f"{exc}; the {self.stream.sink.frames} frames {'recorded' if self.live else 'written'} "
-                                 f"before it are in {self._recorded_in()}") from None
+                done = "recorded" if self.live else "written"
+                raise MediaError(f"{exc}; the {self.stream.sink.frames} frames {done} before it are in "
+                                 f"{self._recorded_in()}") from None
             raise
         except BaseException:
             self.abort()
