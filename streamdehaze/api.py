@@ -28,7 +28,7 @@ from .images import image_engine
 from .job import FILE_BATCH, Job, Source, open_source
 from .live import LiveOptions, is_live
 from .models import create_model
-from .pipeline import RunResult, drive
+from .pipeline import RunResult, deferred_signals, drive
 from .records import FrameRecord
 from .stats import RunStats
 from .temporal import DEFAULT_STRENGTH, TemporalSmoother, smoother
@@ -268,12 +268,20 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
             on_start(source)
         stream = job.start()
         settings = job.settings(engine.infer_shape)
-        try:
-            interrupted = drive(stream, engine)
-        except BaseException:
-            job.abort()
-            raise
-        result = job.complete(interrupted)
+        # From the first frame to the output's last byte, Ctrl-C is taken only where drive() and complete() look for
+        # it: anywhere else it would stop the writer's join half-way (Python 3.11 then takes the writer for ended) and
+        # the output would be closed under the writer, or thrown away.
+        with deferred_signals() as run_handlers:
+            try:
+                interrupted = drive(stream, engine, run_handlers)
+            except BaseException:
+                job.abort()
+                raise
+            result = job.complete(interrupted, run_handlers)
+            try:
+                run_handlers()  # (one that came as the output was closed and named)
+            except KeyboardInterrupt:
+                result.interrupted = True
         result.settings = settings
         return result
 

@@ -35,7 +35,7 @@ from .fleet import Lane, StreamLabels
 from .images import dehaze_image_file, image_engine, is_image
 from .job import Job
 from .models import create_model, default_model
-from .outputs import check_writable
+from .outputs import check_writable, is_partial
 from .pipeline import Stream
 from .formats import default_encoder, output_muxer
 from .sources import main_video
@@ -119,8 +119,8 @@ def plan(src: Path, dst: Path) -> tuple[list[Item], int]:
         dirs[:] = kept
         for name in sorted(files):
             path = here / name
-            # ours: hidden writers, and what an interrupted video run keeps (NAME.partial.EXT; a photo keeps none)
-            if name.startswith(".") or path.suffixes[-2:-1] == [".partial"] and not is_image(path):
+            # ours: hidden writers, and what an interrupted video run keeps (NAME.partial[.N].EXT; a photo keeps none)
+            if name.startswith(".") or is_partial(path) and not is_image(path):
                 continue
             # (a named pipe or a device would block the run forever; a broken link has nothing to read)
             if not path.is_file() or not (is_image(path) or path.suffix.lower() in VIDEO_SUFFIXES):

@@ -41,6 +41,7 @@ from .models import MODEL_NAMES
 from .outputs import (
     OutputFile,
     RecordingDeleted,
+    check_not_recording,
     check_output,
     check_writable,
     move_aside,
@@ -175,6 +176,8 @@ class Job:
             check_segments(self.dst)
         if self.live:
             check_live_file(self.dst)
+            if not segmented:
+                check_not_recording(self.dst)
         check_writable(self.dst.parent)
 
     def open(self, stop: threading.Event | None = None) -> Source:
@@ -296,15 +299,15 @@ class Job:
             inner = None
         elif c.encode.segment_time is not None:
             inner = self._segments = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
-                                                   lambda path, start: sink(path, start=start))
+                                                   lambda path, start: sink(path, start=start, exclusive=True))
         elif self.dst is None and target != STDOUT:  # a server to publish to: a file's frames are never dropped
             inner = self._published = PublishedSink(lambda: sink(target), mask(str(target), str(target)),
                                                     encoding.pix_fmt, encoding.yuv_format,
                                                     c.live.reconnect if self.live else 0, stream=c.name)
             self.stats.unpublished = lambda: self._published.unsent
             self.stats.output_reconnects = lambda: self._published.reconnects
-        else:
-            inner = sink(target, **more)
+        else:  # (a recording is created, never truncated: another run may have just made that file)
+            inner = sink(target, exclusive=self.live, **more)
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)
 
     def release(self) -> None:
@@ -312,15 +315,19 @@ class Job:
         self.stats.freeze()
         self.stream = self.source = self._segments = self._published = None
 
-    def complete(self, interrupted: bool = False) -> RunResult:
-        """Once the stream is drained: finish it, and put the output where it belongs."""
+    def complete(self, interrupted: bool = False, run_handlers: Callable[[], None] = lambda: None) -> RunResult:
+        """Once the stream is drained: finish it, and put the output where it belongs: at the target when it holds
+        every frame (even if Ctrl-C came as it was being finished: the result then says ``interrupted``), else
+        in ``NAME.partial.EXT``. ``run_handlers``: as for ``Stream.finish``."""
         try:
-            result = self.stream.finish(interrupted)
+            result = self.stream.finish(interrupted, run_handlers)
         except StreamDehazeError as exc:
             self.abort()
-            # whatever ended it, the recording stays, and says so (unless someone deleted it)
-            if self.live and self.dst is not None and not isinstance(exc, RecordingDeleted):
-                raise MediaError(f"{exc}; the {self.stream.sink.frames} frames recorded before it are in "
+            # whatever ended it, the recording (or the segments written) stays, and says so (unless someone deleted it)
+            if (self.live or self._segments is not None) and self.dst is not None \
+                    and not isinstance(exc, RecordingDeleted):
+                done = "recorded" if self.live else "written"
+                raise MediaError(f"{exc}; the {self.stream.sink.frames} frames {done} before it are in "
                                  f"{self._recorded_in()}") from None
             raise
         except BaseException:
@@ -331,7 +338,7 @@ class Job:
         if self._published is not None:
             result.unpublished, result.output_reconnects = self._published.unsent, self._published.reconnects
         if self._out is not None:
-            if result.interrupted:
+            if self.stream.stopped:  # (cut short: frames of the input are not in it)
                 result.output = str(self._out.keep_partial())
             else:
                 self._out.commit(ends_partial=True)

@@ -2,14 +2,15 @@
 
 File runs are all or nothing. The output is written to an anonymous file in the target's folder (Linux
 ``O_TMPFILE``: if the process is killed or the power fails, the kernel frees it and nothing is left) and linked to
-the target name only once complete. An interrupted run links what it finished as ``NAME.partial.EXT`` and leaves
-the target as it was. Where the filesystem has no anonymous files, the output is a hidden
+the target name only once complete. An interrupted run links what it finished as ``NAME.partial.EXT`` (an earlier
+one's moved aside to ``NAME.partial.N.EXT``, as recordings are) and leaves the target as it was. Where the filesystem has no anonymous files, the output is a hidden
 ``.NAME.partial-PID.EXT`` locked by its writer; the next run to the same output removes those whose writer is
 gone, and says so.
 
-Live recordings are written straight to their target as they come (``sinks.py``), and never replace an earlier
-recording: a file already at the target is moved aside to ``NAME.N.EXT`` (N one more than the highest there), and
-segments continue after the highest number already in the folder.
+Live recordings are written straight to their target as they come (``sinks.py``), held under a lock, and never
+replace an earlier recording: a file already at the target is moved aside to ``NAME.N.EXT`` (N one more than the
+highest there), unless another run is recording it (then the run is refused); segments continue after the highest
+number already in the folder, and are created exclusively, so two runs recording to the same names take turns.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def check_output(target: Path, inputs: Path | None = None) -> None:
     if inputs is not None and inputs.exists():
         if _same_file(target, inputs):
             raise UsageError(f"output {target} is the input: refusing to overwrite it")
-        # a run to the target removes its partial when complete, or writes it when interrupted
-        if _same_file(partial_name(target), inputs):
+        # a run to the target removes its partials when complete, or writes one (moving the last aside) when interrupted
+        if any(_same_file(partial, inputs) for partial in [partial_name(target), *_partials(target)]):
             raise UsageError(f"input {inputs} is where a run to {target.name} would keep its frames if interrupted "
                              f"(and which a complete one removes): name the output otherwise")
     if target.is_dir():
@@ -91,6 +92,20 @@ def partial_name(target: Path) -> Path:
     return target.with_name(f"{target.stem}.partial{target.suffix}")
 
 
+def is_partial(path: Path) -> bool:
+    """Whether ``path`` is named as an interrupted run's frames: ``NAME.partial.EXT``, or an earlier one's moved
+    aside, ``NAME.partial.N.EXT``."""
+    return re.fullmatch(r".+\.partial(\.\d+)?\.[^.]+", path.name) is not None
+
+
+def _partials(target: Path) -> list[Path]:
+    """The interrupted runs' frames kept for ``target``: ``NAME.partial.EXT`` and ``NAME.partial.N.EXT``."""
+    if not target.parent.is_dir():
+        return []
+    named = re.compile(re.escape(f"{target.stem}.partial") + r"(\.\d+)?" + re.escape(target.suffix))
+    return sorted(p for p in target.parent.iterdir() if named.fullmatch(p.name))
+
+
 class OutputFile:
     """The file a run writes for ``target``. Writers open ``path``; then ``commit()`` (it becomes the target),
     ``keep_partial()`` (it becomes ``NAME.partial.EXT``) or ``discard()``."""
@@ -106,21 +121,26 @@ class OutputFile:
         except OSError as exc:
             raise UsageError(f"cannot write to {target.parent}: {exc.strerror}") from None
         self.path = self._named or Path(f"/proc/self/fd/{self._fd}")
-        fcntl.flock(self._fd, fcntl.LOCK_EX)  # held until the file is done: the mark of a living writer
+        hold(self._fd)
 
     def commit(self, ends_partial: bool = False) -> Path:
         """Put the finished file in place of the target. ``ends_partial``: this is a run that, interrupted, keeps a
-        partial (a video's): an earlier interrupted run's goes. (For others, a file of that name is the user's.)"""
+        partial (a video's): those of earlier interrupted runs go. (For others, a file of that name is the user's.)"""
         self._link(self.target)
-        earlier = partial_name(self.target)
-        if ends_partial and earlier.exists():
+        for earlier in _partials(self.target) if ends_partial else []:
             earlier.unlink()
             log.warning("removed %s, left by an interrupted run: %s is complete now", earlier.name, self.target.name)
         return self.target
 
     def keep_partial(self) -> Path:
-        """Keep the (finished, playable) file of an interrupted run as ``NAME.partial.EXT``."""
+        """Keep the (finished, playable) file of an interrupted run as ``NAME.partial.EXT``; an earlier run's there
+        is moved aside (``move_aside``), never replaced."""
         partial = partial_name(self.target)
+        try:
+            move_aside(partial, "the frames of an interrupted run")
+        except OSError as exc:
+            self.discard()
+            raise MediaError(f"cannot move {partial} aside: {exc.strerror}") from None
         self._link(partial)
         return partial
 
@@ -190,30 +210,50 @@ def remove_stale_partials(folder: Path, name: str | None = None) -> None:
     file ``name`` (every file when None): those whose writer no longer holds their lock."""
     stem, suffix = ("*", "") if name is None else (glob.escape(Path(name).stem), glob.escape(Path(name).suffix))
     for path in sorted(folder.glob(f".{stem}.partial-*{suffix}")):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
+        if _held(path) is not False:  # its writer is still at work (or it cannot be told)
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # its writer is still at work
-        finally:
-            os.close(fd)
         path.unlink(missing_ok=True)
         log.warning("removed %s, left unfinished by a run that was killed", path.name)
 
 
-def move_aside(target: Path) -> Path | None:
-    """A live recording never replaces an earlier file: move one at ``target`` to ``NAME.N.EXT``, N one more than
-    the highest already there. Returns where it went, or None when there was nothing to move."""
+def hold(fd: int) -> None:
+    """Lock the file being written through ``fd`` until it is closed: the mark of a living writer (``_held``)."""
+    fcntl.flock(fd, fcntl.LOCK_EX)  # (waits, at most, for another process's look: ``_held``)
+
+
+def _held(path: Path) -> bool | None:
+    """Whether a living writer holds ``path`` (``hold``); None where it cannot be opened to see."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def check_not_recording(target: Path) -> None:
+    """A ``UsageError`` where another run is recording ``target`` now: it cannot be moved aside under it."""
+    if _held(target):
+        raise UsageError(f"{target} is being recorded by another run: give this one another name")
+
+
+def move_aside(target: Path, held: str = "a recording") -> Path | None:
+    """A live recording (or an interrupted run's partial) never replaces an earlier file: move one at ``target`` to
+    ``NAME.N.EXT``, N one more than the highest already there (``check_not_recording`` first); ``held``: what it
+    is, for the warning. Returns where it went, or None when there was nothing to move."""
     if not target.exists():
         return None
+    check_not_recording(target)
     numbered = re.compile(re.escape(target.stem) + r"\.(\d+)" + re.escape(target.suffix))
     taken = [int(m.group(1)) for p in target.parent.iterdir() if (m := numbered.fullmatch(p.name))]
     aside = target.with_name(f"{target.stem}.{max(taken, default=0) + 1}{target.suffix}")
     os.rename(target, aside)
-    log.warning("%s already held a recording: moved it to %s", target.name, aside.name)
+    log.warning("%s already held %s: moved it to %s", target.name, held, aside.name)
     return aside
 
 

@@ -74,13 +74,14 @@ class Stream:
         self.stats = stats or RunStats()
         self.temporal, self.on_frames = temporal, on_frames
         self.frames = 0  # dehazed frames handed to the writer
+        self.written = 0  # and written (fewer only where Ctrl-C twice dropped some)
         self.error: BaseException | None = None
         self.drained = threading.Event()  # nothing of this stream is left in the engine
         self._arrival = getattr(source, "arrival", lambda pts: None)  # live sources know when each frame came in
         self._pending: list[av.VideoFrame] = []  # taken, waiting for a full batch
         self._in_engine = 0
         self._ended = False  # no more frames will be taken: the source ended, failed or was stopped
-        self.stopped = False  # stopped before its source ended
+        self.stopped = False  # cut short: stopped before its source ended, or frames taken were dropped (Ctrl-C twice)
         self._start = time.perf_counter()
         self.reader: Prefetch | None = None
         self.writer: Worker | None = None
@@ -124,6 +125,7 @@ class Stream:
             frame.opaque = original
         pts = frame.pts  # (a segment's sink writes it shifted to the segment's start)
         self.sink.write(frame)
+        self.written += 1
         self.stats.frame_done(self._arrival(pts))
 
     # The scheduler's side (one of its threads at a time).
@@ -198,18 +200,37 @@ class Stream:
         if stop is not None:
             stop()
 
+    def drop_unwritten(self) -> None:
+        """A second Ctrl-C: the frames handed to the writer and not yet begun are not written."""
+        self.stopped = True
+        self.writer.skip()
+
     # The owner's side, once ``drained`` is set.
 
-    def finish(self, interrupted: bool = False) -> RunResult:
+    def finish(self, interrupted: bool = False, run_handlers: Callable[[], None] = lambda: None) -> RunResult:
         """Close the reader, write everything handed to the writer and close the sink (the file is complete), or,
-        after a failure, keep what was written as far as it can be (``sink.abort``) and raise the failure."""
+        after a failure, keep what was written as far as it can be (``sink.abort``) and raise the failure.
+
+        ``run_handlers``: ``deferred_signals``' (call this inside it), run while the writer works. A Ctrl-C then
+        (its KeyboardInterrupt) is taken as in ``drive``: the first lets the writer finish what it was handed, one
+        after another drops what it has not begun; either way the sink is closed, playable, once the writer is done
+        with it (never two threads on one encoder), and the result says ``interrupted``."""
         try:
             self.reader.close()
             if self.live:
                 self.stats.drop(self.reader.qsize())  # (the frames still waiting for the engine)
             if self.error is not None:
                 raise self.error
-            self.writer.finish()
+            while True:
+                try:
+                    self.writer.finish(run_handlers)
+                    break
+                except KeyboardInterrupt:
+                    if interrupted:
+                        self.drop_unwritten()
+                    interrupted = True
+            if self.live:  # (those a second Ctrl-C dropped: received = written + dropped)
+                self.stats.drop(self.frames - self.written)
             self.sink.close()
         except BaseException:
             self.writer.cancel()
@@ -218,7 +239,7 @@ class Stream:
         return self.result(interrupted)
 
     def result(self, interrupted: bool = False) -> RunResult:
-        return RunResult(frames=self.frames, seconds=time.perf_counter() - self._start, interrupted=interrupted,
+        return RunResult(frames=self.written, seconds=time.perf_counter() - self._start, interrupted=interrupted,
                          dropped=self.stats.dropped, reconnects=getattr(self.source, "reconnects", 0),
                          corrupt=getattr(self.source, "corrupt", 0))
 
@@ -330,6 +351,7 @@ class Scheduler:
         for call in self._in_flight:
             for stream, batch in call:
                 stream._in_engine -= len(batch)
+                stream.stopped = True
         self._in_flight.clear()
         self._retire()
 
@@ -361,32 +383,35 @@ def run_video(source: Iterable, engine: Engine, sink, *, batch_size: int = 1, qu
     """Process every frame of ``source`` into ``sink`` and close the sink (see ``drive``)."""
     stream = Stream(source, sink, batch_size=batch_size, queue_frames=queue_frames, live=live,
                     max_latency=max_latency, stats=stats, temporal=temporal, on_frames=on_frames)
-    return stream.finish(drive(stream, engine))
+    with deferred_signals() as run_handlers:
+        return stream.finish(drive(stream, engine, run_handlers), run_handlers)
 
 
-def drive(stream: Stream, engine: Engine) -> bool:
+def drive(stream: Stream, engine: Engine, run_handlers: Callable[[], None]) -> bool:
     """Run one stream through ``engine`` with the scheduler in the calling thread, until nothing of it is left in
-    the engine; the caller then finishes it (``Stream.finish``). Returns whether it was interrupted.
+    the engine; the caller then finishes it (``Stream.finish``, with the same ``run_handlers``). Returns whether it
+    was interrupted. Call both inside one ``deferred_signals()``, whose ``run_handlers`` this is: a Ctrl-C from the
+    first frame to the output's last byte is then taken only where one of them handles it.
 
     Ctrl-C (KeyboardInterrupt) stops reading and lets the frames already in the engine through, so the output is
-    complete and playable up to there; a second Ctrl-C skips those too. Any other failure stops the stream, keeps
-    what was written as far as it can be (``sink.abort``) and is raised.
+    complete and playable up to there; a second Ctrl-C skips those too, and those the writer has not begun. Any
+    other failure stops the stream, keeps what was written as far as it can be (``sink.abort``) and is raised.
     """
     scheduler = Scheduler(engine)
     scheduler.add(stream)
     interrupted = False
     try:
-        with deferred_signals() as run_handlers:
-            while not stream.drained.is_set():
-                try:
-                    run_handlers()  # a signal's handler (KeyboardInterrupt) runs here, between two steps (0.1 s apart
-                    # at most when idle)
-                    scheduler.step()
-                except KeyboardInterrupt:
-                    if interrupted:
-                        scheduler.abandon()
-                    interrupted = True
-                    stream.stop()
+        while not stream.drained.is_set():
+            try:
+                run_handlers()  # a signal's handler (KeyboardInterrupt) runs here, between two steps (0.1 s apart at
+                # most when idle)
+                scheduler.step()
+            except KeyboardInterrupt:
+                if interrupted:
+                    scheduler.abandon()
+                    stream.drop_unwritten()
+                interrupted = True
+                stream.stop()
     except BaseException:
         stream.stop()
         stream.reader.close()

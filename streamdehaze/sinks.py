@@ -39,7 +39,7 @@ from .formats import (
     url_format,
 )
 from .frames import frame_from_planes, upright
-from .outputs import Syncer, WholeWrites
+from .outputs import Syncer, WholeWrites, hold, next_segment
 from .records import FrameRecord
 from .sources import VideoInfo, adts_configuration, packet_start, stream_tags
 
@@ -307,16 +307,21 @@ def add_video_stream(container: av.container.OutputContainer, info: VideoInfo, e
     return stream
 
 
+class OutputExists(UsageError):
+    """A file to be written as it goes (``VideoSink(exclusive=True)``) is there already: it is never replaced."""
+
+
 class VideoSink:
     """Writes to a file or a URL. A file run writes to a temporary file (``outputs.py``) and names its ``target`` in
-    ``shown_as``; a live run writes to the target itself, as it goes."""
+    ``shown_as``; a live run writes to the target itself, as it goes, holding it under a lock (``outputs.hold``)."""
 
     def __init__(self, target: Path | str, info: VideoInfo, encoding: Encoding | None = None, *, live: bool = False,
-                 shown_as: Path | None = None, start: Fraction = Fraction(0)) -> None:
+                 shown_as: Path | None = None, start: Fraction = Fraction(0), exclusive: bool = False) -> None:
         """``encoding``: libx264 at its defaults when None. ``shown_as``: the user's name for a temporary ``target``,
-        for messages and the container format. ``start``: the time (seconds) written as 0, a segment's start."""
+        for messages and the container format. ``start``: the time (seconds) written as 0, a segment's start.
+        ``exclusive``: the file is created, never truncated: ``OutputExists`` where one is there already."""
         self.target = str(target)
-        self.start = start
+        self.start, self.exclusive = start, exclusive
         self.path = Path(target) if url_format(self.target) is None else None
         self.shown_as = shown_as or self.path
         self.name = mask(self.target, self.target) if self.path is None else str(self.shown_as)
@@ -355,9 +360,14 @@ class VideoSink:
         fmt, options = output_options(target, self.shown_as, self.live, tags=self.info.tags)
         try:
             if self.path is not None:
-                self._file = WholeWrites(target, "wb")
+                self._file = WholeWrites(target, "xb" if self.exclusive else "wb")
+                if self.live:  # (marked as being recorded; on a filesystem without locks it goes on unmarked)
+                    with contextlib.suppress(OSError):
+                        hold(self._file.fileno())
             where = self._file or ("pipe:1" if target == STDOUT else target)
             return av.open(where, "w", format=fmt, options=options, timeout=10.0)
+        except FileExistsError:
+            raise OutputExists(f"cannot write {self.name}: a file of that name is there already") from None
         except (av.FFmpegError, ValueError, OSError) as exc:
             self._close_file()
             raise (_url_error(exc) if self.path is None else UsageError)(
@@ -527,14 +537,20 @@ class SegmentedSink:
     ``first``. Each file has a muxer and an encoder of its own: a segment begins with the first frame at or past its
     time, as a keyframe, with that time written as 0, and is complete, closed, when the next begins. Sound reaches
     the sink ahead of the pictures of its time (they are being dehazed): what belongs to the next segment waits for
-    it. (FFmpeg's segment muxer crashed the whole process when a disk filled up just as a segment began.)"""
+    it. (FFmpeg's segment muxer crashed the whole process when a disk filled up just as a segment began.)
+
+    A segment never replaces a file: where its name is taken (another run recording to the same names), it takes
+    the number after the highest there, and a warning says so the first time."""
 
     def __init__(self, pattern: Path, segment_time: float, first: int,
                  part: Callable[[Path, Fraction], VideoSink]) -> None:
-        """``part(path, start)``: a ``VideoSink`` writing ``path`` with ``start`` written as 0."""
-        self.pattern, self.segment_time, self.first, self.number = pattern, Fraction(segment_time), first, first
+        """``part(path, start)``: a ``VideoSink`` writing ``path`` with ``start`` written as 0, created exclusively
+        (``OutputExists`` where a file is there)."""
+        self.pattern, self.segment_time, self.number = pattern, Fraction(segment_time), first
         self._part = part
-        self.current: VideoSink | None = part(self._path(first), Fraction(0))
+        self._numbers: list[int] = []  # the segments this sink created, in order
+        self._told = False  # that a name was taken
+        self.current: VideoSink | None = self._open_part(Fraction(0))
         self.pix_fmt, self.yuv_format = self.current.pix_fmt, self.current.yuv_format
         self._done = 0  # frames in the segments closed so far
         self._next: Fraction | None = None  # when the next segment begins
@@ -543,15 +559,44 @@ class SegmentedSink:
     def _path(self, number: int) -> Path:
         return self.pattern.with_name(self.pattern.name % number)
 
+    def _open_part(self, start: Fraction) -> VideoSink:
+        """The segment numbered ``self.number``, or after the highest there where that name is taken. One that
+        cannot be created once others were written is a ``MediaError``: the run failed, not its command line."""
+        while True:
+            try:
+                part = self._part(self._path(self.number), start)
+            except OutputExists:
+                taken, self.number = self.number, max(self.number + 1, next_segment(self.pattern))
+                if not self._told:
+                    self._told = True
+                    log.warning("%s is there already (another recording to the same names?): not replaced; this "
+                                "recording goes on at %s", self._path(taken).name, self._path(self.number).name)
+                continue
+            except UsageError as exc:
+                if not self._numbers:
+                    raise
+                raise MediaError(str(exc)) from None
+            self._numbers.append(self.number)
+            return part
+
     @property
     def frames(self) -> int:
         return self._done + (self.current.frames if self.current is not None else 0)
 
     def written(self) -> str:
-        """The segments written: ``cam_00000.mp4 .. cam_00003.mp4``, or the one."""
-        last = self.number if self.current is not None and self.current.path.exists() else self.number - 1
-        first = self._path(self.first)
-        return str(first) if last <= self.first else f"{first} .. {self._path(last).name}"
+        """The segments written: ``cam_00000.mp4 .. cam_00003.mp4``, or the one; where other files came between
+        them (another run's segments), how many are this run's."""
+        numbers = self._numbers
+        if numbers and self.current is not None and not self.current.path.exists():  # (deleted, or nothing fit)
+            numbers = numbers[:-1]
+        if not numbers:
+            return str(self._path(self.number))
+        first, last = self._path(numbers[0]), self._path(numbers[-1])
+        if len(numbers) == 1:
+            return str(first)
+        if numbers[-1] - numbers[0] + 1 == len(numbers):
+            return f"{first} .. {last.name}"
+        return f"{first} .. {last.name} ({len(numbers)} of them: the others between are not this run's)"
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         if isinstance(item, av.Packet):
@@ -570,11 +615,13 @@ class SegmentedSink:
                 for packet in held:  # (the next segment begins with this frame: what came before it ends this one)
                     if packet_start(packet) < t:
                         self.current.write(packet)
-                finished, self.current = self.current, None
-                finished.close()
-                self._done += finished.frames
+                finished, self.current = self.current, None  # (closed, even where that fails: no abort after)
+                try:
+                    finished.close()
+                finally:  # a segment that fails as it is closed still holds its frames, as far as they fit
+                    self._done += finished.frames
                 self.number += 1
-                self.current = self._part(self._path(self.number), t)
+                self.current = self._open_part(t)
                 while self._next <= t:
                     self._next += self.segment_time
                 for packet in held:

@@ -141,6 +141,7 @@ class Worker(Generic[T]):
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._failure: BaseException | None = None
         self._cancelled = False
+        self._ending = False  # the end is queued
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -173,16 +174,33 @@ class Worker(Generic[T]):
     def failure(self) -> BaseException | None:
         return self._failure
 
-    def finish(self) -> None:
-        """Wait until every item put so far is handled; re-raise the worker's error if it failed."""
-        self._queue.put(_END)
-        self._thread.join()
+    def finish(self, poll: Callable[[], None] = lambda: None) -> None:
+        """Wait until every item put so far is handled; re-raise the worker's error if it failed. ``poll()`` is
+        called every 0.1 s meanwhile; what it raises leaves the worker at work (``finish`` or ``cancel`` after it)."""
+        while not self._ending:
+            poll()
+            try:
+                self._queue.put(_END, timeout=_POLL_S)
+                self._ending = True
+            except queue.Full:
+                continue
+        while self._thread.is_alive():
+            poll()
+            self._thread.join(_POLL_S)
         self._raise_failure()
 
-    def cancel(self) -> None:
-        """Drop whatever is still queued and wait for the thread to end; never raises."""
+    def skip(self) -> None:
+        """Drop the items still queued (the one in hand is finished); ``finish`` then returns once it is."""
         self._cancelled = True
-        self._queue.put(_END)
+
+    def cancel(self) -> None:
+        """Drop whatever is still queued and wait for the thread to end; never raises. (Call it, like ``finish``,
+        where no signal handler can raise inside the wait: Python 3.11 takes a thread whose ``join`` was
+        interrupted for ended, and the caller would go on while it still works.)"""
+        self._cancelled = True
+        if not self._ending:
+            self._ending = True
+            self._queue.put(_END)  # (a cancelled worker empties its queue at once)
         self._thread.join()
 
     def _raise_failure(self) -> None:

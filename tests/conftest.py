@@ -246,15 +246,17 @@ def decodable_times(path: Path) -> list[Fraction]:
 
 @pytest.fixture
 def small_filesystem(tmp_path: Path):
-    """``small_filesystem(kib)`` -> a folder on a tmpfs of that size, unmounted after the test; the test is skipped
-    where this machine does not let it mount one (it takes root or CAP_SYS_ADMIN)."""
+    """``small_filesystem(kib, files=None)`` -> a folder on a tmpfs of that size (holding at most ``files`` files),
+    unmounted after the test; the test is skipped where this machine does not let it mount one (it takes root or
+    CAP_SYS_ADMIN)."""
     mounts: list[Path] = []
 
-    def mount(kib: int) -> Path:
+    def mount(kib: int, files: int | None = None) -> Path:
         folder = tmp_path / f"small{len(mounts)}"
         folder.mkdir()
+        options = f"size={kib}k" + ("" if files is None else f",nr_inodes={files + 1}")  # (+1: the folder's own)
         try:
-            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
                                   capture_output=True, text=True, timeout=30)
         except FileNotFoundError:
             pytest.skip("cannot mount a small filesystem: no mount command")

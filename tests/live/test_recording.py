@@ -118,6 +118,38 @@ def test_earlier_recording_is_moved_aside(rtsp_server, cli, decodable, tmp_path)
     assert len(decodable(out)) >= 10
 
 
+
+def _summary_frames(run) -> int:
+    """The frame count of a run's summary line ("streamdehaze: N frames in ...")."""
+    return int(re.match(r"streamdehaze: (\d+) frames in ", run.stderr.splitlines()[-1]).group(1))
+
+
+def test_a_recording_in_progress_is_not_moved_aside_by_another_run(rtsp_server, cli, decodable, tmp_path):
+    out, stats = tmp_path / "cam.mp4", tmp_path / "s.jsonl"
+    first = cli(rtsp_server.url, out, "--model", "dcp", "--stats-json", stats)
+    first.wait_streaming(stats, 10)
+    second = cli(rtsp_server.url, out, "--model", "dcp")
+    assert second.finish(60) == 2
+    assert second.stderr == f"streamdehaze: error: {out} is being recorded by another run: give this one another name"
+    assert first.interrupt() == 0, first.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.mp4", "s.jsonl"]
+    assert len(decodable(out)) == _summary_frames(first) >= 10
+
+
+def test_two_recordings_to_the_same_segment_names_lose_no_frame(rtsp_server, cli, decodable, tmp_path):
+    """Two runs record to the same segment names at once: each segment is created by one of them and never truncated
+    by the other, so every frame either recorded is in a segment."""
+    out, runs = tmp_path / "cam.mp4", []
+    for k in range(2):  # the first has segments of its own when the second starts; both then cross boundaries
+        stats = tmp_path / f"s{k}.jsonl"
+        runs.append(cli(rtsp_server.url, out, "--model", "dcp", "--segment-time", 1, "--stats-json", stats))
+        runs[-1].wait_streaming(stats, 75)
+    for run in runs:
+        assert run.interrupt() == 0, run.stderr
+    segments = sorted(tmp_path.glob("cam_*.mp4"))
+    assert sum(len(decodable(segment)) for segment in segments) == sum(_summary_frames(run) for run in runs)
+    assert "is there already (another recording to the same names?): not replaced" in runs[0].stderr
+
 def test_segments_continue_after_earlier_ones(rtsp_server, cli, tmp_path):
     out = tmp_path / "cam.mp4"
     for run in range(2):

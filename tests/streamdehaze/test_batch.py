@@ -248,3 +248,13 @@ def test_photos_named_like_partials_are_done(hazy_image, run_cli, tmp_path):
         cv2.imwrite(str(src / name), hazy_image(0, 48, 32))
     assert run_cli("batch", src, out, "--model", "dcp", "--jobs", 1)[0] == 0
     assert _files(out) == ["eclipse.partial.jpg", "moon.partial.phase.jpg"]
+
+
+def test_partials_of_interrupted_runs_are_left_out(make_video, run_cli, tmp_path):
+    # NAME.partial.EXT and an earlier one moved aside, NAME.partial.N.EXT, are runs' leftovers, not inputs.
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("clip.mp4", "clip.partial.mp4", "clip.partial.1.mp4"):
+        make_video(f"in/{name}", frames=3)
+    assert run_cli("batch", src, out, *DCP, "--jobs", 1)[0] == 0
+    assert _files(out) == ["clip.mp4"]

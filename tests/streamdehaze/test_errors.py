@@ -81,10 +81,10 @@ def test_output_is_input(make_video, run_cli, tmp_path):
     assert src.read_bytes() == before
 
 
-@pytest.mark.parametrize("name", ["clip.partial.mp4", "photo.partial.png"])
+@pytest.mark.parametrize("name", ["clip.partial.mp4", "clip.partial.2.mp4", "photo.partial.png"])
 def test_an_input_named_as_an_outputs_partial_is_never_touched(make_video, hazy_image, run_cli, tmp_path, name):
-    """``clip.partial.mp4`` -> ``clip.mp4``: a complete run removes ``clip.partial.mp4`` (an interrupted run's
-    frames), an interrupted one writes it. Here it is the input."""
+    """``clip.partial.mp4`` -> ``clip.mp4``: a complete run removes ``clip.partial.mp4`` and ``clip.partial.N.mp4``
+    (interrupted runs' frames), an interrupted one writes the first, moving it aside. Here it is the input."""
     src = tmp_path / name
     if name.endswith(".mp4"):
         make_video(name, frames=3)
@@ -92,7 +92,7 @@ def test_an_input_named_as_an_outputs_partial_is_never_touched(make_video, hazy_
         import cv2
         assert cv2.imwrite(str(src), hazy_image(0, 32, 24))
     before = src.read_bytes()
-    code, err = run_cli(src, tmp_path / name.replace(".partial", ""), "--model", "dcp")
+    code, err = run_cli(src, tmp_path / name.replace(".partial", "").replace(".2", ""), "--model", "dcp")
     assert code == 2 and "would keep its frames if interrupted" in _one_line(err)
     assert src.read_bytes() == before
 

@@ -119,9 +119,11 @@ def test_runs_without_anonymous_files_stay_all_or_nothing(make_video, probe, tmp
 def test_a_complete_run_replaces_an_interrupted_ones_partial(make_video, run_cli, caplog, tmp_path):
     src = make_video(frames=5)
     (tmp_path / "out.partial.mp4").write_bytes(b"frames of an interrupted run")
+    (tmp_path / "out.partial.1.mp4").write_bytes(b"frames of an earlier interrupted run")
     code, err = run_cli(src, tmp_path / "out.mp4", "--model", "dcp")
     assert code == 0, err
     assert "removed out.partial.mp4, left by an interrupted run: out.mp4 is complete now" in caplog.text
+    assert "removed out.partial.1.mp4, left by an interrupted run: out.mp4 is complete now" in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
 
 
@@ -132,3 +134,106 @@ def test_write_failure_names_the_target_and_leaves_nothing(long_video, run_cli, 
     assert code == 1
     assert err == f"streamdehaze: error: writing {out} failed: No space left on device\n"
     assert list(folder.iterdir()) == []
+
+
+# A run whose every frame is dehazed, its writer held at the first one (a real hook: ``on_frame``) while Ctrl-C comes
+# SIGNALS times; each is taken (its handler run in the main thread) before the writer goes on. Prints the result.
+_INTERRUPTED_WHILE_FINISHING = """
+import os, signal, sys, threading
+from streamdehaze.api import process
+
+src, out, signals = sys.argv[1], sys.argv[2], int(sys.argv[3])
+taken = threading.Semaphore(0)
+
+def on_interrupt(signum, frame):  # Python's own Ctrl-C, seen as it is taken
+    taken.release()
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGINT, on_interrupt)
+delivered, count = threading.Event(), [0]
+
+def on_frames(n):
+    count[0] += n
+    if count[0] == 12:
+        delivered.set()
+
+def on_frame(record):
+    if record.index == 0:
+        assert delivered.wait(60)  # every frame dehazed: the run is finishing, waiting for this writer
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGINT)
+            assert taken.acquire(timeout=60)
+
+result = process(src, out, model="dcp", on_frame=on_frame, on_frames=on_frames)
+print(result.interrupted, result.frames, result.output)
+"""
+
+
+def interrupted_while_finishing(src: Path, out: Path, signals: int) -> tuple[str, str]:
+    """The run's standard output (its result) and error (its log)."""
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_WHILE_FINISHING, src, out, str(signals)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_interrupts)
+    try:
+        stdout, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # (hung: two threads on one encoder)
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    return stdout, err
+
+
+def test_ctrl_c_while_the_last_frames_are_written_keeps_the_complete_file(make_video, probe, tmp_path):
+    """Every frame was read and dehazed: the file is finished and named, and the run says it was interrupted."""
+    src, out = make_video(frames=12), tmp_path / "out.mp4"
+    assert interrupted_while_finishing(src, out, signals=1)[0] == "True 12 None\n"
+    assert probe(out)["times"] == probe(src)["times"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+
+
+def test_a_second_ctrl_c_while_finishing_keeps_the_frames_written(make_video, probe, tmp_path):
+    """The second Ctrl-C drops the frames not yet begun by the writer; the one it was writing is kept, playable."""
+    src, out = make_video(frames=12), tmp_path / "out.mp4"
+    partial = tmp_path / "out.partial.mp4"
+    assert interrupted_while_finishing(src, out, signals=2)[0] == f"True 1 {partial}\n"
+    assert probe(partial)["times"] == probe(src)["times"][:1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.partial.mp4"]
+
+
+def test_an_interrupted_run_moves_an_earlier_ones_partial_aside(make_video, probe, tmp_path):
+    """Nothing recorded is replaced: the earlier partial becomes NAME.partial.1.EXT, as a recording moves aside."""
+    src, out = make_video(frames=12), tmp_path / "out.mp4"
+    (tmp_path / "out.partial.mp4").write_bytes(b"frames of an earlier interrupted run")
+    result, log = interrupted_while_finishing(src, out, signals=2)
+    assert result == f"True 1 {tmp_path / 'out.partial.mp4'}\n"
+    assert "out.partial.mp4 already held the frames of an interrupted run: moved it to out.partial.1.mp4\n" in log
+    assert (tmp_path / "out.partial.1.mp4").read_bytes() == b"frames of an earlier interrupted run"
+    assert probe(tmp_path / "out.partial.mp4")["count"] == 1
+
+def test_segments_of_a_second_run_never_replace_the_first_ones(make_video, probe, tmp_path):
+    """Two runs to the same segment names: the second finds the first's files there and goes on after them."""
+    src, out = make_video(frames=12), tmp_path / "cam.mp4"
+    run = [sys.executable, "-m", "streamdehaze", src, out, "--model", "dcp", "--segment-time", "0.2"]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    kept = {p.name: p.read_bytes() for p in tmp_path.glob("cam_*.mp4")}
+    assert sorted(kept) == ["cam_00000.mp4", "cam_00001.mp4", "cam_00002.mp4"]
+    second = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.splitlines()[0] == ("streamdehaze: cam_00000.mp4 is there already (another recording to the "
+                                             "same names?): not replaced; this recording goes on at cam_00003.mp4")
+    assert second.stderr.endswith(f" with dcp -> {tmp_path}/cam_00003.mp4 .. cam_00005.mp4\n"), second.stderr
+    assert {name: (tmp_path / name).read_bytes() for name in kept} == kept
+    again = [probe(tmp_path / f"cam_{n:05d}.mp4")["count"] for n in (3, 4, 5)]
+    assert again == [probe(tmp_path / name)["count"] for name in sorted(kept)] and sum(again) == 12
+
+
+def test_a_file_run_whose_next_segment_cannot_be_created_keeps_the_others(make_video, probe, run_cli,
+                                                                          small_filesystem):
+    """A runtime failure (exit 1), not a usage error, naming the segments kept."""
+    src, folder = make_video(frames=20), small_filesystem(2048, files=3)
+    code, err = run_cli(src, folder / "cam.mp4", "--model", "dcp", "--segment-time", 0.2)
+    kept = sum(probe(folder / f"cam_{n:05d}.mp4")["count"] for n in range(3))  # (five or six frames each)
+    assert (code, err) == (1, f"streamdehaze: error: cannot write {folder}/cam_00003.mp4: No space left on device; "
+                              f"the {kept} frames written before it are in {folder}/cam_00000.mp4 .. cam_00002.mp4\n")
+    assert 15 <= kept < 20

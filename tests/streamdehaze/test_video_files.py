@@ -232,6 +232,33 @@ def test_a_segment_that_cannot_be_written_ends_the_run_with_the_others_complete(
         assert len(list(first.decode(video=0))) == 25
 
 
+def test_a_segment_that_fails_as_it_is_closed_still_counts_its_frames(make_video, decodable, small_filesystem):
+    """The disk fills up as a segment ends: closing it fails, and the frames recorded in it are still counted and
+    it is still named (it holds all that fit), where it was said to hold 0 frames."""
+    from streamdehaze.encoders import choose_encoding
+    from streamdehaze.errors import MediaError
+    from streamdehaze.sinks import SegmentedSink, VideoSink
+    from streamdehaze.sources import VideoFileSource
+
+    folder = small_filesystem(512)
+    source = VideoFileSource(make_video(frames=60))
+    encoding = choose_encoding(source.info, crf=0, live=True)
+    sink = SegmentedSink(folder / "cam_%05d.mp4", 2.0, 0, lambda path, start: VideoSink(
+        path, source.info, encoding, live=True, start=start, exclusive=True))
+    with source:
+        frames = [item for item in source if isinstance(item, av.VideoFrame)]
+    for frame in frames[:40]:  # of the first segment's two seconds, a fragment (a second) is written
+        sink.write(frame)
+    with open(folder / "filler", "wb", buffering=0) as filler:  # something else on this disk takes its last byte
+        with pytest.raises(OSError):
+            while True:
+                filler.write(bytes(4096))
+    with pytest.raises(MediaError, match="finishing .*cam_00000.mp4 failed: No space left on device"):
+        sink.write(frames[50])  # the next segment begins: the first is closed
+    sink.abort()
+    assert sink.frames == 40 and sink.written() == str(folder / "cam_00000.mp4")
+    assert 25 <= len(decodable(folder / "cam_00000.mp4")) < 40
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
 def test_a_recording_s_last_fragment_that_does_not_fit_is_an_error(make_video, small_filesystem, suffix):
     """The disk fills up before a recording's last fragment is written: closing it fails and says so (FFmpeg writing
