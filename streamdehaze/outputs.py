@@ -3,9 +3,9 @@
 File runs are all or nothing. The output is written to an anonymous file in the target's folder (Linux
 ``O_TMPFILE``: if the process is killed or the power fails, the kernel frees it and nothing is left) and linked to
 the target name only once complete. An interrupted run links what it finished as ``NAME.partial.EXT`` (an earlier
-one's moved aside to ``NAME.partial.N.EXT``, as recordings are) and leaves the target as it was. Where the filesystem has no anonymous files, the output is a hidden
-``.NAME.partial-PID.EXT`` locked by its writer; the next run to the same output removes those whose writer is
-gone, and says so.
+one's moved aside to ``NAME.partial.N.EXT``, as recordings are) and leaves the target as it was. Where the
+filesystem has no anonymous files, the output is a hidden ``.NAME.partial-PID.EXT`` locked by its writer; the next
+run to the same output removes those whose writer is gone, and says so.
 
 Live recordings are written straight to their target as they come (``sinks.py``), held under a lock, and never
 replace an earlier recording: a file already at the target is moved aside to ``NAME.N.EXT`` (N one more than the
