@@ -289,7 +289,7 @@ class LiveSource:
     def _raw(self, packet: av.Packet) -> list[av.Packet]:
         """An audio packet as outputs take it: ADTS made raw AAC (the first one's configuration kept in its
         template). Sound that goes on in another configuration stays ADTS, which states it: MPEG-TS outputs carry
-        it as it is, the others encode it again in the first (``sinks.CopiedSound``)."""
+        it as it is, the others encode it again in the first (``sound.CopiedSound``)."""
         adts = self._adts.get(packet.stream.index)
         if adts is None:
             return [packet]

@@ -138,28 +138,37 @@ def test_write_failure_names_the_target_and_leaves_nothing(long_video, run_cli, 
 
 # A run whose every frame is dehazed, its writer held at the first one (a real hook: ``on_frame``) while Ctrl-C comes
 # SIGNALS times; each is taken (its handler run in the main thread) before the writer goes on. Prints the result.
+# The signals come once the run waits for its writer (``Worker.finish``, watched): with every frame dehazed but the
+# input's end not yet read, a Ctrl-C is one before the end, and keeps a partial.
 _INTERRUPTED_WHILE_FINISHING = """
 import os, signal, sys, threading
+from streamdehaze import threads
 from streamdehaze.api import process
 
 src, out, signals = sys.argv[1], sys.argv[2], int(sys.argv[3])
-taken = threading.Semaphore(0)
+taken, finishing = threading.Semaphore(0), threading.Event()
 
 def on_interrupt(signum, frame):  # Python's own Ctrl-C, seen as it is taken
     taken.release()
     raise KeyboardInterrupt
 
 signal.signal(signal.SIGINT, on_interrupt)
-delivered, count = threading.Event(), [0]
+finish = threads.Worker.finish
+
+def watched_finish(worker, *args, **kwargs):
+    finishing.set()
+    return finish(worker, *args, **kwargs)
+
+threads.Worker.finish = watched_finish
+count = [0]
 
 def on_frames(n):
     count[0] += n
-    if count[0] == 12:
-        delivered.set()
 
 def on_frame(record):
     if record.index == 0:
-        assert delivered.wait(60)  # every frame dehazed: the run is finishing, waiting for this writer
+        assert finishing.wait(60)  # the input read to its end: the run is finishing, waiting for this writer
+        assert count[0] == 12  # (every frame dehazed)
         for _ in range(signals):
             os.kill(os.getpid(), signal.SIGINT)
             assert taken.acquire(timeout=60)

@@ -904,8 +904,8 @@ def test_sound_mxf_cannot_hold_is_written_as_pcm_at_48_khz(run_cli, caplog, tmp_
 
 def test_a_codec_that_does_not_open_gives_way_to_the_next(run_cli, caplog, monkeypatch, tmp_path):
     # G.723.1 opens for 8 kHz mono only: the next of the format's codecs takes the sound instead.
-    from streamdehaze import sinks
-    monkeypatch.setattr(sinks, "reencoding_codecs", lambda muxer: ["g723_1", "mp2"])
+    from streamdehaze import sound
+    monkeypatch.setattr(sound, "reencoding_codecs", lambda muxer: ["g723_1", "mp2"])
     src, out = tmp_path / "in.mkv", tmp_path / "out.mpg"
     _with_audio(src, "aac", "5.1")
     assert run_cli(src, out, "--model", "dcp", "--max-frames", "5")[0] == 0
