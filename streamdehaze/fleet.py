@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -224,9 +224,12 @@ class Fleet:
                    "changed": [n for n in wanted if n in old and wanted[n] != old[n]]}
         starting = [wanted[n] for n in changes["added"] + changes["changed"]]
         kept = [c for n, c in wanted.items() if n in old and c == old[n]]
+        # (the recordings of the streams stopped are theirs until they are finished and moved aside, below)
+        going = {job.dst.resolve() for name in changes["removed"] + changes["changed"]
+                 if (job := self._runners[name].job).dst is not None}
         with within_file(new):  # (checked against the statistics file that stays)
             jobs, lanes = self._prepare(replace(new, streams=starting, stats_json=self.config.stats_json),
-                                        self._lanes, others=kept)
+                                        self._lanes, others=kept, going=going)
         if (new.stats_json, new.metrics_port) != (self.config.stats_json, self.config.metrics_port):
             log.warning("reload: stats_json and metrics_port stay as they were until the next start")
         going = [self._runners[n] for n in changes["removed"] + changes["changed"]]
@@ -316,11 +319,11 @@ class Fleet:
             self._runners[config.name] = runner
         runner.start()
 
-    def _prepare(self, config: FleetConfig, lanes: dict[ModelOptions, Lane],
-                 others: list[StreamConfig] = ()) -> tuple[dict[str, Job], dict[ModelOptions, Lane]]:
-        """Check every stream of ``config`` and make the engines they need (loading their models), reusing
-        ``lanes``; raises the first mistake as one line naming the stream and the key."""
-        jobs = check_streams(config, others)
+    def _prepare(self, config: FleetConfig, lanes: dict[ModelOptions, Lane], others: list[StreamConfig] = (),
+                 going: Collection[Path] = ()) -> tuple[dict[str, Job], dict[ModelOptions, Lane]]:
+        """Check every stream of ``config`` (``check_streams``) and make the engines they need (loading their
+        models), reusing ``lanes``; raises the first mistake as one line naming the stream and the key."""
+        jobs = check_streams(config, others, going)
         lanes = dict(lanes)
         made: list[ModelOptions] = []
         try:
@@ -364,11 +367,13 @@ def _model_name(key: ModelOptions) -> str:
     return key.model if key.weights is None else f"{key.model} ({Path(key.weights).name})"
 
 
-def check_streams(config: FleetConfig, others: Sequence[StreamConfig] = ()) -> dict[str, Job]:
+def check_streams(config: FleetConfig, others: Sequence[StreamConfig] = (),
+                  going: Collection[Path] = ()) -> dict[str, Job]:
     """Every stream of ``config`` checked as the command line checks its options, and no file written twice or
     written over what another stream reads, the fleet's statistics or the configuration file itself (``others``:
-    streams that go on running beside them). The first mistake is one ``UsageError`` naming the stream and the
-    key. Returns each stream's job, by name."""
+    streams that go on running beside them; ``going``: the recordings of those a reload stops, which it moves
+    aside itself). The first mistake is one ``UsageError`` naming the stream and the key. Returns each stream's
+    job, by name."""
     taken: list[tuple[str, str, bool]] = []  # (whose, path, written) of every file read or written so far
     source = None if config.source is None else str(config.source.resolve())
     if source is not None:
@@ -384,7 +389,7 @@ def check_streams(config: FleetConfig, others: Sequence[StreamConfig] = ()) -> d
     for c in config.streams:
         job = Job(c)
         with about_stream(c.name):
-            job.check()
+            job.check(going)
             mine = stream_files(c)
             for what, path in mine:
                 for whose, other, written in taken:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,9 +101,10 @@ class Job:
         self._segments: SegmentedSink | None = None
         self._published: PublishedSink | None = None
 
-    def check(self) -> None:
+    def check(self, going: Collection[Path] = ()) -> None:
         """Everything that can be checked before a camera is dialled or a model loaded; each ``UsageError`` names
-        the option at fault (``config.keyed``)."""
+        the option at fault (``config.keyed``). ``going``: files (resolved) that streams of this process are
+        recording and will have finished, and moved aside, before this one starts (a fleet's reload)."""
         c = self.config
         if c.output is None and self.on_frame is None:
             raise UsageError("nothing to do: give an output or an on_frame callback")
@@ -140,7 +141,7 @@ class Job:
         with keyed("input"):
             self._check_input()
         with keyed("output"):
-            self._check_output()
+            self._check_output(going)
         with keyed("stats_json"):
             if c.stats_json is not None:
                 check_writable(Path(c.stats_json).parent)
@@ -162,7 +163,7 @@ class Job:
         if path.is_dir():
             raise UsageError(f"input {self.config.input} is a folder: give a video file or a camera")
 
-    def _check_output(self) -> None:
+    def _check_output(self, going: Collection[Path]) -> None:
         segmented = self.config.encode.segment_time is not None
         if self.dst is None:
             if segmented and self.config.output is not None:
@@ -176,7 +177,7 @@ class Job:
             check_segments(self.dst)
         if self.live:
             check_live_file(self.dst)
-            if not segmented:
+            if not segmented and self.dst.resolve() not in going:
                 check_not_recording(self.dst)
         check_writable(self.dst.parent)
 
