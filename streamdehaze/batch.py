@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import multiprocessing
-import queue
+import multiprocessing.connection
 import signal
 from collections import deque
 from collections.abc import Callable
@@ -240,20 +240,25 @@ ATTEMPTS = 3  # a file whose worker dies this many times is failed, not retried 
 class WorkerProcesses:
     """``jobs`` worker processes, each dehazing one file at a time on its own ``LocalBatch`` with ``threads``
     threads for torch and OpenCV. ``run`` hands out the files and reports each result; ``close`` ends them (a
-    file in progress leaves nothing: outputs are named only when complete)."""
+    file in progress leaves nothing: outputs are named only when complete).
+
+    Each worker reports on a pipe of its own: a worker killed in the middle of a message (SIGKILL, the OOM killer)
+    then cuts only its own pipe, where on a shared queue it would keep the queue's lock, and the others' results,
+    for ever."""
 
     def __init__(self, options: dict[str, Any], jobs: int, threads: int) -> None:
         self._context = multiprocessing.get_context("spawn")  # fork would copy torch's threads and locks
         self._options, self._threads = options, threads
-        self._results = self._context.Queue()
         self._workers = [self._start(i) for i in range(jobs)]
 
-    def _start(self, index: int) -> tuple[Any, Any]:
+    def _start(self, index: int) -> _Worker:
         tasks = self._context.Queue()
+        results, sender = self._context.Pipe(duplex=False)
         process = self._context.Process(target=_worker_main, name=f"streamdehaze-batch-{index}", daemon=True,
-                                        args=(index, self._options, self._threads, tasks, self._results))
+                                        args=(index, self._options, self._threads, tasks, sender))
         process.start()
-        return process, tasks
+        sender.close()  # (the worker's end: with ours closed, its death reads as the end of its pipe)
+        return _Worker(process, tasks, results)
 
     def run(self, items: list[Item], on_result: Callable[[FileResult], None],
             on_frames: Callable[[int], None] | None = None, check: Callable[[], None] = lambda: None) -> None:
@@ -273,59 +278,86 @@ class WorkerProcesses:
                   check: Callable[[], None]) -> None:
         while pending or busy:
             check()
-            for index, (process, tasks) in enumerate(self._workers):
+            for index, worker in enumerate(self._workers):
                 if index not in busy and pending:
                     busy[index] = pending.popleft()
-                    tasks.put(busy[index])
-            try:
-                kind, index, value = self._results.get(timeout=0.2)
-            except queue.Empty:
-                for index, item in list(busy.items()):
-                    if self._workers[index][0].is_alive():
-                        continue
+                    worker.tasks.put(busy[index])
+            ready = multiprocessing.connection.wait([worker.results for worker in self._workers], timeout=0.2)
+            for index, worker in enumerate(self._workers):
+                if worker.results not in ready:
+                    continue
+                try:
+                    kind, _, value = worker.results.recv()
+                except (EOFError, OSError):  # it died (its last message cut short, if it was sending one)
+                    self._died(index, pending, busy, attempts, on_result)
+                    continue
+                if kind == "frames" and on_frames is not None:
+                    on_frames(value)
+                elif kind == "done":
                     del busy[index]
-                    attempts[item.name] += 1
-                    if attempts[item.name] < ATTEMPTS:
-                        log.warning("%s: its worker process died (exit %s); doing it again", item.name,
-                                    self._workers[index][0].exitcode)
-                        pending.appendleft(item)
-                    else:
-                        on_result(FileResult(item.name, item.input, item.output, "failed",
-                                             error=f"its worker process died {ATTEMPTS} times while dehazing it"))
-                    self._workers[index] = self._start(index)
-                continue
-            if kind == "frames" and on_frames is not None:
-                on_frames(value)
-            elif kind == "done":
-                del busy[index]
-                on_result(value)
-            elif kind == "error":  # the worker could not start (a bad --weights, no such device)
-                raise value
+                    on_result(value)
+                elif kind == "error":  # the worker could not start (a bad --weights, no such device)
+                    raise value
+
+    def _died(self, index: int, pending: deque[Item], busy: dict[int, Item], attempts: dict[str, int],
+              on_result: Callable[[FileResult], None]) -> None:
+        """Worker ``index`` is gone: its file, if it had one, is done again (or failed after ``ATTEMPTS``), by a
+        new worker in its place."""
+        worker = self._workers[index]
+        worker.process.join()
+        worker.close()
+        item = busy.pop(index, None)
+        if item is not None:
+            attempts[item.name] += 1
+            if attempts[item.name] < ATTEMPTS:
+                log.warning("%s: its worker process died (exit %s); doing it again", item.name,
+                            worker.process.exitcode)
+                pending.appendleft(item)
+            else:
+                on_result(FileResult(item.name, item.input, item.output, "failed",
+                                     error=f"its worker process died {ATTEMPTS} times while dehazing it"))
+        self._workers[index] = self._start(index)
 
     def close(self) -> None:
-        for process, tasks in self._workers:
-            if process.is_alive():
-                process.kill()
-        for process, tasks in self._workers:
-            process.join()
-            tasks.close()
-        self._results.close()
+        for worker in self._workers:
+            if worker.process.is_alive():
+                worker.process.kill()
+        for worker in self._workers:
+            worker.process.join()
+            worker.close()
+
+
+@dataclass
+class _Worker:
+    process: Any  # multiprocessing's Process
+    tasks: Any  # its Queue of Items (None: no more)
+    results: Any  # the reading end of its pipe
+
+    def close(self) -> None:
+        self.tasks.close()
+        self.results.close()
 
 
 def _worker_main(index: int, options: dict[str, Any], threads: int, tasks: Any, results: Any) -> None:
     """A worker process: files from ``tasks`` until ``None``; ("frames", i, n), ("done", i, FileResult) or, if it
-    cannot start, ("error", i, exception) to ``results``."""
+    cannot start, ("error", i, exception) sent on the pipe ``results``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     threading.Thread(target=_end_with_parent, name="parent watch", daemon=True).start()
     use_threads(threads)
+    lock = threading.Lock()  # frame counts come from the encoding thread, results from this one
+
+    def send(message: tuple) -> None:
+        with lock:
+            results.send(message)
+
     try:
         batch = LocalBatch(options)
     except StreamDehazeError as exc:
-        results.put(("error", index, exc))
+        send(("error", index, exc))
         return
     try:
         while (item := tasks.get()) is not None:
-            results.put(("done", index, batch.run_one(item, lambda n: results.put(("frames", index, n)))))
+            send(("done", index, batch.run_one(item, lambda n: send(("frames", index, n)))))
     finally:
         batch.close()
 
