@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
@@ -47,6 +48,7 @@ log = logging.getLogger("streamdehaze")
 _ROOM_WAIT_S = 10.0  # a batch that has no worker started by then says why it waits
 _START_WAIT_S = 60.0  # serve: workers not started by then found no room on the cluster
 _HEAD_CHECK_S, _HEAD_LOST_S = 2.0, 10.0  # batch: how often the head is checked; how long without it ends the run
+_STOP_WAIT_S = 10.0  # batch, Ctrl-C: how long the workers' ending is waited for
 
 class DehazeWorker:
     """A Ray actor's state: one engine for the files it is given (``ray.remote`` is applied by ``run_batch``)."""
@@ -108,14 +110,64 @@ def _unreachable(address: str, timeout: float) -> str | None:
 def run_batch(address: str, items: list[Item], options: dict[str, Any], on_result: Callable[[FileResult], None],
               *, workers: int | None = None, on_frames: Callable[[int], None] | None = None) -> bool:
     """Dehaze ``items`` on the Ray cluster at ``address``; ``on_result`` gets each file's result as it ends.
-    Returns True if Ctrl-C or SIGTERM stopped it (the files in progress leave nothing; a rerun does them)."""
+    Returns True if Ctrl-C or SIGTERM stopped it (the files in progress leave nothing; a rerun does them).
+
+    Ray's calls run on a thread of their own while this one watches the head: Ray ends the process a minute after
+    losing the head, with no word, and a call made meanwhile can block until then (CI saw it)."""
     if not items:
         return False
     ray = connect(address)
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    thread = threading.Thread(target=_dispatch, args=(ray, items, options, workers, events, stop), name="Ray batch",
+                              daemon=True)
+    left = {item.name: item for item in items}  # not reported yet
+
+    def report(kind: str, value: Any) -> bool:
+        """One event from the Ray thread; False once it has ended."""
+        if kind == "result":
+            left.pop(value.name, None)
+            on_result(value)
+        elif kind == "frames" and on_frames is not None:
+            on_frames(value)
+        elif kind == "error":
+            raise value
+        return kind != "end"
+
+    lost = interrupted = False
     try:
-        return _dispatch(ray, items, options, on_result, workers, on_frames, address)
+        with deferred_signals() as run_handlers:
+            thread.start()
+            head_seen = checked = time.monotonic()
+            going = True
+            while going:
+                try:
+                    run_handlers()
+                except KeyboardInterrupt:
+                    interrupted = True
+                    stop.set()  # (the Ray thread ends the workers: files in progress leave nothing)
+                    thread.join(_STOP_WAIT_S)
+                    while not events.empty():
+                        report(*events.get())
+                    break
+                if time.monotonic() - checked >= _HEAD_CHECK_S:
+                    checked = time.monotonic()
+                    if _unreachable(address, 1.0) is None:
+                        head_seen = checked
+                    elif checked - head_seen >= _HEAD_LOST_S:
+                        lost = True
+                        break
+                try:
+                    going = report(*events.get(timeout=0.2))
+                except queue.Empty:
+                    continue
+        for item in left.values():
+            status, error = ("interrupted", "") if interrupted else ("failed", f"lost the Ray cluster at {address}")
+            on_result(FileResult(item.name, item.input, item.output, status, error=error))
     finally:
-        ray.shutdown()
+        if not lost:  # (without its head, Ray's shutdown too can block until Ray ends the process)
+            ray.shutdown()
+    return interrupted
 
 
 def worker_resources(ray: Any, device: str, workers: int | None) -> tuple[int, dict[str, float]]:
@@ -139,90 +191,80 @@ def _room(asked: int | None, room: int, what: str) -> int:
     return room
 
 
-def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], on_result: Callable[[FileResult], None],
-              workers: int | None, on_frames: Callable[[int], None] | None, head: str = "local") -> bool:
-    """``head``: the cluster's address, watched (where it is ``host:port``): Ray ends the process a minute after
-    losing it, with no word."""
+def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], workers: int | None, events: queue.Queue,
+              stop: threading.Event) -> None:
+    """The Ray thread of ``run_batch``: hands out ``items``, putting ("result", FileResult), ("frames", n), at
+    most one ("error", exception), then ("end", None) on ``events``; ends the workers once ``stop`` is set."""
     from ray.exceptions import RayActorError, RayTaskError
 
-    count, resources = worker_resources(ray, options.get("device", "auto"), workers)
-    # A killed worker is restarted by Ray; the file it had is handed out again by us (max_task_retries=0), so that
-    # a file that kills every worker it meets ends as failed instead of restarting workers forever.
-    actor = ray.remote(max_restarts=-1, max_task_retries=0, **resources)(DehazeWorker)
-    pool = [actor.remote(options) for _ in range(min(count, len(items)))]
-    pending, attempts = deque(items), {item.name: 0 for item in items}
-    running: dict[Any, tuple[Any, Item | None]] = {}  # a file's call, or (None) a wait for a restarted worker
-    idle: list[Any] = []
-
-    def hand_out(worker: Any) -> None:
-        if pending:
-            item = pending.popleft()
-            running[worker.run.remote(item)] = (worker, item)
-        else:
-            idle.append(worker)
-
     try:
-        with deferred_signals() as run_handlers:
-            for worker in pool:  # a file goes to a worker once it has started (other work may hold the cluster)
-                running[worker.pid.remote()] = (worker, None)
-            waiting_since = time.monotonic()  # (None once a worker has started)
-            head_seen = checked = time.monotonic()
-            while running:
-                run_handlers()
-                if time.monotonic() - checked >= _HEAD_CHECK_S:
-                    checked = time.monotonic()
-                    if _unreachable(head, 1.0) is None:
-                        head_seen = checked
-                    elif checked - head_seen >= _HEAD_LOST_S:
-                        for item in [item for _, item in running.values() if item is not None] + list(pending):
-                            on_result(FileResult(item.name, item.input, item.output, "failed",
-                                                 error=f"lost the Ray cluster at {head}"))
-                        return False
-                if waiting_since is not None and time.monotonic() - waiting_since > _ROOM_WAIT_S:
-                    log.warning("waiting for the Ray cluster to have room for a worker (%s)",
-                                ", ".join(f"{k.removeprefix('num_')}: {v:g}" for k, v in resources.items()))
-                    waiting_since = None
-                done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
-                for ref in done:
-                    worker, item = running.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except RayActorError as exc:
-                        if item is None:
-                            continue  # the worker is gone for good (Ray gave up restarting it)
-                        attempts[item.name] += 1
-                        if attempts[item.name] < ATTEMPTS:
-                            log.warning("%s: its worker died (%s); doing it again", item.name, _first_line(exc))
-                            pending.appendleft(item)
-                            if idle:
-                                hand_out(idle.pop())
-                        else:
-                            on_result(FileResult(item.name, item.input, item.output, "failed",
-                                                 error=f"its worker died {ATTEMPTS} times while dehazing it"))
-                        # Back in the pool once Ray has restarted it (this call waits for that).
-                        running[worker.pid.options(max_task_retries=-1).remote()] = (worker, None)
-                        continue
-                    except RayTaskError as exc:  # it raised what no file should (its worker was being ended)
-                        if item is not None:
-                            on_result(FileResult(item.name, item.input, item.output, "failed",
-                                                 error=_first_line(exc.cause or exc)))
-                        hand_out(worker)
-                        continue
-                    waiting_since = None
+        count, resources = worker_resources(ray, options.get("device", "auto"), workers)
+        # A killed worker is restarted by Ray; the file it had is handed out again by us (max_task_retries=0), so
+        # that a file that kills every worker it meets ends as failed instead of restarting workers forever.
+        actor = ray.remote(max_restarts=-1, max_task_retries=0, **resources)(DehazeWorker)
+        pool = [actor.remote(options) for _ in range(min(count, len(items)))]
+        pending, attempts = deque(items), {item.name: 0 for item in items}
+        running: dict[Any, tuple[Any, Item | None]] = {}  # a file's call, or (None) a wait for a restarted worker
+        idle: list[Any] = []
+
+        def hand_out(worker: Any) -> None:
+            if pending:
+                item = pending.popleft()
+                running[worker.run.remote(item)] = (worker, item)
+            else:
+                idle.append(worker)
+
+        def result(item: Item, status: str, error: str = "") -> None:
+            events.put(("result", FileResult(item.name, item.input, item.output, status, error=error)))
+
+        for worker in pool:  # a file goes to a worker once it has started (other work may hold the cluster)
+            running[worker.pid.remote()] = (worker, None)
+        waiting_since = time.monotonic()  # (None once a worker has started)
+        while running:
+            if stop.is_set():
+                for worker in pool:
+                    ray.kill(worker)
+                return
+            if waiting_since is not None and time.monotonic() - waiting_since > _ROOM_WAIT_S:
+                log.warning("waiting for the Ray cluster to have room for a worker (%s)",
+                            ", ".join(f"{k.removeprefix('num_')}: {v:g}" for k, v in resources.items()))
+                waiting_since = None
+            done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+            for ref in done:
+                worker, item = running.pop(ref)
+                try:
+                    file = ray.get(ref)
+                except RayActorError as exc:
+                    if item is None:
+                        continue  # the worker is gone for good (Ray gave up restarting it)
+                    attempts[item.name] += 1
+                    if attempts[item.name] < ATTEMPTS:
+                        log.warning("%s: its worker died (%s); doing it again", item.name, _first_line(exc))
+                        pending.appendleft(item)
+                        if idle:
+                            hand_out(idle.pop())
+                    else:
+                        result(item, "failed", f"its worker died {ATTEMPTS} times while dehazing it")
+                    # Back in the pool once Ray has restarted it (this call waits for that).
+                    running[worker.pid.options(max_task_retries=-1).remote()] = (worker, None)
+                    continue
+                except RayTaskError as exc:  # it raised what no file should (its worker was being ended)
                     if item is not None:
-                        if on_frames is not None and result.status == "done":
-                            on_frames(result.frames)
-                        on_result(result)
+                        result(item, "failed", _first_line(exc.cause or exc))
                     hand_out(worker)
-    except KeyboardInterrupt:
-        for worker in pool:  # files in progress leave nothing (anonymous outputs); a rerun does them
-            ray.kill(worker)
-        for item in [item for _, item in running.values() if item is not None] + list(pending):
-            on_result(FileResult(item.name, item.input, item.output, "interrupted"))
-        return True
-    for item in pending:  # every worker is gone for good (Ray gave up restarting them)
-        on_result(FileResult(item.name, item.input, item.output, "failed", error="no Ray worker was left to do it"))
-    return False
+                    continue
+                waiting_since = None
+                if item is not None:
+                    if file.status == "done":
+                        events.put(("frames", file.frames))
+                    events.put(("result", file))
+                hand_out(worker)
+        for item in pending:  # every worker is gone for good (Ray gave up restarting them)
+            result(item, "failed", "no Ray worker was left to do it")
+    except BaseException as exc:  # (a usage error: no GPU on the cluster for --device cuda)
+        events.put(("error", exc))
+    finally:
+        events.put(("end", None))
 
 
 def _first_line(exc: BaseException) -> str:
