@@ -9,7 +9,8 @@ connection the camera's own timestamp deltas (except where its clock jumps back,
 that passed), across a reconnect the real time between the two frames' arrivals, so the output file's timeline
 stays true and never goes backwards. ``arrival(pts)`` gives a recent frame's arrival time (``time.monotonic()``)
 for latency accounting; output pts are unique, so they key it. With ``copy_audio``, the camera's sound comes along
-as packets on the same clock, for a recording or a server published to.
+as packets on the same clock, for a recording or a server published to. A reconnection opens the stream with the
+demuxer its first connection found, instead of guessing it again from what comes first (``_open_once``).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class LiveSource:
         self._last_data = time.monotonic()  # when the camera last sent something
         self._stop = stop or threading.Event()
         self._container: av.container.InputContainer | None = None
+        self._format = "v4l2" if url.startswith("/dev/video") else None  # the demuxer, once a connection found it
         self._clock_start = time.monotonic()
         self._last_pts: int | None = None
         self._last_wall: int | None = None  # when (LIVE_TIME_BASE) the last frame arrived
@@ -207,12 +209,11 @@ class LiveSource:
 
     def _open_once(self) -> av.VideoFrame:
         self._close_container()
-        fmt = "v4l2" if self.url.startswith("/dev/video") else None
         # Servers may build their pipeline for the first client (slow): connecting gets its own, longer bound.
         connect = self.options.connect_timeout or max(self.options.timeout, 10.0)
         started = time.monotonic()
         try:
-            container = av.open(self.url, "r", format=fmt, options=self._open_options(connect),
+            container = av.open(self.url, "r", format=self._format, options=self._open_options(connect),
                                 timeout=(connect, self.options.timeout))
         except av.ExitError:  # PyAV's timeout interrupted FFmpeg
             raise MediaError(f"no answer for {connect:g} s") from None
@@ -237,6 +238,11 @@ class LiveSource:
         self._frames = self._decode(container, self._stream)
         self._anchor = self._begun = None
         for item in self._frames:  # (sound before the first frame has no place on the clock yet: none comes)
+            # A camera keeps its container format: later connections open with this one's demuxer. FFmpeg's guess
+            # reads from a connection's start, and one opened while garbage comes (UDP has no connection to break: a
+            # reconnection listens through it) may settle on another demuxer (MPEG-TS taken for MPEG-PS), which then
+            # finds no stream in the good data that follows until the attempt's connect timeout, all of it lost.
+            self._format = self._format or container.format.name
             return item
         raise MediaError("stream ended before its first frame")
 
