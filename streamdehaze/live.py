@@ -44,10 +44,12 @@ _FILE_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".flv", ".m4v"
 _PLAYLIST_SUFFIXES = (".m3u8",)  # HLS: video on demand, or live (a sliding window): FFmpeg tells which
 _PLAYLIST_TIMEOUT_S = 10.0  # to read a playlist (and what FFmpeg reads of its first segments) when judging it
 _MAX_DECODE_ERRORS = 50  # consecutive undecodable packets before the connection is considered broken
-# A camera's clock that runs ahead of the time that passed by more than this, from one frame to the next, jumped (a
-# clock set, a restart): frames come at the camera's pace, so its clock and ours advance alike (late frames come in
-# a burst, which advances its clock more slowly than ours, not faster).
+# A camera's clock that runs ahead of ours by more than this jumped (a clock set, a restart): frames come at the
+# camera's pace, so its clock and ours advance alike. Measured against the least late of the connection's last
+# _RECENT frames (each frame's arrival less its time): late frames (a burst after a stall, or the frames before a
+# short loss of data, which come out only with the data after it) are no reference.
 _JUMP_S = 1.0
+_RECENT = 64
 
 
 def is_live(url: str) -> bool:
@@ -116,6 +118,7 @@ class LiveSource:
         self._last_pts: int | None = None
         self._last_wall: int | None = None  # when (LIVE_TIME_BASE) the last frame arrived
         self._jump = round(_JUMP_S / LIVE_TIME_BASE)
+        self._lags: deque[int] = deque(maxlen=_RECENT)  # this connection's last frames: arrival less output time
         self._anchor: tuple[int, int] | None = None  # (source pts, output pts) of the connection's first frame
         self._begun: int | None = None  # output pts of the connection's first frame (with a timestamp or not)
         self._arrivals: OrderedDict[int, float] = OrderedDict()
@@ -237,6 +240,7 @@ class LiveSource:
         self._audio = self._match_audio(container, others) if self._copy_audio else {}
         self._frames = self._decode(container, self._stream)
         self._anchor = self._begun = None
+        self._lags.clear()  # (the last frames of a lost connection came out late, when the loss was seen)
         for item in self._frames:  # (sound before the first frame has no place on the clock yet: none comes)
             # A camera keeps its container format: later connections open with this one's demuxer. FFmpeg's guess
             # reads from a connection's start, and one opened while garbage comes (UDP has no connection to break: a
@@ -403,19 +407,18 @@ class LiveSource:
         if src is None:
             pts = paced
         else:
-            new = self._anchor is None
-            if new:
+            if self._anchor is None:
                 self._anchor = (src, paced)
             pts = self._anchor[1] + src - self._anchor[0]
             # The camera's clock jumped back, or forward by more than the time that passed (a restart, a clock
-            # set): go on from the last frame, so the recording shows neither a rewind nor a false gap. (Not at a
-            # new connection: the last frames of a lost one come out of the decoder late, when the loss is seen.)
-            ahead = (not new and self._last_wall is not None
-                     and pts - self._last_pts > wall - self._last_wall + self._jump)
+            # set): go on from the last frame, so the recording shows neither a rewind nor a false gap. A loss of
+            # data shorter than a stall is no jump: the time it took passed for us too, and shows as a gap.
+            ahead = bool(self._lags) and wall - pts < min(self._lags) - self._jump
             if self._last_pts is not None and (pts <= self._last_pts or ahead):
                 self._anchor = (src, self._last_pts + step)
                 pts = self._last_pts + step
         self._last_pts, self._last_wall = pts, wall
+        self._lags.append(wall - pts)
         if self._begun is None:
             self._begun = pts
         frame.pts, frame.time_base = pts, LIVE_TIME_BASE

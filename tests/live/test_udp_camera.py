@@ -39,11 +39,12 @@ def _ts(seconds: int) -> bytes:
 
 class UdpCamera:
     """Sends ``data`` to ``port`` at its constant rate from a thread, from ``start()`` to ``stop()``; while ``garbage``
-    is set, each datagram it would have sent is replaced by garbage (random bytes, one in three with TS sync bytes)."""
+    is set, each datagram it would have sent is replaced by garbage (random bytes, one in three with TS sync bytes),
+    while ``lost`` is set, none is sent (a link that loses everything)."""
 
     def __init__(self, data: bytes, port: int) -> None:
         self.data, self.port = data, port
-        self.garbage, self._stop = threading.Event(), threading.Event()
+        self.garbage, self.lost, self._stop = threading.Event(), threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._send, daemon=True)
 
     def _send(self) -> None:
@@ -55,6 +56,8 @@ class UdpCamera:
             for i, at in enumerate(range(0, len(self.data) - DATAGRAM + 1, DATAGRAM)):
                 if self._stop.wait(max(start + i * pause - time.monotonic(), 0)):
                     return
+                if self.lost.is_set():
+                    continue
                 datagram = self.data[at:at + DATAGRAM]
                 if self.garbage.is_set():
                     datagram = (b"".join(b"\x47" + rnd.randbytes(187) for _ in range(7)) if rnd.random() < 0.33
@@ -105,3 +108,30 @@ def test_a_udp_camera_is_recorded_again_soon_after_its_garbage_ends(cli, tmp_pat
     # The good video after the garbage is in the recording, all but its first moments (a key frame, the probe):
     # about 0.5 s of 8 here, none before (the reconnection came back after the camera had stopped).
     assert len(times) - outage >= (sent - 4) * RATE, (len(times) - outage, sent, run.stderr)
+
+
+def test_a_short_loss_shows_as_a_gap_of_its_length(cli, tmp_path):
+    """Everything lost for 3 s, less than ``--timeout`` (5 s): no reconnection, and the recording shows a gap as long
+    as the loss, the frames after it in their place. (It showed none, and every later frame 3 s early: the frame
+    before the loss comes out only with the data after it, which looked like a jump of the camera's clock.)"""
+    out, stats, port = tmp_path / "cam.mp4", tmp_path / "stats.jsonl", _udp_port()
+    camera = UdpCamera(_ts(40), port)
+    camera.start()
+    try:
+        run = cli(f"udp://127.0.0.1:{port}?localaddr=127.0.0.1", out, "--model", "dcp", "--max-latency", 30,
+                  "--stats-json", stats)
+        run.wait_streaming(stats, 25)
+        time.sleep(2)
+        camera.lost.set()
+        time.sleep(3)
+        camera.lost.clear()
+        time.sleep(4)
+    finally:
+        camera.stop()
+    assert run.interrupt() == 0, run.stderr
+    assert "reconnecting" not in run.stderr, run.stderr
+    with av.open(str(out)) as recording:
+        times = [float(f.pts * f.time_base) for f in recording.decode(video=0)]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    # (up to a second more where the frames after the loss wait for a key frame)
+    assert 2.5 < gaps[-1] < 4.5 and gaps[-2] < 0.5, (gaps[-3:], run.stderr)
