@@ -6,8 +6,8 @@ A stall is "no data for ``timeout`` s", measured from the last packet: FFmpeg ha
 stall only when the read gives up (its parser waits for the next frame's start), so a read that waited that long
 is the stall, whatever it returned. Frames come out on one monotonic clock (``LIVE_TIME_BASE``): within a
 connection the camera's own timestamp deltas (except where its clock jumps back, or ahead by more than the time
-that passed), across a reconnect the real time between the two frames' arrivals, so the output file's timeline
-stays true and never goes backwards. ``arrival(pts)`` gives a recent frame's arrival time (``time.monotonic()``)
+that passed), across a reconnect the real time that passed (from the lost connection's frames that came on time:
+not its last, which came out late), so the output file's timeline stays true and never goes backwards. ``arrival(pts)`` gives a recent frame's arrival time (``time.monotonic()``)
 for latency accounting; output pts are unique, so they key it. With ``copy_audio``, the camera's sound comes along
 as packets on the same clock, for a recording or a server published to. A reconnection opens the stream with the
 demuxer its first connection found, instead of guessing it again from what comes first (``_open_once``).
@@ -119,6 +119,7 @@ class LiveSource:
         self._last_wall: int | None = None  # when (LIVE_TIME_BASE) the last frame arrived
         self._jump = round(_JUMP_S / LIVE_TIME_BASE)
         self._lags: deque[int] = deque(maxlen=_RECENT)  # this connection's last frames: arrival less output time
+        self._lag_before: int | None = None  # the least of the lost connection's lags
         self._anchor: tuple[int, int] | None = None  # (source pts, output pts) of the connection's first frame
         self._begun: int | None = None  # output pts of the connection's first frame (with a timestamp or not)
         self._arrivals: OrderedDict[int, float] = OrderedDict()
@@ -240,6 +241,8 @@ class LiveSource:
         self._audio = self._match_audio(container, others) if self._copy_audio else {}
         self._frames = self._decode(container, self._stream)
         self._anchor = self._begun = None
+        if self._lags:
+            self._lag_before = min(self._lags)
         self._lags.clear()  # (the last frames of a lost connection came out late, when the loss was seen)
         for item in self._frames:  # (sound before the first frame has no place on the clock yet: none comes)
             # A camera keeps its container format: later connections open with this one's demuxer. FFmpeg's guess
@@ -402,12 +405,15 @@ class LiveSource:
         src = None if frame.pts is None or time_base is None else round(frame.pts * time_base / LIVE_TIME_BASE)
         step = round(1 / (self._stream.average_rate or 25) / LIVE_TIME_BASE)
         # By the real time since the last frame came: a frame without a timestamp, and a new connection's first
-        # (the outage is a gap in the timeline; FFmpeg's probe of a connection delays its first frame alike).
+        # (the outage is a gap in the timeline; FFmpeg's probe of a connection delays its first frame alike), that
+        # one by the lost connection's least late frame: its last ones came out late, when the loss was seen.
         paced = wall if self._last_pts is None else self._last_pts + max(wall - self._last_wall, step)
         if src is None:
             pts = paced
         else:
             if self._anchor is None:
+                if self._lag_before is not None:  # a reconnection: where the lost connection's clock puts it now
+                    paced = max(self._last_pts + step, wall - self._lag_before)
                 self._anchor = (src, paced)
             pts = self._anchor[1] + src - self._anchor[0]
             # The camera's clock jumped back, or forward by more than the time that passed (a restart, a clock
