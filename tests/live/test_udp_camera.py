@@ -79,14 +79,26 @@ def _udp_port() -> int:
         return s.getsockname()[1]
 
 
+def _record(cli, port: int, tmp_path):
+    """The command recording the camera at ``port``, once it streams; returns the run and its output."""
+    out, stats = tmp_path / "cam.mp4", tmp_path / "stats.jsonl"
+    run = cli(f"udp://127.0.0.1:{port}?localaddr=127.0.0.1", out, "--model", "dcp", "--max-latency", 30,
+              "--stats-json", stats)
+    run.wait_streaming(stats, 25)
+    return run, out
+
+
+def _frame_times(path) -> list[float]:
+    with av.open(str(path)) as recording:
+        return [float(f.pts * f.time_base) for f in recording.decode(video=0)]
+
+
 def test_a_udp_camera_is_recorded_again_soon_after_its_garbage_ends(cli, tmp_path):
-    out, stats, port = tmp_path / "cam.mp4", tmp_path / "stats.jsonl", _udp_port()
+    port = _udp_port()
     camera = UdpCamera(_ts(60), port)
     camera.start()
     try:
-        run = cli(f"udp://127.0.0.1:{port}?localaddr=127.0.0.1", out, "--model", "dcp", "--max-latency", 30,
-                  "--stats-json", stats)
-        run.wait_streaming(stats, 25)
+        run, out = _record(cli, port, tmp_path)
         camera.garbage.set()
         lost = time.monotonic()
         assert run.wait_line("reconnecting (attempt 1)", 30), run.stderr  # (after --timeout's 5 s)
@@ -106,8 +118,7 @@ def test_a_udp_camera_is_recorded_again_soon_after_its_garbage_ends(cli, tmp_pat
     # frame before the garbage came out only when the stall was seen, and was taken for on time).
     said = float(re.search(r"back after ([\d.]+) s without data", run.stderr).group(1))
     assert said > back - lost - 1.5, (said, back - lost, run.stderr)
-    with av.open(str(out)) as recording:
-        times = [float(f.pts * f.time_base) for f in recording.decode(video=0)]
+    times = _frame_times(out)
     gaps = [b - a for a, b in zip(times, times[1:])]
     outage = gaps.index(max(gaps)) + 1
     assert abs(max(gaps) - said) < 0.5, (max(gaps), said, run.stderr)
@@ -120,13 +131,11 @@ def test_a_short_loss_shows_as_a_gap_of_its_length(cli, tmp_path):
     """Everything lost for 3 s, less than ``--timeout`` (5 s): no reconnection, and the recording shows a gap as long
     as the loss, the frames after it in their place. (It showed none, and every later frame 3 s early: the frame
     before the loss comes out only with the data after it, which looked like a jump of the camera's clock.)"""
-    out, stats, port = tmp_path / "cam.mp4", tmp_path / "stats.jsonl", _udp_port()
+    port = _udp_port()
     camera = UdpCamera(_ts(40), port)
     camera.start()
     try:
-        run = cli(f"udp://127.0.0.1:{port}?localaddr=127.0.0.1", out, "--model", "dcp", "--max-latency", 30,
-                  "--stats-json", stats)
-        run.wait_streaming(stats, 25)
+        run, out = _record(cli, port, tmp_path)
         time.sleep(2)
         camera.lost.set()
         time.sleep(3)
@@ -136,8 +145,7 @@ def test_a_short_loss_shows_as_a_gap_of_its_length(cli, tmp_path):
         camera.stop()
     assert run.interrupt() == 0, run.stderr
     assert "reconnecting" not in run.stderr, run.stderr
-    with av.open(str(out)) as recording:
-        times = [float(f.pts * f.time_base) for f in recording.decode(video=0)]
+    times = _frame_times(out)
     gaps = sorted(b - a for a, b in zip(times, times[1:]))
     # (up to a second more where the frames after the loss wait for a key frame)
     assert 2.5 < gaps[-1] < 4.5 and gaps[-2] < 0.5, (gaps[-3:], run.stderr)
