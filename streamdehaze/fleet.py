@@ -224,15 +224,14 @@ class Fleet:
                    "changed": [n for n in wanted if n in old and wanted[n] != old[n]]}
         starting = [wanted[n] for n in changes["added"] + changes["changed"]]
         kept = [c for n, c in wanted.items() if n in old and c == old[n]]
+        going = [self._runners[n] for n in changes["removed"] + changes["changed"]]
         # (the recordings of the streams stopped are theirs until they are finished and moved aside, below)
-        going = {job.dst.resolve() for name in changes["removed"] + changes["changed"]
-                 if (job := self._runners[name].job).dst is not None}
+        their_files = {r.job.dst.resolve() for r in going if r.job.dst is not None}
         with within_file(new):  # (checked against the statistics file that stays)
             jobs, lanes = self._prepare(replace(new, streams=starting, stats_json=self.config.stats_json),
-                                        self._lanes, others=kept, going=going)
+                                        self._lanes, others=kept, going=their_files)
         if (new.stats_json, new.metrics_port) != (self.config.stats_json, self.config.metrics_port):
             log.warning("reload: stats_json and metrics_port stay as they were until the next start")
-        going = [self._runners[n] for n in changes["removed"] + changes["changed"]]
         for runner in going:
             runner.outcome.reload = "removed" if runner.config.name in changes["removed"] else "restarted"
             runner.stop()
