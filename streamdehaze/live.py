@@ -1,15 +1,16 @@
 """Live sources: cameras over RTSP/RTMP/HTTP/UDP/SRT and webcams, which must survive network faults.
 
 A live source opens with low-latency options, reads with a timeout, and on any failure, timeout or end of stream
-reconnects with exponential backoff; both the outage and its end are logged, the end with the outage's length.
-A stall is "no data for ``timeout`` s", measured from the last packet: FFmpeg hands over the last frame before a
-stall only when the read gives up (its parser waits for the next frame's start), so a read that waited that long
-is the stall, whatever it returned. Frames come out on one monotonic clock (``LIVE_TIME_BASE``): within a
-connection the camera's own timestamp deltas (except where its clock jumps back, or ahead by more than the time
-that passed), across a reconnect the real time that passed (from the lost connection's frames that came on time:
-not its last, which came out late), so the output file's timeline stays true and never goes backwards. ``arrival(pts)`` gives a recent frame's arrival time (``time.monotonic()``)
-for latency accounting; output pts are unique, so they key it. With ``copy_audio``, the camera's sound comes along
-as packets on the same clock, for a recording or a server published to. A reconnection opens the stream with the
+reconnects with exponential backoff; both the outage and its end are logged, the end with the outage's length. A
+stall is "no data for ``timeout`` s", measured from the last packet: FFmpeg hands over the last frame before a stall
+only when the read gives up (its parser waits for the next frame's start), so a read that waited that long is the
+stall, whatever it returned. Frames come out on one monotonic clock (``LIVE_TIME_BASE``): within a connection the
+camera's own timestamp deltas (except where its clock jumps back, or ahead by more than the time that passed; frames
+without timestamps, which some formats have, by their arrival), across a reconnect the real time that passed (from
+the lost connection's frames that came on time: not its last, which came out late), so the output file's timeline
+stays true and never goes backwards. ``arrival(pts)`` gives a recent frame's arrival time (``time.monotonic()``) for
+latency accounting; output pts are unique, so they key it. With ``copy_audio``, the camera's sound comes along as
+packets on the same clock, for a recording or a server published to. A reconnection opens the stream with the
 demuxer its first connection found, instead of guessing it again from what comes first (``_open_once``).
 """
 
@@ -50,6 +51,12 @@ _MAX_DECODE_ERRORS = 50  # consecutive undecodable packets before the connection
 # short loss of data, which come out only with the data after it) are no reference.
 _JUMP_S = 1.0
 _RECENT = 64
+# Frames without timestamps of their own (MJPEG over HTTP, raw H.264 over TCP: FFmpeg numbers them at a rate it
+# guesses, 25 fps) are timed by their arrival: spaced by the mean interval between arrivals, and drawn toward their
+# arrival by 1/_STEER per frame (network jitter smoothed out, no drift either way); one later than _GAP_S came
+# after a loss, and is placed at its arrival.
+_GAP_S = 0.5
+_STEER = 8
 
 
 def is_live(url: str) -> bool:
@@ -117,6 +124,9 @@ class LiveSource:
         self._clock_start = time.monotonic()
         self._last_pts: int | None = None
         self._last_wall: int | None = None  # when (LIVE_TIME_BASE) the last frame arrived
+        self._interval: float | None = None  # mean time between arrivals, for frames without timestamps
+        self._intervals = 0  # how many went into it
+        self._gap = round(_GAP_S / LIVE_TIME_BASE)
         self._jump = round(_JUMP_S / LIVE_TIME_BASE)
         self._lags: deque[int] = deque(maxlen=_RECENT)  # this connection's last frames: arrival less output time
         self._lag_before: int | None = None  # the least of the lost connection's lags
@@ -352,6 +362,7 @@ class LiveSource:
     def _decode(self, container: av.container.InputContainer,
                 stream: av.VideoStream) -> Iterator[av.VideoFrame | av.Packet]:
         errors = 0
+        untimed = bool(container.format.flags & av.format.Flags.no_timestamps.value)  # FFmpeg's numbers, not the camera's
         packets = container.demux(stream, *(container.streams[i] for i in self._audio))
         # Sound read while the connection's first frame is still in the decoder: placed once that frame sets the clock.
         early: deque[av.Packet] = deque(maxlen=256)
@@ -383,7 +394,7 @@ class LiveSource:
                     raise MediaError("too many undecodable packets") from None
                 frames = []
             for frame in frames:
-                yield self._restamp(to_planar(frame), stream.time_base)
+                yield self._restamp(to_planar(frame), None if untimed else stream.time_base)
                 while early and self._anchor is not None:  # (a first picture without a timestamp sets no clock)
                     yield from self._sound(early.popleft())
             if stalled:  # this packet was held back until the read timed out
@@ -404,15 +415,15 @@ class LiveSource:
         wall = round((arrival - self._clock_start) / LIVE_TIME_BASE)
         src = None if frame.pts is None or time_base is None else round(frame.pts * time_base / LIVE_TIME_BASE)
         step = round(1 / (self._stream.average_rate or 25) / LIVE_TIME_BASE)
-        # By the real time since the last frame came: a frame without a timestamp, and a new connection's first
-        # (the outage is a gap in the timeline; FFmpeg's probe of a connection delays its first frame alike), that
-        # one by the lost connection's least late frame: its last ones came out late, when the loss was seen.
-        paced = wall if self._last_pts is None else self._last_pts + max(wall - self._last_wall, step)
         if src is None:
-            pts = paced
+            pts = self._paced(wall, step)
         else:
             if self._anchor is None:
-                if self._lag_before is not None:  # a reconnection: where the lost connection's clock puts it now
+                # The connection's first frame: by the real time since the last one (FFmpeg's probe of a connection
+                # delays its first frame alike); a reconnection's, by the lost connection's least late frame (its
+                # last ones came out late, when the loss was seen), so the outage is a gap as long as it was.
+                paced = wall if self._last_pts is None else self._last_pts + max(wall - self._last_wall, step)
+                if self._lag_before is not None:
                     paced = max(self._last_pts + step, wall - self._lag_before)
                 self._anchor = (src, paced)
             pts = self._anchor[1] + src - self._anchor[0]
@@ -432,6 +443,22 @@ class LiveSource:
         if len(self._arrivals) > 4096:
             self._arrivals.popitem(last=False)
         return frame
+
+    def _paced(self, wall: int, step: int) -> int:
+        """The output time of a frame without a timestamp that arrived at ``wall`` (``step``: the stream's stated
+        frame interval, the first guess of the interval between arrivals)."""
+        if self._last_pts is None:
+            return wall
+        since = wall - self._last_wall
+        if since <= self._gap:  # a running mean at first, then over about the last _RECENT arrivals
+            self._intervals = min(self._intervals + 1, _RECENT)
+            mean = self._interval if self._interval is not None else since
+            self._interval = mean + (since - mean) / self._intervals
+        expected = self._last_pts + (step if self._interval is None else self._interval)
+        late = wall - expected
+        if late > self._gap:  # after a loss (or a reconnection): the gap is in the timeline
+            return wall
+        return max(self._last_pts + 1, round(expected + late / _STEER))
 
     def _reason(self, exc: BaseException) -> str:
         """Why ``exc`` happened, without the URL FFmpeg appends (our messages name the stream, masked)."""
