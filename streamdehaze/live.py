@@ -67,6 +67,10 @@ def is_live(url: str) -> bool:
         return True
     check_url(url)
     parts = urlsplit(url)
+    if parts.path.lower().endswith(".mpd") and not _reads("dash"):
+        # (FFmpeg's DASH demuxer needs libxml2, which PyAV's own builds leave out: a live URL would fail for ever)
+        raise UsageError(f"{mask(url, url)} is a DASH manifest, which this FFmpeg cannot read (it has no DASH "
+                         "demuxer): give the stream's HLS playlist (.m3u8) or its media file")
     if parts.scheme not in LIVE_SCHEMES:
         return False
     if parts.scheme in ("http", "https"):
@@ -78,6 +82,15 @@ def is_live(url: str) -> bool:
                 return not _finished_playlist(url)
             except (av.FFmpegError, OSError):
                 return True
+    return True
+
+
+def _reads(format: str) -> bool:
+    """Whether this FFmpeg has a demuxer of that name."""
+    try:
+        av.format.ContainerFormat(format, "r")
+    except ValueError:
+        return False
     return True
 
 

@@ -205,6 +205,27 @@ def test_a_malformed_camera_url_is_one_line(run_cli, tmp_path):
     assert _one_line(err) == "streamdehaze: error: rtsp://***@[::1/live is not a valid URL: Invalid IPv6 URL"
 
 
+def _reads_dash() -> bool:
+    try:
+        av.format.ContainerFormat("dash", "r")
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_reads_dash(), reason="this FFmpeg reads DASH")
+@pytest.mark.parametrize("where", ["file", "url"])
+def test_a_dash_manifest_is_refused_in_one_line_where_ffmpeg_cannot_read_it(run_cli, tmp_path, where):
+    """(A live URL was dialled for ever: "Invalid data found when processing input; retrying in 10.0 s".)"""
+    manifest = tmp_path / "clip.mpd"
+    manifest.write_text('<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"/>\n')
+    given = manifest if where == "file" else "http://user:secret@127.0.0.1:9/live/clip.mpd"
+    code, err = run_cli(given, tmp_path / "o.mp4", "--model", "dcp")
+    line = _one_line(err)
+    assert code == 2 and "is a DASH manifest" in line and ".m3u8" in line and "secret" not in line, line
+    _no_output_files(tmp_path, ["clip.mpd"])
+
+
 def test_a_raw_slash_in_a_password_is_refused_up_front(make_video, run_cli, tmp_path):
     """It ends the host early: FFmpeg would fail on the rest as a port at every attempt, for ever. The message
     shows no part of the password."""
