@@ -57,6 +57,10 @@ _RECENT = 64
 # after a loss, and is placed at its arrival.
 _GAP_S = 0.5
 _STEER = 8
+# A connection lost sooner than this after it came back (a URL that gives one picture and ends, a camera that drops
+# every viewer at once) is no recovery: the next reconnection waits on from the backoff reached, rather than dialling
+# again at once, hundreds of times a second.
+_BRIEF_S = 2.0
 
 
 def is_live(url: str) -> bool:
@@ -135,6 +139,8 @@ class LiveSource:
         self._container: av.container.InputContainer | None = None
         self._format = "v4l2" if url.startswith("/dev/video") else None  # the demuxer, once a connection found it
         self._clock_start = time.monotonic()
+        self._connected = time.monotonic()  # when the current connection gave its first frame
+        self._backoff = 0.0  # the wait before the attempt that made it, after an outage
         self._last_pts: int | None = None
         self._last_wall: int | None = None  # when (LIVE_TIME_BASE) the last frame arrived
         self._interval: float | None = None  # mean time between arrivals, for frames without timestamps
@@ -204,7 +210,10 @@ class LiveSource:
         """After a loss: connect again, with backoff after a failed attempt, up to ``reconnect`` attempts for this
         outage (a recording that runs for weeks survives any number of outages); the outage is logged when it
         starts and when it ends."""
-        lost, last_pts, delay, attempts = self._last_data, self._last_pts, 0.0, 0
+        lost, last_pts, attempts = self._last_data, self._last_pts, 0
+        delay = 0.0
+        if time.monotonic() - self._connected < _BRIEF_S:
+            delay = min(max(2 * self._backoff, self.options.backoff_start), self.options.backoff_max)
         while True:
             if attempts >= self.options.reconnect:
                 raise MediaError(f"live stream {self.name} lost ({reason}); no reconnects left")
@@ -225,6 +234,7 @@ class LiveSource:
                 delay = min(max(2 * delay, self.options.backoff_start), self.options.backoff_max)
                 continue
             self.reconnects += 1  # (reconnections, not attempts: what an alert on a flaky camera counts)
+            self._backoff = delay
             # (the outage as the recording shows it)
             gap = self._last_data - lost if last_pts is None else (frame.pts - last_pts) * LIVE_TIME_BASE
             log.warning("%s: back after %.1f s without data (reconnect %d)", self.name, gap, self.reconnects)
@@ -273,6 +283,7 @@ class LiveSource:
             # reconnection listens through it) may settle on another demuxer (MPEG-TS taken for MPEG-PS), which then
             # finds no stream in the good data that follows until the attempt's connect timeout, all of it lost.
             self._format = self._format or container.format.name
+            self._connected = time.monotonic()
             return item
         raise MediaError("stream ended before its first frame")
 

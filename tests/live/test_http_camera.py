@@ -1,7 +1,8 @@
 """An MJPEG camera over HTTP (``multipart/x-mixed-replace``, served from a thread on 127.0.0.1 at its real pace), as
 many cheap IP cameras stream. Its frames carry no timestamps: FFmpeg numbers them at a rate it guesses (25 fps),
 so a 10 fps camera was recorded 2.5 times too fast and a pause in its stream left no gap. They are now timed by
-their arrival."""
+their arrival. A URL that gives one picture a request (a camera's snapshot) is not dialled hundreds of times a
+second."""
 
 from __future__ import annotations
 
@@ -87,3 +88,44 @@ def test_an_mjpeg_camera_over_http_is_recorded_on_its_own_clock(cli, tmp_path):
     assert 0.08 < steps[len(steps) // 10] and steps[-2] < 0.12, steps
     # ... and the pause a gap as long (none before: the frames after it followed on at once).
     assert 1.4 < steps[-1] < 1.75, steps
+
+
+class _Snapshot(http.server.BaseHTTPRequestHandler):
+    """One JPEG a request, then the end of the response: a camera's snapshot URL."""
+
+    def do_GET(self) -> None:
+        self.server.requests += 1
+        jpeg = self.server.jpeg
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(jpeg)))
+        self.end_headers()
+        self.wfile.write(jpeg)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_url_that_ends_after_each_picture_is_dialled_with_backoff(cli, tmp_path):
+    """Each connection ends at once, so each is an outage: the backoff goes on from one to the next (0.5 s doubling
+    to 10 s) where the camera came back for less than 2 s. (It was dialled again at once: about 240 times a
+    second here, thousands of connections and log lines in a few seconds.)"""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Snapshot)
+    server.requests, server.jpeg = 0, cv2.imencode(".jpg", hazy_pattern(0, 160, 120))[1].tobytes()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    out, stats = tmp_path / "cam.mp4", tmp_path / "stats.jsonl"
+    try:
+        run = cli(f"http://127.0.0.1:{server.server_address[1]}/snapshot", out, "--model", "dcp",
+                  "--stats-json", stats)
+        run.wait_streaming(stats, 1)
+        time.sleep(5)
+        assert run.interrupt() == 0, run.stderr
+        requests = server.requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    # Dialled at about 0, 0.5, 1.5, 3.5 and 7.5 s (and for the probe of the first connection).
+    assert 3 <= requests <= 10, (requests, run.stderr[-2000:])
+    assert "reconnecting (attempt 1) in 4.0 s" in run.stderr, run.stderr[-2000:]
