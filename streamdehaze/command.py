@@ -25,7 +25,7 @@ from .batch import BatchResult, FileResult, LocalBatch, WorkerProcesses, check_e
 from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
-from .images import ImagesSkipped, dehaze_images, image_engine, is_image
+from .images import ImagesSkipped, dehaze_image_url, dehaze_images, image_engine, is_image, is_image_url
 from .job import check_stats_file
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, model_name
@@ -396,13 +396,16 @@ def _run(args: argparse.Namespace) -> int:
         check_stats_file(args.stats_json, StreamConfig(args.input, args.output), f"--stats-json {args.stats_json}")
     device = resolve_device(args.device)
     args.model = model_name(args.model, args.weights, device)  # name what runs, in the stats and the summary line
-    if on_disk and (src.is_dir() or is_image(src)):
+    if on_disk and (src.is_dir() or is_image(src)) or is_image_url(args.input):
         engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size,
                               args.strength, args.noise_floor)
         start = time.perf_counter()
         try:
             with tqdm.tqdm(unit="img", disable=_no_bar(args), dynamic_ncols=True) as bar:
-                result = _timed(lambda: dehaze_images(engine, src, dst, on_image=bar.update))
+                if on_disk:
+                    result = _timed(lambda: dehaze_images(engine, src, dst, on_image=bar.update))
+                else:
+                    result = _timed(lambda: dehaze_image_url(engine, args.input, dst))
         except ImagesSkipped as exc:  # the statistics of what was written, then the error
             _write_stats(args, RunResult(frames=exc.written, seconds=time.perf_counter() - start), "images")
             raise

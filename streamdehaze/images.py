@@ -14,8 +14,10 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
+import av
 import cv2
 import numpy as np
 import PIL.Image
@@ -24,6 +26,7 @@ import torch
 from PIL import ExifTags
 from torch import nn
 
+from .credentials import mask
 from .engine import Engine
 from .errors import MediaError, UsageError
 from .models import PredictsCoefficients
@@ -38,21 +41,44 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".a
 KEEPS_METADATA = {".png", ".jpg", ".jpeg", ".webp", ".avif"}
 # Outputs that hold 16 bits a sample; OpenCV would clip a 16-bit picture written to any other to white.
 HOLDS_16_BITS = {".png", ".tif", ".tiff"}
+FETCH_TIMEOUT_S = 30.0  # to read an image from a URL: an answer, and each read of its data
 
 
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_image_url(url: str) -> bool:
+    """An http(s) URL of an image file (by its name): read once, as an image, like a file on disk."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and PurePosixPath(parts.path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def fetch_image(url: str, timeout: float = FETCH_TIMEOUT_S) -> bytes:
+    """The bytes of the file at ``url``, read through FFmpeg as raw data: its HTTP(S), with the credentials the URL
+    holds (basic or digest, as cameras ask), redirects and proxies, as for a camera's stream."""
+    name = mask(url, url)
+    try:
+        with av.open(url, "r", format="data", timeout=timeout) as container:
+            return b"".join(bytes(packet) for packet in container.demux())
+    except av.ExitError:  # PyAV's timeout interrupted FFmpeg
+        raise MediaError(f"cannot read image {name}: no answer for {timeout:g} s") from None
+    except (av.FFmpegError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or mask(str(exc), url)
+        raise MediaError(f"cannot read image {name}: {reason}") from None
+
+
 # A JPEG marker: 0xFF then a byte that is neither 0x00 (an escaped 0xFF in entropy-coded data) nor a restart.
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """The picture upright (EXIF orientation applied), in the file's own layout: grey ``[H,W]``, RGB ``[H,W,3]`` or
-    RGBA ``[H,W,4]`` (a palette or grey image with transparency too); uint8 or uint16."""
+def read_image(image: Path | bytes, name: str | None = None) -> np.ndarray:
+    """The picture of a file (or of its bytes, called ``name`` in messages) upright (EXIF orientation applied), in
+    its own layout: grey ``[H,W]``, RGB ``[H,W,3]`` or RGBA ``[H,W,4]`` (a palette or grey image with transparency
+    too); uint8 or uint16."""
+    path = name or image
     try:
-        data = path.read_bytes()
+        data = image if isinstance(image, bytes) else image.read_bytes()
     except OSError as exc:
         raise MediaError(f"cannot read image {path}: {exc.strerror}") from None
     if jpeg_truncated(data) or png_truncated(data):
@@ -147,11 +173,13 @@ def png_truncated(data: bytes) -> bool:
     return True
 
 
-def read_metadata(path: Path) -> dict[int, bytes]:
-    """The EXIF block and ICC profile of an image, as far as it has them, keyed by OpenCV's metadata types; the EXIF
-    without its orientation tag, since ``read_image`` returns the picture upright."""
+def read_metadata(source: Path | bytes, name: str | None = None) -> dict[int, bytes]:
+    """The EXIF block and ICC profile of an image file (or of its bytes, called ``name`` in messages), as far as it
+    has them, keyed by OpenCV's metadata types; the EXIF without its orientation tag, since ``read_image`` returns
+    the picture upright."""
+    path = name or source
     try:
-        with PIL.Image.open(path) as image:
+        with PIL.Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             exif, icc = image.getexif(), image.info.get("icc_profile")
             exif.pop(ExifTags.Base.Orientation, None)
             if image.format == "TIFF":
@@ -278,6 +306,20 @@ def dehaze_image_file(engine: Engine, src: Path, dst: Path) -> None:
     write_image(dst, dehaze_picture(engine, read_image(src)), read_metadata(src))
 
 
+def dehaze_image_url(engine: Engine, url: str, dst: Path) -> int:
+    """Dehaze the image at ``url`` (``is_image_url``) into the image file ``dst``; returns 1, the images written."""
+    _check_image_output(dst)
+    check_output(dst)
+    data, name = fetch_image(url), mask(url, url)
+    write_image(dst, dehaze_picture(engine, read_image(data, name)), read_metadata(data, name))
+    return 1
+
+
+def _check_image_output(dst: Path) -> None:
+    if not is_image(dst):
+        raise UsageError(f"input is an image, so the output must be an image file ({', '.join(sorted(IMAGE_SUFFIXES))}): {dst}")
+
+
 def dehaze_images(engine: Engine, src: Path, dst: Path,
                   on_image: Callable[[int], None] | None = None) -> int:
     """Dehaze an image file or every image in a folder; returns the number of images written."""
@@ -313,8 +355,7 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
             raise ImagesSkipped(f"{bad} of {len(names)} images could not be read or written and were skipped "
                                 f"(named above); the other {len(names) - bad} are in {dst}", len(names) - bad)
         return len(names)
-    if not is_image(dst):
-        raise UsageError(f"input is an image, so the output must be an image file ({', '.join(sorted(IMAGE_SUFFIXES))}): {dst}")
+    _check_image_output(dst)
     check_output(dst, src)
     dehaze_image_file(engine, src, dst)
     if on_image is not None:

@@ -34,6 +34,7 @@ from av.bitstream import BitStreamFilterContext
 from .credentials import check_url, mask
 from .errors import MediaError, UsageError
 from .frames import sample_bits, to_planar
+from .images import is_image_url
 from .sources import (NEW_STREAM_AT_END, VideoInfo, adts_configuration, discard_other_variants, frame_rate,
                       known_audio, main_video, packet_start, pixel_aspect)
 
@@ -79,7 +80,7 @@ def is_live(url: str) -> bool:
         return False
     if parts.scheme in ("http", "https"):
         path = parts.path.lower()
-        if path.endswith(_FILE_SUFFIXES):
+        if path.endswith(_FILE_SUFFIXES) or is_image_url(url):
             return False
         if path.endswith(_PLAYLIST_SUFFIXES):
             try:

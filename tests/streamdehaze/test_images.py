@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import http.server
 import json
 import os
 import resource
 import signal
 import subprocess
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -411,3 +415,54 @@ def test_a_tiff_s_description_goes_along_without_its_file_structure(run_cli, haz
         kept = result.getexif()
     assert (kept[ExifTags.Base.Make], kept[ExifTags.Base.DateTime]) == ("FogCam", "2026:12:05 07:30:00")
     assert ExifTags.Base.StripOffsets not in kept and ExifTags.Base.ImageWidth not in kept
+
+
+class _Camera(http.server.SimpleHTTPRequestHandler):
+    """Files of a folder over HTTP, behind basic authentication (a camera's snapshot URL)."""
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != "Basic " + base64.b64encode(b"cam:s3cret").decode():
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.server.served.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_image_url_is_an_image(run_cli, hazy_image, tmp_path):
+    """An http(s) URL of an image file is read once and dehazed as the same file on disk is, EXIF and colour profile
+    kept. (It was taken for a camera: "input is a video" for an image output, and a video output dialled it again
+    as fast as it ended.)"""
+    exif, profile = _exif_and_profile()
+    (tmp_path / "www").mkdir()
+    src = tmp_path / "www" / "snapshot.jpg"
+    Image.fromarray(hazy_image(0, 80, 60)).save(src, exif=exif.tobytes(), icc_profile=profile, quality=95)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_Camera, directory=str(tmp_path / "www")))
+    server.served = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://cam:s3cret@127.0.0.1:{server.server_address[1]}"
+    try:
+        code, err = run_cli(f"{base}/snapshot.jpg", tmp_path / "from-url.jpg")
+        assert code == 0 and "1 image in" in err and "s3cret" not in err, err
+        assert server.served == ["/snapshot.jpg"]
+        code, err = run_cli(f"{base}/gone.jpg", tmp_path / "gone.jpg")
+        assert code == 1 and "404" in err and "s3cret" not in err and len(err.strip().splitlines()) == 1, err
+        code, err = run_cli(f"{base}/snapshot.jpg", tmp_path / "clip.mp4")
+        assert code == 2 and "output must be an image file" in err, err
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert run_cli(src, tmp_path / "from-file.jpg")[0] == 0
+    assert np.array_equal(cv2.imread(str(tmp_path / "from-url.jpg")), cv2.imread(str(tmp_path / "from-file.jpg")))
+    with Image.open(tmp_path / "from-url.jpg") as result:
+        assert result.size == (60, 80) and result.getexif()[ExifTags.Base.Make] == "FogCam"
+        assert result.info["icc_profile"] == profile
+    assert not (tmp_path / "gone.jpg").exists() and not (tmp_path / "clip.mp4").exists()
