@@ -53,11 +53,12 @@ _MAX_DECODE_ERRORS = 50  # consecutive undecodable packets before the connection
 _JUMP_S = 1.0
 _RECENT = 64
 # Frames without timestamps of their own (MJPEG over HTTP, raw H.264 over TCP: FFmpeg numbers them at a rate it
-# guesses, 25 fps) are timed by their arrival: spaced by the mean interval between arrivals, and drawn toward their
-# arrival by 1/_STEER per frame (network jitter smoothed out, no drift either way); one later than _GAP_S came
-# after a loss, and is placed at its arrival.
+# guesses, 25 fps) are timed by their arrival: spaced by the mean interval between the last _RECENT arrivals (the
+# stream's stated rate until there are two), and drawn toward their arrival by 1/_STEER per frame (network jitter
+# smoothed out, no drift either way); one later than _GAP_S came after a loss, and is placed at its arrival.
 _GAP_S = 0.5
 _STEER = 8
+_WAITED_S = 0.002  # a read of a packet that took this long waited for the network: not one of a buffer's
 # A connection lost sooner than this after it came back (a URL that gives one picture and ends, a camera that drops
 # every viewer at once) is no recovery: the next reconnection waits on from the backoff reached, rather than dialling
 # again at once, hundreds of times a second.
@@ -144,8 +145,10 @@ class LiveSource:
         self._backoff = 0.0  # the wait before the attempt that made it, after an outage
         self._last_pts: int | None = None
         self._last_wall: int | None = None  # when (LIVE_TIME_BASE) the last frame arrived
-        self._interval: float | None = None  # mean time between arrivals, for frames without timestamps
-        self._intervals = 0  # how many went into it
+        # When this connection's last frames without timestamps arrived, from the first that was waited for (not
+        # one of the burst read while FFmpeg probed the connection): their mean interval is the camera's.
+        self._arrived: deque[int] = deque(maxlen=_RECENT + 1)
+        self._read_waited = False  # whether the last packet read waited for the network
         self._gap = round(_GAP_S / LIVE_TIME_BASE)
         self._jump = round(_JUMP_S / LIVE_TIME_BASE)
         self._lags: deque[int] = deque(maxlen=_RECENT)  # this connection's last frames: arrival less output time
@@ -278,6 +281,7 @@ class LiveSource:
         if self._lags:
             self._lag_before = min(self._lags)
         self._lags.clear()  # (the last frames of a lost connection came out late, when the loss was seen)
+        self._arrived.clear()
         for item in self._frames:  # (sound before the first frame has no place on the clock yet: none comes)
             # A camera keeps its container format: later connections open with this one's demuxer. FFmpeg's guess
             # reads from a connection's start, and one opened while garbage comes (UDP has no connection to break: a
@@ -401,6 +405,7 @@ class LiveSource:
                 raise MediaError(f"no data for {self.options.timeout:g} s") from None
             stalled = time.monotonic() - asked >= self.options.timeout
             self._last_data = asked if stalled else time.monotonic()
+            self._read_waited = self._last_data - asked >= _WAITED_S
             if packet.stream.index in self._audio:
                 if packet.size and self._anchor is None:
                     early.append(packet)
@@ -475,11 +480,13 @@ class LiveSource:
         if self._last_pts is None:
             return wall
         since = wall - self._last_wall
-        if since <= self._gap:  # a running mean at first, then over about the last _RECENT arrivals
-            self._intervals = min(self._intervals + 1, _RECENT)
-            mean = self._interval if self._interval is not None else since
-            self._interval = mean + (since - mean) / self._intervals
-        expected = self._last_pts + (step if self._interval is None else self._interval)
+        if since > self._gap:  # after a loss, the camera's rate is measured afresh
+            self._arrived.clear()
+        if self._arrived or self._read_waited:
+            self._arrived.append(wall)
+        arrived = len(self._arrived)
+        interval = step if arrived < 2 else (self._arrived[-1] - self._arrived[0]) / (arrived - 1)
+        expected = self._last_pts + interval
         late = wall - expected
         if late > self._gap:  # after a loss (or a reconnection): the gap is in the timeline
             return wall
