@@ -215,7 +215,9 @@ def cli():
 @pytest.fixture
 def camera():
     """``camera(data, connections=1)`` -> the URL of a TCP camera that sends ``data`` over 4 s, then closes; it
-    answers that many connections, one after the other. ``data`` a list: what each connection sends."""
+    answers that many connections, one after the other, then is gone (a connection is refused, rather than taken
+    and never answered: a reconnection fails at once, not after the 10 s connect timeout). ``data`` a list: what
+    each connection sends."""
     servers = []
 
     def serve(data: bytes | list[bytes], connections: int = 1) -> str:
@@ -224,11 +226,13 @@ def camera():
         sent = data if isinstance(data, list) else [data] * connections
 
         def send() -> None:
-            for data in sent:
+            for i, data in enumerate(sent):
                 try:
                     conn = server.accept()[0]
                 except OSError:  # closed at the test's end
                     return
+                if i == len(sent) - 1:
+                    server.close()
                 with conn:
                     chunk = 188 * 20
                     pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
