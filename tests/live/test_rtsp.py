@@ -158,6 +158,8 @@ class FakeCamera:
                     connection.close()
 
     def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # (wakes the accept; closing alone does not)
         self.listener.close()
         for connection in self.connections:
             connection.close()
