@@ -269,10 +269,23 @@ def frame_ticks(codec: str, muxer: str, info: VideoInfo) -> Fraction | None:
     return None
 
 
+# Muxers that write many files of their own (a playlist or manifest, and its segments): not one output a run can
+# write whole or keep as it goes, nor one the trial can write in memory (FFmpeg would write the trial's segments
+# into the working folder).
+_MANY_FILES = {"hls": "an HLS playlist", "dash": "a DASH manifest", "smoothstreaming": "a Smooth Streaming manifest",
+               "webm_dash_manifest": "a DASH manifest", "webm_chunk": "WebM chunks", "segment": "segments",
+               "stream_segment": "segments"}
+
+
 def _muxer_for(path: Path) -> str:
     """FFmpeg's muxer for a file name, chosen by its extension as ``av.open`` chooses it (nothing is created)."""
     try:
         with av.open(str(path), "w") as probe:
-            return probe.format.name
+            muxer = probe.format.name
     except ValueError:
         raise UsageError(f"cannot tell a video format from the name {path.name} (try .mp4 or .mkv)") from None
+    if muxer in _MANY_FILES:
+        raise UsageError(f"{path.name} would be {_MANY_FILES[muxer]}, many files, which streamdehaze does not write: "
+                         "publish to a server that serves it (MediaMTX serves HLS of what is published to "
+                         "rtsp://SERVER:8554/NAME), or record .ts segments with --segment-time")
+    return muxer

@@ -173,6 +173,7 @@ class Job:
             return
         check_output(segment_pattern(self.dst) if segmented else self.dst,
                      None if "://" in self.config.input else Path(self.config.input))
+        output_muxer(str(self.dst))  # (a name that tells no format, or would be many files)
         if segmented:
             check_segments(self.dst)
         if self.live:

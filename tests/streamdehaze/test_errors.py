@@ -226,6 +226,20 @@ def test_a_dash_manifest_is_refused_in_one_line_where_ffmpeg_cannot_read_it(run_
     _no_output_files(tmp_path, ["clip.mpd"])
 
 
+@pytest.mark.parametrize("name, what", [("out.m3u8", "an HLS playlist"), ("out.mpd", "a DASH manifest")])
+def test_an_output_of_many_files_is_refused_and_nothing_is_written(make_video, run_cli, tmp_path, monkeypatch, name,
+                                                                  what):
+    """(The trial of the output, meant to be in memory, wrote FFmpeg's segments into the working folder, and the
+    refusal named the encoder it refused as the one to take.)"""
+    src = make_video(frames=5)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, err = run_cli(src, tmp_path / name, "--model", "dcp")
+    assert code == 2 and f"{name} would be {what}, many files" in _one_line(err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "work"]) and not any(work.iterdir())
+
+
 def test_a_raw_slash_in_a_password_is_refused_up_front(make_video, run_cli, tmp_path):
     """It ends the host early: FFmpeg would fail on the rest as a port at every attempt, for ever. The message
     shows no part of the password."""
