@@ -178,7 +178,7 @@ def default_encoder(muxer: str) -> str:
 def refusal(muxer: str, codec: str, name: str, why: str = "") -> UsageError:
     """The error for an output ``name`` that ``muxer`` cannot hold in ``codec`` (or, ``why``, that FFmpeg fails to
     write so), naming the encoders it takes."""
-    fit = held(_SUGGESTED, muxer)
+    fit = [e for e in held(_SUGGESTED, muxer) if e != codec]  # (not the one refused: FFmpeg failed it)
     return UsageError(f"{name} ({muxer}) " + (f"cannot be written with {codec}: {why}" if why else
                                               f"cannot hold {codec} video")
                       + (f"; encoders it takes: {', '.join(fit)}" if fit else

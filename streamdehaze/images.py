@@ -50,7 +50,10 @@ def is_image(path: Path) -> bool:
 
 def is_image_url(url: str) -> bool:
     """An http(s) URL of an image file (by its name): read once, as an image, like a file on disk."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # (not a valid URL: said where it is read)
+        return False
     return parts.scheme in ("http", "https") and PurePosixPath(parts.path).suffix.lower() in IMAGE_SUFFIXES
 
 
