@@ -85,9 +85,9 @@ def test_an_mjpeg_camera_over_http_is_recorded_on_its_own_clock(cli, tmp_path):
     steps = sorted(b - a for a, b in zip(times, times[1:]))
     # Frames 0.1 s apart, as they came (0.04 s before: the guessed 25 fps), steady (network jitter smoothed out) ...
     assert len(steps) > 40 and 0.095 < steps[len(steps) // 2] < 0.105, steps
-    assert 0.08 < steps[len(steps) // 10] and steps[-2] < 0.12, steps
+    assert 0.07 < steps[len(steps) // 10] and steps[-2] < 0.15, steps
     # ... and the pause a gap as long (none before: the frames after it followed on at once).
-    assert 1.4 < steps[-1] < 1.75, steps
+    assert 1.4 < steps[-1] < 2.0, steps
 
 
 class _Snapshot(http.server.BaseHTTPRequestHandler):
@@ -126,6 +126,6 @@ def test_a_url_that_ends_after_each_picture_is_dialled_with_backoff(cli, tmp_pat
         server.shutdown()
         server.server_close()
         thread.join(10)
-    # Dialled at about 0, 0.5, 1.5, 3.5 and 7.5 s (and for the probe of the first connection).
+    # Dialled at about 0, 0.5, 1.5, 3.5 and 7.5 s.
     assert 3 <= requests <= 10, (requests, run.stderr[-2000:])
-    assert "reconnecting (attempt 1) in 4.0 s" in run.stderr, run.stderr[-2000:]
+    assert "reconnecting (attempt 1) in 2.0 s" in run.stderr, run.stderr[-2000:]
