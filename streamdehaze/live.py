@@ -391,7 +391,8 @@ class LiveSource:
     def _decode(self, container: av.container.InputContainer,
                 stream: av.VideoStream) -> Iterator[av.VideoFrame | av.Packet]:
         errors = 0
-        untimed = bool(container.format.flags & av.format.Flags.no_timestamps.value)  # FFmpeg's numbers, not the camera's
+        # (frames FFmpeg numbers itself, at a guessed rate: not the camera's times)
+        untimed = bool(container.format.flags & av.format.Flags.no_timestamps.value)
         packets = container.demux(stream, *(container.streams[i] for i in self._audio))
         # Sound read while the connection's first frame is still in the decoder: placed once that frame sets the clock.
         early: deque[av.Packet] = deque(maxlen=256)
