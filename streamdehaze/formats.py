@@ -22,6 +22,12 @@ STDOUT = "-"  # the output's name for standard output
 _FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
 LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
               ".mkv": ("matroska", {"cluster_time_limit": "1000"}), ".ts": ("mpegts", {})}
+HLS = ".m3u8"  # an HLS playlist, with its MPEG-TS segments beside it (``hls_options``)
+# A camera's: a sliding window of 6 segments of 2 s, the older ones deleted; a file's: every segment, of 6 s.
+_HLS_LIVE = {"hls_time": "2", "hls_list_size": "6",
+             "hls_flags": "delete_segments+independent_segments+temp_file+program_date_time"}
+_HLS_FILE = {"hls_time": "6", "hls_list_size": "0", "hls_playlist_type": "vod",
+             "hls_flags": "independent_segments+temp_file"}
 
 
 # Muxers that give no list of the codecs they take: FFmpeg answers "unknown" for all but their defaults, which
@@ -33,6 +39,12 @@ _TS_VIDEO = {"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vc1", "dirac"
 _TS_SUBTITLES = {"dvb_subtitle", "dvb_teletext"}
 # The audio MPEG-TS has a stream type for; anything else (PCM, FLAC) it stores as data no player plays.
 _TS_AUDIO = {"mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "truehd", "opus", "s302m"}
+
+
+def _segments_of(muxer: str) -> str:
+    """The muxer whose rules hold for what ``muxer`` writes: an HLS playlist's segments are MPEG-TS. (The HLS muxer
+    itself must not be tried in memory: it writes its segments to files of its own.)"""
+    return "mpegts" if muxer == "hls" else muxer
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,6 +72,7 @@ _PCM_ONLY = {"mxf": (48000,)}
 def reencoding_codecs(muxer: str) -> list[str]:
     """The codecs sound is encoded in for ``muxer`` when it cannot hold the input's, by preference: AAC, else Opus
     (WebM, Ogg), else MP2 or AC-3 (MPEG-PS: .mpg, .vob); 16-bit PCM for MXF. Empty where there is none."""
+    muxer = _segments_of(muxer)
     if muxer in _TAKES_ANY or muxer == "rtsp":
         return ["aac"]
     if muxer in _PCM_ONLY:
@@ -88,6 +101,7 @@ def holds_copy(muxer: str, src: av.stream.Stream) -> bool:
     """Whether ``muxer`` can store a copy of ``src`` (audio, subtitles, data, an attachment) as it is."""
     # (the codec's name, not its decoder's: mp3, not mp3float; data streams have none)
     name = src.codec_context.codec.canonical_name if src.codec_context is not None else src.name
+    muxer = _segments_of(muxer)
     if src.type == "attachment":
         return muxer == "matroska"  # (WebM, MP4, MPEG-TS have no place for a file)
     if muxer in _TAKES_ANY:
@@ -148,6 +162,7 @@ def _holds(muxer: str, codec: str, probe: bool = True) -> bool:
     """Whether ``muxer`` holds ``codec``'s video (a codec's name: h264, vp9): by the rules above, else by the codecs
     it lists, else (``probe``) by FFmpeg's answer to a stream added: PyAV refuses only what a muxer says it cannot
     hold, and takes what it says "unknown" of."""
+    muxer = _segments_of(muxer)
     if muxer in _VIDEO_ONLY:
         return codec in _VIDEO_ONLY[muxer]
     if codec in _VIDEO_REFUSED.get(muxer, ()):
@@ -207,10 +222,19 @@ def segment_pattern(path: Path) -> Path:
 
 
 def check_live_file(path: Path) -> None:
-    """A live recording is written as it goes, which takes one of the formats in LIVE_FILES."""
-    if path.suffix.lower() not in LIVE_FILES:
+    """A live recording is written as it goes, which takes one of the formats in LIVE_FILES (or an HLS playlist)."""
+    if path.suffix.lower() not in LIVE_FILES and path.suffix.lower() != HLS:
         raise UsageError(f"a live recording is written as it goes, so it needs a file ending in "
-                         f"{', '.join(LIVE_FILES)}, not {path.name}")
+                         f"{', '.join(LIVE_FILES)} (or {HLS}, HLS), not {path.name}")
+
+
+def hls_options(playlist: Path, live: bool) -> dict[str, str]:
+    """The HLS muxer's options for ``playlist``: its segments ``NAME_N.ts`` beside it, numbered from the time the run
+    began (a camera's run after a restart writes no segment of an earlier one's names); the playlist is rewritten
+    whole (a temporary file, renamed) as each segment is complete."""
+    segments = playlist.with_name(f"{playlist.stem}_%d.ts")
+    return {**(_HLS_LIVE if live else _HLS_FILE), "hls_segment_filename": str(segments),
+            "hls_start_number_source": "epoch"}
 
 
 def check_segments(path: Path) -> None:
@@ -239,9 +263,11 @@ def output_options(target: str, shown_as: Path | None = None, live: bool = False
         fmt = output_muxer(str(shown_as))
         as_it_goes = LIVE_FILES.get(shown_as.suffix.lower(), (None, {}))[1]
         options = {**as_it_goes, "flush_packets": "1"} if live else {}
+        if fmt == "hls":
+            options = {**options, **hls_options(shown_as, live)}
     elif target == STDOUT and live:
         options = {"flush_packets": "1"}
-    if fmt in ("mpegts", "matroska"):
+    if fmt in ("mpegts", "hls", "matroska"):
         # B-frames give the first packets a decode time before 0, and an AAC encoder's priming its sound a start
         # before 0 (FFmpeg's: -21 ms), which these take as they are (MPEG-TS adds a delay to every time, Matroska
         # keeps no decode times and a block's time is signed); FFmpeg would otherwise shift the whole file later.
@@ -269,10 +295,10 @@ def frame_ticks(codec: str, muxer: str, info: VideoInfo) -> Fraction | None:
     return None
 
 
-# Muxers that write many files of their own (a playlist or manifest, and its segments): not one output a run can
-# write whole or keep as it goes, nor one the trial can write in memory (FFmpeg would write the trial's segments
-# into the working folder).
-_MANY_FILES = {"hls": "an HLS playlist", "dash": "a DASH manifest", "smoothstreaming": "a Smooth Streaming manifest",
+# Muxers that write many files of their own (a manifest, and its segments): not one output a run can write whole or
+# keep as it goes, nor one the trial can write in memory (FFmpeg would write the trial's segments into the working
+# folder). HLS is written (``hls_options``), and tried as the MPEG-TS of its segments.
+_MANY_FILES = {"dash": "a DASH manifest", "smoothstreaming": "a Smooth Streaming manifest",
                "webm_dash_manifest": "a DASH manifest", "webm_chunk": "WebM chunks", "segment": "segments",
                "stream_segment": "segments"}
 
@@ -286,6 +312,5 @@ def _muxer_for(path: Path) -> str:
         raise UsageError(f"cannot tell a video format from the name {path.name} (try .mp4 or .mkv)") from None
     if muxer in _MANY_FILES:
         raise UsageError(f"{path.name} would be {_MANY_FILES[muxer]}, many files, which streamdehaze does not write: "
-                         "publish to a server that serves it (MediaMTX serves HLS of what is published to "
-                         "rtsp://SERVER:8554/NAME), or record .ts segments with --segment-time")
+                         f"write HLS ({HLS}), or record .ts segments with --segment-time")
     return muxer

@@ -25,6 +25,7 @@ from .encoders import choose_encoding, encoder, quality_of, quality_options
 from .engine import check_noise_floor, check_strength, resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
 from .formats import (
+    HLS,
     STDOUT,
     check_encoder_fits,
     check_live_file,
@@ -178,7 +179,7 @@ class Job:
             check_segments(self.dst)
         if self.live:
             check_live_file(self.dst)
-            if not segmented and self.dst.resolve() not in going:
+            if not segmented and self.dst.resolve() not in going and self.dst.suffix.lower() != HLS:
                 check_not_recording(self.dst)
         check_writable(self.dst.parent)
 
@@ -242,14 +243,18 @@ class Job:
         c, info, muxer = self.config, self.source.info, self._muxer()
         self.encoding = choose_encoding(info, self.codec, c.encode.crf, c.encode.preset, self.live, self.nvidia,
                                         muxer or "matroska")
-        if muxer is not None and muxer != "rtsp":  # (an RTSP server is not written to in memory)
+        if muxer == "hls":  # (its segments, in memory: the HLS muxer writes files of its own)
+            trial_write("mpegts", {}, info, self.encoding, self.live, str(c.output))
+        elif muxer is not None and muxer != "rtsp":  # (an RTSP server is not written to in memory)
             fmt, options = output_options(str(c.output), self.dst, self.live, tags=info.tags)
             trial_write(fmt, options, info, self.encoding, self.live, mask(str(c.output), str(c.output)))
 
     def start(self, name: str = "") -> Stream:
         """Make the output ready (``outputs.py``) and the pipeline stream that feeds it."""
         c = self.config
-        if self.dst is not None and self.live:
+        if self.dst is not None and self.dst.suffix.lower() == HLS:  # written as it goes, over an earlier playlist
+            sink = self._sink(self.dst)
+        elif self.dst is not None and self.live:
             first = 0
             if c.encode.segment_time is None:
                 move_aside(self.dst)

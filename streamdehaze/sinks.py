@@ -55,7 +55,7 @@ WRITE_TIMEOUT = 10.0
 
 # Muxers whose sound states its format in every packet (MPEG-TS: AAC as ADTS, MP2, AC-3), so that a copy follows
 # a change of it mid-stream; the others state it once, in their header (``CopiedSound``).
-_STATES_SOUND_IN_PACKETS = {"mpegts"}
+_STATES_SOUND_IN_PACKETS = {"mpegts", "hls"}
 
 
 def _tag_like(stream: av.stream.Stream, src: av.stream.Stream) -> None:
@@ -87,6 +87,8 @@ def add_video_stream(container: av.container.OutputContainer, info: VideoInfo, e
             options["tune"] = "zerolatency"
         if codec.name == "libx264":
             options["forced-idr"] = "1"
+    elif container.format.name == "hls" and info.rate:  # (segments begin at keyframes: of 6 s, not the x264's 10)
+        ctx.gop_size = max(1, round(2 * info.rate))
     if info.field_order in _TOP_FIRST | _BOTTOM_FIRST and codec.name == "libx264":  # so that players deinterlace
         options["x264-params"] = f"interlaced=1:{'tff' if info.field_order in _TOP_FIRST else 'bff'}=1"
     ctx.options = options
@@ -159,7 +161,7 @@ class VideoSink:
     def _open(self, target: str) -> av.container.OutputContainer:
         fmt, options = output_options(target, self.shown_as, self.live, tags=self.info.tags)
         try:
-            if self.path is not None:
+            if self.path is not None and fmt != "hls":  # (the HLS muxer writes its playlist and segments itself)
                 self._file = WholeWrites(target, "xb" if self.exclusive else "wb")
                 if self.live:  # (marked as being recorded; on a filesystem without locks it goes on unmarked)
                     with contextlib.suppress(OSError):

@@ -213,3 +213,28 @@ def test_finished_segments_let_go_of_their_codecs(camera, run_cli, tmp_path):
         gc.enable()
     assert len(list((tmp_path / "seg").iterdir())) >= 4
     assert after <= before + 1, (before, after)
+
+
+def test_a_camera_as_hls_is_a_live_playlist_of_its_last_segments(rtsp_server, cli, tmp_path):
+    """``cam.m3u8``: a live playlist (no end, no type) of segments of 2 s, each with its wall-clock time, beside it;
+    at the end of the run it is ended (``#EXT-X-ENDLIST``), and a player reads it."""
+    out, stats = tmp_path / "web" / "cam.m3u8", tmp_path / "s.jsonl"
+    out.parent.mkdir()
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--stats-json", stats)
+    run.wait_streaming(stats, 5)
+    deadline = time.monotonic() + 20
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(4)
+    live = out.read_text().splitlines()
+    segments = [line for line in live if not line.startswith("#")]
+    assert "#EXT-X-TARGETDURATION:2" in live and "#EXT-X-ENDLIST" not in live, live
+    assert not any(line.startswith("#EXT-X-PLAYLIST-TYPE") for line in live), live
+    assert segments and all((out.parent / name).is_file() for name in segments), live
+    assert sum(line.startswith("#EXT-X-PROGRAM-DATE-TIME") for line in live) == len(segments), live
+    assert run.interrupt() == 0, run.stderr
+    final = out.read_text().splitlines()
+    assert final[-1] == "#EXT-X-ENDLIST", final
+    assert len([p for p in out.parent.iterdir() if p.suffix == ".ts"]) <= 7  # (6 listed, one kept past them)
+    with av.open(str(out)) as played:
+        assert sum(1 for _ in played.decode(video=0)) >= 25

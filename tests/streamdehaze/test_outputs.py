@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
 from streamdehaze.api import process
@@ -246,3 +248,26 @@ def test_a_file_run_whose_next_segment_cannot_be_created_keeps_the_others(make_v
     assert (code, err) == (1, f"streamdehaze: error: cannot write {folder}/cam_00003.mp4: No space left on device; "
                               f"the {kept} frames written before it are in {folder}/cam_00000.mp4 .. cam_00002.mp4\n")
     assert 15 <= kept < 20
+
+
+def test_a_file_to_an_hls_playlist(make_video, run_cli, tmp_path, monkeypatch):
+    """``out.m3u8``: a playlist of every segment (video on demand), its MPEG-TS segments beside it, every frame and
+    the sound in them, a frame's times as they were; nothing written anywhere else (the working folder)."""
+    src = make_video(frames=200, audio=True, gop=25)
+    work, out = tmp_path / "work", tmp_path / "web" / "clip.m3u8"
+    work.mkdir()
+    out.parent.mkdir()
+    monkeypatch.chdir(work)
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    playlist = out.read_text().splitlines()
+    segments = [line for line in playlist if not line.startswith("#")]
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in playlist and playlist[-1] == "#EXT-X-ENDLIST", playlist
+    assert len(segments) >= 2 and sorted(p.name for p in out.parent.iterdir()) == sorted(["clip.m3u8", *segments])
+    assert all(name.startswith("clip_") and name.endswith(".ts") for name in segments) and not any(work.iterdir())
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        assert [s.codec_context.name for s in b.streams] == ["h264", "aac"]
+        before = [f.time for f in a.decode(video=0)]
+        after = [f.time for f in b.decode(video=0)]
+    assert len(after) == len(before) == 200
+    assert np.allclose(np.array(after) - after[0], np.array(before) - before[0], atol=1e-4)
