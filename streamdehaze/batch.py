@@ -218,6 +218,14 @@ class LocalBatch:
                 self.lane.scheduler.add(stream)
                 stream.drained.wait()
                 return job.complete(interrupted=stream.stopped)
+            except BaseException:
+                # (Ray's SIGTERM handler raises SystemExit in the wait) The stream's reader lets go of the source
+                # before it is closed: closing it under the reader raised a ValueError in place of the exit, and the
+                # file was failed instead of done again by another worker. Its unfinished output goes.
+                stream.stop()
+                stream.reader.close()
+                job.abort()
+                raise
             finally:
                 with self._lock:
                     self._stream = None

@@ -258,3 +258,39 @@ def test_partials_of_interrupted_runs_are_left_out(make_video, run_cli, tmp_path
         make_video(f"in/{name}", frames=3)
     assert run_cli("batch", src, out, *DCP, "--jobs", 1)[0] == 0
     assert _files(out) == ["clip.mp4"]
+
+
+def test_a_worker_ended_by_sigterm_mid_file_exits_and_leaves_nothing(make_video, monkeypatch, tmp_path):
+    """A Ray worker's SIGTERM (a node drained or preempted) raises SystemExit in the worker as it waits for its file.
+    With the source's reader in the middle of a read (held there below), closing the source under it raised a
+    ValueError in place of the exit: the file was reported "failed: internal error: ValueError: generator already
+    executing" instead of the worker dying and the file being done again elsewhere."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    from streamdehaze.batch import Item, LocalBatch
+    from streamdehaze.sources import VideoFileSource
+
+    src, out = make_video(frames=100), tmp_path / "out" / "in.mkv"
+    reading = threading.Event()
+    demux = VideoFileSource._demux
+
+    def slow_demux(self):
+        for i, item in enumerate(demux(self)):
+            if i == 30:
+                reading.set()
+                time.sleep(2)  # a read in progress
+            yield item
+    monkeypatch.setattr(VideoFileSource, "_demux", slow_demux)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # as Ray's worker does
+    batch = LocalBatch({"model": "dcp", "codec": "ffv1"})
+    threading.Thread(target=lambda: reading.wait(30) and os.kill(os.getpid(), signal.SIGTERM), daemon=True).start()
+    try:
+        with pytest.raises(SystemExit):
+            batch.run_one(Item("in.mp4", str(src), str(out), False))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        batch.close()
+    assert not any(out.parent.iterdir())  # (no output, no partial: another worker does the file)
