@@ -32,6 +32,7 @@ from .errors import MediaError, UsageError
 from .models import PredictsCoefficients
 from .models.kanet_model import MAX_UPSCALE
 from .outputs import atomic_output, check_output, remove_stale_partials
+from .sinks import failure_reason
 
 log = logging.getLogger("streamdehaze")
 
@@ -67,8 +68,7 @@ def fetch_image(url: str, timeout: float = FETCH_TIMEOUT_S) -> bytes:
     except av.ExitError:  # PyAV's timeout interrupted FFmpeg
         raise MediaError(f"cannot read image {name}: no answer for {timeout:g} s") from None
     except (av.FFmpegError, OSError) as exc:
-        reason = getattr(exc, "strerror", None) or mask(str(exc), url)
-        raise MediaError(f"cannot read image {name}: {reason}") from None
+        raise MediaError(f"cannot read image {name}: {failure_reason(exc, url)}") from None
 
 
 # A JPEG marker: 0xFF then a byte that is neither 0x00 (an escaped 0xFF in entropy-coded data) nor a restart.
