@@ -257,7 +257,10 @@ class LiveSource:
             container = av.open(self.url, "r", format=self._format, options=self._open_options(connect),
                                 timeout=(connect, self.options.timeout))
         except av.ExitError:  # PyAV's timeout interrupted FFmpeg
-            raise MediaError(f"no answer for {connect:g} s") from None
+            # (PyAV times the opening and the probing that follows apart: with a known container format the
+            # first may wait out FFmpeg's own socket timeout, and the second PyAV's, so the wait may be twice
+            # ``connect``: the message says how long it was.)
+            raise MediaError(f"no answer for {time.monotonic() - started:.0f} s") from None
         except av.InvalidDataError:
             # FFmpeg's RTSP demuxer says "invalid data" when the wait for an answer is cut off (by its timeout or
             # PyAV's): a server that accepts the connection and never answers (or sends what is no RTSP answer and

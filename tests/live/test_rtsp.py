@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -210,6 +211,40 @@ def test_a_camera_that_never_answers_is_said_so(fake_camera):
         LiveSource(silent.url, LiveOptions(connect_timeout=1, reconnect=0))
     with pytest.raises(MediaError, match=f"^cannot read live stream {re.escape(garbled.url)}: Invalid data found"):
         LiveSource(garbled.url, LiveOptions(connect_timeout=1, reconnect=0))
+
+
+def test_a_known_camera_that_never_answers_says_how_long_it_waited():
+    """Once a camera's container format is known, FFmpeg's socket timeout and PyAV's each bound a part of the
+    opening: a reconnection to a camera that takes the connection and sends nothing waits out both, and the message
+    said half of it."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="mpegts") as ts:
+        stream = ts.add_stream("mpeg2video", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for frame in [*(av.VideoFrame(64, 48, "yuv420p") for _ in range(25)), None]:
+            for packet in stream.encode(frame):
+                ts.mux(packet)
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):  # (closed at the test's end)
+            conn = server.accept()[0]
+            with conn:
+                conn.sendall(out.getvalue())  # the first connection: a second of video, then the end
+            while True:
+                held.append(server.accept()[0])  # later ones: taken, and never answered
+    threading.Thread(target=answer, daemon=True).start()
+    url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        source = LiveSource(url, LiveOptions(timeout=1, connect_timeout=1, reconnect=1))
+        with pytest.raises(MediaError, match=r"lost \(no answer for 2 s\); no reconnects left$"):
+            for _ in source:
+                pass
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
 
 
 def test_the_reconnect_budget_is_for_each_outage(rtsp_server, cli, tmp_path):
