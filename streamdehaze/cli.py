@@ -25,6 +25,10 @@ _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    stderr = sys.stderr
+    if stderr is None:  # started with standard error closed (2>&-, some service managers): say nothing, harmlessly
+        _fill_closed_descriptors()
+        sys.stderr = open(os.devnull, "w")
     previous = {sig: signal.getsignal(sig) for sig in _INTERRUPTS}  # restored: main() may be embedded
     serving = argv[:1] == ["serve"]
     reloads: list[int] = []  # SIGHUPs that reached `serve` while it loaded: it applies them once its streams run
@@ -57,6 +61,20 @@ def main(argv: list[str] | None = None) -> int:
         for sig, handler in previous.items():
             if handler is not None:  # None: set outside Python, cannot be put back
                 signal.signal(sig, handler)
+        if stderr is None:
+            sys.stderr.close()
+            sys.stderr = stderr
+
+
+def _fill_closed_descriptors() -> None:
+    """Open the null device on standard input, output or error where it is closed: otherwise the next file opened
+    (the output) takes its number, and whatever FFmpeg or x264 writes to standard error lands in the video."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            if os.open(os.devnull, os.O_RDWR) != fd:
+                raise RuntimeError(f"file descriptor {fd} is closed and could not be reopened")
 
 
 class _MaskCredentials(logging.Filter):

@@ -363,3 +363,19 @@ def test_a_format_and_encoder_ffmpeg_would_fail_are_refused_before_the_model_loa
     code, err = run_cli(src, tmp_path / name, "--model", "dcp", "--codec", codec)
     assert code == 2 and words in _one_line(err), err
     _no_output_files(tmp_path, ["in.mp4"])
+
+
+def test_a_run_with_standard_error_closed(make_video, probe, tmp_path):
+    """Started with standard error closed (2>&-, as some service managers do), a run still writes its output, and a
+    bad input still fails with its exit code and nothing on standard output; it failed with 'internal error:
+    AttributeError' (printed to standard output)."""
+    src = make_video(frames=4)
+
+    def run(*args: object) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "streamdehaze", *map(str, args), "--model", "dcp"],
+                              stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=300)
+    done = run(src, tmp_path / "o.mp4")
+    assert done.returncode == 0 and done.stdout == b""
+    assert probe(tmp_path / "o.mp4")["times"] == probe(src)["times"]
+    failed = run(tmp_path / "nope.mp4", tmp_path / "p.mp4")
+    assert failed.returncode == 2 and failed.stdout == b""
