@@ -1,6 +1,6 @@
 """Image mode: one image in, one image out; a folder in, a folder out with the same file names. Outputs keep the
 input's layout (grey, colour, colour with transparency), its bit depth where the format holds it, and its EXIF and
-colour profile (JPEG, PNG and WebP).
+colour profile (JPEG, PNG, WebP, AVIF and HEIC).
 
 A folder run goes on past images that cannot be read (not an image, corrupt, or truncated: a JPEG whose data ends
 before its end marker, which libjpeg would pad with grey, or a PNG without its end chunk) or written, names each on
@@ -36,12 +36,18 @@ from .sinks import failure_reason
 
 log = logging.getLogger("streamdehaze")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif"}
+# HEIC/HEIF (a phone's photos) is read and written by libheif, through the optional package pillow-heif.
+HEIF_SUFFIXES = {".heic", ".heif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", *HEIF_SUFFIXES}
 # Outputs that carry the input's EXIF (capture time, camera, GPS) and colour profile (how the pixel values are to be
 # shown: a wide-gamut phone photo without its profile shows duller colours). OpenCV writes neither into TIFF.
-KEEPS_METADATA = {".png", ".jpg", ".jpeg", ".webp", ".avif"}
-# Outputs that hold 16 bits a sample; OpenCV would clip a 16-bit picture written to any other to white.
-HOLDS_16_BITS = {".png", ".tif", ".tiff"}
+KEEPS_METADATA = {".png", ".jpg", ".jpeg", ".webp", ".avif", *HEIF_SUFFIXES}
+# Outputs that hold more than 8 bits a sample (HEIF: 10); OpenCV would clip a 16-bit picture written to any other
+# to white.
+HOLDS_16_BITS = {".png", ".tif", ".tiff", *HEIF_SUFFIXES}
+HEIF_QUALITY = 90  # libheif's 0-100 for HEIC outputs (x265); its default, 50, visibly softens a photo
+# The brands of an ISO base media file whose pictures are HEVC: a HEIC/HEIF photo, whatever its name says.
+_HEVC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"}
 FETCH_TIMEOUT_S = 30.0  # to read an image from a URL: an answer, and each read of its data
 
 
@@ -84,8 +90,10 @@ def read_image(image: Path | bytes, name: str | None = None) -> np.ndarray:
         data = image if isinstance(image, bytes) else image.read_bytes()
     except OSError as exc:
         raise MediaError(f"cannot read image {path}: {exc.strerror}") from None
-    if jpeg_truncated(data) or png_truncated(data):
+    if jpeg_truncated(data) or png_truncated(data) or heif_truncated(data):
         raise MediaError(f"cannot read image {path}: truncated (its data ends before the picture does)")
+    if is_heif(data):
+        return _read_heif(data, path)
     # Decoded from the bytes read: OpenCV's imread crashes the process on a file name that is not UTF-8 (an old
     # camera card's, a Windows zip's), and fails on a TIFF whose orientation tag turns it.
     stored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -106,6 +114,45 @@ def read_image(image: Path | bytes, name: str | None = None) -> np.ndarray:
         with PIL.Image.open(io.BytesIO(data)) as image:
             return np.asarray(PIL.ImageOps.exif_transpose(image.convert("RGBA")))
     return stored
+
+
+def is_heif(data: bytes) -> bool:
+    """Whether ``data`` is a HEIC/HEIF photo: an ISO base media file (its first box ``ftyp``) of an HEVC brand."""
+    size = int.from_bytes(data[:4], "big")
+    if data[4:8] != b"ftyp" or not 16 <= size <= len(data):
+        return False
+    brands = {data[8:12], *(data[i:i + 4] for i in range(16, size - 3, 4))}
+    return bool(brands & _HEVC_BRANDS)
+
+
+def _heif():
+    """The module pillow_heif, or one line saying how to install it."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise UsageError("HEIC/HEIF photos need the optional package pillow-heif: "
+                         "pip install 'streamdehaze[heif]'") from None
+    return pillow_heif
+
+
+def _open_heif(data: bytes, path: object):
+    try:
+        # (more than 8 bits a sample, as an iPhone's HDR photos have, kept: scaled to 16)
+        return _heif().open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+    except (ValueError, RuntimeError, OSError) as exc:  # (libheif's errors)
+        raise MediaError(f"cannot read image {path}: {exc}") from None
+
+
+def _read_heif(data: bytes, path: object) -> np.ndarray:
+    """The primary picture of a HEIC/HEIF photo, upright: libheif applies the rotation and mirroring the file
+    states (its EXIF orientation describes the camera, not the stored pixels)."""
+    heif = _open_heif(data, path)
+    if len(heif) > 1:  # (a burst, a collection)
+        log.warning("%s holds %d pictures: the first is dehazed", path, len(heif))
+    try:
+        return np.ascontiguousarray(np.asarray(heif))
+    except (ValueError, RuntimeError) as exc:  # (libheif decodes here: a truncated file fails now)
+        raise MediaError(f"cannot read image {path}: {exc}") from None
 
 
 # How the stored pixels are turned upright for each EXIF orientation (numpy's rot90 turns anticlockwise).
@@ -176,11 +223,34 @@ def png_truncated(data: bytes) -> bool:
     return True
 
 
+def heif_truncated(data: bytes) -> bool:
+    """Whether ``data`` is a HEIC/HEIF photo that ends before its last box does: libheif decodes the tiles whose data
+    is missing into noise, without a word. Its top-level boxes are walked by their sizes."""
+    if not is_heif(data):
+        return False
+    at = 0
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at:at + 4], "big")
+        if size == 1:  # (a 64-bit size follows the type)
+            size = int.from_bytes(data[at + 8:at + 16], "big")
+        if size == 0:  # (the last box, to the end of the file, whatever that is)
+            return False
+        if size < 8:
+            return True  # (no box is that small: cut inside a size)
+        at += size
+    return at > len(data)
+
+
 def read_metadata(source: Path | bytes, name: str | None = None) -> dict[int, bytes]:
     """The EXIF block and ICC profile of an image file (or of its bytes, called ``name`` in messages), as far as it
     has them, keyed by OpenCV's metadata types; the EXIF without its orientation tag, since ``read_image`` returns
     the picture upright."""
     path = name or source
+    try:
+        if is_heif(source if isinstance(source, bytes) else _start(source)):
+            return _heif_metadata(source if isinstance(source, bytes) else source.read_bytes(), path)
+    except OSError:  # (unreadable: said where the pixels are read)
+        return {}
     try:
         with PIL.Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             exif, icc = image.getexif(), image.info.get("icc_profile")
@@ -195,6 +265,22 @@ def read_metadata(source: Path | bytes, name: str | None = None) -> dict[int, by
     except _PILLOW_CANNOT:  # Pillow cannot read it: the pixels, which OpenCV read, still go
         return {}
     found = {cv2.IMAGE_METADATA_EXIF: blob.removeprefix(b"Exif\x00\x00"), cv2.IMAGE_METADATA_ICCP: icc}
+    return {kind: data for kind, data in found.items() if data}
+
+
+def _start(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(512)  # (a file type box: a few dozen bytes)
+
+
+def _heif_metadata(data: bytes, path: object) -> dict[int, bytes]:
+    info = _open_heif(data, path).info
+    exif = PIL.Image.Exif()
+    if info.get("exif"):
+        exif.load(info["exif"])
+        exif.pop(ExifTags.Base.Orientation, None)
+    found = {cv2.IMAGE_METADATA_EXIF: exif.tobytes().removeprefix(b"Exif\x00\x00") if len(exif) else b"",
+             cv2.IMAGE_METADATA_ICCP: info.get("icc_profile")}
     return {kind: data for kind, data in found.items() if data}
 
 
@@ -222,9 +308,11 @@ def write_image(path: Path, image: np.ndarray, metadata: dict[int, bytes] | None
     the format has none (JPEG)."""
     if image.dtype == np.uint16 and path.suffix.lower() not in HOLDS_16_BITS:
         image = (image / 257.0).round().astype(np.uint8)
+    metadata = _fitting(path, image, metadata or {}) if path.suffix.lower() in KEEPS_METADATA else {}
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        return _write_bytes(path, _encode_heif(path, image, metadata))
     bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else
                                                      cv2.COLOR_RGB2BGR)
-    metadata = _fitting(path, image, metadata or {}) if path.suffix.lower() in KEEPS_METADATA else {}
     # A JPEG segment holds 64 KB: a larger colour profile (a printer's, a CMYK one) goes in numbered parts, which
     # OpenCV does not write, so it is added to the encoded file here, as the ICC specification lays them out.
     icc = metadata.pop(cv2.IMAGE_METADATA_ICCP) if _is_jpeg(path) and len(
@@ -240,12 +328,31 @@ def write_image(path: Path, image: np.ndarray, metadata: dict[int, bytes] | None
     if not ok:
         raise MediaError(f"cannot write image {path}: {path.suffix} cannot hold a {image.shape[1]}x{image.shape[0]} "
                          f"picture of {image.dtype}")
-    data = encoded.tobytes() if icc is None else _with_icc_parts(encoded.tobytes(), icc)
+    _write_bytes(path, encoded.tobytes() if icc is None else _with_icc_parts(encoded.tobytes(), icc))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
     try:
         with atomic_output(path) as tmp:
             tmp.write_bytes(data)
     except OSError as exc:  # a full disk, a folder taken away: nothing is left half-written
         raise MediaError(f"writing {path} failed: {exc.strerror or exc}") from None
+
+
+def _encode_heif(path: Path, image: np.ndarray, metadata: dict[int, bytes]) -> bytes:
+    """A HEIC of a picture of ``read_image``'s layouts (16 bits a sample: 10 in the file), with ``metadata``."""
+    mode = ("L" if image.ndim == 2 else "RGBA" if image.shape[2] == 4 else "RGB") + \
+        (";16" if image.dtype == np.uint16 else "")
+    try:
+        heif = _heif().from_bytes(mode, (image.shape[1], image.shape[0]), np.ascontiguousarray(image).tobytes())
+        if icc := metadata.get(cv2.IMAGE_METADATA_ICCP):
+            heif.info["icc_profile"] = icc
+        out = io.BytesIO()
+        exif = metadata.get(cv2.IMAGE_METADATA_EXIF)
+        heif.save(out, quality=HEIF_QUALITY, exif=b"Exif\x00\x00" + exif if exif else None)
+    except (ValueError, RuntimeError) as exc:  # (libheif's errors: a size its encoder cannot take, say)
+        raise MediaError(f"cannot write image {path}: {exc}") from None
+    return out.getvalue()
 
 
 _ICC_PART = 65519  # bytes of a profile one JPEG APP2 segment holds (65535, less its length and 14-byte header)
@@ -331,6 +438,8 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
         names = sorted(p.name for p in src.iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
         if not names:
             raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {src}")
+        if any(Path(name).suffix.lower() in HEIF_SUFFIXES for name in names):
+            _heif()  # (a missing package is said before anything is written)
         if dst.exists() and not dst.is_dir():
             raise UsageError(f"input is a folder, so the output must be a folder too: {dst}")
         if dst.resolve() == src.resolve():

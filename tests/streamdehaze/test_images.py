@@ -466,3 +466,83 @@ def test_an_image_url_is_an_image(run_cli, hazy_image, tmp_path):
         assert result.size == (60, 80) and result.getexif()[ExifTags.Base.Make] == "FogCam"
         assert result.info["icc_profile"] == profile
     assert not (tmp_path / "gone.jpg").exists() and not (tmp_path / "clip.mp4").exists()
+
+
+def _heic(path, rgb, **options):
+    """A HEIC as a phone writes one: HEVC tiles in a grid (FFmpeg reads each tile as a video stream of its own)."""
+    import pillow_heif
+    heif = pillow_heif.from_bytes("RGB", (rgb.shape[1], rgb.shape[0]), np.ascontiguousarray(rgb).tobytes())
+    if "icc_profile" in options:
+        heif.info["icc_profile"] = options.pop("icc_profile")
+    heif.save(path, quality=95, tile_size=256, **options)
+
+
+def test_a_phone_s_heic_photo_is_a_photo(run_cli, hazy_image, tmp_path):
+    """An iPhone's photo (HEIC: tiles in a grid, turned by the file, with EXIF and a colour profile) is read by
+    libheif, upright, and dehazed as the same picture in a PNG is; JPEG and HEIC outputs keep its EXIF and profile.
+    It was taken for a video of one 256x256 tile."""
+    import pillow_heif
+    exif, profile = _exif_and_profile()
+    src = tmp_path / "IMG_0001.HEIC"
+    _heic(src, hazy_image(0, 640, 480), exif=exif.tobytes(), icc_profile=profile)  # (EXIF orientation 6 turns it)
+    shown = np.asarray(pillow_heif.open_heif(src))
+    assert shown.shape == (640, 480, 3)
+    png = tmp_path / "same.png"
+    _save(png, shown)
+    assert run_cli(png, tmp_path / "same_clear.png")[0] == 0
+    expected = cv2.imread(str(tmp_path / "same_clear.png")).astype(float)
+    for out in (tmp_path / "clear.jpg", tmp_path / "clear.heic"):
+        code, err = run_cli(src, out)
+        assert code == 0, err
+        with Image.open(out) if out.suffix == ".jpg" else _pillow_of_heic(out) as result:
+            kept = result.getexif()
+            assert result.size == (480, 640)
+            assert ExifTags.Base.Orientation not in kept  # (written upright: nothing turns it again)
+            assert kept[ExifTags.Base.Make] == "FogCam"
+            assert kept.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitude] == (52.0, 13.0, 30.5)
+            assert result.info["icc_profile"] == profile
+            got = np.asarray(result.convert("RGB"))[..., ::-1].astype(float)
+        assert np.abs(got - expected).mean() < 2.5, out  # the same picture (JPEG's and HEVC's losses apart)
+
+
+def _pillow_of_heic(path):
+    import pillow_heif
+    heif = pillow_heif.open_heif(path)
+    image = Image.frombytes(heif.mode, heif.size, heif.data, "raw", heif.mode, heif.stride)
+    image.info.update(icc_profile=heif.info.get("icc_profile"), exif=heif.info.get("exif"))
+    return image
+
+
+def test_a_folder_of_heic_photos(run_cli, hazy_image, tmp_path):
+    src, out = tmp_path / "phone", tmp_path / "out"
+    src.mkdir()
+    _heic(src / "IMG_0001.HEIC", hazy_image(0, 96, 64))
+    _save(src / "IMG_0002.PNG", hazy_image(1, 96, 64))
+    code, err = run_cli(src, out)
+    assert code == 0 and "2 images in" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["IMG_0001.HEIC", "IMG_0002.PNG"]
+    import pillow_heif
+    assert pillow_heif.open_heif(out / "IMG_0001.HEIC").size == (96, 64)
+
+
+def test_a_truncated_heic_is_refused(run_cli, hazy_image, tmp_path):
+    """libheif decodes the tiles whose data is missing into noise without a word, as libjpeg pads a JPEG with grey."""
+    whole, cut = tmp_path / "whole.heic", tmp_path / "cut.heic"
+    _heic(whole, hazy_image(0, 640, 480))
+    cut.write_bytes(whole.read_bytes()[:-2000])
+    code, err = run_cli(cut, tmp_path / "clear.jpg")
+    assert code == 1 and err.strip() == (f"streamdehaze: error: cannot read image {cut}: truncated (its data ends "
+                                         "before the picture does)"), err
+    assert run_cli(whole, tmp_path / "clear.jpg")[0] == 0
+
+
+def test_heic_without_pillow_heif_is_one_line(run_cli, hazy_image, tmp_path, monkeypatch):
+    src = tmp_path / "IMG_0001.HEIC"
+    _heic(src, hazy_image(0, 96, 64))
+    _save(tmp_path / "IMG_0000.PNG", hazy_image(1, 96, 64))
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # (not installed: its import fails)
+    for out in (tmp_path / "clear.jpg", tmp_path / "out"):  # (a folder's: before any photo is written)
+        code, err = run_cli(src if out.suffix else tmp_path, out)
+        assert code == 2 and err.strip() == ("streamdehaze: error: HEIC/HEIF photos need the optional package "
+                                             "pillow-heif: pip install 'streamdehaze[heif]'"), err
+        assert not out.exists() or not any(out.iterdir())
