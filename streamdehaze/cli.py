@@ -9,10 +9,12 @@ an exit by signal), and nothing has been written yet. To ``serve``, SIGHUP is a 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
 import sys
+from typing import TextIO
 
 from .credentials import mask
 from .errors import StreamDehazeError
@@ -26,9 +28,9 @@ _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     stderr = sys.stderr
-    if stderr is None:  # started with standard error closed (2>&-, some service managers): say nothing, harmlessly
+    if stderr is None:  # started with standard error closed (2>&-, some service managers)
         _fill_closed_descriptors()
-        sys.stderr = open(os.devnull, "w")
+    sys.stderr = _Messages(stderr)
     previous = {sig: signal.getsignal(sig) for sig in _INTERRUPTS}  # restored: main() may be embedded
     serving = argv[:1] == ["serve"]
     reloads: list[int] = []  # SIGHUPs that reached `serve` while it loaded: it applies them once its streams run
@@ -61,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         for sig, handler in previous.items():
             if handler is not None:  # None: set outside Python, cannot be put back
                 signal.signal(sig, handler)
-        if stderr is None:
-            sys.stderr.close()
-            sys.stderr = stderr
+        sys.stderr = stderr
 
 
 def _fill_closed_descriptors() -> None:
@@ -75,6 +75,41 @@ def _fill_closed_descriptors() -> None:
         except OSError:
             if os.open(os.devnull, os.O_RDWR) != fd:
                 raise RuntimeError(f"file descriptor {fd} is closed and could not be reopened")
+
+
+class _Messages(io.TextIOBase):
+    """Standard error for the run's messages. Where it is closed, or its reader has gone (``2>&1 | head -1``), the
+    messages are lost and the run goes on: it ended as an internal error (exit 1, its output whole)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        if self._stream is not None:
+            try:
+                self._stream.write(text)
+            except (BrokenPipeError, ValueError):  # (ValueError: a file closed)
+                self._stream = None
+        return len(text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._stream = None
+
+    def isatty(self) -> bool:
+        return self._stream is not None and self._stream.isatty()
+
+    def fileno(self) -> int:
+        if self._stream is None:
+            raise io.UnsupportedOperation("standard error is closed")
+        return self._stream.fileno()
 
 
 class _MaskCredentials(logging.Filter):

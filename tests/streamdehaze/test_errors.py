@@ -365,15 +365,23 @@ def test_a_format_and_encoder_ffmpeg_would_fail_are_refused_before_the_model_loa
     _no_output_files(tmp_path, ["in.mp4"])
 
 
-def test_a_run_with_standard_error_closed(make_video, probe, tmp_path):
-    """Started with standard error closed (2>&-, as some service managers do), a run still writes its output, and a
-    bad input still fails with its exit code and nothing on standard output; it failed with 'internal error:
-    AttributeError' (printed to standard output)."""
+@pytest.mark.parametrize("stderr", ["closed", "reader gone"])
+def test_a_run_without_standard_error(make_video, probe, tmp_path, stderr):
+    """Started with standard error closed (2>&-, as some service managers do), or with a pipe whose reader has gone
+    (2>&1 | head -1), a run still writes its output and ends with its exit code, and a bad input still fails with
+    its own and nothing on standard output. The first failed with 'internal error: AttributeError' (printed to
+    standard output), the second ended a whole run with exit 1."""
     src = make_video(frames=4)
 
     def run(*args: object) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "streamdehaze", *map(str, args), "--model", "dcp"],
-                              stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=300)
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            return subprocess.run([sys.executable, "-m", "streamdehaze", *map(str, args), "--model", "dcp"],
+                                  stdout=subprocess.PIPE, stderr=write, timeout=300,
+                                  preexec_fn=(lambda: os.close(2)) if stderr == "closed" else None)
+        finally:
+            os.close(write)
     done = run(src, tmp_path / "o.mp4")
     assert done.returncode == 0 and done.stdout == b""
     assert probe(tmp_path / "o.mp4")["times"] == probe(src)["times"]
