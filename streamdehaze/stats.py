@@ -7,6 +7,7 @@ gauges labelled ``stream``) and the whole fleet (a line with ``"fleet": true``, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -139,6 +140,7 @@ class Reporter:
         self._shown: set[str] = set()  # streams with metrics series, to remove those that left
         self._info_shown: dict[str, dict[str, str]] = {}  # each stream's streamdehaze_info labels, as exported
         self._stop = threading.Event()
+        self._failing = False  # the last write failed
         self._server = None
         self._gauges = None
         if metrics is not None:  # (first: a port in use leaves no statistics file behind)
@@ -220,19 +222,31 @@ class Reporter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self._emit()
-            except OSError as exc:  # a full disk must not stop the video
-                log.warning("stats: %s", exc)
+            self._emit_or_say()
 
-    def close(self) -> dict:
+    def _emit_or_say(self) -> dict | None:
+        """``_emit()``; a write that fails (a full disk) must not stop the video, and is said once, not each second."""
+        try:
+            snap = self._emit()
+        except OSError as exc:
+            if not self._failing:
+                log.warning("%s: statistics not written: %s; the video goes on", self.path, exc.strerror or exc)
+            self._failing = True
+            return None
+        if self._failing:
+            log.warning("%s: statistics written again", self.path)
+        self._failing = False
+        return snap
+
+    def close(self) -> dict | None:
         """Stop reporting; writes a last line (a fleet: one per stream and one for the fleet) and returns it (the
-        fleet's)."""
+        fleet's), or None where it could not be written."""
         self._stop.set()
         self._thread.join()
-        snap = self._emit()
+        snap = self._emit_or_say()
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # (what is left in its buffer: said above)
+                self._file.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

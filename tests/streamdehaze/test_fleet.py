@@ -3,6 +3,7 @@ from Python; a stream that fails ends alone."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from fractions import Fraction
@@ -200,6 +201,37 @@ def test_statistics_are_appended_to_what_a_run_before_wrote(tmp_path):
         Reporter(stats, path, interval=60).close()  # the last line alone
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 2 and all(line["frames"] == 1 for line in lines)
+
+
+def test_a_full_disk_under_the_statistics_is_said_once_and_naming_the_file(small_filesystem, caplog):
+    """A statistics file that cannot be written (a full disk) is said once, naming it, and again when it is
+    written again; the run's end does not fail on it. It was an unlabelled 'stats: [Errno 28] ...' every second, and
+    the last line's failure ended the run as an internal error."""
+    import time
+
+    from streamdehaze.stats import Reporter, RunStats
+
+    folder = small_filesystem(16)
+    path, filler = folder / "gate.jsonl", folder / "filler"
+
+    def fill() -> None:
+        with open(filler, "wb", buffering=0) as file, contextlib.suppress(OSError):
+            while True:
+                file.write(b"\0" * 512)
+    reporter = Reporter(RunStats(), path, interval=0.02)
+    try:
+        fill()
+        time.sleep(0.5)
+        said = [r.getMessage() for r in caplog.records if r.name == "streamdehaze"]
+        assert said == [f"{path}: statistics not written: No space left on device; the video goes on"]
+        filler.unlink()
+        time.sleep(0.3)
+        said = [r.getMessage() for r in caplog.records if r.name == "streamdehaze"]
+        assert said[1:] == [f"{path}: statistics written again"]
+        fill()
+    finally:
+        reporter.close()
+    assert len(said) == 2 and json.loads(path.read_text().splitlines()[-1])["frames"] == 0
 
 
 def test_a_stream_restarted_with_another_output_has_one_info_series(tmp_path):
