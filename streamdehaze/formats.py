@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -221,6 +222,50 @@ def segment_pattern(path: Path) -> Path:
     return path if "%" in path.name else path.with_name(f"{path.stem}_%05d{path.suffix}")
 
 
+# A segment name's directives: one %d (%05d) numbers the segments; strftime's (cam_%Y-%m-%d_%H-%M-%S.mp4) name
+# each by the local time it begins, as FFmpeg's segment muxer does with -strftime 1.
+_DIRECTIVE = re.compile(r"%(0?\d*)([a-zA-Z%])")
+_TIME_DIRECTIVES = set("aAbBdeFHIjmMpsSTyYzZ")
+
+
+def timed_segments(pattern: Path) -> bool:
+    """Whether ``pattern`` names segments by the time they begin (strftime's directives) rather than by number (one
+    %d); a ``UsageError`` for a name that is neither."""
+    found = [(width, kind) for width, kind in _DIRECTIVE.findall(pattern.name) if kind != "%"]
+    if len(found) == 1 and found[0][1] == "d":
+        return False
+    if any(kind != "d" for _, kind in found) and all(not width and kind in _TIME_DIRECTIVES for width, kind in found):
+        return True
+    raise UsageError(f"segment names {pattern.name}: give either one %d (numbered, %05d: 00000, 00001, ...) or "
+                     "strftime's %Y %m %d %H %M %S (named by the time each begins)")
+
+
+def segment_at(pattern: Path, when: float) -> Path:
+    """The name ``pattern`` (``timed_segments``) gives a segment that begins at ``when`` (Unix time), in local time."""
+    return pattern.with_name(time.strftime(pattern.name, time.localtime(when)))
+
+
+def segment_example(path: Path) -> Path:
+    """A name the segments of output ``path`` get (its pattern itself, where they are numbered), for checks."""
+    pattern = segment_pattern(path)
+    return segment_at(pattern, time.time()) if timed_segments(pattern) else pattern
+
+
+def segment_names(pattern: str) -> str:
+    """A regular expression for the names a segment pattern gives (numbered or timed); of a name that is no
+    pattern (``100%.mp4``), that name."""
+    def directive(m: re.Match) -> str:
+        width, kind = m.groups()
+        if kind == "%":
+            return "%"
+        return r"\d{%s,}" % (width or 1) if kind == "d" and not timed else r"[^/]+?"
+    try:
+        timed = timed_segments(Path(pattern))
+    except UsageError:
+        return re.escape(pattern)
+    return _DIRECTIVE.sub(directive, re.escape(pattern))
+
+
 def check_live_file(path: Path) -> None:
     """A live recording is written as it goes, which takes one of the formats in LIVE_FILES (or an HLS playlist)."""
     if path.suffix.lower() not in LIVE_FILES and path.suffix.lower() != HLS:
@@ -238,9 +283,10 @@ def hls_options(playlist: Path, live: bool) -> dict[str, str]:
 
 
 def check_segments(path: Path) -> None:
-    """Segments are written as they go, in one of the formats in LIVE_FILES."""
+    """Segments are written as they go, in one of the formats in LIVE_FILES, under names numbered or timed."""
     if path.suffix.lower() not in LIVE_FILES:
         raise UsageError(f"--segment-time needs an output ending in {', '.join(LIVE_FILES)}")
+    timed_segments(segment_pattern(path))
 
 
 # A tag named as a reverse domain (com.apple.quicktime.make, com.android.version): a phone's or an app's own.

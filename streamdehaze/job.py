@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,8 @@ from .formats import (
     default_encoder,
     output_muxer,
     output_options,
+    segment_example,
+    segment_names,
     segment_pattern,
     url_format,
 )
@@ -172,7 +176,7 @@ class Job:
             if self.config.output not in (None, STDOUT):
                 check_url(str(self.config.output))
             return
-        check_output(segment_pattern(self.dst) if segmented else self.dst,
+        check_output(segment_example(self.dst) if segmented else self.dst,
                      None if "://" in self.config.input else Path(self.config.input))
         output_muxer(str(self.dst))  # (a name that tells no format, or would be many files)
         if segmented:
@@ -306,7 +310,8 @@ class Job:
             inner = None
         elif c.encode.segment_time is not None:
             inner = self._segments = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
-                                                   lambda path, start: sink(path, start=start, exclusive=True))
+                                                   lambda path, start: sink(path, start=start, exclusive=True),
+                                                   self._clock())
         elif self.dst is None and target != STDOUT:  # a server to publish to: a file's frames are never dropped
             inner = self._published = PublishedSink(lambda: sink(target), mask(str(target), str(target)),
                                                     encoding.pix_fmt, encoding.yuv_format,
@@ -316,6 +321,18 @@ class Job:
         else:  # (a recording is created, never truncated: another run may have just made that file)
             inner = sink(target, exclusive=self.live, **more)
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)
+
+    def _clock(self) -> Callable[[float], float]:
+        """The Unix time of a time on the output's clock, which segments named by their time are named by: a
+        camera's, when its frame arrived; a file's, its creation time (a camera's or a phone's tag) and the time
+        into it, or, without that tag, when the run began and the time into the file."""
+        if isinstance(self.source, LiveSource):
+            return self.source.wall_time
+        try:
+            start = datetime.fromisoformat(self.source.info.tags.get("creation_time", "")).timestamp()
+        except ValueError:
+            start = time.time()
+        return lambda seconds: start + float(seconds)
 
     def release(self) -> None:
         """After the end: keep the statistics, let go of the source, the sinks and the pipeline (their codecs)."""
@@ -397,13 +414,9 @@ def same_file(a: str, b: str) -> bool:
     (``cam_%05d.mp4``) writes."""
     if a == b:
         return True
-    return any("%" in pattern and re.fullmatch(_segment_names(pattern), name) is not None
+    return any("%" in pattern and re.fullmatch(segment_names(pattern), name) is not None
                for pattern, name in ((a, b), (b, a)))
 
-
-def _segment_names(pattern: str) -> str:
-    """A regular expression for the names ``pattern``'s ``%0Nd`` gives."""
-    return re.sub(r"%0?(\d*)d", lambda m: r"\d{%s,}" % (m.group(1) or 1), re.escape(pattern))
 
 
 def _output_key(config: StreamConfig) -> str:

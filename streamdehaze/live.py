@@ -244,6 +244,10 @@ class LiveSource:
             log.warning("%s: back after %.1f s without data (reconnect %d)", self.name, gap, self.reconnects)
             return frame
 
+    def wall_time(self, seconds: float) -> float:
+        """The Unix time at which a frame of output time ``seconds`` came (the clock starts with the first frame)."""
+        return time.time() - time.monotonic() + self._clock_start + float(seconds)
+
     def _time_left(self) -> float:
         """Seconds of ``duration`` left on the run's clock, which starts with the first frame."""
         return math.inf if self.duration is None else self._clock_start + self.duration - time.monotonic()

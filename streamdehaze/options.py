@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "model and the encoder add their own time (default: 1)")
     live.add_argument("--segment-time", type=seconds(DAY), metavar="SECONDS",
                       help="split the output file into segments of about this length (NAME_00000.mp4, ...); a new "
-                           "run continues after the highest number already there")
+                           "run continues after the highest number already there; an output named with strftime's "
+                           "directives (NAME_%%Y-%%m-%%d_%%H-%%M-%%S.mp4) names each by the time it begins")
     live.add_argument("--metrics-port", type=metrics_address, metavar="[HOST:]PORT",
                       help="serve Prometheus metrics on 127.0.0.1:PORT, or on HOST:PORT (0.0.0.0:PORT: every "
                            "interface, for a Prometheus on another machine or a container's published port)")

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import MediaError, UsageError
+from .formats import timed_segments
 
 log = logging.getLogger("streamdehaze")
 
@@ -258,7 +259,10 @@ def move_aside(target: Path, held: str = "a recording") -> Path | None:
 
 
 def segments(pattern: Path) -> list[tuple[int, Path]]:
-    """The existing files of a segment pattern (``cam_%05d.mp4``), with their numbers, lowest first."""
+    """The existing files of a segment pattern (``cam_%05d.mp4``), with their numbers, lowest first; none for a
+    pattern that names them by time."""
+    if timed_segments(pattern):
+        return []
     head, tail = re.split(r"%0?\d*d", pattern.name, maxsplit=1)
     numbered = re.compile(re.escape(head) + r"(\d+)" + re.escape(tail))
     found = [(int(m.group(1)), p) for p in pattern.parent.iterdir() if (m := numbered.fullmatch(p.name))]

@@ -32,6 +32,8 @@ from .formats import (
     frame_ticks,
     holds_copy,
     output_options,
+    segment_at,
+    timed_segments,
     url_format,
 )
 from .frames import frame_from_planes, upright
@@ -336,21 +338,24 @@ class VideoSink:
 
 class SegmentedSink:
     """A recording cut into files of ``segment_time`` seconds (``cam_00000.mp4``, ...; ``pattern``), numbered from
-    ``first``. Each file has a muxer and an encoder of its own: a segment begins with the first frame at or past its
-    time, as a keyframe, with that time written as 0, and is complete, closed, when the next begins. Sound reaches
-    the sink ahead of the pictures of its time (they are being dehazed): what belongs to the next segment waits for
-    it. (FFmpeg's segment muxer crashed the whole process when a disk filled up just as a segment began.)
+    ``first``, or named by the time each begins (``cam_%Y-%m-%d_%H-%M-%S.mp4``: ``formats.timed_segments``). Each
+    file has a muxer and an encoder of its own: a segment begins with the first frame at or past its time, as a
+    keyframe, with that time written as 0, and is complete, closed, when the next begins. Sound reaches the sink
+    ahead of the pictures of its time (they are being dehazed): what belongs to the next segment waits for it.
+    (FFmpeg's segment muxer crashed the whole process when a disk filled up just as a segment began.)
 
     A segment never replaces a file: where its name is taken (another run recording to the same names), it takes
-    the number after the highest there, and a warning says so the first time."""
+    the number after the highest there (a timed one: ``NAME.1.EXT``, ...), and a warning says so the first time."""
 
     def __init__(self, pattern: Path, segment_time: float, first: int,
-                 part: Callable[[Path, Fraction], VideoSink]) -> None:
+                 part: Callable[[Path, Fraction], VideoSink], clock: Callable[[Fraction], float] | None = None) -> None:
         """``part(path, start)``: a ``VideoSink`` writing ``path`` with ``start`` written as 0, created exclusively
-        (``OutputExists`` where a file is there)."""
+        (``OutputExists`` where a file is there). ``clock``: the Unix time of a frame's time, for timed names."""
         self.pattern, self.segment_time, self.number = pattern, Fraction(segment_time), first
-        self._part = part
-        self._numbers: list[int] = []  # the segments this sink created, in order
+        self._part, self._clock = part, clock
+        self._timed = timed_segments(pattern)
+        self._numbers: list[int] = []  # the numbered segments this sink created, in order
+        self._paths: list[Path] = []  # every segment it created, in order
         self._told = False  # that a name was taken
         self.current: VideoSink | None = self._open_part(Fraction(0))
         self.pix_fmt, self.yuv_format = self.current.pix_fmt, self.current.yuv_format
@@ -362,23 +367,34 @@ class SegmentedSink:
         return self.pattern.with_name(self.pattern.name % number)
 
     def _open_part(self, start: Fraction) -> VideoSink:
-        """The segment numbered ``self.number``, or after the highest there where that name is taken. One that
-        cannot be created once others were written is a ``MediaError``: the run failed, not its command line."""
+        """The segment numbered ``self.number`` (or after the highest there where that name is taken), or named by
+        its time. One that cannot be created once others were written is a ``MediaError``: the run failed, not its
+        command line."""
+        chosen = path = segment_at(self.pattern, self._clock(start)) if self._timed else self._path(self.number)
+        again = 0
         while True:
             try:
-                part = self._part(self._path(self.number), start)
+                part = self._part(path, start)
             except OutputExists:
-                taken, self.number = self.number, max(self.number + 1, next_segment(self.pattern))
+                taken = path
+                if self._timed:  # (NAME.1.EXT, NAME.2.EXT, ...)
+                    again += 1
+                    path = chosen.with_name(f"{chosen.stem}.{again}{chosen.suffix}")
+                else:
+                    self.number = max(self.number + 1, next_segment(self.pattern))
+                    path = self._path(self.number)
                 if not self._told:
                     self._told = True
                     log.warning("%s is there already (another recording to the same names?): not replaced; this "
-                                "recording goes on at %s", self._path(taken).name, self._path(self.number).name)
+                                "recording goes on at %s", taken.name, path.name)
                 continue
             except UsageError as exc:
-                if not self._numbers:
+                if not self._paths:
                     raise
                 raise MediaError(str(exc)) from None
-            self._numbers.append(self.number)
+            if not self._timed:
+                self._numbers.append(self.number)
+            self._paths.append(path)
             return part
 
     @property
@@ -388,6 +404,13 @@ class SegmentedSink:
     def written(self) -> str:
         """The segments written: ``cam_00000.mp4 .. cam_00003.mp4``, or the one; where other files came between
         them (another run's segments), how many are this run's."""
+        if self._timed:
+            paths = self._paths
+            if paths and self.current is not None and not self.current.path.exists():
+                paths = paths[:-1]
+            if len(paths) <= 1:
+                return str(paths[0] if paths else self.pattern)
+            return f"{paths[0]} .. {paths[-1].name}"
         numbers = self._numbers
         if numbers and self.current is not None and not self.current.path.exists():  # (deleted, or nothing fit)
             numbers = numbers[:-1]

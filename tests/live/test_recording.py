@@ -169,6 +169,23 @@ def test_segments_continue_after_earlier_ones(rtsp_server, cli, tmp_path):
     assert numbers == list(range(len(numbers))) and len(numbers) > len(first)
 
 
+def test_a_camera_s_segments_named_by_their_time(rtsp_server, cli, tmp_path):
+    """A camera's segments named by strftime's directives: each by when its first frame came, in local time."""
+    stats = tmp_path / "s.jsonl"
+    began = time.time()
+    recording = cli(rtsp_server.url, tmp_path / "cam_%Y%m%d-%H%M%S.mp4", "--model", "dcp", "--segment-time", 1,
+                    "--stats-json", stats)
+    recording.wait_streaming(stats, 5)
+    time.sleep(3)
+    assert recording.interrupt() == 0, recording.stderr
+    ended = time.time()
+    names = sorted(p.name for p in tmp_path.glob("cam_*.mp4"))
+    times = [time.mktime(time.strptime(name, "cam_%Y%m%d-%H%M%S.mp4")) for name in names]
+    assert len(names) >= 3 and int(began) <= times[0] and times[-1] <= ended, (began, names, ended)
+    assert all(0 < later - earlier <= 2 for earlier, later in zip(times, times[1:])), names  # (a second apart)
+    assert recording.stderr.rstrip().endswith(f"-> {tmp_path / names[0]} .. {names[-1]}"), recording.stderr
+
+
 def test_a_ten_bit_hdr_camera_is_recorded_in_ten_bits_with_its_tags(camera, cli, tmp_path):
     out = io.BytesIO()  # 4 s of HLG video in HEVC Main10 over MPEG-TS, as such a camera sends it
     with av.open(out, "w", format="mpegts") as ts:

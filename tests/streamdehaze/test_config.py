@@ -179,3 +179,13 @@ def test_what_the_command_line_takes_a_configuration_takes(key, value, expected)
     group = {"reconnect": stream.live, "timeout": stream.live, "batch": stream, "max_latency": stream,
              "temporal_strength": stream, "infer_size": stream.model, "strength": stream.model}.get(key, stream.encode)
     assert getattr(group, key) == expected
+
+
+def test_what_names_a_segment_pattern_writes():
+    # (how two streams, or a stream and its statistics file, are found to write one file)
+    from streamdehaze.job import same_file
+    assert same_file("/r/cam_%05d.mp4", "/r/cam_00012.mp4") and not same_file("/r/cam_%05d.mp4", "/r/cam_x.mp4")
+    assert same_file("/r/cam_%Y%m%d-%H%M%S.mp4", "/r/cam_20261206-101010.mp4")
+    assert same_file("/r/cam_20261206-101010.1.mp4", "/r/cam_%Y%m%d-%H%M%S.mp4")  # (a name taken: NAME.1.EXT)
+    assert not same_file("/r/cam_%Y%m%d-%H%M%S.mp4", "/r/gate_20261206-101010.mp4")
+    assert same_file("/r/100%.mp4", "/r/100%.mp4") and not same_file("/r/100%.mp4", "/r/100x.mp4")

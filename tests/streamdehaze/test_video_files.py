@@ -206,6 +206,50 @@ def test_segments_cut_at_their_time_and_each_starts_at_zero(make_video, probe, r
     assert sum(len(p["audio"]) for p in parts) == len(probe(src)["audio"])  # and all of the sound
 
 
+def test_segments_named_by_their_time(make_video, probe, run_cli, caplog, tmp_path):
+    """strftime's directives name each segment by the time it begins (FFmpeg's -strftime 1), in local time: of a
+    file, its creation time and the time into it (a dashcam's clip); a name taken is not replaced. It was an
+    internal error ("unsupported format character 'Y'")."""
+    import time
+    made = make_video(frames=60, audio=True)  # 2.4 s
+    src = made.with_name("dashcam.mp4")
+    with av.open(str(made)) as inp, av.open(str(src), "w") as out:
+        out.metadata["creation_time"] = "2026-03-01T06:30:58.000000Z"
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    begun = 1772346658  # (2026-03-01T06:30:58Z)
+    names = [time.strftime("dash_%Y-%m-%d_%H-%M-%S.mkv", time.localtime(begun + n)) for n in range(3)]
+    for run in range(2):
+        code, err = run_cli(src, folder / "dash_%Y-%m-%d_%H-%M-%S.mkv", "--segment-time", 1, "--model", "dcp")
+        assert code == 0, err
+        if run == 0:
+            assert err.endswith(f"-> {folder / names[0]} .. {names[2]}\n"), err
+            first = {p.name: p.read_bytes() for p in folder.iterdir()}
+            assert sorted(first) == names
+            assert [probe(folder / name)["count"] for name in names] == [25, 25, 10]
+    again = [name.replace(".mkv", ".1.mkv") for name in names]  # (the same times: taken)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names + again)
+    assert all((folder / name).read_bytes() == data for name, data in first.items())
+    assert [probe(folder / name)["count"] for name in again] == [25, 25, 10]
+    taken = [r.getMessage() for r in caplog.records if "is there already" in r.getMessage()]
+    assert taken == [f"{names[0]} is there already (another recording to the same names?): not replaced; this "
+                     f"recording goes on at {again[0]}"]
+
+
+@pytest.mark.parametrize("name", ["cam_%Y_%05d.mp4", "cam_%Q.mp4", "cam_%03H.mp4"])
+def test_segment_names_neither_numbered_nor_timed_are_one_line(make_video, run_cli, tmp_path, name):
+    code, err = run_cli(make_video(frames=5), tmp_path / name, "--segment-time", 1, "--model", "dcp")
+    assert code == 2 and err.strip() == (f"streamdehaze: error: segment names {name}: give either one %d "
+                                         "(numbered, %05d: 00000, 00001, ...) or strftime's %Y %m %d %H %M %S "
+                                         "(named by the time each begins)"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
 def test_a_segment_that_cannot_be_written_ends_the_run_with_the_others_complete(make_video, tmp_path):
     # A disk that fills up just as a segment begins (FFmpeg's segment muxer crashed the process there).
     from streamdehaze.errors import MediaError
