@@ -32,7 +32,7 @@ from .models import create_model, model_name
 from .config import StreamConfig, load_config
 from .fleet import Fleet, FleetResult, open_reporter, within_file
 from .options import Parser, add_file_options, build_parser, seconds
-from .outputs import atomic_output, check_writable
+from .outputs import atomic_output, check_statistics_file, check_writable
 from .pipeline import RunResult, deferred_signals
 from .sources import VideoFileSource, is_file
 from .stats import Reporter, RunStats
@@ -198,6 +198,13 @@ def batch(argv: list[str]) -> int:
         raise UsageError(f"no videos or images under {args.input}")
     check_output_folder(args.output)
     if args.stats_json is not None:  # (in the output folder, it is made with it)
+        stats, shown = args.stats_json.resolve(), f"--stats-json {args.stats_json}"
+        for item in items:  # (written whole at the end: over a video, a finished output would be lost)
+            for what, path in (("an input", item.input), ("an output", item.output)):
+                if Path(path).resolve() == stats:
+                    raise UsageError(f"{shown} is {what} of the batch ({item.name}): name the statistics file "
+                                     "otherwise")
+        check_statistics_file(args.stats_json, shown)
         if args.stats_json.absolute().is_relative_to(args.output.absolute()):
             check_output_folder(args.stats_json.parent)
         else:
@@ -394,6 +401,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"input not found: {args.input}")
     if args.stats_json is not None:
         check_stats_file(args.stats_json, StreamConfig(args.input, args.output), f"--stats-json {args.stats_json}")
+        check_statistics_file(args.stats_json, f"--stats-json {args.stats_json}")
     device = resolve_device(args.device)
     args.model = model_name(args.model, args.weights, device)  # name what runs, in the stats and the summary line
     if on_disk and (src.is_dir() or is_image(src)) or is_image_url(args.input):

@@ -27,7 +27,7 @@ from .engine import Engine
 from .errors import StreamDehazeError, UsageError
 from .job import Job, same_file, stream_files
 from .live import Stopped
-from .outputs import check_writable, move_aside
+from .outputs import check_statistics_file, check_writable, move_aside
 from .pipeline import RunResult, Scheduler
 from .shared_calls import CALLS_AT_ONCE
 from .shared_engines import ENGINES, engine_key
@@ -381,6 +381,9 @@ def check_streams(config: FleetConfig, others: Sequence[StreamConfig] = (),
         stats = str(Path(config.stats_json).resolve())
         if source is not None and same_file(stats, source):
             raise UsageError(f"stats_json: {stats} is the configuration file")
+        with _within("stats_json: "):  # (before any model loads)
+            check_statistics_file(config.stats_json, str(config.stats_json))
+            check_writable(config.stats_json.parent)
         taken.append(("the stats_json of the fleet too", stats, True))
     for c in others:
         taken += _taken_by(c, stream_files(c))
@@ -395,6 +398,9 @@ def check_streams(config: FleetConfig, others: Sequence[StreamConfig] = (),
                     if (what != "input" or written) and same_file(path, other):
                         with keyed(what):
                             raise UsageError(f"{path} is {whose}")
+            if c.stats_json is not None:
+                with keyed("stats_json"):
+                    check_statistics_file(Path(c.stats_json), str(c.stats_json))
             taken += _taken_by(c, mine)
         jobs[c.name] = job
     return jobs

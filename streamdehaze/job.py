@@ -401,8 +401,6 @@ def stream_files(config: StreamConfig) -> list[tuple[str, str]]:
 def check_stats_file(stats_json: str | Path, config: StreamConfig, shown: str | None = None) -> None:
     """A ``UsageError`` where a statistics file would be written over the stream's input or output (``shown``:
     its name in the message)."""
-    if Path(stats_json).is_dir():
-        raise UsageError(f"{shown or stats_json} is a folder; give a file name")
     stats = str(Path(stats_json).resolve())
     for what, path in stream_files(replace(config, stats_json=None)):
         if same_file(stats, path):

@@ -59,6 +59,20 @@ def check_output(target: Path, inputs: Path | None = None) -> None:
         raise UsageError(f"output folder does not exist: {parent}")
 
 
+def check_statistics_file(path: Path, shown: str) -> None:
+    """A ``UsageError`` where ``path`` holds something other than statistics (a video, a photo, notes), which
+    statistics written there would destroy: a file already there must be JSON (a run before wrote it) or empty."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(64).lstrip()
+    except IsADirectoryError:
+        raise UsageError(f"{shown} is a folder; give a file name") from None
+    except OSError:  # (not there yet; or unreadable: said where it is written)
+        return
+    if head and not head.startswith(b"{"):
+        raise UsageError(f"{shown} holds something other than statistics: name the statistics file otherwise")
+
+
 def _name_max(folder: Path) -> int:
     """The longest file name ``folder``'s filesystem takes, in bytes (255 on most; 255 where it cannot be asked)."""
     try:

@@ -80,6 +80,10 @@ def test_several_files_at_once_give_the_same_outputs(media_tree, probe, run_cli,
     ("crf", "the .mkv videos (libx264): --crf 99 is out of range for libx264"),
     ("preset", "the .mkv videos (libx264): unknown --preset 'fastest' for libx264"),
     ("stats", "folder does not exist"),
+    # (statistics are written whole at the end: over a video, they would destroy it)
+    ("stats_on_input", "--stats-json {src}/clip0.mp4 is an input of the batch (clip0.mp4)"),
+    ("stats_on_output", "--stats-json {out}/sub/clip1.mkv is an output of the batch (sub/clip1.mkv)"),
+    ("stats_on_notes", "--stats-json {src}/notes.txt holds something other than statistics"),
     ("model", "unknown model 'fog9000'"),
     ("workers", "--workers needs --ray"),
     ("jobs_on_ray", "--jobs is for this machine; with --ray, --workers sets how many workers"),
@@ -94,9 +98,14 @@ def test_usage_errors(case, message, media_tree, run_cli, tmp_path):
             "file": (src / "notes.txt", out), "jobs": (src, out, "--jobs", 0), "crf": (src, out, "--crf", 99),
             "preset": (src, out, "--preset", "fastest"),
             "stats": (src, out, "--stats-json", tmp_path / "nowhere" / "s.json"), "workers": (src, out, "--workers", 2),
+            "stats_on_input": (src, out, "--stats-json", src / "clip0.mp4"),
+            "stats_on_output": (src, out, "--stats-json", out / "sub" / "clip1.mkv"),
+            "stats_on_notes": (src, out, "--stats-json", src / "notes.txt"),
             "jobs_on_ray": (src, out, "--jobs", 2, "--ray", "local"), "model": (src, out, "--model", "fog9000")}[case]
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
     code, err = run_cli("batch", *args, *(("--model", "dcp") if case != "model" else ()), "--quiet")
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert code == 2 and message.format(src=src, out=out) in err and len(err.strip().splitlines()) == 1, err
+    assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "o").exists()  # (the output folder is made with the first output)
 
 

@@ -74,6 +74,23 @@ def test_a_mistake_in_a_stream_names_it_and_its_key(make_video, run_cli, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.toml", "in.mp4"]  # nothing started
 
 
+@pytest.mark.parametrize("where, message", [
+    ("{other}", "stats_json: {other} holds something other than statistics: name the statistics file otherwise"),
+    ("{out}/nowhere/fleet.jsonl", "stats_json: folder does not exist: {out}/nowhere"),
+])
+def test_the_fleet_s_statistics_file_is_checked_before_anything_starts(make_video, run_cli, tmp_path, where,
+                                                                      message):
+    """A fleet's statistics file over a video no stream reads (statistics were appended to it), or in a folder that
+    is not there (found once the model had loaded): one line, exit 2, nothing started or written."""
+    src, other = make_video(frames=3), make_video("other.mp4", frames=3)
+    before = other.read_bytes()
+    stats = where.format(other=other, out=tmp_path)
+    code, err = _serve(run_cli, tmp_path, f'stats_json = "{stats}"\n' + GOOD.format(src=src, out=tmp_path))
+    assert code == 2 and err == (f"streamdehaze: error: {tmp_path / 'cams.toml'}: "
+                                 f"{message.format(other=other, out=tmp_path)}\n"), err
+    assert other.read_bytes() == before and not (tmp_path / "first.mp4").exists()
+
+
 def test_streams_that_would_write_over_each_others_inputs(make_video, run_cli, tmp_path):
     a, b = make_video("a.mp4", frames=3), make_video("b.mp4", frames=4)
     before = a.read_bytes(), b.read_bytes()
@@ -189,3 +206,12 @@ def test_what_names_a_segment_pattern_writes():
     assert same_file("/r/cam_20261206-101010.1.mp4", "/r/cam_%Y%m%d-%H%M%S.mp4")  # (a name taken: NAME.1.EXT)
     assert not same_file("/r/cam_%Y%m%d-%H%M%S.mp4", "/r/gate_20261206-101010.mp4")
     assert same_file("/r/100%.mp4", "/r/100%.mp4") and not same_file("/r/100%.mp4", "/r/100x.mp4")
+
+
+def test_a_stream_s_statistics_file_over_a_video_no_stream_reads(make_video, run_cli, tmp_path):
+    src, other = make_video(frames=3), make_video("other.mp4", frames=3)
+    before = other.read_bytes()
+    code, err = _serve(run_cli, tmp_path, GOOD.format(src=src, out=tmp_path) + f'stats_json = "{other}"\n')
+    assert code == 2 and err == (f"streamdehaze: error: {tmp_path / 'cams.toml'}: stream 'first': stats_json: {other} "
+                                 "holds something other than statistics: name the statistics file otherwise\n"), err
+    assert other.read_bytes() == before
