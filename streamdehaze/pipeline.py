@@ -226,6 +226,9 @@ class Stream:
                     self.writer.finish(run_handlers)
                     break
                 except KeyboardInterrupt:
+                    if self.writer.failure is not None:  # an on_frame callback raised it (a "stop" key): the writer
+                        interrupted = True  # wrote its last, and raises it again at every wait (it looped for ever)
+                        break
                     if interrupted:
                         self.drop_unwritten()
                     interrupted = True
@@ -407,7 +410,7 @@ def drive(stream: Stream, engine: Engine, run_handlers: Callable[[], None]) -> b
                 # most when idle)
                 scheduler.step()
             except KeyboardInterrupt:
-                if interrupted:
+                if interrupted or stream.writer.failure is not None:  # (a second Ctrl-C; a callback's: see finish)
                     scheduler.abandon()
                     stream.drop_unwritten()
                 interrupted = True

@@ -3,6 +3,8 @@ take with a clear error, and treats consecutive calls as the frames of one strea
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -186,6 +188,24 @@ def test_a_callback_returning_something_else_is_told_what_to_return(make_video, 
     with pytest.raises(UsageError, match=r"on_frame returned an array of shape \(10, 10, 3\).*return None, or an "
                                          r"image of the record's shape \(64, 96, 3\)"):
         process(src, tmp_path / "o.mp4", model="dcp", on_frame=lambda r: np.zeros((10, 10, 3), np.uint8))
+
+
+@pytest.mark.timeout(120)
+def test_a_callback_that_raises_keyboard_interrupt_ends_the_run_as_ctrl_c_does(make_video, probe, tmp_path):
+    """A "stop" key in a viewer raises KeyboardInterrupt from on_frame: the run ends as interrupted, its frames so
+    far kept as NAME.partial.EXT, as a Ctrl-C leaves them. process() looped for ever, 100 MB a second, deaf to
+    Ctrl-C (the writer raised its stored KeyboardInterrupt again at every wait, taken each time for a new one)."""
+    from streamdehaze import process
+
+    src = make_video(frames=20)
+
+    def stop(record):
+        if record.index == 4:
+            raise KeyboardInterrupt
+    result = process(src, tmp_path / "o.mp4", model="dcp", on_frame=stop)
+    assert result.interrupted and result.frames == 4
+    assert probe(tmp_path / "o.partial.mp4")["times"] == probe(src)["times"][:4]
+    assert [t.name for t in threading.enumerate()] == ["MainThread"]
 
 
 def test_a_rotated_video_is_handed_over_upright(make_video, probe, tmp_path):
