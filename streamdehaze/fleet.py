@@ -112,9 +112,10 @@ class _Runner:
 
     @property
     def done(self) -> bool:
-        """Ended, or stopped while still dialling (an attempt in progress ends on its own, with nothing to write)."""
+        """Ended, or stopped while still dialling a camera (an attempt in progress, up to its connect timeout, ends on
+        its own, with nothing to write); a file opens at once, and is waited for."""
         with self._lock:
-            return not self.thread.is_alive() or (self._stop.is_set() and self.connecting)
+            return not self.thread.is_alive() or (self._stop.is_set() and self.connecting and self.job.live)
 
     def _run(self) -> None:
         name = self.config.name

@@ -316,7 +316,7 @@ def test_dehazed_names_itself_for_options_it_does_not_take(make_video):
 
 def test_a_fleet_runs_once_and_leaves_nothing_running(make_video, tmp_path):
     """``serve(on_start=...)`` that raises, a second ``start()``, a ``reload()`` after ``close()``: an error, and
-    no engine thread left behind."""
+    no engine or stream thread left behind (a file stream stopped as it opened was left running)."""
     import threading
 
     from streamdehaze import Fleet, serve
@@ -325,7 +325,7 @@ def test_a_fleet_runs_once_and_leaves_nothing_running(make_video, tmp_path):
     streams = [{"name": "x", "input": str(src), "output": str(tmp_path / "x.mp4"), "model": "dcp"}]
 
     def engines() -> int:
-        return sum(t.name == "engine" for t in threading.enumerate())
+        return sum(t.name == "engine" or t.name.startswith("stream ") for t in threading.enumerate())
 
     def fails(fleet: Fleet) -> None:
         raise ValueError("the application's own mistake")
