@@ -205,7 +205,7 @@ def test_a_callback_that_raises_keyboard_interrupt_ends_the_run_as_ctrl_c_does(m
     result = process(src, tmp_path / "o.mp4", model="dcp", on_frame=stop)
     assert result.interrupted and result.frames == 4
     assert probe(tmp_path / "o.partial.mp4")["times"] == probe(src)["times"][:4]
-    assert [t.name for t in threading.enumerate()] == ["MainThread"]
+    assert not [t.name for t in threading.enumerate() if t.name.split()[0] in ("encode", "decode", "engine")]
 
 
 def test_a_rotated_video_is_handed_over_upright(make_video, probe, tmp_path):
