@@ -273,8 +273,10 @@ class Job:
             except BaseException:
                 self._out.discard()
                 raise
-        else:  # segments of a file (each complete when the muxer moves on), a URL, or only the callback
-            sink = self._sink(self.dst or c.output)
+        elif self.dst is not None:  # segments of a file (each complete when the muxer moves on), after earlier ones
+            sink = self._sink(self.dst, first_segment=next_segment(segment_pattern(self.dst)))
+        else:  # a URL, or only the callback
+            sink = self._sink(c.output)
         batch = c.batch or (1 if self.live else FILE_BATCH)  # cameras: lowest latency
         temporal = smoother(c.temporal, c.temporal_strength)
         self.stream = Stream(self.source, sink, name=name, batch_size=batch, live=self.live,

@@ -383,10 +383,10 @@ class SegmentedSink:
                 else:
                     self.number = max(self.number + 1, next_segment(self.pattern))
                     path = self._path(self.number)
-                if not self._told:
+                if not self._told:  # (numbered ones begin after the highest there: another run took it meanwhile)
                     self._told = True
-                    log.warning("%s is there already (another recording to the same names?): not replaced; this "
-                                "recording goes on at %s", taken.name, path.name)
+                    log.warning("%s is there already%s: not replaced; this recording goes on at %s", taken.name,
+                                "" if self._timed else " (another recording to the same names?)", path.name)
                 continue
             except UsageError as exc:
                 if not self._paths:

@@ -222,7 +222,8 @@ def test_an_interrupted_run_moves_an_earlier_ones_partial_aside(make_video, prob
     assert probe(tmp_path / "out.partial.mp4")["count"] == 1
 
 def test_segments_of_a_second_run_never_replace_the_first_ones(make_video, probe, tmp_path):
-    """Two runs to the same segment names: the second finds the first's files there and goes on after them."""
+    """Two runs to the same segment names: the second finds the first's files there and goes on after them, without
+    a word (it said "cam_00000.mp4 is there already (another recording to the same names?)", as if one were)."""
     src, out = make_video(frames=12), tmp_path / "cam.mp4"
     run = [sys.executable, "-m", "streamdehaze", src, out, "--model", "dcp", "--segment-time", "0.2"]
     first = subprocess.run(run, capture_output=True, text=True, timeout=300)
@@ -231,8 +232,7 @@ def test_segments_of_a_second_run_never_replace_the_first_ones(make_video, probe
     assert sorted(kept) == ["cam_00000.mp4", "cam_00001.mp4", "cam_00002.mp4"]
     second = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
-    assert second.stderr.splitlines()[0] == ("streamdehaze: cam_00000.mp4 is there already (another recording to the "
-                                             "same names?): not replaced; this recording goes on at cam_00003.mp4")
+    assert len(second.stderr.splitlines()) == 1  # (the summary)
     assert second.stderr.endswith(f" with dcp -> {tmp_path}/cam_00003.mp4 .. cam_00005.mp4\n"), second.stderr
     assert {name: (tmp_path / name).read_bytes() for name in kept} == kept
     again = [probe(tmp_path / f"cam_{n:05d}.mp4")["count"] for n in (3, 4, 5)]

@@ -237,8 +237,7 @@ def test_segments_named_by_their_time(make_video, probe, run_cli, caplog, tmp_pa
     assert all((folder / name).read_bytes() == data for name, data in first.items())
     assert [probe(folder / name)["count"] for name in again] == [25, 25, 10]
     taken = [r.getMessage() for r in caplog.records if "is there already" in r.getMessage()]
-    assert taken == [f"{names[0]} is there already (another recording to the same names?): not replaced; this "
-                     f"recording goes on at {again[0]}"]
+    assert taken == [f"{names[0]} is there already: not replaced; this recording goes on at {again[0]}"]
 
 
 @pytest.mark.parametrize("name", ["cam_%Y_%05d.mp4", "cam_%Q.mp4", "cam_%03H.mp4"])
