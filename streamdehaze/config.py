@@ -175,7 +175,7 @@ def _fleet(raw: dict) -> FleetConfig:
             continue
         if key in _STREAM_KEYS:
             raise UsageError(f"{key}: belongs in a [[stream]] table")
-        checked = checked_option(key, value)
+        checked = checked_option(key, value, ("stream",))
         if key in ("stats_json", "metrics_port", "quiet"):
             setattr(fleet, key, checked)
         else:
@@ -198,6 +198,9 @@ def _fleet(raw: dict) -> FleetConfig:
 
 
 def _stream(table: dict, defaults: dict[str, Any], names: dict[str, int]) -> StreamConfig:
+    for key, value in table.items():  # (a misspelt key first: an 'ouput' is why 'output' is missing)
+        if key not in _STREAM_KEYS and key not in OPTION_NAMES:
+            checked_option(key, value)
     for key in _STREAM_KEYS:
         if key not in table:
             raise UsageError(f"missing key {key!r}")
@@ -222,13 +225,13 @@ def _stream(table: dict, defaults: dict[str, Any], names: dict[str, int]) -> Str
     return StreamConfig.from_options(table["input"], table["output"], name=name, **options)
 
 
-def checked_option(key: str, value: object) -> object:
+def checked_option(key: str, value: object, others: tuple[str, ...] = _STREAM_KEYS) -> object:
     """``value`` for the option ``key`` checked and converted as the command line does it, or a ``UsageError``
-    naming the key."""
+    naming the key (an unknown one with the nearest option, or of ``others``, the keys beside them there)."""
     try:
         return option_value(key, value)
     except KeyError:
-        close = difflib.get_close_matches(key, OPTION_NAMES + _STREAM_KEYS, n=1)
+        close = difflib.get_close_matches(key, OPTION_NAMES + others, n=1)
         raise UsageError(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")) from None
     except ValueError as exc:
         raise UsageError(f"{key}: {exc}") from None

@@ -27,6 +27,10 @@ def _serve(run_cli, tmp_path: Path, text: str) -> tuple[int, str]:
      "stream 'gate': unknown key 'crff' (did you mean 'crf'?)"),
     ('name = "gate"\ninput = "{src}"', "stream 'gate': missing key 'output'"),
     ('input = "{src}"\noutput = "{out}/x.mp4"', "stream 2: missing key 'name'"),
+    # (a misspelt key, not the one it stands for, is the mistake: these said "missing key 'output'", "'name'")
+    ('name = "gate"\ninput = "{src}"\nouput = "{out}/gate.mp4"', "stream 'gate': unknown key 'ouput' (did you mean "
+     "'output'?)"),
+    ('nmae = "gate"\ninput = "{src}"\noutput = "{out}/x.mp4"', "stream 2: unknown key 'nmae' (did you mean 'name'?)"),
     ('name = "first"\ninput = "{src}"\noutput = "{out}/other.mp4"',
      "stream 'first': name: stream 1 has this name too (names must be unique)"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ncrf = 60',
@@ -125,6 +129,7 @@ def test_a_configuration_that_is_not_utf8_text_is_one_line(make_video, run_cli, 
 @pytest.mark.parametrize("text, message", [
     ('crf = "high"\n' + GOOD, "crf: not a whole number: 'high'"),
     ('fps = 25\n' + GOOD, "unknown key 'fps'"),
+    (GOOD.replace("[[stream]]", "[[streams]]"), "unknown key 'streams' (did you mean 'stream'?)"),
     ('input = "x.mp4"\n' + GOOD, "input: belongs in a [[stream]] table"),
     ('model = "dcp"\n', "no streams: add a [[stream]] table with name, input and output"),
     ('model = "dcp\n' + GOOD, "not valid TOML: "),
