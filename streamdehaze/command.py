@@ -384,8 +384,9 @@ def summary(result: FleetResult) -> list[str]:
         if r.interrupted and r.output and (s.reload is None or Path(r.output).exists()):
             notes.append(f"cut short: {r.output}")
         written = r.output if r.output and not r.interrupted else s.output  # (segments: which were written)
+        corrupt = f", {r.corrupt} corrupt packets skipped" if r.corrupt else ""  # (as a single run says)
         lines.append(f"{s.name}: {r.frames} frames in {r.seconds:.2f} s ({r.fps:.1f} fps, {r.dropped} dropped, "
-                     f"{r.reconnects} reconnects{_unpublished(r)}) -> {mask(written, s.output)}"
+                     f"{r.reconnects} reconnects{_unpublished(r)}{corrupt}) -> {mask(written, s.output)}"
                      + (f" ({'; '.join(notes)})" if notes else ""))
     failed = f", {len(result.failed)} failed" if result.failed else ""
     streams = len({s.name for s in result.streams})  # (a stream restarted by a reload is one)

@@ -42,6 +42,16 @@ def test_garbage_in_the_middle_is_skipped_and_counted(run_cli, probe, decodable,
     assert probe(out)["audio"]  # the audio track still comes along
 
 
+def test_a_fleet_s_summary_counts_corrupt_packets_as_a_single_run_does(run_cli, tmp_path):
+    src = _garbled(tmp_path)
+    config = tmp_path / "cams.toml"
+    config.write_text(f'[[stream]]\nname = "bad"\ninput = "{src}"\noutput = "{tmp_path / "out.mp4"}"\n'
+                      f'model = "dcp"\nstats_json = "{tmp_path / "bad.jsonl"}"\n')
+    code, err = run_cli("serve", config)
+    corrupt = json.loads((tmp_path / "bad.jsonl").read_text().splitlines()[-1])["corrupt_packets"]
+    assert code == 0 and corrupt > 0 and f", {corrupt} corrupt packets skipped) -> " in err, err
+
+
 def test_strict_makes_the_first_corrupt_packet_an_error(run_cli, tmp_path):
     src = _garbled(tmp_path)
     code, err = run_cli(src, tmp_path / "out.mp4", "--model", "dcp", "--strict")
