@@ -246,8 +246,11 @@ def batch(argv: list[str]) -> int:
                                       indent=2) + "\n")
     counts = ", ".join(f"{result.count(s)} {s}" for s in ("done", "skipped", "failed", "interrupted")
                        if result.count(s) or s == "done")
-    line = (f"batch: {len(items)} files ({counts}); {result.frames} frames in {result.seconds:.2f} s "
-            f"({result.frames / max(result.seconds, 1e-9):.1f} fps) -> {args.output}")
+    line = (f"batch: {len(items)} {'file' if len(items) == 1 else 'files'} ({counts}); {result.frames} frames in "
+            f"{result.seconds:.2f} s ({result.frames / max(result.seconds, 1e-9):.1f} fps) -> {args.output}")
+    if ignored:  # (notes, a GIF: left out, and said so)
+        line += "; 1 file left out: not a video or image by its name" if ignored == 1 else \
+            f"; {ignored} files left out: not videos or images by their names"
     if result.count("failed"):
         log.error("%s", line)
     elif not args.quiet:

@@ -25,6 +25,7 @@ def test_batch_equals_single_runs_and_reports_the_bad_file(media_tree, probe, ru
     assert code == 1
     assert "broken.mp4: failed: cannot read" in caplog.text and "corrupt" in caplog.text
     assert "batch: 5 files (4 done, 1 failed); 37 frames in" in caplog.text
+    assert caplog.text.splitlines()[-1].endswith("; 1 file left out: not a video or image by its name")
     assert _files(out) == names  # nothing for the broken file, no partials, the text file left alone
     for name in names:
         single = tmp_path / "single" / name
