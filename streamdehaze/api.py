@@ -60,7 +60,9 @@ class Dehazer:
         dev = resolve_device(str(device))  # (a torch.device too: checked against the GPUs there are)
         if infer_size is not None:
             infer_size = checked_option("infer_size", infer_size)
-        temporal_strength = checked_option("temporal_strength", temporal_strength)  # (before the model loads)
+        # (before the model loads, and as process() and serve take them: "0.5" as 0.5)
+        temporal_strength = checked_option("temporal_strength", temporal_strength)
+        strength, noise_floor = checked_option("strength", strength), checked_option("noise_floor", noise_floor)
         self.engine, self.temporal = _stream_engine(create_model(model, weights, dev), dev, temporal, infer_size,
                                                     strength, noise_floor, temporal_strength)
         self.bgr = bgr
@@ -153,6 +155,9 @@ def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: objec
     """
     if isinstance(input, StreamConfig) and options:
         raise TypeError(f"dehazed(StreamConfig) takes its options from the config, not as {', '.join(options)}")
+    if isinstance(input, StreamConfig) and input.output is not None:  # (it was written, without a word)
+        raise TypeError(f"dehazed() takes no output: it yields the frames; StreamConfig({input.input!r}, None, ...), "
+                        "or process() to write them")
     if "output" in options or "on_frame" in options:
         raise TypeError("dehazed() takes no output or on_frame: it yields the frames (process() writes them, and "
                         "hands them to on_frame)")

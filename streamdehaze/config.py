@@ -74,6 +74,13 @@ class StreamConfig:
     max_latency: float | None = None
     stats_json: str | None = None  # this stream's own statistics (a fleet's are in FleetConfig)
 
+    def __post_init__(self) -> None:
+        for key, kind in (("model", ModelOptions), ("encode", EncodeOptions), ("live", LiveOptions)):
+            if not isinstance(getattr(self, key), kind):  # (model="dcp" failed later, "'str' object has no ...")
+                raise TypeError(f"StreamConfig's {key} is a {kind.__name__}, not {getattr(self, key)!r}: "
+                                f"StreamConfig(input, output, {key}={kind.__name__}(...)), or "
+                                "StreamConfig.from_options(input, output, model='dcp', crf=20, ...)")
+
     @classmethod
     def from_options(cls, input: str, output: str | None, name: str = "", live: LiveOptions | None = None,
                      **options: Any) -> StreamConfig:

@@ -41,6 +41,7 @@ from .formats import (
     url_format,
 )
 from .hwaccel import Nvidia, check_nvenc_codec, use_cuda
+from .images import is_image
 from .live import LiveOptions, LiveSource, is_live
 from .models import MODEL_NAMES
 from .outputs import (
@@ -113,6 +114,10 @@ class Job:
         c = self.config
         if c.output is None and self.on_frame is None:
             raise UsageError("nothing to do: give an output or an on_frame callback")
+        if self.dst is not None and is_image(self.dst):  # (it was "x.jpg (image2) cannot hold libx264 video; ...")
+            with keyed("output"):
+                raise UsageError(f"the output must be a video file, not an image: {self.dst} (photos: streamdehaze "
+                                 "IN.jpg OUT.jpg, or Dehazer(temporal='off'))")
         muxer = self._muxer()
         with keyed("codec"):
             self.codec = encoder(c.encode.codec or (default_encoder(muxer) if muxer else "libx264")).name

@@ -254,6 +254,14 @@ def test_options_as_data_equal_keyword_options(make_video, probe, tmp_path):
         process(StreamConfig(str(src), str(data)), tmp_path / "other.mkv", max_frames=2)
     with pytest.raises(TypeError, match="not as max_frames"):
         next(dehazed(StreamConfig(str(src), None), max_frames=2))
+    with pytest.raises(TypeError, match=r"^dehazed\(\) takes no output: it yields the frames"):  # (it wrote it)
+        next(dehazed(StreamConfig(str(src), str(tmp_path / "quiet.mkv"))))
+    assert not (tmp_path / "quiet.mkv").exists()
+    with pytest.raises(TypeError, match=r"^StreamConfig's model is a ModelOptions, not 'dcp': "):  # (not later,
+        StreamConfig(str(src), str(data), model="dcp")  # "'str' object has no attribute 'model'")
+    # (it was "x.jpg (image2) cannot hold libx264 video; encoders it takes: mpeg2video, mpeg4")
+    with pytest.raises(UsageError, match=r"^the output must be a video file, not an image: .*x\.jpg \(photos: "):
+        process(src, tmp_path / "x.jpg", model="dcp")
 
 
 def test_options_are_checked_as_the_command_line_checks_them(make_video, hazy_image, tmp_path):
@@ -352,8 +360,10 @@ def test_strength_from_the_api(make_video, probe, hazy_image, tmp_path):
     full, half, none = (Dehazer("dcp", device="cpu", bgr=False, strength=s)(rgb).astype(int) for s in (1, 0.5, 0))
     assert np.abs(full - rgb).mean() > 10 and np.abs(none - rgb).mean() < 1.0
     assert np.abs(half - (full + rgb) / 2).mean() < 1.0
-    with pytest.raises(UsageError, match="strength must be from 0 to 1"):
+    with pytest.raises(UsageError, match="^strength: must be at most 1: 2$"):  # (as process() and serve say it)
         Dehazer("dcp", strength=2)
+    # As process() and a configuration take it (it was "'<=' not supported between ... 'float' and 'str'").
+    assert np.array_equal(Dehazer("dcp", device="cpu", bgr=False, strength="0.5")(rgb).astype(int), half)
     src = make_video(frames=4)
     process(src, tmp_path / "none.mkv", model="dcp", strength=0.0, codec="ffv1")
     got, original = probe(tmp_path / "none.mkv"), probe(src)
