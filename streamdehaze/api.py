@@ -147,14 +147,16 @@ def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int |
 
 def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: object) -> Iterator[FrameRecord]:
     """Iterate over the dehazed frames of a file or live stream as ``FrameRecord``s, with the pipeline's reader
-    thread, batching and device overlap (``options``: those of ``process``, without ``output`` and ``on_frame``).
+    thread, batching and device overlap (``options``: those of ``process``, without ``output`` and ``on_frame``;
+    ``bgr=False`` for RGB images).
 
     A file is read no faster than the loop takes its frames. A live stream runs at the camera's pace whatever the
     loop does: while the loop is busy, the oldest of the ``queue_frames`` waiting for it are dropped, so it always
     sees recent frames. Leaving the loop early stops the run.
     """
-    if isinstance(input, StreamConfig) and options:
-        raise TypeError(f"dehazed(StreamConfig) takes its options from the config, not as {', '.join(options)}")
+    if isinstance(input, StreamConfig) and set(options) - {"bgr"}:
+        raise TypeError(f"dehazed(StreamConfig) takes its options from the config, not as "
+                        f"{', '.join(k for k in options if k != 'bgr')}")
     if isinstance(input, StreamConfig) and input.output is not None:  # (it was written, without a word)
         raise TypeError(f"dehazed() takes no output: it yields the frames; StreamConfig({input.input!r}, None, ...), "
                         "or process() to write them")
@@ -230,7 +232,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
             preset: str | None = None, max_frames: int | None = None, duration: float | None = None,
             live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,
             strict: bool = False, on_frame: Callable[[FrameRecord], np.ndarray | None] | None = None,
-            stats: RunStats | None = None, on_frames: Callable[[int], None] | None = None,
+            bgr: bool = True, stats: RunStats | None = None, on_frames: Callable[[int], None] | None = None,
             on_start: Callable[[Source], None] | None = None) -> RunResult:
     """Dehaze a file or live stream into ``output``: a file, a segment series (``segment_time``), a URL to
     publish to, or None with only ``on_frame``.
@@ -248,7 +250,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and they work,
     ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through ``torch.compile``.
     ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds, index, stream), in
-    the writer thread; an image it returns is written instead. On Ctrl-C the frames done so far are kept and
+    the writer thread; an image it returns is written instead (BGR, as OpenCV draws, unless ``bgr=False``). On Ctrl-C the frames done so far are kept and
     ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``.
     """
     if isinstance(input, StreamConfig):
@@ -263,7 +265,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
         noise_floor=noise_floor, compile=compile, temporal=temporal, temporal_strength=temporal_strength,
         batch=batch, hwaccel=hwaccel, codec=codec, crf=crf, preset=preset, segment_time=segment_time,
         max_frames=max_frames, duration=duration, max_latency=max_latency, strict=strict)
-    job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames)
+    job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames, bgr=bgr)
     job.check()  # before a camera is dialled or a model loaded
     with job.open_interruptibly() as source:
         m = config.model
@@ -293,5 +295,5 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
 
 # process()'s stream options and their defaults: a StreamConfig brings its own, so none may be given beside it.
 _OPTION_DEFAULTS = {name: p.default for name, p in inspect.signature(process).parameters.items()
-                    if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("on_frame", "stats", "on_frames",
-                                                                                  "on_start")}
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY
+                    and name not in ("on_frame", "bgr", "stats", "on_frames", "on_start")}

@@ -95,8 +95,8 @@ class Job:
 
     def __init__(self, config: StreamConfig, *, stats: RunStats | None = None,
                  on_frame: Callable[[FrameRecord], np.ndarray | None] | None = None,
-                 on_frames: Callable[[int], None] | None = None) -> None:
-        self.config, self.on_frame, self.on_frames = config, on_frame, on_frames
+                 on_frames: Callable[[int], None] | None = None, bgr: bool = True) -> None:
+        self.config, self.on_frame, self.on_frames, self.bgr = config, on_frame, on_frames, bgr
         self.stats = stats or RunStats()
         self.live = is_live(config.input)
         target = config.output
@@ -327,7 +327,7 @@ class Job:
             self.stats.output_reconnects = lambda: self._published.reconnects
         else:  # (a recording is created, never truncated: another run may have just made that file)
             inner = sink(target, exclusive=self.live, **more)
-        return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, name=self.config.name)
+        return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, self.bgr, self.config.name)
 
     def _clock(self) -> Callable[[float], float]:
         """The Unix time of a time on the output's clock, which segments named by their time are named by: a

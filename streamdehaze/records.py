@@ -12,9 +12,10 @@ from .frames import upright
 
 @dataclass
 class FrameRecord:
-    """One dehazed frame: ``image`` (numpy ``[H,W,3]`` uint8, BGR unless the run asked for RGB), its presentation
-    time in ``seconds`` (None if the source has none), its ``index`` among the stream's dehazed frames, the
-    ``stream``'s name ("" for a single run) and, on request, the ``original`` frame it was dehazed from."""
+    """One dehazed frame: ``image`` (numpy ``[H,W,3]`` uint8, BGR unless the run asked for RGB: ``bgr=False``),
+    its presentation time in ``seconds`` (None if the source has none), its ``index`` among the stream's dehazed
+    frames, the ``stream``'s name ("" for a single run) and, on request, the ``original`` frame it was dehazed
+    from."""
 
     image: np.ndarray
     seconds: float | None

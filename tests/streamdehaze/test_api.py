@@ -181,6 +181,26 @@ def test_a_callback_draws_an_overlay_that_is_written(make_video, probe, tmp_path
         assert rest.mean() < 1.5 and rest.max() <= 8, (rest.mean(), rest.max())
 
 
+def test_records_in_rgb_when_asked(make_video, probe, tmp_path):
+    """``bgr=False``: records and the images a callback returns are RGB, as FrameRecord says a run may ask (no
+    option did)."""
+    from streamdehaze import process
+
+    src = make_video(frames=3, width=96, height=64)
+    bgr = [r.image for r in dehazed(src, model="dcp")]
+    rgb = [r for r in dehazed(src, model="dcp", bgr=False)]
+    assert all(np.array_equal(a[..., ::-1], b.image) and np.array_equal(b.original[..., ::-1], r.original)
+               for a, b, r in zip(bgr, rgb, dehazed(src, model="dcp")))
+
+    def draw(record):
+        image = record.image.copy()
+        image[10:30, 20:60] = (255, 0, 0)  # a red box, RGB
+        return image
+    process(src, tmp_path / "marked.mkv", model="dcp", codec="ffv1", on_frame=draw, bgr=False)
+    for frame in probe(tmp_path / "marked.mkv")["rgb"]:
+        assert np.abs(frame[12:28, 22:58].astype(int) - (255, 0, 0)).max() <= 12
+
+
 def test_a_callback_returning_something_else_is_told_what_to_return(make_video, tmp_path):
     from streamdehaze import process
 
