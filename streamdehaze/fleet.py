@@ -295,6 +295,12 @@ class Fleet:
         self._state = "closed"
         with self._lock:
             runners = self._ended + list(self._runners.values())
+        for n, runner in enumerate(runners):  # an earlier run's partial that a later one moved aside: named where it is
+            if runner.job.moved is not None:
+                kept, aside = runner.job.moved
+                for earlier in runners[:n]:
+                    if earlier.outcome.result is not None and earlier.outcome.result.output == kept:
+                        earlier.outcome.result.output = aside
         return FleetResult([r.outcome for r in runners], seconds)
 
     @property

@@ -104,6 +104,7 @@ class Job:
         self.source: Source | None = None
         self.stream: Stream | None = None
         self._out: OutputFile | None = None
+        self.moved: tuple[str, str] | None = None  # (a partial this run kept, where an earlier one's there went)
         self._segments: SegmentedSink | None = None
         self._published: PublishedSink | None = None
 
@@ -371,6 +372,8 @@ class Job:
         if self._out is not None:
             if self.stream.stopped:  # (cut short: frames of the input are not in it)
                 result.output = str(self._out.keep_partial())
+                if self._out.moved_aside is not None:  # (an earlier run's result names it: a fleet's restarted stream)
+                    self.moved = (result.output, str(self._out.moved_aside))
             else:
                 self._out.commit(ends_partial=True)
                 if self.source.truncated:  # every frame before the cut is in the output: keep it, and say so

@@ -127,6 +127,7 @@ class OutputFile:
 
     def __init__(self, target: Path) -> None:
         self.target = target
+        self.moved_aside: Path | None = None  # where ``keep_partial`` moved an earlier run's partial
         self._named: Path | None = None
         try:
             self._fd = _anonymous_file(target.parent)
@@ -152,7 +153,7 @@ class OutputFile:
         is moved aside (``move_aside``), never replaced."""
         partial = partial_name(self.target)
         try:
-            move_aside(partial, "the frames of an interrupted run")
+            self.moved_aside = move_aside(partial, "the frames of an interrupted run")
         except OSError as exc:
             self.discard()
             raise MediaError(f"cannot move {partial} aside: {exc.strerror}") from None

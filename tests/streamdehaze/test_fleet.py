@@ -190,6 +190,34 @@ def test_file_streams_a_reload_stops_are_the_operators_choice_not_cut_short_runs
     assert lines[3].startswith("fleet: 2 streams, ")
 
 
+def test_each_run_of_a_restarted_stream_names_the_partial_that_holds_its_frames(make_video, probe, tmp_path):
+    """A file stream restarted by a reload and then stopped: the second run's partial takes the name, the first's
+    is moved aside, and the summary names each where it is (both said a.out.partial.mp4)."""
+    import time
+
+    from streamdehaze.command import summary
+
+    src = make_video("a.mp4", frames=600, width=320, height=240)
+    stream = {"name": "a", "input": str(src), "output": str(tmp_path / "a.out.mp4"), "model": "dcp", "batch": 1}
+    with Fleet([stream]) as fleet:
+        def frames_at_least(n: int) -> None:
+            deadline = time.monotonic() + 60
+            while fleet.members()["a"].stats.snapshot()["frames"] < n:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        frames_at_least(5)
+        fleet.reload([dict(stream, crf=30)])
+        frames_at_least(5)  # (the restarted run's)
+        fleet.stop()
+        result = fleet.close()
+    first, second = (r.result for r in result.streams)
+    assert (first.output, second.output) == (str(tmp_path / "a.out.partial.1.mp4"), str(tmp_path / "a.out.partial.mp4"))
+    assert [probe(Path(r.output))["count"] for r in (first, second)] == [first.frames, second.frames]
+    lines = summary(result)
+    assert lines[0].endswith(f"(restarted by a reload; cut short: {first.output})"), lines
+    assert lines[1].endswith(f"(cut short: {second.output})"), lines
+
+
 def test_statistics_are_appended_to_what_a_run_before_wrote(tmp_path):
     # A recording restarted by its supervisor (systemd's Restart=) keeps the lines of the run before.
     from streamdehaze.stats import Reporter, RunStats
