@@ -32,7 +32,7 @@ from .models import create_model, model_name
 from .config import StreamConfig, load_config
 from .fleet import Fleet, FleetResult, open_reporter, within_file
 from .options import Parser, add_file_options, build_parser, seconds
-from .outputs import atomic_output, check_statistics_file, check_writable
+from .outputs import atomic_output, check_statistics_file, check_writable, remove_empty_folders
 from .pipeline import RunResult, deferred_signals
 from .sources import VideoFileSource, is_file
 from .stats import Reporter, RunStats
@@ -197,6 +197,7 @@ def batch(argv: list[str]) -> int:
     if not items:
         raise UsageError(f"no videos or images under {args.input}")
     check_output_folder(args.output)
+    made = not args.output.exists()  # (a run that writes nothing leaves no folder it made: see below)
     if args.stats_json is not None:  # (in the output folder, it is made with it)
         stats, shown = args.stats_json.resolve(), f"--stats-json {args.stats_json}"
         for item in items:  # (written whole at the end: over a video, a finished output would be lost)
@@ -239,6 +240,8 @@ def batch(argv: list[str]) -> int:
         else:
             interrupted = _run_here(todo, options, args.jobs, on_result, bar.update)
     result.seconds = time.perf_counter() - start
+    if made:  # the folders made for files that failed or were interrupted, and OUT_DIR if nothing was written
+        remove_empty_folders(args.output)
     if args.stats_json is not None:
         args.stats_json.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(args.stats_json) as tmp:

@@ -15,6 +15,7 @@ number already in the folder, and are created exclusively, so two runs recording
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import glob
@@ -57,6 +58,16 @@ def check_output(target: Path, inputs: Path | None = None) -> None:
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"output folder does not exist: {parent}")
+
+
+def remove_empty_folders(root: Path) -> None:
+    """Remove the folders under ``root``, and ``root``, that hold nothing, deepest first (a run that made them)."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir() and not p.is_symlink()),
+                         key=lambda p: len(p.parts), reverse=True) + [root]:
+        with contextlib.suppress(OSError):  # (not empty: kept)
+            folder.rmdir()
 
 
 def check_statistics_file(path: Path, shown: str) -> None:

@@ -304,3 +304,17 @@ def test_a_worker_ended_by_sigterm_mid_file_exits_and_leaves_nothing(make_video,
         signal.signal(signal.SIGTERM, previous)
         batch.close()
     assert not any(out.parent.iterdir())  # (no output, no partial: another worker does the file)
+
+
+def test_a_batch_that_writes_nothing_leaves_no_folder(media_tree, run_cli, caplog, tmp_path):
+    """Every file failing: no empty OUT_DIR (or subfolder) is left, as the README says it is made with the first
+    output. One that was there stays."""
+    src, _ = media_tree(clips=1)
+    for path in [*src.rglob("*.mp4"), *src.rglob("*.mkv"), *src.rglob("*.png")]:
+        if path.name != "broken.mp4":
+            path.unlink()
+    (src / "sub" / "broken.mp4").write_bytes((src / "broken.mp4").read_bytes())
+    code, err = run_cli("batch", src, tmp_path / "out", *DCP)
+    assert code == 1 and "(0 done, 2 failed)" in caplog.text and not (tmp_path / "out").exists(), err
+    (tmp_path / "there").mkdir()
+    assert run_cli("batch", src, tmp_path / "there", *DCP)[0] == 1 and (tmp_path / "there").is_dir()
