@@ -76,6 +76,9 @@ class Stream:
         self.frames = 0  # dehazed frames handed to the writer
         self.written = 0  # and written (fewer only where Ctrl-C twice dropped some)
         self.error: BaseException | None = None
+        # The source's failure (a camera out of reconnects): the frames it gave before are still written, then the
+        # run fails with it.
+        self.source_error: BaseException | None = None
         self.drained = threading.Event()  # nothing of this stream is left in the engine
         self._arrival = getattr(source, "arrival", lambda pts: None)  # live sources know when each frame came in
         self._pending: list[av.VideoFrame] = []  # taken, waiting for a full batch
@@ -141,6 +144,9 @@ class Stream:
                 item = self.reader.poll()
             except StopIteration:
                 self._ended = True
+                break
+            except Exception as exc:  # (the frames already taken were lost with it, one in four runs of a test)
+                self.source_error, self._ended = exc, True
                 break
             if item is EMPTY:
                 break
@@ -239,6 +245,8 @@ class Stream:
             self.writer.cancel()
             self.sink.abort()
             raise
+        if self.source_error is not None:
+            raise self.source_error
         return self.result(interrupted)
 
     def result(self, interrupted: bool = False) -> RunResult:

@@ -113,7 +113,8 @@ def test_the_sound_of_an_mpeg_ts_camera_goes_on_after_a_reconnection(camera, cli
     _with_the_pictures(video, audio, gap=3.0)  # (the outage between the two connections)
     # Both connections whole, from their first second (what FFmpeg reads to probe a stream) on: 4 s of pictures
     # and sound each (an AAC packet is 1024 samples).
-    assert len(video) == 2 * 4 * RATE, len(video)
+    # (the last frames came as the camera hung up for good: one in four runs lost the one still in the engine)
+    assert len(video) == 2 * 4 * RATE, (len(video), run.stderr)
     assert len(audio) >= 2 * (4 * 48000 // 1024 - 1), len(audio)
 
 
