@@ -420,10 +420,8 @@ def _taken_by(config: StreamConfig, files: list[tuple[str, str]]) -> list[tuple[
 
 def open_reporter(config: FleetConfig, members: Callable[[], dict[str, Member]],
                   ended: Callable[[], list[RunStats]] = list) -> Reporter | None:
-    """The fleet's statistics file and metrics port, if it has either; a ``UsageError`` names the key."""
-    if config.stats_json is not None:
-        with _within("stats_json: "):
-            check_writable(config.stats_json.parent)
+    """The fleet's statistics file (checked with the streams: ``check_streams``) and metrics port, if it has
+    either; a ``UsageError`` names the key."""
     if config.stats_json is None and config.metrics_port is None:
         return None
     with _within("metrics_port: " if config.metrics_port is not None else ""):

@@ -265,12 +265,9 @@ class Job:
         if self.dst is not None and self.dst.suffix.lower() == HLS:  # written as it goes, over an earlier playlist
             sink = self._sink(self.dst)
         elif self.dst is not None and self.live:
-            first = 0
             if c.encode.segment_time is None:
                 move_aside(self.dst)
-            else:
-                first = next_segment(segment_pattern(self.dst))
-            sink = self._sink(self.dst, first_segment=first)
+            sink = self._sink(self.dst)
         elif self.dst is not None and c.encode.segment_time is None:
             remove_stale_partials(self.dst.parent, self.dst.name)
             self._out = OutputFile(self.dst)
@@ -279,10 +276,8 @@ class Job:
             except BaseException:
                 self._out.discard()
                 raise
-        elif self.dst is not None:  # segments of a file (each complete when the muxer moves on), after earlier ones
-            sink = self._sink(self.dst, first_segment=next_segment(segment_pattern(self.dst)))
-        else:  # a URL, or only the callback
-            sink = self._sink(c.output)
+        else:  # segments of a file (each complete when the muxer moves on), a URL, or only the callback
+            sink = self._sink(self.dst or c.output)
         batch = c.batch or (1 if self.live else FILE_BATCH)  # cameras: lowest latency
         temporal = smoother(c.temporal, c.temporal_strength)
         self.stream = Stream(self.source, sink, name=name, batch_size=batch, live=self.live,
@@ -306,7 +301,7 @@ class Job:
         return {**settings, "temporal": c.temporal, "temporal_strength": c.temporal_strength, "device": str(device),
                 "hwaccel": "cuda" if self.nvidia else "none"}
 
-    def _sink(self, target: Path | str | None, first_segment: int = 0, **more):
+    def _sink(self, target: Path | str | None, **more):
         c, info = self.config, self.source.info
         if c.encode.segment_time is not None:
             info = replace(info, chapters=[])  # (the input's chapters fit no one segment)
@@ -317,7 +312,8 @@ class Job:
         if target is None:
             inner = None
         elif c.encode.segment_time is not None:
-            inner = self._segments = SegmentedSink(segment_pattern(Path(target)), c.encode.segment_time, first_segment,
+            pattern = segment_pattern(Path(target))  # (numbered after those of earlier runs there)
+            inner = self._segments = SegmentedSink(pattern, c.encode.segment_time, next_segment(pattern),
                                                    lambda path, start: sink(path, start=start, exclusive=True),
                                                    self._clock())
         elif self.dst is None and target != STDOUT:  # a server to publish to: a file's frames are never dropped
