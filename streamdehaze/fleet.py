@@ -197,15 +197,15 @@ class Fleet:
         if self._state != "new":
             raise RuntimeError(f"this Fleet is {self._state}: a Fleet starts once (make a new one)")
         with within_file(self.config):
-            jobs, lanes = self._prepare(self.config, {})
-        try:
-            with within_file(self.config):
-                self._reporter = open_reporter(self.config, self.members, ended=self.ended)
-        except BaseException:
-            for key, lane in lanes.items():
-                _close(key, lane)
-            raise
-        self._lanes = lanes
+            jobs = check_streams(self.config)
+            # (before the models load: a metrics port in use is said at once, not after them)
+            self._reporter = open_reporter(self.config, self.members, ended=self.ended)
+            try:
+                self._lanes = self._engines(self.config, jobs, {})
+            except BaseException:
+                if self._reporter is not None:
+                    self._reporter.close()
+                raise
         self._start = time.perf_counter()
         self._state = "running"
         log.addFilter(self._labels)
@@ -229,8 +229,9 @@ class Fleet:
         # (the recordings of the streams stopped are theirs until they are finished and moved aside, below)
         their_files = {r.job.dst.resolve() for r in going if r.job.dst is not None}
         with within_file(new):  # (checked against the statistics file that stays)
-            jobs, lanes = self._prepare(replace(new, streams=starting, stats_json=self.config.stats_json),
-                                        self._lanes, others=kept, going=their_files)
+            starts = replace(new, streams=starting, stats_json=self.config.stats_json)
+            jobs = check_streams(starts, others=kept, going=their_files)
+            lanes = self._engines(starts, jobs, self._lanes)
         if (new.stats_json, new.metrics_port) != (self.config.stats_json, self.config.metrics_port):
             log.warning("reload: stats_json and metrics_port stay as they were until the next start")
         for runner in going:
@@ -325,11 +326,10 @@ class Fleet:
             self._runners[config.name] = runner
         runner.start()
 
-    def _prepare(self, config: FleetConfig, lanes: dict[ModelOptions, Lane], others: list[StreamConfig] = (),
-                 going: Collection[Path] = ()) -> tuple[dict[str, Job], dict[ModelOptions, Lane]]:
-        """Check every stream of ``config`` (``check_streams``) and make the engines they need (loading their
-        models), reusing ``lanes``; raises the first mistake as one line naming the stream and the key."""
-        jobs = check_streams(config, others, going)
+    def _engines(self, config: FleetConfig, jobs: dict[str, Job],
+                 lanes: dict[ModelOptions, Lane]) -> dict[ModelOptions, Lane]:
+        """The engines the streams of ``config`` (checked: ``jobs``) need, loading their models, reusing ``lanes``;
+        a model that does not load is one line naming the stream and the key."""
         lanes = dict(lanes)
         made: list[ModelOptions] = []
         try:
@@ -344,7 +344,7 @@ class Fleet:
             for key in made:
                 _close(key, lanes.get(key))
             raise
-        return jobs, lanes
+        return lanes
 
     def _close_idle_lanes(self) -> None:
         with self._lock:

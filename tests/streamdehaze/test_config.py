@@ -220,3 +220,21 @@ def test_a_stream_s_statistics_file_over_a_video_no_stream_reads(make_video, run
     assert code == 2 and err == (f"streamdehaze: error: {tmp_path / 'cams.toml'}: stream 'first': stats_json: {other} "
                                  "holds something other than statistics: name the statistics file otherwise\n"), err
     assert other.read_bytes() == before
+
+
+def test_a_metrics_port_in_use_is_said_before_the_models_load(make_video, run_cli, tmp_path):
+    """A metrics port another program holds: said at once, not after every model has loaded (the weights here do
+    not load, and that was the error said, the port never)."""
+    import socket
+
+    src, weights = make_video(frames=3), tmp_path / "broken.safetensors"
+    weights.write_bytes(b"not weights" * 100)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        code, err = _serve(run_cli, tmp_path, f'metrics_port = {port}\n' + GOOD.format(src=src, out=tmp_path)
+                           + f'weights = "{weights}"\n')
+    assert code == 2 and err == (f"streamdehaze: error: {tmp_path / 'cams.toml'}: metrics_port: --metrics-port "
+                                 f"127.0.0.1:{port}: Address already in use\n"), err
+    assert not (tmp_path / "first.mp4").exists()
