@@ -389,6 +389,7 @@ class VideoFileSource:
         decoded = packets = 0
         first: Fraction | None = None
         last: int | None = None  # the last frame's pts
+        last_end: int | None = None  # and where it ends (a time-lapse's frames last seconds)
         start = self.container.start_time
         timeline = Timeline(self.name, None if start is None else Fraction(start, av.time_base))
         demuxed = self.container.demux(self.stream, *self.copy_streams)
@@ -433,6 +434,7 @@ class VideoFileSource:
                     self._damaged(decoded)
                     continue
                 last = frame.pts
+                last_end = last + (frame.duration or step)
                 t = frame.pts * frame.time_base if frame.time_base is not None else None
                 if self.duration is not None and t is not None:
                     first = t if first is None else first
@@ -449,8 +451,8 @@ class VideoFileSource:
                     return
         if self.stream.frames and packets < self.stream.frames:  # the index lists packets the file no longer holds
             self.truncated = f"is truncated: {packets} of its {self.stream.frames} video packets are there"
-        elif (stated := _stated_length(self.stream)) is not None and last is not None and \
-                stated - last * _time_base(self.stream) > 1:  # (Matroska's tags; MP4's header, a fragment's)
+        elif (stated := _stated_length(self.stream)) is not None and last_end is not None and \
+                stated - last_end * _time_base(self.stream) > 1:  # (Matroska's tags; MP4's header, a fragment's)
             self.truncated = f"is truncated: its video ends at {float(last * _time_base(self.stream)):.1f} s of " \
                              f"the {float(stated):.1f} s it states"
 

@@ -59,6 +59,16 @@ def test_variable_frame_rate_mp4(make_video, probe, run_cli, tmp_path):
     assert probe(out)["times"] == probe(src)["times"] == [Fraction(p, 12800) for p in pts]
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_time_lapse_is_whole(make_video, probe, run_cli, tmp_path, suffix):
+    # A frame every 2 s: its last frame starts 2 s before the stated end, and was taken for a cut ("is truncated:
+    # its video ends at 8.0 s of the 10.0 s it states", exit 1).
+    src = make_video(f"lapse{suffix}", frames=5, rate=Fraction(1, 2), time_base=Fraction(1, 1000))
+    out = tmp_path / f"out{suffix}"
+    assert run_cli(src, out, "--model", "dcp", "--quiet") == (0, "")
+    assert probe(out)["times"] == probe(src)["times"] == [0, 2, 4, 6, 8]
+
+
 def test_odd_size_is_preserved(make_video, probe, run_cli, tmp_path):
     src = make_video(width=317, height=241, pix_fmt="yuv444p", frames=6)
     out = tmp_path / "odd.mp4"
