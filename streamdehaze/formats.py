@@ -64,6 +64,12 @@ _OGG = frozenset({"opus", "libopus", "vorbis", "libvorbis", "flac", "speex", "th
 HOLDS_ROTATION = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v", "matroska", "webm"}
 
 
+# Where a pixel's shape (an anamorphic picture's) is written: MP4 and MOV state it themselves (their 'pasp'), these
+# codecs in their own headers. Matroska states it from a field PyAV cannot set, so VP9, AV1 or FFV1 there lose it.
+STATES_PIXEL_ASPECT = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v"}
+PIXEL_ASPECT_CODECS = {"h264", "hevc", "mpeg2video", "mpeg4", "mpeg1video", "mjpeg"}
+
+
 # Encoders for sound a format cannot hold as it is, by preference, with their codec's name.
 _REENCODERS = (("aac", "aac"), ("libopus", "opus"), ("mp2", "mp2"), ("ac3", "ac3"))
 # FFmpeg's MXF muxer holds none of those, only PCM, and that at 48 kHz alone (any other rate fails the header).

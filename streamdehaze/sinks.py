@@ -28,6 +28,8 @@ from .errors import MediaError, StreamDehazeError, UsageError
 from .formats import (
     DIAL_TIMEOUT,
     HOLDS_ROTATION,
+    PIXEL_ASPECT_CODECS,
+    STATES_PIXEL_ASPECT,
     STDOUT,
     frame_ticks,
     holds_copy,
@@ -187,6 +189,11 @@ class VideoSink:
         if info.rotation and muxer not in HOLDS_ROTATION:
             log.warning("%s (%s) has no rotation tag: the picture is written as stored, turned %d degrees from "
                         "upright (.mp4, .mov or .mkv keep the tag)", self.name, muxer, info.rotation % 360)
+        if info.pixel_aspect and muxer not in STATES_PIXEL_ASPECT and codec.canonical_name not in PIXEL_ASPECT_CODECS:
+            wanted, stored = info.width * info.pixel_aspect / info.height, Fraction(info.width, info.height)
+            log.warning("%s (%s in %s) cannot state the input's pixel shape (%s): players will show it at %s, not %s "
+                        "(an .mp4 output, or H.264 in .mkv, keeps it)", self.name, codec.canonical_name, muxer,
+                        *(f"{r.numerator}:{r.denominator}" for r in (info.pixel_aspect, stored, wanted)))
         self.video = add_video_stream(self.container, info, encoding, self.live)
         self._frame_ticks = frame_ticks(codec.name, muxer, info)
         self._last_tick: int | None = None
@@ -257,6 +264,10 @@ class VideoSink:
                 tick = round(item.pts * item.time_base / self._frame_ticks)
                 self._last_tick = tick = tick if self._last_tick is None else max(tick, self._last_tick + 1)
                 item.pts, item.time_base = tick, self._frame_ticks
+            # Some encoders (ProRes) write the frame's colour tags, not the stream's: the same on both.
+            ctx = self.video.codec_context
+            item.colorspace, item.color_range = ctx.colorspace, ctx.color_range
+            item.color_primaries, item.color_trc = ctx.color_primaries, ctx.color_trc
             if self.live and item.time_base is not None:
                 t = item.pts * item.time_base
                 if self._next_key is None or t >= self._next_key:

@@ -128,6 +128,20 @@ def test_ten_bits_in_stay_ten_bits_out_where_the_encoder_plays_them(make_video, 
     assert np.abs(luma[0] / 4 - luma[1]).mean() < 1.0  # the same picture, at 4x the resolution of levels
 
 
+def test_prores_carries_the_colour_of_its_input(make_video, run_cli, tmp_path):
+    # The ProRes encoder writes each frame's colour tags, not its stream's: an HLG master came out untagged (shown
+    # as SDR) and BT.709 decoded as unspecified.
+    src = make_video("hlg.mkv", pix_fmt="yuv420p10le", frames=3, width=64, height=48,
+                     colour={"color_trc": 18, "color_primaries": 9, "colorspace": 9})
+    out = tmp_path / "out.mov"
+    assert run_cli(src, out, "--model", "dcp", "--codec", "prores_ks", "--quiet") == (0, "")
+    with av.open(str(out)) as written:
+        frame = next(written.decode(video=0))
+        assert (written.streams.video[0].codec_context.name, frame.format.name) == ("prores", "yuv422p10le")
+    assert (int(frame.colorspace), int(frame.color_primaries), int(frame.color_trc), int(frame.color_range)) \
+        == (9, 9, 18, 1)
+
+
 def test_hdr_written_in_eight_bits_says_so(make_video, run_cli, caplog, tmp_path):
     # (4 frames: x265 run again and again in one process fails to finish a third of 2-frame clips)
     src = make_video("hlg.mkv", pix_fmt="yuv420p10le", frames=4, width=64, height=48,
@@ -376,11 +390,9 @@ def test_a_grey_video_stays_grey(probe, run_cli, tmp_path):
         assert np.ptp(frame.astype(int), axis=-1).max() <= 2  # (YUV to RGB rounding)
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts"])
-def test_anamorphic_pixels_keep_their_shape(run_cli, tmp_path, suffix):
-    # A 16:9 PAL DVD or broadcast recording: 720x576 stored, each pixel 64/45 as wide as it is high.
-    src, out = tmp_path / "dvd.mp4", tmp_path / f"out{suffix}"
-    with av.open(str(src), "w") as oc:
+def _anamorphic(path: Path) -> None:
+    """A 16:9 PAL DVD or broadcast recording: 720x576 stored, each pixel 64/45 as wide as it is high."""
+    with av.open(str(path), "w") as oc:
         stream = oc.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 720, 576, "yuv420p"
         stream.codec_context.sample_aspect_ratio = Fraction(64, 45)
@@ -389,10 +401,30 @@ def test_anamorphic_pixels_keep_their_shape(run_cli, tmp_path, suffix):
             frame.pts = i
             oc.mux(stream.encode(frame))
         oc.mux(stream.encode(None))
-    code, err = run_cli(src, out, "--model", "dcp", "--quiet")
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mp4", None), (".mkv", None), (".ts", None),
+                                           (".mp4", "libvpx-vp9"), (".mov", "prores_ks")])
+def test_anamorphic_pixels_keep_their_shape(run_cli, caplog, tmp_path, suffix, codec):
+    src, out = tmp_path / "dvd.mp4", tmp_path / f"out{suffix}"
+    _anamorphic(src)
+    code, err = run_cli(src, out, "--model", "dcp", "--quiet", *(("--codec", codec) if codec else ()))
     assert code == 0, err
     with av.open(str(out)) as written:
-        assert written.streams.video[0].display_aspect_ratio == Fraction(16, 9)
+        assert written.streams.video[0].sample_aspect_ratio == Fraction(64, 45)
+    assert "pixel shape" not in caplog.text
+
+
+@pytest.mark.parametrize("suffix, codec", [(".webm", None), (".mkv", "ffv1")])
+def test_pixels_whose_shape_the_output_cannot_state_are_said(run_cli, caplog, tmp_path, suffix, codec):
+    # Matroska states a pixel's shape in a field PyAV does not set; only codecs that carry it themselves keep it.
+    src, out = tmp_path / "dvd.mp4", tmp_path / f"out{suffix}"
+    _anamorphic(src)
+    assert run_cli(src, out, "--model", "dcp", *(("--codec", codec) if codec else ()))[0] == 0
+    warnings = [r.getMessage() for r in caplog.records if "pixel shape" in r.getMessage()]
+    assert warnings == [f"{out} ({'vp9' if codec is None else codec} in {'webm' if codec is None else 'matroska'}) "
+                        "cannot state the input's pixel shape (64:45): players will show it at 5:4, not 16:9 (an "
+                        ".mp4 output, or H.264 in .mkv, keeps it)"]
 
 
 def test_a_size_change_mid_file_is_scaled_to_the_first_and_said(probe, run_cli, caplog, tmp_path):
