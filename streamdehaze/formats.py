@@ -324,6 +324,10 @@ def output_options(target: str, shown_as: Path | None = None, live: bool = False
         # before 0 (FFmpeg's: -21 ms), which these take as they are (MPEG-TS adds a delay to every time, Matroska
         # keeps no decode times and a block's time is signed); FFmpeg would otherwise shift the whole file later.
         options = {**options, "avoid_negative_ts": "disabled"}
+    if fmt in ("mp4", "mov"):
+        # A stream that starts late (a cut from MPEG-TS) starts after an edit in the file's own clock, FFmpeg's in
+        # milliseconds: at 90 kHz (MPEG-TS's, and a whole tick of every common frame rate) it starts where it did.
+        options = {**options, "movie_timescale": "90000"}
     if fmt in ("mp4", "mov") and any(_REVERSE_DNS.fullmatch(key) for key in tags or {}):
         # A phone's own keys (com.apple.quicktime.location.ISO6709, ...make, ...model): these muxers write any
         # other than their few known ones only in this mode, and read the known ones back the same from it.

@@ -96,6 +96,17 @@ def test_mpeg_ts_keeps_the_times_of_b_frames_from_zero(make_video, probe, capfdb
     assert probe(out)["times"] == probe(src)["times"] == [Fraction(i, 25) for i in range(10)]
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_a_clip_cut_from_mpeg_ts_starts_on_its_tick(make_video, probe, run_cli, tmp_path, suffix):
+    # An MP4's late start is an edit in the file's own clock: FFmpeg's milliseconds moved 100450 ticks of 90 kHz
+    # (1.11611 s) to 1.116 s, every frame 1 ms early (and the sound apart from the picture by as much).
+    src = make_video("cut.ts", pts=[100450 + 3600 * i for i in range(6)], time_base=Fraction(1, 90000))
+    out = tmp_path / f"out{suffix}"
+    assert run_cli(src, out, "--model", "dcp", "--quiet") == (0, "")
+    assert probe(out)["times"] == probe(src)["times"]
+    assert probe(src)["times"][0] == Fraction(100450, 90000)
+
+
 def test_a_rotation_tag_mpeg_ts_cannot_hold_is_said(make_video, run_cli, caplog, tmp_path):
     src = make_video(rotation=90, frames=4)
     assert run_cli(src, tmp_path / "rot.ts", "--model", "dcp")[0] == 0
