@@ -15,6 +15,7 @@ from .colour import YUVFormat
 from .errors import UsageError
 from .formats import held
 from .frames import PLANAR, matrix_name
+from .hdr import HDR10, encoder_options
 from .sources import VideoInfo
 
 log = logging.getLogger("streamdehaze")
@@ -142,6 +143,17 @@ def quality_of(encoding: Encoding) -> tuple[int | None, str | None]:
 _TEN_BITS = ("libx265", "libsvtav1", "libvpx-vp9", "libaom-av1")
 
 
+def _with_hdr10(options: dict[str, str], hdr: HDR10, codec: str, muxer: str) -> dict[str, str]:
+    """``options`` with the input's mastering display and light levels for ``codec``, added to its own parameters;
+    said where it takes none (PyAV writes no container side data: only the encoder can)."""
+    added = encoder_options(hdr, codec)
+    if not added:
+        takes = [e for e in held(("libx265", "libsvtav1"), muxer) if encoder_options(hdr, e)]
+        log.warning("the input's HDR10 mastering display and light levels are not written by %s%s", codec,
+                    f" (--codec {takes[0]} writes them)" if takes else "")
+    return {**options, **{key: ":".join(p for p in (options.get(key), value) if p) for key, value in added.items()}}
+
+
 def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = None, preset: str | None = None,
                     live: bool = False, nvenc: hwaccel.Nvidia | None = None, muxer: str = "matroska") -> Encoding:
     """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning where it
@@ -161,4 +173,6 @@ def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = N
                   if PLANAR[choose_pix_fmt(encoder(e), info.width, info.height, info.bits)][1] > 8]
         log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding%s", info.bits,
                     spec.name, f" (--codec {deeper[0]} keeps 10 bits)" if deeper else "")
+    elif info.hdr10 is not None and PLANAR[pix_fmt][1] > 8:
+        options = _with_hdr10(options, info.hdr10, spec.name, muxer)
     return Encoding(spec, options, pix_fmt, output_format(info, pix_fmt, spec.name in _FULL_RANGE_ONLY))

@@ -34,6 +34,7 @@ from av.bitstream import BitStreamFilterContext
 from .credentials import check_url, mask
 from .errors import MediaError, UsageError
 from .frames import sample_bits, to_planar
+from .hdr import hdr10_of
 from .images import is_image_url
 from .sources import (NEW_STREAM_AT_END, VideoInfo, adts_configuration, discard_other_variants, frame_rate,
                       known_audio, main_video, packet_start, pixel_aspect)
@@ -173,7 +174,8 @@ class LiveSource:
             rate=frame_rate(st), frames=0, rotation=int(self._first.rotation or 0),
             colour={"colorspace": int(self._first.colorspace), "color_primaries": int(self._first.color_primaries),
                     "color_trc": int(self._first.color_trc)},
-            pixel_aspect=pixel_aspect(st), bits=sample_bits(self._first), copy_streams=self._templates,
+            pixel_aspect=pixel_aspect(st), bits=sample_bits(self._first), hdr10=hdr10_of(self._first),
+            copy_streams=self._templates,
         )
 
     def _open_options(self, connect: float) -> dict[str, str]:

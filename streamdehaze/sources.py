@@ -27,6 +27,7 @@ from . import hwaccel
 from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import sample_bits, to_planar
+from .hdr import HDR10, hdr10_of
 
 Item = av.VideoFrame | av.Packet
 log = logging.getLogger("streamdehaze")
@@ -84,6 +85,7 @@ class VideoInfo:
     chapters: list[dict] = field(default_factory=list)  # the input's, as ``Container.chapters()`` gives them
     field_order: int = 0  # FFmpeg's AVFieldOrder: 2 to 5 for interlaced video (0 unknown, 1 progressive)
     bits: int = 8  # bits per sample of the input's pictures (10 for HEVC Main10, HDR)
+    hdr10: HDR10 | None = None  # its mastering display and light levels, where it states them
 
 
 class Timeline:
@@ -368,7 +370,7 @@ class VideoFileSource:
             copy_streams=self.copy_streams, container_format=self.container.format.name,
             tags={k: v for k, v in self.container.metadata.items() if k.lower() not in _OLD_FILE_TAGS},
             video_tags=stream_tags(st), video_disposition=int(st.disposition), chapters=self._chapters(first),
-            field_order=int(st.codec_context.field_order or 0), bits=sample_bits(first),
+            field_order=int(st.codec_context.field_order or 0), bits=sample_bits(first), hdr10=hdr10_of(first),
         )
 
     def _chapters(self, first: av.VideoFrame) -> list[dict]:

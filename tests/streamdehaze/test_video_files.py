@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from streamdehaze.frames import planes_of
+from streamdehaze.hdr import hdr10_of
 from tests.conftest import decoded_sound, hazy_pattern, pitch, sound_that_changes
 
 
@@ -151,6 +152,45 @@ def test_prores_carries_the_colour_of_its_input(make_video, run_cli, tmp_path):
         assert (written.streams.video[0].codec_context.name, frame.format.name) == ("prores", "yuv422p10le")
     assert (int(frame.colorspace), int(frame.color_primaries), int(frame.color_trc), int(frame.color_range)) \
         == (9, 9, 18, 1)
+
+
+def _hdr10(path: Path) -> None:
+    """An HDR10 clip: PQ over BT.2020 in 10 bits, with its mastering display (BT.2020's primaries, D65, 1000 and
+    0.0001 cd/m²) and light levels (MaxCLL 1000, MaxFALL 400)."""
+    params = "log-level=error:hdr10=1:master-display=G(8500,39850)B(6550,2300)R(35400,14600)WP(15635,16450)" \
+             "L(10000000,1):max-cll=1000,400"
+    with av.open(str(path), "w") as oc:
+        stream = oc.add_stream("libx265", rate=25, options={"x265-params": params})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p10le"
+        ctx = stream.codec_context
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc = 9, 9, 16
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(hazy_pattern(i, 64, 48), format="rgb24").reformat(format=stream.pix_fmt)
+            frame.pts = i
+            oc.mux(stream.encode(frame))
+        oc.mux(stream.encode(None))
+
+
+@pytest.mark.parametrize("codec", ["libx265", "libsvtav1"])
+def test_hdr10_s_mastering_display_and_light_levels_go_along(run_cli, tmp_path, codec):
+    # A TV tone-maps HDR10 by these; they were dropped (PyAV writes no container side data: the encoder must).
+    src, out = tmp_path / "hdr10.mkv", tmp_path / "out.mkv"
+    _hdr10(src)
+    assert run_cli(src, out, "--model", "dcp", "--codec", codec, "--quiet") == (0, "")
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        stated, kept = hdr10_of(next(a.decode(video=0))), hdr10_of(next(b.decode(video=0)))
+    assert stated.light == kept.light == (1000, 400)
+    # (AV1 states chromaticities in steps of 1/65536, the least luminance in steps of 1/16384 cd/m²)
+    assert np.allclose(np.array(kept.display, float), np.array(stated.display, float), atol=4e-5)
+    assert stated.display[0] == (Fraction(177, 250), Fraction(73, 250))  # (red: BT.2020's 0.708, 0.292)
+
+
+def test_hdr10_metadata_an_encoder_cannot_write_is_said(run_cli, caplog, tmp_path):
+    src, out = tmp_path / "hdr10.mkv", tmp_path / "out.mov"
+    _hdr10(src)
+    assert run_cli(src, out, "--model", "dcp", "--codec", "prores_ks")[0] == 0
+    assert "the input's HDR10 mastering display and light levels are not written by prores_ks (--codec libx265 " \
+           "writes them)" in caplog.text
 
 
 def test_hdr_written_in_eight_bits_says_so(make_video, run_cli, caplog, tmp_path):
