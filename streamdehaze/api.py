@@ -22,6 +22,7 @@ import torch
 
 from .config import StreamConfig, checked_option
 from .engine import Engine, resolve_device
+from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
 from .frames import upright
 from .images import image_engine
@@ -31,7 +32,7 @@ from .models import create_model
 from .pipeline import RunResult, deferred_signals, drive
 from .records import FrameRecord
 from .stats import RunStats
-from .temporal import DEFAULT_STRENGTH, TemporalSmoother, smoother
+from .temporal import TemporalSmoother, smoother
 
 __all__ = ["FILE_BATCH", "Dehazer", "FrameRecord", "Source", "dehazed", "open_source", "process", "read_frames"]
 
@@ -56,7 +57,7 @@ class Dehazer:
     def __init__(self, model: str = "auto", *, weights: str | os.PathLike | None = None,
                  device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
                  infer_size: int | str | None = "auto", strength: float = 1.0,
-                 noise_floor: float | str = "auto", temporal_strength: float = DEFAULT_STRENGTH) -> None:
+                 noise_floor: float | str = "auto", temporal_strength: float = TEMPORAL_STRENGTH) -> None:
         dev = resolve_device(str(device))  # (a torch.device too: checked against the GPUs there are)
         if infer_size is not None:
             infer_size = checked_option("infer_size", infer_size)
@@ -126,7 +127,7 @@ def _check_values(size: int, not_finite: bool) -> None:
 
 def _stream_engine(model: torch.nn.Module, device: torch.device, temporal: str, infer_size: int | str | None,
                    strength: float, noise_floor: float | str,
-                   temporal_strength: float = DEFAULT_STRENGTH) -> tuple[Engine, TemporalSmoother | None]:
+                   temporal_strength: float = TEMPORAL_STRENGTH) -> tuple[Engine, TemporalSmoother | None]:
     """The video path for one stream and its temporal smoother, or the photo path for unrelated images."""
     state = smoother(temporal, temporal_strength)
     if state is None:
@@ -226,7 +227,7 @@ _END = object()
 def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike | None = None, *, model: str = "auto",
             weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
             strength: float = 1.0, noise_floor: float | str = "auto", temporal: str = "ema",
-            temporal_strength: float = DEFAULT_STRENGTH,
+            temporal_strength: float = TEMPORAL_STRENGTH,
             batch: int | None = None, hwaccel: str = "auto", compile: bool = False, codec: str | None = None,
             crf: int | None = None,
             preset: str | None = None, max_frames: int | None = None, duration: float | None = None,

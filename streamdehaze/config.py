@@ -25,10 +25,10 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Iterator
 
+from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
 from .live import LiveOptions
 from .options import FLEET_ONLY, OPTION_NAMES, build_parser, option_value
-from .temporal import DEFAULT_STRENGTH
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class StreamConfig:
     encode: EncodeOptions = field(default_factory=EncodeOptions)
     live: LiveOptions = field(default_factory=LiveOptions)
     temporal: str = "ema"
-    temporal_strength: float = DEFAULT_STRENGTH
+    temporal_strength: float = TEMPORAL_STRENGTH
     batch: int | None = None  # frames of this stream per model call (None: 4 for files, 1 for live streams)
     hwaccel: str = "auto"
     strict: bool = False

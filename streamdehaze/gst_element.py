@@ -15,6 +15,9 @@ provides them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
 import threading
 from fractions import Fraction
 
@@ -26,10 +29,8 @@ gi.require_version("GstVideo", "1.0")
 import numpy as np
 from gi.repository import GLib, GObject, Gst, GstBase, GstVideo
 
-from .colour import YUVFormat
+from .defaults import TEMPORAL_STRENGTH
 from .errors import StreamDehazeError, UsageError
-from .frames import frame_from_planes, planes_of
-from .temporal import DEFAULT_STRENGTH
 
 FORMATS = "{ I420, NV12 }"
 _CAPS = Gst.Caps.from_string(f"video/x-raw, format={FORMATS}, width=[1, 32767], height=[1, 32767]")
@@ -37,6 +38,19 @@ _FULL_RANGE = getattr(GstVideo.VideoColorRange, "0_255")  # not a Python identif
 _MATRIX = {GstVideo.VideoColorMatrix.BT709: "bt709", GstVideo.VideoColorMatrix.BT601: "bt601",
            GstVideo.VideoColorMatrix.BT2020: "bt2020"}
 _AVCOL = {"bt709": 1, "bt601": 6, "bt2020": 9}
+
+
+def _give_back_ctrl_c() -> None:
+    """In a program that is not Python (gst-launch-1.0, a C application), the plugin loader's embedded Python took
+    Ctrl-C for its KeyboardInterrupt, which nothing there catches: until the program set its own handler, Ctrl-C was
+    lost (the whole of a model's loading). Python takes it only from the default, so the default goes back. A
+    Python program (``sys.orig_argv`` names its interpreter) keeps its KeyboardInterrupt."""
+    if not sys.orig_argv and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        with contextlib.suppress(ValueError):  # (loaded outside the main thread: nothing to give back from here)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+_give_back_ctrl_c()
 
 
 class DehazeElement(GstBase.BaseTransform):
@@ -59,14 +73,14 @@ class DehazeElement(GstBase.BaseTransform):
         "temporal": (str, "temporal", "flicker smoothing: ema, static (a camera that does not move) or off", "ema",
                      GObject.ParamFlags.READWRITE),
         "temporal-strength": (float, "temporal-strength", "weight of the past in flicker smoothing, in [0, 1)",
-                              -GLib.MAXDOUBLE, GLib.MAXDOUBLE, DEFAULT_STRENGTH, GObject.ParamFlags.READWRITE),
+                              -GLib.MAXDOUBLE, GLib.MAXDOUBLE, TEMPORAL_STRENGTH, GObject.ParamFlags.READWRITE),
         "device": (str, "device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE),
     }
 
     def __init__(self) -> None:
         super().__init__()
         self.props_ = {"model": "auto", "weights": "", "infer-size": "auto", "strength": 1.0, "noise-floor": "auto",
-                       "temporal": "ema", "temporal-strength": DEFAULT_STRENGTH, "device": "auto"}
+                       "temporal": "ema", "temporal-strength": TEMPORAL_STRENGTH, "device": "auto"}
         # This stream's engine (shared), its key in ``ENGINES``, smoother and correction: set when the element
         # starts and stops, and in between on the streaming thread only.
         self.engine = None
@@ -84,7 +98,9 @@ class DehazeElement(GstBase.BaseTransform):
         with self._lock:
             return self.props_[prop.name]
 
-    def do_set_property(self, prop: GObject.ParamSpec, value: str | float) -> None:
+    def do_set_property(self, prop: GObject.ParamSpec, value: str | float | None) -> None:
+        if value is None:  # (C's NULL for a string: its default)
+            value = prop.default_value
         with self._lock:  # takes effect from the next buffer
             self.props_[prop.name] = value
             self._changed.add(prop.name)
@@ -99,6 +115,9 @@ class DehazeElement(GstBase.BaseTransform):
             self._current_engine()
         except StreamDehazeError as exc:  # a bad property: one message on the bus, the pipeline does not start
             self._error(Gst.LibraryError.quark(), Gst.LibraryError.SETTINGS, str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - a model that cannot load (memory, a torch error): said on the bus too
+            self._error(Gst.LibraryError.quark(), Gst.LibraryError.INIT, f"{type(exc).__name__}: {exc}")
             return False
         return True
 
@@ -178,13 +197,15 @@ class DehazeElement(GstBase.BaseTransform):
         self.post_message(Gst.Message.new_error(self, GLib.Error.new_literal(domain, f"dehaze: {text}", code), text))
 
     def _transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
+        from .frames import planes_of
+
         engine = self._current_engine()
         info = self.info
         ok, src = inbuf.map(Gst.MapFlags.READ)
         if not ok:
             return Gst.FlowReturn.ERROR
         try:
-            frame, fmt = self._frame(info, src.data)
+            frame, fmt = self._frame(info, src.data, _layout(inbuf, info))
         finally:
             inbuf.unmap(src)
         (out,) = engine.process_frames([frame], fmt, "yuv420p", self.temporal, self.correction)
@@ -192,26 +213,29 @@ class DehazeElement(GstBase.BaseTransform):
         if not ok:
             return Gst.FlowReturn.ERROR
         try:
-            self._write(info, planes_of(out), dst.data)
+            self._write(info, planes_of(out), dst.data, _layout(outbuf, info))
         finally:
             outbuf.unmap(dst)
         return Gst.FlowReturn.OK
 
     @staticmethod
-    def _plane(data, info: GstVideo.VideoInfo, i: int, rows: int, cols: int) -> np.ndarray:
-        """Plane ``i`` of a mapped buffer in the caps' layout (GStreamer's default strides and offsets)."""
-        start, stride = info.offset[i], info.stride[i]
+    def _plane(data, layout: tuple[list[int], list[int]], i: int, rows: int, cols: int) -> np.ndarray:
+        """Plane ``i`` of a mapped buffer laid out as ``layout`` says (``_layout``)."""
+        start, stride = layout[0][i], layout[1][i]
         return np.frombuffer(data, np.uint8, rows * stride, start).reshape(rows, stride)[:, :cols]
 
-    def _frame(self, info: GstVideo.VideoInfo, data) -> tuple:
+    def _frame(self, info: GstVideo.VideoInfo, data, layout: tuple[list[int], list[int]]) -> tuple:
+        from .colour import YUVFormat
+        from .frames import frame_from_planes
+
         w, h = info.width, info.height
         cw, ch = (w + 1) // 2, (h + 1) // 2
-        y = self._plane(data, info, 0, h, w)
+        y = self._plane(data, layout, 0, h, w)
         if info.finfo.format == GstVideo.VideoFormat.NV12:
-            uv = self._plane(data, info, 1, ch, 2 * cw)
+            uv = self._plane(data, layout, 1, ch, 2 * cw)
             u, v = uv[:, 0::2], uv[:, 1::2]
         else:
-            u, v = self._plane(data, info, 1, ch, cw), self._plane(data, info, 2, ch, cw)
+            u, v = self._plane(data, layout, 1, ch, cw), self._plane(data, layout, 2, ch, cw)
         matrix = _MATRIX.get(info.colorimetry.matrix, "bt709" if h >= 720 else "bt601")
         full = info.colorimetry.range == _FULL_RANGE
         frame = frame_from_planes(y, u, v, "yuv420p")  # copies the planes out of the mapped buffer
@@ -219,14 +243,21 @@ class DehazeElement(GstBase.BaseTransform):
         frame.pts, frame.time_base = 0, Fraction(1, 1)
         return frame, YUVFormat(matrix=matrix, full_range=full, bits=8, subsampling=(2, 2))
 
-    def _write(self, info: GstVideo.VideoInfo, planes: tuple, data) -> None:
+    def _write(self, info: GstVideo.VideoInfo, planes: tuple, data, layout: tuple[list[int], list[int]]) -> None:
         w, h = info.width, info.height
         cw, ch = (w + 1) // 2, (h + 1) // 2
         out = memoryview(data)  # writable: mapped for writing
-        self._plane(out, info, 0, h, w)[:] = planes[0]
+        self._plane(out, layout, 0, h, w)[:] = planes[0]
         if info.finfo.format == GstVideo.VideoFormat.NV12:
-            uv = self._plane(out, info, 1, ch, 2 * cw)
+            uv = self._plane(out, layout, 1, ch, 2 * cw)
             uv[:, 0::2], uv[:, 1::2] = planes[1], planes[2]
         else:
-            self._plane(out, info, 1, ch, cw)[:] = planes[1]
-            self._plane(out, info, 2, ch, cw)[:] = planes[2]
+            self._plane(out, layout, 1, ch, cw)[:] = planes[1]
+            self._plane(out, layout, 2, ch, cw)[:] = planes[2]
+
+
+def _layout(buffer: Gst.Buffer, info: GstVideo.VideoInfo) -> tuple[list[int], list[int]]:
+    """Where each plane of ``buffer`` starts and how long its rows are: as its video meta says (a camera SDK's
+    padded rows), else the caps' default layout."""
+    meta = GstVideo.buffer_get_video_meta(buffer)
+    return (meta.offset, meta.stride) if meta is not None else (info.offset, info.stride)

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, hwaccel
+from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
 from .models import MODEL_NAMES
-from .temporal import DEFAULT_STRENGTH, MODES, STILL_LONGER
+from .temporal import MODES, STILL_LONGER
 
 DAY = 86400.0
 MAX_TIMEOUT = 2147.0  # FFmpeg's RTSP timeout is a 32-bit count of microseconds: longer, and no camera connects
@@ -84,8 +85,8 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
                    help="smooth flicker between frames, following the camera's motion, reset on scene cuts; static: "
                         "the same, never looking for motion (default: ema)")
     p.add_argument("--temporal-strength", type=_number(float, "a number", 0, 1, high_inclusive=False),
-                   default=DEFAULT_STRENGTH, metavar="S",
-                   help=f"weight of the past in [0, 1) (default: {DEFAULT_STRENGTH}); a camera found still averages "
+                   default=TEMPORAL_STRENGTH, metavar="S",
+                   help=f"weight of the past in [0, 1) (default: {TEMPORAL_STRENGTH}); a camera found still averages "
                         f"{STILL_LONGER}x longer: 1 - (1 - S) / {STILL_LONGER}")
     p.add_argument("--codec", help="video encoder (default: libx264; where the output format cannot hold H.264, "
                                    "one it holds: libvpx-vp9 for .webm, libvpx (VP8) for .ogg, libx265 for .hevc)")

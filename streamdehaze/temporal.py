@@ -38,12 +38,12 @@ import cv2
 import numpy as np
 import torch
 
+from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
 from .filters import box_filter, luminance
 
 
 MODES = ("off", "ema", "static")  # --temporal: none; the average that follows the camera; the same without the flow
-DEFAULT_STRENGTH = 0.8
 MIN_FLOW_SIDE = 32  # below it the frames are not moved (OpenCV's DIS crashes on some smaller ones)
 NEAR = np.ones((5, 5), np.uint8)  # how far from a motion boundary the past is not trusted
 STILL_FLOW = 0.05  # px at the inference size: a median flow below it is a camera that does not move
@@ -58,7 +58,7 @@ def check_mode(mode: str) -> None:
         raise UsageError(f"unknown temporal mode {mode!r}; choose {', '.join(MODES)}")
 
 
-def smoother(mode: str, strength: float = DEFAULT_STRENGTH) -> "TemporalSmoother | None":
+def smoother(mode: str, strength: float = TEMPORAL_STRENGTH) -> "TemporalSmoother | None":
     """One stream's smoother for a ``--temporal`` mode: none for ``off``; ``static`` never looks for the camera's
     motion (for cameras known not to move; ``ema`` finds that out itself, at some cost in its first frames)."""
     check_mode(mode)
@@ -69,7 +69,7 @@ class TemporalSmoother:
     """Stateful: feed frames in display order, one stream per instance. ``follow`` moves the state along the
     camera's motion (its optical flow on the CPU, the shifts of its tiles on a GPU)."""
 
-    def __init__(self, strength: float = DEFAULT_STRENGTH, motion_scale: float = 0.03, follow: bool = True,
+    def __init__(self, strength: float = TEMPORAL_STRENGTH, motion_scale: float = 0.03, follow: bool = True,
                  *, device_motion: bool = False) -> None:
         """``device_motion`` follows the camera as on a GPU (``_motion_field``) even for CPU tensors: for tests and
         comparisons."""

@@ -111,6 +111,31 @@ def test_a_bad_property_stops_the_pipeline_with_one_message(tmp_path):
     assert "/GstDehaze:dehaze0:" in run.stdout + run.stderr  # named as GStreamer names its own: dehaze0
 
 
+def test_ctrl_c_while_the_model_loads_ends_gst_launch(tmp_path):
+    """gst-launch-1.0 sets its own Ctrl-C handler once the pipeline plays; before, the plugin loader's Python had
+    taken Ctrl-C for a KeyboardInterrupt nothing catches, and a Ctrl-C while the model loaded was lost."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=5", "!", "video/x-raw,format=I420",
+                             "!", "dehaze", "model=kanet-t", "!", "fakesink"], env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, loading = time.monotonic() + 120, False
+        while not loading and time.monotonic() < deadline and proc.poll() is None:
+            loading = "libtorch" in Path(f"/proc/{proc.pid}/maps").read_text()  # (torch loads as the element starts)
+            time.sleep(0.005)
+        assert loading, "the model never began to load"
+        caught = int(next(line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                          if line.startswith("SigCgt:")).split()[1], 16)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert not caught & 1 << (signal.SIGINT - 1), "Ctrl-C was taken while the model loaded"
+    assert proc.returncode == -signal.SIGINT, out
+
+
 def test_a_device_error_names_the_property(tmp_path):
     import torch
 
@@ -247,11 +272,14 @@ import sys, gi
 gi.require_version("Gst", "1.0")
 from gi.repository import Gst
 Gst.init(None)
+def fail(*args, **kwargs):
+    raise RuntimeError("out of memory")
 if sys.argv[1] == "failure":
     from streamdehaze.engine import Engine
-    def fail(*args, **kwargs):
-        raise RuntimeError("out of memory")
     Engine.process_frames = fail
+if sys.argv[1] == "loading":
+    from streamdehaze.shared_engines import ENGINES
+    ENGINES.acquire = fail
 pipe = Gst.parse_launch("videotestsrc ! video/x-raw,format=I420,width=96,height=64 "
                         "! dehaze name=d model=dcp ! fakesink name=out signal-handoffs=true")
 def handoff(*_):
@@ -269,10 +297,12 @@ print(message.src.get_name(), error.domain, error.code, error.message, sep="|")
 @pytest.mark.parametrize("case, want", [
     ("setting", ["d", "gst-library-error-quark", "5", "dehaze: unknown model 'bogus'; choose one of: auto, dcp"]),
     ("failure", ["d", "gst-stream-error-quark", "1", "dehaze: RuntimeError: out of memory"]),
+    ("loading", ["d", "gst-library-error-quark", "3", "dehaze: RuntimeError: out of memory"]),
 ])
 def test_errors_while_playing(tmp_path, case, want):
     """A bad setting made while playing is said as at start (LibraryError SETTINGS, no Python class name); a
-    failure of the processing itself stays a stream error (StreamError FAILED)."""
+    failure of the processing itself stays a stream error (StreamError FAILED); a model that fails to load for
+    another reason than its settings is LibraryError INIT (it was a traceback, and nothing on the bus)."""
     run = _script(tmp_path, _PLAYING_ERROR, case)
     got = run.stdout.strip().split("|")
     assert got[:3] == want[:3] and got[3].startswith(want[3]), run.stdout + run.stderr
@@ -287,6 +317,75 @@ def test_model_errors_name_the_properties(tmp_path):
     said = run.stdout + run.stderr
     assert run.returncode != 0 and "weights= does not apply to model=dcp (it has no weights)" in said
     assert "--weights" not in said and "--model" not in said
+
+
+# NULL for the string properties (C's g_object_set(dehaze, "device", NULL, NULL)), then a few frames played.
+_NULLS = """
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+pipe = Gst.parse_launch("videotestsrc num-buffers=3 ! video/x-raw,format=I420,width=96,height=64 "
+                        "! dehaze name=d model=dcp ! fakesink")
+d = pipe.get_by_name("d")
+names = ["device", "noise-floor", "infer-size", "weights", "temporal"]
+for name in names:
+    d.set_property(name, None)
+pipe.set_state(Gst.State.PLAYING)
+message = pipe.get_bus().timed_pop_filtered(120 * Gst.SECOND, Gst.MessageType.ERROR | Gst.MessageType.EOS)
+pipe.set_state(Gst.State.NULL)
+print(message.type.first_value_nick, *(d.get_property(name) for name in names), sep="|")
+"""
+
+
+def test_null_string_properties_are_their_defaults(tmp_path):
+    """(They were an AttributeError traceback at start, and nothing on the bus.)"""
+    run = _script(tmp_path, _NULLS)
+    assert run.stdout.strip().split("|") == ["eos", "auto", "auto", "auto", "", "ema"], run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+
+
+# A frame whose rows are padded (128 bytes for 64 pixels), as its GstVideoMeta says: a camera SDK's buffers.
+_PADDED = """
+import gi
+import numpy as np
+gi.require_version("Gst", "1.0")
+gi.require_version("GstVideo", "1.0")
+from gi.repository import Gst, GstVideo
+Gst.init(None)
+w, h, stride = 64, 36, 128
+y = np.tile(np.arange(w, dtype=np.uint8) * 3, (h, 1))
+u, v = np.full((h // 2, w // 2), 90, np.uint8), np.full((h // 2, w // 2), 170, np.uint8)
+def padded(plane, to):
+    out = np.zeros((plane.shape[0], to), np.uint8)
+    out[:, :plane.shape[1]] = plane
+    return out.ravel()
+data = np.concatenate([padded(y, stride), padded(u, stride // 2), padded(v, stride // 2)]).tobytes()
+pipe = Gst.parse_launch(f"appsrc name=src format=time caps=video/x-raw,format=I420,width={w},height={h},"
+                        "framerate=25/1 ! dehaze model=dcp strength=0 temporal=off ! appsink name=out sync=false")
+pipe.set_state(Gst.State.PLAYING)
+buffer = Gst.Buffer.new_wrapped(data)
+buffer.pts, buffer.duration = 0, 40 * Gst.MSECOND
+GstVideo.buffer_add_video_meta_full(buffer, GstVideo.VideoFrameFlags.NONE, GstVideo.VideoFormat.I420, w, h, 3,
+                                    [0, stride * h, stride * h + stride // 2 * h // 2, 0],
+                                    [stride, stride // 2, stride // 2, 0])
+pipe.get_by_name("src").emit("push-buffer", buffer)
+pipe.get_by_name("src").emit("end-of-stream")
+sample = pipe.get_by_name("out").emit("try-pull-sample", 60 * Gst.SECOND)
+pipe.set_state(Gst.State.NULL)
+out = sample.get_buffer()
+got = np.frombuffer(out.extract_dup(0, out.get_size()), np.uint8)
+info = GstVideo.VideoInfo.new_from_caps(sample.get_caps())
+planes = [got[info.offset[i]:info.offset[i] + info.stride[i] * rows].reshape(rows, info.stride[i])[:, :cols]
+          for i, (rows, cols) in enumerate([(h, w), (h // 2, w // 2), (h // 2, w // 2)])]
+print(*(int(np.abs(a.astype(int) - b).max()) for a, b in zip(planes, (y, u, v))))
+"""
+
+
+def test_padded_rows_a_video_meta_describes(tmp_path):
+    """strength 0 gives the picture back, read as its video meta lays it out (the padding was read as pixels)."""
+    run = _script(tmp_path, _PADDED)
+    assert run.stdout.split() == ["0", "0", "0"], run.stdout + run.stderr
 
 
 # Three cameras in one pipeline: a and b with the same settings (one engine), c with another inference size (its
