@@ -69,8 +69,9 @@ def quality_options(codec: str, crf: int | None = None, preset: str | None = Non
     if known is None:
         for option, value in (("--crf", crf), ("--preset", preset)):
             if value is not None:
-                raise UsageError(f"{option} does not apply to {codec}; encoders that take it: "
-                                 f"{', '.join(name for name, q in QUALITY.items() if option == '--crf' or q.presets)}")
+                takes = [name for name, q in QUALITY.items()
+                         if name in av.codecs_available and (option == "--crf" or q.presets)]  # (this build's)
+                raise UsageError(f"{option} does not apply to {codec}; encoders that take it: {', '.join(takes)}")
         return {}
     (low, high), presets = known.crf, known.presets
     crf = DEFAULT_CRF if crf is None else crf
