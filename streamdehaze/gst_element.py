@@ -19,6 +19,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from fractions import Fraction
 
 import gi
@@ -93,6 +94,8 @@ class DehazeElement(GstBase.BaseTransform):
         # Drop frames that would reach a live sink too late, as videoconvert and videoscale do: a model slower than
         # the stream then stays near real time instead of falling behind without bound. (Not live: nothing dropped.)
         self.set_qos_enabled(True)
+        # What a frame takes here, lately (seconds), and what latency queries are told it takes.
+        self._took = self._reported = 0.0
 
     def do_get_property(self, prop: GObject.ParamSpec) -> str | float:
         with self._lock:
@@ -110,6 +113,7 @@ class DehazeElement(GstBase.BaseTransform):
         return self.info is not None
 
     def do_start(self) -> bool:
+        self._took = self._reported = 0.0
         try:
             self._release()
             self._current_engine()
@@ -132,6 +136,25 @@ class DehazeElement(GstBase.BaseTransform):
         key, self._key, self.engine, self.temporal, self.correction = self._key, None, None, None, None
         if key is not None:
             ENGINES.release(key)
+
+    def do_gst_base_transform_query(self, direction: Gst.PadDirection, query: Gst.Query) -> bool:
+        """Latency: upstream's, plus the time a frame takes here. A live pipeline's sinks then wait for the model's
+        frames instead of dropping them as late (GStreamer's video sinks drop those 20 ms late). (The name says
+        which ``query``: GstElement has one too.)"""
+        ok = GstBase.BaseTransform.do_query(self, direction, query)
+        if ok and query.type == Gst.QueryType.LATENCY and direction == Gst.PadDirection.SRC:
+            live, low, high = query.parse_latency()
+            ours = int(self._reported * Gst.SECOND)
+            query.set_latency(live, low + ours, high if high == Gst.CLOCK_TIME_NONE else high + ours)
+        return ok
+
+    def _timed(self, seconds: float) -> None:
+        """Note what a frame took: the slowest lately, decaying; where that moves by a quarter from what the
+        pipeline was told, it is told again (it asks every element for its latency anew)."""
+        took = self._took = max(seconds, 0.95 * self._took)
+        if abs(took - self._reported) > 0.25 * max(self._reported, 0.002):
+            self._reported = took
+            self.post_message(Gst.Message.new_latency(self))
 
     def do_sink_event(self, event: Gst.Event) -> bool:
         # After a flushing seek the frames no longer follow the ones smoothed before it: start the smoothing afresh,
@@ -201,6 +224,7 @@ class DehazeElement(GstBase.BaseTransform):
 
         engine = self._current_engine()
         info = self.info
+        start = time.perf_counter()
         ok, src = inbuf.map(Gst.MapFlags.READ)
         if not ok:
             return Gst.FlowReturn.ERROR
@@ -216,6 +240,7 @@ class DehazeElement(GstBase.BaseTransform):
             self._write(info, planes_of(out), dst.data, _layout(outbuf, info))
         finally:
             outbuf.unmap(dst)
+        self._timed(time.perf_counter() - start)
         return Gst.FlowReturn.OK
 
     @staticmethod

@@ -388,6 +388,46 @@ def test_padded_rows_a_video_meta_describes(tmp_path):
     assert run.stdout.split() == ["0", "0", "0"], run.stdout + run.stderr
 
 
+# A live camera through dehaze: what the element takes per frame (pad probes), and the latency it adds to upstream's.
+_LATENCY = """
+import time, gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+pipe = Gst.parse_launch("videotestsrc is-live=true ! video/x-raw,format=I420,width=320,height=180,framerate=25/1 "
+                        "! dehaze name=d model=kanet-t ! fakesink sync=true")
+d = pipe.get_by_name("d")
+came, took = {}, []
+def into(pad, info):
+    came[info.get_buffer().pts] = time.perf_counter()
+    return Gst.PadProbeReturn.OK
+def out(pad, info):
+    took.append(time.perf_counter() - came.pop(info.get_buffer().pts))
+    return Gst.PadProbeReturn.OK
+d.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, into)
+d.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, out)
+pipe.set_state(Gst.State.PLAYING)
+time.sleep(4)
+latency = []
+for pad in (d.get_static_pad("sink").get_peer(), d.get_static_pad("src")):
+    query = Gst.Query.new_latency()
+    pad.query(query)
+    latency.append(query.parse_latency()[1] / Gst.SECOND)
+pipe.set_state(Gst.State.NULL)
+took = sorted(took[5:])  # (after the first frames: the model's first calls are slower)
+print(latency[1] - latency[0], took[len(took) // 2])
+"""
+
+
+def test_a_live_pipeline_is_told_the_time_the_model_takes(tmp_path):
+    """Its latency: the sinks of a live pipeline wait that much longer for its frames (they were counted as late,
+    and dropped)."""
+    run = _script(tmp_path, _LATENCY)
+    assert run.returncode == 0, run.stderr
+    added, median = (float(x) for x in run.stdout.split())
+    assert 0.5 * median <= added <= 10 * median, (added, median)  # (said again when it moves by a quarter)
+
+
 # Three cameras in one pipeline: a and b with the same settings (one engine), c with another inference size (its
 # own); different real frames in each (the bundled hazy clip, upside down for b). Then a and b each alone.
 _SHARED = """
