@@ -39,6 +39,8 @@ _FULL_RANGE = getattr(GstVideo.VideoColorRange, "0_255")  # not a Python identif
 _MATRIX = {GstVideo.VideoColorMatrix.BT709: "bt709", GstVideo.VideoColorMatrix.BT601: "bt601",
            GstVideo.VideoColorMatrix.BT2020: "bt2020"}
 _AVCOL = {"bt709": 1, "bt601": 6, "bt2020": 9}
+# Numbers an application may animate with GStreamer's controller (a strength that fades in), as any effect's.
+_CONTROLLABLE = GObject.ParamFlags.READWRITE | Gst.PARAM_CONTROLLABLE
 
 
 def _give_back_ctrl_c() -> None:
@@ -68,13 +70,13 @@ class DehazeElement(GstBase.BaseTransform):
                        GObject.ParamFlags.READWRITE),
         # (any number here: GLib would refuse one out of range with only a warning, and play on at the old value)
         "strength": (float, "strength", "how much of the model's correction to apply: 0 (none) to 1 (all)",
-                     -GLib.MAXDOUBLE, GLib.MAXDOUBLE, 1.0, GObject.ParamFlags.READWRITE),
+                     -GLib.MAXDOUBLE, GLib.MAXDOUBLE, 1.0, _CONTROLLABLE),
         "noise-floor": (str, "noise-floor", "8-bit levels: flat regions varying less are not amplified (0: off); auto: "
                         "from each frame's compression blocks", "auto", GObject.ParamFlags.READWRITE),
         "temporal": (str, "temporal", "flicker smoothing: ema, static (a camera that does not move) or off", "ema",
                      GObject.ParamFlags.READWRITE),
         "temporal-strength": (float, "temporal-strength", "weight of the past in flicker smoothing, in [0, 1)",
-                              -GLib.MAXDOUBLE, GLib.MAXDOUBLE, TEMPORAL_STRENGTH, GObject.ParamFlags.READWRITE),
+                              -GLib.MAXDOUBLE, GLib.MAXDOUBLE, TEMPORAL_STRENGTH, _CONTROLLABLE),
         "device": (str, "device", "auto, cpu, cuda or cuda:N", "auto", GObject.ParamFlags.READWRITE),
     }
 
@@ -155,6 +157,12 @@ class DehazeElement(GstBase.BaseTransform):
         if abs(took - self._reported) > 0.25 * max(self._reported, 0.002):
             self._reported = took
             self.post_message(Gst.Message.new_latency(self))
+
+    def do_before_transform(self, buffer: Gst.Buffer) -> None:
+        """Controlled properties take their values for this buffer's time (``GstController``)."""
+        when = self.segment.to_stream_time(Gst.Format.TIME, buffer.pts)
+        if when != Gst.CLOCK_TIME_NONE:
+            self.sync_values(when)
 
     def do_sink_event(self, event: Gst.Event) -> bool:
         # After a flushing seek the frames no longer follow the ones smoothed before it: start the smoothing afresh,

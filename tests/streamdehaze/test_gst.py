@@ -428,6 +428,45 @@ def test_a_live_pipeline_is_told_the_time_the_model_takes(tmp_path):
     assert 0.5 * median <= added <= 10 * median, (added, median)  # (said again when it moves by a quarter)
 
 
+# strength faded in with GStreamer's controller from 0 at 0 s to 1 at 1 s, against set values; 5 frames a second.
+_CONTROLLED = """
+import gi
+import numpy as np
+gi.require_version("Gst", "1.0")
+gi.require_version("GstController", "1.0")
+from gi.repository import Gst, GstController
+Gst.init(None)
+def run(strength=None):
+    pipe = Gst.parse_launch("videotestsrc num-buffers=6 pattern=smpte ! video/x-raw,format=I420,width=64,height=36,"
+                            "framerate=5/1 ! dehaze name=d model=dcp temporal=off ! appsink name=out sync=false")
+    d = pipe.get_by_name("d")
+    if strength is None:
+        ramp = GstController.InterpolationControlSource(mode=GstController.InterpolationMode.LINEAR)
+        ramp.set(0, 0.0)
+        ramp.set(Gst.SECOND, 1.0)
+        assert d.add_control_binding(GstController.DirectControlBinding.new_absolute(d, "strength", ramp))
+    else:
+        d.set_property("strength", strength)
+    pipe.set_state(Gst.State.PLAYING)
+    frames = []
+    while (sample := pipe.get_by_name("out").emit("try-pull-sample", 60 * Gst.SECOND)) is not None:
+        buffer = sample.get_buffer()
+        frames.append(np.frombuffer(buffer.extract_dup(0, buffer.get_size()), np.uint8).astype(int))
+    pipe.set_state(Gst.State.NULL)
+    return frames
+faded = run()
+print(len(faded), *(int(np.abs(faded[i] - run(s)[i]).max()) for i, s in ((0, 0.0), (2, 0.4), (5, 1.0))),
+      int(np.abs(faded[0] - faded[5]).max()))
+"""
+
+
+def test_strength_fades_in_with_gstreamer_s_controller(tmp_path):
+    """Each frame is what its moment's strength gives (the property was not controllable)."""
+    run = _script(tmp_path, _CONTROLLED)
+    count, first, middle, last, apart = (int(x) for x in run.stdout.split())
+    assert (count, first, middle, last) == (6, 0, 0, 0) and apart > 10, run.stdout + run.stderr
+
+
 # Three cameras in one pipeline: a and b with the same settings (one engine), c with another inference size (its
 # own); different real frames in each (the bundled hazy clip, upside down for b). Then a and b each alone.
 _SHARED = """
