@@ -3,6 +3,8 @@ another, each file with a single run's guarantees (timestamps, audio, an output 
 
 - Resumable: a file whose output exists is skipped. Outputs appear only when complete (``outputs.py``), so a rerun
   after a crash, a kill or Ctrl-C does only what is missing. Delete an output to have it redone.
+- Batches side by side over the same folders (two machines on a shared disk, or a second run started by mistake)
+  share the work: a file is locked (``flock``) by the one dehazing it, and the others pass it by.
 - A file that fails is reported and the others go on; the run exits 1 at the end, with counts.
 - Several files at once (``jobs``) run in as many worker processes, each with its own engine: the threads of one
   process (decoding, the model, encoding) share one interpreter lock, which holds a process well below a
@@ -12,6 +14,7 @@ another, each file with a single run's guarantees (timestamps, audio, an output 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -42,6 +45,7 @@ from .sources import main_video
 
 log = logging.getLogger("streamdehaze")
 
+STATUSES = ("done", "skipped", "elsewhere", "failed", "interrupted")
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".m2ts", ".mpg",
                             ".mpeg", ".flv", ".wmv", ".3gp", ".y4m", ".ogv"})
 
@@ -59,8 +63,9 @@ class Item:
 
 @dataclass
 class FileResult:
-    """What became of one file: ``done``, ``skipped`` (its output was there), ``failed`` (``error`` says why) or
-    ``interrupted`` (the run was stopped; nothing of it is at the output)."""
+    """What became of one file: ``done``, ``skipped`` (its output was there), ``elsewhere`` (another batch was
+    dehazing it), ``failed`` (``error`` says why) or ``interrupted`` (the run was stopped; nothing of it is at the
+    output)."""
 
     name: str
     input: str
@@ -85,7 +90,7 @@ class BatchResult:
         return sum(f.frames for f in self.files if f.status == "done")
 
     def as_json(self) -> dict[str, Any]:
-        return {"files": len(self.files), **{s: self.count(s) for s in ("done", "skipped", "failed", "interrupted")},
+        return {"files": len(self.files), **{s: self.count(s) for s in STATUSES},
                 "ignored": self.ignored, "frames": self.frames, "seconds": round(self.seconds, 3),
                 "fps": round(self.frames / self.seconds, 3) if self.seconds > 0 else 0.0,
                 "results": [asdict(f) for f in sorted(self.files, key=lambda f: f.name)]}
@@ -174,7 +179,13 @@ class LocalBatch:
         if self._stop.is_set():
             result.status = "interrupted"
             return result
-        if Path(item.output).exists():
+        claim = _claim(item.input)
+        if claim is None:
+            log.warning("%s: another batch is dehazing it: left to that one", item.name)
+            result.status = "elsewhere"
+            return result
+        if Path(item.output).exists():  # (after the claim: another batch may have just finished it)
+            _release(claim)
             result.status = "skipped"
             return result
         thread = threading.current_thread()
@@ -201,6 +212,7 @@ class LocalBatch:
             result.status, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
         finally:
             thread.name = name
+            _release(claim)
         result.seconds = time.perf_counter() - start
         return result
 
@@ -240,6 +252,28 @@ class LocalBatch:
     def close(self) -> None:
         self.lane.close()
         log.removeFilter(self._labels)
+
+
+def _claim(path: str) -> int | None:
+    """``path`` opened and locked for this batch alone: its descriptor, -1 where no lock could be taken (a file that
+    does not open: the run says why; a filesystem without locks), None where another batch holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (the kernel lets go when the process ends, killed too)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        pass
+    return fd
+
+
+def _release(claim: int) -> None:
+    if claim >= 0:
+        os.close(claim)
 
 
 ATTEMPTS = 3  # a file whose worker dies this many times is failed, not retried forever

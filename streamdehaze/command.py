@@ -21,7 +21,8 @@ import cv2
 import tqdm
 
 from .api import process
-from .batch import BatchResult, FileResult, LocalBatch, WorkerProcesses, check_encoding, check_output_folder, plan
+from .batch import (STATUSES, BatchResult, FileResult, LocalBatch, WorkerProcesses, check_encoding, check_output_folder,
+                    plan)
 from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
@@ -247,8 +248,7 @@ def batch(argv: list[str]) -> int:
         with atomic_output(args.stats_json) as tmp:
             tmp.write_text(json.dumps({"input": str(args.input), "output": str(args.output), **result.as_json()},
                                       indent=2) + "\n")
-    counts = ", ".join(f"{result.count(s)} {s}" for s in ("done", "skipped", "failed", "interrupted")
-                       if result.count(s) or s == "done")
+    counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s) or s == "done")
     line = (f"batch: {len(items)} {'file' if len(items) == 1 else 'files'} ({counts}); {result.frames} frames in "
             f"{result.seconds:.2f} s ({result.frames / max(result.seconds, 1e-9):.1f} fps) -> {args.output}")
     if ignored:  # (notes, a GIF: left out, and said so)
