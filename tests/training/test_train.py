@@ -357,3 +357,18 @@ def test_the_evaluations_photos_never_train(evaluation_data, tmp_path, capsys):
         assert run_main(main, ["--config", str(config), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: data.real_hazy: ") and "the evaluation's photo" in err and "\n" not in err
+
+
+def test_the_evaluations_photos_are_found_from_any_folder(shared_data, tmp_path, monkeypatch):
+    """The evaluation's own photos, copied under another name and trained from another working folder: refused
+    (they were looked for at ../shared/data from the working folder only)."""
+    from training.cli import UsageError
+    from training.evaldata import refuse_evaluation_photos
+
+    photo = sorted((shared_data / "real_hazy").iterdir())[0]
+    copy = tmp_path / "mine.jpg"
+    copy.write_bytes(photo.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="is the evaluation's photo"):
+        refuse_evaluation_photos({"data.clean": [copy]})
+
