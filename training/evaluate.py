@@ -30,6 +30,7 @@ import kanet
 from training.cli import UsageError, atomic_path, run_main
 from training.images import list_images, read_rgb
 from training.metrics import fade_density, psnr, ssim, warping_error
+from training.trainer import pick_device
 
 __all__ = ["dehaze_image", "read_video", "main"]
 
@@ -77,7 +78,7 @@ def read_video(path: Path, limit: int = 0) -> Iterator[np.ndarray]:
         raise UsageError(f"no frames decoded from {path}")
 
 
-def _load_model(weights: Path, device: str) -> torch.nn.Module:
+def _load_model(weights: Path, device: torch.device) -> torch.nn.Module:
     import kanet
 
     try:
@@ -163,7 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import pyfade  # noqa: F401
         except ImportError:
             raise UsageError("--fade needs the optional package fade-python (pip install fade-python)") from None
-    model = _load_model(args.weights, args.device) if args.weights is not None else None
+    if args.json is not None and not args.json.parent.is_dir():  # (before the work, not after it)
+        raise UsageError(f"--json {args.json}: folder does not exist: {args.json.parent}")
+    device = pick_device(args.device, "--device")
+    model = _load_model(args.weights, device) if args.weights is not None else None
     result = _video(args, model) if args.video is not None else _paired(args, model)
     figures = result["mean"] if "mean" in result else result
     for key, value in figures.items():

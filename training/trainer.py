@@ -33,18 +33,19 @@ from training.synthesis import synthesize_haze
 __all__ = ["Trainer", "pick_device"]
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device (``UsageError`` if absent)."""
+def pick_device(name: str, option: str = "train.device") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device (``UsageError`` naming ``option`` if
+    absent)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"train.device must be auto, cpu or cuda[:N], got {name}") from None
+        raise UsageError(f"{option} must be auto, cpu or cuda[:N], got {name}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"train.device is {name} but CUDA is not available")
+        raise UsageError(f"{option} is {name} but CUDA is not available")
     if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"train.device must be auto, cpu or cuda[:N], got {name}")
+        raise UsageError(f"{option} must be auto, cpu or cuda[:N], got {name}")
     return device
 
 

@@ -12,6 +12,8 @@ import pytest
 from training.cli import run_main
 from training.evaluate import main
 
+SHIPPED = str(Path(__file__).resolve().parents[2] / "streamdehaze" / "weights" / "kanet-t.safetensors")
+
 from .conftest import scene
 
 
@@ -64,6 +66,11 @@ def test_model_on_paired_folder_and_video(tmp_path):
     (["--dehazed", "/no/such", "--clean", "/no/such"], "image folder not found"),
     (["--weights", "/no/w.safetensors", "--video", "v.mp4"], "weights not found"),
     (["--dehazed", "/no/o.mp4", "--video", "/no/v.mp4"], "video not found"),
+    # (tracebacks, the second after all the scoring was done)
+    (["--weights", SHIPPED, "--video", "/no/v.mp4", "--device", "tpu"],
+     "error: --device must be auto, cpu or cuda[:N], got tpu"),
+    (["--weights", SHIPPED, "--video", "/no/v.mp4", "--json", "/no/such/f.json"],
+     "error: --json /no/such/f.json: folder does not exist: /no/such"),
 ])
 def test_bad_input_is_one_line(args, message, capsys):
     assert run_main(main, args) == 2
