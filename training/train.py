@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -74,6 +76,25 @@ def _stop_on_signals(trainer) -> Iterator[None]:
             signal.signal(s, handler)
 
 
+@contextlib.contextmanager
+def _held(folder: Path) -> Iterator[None]:
+    """The run folder (made if need be) locked while this trains in it: a second training into it (the same command
+    in another terminal, or another seed started at the same moment) is refused, where it trained the same steps
+    beside the first, both writing the one log and its checkpoints."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{folder}: another training is running in it") from None
+        except OSError:  # (a filesystem without locks)
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.config is None and args.resume is None:
@@ -92,6 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, out=str(out)))
     folder = Path(config.train.out)
+    with _held(folder):
+        return _run(args, config, folder)
+
+
+def _run(args: argparse.Namespace, config: Config, folder: Path) -> int:
     resume = args.resume
     if (folder / "last.json").is_file():
         # The folder already holds a run: go on with it (a recipe run again after a crash), or refuse to mix

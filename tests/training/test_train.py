@@ -210,6 +210,27 @@ def test_a_run_started_again_goes_on_and_another_configuration_is_refused(clean_
     assert json.loads((run / "last.json").read_text())["step"] == 6
 
 
+def test_a_second_training_into_a_run_folder_in_use_is_refused(clean_folder, tmp_path, capsys):
+    """The same command in another terminal trained the same steps beside the first, both writing one log; another
+    seed started at the same moment mixed its checkpoints in. The folder is locked by the training in it (taken
+    here as that training would)."""
+    import fcntl
+    import os
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 2})
+    fd = os.open(run, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert run_main(main, ["--config", str(config), "--quiet"]) == 2
+        assert capsys.readouterr().err == f"error: {run}: another training is running in it\n"
+        assert list(run.iterdir()) == []
+    finally:
+        os.close(fd)
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0  # let go: it trains
+
+
 def test_a_resumed_run_forgets_what_it_does_again_and_what_a_killed_run_left(clean_folder, tmp_path):
     run = tmp_path / "run"
     config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 4, "checkpoint_every": 2})
