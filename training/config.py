@@ -180,7 +180,10 @@ def load_config(path: str | Path) -> Config:
             raise UsageError(f"config file not found: {path}")
         print(f"config: {path} is not in {Path.cwd()}; reading the shipped one, {shipped}", file=sys.stderr)
         path = shipped
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # (a byte-order mark, as Notepad writes one, is no setting)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start} cannot be read): save it as UTF-8") from None
     try:
         raw = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:

@@ -180,6 +180,18 @@ def test_bad_input_gives_one_line_and_nonzero_exit(clean_folder, tmp_path, capsy
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_a_configuration_as_windows_editors_save_it(clean_folder, tmp_path, capsys):
+    """UTF-16 (PowerShell's ``>``) or Latin-1 was a UnicodeDecodeError traceback; a byte-order mark (Notepad's UTF-8)
+    "Invalid statement (at line 1, column 1)"."""
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run", train={"steps": 1})
+    text = config.read_text(encoding="utf-8")
+    config.write_text("# café\n" + text, encoding="utf-16")
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"error: {config}: not UTF-8 text (byte 0 cannot be read): save it as UTF-8\n"
+    config.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+
+
 def test_max_fog_without_fade_python_is_one_line(clean_folder, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyfade", None)  # as if fade-python were not installed
     config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run", data={"max_fog": 0.8})
