@@ -44,6 +44,7 @@ from .hwaccel import Nvidia, check_nvenc_codec, use_cuda
 from .images import is_image
 from .live import LiveOptions, LiveSource, is_live
 from .models import MODEL_NAMES
+from .models.kanet_model import check_weights_file
 from .outputs import (
     OutputFile,
     RecordingDeleted,
@@ -141,8 +142,8 @@ class Job:
             if c.model.model not in MODEL_NAMES:
                 raise UsageError(f"unknown model {c.model.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
         with keyed("weights"):
-            if c.model.weights is not None and not Path(c.model.weights).is_file():
-                raise UsageError(f"weights file not found: {c.model.weights}")
+            if c.model.weights is not None:
+                check_weights_file(c.model.weights)
         with keyed("device"):
             self.device = resolve_device(c.model.device)
         with keyed("hwaccel"):

@@ -94,6 +94,21 @@ class CoefficientKANet(KANetModel):
             return kanet.coefficients(self.net, rgb)
 
 
+def check_weights_file(path: str | os.PathLike) -> None:
+    """A ``UsageError`` where ``path`` is not a weights file, saying what it is where that helps: a training run's
+    folder, or a training state (its weights are the ``.safetensors`` beside it)."""
+    path = Path(path)
+    if path.is_dir():
+        run = (path / "last.json").is_file()
+        raise UsageError(f"{path} is a {'training run' if run else 'folder'}, not a weights file"
+                         + (": give one of its step-N.safetensors" if run else ""))
+    if path.name.endswith(".state.pt"):
+        raise UsageError(f"{path} is a training state, not weights: they are in "
+                         f"{path.name.removesuffix('.state.pt')}.safetensors beside it")
+    if not path.is_file():
+        raise UsageError(f"weights file not found: {path}")
+
+
 def load_kanet(name: str | None, weights: str | os.PathLike | None, option: str = "--{} {}") -> KANetModel:
     """KA_Net configuration ``name`` with ``weights`` (ours or official), or the shipped weights; with
     ``name=None``, whatever configuration ``weights`` holds. ``option``: how messages name settings, as for
@@ -101,8 +116,7 @@ def load_kanet(name: str | None, weights: str | os.PathLike | None, option: str 
     path = Path(weights) if weights is not None else shipped_weights(name) if name is not None else None
     if path is None:
         raise _missing_weights(name or "kanet", option)
-    if not path.is_file():
-        raise UsageError(f"weights file not found: {path}")
+    check_weights_file(path)
     try:
         if path.suffix == ".safetensors":
             net = kanet.load_weights(path)

@@ -387,3 +387,18 @@ def test_a_run_without_standard_error(make_video, probe, tmp_path, stderr):
     assert probe(tmp_path / "o.mp4")["times"] == probe(src)["times"]
     failed = run(tmp_path / "nope.mp4", tmp_path / "p.mp4")
     assert failed.returncode == 2 and failed.stdout == b""
+
+
+def test_a_training_run_or_state_given_as_weights_says_what_to_give(make_video, run_cli, tmp_path):
+    # (they said "weights file not found: run" of a folder that is there, and "entry 'optimizer' is not a tensor")
+    src, run = make_video(frames=3), tmp_path / "run"
+    run.mkdir()
+    (run / "last.json").write_text('{"step": 6}')
+    (run / "step-0000006.state.pt").write_bytes(b"state")
+    code, err = run_cli(src, tmp_path / "o.mp4", "--weights", run)
+    assert (code, err) == (2, f"streamdehaze: error: {run} is a training run, not a weights file: give one of its "
+                              "step-N.safetensors\n")
+    code, err = run_cli(src, tmp_path / "o.mp4", "--weights", run / "step-0000006.state.pt")
+    assert (code, err) == (2, f"streamdehaze: error: {run / 'step-0000006.state.pt'} is a training state, not "
+                              "weights: they are in step-0000006.safetensors beside it\n")
+    assert not (tmp_path / "o.mp4").exists()
