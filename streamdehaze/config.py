@@ -18,17 +18,12 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
+import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from os import PathLike
 from pathlib import Path
 from typing import Any, Iterator
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # (the same module, before it came with Python)
-    import tomli as tomllib
 
 from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError

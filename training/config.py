@@ -11,14 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # (the same module, before it came with Python)
-    import tomli as tomllib
 
 from training.cli import UsageError
 from training.clips import MotionConfig
