@@ -3,8 +3,9 @@ another, each file with a single run's guarantees (timestamps, audio, an output 
 
 - Resumable: a file whose output exists is skipped. Outputs appear only when complete (``outputs.py``), so a rerun
   after a crash, a kill or Ctrl-C does only what is missing. Delete an output to have it redone.
-- Batches side by side over the same folders (two machines on a shared disk, or a second run started by mistake)
-  share the work: a file is locked (``flock``) by the one dehazing it, and the others pass it by.
+- Batches side by side into the same output folder (two machines on a shared disk, or a second run started by
+  mistake) share the work: the one dehazing a file holds a lock (``flock``) on a hidden ``.NAME.claim`` beside its
+  output, and the others pass it by. (Batches into other folders, two models compared, each do every file.)
 - A file that fails is reported and the others go on; the run exits 1 at the end, with counts.
 - Several files at once (``jobs``) run in as many worker processes, each with its own engine: the threads of one
   process (decoding, the model, encoding) share one interpreter lock, which holds a process well below a
@@ -14,6 +15,7 @@ another, each file with a single run's guarantees (timestamps, audio, an output 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -179,13 +181,13 @@ class LocalBatch:
         if self._stop.is_set():
             result.status = "interrupted"
             return result
-        claim = _claim(item.input)
+        claim = _claim(Path(item.output))
         if claim is None:
             log.warning("%s: another batch is dehazing it: left to that one", item.name)
             result.status = "elsewhere"
             return result
         if Path(item.output).exists():  # (after the claim: another batch may have just finished it)
-            _release(claim)
+            _release(claim, Path(item.output))
             result.status = "skipped"
             return result
         thread = threading.current_thread()
@@ -212,7 +214,7 @@ class LocalBatch:
             result.status, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
         finally:
             thread.name = name
-            _release(claim)
+            _release(claim, Path(item.output))
         result.seconds = time.perf_counter() - start
         return result
 
@@ -254,11 +256,17 @@ class LocalBatch:
         log.removeFilter(self._labels)
 
 
-def _claim(path: str) -> int | None:
-    """``path`` opened and locked for this batch alone: its descriptor, -1 where no lock could be taken (a file that
-    does not open: the run says why; a filesystem without locks), None where another batch holds it."""
+def _claim_file(output: Path) -> Path:
+    return output.with_name(f".{output.name}.claim")
+
+
+def _claim(output: Path) -> int | None:
+    """``output`` claimed for this batch alone (a lock on ``.NAME.claim`` beside it): the claim's descriptor, -1
+    where none could be taken (a folder that cannot be written: the run says why; a filesystem without locks), None
+    where another batch holds it."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(_claim_file(output), os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         return -1
     try:
@@ -271,8 +279,12 @@ def _claim(path: str) -> int | None:
     return fd
 
 
-def _release(claim: int) -> None:
+def _release(claim: int, output: Path) -> None:
+    """Let go of a claim, its file gone first (the output is in place by then: a batch that claims it afresh skips
+    it)."""
     if claim >= 0:
+        with contextlib.suppress(OSError):
+            _claim_file(output).unlink()
         os.close(claim)
 
 

@@ -61,23 +61,27 @@ def test_a_rerun_does_only_what_is_missing(media_tree, run_cli, tmp_path):
 
 
 def test_a_file_another_batch_is_dehazing_is_left_to_it(media_tree, run_cli, caplog, tmp_path):
-    """Two batches over the same folders (two machines on a shared disk): each did every file. A file another
-    holds (its lock, taken here as that batch would) is left to it; once let go, a rerun does it."""
+    """Two batches into the same folder (two machines on a shared disk): each did every file. A file another
+    holds (its claim, taken here as that batch would) is left to it; once let go, a rerun does it. A batch into
+    another folder (another model, compared) does it all the same."""
     import fcntl
 
     src, names = media_tree(clips=2)
     (src / "broken.mp4").unlink()
     out, stats = tmp_path / "out", tmp_path / "stats.json"
-    with open(src / "clip0.mp4", "rb") as held:
+    out.mkdir()
+    with open(out / ".clip0.mp4.claim", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         code, err = run_cli("batch", src, out, "--model", "dcp", "--codec", "ffv1", "--jobs", 1, "--stats-json", stats)
+        assert run_cli("batch", src, tmp_path / "other", *DCP)[0] == 0
+        assert _files(tmp_path / "other") == names
     assert code == 0, err
     assert "batch: 3 files (2 done, 1 elsewhere)" in err
     assert "clip0.mp4: another batch is dehazing it: left to that one" in caplog.text
-    assert _files(out) == [n for n in names if n != "clip0.mp4"]
+    assert _files(out) == sorted([".clip0.mp4.claim", *(n for n in names if n != "clip0.mp4")])  # (the other's claim)
     assert json.loads(stats.read_text())["elsewhere"] == 1
     assert run_cli("batch", src, out, *DCP)[0] == 0
-    assert _files(out) == names
+    assert _files(out) == names and not list(out.rglob(".*"))  # (the claims gone with their files)
 
 
 def test_several_files_at_once_give_the_same_outputs(media_tree, probe, run_cli, tmp_path):
