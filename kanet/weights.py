@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .model import CONFIGS, KANet, KANetConfig
 
@@ -51,8 +51,9 @@ def save_weights(model: KANet, path: str | os.PathLike, dtype: torch.dtype | Non
     }
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)  # safetensors creates files private to their owner; weights are for every user
+        # (written by Python, not by safetensors: a full disk is then an OSError that says so, not an I/O error)
+        tmp.write_bytes(save(tensors, metadata=metadata))
+        os.chmod(tmp, 0o644)  # readable by every user of an installed package, whatever the umask
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ killed mid-write resumes from the previous checkpoint.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -54,9 +55,13 @@ def save_checkpoint(folder: str | Path, step: int, model: kanet.KANet, state: di
     tmp_w, tmp_s = atomic_path(weights), atomic_path(state_file)
     try:
         kanet.save_weights(model, tmp_w)
-        torch.save({**state, "step": step}, tmp_s)
+        state_bytes = io.BytesIO()  # (written by Python, not by torch: a full disk is then an OSError that says so)
+        torch.save({**state, "step": step}, state_bytes)
+        tmp_s.write_bytes(state_bytes.getbuffer())
         _replace(tmp_w, weights)
         _replace(tmp_s, state_file)
+    except OSError as exc:  # (the last checkpoint and last.json stay as they were)
+        raise OSError(exc.errno, f"{exc.strerror} while writing the checkpoint at step {step}", str(folder)) from None
     finally:
         tmp_w.unlink(missing_ok=True)
         tmp_s.unlink(missing_ok=True)

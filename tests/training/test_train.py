@@ -243,6 +243,18 @@ def test_a_second_training_into_a_run_folder_in_use_is_refused(clean_folder, tmp
     assert run_main(main, ["--config", str(config), "--quiet"]) == 0  # let go: it trains
 
 
+def test_a_full_disk_under_a_checkpoint_is_one_line(clean_folder, small_filesystem, tmp_path, capsys):
+    """(It was a torch or safetensors traceback: "basic_ios::clear: iostream error", "I/O error".) The checkpoint
+    before stays whole and named, and nothing half-written is left."""
+    run = small_filesystem(40 * 1024) / "run"  # (a checkpoint: 11 MB of weights, 22 MB of state: room for one)
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 2, "checkpoint_every": 1})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"error: {run}: No space left on device while writing the checkpoint at "
+                                       "step 2\n")
+    assert json.loads((run / "last.json").read_text())["step"] == 1
+    assert not [p for p in run.iterdir() if ".tmp." in p.name]
+
+
 def test_a_resumed_run_forgets_what_it_does_again_and_what_a_killed_run_left(clean_folder, tmp_path):
     run = tmp_path / "run"
     config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 4, "checkpoint_every": 2})
