@@ -45,9 +45,10 @@ def hdr10_of(frame: av.VideoFrame) -> HDR10 | None:
 # Each encoder's option, its names for the two parts, and its units: x265 counts chromaticities in steps of 0.00002
 # and luminance in steps of 0.0001 cd/m²; SVT-AV1 takes decimals.
 _WRITTEN = {
-    "libx265": ("x265-params", "master-display", "max-cll", lambda c: str(round(c * 50000)), lambda l: str(round(l * 10000))),
-    "libsvtav1": ("svtav1-params", "mastering-display", "content-light", lambda c: f"{float(c):.5f}",
-                  lambda l: f"{float(l):.4f}"),
+    "libx265": ("x265-params", "master-display", "max-cll", lambda xy: str(round(xy * 50000)),
+                lambda cd: str(round(cd * 10000))),
+    "libsvtav1": ("svtav1-params", "mastering-display", "content-light", lambda xy: f"{float(xy):.5f}",
+                  lambda cd: f"{float(cd):.4f}"),
 }
 
 

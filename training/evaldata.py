@@ -1,8 +1,8 @@
 """The evaluation's photos, which training must never see: the one rule that picks them, shared by the evaluation
 (``streamdehaze.evalsets``), the trainer and the pack.
 
-``python -m streamdehaze.evaluate --data DATA`` (default: ``shared/data`` beside the checkout) scores a model on every photo
-of ``DATA/real_hazy`` and on the held-out photos of ``DATA/clean``: those whose file name hashes below
+``python -m streamdehaze.evaluate --data DATA`` (default: ``shared/data`` beside the checkout) scores a model on
+every photo of ``DATA/real_hazy`` and on the held-out photos of ``DATA/clean``: those whose file name hashes below
 ``HELD_OUT`` (:func:`training.data.is_validation`, the split ``data.val_fraction`` makes). So the trainer never
 trains on a held-out name of its clean folder, whatever ``data.val_fraction`` (a pack keeps the names, so this
 holds on a GPU machine too), and the trainer and the pack refuse any training photo with the content of one of
