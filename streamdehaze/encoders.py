@@ -15,7 +15,7 @@ from .colour import YUVFormat
 from .errors import UsageError
 from .formats import held
 from .frames import PLANAR, matrix_name
-from .hdr import HDR10, encoder_options
+from .hdr import HDR10, WRITERS, encoder_options
 from .sources import VideoInfo
 
 log = logging.getLogger("streamdehaze")
@@ -149,7 +149,7 @@ def _with_hdr10(options: dict[str, str], hdr: HDR10, codec: str, muxer: str) -> 
     said where it takes none (PyAV writes no container side data: only the encoder can)."""
     added = encoder_options(hdr, codec)
     if not added:
-        takes = [e for e in held(("libx265", "libsvtav1"), muxer) if encoder_options(hdr, e)]
+        takes = held(WRITERS, muxer)
         log.warning("the input's HDR10 mastering display and light levels are not written by %s%s", codec,
                     f" (--codec {takes[0]} writes them)" if takes else "")
     return {**options, **{key: ":".join(p for p in (options.get(key), value) if p) for key, value in added.items()}}

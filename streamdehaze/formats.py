@@ -61,12 +61,13 @@ _OGG = frozenset({"opus", "libopus", "vorbis", "libvorbis", "flac", "speex", "th
 
 
 # Muxers that write a display matrix (a phone's rotation tag) which FFmpeg reads back; MPEG-TS, FLV, AVI write none.
-HOLDS_ROTATION = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v", "matroska", "webm"}
+_MP4_FAMILY = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v"}
+HOLDS_ROTATION = _MP4_FAMILY | {"matroska", "webm"}
 
 
 # Where a pixel's shape (an anamorphic picture's) is written: MP4 and MOV state it themselves (their 'pasp'), these
 # codecs in their own headers. Matroska states it from a field PyAV cannot set, so VP9, AV1 or FFV1 there lose it.
-STATES_PIXEL_ASPECT = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v"}
+STATES_PIXEL_ASPECT = _MP4_FAMILY
 PIXEL_ASPECT_CODECS = {"h264", "hevc", "mpeg2video", "mpeg4", "mpeg1video", "mjpeg"}
 
 
@@ -328,10 +329,10 @@ def output_options(target: str, shown_as: Path | None = None, live: bool = False
         # A stream that starts late (a cut from MPEG-TS) starts after an edit in the file's own clock, FFmpeg's in
         # milliseconds: at 90 kHz (MPEG-TS's, and a whole tick of every common frame rate) it starts where it did.
         options = {**options, "movie_timescale": "90000"}
-    if fmt in ("mp4", "mov") and any(_REVERSE_DNS.fullmatch(key) for key in tags or {}):
-        # A phone's own keys (com.apple.quicktime.location.ISO6709, ...make, ...model): these muxers write any
-        # other than their few known ones only in this mode, and read the known ones back the same from it.
-        options = {**options, "movflags": options.get("movflags", "") + "+use_metadata_tags"}
+        if any(_REVERSE_DNS.fullmatch(key) for key in tags or {}):
+            # A phone's own keys (com.apple.quicktime.location.ISO6709, ...make, ...model): these muxers write any
+            # other than their few known ones only in this mode, and read the known ones back the same from it.
+            options = {**options, "movflags": options.get("movflags", "") + "+use_metadata_tags"}
     return fmt, options
 
 

@@ -50,6 +50,7 @@ _WRITTEN = {
     "libsvtav1": ("svtav1-params", "mastering-display", "content-light", lambda xy: f"{float(xy):.5f}",
                   lambda cd: f"{float(cd):.4f}"),
 }
+WRITERS = tuple(_WRITTEN)  # the encoders that write it, by preference
 
 
 def encoder_options(hdr: HDR10, codec: str) -> dict[str, str]:
