@@ -57,6 +57,47 @@ def _logged_step(line: str) -> float:
         return math.inf
 
 
+# Where the numbers of [haze], [motion], [reweight] and [loss] mean something: (lowest, highest), None for no bound.
+# A [low, high] range must also have low <= high; anything not named here must only be finite.
+_LIMITS = {
+    "haze": {"exposure": (0, None), "gamma": (0, None), "white_balance": (0, 1), "shading": (0, 1),
+             "saturation": (0, None), "thickness": (0, None), "near": (0, 1), "depth_gamma": (0, None),
+             "density_sigma": (0, None), "airlight": (0, 1), "tint": (0, None), "airlight_sigma": (0, None),
+             "scatter_blur": (0, None), "camera_blur": (0, None), "camera_blur_p": (0, 1), "read_noise": (0, None),
+             "shot_noise": (0, None), "noise_p": (0, 1), "jpeg_quality": (1, 100), "jpeg_p": (0, 1),
+             "field_components": (1, None), "field_cycles": (0, None), "clear_p": (0, 1)},
+    "motion": {key: (0, None) for key in ("max_speed", "max_accel", "max_rotation", "max_zoom", "max_perspective",
+                                         "drift")},
+    "reweight": {"lambdap": (0, None), "decay_pow": (0, None), "num_f": (1, None), "lrbl": (0, None),
+                 "inner_steps": (0, None), "lambda_decay_rate": (0, None), "lambda_decay_epochs": (1, None),
+                 "min_lambda_times": (0, None), "presave_ratio": (0, 1)},
+    "loss": {"pixel": (0, None), "msssim": (0, None), "msssim_scales": (0, 5), "contrastive": (0, None),
+             "contrastive_sigma": (0, None), "temporal": (0, None), "temporal_long": (0, None),
+             "fog_left": (0, None), "airlight": (0, None)},
+}
+
+
+def _check_limits(config: Config) -> None:
+    """``UsageError`` for a number of [haze], [motion], [reweight] or [loss] outside :data:`_LIMITS`, or a range
+    given high to low (synthesis would draw from it without a word)."""
+    for section, limits in _LIMITS.items():
+        for item in dataclasses.fields(getattr(config, section)):
+            value = getattr(getattr(config, section), item.name)
+            if isinstance(value, (str, bool)):
+                continue
+            numbers = list(value) if isinstance(value, tuple) else [value]
+            low, high = limits.get(item.name, (None, None))
+            shown = f"{section}.{item.name}"
+            if not all(math.isfinite(v) and (low is None or v >= low) and (high is None or v <= high)
+                       for v in numbers):
+                bounds = (f"in [{low}, {high}]" if high is not None else f">= {low}" if low is not None
+                          else "finite")
+                raise UsageError(f"{shown} must be {bounds}, got {value!r}" if len(numbers) == 1 else
+                                 f"{shown} must be two numbers {bounds}, got {list(value)}")
+            if len(numbers) == 2 and numbers[0] > numbers[1]:
+                raise UsageError(f"{shown} must be [low, high] with low <= high, got {list(value)}")
+
+
 def _check_ranges(config: Config) -> None:
     """``UsageError`` for a number outside what it can mean (the optimiser's and the loop's own checks would
     otherwise surface as tracebacks, some only after the first step)."""
@@ -82,6 +123,7 @@ def _check_ranges(config: Config) -> None:
     for key, value, ok, rule in rules:
         if not ok:
             raise UsageError(f"{key} must be {rule}, got {value!r}")
+    _check_limits(config)
 
 
 def _lr_factor(step: int, steps: int, warmup: int, schedule: str, floor: float) -> float:

@@ -170,6 +170,13 @@ def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path, random
     ({"train": {"crop": 0}}, "train.crop must be >= 1, got 0"),
     ({"train": {"checkpoint_every": 0}}, "train.checkpoint_every must be >= 1, got 0"),
     ({"train": {"log_every": 0}}, "train.log_every must be >= 1, got 0"),
+    ({"haze": {"thickness": [3.0, 1.0]}}, "haze.thickness must be [low, high] with low <= high, got [3.0, 1.0]"),
+    ({"haze": {"jpeg_quality": [10.0, 200.0]}}, "haze.jpeg_quality must be two numbers in [1, 100], got [10.0, 200.0]"),
+    ({"haze": {"noise_p": 1.5}}, "haze.noise_p must be in [0, 1], got 1.5"),
+    ({"motion": {"max_speed": -3.0}}, "motion.max_speed must be >= 0, got -3.0"),
+    ({"reweight": {"num_f": 0}}, "reweight.num_f must be >= 1, got 0"),
+    ({"loss": {"temporal": -0.5}}, "loss.temporal must be >= 0, got -0.5"),
+    ({"loss": {"msssim_scales": 7}}, "loss.msssim_scales must be in [0, 5], got 7"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(clean_folder, tmp_path, capsys, edit, message):
     config = tmp_path / "missing.toml"
