@@ -38,7 +38,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, help="TOML or JSON config (see training/configs/)")
     parser.add_argument("--resume", type=Path, help="checkpoint to continue from: run folder, .state.pt or "
-                                                    ".safetensors (the config saved in it is used unless --config)")
+                                                    ".safetensors (the config saved in it is used unless --config; "
+                                                    "the run goes on in its folder unless --out)")
     parser.add_argument("--out", type=Path, help="run folder (overrides train.out)")
     parser.add_argument("--until", type=int, help="stop after this step (the schedule still spans train.steps)")
     parser.add_argument("--minutes", type=float, help="stop, with a checkpoint, after this much training time")
@@ -108,8 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         config = _saved_config(args.resume)[1]
     out = args.out
-    if out is None and args.resume is not None and args.config is None and args.resume.is_dir():
-        out = args.resume
+    if out is None and args.resume is not None and args.config is None:
+        # the run goes on in the checkpoint's own folder, not in its saved train.out, which may be relative to
+        # wherever the run was started
+        out = args.resume if args.resume.is_dir() else args.resume.parent
     if out is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, out=str(out)))
     folder = Path(config.train.out)

@@ -127,6 +127,21 @@ def test_resume_continues_identically(clean_folder, tmp_path):
     assert losses_a == pytest.approx(losses_b, abs=1e-6)
 
 
+def test_a_checkpoint_file_resumed_from_another_folder_goes_on_in_its_own(clean_folder, tmp_path, monkeypatch):
+    # train.out is relative to where the run started: resumed from elsewhere by its file, the run goes on in the
+    # checkpoint's folder, not in a new folder of that name under the working directory
+    (tmp_path / "project").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    config = write_config(tmp_path / "c.toml", clean_folder, Path("run"), train={"steps": 4, "checkpoint_every": 2})
+    assert run_main(main, ["--config", str(config), "--until", "2", "--quiet"]) == 0
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run = tmp_path / "project" / "run"
+    assert run_main(main, ["--resume", str(run / "step-0000002.state.pt"), "--quiet"]) == 0
+    assert json.loads((run / "last.json").read_text())["step"] == 4
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
 def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path, random_vgg):
     import cv2
 
