@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import torch
 
+from streamdehaze.truncation import truncated
 from training.cli import UsageError, atomic_path
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "read_rgb", "to_tensor", "to_uint8", "write_png"]
@@ -39,7 +40,13 @@ def read_rgb(path: str | Path, short_side: int | None = None, *, grey: bool = Fa
         uint8 RGB :math:`(H, W, 3)`, or float32 :math:`(H, W)` in [0, 1] when ``grey``.
     """
     flag = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR
-    image = cv2.imread(str(path), flag)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read image {path}: {exc.strerror}") from None
+    if truncated(data):  # (libjpeg would pad it with grey, and a model learn grey from it)
+        raise UsageError(f"cannot decode image: {path}: truncated (its data ends before the picture does)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None:
         raise UsageError(f"cannot decode image: {path}")
     if grey:

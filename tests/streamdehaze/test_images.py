@@ -297,7 +297,7 @@ def test_truncated_jpeg_is_refused(run_cli, hazy_image, tmp_path):
 
 
 def test_jpeg_truncation_is_told_from_a_whole_file(hazy_image, tmp_path):
-    from streamdehaze.images import jpeg_truncated
+    from streamdehaze.truncation import jpeg_truncated
 
     path = tmp_path / "p.jpg"
     for progressive in (0, 1):
@@ -310,7 +310,7 @@ def test_jpeg_truncation_is_told_from_a_whole_file(hazy_image, tmp_path):
 
 
 def test_png_truncation_is_told_from_a_whole_file(hazy_image, tmp_path):
-    from streamdehaze.images import png_truncated
+    from streamdehaze.truncation import png_truncated
 
     path = tmp_path / "p.png"
     assert cv2.imwrite(str(path), hazy_image(0, 64, 48))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -200,6 +202,21 @@ def test_bad_input_gives_one_line_and_nonzero_exit(clean_folder, tmp_path, capsy
     assert run_main(main, ["--config", str(config), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_cut_photo_is_one_line_not_grey_training_data(clean_folder, tmp_path, capsys):
+    # libjpeg decodes a JPEG cut short (a copy that stopped) with its missing part grey, without an error
+    whole = (clean_folder / "scene_00.png").read_bytes()
+    (clean_folder / "scene_00.png").unlink()
+    cv2.imwrite(str(clean_folder / "cut.jpg"), cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_COLOR))
+    data = (clean_folder / "cut.jpg").read_bytes()
+    (clean_folder / "cut.jpg").write_bytes(data[:len(data) // 2])
+    assert cv2.imread(str(clean_folder / "cut.jpg")) is not None  # (what training used to learn from)
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run")
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: cannot decode image: {clean_folder / 'cut.jpg'}: truncated (its data ends before the " \
+                  "picture does)"
 
 
 def test_a_configuration_as_windows_editors_save_it(clean_folder, tmp_path, capsys):
