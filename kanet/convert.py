@@ -2,7 +2,8 @@
 
     python -m kanet.convert IN.pk OUT.safetensors [--trust] [--seed N] [--dtype fp32|fp16|bf16] [--no-strict]
 
-Bad input: one ``error: ...`` line on stderr and exit status 1. The output is written under a temporary name and
+Bad input: one ``error: ...`` line on stderr and exit status 2 (usage: an input that is not there, an output that
+cannot be written) or 1 (a file that cannot be read as a checkpoint). The output is written under a temporary name and
 renamed on success.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .official import CheckpointError, brief_error, load_official, output_problem
+from .official import CheckpointError, brief_error, input_problem, load_official, output_problem
 from .weights import save_weights
 
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-strict", action="store_true", help="convert even with missing/unexpected keys")
     args = p.parse_args(argv)
     out = Path(args.output)
-    problem = output_problem(out, args.input)
+    problem = input_problem(args.input) or output_problem(out, args.input)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

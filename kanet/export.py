@@ -32,7 +32,7 @@ from torch import nn
 from . import transform
 from .inference import border
 from .model import MODEL_NAMES, KANet, create_model
-from .official import output_problem
+from .official import input_problem, output_problem
 from .weights import WeightsError, load_weights
 
 OPSET = 18
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="RFF seed for --model (default 0)")
     p.add_argument("--check", action="store_true", help="compare onnxruntime (CPU) with PyTorch after export")
     args = p.parse_args(argv)
-    problem = output_problem(args.output, args.weights)
+    problem = input_problem(args.weights) or output_problem(args.output, args.weights)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

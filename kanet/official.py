@@ -180,6 +180,14 @@ def brief_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
+def input_problem(given: str | os.PathLike | None) -> str | None:
+    """Why a command-line tool cannot read the file ``given`` (none there, or a folder), or None: a usage error,
+    exit 2, as the product's own commands give for an input that is not there."""
+    if given is None or Path(given).is_file():
+        return None
+    return f"{given} is a folder: give a file" if Path(given).is_dir() else f"{given}: no such file"
+
+
 def output_problem(output: str | os.PathLike, *inputs: str | os.PathLike | None) -> str | None:
     """Why a command-line tool cannot write ``output`` (it is one of its ``inputs``, a folder, or in no folder that
     exists), or None: said before any work, and never by overwriting what it reads."""

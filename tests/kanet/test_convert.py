@@ -112,7 +112,8 @@ def test_untrusted_pickle_is_refused(paper_checkpoint, tmp_path: Path, capsys) -
 
 def test_cli_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.safetensors"
-    assert main([str(tmp_path / "nope.pk"), str(out)]) == 1
+    assert main([str(tmp_path / "nope.pk"), str(out)]) == 2
+    assert main([str(tmp_path), str(out)]) == 2
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint")
     assert main([str(text), str(out)]) == 1
@@ -120,9 +121,9 @@ def test_cli_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
     torch.save({"model": {"conv.weight": torch.zeros(2)}}, unrelated)
     assert main([str(unrelated), str(out)]) == 1
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
-    assert "no such file" in lines[0] and "not a readable PyTorch checkpoint" in lines[1]
-    assert "not a KA_Net checkpoint" in lines[2]
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
+    assert "no such file" in lines[0] and "is a folder: give a file" in lines[1]
+    assert "not a readable PyTorch checkpoint" in lines[2] and "not a KA_Net checkpoint" in lines[3]
     assert not out.exists()
 
 

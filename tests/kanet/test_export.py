@@ -47,7 +47,7 @@ def test_parity_mode_and_bad_inputs_are_refused(tmp_path: Path, capsys) -> None:
     kanet.save_weights(model, weights)
     out = tmp_path / "p.onnx"
     assert main(["--weights", str(weights), str(out)]) == 1
-    assert main(["--weights", str(tmp_path / "missing.safetensors"), str(out)]) == 1
+    assert main(["--weights", str(tmp_path / "missing.safetensors"), str(out)]) == 2  # (usage, as streamdehaze)
     data = weights.read_bytes()
     assert main(["--weights", str(weights), str(weights)]) == 2  # before the export, not over the weights
     assert weights.read_bytes() == data
