@@ -289,12 +289,14 @@ def _release(claim: int, output: Path) -> None:
 
 
 ATTEMPTS = 3  # a file whose worker dies this many times is failed, not retried forever
+STOP_S = 10.0  # on Ctrl-C, how long the files in progress have to stop and keep what they finished
 
 
 class WorkerProcesses:
     """``jobs`` worker processes, each dehazing one file at a time on its own ``LocalBatch`` with ``threads``
-    threads for torch and OpenCV. ``run`` hands out the files and reports each result; ``close`` ends them (a
-    file in progress leaves nothing: outputs are named only when complete).
+    threads for torch and OpenCV. ``run`` hands out the files and reports each result; on Ctrl-C or SIGTERM the
+    files in progress stop as in one process (what each finished kept as ``NAME.partial.EXT``), for ``STOP_S`` at
+    most; ``close`` ends the workers (a file still in progress then leaves nothing).
 
     Each worker reports on a pipe of its own: a worker killed in the middle of a message (SIGKILL, the OOM killer)
     then cuts only its own pipe, where on a shared queue it would keep the queue's lock, and the others' results,
@@ -321,37 +323,56 @@ class WorkerProcesses:
         pending, attempts = deque(items), {item.name: 0 for item in items}
         busy: dict[int, Item] = {}
         try:
-            self._dispatch(pending, busy, attempts, on_result, on_frames, check)
+            while pending or busy:
+                check()
+                for index, worker in enumerate(self._workers):
+                    if index not in busy and pending:
+                        busy[index] = pending.popleft()
+                        worker.tasks.put(busy[index])
+                self._receive(busy, on_result, on_frames,
+                              lambda index: self._died(index, pending, busy, attempts, on_result))
         except KeyboardInterrupt:
+            self._stop(busy, on_result, on_frames, check)
             for item in [*busy.values(), *pending]:
                 on_result(FileResult(item.name, item.input, item.output, "interrupted"))
             raise
 
-    def _dispatch(self, pending: deque[Item], busy: dict[int, Item], attempts: dict[str, int],
-                  on_result: Callable[[FileResult], None], on_frames: Callable[[int], None] | None,
-                  check: Callable[[], None]) -> None:
-        while pending or busy:
-            check()
-            for index, worker in enumerate(self._workers):
-                if index not in busy and pending:
-                    busy[index] = pending.popleft()
-                    worker.tasks.put(busy[index])
-            ready = multiprocessing.connection.wait([worker.results for worker in self._workers], timeout=0.2)
-            for index, worker in enumerate(self._workers):
-                if worker.results not in ready:
-                    continue
-                try:
-                    kind, _, value = worker.results.recv()
-                except (EOFError, OSError):  # it died (its last message cut short, if it was sending one)
-                    self._died(index, pending, busy, attempts, on_result)
-                    continue
-                if kind == "frames" and on_frames is not None:
-                    on_frames(value)
-                elif kind == "done":
-                    del busy[index]
-                    on_result(value)
-                elif kind == "error":  # the worker could not start (a bad --weights, no such device)
-                    raise value
+    def _receive(self, busy: dict[int, Item], on_result: Callable[[FileResult], None],
+                 on_frames: Callable[[int], None] | None, died: Callable[[int], None], stopping: bool = False) -> None:
+        """The workers' messages of the next 0.2 s: frame counts, results (their files no longer busy); while
+        ``stopping``, only from the workers still busy."""
+        heard = {index: worker for index, worker in enumerate(self._workers) if not stopping or index in busy}
+        ready = multiprocessing.connection.wait([worker.results for worker in heard.values()], timeout=0.2)
+        for index, worker in heard.items():
+            if worker.results not in ready:
+                continue
+            try:
+                kind, _, value = worker.results.recv()
+            except (EOFError, OSError):  # it died (its last message cut short, if it was sending one)
+                died(index)
+                continue
+            if kind == "frames" and on_frames is not None:
+                on_frames(value)
+            elif kind == "done":
+                del busy[index]
+                on_result(value)
+            elif kind == "error":  # the worker could not start (a bad --weights, no such device)
+                raise value
+
+    def _stop(self, busy: dict[int, Item], on_result: Callable[[FileResult], None],
+              on_frames: Callable[[int], None] | None, check: Callable[[], None]) -> None:
+        """The files in progress stopped (SIGTERM to their workers: each keeps what it finished) and their results
+        taken, for ``STOP_S`` at most or until another interrupt; those still busy then are left to ``close``."""
+        for index in busy:
+            with contextlib.suppress(OSError):
+                os.kill(self._workers[index].process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_S
+        try:
+            while busy and time.monotonic() < deadline:
+                check()
+                self._receive(busy, on_result, on_frames, lambda index: busy.pop(index), stopping=True)
+        except KeyboardInterrupt:
+            pass
 
     def _died(self, index: int, pending: deque[Item], busy: dict[int, Item], attempts: dict[str, int],
               on_result: Callable[[FileResult], None]) -> None:
@@ -409,6 +430,9 @@ def _worker_main(index: int, options: dict[str, Any], threads: int, tasks: Any, 
     except StreamDehazeError as exc:
         send(("error", index, exc))
         return
+    # SIGTERM from the parent (the run was interrupted): the file under way stops, keeping what it finished. From
+    # a thread: the handler runs in this one, which may hold the batch's lock.
+    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=batch.stop, name="stop").start())
     try:
         while (item := tasks.get()) is not None:
             send(("done", index, batch.run_one(item, lambda n: send(("frames", index, n)))))

@@ -186,6 +186,53 @@ def test_a_worker_process_killed_mid_file_has_its_file_done_again(media_tree, pr
         assert a["times"] == b["times"] and all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"]))
 
 
+def test_workers_interrupted_keep_what_they_finished_as_one_process_does(make_video, probe, tmp_path):
+    # SIGTERM (Ctrl-C, a service stopping) while two workers are mid-file: each file stops as a single run's does,
+    # its frames so far kept as NAME.partial.EXT and counted, and no claim is left behind
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    src, out, stats = tmp_path / "in", tmp_path / "out", tmp_path / "stats.json"
+    src.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        make_video(f"in/{name}", frames=400, width=320, height=240)
+    args = ["batch", src, out, *DCP, "--jobs", 2, "--batch", 1, "--stats-json", stats]
+    proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", *map(str, args)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in _cmdline(p)]
+        if len(workers) == 2 and all(_writing(w.pid, out) for w in workers):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    results = {r["name"]: r for r in json.loads(stats.read_text())["results"]}
+    assert [r["status"] for r in results.values()] == ["interrupted"] * 2
+    assert _files(out) == ["a.partial.mp4", "b.partial.mp4"]  # (no .claim)
+    for name, result in results.items():
+        partial = probe(out / name.replace(".mp4", ".partial.mp4"))
+        assert 0 < result["frames"] == len(partial["times"]) < 400
+
+
+def _writing(pid: int, folder) -> bool:
+    """Whether process ``pid`` has frames in an output file it is writing in ``folder`` (an unnamed file)."""
+    import psutil
+
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith(f"{folder}/") and os.stat(f"/proc/{pid}/fd/{fd}").st_size > 100_000:
+                return True
+    except (OSError, psutil.Error):  # (it ended, or the file closed, meanwhile)
+        pass
+    return False
+
+
 def _cmdline(process) -> str:
     import psutil
 
