@@ -24,7 +24,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="streamdehaze", description="Dehaze a video, an image, or a folder of images.")
+    p = Parser(prog="streamdehaze", description="Dehaze a video, an image, or a folder of images.",
+               usage="%(prog)s [options] input output\n       %(prog)s batch IN_DIR OUT_DIR [options]\n"
+                     "       %(prog)s serve CONFIG [options]",
+               epilog="other commands:\n"
+                      "  batch IN_DIR OUT_DIR  every video and image under a folder, into the same tree under "
+                      "another\n                        (streamdehaze batch --help)\n"
+                      "  serve CONFIG          many cameras and files in one process, from a TOML "
+                      "configuration\n                        (streamdehaze serve --help)",
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="video file or URL, image, or folder of images; - for standard input")
     p.add_argument("output", help="video file, image, or folder (for a folder input); - for MPEG-TS on standard output")
     add_file_options(p)

@@ -402,3 +402,12 @@ def test_a_training_run_or_state_given_as_weights_says_what_to_give(make_video, 
     assert (code, err) == (2, f"streamdehaze: error: {run / 'step-0000006.state.pt'} is a training state, not "
                               "weights: they are in step-0000006.safetensors beside it\n")
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_the_help_names_the_other_commands():
+    # batch and serve are commands of their own: without a word in --help, only the README told of them
+    done = subprocess.run([sys.executable, "-m", "streamdehaze", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    for command in ("batch IN_DIR OUT_DIR", "serve CONFIG"):
+        assert done.stdout.count(command) == 2  # (usage, and the list of commands)
+    assert "streamdehaze batch --help" in done.stdout and "streamdehaze serve --help" in done.stdout
