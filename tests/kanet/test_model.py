@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,3 +136,29 @@ def test_coefficient_maps_carry_no_checkerboard() -> None:
     assert torch.allclose(got, want, atol=1e-6)
     weights = torch.randn_like(want)  # and it trains the same: equal gradients
     assert torch.allclose(*(torch.autograd.grad((y * weights).sum(), x)[0] for y in (got, want)), atol=1e-6)
+
+
+def test_the_documented_sizes_are_the_models():
+    # The tables in the README and docs/kanet.md, against the models as built (they drifted once, with the head)
+    import functools
+    import re
+
+    from kanet.complexity import count_macs, count_parameters
+
+    root = Path(__file__).resolve().parents[2]
+    sizes = {"256x256": (256, 256), "448x256": (256, 448), "512x512": (512, 512), "1280x720": (720, 1280),
+             "1920x1080": (1080, 1920)}
+    models = {name: kanet.create_model(name) for name in kanet.MODEL_NAMES}
+    macs = functools.cache(lambda name, h, w: count_macs(models[name], h, w))
+    for doc in ("README.md", "docs/kanet.md"):
+        text = (root / doc).read_text()
+        header = re.search(r"^\| model \| parameters \|(.*)\|$", text, re.M)
+        columns = [sizes[c.strip().removeprefix("GMACs ")] for c in header.group(1).split("|")]
+        rows = re.findall(r"^\| `(kanet[\w-]*)`[^|]*\| ([\d,]+) \|(.*)\|$", text[header.end():], re.M)
+        assert sorted(name for name, _, _ in rows) == sorted(kanet.MODEL_NAMES), doc
+        for name, parameters, gmacs in rows:
+            assert int(parameters.replace(",", "")) == count_parameters(models[name]), (doc, name)
+            shown = gmacs.split("|")
+            assert len(shown) == len(columns), (doc, name)
+            # (each count takes a second: the first column, which any change to a network moves as it moves all)
+            assert float(shown[0]) == round(macs(name, *columns[0]) / 1e9, 2), (doc, name)
