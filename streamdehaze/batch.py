@@ -98,10 +98,18 @@ class BatchResult:
                 "results": [asdict(f) for f in sorted(self.files, key=lambda f: f.name)]}
 
 
-def plan(src: Path, dst: Path) -> tuple[list[Item], int]:
-    """The videos and images under ``src`` (linked folders followed; hidden files and folders, and ``dst`` inside
-    ``src``, left out), each with its output at the same place under ``dst``; and how many other files (named pipes
-    and broken links among them) were left out."""
+# Why a file under the input folder is left out: (one file, several files)
+LEFT_OUT = {"name": ("not a video or image by its name", "not videos or images by their names"),
+            "special": ("not a regular file (a named pipe, a device, a broken link)", "not regular files (named pipes, "
+                        "devices, broken links)"),
+            "output": ("in the output folder, inside the input folder", "in the output folder, inside the input "
+                       "folder")}
+
+
+def plan(src: Path, dst: Path) -> tuple[list[Item], dict[str, int]]:
+    """The videos and images under ``src`` (linked folders followed; hidden files and folders left out), each with
+    its output at the same place under ``dst``; and how many other files were left out, by reason (``LEFT_OUT``):
+    the videos and images in ``dst`` where it is inside ``src`` among them."""
     if not src.is_dir():
         raise UsageError(f"input folder not found: {src}" if not src.exists() else f"input is not a folder: {src}")
     if dst.exists() and not dst.is_dir():
@@ -111,7 +119,7 @@ def plan(src: Path, dst: Path) -> tuple[list[Item], int]:
         raise UsageError(f"output folder {dst} is the input folder: refusing to overwrite the inputs")
     if src.is_relative_to(dst):
         raise UsageError(f"input folder {src} is inside the output folder {dst}")
-    items, ignored = [], 0
+    items, ignored = [], dict.fromkeys(LEFT_OUT, 0)
     seen = {src}  # folders reached, by their real path: links are followed, each folder once (no loops)
     for root, dirs, files in os.walk(src, followlinks=True):
         here = Path(root)
@@ -120,7 +128,10 @@ def plan(src: Path, dst: Path) -> tuple[list[Item], int]:
             real = (here / name).resolve()
             if (here / name).is_symlink() and real.is_relative_to(src):
                 continue  # a link to a folder of the tree: its files go under its own name, not the link's
-            if not name.startswith(".") and real != dst and real not in seen:
+            if real == dst:  # the user's own files in it are said to be left out; the outputs of earlier runs not
+                ignored["output"] += sum(1 for path in dst.rglob("*")
+                                         if _media(path) and not (src / path.relative_to(dst)).is_file())
+            elif not name.startswith(".") and real not in seen:
                 seen.add(real)
                 kept.append(name)
         dirs[:] = kept
@@ -129,14 +140,22 @@ def plan(src: Path, dst: Path) -> tuple[list[Item], int]:
             # ours: hidden writers, and what an interrupted video run keeps (NAME.partial[.N].EXT; a photo keeps none)
             if name.startswith(".") or is_partial(path) and not is_image(path):
                 continue
-            # (a named pipe or a device would block the run forever; a broken link has nothing to read)
-            if not path.is_file() or not (is_image(path) or path.suffix.lower() in VIDEO_SUFFIXES):
-                ignored += 1
+            if not (is_image(path) or path.suffix.lower() in VIDEO_SUFFIXES):
+                ignored["name"] += 1
+                continue
+            if not path.is_file():  # (a named pipe or a device would block the run forever; a broken link: no data)
+                ignored["special"] += 1
                 continue
             relative = path.relative_to(src)
             image = is_image(path)
             items.append(Item(str(relative), str(path), str(dst / relative), image, 1 if image else _frames(path)))
     return items, ignored
+
+
+def _media(path: Path) -> bool:
+    """A video or image by its name, not hidden nor a partial, as ``plan`` takes them."""
+    return (path.is_file() and not path.name.startswith(".") and (is_image(path) or path.suffix.lower() in
+            VIDEO_SUFFIXES and not is_partial(path)))
 
 
 def _frames(path: Path) -> int:

@@ -21,8 +21,8 @@ import cv2
 import tqdm
 
 from .api import process
-from .batch import (STATUSES, BatchResult, FileResult, LocalBatch, WorkerProcesses, check_encoding, check_output_folder,
-                    plan)
+from .batch import (LEFT_OUT, STATUSES, BatchResult, FileResult, LocalBatch, WorkerProcesses, check_encoding,
+                    check_output_folder, plan)
 from .credentials import mask
 from .engine import resolve_device
 from .errors import UsageError
@@ -215,7 +215,7 @@ def batch(argv: list[str]) -> int:
     # (absolute: Ray's workers run in the folder the cluster was started in)
     options["weights"] = None if args.weights is None else str(args.weights.absolute())
     check_encoding(items, options)
-    result = BatchResult(ignored=ignored)
+    result = BatchResult(ignored=sum(ignored.values()))
     todo = []
     for item in items:  # done before: counted now, so that the bar and its ETA cover only what is left
         if Path(item.output).exists():
@@ -251,9 +251,11 @@ def batch(argv: list[str]) -> int:
     counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s) or s == "done")
     line = (f"batch: {len(items)} {'file' if len(items) == 1 else 'files'} ({counts}); {result.frames} frames in "
             f"{result.seconds:.2f} s ({result.frames / max(result.seconds, 1e-9):.1f} fps) -> {args.output}")
-    if ignored:  # (notes, a GIF: left out, and said so)
-        line += "; 1 file left out: not a video or image by its name" if ignored == 1 else \
-            f"; {ignored} files left out: not videos or images by their names"
+    if result.ignored:  # (notes, a GIF, a named pipe: left out, and said so)
+        reasons = [LEFT_OUT[why][count > 1] for why, count in ignored.items() if count]
+        if len(reasons) > 1:
+            reasons = [f"{count} {LEFT_OUT[why][count > 1]}" for why, count in ignored.items() if count]
+        line += f"; {result.ignored} {'file' if result.ignored == 1 else 'files'} left out: {', '.join(reasons)}"
     if result.count("failed"):
         log.error("%s", line)
     elif not args.quiet:

@@ -275,6 +275,25 @@ def test_linked_folders_are_followed_once_and_pipes_left_out(make_video, run_cli
     assert _files(tmp_path / "out") == ["cam1/a.mp4", "cam2/b.mp4"]
 
 
+def test_what_is_left_out_is_counted_by_why(make_video, run_cli, tmp_path):
+    # A named pipe with a video's name was counted as "not a video by its name"; the videos already in an output
+    # folder inside the input folder were passed over without a word
+    src = tmp_path / "in"
+    (src / "out").mkdir(parents=True)
+    make_video("in/a.mp4", frames=3)
+    make_video("in/out/mine.mp4", frames=3)  # (the user's, in the folder named as the output)
+    os.mkfifo(src / "stuck.mp4")
+    (src / "notes.txt").write_text("not media\n")
+    (src / ".hidden.mp4").write_text("a tool's\n")
+    for run in range(2):  # (the second finds a.mp4's output in there, and does not count it)
+        code, err = run_cli("batch", src, src / "out", *DCP[:-1])
+        assert code == 0, err
+        assert err.strip().splitlines()[-1].endswith(
+            "; 3 files left out: 1 not a video or image by its name, 1 not a regular file (a named pipe, a device, a "
+            "broken link), 1 in the output folder, inside the input folder")
+    assert _files(src / "out") == ["a.mp4", "mine.mp4"]
+
+
 def test_a_fault_on_one_file_fails_that_file_and_the_rest_get_done(hazy_image, run_cli, caplog, monkeypatch, tmp_path):
     # An exception no check foresaw (a library's, on one odd file) once ended the batch at that file, exit 0.
     from streamdehaze import batch
