@@ -24,7 +24,7 @@ from .api import process
 from .batch import (LEFT_OUT, STATUSES, BatchResult, FileResult, LocalBatch, WorkerProcesses, check_encoding,
                     check_output_folder, plan)
 from .credentials import mask
-from .engine import resolve_device
+from .engine import Engine, resolve_device
 from .errors import UsageError
 from .images import ImagesSkipped, dehaze_image_url, dehaze_images, image_engine, is_image, is_image_url
 from .job import check_stats_file
@@ -424,8 +424,10 @@ def _run(args: argparse.Namespace) -> int:
                 else:
                     result = _timed(lambda: dehaze_image_url(engine, args.input, dst))
         except ImagesSkipped as exc:  # the statistics of what was written, then the error
-            _write_stats(args, RunResult(frames=exc.written, seconds=time.perf_counter() - start), "images")
+            _write_stats(args, RunResult(frames=exc.written, seconds=time.perf_counter() - start,
+                                         settings=_image_settings(engine)), "images")
             raise
+        result.settings = _image_settings(engine)
         return _finish(args, result, "images")
     if is_image(dst):
         raise UsageError(f"input is a video, so the output must be a video file, not an image: {dst}")
@@ -456,6 +458,14 @@ def _run(args: argparse.Namespace) -> int:
     if live and result.interrupted:  # stopping a live run is the normal way to end it
         result.interrupted = False
     return _finish(args, result, "frames", write_stats=not live)
+
+
+def _image_settings(engine: Engine) -> dict[str, object]:
+    """What a photo run ran with, as a video run's statistics give it: the model's short side ("full": the photo's
+    own), raised for a large photo so that the transform is stretched ``max_upscale`` times at most."""
+    if engine.infer_size is None:
+        return {"infer_size": "full", "device": str(engine.device)}
+    return {"infer_size": engine.infer_size, "max_upscale": engine.max_upscale, "device": str(engine.device)}
 
 
 def _timed(fn: Callable[[], int]) -> RunResult:

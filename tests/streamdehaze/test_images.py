@@ -274,7 +274,10 @@ def test_folder_goes_on_past_bad_images(run_cli, hazy_image, caplog, tmp_path):
     (src / "d_corrupt.png").write_bytes(b"not a picture at all")
     code, err = run_cli(src, out, "--stats-json", tmp_path / "stats.json")
     assert code == 1
-    assert json.loads((tmp_path / "stats.json").read_text())["images"] == 3  # what was written, said all the same
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["images"] == 3  # what was written, said all the same
+    # what ran, as a video run's statistics say it: the model's short side, raised for photos above 4x of it
+    assert (stats["infer_size"], stats["max_upscale"], stats["device"]) == (176, 4.0, "cpu")
     assert sorted(p.name for p in out.iterdir()) == good  # every good image written
     for name in good:
         assert cv2.imread(str(out / name)).shape == (90, 120, 3)
