@@ -141,7 +141,7 @@ def _keeps_data(muxer: str, src: av.stream.Stream) -> bool:
 _NOT_H264 = ("libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx", "libx265")
 # The encoders a refusal names, where the output holds their video.
 _SUGGESTED = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx", "ffv1", "prores_ks",
-              "mpeg2video", "mpeg4", "libtheora")
+              "mpeg2video", "mpeg1video", "mpeg4", "libtheora")
 
 # Muxers that answer "unknown" for most codecs, so that a stream of any is added, yet write only these videos:
 # any other fails at the header, after the model has loaded (Ogg, MXF, y4m), or (MPEG-PS: .mpg, .vob) makes a

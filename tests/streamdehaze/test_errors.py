@@ -312,7 +312,7 @@ def test_what_a_run_would_write_wrongly_is_refused_before_it_starts(make_video, 
     for output in (tmp_path / "o.ts", "-"):
         code, err = run_cli(src, output, "--model", "dcp", "--codec", "libvpx-vp9")
         assert code == 2 and _one_line(err) == f"streamdehaze: error: {output} (mpegts) cannot hold libvpx-vp9 " \
-            "video; encoders it takes: libx264, libx265, mpeg2video, mpeg4", err
+            "video; encoders it takes: libx264, libx265, mpeg2video, mpeg1video, mpeg4", err
     os.mkfifo(tmp_path / "pipe.ts")
     code, err = run_cli(src, tmp_path / "pipe.ts", "--model", "dcp")
     assert code == 2 and "is a named pipe or a device, not a file" in _one_line(err)
@@ -348,7 +348,7 @@ def test_an_output_name_too_long_for_the_names_a_run_writes_is_refused_up_front(
     ("o.mxf", "libx265", 25, "(mxf) cannot hold libx265 video; encoders it takes: libx264, ffv1, prores_ks"),
     ("o.flv", "mpeg4", 25, "(flv) cannot hold mpeg4 video; encoders it takes: libx264"),
     ("o.mpg", "libvpx-vp9", 25, "(mpeg) cannot hold libvpx-vp9 video; encoders it takes: libx264, libx265, "
-                                "mpeg2video, mpeg4"),
+                                "mpeg2video, mpeg1video, mpeg4"),
     # a pair that plays, at a rate FFmpeg has no code for (MPEG-1/2, MXF): found by the trial write
     ("o.mp4", "mpeg1video", 12, "(mp4) cannot be written with mpeg1video: Invalid argument; encoders it takes: "
                                 "libx264"),
