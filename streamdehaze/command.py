@@ -338,8 +338,8 @@ def batch_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, metavar="OUT_DIR", help="folder for the outputs (made if missing)")
     add_file_options(p)
     p.add_argument("--jobs", type=_whole(1, 64), metavar="N",
-                   help="files at once on this machine (1 to 64), each in a worker process of its own (default: one per CPU "
-                        "core on CPU, 2 on CUDA)")
+                   help="files at once on this machine (1 to 64), each in a worker process of its own (default: "
+                        "one per CPU core on CPU, 2 on CUDA)")
     p.add_argument("--ray", metavar="ADDRESS|local",
                    help="spread the files over a Ray cluster (host:port of its head; local = a Ray instance on "
                         "this machine for this run); every node must see IN_DIR and OUT_DIR at the same paths")
