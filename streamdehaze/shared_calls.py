@@ -46,28 +46,33 @@ class SharedCalls:
         call = _Pending(fn, x)
         with self._cond:
             self._waiting.append(call)
-            while not call.taken and self._running >= self.at_once:
-                self._cond.wait()
-            mine = not call.taken
-            if mine:  # a free slot: this thread runs every call waiting, its own among them
-                self._running += 1
-                taken, self._waiting = self._waiting, []
-                for other in taken:
-                    other.taken = True
-            else:  # another thread took it: wait for its result
-                while not call.done:
+            while True:
+                while not call.taken and self._running >= self.at_once:
                     self._cond.wait()
+                mine = not call.taken
+                if mine:  # a free slot: this thread runs every call waiting, its own among them
+                    self._running += 1
+                    taken, self._waiting = self._waiting, []
+                    for other in taken:
+                        other.taken = True
+                    break
+                while call.taken and not call.done:  # another thread took it: wait for its result
+                    self._cond.wait()
+                if call.done:
+                    break
+                # (handed back: that thread was interrupted) wait for a slot again
         if mine:
             try:
                 _run(taken)
-            except BaseException as exc:  # (KeyboardInterrupt) the others' calls end too, with it
-                for other in taken:
-                    if not other.done:
-                        other.error, other.done = exc, True
-                raise
             finally:
                 with self._cond:
                     self._running -= 1
+                    # Calls left undone (Ctrl-C reached this thread: the interrupt is its own, not the other
+                    # streams') go back to wait, each for its own thread to run it.
+                    for other in taken:
+                        if other is not call and not other.done:
+                            other.taken = False
+                            self._waiting.append(other)
                     self._cond.notify_all()
         if call.error is not None:
             raise call.error

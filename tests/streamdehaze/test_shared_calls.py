@@ -93,6 +93,42 @@ def test_an_error_reaches_every_caller_of_its_batch_and_the_next_call_runs():
     assert torch.equal(shared(fn, torch.zeros(1, 1)), torch.ones(1, 1))
 
 
+def test_an_interrupt_is_its_own_threads_and_the_calls_it_took_run_in_theirs():
+    # Ctrl-C lands in one thread (the main one) while it runs the other streams' calls with its own: it once ended
+    # them all with a KeyboardInterrupt, killing camera threads that stop only on errors of their own
+    shared = SharedCalls(at_once=1)
+    held = _Held(shared, waiting=2)
+    interrupted: list[int] = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        held.enter(x)
+        if x.shape[0] == 2 and not interrupted:  # the batch of the two that waited: Ctrl-C, in the thread running it
+            interrupted.append(threading.get_ident())
+            raise KeyboardInterrupt
+        return x + 1
+
+    results: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        try:
+            results[i] = shared(fn, torch.full((1, 1), float(i)))
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    threads[0].start()
+    assert held.inside.wait(30)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert held.sizes == [1, 2, 1]  # the batch interrupted, then the other's call again, in its own thread
+    assert torch.equal(results[0], torch.ones(1, 1))
+    assert sorted(type(results[i]).__name__ for i in (1, 2)) == ["KeyboardInterrupt", "Tensor"]
+    survivor = next(i for i in (1, 2) if isinstance(results[i], torch.Tensor))
+    assert torch.equal(results[survivor], torch.full((1, 1), survivor + 1.0))
+
+
 class _Recording(nn.Module):
     def __init__(self, model: nn.Module, held: _Held) -> None:
         super().__init__()
