@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 
@@ -190,8 +191,10 @@ def option_value(key: str, value: object) -> object:
         if not isinstance(value, bool):
             raise ValueError(f"must be true or false, not {value!r}")
         return value
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
         raise ValueError(f"must be a {'number' if action.type not in (None, Path) else 'string'}, not {value!r}")
+    if isinstance(value, numbers.Real) and not isinstance(value, str):  # (numpy's too: a slider's, np.clip's)
+        value = int(value) if isinstance(value, numbers.Integral) or float(value).is_integer() else float(value)
     text = "inf" if value == math.inf else repr(value) if isinstance(value, float) else str(value)
     try:
         converted = action.type(text) if action.type is not None else text

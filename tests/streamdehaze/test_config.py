@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamdehaze.config import load_config
@@ -193,6 +194,9 @@ def test_the_metrics_port_takes_an_address(value, address):
     ("reconnect", 3, 3), ("reconnect", 0, 0), ("reconnect", "inf", math.inf), ("timeout", 2.5, 2.5),
     ("max_latency", 0.5, 0.5), ("batch", 2, 2), ("infer_size", "full", None), ("infer_size", 176, 176),
     ("crf", 20, 20), ("strength", 0.5, 0.5), ("temporal_strength", 0.9, 0.9), ("segment_time", 60, 60),
+    # numpy's numbers, as an application computes them (np.clip gives an np.float64), and a whole float for a count
+    ("strength", np.clip(0.7, 0, 1), 0.7), ("strength", np.float32(0.5), 0.5), ("infer_size", np.int64(256), 256),
+    ("crf", np.int64(20), 20), ("reconnect", 3.0, 3), ("batch", np.float64(2.0), 2),
 ])
 def test_what_the_command_line_takes_a_configuration_takes(key, value, expected):
     """Each value is checked once as the command line checks it, and again, converted, as a StreamConfig is built:
