@@ -225,7 +225,8 @@ _END = object()
 
 
 def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike | None = None, *, model: str = "auto",
-            weights: str | os.PathLike | None = None, device: str = "auto", infer_size: int | str | None = "auto",
+            weights: str | os.PathLike | None = None, device: str | torch.device = "auto",
+            infer_size: int | str | None = "auto",
             strength: float = 1.0, noise_floor: float | str = "auto", temporal: str = "ema",
             temporal_strength: float = TEMPORAL_STRENGTH,
             batch: int | None = None, hwaccel: str = "auto", compile: bool = False, codec: str | None = None,
@@ -262,7 +263,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
                             + ", ".join((["output"] if output is not None else []) + beside))
     config = input.checked() if isinstance(input, StreamConfig) else StreamConfig.from_options(
         str(input), None if output is None else str(output), live=live, model=model,
-        weights=None if weights is None else str(weights), device=device, infer_size=infer_size, strength=strength,
+        weights=None if weights is None else str(weights), device=str(device), infer_size=infer_size, strength=strength,
         noise_floor=noise_floor, compile=compile, temporal=temporal, temporal_strength=temporal_strength,
         batch=batch, hwaccel=hwaccel, codec=codec, crf=crf, preset=preset, segment_time=segment_time,
         max_frames=max_frames, duration=duration, max_latency=max_latency, strict=strict)

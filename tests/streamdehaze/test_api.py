@@ -149,6 +149,16 @@ def test_iterating_over_dehazed_frames(make_video, probe):
         assert record.image.shape == original.shape and np.abs(record.image.astype(int) - original).mean() > 10
 
 
+def test_a_torch_device_is_taken_as_the_readme_says(make_video):
+    # Dehazer took one; process() and dehazed() said "device: must be a string"
+    from streamdehaze import dehazed
+
+    src = make_video(frames=3, width=96, height=64)
+    by_name = [r.image for r in dehazed(src, model="dcp", device="cpu")]
+    by_device = [r.image for r in dehazed(src, model="dcp", device=torch.device("cpu"))]
+    assert len(by_device) == 3 and all(np.array_equal(a, b) for a, b in zip(by_name, by_device))
+
+
 def test_leaving_the_loop_early_stops_the_run(make_video):
     import threading
 
