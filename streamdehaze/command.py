@@ -37,7 +37,7 @@ from .outputs import atomic_output, check_statistics_file, check_writable, remov
 from .pipeline import RunResult, deferred_signals
 from .sources import VideoFileSource, is_file
 from .stats import Reporter, RunStats
-from .tuning import tuned
+from .tuning import tuned, usable_cores
 
 log = logging.getLogger("streamdehaze")
 
@@ -278,7 +278,7 @@ def _run_here(items: list, options: dict, jobs: int | None, on_result: Callable[
         if jobs == 1:
             _run_in_this_process(items, options, device, on_result, on_frames)
         else:
-            workers = WorkerProcesses(options, jobs, threads=max(1, _cores() // jobs))
+            workers = WorkerProcesses(options, jobs, threads=max(1, usable_cores() // jobs))
             try:
                 with deferred_signals() as run_handlers:
                     workers.run(items, on_result, on_frames, check=run_handlers)
@@ -321,13 +321,9 @@ def _run_in_this_process(items: list, options: dict, device, on_result: Callable
         raise KeyboardInterrupt
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _default_jobs(device) -> int:
     """Files at once: a worker process per core on CPU (BENCHMARKS.md, batch), two per GPU."""
-    return 2 if device.type == "cuda" else _cores()
+    return 2 if device.type == "cuda" else usable_cores()
 
 
 def batch_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,9 @@
 """Process-wide CPU tuning for video runs, which the library never applies behind its user's back: the command
 line applies it to its own process, and an application may opt in with ``with streamdehaze.tuned(device):``.
 
-- Threads: on CPU the model gets half the cores while a video runs. Decoding and encoding need the rest, and the
-  engine's many small operations lose more to thread wake-ups than they gain from a second thread. An explicit
-  OMP_NUM_THREADS wins. torch's and OpenCV's thread counts are restored afterwards.
+- Threads: on CPU the model gets half the cores the process may use (its affinity: a container's cpuset) while a
+  video runs. Decoding and encoding need the rest, and the engine's many small operations lose more to thread
+  wake-ups than they gain from a second thread. An explicit OMP_NUM_THREADS wins. torch's and OpenCV's thread counts are restored afterwards.
 - Memory: glibc keeps freed frame-sized blocks for reuse (``malloc.py``); that stays for the process's life.
 - OpenMP workers that spin while idle (the default) starve the decoder's and encoder's threads:
   ``OMP_WAIT_POLICY=PASSIVE`` helps, but only before torch loads, so the command line sets it at start-up
@@ -23,6 +23,11 @@ from .engine import resolve_device
 from .malloc import retain_freed_memory
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's cpuset, taskset), not the host's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @contextmanager
 def tuned(device: str | torch.device = "cpu") -> Iterator[None]:
     """Tune this process for a video run on ``device`` until the block ends (see the module's notes)."""
@@ -30,7 +35,7 @@ def tuned(device: str | torch.device = "cpu") -> Iterator[None]:
     retain_freed_memory()
     previous = torch.get_num_threads(), cv2.getNumThreads()
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+        torch.set_num_threads(max(1, usable_cores() // 2))
     cv2.setNumThreads(torch.get_num_threads())  # OpenCV's pool (the guided apply) follows the same budget
     try:
         yield

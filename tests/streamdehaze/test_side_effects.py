@@ -45,7 +45,7 @@ def test_embedding_changes_no_process_wide_setting(make_video, tmp_path):
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.splitlines()[-1])
     assert result["env_kept"] and result["threads"] == [2, 3] and not result["malloc_tuned"]
-    assert result["tuned_threads"] == max(1, (os.cpu_count() or 2) // 2)
+    assert result["tuned_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     assert result["threads_after_tuned"] == [2, 3] and result["malloc_tuned_after_opt_in"]
     assert result["random_stream_kept"]  # loading weights draws no numbers from the application's generator
 
@@ -59,3 +59,18 @@ def test_the_command_line_tunes_its_own_process(make_video, tmp_path):
     run = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "out.mp4"), "--model", "dcp", "--quiet"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert run.stdout.split() == ["0", "PASSIVE", "1"], run.stderr
+
+
+def test_tuning_counts_the_cores_the_process_may_use(monkeypatch):
+    # In a container pinned to 4 cores of a 16-core host, the model took 8 threads (half the host's)
+    import torch
+
+    import streamdehaze
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    before = torch.get_num_threads()
+    with streamdehaze.tuned("cpu"):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
