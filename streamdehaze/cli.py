@@ -66,6 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr = stderr
 
 
+def entry() -> None:
+    """The console script (and ``python -m streamdehaze``): ``main()``, then the process ends with its status. The
+    interpreter takes most of a second to shut down after a run (its threads, torch), and puts the default
+    handlers back early in it: a second Ctrl-C or SIGTERM then (pressed twice, a service manager's reload during
+    a stop) killed the process with 129-143. The run is over: they are ignored from here on (SIGKILL still ends
+    it), and the process ends with the run's status."""
+    code = main()
+    for sig in _INTERRUPTS:
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)
+
+
 def _fill_closed_descriptors() -> None:
     """Open the null device on standard input, output or error where it is closed: otherwise the next file opened
     (the output) takes its number, and whatever FFmpeg or x264 writes to standard error lands in the video."""
