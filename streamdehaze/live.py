@@ -262,6 +262,10 @@ class LiveSource:
         try:
             container = av.open(self.url, "r", format=self._format, options=self._open_options(connect),
                                 timeout=(connect, self.options.timeout))
+        except av.ProtocolNotFoundError:  # (no retry mends it)
+            scheme = urlsplit(self.url).scheme
+            raise UsageError(f"{self.name}: this FFmpeg cannot read {scheme}:// (it was built without the {scheme} "
+                             "protocol)") from None
         except av.ExitError:  # PyAV's timeout interrupted FFmpeg
             # (PyAV times the opening and the probing that follows apart: with a known container format the
             # first may wait out FFmpeg's own socket timeout, and the second PyAV's, so the wait may be twice

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import av
 
@@ -306,6 +307,9 @@ class VideoFileSource:
                 self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None,
                                          options=LOOK_FURTHER)
         except (av.FFmpegError, OSError) as exc:
+            if isinstance(exc, av.ProtocolNotFoundError):  # (foo://: a scheme no FFmpeg protocol takes)
+                raise UsageError(f"cannot read {self.name}: this FFmpeg has no {urlsplit(self.url).scheme}:// "
+                                 "protocol") from None
             if "%" in path.name:
                 raise UsageError(f"no images match the sequence pattern {self.name}") from None
             if on_disk and not _looks_like_media(path):

@@ -205,6 +205,21 @@ def test_a_malformed_camera_url_is_one_line(run_cli, tmp_path):
     assert _one_line(err) == "streamdehaze: error: rtsp://***@[::1/live is not a valid URL: Invalid IPv6 URL"
 
 
+def test_a_protocol_this_ffmpeg_lacks_ends_the_run_at_once(run_cli, tmp_path, monkeypatch):
+    # srt:// (a camera's protocol, which PyAV's FFmpeg is built without) was dialled again for ever, "Protocol not
+    # found; retrying"; a scheme no protocol takes was "corrupt or truncated", exit 1
+    from streamdehaze import live
+
+    monkeypatch.setattr(live, "LIVE_SCHEMES", live.LIVE_SCHEMES | {"nosuchproto"})  # (a camera's, as srt is)
+    code, err = run_cli("nosuchproto://127.0.0.1:9000", tmp_path / "cam.mp4", "--model", "dcp")
+    assert code == 2 and _one_line(err) == ("streamdehaze: error: nosuchproto://127.0.0.1:9000: this FFmpeg cannot "
+                                            "read nosuchproto:// (it was built without the nosuchproto protocol)")
+    code, err = run_cli("foo://127.0.0.1/x", tmp_path / "x.mp4", "--model", "dcp")
+    assert code == 2 and _one_line(err) == "streamdehaze: error: cannot read foo://127.0.0.1/x: this FFmpeg has no " \
+                                           "foo:// protocol"
+    assert not list(tmp_path.iterdir())
+
+
 def _reads_dash() -> bool:
     try:
         av.format.ContainerFormat("dash", "r")
