@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import struct
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -38,6 +39,7 @@ from .formats import (
     timed_segments,
     url_format,
 )
+from .fragments import trim_cut_fragment, video_samples
 from .frames import frame_from_planes, upright
 from .outputs import Syncer, WholeWrites, hold, next_segment
 from .records import FrameRecord
@@ -295,6 +297,7 @@ class VideoSink:
 
     def close(self) -> None:
         """Flush the encoder and write the trailer: after this the file is complete and playable."""
+        fragmented = self.container.format.name in ("mp4", "mov")
         try:
             try:
                 for packet in self.video.encode(None):
@@ -311,6 +314,7 @@ class VideoSink:
                 finally:
                     self._release()
         except (av.FFmpegError, OSError) as exc:
+            self._mend(fragmented)
             reason = failure_reason(exc, self.target)
             raise MediaError(f"finishing {self.name} failed: {reason}") from None
 
@@ -331,6 +335,7 @@ class VideoSink:
         frame; a file run then discards its temporary file). Never raises."""
         if self.video is None:  # closed already
             return
+        fragmented = self.container.format.name in ("mp4", "mov")  # (a live run's: formats.LIVE_FILES)
         try:
             for packet in self.video.encode(None):
                 self.container.mux(packet)
@@ -341,10 +346,20 @@ class VideoSink:
         except (av.FFmpegError, OSError):
             pass
         self._release()
-        if self.live and self.path is not None:  # a recording that got no byte onto a full disk holds nothing
-            with contextlib.suppress(OSError):
-                if self.path.stat().st_size == 0:
-                    self.path.unlink()
+        self._mend(fragmented)
+
+    def _mend(self, fragmented: bool) -> None:
+        """After a failure, a recording holds what fit: a fragmented MP4/MOV whose last fragment a full disk cut
+        ends after its last whole frame (``fragments.py``: it ended in "Invalid data"), and ``frames`` counts the
+        frames it holds, not those encoded; a recording that holds none goes."""
+        if not self.live or self.path is None:
+            return
+        with contextlib.suppress(OSError, ValueError, struct.error):
+            if fragmented:
+                trim_cut_fragment(self.path)
+                self.frames = video_samples(self.path)
+            if self.path.stat().st_size == 0 or fragmented and self.frames == 0:
+                self.path.unlink()
 
 
 class SegmentedSink:

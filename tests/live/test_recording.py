@@ -84,7 +84,7 @@ def test_disk_full_keeps_the_recording(rtsp_server, cli, decodable, small_filesy
     recorded = _recorded(line)
     times = decodable(out)
     assert all(b > a for a, b in zip(times, times[1:]))
-    assert recorded - 25 <= len(times) <= recorded  # all but the fragment that did not fit: a second at 25 fps
+    assert len(times) == recorded > 0  # what fit, to its last whole frame, and said so
 
 
 @pytest.mark.parametrize("what", ["file", "folder"])

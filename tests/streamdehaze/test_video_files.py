@@ -352,7 +352,7 @@ def test_a_segment_that_cannot_be_written_ends_the_run_with_the_others_complete(
 
 def test_a_segment_that_fails_as_it_is_closed_still_counts_its_frames(make_video, decodable, small_filesystem):
     """The disk fills up as a segment ends: closing it fails, and the frames recorded in it are still counted and
-    it is still named (it holds all that fit), where it was said to hold 0 frames."""
+    it is still named (it holds all that fit), where it was said to hold 0 frames, then more than it held."""
     from streamdehaze.encoders import choose_encoding
     from streamdehaze.errors import MediaError
     from streamdehaze.sinks import SegmentedSink, VideoSink
@@ -374,8 +374,11 @@ def test_a_segment_that_fails_as_it_is_closed_still_counts_its_frames(make_video
     with pytest.raises(MediaError, match="finishing .*cam_00000.mp4 failed: No space left on device"):
         sink.write(frames[50])  # the next segment begins: the first is closed
     sink.abort()
-    assert sink.frames == 40 and sink.written() == str(folder / "cam_00000.mp4")
-    assert 25 <= len(decodable(folder / "cam_00000.mp4")) < 40
+    # it ends after its last whole frame (where its last fragment was cut: "Invalid data"), and counts those frames
+    assert 25 <= sink.frames == len(decodable(folder / "cam_00000.mp4")) < 40
+    assert sink.written() == str(folder / "cam_00000.mp4")
+    with av.open(str(folder / "cam_00000.mp4")) as cut:  # every packet decodes
+        assert sum(len(packet.decode()) for packet in cut.demux(video=0)) == sink.frames
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
 def test_a_recording_s_last_fragment_that_does_not_fit_is_an_error(make_video, small_filesystem, suffix):
