@@ -41,7 +41,7 @@ from .formats import (
 )
 from .fragments import trim_cut_fragment, video_samples
 from .frames import frame_from_planes, upright
-from .outputs import Syncer, WholeWrites, hold, next_segment
+from .outputs import RecordingDeleted, Syncer, WholeWrites, hold, next_segment
 from .records import FrameRecord
 from .sound import UNORDERED, CopiedSound, Reencoded, reencoded
 from .sources import VideoInfo, packet_start, stream_tags
@@ -177,6 +177,10 @@ class VideoSink:
         except FileExistsError:
             raise OutputExists(f"cannot write {self.name}: a file of that name is there already") from None
         except (av.FFmpegError, ValueError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError) and self.live and self.path is not None and self.start:
+                # (a recording's next segment: its folder, checked at the start, is gone)
+                raise RecordingDeleted(f"{self.path.parent} was deleted while a recording into it ran: the "
+                                       "segments written to it are gone") from None
             self._close_file()
             raise (_url_error(exc) if self.path is None else UsageError)(
                 f"cannot write {self.name}: {failure_reason(exc, target)}") from None

@@ -380,6 +380,34 @@ def test_a_segment_that_fails_as_it_is_closed_still_counts_its_frames(make_video
     with av.open(str(folder / "cam_00000.mp4")) as cut:  # every packet decodes
         assert sum(len(packet.decode()) for packet in cut.demux(video=0)) == sink.frames
 
+def test_a_segment_folder_deleted_between_segments_is_said_to_be(make_video, tmp_path):
+    """The folder of a recording's segments is deleted: found as the next segment begins, it was "cannot write
+    s_00001.mp4: No such file or directory; the 50 frames recorded before it are in s_00000.mp4", which was gone."""
+    import shutil
+
+    from streamdehaze.encoders import choose_encoding
+    from streamdehaze.outputs import RecordingDeleted
+    from streamdehaze.sinks import SegmentedSink, VideoSink
+    from streamdehaze.sources import VideoFileSource
+
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    source = VideoFileSource(make_video(frames=60))
+    encoding = choose_encoding(source.info, live=True)
+    sink = SegmentedSink(folder / "cam_%05d.mp4", 2.0, 0, lambda path, start: VideoSink(
+        path, source.info, encoding, live=True, start=start, exclusive=True))
+    with source:
+        frames = [item for item in source if isinstance(item, av.VideoFrame)]
+    for frame in frames[:40]:
+        sink.write(frame)
+    shutil.rmtree(folder)
+    with pytest.raises(RecordingDeleted, match=f"^{folder} was deleted while a recording into it ran: the segments "
+                                               "written to it are gone$"):
+        for frame in frames[40:]:
+            sink.write(frame)
+    sink.abort()
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
 def test_a_recording_s_last_fragment_that_does_not_fit_is_an_error(make_video, small_filesystem, suffix):
     """The disk fills up before a recording's last fragment is written: closing it fails and says so (FFmpeg writing
