@@ -194,12 +194,17 @@ def option_value(key: str, value: object) -> object:
     if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
         raise ValueError(f"must be a {'number' if action.type not in (None, Path) else 'string'}, not {value!r}")
     if isinstance(value, numbers.Real) and not isinstance(value, str):  # (numpy's too: a slider's, np.clip's)
-        value = int(value) if isinstance(value, numbers.Integral) or float(value).is_integer() else float(value)
+        value = int(value) if isinstance(value, numbers.Integral) else float(value)
     text = "inf" if value == math.inf else repr(value) if isinstance(value, float) else str(value)
     try:
         converted = action.type(text) if action.type is not None else text
     except argparse.ArgumentTypeError as exc:
-        raise ValueError(str(exc)) from None
+        if not (isinstance(value, float) and value.is_integer()):
+            raise ValueError(str(exc)) from None
+        try:  # a count given as a whole float (3.0, as OpenCV's cap.get gives it)
+            converted = action.type(str(int(value)))
+        except argparse.ArgumentTypeError:
+            raise ValueError(str(exc)) from None
     if action.choices is not None and converted not in action.choices:
         raise ValueError(f"must be one of {', '.join(map(str, action.choices))}, not {value!r}")
     return converted

@@ -102,10 +102,13 @@ class Stream:
                                on_drop=(lambda _: stats.drop()) if self.live else None,
                                kept=lambda item: isinstance(item, av.Packet),  # (a camera's sound is never dropped)
                                max_bytes=_LIVE_QUEUE_BYTES, size=_frame_bytes)
+        # (read from the source, not through this stream: the statistics would hold it in a reference cycle, its
+        # decoder, encoder and frames kept until the next full garbage collection)
+        source = self.source
         stats.queue_depth = self.reader.qsize
-        stats.reconnects = lambda: getattr(self.source, "reconnects", 0)
-        stats.received = lambda: getattr(self.source, "received", stats.frames)
-        stats.corrupt = lambda: getattr(self.source, "corrupt", 0)
+        stats.reconnects = lambda: getattr(source, "reconnects", 0)
+        stats.received = lambda: getattr(source, "received", None)  # (None: a file's, all it wrote)
+        stats.corrupt = lambda: getattr(source, "corrupt", 0)
 
     def _live_queue(self) -> int:
         """How many frames a live stream's reader may hold before it drops the oldest (a hiccup of the engine or a

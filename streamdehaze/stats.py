@@ -37,7 +37,7 @@ class RunStats:
         self.dropped = 0
         self.queue_depth: Callable[[], int] = lambda: 0
         self.reconnects: Callable[[], int] = lambda: 0
-        self.received: Callable[[], int] = lambda: 0
+        self.received: Callable[[], int | None] = lambda: 0  # None: as many as written
         self.corrupt: Callable[[], int] = lambda: 0
         self.unpublished: Callable[[], int] = lambda: 0  # frames that came while the server published to was down
         self.output_reconnects: Callable[[], int] = lambda: 0
@@ -81,10 +81,15 @@ class RunStats:
             "time": round(now - self.start, 3), "frames": frames, "fps": fps,
             "latency_p50_ms": round(1000 * _percentile(lat, 0.50), 1) if lat else None,
             "latency_p95_ms": round(1000 * _percentile(lat, 0.95), 1) if lat else None,
-            "queue_depth": self.queue_depth(), "received": self.received(), "dropped": dropped, "reconnects": self.reconnects(),
+            "queue_depth": self.queue_depth(), "received": _or(self.received(), frames), "dropped": dropped,
+            "reconnects": self.reconnects(),
             "corrupt_packets": self.corrupt(), "unpublished": self.unpublished(),
             "output_reconnects": self.output_reconnects(),
         }
+
+
+def _or(value: int | None, otherwise: int) -> int:
+    return otherwise if value is None else value
 
 
 _GAUGES = (("frames", "frames written"), ("fps", "frames written in the last second"),

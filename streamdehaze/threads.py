@@ -149,6 +149,9 @@ class Worker(Generic[T]):
         while True:
             item = self._queue.get()
             if item is _END:
+                # (``fn`` is often a method of the owner, which holds this worker: a reference cycle that kept the
+                # owner, its codecs and frames, until the next full garbage collection)
+                self._fn = self._notify = None
                 return
             if self._failure is None and not self._cancelled:
                 try:

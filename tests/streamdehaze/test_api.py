@@ -171,6 +171,33 @@ def test_leaving_the_loop_early_stops_the_run(make_video):
     assert not [t for t in threading.enumerate() if t.name == "dehazed"]
 
 
+def test_a_run_is_freed_when_it_ends_without_waiting_for_the_garbage_collector(make_video, tmp_path):
+    # Reference cycles (a stream and its writer, its statistics, the stop's traceback) kept a run's decoder, encoder
+    # and frames until the next full collection: an application leaving the loop at each reconnection grew by
+    # hundreds of MB
+    import gc
+
+    from streamdehaze import dehazed, process
+    from streamdehaze.sources import VideoFileSource
+
+    src = make_video(frames=40, width=96, height=64)
+
+    def sources() -> int:
+        return sum(type(o) is VideoFileSource for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()
+    try:
+        for record in dehazed(src, model="dcp"):
+            if record.index == 2:
+                break
+        assert sources() == 0
+        process(src, tmp_path / "out.mp4", model="dcp")
+        assert sources() == 0
+    finally:
+        gc.enable()
+
+
 def test_a_callback_draws_an_overlay_that_is_written(make_video, probe, tmp_path):
     from streamdehaze import process
 
