@@ -20,7 +20,7 @@ __all__ = ["trim_cut_fragment", "video_samples"]
 _DATA_OFFSET, _FIRST_FLAGS = 0x1, 0x4
 _SAMPLE_FIELDS = (0x100, 0x200, 0x400, 0x800)  # duration, size, flags, composition offset
 _SIZE = 0x200
-_BASE_OFFSET = 0x1  # tfhd: base-data-offset present
+_BASE_OFFSET, _DEFAULT_SIZE = 0x1, 0x10  # tfhd: base-data-offset, default-sample-size present
 
 
 def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int, int]]:
@@ -62,20 +62,25 @@ def _top(path: Path) -> tuple[list[tuple[bytes, int, int, int]], int]:
     return found, size
 
 
-def _runs(moof: bytes, moof_at: int) -> Iterator[tuple[int, int, int, list[int]]]:
-    """For each ``trun`` of a ``moof`` (read whole, found at ``moof_at`` in the file): its track ID, its offset
-    in the file, where its samples' data starts in the file, and their sizes. Runs without sizes of their own (the
-    track's default size) are not given."""
+def _runs(moof: bytes, moof_at: int) -> Iterator[tuple[int, int, int, int, list[int] | None]]:
+    """For each ``trun`` of a ``moof`` (read whole, found at ``moof_at`` in the file): its track ID, its offset in
+    the file, where its samples' data starts in the file, how many samples it has, and their sizes (None where
+    neither the run nor its ``tfhd`` gives them: the track's defaults, in the ``moov``)."""
     for kind, at, size, head in _boxes(moof, 8, len(moof)):
         if kind != b"traf":
             continue
-        base, track = moof_at, None
+        base, track, default = moof_at, None, None
         for inner, i, isize, ihead in _boxes(moof, at + head, at + size):
             if inner == b"tfhd":
                 flags = int.from_bytes(moof[i + 9:i + 12], "big")
                 track = struct.unpack(">I", moof[i + 12:i + 16])[0]
+                field = i + 16
                 if flags & _BASE_OFFSET:
-                    base = struct.unpack(">Q", moof[i + 16:i + 24])[0]
+                    base = struct.unpack(">Q", moof[field:field + 8])[0]
+                    field += 8
+                field += 4 * sum(1 for f in (0x2, 0x8) if flags & f)  # sample description, duration
+                if flags & _DEFAULT_SIZE:
+                    default = struct.unpack(">I", moof[field:field + 4])[0]
             elif inner == b"trun" and track is not None:
                 flags = int.from_bytes(moof[i + 9:i + 12], "big")
                 count = struct.unpack(">I", moof[i + 12:i + 16])[0]
@@ -86,13 +91,13 @@ def _runs(moof: bytes, moof_at: int) -> Iterator[tuple[int, int, int, list[int]]
                     field += 4
                 if flags & _FIRST_FLAGS:
                     field += 4
-                if not flags & _SIZE:
-                    continue
-                entry = 4 * sum(1 for f in _SAMPLE_FIELDS if flags & f)
-                at_size = field + (4 if flags & 0x100 else 0)
-                sizes = [struct.unpack(">I", moof[at_size + n * entry:at_size + n * entry + 4])[0]
-                         for n in range(count) if at_size + n * entry + 4 <= i + isize]
-                yield track, moof_at + i, base + offset, sizes
+                sizes = None if default is None else [default] * count
+                if flags & _SIZE:
+                    entry = 4 * sum(1 for f in _SAMPLE_FIELDS if flags & f)
+                    at_size = field + (4 if flags & 0x100 else 0)
+                    sizes = [struct.unpack(">I", moof[at_size + n * entry:at_size + n * entry + 4])[0]
+                             for n in range(count) if at_size + n * entry + 4 <= i + isize]
+                yield track, moof_at + i, base + offset, count, sizes
 
 
 def trim_cut_fragment(path: str | os.PathLike) -> bool:
@@ -117,7 +122,9 @@ def trim_cut_fragment(path: str | os.PathLike) -> bool:
     with open(path, "r+b") as f:
         f.seek(moof_at)
         runs = []  # (trun's offset, its whole samples, where they end)
-        for _, trun_at, start, sizes in _runs(f.read(moof_size), moof_at):
+        for _, trun_at, start, _, sizes in _runs(f.read(moof_size), moof_at):
+            if sizes is None:  # (the track's default sizes: left as it is)
+                return False
             whole, at = 0, start
             while whole < len(sizes) and at + sizes[whole] <= size:
                 at += sizes[whole]
@@ -146,5 +153,5 @@ def video_samples(path: str | os.PathLike, track: int = 1) -> int:
         for kind, at, size, _ in top:
             if kind == b"moof":
                 f.seek(at)
-                total += sum(len(sizes) for t, _, _, sizes in _runs(f.read(size), at) if t == track)
+                total += sum(count for t, _, _, count, _ in _runs(f.read(size), at) if t == track)
     return total

@@ -13,11 +13,12 @@ from streamdehaze.formats import LIVE_FILES
 from streamdehaze.fragments import trim_cut_fragment, video_samples
 
 
-def _record(path, frames: int = 60) -> None:
-    """A live recording's layout: video and sound, a fragment a second (``formats.LIVE_FILES``)."""
+def _record(path, frames: int = 60, gop: int = 25) -> None:
+    """A live recording's layout: video and sound, a fragment a second (``formats.LIVE_FILES``) or, every frame a
+    keyframe (``gop`` 1), a fragment a frame, whose size the fragment's header gives as its default."""
     rng = np.random.default_rng(0)
     with av.open(str(path), "w", format="mp4", options=LIVE_FILES[".mp4"][1]) as out:
-        video = out.add_stream("libx264", rate=25, options={"g": "25"})
+        video = out.add_stream("libx264", rate=25, options={"g": str(gop)})
         video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
         sound = out.add_stream("aac", rate=48000)
         sound.layout = "stereo"
@@ -47,18 +48,19 @@ def _decoded(path) -> tuple[int, int, int]:
     return counts["video"], counts["audio"], errors
 
 
-def test_a_whole_recording_is_left_as_it_is(tmp_path):
+@pytest.mark.parametrize("gop", [25, 1])
+def test_a_whole_recording_is_left_as_it_is(tmp_path, gop):
     whole = tmp_path / "whole.mp4"
-    _record(whole)
+    _record(whole, gop=gop)
     data = whole.read_bytes()
     assert not trim_cut_fragment(whole) and whole.read_bytes() == data
-    assert video_samples(whole) == 60 == _decoded(whole)[0]
+    assert video_samples(whole) == 60 == _decoded(whole)[0]  # (a recording counted 0 would be taken for empty)
 
 
-@pytest.mark.parametrize("left", [0.97, 0.9, 0.75, 0.55, 0.3])
-def test_a_cut_recording_ends_after_its_last_whole_frame(tmp_path, left):
+@pytest.mark.parametrize("left, gop", [(0.97, 25), (0.9, 25), (0.75, 25), (0.55, 25), (0.3, 25), (0.9, 1)])
+def test_a_cut_recording_ends_after_its_last_whole_frame(tmp_path, left, gop):
     whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
-    _record(whole)
+    _record(whole, gop=gop)
     shutil.copy(whole, cut)
     end = int(left * whole.stat().st_size)
     os.truncate(cut, end)  # where the disk filled up
