@@ -3,7 +3,8 @@ line applies it to its own process, and an application may opt in with ``with st
 
 - Threads: on CPU the model gets half the cores the process may use (its affinity: a container's cpuset) while a
   video runs. Decoding and encoding need the rest, and the engine's many small operations lose more to thread
-  wake-ups than they gain from a second thread. An explicit OMP_NUM_THREADS wins. torch's and OpenCV's thread counts are restored afterwards.
+  wake-ups than they gain from a second thread. An explicit OMP_NUM_THREADS wins. torch's and OpenCV's thread
+  counts are restored afterwards.
 - Memory: glibc keeps freed frame-sized blocks for reuse (``malloc.py``); that stays for the process's life.
 - OpenMP workers that spin while idle (the default) starve the decoder's and encoder's threads:
   ``OMP_WAIT_POLICY=PASSIVE`` helps, but only before torch loads, so the command line sets it at start-up

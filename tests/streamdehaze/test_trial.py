@@ -23,7 +23,8 @@ def test_a_file_no_player_reads_is_refused(make_video):
     # MPEG-PS takes any codec, and stores VP9 so that nothing reads it back (the run ended with exit 0)
     info = open_source(make_video(frames=2, width=160, height=90)).info
     with pytest.raises(UsageError, match=r"^o\.mpg \(mpeg\) cannot be written with libvpx-vp9: it would write video "
-                                         r"no player reads; encoders it takes: libx264, libx265, mpeg2video, mpeg1video, mpeg4$"):
+                                         r"no player reads; encoders it takes: libx264, libx265, mpeg2video, "
+                                         r"mpeg1video, mpeg4$"):
         _try(info, "o.mpg", "libvpx-vp9")
 
 
