@@ -23,20 +23,25 @@ _SIZE = 0x200
 _BASE_OFFSET, _DEFAULT_SIZE = 0x1, 0x10  # tfhd: base-data-offset, default-sample-size present
 
 
+def _header(head: bytes, at: int, end: int) -> tuple[bytes, int, int] | None:
+    """``(type, size, header size)`` of the box whose first bytes (up to 16) are ``head``, found at ``at`` of data
+    ending at ``end``; None where it cannot be a box."""
+    size, kind = struct.unpack(">I4s", head[:8])
+    length = 8
+    if size == 1 and len(head) >= 16:
+        size, length = struct.unpack(">Q", head[8:16])[0], 16
+    elif size == 0:  # (to the end of the file)
+        size = end - at
+    return None if size < length else (kind, size, length)
+
+
 def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int, int]]:
     """``(type, offset, size, header size)`` of the boxes in ``data[start:end]``; a box's size may run past
     ``end`` (a cut file): it is the last one given."""
     at = start
-    while at + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[at:at + 8])
-        head = 8
-        if size == 1 and at + 16 <= end:
-            size, head = struct.unpack(">Q", data[at + 8:at + 16])[0], 16
-        elif size == 0:  # (to the end of the file)
-            size = end - at
-        if size < head:
-            return
-        yield kind, at, size, head
+    while at + 8 <= end and (box := _header(data[at:min(at + 16, end)], at, end)) is not None:
+        kind, size, length = box
+        yield kind, at, size, length
         at += size
 
 
@@ -48,17 +53,12 @@ def _top(path: Path) -> tuple[list[tuple[bytes, int, int, int]], int]:
         at = 0
         while at + 8 <= size:
             f.seek(at)
-            head = f.read(16)
-            box, kind = struct.unpack(">I4s", head[:8])
-            length = 8
-            if box == 1 and len(head) == 16:
-                box, length = struct.unpack(">Q", head[8:16])[0], 16
-            elif box == 0:
-                box = size - at
-            if box < length:
+            box = _header(f.read(16), at, size)
+            if box is None:
                 break
-            found.append((kind, at, box, length))
-            at += box
+            kind, length, head = box
+            found.append((kind, at, length, head))
+            at += length
     return found, size
 
 
@@ -111,10 +111,10 @@ def trim_cut_fragment(path: str | os.PathLike) -> bool:
         return False
     n = moofs[-1]
     _, moof_at, moof_size, _ = top[n]
-    if moof_at + moof_size > size or n + 1 >= len(top) or top[n + 1][0] != b"mdat":
-        if moof_at + moof_size > size or n + 1 == len(top):  # (its header cut, or no data after it)
-            os.truncate(path, moof_at)
-            return True
+    if moof_at + moof_size > size or n + 1 == len(top):  # (its header cut, or no data after it)
+        os.truncate(path, moof_at)
+        return True
+    if top[n + 1][0] != b"mdat":
         return False
     _, mdat_at, mdat_size, mdat_head = top[n + 1]
     if mdat_at + mdat_size <= size:
