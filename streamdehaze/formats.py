@@ -23,6 +23,7 @@ STDOUT = "-"  # the output's name for standard output
 _FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
 LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
               ".mkv": ("matroska", {"cluster_time_limit": "1000"}), ".ts": ("mpegts", {})}
+FRAGMENTED = frozenset(muxer for muxer, options in LIVE_FILES.values() if options is _FRAGMENTED)  # (``fragments.py``)
 HLS = ".m3u8"  # an HLS playlist, with its MPEG-TS segments beside it (``hls_options``)
 # A camera's: a sliding window of 6 segments of 2 s, the older ones deleted; a file's: every segment, of 6 s.
 _HLS_LIVE = {"hls_time": "2", "hls_list_size": "6",

@@ -28,6 +28,7 @@ from .encoders import Encoding, choose_encoding, output_format
 from .errors import MediaError, StreamDehazeError, UsageError
 from .formats import (
     DIAL_TIMEOUT,
+    FRAGMENTED,
     HOLDS_ROTATION,
     PIXEL_ASPECT_CODECS,
     STATES_PIXEL_ASPECT,
@@ -137,6 +138,7 @@ class VideoSink:
         encoding = encoding or choose_encoding(info, live=live)
         self._file: WholeWrites | None = None  # a file's writer (``outputs.WholeWrites``: no write error is lost)
         self.container = self._open(self.target)
+        self._fragmented = self.container.format.name in FRAGMENTED  # (a recording written as fragments)
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
         if info.chapters:
             self.container.set_chapters(info.chapters)
@@ -301,7 +303,6 @@ class VideoSink:
 
     def close(self) -> None:
         """Flush the encoder and write the trailer: after this the file is complete and playable."""
-        fragmented = self.container.format.name in ("mp4", "mov")
         try:
             try:
                 for packet in self.video.encode(None):
@@ -318,7 +319,7 @@ class VideoSink:
                 finally:
                     self._release()
         except (av.FFmpegError, OSError) as exc:
-            self._mend(fragmented)
+            self._mend()
             reason = failure_reason(exc, self.target)
             raise MediaError(f"finishing {self.name} failed: {reason}") from None
 
@@ -339,7 +340,6 @@ class VideoSink:
         frame; a file run then discards its temporary file). Never raises."""
         if self.video is None:  # closed already
             return
-        fragmented = self.container.format.name in ("mp4", "mov")  # (a live run's: formats.LIVE_FILES)
         try:
             for packet in self.video.encode(None):
                 self.container.mux(packet)
@@ -350,19 +350,19 @@ class VideoSink:
         except (av.FFmpegError, OSError):
             pass
         self._release()
-        self._mend(fragmented)
+        self._mend()
 
-    def _mend(self, fragmented: bool) -> None:
+    def _mend(self) -> None:
         """After a failure, a recording holds what fit: a fragmented MP4/MOV whose last fragment a full disk cut
         ends after its last whole frame (``fragments.py``: it ended in "Invalid data"), and ``frames`` counts the
         frames it holds, not those encoded; a recording that holds none goes."""
         if not self.live or self.path is None:
             return
         with contextlib.suppress(OSError, ValueError, struct.error):
-            if fragmented:
+            if self._fragmented:
                 trim_cut_fragment(self.path)
                 self.frames = video_samples(self.path)
-            if self.path.stat().st_size == 0 or fragmented and self.frames == 0:
+            if self.path.stat().st_size == 0 or self._fragmented and self.frames == 0:
                 self.path.unlink()
 
 
