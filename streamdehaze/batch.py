@@ -140,7 +140,7 @@ def plan(src: Path, dst: Path) -> tuple[list[Item], dict[str, int]]:
             # ours: hidden writers, and what an interrupted video run keeps (NAME.partial[.N].EXT; a photo keeps none)
             if name.startswith(".") or is_partial(path) and not is_image(path):
                 continue
-            if not (is_image(path) or path.suffix.lower() in VIDEO_SUFFIXES):
+            if not _media_name(path):
                 ignored["name"] += 1
                 continue
             if not path.is_file():  # (a named pipe or a device would block the run forever; a broken link: no data)
@@ -152,10 +152,15 @@ def plan(src: Path, dst: Path) -> tuple[list[Item], dict[str, int]]:
     return items, ignored
 
 
+def _media_name(path: Path) -> bool:
+    """Whether ``path`` is named as a video or image."""
+    return is_image(path) or path.suffix.lower() in VIDEO_SUFFIXES
+
+
 def _media(path: Path) -> bool:
     """A video or image by its name, not hidden nor a partial, as ``plan`` takes them."""
-    return (path.is_file() and not path.name.startswith(".") and (is_image(path) or path.suffix.lower() in
-            VIDEO_SUFFIXES and not is_partial(path)))
+    return (path.is_file() and not path.name.startswith(".") and _media_name(path)
+            and (is_image(path) or not is_partial(path)))
 
 
 def _frames(path: Path) -> int:

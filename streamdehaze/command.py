@@ -252,9 +252,9 @@ def batch(argv: list[str]) -> int:
     line = (f"batch: {len(items)} {'file' if len(items) == 1 else 'files'} ({counts}); {result.frames} frames in "
             f"{result.seconds:.2f} s ({result.frames / max(result.seconds, 1e-9):.1f} fps) -> {args.output}")
     if result.ignored:  # (notes, a GIF, a named pipe: left out, and said so)
-        reasons = [LEFT_OUT[why][count > 1] for why, count in ignored.items() if count]
-        if len(reasons) > 1:
-            reasons = [f"{count} {LEFT_OUT[why][count > 1]}" for why, count in ignored.items() if count]
+        counted = {why: count for why, count in ignored.items() if count}  # (a count each where reasons differ)
+        reasons = [LEFT_OUT[why][count > 1] if len(counted) == 1 else f"{count} {LEFT_OUT[why][count > 1]}"
+                   for why, count in counted.items()]
         line += f"; {result.ignored} {'file' if result.ignored == 1 else 'files'} left out: {', '.join(reasons)}"
     if result.count("failed"):
         log.error("%s", line)
