@@ -81,13 +81,12 @@ def _check_limits(config: Config) -> None:
     """``UsageError`` for a number of [haze], [motion], [reweight] or [loss] outside :data:`_LIMITS`, or a range
     given high to low (synthesis would draw from it without a word)."""
     for section, limits in _LIMITS.items():
-        for item in dataclasses.fields(getattr(config, section)):
-            value = getattr(getattr(config, section), item.name)
+        for name, value in dataclasses.asdict(getattr(config, section)).items():
             if isinstance(value, (str, bool)):
                 continue
             numbers = list(value) if isinstance(value, tuple) else [value]
-            low, high = limits.get(item.name, (None, None))
-            shown = f"{section}.{item.name}"
+            low, high = limits.get(name, (None, None))
+            shown = f"{section}.{name}"
             if not all(math.isfinite(v) and (low is None or v >= low) and (high is None or v <= high)
                        for v in numbers):
                 bounds = (f"in [{low}, {high}]" if high is not None else f">= {low}" if low is not None
