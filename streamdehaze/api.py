@@ -34,6 +34,8 @@ from .records import FrameRecord
 from .stats import RunStats
 from .temporal import TemporalSmoother, smoother
 
+KEYWORD = "{}={}"  # how messages name a setting here: as the keyword argument it is (device=cuda), not --device
+
 __all__ = ["FILE_BATCH", "Dehazer", "FrameRecord", "Source", "dehazed", "open_source", "process", "read_frames"]
 
 
@@ -58,13 +60,13 @@ class Dehazer:
                  device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
                  infer_size: int | str | None = "auto", strength: float = 1.0,
                  noise_floor: float | str = "auto", temporal_strength: float = TEMPORAL_STRENGTH) -> None:
-        dev = resolve_device(str(device))  # (a torch.device too: checked against the GPUs there are)
+        dev = resolve_device(str(device), KEYWORD.format("device", ""))  # (a torch.device too: checked against the GPUs)
         if infer_size is not None:
             infer_size = checked_option("infer_size", infer_size)
         # (before the model loads, and as process() and serve take them: "0.5" as 0.5)
         temporal_strength = checked_option("temporal_strength", temporal_strength)
         strength, noise_floor = checked_option("strength", strength), checked_option("noise_floor", noise_floor)
-        self.engine, self.temporal = _stream_engine(create_model(model, weights, dev), dev, temporal, infer_size,
+        self.engine, self.temporal = _stream_engine(create_model(model, weights, dev, KEYWORD), dev, temporal, infer_size,
                                                     strength, noise_floor, temporal_strength)
         self.bgr = bgr
 
@@ -270,11 +272,11 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
         noise_floor=noise_floor, compile=compile, temporal=temporal, temporal_strength=temporal_strength,
         batch=batch, hwaccel=hwaccel, codec=codec, crf=crf, preset=preset, segment_time=segment_time,
         max_frames=max_frames, duration=duration, max_latency=max_latency, strict=strict)
-    job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames, bgr=bgr)
+    job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames, bgr=bgr, option=KEYWORD)
     job.check()  # before a camera is dialled or a model loaded
     with job.open_interruptibly() as source:
         m = config.model
-        engine = Engine(create_model(m.model, m.weights, job.device), job.device, m.infer_size, compile=m.compile,
+        engine = Engine(create_model(m.model, m.weights, job.device, KEYWORD), job.device, m.infer_size, compile=m.compile,
                         strength=m.strength, noise_floor=m.noise_floor)
         if on_start is not None:
             on_start(source)

@@ -96,8 +96,9 @@ class Job:
 
     def __init__(self, config: StreamConfig, *, stats: RunStats | None = None,
                  on_frame: Callable[[FrameRecord], np.ndarray | None] | None = None,
-                 on_frames: Callable[[int], None] | None = None, bgr: bool = True) -> None:
+                 on_frames: Callable[[int], None] | None = None, bgr: bool = True, option: str = "--{} {}") -> None:
         self.config, self.on_frame, self.on_frames, self.bgr = config, on_frame, on_frames, bgr
+        self.option = option  # how messages name a setting (``create_model``): --device cuda, device=cuda
         self.stats = stats or RunStats()
         self.live = is_live(config.input)
         target = config.output
@@ -145,7 +146,7 @@ class Job:
             if c.model.weights is not None:
                 check_weights_file(c.model.weights)
         with keyed("device"):
-            self.device = resolve_device(c.model.device)
+            self.device = resolve_device(c.model.device, self.option.format("device", ""))
         with keyed("hwaccel"):
             self.nvidia = use_cuda(c.hwaccel, self.device, self.codec)
         with keyed("codec"):

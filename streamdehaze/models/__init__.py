@@ -63,7 +63,7 @@ def create_model(name: str, weights: str | Path | None = None, device: torch.dev
         name = default_model(device or torch.device("cpu"))
     if name == "dcp":
         if weights is not None:
-            weights_option = option.format("weights", "").strip()  # --weights, weights=
+            weights_option = option.format("weights", "").strip(" =")  # --weights, weights
             raise UsageError(f"{weights_option} does not apply to {option.format('model', 'dcp')} (it has no weights)")
         return DarkChannelPrior().eval()
     if name in kanet.MODEL_NAMES:

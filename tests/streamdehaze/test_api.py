@@ -349,6 +349,22 @@ def test_options_are_checked_as_the_command_line_checks_them(make_video, hazy_im
                           Dehazer("dcp", device="cpu", temporal="off", infer_size=None)(rgb))
 
 
+def test_the_model_and_device_are_named_as_the_keywords_they_are_given_as(make_video, tmp_path):
+    """A program's author gave ``device="cuda"``, not ``--device cuda``: the message names what they wrote."""
+    from streamdehaze import process
+
+    src = make_video(frames=2)
+    for run in (lambda **kw: Dehazer(**kw), lambda **kw: process(src, tmp_path / "o.mkv", **kw)):
+        with pytest.raises(UsageError, match=r"^no weights for model=kanet: pass weights=FILE "):
+            run(model="kanet")
+        if not torch.cuda.is_available():
+            with pytest.raises(UsageError, match=r"^device=cuda: no CUDA GPU is available \(use device=cpu or auto\)$"):
+                run(model="dcp", device="cuda")
+    with pytest.raises(UsageError, match=r"^weights does not apply to model=dcp \(it has no weights\)$"):
+        Dehazer("dcp", weights=tmp_path / "w.safetensors")
+    assert not (tmp_path / "o.mkv").exists()
+
+
 def test_options_given_as_data_are_checked_as_keywords_are(make_video, probe, tmp_path):
     """A ``StreamConfig`` made directly takes what the keywords take ("full", numbers as text) and refuses what
     they refuse, naming the option (a segment time of 0 once made the writer loop for ever)."""
