@@ -26,14 +26,16 @@ from .batch import (LEFT_OUT, STATUSES, BatchResult, FileResult, LocalBatch, Wor
 from .credentials import mask
 from .engine import Engine, resolve_device
 from .errors import UsageError
-from .images import ImagesSkipped, dehaze_image_url, dehaze_images, image_engine, is_image, is_image_url
+from .images import (ImagesSkipped, dehaze_image_url, dehaze_images, image_engine, image_names, is_image,
+                     is_image_url)
 from .job import check_stats_file
 from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, model_name
 from .config import StreamConfig, load_config
 from .fleet import Fleet, FleetResult, open_reporter, within_file
 from .options import Parser, add_file_options, build_parser, seconds
-from .outputs import atomic_output, check_statistics_file, check_writable, remove_empty_folders
+from .outputs import (atomic_output, check_statistics_among, check_statistics_file, check_writable,
+                      remove_empty_folders)
 from .pipeline import RunResult, deferred_signals
 from .sources import VideoFileSource, is_file
 from .stats import Reporter, RunStats
@@ -200,12 +202,8 @@ def batch(argv: list[str]) -> int:
     check_output_folder(args.output)
     made = not args.output.exists()  # (a run that writes nothing leaves no folder it made: see below)
     if args.stats_json is not None:  # (in the output folder, it is made with it)
-        stats, shown = args.stats_json.resolve(), f"--stats-json {args.stats_json}"
-        for item in items:  # (written whole at the end: over a video, a finished output would be lost)
-            for what, path in (("an input", item.input), ("an output", item.output)):
-                if Path(path).resolve() == stats:
-                    raise UsageError(f"{shown} is {what} of the batch ({item.name}): name the statistics file "
-                                     "otherwise")
+        shown = f"--stats-json {args.stats_json}"
+        check_statistics_among(args.stats_json, ((i.name, i.input, i.output) for i in items), shown, "the batch")
         check_statistics_file(args.stats_json, shown)
         if args.stats_json.absolute().is_relative_to(args.output.absolute()):
             check_output_folder(args.stats_json.parent)
@@ -407,6 +405,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.stats_json is not None:
         check_stats_file(args.stats_json, StreamConfig(args.input, args.output), f"--stats-json {args.stats_json}")
         check_statistics_file(args.stats_json, f"--stats-json {args.stats_json}")
+        if on_disk and src.is_dir():
+            check_statistics_among(args.stats_json, ((name, src / name, dst / name) for name in image_names(src)),
+                                   f"--stats-json {args.stats_json}", "the run")
     device = resolve_device(args.device)
     args.model = model_name(args.model, args.weights, device)  # name what runs, in the stats and the summary line
     if on_disk and (src.is_dir() or is_image(src)) or is_image_url(args.input):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ import cv2
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
+import PIL.TiffImagePlugin
 import torch
 from PIL import ExifTags
 from torch import nn
@@ -84,13 +86,19 @@ def read_image(image: Path | bytes, name: str | None = None) -> np.ndarray:
         data = image if isinstance(image, bytes) else image.read_bytes()
     except OSError as exc:
         raise MediaError(f"cannot read image {path}: {exc.strerror}") from None
+    if not data:
+        raise MediaError(f"cannot read image {path}: the file is empty")
     if truncated(data):
         raise MediaError(f"cannot read image {path}: truncated (its data ends before the picture does)")
     if is_heif(data):
         return _read_heif(data, path)
     # Decoded from the bytes read: OpenCV's imread crashes the process on a file name that is not UTF-8 (an old
     # camera card's, a Windows zip's), and fails on a TIFF whose orientation tag turns it.
-    stored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        stored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # (a header that gives more pixels than OpenCV decodes: a damaged or hostile file)
+        reason = "more than 2^30 pixels, OpenCV's limit" if "MAX_IMAGE_PIXELS" in exc.err else exc.err
+        raise MediaError(f"cannot read image {path}: {reason}") from None
     if stored is None:
         raise MediaError(f"cannot read image {path}: not an image, or corrupt")
     if stored.dtype not in (np.uint8, np.uint16):  # (floating-point or 32-bit TIFF: no scale to read it by)
@@ -102,11 +110,20 @@ def read_image(image: Path | bytes, name: str | None = None) -> np.ndarray:
         log.warning("%s holds %d pictures: the first is dehazed", path, pictures)
     if data[:4] not in (b"II*\x00", b"MM\x00*"):
         return np.ascontiguousarray(_UPRIGHT.get(turn, lambda a: a)(stored))
-    # OpenCV turns a TIFF upright itself, through libtiff's RGBA reader where its tag turns it: that reader
-    # premultiplies transparency into the colours, so such a TIFF with transparency is read by Pillow instead.
-    if turn != 1 and stored.ndim == 3 and stored.shape[2] == 4:
-        with PIL.Image.open(io.BytesIO(data)) as image:
-            return np.asarray(PIL.ImageOps.exif_transpose(image.convert("RGBA")))
+    # OpenCV turns a TIFF upright itself. It reads an 8-bit one through libtiff's RGBA reader, which multiplies the
+    # transparency into the colours (a grey one's it drops): Pillow reads those as they are.
+    bits, alpha, cmyk = _tiff_layout(data)
+    if alpha and bits == 8:
+        try:
+            with PIL.Image.open(io.BytesIO(data)) as image:
+                return np.asarray(PIL.ImageOps.exif_transpose(image).convert("RGBA"))
+        except _PILLOW_CANNOT:  # (a layout Pillow does not read: OpenCV's reading, as it is)
+            pass
+    if alpha and stored.ndim == 2:
+        log.warning("%s: a grey TIFF with %d-bit samples and transparency is read as 8-bit grey, without its "
+                    "transparency (as OpenCV reads it)", path, bits)
+    if cmyk and stored.ndim == 3 and stored.shape[2] == 4:  # (OpenCV adds an opaque alpha channel)
+        return np.ascontiguousarray(stored[..., :3])
     return stored
 
 
@@ -159,6 +176,25 @@ def _orientation(data: bytes) -> tuple[int, int]:
 
 # What Pillow raises for a file it cannot read; a picture past its decompression-bomb limit (179 megapixels) too.
 _PILLOW_CANNOT = (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError)
+
+
+def _tiff_layout(data: bytes) -> tuple[int, bool, bool]:
+    """A TIFF's bits per sample, whether it has transparency, and whether it is CMYK, from its first directory. A
+    sample past the colours is taken for transparency, as libtiff takes it (OpenCV writes RGBA with no ExtraSamples
+    tag to say so)."""
+    try:
+        directory = PIL.TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+        with io.BytesIO(data) as file:
+            file.seek(directory.next)
+            directory.load(file)
+    except (OSError, SyntaxError, ValueError, struct.error):  # (OpenCV read it: the pixels go as it read them)
+        return 0, False, False
+    bits = directory.get(PIL.TiffImagePlugin.BITSPERSAMPLE, (0,))
+    photometric = directory.get(PIL.TiffImagePlugin.PHOTOMETRIC_INTERPRETATION, 1)
+    samples = directory.get(PIL.TiffImagePlugin.SAMPLESPERPIXEL, 1)
+    colours = {0: 1, 1: 1, 2: 3}.get(photometric)  # (white or black is zero, RGB; palettes, YCbCr, Lab have none)
+    return (bits[0] if isinstance(bits, tuple) else bits, colours is not None and samples > colours,
+            photometric == 5 and samples == 4)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -364,14 +400,20 @@ def _check_image_output(dst: Path) -> None:
         raise UsageError(f"input is an image, so the output must be an image file ({', '.join(sorted(IMAGE_SUFFIXES))}): {dst}")
 
 
+def image_names(folder: Path) -> list[str]:
+    """The names of the images a run of ``folder`` dehazes, sorted (a ``UsageError`` where there is none)."""
+    # (not hidden files: a Mac's ._NAME.jpg beside each photo copied from it holds no picture)
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
+    if not names:
+        raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {folder}")
+    return names
+
+
 def dehaze_images(engine: Engine, src: Path, dst: Path,
                   on_image: Callable[[int], None] | None = None) -> int:
     """Dehaze an image file or every image in a folder; returns the number of images written."""
     if src.is_dir():
-        # (not hidden files: a Mac's ._NAME.jpg beside each photo copied from it holds no picture)
-        names = sorted(p.name for p in src.iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
-        if not names:
-            raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {src}")
+        names = image_names(src)
         if any(Path(name).suffix.lower() in HEIF_SUFFIXES for name in names):
             _heif()  # (a missing package is said before anything is written)
         if dst.exists() and not dst.is_dir():
@@ -398,11 +440,14 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
             if on_image is not None:
                 on_image(1)
         if bad:
+            good = len(names) - bad
             raise ImagesSkipped(f"{bad} of {len(names)} images could not be read or written and were skipped "
-                                f"(named above); the other {len(names) - bad} are in {dst}", len(names) - bad)
+                                f"(named above); the other {good} {'is' if good == 1 else 'are'} in {dst}", good)
         return len(names)
     _check_image_output(dst)
     check_output(dst, src)
+    if src.stat().st_size == 0:  # (as a video file's)
+        raise UsageError(f"input is empty: {src}")
     dehaze_image_file(engine, src, dst)
     if on_image is not None:
         on_image(1)

@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,7 +39,7 @@ _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 
 def check_output(target: Path, inputs: Path | None = None) -> None:
     """Refuse an output that would overwrite the input or cannot be created."""
-    longest, most = len(_hidden_partial(target).name.encode()), _name_max(target.parent)
+    longest, most = len(os.fsencode(_hidden_partial(target).name)), _name_max(target.parent)
     if longest > most:  # (found now, not when the finished file is named)
         raise UsageError(f"output name too long: a run writes {target.name} as .NAME.partial-PID.EXT until it is complete, "
                          f"and this folder takes names of at most {most} bytes: shorten it by {longest - most}")
@@ -82,6 +82,17 @@ def check_statistics_file(path: Path, shown: str) -> None:
         return
     if head and not head.startswith(b"{"):
         raise UsageError(f"{shown} holds something other than statistics: name the statistics file otherwise")
+
+
+def check_statistics_among(path: Path, files: Iterable[tuple[str, str | Path, str | Path]], shown: str,
+                           run: str) -> None:
+    """A ``UsageError`` where the statistics file ``path`` is one of a run's inputs or outputs (``files``: each
+    one's name, input and output): written whole at the end, it would take a finished output's place."""
+    stats = path.resolve()
+    for name, source, target in files:
+        for what, file in (("an input", source), ("an output", target)):
+            if Path(file).resolve() == stats:
+                raise UsageError(f"{shown} is {what} of {run} ({name}): name the statistics file otherwise")
 
 
 def _name_max(folder: Path) -> int:

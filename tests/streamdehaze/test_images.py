@@ -10,8 +10,11 @@ import os
 import resource
 import signal
 import subprocess
+import struct
 import sys
 import threading
+import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -157,6 +160,40 @@ def test_a_turned_tiff_keeps_its_layout(run_cli, hazy_image, tmp_path, layout):
                   else result.astype(int) - upright).max() <= (257 if layout == "grey16" else 1)
 
 
+@pytest.mark.parametrize("layout", ["rgba", "grey_alpha", "rgba16", "cmyk"])
+@pytest.mark.parametrize("turned", [False, True])
+def test_a_tiff_keeps_its_colours_and_transparency(run_cli, hazy_image, tmp_path, layout, turned):
+    """OpenCV reads an 8-bit TIFF through libtiff's RGBA reader, which multiplied the transparency into the colours
+    (the see-through parts of a photo came out dark, at --strength 0 too) and dropped a grey one's; a CMYK one
+    gained an alpha channel. Its own RGBA output, which has no tag to call the fourth sample alpha, reads back."""
+    tifffile = pytest.importorskip("tifffile")
+    rgb = hazy_image(0, 80, 60)
+    alpha = np.tile(np.linspace(0, 255, 80).astype(np.uint8), (60, 1))  # (see-through to opaque)
+    want = {"rgba": np.dstack([rgb, alpha]), "grey_alpha": np.dstack([rgb[..., 1]] * 3 + [alpha]),
+            "rgba16": np.dstack([rgb, alpha]).astype(np.uint16) * 257, "cmyk": rgb}[layout]
+    stored = np.rot90(want) if turned else want
+    src, out, again = tmp_path / "in.tiff", tmp_path / "out.tiff", tmp_path / "again.tiff"
+    tags = {"extratags": [(ExifTags.Base.Orientation, "H", 1, 6, False)]} if turned else {}
+    if layout == "grey_alpha":
+        tifffile.imwrite(src, stored[..., [0, 3]], photometric="minisblack", extrasamples=["unassalpha"], **tags)
+    elif layout == "cmyk":
+        tifffile.imwrite(src, np.dstack([255 - stored, np.zeros(stored.shape[:2], np.uint8)]), photometric="separated",
+                         **tags)
+    else:
+        tifffile.imwrite(src, stored, photometric="rgb", extrasamples=["unassalpha"], **tags)
+    code, err = run_cli(src, out, "--strength", 0)
+    assert code == 0, err
+    for written in (out, again):
+        # (read back by Pillow; 16 bits, which it reads as 8, by OpenCV, whose 16-bit reading keeps them apart)
+        result = cv2.cvtColor(cv2.imread(str(written), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA) \
+            if layout == "rgba16" else np.asarray(Image.open(written))
+        assert result.shape == want.shape and result.dtype == want.dtype
+        assert np.abs(result.astype(int) - want).max() <= (257 if layout == "rgba16" else 1)
+        if layout == "cmyk":
+            break
+        assert run_cli(out, again, "--strength", 0)[0] == 0  # (its own output, dehazed again)
+
+
 def test_floating_point_samples_are_one_line(run_cli, tmp_path):
     src = tmp_path / "linear.tiff"
     Image.fromarray(np.full((30, 40), 0.5, np.float32)).save(src)
@@ -172,12 +209,14 @@ def test_a_file_name_that_is_not_utf8_is_read(hazy_image, tmp_path):
     name = b"caf\xe9.jpg"
     _save(src / "plain.jpg", hazy_image(0, 64, 48))
     (src / os.fsdecode(name)).write_bytes((src / "plain.jpg").read_bytes())
-    for args in ([src / os.fsdecode(name), tmp_path / "one.jpg"], [src, out]):
+    for args in ([src / os.fsdecode(name), tmp_path / "one.jpg"], [src, out],
+                 [src / "plain.jpg", tmp_path / os.fsdecode(name)]):  # (an output so named was an internal error)
         run = subprocess.run([sys.executable, "-m", "streamdehaze", *map(os.fsencode, args), b"--model", b"dcp"],
                              capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
     assert sorted(os.listdir(os.fsencode(out))) == [name, b"plain.jpg"]
     assert cv2.imread(str(tmp_path / "one.jpg")).shape == (48, 64, 3)
+    assert cv2.imdecode(np.fromfile(tmp_path / os.fsdecode(name), np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
 
 
 def test_sixteen_bit_photos_in_a_folder_keep_their_colour_profile(run_cli, hazy_image, tmp_path):
@@ -272,6 +311,8 @@ def test_folder_goes_on_past_bad_images(run_cli, hazy_image, caplog, tmp_path):
         data = (src / name).read_bytes()
         (src / name).write_bytes(data[: len(data) // 2])
     (src / "d_corrupt.png").write_bytes(b"not a picture at all")
+    (src / "g_empty.jpg").write_bytes(b"")  # (each of these two stopped the run, good images unwritten)
+    (src / "h_huge.png").write_bytes(_png_header(60000, 60000))
     code, err = run_cli(src, out, "--stats-json", tmp_path / "stats.json")
     assert code == 1
     stats = json.loads((tmp_path / "stats.json").read_text())
@@ -286,9 +327,19 @@ def test_folder_goes_on_past_bad_images(run_cli, hazy_image, caplog, tmp_path):
                        "does); skipped",
                        f"cannot read image {src / 'd_corrupt.png'}: not an image, or corrupt; skipped",
                        f"cannot read image {src / 'e_truncated.png'}: truncated (its data ends before the picture "
-                       "does); skipped"]
-    assert err == f"streamdehaze: error: 3 of 6 images could not be read or written and were skipped (named above); " \
+                       "does); skipped",
+                       f"cannot read image {src / 'g_empty.jpg'}: the file is empty; skipped",
+                       f"cannot read image {src / 'h_huge.png'}: more than 2^30 pixels, OpenCV's limit; skipped"]
+    assert err == f"streamdehaze: error: 5 of 8 images could not be read or written and were skipped (named above); " \
                   f"the other 3 are in {out}\n"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header states ``width`` x ``height`` RGB, with a few bytes of picture."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b""))
 
 
 def test_truncated_jpeg_is_refused(run_cli, hazy_image, tmp_path):
@@ -297,6 +348,25 @@ def test_truncated_jpeg_is_refused(run_cli, hazy_image, tmp_path):
     src.write_bytes(src.read_bytes()[:-200])
     code, err = run_cli(src, tmp_path / "o.jpg")
     assert code == 1 and "truncated" in err and not (tmp_path / "o.jpg").exists()
+
+
+def test_statistics_are_not_written_over_a_photo_of_the_folder_run(run_cli, hazy_image, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("a.jpg", "b.png"):
+        _save(src / name, hazy_image(0, 64, 48))
+    # (it wrote both photos, then the statistics over b.png, and said all was well)
+    assert run_cli(src, out, "--model", "dcp", "--stats-json", out / "b.png") == (
+        2, f"streamdehaze: error: --stats-json {out / 'b.png'} is an output of the run (b.png): name the statistics "
+           "file otherwise\n")
+    assert not out.exists()
+
+
+def test_an_empty_photo_is_refused_as_an_empty_video_is(run_cli, tmp_path):
+    for name in ("empty.jpg", "empty.mp4"):
+        (tmp_path / name).write_bytes(b"")
+        assert run_cli(tmp_path / name, tmp_path / f"o{Path(name).suffix}") == (
+            2, f"streamdehaze: error: input is empty: {tmp_path / name}\n")
 
 
 def test_jpeg_truncation_is_told_from_a_whole_file(hazy_image, tmp_path):
