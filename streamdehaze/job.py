@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ from .pipeline import RunResult, Stream, deferred_signals
 from .publish import PublishedSink
 from .records import FrameRecord
 from .sinks import CallbackSink, SegmentedSink, VideoSink
-from .sources import VideoFileSource, is_file
+from .sources import TRANSPORT_CLOCKS, VideoFileSource, is_file
 from .stats import RunStats
 from .temporal import check_mode, smoother
 from .trial import trial_write
@@ -325,8 +326,14 @@ class Job:
             self.stats.unpublished = lambda: self._published.unsent
             self.stats.output_reconnects = lambda: self._published.reconnects
         else:  # (a recording is created, never truncated: another run may have just made that file)
-            inner = sink(target, exclusive=self.live, **more)
+            inner = sink(target, exclusive=self.live, start=self._clock_start(), **more)
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, self.bgr, self.config.name)
+
+    def _clock_start(self) -> Fraction:
+        """Where the output's timestamps start from. A transport stream's clock starts anywhere (an NVR's at
+        10:00:00): a file with a clock of its own (MP4, MKV) starts at zero, as FFmpeg's tools make it, rather than
+        after hours of nothing; another transport stream keeps it."""
+        return Fraction(0) if self._muxer() in TRANSPORT_CLOCKS else self.source.info.clock_start
 
     def _clock(self) -> Callable[[float], float]:
         """The Unix time of a time on the output's clock, which segments named by their time are named by: a

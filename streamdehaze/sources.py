@@ -36,6 +36,9 @@ log = logging.getLogger("streamdehaze")
 # streams, and its demux fails with IndexError at the very end, when it flushes every stream FFmpeg now knows: after
 # the flush packets of the streams we read (those have lower indices), so it is the end of the input.
 NEW_STREAM_AT_END = IndexError
+# Formats whose clock is a broadcaster's or recorder's, running on from wherever it was when the recording began
+# (an NVR's .ts at 10:00:00): MPEG-TS and program streams, as demuxer and as muxer names.
+TRANSPORT_CLOCKS = frozenset({"mpegts", "hls", "mpeg", "vob", "svcd", "dvd", "vcd"})
 STDIN = "-"  # the input's name for standard input (a pipe from another program)
 # How far into a file to look for an audio stream's format when FFmpeg's first look (5 s) found none of it.
 LOOK_FURTHER = {"analyzeduration": str(60 * 1_000_000), "probesize": str(200 << 20)}
@@ -87,6 +90,7 @@ class VideoInfo:
     field_order: int = 0  # FFmpeg's AVFieldOrder: 2 to 5 for interlaced video (0 unknown, 1 progressive)
     bits: int = 8  # bits per sample of the input's pictures (10 for HEVC Main10, HDR)
     hdr10: HDR10 | None = None  # its mastering display and light levels, where it states them
+    clock_start: Fraction = Fraction(0)  # seconds where a transport stream's clock began (``TRANSPORT_CLOCKS``)
 
 
 class Timeline:
@@ -375,7 +379,14 @@ class VideoFileSource:
             tags={k: v for k, v in self.container.metadata.items() if k.lower() not in _OLD_FILE_TAGS},
             video_tags=stream_tags(st), video_disposition=int(st.disposition), chapters=self._chapters(first),
             field_order=int(st.codec_context.field_order or 0), bits=sample_bits(first), hdr10=hdr10_of(first),
+            clock_start=self._clock_start(),
         )
+
+    def _clock_start(self) -> Fraction:
+        start = self.container.start_time
+        if self.container.format.name not in TRANSPORT_CLOCKS or start is None or start <= 0:
+            return Fraction(0)  # (below zero: ``Timeline`` moves it up to zero)
+        return Fraction(start, av.time_base)
 
     def _chapters(self, first: av.VideoFrame) -> list[dict]:
         """The input's chapters; a clip cut with ``max_frames`` or ``duration`` keeps those that begin before its

@@ -192,7 +192,8 @@ def test_a_camera_that_pauses_keeps_its_timestamps(run_cli, probe, caplog, tmp_p
     write_video(src, pts=pts, time_base=Fraction(1, 90000))
     code, err = run_cli(src, out, "--model", "dcp")
     assert code == 0 and "jump back" not in caplog.text, err
-    assert probe(out)["times"] == probe(src)["times"] and len(probe(src)["times"]) == 50
+    times = probe(src)["times"]  # (an MP4 of an MPEG-TS starts at zero)
+    assert probe(out)["times"] == [t - times[0] for t in times] and len(times) == 50
 
 
 def test_a_recording_that_starts_below_zero_keeps_every_frame(run_cli, probe, caplog, tmp_path):
@@ -255,7 +256,8 @@ def test_a_stream_that_appears_mid_file_does_not_end_the_run(run_cli, probe, tmp
     damaged.write_bytes(b"".join(packets[:late] + stray + packets[late:]))
     code, err = run_cli(damaged, out, "--model", "dcp")
     assert code == 0, err
-    assert probe(out)["times"] == probe(src)["times"]
+    times = probe(src)["times"]  # (an MP4 of an MPEG-TS starts at zero)
+    assert probe(out)["times"] == [t - times[0] for t in times]
 
 
 def test_audio_that_starts_late_is_copied(run_cli, probe, tmp_path):

@@ -97,15 +97,20 @@ def test_mpeg_ts_keeps_the_times_of_b_frames_from_zero(make_video, probe, capfdb
     assert probe(out)["times"] == probe(src)["times"] == [Fraction(i, 25) for i in range(10)]
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
-def test_a_clip_cut_from_mpeg_ts_starts_on_its_tick(make_video, probe, run_cli, tmp_path, suffix):
-    # An MP4's late start is an edit in the file's own clock: FFmpeg's milliseconds moved 100450 ticks of 90 kHz
-    # (1.11611 s) to 1.116 s, every frame 1 ms early (and the sound apart from the picture by as much).
-    src = make_video("cut.ts", pts=[100450 + 3600 * i for i in range(6)], time_base=Fraction(1, 90000))
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".ts"])
+def test_a_clip_cut_from_mpeg_ts_starts_at_zero_on_its_ticks(make_video, probe, run_cli, tmp_path, suffix):
+    """A transport stream's clock starts anywhere (an NVR's at 10:00:00, FFmpeg's at 1.4 s): an MP4 or MKV kept it
+    as ten hours of nothing before the picture. It starts at zero, every frame on its tick (FFmpeg's milliseconds
+    once moved 100450 ticks of 90 kHz to 1.116 s, every frame 1 ms early); another MPEG-TS keeps the clock."""
+    first = 36000 * 90000 + 450
+    src = make_video("cut.ts", pts=[first + 3600 * i for i in range(6)], time_base=Fraction(1, 90000))
     out = tmp_path / f"out{suffix}"
     assert run_cli(src, out, "--model", "dcp", "--quiet") == (0, "")
-    assert probe(out)["times"] == probe(src)["times"]
-    assert probe(src)["times"][0] == Fraction(100450, 90000)
+    times = probe(src)["times"]
+    assert times[0] == Fraction(first, 90000)
+    assert probe(out)["times"] == (times if suffix == ".ts" else [t - times[0] for t in times])
+    with av.open(str(out)) as written:
+        assert suffix == ".ts" or written.duration < av.time_base  # (0.24 s of frames, not ten hours)
 
 
 def test_a_rotation_tag_mpeg_ts_cannot_hold_is_said(make_video, run_cli, caplog, tmp_path):
