@@ -9,6 +9,7 @@ import re
 from fractions import Fraction
 
 import av
+import numpy as np
 from av.bitstream import BitStreamFilterContext
 
 from .formats import audio_rates, reencoding_codecs
@@ -79,6 +80,8 @@ class Reencoded:
         frames: list = []
         for frame in decoded:
             frame.time_base = self._time_base
+            if (frame := _from_zero(frame)) is None:
+                continue
             for first in self._as_first(frame):
                 if first.pts is not None and self._next is not None and first.pts < self._next:
                     first.pts = self._next  # (a resampler's delay where the format changed: the encoder wants order)
@@ -109,6 +112,22 @@ class Reencoded:
                 converted.pts = round(converted.pts * converted.time_base / self._time_base)
             converted.time_base = self._time_base
         return back
+
+
+def _from_zero(frame: av.AudioFrame) -> av.AudioFrame | None:
+    """``frame`` without what comes before time 0 (an MP3's or AC-3's priming, which players never play; None if
+    that is all of it): a muxer that takes no time below 0 (WebM, Ogg) moved every stream later by it."""
+    if frame.pts is None or frame.pts >= 0 or not frame.time_base:
+        return frame
+    before = round(-frame.pts * frame.time_base * frame.sample_rate)
+    if before >= frame.samples:
+        return None
+    samples = frame.to_ndarray()  # (planar: a row a channel; packed: one row, the channels interleaved)
+    step = 1 if frame.format.is_planar else frame.layout.nb_channels
+    cut = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, before * step:]), format=frame.format.name,
+                                     layout=frame.layout.name)
+    cut.sample_rate, cut.pts, cut.time_base = frame.sample_rate, 0, frame.time_base
+    return cut
 
 
 class CopiedSound:

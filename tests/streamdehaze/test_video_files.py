@@ -948,6 +948,21 @@ def test_audio_a_format_cannot_hold_is_encoded_again(run_cli, caplog, tmp_path, 
     assert abs(tone - 48000 / (2 * np.pi * 20)) < 5 and 0.1 < np.sqrt(np.mean(middle ** 2)) < 0.25  # the same sound
 
 
+@pytest.mark.parametrize("codec, given", [("libmp3lame", ".mp4"), ("ac3", ".mkv")])
+def test_sound_encoded_again_from_before_zero_moves_no_frame(probe, run_cli, tmp_path, codec, given):
+    # An MP3's or AC-3's priming lies before 0; WebM takes no time below 0, so the muxer moved every stream later
+    # by it (each frame 25 or 5 ms late). What players never play of it is left out of the sound encoded again.
+    src, out = tmp_path / f"in{given}", tmp_path / "out.webm"
+    _with_audio(src, codec)
+    with av.open(str(src)) as c:
+        assert next(p for p in c.demux(c.streams.audio[0]) if p.size).pts < 0
+    assert run_cli(src, out, "--model", "dcp", "--quiet") == (0, "")
+    assert probe(out)["times"] == probe(src)["times"] == [Fraction(i, 25) for i in range(25)]
+    with av.open(str(out)) as c:
+        sound = [f for f in c.decode(audio=0)]
+    assert 0 <= sound[0].time < 0.01 and abs(sum(f.samples for f in sound) / 48000 - 1.0) < 0.05
+
+
 def test_mp3_is_copied_into_mpeg_ts(probe, run_cli, caplog, tmp_path):
     # MPEG-TS holds MP3: the check once took the decoder's name (mp3float) for the codec's, and encoded it again.
     src, out = tmp_path / "in.ts", tmp_path / "out.ts"
