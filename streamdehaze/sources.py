@@ -341,6 +341,8 @@ class VideoFileSource:
         for s in self.container.streams:
             if s.index in others:  # (another variant of the same programme: not an extra track to copy)
                 continue
+            if s.type == "data" and s.discard == av.stream.Discard.all:  # (an MP4's chapter track: its chapters go)
+                continue
             if s.type == "audio" and not known_audio(s):
                 # No audio where FFmpeg looked: a muxer refuses a stream with no format, and the video must not
                 # be lost for it.

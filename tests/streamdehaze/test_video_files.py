@@ -647,7 +647,7 @@ def test_reverse_dns_tags_add_the_flag_that_writes_them_to_any_other(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
-def test_chapters_and_which_track_plays_by_default_go_along(run_cli, tmp_path, suffix):
+def test_chapters_and_which_track_plays_by_default_go_along(run_cli, caplog, tmp_path, suffix):
     src, out = tmp_path / "film.mkv", tmp_path / f"out{suffix}"
     with av.open(str(src), "w") as oc:
         video = oc.add_stream("libx264", rate=25)
@@ -680,6 +680,11 @@ def test_chapters_and_which_track_plays_by_default_go_along(run_cli, tmp_path, s
         with av.open(str(cut)) as written:
             assert [(c["metadata"]["title"], c["start"] * c["time_base"], c["end"] * c["time_base"])
                     for c in written.chapters()] == [("Intro", 0, Fraction(3, 5))], limit
+    # An MP4's chapters are a track too, which FFmpeg reads as chapters: it was said to be "not copied".
+    code, err = run_cli(out, tmp_path / "again.mkv", "--model", "dcp")
+    assert code == 0 and "not copying" not in caplog.text, caplog.text
+    with av.open(str(tmp_path / "again.mkv")) as written:
+        assert [c["metadata"]["title"] for c in written.chapters()] == ["Intro", "Fog"]
 
 
 def test_a_font_goes_along_into_matroska_and_what_is_not_copied_is_said(run_cli, caplog, tmp_path):
