@@ -230,7 +230,7 @@ def read_metadata(source: Path | bytes, name: str | None = None) -> dict[int, by
             blob = exif.tobytes() if len(exif) and image.format in ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "AVIF") \
                 else b""
     except PIL.Image.DecompressionBombError as exc:  # (its limit is the process's: not ours to raise)
-        log.warning("%s: its EXIF and colour profile are not read: %s", path, exc)
+        log.warning("%s: its EXIF (its orientation too) and colour profile are not read: %s", path, exc)
         return {}
     except _PILLOW_CANNOT:  # Pillow cannot read it: the pixels, which OpenCV read, still go
         return {}
