@@ -272,10 +272,11 @@ def _described(tiff: PIL.Image.Exif) -> PIL.Image.Exif:
     return kept
 
 
-def write_image(path: Path, image: np.ndarray, metadata: dict[int, bytes] | None = None) -> None:
+def write_image(path: Path, image: np.ndarray, metadata: dict[int, bytes] | None = None, lossy: bool = False) -> None:
     """Write a picture of ``read_image``'s layouts (uint8 or uint16) with ``metadata`` (``read_metadata``) where the
     format carries it. A 16-bit picture goes into an 8-bit format scaled to 8 bits; an alpha channel is dropped where
-    the format has none (JPEG)."""
+    the format has none (JPEG). ``lossy``: the picture came from a lossy file (``lossy_file``), and a WebP of it is
+    lossy too (OpenCV's default, lossless, made a photo's WebP 16 times the size it came in)."""
     if image.dtype == np.uint16 and path.suffix.lower() not in HOLDS_16_BITS:
         image = (image / 257.0).round().astype(np.uint8)
     metadata = _fitting(path, image, metadata or {}) if path.suffix.lower() in KEEPS_METADATA else {}
@@ -287,18 +288,31 @@ def write_image(path: Path, image: np.ndarray, metadata: dict[int, bytes] | None
     # OpenCV does not write, so it is added to the encoded file here, as the ICC specification lays them out.
     icc = metadata.pop(cv2.IMAGE_METADATA_ICCP) if _is_jpeg(path) and len(
         metadata.get(cv2.IMAGE_METADATA_ICCP, b"")) > _ICC_PART else None
+    params = [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY] if lossy and path.suffix.lower() == ".webp" else []
     try:
         if metadata:
             ok, encoded = cv2.imencodeWithMetadata(path.suffix, bgr, list(metadata),
-                                                   [np.frombuffer(data, np.uint8) for data in metadata.values()])
+                                                   [np.frombuffer(data, np.uint8) for data in metadata.values()],
+                                                   params)
         else:
-            ok, encoded = cv2.imencode(path.suffix, bgr)
+            ok, encoded = cv2.imencode(path.suffix, bgr, params)
     except cv2.error as exc:  # (a size the format cannot hold, say)
         raise MediaError(f"cannot write image {path}: {exc.err}") from None
     if not ok:
         raise MediaError(f"cannot write image {path}: {path.suffix} cannot hold a {image.shape[1]}x{image.shape[0]} "
                          f"picture of {image.dtype}")
     _write_bytes(path, encoded.tobytes() if icc is None else _with_icc_parts(encoded.tobytes(), icc))
+
+
+WEBP_QUALITY = 90  # a lossy WebP's (of 100); a lossless picture's WebP stays lossless
+
+
+def lossy_file(start: bytes) -> bool:
+    """Whether an image file, of which ``start`` is the first bytes, was compressed with loss: a JPEG, a lossy
+    WebP (its picture in a ``VP8 `` chunk, not ``VP8L``), a HEIC or an AVIF."""
+    if start[:4] == b"RIFF" and start[8:12] == b"WEBP":
+        return b"VP8 " in start[12:] and b"VP8L" not in start[12:]
+    return start[:2] == b"\xff\xd8" or is_heif(start) or start[4:12] in (b"ftypavif", b"ftypavis")
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -383,7 +397,8 @@ class ImagesSkipped(MediaError):
 
 
 def dehaze_image_file(engine: Engine, src: Path, dst: Path) -> None:
-    write_image(dst, dehaze_picture(engine, read_image(src)), read_metadata(src))
+    picture = dehaze_picture(engine, read_image(src))
+    write_image(dst, picture, read_metadata(src), lossy=lossy_file(_start(src)))
 
 
 def dehaze_image_url(engine: Engine, url: str, dst: Path) -> int:
@@ -391,13 +406,14 @@ def dehaze_image_url(engine: Engine, url: str, dst: Path) -> int:
     _check_image_output(dst)
     check_output(dst)
     data, name = fetch_image(url), mask(url, url)
-    write_image(dst, dehaze_picture(engine, read_image(data, name)), read_metadata(data, name))
+    write_image(dst, dehaze_picture(engine, read_image(data, name)), read_metadata(data, name), lossy_file(data))
     return 1
 
 
 def _check_image_output(dst: Path) -> None:
     if not is_image(dst):
-        raise UsageError(f"input is an image, so the output must be an image file ({', '.join(sorted(IMAGE_SUFFIXES))}): {dst}")
+        raise UsageError(f"input is an image, so the output must be an image file "
+                         f"({', '.join(sorted(IMAGE_SUFFIXES))}): {dst}")
 
 
 def image_names(folder: Path) -> list[str]:
@@ -432,8 +448,7 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
         bad = 0
         for name in names:
             try:
-                image = read_image(src / name)
-                write_image(dst / name, dehaze_picture(engine, image), read_metadata(src / name))
+                dehaze_image_file(engine, src / name, dst / name)
             except MediaError as exc:  # the others still get done
                 log.error("%s; skipped", exc)
                 bad += 1

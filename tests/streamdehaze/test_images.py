@@ -619,3 +619,18 @@ def test_heic_without_pillow_heif_is_one_line(run_cli, hazy_image, tmp_path, mon
         assert code == 2 and err.strip() == ("streamdehaze: error: HEIC/HEIF photos need the optional package "
                                              "pillow-heif: pip install 'streamdehaze[heif]'"), err
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_lossy_photo_s_webp_is_lossy_and_a_lossless_one_s_lossless(run_cli, hazy_image, tmp_path):
+    # OpenCV writes WebP lossless unless told: a photo of 50 KB came back as 800 KB.
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    picture = np.clip(hazy_image(0, 320, 240).astype(int) + rng.integers(-20, 20, (240, 320, 3)), 0, 255)
+    Image.fromarray(picture.astype(np.uint8)).save(src / "lossy.webp", quality=80)
+    Image.fromarray(picture.astype(np.uint8)).save(src / "lossless.webp", lossless=True)
+    assert run_cli(src, out, "--model", "dcp", "--quiet")[0] == 0
+    for name, chunk in (("lossy.webp", b"VP8 "), ("lossless.webp", b"VP8L")):
+        data = (out / name).read_bytes()
+        assert data[12:16] == chunk, (name, data[12:16])
+    assert (out / "lossy.webp").stat().st_size < 3 * (src / "lossy.webp").stat().st_size
