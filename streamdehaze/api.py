@@ -60,14 +60,15 @@ class Dehazer:
                  device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
                  infer_size: int | str | None = "auto", strength: float = 1.0,
                  noise_floor: float | str = "auto", temporal_strength: float = TEMPORAL_STRENGTH) -> None:
-        dev = resolve_device(str(device), KEYWORD.format("device", ""))  # (a torch.device too: checked against the GPUs)
+        # (a torch.device too: checked against the GPUs there are)
+        dev = resolve_device(str(device), KEYWORD.format("device", ""))
         if infer_size is not None:
             infer_size = checked_option("infer_size", infer_size)
         # (before the model loads, and as process() and serve take them: "0.5" as 0.5)
         temporal_strength = checked_option("temporal_strength", temporal_strength)
         strength, noise_floor = checked_option("strength", strength), checked_option("noise_floor", noise_floor)
-        self.engine, self.temporal = _stream_engine(create_model(model, weights, dev, KEYWORD), dev, temporal, infer_size,
-                                                    strength, noise_floor, temporal_strength)
+        self.engine, self.temporal = _stream_engine(create_model(model, weights, dev, KEYWORD), dev, temporal,
+                                                    infer_size, strength, noise_floor, temporal_strength)
         self.bgr = bgr
 
     def stream(self) -> "Dehazer":
@@ -240,7 +241,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
             live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,
             strict: bool = False, on_frame: Callable[[FrameRecord], np.ndarray | None] | None = None,
             bgr: bool = True, stats: RunStats | None = None, on_frames: Callable[[int], None] | None = None,
-            on_start: Callable[[Source], None] | None = None) -> RunResult:
+            on_start: Callable[[Source], None] | None = None, _option: str = KEYWORD) -> RunResult:
     """Dehaze a file or live stream into ``output``: a file, a segment series (``segment_time``), a URL to
     publish to, or None with only ``on_frame``.
 
@@ -258,7 +259,8 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through ``torch.compile``.
     ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds, index, stream), in
     the writer thread; an image it returns is written instead (BGR, as OpenCV draws, unless ``bgr=False``). On Ctrl-C the frames done so far are kept and
-    ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``.
+    ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``. (``_option``: how messages name a
+    setting; the command line's ``--{} {}``.)
     """
     if isinstance(input, StreamConfig):
         given = {name: value for name, value in locals().items() if name in _OPTION_DEFAULTS}
@@ -272,11 +274,11 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
         noise_floor=noise_floor, compile=compile, temporal=temporal, temporal_strength=temporal_strength,
         batch=batch, hwaccel=hwaccel, codec=codec, crf=crf, preset=preset, segment_time=segment_time,
         max_frames=max_frames, duration=duration, max_latency=max_latency, strict=strict)
-    job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames, bgr=bgr, option=KEYWORD)
+    job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames, bgr=bgr, option=_option)
     job.check()  # before a camera is dialled or a model loaded
     with job.open_interruptibly() as source:
         m = config.model
-        engine = Engine(create_model(m.model, m.weights, job.device, KEYWORD), job.device, m.infer_size, compile=m.compile,
+        engine = Engine(create_model(m.model, m.weights, job.device, _option), job.device, m.infer_size, compile=m.compile,
                         strength=m.strength, noise_floor=m.noise_floor)
         if on_start is not None:
             on_start(source)
@@ -303,4 +305,4 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
 # process()'s stream options and their defaults: a StreamConfig brings its own, so none may be given beside it.
 _OPTION_DEFAULTS = {name: p.default for name, p in inspect.signature(process).parameters.items()
                     if p.kind is inspect.Parameter.KEYWORD_ONLY
-                    and name not in ("on_frame", "bgr", "stats", "on_frames", "on_start")}
+                    and name not in ("on_frame", "bgr", "stats", "on_frames", "on_start", "_option")}

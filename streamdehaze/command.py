@@ -448,7 +448,8 @@ def _run(args: argparse.Namespace) -> int:
                 preset=args.preset, strict=args.strict,
                 max_frames=args.max_frames, duration=args.duration, segment_time=args.segment_time,
                 live=LiveOptions(timeout=args.timeout, reconnect=args.reconnect, rtsp_transport=args.rtsp_transport),
-                max_latency=args.max_latency, stats=stats, on_frames=bar.update, on_start=on_start)
+                max_latency=args.max_latency, stats=stats, on_frames=bar.update, on_start=on_start,
+                _option="--{} {}")
     finally:
         if reporter is not None:
             reporter.close()
