@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -293,10 +294,25 @@ def media_tree(tmp_path: Path):
     return make
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Ports the tests' servers take: below the ones the kernel hands out itself for bind(0) and outgoing connections
+# (Linux: 32768 and up), so that no connection made meanwhile takes the port between the pick and the server's bind.
+_TEST_PORTS = range(20000, 32000)
+_pick = random.Random()
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A loopback port (TCP, or UDP with ``SOCK_DGRAM``) that nothing is bound to now. The tests run in two
+    processes (pytest-xdist): each takes its own share of ``_TEST_PORTS``, so that they never pick the same one."""
+    processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    mine = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    while True:
+        port = _pick.choice(_TEST_PORTS[mine::processes])
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # (in use)
+                continue
+        return port
 
 
 class RayCluster:
@@ -305,7 +321,7 @@ class RayCluster:
     def __init__(self, cpus: int = 4) -> None:
         # Short: Ray's socket paths live under it (a Unix socket path has at most 107 bytes).
         self.temp = Path(tempfile.mkdtemp(prefix="sdray-", dir="/tmp"))
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Loopback only (Ray otherwise picks the machine's address and listens on every interface), and a token.
         self.env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",

@@ -16,6 +16,8 @@ import pytest
 
 import streamdehaze
 
+pytestmark = pytest.mark.xdist_group("ray")  # (the tests run in two processes: one runs all of these)
+
 DCP = ("--model", "dcp", "--codec", "ffv1", "--quiet")  # fast, and lossless so that frames compare exactly
 
 

@@ -9,6 +9,8 @@ import time
 import av
 import pytest
 
+pytestmark = pytest.mark.xdist_group("ray")  # (the tests run in two processes: one runs all of these)
+
 
 def _config(path, top: dict, streams: dict) -> None:
     lines = [f"{key} = {json.dumps(str(value))}" for key, value in top.items()]

@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import av
 
-from tests.conftest import hazy_pattern
+from tests.conftest import free_port, hazy_pattern
 
 RATE = 25
 MUXRATE = 1_000_000  # bits/s, padded (a broadcast camera's constant rate)
@@ -74,9 +74,7 @@ class UdpCamera:
 
 
 def _udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port(socket.SOCK_DGRAM)
 
 
 def _record(cli, port: int, tmp_path):

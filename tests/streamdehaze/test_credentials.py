@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 
 from streamdehaze import MediaError, UsageError, process
 from streamdehaze.credentials import mask, userinfo
 from streamdehaze.live import LiveOptions
+from tests.conftest import free_port
 
 # (password as typed in the URL, fragments of it that must never be shown)
 HOSTILE = [("Sec@ret", ["Sec@", "@ret"]), ("pa/ss:w@rd", ["pa/ss", "w@rd"]), ("my pass 100%", ["my pass", "100%"]),
@@ -40,9 +40,7 @@ def test_short_credentials_are_not_masked_outside_urls():
 
 @pytest.mark.parametrize("password, fragments", HOSTILE)
 def test_exceptions_of_the_api_are_masked(password, fragments, tmp_path):
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # (nothing listens on it)
     url = f"rtsp://admin:{password}@127.0.0.1:{port}/cam"
     # (refused up front where a raw '/' ends the host, else after the one attempt)
     with pytest.raises(UsageError if "/" in password else MediaError) as failure:

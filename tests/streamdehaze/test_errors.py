@@ -11,6 +11,8 @@ from fractions import Fraction
 import av
 import pytest
 
+from tests.conftest import free_port
+
 
 def _one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
@@ -270,9 +272,7 @@ def test_a_raw_slash_in_a_password_is_refused_up_front(make_video, run_cli, tmp_
 
 def test_a_file_published_to_a_server_that_is_down_fails(make_video, run_cli):
     """A file has no camera to keep up with: its frames are not dropped while a server is redialled."""
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # (nothing listens on it)
     code, err = run_cli(make_video(frames=3), f"tcp://127.0.0.1:{port}", "--model", "dcp")
     assert code == 1
     assert _one_line(err) == f"streamdehaze: error: cannot write tcp://127.0.0.1:{port}: Connection refused"
