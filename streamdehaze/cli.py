@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from typing import TextIO
 
 from .credentials import mask
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         _fill_closed_descriptors()
     sys.stderr = _Messages(stderr)
     previous = {sig: signal.getsignal(sig) for sig in _INTERRUPTS}  # restored: main() may be embedded
+    shown = warnings.showwarning
+    warnings.showwarning = _warning_line
     serving = argv[:1] == ["serve"]
     reloads: list[int] = []  # SIGHUPs that reached `serve` while it loaded: it applies them once its streams run
     try:
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
               "(set STREAMDEHAZE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
     finally:
+        warnings.showwarning = shown
         for sig, handler in previous.items():
             if handler is not None:  # None: set outside Python, cannot be put back
                 signal.signal(sig, handler)
@@ -76,6 +80,14 @@ def entry() -> None:
     for sig in _INTERRUPTS:
         signal.signal(sig, signal.SIG_IGN)
     sys.exit(code)
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """A library's warning as one line of the run's messages, not its source file and line of code. Pillow's
+    decompression-bomb warning is no one's business here: a photo of 90 to 180 megapixels is read as any other."""
+    if category.__name__ != "DecompressionBombWarning":
+        print(f"streamdehaze: warning: {message}", file=file or sys.stderr)
 
 
 def _fill_closed_descriptors() -> None:

@@ -634,3 +634,17 @@ def test_a_lossy_photo_s_webp_is_lossy_and_a_lossless_one_s_lossless(run_cli, ha
         data = (out / name).read_bytes()
         assert data[12:16] == chunk, (name, data[12:16])
     assert (out / "lossy.webp").stat().st_size < 3 * (src / "lossy.webp").stat().st_size
+
+
+def test_a_large_photo_is_read_without_pillow_s_warning(hazy_image, tmp_path):
+    # A photo of 90 to 180 megapixels printed Pillow's DecompressionBombWarning with its source file and line of
+    # code (here the limit is lowered, for a small photo to pass it).
+    src = tmp_path / "large.jpg"
+    _save(src, hazy_image(0, 64, 48))
+    script = ("import sys, warnings, PIL.Image; PIL.Image.MAX_IMAGE_PIXELS = 2000; from streamdehaze.cli import main;"
+              "code = main(sys.argv[1:]); warnings.warn('a library said so'); sys.exit(code)")
+    run = subprocess.run([sys.executable, "-c", script, src, tmp_path / "o.jpg", "--model", "dcp", "--quiet"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and run.stderr.splitlines() == ["<string>:1: UserWarning: a library said so"], \
+        run.stderr
+    assert cv2.imread(str(tmp_path / "o.jpg")).shape == (48, 64, 3)
