@@ -272,7 +272,8 @@ def _described(tiff: PIL.Image.Exif) -> PIL.Image.Exif:
     return kept
 
 
-def write_image(path: Path, image: np.ndarray, metadata: dict[int, bytes] | None = None, lossy: bool = False) -> None:
+def write_image(path: Path, image: np.ndarray, metadata: dict[int, bytes] | None = None,
+                lossy: bool = False) -> None:
     """Write a picture of ``read_image``'s layouts (uint8 or uint16) with ``metadata`` (``read_metadata``) where the
     format carries it. A 16-bit picture goes into an 8-bit format scaled to 8 bits; an alpha channel is dropped where
     the format has none (JPEG). ``lossy``: the picture came from a lossy file (``lossy_file``), and a WebP of it is
@@ -397,16 +398,23 @@ class ImagesSkipped(MediaError):
 
 
 def dehaze_image_file(engine: Engine, src: Path, dst: Path) -> None:
-    picture = dehaze_picture(engine, read_image(src))
-    write_image(dst, picture, read_metadata(src), lossy=lossy_file(_start(src)))
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise MediaError(f"cannot read image {src}: {exc.strerror}") from None
+    _dehaze_image(engine, data, str(src), dst)
+
+
+def _dehaze_image(engine: Engine, data: bytes, name: str, dst: Path) -> None:
+    """The image file ``data`` (called ``name`` in messages) dehazed into ``dst``."""
+    write_image(dst, dehaze_picture(engine, read_image(data, name)), read_metadata(data, name), lossy_file(data))
 
 
 def dehaze_image_url(engine: Engine, url: str, dst: Path) -> int:
     """Dehaze the image at ``url`` (``is_image_url``) into the image file ``dst``; returns 1, the images written."""
     _check_image_output(dst)
     check_output(dst)
-    data, name = fetch_image(url), mask(url, url)
-    write_image(dst, dehaze_picture(engine, read_image(data, name)), read_metadata(data, name), lossy_file(data))
+    _dehaze_image(engine, fetch_image(url), mask(url, url), dst)
     return 1
 
 
