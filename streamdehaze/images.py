@@ -433,6 +433,17 @@ def image_names(folder: Path) -> list[str]:
     return names
 
 
+def _say_left_out(folder: Path, names: list[str], dst: Path) -> None:
+    """Say what a folder run passes over: files that are not images (notes, a GIF, which is a video) and folders
+    (not the output folder, where it is one of them)."""
+    taken, out = set(names), dst.resolve()
+    left = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
+                  if p.name not in taken and not p.name.startswith(".") and p.resolve() != out)
+    if left:
+        log.info("%d left out of %s, not images: %s%s (streamdehaze batch takes videos and subfolders too)",
+                 len(left), folder, ", ".join(left[:3]), ", ..." if len(left) > 3 else "")
+
+
 def dehaze_images(engine: Engine, src: Path, dst: Path,
                   on_image: Callable[[int], None] | None = None) -> int:
     """Dehaze an image file or every image in a folder; returns the number of images written."""
@@ -453,6 +464,7 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
         if not os.access(dst, os.W_OK):
             raise UsageError(f"cannot write to {dst}")
         remove_stale_partials(dst)
+        _say_left_out(src, names, dst)
         bad = 0
         for name in names:
             try:

@@ -648,3 +648,17 @@ def test_a_large_photo_is_read_without_pillow_s_warning(hazy_image, tmp_path):
     assert run.returncode == 0 and run.stderr.splitlines() == ["<string>:1: UserWarning: a library said so"], \
         run.stderr
     assert cv2.imread(str(tmp_path / "o.jpg")).shape == (48, 64, 3)
+
+
+def test_a_folder_run_says_what_it_leaves_out(run_cli, hazy_image, caplog, tmp_path):
+    # Notes, a GIF (a video), a subfolder were passed over without a word; the output folder inside is not named.
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    _save(src / "a.jpg", hazy_image(0, 64, 48))
+    (src / "notes.txt").write_text("fog on the 3rd")
+    (src / "clip.gif").write_bytes(b"GIF89a")
+    assert run_cli(src, src / "out", "--model", "dcp")[0] == 0
+    said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert said == [f"3 left out of {src}, not images: clip.gif, notes.txt, sub/ (streamdehaze batch takes videos "
+                    "and subfolders too)"]
+    assert sorted(p.name for p in (src / "out").iterdir()) == ["a.jpg"]
