@@ -278,8 +278,8 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     job.check()  # before a camera is dialled or a model loaded
     with job.open_interruptibly() as source:
         m = config.model
-        engine = Engine(create_model(m.model, m.weights, job.device, _option), job.device, m.infer_size, compile=m.compile,
-                        strength=m.strength, noise_floor=m.noise_floor)
+        engine = Engine(create_model(m.model, m.weights, job.device, _option), job.device, m.infer_size,
+                        compile=m.compile, strength=m.strength, noise_floor=m.noise_floor)
         if on_start is not None:
             on_start(source)
         stream = job.start()
