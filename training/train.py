@@ -23,9 +23,22 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from training.checkpoint import load_state, resolve_checkpoint
-from training.cli import UsageError, run_main
-from training.config import Config, config_from_dict, config_to_dict, load_config
+
+def _exit_now(signum: int, frame: object) -> None:
+    os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
+if __name__ == "__main__":  # (the program itself, not a module that imported it)
+    # Ctrl-C or SIGTERM before the training loop: torch's import swallowed the KeyboardInterrupt, and the run
+    # trained on for hours. Nothing is checkpointed yet, so the process ends at once; the loop takes the signals
+    # over (``_stop_on_signals``).
+    for _signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signal, _exit_now)
+
+from training.checkpoint import load_state, resolve_checkpoint  # noqa: E402 (torch: seconds)
+from training.cli import UsageError, run_main  # noqa: E402
+from training.config import Config, config_from_dict, config_to_dict, load_config  # noqa: E402
 
 __all__ = ["main"]
 

@@ -352,6 +352,26 @@ def test_sigterm_ends_a_run_with_a_checkpoint(clean_folder, tmp_path):
     assert max(r["step"] for r in _log(run) if "loss" in r) == step
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_torch_loads_ends_the_run_before_it_trains(clean_folder, tmp_path, sig):
+    # torch's import swallowed a Ctrl-C, and the run went on to train for hours.
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 10_000})
+    job = subprocess.Popen([sys.executable, "-m", "training.train", "--config", str(config), "--quiet"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # (loading torch takes seconds)
+        job.send_signal(getattr(signal, sig))
+        out, err = job.communicate(timeout=60)
+    finally:
+        job.kill()
+    assert (job.returncode, err) == (130, "interrupted\n")
+    assert not run.exists()
+
+
 def test_module_entry_point_reports_errors_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "training.train", "--resume", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
