@@ -211,18 +211,14 @@ def dehaze_picture(engine: Engine, image: np.ndarray) -> np.ndarray:
     return np.concatenate([out, image[..., 3:]], axis=2) if image.shape[2] == 4 else out
 
 
-def read_metadata(source: Path | bytes, name: str | None = None) -> dict[int, bytes]:
-    """The EXIF block and ICC profile of an image file (or of its bytes, called ``name`` in messages), as far as it
-    has them, keyed by OpenCV's metadata types; the EXIF without its orientation tag, since ``read_image`` returns
-    the picture upright."""
-    path = name or source
+def read_metadata(data: bytes, name: str) -> dict[int, bytes]:
+    """The EXIF block and ICC profile of an image file's bytes (called ``name`` in messages), as far as it has
+    them, keyed by OpenCV's metadata types; the EXIF without its orientation tag, since ``read_image`` returns the
+    picture upright."""
+    if is_heif(data):
+        return _heif_metadata(data, name)
     try:
-        if is_heif(source if isinstance(source, bytes) else _start(source)):
-            return _heif_metadata(source if isinstance(source, bytes) else source.read_bytes(), path)
-    except OSError:  # (unreadable: said where the pixels are read)
-        return {}
-    try:
-        with PIL.Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        with PIL.Image.open(io.BytesIO(data)) as image:
             exif, icc = image.getexif(), image.info.get("icc_profile")
             exif.pop(ExifTags.Base.Orientation, None)
             if image.format == "TIFF":
@@ -230,17 +226,12 @@ def read_metadata(source: Path | bytes, name: str | None = None) -> dict[int, by
             blob = exif.tobytes() if len(exif) and image.format in ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "AVIF") \
                 else b""
     except PIL.Image.DecompressionBombError as exc:  # (its limit is the process's: not ours to raise)
-        log.warning("%s: its EXIF (its orientation too) and colour profile are not read: %s", path, exc)
+        log.warning("%s: its EXIF (its orientation too) and colour profile are not read: %s", name, exc)
         return {}
     except _PILLOW_CANNOT:  # Pillow cannot read it: the pixels, which OpenCV read, still go
         return {}
     found = {cv2.IMAGE_METADATA_EXIF: blob.removeprefix(b"Exif\x00\x00"), cv2.IMAGE_METADATA_ICCP: icc}
-    return {kind: data for kind, data in found.items() if data}
-
-
-def _start(path: Path) -> bytes:
-    with open(path, "rb") as file:
-        return file.read(512)  # (a file type box: a few dozen bytes)
+    return {kind: value for kind, value in found.items() if value}
 
 
 def _heif_metadata(data: bytes, path: object) -> dict[int, bytes]:
