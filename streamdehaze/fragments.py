@@ -56,9 +56,9 @@ def _top(path: Path) -> tuple[list[tuple[bytes, int, int, int]], int]:
             box = _header(f.read(16), at, size)
             if box is None:
                 break
-            kind, length, head = box
-            found.append((kind, at, length, head))
-            at += length
+            kind, box_size, header = box
+            found.append((kind, at, box_size, header))
+            at += box_size
     return found, size
 
 
