@@ -258,9 +258,9 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     ``hwaccel``: ``auto`` decodes with NVDEC and encodes with NVENC when the model runs on CUDA and they work,
     ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through ``torch.compile``.
     ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds, index, stream), in
-    the writer thread; an image it returns is written instead (BGR, as OpenCV draws, unless ``bgr=False``). On Ctrl-C the frames done so far are kept and
-    ``RunResult.interrupted`` is set. Many streams sharing one engine: ``serve``. (``_option``: how messages name a
-    setting; the command line's ``--{} {}``.)
+    the writer thread; an image it returns is written instead (BGR, as OpenCV draws, unless ``bgr=False``). On
+    Ctrl-C the frames done so far are kept and ``RunResult.interrupted`` is set. Many streams sharing one engine:
+    ``serve``. (``_option``: how messages name a setting; the command line's ``--{} {}``.)
     """
     if isinstance(input, StreamConfig):
         given = {name: value for name, value in locals().items() if name in _OPTION_DEFAULTS}

@@ -43,8 +43,8 @@ from .temporal import MODES
 from .threads import Prefetch, Worker
 from .tuning import tuned
 
-DESCRIPTION = ("Throughput of decode, model, encode, a plain transcode and the end-to-end dehaze, on clips made from the "
-               "bundled sample; with --streams, live cameras on one shared engine against a process each.")
+DESCRIPTION = ("Throughput of decode, model, encode, a plain transcode and the end-to-end dehaze, on clips made from "
+               "the bundled sample; with --streams, live cameras on one shared engine against a process each.")
 SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080), "2160p": (3840, 2160)}
 
 

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(clip, folder / f"clip{i:03d}{clip.suffix}")
             folders[count] = folder
         print(f"{args.files} files of {frames} frames ({width}x{height}), model {args.model}")
-        print(f"{'mode':<16}{'1 file s':>10}{'N files s':>11}{'fixed s':>9}{'per file s':>12}{'fps':>8}{'speed-up':>10}")
+        print(f"{'mode':<16}{'1 file s':>10}{'N files s':>11}{'fixed s':>9}{'per file s':>12}{'fps':>8}"
+              f"{'speed-up':>10}")
         base = None
         for label, extra in modes:
             times = {}

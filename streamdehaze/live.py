@@ -117,7 +117,7 @@ def _finished(container: av.container.InputContainer) -> bool:
 @dataclass
 class LiveOptions:
     timeout: float = 5.0  # seconds without data before a read fails
-    connect_timeout: float | None = None  # seconds for a connection to deliver its first frame; default max(timeout, 10)
+    connect_timeout: float | None = None  # seconds to the first frame of a connection; default max(timeout, 10)
     reconnect: float = math.inf  # reconnection attempts for each outage; inf = for ever
     rtsp_transport: str = "tcp"
     backoff_start: float = 0.5

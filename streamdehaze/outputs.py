@@ -41,8 +41,9 @@ def check_output(target: Path, inputs: Path | None = None) -> None:
     """Refuse an output that would overwrite the input or cannot be created."""
     longest, most = len(os.fsencode(_hidden_partial(target).name)), _name_max(target.parent)
     if longest > most:  # (found now, not when the finished file is named)
-        raise UsageError(f"output name too long: a run writes {target.name} as .NAME.partial-PID.EXT until it is complete, "
-                         f"and this folder takes names of at most {most} bytes: shorten it by {longest - most}")
+        raise UsageError(f"output name too long: a run writes {target.name} as .NAME.partial-PID.EXT until it is "
+                         f"complete, and this folder takes names of at most {most} bytes: "
+                         f"shorten it by {longest - most}")
     if inputs is not None and inputs.exists():
         if _same_file(target, inputs):
             raise UsageError(f"output {target} is the input: refusing to overwrite it")

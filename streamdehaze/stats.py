@@ -173,8 +173,9 @@ class Reporter:
         self._gauges = {key: prom.Gauge(f"streamdehaze_{key}", help, by_stream, registry=registry)
                         for key, help in _GAUGES}
         if self._fleet:
-            self._fleet_gauges = {key: prom.Gauge(f"streamdehaze_fleet_{key}", f"{help}, all streams", registry=registry)
-                                  for key, help in (*_GAUGES, ("streams", "streams running"))}
+            self._fleet_gauges = {
+                key: prom.Gauge(f"streamdehaze_fleet_{key}", f"{help}, all streams", registry=registry)
+                for key, help in (*_GAUGES, ("streams", "streams running"))}
             self._info = prom.Gauge("streamdehaze_info", "what each stream reads and writes",
                                     ["stream", "input", "output", "model"], registry=registry)
         else:

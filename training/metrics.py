@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from kornia.metrics import ssim as _ssim_map
 
-__all__ = ["psnr", "ssim", "optical_flow", "occlusion_mask", "warping_error", "fade_density", "mean_chroma", "colour_cast",
-           "detail_retention"]
+__all__ = ["psnr", "ssim", "optical_flow", "occlusion_mask", "warping_error", "fade_density", "mean_chroma",
+           "colour_cast", "detail_retention"]
 
 
 def _as_float(image: torch.Tensor | np.ndarray) -> torch.Tensor:

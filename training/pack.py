@@ -4,9 +4,10 @@
                                       [--max-fog 0.75] [--budget-mib 45]
 
 Writes ``OUT/clean/`` and ``OUT/real_hazy_train/`` (the folders a GPU config reads) as JPEG files under the same
-names, so the file-name validation split is unchanged (which is why it takes JPEG photos only). The photos a config's ``data.max_fog`` would drop are
-left out here instead (the GPU machine has no fade-python), and the JPEG quality is the highest that keeps the
-whole pack within the budget. The pack is derived from ``../shared/data``: it stays in the ignored ``runs/``.
+names, so the file-name validation split is unchanged (which is why it takes JPEG photos only). The photos a
+config's ``data.max_fog`` would drop are left out here instead (the GPU machine has no fade-python), and the JPEG
+quality is the highest that keeps the whole pack within the budget. The pack is derived from ``../shared/data``:
+it stays in the ignored ``runs/``.
 
 ``OUT`` must be a new or empty folder, or an earlier pack (it holds the ``pack.json`` each pack writes), which is
 replaced whole once the new one is written beside it; anything else, or a folder that is, holds or lies inside
