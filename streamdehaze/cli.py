@@ -9,11 +9,13 @@ an exit by signal), and nothing has been written yet. To ``serve``, SIGHUP is a 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import signal
 import sys
+import threading
 import warnings
 from typing import TextIO
 
@@ -75,10 +77,21 @@ def entry() -> None:
     interpreter takes most of a second to shut down after a run (its threads, torch), and puts the default
     handlers back early in it: a second Ctrl-C or SIGTERM then (pressed twice, a service manager's reload during
     a stop) killed the process with 129-143. The run is over: they are ignored from here on (SIGKILL still ends
-    it), and the process ends with the run's status."""
+    it), and the process ends with the run's status.
+
+    A camera still being dialled when the run ends (a silent one: FFmpeg waits out its connect timeout, and cannot
+    be stopped from outside) leaves a thread inside FFmpeg, which the interpreter's shutdown pulls out mid-call: the
+    process could end by a segmentation fault after the run had ended well. With such a thread left, the process
+    ends at once, its messages written, without that shutdown."""
     code = main()
     for sig in _INTERRUPTS:
         signal.signal(sig, signal.SIG_IGN)
+    if any(t.daemon and t.is_alive() for t in threading.enumerate()):
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # (closed, a pipe whose reader is gone)
+                stream.flush()
+        os._exit(code)
     sys.exit(code)
 
 

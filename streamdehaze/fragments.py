@@ -14,13 +14,14 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["trim_cut_fragment", "video_samples"]
+__all__ = ["trim_cut_fragment", "unread_rest", "video_samples"]
 
 # trun flags: the fields each sample entry holds
 _DATA_OFFSET, _FIRST_FLAGS = 0x1, 0x4
 _SAMPLE_FIELDS = (0x100, 0x200, 0x400, 0x800)  # duration, size, flags, composition offset
 _SIZE = 0x200
 _BASE_OFFSET, _DEFAULT_SIZE = 0x1, 0x10  # tfhd: base-data-offset, default-sample-size present
+_CUT = {b"mdat": "media", b"moof": "media", b"moov": "index"}  # what a box cut short loses, as users know it
 
 
 def _header(head: bytes, at: int, end: int) -> tuple[bytes, int, int] | None:
@@ -141,6 +142,32 @@ def trim_cut_fragment(path: str | os.PathLike) -> bool:
         f.write(struct.pack(">Q" if mdat_head == 16 else ">I", cut - mdat_at))
         f.truncate(cut)
     return True
+
+
+def unread_rest(path: str | os.PathLike) -> str | None:
+    """What of the MP4/MOV file at ``path`` FFmpeg cannot have read, where its boxes end before the file does: at
+    a box of no type (a bad card's zeroed block, which FFmpeg reads no further than), or inside a last box of media
+    or index that runs past the file's end (a cut fragment: the rest of its sound, the fragments after it; an index
+    at the end: the tracks it describes last). None where its boxes fill it (zeros after the last one, a recorder's
+    padding, included), or where what is cut short is neither (a fragments' index, which FFmpeg does without)."""
+    path = Path(path)
+    top, size = _top(path)
+    if not top:
+        return None
+    kind, at, box_size, _ = top[-1]
+    if all(32 <= c < 127 for c in kind):
+        if at + box_size > size:
+            missing = at + box_size - size
+            return f"is truncated: the last {missing} bytes of its {_CUT[kind]} are missing" if kind in _CUT else None
+        if at + box_size >= size - 8:  # (what no box header fits in)
+            return None
+        at += box_size  # (a box header that makes no sense: ``_top`` stopped before it)
+    with open(path, "rb") as f:
+        f.seek(at)
+        while chunk := f.read(1 << 20):
+            if chunk.count(0) < len(chunk):
+                return f"is damaged at byte {at} of {size}: nothing after it can be read"
+    return None
 
 
 def video_samples(path: str | os.PathLike, track: int = 1) -> int:

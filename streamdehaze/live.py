@@ -29,13 +29,13 @@ from fractions import Fraction
 from urllib.parse import urlsplit
 
 import av
-from av.bitstream import BitStreamFilterContext
 
 from .credentials import check_url, mask
 from .errors import MediaError, UsageError
 from .frames import sample_bits, to_planar
 from .hdr import hdr10_of
 from .images import is_image_url
+from .sound import RawAAC
 from .sources import (NEW_STREAM_AT_END, VideoInfo, adts_configuration, discard_other_variants, frame_rate,
                       known_audio, main_video, packet_start, pixel_aspect)
 
@@ -164,7 +164,7 @@ class LiveSource:
         self._holder: av.container.OutputContainer | None = None
         self._audio: dict[int, av.stream.Stream] = {}  # this connection's audio stream index -> template
         self._audio_last: dict[int, Fraction] = {}  # each template's last time out, in seconds
-        self._adts: dict[int, BitStreamFilterContext] = {}  # this connection's AAC streams in ADTS, made raw
+        self._adts: dict[int, RawAAC] = {}  # this connection's AAC streams in ADTS, made raw
         self._configurations: dict[int, tuple[int, int]] = {}  # each template's first ADTS configuration
         self._first = self._connect()
         self._ahead = self._settle_templates() if self._templates else deque()
@@ -313,8 +313,7 @@ class LiveSource:
         audio = [s for s in container.streams.audio if known_audio(s) and s.index not in others]
         # AAC in MPEG-TS (ADTS) states its configuration in each packet and nowhere else, and MP4, FLV and RTSP
         # outputs need it in their header: FFmpeg's aac_adtstoasc takes it out (the first packet carries it).
-        self._adts = {s.index: BitStreamFilterContext("aac_adtstoasc", "aac") for s in audio
-                      if s.codec_context.name == "aac" and not s.codec_context.extradata}
+        self._adts = {s.index: RawAAC() for s in audio if s.codec_context.name == "aac" and not s.codec_context.extradata}
         if self._holder is None:
             self._holder = av.open(io.BytesIO(), "w", format="null")  # (a format that takes any codec)
             self._templates.extend(self._holder.add_stream_from_template(s) for s in audio)
@@ -363,8 +362,9 @@ class LiveSource:
         first = self._configurations.setdefault(template.index, configuration) if configuration else None
         if first != configuration:
             return [packet]
-        out = []
-        for raw in adts.filter(packet):
+        out, made = [], adts(packet)
+        self.corrupt += not made  # (damaged on the way, as a video packet the decoder refuses)
+        for raw in made:
             if raw.has_sidedata("new_extradata"):  # moved into the template: a muxer that met it again mid-stream
                 if not template.codec_context.extradata:  # would rewrite its header (Matroska: twice the tracks)
                     template.codec_context.extradata = bytes(raw.get_sidedata("new_extradata"))

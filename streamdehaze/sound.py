@@ -145,8 +145,7 @@ class CopiedSound:
         # AAC from MPEG-TS (ADTS) states its configuration in every packet and the output once, in its header: made
         # raw here as the muxer would make it, so that sound encoded again, raw, can follow it.
         given = src.codec_context
-        self._adts = BitStreamFilterContext("aac_adtstoasc", in_stream=src) \
-            if given.name == "aac" and not given.extradata else None
+        self._adts = RawAAC(src) if given.name == "aac" and not given.extradata else None
         # Where the input's header states the format (raw AAC in MP4), only a packet that states another itself (a
         # camera's ADTS, ``live.py``) changes it: another found in any other is damage the decoder read as sound.
         self._stated_once = bool(given.extradata)
@@ -160,6 +159,8 @@ class CopiedSound:
         end)."""
         if self.again is not None:
             return self._after_copies(self.again.packets(packet))
+        if packet is None and self._adts is not None and self._adts.damaged > 1:
+            log.warning("audio stream #%d: %d damaged packets left out in all", self.src.index, self._adts.damaged)
         if packet is None or self.left_out:
             return []
         try:
@@ -177,7 +178,9 @@ class CopiedSound:
         if start is not None:
             self._end = start + length
         time_base = packet.time_base  # (the filter takes the packet)
-        copied = self._adts.filter(packet) if self._adts is not None else [packet]
+        copied = self._adts(packet) if self._adts is not None else [packet]
+        if not copied and self._adts.damaged == 1:
+            log.warning("audio stream #%d: a damaged packet at %.2f s left out", self.src.index, float(start or 0))
         for raw in copied:
             raw.stream, raw.time_base = self.stream, time_base
         return copied
@@ -207,6 +210,38 @@ class CopiedSound:
         if kept:
             self._end = None  # (all the later ones come after it)
         return kept
+
+
+class RawAAC:
+    """AAC in ADTS (from MPEG-TS, a camera) made raw, as MP4, Matroska and RTSP take it (FFmpeg's aac_adtstoasc). A
+    packet whose header is damaged is left out and counted (``damaged``), as FFmpeg's tools go on past it: the
+    filter refuses it, or reads it as data and leaves the next header in, which the MP4 muxer refuses (and, for a
+    first packet, every packet after it). What such a packet carried (the configuration, with the first) goes
+    with the next packet kept."""
+
+    def __init__(self, src: av.stream.Stream | None = None) -> None:
+        """``src``: the input's stream; None for a camera's, whose stream a reconnection replaces."""
+        self._filter = BitStreamFilterContext("aac_adtstoasc", in_stream=src) if src is not None else \
+            BitStreamFilterContext("aac_adtstoasc", "aac")
+        self.damaged = 0
+        self._side_data: list = []
+
+    def __call__(self, packet: av.Packet) -> list[av.Packet]:
+        try:
+            filtered = self._filter.filter(packet)
+        except av.FFmpegError:
+            filtered = []
+        raw = []
+        for p in filtered:
+            if bytes(p)[:2] in (b"\xff\xf0", b"\xff\xf1"):  # (an ADTS sync word, which raw AAC never starts with)
+                self._side_data += p.iter_sidedata()
+                continue
+            for side in self._side_data:
+                p.set_sidedata(side)
+            self._side_data = []
+            raw.append(p)
+        self.damaged += not raw
+        return raw
 
 
 def reencoded(container: av.container.OutputContainer, src: av.stream.Stream) -> Reencoded | None:

@@ -12,6 +12,7 @@ error, fewer packets than its index lists) ends the frames there and sets ``trun
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 
 import av
 
-from . import hwaccel
+from . import fragments, hwaccel
 from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import sample_bits, to_planar
@@ -104,11 +105,16 @@ class Timeline:
     still follow on from its last one, and takes the new shift with its first packet that does not."""
 
     JUMP = Fraction(1)  # seconds: a step back larger than this is a jump, not a damaged timestamp
+    # A transport stream's: FFmpeg's tools take a step back of more than 0.1 s there for a discontinuity (cat of two
+    # recordings a second long, each starting its clock where the other did, steps back 0.96 s).
+    TRANSPORT_JUMP = Fraction(1, 10)
 
-    def __init__(self, name: str, start: Fraction | None = None) -> None:
+    def __init__(self, name: str, start: Fraction | None = None, transport: bool = False) -> None:
         """``start``: the input's first time. Below zero (an MPEG-TS whose clock wrapped just after it began) it is
-        moved up to zero: MP4 would hide every frame before zero behind its edit list."""
+        moved up to zero: MP4 would hide every frame before zero behind its edit list. ``transport``: the input is
+        a transport stream (``TRANSPORT_CLOCKS``), which may be spliced."""
         self.name = name  # the input's, for the warnings
+        self.jump = self.TRANSPORT_JUMP if transport else self.JUMP
         self.offset = Fraction(0)  # seconds added to every timestamp from the last jump on
         if start is not None and start < 0:
             log.warning("%s: timestamps start at %.2f s: moved up to start at 0", name, start)
@@ -138,7 +144,7 @@ class Timeline:
             t = (packet.dts + round(offset / tb)) * tb
         if last is not None:
             # Measured from the last packet's start: a subtitle line may begin while the one before is still shown.
-            if t < last - self.JUMP:
+            if t < last - self.jump:
                 expected = last + self._step[index]
                 log.warning("%s: timestamps jump back %.1f s at %.1f s (a splice or a restarted clock): the rest "
                             "follows on from there", self.name, expected - t, expected)
@@ -327,6 +333,9 @@ class VideoFileSource:
 
     def _init_streams(self) -> None:
         self.stream = main_video(self.container)
+        if self.stream is None and "mp4" in self.container.format.name and is_file(self.url) and \
+                (cut := fragments.unread_rest(self.url)):  # (a damaged index: no user's mistake)
+            raise MediaError(f"cannot read {self.name}: it {cut}, and no video stream can be read")
         if self.stream is None:
             raise UsageError(f"no video stream in {self.name}")
         self.stream.thread_type = "AUTO"
@@ -410,7 +419,8 @@ class VideoFileSource:
         last: int | None = None  # the last frame's pts
         last_end: int | None = None  # and where it ends (a time-lapse's frames last seconds)
         start = self.container.start_time
-        timeline = Timeline(self.name, None if start is None else Fraction(start, av.time_base))
+        timeline = Timeline(self.name, None if start is None else Fraction(start, av.time_base),
+                            transport=self.container.format.name in TRANSPORT_CLOCKS)
         demuxed = self.container.demux(self.stream, *self.copy_streams)
         # With a limit, copied packets wait for the video to pass their time: the decoder gives frames later than
         # their packets arrive, and audio read ahead of the last frame kept would run on past the picture.
@@ -418,32 +428,35 @@ class VideoFileSource:
         best_effort = BestEffort(stores_pts=self.container.format.name != "avi")
         rate = frame_rate(self.stream)
         step = max(1, round(1 / (rate * _time_base(self.stream))))
-        while True:
+        broken: str | None = None  # why the input could not be read on
+        while broken is None:
             try:
                 packet = next(demuxed)
             except (StopIteration, NEW_STREAM_AT_END):
                 yield from held or ()
                 break
             except av.FFmpegError as exc:  # a read error: the input ends here
-                self.truncated = f"cannot be read after frame {decoded} ({_reason(exc)})"
-                return
-            in_order = timeline.place(packet)
-            if packet.stream is not self.stream:
-                if packet.size and in_order and held is not None:
-                    held.append(packet)
-                elif packet.size and in_order:
-                    yield packet
-                elif packet.size:
+                broken, packet = _read_error(exc), None
+            if packet is None:  # (the frames the decoder still holds, which reordering and its threads keep back)
+                frames = self._drained()
+            else:
+                in_order = timeline.place(packet)
+                if packet.stream is not self.stream:
+                    if packet.size and in_order and held is not None:
+                        held.append(packet)
+                    elif packet.size and in_order:
+                        yield packet
+                    elif packet.size:
+                        self._damaged(decoded)
+                    continue
+                packets += bool(packet.size)
+                damaged = packet.is_corrupt  # e.g. the short read at the end of a truncated file
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    damaged, frames = True, []
+                if damaged:
                     self._damaged(decoded)
-                continue
-            packets += bool(packet.size)
-            damaged = packet.is_corrupt  # e.g. the short read at the end of a truncated file
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:
-                damaged, frames = True, []
-            if damaged:
-                self._damaged(decoded)
             for frame in frames:
                 frame.pts = best_effort(frame.pts, frame.dts, step)
                 if frame.pts is None:  # none in the container (a raw .h264 stream): frames counted at its rate
@@ -468,12 +481,23 @@ class VideoFileSource:
                     length = frame.duration * frame.time_base if frame.duration and t is not None else 1 / rate
                     yield from _before(held, None if t is None else t + length)
                     return
-        if self.stream.frames and packets < self.stream.frames:  # the index lists packets the file no longer holds
+        if broken is not None:
+            yield from held or ()
+            self.truncated = f"cannot be read after frame {decoded} ({broken})"
+        elif self.stream.frames and packets < self.stream.frames:  # the index lists packets the file no longer holds
             self.truncated = f"is truncated: {packets} of its {self.stream.frames} video packets are there"
         elif (stated := _stated_length(self.stream)) is not None and last_end is not None and \
                 stated - last_end * _time_base(self.stream) > 1:  # (Matroska's tags; MP4's header, a fragment's)
             self.truncated = f"is truncated: its video ends at {float(last * _time_base(self.stream)):.1f} s of " \
                              f"the {float(stated):.1f} s it states"
+        elif "mp4" in self.container.format.name and is_file(self.url):  # (mov,mp4,m4a,3gp,3g2,mj2)
+            self.truncated = fragments.unread_rest(self.url)
+
+    def _drained(self) -> list[av.VideoFrame]:
+        try:
+            return self.stream.codec_context.decode(None)
+        except av.FFmpegError:
+            return []
 
     def _damaged(self, decoded: int) -> None:
         self.corrupt += 1
@@ -545,6 +569,14 @@ def _before(held: list[av.Packet] | None, end: Fraction | None) -> Iterator[av.P
 
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _read_error(exc: av.FFmpegError) -> str:
+    """Why an input could not be read on. FFmpeg runs out of memory reading a file when it takes a damaged size
+    (a box's, a packet's) at its word: said so, not left to read as the machine's fault."""
+    if exc.errno == errno.ENOMEM:
+        return "damaged: it states a size too large for memory"
+    return _reason(exc)
 
 
 def _exact(seconds: float) -> Fraction:

@@ -125,6 +125,26 @@ def read_video(path: Path) -> dict:
     return info
 
 
+def with_damaged_sound(ts: bytes, which: int) -> bytes:
+    """MPEG-TS ``ts`` with its ``which``-th AAC packet (from 1) cut to its 7-byte ADTS header, as a bad sector or a
+    lost datagram leaves it."""
+    out = io.BytesIO()
+    with av.open(io.BytesIO(ts)) as ic, av.open(out, "w", format="mpegts") as oc:
+        streams = {s.index: oc.add_stream_from_template(s) for s in ic.streams}
+        sound = 0
+        for packet in ic.demux():
+            if packet.dts is None:
+                continue
+            stream = streams[packet.stream.index]
+            if stream.type == "audio" and (sound := sound + 1) == which:
+                short = av.Packet(bytes(packet)[:7])
+                short.pts, short.dts, short.time_base = packet.pts, packet.dts, packet.time_base
+                packet = short
+            packet.stream = stream
+            oc.mux(packet)
+    return out.getvalue()
+
+
 def sound_that_changes() -> bytes:
     """4 s of MPEG-TS at 25 fps whose 440 Hz AAC tone goes on 2.1 s in at another rate and layout, 44.1 kHz stereo
     then 48 kHz mono, its times running on: a recorder or camera reconfigured, or files joined (cat a.ts b.ts)."""

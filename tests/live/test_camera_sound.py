@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import decoded_sound, hazy_pattern, pitch, sound_that_changes
+from tests.conftest import decoded_sound, hazy_pattern, pitch, sound_that_changes, with_damaged_sound
 from tests.live.conftest import RtspServer, _need_gstreamer, free_port
 
 RATE = 25
@@ -116,6 +116,19 @@ def test_the_sound_of_an_mpeg_ts_camera_goes_on_after_a_reconnection(camera, cli
     # (the last frames came as the camera hung up for good: one in four runs lost the one still in the engine)
     assert len(video) == 2 * 4 * RATE, (len(video), run.stderr)
     assert len(audio) >= 2 * (4 * 48000 // 1024 - 1), len(audio)
+
+
+def test_a_damaged_sound_packet_of_a_camera_is_left_out(camera, cli, tmp_path):
+    # An MPEG-TS camera whose AAC packet 2 s in came cut to its ADTS header: the filter that makes it raw refused
+    # it, and the camera was dialled again.
+    out = tmp_path / "cam.mp4"
+    run = cli(camera(with_damaged_sound(_ts_with_sound(), 94)), out, "--model", "dcp", "--reconnect", 0,
+              "--max-latency", 30)
+    run.finish(60)  # (ends when the camera hangs up: no reconnects left)
+    assert "reconnecting" not in run.stderr, run.stderr
+    video, audio, codecs = _times(out)
+    assert codecs == ["h264", "aac"] and len(video) >= 4 * RATE - 1, (len(video), run.stderr)
+    _with_the_pictures(video, audio, gap=0.2)
 
 
 @pytest.mark.parametrize("suffix", [".mkv", ".ts"])

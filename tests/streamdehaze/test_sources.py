@@ -108,6 +108,73 @@ def test_a_truncated_fragmented_mp4_says_so(make_video, run_cli, probe, decodabl
     assert run_cli(src, tmp_path / "whole.mp4", "--model", "dcp")[0] == 0  # the whole file is no such thing
 
 
+@pytest.mark.parametrize("damage", ["zeroed", "cut"])
+def test_a_camera_s_fragmented_mp4_that_is_not_whole_says_so(run_cli, probe, decodable, tmp_path, damage):
+    # One-second fragments, as cameras and our own recordings write them. A bad card's zeroed 4 KiB across a
+    # fragment's header: FFmpeg reads nothing after it (the fragments after it are whole). A copy cut inside its
+    # last fragment. Both were taken for whole files, exit 0.
+    src, damaged, out = tmp_path / "in.mp4", tmp_path / "damaged.mp4", tmp_path / "out.mp4"
+    write_video(src, frames=150, gop=25, audio=True,
+                options={"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"})
+    data = bytearray(src.read_bytes())
+    moofs = [i - 4 for i in range(len(data)) if data[i: i + 4] == b"moof"]
+    if damage == "zeroed":
+        data[moofs[3] - 2048: moofs[3] + 2048] = bytes(4096)
+        said = rf"is damaged at byte {moofs[3]} of {len(data)}: nothing after it can be read"
+    else:
+        data = data[: (moofs[-3] + moofs[-2]) // 2]  # (the last fragments: the last second, and the sound after it)
+        said = r"is truncated: the last \d+ bytes of its media are missing"
+    damaged.write_bytes(bytes(data))
+    code, err = run_cli(damaged, out, "--model", "dcp")
+    kept = re.fullmatch(rf"streamdehaze: error: {re.escape(str(damaged))} {said}; {re.escape(str(out))} holds the "
+                        rf"(\d+) frames decoded before the cut\n", err)
+    assert code == 1 and kept is not None, err
+    assert probe(out)["times"] == decodable(damaged) and len(decodable(damaged)) == int(kept.group(1)) < 150
+
+
+def test_a_file_that_cannot_be_read_on_keeps_the_frames_its_decoder_holds(run_cli, probe, tmp_path):
+    # A camera's fragmented MP4 damaged on its card: the third fragment states a frame of about 3 GB, and FFmpeg
+    # stops reading there ("Cannot allocate memory"). The frames decoded before the cut include those the decoder
+    # held back (x264's B-frames, its threads) when the read failed.
+    src, damaged, out = tmp_path / "in.mp4", tmp_path / "damaged.mp4", tmp_path / "out.mp4"
+    write_video(src, frames=50, gop=10, options={"movflags": "frag_keyframe+empty_moov"})
+    data = bytearray(src.read_bytes())
+    data = data[: data.find(b"mfra") - 4]  # (a recording cut off by power loss has no index of its fragments)
+    trun = data.find(b"trun", [i for i in range(len(data)) if data[i: i + 4] == b"moof"][2])
+    flags = int.from_bytes(data[trun + 5: trun + 8], "big")
+    first = trun + 12 + 4 * bool(flags & 0x1) + 4 * bool(flags & 0x4)  # past the sample count and its options
+    per_sample = 4 * sum(bool(flags & bit) for bit in (0x100, 0x200, 0x400, 0x800))
+    data[first + 5 * per_sample + 4 * bool(flags & 0x100)] = 0xB4  # the sixth frame's size
+    damaged.write_bytes(bytes(data))
+    code, err = run_cli(damaged, out, "--model", "dcp")
+    assert code == 1 and err == (f"streamdehaze: error: {damaged} cannot be read after frame 25 (damaged: it states a "
+                                 f"size too large for memory); {out} holds the 25 frames decoded before the cut\n")
+    assert probe(out)["times"] == probe(src)["times"][:25]
+
+
+@pytest.mark.parametrize("flags", ["", "faststart"])
+def test_an_mp4_whose_index_is_cut_says_so(run_cli, probe, tmp_path, flags):
+    # The index at the end, cut inside its sound's track: FFmpeg read the picture whole and took the sound's track
+    # for a data stream of no kind, so the sound was left out without a word, exit 0. At the start (faststart), cut inside it:
+    # "no video stream", exit 2, as if the user had given a sound file.
+    src, cut, out = tmp_path / "in.mp4", tmp_path / "cut.mp4", tmp_path / "out.mp4"
+    write_video(src, frames=50, audio=True, options={"movflags": flags} if flags else None)
+    data = src.read_bytes()
+    index = data.find(b"moov") - 4
+    # (inside the sound's track; inside the picture's, whose header is all there is of it)
+    end = data.find(b"trak", data.find(b"trak", index) + 4) + 100 if not flags else data.find(b"trak", index) + 100
+    cut.write_bytes(data[:end])
+    code, err = run_cli(cut, out, "--model", "dcp")
+    said = f"the last {index + int.from_bytes(data[index: index + 4], 'big') - end} bytes of its index are missing"
+    if flags:
+        assert code == 1 and err == f"streamdehaze: error: cannot read {cut}: it is truncated: {said}, and no video " \
+                                    "stream can be read\n", err
+    else:
+        assert code == 1 and err == f"streamdehaze: error: {cut} is truncated: {said}; {out} holds the 50 frames " \
+                                    "decoded before the cut\n", err
+        assert probe(out)["count"] == 50
+
+
 @pytest.mark.parametrize("options", [
     {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"},  # a live recording's
     {"movflags": "faststart"}])  # (an edit list: x264's B-frames)
@@ -154,6 +221,21 @@ def test_a_recording_whose_clock_restarts_goes_on_where_it_was(run_cli, probe, c
         audio = [p.pts * p.time_base for p in c.demux(c.streams.audio[0]) if p.size]
     assert len(audio) >= len(a["audio"]) - 2  # the packet cut by the splice may go
     assert all(t0 < t1 for t0, t1 in zip(audio, audio[1:])) and audio[-1] > 3.9
+
+
+@pytest.mark.parametrize("second", [0, 12])
+def test_a_splice_of_recordings_under_a_second_long_goes_on_where_it_was(run_cli, probe, caplog, tmp_path, second):
+    # A DVR's one-second files joined (cat), picture only, the second starting its clock where the first did, or
+    # 0.48 s after: a step back of less than a second, which once dropped the second file's frames as damaged.
+    parts = [tmp_path / "a.ts", tmp_path / "b.ts"]
+    for part, start in zip(parts, (0, second)):
+        write_video(part, pts=[(start + i) * 3600 for i in range(25)], time_base=Fraction(1, 90000))
+    src, out = tmp_path / "spliced.ts", tmp_path / "out.mp4"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0, err
+    assert caplog.text.count("timestamps jump back") == 1, caplog.text
+    assert probe(out)["times"] == [Fraction(i, 25) for i in range(50)]
 
 
 @pytest.mark.parametrize("limit", [(), ("--duration", 3)])

@@ -14,7 +14,7 @@ import pytest
 
 from streamdehaze.frames import planes_of
 from streamdehaze.hdr import hdr10_of
-from tests.conftest import decoded_sound, hazy_pattern, pitch, sound_that_changes
+from tests.conftest import decoded_sound, hazy_pattern, pitch, sound_that_changes, with_damaged_sound
 
 
 def test_constant_rate_with_audio(make_video, probe, run_cli, tmp_path):
@@ -1122,6 +1122,24 @@ def test_copied_sound_that_changes_format_is_encoded_again_in_its_first(run_cli,
     where = {".mkv": ".mkv", ".mp4": "mp4"}[suffix]  # (the format as the other messages name it)
     assert f"audio stream #1 went on at 48000 Hz mono at 2.1 s, which {where} cannot follow: encoded again from " \
            "there, as 44100 Hz stereo" in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+@pytest.mark.parametrize("damaged", [1, 40])
+def test_a_damaged_sound_packet_of_an_mpeg_ts_is_left_out(make_video, run_cli, caplog, tmp_path, suffix, damaged):
+    # A DVR's recording with one AAC packet cut to its ADTS header (a bad sector): FFmpeg's ADTS-to-raw filter
+    # refuses what follows it, and the whole run failed ("writing out.mp4 failed: Invalid data"), no output; near
+    # the start, the MP4 muxer refused every packet after it. It is left out, as FFmpeg's tools go on past it.
+    src = make_video("in.ts", frames=50, audio=True)
+    cut, out = tmp_path / "cut.ts", tmp_path / f"out{suffix}"
+    cut.write_bytes(with_damaged_sound(src.read_bytes(), damaged))
+    code, err = run_cli(cut, out, "--model", "dcp")
+    assert code == 0, err
+    assert "audio stream #1: a damaged packet at" in caplog.text and "damaged packets left out in all" in caplog.text
+    with av.open(str(out)) as c:
+        assert len(list(c.decode(video=0))) == 50
+    with av.open(str(out)) as c, av.open(str(src)) as whole:
+        assert sum(f.samples for f in c.decode(audio=0)) == sum(f.samples for f in whole.decode(audio=0)) - 2048
 
 
 def test_mpeg_ts_carries_a_change_of_the_sound_s_format_as_it_is(run_cli, caplog, tmp_path):
