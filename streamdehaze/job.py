@@ -192,8 +192,10 @@ class Job:
             check_segments(self.dst)
         if self.live:
             check_live_file(self.dst)
-            if not segmented and self.dst.resolve() not in going and self.dst.suffix.lower() != HLS:
-                check_not_recording(self.dst)
+        # (a recording cannot be moved aside under its run; a file run's finished output would take its name, and
+        # its frames with it)
+        if not segmented and self.dst.resolve() not in going and self.dst.suffix.lower() != HLS:
+            check_not_recording(self.dst)
         check_writable(self.dst.parent)
 
     def open(self, stop: threading.Event | None = None) -> Source:

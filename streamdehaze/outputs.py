@@ -201,13 +201,18 @@ class OutputFile:
                 finally:
                     os.close(folder)
                 self._named = named
-            os.replace(self._named, dest)
+            taken = _held(dest)  # (a live recording begun there since this run began: never replaced)
+            kept = _numbered(dest) if taken else dest
+            os.replace(self._named, kept)
             self._named = None
             _sync_folder(dest.parent)
         except OSError as exc:
             self.discard()
             raise MediaError(f"cannot write {dest}: {exc.strerror}") from None
         self._close()
+        if taken:
+            raise MediaError(f"{dest} is being recorded by another run, begun since this one: this one's output is "
+                             f"{kept.name}")
 
     def _close(self) -> None:
         if self._fd >= 0:
@@ -288,12 +293,17 @@ def move_aside(target: Path, held: str = "a recording") -> Path | None:
     if not target.exists():
         return None
     check_not_recording(target)
-    numbered = re.compile(re.escape(target.stem) + r"\.(\d+)" + re.escape(target.suffix))
-    taken = [int(m.group(1)) for p in target.parent.iterdir() if (m := numbered.fullmatch(p.name))]
-    aside = target.with_name(f"{target.stem}.{max(taken, default=0) + 1}{target.suffix}")
+    aside = _numbered(target)
     os.rename(target, aside)
     log.warning("%s already held %s: moved it to %s", target.name, held, aside.name)
     return aside
+
+
+def _numbered(target: Path) -> Path:
+    """``NAME.N.EXT`` beside ``target``, N one more than the highest there."""
+    numbered = re.compile(re.escape(target.stem) + r"\.(\d+)" + re.escape(target.suffix))
+    taken = [int(m.group(1)) for p in target.parent.iterdir() if (m := numbered.fullmatch(p.name))]
+    return target.with_name(f"{target.stem}.{max(taken, default=0) + 1}{target.suffix}")
 
 
 def segments(pattern: Path) -> list[tuple[int, Path]]:
@@ -358,8 +368,10 @@ class Syncer:
         if now - self._last < self.interval:
             return
         if os.fstat(self.file.fileno()).st_nlink == 0:
-            raise RecordingDeleted(f"{self.path} was deleted while it was being recorded (the file, or its "
-                                   "folder): nothing written to it can be seen any more")
+            how = "replaced by another file" if self.path.exists() else "deleted"
+            where = "" if self.path.exists() else " (the file, or its folder)"
+            raise RecordingDeleted(f"{self.path} was {how} while it was being recorded{where}: nothing written to "
+                                   "it can be seen any more")
         os.fsync(self.file.fileno())
         if not self._named:
             _sync_folder(self.path.parent)

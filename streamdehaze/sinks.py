@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import struct
 import time
 from collections.abc import Callable
@@ -137,6 +138,7 @@ class VideoSink:
         self.info, self.live = info, live
         encoding = encoding or choose_encoding(info, live=live)
         self._file: WholeWrites | None = None  # a file's writer (``outputs.WholeWrites``: no write error is lost)
+        self._inode: tuple[int, int] | None = None  # that file's (device, inode): what ``path`` named when opened
         self.container = self._open(self.target)
         self._fragmented = self.container.format.name in FRAGMENTED  # (a recording written as fragments)
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
@@ -171,6 +173,8 @@ class VideoSink:
         try:
             if self.path is not None and fmt != "hls":  # (the HLS muxer writes its playlist and segments itself)
                 self._file = WholeWrites(target, "xb" if self.exclusive else "wb")
+                written = os.fstat(self._file.fileno())
+                self._inode = written.st_dev, written.st_ino
                 if self.live:  # (marked as being recorded; on a filesystem without locks it goes on unmarked)
                     with contextlib.suppress(OSError):
                         hold(self._file.fileno())
@@ -356,7 +360,7 @@ class VideoSink:
         """After a failure, a recording holds what fit: a fragmented MP4/MOV whose last fragment a full disk cut
         ends after its last whole frame (``fragments.py``: it ended in "Invalid data"), and ``frames`` counts the
         frames it holds, not those encoded; a recording that holds none goes."""
-        if not self.live or self.path is None:
+        if not self.live or self.path is None or not self._names_its_file():
             return
         with contextlib.suppress(OSError, ValueError, struct.error):
             if self._fragmented:
@@ -364,6 +368,16 @@ class VideoSink:
                 self.frames = video_samples(self.path)
             if self.path.stat().st_size == 0 or self._fragmented and self.frames == 0:
                 self.path.unlink()
+
+
+    def _names_its_file(self) -> bool:
+        """Whether ``path`` still names the file written (another program may have put a file of its own there,
+        which is not this run's to mend or remove)."""
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return False
+        return (found.st_dev, found.st_ino) == self._inode
 
 
 class SegmentedSink:

@@ -14,7 +14,7 @@ from fractions import Fraction
 import av
 import pytest
 
-from tests.conftest import hazy_pattern
+from tests.conftest import hazy_pattern, write_video
 
 
 def _recorded(line: str) -> int:
@@ -134,6 +134,34 @@ def test_a_recording_in_progress_is_not_moved_aside_by_another_run(rtsp_server, 
     assert first.interrupt() == 0, first.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.mp4", "s.jsonl"]
     assert len(decodable(out)) == _summary_frames(first) >= 10
+
+
+def test_a_file_run_to_a_recording_in_progress_is_refused(rtsp_server, cli, decodable, tmp_path):
+    # It replaced the recording with its output, and the recording, finding its file gone, removed that output.
+    out, stats, clip = tmp_path / "cam.mp4", tmp_path / "s.jsonl", tmp_path / "clip.mp4"
+    write_video(clip, frames=20)
+    recording = cli(rtsp_server.url, out, "--model", "dcp", "--stats-json", stats)
+    recording.wait_streaming(stats, 10)
+    file_run = cli(clip, out, "--model", "dcp")
+    assert file_run.finish(60) == 2
+    assert file_run.stderr == f"streamdehaze: error: {out} is being recorded by another run: give this one another name"
+    assert recording.interrupt() == 0, recording.stderr
+    assert len(decodable(out)) == _summary_frames(recording) >= 10
+
+
+def test_a_recording_replaced_by_another_program_leaves_that_program_s_file(rtsp_server, cli, tmp_path):
+    # `cp other.mp4 cam.mp4` (or a rename onto it) while cam.mp4 is recorded: the run ends, saying so, and once
+    # took the file now at that name for its own recording, found no fragment in it, and removed it.
+    out, stats, other = tmp_path / "cam.mp4", tmp_path / "s.jsonl", tmp_path / "other.mp4"
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--stats-json", stats)
+    run.wait_streaming(stats, 10)
+    write_video(other, frames=20)
+    os.replace(other, out)
+    assert run.finish(30) == 1, run.stderr
+    assert run.stderr.splitlines()[-1] == (f"streamdehaze: error: {out} was replaced by another file while it was "
+                                           "being recorded: nothing written to it can be seen any more"), run.stderr
+    with av.open(str(out)) as replaced:
+        assert replaced.streams.video[0].frames == 20
 
 
 def test_two_recordings_to_the_same_segment_names_lose_no_frame(rtsp_server, cli, decodable, tmp_path):

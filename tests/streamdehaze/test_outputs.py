@@ -118,6 +118,31 @@ def test_runs_without_anonymous_files_stay_all_or_nothing(make_video, probe, tmp
     assert probe(tmp_path / "out.mp4")["times"] == probe(src)["times"]
 
 
+def test_a_finished_file_run_never_takes_the_name_of_a_recording_begun_meanwhile(make_video, probe, run_cli,
+                                                                                tmp_path, monkeypatch):
+    # A file run to cam.mp4, begun before a live recording to cam.mp4 (which found no file there): its finished
+    # output replaced the recording, which then took the file run's output for its own and removed it. The
+    # recording is held, as recordings are, when the file run puts its output in place.
+    from streamdehaze import outputs
+
+    src, out = make_video(frames=20), tmp_path / "cam.mp4"
+    link = outputs.OutputFile._link
+
+    def recording_begins(self, dest):
+        if dest == out and not out.exists():
+            recording = open(out, "xb")
+            outputs.hold(recording.fileno())
+            recording.write(b"a live recording")
+            recording.flush()
+            monkeypatch.setattr(self, "recording", recording, raising=False)
+        link(self, dest)
+    monkeypatch.setattr(outputs.OutputFile, "_link", recording_begins)
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 1 and err == f"streamdehaze: error: {out} is being recorded by another run, begun since this " \
+                                "one: this one's output is cam.1.mp4\n", err
+    assert out.read_bytes() == b"a live recording" and probe(tmp_path / "cam.1.mp4")["count"] == 20
+
+
 def test_a_complete_run_replaces_an_interrupted_ones_partial(make_video, run_cli, caplog, tmp_path):
     src = make_video(frames=5)
     (tmp_path / "out.partial.mp4").write_bytes(b"frames of an interrupted run")
