@@ -89,7 +89,8 @@ class BatchResult:
 
     @property
     def frames(self) -> int:
-        return sum(f.frames for f in self.files if f.status == "done")
+        """The frames dehazed and written: a truncated file's too (a file skipped or failed otherwise has none)."""
+        return sum(f.frames for f in self.files)
 
     def as_json(self) -> dict[str, Any]:
         return {"files": len(self.files), **{s: self.count(s) for s in STATUSES},
@@ -231,6 +232,7 @@ class LocalBatch:
                     result.status = "interrupted"
         except StreamDehazeError as exc:
             result.status, result.error = "failed", str(exc)
+            result.frames = getattr(exc, "frames", 0)  # (a truncated input's output holds those before the cut)
         except OSError as exc:
             result.status, result.error = "failed", f"{exc.strerror}: {exc.filename}"
         except Exception as exc:  # a fault of ours, or of a library, on this file: the others still get done

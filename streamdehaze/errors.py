@@ -21,3 +21,11 @@ class MediaError(StreamDehazeError):
     """The input could not be read or decoded, or the output could not be written (exit 1)."""
 
     exit_code = 1
+
+
+class Truncated(MediaError):
+    """An input that ends early: its output is written, and holds the ``frames`` decoded before the cut (exit 1)."""
+
+    def __init__(self, message: str, frames: int) -> None:
+        super().__init__(message)
+        self.frames = frames

@@ -26,7 +26,7 @@ from .config import StreamConfig, checked_option, keyed
 from .credentials import check_url, mask
 from .encoders import choose_encoding, encoder, quality_of, quality_options
 from .engine import check_noise_floor, check_strength, resolve_device
-from .errors import MediaError, StreamDehazeError, UsageError
+from .errors import MediaError, StreamDehazeError, Truncated, UsageError
 from .formats import (
     HLS,
     STDOUT,
@@ -384,8 +384,8 @@ class Job:
             else:
                 self._out.commit(ends_partial=True)
                 if self.source.truncated:  # every frame before the cut is in the output: keep it, and say so
-                    raise MediaError(f"{self.source.name} {self.source.truncated}; {self.dst} holds the "
-                                     f"{result.frames} frames decoded before the cut")
+                    raise Truncated(f"{self.source.name} {self.source.truncated}; {self.dst} holds the "
+                                    f"{result.frames} frames decoded before the cut", result.frames)
         return result
 
     def abort(self) -> None:

@@ -45,6 +45,20 @@ def test_batch_equals_single_runs_and_reports_the_bad_file(media_tree, probe, ru
     assert "corrupt" in next(r["error"] for r in data["results"] if r["name"] == "broken.mp4")
 
 
+def test_a_truncated_file_counts_the_frames_its_output_holds(make_video, run_cli, tmp_path):
+    # Its output is written, with every frame before the cut: the statistics said "failed", 0 frames.
+    src, out, stats = tmp_path / "in", tmp_path / "out", tmp_path / "stats.json"
+    src.mkdir()
+    whole = make_video(frames=60, width=160, height=120, options={"movflags": "faststart"})
+    (src / "cut.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    assert run_cli("batch", src, out, *DCP, "--stats-json", stats)[0] == 1
+    (result,) = json.loads(stats.read_text())["results"]
+    kept = int(result["error"].split(" holds the ")[1].split()[0])
+    with av.open(str(out / "cut.mp4")) as written:
+        assert result["status"] == "failed" and result["frames"] == kept == len(list(written.decode(video=0)))
+    assert json.loads(stats.read_text())["frames"] == kept > 0
+
+
 def test_a_rerun_does_only_what_is_missing(media_tree, run_cli, tmp_path):
     src, names = media_tree(clips=2)
     out = tmp_path / "out"
