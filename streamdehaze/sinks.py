@@ -152,6 +152,8 @@ class VideoSink:
             raise
         self.frames = 0
         self._resized: tuple[int, int] | None = None  # the other size the input went on at, once told
+        self._muxed = False  # a packet went through: the header is written
+        self._headless = False  # writing the header failed: FFmpeg must not be asked to write anything more
 
     def connect(self) -> None:
         """Write the header now rather than with the first frame: for RTSP, dial the server and announce the stream
@@ -161,6 +163,7 @@ class VideoSink:
         try:
             self.container.start_encoding()
         except (av.FFmpegError, OSError) as exc:
+            self._headless = True
             if time.monotonic() - began >= 0.9 * DIAL_TIMEOUT:
                 raise MediaError(f"cannot write {self.name}: no answer for {DIAL_TIMEOUT:g} s") from None
             reason = failure_reason(exc, self.target)
@@ -252,10 +255,10 @@ class VideoSink:
                     return
                 if isinstance(out, (Reencoded, CopiedSound)):
                     for packet in out.packets(item):
-                        self.container.mux(packet)
+                        self._mux(packet)
                 else:
                     item.stream = out
-                    self.container.mux(item)
+                    self._mux(item)
                 return
             if self.start:
                 item.pts -= round(self.start / item.time_base)
@@ -282,13 +285,23 @@ class VideoSink:
                     item.pict_type = av.video.frame.PictureType.I
                     self._next_key = t + 1
             for packet in self.video.encode(item):
-                self.container.mux(packet)
+                self._mux(packet)
             self.frames += 1
             if self._sync is not None:
                 self._sync()
         except (av.FFmpegError, OSError) as exc:
             reason = failure_reason(exc, self.target)
             raise MediaError(f"writing {self.name} failed: {reason}") from None
+
+    def _mux(self, packet: av.Packet) -> None:
+        """FFmpeg writes the header with the first packet; where that fails (a full disk), it may not be asked to
+        write again: the MOV muxer writing its header a second time, or a trailer after it, crashes the process."""
+        try:
+            self.container.mux(packet)
+        except BaseException:
+            self._headless = self._headless or not self._muxed
+            raise
+        self._muxed = True
 
     def _from_start(self, packet: av.Packet) -> bool:
         """Shift a copied packet to ``start``; False for one from before it (a segment's audio that came late)."""
@@ -306,11 +319,11 @@ class VideoSink:
         try:
             try:
                 for packet in self.video.encode(None):
-                    self.container.mux(packet)
+                    self._mux(packet)
                 for out in self._copies.values():
                     if isinstance(out, (Reencoded, CopiedSound)):
                         for packet in out.packets(None):
-                            self.container.mux(packet)
+                            self._mux(packet)
             finally:
                 try:
                     self.container.close()  # (the trailer: a muxer may refuse it, a disk may fill up)
@@ -341,8 +354,8 @@ class VideoSink:
         if self.video is None:  # closed already
             return
         try:
-            for packet in self.video.encode(None):
-                self.container.mux(packet)
+            for packet in [] if self._headless else self.video.encode(None):
+                self._mux(packet)
         except (av.FFmpegError, OSError, ValueError):
             pass
         try:

@@ -3,6 +3,7 @@ hidden partial that the next run removes and names); an interrupted one leaves N
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -271,3 +272,34 @@ def test_a_file_to_an_hls_playlist(make_video, run_cli, tmp_path, monkeypatch):
         after = [f.time for f in b.decode(video=0)]
     assert len(after) == len(before) == 200
     assert np.allclose(np.array(after) - after[0], np.array(before) - before[0], atol=1e-4)
+
+
+def _full_folder(small_filesystem) -> Path:
+    """A folder on a filesystem with not a byte free."""
+    folder = small_filesystem(16)
+    with contextlib.suppress(OSError), open(folder / "fill", "wb") as fill:
+        fill.write(bytes(64 * 1024))
+    return folder
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out.mov"])
+def test_a_file_run_onto_a_full_disk_fails_in_one_line(make_video, small_filesystem, name):
+    """MP4 and MOV fail to write their header there; FFmpeg asked to write after that crashed the process."""
+    src, folder = make_video(frames=30), _full_folder(small_filesystem)
+    proc = start([src, folder / name, "--model", "dcp", "--quiet"])
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (1, f"streamdehaze: error: writing {folder / name} failed: No space left on "
+                                         "device\n")
+    assert [p.name for p in folder.iterdir()] == ["fill"]
+
+
+def test_a_serve_stream_onto_a_full_disk_fails_alone(make_video, probe, small_filesystem, tmp_path):
+    src, folder = make_video(frames=30), _full_folder(small_filesystem)
+    config = tmp_path / "cams.toml"
+    config.write_text(f'model = "dcp"\n[[stream]]\nname = "full"\ninput = "{src}"\noutput = "{folder}/full.mov"\n'
+                      f'[[stream]]\nname = "good"\ninput = "{src}"\noutput = "{tmp_path}/good.mp4"\n')
+    proc = start(["serve", config])
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert f"streamdehaze: full: failed: writing {folder}/full.mov failed: No space left on device" in err
+    assert probe(tmp_path / "good.mp4")["count"] == 30
