@@ -259,7 +259,8 @@ class Job:
         if muxer == "hls":  # (its segments, in memory: the HLS muxer writes files of its own)
             trial_write("mpegts", {}, info, self.encoding, self.live, str(c.output))
         elif muxer is not None and muxer != "rtsp":  # (an RTSP server is not written to in memory)
-            fmt, options = output_options(str(c.output), self.dst, self.live, tags=info.tags)
+            fmt, options = output_options(str(c.output), self.dst, self.live, tags=info.tags,
+                                          as_it_goes=c.encode.segment_time is not None)
             trial_write(fmt, options, info, self.encoding, self.live, mask(str(c.output), str(c.output)))
 
     def start(self, name: str = "") -> Stream:
@@ -317,7 +318,8 @@ class Job:
         elif c.encode.segment_time is not None:
             pattern = segment_pattern(Path(target))  # (numbered after those of earlier runs there)
             inner = self._segments = SegmentedSink(pattern, c.encode.segment_time, next_segment(pattern),
-                                                   lambda path, start: sink(path, start=start, exclusive=True),
+                                                   lambda path, start: sink(path, start=start, exclusive=True,
+                                                                            as_it_goes=True),
                                                    self._clock())
         elif self.dst is None and target != STDOUT:  # a server to publish to: a file's frames are never dropped
             inner = self._published = PublishedSink(lambda: sink(target), mask(str(target), str(target)),

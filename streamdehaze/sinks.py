@@ -125,16 +125,19 @@ class VideoSink:
     ``shown_as``; a live run writes to the target itself, as it goes, holding it under a lock (``outputs.hold``)."""
 
     def __init__(self, target: Path | str, info: VideoInfo, encoding: Encoding | None = None, *, live: bool = False,
-                 shown_as: Path | None = None, start: Fraction = Fraction(0), exclusive: bool = False) -> None:
+                 shown_as: Path | None = None, start: Fraction = Fraction(0), exclusive: bool = False,
+                 as_it_goes: bool = False) -> None:
         """``encoding``: libx264 at its defaults when None. ``shown_as``: the user's name for a temporary ``target``,
         for messages and the container format. ``start``: the time (seconds) written as 0, a segment's start.
-        ``exclusive``: the file is created, never truncated: ``OutputExists`` where one is there already."""
+        ``exclusive``: the file is created, never truncated: ``OutputExists`` where one is there already.
+        ``as_it_goes``: a file written as a live run's is (a file run's segment), kept as far as it got."""
         self.target = str(target)
         self.start, self.exclusive = start, exclusive
         self.path = Path(target) if url_format(self.target) is None else None
         self.shown_as = shown_as or self.path
         self.name = mask(self.target, self.target) if self.path is None else str(self.shown_as)
         self.info, self.live = info, live
+        self.as_it_goes = live or as_it_goes  # (a live run's file too: a recording)
         encoding = encoding or choose_encoding(info, live=live)
         self._file: WholeWrites | None = None  # a file's writer (``outputs.WholeWrites``: no write error is lost)
         self.container = self._open(self.target)
@@ -142,7 +145,7 @@ class VideoSink:
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
         if info.chapters:
             self.container.set_chapters(info.chapters)
-        self._sync = None if not live or self._file is None else Syncer(self._file, self.path)
+        self._sync = None if not self.as_it_goes or self._file is None else Syncer(self._file, self.path)
         try:
             self._add_video(encoding)
             self._copies = self._add_copies()
@@ -170,7 +173,8 @@ class VideoSink:
             raise _url_error(exc)(f"cannot write {self.name}: {reason}") from None
 
     def _open(self, target: str) -> av.container.OutputContainer:
-        fmt, options = output_options(target, self.shown_as, self.live, tags=self.info.tags)
+        fmt, options = output_options(target, self.shown_as, self.live, tags=self.info.tags,
+                                      as_it_goes=self.as_it_goes)
         try:
             if self.path is not None and fmt != "hls":  # (the HLS muxer writes its playlist and segments itself)
                 self._file = WholeWrites(target, "xb" if self.exclusive else "wb")
@@ -369,7 +373,7 @@ class VideoSink:
         """After a failure, a recording holds what fit: a fragmented MP4/MOV whose last fragment a full disk cut
         ends after its last whole frame (``fragments.py``: it ended in "Invalid data"), and ``frames`` counts the
         frames it holds, not those encoded; a recording that holds none goes."""
-        if not self.live or self.path is None:
+        if not self.as_it_goes or self.path is None:
             return
         with contextlib.suppress(OSError, ValueError, struct.error):
             if self._fragmented:

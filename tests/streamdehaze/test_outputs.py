@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from streamdehaze.api import process
-from tests.conftest import default_interrupts
+from tests.conftest import decodable_times, default_interrupts
 
 
 def output_bytes(proc: subprocess.Popen, folder: Path) -> int:
@@ -303,3 +304,36 @@ def test_a_serve_stream_onto_a_full_disk_fails_alone(make_video, probe, small_fi
     assert proc.returncode == 1, err
     assert f"streamdehaze: full: failed: writing {folder}/full.mov failed: No space left on device" in err
     assert probe(tmp_path / "good.mp4")["count"] == 30
+
+
+def test_a_killed_file_run_leaves_segments_that_play(long_video, tmp_path):
+    """A file run's segments are written as a recording is (MP4 in fragments): a kill leaves the one being written
+    playable up to about its last second, where it left a file without its index under its final name."""
+    proc = start([long_video, tmp_path / "cam.mp4", "--model", "dcp", "--segment-time", 10, "--quiet"])
+    second = tmp_path / "cam_00001.mp4"
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and \
+                (not second.exists() or second.stat().st_size < 30_000):
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+    finally:
+        proc.kill()
+        proc.communicate()
+    counts = [len(decodable_times(tmp_path / f"cam_{n:05d}.mp4")) for n in range(2)]
+    assert sorted(p.name for p in tmp_path.glob("cam_*")) == ["cam_00000.mp4", "cam_00001.mp4"]
+    assert counts[0] == 250 and counts[1] > 0, counts
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_a_full_disk_under_segments_says_the_frames_they_hold(long_video, small_filesystem, suffix):
+    folder = small_filesystem(600)
+    proc = start([long_video, folder / f"cam{suffix}", "--model", "dcp", "--segment-time", 2, "--crf", 0, "--quiet"])
+    _, err = proc.communicate(timeout=300)
+    segments = sorted(folder.iterdir())
+    said = re.fullmatch(rf"streamdehaze: error: writing {folder}/cam_\d+{suffix} failed: No space left on device; "
+                        rf"the (\d+) frames written before it are in {folder}/cam_00000{suffix}( \.\. \S+)?\n", err)
+    assert proc.returncode == 1 and said, err
+    counts = [len(decodable_times(segment)) for segment in segments]
+    assert int(said.group(1)) == sum(counts) and all(counts), (err, counts)
+    assert err.endswith(f"{segments[-1].name}\n" if len(segments) > 1 else f"{segments[0]}\n")
