@@ -372,15 +372,31 @@ class VideoSink:
     def _mend(self) -> None:
         """After a failure, a recording holds what fit: a fragmented MP4/MOV whose last fragment a full disk cut
         ends after its last whole frame (``fragments.py``: it ended in "Invalid data"), and ``frames`` counts the
-        frames it holds, not those encoded; a recording that holds none goes."""
+        frames it holds, not those encoded (frames in the encoder, or in a Matroska cluster the disk refused, are
+        not in it); a recording that holds none goes."""
         if not self.as_it_goes or self.path is None:
             return
         with contextlib.suppress(OSError, ValueError, struct.error):
             if self._fragmented:
                 trim_cut_fragment(self.path)
                 self.frames = video_samples(self.path)
-            if self.path.stat().st_size == 0 or self._fragmented and self.frames == 0:
+            else:
+                self.frames = _video_packets(self.path)
+            if self.frames == 0:
                 self.path.unlink()
+
+
+def _video_packets(path: Path) -> int:
+    """The video frames a file holds, as its demuxer reads them: up to where a full disk cut it."""
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            if container.streams.video:
+                for packet in container.demux(video=0):
+                    count += packet.size > 0
+    except av.FFmpegError:  # (cut short, or nothing readable at all: what came before is counted)
+        pass
+    return count
 
 
 class SegmentedSink:

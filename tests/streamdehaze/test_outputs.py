@@ -325,7 +325,7 @@ def test_a_killed_file_run_leaves_segments_that_play(long_video, tmp_path):
     assert counts[0] == 250 and counts[1] > 0, counts
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".ts"])
 def test_a_full_disk_under_segments_says_the_frames_they_hold(long_video, small_filesystem, suffix):
     folder = small_filesystem(600)
     proc = start([long_video, folder / f"cam{suffix}", "--model", "dcp", "--segment-time", 2, "--crf", 0, "--quiet"])
