@@ -365,9 +365,10 @@ class Job:
             # whatever ended it, the recording (or the segments written) stays, and says so (unless someone deleted it)
             if (self.live or self._segments is not None) and self.dst is not None \
                     and not isinstance(exc, RecordingDeleted):
-                done = "recorded" if self.live else "written"
-                raise MediaError(f"{exc}; the {self.stream.sink.frames} frames {done} before it are in "
-                                 f"{self._recorded_in()}") from None
+                done, frames = "recorded" if self.live else "written", self.stream.sink.frames
+                if frames == 0:  # (a file that would hold none is not kept: there is none to name)
+                    raise MediaError(f"{exc}; nothing was {done}") from None
+                raise MediaError(f"{exc}; the {frames} frames {done} before it are in {self._recorded_in()}") from None
             raise
         except BaseException:
             self.abort()
