@@ -39,13 +39,15 @@ _STREAM_THREADS = ("stream", "decode", "encode", "publish")  # (a stream's own t
 
 @dataclass
 class StreamOutcome:
-    """How one stream ended: its ``result``, or the ``error`` that ended it (one line); ``reload``, where a reload
-    ended it: ``removed`` or ``restarted``."""
+    """How one stream ended: its ``result``, or the ``error`` that ended it (one line) and the ``frames`` written
+    before it (those its recording or segments hold); ``reload``, where a reload ended it: ``removed`` or
+    ``restarted``."""
 
     name: str
     output: str | None
     result: RunResult | None = None
     error: str | None = None
+    frames: int = 0
     live: bool = False
     reload: str | None = None
 
@@ -57,7 +59,7 @@ class FleetResult:
 
     @property
     def frames(self) -> int:
-        return sum(s.result.frames for s in self.streams if s.result is not None)
+        return sum(s.result.frames if s.result is not None else s.frames for s in self.streams)
 
     @property
     def fps(self) -> float:
@@ -139,6 +141,7 @@ class _Runner:
             log.info("stopped before it connected")
         except StreamDehazeError as exc:
             self.outcome.error = mask(str(exc), self.config.input, self.config.output or "")
+            self.outcome.frames = self.job.stats.frames
             log.error("%s", self.outcome.error)
         except Exception as exc:  # a bug: this stream ends, the others go on
             self.outcome.error = f"internal error: {type(exc).__name__}: {mask(str(exc), self.config.input)}"

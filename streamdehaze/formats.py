@@ -302,10 +302,10 @@ _REVERSE_DNS = re.compile(r"[a-z][a-z0-9-]*(\.[\w-]+){2,}", re.IGNORECASE)
 
 
 def output_options(target: str, shown_as: Path | None = None, live: bool = False, *,
-                   tags: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+                   tags: dict[str, str] | None = None, as_it_goes: bool = False) -> tuple[str, dict[str, str]]:
     """The muxer that writes ``target`` (a file named ``shown_as``: a temporary file's name says nothing) and its
-    options; a live run writes a file as it goes, each fragment handed to the kernel at once. ``tags``: the
-    input's, which the output keeps."""
+    options; a live run's file, and any ``as_it_goes`` (a file run's segment), is written as it goes, each fragment
+    handed to the kernel at once. ``tags``: the input's, which the output keeps."""
     fmt, options = url_format(target), {}
     if fmt == "rtsp":
         # Its socket timeout bounds the dial: PyAV holds the GIL through it, so the whole process waits.
@@ -315,8 +315,8 @@ def output_options(target: str, shown_as: Path | None = None, live: bool = False
         if live:
             check_live_file(shown_as)
         fmt = output_muxer(str(shown_as))
-        as_it_goes = LIVE_FILES.get(shown_as.suffix.lower(), (None, {}))[1]
-        options = {**as_it_goes, "flush_packets": "1"} if live else {}
+        fragments = LIVE_FILES.get(shown_as.suffix.lower(), (None, {}))[1]
+        options = {**fragments, "flush_packets": "1"} if live or as_it_goes else {}
         if fmt == "hls":
             options = {**options, **hls_options(shown_as, live)}
     elif target == STDOUT and live:

@@ -261,7 +261,8 @@ class Job:
         if muxer == "hls":  # (its segments, in memory: the HLS muxer writes files of its own)
             trial_write("mpegts", {}, info, self.encoding, self.live, str(c.output))
         elif muxer is not None and muxer != "rtsp":  # (an RTSP server is not written to in memory)
-            fmt, options = output_options(str(c.output), self.dst, self.live, tags=info.tags)
+            fmt, options = output_options(str(c.output), self.dst, self.live, tags=info.tags,
+                                          as_it_goes=c.encode.segment_time is not None)
             trial_write(fmt, options, info, self.encoding, self.live, mask(str(c.output), str(c.output)))
 
     def start(self, name: str = "") -> Stream:
@@ -319,7 +320,8 @@ class Job:
         elif c.encode.segment_time is not None:
             pattern = segment_pattern(Path(target))  # (numbered after those of earlier runs there)
             inner = self._segments = SegmentedSink(pattern, c.encode.segment_time, next_segment(pattern),
-                                                   lambda path, start: sink(path, start=start, exclusive=True),
+                                                   lambda path, start: sink(path, start=start, exclusive=True,
+                                                                            as_it_goes=True),
                                                    self._clock())
         elif self.dst is None and target != STDOUT:  # a server to publish to: a file's frames are never dropped
             inner = self._published = PublishedSink(lambda: sink(target), mask(str(target), str(target)),
@@ -365,9 +367,11 @@ class Job:
             # whatever ended it, the recording (or the segments written) stays, and says so (unless someone deleted it)
             if (self.live or self._segments is not None) and self.dst is not None \
                     and not isinstance(exc, RecordingDeleted):
-                done = "recorded" if self.live else "written"
-                raise MediaError(f"{exc}; the {self.stream.sink.frames} frames {done} before it are in "
-                                 f"{self._recorded_in()}") from None
+                done, frames = "recorded" if self.live else "written", self.stream.sink.frames
+                self.stats.frames = frames  # (those the file holds, not those encoded: its statistics say the same)
+                if frames == 0:  # (a file that would hold none is not kept: there is none to name)
+                    raise MediaError(f"{exc}; nothing was {done}") from None
+                raise MediaError(f"{exc}; the {frames} frames {done} before it are in {self._recorded_in()}") from None
             raise
         except BaseException:
             self.abort()

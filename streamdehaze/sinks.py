@@ -126,16 +126,19 @@ class VideoSink:
     ``shown_as``; a live run writes to the target itself, as it goes, holding it under a lock (``outputs.hold``)."""
 
     def __init__(self, target: Path | str, info: VideoInfo, encoding: Encoding | None = None, *, live: bool = False,
-                 shown_as: Path | None = None, start: Fraction = Fraction(0), exclusive: bool = False) -> None:
+                 shown_as: Path | None = None, start: Fraction = Fraction(0), exclusive: bool = False,
+                 as_it_goes: bool = False) -> None:
         """``encoding``: libx264 at its defaults when None. ``shown_as``: the user's name for a temporary ``target``,
         for messages and the container format. ``start``: the time (seconds) written as 0, a segment's start.
-        ``exclusive``: the file is created, never truncated: ``OutputExists`` where one is there already."""
+        ``exclusive``: the file is created, never truncated: ``OutputExists`` where one is there already.
+        ``as_it_goes``: a file written as a live run's is (a file run's segment), kept as far as it got."""
         self.target = str(target)
         self.start, self.exclusive = start, exclusive
         self.path = Path(target) if url_format(self.target) is None else None
         self.shown_as = shown_as or self.path
         self.name = mask(self.target, self.target) if self.path is None else str(self.shown_as)
         self.info, self.live = info, live
+        self.as_it_goes = live or as_it_goes  # (a live run's file too: a recording)
         encoding = encoding or choose_encoding(info, live=live)
         self._file: WholeWrites | None = None  # a file's writer (``outputs.WholeWrites``: no write error is lost)
         self._inode: tuple[int, int] | None = None  # that file's (device, inode): what ``path`` named when opened
@@ -144,7 +147,7 @@ class VideoSink:
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
         if info.chapters:
             self.container.set_chapters(info.chapters)
-        self._sync = None if not live or self._file is None else Syncer(self._file, self.path)
+        self._sync = None if not self.as_it_goes or self._file is None else Syncer(self._file, self.path)
         try:
             self._add_video(encoding)
             self._copies = self._add_copies()
@@ -154,6 +157,8 @@ class VideoSink:
             raise
         self.frames = 0
         self._resized: tuple[int, int] | None = None  # the other size the input went on at, once told
+        self._muxed = False  # a packet went through: the header is written
+        self._headless = False  # writing the header failed: FFmpeg must not be asked to write anything more
 
     def connect(self) -> None:
         """Write the header now rather than with the first frame: for RTSP, dial the server and announce the stream
@@ -163,13 +168,15 @@ class VideoSink:
         try:
             self.container.start_encoding()
         except (av.FFmpegError, OSError) as exc:
+            self._headless = True
             if time.monotonic() - began >= 0.9 * DIAL_TIMEOUT:
                 raise MediaError(f"cannot write {self.name}: no answer for {DIAL_TIMEOUT:g} s") from None
             reason = failure_reason(exc, self.target)
             raise _url_error(exc)(f"cannot write {self.name}: {reason}") from None
 
     def _open(self, target: str) -> av.container.OutputContainer:
-        fmt, options = output_options(target, self.shown_as, self.live, tags=self.info.tags)
+        fmt, options = output_options(target, self.shown_as, self.live, tags=self.info.tags,
+                                      as_it_goes=self.as_it_goes)
         try:
             if self.path is not None and fmt != "hls":  # (the HLS muxer writes its playlist and segments itself)
                 self._file = WholeWrites(target, "xb" if self.exclusive else "wb")
@@ -256,10 +263,10 @@ class VideoSink:
                     return
                 if isinstance(out, (Reencoded, CopiedSound)):
                     for packet in out.packets(item):
-                        self.container.mux(packet)
+                        self._mux(packet)
                 else:
                     item.stream = out
-                    self.container.mux(item)
+                    self._mux(item)
                 return
             if self.start:
                 item.pts -= round(self.start / item.time_base)
@@ -286,13 +293,23 @@ class VideoSink:
                     item.pict_type = av.video.frame.PictureType.I
                     self._next_key = t + 1
             for packet in self.video.encode(item):
-                self.container.mux(packet)
+                self._mux(packet)
             self.frames += 1
             if self._sync is not None:
                 self._sync()
         except (av.FFmpegError, OSError) as exc:
             reason = failure_reason(exc, self.target)
             raise MediaError(f"writing {self.name} failed: {reason}") from None
+
+    def _mux(self, packet: av.Packet) -> None:
+        """FFmpeg writes the header with the first packet; where that fails (a full disk), it may not be asked to
+        write again: the MOV muxer writing its header a second time, or a trailer after it, crashes the process."""
+        try:
+            self.container.mux(packet)
+        except BaseException:
+            self._headless = self._headless or not self._muxed
+            raise
+        self._muxed = True
 
     def _from_start(self, packet: av.Packet) -> bool:
         """Shift a copied packet to ``start``; False for one from before it (a segment's audio that came late)."""
@@ -310,11 +327,11 @@ class VideoSink:
         try:
             try:
                 for packet in self.video.encode(None):
-                    self.container.mux(packet)
+                    self._mux(packet)
                 for out in self._copies.values():
                     if isinstance(out, (Reencoded, CopiedSound)):
                         for packet in out.packets(None):
-                            self.container.mux(packet)
+                            self._mux(packet)
             finally:
                 try:
                     self.container.close()  # (the trailer: a muxer may refuse it, a disk may fill up)
@@ -345,8 +362,8 @@ class VideoSink:
         if self.video is None:  # closed already
             return
         try:
-            for packet in self.video.encode(None):
-                self.container.mux(packet)
+            for packet in [] if self._headless else self.video.encode(None):
+                self._mux(packet)
         except (av.FFmpegError, OSError, ValueError):
             pass
         try:
@@ -359,14 +376,17 @@ class VideoSink:
     def _mend(self) -> None:
         """After a failure, a recording holds what fit: a fragmented MP4/MOV whose last fragment a full disk cut
         ends after its last whole frame (``fragments.py``: it ended in "Invalid data"), and ``frames`` counts the
-        frames it holds, not those encoded; a recording that holds none goes."""
-        if not self.live or self.path is None or not self._names_its_file():
+        frames it holds, not those encoded (frames in the encoder, or in a Matroska cluster the disk refused, are
+        not in it); a recording that holds none goes."""
+        if not self.as_it_goes or self.path is None or not self._names_its_file():
             return
         with contextlib.suppress(OSError, ValueError, struct.error):
             if self._fragmented:
                 trim_cut_fragment(self.path)
                 self.frames = video_samples(self.path)
-            if self.path.stat().st_size == 0 or self._fragmented and self.frames == 0:
+            else:
+                self.frames = _video_packets(self.path)
+            if self.frames == 0:
                 self.path.unlink()
 
 
@@ -378,6 +398,19 @@ class VideoSink:
         except OSError:
             return False
         return (found.st_dev, found.st_ino) == self._inode
+
+
+def _video_packets(path: Path) -> int:
+    """The video frames a file holds, as its demuxer reads them: up to where a full disk cut it."""
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            if container.streams.video:
+                for packet in container.demux(video=0):
+                    count += packet.size > 0
+    except av.FFmpegError:  # (cut short, or nothing readable at all: what came before is counted)
+        pass
+    return count
 
 
 class SegmentedSink:

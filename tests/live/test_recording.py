@@ -3,6 +3,7 @@ earlier recording."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import json
@@ -75,8 +76,11 @@ def test_killed_recording_plays_up_to_its_last_second(rtsp_server, cli, decodabl
     assert times[-1] - times[0] >= kept_s
 
 
-def test_disk_full_keeps_the_recording(rtsp_server, cli, decodable, small_filesystem):
-    out = small_filesystem(96) / "cam.mp4"
+@pytest.mark.parametrize("name", ["cam.mp4", "cam.mkv", "cam.ts"])
+def test_disk_full_keeps_the_recording(rtsp_server, cli, decodable, small_filesystem, name):
+    """What fit, and how many frames that is: those in the file, not those encoded (Matroska's last cluster, which
+    the disk refused, held some)."""
+    out = small_filesystem(96) / name
     run = cli(rtsp_server.url, out, "--model", "dcp", "--crf", 0)  # lossless: the disk fills in seconds
     assert run.finish(120) == 1
     line = run.stderr.splitlines()[-1]
@@ -85,6 +89,19 @@ def test_disk_full_keeps_the_recording(rtsp_server, cli, decodable, small_filesy
     times = decodable(out)
     assert all(b > a for a, b in zip(times, times[1:]))
     assert len(times) == recorded > 0  # what fit, to its last whole frame, and said so
+
+
+@pytest.mark.parametrize("segments", [(), ("--segment-time", 1)])
+def test_a_recording_onto_a_full_disk_says_nothing_was_recorded(rtsp_server, cli, small_filesystem, segments):
+    folder = small_filesystem(16)
+    with contextlib.suppress(OSError), open(folder / "fill", "wb") as fill:
+        fill.write(bytes(64 * 1024))
+    run = cli(rtsp_server.url, folder / "cam.mp4", "--model", "dcp", *segments)
+    assert run.finish(120) == 1, run.stderr
+    name = "cam_00000.mp4" if segments else "cam.mp4"
+    assert run.stderr.splitlines()[-1] == (f"streamdehaze: error: writing {folder / name} failed: No space left on "
+                                           "device; nothing was recorded"), run.stderr
+    assert [p.name for p in folder.iterdir()] == ["fill"]
 
 
 @pytest.mark.parametrize("what", ["file", "folder"])

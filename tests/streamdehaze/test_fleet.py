@@ -314,3 +314,24 @@ def test_every_line_of_a_stream_that_publishes_carries_its_name(make_video, run_
     said = [r.getMessage() for r in caplog.records if r.threadName != threading.main_thread().name]
     assert said and all(message.startswith("pub: ") for message in said), caplog.messages
     assert "streamdehaze: pub: " in err  # (its summary line)
+
+
+def test_a_stream_failed_on_a_full_disk_counts_the_frames_it_kept(long_video, make_video, decodable, run_cli,
+                                                                   small_filesystem, tmp_path):
+    """The fleet's summary and its statistics count a failed stream's frames too, as many as its segments hold."""
+    import re
+
+    folder = small_filesystem(600)
+    good, stats = make_video("good.mp4", frames=20), tmp_path / "fleet.jsonl"
+    config = _config(tmp_path / "files.toml", {"full": (long_video, folder / "full.mp4"),
+                                               "good": (good, tmp_path / "good.out.mkv")},
+                     model="dcp", stats_json=str(stats))
+    full = f'output = "{folder / "full.mp4"}"'
+    config.write_text(config.read_text().replace(full, f"{full}\nsegment_time = 2\ncrf = 0"))
+    code, err = run_cli("serve", config)
+    kept = sum(len(decodable(segment)) for segment in folder.iterdir())
+    assert code == 1 and f"the {kept} frames written before it are in" in err, err
+    assert re.search(rf"^streamdehaze: fleet: 2 streams, {kept + 20} frames in .* 1 failed$", err, re.M), err
+    lines = [json.loads(line) for line in stats.read_text().splitlines()]
+    assert [line for line in lines if line.get("stream") == "full"][-1]["frames"] == kept
+    assert [line for line in lines if line.get("fleet")][-1]["frames"] == kept + 20

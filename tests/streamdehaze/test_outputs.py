@@ -3,7 +3,9 @@ hidden partial that the next run removes and names); an interrupted one leaves N
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from streamdehaze.api import process
-from tests.conftest import default_interrupts
+from tests.conftest import decodable_times, default_interrupts
 
 
 def output_bytes(proc: subprocess.Popen, folder: Path) -> int:
@@ -296,3 +298,67 @@ def test_a_file_to_an_hls_playlist(make_video, run_cli, tmp_path, monkeypatch):
         after = [f.time for f in b.decode(video=0)]
     assert len(after) == len(before) == 200
     assert np.allclose(np.array(after) - after[0], np.array(before) - before[0], atol=1e-4)
+
+
+def _full_folder(small_filesystem) -> Path:
+    """A folder on a filesystem with not a byte free."""
+    folder = small_filesystem(16)
+    with contextlib.suppress(OSError), open(folder / "fill", "wb") as fill:
+        fill.write(bytes(64 * 1024))
+    return folder
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out.mov"])
+def test_a_file_run_onto_a_full_disk_fails_in_one_line(make_video, small_filesystem, name):
+    """MP4 and MOV fail to write their header there; FFmpeg asked to write after that crashed the process."""
+    src, folder = make_video(frames=30), _full_folder(small_filesystem)
+    proc = start([src, folder / name, "--model", "dcp", "--quiet"])
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (1, f"streamdehaze: error: writing {folder / name} failed: No space left on "
+                                         "device\n")
+    assert [p.name for p in folder.iterdir()] == ["fill"]
+
+
+def test_a_serve_stream_onto_a_full_disk_fails_alone(make_video, probe, small_filesystem, tmp_path):
+    src, folder = make_video(frames=30), _full_folder(small_filesystem)
+    config = tmp_path / "cams.toml"
+    config.write_text(f'model = "dcp"\n[[stream]]\nname = "full"\ninput = "{src}"\noutput = "{folder}/full.mov"\n'
+                      f'[[stream]]\nname = "good"\ninput = "{src}"\noutput = "{tmp_path}/good.mp4"\n')
+    proc = start(["serve", config])
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert f"streamdehaze: full: failed: writing {folder}/full.mov failed: No space left on device" in err
+    assert probe(tmp_path / "good.mp4")["count"] == 30
+
+
+def test_a_killed_file_run_leaves_segments_that_play(long_video, tmp_path):
+    """A file run's segments are written as a recording is (MP4 in fragments): a kill leaves the one being written
+    playable up to about its last second, where it left a file without its index under its final name."""
+    proc = start([long_video, tmp_path / "cam.mp4", "--model", "dcp", "--segment-time", 10, "--quiet"])
+    second = tmp_path / "cam_00001.mp4"
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and \
+                (not second.exists() or second.stat().st_size < 30_000):
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+    finally:
+        proc.kill()
+        proc.communicate()
+    counts = [len(decodable_times(tmp_path / f"cam_{n:05d}.mp4")) for n in range(2)]
+    assert sorted(p.name for p in tmp_path.glob("cam_*")) == ["cam_00000.mp4", "cam_00001.mp4"]
+    assert counts[0] == 250 and counts[1] > 0, counts
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".ts"])
+def test_a_full_disk_under_segments_says_the_frames_they_hold(long_video, small_filesystem, suffix):
+    folder = small_filesystem(600)
+    proc = start([long_video, folder / f"cam{suffix}", "--model", "dcp", "--segment-time", 2, "--crf", 0, "--quiet"])
+    _, err = proc.communicate(timeout=300)
+    segments = sorted(folder.iterdir())
+    said = re.fullmatch(rf"streamdehaze: error: writing {folder}/cam_\d+{suffix} failed: No space left on device; "
+                        rf"the (\d+) frames written before it are in {folder}/cam_00000{suffix}( \.\. \S+)?\n", err)
+    assert proc.returncode == 1 and said, err
+    counts = [len(decodable_times(segment)) for segment in segments]
+    assert int(said.group(1)) == sum(counts) and all(counts), (err, counts)
+    assert err.endswith(f"{segments[-1].name}\n" if len(segments) > 1 else f"{segments[0]}\n")
