@@ -83,6 +83,24 @@ def test_output_is_input(make_video, run_cli, tmp_path):
     assert src.read_bytes() == before
 
 
+@pytest.mark.parametrize("spelling", ["file://{src}", "file:/{src}", "cache:file://{src}"])
+def test_an_input_given_as_a_file_url_is_the_input_too(make_video, run_cli, tmp_path, spelling):
+    """FFmpeg reads file:///PATH (and file://PATH, through its cache protocol too) as PATH: it was taken for a URL,
+    and the run wrote over the file it was reading, in a file run as in serve."""
+    src, other = make_video(frames=3), make_video("other.mp4", frames=3)
+    before, url = src.read_bytes(), spelling.format(src=src)
+    code, err = run_cli(url, src, "--model", "dcp")
+    assert code == 2 and _one_line(err) == f"streamdehaze: error: output {src} is the input: refusing to overwrite it"
+    config = tmp_path / "cams.toml"
+    config.write_text(f'model = "dcp"\n[[stream]]\nname = "a"\ninput = "{url}"\noutput = "{tmp_path}/a.mp4"\n'
+                      f'[[stream]]\nname = "b"\ninput = "{other}"\noutput = "{src}"\n')
+    code, err = run_cli("serve", config)
+    assert code == 2 and _one_line(err) == f"streamdehaze: error: {config}: stream 'b': output: {src} is the input " \
+                                           "of stream 'a' too"
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.toml", "in.mp4", "other.mp4"]
+
+
 @pytest.mark.parametrize("name", ["clip.partial.mp4", "clip.partial.2.mp4", "photo.partial.png"])
 def test_an_input_named_as_an_outputs_partial_is_never_touched(make_video, hazy_image, run_cli, tmp_path, name):
     """``clip.partial.mp4`` -> ``clip.mp4``: a complete run removes ``clip.partial.mp4`` and ``clip.partial.N.mp4``
