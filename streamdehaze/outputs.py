@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -261,12 +262,17 @@ def hold(fd: int) -> None:
 
 
 def _held(path: Path) -> bool | None:
-    """Whether a living writer holds ``path`` (``hold``); None where it cannot be opened to see."""
+    """Whether a living writer holds ``path`` (``hold``); None where it cannot be opened to see, or is no regular
+    file, which no run writes (opening a named pipe waits for a writer for ever, a device's open may act)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # (replaced since: still never waits)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
     except BlockingIOError:

@@ -107,6 +107,18 @@ def test_next_run_removes_partials_of_killed_runs(long_video, probe, tmp_path):
     assert probe(tmp_path / "out.mp4")["count"] == 10
 
 
+def test_a_named_pipe_at_a_hidden_partial_s_name_is_left_alone(make_video, probe, tmp_path):
+    """The sweep for partials of killed runs opened it to see whether a writer held it: the open waited for a
+    writer to the pipe for ever, and so did every run into the folder."""
+    src, pipe = make_video(frames=5), tmp_path / ".out.partial-1.mp4"
+    os.mkfifo(pipe)
+    done = subprocess.run([sys.executable, "-m", "streamdehaze", src, tmp_path / "out.mp4", "--model", "dcp"],
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert "removed" not in done.stderr and probe(tmp_path / "out.mp4")["count"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial-1.mp4", "in.mp4", "out.mp4"]
+
+
 def test_runs_without_anonymous_files_stay_all_or_nothing(make_video, probe, tmp_path, monkeypatch):
     monkeypatch.delattr(os, "O_TMPFILE")
     src = make_video(frames=8)
