@@ -38,6 +38,8 @@ def _serve(run_cli, tmp_path: Path, text: str) -> tuple[int, str]:
      "stream 'gate': crf: --crf 60 is out of range for libx264: 0 (best) to 51 (smallest)"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ntimeout = -1',
      "stream 'gate': timeout: must be more than 0: -1"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nsegment_time = 1e-300',
+     "stream 'gate': segment_time: must be at least 0.1: 1e-300"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ntemporal = "strong"',
      "stream 'gate': temporal: must be one of off, ema, static, not 'strong'"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nstrength = 2',

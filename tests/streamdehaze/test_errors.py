@@ -147,6 +147,9 @@ def test_unknown_model(make_video, run_cli, tmp_path):
     (["--timeout", "2148"], "--timeout: must be at most 2147: 2148"),
     (["--max-latency", "-1"], "--max-latency: must be more than 0: -1"),
     (["--segment-time", "nan"], "--segment-time: not a finite number: nan"),
+    # (a tiny length made the segment cutting spin, deaf to SIGTERM)
+    (["--segment-time", "1e-9"], "--segment-time: must be at least 0.1: 1e-9"),
+    (["--segment-time", "0.05"], "--segment-time: must be at least 0.1: 0.05"),
     (["--reconnect", "-1"], "--reconnect: must be at least 0: -1"),
     (["--reconnect", "lots"], "--reconnect: not a number of attempts or 'inf': 'lots'"),
     (["--batch", "100000"], "--batch: must be at most 256: 100000"),
