@@ -24,6 +24,7 @@ import time
 import multiprocessing
 import multiprocessing.connection
 import signal
+import stat
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -288,12 +289,17 @@ def _claim_file(output: Path) -> Path:
 
 def _claim(output: Path) -> int | None:
     """``output`` claimed for this batch alone (a lock on ``.NAME.claim`` beside it): the claim's descriptor, -1
-    where none could be taken (a folder that cannot be written: the run says why; a filesystem without locks), None
-    where another batch holds it."""
+    where none could be taken (a folder that cannot be written: the run says why; a filesystem without locks; no
+    regular file there), None where another batch holds it."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(_claim_file(output), os.O_RDWR | os.O_CREAT, 0o644)
+        # Another batch's claim is opened as it is, but no link is followed (one planted in a shared folder would
+        # have a root batch create or lock any file) and no pipe waited on.
+        fd = os.open(_claim_file(output), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError:
+        return -1
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         return -1
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (the kernel lets go when the process ends, killed too)

@@ -406,8 +406,8 @@ def check_streams(config: FleetConfig, others: Sequence[StreamConfig] = (),
             for what, path in mine:
                 for whose, other, written in taken:
                     if (what != "input" or written) and same_file(path, other):
-                        with keyed(what):
-                            raise UsageError(f"{path} is {whose}")
+                        with keyed(what):  # (an output URL's credentials: this message is not masked elsewhere)
+                            raise UsageError(f"{mask(path, path)} is {whose}")
             if c.stats_json is not None:
                 with keyed("stats_json"):
                     check_statistics_file(Path(c.stats_json), str(c.stats_json))

@@ -49,6 +49,9 @@ KEEPS_METADATA = {".png", ".jpg", ".jpeg", ".webp", ".avif", *HEIF_SUFFIXES}
 HOLDS_16_BITS = {".png", ".tif", ".tiff", *HEIF_SUFFIXES}
 HEIF_QUALITY = 90  # libheif's 0-100 for HEIC outputs (x265); its default, 50, visibly softens a photo
 FETCH_TIMEOUT_S = 30.0  # to read an image from a URL: an answer, and each read of its data
+# An image URL is read up to this (a camera's snapshot is well under 1 MB, a 50-megapixel camera's JPEG 30 MB): an
+# endless body, a stream's or a hostile server's, took all the memory there was.
+MAX_IMAGE_URL_BYTES = 256 << 20
 
 
 def is_image(path: Path) -> bool:
@@ -70,7 +73,13 @@ def fetch_image(url: str, timeout: float = FETCH_TIMEOUT_S) -> bytes:
     name = mask(url, url)
     try:
         with av.open(url, "r", format="data", timeout=timeout) as container:
-            return b"".join(bytes(packet) for packet in container.demux())
+            data = bytearray()
+            for packet in container.demux():
+                data += bytes(packet)
+                if len(data) > MAX_IMAGE_URL_BYTES:
+                    raise MediaError(f"cannot read image {name}: it goes on past {MAX_IMAGE_URL_BYTES >> 20} MB, "
+                                     "more than any photo (a stream?)")
+            return bytes(data)
     except av.ExitError:  # PyAV's timeout interrupted FFmpeg
         raise MediaError(f"cannot read image {name}: no answer for {timeout:g} s") from None
     except (av.FFmpegError, OSError) as exc:

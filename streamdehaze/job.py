@@ -60,7 +60,7 @@ from .pipeline import RunResult, Stream, deferred_signals
 from .publish import PublishedSink
 from .records import FrameRecord
 from .sinks import CallbackSink, SegmentedSink, VideoSink
-from .sources import TRANSPORT_CLOCKS, VideoFileSource, is_file
+from .sources import TRANSPORT_CLOCKS, VideoFileSource, is_file, local_file
 from .stats import RunStats
 from .temporal import check_mode, smoother
 from .trial import trial_write
@@ -185,8 +185,7 @@ class Job:
             if self.config.output not in (None, STDOUT):
                 check_url(str(self.config.output))
             return
-        check_output(segment_example(self.dst) if segmented else self.dst,
-                     None if "://" in self.config.input else Path(self.config.input))
+        check_output(segment_example(self.dst) if segmented else self.dst, local_file(self.config.input))
         output_muxer(str(self.dst))  # (a name that tells no format, or would be many files)
         if segmented:
             check_segments(self.dst)
@@ -410,8 +409,8 @@ def stream_files(config: StreamConfig) -> list[tuple[str, str]]:
     """What a stream reads and writes, for ``same_file``: (its key, the resolved path, a segment pattern or an
     output URL)."""
     found = []
-    if "://" not in config.input and is_file(config.input):
-        found.append(("input", str(Path(config.input).resolve())))
+    if (source := local_file(config.input)) is not None:
+        found.append(("input", str(source.resolve())))
     if config.output is not None:
         found.append(("output", _output_key(config)))
     if config.stats_json is not None:

@@ -17,6 +17,10 @@ from .temporal import MODES, STILL_LONGER
 
 DAY = 86400.0
 MAX_TIMEOUT = 2147.0  # FFmpeg's RTSP timeout is a 32-bit count of microseconds: longer, and no camera connects
+# Segments are a recording cut into files (minutes long, kept and deleted by the hour; a short clip cut at 0.2 s):
+# below 0.1 s a segment is a file for every frame or two, and a tiny length (1e-9) made the cutting spin on the exact
+# fractions of its times, deaf to SIGTERM.
+MIN_SEGMENT_S = 0.1
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--max-latency", type=seconds(DAY), default=1.0, metavar="SECONDS",
                       help="skip frames that have waited longer than this for the model, rather than fall behind; the "
                            "model and the encoder add their own time (default: 1)")
-    live.add_argument("--segment-time", type=seconds(DAY), metavar="SECONDS",
-                      help="split the output file into segments of about this length (NAME_00000.mp4, ...); a new "
+    live.add_argument("--segment-time", type=_number(float, "a number of seconds", MIN_SEGMENT_S, DAY),
+                      metavar="SECONDS",
+                      help=f"split the output file into segments of about this length, {MIN_SEGMENT_S:g} s at least "
+                           "(NAME_00000.mp4, ...); a new "
                            "run continues after the highest number already there; an output named with strftime's "
                            "directives (NAME_%%Y-%%m-%%d_%%H-%%M-%%S.mp4) names each by the time it begins")
     live.add_argument("--metrics-port", type=metrics_address, metavar="[HOST:]PORT",

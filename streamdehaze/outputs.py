@@ -23,10 +23,12 @@ import io
 import logging
 import os
 import re
+import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import MediaError, UsageError
 from .formats import timed_segments
@@ -35,6 +37,7 @@ log = logging.getLogger("streamdehaze")
 
 # Filesystems without anonymous files answer O_TMPFILE with one of these (EISDIR: kernels before 3.11).
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+T = TypeVar("T")
 
 
 def check_output(target: Path, inputs: Path | None = None) -> None:
@@ -155,8 +158,8 @@ class OutputFile:
         try:
             self._fd = _anonymous_file(target.parent)
             if self._fd is None:
-                self._named = _hidden_partial(target)
-                self._fd = os.open(self._named, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+                self._named, self._fd = _at_hidden_partial(target, lambda name: os.open(
+                    name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
         except OSError as exc:
             raise UsageError(f"cannot write to {target.parent}: {exc.strerror}") from None
         self.path = self._named or Path(f"/proc/self/fd/{self._fd}")
@@ -193,14 +196,12 @@ class OutputFile:
             os.fsync(self._fd)  # the data before the name: a power cut never leaves a named, empty file
             if self._named is None:
                 # An anonymous file gets a name by linkat(); it cannot replace a file, so: a hidden name, then rename.
-                named = _hidden_partial(self.target)
-                named.unlink(missing_ok=True)
                 folder = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
                 try:  # a folder fd makes Python call linkat(), which follows /proc's link to the file
-                    os.link(self.path, named.name, dst_dir_fd=folder, follow_symlinks=True)
+                    self._named, _ = _at_hidden_partial(self.target, lambda name: os.link(
+                        self.path, name.name, dst_dir_fd=folder, follow_symlinks=True))
                 finally:
                     os.close(folder)
-                self._named = named
             taken = _held(dest)  # (a live recording begun there since this run began: never replaced)
             kept = _numbered(dest) if taken else dest
             os.replace(self._named, kept)
@@ -233,8 +234,23 @@ def _anonymous_file(folder: Path) -> int | None:
         raise
 
 
-def _hidden_partial(target: Path) -> Path:
-    return target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
+def _hidden_partial(target: Path, n: int = 0) -> Path:
+    number = f"{os.getpid()}-{n}" if n else os.getpid()
+    return target.with_name(f".{target.stem}.partial-{number}{target.suffix}")
+
+
+def _at_hidden_partial(target: Path, create: Callable[[Path], T]) -> tuple[Path, T]:
+    """``create(name)`` at the first free one of ``target``'s hidden partial names (``.NAME.partial-PID.EXT``, then
+    ``.NAME.partial-PID-N.EXT``); it fails with ``FileExistsError`` where the name is taken, as an exclusive open
+    and link() do, so that nothing found there (a link planted in a folder others write to) is followed or
+    replaced. Returns the name and what ``create`` returned."""
+    for n in range(100):
+        name = _hidden_partial(target, n)
+        try:
+            return name, create(name)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "every name for its unfinished file is taken", str(target))
 
 
 @contextmanager
@@ -266,12 +282,17 @@ def hold(fd: int) -> None:
 
 
 def _held(path: Path) -> bool | None:
-    """Whether a living writer holds ``path`` (``hold``); None where it cannot be opened to see."""
+    """Whether a living writer holds ``path`` (``hold``); None where it cannot be opened to see, or is no regular
+    file, which no run writes (opening a named pipe waits for a writer for ever, a device's open may act)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # (replaced since: still never waits)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
     except BlockingIOError:

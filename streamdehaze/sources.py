@@ -59,6 +59,20 @@ def is_file(url: str) -> bool:
     return "%" not in Path(url).name or Path(url).is_file()
 
 
+# FFmpeg's protocols that read a local file by the name after them: file:NAME, and through its cache or async one.
+_FILE_PROTOCOL = re.compile(r"(?:(?:cache|async):)*file:")
+
+
+def local_file(url: str) -> Path | None:
+    """The file on disk an input reads, as FFmpeg reads it (for the checks that an output never replaces it): a
+    path, or what follows ``file:`` in a URL (``file:///srv/in.mp4``, ``file://srv/in.mp4``: slashes in a row are
+    one); None for a camera, a capture device, an image sequence or standard input."""
+    if (protocol := _FILE_PROTOCOL.match(url)) is not None:
+        name = url[protocol.end():]
+        return Path("/" + name.lstrip("/") if name.startswith("/") else name)
+    return Path(url) if is_file(url) else None
+
+
 def stream_tags(stream: av.stream.Stream) -> dict[str, str]:
     """The tags of an input stream that its copy in the output keeps (its language, its timecode, ...)."""
     return {k: v for k, v in stream.metadata.items() if k.lower() in _STREAM_TAGS}

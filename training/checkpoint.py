@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -136,7 +137,14 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
 def load_state(state_file: Path) -> dict:
     """The resume state saved by :func:`save_checkpoint`."""
     try:
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        # Tensors, numbers, strings and containers only (all a state holds): a file planted in a run folder could
+        # otherwise run any code through pickle.
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise UsageError(f"cannot read checkpoint {state_file}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"cannot read checkpoint {state_file}: it holds more than a training state's tensors and "
+                         "numbers (objects that could run code): not loaded") from None
     except Exception as exc:  # (a truncated or foreign file: torch raises whatever its unpickler met)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"cannot read checkpoint {state_file}: {reason}") from None

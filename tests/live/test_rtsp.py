@@ -296,6 +296,27 @@ def test_hostile_passwords_are_masked(port, metrics_port, cli, tmp_path, passwor
         assert not [f for f in fragments if f in shown], shown
 
 
+def test_query_tokens_and_stream_keys_are_masked(port, metrics_port, cli, tmp_path):
+    stats, metrics = tmp_path / "s.jsonl", metrics_port
+    src = f"rtsp://127.0.0.1:{port}/cam?channel=1&token=TOKSECRET&X-Api-Key=KEYSECRET"  # nothing listens there
+    dst = f"rtmp://127.0.0.1:{port}/live2/abcd-STREAMKEY-1234"
+    run = cli(src, dst, "--model", "dcp", "--timeout", 1, "--reconnect", 1, "--stats-json", stats,
+              "--metrics-port", metrics)
+    body = ""
+    while run.proc.poll() is None and "streamdehaze_info{" not in body:
+        time.sleep(0.1)
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=2).read().decode()
+        except OSError:
+            continue
+    assert run.finish(60) == 1
+    masked_src = f"rtsp://127.0.0.1:{port}/cam?channel=1&token=***&X-Api-Key=***"
+    assert f"cannot read live stream {masked_src}: Connection refused" in run.stderr, run.stderr
+    assert f'input="{masked_src}"' in body and f'output="rtmp://127.0.0.1:{port}/live2/***"' in body
+    for shown in (run.stderr, stats.read_text(), body):
+        assert "SECRET" not in shown and "STREAMKEY" not in shown, shown
+
+
 def test_publish_to_rtsp_server(rtsp_server, port, tmp_path):
     """streamdehaze rtsp://cam rtsp://server/out: FFmpeg's own RTSP server mode (listen) receives it."""
     import subprocess

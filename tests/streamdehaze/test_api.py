@@ -371,8 +371,10 @@ def test_options_given_as_data_are_checked_as_keywords_are(make_video, probe, tm
     from streamdehaze import EncodeOptions, LiveOptions, ModelOptions, StreamConfig, process
 
     src = make_video(frames=3)
-    for config, words in [(dict(encode=EncodeOptions(segment_time=0)), "segment_time: must be more than 0: 0"),
-                          (dict(encode=EncodeOptions(segment_time=-1)), "segment_time: must be more than 0: -1"),
+    for config, words in [(dict(encode=EncodeOptions(segment_time=0)), "segment_time: must be at least 0.1: 0"),
+                          (dict(encode=EncodeOptions(segment_time=-1)), "segment_time: must be at least 0.1: -1"),
+                          (dict(encode=EncodeOptions(segment_time=1e-300)),
+                           "segment_time: must be at least 0.1: 1e-300"),
                           (dict(batch=-2), "batch: must be at least 1: -2"),
                           (dict(max_latency=-1), "max_latency: must be more than 0: -1"),
                           (dict(live=LiveOptions(timeout=-1)), "timeout: must be more than 0: -1"),

@@ -98,6 +98,20 @@ def test_a_file_another_batch_is_dehazing_is_left_to_it(media_tree, run_cli, cap
     assert _files(out) == names and not list(out.rglob(".*"))  # (the claims gone with their files)
 
 
+def test_a_link_at_a_claim_s_name_is_not_followed(media_tree, run_cli, tmp_path):
+    """A link planted at .NAME.claim in a shared output folder had the batch (root, often) create the file it points
+    to, or lock any file there is. The file is dehazed all the same; the link is left as it was."""
+    src, names = media_tree(clips=2)
+    (src / "broken.mp4").unlink()
+    out, elsewhere = tmp_path / "out", tmp_path / "created_by_claim"
+    out.mkdir()
+    (out / ".clip0.mp4.claim").symlink_to(elsewhere)
+    code, err = run_cli("batch", src, out, *DCP, "--jobs", 1)
+    assert code == 0, err
+    assert not elsewhere.exists() and (out / ".clip0.mp4.claim").is_symlink()
+    assert _files(out) == names
+
+
 def test_several_files_at_once_give_the_same_outputs(media_tree, probe, run_cli, tmp_path):
     src, names = media_tree(clips=3)
     (src / "broken.mp4").unlink()

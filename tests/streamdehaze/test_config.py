@@ -38,6 +38,8 @@ def _serve(run_cli, tmp_path: Path, text: str) -> tuple[int, str]:
      "stream 'gate': crf: --crf 60 is out of range for libx264: 0 (best) to 51 (smallest)"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ntimeout = -1',
      "stream 'gate': timeout: must be more than 0: -1"),
+    ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nsegment_time = 1e-300',
+     "stream 'gate': segment_time: must be at least 0.1: 1e-300"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\ntemporal = "strong"',
      "stream 'gate': temporal: must be one of off, ema, static, not 'strong'"),
     ('name = "gate"\ninput = "{src}"\noutput = "{out}/gate.mp4"\nstrength = 2',
@@ -105,6 +107,23 @@ def test_streams_that_would_write_over_each_others_inputs(make_video, run_cli, t
     assert code == 2 and err == (f"streamdehaze: error: {tmp_path / 'cams.toml'}: stream 'two': input: {b} is the "
                                  f"output of stream 'one' too\n")
     assert (a.read_bytes(), b.read_bytes()) == before
+
+
+@pytest.mark.parametrize("password", ["Pub Secret", "ApiS3cret"])
+def test_two_streams_publishing_to_one_url_are_refused_with_its_password_masked(make_video, run_cli, tmp_path,
+                                                                                password):
+    """The file's message (the command line masks what it was given: the file's name, not the URLs in it) and the
+    Python API's exception (which nothing masks after it) alike."""
+    from streamdehaze import serve
+    src, url = make_video(frames=3), f"rtsp://pub:{password}@127.0.0.1:1/a"
+    streams = [{"name": name, "input": str(src), "output": url} for name in ("a", "b")]
+    text = "".join(f'[[stream]]\nname = "{s["name"]}"\ninput = "{s["input"]}"\noutput = "{url}"\n' for s in streams)
+    code, err = _serve(run_cli, tmp_path, text)
+    with pytest.raises(UsageError) as refused:
+        serve(streams)
+    expected = "stream 'b': output: rtsp://***@127.0.0.1:1/a is the output of stream 'a' too"
+    assert code == 2 and err == f"streamdehaze: error: {tmp_path / 'cams.toml'}: {expected}\n", err
+    assert str(refused.value) == expected
 
 
 def test_a_file_a_segmented_stream_will_write_is_taken(make_video, run_cli, tmp_path):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import json
+import threading
 
 import pytest
 
@@ -34,6 +38,28 @@ def test_mask_without_the_url_still_hides_credentials_of_any_url():
     assert mask("rtsp://host/stream and /dev/video0") == "rtsp://host/stream and /dev/video0"
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("rtsp://cam:554/live?token=TOKSECRET", "rtsp://cam:554/live?token=***"),
+    ("http://u:p@cam/snap.jpg?token=T1&apikey=K1&w=640", "http://***@cam/snap.jpg?token=***&apikey=***&w=640"),
+    ("https://s3/x.jpg?X-Amz-Date=1&X-Amz-Signature=abc#f", "https://s3/x.jpg?X-Amz-Date=1&X-Amz-Signature=***#f"),
+    ("srt://h:9000?mode=caller&passphrase=PW%20x&ACCESS_TOKEN=a",
+     "srt://h:9000?mode=caller&passphrase=***&ACCESS_TOKEN=***"),
+    ("rtmp://127.0.0.1:1/live2/abcd-STREAMKEY-1234", "rtmp://127.0.0.1:1/live2/***"),
+    ("rtmps://live.example:443/app/inst/KEY?backup=1", "rtmps://live.example:443/app/inst/***?backup=1"),
+    ("rtmp://h/live", "rtmp://h/live"),  # (the application alone: no key)
+])
+def test_mask_hides_secret_query_values_and_rtmp_stream_keys(url, shown):
+    message = f"cannot write {url}: Connection refused ('{url}')."
+    assert mask(message) == f"cannot write {shown}: Connection refused ('{shown}')."
+    assert mask(message, url) == f"cannot write {shown}: Connection refused ('{shown}')."
+
+
+def test_a_token_with_a_space_is_masked_in_its_every_form():
+    url = "rtsp://cam/s?token=a b 42&pass=%20x%2F"
+    shown = mask(f"cannot read {url} (rtsp://cam/s?token=a b 42&pass= x/)", url)
+    assert shown == "cannot read rtsp://cam/s?token=***&pass=*** (rtsp://cam/s?token=***&pass=***)"
+
+
 def test_short_credentials_are_not_masked_outside_urls():
     assert mask("a camera at rtsp://a:a@host/x", "rtsp://a:a@host/x") == "a camera at rtsp://***@host/x"
 
@@ -48,3 +74,32 @@ def test_exceptions_of_the_api_are_masked(password, fragments, tmp_path):
     shown = str(failure.value)
     assert f"rtsp://***@127.0.0.1:{port}/cam" in shown
     assert "admin" not in shown and not [f for f in fragments if f in shown]
+
+
+def test_tokens_of_a_file_run_s_urls_are_masked_in_its_messages_and_statistics(make_video, run_cli, tmp_path):
+    """A video and a snapshot read over HTTP with their tokens in the query: the error line, the summary line and
+    --stats-json show them masked."""
+    make_video("clip.mp4", frames=6)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        stats = tmp_path / "s.json"
+        code, err = run_cli(f"{base}/clip.mp4?token=FILETOK", tmp_path / "out.mp4", "--model", "dcp",
+                            "--stats-json", stats)
+        assert code == 0 and f"-> {tmp_path / 'out.mp4'}" in err, err
+        assert json.loads(stats.read_text())["input"] == f"{base}/clip.mp4?token=***"
+        code, err = run_cli(f"{base}/gone.jpg?token=TOKSECRET&apikey=KEYSECRET", tmp_path / "o.jpg", "--model", "dcp")
+        assert code == 1 and f"{base}/gone.jpg?token=***&apikey=***" in err, err
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    for shown in (err, stats.read_text()):
+        assert "TOK" not in shown and "KEYSECRET" not in shown, shown
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass

@@ -83,6 +83,24 @@ def test_output_is_input(make_video, run_cli, tmp_path):
     assert src.read_bytes() == before
 
 
+@pytest.mark.parametrize("spelling", ["file://{src}", "file:/{src}", "cache:file://{src}"])
+def test_an_input_given_as_a_file_url_is_the_input_too(make_video, run_cli, tmp_path, spelling):
+    """FFmpeg reads file:///PATH (and file://PATH, through its cache protocol too) as PATH: it was taken for a URL,
+    and the run wrote over the file it was reading, in a file run as in serve."""
+    src, other = make_video(frames=3), make_video("other.mp4", frames=3)
+    before, url = src.read_bytes(), spelling.format(src=src)
+    code, err = run_cli(url, src, "--model", "dcp")
+    assert code == 2 and _one_line(err) == f"streamdehaze: error: output {src} is the input: refusing to overwrite it"
+    config = tmp_path / "cams.toml"
+    config.write_text(f'model = "dcp"\n[[stream]]\nname = "a"\ninput = "{url}"\noutput = "{tmp_path}/a.mp4"\n'
+                      f'[[stream]]\nname = "b"\ninput = "{other}"\noutput = "{src}"\n')
+    code, err = run_cli("serve", config)
+    assert code == 2 and _one_line(err) == f"streamdehaze: error: {config}: stream 'b': output: {src} is the input " \
+                                           "of stream 'a' too"
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.toml", "in.mp4", "other.mp4"]
+
+
 @pytest.mark.parametrize("name", ["clip.partial.mp4", "clip.partial.2.mp4", "photo.partial.png"])
 def test_an_input_named_as_an_outputs_partial_is_never_touched(make_video, hazy_image, run_cli, tmp_path, name):
     """``clip.partial.mp4`` -> ``clip.mp4``: a complete run removes ``clip.partial.mp4`` and ``clip.partial.N.mp4``
@@ -129,6 +147,9 @@ def test_unknown_model(make_video, run_cli, tmp_path):
     (["--timeout", "2148"], "--timeout: must be at most 2147: 2148"),
     (["--max-latency", "-1"], "--max-latency: must be more than 0: -1"),
     (["--segment-time", "nan"], "--segment-time: not a finite number: nan"),
+    # (a tiny length made the segment cutting spin, deaf to SIGTERM)
+    (["--segment-time", "1e-9"], "--segment-time: must be at least 0.1: 1e-9"),
+    (["--segment-time", "0.05"], "--segment-time: must be at least 0.1: 0.05"),
     (["--reconnect", "-1"], "--reconnect: must be at least 0: -1"),
     (["--reconnect", "lots"], "--reconnect: not a number of attempts or 'inf': 'lots'"),
     (["--batch", "100000"], "--batch: must be at most 256: 100000"),
@@ -261,7 +282,7 @@ def test_a_raw_slash_in_a_password_is_refused_up_front(make_video, run_cli, tmp_
     shows no part of the password."""
     hint = "its port is not a number (a password holding '/', '?' or '#' must be percent-encoded: %2F, %3F, %23)"
     cases = ((("rtsp://admin:se/cret@127.0.0.1/live", tmp_path / "cam.mp4"), "rtsp://***@127.0.0.1/live"),
-             ((make_video(frames=3), "rtmp://pub:se?cret@127.0.0.1/app/key"), "rtmp://***@127.0.0.1/app/key"))
+             ((make_video(frames=3), "rtmp://pub:se?cret@127.0.0.1/app/key"), "rtmp://***@127.0.0.1/app/***"))
     for args, shown in cases:
         code, err = run_cli(*args, "--model", "dcp")
         assert code == 2

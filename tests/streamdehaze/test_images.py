@@ -541,6 +541,44 @@ def test_an_image_url_is_an_image(run_cli, hazy_image, tmp_path):
     assert not (tmp_path / "gone.jpg").exists() and not (tmp_path / "clip.mp4").exists()
 
 
+class _Endless(http.server.BaseHTTPRequestHandler):
+    """A snapshot URL whose body never ends (a stream behind an image's name, or a hostile server)."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.end_headers()
+        chunk = b"\xff\xd8" + bytes(1 << 20)
+        try:
+            while True:
+                self.wfile.write(chunk)
+        except OSError:  # (the reader gave up)
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_image_url_that_never_ends_is_read_up_to_a_limit(run_cli, tmp_path):
+    """It was read into memory for as long as it went on (632 MB after 3 s)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/snap.jpg?token=T"
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        code, err = run_cli(url, tmp_path / "snap.jpg", "--model", "dcp")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - grown) << 10  # (KiB on Linux)
+    assert (code, err) == (1, f"streamdehaze: error: cannot read image {url[:-1]}***: it goes on past 256 MB, more "
+                              "than any photo (a stream?)\n")
+    assert grown < 1 << 30
+    assert not list(tmp_path.iterdir())
+
+
 def _heic(path, rgb, **options):
     """A HEIC as a phone writes one: HEVC tiles in a grid (FFmpeg reads each tile as a video stream of its own)."""
     import pillow_heif

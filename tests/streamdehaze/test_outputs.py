@@ -4,6 +4,7 @@ hidden partial that the next run removes and names); an interrupted one leaves N
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -109,6 +110,18 @@ def test_next_run_removes_partials_of_killed_runs(long_video, probe, tmp_path):
     assert probe(tmp_path / "out.mp4")["count"] == 10
 
 
+def test_a_named_pipe_at_a_hidden_partial_s_name_is_left_alone(make_video, probe, tmp_path):
+    """The sweep for partials of killed runs opened it to see whether a writer held it: the open waited for a
+    writer to the pipe for ever, and so did every run into the folder."""
+    src, pipe = make_video(frames=5), tmp_path / ".out.partial-1.mp4"
+    os.mkfifo(pipe)
+    done = subprocess.run([sys.executable, "-m", "streamdehaze", src, tmp_path / "out.mp4", "--model", "dcp"],
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert "removed" not in done.stderr and probe(tmp_path / "out.mp4")["count"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial-1.mp4", "in.mp4", "out.mp4"]
+
+
 def test_runs_without_anonymous_files_stay_all_or_nothing(make_video, probe, tmp_path, monkeypatch):
     monkeypatch.delattr(os, "O_TMPFILE")
     src = make_video(frames=8)
@@ -143,6 +156,36 @@ def test_a_finished_file_run_never_takes_the_name_of_a_recording_begun_meanwhile
     assert code == 1 and err == f"streamdehaze: error: {out} is being recorded by another run, begun since this " \
                                 "one: this one's output is cam.1.mp4\n", err
     assert out.read_bytes() == b"a live recording" and probe(tmp_path / "cam.1.mp4")["count"] == 20
+
+
+def test_no_link_at_a_hidden_partial_s_name_is_followed(make_video, hazy_image, probe, run_cli, tmp_path,
+                                                        monkeypatch):
+    """Without anonymous files, a video, its --stats-json and a photo are written under .NAME.partial-PID.EXT: a
+    link planted there (a folder others write to) had a run write over the file it points to, then take the link
+    for its output."""
+    import cv2
+    monkeypatch.delattr(os, "O_TMPFILE")
+    src, photo, shared = make_video(frames=5), tmp_path / "photo.png", tmp_path / "shared"
+    assert cv2.imwrite(str(photo), hazy_image(0, 32, 24))
+    shared.mkdir()
+    victims = {}
+    for name in ("out.mp4", "run.json", "photo.png"):
+        victim = tmp_path / f"victim-{name}"
+        victim.write_text(f"important: {name}")
+        hidden = shared / f".{Path(name).stem}.partial-{os.getpid()}{Path(name).suffix}"
+        hidden.symlink_to(victim)
+        victims[victim] = hidden
+    code, err = run_cli(src, shared / "out.mp4", "--model", "dcp", "--stats-json", shared / "run.json")
+    assert code == 0, err
+    code, err = run_cli(photo, shared / "photo.png", "--model", "dcp")
+    assert code == 0, err
+    for victim, hidden in victims.items():
+        assert victim.read_text() == f"important: {victim.name[7:]}" and hidden.is_symlink()
+    outputs = [shared / name for name in ("out.mp4", "run.json", "photo.png")]
+    assert not [p for p in outputs if p.is_symlink()]
+    assert probe(outputs[0])["count"] == 5 and json.loads(outputs[1].read_text())["frames"] == 5
+    assert cv2.imread(str(outputs[2])).shape == (24, 32, 3)
+    assert sorted(p.name for p in shared.iterdir() if not p.is_symlink()) == ["out.mp4", "photo.png", "run.json"]
 
 
 def test_a_complete_run_replaces_an_interrupted_ones_partial(make_video, run_cli, caplog, tmp_path):

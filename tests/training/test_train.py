@@ -129,6 +129,32 @@ def test_resume_continues_identically(clean_folder, tmp_path):
     assert losses_a == pytest.approx(losses_b, abs=1e-6)
 
 
+
+class _Planted:
+    """What a pickle may hold besides a state: a call, here one that creates a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_planted_state_file_runs_no_code(clean_folder, tmp_path, capsys):
+    """--resume unpickled the .state.pt in full: a file planted in a run folder ran whatever it held."""
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run",
+                          train={"steps": 4, "checkpoint_every": 2})
+    assert run_main(main, ["--config", str(config), "--until", "2", "--quiet"]) == 0
+    state, marker = tmp_path / "run" / "step-0000002.state.pt", tmp_path / "ran"
+    saved = torch.load(state, weights_only=True)  # (what is saved loads so: a run folder of before resumes)
+    torch.save({**saved, "validation_due": _Planted(marker)}, state)
+    capsys.readouterr()
+    assert run_main(main, ["--resume", str(state), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: cannot read checkpoint {state}: it holds more than a training " \
+                                              "state's tensors and numbers (objects that could run code): not loaded"
+    assert not marker.exists()
+
+
 def test_a_checkpoint_file_resumed_from_another_folder_goes_on_in_its_own(clean_folder, tmp_path, monkeypatch):
     # train.out is relative to where the run started: resumed from elsewhere by its file, the run goes on in the
     # checkpoint's folder, not in a new folder of that name under the working directory
