@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import av
 import pytest
@@ -274,12 +275,10 @@ HOSTILE = [("Sec@ret@", ["Sec@", "ret@"]), ("pa%2Fss:w@rd", ["pa%2Fss", "pa/ss",
            ("p%40ss%2Fw%20x%3A", ["p%40ss", "p@ss", "ss/w", "w x"])]
 
 
-@pytest.mark.parametrize("password, fragments", HOSTILE)
-def test_hostile_passwords_are_masked(port, metrics_port, cli, tmp_path, password, fragments):
-    stats, metrics = tmp_path / "s.jsonl", metrics_port
-    src = f"rtsp://admin:{password}@127.0.0.1:{port}/cam"  # nothing listens there: every attempt fails
-    dst = f"rtsp://pub:{password}@127.0.0.1:{port}/out"
-    run = cli(src, dst, "--model", "dcp", "--timeout", 1, "--reconnect", 2, "--stats-json", stats,
+def _failing_run_and_its_metrics(cli, src: str, dst: str, stats: Path, metrics: int, reconnect: int):
+    """A run from ``src`` (where nothing listens) to ``dst`` with its statistics and metrics; the metrics page as it
+    was once the run's info was on it, and the run, ended (exit 1)."""
+    run = cli(src, dst, "--model", "dcp", "--timeout", 1, "--reconnect", reconnect, "--stats-json", stats,
               "--metrics-port", metrics)
     body = ""
     while run.proc.poll() is None and "streamdehaze_info{" not in body:
@@ -289,6 +288,15 @@ def test_hostile_passwords_are_masked(port, metrics_port, cli, tmp_path, passwor
         except OSError:
             continue
     assert run.finish(60) == 1
+    return run, body
+
+
+@pytest.mark.parametrize("password, fragments", HOSTILE)
+def test_hostile_passwords_are_masked(port, metrics_port, cli, tmp_path, password, fragments):
+    stats = tmp_path / "s.jsonl"
+    src = f"rtsp://admin:{password}@127.0.0.1:{port}/cam"  # nothing listens there: every attempt fails
+    dst = f"rtsp://pub:{password}@127.0.0.1:{port}/out"
+    run, body = _failing_run_and_its_metrics(cli, src, dst, stats, metrics_port, reconnect=2)
     assert "rtsp://***@127.0.0.1" in run.stderr and run.stderr.count("retrying") == 2, run.stderr
     assert f'input="rtsp://***@127.0.0.1:{port}/cam"' in body and f'output="rtsp://***@127.0.0.1:{port}/out"' in body
     for shown in (run.stderr, stats.read_text(), body):
@@ -297,19 +305,10 @@ def test_hostile_passwords_are_masked(port, metrics_port, cli, tmp_path, passwor
 
 
 def test_query_tokens_and_stream_keys_are_masked(port, metrics_port, cli, tmp_path):
-    stats, metrics = tmp_path / "s.jsonl", metrics_port
+    stats = tmp_path / "s.jsonl"
     src = f"rtsp://127.0.0.1:{port}/cam?channel=1&token=TOKSECRET&X-Api-Key=KEYSECRET"  # nothing listens there
     dst = f"rtmp://127.0.0.1:{port}/live2/abcd-STREAMKEY-1234"
-    run = cli(src, dst, "--model", "dcp", "--timeout", 1, "--reconnect", 1, "--stats-json", stats,
-              "--metrics-port", metrics)
-    body = ""
-    while run.proc.poll() is None and "streamdehaze_info{" not in body:
-        time.sleep(0.1)
-        try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=2).read().decode()
-        except OSError:
-            continue
-    assert run.finish(60) == 1
+    run, body = _failing_run_and_its_metrics(cli, src, dst, stats, metrics_port, reconnect=1)
     masked_src = f"rtsp://127.0.0.1:{port}/cam?channel=1&token=***&X-Api-Key=***"
     assert f"cannot read live stream {masked_src}: Connection refused" in run.stderr, run.stderr
     assert f'input="{masked_src}"' in body and f'output="rtmp://127.0.0.1:{port}/live2/***"' in body
