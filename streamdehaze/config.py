@@ -25,6 +25,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Iterator
 
+from .credentials import mask
 from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
 from .live import LiveOptions
@@ -73,6 +74,13 @@ class StreamConfig:
     duration: float | None = None
     max_latency: float | None = None
     stats_json: str | None = None  # this stream's own statistics (a fleet's are in FleetConfig)
+
+    def __repr__(self) -> str:
+        # (a camera's URL holds its password or token: a log line or a traceback that shows a config shows it masked)
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("input", "output"):
+            shown[key] = None if shown[key] is None else mask(str(shown[key]), str(shown[key]))
+        return f"StreamConfig({', '.join(f'{key}={value!r}' for key, value in shown.items())})"
 
     def __post_init__(self) -> None:
         for key, kind in (("model", ModelOptions), ("encode", EncodeOptions), ("live", LiveOptions)):

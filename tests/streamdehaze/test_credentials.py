@@ -60,6 +60,17 @@ def test_a_token_with_a_space_is_masked_in_its_every_form():
     assert shown == "cannot read rtsp://cam/s?token=***&pass=*** (rtsp://cam/s?token=***&pass=***)"
 
 
+def test_a_stream_s_configuration_shows_its_urls_masked():
+    # A surveillance loop that logs its configurations, or a traceback that shows one, showed the camera's password.
+    from streamdehaze.config import StreamConfig
+    config = StreamConfig("rtsp://admin:S3cret@10.0.0.7/live?token=T0KEN", "rtmp://10.0.0.9/app/KEY123", name="gate")
+    shown = repr(config)
+    assert "S3cret" not in shown and "T0KEN" not in shown and "KEY123" not in shown, shown
+    assert shown.startswith("StreamConfig(input='rtsp://***@10.0.0.7/live?token=***', "
+                            "output='rtmp://10.0.0.9/app/***', name='gate', model=ModelOptions(")
+    assert config.input == "rtsp://admin:S3cret@10.0.0.7/live?token=T0KEN"  # (only how it is shown)
+
+
 def test_short_credentials_are_not_masked_outside_urls():
     assert mask("a camera at rtsp://a:a@host/x", "rtsp://a:a@host/x") == "a camera at rtsp://***@host/x"
 
