@@ -313,7 +313,8 @@ class LiveSource:
         audio = [s for s in container.streams.audio if known_audio(s) and s.index not in others]
         # AAC in MPEG-TS (ADTS) states its configuration in each packet and nowhere else, and MP4, FLV and RTSP
         # outputs need it in their header: FFmpeg's aac_adtstoasc takes it out (the first packet carries it).
-        self._adts = {s.index: RawAAC() for s in audio if s.codec_context.name == "aac" and not s.codec_context.extradata}
+        self._adts = {s.index: RawAAC() for s in audio
+                      if s.codec_context.name == "aac" and not s.codec_context.extradata}
         if self._holder is None:
             self._holder = av.open(io.BytesIO(), "w", format="null")  # (a format that takes any codec)
             self._templates.extend(self._holder.add_stream_from_template(s) for s in audio)

@@ -155,8 +155,8 @@ def test_a_file_that_cannot_be_read_on_keeps_the_frames_its_decoder_holds(run_cl
 @pytest.mark.parametrize("flags", ["", "faststart"])
 def test_an_mp4_whose_index_is_cut_says_so(run_cli, probe, tmp_path, flags):
     # The index at the end, cut inside its sound's track: FFmpeg read the picture whole and took the sound's track
-    # for a data stream of no kind, so the sound was left out without a word, exit 0. At the start (faststart), cut inside it:
-    # "no video stream", exit 2, as if the user had given a sound file.
+    # for a data stream of no kind, so the sound was left out without a word, exit 0. At the start (faststart),
+    # cut inside it: "no video stream", exit 2, as if the user had given a sound file.
     src, cut, out = tmp_path / "in.mp4", tmp_path / "cut.mp4", tmp_path / "out.mp4"
     write_video(src, frames=50, audio=True, options={"movflags": flags} if flags else None)
     data = src.read_bytes()
