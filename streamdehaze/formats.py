@@ -316,6 +316,11 @@ def output_options(target: str, shown_as: Path | None = None, live: bool = False
             check_live_file(shown_as)
         fmt = output_muxer(str(shown_as))
         fragments = LIVE_FILES.get(shown_as.suffix.lower(), (None, {}))[1]
+        if fragments is _FRAGMENTED and not live:
+            # A file's encoder has B-frames (a camera's, zerolatency, has none): their delay needs an edit list,
+            # which an index written before the first fragment (empty_moov) cannot have, so every frame came 2 frames
+            # late. The index is written with the first fragment instead.
+            fragments = {**fragments, "movflags": fragments["movflags"].replace("+empty_moov", "+delay_moov")}
         options = {**fragments, "flush_packets": "1"} if live or as_it_goes else {}
         if fmt == "hls":
             options = {**options, **hls_options(shown_as, live)}

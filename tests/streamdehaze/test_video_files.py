@@ -1054,6 +1054,16 @@ def test_hevc_in_mp4_and_mov_is_tagged_for_apple_s_players(make_video, probe, ru
         assert probe(written)["times"] == probe(src)["times"]
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_segments_of_a_file_run_keep_every_frame_s_time(make_video, probe, run_cli, tmp_path, suffix):
+    # Written as a recording's are (fragmented), with x264's B-frames: without an edit list, which an index
+    # written before the first fragment cannot hold, every frame came two frames late.
+    src = make_video(frames=30, audio=True)
+    code, err = run_cli(src, tmp_path / f"o{suffix}", "--model", "dcp", "--segment-time", 10, "--quiet")
+    assert code == 0, err
+    assert probe(tmp_path / f"o_00000{suffix}")["times"] == probe(src)["times"]
+
+
 def test_mpeg_ps_keeps_sound_it_cannot_hold_as_mp2(make_video, run_cli, caplog, tmp_path):
     # (AAC was left out with a warning, though MPEG-PS holds MP2)
     code, err = run_cli(make_video(frames=12, audio=True), tmp_path / "o.mpg", "--model", "dcp")
