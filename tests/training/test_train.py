@@ -389,7 +389,10 @@ def test_a_stop_while_torch_loads_ends_the_run_before_it_trains(clean_folder, tm
     job = subprocess.Popen([sys.executable, "-m", "training.train", "--config", str(config), "--quiet"], cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # (loading torch takes seconds)
+        deadline = time.monotonic() + 60  # (loading torch takes seconds: its library is mapped early in it)
+        while job.poll() is None and time.monotonic() < deadline and \
+                "libtorch" not in Path(f"/proc/{job.pid}/maps").read_text():
+            time.sleep(0.005)
         job.send_signal(getattr(signal, sig))
         out, err = job.communicate(timeout=60)
     finally:
