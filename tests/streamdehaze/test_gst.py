@@ -133,7 +133,9 @@ def test_ctrl_c_while_the_model_loads_ends_gst_launch(tmp_path):
     finally:
         proc.kill()
     assert not caught & 1 << (signal.SIGINT - 1), "Ctrl-C was taken while the model loaded"
-    assert proc.returncode == -signal.SIGINT, out
+    # Ended by it; or, where the pipeline went to play in the moment between the look and the Ctrl-C, by
+    # gst-launch's own handler once the model had loaded (exit 0, as it ends then).
+    assert proc.returncode in (-signal.SIGINT, 0), out
 
 
 def test_a_device_error_names_the_property(tmp_path):
