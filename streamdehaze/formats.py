@@ -21,6 +21,10 @@ _URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", 
 STDOUT = "-"  # the output's name for standard output
 # Files a live run can write as it goes: muxer and its options for a fragment (cluster) at least every second.
 _FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
+# A file run's segments, written so too: a file's encoder has B-frames (a camera's, zerolatency, has none), whose delay
+# needs an edit list, which an index written before the first fragment cannot hold (every frame came 2 frames late).
+# The index is written with the first fragment instead.
+_FILE_FRAGMENTED = {**_FRAGMENTED, "movflags": "+frag_keyframe+delay_moov+default_base_moof"}
 LIVE_FILES = {".mp4": ("mp4", _FRAGMENTED), ".mov": ("mov", _FRAGMENTED),
               ".mkv": ("matroska", {"cluster_time_limit": "1000"}), ".ts": ("mpegts", {})}
 FRAGMENTED = frozenset(muxer for muxer, options in LIVE_FILES.values() if options is _FRAGMENTED)  # (``fragments.py``)
@@ -316,11 +320,7 @@ def output_options(target: str, shown_as: Path | None = None, live: bool = False
             check_live_file(shown_as)
         fmt = output_muxer(str(shown_as))
         fragments = LIVE_FILES.get(shown_as.suffix.lower(), (None, {}))[1]
-        if fragments is _FRAGMENTED and not live:
-            # A file's encoder has B-frames (a camera's, zerolatency, has none): their delay needs an edit list,
-            # which an index written before the first fragment (empty_moov) cannot have, so every frame came 2 frames
-            # late. The index is written with the first fragment instead.
-            fragments = {**fragments, "movflags": fragments["movflags"].replace("+empty_moov", "+delay_moov")}
+        fragments = _FILE_FRAGMENTED if fragments is _FRAGMENTED and not live else fragments
         options = {**fragments, "flush_packets": "1"} if live or as_it_goes else {}
         if fmt == "hls":
             options = {**options, **hls_options(shown_as, live)}

@@ -389,7 +389,6 @@ class VideoSink:
             if self.frames == 0:
                 self.path.unlink()
 
-
     def _names_its_file(self) -> bool:
         """Whether ``path`` still names the file written (another program may have put a file of its own there,
         which is not this run's to mend or remove)."""

@@ -233,7 +233,8 @@ class RawAAC:
             filtered = []
         raw = []
         for p in filtered:
-            if bytes(p)[:2] in (b"\xff\xf0", b"\xff\xf1"):  # (an ADTS sync word, which raw AAC never starts with)
+            # (an ADTS sync word, which raw AAC never starts with)
+            if bytes(memoryview(p)[:2]) in (b"\xff\xf0", b"\xff\xf1"):
                 self._side_data += p.iter_sidedata()
                 continue
             for side in self._side_data:

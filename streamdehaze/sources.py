@@ -347,8 +347,7 @@ class VideoFileSource:
 
     def _init_streams(self) -> None:
         self.stream = main_video(self.container)
-        if self.stream is None and "mp4" in self.container.format.name and is_file(self.url) and \
-                (cut := fragments.unread_rest(self.url)):  # (a damaged index: no user's mistake)
+        if self.stream is None and (cut := self._unread_rest()):  # (a damaged index: no user's mistake)
             raise MediaError(f"cannot read {self.name}: it {cut}, and no video stream can be read")
         if self.stream is None:
             raise UsageError(f"no video stream in {self.name}")
@@ -504,8 +503,13 @@ class VideoFileSource:
                 stated - last_end * _time_base(self.stream) > 1:  # (Matroska's tags; MP4's header, a fragment's)
             self.truncated = f"is truncated: its video ends at {float(last * _time_base(self.stream)):.1f} s of " \
                              f"the {float(stated):.1f} s it states"
-        elif "mp4" in self.container.format.name and is_file(self.url):  # (mov,mp4,m4a,3gp,3g2,mj2)
-            self.truncated = fragments.unread_rest(self.url)
+        else:
+            self.truncated = self._unread_rest()
+
+    def _unread_rest(self) -> str | None:
+        """What of an MP4/MOV file on disk its demuxer cannot have read (``fragments.unread_rest``); None for others."""
+        mp4 = "mp4" in self.container.format.name  # (mov,mp4,m4a,3gp,3g2,mj2)
+        return fragments.unread_rest(self.url) if mp4 and is_file(self.url) else None
 
     def _drained(self) -> list[av.VideoFrame]:
         try:
