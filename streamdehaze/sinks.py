@@ -141,6 +141,7 @@ class VideoSink:
         self.as_it_goes = live or as_it_goes  # (a live run's file too: a recording)
         encoding = encoding or choose_encoding(info, live=live)
         self._file: WholeWrites | None = None  # a file's writer (``outputs.WholeWrites``: no write error is lost)
+        self._pieces: list[_Piece] = []  # an HLS playlist's files being written (``_open_piece``)
         self._inode: tuple[int, int] | None = None  # that file's (device, inode): what ``path`` named when opened
         self.container = self._open(self.target)
         self._fragmented = self.container.format.name in FRAGMENTED  # (a recording written as fragments)
@@ -186,7 +187,8 @@ class VideoSink:
                     with contextlib.suppress(OSError):
                         hold(self._file.fileno())
             where = self._file or ("pipe:1" if target == STDOUT else target)
-            return av.open(where, "w", format=fmt, options=options, timeout=10.0)
+            pieces = {"io_open": self._open_piece} if self.path is not None and fmt == "hls" else {}
+            return av.open(where, "w", format=fmt, options=options, timeout=10.0, **pieces)
         except FileExistsError:
             raise OutputExists(f"cannot write {self.name}: a file of that name is there already") from None
         except (av.FFmpegError, ValueError, OSError) as exc:
@@ -197,6 +199,21 @@ class VideoSink:
             self._close_file()
             raise (_url_error(exc) if self.path is None else UsageError)(
                 f"cannot write {self.name}: {failure_reason(exc, target)}") from None
+
+    def _open_piece(self, url: str, flags: int, options: dict[str, str]) -> _Piece:
+        """The HLS muxer's own files (each segment, and the playlist, under a temporary name it then renames), written
+        through Python as any other file is: FFmpeg writing them by name reported no error, and a full disk left
+        empty segments in the playlist. Never through a link planted at their (predictable) names."""
+        piece = _Piece(url, "wb", opener=_no_follow)
+        self._pieces.append(piece)
+        return piece
+
+    def _check_pieces(self) -> None:
+        """Raise the first write error of an HLS piece (the muxer may take it for a short write, or meet it while
+        closing the piece, where PyAV drops it); let go of those closed whole."""
+        for piece in self._pieces:
+            piece.check()
+        self._pieces = [piece for piece in self._pieces if not piece.closed]
 
     def _add_video(self, encoding: Encoding) -> None:
         info, codec, muxer = self.info, encoding.codec, self.container.format.name
@@ -306,6 +323,7 @@ class VideoSink:
         write again: the MOV muxer writing its header a second time, or a trailer after it, crashes the process."""
         try:
             self.container.mux(packet)
+            self._check_pieces()
         except BaseException:
             self._headless = self._headless or not self._muxed
             raise
@@ -337,6 +355,7 @@ class VideoSink:
                     self.container.close()  # (the trailer: a muxer may refuse it, a disk may fill up)
                     if self._file is not None:
                         self._file.check()
+                    self._check_pieces()
                 finally:
                     self._release()
         except (av.FFmpegError, OSError) as exc:
@@ -348,7 +367,9 @@ class VideoSink:
         """Let go of the encoders: PyAV frees a codec (and its threads) only with the last reference to it, not when
         its file is closed, and a recording's segments come and go for weeks."""
         self._close_file()
-        self.container, self.video, self._copies, self._sync = None, None, {}, None
+        for piece in self._pieces:
+            piece.close()
+        self.container, self.video, self._copies, self._sync, self._pieces = None, None, {}, None, []
 
     def _close_file(self) -> None:
         if self._file is not None:
@@ -397,6 +418,22 @@ class VideoSink:
         except OSError:
             return False
         return (found.st_dev, found.st_ino) == self._inode
+
+
+class _Piece(WholeWrites):
+    """A file the HLS muxer writes through ``io_open``. Its write error is kept for ``check()`` and given to FFmpeg as
+    an error code: raised through PyAV, a second one (the muxer closing the piece) is printed as "PyAV library
+    exception being dropped", with its traceback."""
+
+    def write(self, data: bytes | memoryview) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            return -(exc.errno or errno.EIO)
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
 
 
 def _video_packets(path: Path) -> int:

@@ -343,6 +343,30 @@ def test_a_file_to_an_hls_playlist(make_video, run_cli, tmp_path, monkeypatch):
     assert np.allclose(np.array(after) - after[0], np.array(before) - before[0], atol=1e-4)
 
 
+def test_an_hls_playlist_onto_a_full_disk_fails_in_one_line(long_video, small_filesystem):
+    """FFmpeg's HLS muxer writes its segments itself: it reported no error, and the run ended with exit 0 and an
+    empty playlist."""
+    folder = small_filesystem(400)
+    proc = start([long_video, folder / "out.m3u8", "--model", "dcp", "--crf", 0, "--max-frames", 300, "--quiet"])
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and err.endswith(f" {folder}/out.m3u8 failed: No space left on device\n"), err
+    assert len(err.splitlines()) == 1, err
+
+
+def test_an_hls_playlist_follows_no_link_planted_at_its_name(make_video, tmp_path):
+    """The playlist is written under a temporary name (``.m3u8.tmp``) that anyone who can write to the folder can
+    foresee: a link planted there is refused, never written through."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "clip.m3u8.tmp").symlink_to(victim)
+    proc = start([make_video(frames=30), web / "clip.m3u8", "--model", "dcp", "--quiet"])
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "clip.m3u8 failed: Too many levels of symbolic links" in err, err
+    assert victim.read_text() == "keep me\n"
+
+
 def _full_folder(small_filesystem) -> Path:
     """A folder on a filesystem with not a byte free."""
     folder = small_filesystem(16)
