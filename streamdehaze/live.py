@@ -127,6 +127,8 @@ class LiveOptions:
 class LiveSource:
     """Video frames of a live stream, reconnecting as needed, until ``stop()``, a limit, or reconnects run out."""
 
+    closes_while_read = True  # ``close`` from another thread while one reads it is safe: the reader lets go
+
     def __init__(self, url: str, options: LiveOptions | None = None, *, max_frames: int | None = None,
                  duration: float | None = None, stop: threading.Event | None = None, copy_audio: bool = False) -> None:
         """Connects (retrying as ``options`` say) before returning; setting ``stop`` meanwhile gives up with
@@ -166,6 +168,8 @@ class LiveSource:
         self._audio_last: dict[int, Fraction] = {}  # each template's last time out, in seconds
         self._adts: dict[int, RawAAC] = {}  # this connection's AAC streams in ADTS, made raw
         self._configurations: dict[int, tuple[int, int]] = {}  # each template's first ADTS configuration
+        self._reading = threading.Lock()  # held while a thread iterates: the connection is that thread's (``close``)
+        self._closing = False
         self._first = self._connect()
         self._ahead = self._settle_templates() if self._templates else deque()
         st = self._stream
@@ -279,6 +283,8 @@ class LiveSource:
                 raise MediaError(f"no answer for {connect:g} s") from None
             raise
         self._container = container
+        if self._stop.is_set():  # (while FFmpeg dialled, which nothing interrupts)
+            raise Stopped
         if self._last_pts is not None and _finished(container):
             # A live playlist finished since (#EXT-X-ENDLIST): the broadcast is over, and reading it again would
             # record all of it a second time.
@@ -516,6 +522,14 @@ class LiveSource:
         return self._arrivals.get(pts)
 
     def __iter__(self) -> Iterator[av.VideoFrame | av.Packet]:
+        with self._reading:
+            try:
+                yield from self._read()
+            finally:
+                if self._closing:  # (``close`` came from another thread meanwhile, and left the connection to this one)
+                    self._let_go()
+
+    def _read(self) -> Iterator[av.VideoFrame | av.Packet]:
         count = 0
         pending: av.VideoFrame | av.Packet | None = self._first
         try:
@@ -558,11 +572,24 @@ class LiveSource:
             self._container = None
 
     def close(self) -> None:
+        """Let go of the connection. Called while another thread reads it (in FFmpeg, which may be dialling a camera
+        that does not answer, for up to twice the connect timeout: nothing interrupts that), it only asks the reader
+        to finish, and the reader lets go of the connection when it does: closing it from here could free it under
+        the reader."""
+        self._closing = True
         self._stop.set()
+        if self._reading.acquire(blocking=False):
+            try:
+                self._let_go()
+            finally:
+                self._reading.release()
+
+    def _let_go(self) -> None:
         self._close_container()
         self._stream = self._frames = None  # (the decoder goes with the last reference to them)
         if self._holder is not None:
             self._holder.close()
+            self._holder = None
 
     def __enter__(self) -> "LiveSource":
         return self

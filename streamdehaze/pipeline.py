@@ -39,6 +39,9 @@ from .threads import EMPTY, Prefetch, Worker
 _LIVE_HOLD_S = 1.5
 _LIVE_QUEUE_BYTES = 256 << 20
 _IDLE_WAIT_S = 0.1  # the scheduler's longest sleep when nothing is ready (it is woken as soon as something is)
+# A camera's reader may be dialling when its stream stops, which nothing interrupts (up to twice the connect timeout):
+# the stream waits this long for it, then leaves it to end on its own (a source that ``closes_while_read``).
+_READER_LEFT_S = 1.0
 
 
 @dataclass
@@ -101,7 +104,8 @@ class Stream:
                                name=f"decode {self.name}".strip(), notify=wake,
                                on_drop=(lambda _: stats.drop()) if self.live else None,
                                kept=lambda item: isinstance(item, av.Packet),  # (a camera's sound is never dropped)
-                               max_bytes=_LIVE_QUEUE_BYTES, size=_frame_bytes)
+                               max_bytes=_LIVE_QUEUE_BYTES, size=_frame_bytes,
+                               leave_after=_READER_LEFT_S if getattr(self.source, "closes_while_read", False) else None)
         # (read from the source, not through this stream: the statistics would hold it in a reference cycle, its
         # decoder, encoder and frames kept until the next full garbage collection)
         source = self.source

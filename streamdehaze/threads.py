@@ -38,7 +38,9 @@ class Prefetch(Generic[T]):
     def __init__(self, iterable: Iterable[T], maxsize: int, name: str = "prefetch",
                  on_drop: Callable[[T], None] | None = None, notify: Callable[[], None] | None = None,
                  kept: Callable[[T], bool] = lambda item: False, max_bytes: float = math.inf,
-                 size: Callable[[T], int] = lambda item: 0) -> None:
+                 size: Callable[[T], int] = lambda item: 0, leave_after: float | None = None) -> None:
+        """``leave_after``: ``close`` waits that long at most for the producer, then leaves it to end on its own."""
+        self._leave_after = leave_after
         self._queue: queue.Queue = queue.Queue()  # (bounded here: ``_put`` and ``_put_dropping`` count)
         self._maxsize, self._on_drop, self._kept = maxsize, on_drop, kept
         self._max_bytes, self._size = max_bytes, size
@@ -126,9 +128,9 @@ class Prefetch(Generic[T]):
         return item
 
     def close(self) -> None:
-        """Stop the producer and wait for it (it closes its iterator)."""
+        """Stop the producer and wait for it (it closes its iterator), or ``leave_after`` seconds of it."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(self._leave_after)
 
 
 class Worker(Generic[T]):

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 
@@ -147,3 +148,26 @@ def test_a_short_loss_shows_as_a_gap_of_its_length(cli, tmp_path):
     gaps = sorted(b - a for a, b in zip(times, times[1:]))
     # (up to a second more where the frames after the loss wait for a key frame)
     assert 2.5 < gaps[-1] < 4.5 and gaps[-2] < 0.5, (gaps[-3:], run.stderr)
+
+
+def test_a_stop_while_a_silent_camera_is_dialled_again_ends_the_run_at_once(cli, tmp_path):
+    """FFmpeg's dial of a UDP camera that sends nothing waits out the connect timeout and the probe's (20 s here),
+    and nothing interrupts it: a Ctrl-C then waited for it. The run now ends at once, its recording whole."""
+    port = _udp_port()
+    out = tmp_path / "cam.mp4"
+    run = cli(f"udp://127.0.0.1:{port}?localaddr=127.0.0.1", out, "--model", "dcp", "--max-latency", 30)
+    deadline = time.monotonic() + 60
+    while f":{port:04X} " not in Path("/proc/net/udp").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)  # (the camera's 3 s, sent before the run listens, would be lost)
+    camera = UdpCamera(_ts(3), port)
+    camera.start()
+    try:
+        assert run.wait_line("reconnecting (attempt 1)", 60), run.stderr  # (the camera silent for --timeout's 5 s)
+        time.sleep(2)  # well into the dial
+    finally:
+        camera.stop()
+    asked = time.monotonic()
+    assert run.interrupt() == 0, run.stderr
+    ended = time.monotonic() - asked
+    assert ended < 5, (ended, run.stderr)
+    assert "Traceback" not in run.stderr and len(_frame_times(out)) >= 2 * RATE, run.stderr
