@@ -23,7 +23,7 @@ import tqdm
 from .api import process
 from .batch import (LEFT_OUT, STATUSES, BatchResult, FileResult, LocalBatch, WorkerProcesses, check_encoding,
                     check_output_folder, plan)
-from .credentials import mask
+from .credentials import from_environment, mask
 from .engine import Engine, resolve_device
 from .errors import UsageError
 from .images import (ImagesSkipped, dehaze_image_url, dehaze_images, image_engine, image_names, is_image,
@@ -58,6 +58,7 @@ def run(argv: list[str], reloads: list[int] | None = None) -> int:
         return batch(argv[1:])
     args = build_parser().parse_args(argv)
     log.setLevel(logging.ERROR if args.quiet else logging.INFO)
+    args.input, args.output = from_environment(args.input), from_environment(args.output)
     return _run(args)
 
 

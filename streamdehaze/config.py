@@ -25,7 +25,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Iterator
 
-from .credentials import mask
+from .credentials import from_environment, mask
 from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
 from .live import LiveOptions
@@ -237,7 +237,8 @@ def _stream(table: dict, defaults: dict[str, Any], names: dict[str, int]) -> Str
         options["stats_json"] = str(options["stats_json"])
     if options.get("weights") is not None:
         options["weights"] = str(options["weights"])
-    return StreamConfig.from_options(table["input"], table["output"], name=name, **options)
+    return StreamConfig.from_options(from_environment(table["input"]), from_environment(table["output"]), name=name,
+                                     **options)
 
 
 def checked_option(key: str, value: object, others: tuple[str, ...] = _STREAM_KEYS) -> object:

@@ -9,6 +9,7 @@ masked whole and by their exact user:password text, in every form these can take
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import quote, unquote, urlsplit
 
@@ -24,6 +25,21 @@ _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"]*?(?=[.,:;!)\]]*(?:$|[\s'\
 _SECRET_NAME = re.compile(r".*(token|key|secret|pass|password|passwd|passphrase|pwd|auth|authorization|signature|sig|"
                           r"jwt|session|sessionid|credential|credentials)")
 _RTMP = re.compile(r"rtmp[a-z]*", re.IGNORECASE)  # rtmp, rtmps, rtmpt, rtmpe, rtmpte, rtmpts
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # ${NAME}: an environment variable's value
+
+
+def from_environment(url: str) -> str:
+    """``url`` with each ``${NAME}`` in it replaced by the environment variable NAME's value, as given (a camera's
+    password kept out of a command line, which every user of the machine sees in ``ps``, and out of a
+    configuration file). A name without ``://`` is a file's, taken as it is."""
+    if "://" not in url:
+        return url
+
+    def value(reference: re.Match) -> str:
+        if reference.group(1) not in os.environ:
+            raise UsageError(f"{mask(url, url)}: the environment variable {reference.group(1)} is not set")
+        return os.environ[reference.group(1)]
+    return _REFERENCE.sub(value, url)
 
 
 def userinfo(url: str) -> str | None:

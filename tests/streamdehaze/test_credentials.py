@@ -114,3 +114,45 @@ def test_tokens_of_a_file_run_s_urls_are_masked_in_its_messages_and_statistics(m
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
+
+
+class _Guarded(_Quiet):
+    """Serves a file only to a request whose query holds ``token=OPENSESAME``."""
+
+    def do_GET(self) -> None:
+        if "token=OPENSESAME" not in self.path:
+            self.send_error(403)
+            return
+        super().do_GET()
+
+
+def test_a_url_takes_its_secret_from_the_environment(make_video, run_cli, tmp_path, monkeypatch):
+    """``${NAME}`` in a URL on the command line or in a ``serve`` configuration is the environment variable's value,
+    so the secret is never in the process's arguments; an unset one is a usage error. A file name is taken as is."""
+    from streamdehaze.config import load_config
+    make_video("clip.mp4", frames=6)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Guarded, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4?token=${{CAM_TOKEN}}"
+    try:
+        monkeypatch.delenv("CAM_TOKEN", raising=False)
+        code, err = run_cli(url, tmp_path / "out.mp4", "--model", "dcp")
+        assert (code, err.splitlines()[-1:]) == (2, [f"streamdehaze: error: http://127.0.0.1:{server.server_address[1]}"
+                                                     "/clip.mp4?token=***: the environment variable CAM_TOKEN is not "
+                                                     "set"]), err
+        monkeypatch.setenv("CAM_TOKEN", "OPENSESAME")
+        code, err = run_cli(url, tmp_path / "out.mp4", "--model", "dcp")
+        assert code == 0 and "OPENSESAME" not in err, err
+        monkeypatch.setenv("CAM_TOKEN", "wrong")
+        code, err = run_cli(url, tmp_path / "again.mp4", "--model", "dcp")
+        assert code != 0 and "403" in err and "wrong" not in err, err
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    monkeypatch.setenv("CAM_PASSWORD", "s3cret")
+    fleet = load_config({"stream": [{"name": "cam", "input": "rtsp://admin:${CAM_PASSWORD}@10.0.0.5/stream",
+                                     "output": f"{tmp_path}/${{CAM_PASSWORD}}.mp4"}]})
+    assert (fleet.streams[0].input, fleet.streams[0].output) == ("rtsp://admin:s3cret@10.0.0.5/stream",
+                                                                 f"{tmp_path}/${{CAM_PASSWORD}}.mp4")
