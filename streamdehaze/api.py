@@ -14,6 +14,7 @@ import inspect
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import av
@@ -27,7 +28,7 @@ from .errors import UsageError
 from .frames import upright
 from .images import image_engine
 from .job import FILE_BATCH, Job, Source, open_source
-from .live import LiveOptions, is_live
+from .live import LiveOptions, Stopped, is_live
 from .models import create_model
 from .pipeline import RunResult, deferred_signals, drive
 from .records import FrameRecord
@@ -241,7 +242,8 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
             live: LiveOptions | None = None, max_latency: float | None = None, segment_time: float | None = None,
             strict: bool = False, on_frame: Callable[[FrameRecord], np.ndarray | None] | None = None,
             bgr: bool = True, stats: RunStats | None = None, on_frames: Callable[[int], None] | None = None,
-            on_start: Callable[[Source], None] | None = None, _option: str = KEYWORD) -> RunResult:
+            on_start: Callable[[Source], None] | None = None, stop: threading.Event | None = None,
+            _option: str = KEYWORD) -> RunResult:
     """Dehaze a file or live stream into ``output``: a file, a segment series (``segment_time``), a URL to
     publish to, or None with only ``on_frame``.
 
@@ -259,8 +261,10 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     ``cuda`` requires them, ``none`` never uses them. ``compile``: the model through ``torch.compile``.
     ``on_frame(record)`` sees each dehazed frame (a ``FrameRecord``: image, original, seconds, index, stream), in
     the writer thread; an image it returns is written instead (BGR, as OpenCV draws, unless ``bgr=False``). On
-    Ctrl-C the frames done so far are kept and ``RunResult.interrupted`` is set. Many streams sharing one engine:
-    ``serve``. (``_option``: how messages name a setting; the command line's ``--{} {}``.)
+    Ctrl-C the frames done so far are kept and ``RunResult.interrupted`` is set; ``stop``, an event set from any
+    thread (Ctrl-C reaches only the main thread), does the same, and ends the dialling of a camera that does not
+    answer (with no frames). Many streams sharing one engine: ``serve``. (``_option``: how messages name a
+    setting; the command line's ``--{} {}``.)
     """
     if isinstance(input, StreamConfig):
         given = {name: value for name, value in locals().items() if name in _OPTION_DEFAULTS}
@@ -276,7 +280,12 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
         max_frames=max_frames, duration=duration, max_latency=max_latency, strict=strict)
     job = Job(config, stats=stats, on_frame=on_frame, on_frames=on_frames, bgr=bgr, option=_option)
     job.check()  # before a camera is dialled or a model loaded
-    with job.open_interruptibly() as source:
+    began = time.perf_counter()
+    try:
+        source = job.open_interruptibly(stop)
+    except Stopped:
+        return RunResult(frames=0, seconds=time.perf_counter() - began, interrupted=True)
+    with source:
         m = config.model
         engine = Engine(create_model(m.model, m.weights, job.device, _option), job.device, m.infer_size,
                         compile=m.compile, strength=m.strength, noise_floor=m.noise_floor)
@@ -287,7 +296,14 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
         # From the first frame to the output's last byte, Ctrl-C is taken only where drive() and complete() look for
         # it: anywhere else it would stop the writer's join half-way (Python 3.11 then takes the writer for ended) and
         # the output would be closed under the writer, or thrown away.
-        with deferred_signals() as run_handlers:
+        with deferred_signals() as signals:
+            asked: list[bool] = []
+
+            def run_handlers() -> None:  # (``stop`` is taken as a first Ctrl-C is, once)
+                signals()
+                if stop is not None and stop.is_set() and not asked:
+                    asked.append(True)
+                    raise KeyboardInterrupt
             try:
                 interrupted = drive(stream, engine, run_handlers)
             except BaseException:
@@ -305,4 +321,4 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
 # process()'s stream options and their defaults: a StreamConfig brings its own, so none may be given beside it.
 _OPTION_DEFAULTS = {name: p.default for name, p in inspect.signature(process).parameters.items()
                     if p.kind is inspect.Parameter.KEYWORD_ONLY
-                    and name not in ("on_frame", "bgr", "stats", "on_frames", "on_start", "_option")}
+                    and name not in ("on_frame", "bgr", "stats", "on_frames", "on_start", "stop", "_option")}

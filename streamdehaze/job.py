@@ -43,7 +43,7 @@ from .formats import (
 )
 from .hwaccel import Nvidia, check_nvenc_codec, use_cuda
 from .images import is_image
-from .live import LiveOptions, LiveSource, is_live
+from .live import LiveOptions, LiveSource, Stopped, is_live
 from .models import MODEL_NAMES
 from .models.kanet_model import check_weights_file
 from .outputs import (
@@ -212,14 +212,15 @@ class Job:
             raise
         return self.source
 
-    def open_interruptibly(self) -> Source:
+    def open_interruptibly(self, stopped: threading.Event | None = None) -> Source:
         """``open()``, which Ctrl-C, SIGTERM and SIGHUP end at once (their handler's KeyboardInterrupt) when called
-        from the main thread. A camera is dialled in a thread of its own meanwhile: FFmpeg waits for an answer (up
-        to the connect timeout, 10 s or more) holding the calling thread in C, where no Python handler runs, and
-        PyAV loses a KeyboardInterrupt raised as that wait returns (the handler runs inside its error check): in the
-        main thread the run would dial on for ever. Interrupted, the dial gives up with its attempt, in the
-        background (FFmpeg's wait cannot be cut short from outside), and closes what it opened."""
-        if not self.live or threading.current_thread() is not threading.main_thread():
+        from the main thread, and ``stopped`` (set from any thread) with ``live.Stopped``. A camera is dialled in a
+        thread of its own meanwhile: FFmpeg waits for an answer (up to the connect timeout, 10 s or more) holding
+        the calling thread in C, where no Python handler runs, and PyAV loses a KeyboardInterrupt raised as that
+        wait returns (the handler runs inside its error check): in the main thread the run would dial on for ever.
+        Interrupted, the dial gives up with its attempt, in the background (FFmpeg's wait cannot be cut short from
+        outside), and closes what it opened."""
+        if not self.live or (stopped is None and threading.current_thread() is not threading.main_thread()):
             return self.open()
         stop, lock, done = threading.Event(), threading.Lock(), []
 
@@ -241,6 +242,8 @@ class Job:
             try:
                 while thread.is_alive():
                     run_handlers()
+                    if stopped is not None and stopped.is_set():
+                        raise Stopped
                     thread.join(0.1)
                 run_handlers()
             except BaseException:

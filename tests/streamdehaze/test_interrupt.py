@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -39,3 +40,38 @@ def test_a_sighup_to_serve_while_it_loads_is_a_reload_not_an_end(make_video, pro
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert probe(tmp_path / "gate.mp4")["count"] == 6 and "interrupted" not in err
+
+
+def test_a_run_in_another_thread_is_stopped_by_its_event(long_video, probe, tmp_path):
+    """Ctrl-C reaches only the main thread: ``process(stop=event)`` is how an application (an asyncio executor, a
+    service's worker) stops a run from anywhere. As Ctrl-C does, it keeps the frames done so far."""
+    from streamdehaze import process
+    stop, results, written = threading.Event(), [], []
+    worker = threading.Thread(target=lambda: results.append(process(
+        long_video, tmp_path / "out.mp4", model="dcp", stop=stop, on_frames=written.append)))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while sum(written) < 20:  # (frames of each batch dehazed)
+        assert time.monotonic() < deadline and worker.is_alive(), results
+        time.sleep(0.05)
+    stop.set()
+    worker.join(60)
+    assert not worker.is_alive()
+    (result,) = results
+    assert result.interrupted and 20 <= result.frames < 1500, result
+    assert result.output == str(tmp_path / "out.partial.mp4") and probe(result.output)["count"] == result.frames
+
+
+def test_a_camera_that_never_answers_is_dialled_until_the_event_is_set(tmp_path):
+    from streamdehaze import process
+    from tests.conftest import free_port
+    stop, results = threading.Event(), []
+    url = f"rtsp://127.0.0.1:{free_port()}/cam"  # (nothing listens: dialled again and again, for ever)
+    worker = threading.Thread(target=lambda: results.append(process(url, tmp_path / "cam.mp4", model="dcp",
+                                                                    stop=stop)))
+    worker.start()
+    time.sleep(1.5)
+    stop.set()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert results[0].interrupted and results[0].frames == 0 and not any(tmp_path.iterdir())
