@@ -37,7 +37,7 @@ from .options import Parser, add_file_options, build_parser, seconds
 from .outputs import (atomic_output, check_statistics_among, check_statistics_file, check_writable,
                       remove_empty_folders)
 from .pipeline import RunResult, deferred_signals
-from .sources import VideoFileSource, is_file
+from .sources import VideoFileSource, is_file, local_file
 from .stats import Reporter, RunStats
 from .tuning import tuned, usable_cores
 
@@ -401,7 +401,7 @@ def summary(result: FleetResult) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
     on_disk = is_file(args.input)
-    if on_disk and not src.exists():
+    if (local := local_file(args.input)) is not None and not local.exists():  # (a file: URL's too)
         raise UsageError(f"input not found: {args.input}")
     if args.stats_json is not None:
         check_stats_file(args.stats_json, StreamConfig(args.input, args.output), f"--stats-json {args.stats_json}")

@@ -60,7 +60,7 @@ from .pipeline import RunResult, Stream, deferred_signals
 from .publish import PublishedSink
 from .records import FrameRecord
 from .sinks import CallbackSink, SegmentedSink, VideoSink
-from .sources import TRANSPORT_CLOCKS, VideoFileSource, is_file, local_file
+from .sources import TRANSPORT_CLOCKS, VideoFileSource, local_file
 from .stats import RunStats
 from .temporal import check_mode, smoother
 from .trial import trial_write
@@ -169,8 +169,8 @@ class Job:
             return None
 
     def _check_input(self) -> None:
-        path = Path(self.config.input)
-        if not is_file(self.config.input):
+        path = local_file(self.config.input)  # (a file: URL's too)
+        if path is None:
             return
         if not path.exists():
             raise UsageError(f"input not found: {self.config.input}")

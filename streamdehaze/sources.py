@@ -54,7 +54,7 @@ def is_file(url: str) -> bool:
     """Whether an input names one file on disk: not a URL, a capture device, an image sequence
     (``frames/%05d.png``, FFmpeg's image2 demuxer; a file that exists under that name, ``100%.jpg``, is a file) or
     standard input."""
-    if "://" in url or url.startswith("/dev/video") or url == STDIN:
+    if "://" in url or url.startswith("/dev/video") or url == STDIN or _FILE_PROTOCOL.match(url):
         return False
     return "%" not in Path(url).name or Path(url).is_file()
 
@@ -315,12 +315,12 @@ class VideoFileSource:
 
     def _open(self, nvdec: hwaccel.Nvidia | None = None) -> None:
         path, on_disk = Path(self.url), is_file(self.url)
-        if on_disk:
-            if not path.exists():
+        if (local := local_file(self.url)) is not None:  # (a file: URL's too)
+            if not local.exists():
                 raise UsageError(f"input not found: {self.name}")
-            if path.is_dir():
+            if local.is_dir():
                 raise UsageError(f"input {self.name} is a folder: give a video file or a camera")
-            if path.stat().st_size == 0:
+            if local.stat().st_size == 0:
                 raise UsageError(f"input is empty: {self.name}")
         try:
             url = "pipe:0" if self.url == STDIN else self.url

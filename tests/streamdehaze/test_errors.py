@@ -101,6 +101,19 @@ def test_an_input_given_as_a_file_url_is_the_input_too(make_video, run_cli, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.toml", "in.mp4", "other.mp4"]
 
 
+def test_every_spelling_of_a_file_url_is_read(make_video, run_cli, tmp_path, monkeypatch):
+    """``file:PATH`` with one slash, or a relative path, was taken for a file named so ("input not found"); a
+    missing one is "not found" in each spelling."""
+    src = make_video(frames=3)
+    monkeypatch.chdir(tmp_path)
+    for n, url in enumerate([f"file:{src}", "file:in.mp4", "file:./in.mp4", f"file://{src}"]):
+        code, err = run_cli(url, tmp_path / f"out{n}.mp4", "--model", "dcp")
+        assert code == 0, (url, err)
+    for url in [f"file:{tmp_path}/gone.mp4", "file:gone.mp4", f"file://{tmp_path}/gone.mp4"]:
+        code, err = run_cli(url, tmp_path / "out.mp4", "--model", "dcp")
+        assert (code, _one_line(err)) == (2, f"streamdehaze: error: input not found: {url}")
+
+
 @pytest.mark.parametrize("name", ["clip.partial.mp4", "clip.partial.2.mp4", "photo.partial.png"])
 def test_an_input_named_as_an_outputs_partial_is_never_touched(make_video, hazy_image, run_cli, tmp_path, name):
     """``clip.partial.mp4`` -> ``clip.mp4``: a complete run removes ``clip.partial.mp4`` and ``clip.partial.N.mp4``
