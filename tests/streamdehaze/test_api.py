@@ -74,6 +74,25 @@ def test_dtype_contract(dehazer, hazy_image):
     assert np.array_equal(Dehazer("dcp", device=torch.device("cpu"), temporal="off")(bgr), out8)
 
 
+def test_floats_far_outside_0_to_1_are_refused_and_slight_overshoot_is_clipped(dehazer, hazy_image):
+    # An image of 0-255 as float32 (cv2 arithmetic's) came out 98 % white, without a word.
+    bgr = np.ascontiguousarray(hazy_image(2, 64, 48)[..., ::-1]).astype(np.float32)
+    bgr[0, 0], bgr[0, 1] = 255.0, 0.0
+    tensor = torch.from_numpy(bgr).permute(2, 0, 1)
+    for image in (bgr, bgr.astype(np.float64), tensor, tensor.half()):
+        with pytest.raises(ValueError, match=r"^float images hold values from 0 to 1; this one reaches 255\.0 "
+                                             r"\(divide an image of 0-255 by 255\)$"):
+            dehazer(image)
+    with pytest.raises(ValueError, match=r"reaches 65535\.0 \(divide an image of 0-65535 by 65535\)$"):
+        dehazer(bgr * 257)
+    with pytest.raises(ValueError, match=r"reaches -0\.6 \(scale it to 0-1\)$"):
+        dehazer(bgr / 255 - 0.6)
+    overshoot = bgr / 255 * 1.1 - 0.05  # a bicubic resize's: -0.05 to 1.05
+    for image in (overshoot, torch.from_numpy(overshoot).permute(2, 0, 1)):
+        out = dehazer(image)
+        assert out.shape == image.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+
+
 def test_the_callers_frames_are_left_as_they_are(hazy_image, tmp_path):
     rgb = Dehazer("dcp", device="cpu", bgr=False, temporal="off")
     frames = np.stack([hazy_image(3, 64, 48)] * 2).astype(np.float32) / 255
