@@ -94,8 +94,10 @@ class Dehazer:
         batch = frames[None] if frames.ndim == 3 else frames
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected an image [H,W,3] or a batch [B,H,W,3], got shape {frames.shape}")
-        if frames.dtype not in _NUMPY_TYPES:
+        if frames.dtype.newbyteorder("=") not in _NUMPY_TYPES:
             raise TypeError(f"expected uint8, uint16, float32 or float64 images, not {frames.dtype}")
+        if not frames.dtype.isnative:  # big-endian (a FITS or network buffer's): the engine reads native order
+            batch = batch.astype(batch.dtype.newbyteorder("="))
         floats = frames.dtype.kind == "f"
         _check_values(batch.size, (lambda: (float(batch.min()), float(batch.max()))) if floats else None)
         if self.bgr:
@@ -103,6 +105,7 @@ class Dehazer:
         out = self.engine.process_array(batch, self.temporal)
         if self.bgr:
             out = np.ascontiguousarray(out[..., ::-1])
+        out = out.astype(frames.dtype, copy=False)  # (in the input's byte order)
         return out[0] if frames.ndim == 3 else out
 
     def _tensor(self, frames: torch.Tensor) -> torch.Tensor:

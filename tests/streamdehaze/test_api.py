@@ -93,6 +93,15 @@ def test_floats_far_outside_0_to_1_are_refused_and_slight_overshoot_is_clipped(d
         assert out.shape == image.shape and 0 <= float(out.min()) and float(out.max()) <= 1
 
 
+def test_big_endian_arrays_are_read_by_value(dehazer, hazy_image):
+    # ">u2" was refused with "expected uint8, uint16, float32 or float64 images, not >u2"
+    bgr = np.ascontiguousarray(hazy_image(4, 64, 48)[..., ::-1]).astype(np.uint16) * 257 + np.uint16(3)
+    for native in (bgr, bgr.astype(np.float32) / 65535, bgr[None].astype(np.float64) / 65535):
+        swapped = native.astype(native.dtype.newbyteorder(">"))
+        out = dehazer(swapped)
+        assert out.dtype == swapped.dtype and np.array_equal(out, dehazer(native))
+
+
 def test_the_callers_frames_are_left_as_they_are(hazy_image, tmp_path):
     rgb = Dehazer("dcp", device="cpu", bgr=False, temporal="off")
     frames = np.stack([hazy_image(3, 64, 48)] * 2).astype(np.float32) / 255
