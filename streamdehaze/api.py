@@ -21,7 +21,7 @@ import av
 import numpy as np
 import torch
 
-from .config import StreamConfig, checked_option
+from .config import StreamConfig, check_callbacks, checked_option
 from .engine import Engine, resolve_device
 from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
@@ -283,6 +283,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     Ctrl-C the frames done so far are kept and ``RunResult.interrupted`` is set. Many streams sharing one engine:
     ``serve``. (``_option``: how messages name a setting; the command line's ``--{} {}``.)
     """
+    check_callbacks(on_frame=on_frame, on_frames=on_frames, on_start=on_start)
     if isinstance(input, StreamConfig):
         given = {name: value for name, value in locals().items() if name in _OPTION_DEFAULTS}
         beside = [name for name, value in given.items() if value != _OPTION_DEFAULTS[name]]

@@ -425,6 +425,22 @@ def test_dehazed_names_itself_for_options_it_does_not_take(make_video):
             next(dehazed(src, **option))
 
 
+def test_a_callback_that_cannot_be_called_is_named_before_anything_opens(tmp_path):
+    # on_frame=5 failed in the writer after the input had opened and the model loaded (44 s): "'int' object is
+    # not callable". A missing input would be the first thing found once anything opens: the callback comes first.
+    from streamdehaze import process, serve
+
+    missing = tmp_path / "missing.mp4"
+    for name, value, words in [("on_frame", 5, "int"), ("on_start", "x", "str"), ("on_frames", [], "list")]:
+        with pytest.raises(TypeError, match=rf"^{name} must be callable, not {words}$"):
+            process(missing, tmp_path / "o.mp4", model="dcp", **{name: value})
+    with pytest.raises(TypeError, match=r"^on_start must be callable, not str$"):
+        next(dehazed(missing, model="dcp", on_start="x"))
+    with pytest.raises(TypeError, match=r"^on_start must be callable, not int$"):
+        serve([{"name": "x", "input": str(missing), "output": str(tmp_path / "x.mp4"), "model": "dcp"}], on_start=3)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_fleet_runs_once_and_leaves_nothing_running(make_video, tmp_path):
     """``serve(on_start=...)`` that raises, a second ``start()``, a ``reload()`` after ``close()``: an error, and
     no engine or stream thread left behind (a file stream stopped as it opened was left running)."""
