@@ -21,7 +21,7 @@ import av
 import numpy as np
 import torch
 
-from .config import StreamConfig, check_callbacks, checked_option
+from .config import StreamConfig, check_callbacks, check_flags, checked_option
 from .engine import Engine, resolve_device
 from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
@@ -62,6 +62,7 @@ class Dehazer:
                  device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
                  infer_size: int | str | None = "auto", strength: float = 1.0,
                  noise_floor: float | str = "auto", temporal_strength: float = TEMPORAL_STRENGTH) -> None:
+        check_flags(bgr=bgr)
         # (a torch.device too: checked against the GPUs there are)
         dev = resolve_device(str(device), KEYWORD.format("device", ""))
         if infer_size is not None:
@@ -163,6 +164,7 @@ def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int |
                 duration: float | None = None, live: LiveOptions | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(seconds, image)`` for every frame of a file or stream; images are numpy ``[H,W,3]`` uint8, upright
     (turned by the video's rotation tag, as players and OpenCV show them)."""
+    check_flags(bgr=bgr)
     with open_source(input, max_frames=max_frames, duration=duration, live=live) as source:
         for item in source:
             if isinstance(item, av.VideoFrame):
@@ -284,6 +286,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     ``serve``. (``_option``: how messages name a setting; the command line's ``--{} {}``.)
     """
     check_callbacks(on_frame=on_frame, on_frames=on_frames, on_start=on_start)
+    check_flags(bgr=bgr)
     if isinstance(input, StreamConfig):
         given = {name: value for name, value in locals().items() if name in _OPTION_DEFAULTS}
         beside = [name for name, value in given.items() if value != _OPTION_DEFAULTS[name]]

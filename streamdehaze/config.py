@@ -261,6 +261,13 @@ def check_callbacks(**callbacks: object) -> None:
             raise TypeError(f"{name} must be callable, not {type(value).__name__}")
 
 
+def check_flags(**flags: object) -> None:
+    """A ``TypeError`` naming the first flag argument that is not a bool (``bgr="no"`` was taken as true)."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, not {value!r}")
+
+
 @contextmanager
 def keyed(key: str) -> Iterator[None]:
     """A ``UsageError`` raised inside is about ``key`` (its ``key`` attribute; the message stays as it is)."""

@@ -441,6 +441,20 @@ def test_a_callback_that_cannot_be_called_is_named_before_anything_opens(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_flag_that_is_not_a_bool_is_refused_by_name(tmp_path):
+    # Dehazer(bgr="no") was taken as true: the channels swapped without a word.
+    from streamdehaze import process, read_frames
+
+    missing = tmp_path / "missing.mp4"
+    for run in (lambda bgr: Dehazer("dcp", device="cpu", bgr=bgr), lambda bgr: next(read_frames(missing, bgr=bgr)),
+                lambda bgr: process(missing, tmp_path / "o.mp4", model="dcp", bgr=bgr),
+                lambda bgr: next(dehazed(missing, model="dcp", bgr=bgr))):
+        for value, shown in (("no", "'no'"), (0, "0"), (None, "None")):
+            with pytest.raises(TypeError, match=rf"^bgr must be True or False, not {shown}$"):
+                run(value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_fleet_runs_once_and_leaves_nothing_running(make_video, tmp_path):
     """``serve(on_start=...)`` that raises, a second ``start()``, a ``reload()`` after ``close()``: an error, and
     no engine or stream thread left behind (a file stream stopped as it opened was left running)."""
