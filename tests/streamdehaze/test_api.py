@@ -455,6 +455,16 @@ def test_a_flag_that_is_not_a_bool_is_refused_by_name(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_dir_lists_the_public_names_that_load_on_first_use():
+    # The package loads them lazily (PEP 562): dir(streamdehaze), and so completion, showed none of them.
+    import streamdehaze
+
+    listed = dir(streamdehaze)
+    assert {"Dehazer", "process", "serve", "tuned", "StreamConfig", "UsageError", "__version__"} <= set(listed)
+    assert set(streamdehaze.__all__) <= set(listed) and listed == sorted(listed)
+    assert all(getattr(streamdehaze, name) is not None for name in listed)
+
+
 def test_a_fleet_runs_once_and_leaves_nothing_running(make_video, tmp_path):
     """``serve(on_start=...)`` that raises, a second ``start()``, a ``reload()`` after ``close()``: an error, and
     no engine or stream thread left behind (a file stream stopped as it opened was left running)."""
