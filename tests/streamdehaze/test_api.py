@@ -393,6 +393,21 @@ def test_the_model_and_device_are_named_as_the_keywords_they_are_given_as(make_v
     assert not (tmp_path / "o.mkv").exists()
 
 
+def test_the_encoder_settings_are_named_as_keywords_before_the_input_opens(tmp_path):
+    """``crf=99`` was "--crf 99 is out of range", naming the command line's flag; a missing input shows the check
+    comes before anything opens."""
+    from streamdehaze import process
+
+    missing = tmp_path / "missing.mp4"
+    for options, words in [({"crf": 99}, r"crf=99 is out of range for libx264: 0 \(best\) to 51 \(smallest\)"),
+                           ({"preset": "fastest"}, r"unknown preset='fastest' for libx264; choose one of ultrafast, "),
+                           ({"codec": "ffv1", "crf": 20}, r"crf does not apply to ffv1; encoders that take it: "),
+                           ({"codec": "ffv1", "preset": "fast"}, r"preset does not apply to ffv1; ")]:
+        with pytest.raises(UsageError, match=f"^{words}"):
+            process(missing, tmp_path / "o.mkv", model="dcp", **options)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_options_given_as_data_are_checked_as_keywords_are(make_video, probe, tmp_path):
     """A ``StreamConfig`` made directly takes what the keywords take ("full", numbers as text) and refuses what
     they refuse, naming the option (a segment time of 0 once made the writer loop for ever)."""
