@@ -21,3 +21,8 @@ def __getattr__(name: str) -> object:
     if name not in _HOMES:
         raise AttributeError(f"module 'streamdehaze' has no attribute {name!r}")
     return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    # The lazy names are no attributes until first used: without this, dir() and completion showed none of them.
+    return sorted({*globals(), *__all__})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import math
 import os
 import queue
 import threading
@@ -21,7 +22,7 @@ import av
 import numpy as np
 import torch
 
-from .config import StreamConfig, checked_option
+from .config import StreamConfig, check_callbacks, check_flags, checked_option
 from .engine import Engine, resolve_device
 from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
@@ -45,7 +46,8 @@ class Dehazer:
 
     Call it with a numpy image ``[H,W,3]`` or batch ``[B,H,W,3]`` (BGR as OpenCV gives it unless ``bgr=False``),
     or a torch tensor ``[3,H,W]``/``[B,3,H,W]`` (RGB) on any device. Accepted: uint8 and uint16, and float32 or
-    float64 in [0, 1] (tensors: any float type); the result has the input's type, shape, dtype and device.
+    float64 in [0, 1] (tensors: any float type; values from -0.5 to 1.5 are clipped to [0, 1], others refused);
+    the result has the input's type, shape, dtype and device.
 
     Frames go through the video path the command line runs: the model at the inference size, its colour transform
     applied at full resolution, smoothed from frame to frame (``temporal="ema"``, the default, following the
@@ -61,6 +63,7 @@ class Dehazer:
                  device: str | torch.device = "auto", bgr: bool = True, temporal: str = "ema",
                  infer_size: int | str | None = "auto", strength: float = 1.0,
                  noise_floor: float | str = "auto", temporal_strength: float = TEMPORAL_STRENGTH) -> None:
+        check_flags(bgr=bgr)
         # (a torch.device too: checked against the GPUs there are)
         dev = resolve_device(str(device), KEYWORD.format("device", ""))
         if infer_size is not None:
@@ -93,14 +96,18 @@ class Dehazer:
         batch = frames[None] if frames.ndim == 3 else frames
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected an image [H,W,3] or a batch [B,H,W,3], got shape {frames.shape}")
-        if frames.dtype not in _NUMPY_TYPES:
+        if frames.dtype.newbyteorder("=") not in _NUMPY_TYPES:
             raise TypeError(f"expected uint8, uint16, float32 or float64 images, not {frames.dtype}")
-        _check_values(batch.size, frames.dtype.kind == "f" and not np.isfinite(batch).all())
+        if not frames.dtype.isnative:  # big-endian (a FITS or network buffer's): the engine reads native order
+            batch = batch.astype(batch.dtype.newbyteorder("="))
+        floats = frames.dtype.kind == "f"
+        _check_values(batch.size, (lambda: (float(batch.min()), float(batch.max()))) if floats else None)
         if self.bgr:
             batch = batch[..., ::-1]
         out = self.engine.process_array(batch, self.temporal)
         if self.bgr:
             out = np.ascontiguousarray(out[..., ::-1])
+        out = out.astype(frames.dtype, copy=False)  # (in the input's byte order)
         return out[0] if frames.ndim == 3 else out
 
     def _tensor(self, frames: torch.Tensor) -> torch.Tensor:
@@ -110,7 +117,7 @@ class Dehazer:
         if frames.dtype not in (torch.uint8, torch.uint16) and not frames.is_floating_point():
             raise TypeError(f"expected a uint8, uint16 or float tensor, not {frames.dtype}")
         integer = not batch.is_floating_point()
-        _check_values(batch.numel(), not integer and not bool(torch.isfinite(batch).all()))
+        _check_values(batch.numel(), None if integer else lambda: tuple(torch.stack(torch.aminmax(batch)).tolist()))
         peak = float(torch.iinfo(frames.dtype).max) if integer else 1.0
         x = batch.to(self.engine.device).float() / peak
         y = self.engine.process_rgb(x, self.temporal)
@@ -122,11 +129,26 @@ class Dehazer:
 _NUMPY_TYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _check_values(size: int, not_finite: bool) -> None:
+# Float images outside these bounds are refused: beyond a resampling's overshoot (bicubic gives about -0.1 to 1.1),
+# which is clipped, and far short of an image of 0-255 given as floats (98 % of it came out white).
+FLOAT_RANGE = (-0.5, 1.5)
+
+
+def _check_values(size: int, extremes: Callable[[], tuple[float, float]] | None) -> None:
+    """Refuse an empty input, and a float one (``extremes``: its lowest and highest value, NaN if it holds one)
+    holding NaN, infinities or values far outside [0, 1]."""
     if size == 0:
         raise ValueError("empty input: no pixels")
-    if not_finite:
+    if extremes is None:
+        return
+    low, high = extremes()
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("the input holds NaN or infinite values")
+    if low < FLOAT_RANGE[0] or high > FLOAT_RANGE[1]:
+        reach = float(f"{high if high > FLOAT_RANGE[1] else low:.6g}")  # (-0.6, not float32's -0.6000000238418579)
+        peak = next((peak for peak in (255, 65535) if 0 <= low and high <= peak * FLOAT_RANGE[1]), None)
+        hint = f"divide an image of 0-{peak} by {peak}" if peak else "scale it to 0-1"
+        raise ValueError(f"float images hold values from 0 to 1; this one reaches {reach} ({hint})")
 
 
 def _stream_engine(model: torch.nn.Module, device: torch.device, temporal: str, infer_size: int | str | None,
@@ -143,6 +165,7 @@ def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int |
                 duration: float | None = None, live: LiveOptions | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(seconds, image)`` for every frame of a file or stream; images are numpy ``[H,W,3]`` uint8, upright
     (turned by the video's rotation tag, as players and OpenCV show them)."""
+    check_flags(bgr=bgr)
     with open_source(input, max_frames=max_frames, duration=duration, live=live) as source:
         for item in source:
             if isinstance(item, av.VideoFrame):
@@ -266,6 +289,8 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
     answer (with no frames). Many streams sharing one engine: ``serve``. (``_option``: how messages name a
     setting; the command line's ``--{} {}``.)
     """
+    check_callbacks(on_frame=on_frame, on_frames=on_frames, on_start=on_start)
+    check_flags(bgr=bgr)
     if isinstance(input, StreamConfig):
         given = {name: value for name, value in locals().items() if name in _OPTION_DEFAULTS}
         beside = [name for name, value in given.items() if value != _OPTION_DEFAULTS[name]]

@@ -253,6 +253,21 @@ def checked_option(key: str, value: object, others: tuple[str, ...] = _STREAM_KE
         raise UsageError(f"{key}: {exc}") from None
 
 
+def check_callbacks(**callbacks: object) -> None:
+    """A ``TypeError`` naming the first callback argument (None: not given) that cannot be called, before a run
+    opens its input (it failed in the writer, after the model had loaded, as "'int' object is not callable")."""
+    for name, value in callbacks.items():
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be callable, not {type(value).__name__}")
+
+
+def check_flags(**flags: object) -> None:
+    """A ``TypeError`` naming the first flag argument that is not a bool (``bgr="no"`` was taken as true)."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, not {value!r}")
+
+
 @contextmanager
 def keyed(key: str) -> Iterator[None]:
     """A ``UsageError`` raised inside is about ``key`` (its ``key`` attribute; the message stays as it is)."""

@@ -61,27 +61,31 @@ def encoder(name: str) -> av.Codec:
     return codec
 
 
-def quality_options(codec: str, crf: int | None = None, preset: str | None = None) -> dict[str, str]:
+def quality_options(codec: str, crf: int | None = None, preset: str | None = None,
+                    option: str = "--{} {}") -> dict[str, str]:
     """FFmpeg options setting ``codec``'s constant quality (``crf``, default 18) and speed (``preset``; x264 and
-    x265 default to veryfast). A value the encoder does not take is a UsageError naming the ones it does."""
+    x265 default to veryfast). A value the encoder does not take is a UsageError naming the ones it does.
+    ``option`` is how messages name a setting: ``--crf 99`` on the command line, ``crf=99`` for the Python API."""
     codec = encoder(codec).name  # (h264: libx264's settings)
     known = QUALITY.get(codec)
     if known is None:
-        for option, value in (("--crf", crf), ("--preset", preset)):
+        for key, value in (("crf", crf), ("preset", preset)):
             if value is not None:
                 takes = [name for name, q in QUALITY.items()
-                         if name in av.codecs_available and (option == "--crf" or q.presets)]  # (this build's)
-                raise UsageError(f"{option} does not apply to {codec}; encoders that take it: {', '.join(takes)}")
+                         if name in av.codecs_available and (key == "crf" or q.presets)]  # (this build's)
+                raise UsageError(f"{option.format(key, '').strip(' =')} does not apply to {codec}; encoders that "
+                                 f"take it: {', '.join(takes)}")
         return {}
     (low, high), presets = known.crf, known.presets
     crf = DEFAULT_CRF if crf is None else crf
     if not low <= crf <= high:
-        raise UsageError(f"--crf {crf} is out of range for {codec}: {low} (best) to {high} (smallest)")
+        raise UsageError(f"{option.format('crf', crf)} is out of range for {codec}: {low} (best) to {high} (smallest)")
     options = {"crf": str(crf), **known.always}
     if preset is not None and presets is None:
-        raise UsageError(f"--preset does not apply to {codec}")
+        raise UsageError(f"{option.format('preset', '').strip(' =')} does not apply to {codec}")
     if preset is not None and preset not in presets:
-        raise UsageError(f"unknown --preset {preset!r} for {codec}; choose one of {', '.join(presets)}")
+        raise UsageError(f"unknown {option.format('preset', repr(preset))} for {codec}; choose one of "
+                         f"{', '.join(presets)}")
     if preset or known.default_preset:
         options[known.preset_option] = preset or known.default_preset
     return options

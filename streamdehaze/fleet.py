@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import FleetConfig, ModelOptions, StreamConfig, keyed, load_config
+from .config import FleetConfig, ModelOptions, StreamConfig, check_callbacks, keyed, load_config
 from .credentials import mask
 from .engine import Engine
 from .errors import StreamDehazeError, UsageError
@@ -469,6 +469,7 @@ def serve(config: FleetConfig | str | Path | dict | list, *, duration: float | N
     """Run the streams of ``config`` (a TOML file, a dict of its shape, or a list of stream tables) until they all
     end, for ``duration`` seconds at most, or until Ctrl-C; every stream then finishes its output. Returns the
     outcome of each stream. ``Fleet`` runs one in the background, with ``reload``."""
+    check_callbacks(on_start=on_start)
     fleet = Fleet(config)
     fleet.start()
     try:

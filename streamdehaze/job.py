@@ -128,9 +128,9 @@ class Job:
             if muxer is not None:
                 check_encoder_fits(muxer, self.codec, mask(str(c.output), str(c.output)))
         with keyed("crf"):
-            quality_options(self.codec, c.encode.crf)
+            quality_options(self.codec, c.encode.crf, option=self.option)
         with keyed("preset"):
-            quality_options(self.codec, None, c.encode.preset)
+            quality_options(self.codec, None, c.encode.preset, self.option)
         with keyed("temporal"):
             check_mode(c.temporal)
         with keyed("temporal_strength"):

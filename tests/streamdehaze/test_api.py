@@ -74,6 +74,34 @@ def test_dtype_contract(dehazer, hazy_image):
     assert np.array_equal(Dehazer("dcp", device=torch.device("cpu"), temporal="off")(bgr), out8)
 
 
+def test_floats_far_outside_0_to_1_are_refused_and_slight_overshoot_is_clipped(dehazer, hazy_image):
+    # An image of 0-255 as float32 (cv2 arithmetic's) came out 98 % white, without a word.
+    bgr = np.ascontiguousarray(hazy_image(2, 64, 48)[..., ::-1]).astype(np.float32)
+    bgr[0, 0], bgr[0, 1] = 255.0, 0.0
+    tensor = torch.from_numpy(bgr).permute(2, 0, 1)
+    for image in (bgr, bgr.astype(np.float64), tensor, tensor.half()):
+        with pytest.raises(ValueError, match=r"^float images hold values from 0 to 1; this one reaches 255\.0 "
+                                             r"\(divide an image of 0-255 by 255\)$"):
+            dehazer(image)
+    with pytest.raises(ValueError, match=r"reaches 65535\.0 \(divide an image of 0-65535 by 65535\)$"):
+        dehazer(bgr * 257)
+    with pytest.raises(ValueError, match=r"reaches -0\.6 \(scale it to 0-1\)$"):
+        dehazer(bgr / 255 - 0.6)
+    overshoot = bgr / 255 * 1.1 - 0.05  # a bicubic resize's: -0.05 to 1.05
+    for image in (overshoot, torch.from_numpy(overshoot).permute(2, 0, 1)):
+        out = dehazer(image)
+        assert out.shape == image.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+
+
+def test_big_endian_arrays_are_read_by_value(dehazer, hazy_image):
+    # ">u2" was refused with "expected uint8, uint16, float32 or float64 images, not >u2"
+    bgr = np.ascontiguousarray(hazy_image(4, 64, 48)[..., ::-1]).astype(np.uint16) * 257 + np.uint16(3)
+    for native in (bgr, bgr.astype(np.float32) / 65535, bgr[None].astype(np.float64) / 65535):
+        swapped = native.astype(native.dtype.newbyteorder(">"))
+        out = dehazer(swapped)
+        assert out.dtype == swapped.dtype and np.array_equal(out, dehazer(native))
+
+
 def test_the_callers_frames_are_left_as_they_are(hazy_image, tmp_path):
     rgb = Dehazer("dcp", device="cpu", bgr=False, temporal="off")
     frames = np.stack([hazy_image(3, 64, 48)] * 2).astype(np.float32) / 255
@@ -365,6 +393,21 @@ def test_the_model_and_device_are_named_as_the_keywords_they_are_given_as(make_v
     assert not (tmp_path / "o.mkv").exists()
 
 
+def test_the_encoder_settings_are_named_as_keywords_before_the_input_opens(tmp_path):
+    """``crf=99`` was "--crf 99 is out of range", naming the command line's flag; a missing input shows the check
+    comes before anything opens."""
+    from streamdehaze import process
+
+    missing = tmp_path / "missing.mp4"
+    for options, words in [({"crf": 99}, r"crf=99 is out of range for libx264: 0 \(best\) to 51 \(smallest\)"),
+                           ({"preset": "fastest"}, r"unknown preset='fastest' for libx264; choose one of ultrafast, "),
+                           ({"codec": "ffv1", "crf": 20}, r"crf does not apply to ffv1; encoders that take it: "),
+                           ({"codec": "ffv1", "preset": "fast"}, r"preset does not apply to ffv1; ")]:
+        with pytest.raises(UsageError, match=f"^{words}"):
+            process(missing, tmp_path / "o.mkv", model="dcp", **options)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_options_given_as_data_are_checked_as_keywords_are(make_video, probe, tmp_path):
     """A ``StreamConfig`` made directly takes what the keywords take ("full", numbers as text) and refuses what
     they refuse, naming the option (a segment time of 0 once made the writer loop for ever)."""
@@ -395,6 +438,46 @@ def test_dehazed_names_itself_for_options_it_does_not_take(make_video):
     for option in ({"output": "x.mp4"}, {"on_frame": print}):
         with pytest.raises(TypeError, match=r"^dehazed\(\) takes no output or on_frame"):
             next(dehazed(src, **option))
+
+
+def test_a_callback_that_cannot_be_called_is_named_before_anything_opens(tmp_path):
+    # on_frame=5 failed in the writer after the input had opened and the model loaded (44 s): "'int' object is
+    # not callable". A missing input would be the first thing found once anything opens: the callback comes first.
+    from streamdehaze import process, serve
+
+    missing = tmp_path / "missing.mp4"
+    for name, value, words in [("on_frame", 5, "int"), ("on_start", "x", "str"), ("on_frames", [], "list")]:
+        with pytest.raises(TypeError, match=rf"^{name} must be callable, not {words}$"):
+            process(missing, tmp_path / "o.mp4", model="dcp", **{name: value})
+    with pytest.raises(TypeError, match=r"^on_start must be callable, not str$"):
+        next(dehazed(missing, model="dcp", on_start="x"))
+    with pytest.raises(TypeError, match=r"^on_start must be callable, not int$"):
+        serve([{"name": "x", "input": str(missing), "output": str(tmp_path / "x.mp4"), "model": "dcp"}], on_start=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_flag_that_is_not_a_bool_is_refused_by_name(tmp_path):
+    # Dehazer(bgr="no") was taken as true: the channels swapped without a word.
+    from streamdehaze import process, read_frames
+
+    missing = tmp_path / "missing.mp4"
+    for run in (lambda bgr: Dehazer("dcp", device="cpu", bgr=bgr), lambda bgr: next(read_frames(missing, bgr=bgr)),
+                lambda bgr: process(missing, tmp_path / "o.mp4", model="dcp", bgr=bgr),
+                lambda bgr: next(dehazed(missing, model="dcp", bgr=bgr))):
+        for value, shown in (("no", "'no'"), (0, "0"), (None, "None")):
+            with pytest.raises(TypeError, match=rf"^bgr must be True or False, not {shown}$"):
+                run(value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dir_lists_the_public_names_that_load_on_first_use():
+    # The package loads them lazily (PEP 562): dir(streamdehaze), and so completion, showed none of them.
+    import streamdehaze
+
+    listed = dir(streamdehaze)
+    assert {"Dehazer", "process", "serve", "tuned", "StreamConfig", "UsageError", "__version__"} <= set(listed)
+    assert set(streamdehaze.__all__) <= set(listed) and listed == sorted(listed)
+    assert all(getattr(streamdehaze, name) is not None for name in listed)
 
 
 def test_a_fleet_runs_once_and_leaves_nothing_running(make_video, tmp_path):

@@ -74,3 +74,47 @@ def test_tuning_counts_the_cores_the_process_may_use(monkeypatch):
     with streamdehaze.tuned("cpu"):
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
+
+
+def test_overlapping_tuned_blocks_give_back_the_applications_thread_counts(monkeypatch):
+    # Two camera loops in two threads, A entering first and leaving first: B saved A's tuned counts as its own and
+    # restored them, so the application's were lost.
+    import threading
+
+    import cv2
+    import torch
+
+    import streamdehaze
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # tuned: 2 threads
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    inside: list[tuple[int, int]] = []
+
+    def camera_a() -> None:
+        with streamdehaze.tuned("cpu"):
+            a_in.set()
+            b_in.wait(10)
+        inside.append((torch.get_num_threads(), cv2.getNumThreads()))  # B still runs: still tuned
+        a_out.set()
+
+    def camera_b() -> None:
+        a_in.wait(10)
+        with streamdehaze.tuned("cpu"):
+            b_in.set()
+            a_out.wait(10)
+
+    try:
+        torch.set_num_threads(3)
+        cv2.setNumThreads(5)  # the application's own settings
+        threads = [threading.Thread(target=camera_a), threading.Thread(target=camera_b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert inside == [(2, 2)]
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (3, 5)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
