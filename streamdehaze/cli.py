@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, with a way to see the traceback
         if os.environ.get("STREAMDEHAZE_DEBUG"):
             raise
-        print(f"streamdehaze: internal error: {type(exc).__name__}: {mask(str(exc), *argv)} "
+        lines = str(exc).strip().splitlines() or [""]  # (torch.compile's: the compiler's command and all it printed)
+        said = lines[0] + (f" ... ({len(lines) - 1} more lines)" if len(lines) > 1 else "")
+        print(f"streamdehaze: internal error: {type(exc).__name__}: {mask(said, *argv)} "
               "(set STREAMDEHAZE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
     finally:

@@ -34,7 +34,7 @@ def _median_ms(fn: Callable[[], object], repeat: int) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeat", type=int, default=10, help="timed calls per measurement")
     parser.add_argument("--model", default="kanet-t", help="also time a training step of this kanet model ('' to skip)")

@@ -3,6 +3,7 @@ the file: tests/streamdehaze/test_outputs.py.)"""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -75,3 +76,33 @@ def test_a_camera_that_never_answers_is_dialled_until_the_event_is_set(tmp_path)
     worker.join(5)
     assert not worker.is_alive()
     assert results[0].interrupted and results[0].frames == 0 and not any(tmp_path.iterdir())
+
+
+def test_a_failure_while_a_signal_waits_ends_as_the_signal():
+    """A SIGTERM to the process group (timeout(1), a service manager) killed torch.compile's compiler first: the
+    run ended as an internal error with the compiler's 2,674 lines, not as the stop it was."""
+    from streamdehaze.pipeline import deferred_signals
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt), deferred_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # (the signal is recorded, not acted on, here)
+            raise RuntimeError("CppCompileError: C++ compile error")
+        with pytest.raises(RuntimeError), deferred_signals():  # (no signal: the failure is what it is)
+            raise RuntimeError("CppCompileError: C++ compile error")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_internal_error_is_one_line_however_long_its_message(run_cli, monkeypatch):
+    import streamdehaze.command
+
+    def fail(args: object) -> int:
+        raise RuntimeError("C++ compile error\nCommand:\ng++ ...\nwarning: ...")
+    monkeypatch.setattr(streamdehaze.command, "_run", fail)
+    code, err = run_cli("in.mp4", "out.mp4")
+    assert (code, err) == (1, "streamdehaze: internal error: RuntimeError: C++ compile error ... (3 more lines) "
+                              "(set STREAMDEHAZE_DEBUG=1 for a traceback)\n")
