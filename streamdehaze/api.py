@@ -56,7 +56,9 @@ class Dehazer:
     ``temporal="off"`` is for unrelated images: each call then takes the path of
     ``streamdehaze in.jpg out.jpg``. ``strength`` (0 to 1): how much of the model's correction is applied, as
     ``--strength``; ``noise_floor`` (8-bit levels, 0: off; ``"auto"``, the default: from each frame's compression
-    blocks) as ``--noise-floor``. ``stream()`` gives another stream on the same loaded model.
+    blocks) as ``--noise-floor``. ``stream()`` gives another stream on the same loaded model. Calls of one stream
+    from several threads at once take turns (its temporal state goes from call to call); those of several streams,
+    or with ``temporal="off"``, run together.
     """
 
     def __init__(self, model: str = "auto", *, weights: str | os.PathLike | None = None,
@@ -74,6 +76,7 @@ class Dehazer:
         self.engine, self.temporal = _stream_engine(create_model(model, weights, dev, KEYWORD), dev, temporal,
                                                     infer_size, strength, noise_floor, temporal_strength)
         self.bgr = bgr
+        self._turn = threading.Lock()  # a stream's calls, one at a time: each reads and moves its temporal state
 
     def stream(self) -> "Dehazer":
         """Another stream (its own temporal state) on this one's engine: the model is shared, not copied, and
@@ -81,14 +84,22 @@ class Dehazer:
         other = copy.copy(self)
         other.temporal = None if self.temporal is None else TemporalSmoother(self.temporal.strength,
                                                                              follow=self.temporal.follow)
+        other._turn = threading.Lock()
         return other
 
     def reset(self) -> None:
         """Forget the previous frames (a scene cut, or another camera)."""
         if self.temporal is not None:
-            self.temporal.reset()
+            with self._turn:
+                self.temporal.reset()
 
     def __call__(self, frames: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        if self.temporal is None:  # (unrelated images: calls from several threads share the model's calls)
+            return self._call(frames)
+        with self._turn:  # (frames of one stream: calls from several threads at once take turns)
+            return self._call(frames)
+
+    def _call(self, frames: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         if isinstance(frames, torch.Tensor):
             return self._tensor(frames)
         if not isinstance(frames, np.ndarray):

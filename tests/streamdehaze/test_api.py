@@ -527,3 +527,25 @@ def test_strength_from_the_api(make_video, probe, hazy_image, tmp_path):
     got, original = probe(tmp_path / "none.mkv"), probe(src)
     assert got["times"] == original["times"]
     assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(got["rgb"], original["rgb"])) < 1.5
+
+
+def test_one_stream_called_from_several_threads_at_once_takes_turns():
+    """A web server sharing one ``Dehazer`` among its request threads: calls that met in its temporal state, with
+    frames of two sizes, raised torch's "The size of tensor a (96) must match the size of tensor b (128)"."""
+    dehaze = Dehazer()
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, size, np.uint8) for size in [(72, 128, 3), (64, 96, 3)] * 3]
+    failures: list[BaseException] = []
+
+    def calls(frame: np.ndarray) -> None:
+        try:
+            for _ in range(25):
+                assert dehaze(frame).shape == frame.shape
+        except BaseException as exc:
+            failures.append(exc)
+    threads = [threading.Thread(target=calls, args=(frame,)) for frame in frames]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
