@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -108,13 +108,34 @@ def serve(argv: list[str], reloads: list[int]) -> int:
         log.info("stopping: every stream finishes its output")
     finally:
         signal.signal(signal.SIGHUP, previous)
-        fleet.stop()
-    result = fleet.close()
+        with _stopping():
+            fleet.stop()
+            result = fleet.close()
     tuning.close()
     if not quiet:
         for line in summary(result):
             print(f"streamdehaze: {line}", file=sys.stderr)
     return _serve_exit(result)
+
+
+@contextlib.contextmanager
+def _stopping() -> Iterator[None]:
+    """While a fleet stops, a second Ctrl-C or SIGTERM (pressed twice, a service manager's repeat) lets it finish:
+    it ended the stop half-way, as "interrupted" (exit 130), with no summary and no last statistics line. (SIGKILL
+    still ends it. The handler does nothing: the thread it interrupts may hold any lock.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _serve_exit(result: FleetResult) -> int:
@@ -162,9 +183,10 @@ def _serve_on_ray(args: argparse.Namespace, hangups: list[int]) -> int:
     except KeyboardInterrupt:
         log.info("stopping: every stream finishes its output")
     finally:
-        result = fleet.close()
-        if reporter is not None:
-            reporter.close()
+        with _stopping():
+            result = fleet.close()
+            if reporter is not None:
+                reporter.close()
     if not quiet:
         for line in summary(result):
             print(f"streamdehaze: {line}", file=sys.stderr)

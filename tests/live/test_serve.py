@@ -66,6 +66,25 @@ def test_four_cameras_on_two_servers_one_restarts(rtsp_servers, cli, decodable, 
     assert "cut short" not in run.stderr  # (Ctrl-C ends a camera's recording as it should)
 
 
+def test_signals_repeated_while_the_fleet_stops_let_it_finish(rtsp_servers, cli, decodable, tmp_path):
+    """Ctrl-C pressed twice, or a service manager repeating SIGTERM: the second one ended the stop half-way, exit
+    130 with no summary and no last statistics line (a supervisor saw a failed service)."""
+    (server,) = rtsp_servers(1, ("a", "b"))
+    cams = {name: (server.url_of(name), tmp_path / f"{name}.mp4") for name in ("a", "b")}
+    stats = tmp_path / "fleet.jsonl"
+    run = cli("serve", write_config(tmp_path / "cams.toml", cams, model="dcp", stats_json=stats))
+    for name in cams:
+        run.wait_streaming(stats, RATE, stream=name)
+    deadline = time.monotonic() + 60
+    while run.proc.poll() is None and time.monotonic() < deadline:  # SIGTERM after SIGTERM, until it has stopped
+        run.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+    assert run.finish() == 0, run.stderr
+    assert "interrupted" not in run.stderr and "streamdehaze: fleet: 2 streams, " in run.stderr, run.stderr
+    last = json.loads(stats.read_text().splitlines()[-1])
+    assert last["fleet"] and last["frames"] == sum(len(decodable(out)) for _, out in cams.values()), last
+
+
 def test_reload_starts_stops_and_restarts_only_what_changed(rtsp_servers, cli, decodable, tmp_path):
     (server,) = rtsp_servers(1, ("a", "b", "c", "d"))
     out = {name: tmp_path / f"{name}.mp4" for name in ("keep", "gone", "change")}
