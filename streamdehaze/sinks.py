@@ -560,6 +560,7 @@ class SegmentedSink:
                     self._done += finished.frames
                 self.number += 1
                 self.current = self._open_part(t)
+                self.current._resized = finished._resized  # (a camera back at another size was said once)
                 while self._next <= t:
                     self._next += self.segment_time
                 for packet in held:

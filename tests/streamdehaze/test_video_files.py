@@ -514,27 +514,42 @@ def test_pixels_whose_shape_the_output_cannot_state_are_said(run_cli, caplog, tm
                         ".mp4 output, or H.264 in .mkv, keeps it)"]
 
 
-def test_a_size_change_mid_file_is_scaled_to_the_first_and_said(probe, run_cli, caplog, tmp_path):
-    # An MPEG-TS recorder that went on at another resolution: one stream, two sizes (as a reconnected camera too).
-    src, out = tmp_path / "changed.ts", tmp_path / "out.mp4"
+def _two_sizes(src: Path, later: int = 10) -> None:
+    """An MPEG-TS recorder that went on at another resolution: one stream, 10 frames at 160x120, then ``later``
+    at 240x136 (as a reconnected camera too)."""
     with av.open(str(src), "w", format="mpegts") as oc:
         stream = oc.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
         second = av.CodecContext.create("libx264", "w")
         second.width, second.height, second.pix_fmt, second.time_base = 240, 136, "yuv420p", Fraction(1, 25)
-        for part, encoder in enumerate((stream.codec_context, second)):
-            for i in range(10):
+        for part, (encoder, count) in enumerate(((stream.codec_context, 10), (second, later))):
+            for i in range(count):
                 frame = av.VideoFrame.from_ndarray(hazy_pattern(i, encoder.width, encoder.height), format="rgb24")
                 frame.pts, frame.time_base = i, Fraction(1, 25)
-                for packet in [*encoder.encode(frame), *(encoder.encode(None) if i == 9 else [])]:
+                for packet in [*encoder.encode(frame), *(encoder.encode(None) if i == count - 1 else [])]:
                     packet.stream, packet.time_base = stream, Fraction(1, 25)
                     packet.pts, packet.dts = packet.pts + 10 * part, packet.dts + 10 * part
                     oc.mux(packet)
+
+
+def test_a_size_change_mid_file_is_scaled_to_the_first_and_said(probe, run_cli, caplog, tmp_path):
+    src, out = tmp_path / "changed.ts", tmp_path / "out.mp4"
+    _two_sizes(src)
     code, err = run_cli(src, out, "--model", "dcp")
     assert code == 0, err
     assert "the input went on at 240x136: scaled to the output's 160x120" in caplog.text
     written = probe(out)
     assert written["count"] == 20 and {f.shape for f in written["rgb"]} == {(120, 160, 3)}
+
+
+def test_a_size_change_is_said_once_not_in_every_segment_after_it(run_cli, caplog, tmp_path):
+    """A camera back at another size for good warned again with each new segment, every 10 minutes for days."""
+    src = tmp_path / "changed.ts"
+    _two_sizes(src, later=40)
+    code, err = run_cli(src, tmp_path / "cam.mp4", "--model", "dcp", "--segment-time", 0.4)
+    assert code == 0 and len(list(tmp_path.glob("cam_*.mp4"))) == 5, err
+    said = [r.getMessage() for r in caplog.records if "the input went on at 240x136" in r.getMessage()]
+    assert len(said) == 1, said
 
 
 @pytest.mark.parametrize("order, field_order", [("tff", 2), ("bff", 3)])
