@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -91,11 +93,7 @@ def test_tokens_of_a_file_run_s_urls_are_masked_in_its_messages_and_statistics(m
     """A video and a snapshot read over HTTP with their tokens in the query: the error line, the summary line and
     --stats-json show them masked."""
     make_video("clip.mp4", frames=6)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with _serving(tmp_path, _Quiet) as base:
         stats = tmp_path / "s.json"
         code, err = run_cli(f"{base}/clip.mp4?token=FILETOK", tmp_path / "out.mp4", "--model", "dcp",
                             "--stats-json", stats)
@@ -103,12 +101,22 @@ def test_tokens_of_a_file_run_s_urls_are_masked_in_its_messages_and_statistics(m
         assert json.loads(stats.read_text())["input"] == f"{base}/clip.mp4?token=***"
         code, err = run_cli(f"{base}/gone.jpg?token=TOKSECRET&apikey=KEYSECRET", tmp_path / "o.jpg", "--model", "dcp")
         assert code == 1 and f"{base}/gone.jpg?token=***&apikey=***" in err, err
+    for shown in (err, stats.read_text()):
+        assert "TOK" not in shown and "KEYSECRET" not in shown, shown
+
+
+@contextlib.contextmanager
+def _serving(folder, handler) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving ``folder`` with ``handler``: its base URL, stopped after."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(10)
-    for shown in (err, stats.read_text()):
-        assert "TOK" not in shown and "KEYSECRET" not in shown, shown
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -131,26 +139,18 @@ def test_a_url_takes_its_secret_from_the_environment(make_video, run_cli, tmp_pa
     so the secret is never in the process's arguments; an unset one is a usage error. A file name is taken as is."""
     from streamdehaze.config import load_config
     make_video("clip.mp4", frames=6)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Guarded, directory=str(tmp_path)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4?token=${{CAM_TOKEN}}"
-    try:
+    with _serving(tmp_path, _Guarded) as base:
+        url = f"{base}/clip.mp4?token=${{CAM_TOKEN}}"
         monkeypatch.delenv("CAM_TOKEN", raising=False)
         code, err = run_cli(url, tmp_path / "out.mp4", "--model", "dcp")
-        assert (code, err.splitlines()[-1:]) == (2, [f"streamdehaze: error: http://127.0.0.1:{server.server_address[1]}"
-                                                     "/clip.mp4?token=***: the environment variable CAM_TOKEN is not "
-                                                     "set"]), err
+        assert (code, err.splitlines()[-1:]) == (2, [f"streamdehaze: error: {base}/clip.mp4?token=***: the "
+                                                     "environment variable CAM_TOKEN is not set"]), err
         monkeypatch.setenv("CAM_TOKEN", "OPENSESAME")
         code, err = run_cli(url, tmp_path / "out.mp4", "--model", "dcp")
         assert code == 0 and "OPENSESAME" not in err, err
         monkeypatch.setenv("CAM_TOKEN", "wrong")
         code, err = run_cli(url, tmp_path / "again.mp4", "--model", "dcp")
         assert code != 0 and "403" in err and "wrong" not in err, err
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
     monkeypatch.setenv("CAM_PASSWORD", "s3cret")
     fleet = load_config({"stream": [{"name": "cam", "input": "rtsp://admin:${CAM_PASSWORD}@10.0.0.5/stream",
                                      "output": f"{tmp_path}/${{CAM_PASSWORD}}.mp4"}]})
