@@ -52,6 +52,8 @@ def run(argv: list[str], reloads: list[int] | None = None) -> int:
     # it while it waits for them hangs the process.)
     av.logging.set_level(None)
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # likewise OpenCV's, for damaged images
+    # (--compile on a CPU: "No CUDA runtime is found, using CUDA_HOME=...", torch's warning when it loads its compiler)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if argv[:1] == ["serve"]:  # (an input file called 'serve': ./serve)
         return serve(argv[1:], [] if reloads is None else reloads)
     if argv[:1] == ["batch"]:

@@ -476,3 +476,17 @@ def test_a_signal_while_the_interpreter_ends_leaves_the_runs_status():
             "cli.entry()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_torch_s_compiler_warning_is_not_shown_to_the_command_line_s_user(make_video, tmp_path):
+    """``--compile`` on a CPU loads torch's C++ extension tools, which warn "No CUDA runtime is found, using
+    CUDA_HOME=..." in their own format among the run's lines (on a machine with a CUDA_HOME and no GPU)."""
+    plain = subprocess.run([sys.executable, "-c", "import torch.utils.cpp_extension"], capture_output=True, text=True,
+                           timeout=120)
+    if "No CUDA runtime" not in plain.stderr:
+        pytest.skip("torch does not warn on this machine")
+    src = make_video(frames=2)
+    code = (f"from streamdehaze.cli import main\nmain([{str(src)!r}, {str(tmp_path / 'o.mp4')!r}, '--model', 'dcp'])\n"
+            "import torch.utils.cpp_extension\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "No CUDA runtime" not in done.stderr, done.stderr
