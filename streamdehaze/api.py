@@ -265,8 +265,8 @@ class _Failed:
 _END = object()
 
 
-def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike | None = None, *, model: str = "auto",
-            weights: str | os.PathLike | None = None, device: str | torch.device = "auto",
+def process(input: str | bytes | os.PathLike | StreamConfig, output: str | bytes | os.PathLike | None = None, *,
+            model: str = "auto", weights: str | os.PathLike | None = None, device: str | torch.device = "auto",
             infer_size: int | str | None = "auto",
             strength: float = 1.0, noise_floor: float | str = "auto", temporal: str = "ema",
             temporal_strength: float = TEMPORAL_STRENGTH,
@@ -309,7 +309,7 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
             raise TypeError("process(StreamConfig) takes the output and options from the config, not as "
                             + ", ".join((["output"] if output is not None else []) + beside))
     config = input.checked() if isinstance(input, StreamConfig) else StreamConfig.from_options(
-        str(input), None if output is None else str(output), live=live, model=model,
+        _name(input), None if output is None else _name(output), live=live, model=model,
         weights=None if weights is None else str(weights), device=str(device), infer_size=infer_size, strength=strength,
         noise_floor=noise_floor, compile=compile, temporal=temporal, temporal_strength=temporal_strength,
         batch=batch, hwaccel=hwaccel, codec=codec, crf=crf, preset=preset, segment_time=segment_time,
@@ -352,6 +352,12 @@ def process(input: str | os.PathLike | StreamConfig, output: str | os.PathLike |
                 result.interrupted = True
         result.settings = settings
         return result
+
+
+def _name(given: str | os.PathLike | bytes) -> str:
+    """A file name or URL as given: a path, or bytes as the file system spells them (``str(b"in.mp4")`` is
+    "b'in.mp4'", and was looked for as such)."""
+    return os.fsdecode(given) if isinstance(given, (bytes, os.PathLike)) else str(given)
 
 
 # process()'s stream options and their defaults: a StreamConfig brings its own, so none may be given beside it.

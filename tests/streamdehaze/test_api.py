@@ -549,3 +549,11 @@ def test_one_stream_called_from_several_threads_at_once_takes_turns():
     for thread in threads:
         thread.join()
     assert not failures, failures
+
+
+def test_names_given_as_bytes_are_the_file_system_s(make_video, probe, tmp_path):
+    """``process(b"in.mp4", ...)`` looked for a file called "b'in.mp4'" ("input not found")."""
+    from streamdehaze import process
+    src = make_video(frames=3)
+    result = process(bytes(src), bytes(tmp_path / "out.mp4"), model="dcp")
+    assert result.frames == 3 and probe(tmp_path / "out.mp4")["count"] == 3
