@@ -324,7 +324,7 @@ class Job:
             inner = self._segments = SegmentedSink(pattern, c.encode.segment_time, next_segment(pattern),
                                                    lambda path, start: sink(path, start=start, exclusive=True,
                                                                             as_it_goes=True),
-                                                   self._clock())
+                                                   self._clock(), origin=info.clock_start)
         elif self.dst is None and target != STDOUT:  # a server to publish to: a file's frames are never dropped
             inner = self._published = PublishedSink(lambda: sink(target), mask(str(target), str(target)),
                                                     encoding.pix_fmt, encoding.yuv_format,

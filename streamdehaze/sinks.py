@@ -461,16 +461,19 @@ class SegmentedSink:
     the number after the highest there (a timed one: ``NAME.1.EXT``, ...), and a warning says so the first time."""
 
     def __init__(self, pattern: Path, segment_time: float, first: int,
-                 part: Callable[[Path, Fraction], VideoSink], clock: Callable[[Fraction], float] | None = None) -> None:
+                 part: Callable[[Path, Fraction], VideoSink], clock: Callable[[Fraction], float] | None = None,
+                 origin: Fraction = Fraction(0)) -> None:
         """``part(path, start)``: a ``VideoSink`` writing ``path`` with ``start`` written as 0, created exclusively
-        (``OutputExists`` where a file is there). ``clock``: the Unix time of a frame's time, for timed names."""
+        (``OutputExists`` where a file is there). ``clock``: the Unix time of a time after ``origin``, for timed
+        names. ``origin``: where the input's clock starts (a transport stream's anywhere: an NVR's at 10:00:00),
+        written as 0 in the first segment as each later one's start is in it."""
         self.pattern, self.segment_time, self.number = pattern, Fraction(segment_time), first
-        self._part, self._clock = part, clock
+        self._part, self._clock, self._origin = part, clock, origin
         self._timed = timed_segments(pattern)
         self._numbers: list[int] = []  # the numbered segments this sink created, in order
         self._paths: list[Path] = []  # every segment it created, in order
         self._told = False  # that a name was taken
-        self.current: VideoSink | None = self._open_part(Fraction(0))
+        self.current: VideoSink | None = self._open_part(origin)
         self.pix_fmt, self.yuv_format = self.current.pix_fmt, self.current.yuv_format
         self._done = 0  # frames in the segments closed so far
         self._next: Fraction | None = None  # when the next segment begins
@@ -483,7 +486,8 @@ class SegmentedSink:
         """The segment numbered ``self.number`` (or after the highest there where that name is taken), or named by
         its time. One that cannot be created once others were written is a ``MediaError``: the run failed, not its
         command line."""
-        chosen = path = segment_at(self.pattern, self._clock(start)) if self._timed else self._path(self.number)
+        chosen = path = segment_at(self.pattern, self._clock(start - self._origin)) if self._timed else \
+            self._path(self.number)
         again = 0
         while True:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -111,6 +112,22 @@ def test_a_clip_cut_from_mpeg_ts_starts_at_zero_on_its_ticks(make_video, probe, 
     assert probe(out)["times"] == (times if suffix == ".ts" else [t - times[0] for t in times])
     with av.open(str(out)) as written:
         assert suffix == ".ts" or written.duration < av.time_base  # (0.24 s of frames, not ten hours)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts"])
+def test_every_segment_of_an_nvr_s_recording_starts_at_zero(make_video, probe, run_cli, tmp_path, suffix):
+    """The first segment of an MPEG-TS whose clock starts at 10:00:00 kept that clock (ten hours before its first
+    frame, in players that read it), the later ones starting at 0; and segments named by their time were named ten
+    hours late."""
+    first = 36000 * 90000 + 450
+    src = make_video("nvr.ts", pts=[first + 3600 * i for i in range(50)], time_base=Fraction(1, 90000))
+    assert run_cli(src, tmp_path / f"cam{suffix}", "--model", "dcp", "--segment-time", 0.8, "--quiet") == (0, "")
+    starts = [probe(tmp_path / f"cam_{n:05d}{suffix}")["times"][0] for n in range(3)]
+    assert starts == [0, 0, 0], starts
+    run_cli(src, tmp_path / f"at_%Y%m%d-%H%M%S{suffix}", "--model", "dcp", "--segment-time", 0.8, "--quiet")
+    named = sorted(p.name for p in tmp_path.glob("at_*"))
+    began = [datetime.datetime.strptime(name[3:18], "%Y%m%d-%H%M%S") for name in named]
+    assert len(named) == 3 and all(abs((datetime.datetime.now() - t).total_seconds()) < 120 for t in began), named
 
 
 def test_a_rotation_tag_mpeg_ts_cannot_hold_is_said(make_video, run_cli, caplog, tmp_path):
