@@ -19,6 +19,7 @@ three times is reported failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -40,7 +41,7 @@ from .errors import MediaError, UsageError
 from .fleet import Fleet, FleetResult, StreamOutcome, about_stream, check_streams, within_file
 from .models import create_model
 from .stats import Member
-from .pipeline import deferred_signals
+from .pipeline import deferred_signals, stopping
 from .sources import main_video
 
 log = logging.getLogger("streamdehaze")
@@ -136,37 +137,42 @@ def run_batch(address: str, items: list[Item], options: dict[str, Any], on_resul
 
     lost = interrupted = False
     try:
-        with deferred_signals() as run_handlers:
-            thread.start()
-            head_seen = checked = time.monotonic()
-            going = True
-            while going:
-                try:
-                    run_handlers()
-                except KeyboardInterrupt:
-                    interrupted = True
-                    stop.set()  # (the Ray thread ends the workers: files in progress leave nothing)
-                    thread.join(_STOP_WAIT_S)
-                    while not events.empty():
-                        report(*events.get())
-                    break
-                if time.monotonic() - checked >= _HEAD_CHECK_S:
-                    checked = time.monotonic()
-                    if _unreachable(address, 1.0) is None:
-                        head_seen = checked
-                    elif checked - head_seen >= _HEAD_LOST_S:
-                        lost = True
+        try:
+            with deferred_signals() as run_handlers:
+                thread.start()
+                head_seen = checked = time.monotonic()
+                going = True
+                while going:
+                    try:
+                        run_handlers()
+                    except KeyboardInterrupt:
+                        interrupted = True
+                        stop.set()  # (the Ray thread ends the workers: files in progress leave nothing)
+                        thread.join(_STOP_WAIT_S)
+                        while not events.empty():
+                            report(*events.get())
                         break
-                try:
-                    going = report(*events.get(timeout=0.2))
-                except queue.Empty:
-                    continue
+                    if time.monotonic() - checked >= _HEAD_CHECK_S:
+                        checked = time.monotonic()
+                        if _unreachable(address, 1.0) is None:
+                            head_seen = checked
+                        elif checked - head_seen >= _HEAD_LOST_S:
+                            lost = True
+                            break
+                    try:
+                        going = report(*events.get(timeout=0.2))
+                    except queue.Empty:
+                        continue
+        except KeyboardInterrupt:  # (another signal, come while the first was acted on: the stop goes on)
+            if not interrupted:
+                raise
         for item in left.values():
             status, error = ("interrupted", "") if interrupted else ("failed", f"lost the Ray cluster at {address}")
             on_result(FileResult(item.name, item.input, item.output, status, error=error))
     finally:
-        if not lost:  # (without its head, Ray's shutdown too can block until Ray ends the process)
-            ray.shutdown()
+        with stopping() if interrupted else contextlib.nullcontext():
+            if not lost:  # (without its head, Ray's shutdown too can block until Ray ends the process)
+                ray.shutdown()
     return interrupted
 
 
@@ -226,20 +232,24 @@ def _dispatch(ray: Any, items: list[Item], options: dict[str, Any], workers: int
                     ray.kill(worker)
                 return
             if waiting_since is not None and time.monotonic() - waiting_since > _ROOM_WAIT_S:
-                log.warning("waiting for the Ray cluster to have room for a worker (%s)",
-                            ", ".join(f"{k.removeprefix('num_')}: {v:g}" for k, v in resources.items()))
+                free = ray.available_resources()  # (a busy host may take that long just to start a worker)
+                if any(free.get(k.removeprefix("num_").upper(), 0) < v for k, v in resources.items()):
+                    log.warning("waiting for the Ray cluster to have room for a worker (%s)",
+                                ", ".join(f"{k.removeprefix('num_')}: {v:g}" for k, v in resources.items()))
+                else:
+                    log.info("waiting for the Ray workers to start")
                 waiting_since = None
             done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
             for ref in done:
                 worker, item = running.pop(ref)
                 try:
                     file = ray.get(ref)
-                except RayActorError as exc:
+                except RayActorError:
                     if item is None:
                         continue  # the worker is gone for good (Ray gave up restarting it)
                     attempts[item.name] += 1
                     if attempts[item.name] < ATTEMPTS:
-                        log.warning("%s: its worker died (%s); doing it again", item.name, _first_line(exc))
+                        log.warning("%s: its worker died; doing it again", item.name)  # (Ray's words: its RPC's)
                         pending.appendleft(item)
                         if idle:
                             hand_out(idle.pop())

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -36,7 +36,7 @@ from .fleet import Fleet, FleetResult, open_reporter, within_file
 from .options import Parser, add_file_options, build_parser, seconds
 from .outputs import (atomic_output, check_statistics_among, check_statistics_file, check_writable,
                       remove_empty_folders)
-from .pipeline import RunResult, deferred_signals
+from .pipeline import RunResult, deferred_signals, stopping
 from .sources import VideoFileSource, is_file, local_file
 from .stats import Reporter, RunStats
 from .tuning import tuned, usable_cores
@@ -110,7 +110,7 @@ def serve(argv: list[str], reloads: list[int]) -> int:
         log.info("stopping: every stream finishes its output")
     finally:
         signal.signal(signal.SIGHUP, previous)
-        with _stopping():
+        with stopping():
             fleet.stop()
             result = fleet.close()
     tuning.close()
@@ -118,26 +118,6 @@ def serve(argv: list[str], reloads: list[int]) -> int:
         for line in summary(result):
             print(f"streamdehaze: {line}", file=sys.stderr)
     return _serve_exit(result)
-
-
-@contextlib.contextmanager
-def _stopping() -> Iterator[None]:
-    """While a fleet stops, a second Ctrl-C or SIGTERM (pressed twice, a service manager's repeat) lets it finish:
-    it ended the stop half-way, as "interrupted" (exit 130), with no summary and no last statistics line. (SIGKILL
-    still ends it. The handler does nothing: the thread it interrupts may hold any lock.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(sig, lambda signum, frame: None)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            if handler is not None:
-                signal.signal(sig, handler)
 
 
 def _serve_exit(result: FleetResult) -> int:
@@ -185,7 +165,7 @@ def _serve_on_ray(args: argparse.Namespace, hangups: list[int]) -> int:
     except KeyboardInterrupt:
         log.info("stopping: every stream finishes its output")
     finally:
-        with _stopping():
+        with stopping():
             result = fleet.close()
             if reporter is not None:
                 reporter.close()
@@ -263,26 +243,27 @@ def batch(argv: list[str]) -> int:
                                     on_frames=bar.update)
         else:
             interrupted = _run_here(todo, options, args.jobs, on_result, bar.update)
-    result.seconds = time.perf_counter() - start
-    if made:  # the folders made for files that failed or were interrupted, and OUT_DIR if nothing was written
-        remove_empty_folders(args.output)
-    if args.stats_json is not None:
-        args.stats_json.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(args.stats_json) as tmp:
-            tmp.write_text(json.dumps({"input": str(args.input), "output": str(args.output), **result.as_json()},
-                                      indent=2) + "\n")
-    counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s) or s == "done")
-    line = (f"batch: {len(items)} {'file' if len(items) == 1 else 'files'} ({counts}); {result.frames} frames in "
-            f"{result.seconds:.2f} s ({result.frames / max(result.seconds, 1e-9):.1f} fps) -> {args.output}")
-    if result.ignored:  # (notes, a GIF, a named pipe: left out, and said so)
-        counted = {why: count for why, count in ignored.items() if count}  # (a count each where reasons differ)
-        reasons = [LEFT_OUT[why][count > 1] if len(counted) == 1 else f"{count} {LEFT_OUT[why][count > 1]}"
-                   for why, count in counted.items()]
-        line += f"; {result.ignored} {'file' if result.ignored == 1 else 'files'} left out: {', '.join(reasons)}"
-    if result.count("failed"):
-        log.error("%s", line)
-    elif not args.quiet:
-        print(f"streamdehaze: {line}", file=sys.stderr)
+    with stopping() if interrupted else contextlib.nullcontext():  # (its summary and statistics, whatever comes)
+        result.seconds = time.perf_counter() - start
+        if made:  # the folders made for files that failed or were interrupted, and OUT_DIR if nothing was written
+            remove_empty_folders(args.output)
+        if args.stats_json is not None:
+            args.stats_json.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(args.stats_json) as tmp:
+                tmp.write_text(json.dumps({"input": str(args.input), "output": str(args.output), **result.as_json()},
+                                          indent=2) + "\n")
+        counts = ", ".join(f"{result.count(s)} {s}" for s in STATUSES if result.count(s) or s == "done")
+        line = (f"batch: {len(items)} {'file' if len(items) == 1 else 'files'} ({counts}); {result.frames} frames in "
+                f"{result.seconds:.2f} s ({result.frames / max(result.seconds, 1e-9):.1f} fps) -> {args.output}")
+        if result.ignored:  # (notes, a GIF, a named pipe: left out, and said so)
+            counted = {why: count for why, count in ignored.items() if count}  # (a count each where reasons differ)
+            reasons = [LEFT_OUT[why][count > 1] if len(counted) == 1 else f"{count} {LEFT_OUT[why][count > 1]}"
+                       for why, count in counted.items()]
+            line += f"; {result.ignored} {'file' if result.ignored == 1 else 'files'} left out: {', '.join(reasons)}"
+        if result.count("failed"):
+            log.error("%s", line)
+        elif not args.quiet:
+            print(f"streamdehaze: {line}", file=sys.stderr)
     if interrupted:
         log.warning("interrupted: run the same command again to do what is left")
         return 130

@@ -484,3 +484,24 @@ def deferred_signals() -> Iterator[Callable[[], None]]:
 def _put_back(handlers: dict) -> None:
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def stopping() -> Iterator[None]:
+    """Where a run, stopped, finishes (a fleet's streams their outputs, a batch its summary): a second Ctrl-C or
+    SIGTERM (pressed twice, a service manager's repeat) lets it finish. It ended the stop half-way, as
+    "interrupted" (exit 130), with no summary and no last statistics line. (SIGKILL still ends it. The handler does
+    nothing: the thread it interrupts may hold any lock.) Outside the main thread this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
