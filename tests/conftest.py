@@ -343,7 +343,8 @@ class RayCluster:
         self.temp = Path(tempfile.mkdtemp(prefix="sdray-", dir="/tmp"))
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        # Loopback only (Ray otherwise picks the machine's address and listens on every interface), and a token.
+        # The cluster's address on loopback (Ray otherwise picks the machine's), and a token: this Ray's GCS and raylet
+        # still listen on every interface whatever --node-ip-address says, and the token is what keeps others out.
         self.env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
                     "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
         ray_cli = Path(sys.executable).with_name("ray")
