@@ -88,9 +88,8 @@ def _written(folder) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def test_sigterm_ends_a_batch_on_ray_as_ctrl_c_does(media_tree, run_batch, tmp_path):
-    """Ray's own SIGTERM handler exits at once with status 15; a batch ends with its summary, its statistics and
-    exit 130, as on Ctrl-C, and a rerun does only what is left."""
+def _batch_under_way(media_tree, run_batch, tmp_path):
+    """A batch on Ray with statistics, once its first output is written: (its process, the names, the statistics)."""
     src, names = media_tree(clips=6, frames=150, width=320, height=240)
     (src / "broken.mp4").unlink()
     out, stats = tmp_path / "out", tmp_path / "stats.json"
@@ -98,6 +97,13 @@ def test_sigterm_ends_a_batch_on_ray_as_ctrl_c_does(media_tree, run_batch, tmp_p
     deadline = time.monotonic() + 120
     while _written(out) < 1 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    return proc, names, stats
+
+
+def test_sigterm_ends_a_batch_on_ray_as_ctrl_c_does(media_tree, run_batch, tmp_path):
+    """Ray's own SIGTERM handler exits at once with status 15; a batch ends with its summary, its statistics and
+    exit 130, as on Ctrl-C, and a rerun does only what is left."""
+    proc, names, stats = _batch_under_way(media_tree, run_batch, tmp_path)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -107,14 +113,9 @@ def test_sigterm_ends_a_batch_on_ray_as_ctrl_c_does(media_tree, run_batch, tmp_p
 
 def test_sigterm_repeated_while_a_batch_on_ray_stops_lets_it_finish(media_tree, run_batch, tmp_path):
     """A service manager's repeated SIGTERM: the second one lost the summary and the statistics file."""
-    src, names = media_tree(clips=6, frames=150, width=320, height=240)
-    (src / "broken.mp4").unlink()
-    out, stats = tmp_path / "out", tmp_path / "stats.json"
-    proc = run_batch(src, out, *DCP, "--workers", 2, "--stats-json", stats, wait=False)
+    proc, names, stats = _batch_under_way(media_tree, run_batch, tmp_path)
     deadline = time.monotonic() + 120
-    while _written(out) < 1 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    while proc.poll() is None and time.monotonic() < deadline + 120:  # SIGTERM after SIGTERM, until it has ended
+    while proc.poll() is None and time.monotonic() < deadline:  # SIGTERM after SIGTERM, until it has ended
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.05)
     _, err = proc.communicate(timeout=120)
