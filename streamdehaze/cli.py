@@ -28,7 +28,9 @@ log = logging.getLogger("streamdehaze")
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, leave: object = None) -> int:
+    """The command line; ``leave``: the handler Ctrl-C, SIGTERM and SIGHUP have once it returns (None: those it
+    found, as a program that embeds it expects)."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     stderr = sys.stderr
     if stderr is None:  # started with standard error closed (2>&-, some service managers)
@@ -69,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         warnings.showwarning = shown
         for sig, handler in previous.items():
-            if handler is not None:  # None: set outside Python, cannot be put back
-                signal.signal(sig, handler)
+            if leave is not None or handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler if leave is None else leave)
         sys.stderr = stderr
 
 
@@ -85,9 +87,7 @@ def entry() -> None:
     be stopped from outside) leaves a thread inside FFmpeg, which the interpreter's shutdown pulls out mid-call: the
     process could end by a segmentation fault after the run had ended well. With such a thread left, the process
     ends at once, its messages written, without that shutdown."""
-    code = main()
-    for sig in _INTERRUPTS:
-        signal.signal(sig, signal.SIG_IGN)
+    code = main(leave=signal.SIG_IGN)  # (with no moment of the default handlers between the run and its end)
     if any(t.daemon and t.is_alive() for t in threading.enumerate()):
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
