@@ -471,19 +471,13 @@ def deferred_signals() -> Iterator[Callable[[], None]]:
         signal.signal(sig, record)
     try:
         yield run_handlers
-    except BaseException:
-        _put_back(previous)
-        # A failure while a signal waits is most likely its doing: Ctrl-C, timeout(1) and service managers signal
-        # the whole process group, and a child (torch.compile's C++ compiler) dies of it first. It ends as the signal.
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        # (also after a failure: one while a signal waits is most likely its doing, since Ctrl-C, timeout(1) and
+        # service managers signal the whole process group, and a child, torch.compile's C++ compiler, dies of it
+        # first. It ends as the signal.)
         run_handlers()
-        raise
-    _put_back(previous)
-    run_handlers()
-
-
-def _put_back(handlers: dict) -> None:
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

@@ -211,6 +211,8 @@ class VideoSink:
     def _check_pieces(self) -> None:
         """Raise the first write error of an HLS piece (the muxer may take it for a short write, or meet it while
         closing the piece, where PyAV drops it); let go of those closed whole."""
+        if not self._pieces:  # (every output but HLS: this runs with every packet)
+            return
         for piece in self._pieces:
             piece.check()
         self._pieces = [piece for piece in self._pieces if not piece.closed]
