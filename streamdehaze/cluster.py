@@ -172,8 +172,18 @@ def run_batch(address: str, items: list[Item], options: dict[str, Any], on_resul
     finally:
         with stopping() if interrupted else contextlib.nullcontext():
             if not lost:  # (without its head, Ray's shutdown too can block until Ray ends the process)
-                ray.shutdown()
+                _shutdown(ray)
     return interrupted
+
+
+def _shutdown(ray: Any) -> None:
+    """``ray.shutdown()``, which puts SIGTERM's default action back in C behind Python's back: a SIGTERM after it
+    killed the process (-15) whatever handler Python showed. The handlers Python shows are put back in C."""
+    ray.shutdown()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if (handler := signal.getsignal(sig)) is not None:
+                signal.signal(sig, handler)
 
 
 def worker_resources(ray: Any, device: str, workers: int | None) -> tuple[int, dict[str, float]]:
@@ -443,5 +453,5 @@ class ClusterFleet:
         try:
             outcomes = [o for group in self.ray.get([a.stop.remote() for a in self.actors]) for o in group]
         finally:
-            self.ray.shutdown()
+            _shutdown(self.ray)
         return FleetResult(outcomes, time.perf_counter() - self._start_time)
