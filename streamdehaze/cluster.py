@@ -25,6 +25,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -78,9 +79,15 @@ def connect(address: str) -> Any:
     if why is not None:
         raise UsageError(f"cannot reach the Ray cluster at {address}: {why}")
     # ray.init installs a SIGTERM handler that exits at once (status 15): ours, which end a run as Ctrl-C does
-    # (summary, statistics, exit 130), are put back.
+    # (summary, statistics, exit 130), are put back. Nor does Ray's C++ core install its crash handler here: it takes
+    # SIGTERM too, in C behind Python's back, and its removal in ray.shutdown() leaves SIGTERM's default action for the
+    # rest of the process (a second SIGTERM during a stop killed it, -15). Faults in Ray's C++ still end the process.
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    constants = sys.modules.get("ray._private.ray_constants")  # (imported with ray)
+    crash_handler_off = getattr(constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None)
     try:
+        if crash_handler_off is not None:  # (read once, when ray.init starts the core worker)
+            constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
         if address == "local":  # (named: with no address, Ray would join the cluster $RAY_ADDRESS names)
             ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
         else:
@@ -88,6 +95,8 @@ def connect(address: str) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UsageError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
     finally:
+        if crash_handler_off is not None:
+            constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = crash_handler_off
         if threading.current_thread() is threading.main_thread():
             for sig, handler in handlers.items():
                 if handler is not None:
@@ -172,18 +181,8 @@ def run_batch(address: str, items: list[Item], options: dict[str, Any], on_resul
     finally:
         with stopping() if interrupted else contextlib.nullcontext():
             if not lost:  # (without its head, Ray's shutdown too can block until Ray ends the process)
-                _shutdown(ray)
+                ray.shutdown()
     return interrupted
-
-
-def _shutdown(ray: Any) -> None:
-    """``ray.shutdown()``, which puts SIGTERM's default action back in C behind Python's back: a SIGTERM after it
-    killed the process (-15) whatever handler Python showed. The handlers Python shows are put back in C."""
-    ray.shutdown()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            if (handler := signal.getsignal(sig)) is not None:
-                signal.signal(sig, handler)
 
 
 def worker_resources(ray: Any, device: str, workers: int | None) -> tuple[int, dict[str, float]]:
@@ -453,5 +452,5 @@ class ClusterFleet:
         try:
             outcomes = [o for group in self.ray.get([a.stop.remote() for a in self.actors]) for o in group]
         finally:
-            _shutdown(self.ray)
+            self.ray.shutdown()
         return FleetResult(outcomes, time.perf_counter() - self._start_time)

@@ -124,6 +124,35 @@ def test_sigterm_repeated_while_a_batch_on_ray_stops_lets_it_finish(media_tree, 
     assert data["done"] + data["interrupted"] == len(names), data
 
 
+def test_sigterm_keeps_its_handler_while_ray_shuts_down(ray_cluster):
+    """Ray's C++ crash handler took SIGTERM, and its removal in ray.shutdown() put SIGTERM's default action back for
+    the rest of the shutdown (about a second): a SIGTERM then killed a stopping run (-15). Watched in the kernel's
+    own view of the process (SigCgt), every millisecond of the shutdown."""
+    code = ("import signal, threading, time\n"
+            "from streamdehaze import cluster\n"
+            "def caught():\n"
+            "    line = next(l for l in open('/proc/self/status') if l.startswith('SigCgt:'))\n"
+            "    return int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1 == 1\n"
+            "ray = cluster.connect(%r)\n"
+            "signal.signal(signal.SIGTERM, lambda *_: None)\n"
+            "seen, done = [], threading.Event()\n"
+            "def watch():\n"
+            "    while not done.is_set():\n"
+            "        seen.append(caught())\n"
+            "        time.sleep(0.001)\n"
+            "watcher = threading.Thread(target=watch)\n"
+            "watcher.start()\n"
+            "ray.shutdown()\n"
+            "done.set()\n"
+            "watcher.join()\n"
+            "print(len(seen), seen.count(False), caught())\n") % ray_cluster.address
+    done = subprocess.run([sys.executable, "-c", code], env=ray_cluster.env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    looks, lost, after = done.stdout.split()
+    assert int(looks) > 10 and lost == "0" and after == "True", done.stdout
+
+
 def test_weights_that_do_not_load_are_a_usage_error_before_ray_starts_anything(media_tree, run_batch, tmp_path):
     src, _ = media_tree(clips=1)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
