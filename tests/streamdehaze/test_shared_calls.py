@@ -171,8 +171,9 @@ def test_dehazer_streams_in_threads_share_model_calls_and_give_their_own_frames(
 
     results = _run_all(held, [run(s, c) for s, c in zip(streams[:2], clips[:2])],
                        [run(s, c) for s, c in zip(streams[2:], clips[2:])])
-    # two streams' first frames in the model side by side; the two others' waited, and went through together
-    assert held.sizes[:3] == [1, 1, 2] and sum(held.sizes) == 16
+    # two streams' first frames in the model side by side; the two others' waited, and went through together (with
+    # a first stream's next frame where it came before that call began: a matter of the threads' timing)
+    assert held.sizes[:2] == [1, 1] and held.sizes[2] in (2, 3) and sum(held.sizes) == 16, held.sizes
     for clip, got in zip(clips, results):
         alone = Dehazer("dcp", device="cpu")
         for frame, out in zip(clip, got):
