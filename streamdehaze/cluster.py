@@ -49,7 +49,7 @@ log = logging.getLogger("streamdehaze")
 
 _ROOM_WAIT_S = 10.0  # a batch that has no worker started by then says why it waits
 _START_WAIT_S = 60.0  # serve: workers not started by then found no room on the cluster
-_HEAD_CHECK_S, _HEAD_LOST_S = 2.0, 10.0  # batch: how often the head is checked; how long without it ends the run
+_HEAD_CHECK_S, _HEAD_LOST_S = 2.0, 10.0  # how often the head is checked; how long without it ends the run
 _STOP_WAIT_S = 10.0  # batch, Ctrl-C: how long the workers' ending is waited for
 
 class DehazeWorker:
@@ -117,6 +117,23 @@ def _unreachable(address: str, timeout: float) -> str | None:
     return None
 
 
+class _HeadWatch:
+    """Whether the head at ``address`` still answers, asked every ``_HEAD_CHECK_S``: without its head (the machine
+    gone), Ray's calls wait, and after a minute Ray ends the process with hundreds of lines of its own."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.seen = self.checked = time.monotonic()
+
+    def lost(self) -> bool:
+        """True once the head has not answered for ``_HEAD_LOST_S``."""
+        if time.monotonic() - self.checked >= _HEAD_CHECK_S:
+            self.checked = time.monotonic()
+            if _unreachable(self.address, 1.0) is None:
+                self.seen = self.checked
+        return self.checked - self.seen >= _HEAD_LOST_S
+
+
 def run_batch(address: str, items: list[Item], options: dict[str, Any], on_result: Callable[[FileResult], None],
               *, workers: int | None = None, on_frames: Callable[[int], None] | None = None) -> bool:
     """Dehaze ``items`` on the Ray cluster at ``address``; ``on_result`` gets each file's result as it ends.
@@ -149,7 +166,7 @@ def run_batch(address: str, items: list[Item], options: dict[str, Any], on_resul
         try:
             with deferred_signals() as run_handlers:
                 thread.start()
-                head_seen = checked = time.monotonic()
+                head = _HeadWatch(address)
                 going = True
                 while going:
                     try:
@@ -161,13 +178,9 @@ def run_batch(address: str, items: list[Item], options: dict[str, Any], on_resul
                         while not events.empty():
                             report(*events.get())
                         break
-                    if time.monotonic() - checked >= _HEAD_CHECK_S:
-                        checked = time.monotonic()
-                        if _unreachable(address, 1.0) is None:
-                            head_seen = checked
-                        elif checked - head_seen >= _HEAD_LOST_S:
-                            lost = True
-                            break
+                    if head.lost():
+                        lost = True
+                        break
                     try:
                         going = report(*events.get(timeout=0.2))
                     except queue.Empty:
@@ -394,6 +407,7 @@ class ClusterFleet:
         self.actors: list = []
         self._start_time = time.perf_counter()
         self.ray = connect(address)
+        self.head = _HeadWatch(address)
 
     def start(self) -> None:
         """The workers, each with its share of the streams; on a failure, none is left."""
@@ -431,7 +445,12 @@ class ClusterFleet:
         self._start_time = time.perf_counter()
 
     def poll(self, timeout: float = 2.0) -> bool:
-        """Collect every worker's stats; True once every stream has ended (files done; cameras never end)."""
+        """Collect every worker's stats; True once every stream has ended (files done; cameras never end). A
+        ``MediaError`` once the cluster's head has stopped answering: the workers end with it, each recording
+        playable up to there (``close()`` then waits for nothing)."""
+        if self.head.lost():
+            raise MediaError(f"lost the Ray cluster at {self.head.address}: its streams' recordings end where they "
+                             "were")
         calls = {a.stats.remote(): a for a in self.actors}
         done_calls = [a.done.remote() for a in self.actors]
         ready, _ = self.ray.wait(list(calls), num_returns=len(calls), timeout=timeout)
@@ -449,6 +468,8 @@ class ClusterFleet:
 
     def close(self) -> FleetResult:
         """Every stream finishes its output; the outcome of each."""
+        if self.head.lost():  # (Ray's calls, and its shutdown, would wait for the head until Ray ends the process)
+            return FleetResult([], time.perf_counter() - self._start_time)
         try:
             outcomes = [o for group in self.ray.get([a.stop.remote() for a in self.actors]) for o in group]
         finally:

@@ -130,6 +130,16 @@ def _serve_exit(result: FleetResult) -> int:
     return 130 if cut else 0
 
 
+def _ray_settings(address: str) -> None:
+    """This command's settings of Ray, which reads them from the environment: a throw-away instance (``local``) on
+    the loopback interface only; the workers' lines without colour codes where standard error is not a terminal
+    (a log file, a service's journal)."""
+    if address == "local":
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
 def _serve_on_ray(args: argparse.Namespace, hangups: list[int]) -> int:
     """``serve --ray``: the streams spread over a Ray cluster's devices (``cluster.py``), until they end, for
     ``--duration``, or until Ctrl-C / SIGTERM (SIGHUP too: a reload needs the one-process fleet)."""
@@ -140,8 +150,7 @@ def _serve_on_ray(args: argparse.Namespace, hangups: list[int]) -> int:
     config = load_config(args.config)
     quiet = args.quiet or config.quiet
     log.setLevel(logging.ERROR if quiet else logging.INFO)
-    if args.ray == "local":  # a throw-away instance for this run: on the loopback interface only
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _ray_settings(args.ray)
     from .cluster import ClusterFleet  # Ray is an optional extra
     fleet = ClusterFleet(config, args.ray, args.workers)  # every stream checked, then the cluster connected
     reporter = None
@@ -235,8 +244,7 @@ def batch(argv: list[str]) -> int:
             bar.set_postfix_str(f"{len(result.files)}/{len(items)} files", refresh=True)
 
         if args.ray is not None:
-            if args.ray == "local":  # a throw-away instance for this run: on the loopback interface only
-                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            _ray_settings(args.ray)
             from .cluster import run_batch  # Ray is an optional extra
             create_model(args.model, options["weights"], resolve_device("cpu"))  # weights that load, before Ray
             interrupted = run_batch(args.ray, todo, options, on_result, workers=args.workers,

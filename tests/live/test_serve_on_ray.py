@@ -106,3 +106,29 @@ def test_a_metrics_port_in_use_starts_no_worker(make_video, ray_cluster, cli, mo
     assert run.stderr == (f"streamdehaze: error: {config}: metrics_port: --metrics-port 127.0.0.1:{port}: Address "
                           "already in use"), run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cams.toml", "in.mp4"]
+
+
+def test_the_head_lost_ends_the_run_with_its_recordings_and_one_line(rtsp_servers, ray_cluster, cli, decodable,
+                                                                    monkeypatch, tmp_path):
+    """The head machine gone (its GCS killed): the run once went on for a minute, then Ray ended it with some 500
+    lines of its own. It ends as a batch on Ray does: in seconds, with a line naming the cluster, the recordings
+    playable up to the loss. (Ray's driver still logs its failing calls meanwhile, a line or two a second.)"""
+    pytest.importorskip("ray")
+    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.setenv(key, ray_cluster.env[key])
+    (server,) = rtsp_servers(1, ("a",))
+    out, stats, config = tmp_path / "a.mp4", tmp_path / "stats.jsonl", tmp_path / "cams.toml"
+    _config(config, {"model": "dcp", "timeout": 2, "stats_json": stats}, {"a": (server.url_of("a"), out)})
+    run = cli("serve", config, "--ray", ray_cluster.address, "--workers", 1)
+    _wait(lambda: any(line.get("frames", 0) >= 25 for line in _lines(stats)), 90, "the camera recording", run)
+    for proc in ray_cluster.processes():
+        if proc.pid != ray_cluster.proc.pid and "gcs_server" in " ".join(proc.cmdline()):
+            proc.kill()
+    lost = time.monotonic()
+    code = run.finish(timeout=90)
+    took = time.monotonic() - lost
+    assert code == 1 and took < 30, (code, took, run.stderr)
+    said = run.stderr.splitlines()
+    assert said[-1].startswith(f"streamdehaze: error: lost the Ray cluster at {ray_cluster.address}"), run.stderr
+    assert "(FleetWorker pid=" in run.stderr and "\x1b[" not in run.stderr  # a worker's line, without colour codes
+    assert len(decodable(out)) >= 25
