@@ -41,7 +41,7 @@ from .engine import resolve_device
 from .errors import MediaError, UsageError
 from .fleet import Fleet, FleetResult, StreamOutcome, about_stream, check_streams, within_file
 from .models import create_model
-from .stats import Member
+from .stats import COUNTERS, Member
 from .pipeline import deferred_signals, stopping
 from .sources import main_video
 
@@ -317,10 +317,11 @@ class FleetWorker:
         self.fleet = Fleet(FleetConfig(streams=streams))
         self.fleet.start()
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """Each running stream's snapshot (``RunStats.snapshot``) and its recent latencies."""
-        return {name: {"snapshot": member.stats.snapshot(), "latencies": member.stats.latencies()}
-                for name, member in self.fleet.members().items()}
+    def stats(self) -> tuple[int, dict[str, dict[str, Any]]]:
+        """This worker's process id (a new one: Ray restarted it), and each running stream's snapshot
+        (``RunStats.snapshot``) and its recent latencies."""
+        return os.getpid(), {name: {"snapshot": member.stats.snapshot(), "latencies": member.stats.latencies()}
+                             for name, member in self.fleet.members().items()}
 
     def done(self) -> bool:
         return self.fleet.wait(0)
@@ -334,14 +335,21 @@ class FleetWorker:
 
 
 class _RemoteStats:
-    """A stream's counters as its worker last reported them (what ``stats.Reporter`` reads from a ``RunStats``)."""
+    """A stream's counters as its worker last reported them (what ``stats.Reporter`` reads from a ``RunStats``),
+    with those of the worker's earlier processes: counters never go back when Ray restarts a worker."""
 
     def __init__(self) -> None:
         self.last: dict[str, Any] = {}
         self.recent: list[float] = []
+        self.earlier: dict[str, int] = {}  # the counters of the worker's processes before this one
+
+    def restarted(self) -> None:
+        """The worker's process was replaced: what it had counted is kept."""
+        for key in COUNTERS:
+            self.earlier[key] = self.earlier.get(key, 0) + self.last.get(key, 0)
 
     def snapshot(self) -> dict[str, Any]:
-        return dict(self.last)
+        return {**self.last, **{key: self.last.get(key, 0) + count for key, count in self.earlier.items()}}
 
     def latencies(self) -> list[float]:
         return list(self.recent)
@@ -438,7 +446,7 @@ class ClusterFleet:
         if waiting:
             raise MediaError(f"{len(waiting)} of the {len(calls)} Ray workers did not start within "
                              f"{_START_WAIT_S:g} s: the cluster has no room for them (--workers)")
-        self.ray.get(started)  # (a bad output folder shows here)
+        self.pids: list[int | None] = list(self.ray.get(calls))  # (a bad output folder shows here)
         self.stats = {c.name: _RemoteStats() for c in self.config.streams}
         self.members = {c.name: Member(self.stats[c.name], {"input": c.input, "output": c.output or "",
                                                             "model": c.model.model}) for c in self.config.streams}
@@ -451,15 +459,23 @@ class ClusterFleet:
         if self.head.lost():
             raise MediaError(f"lost the Ray cluster at {self.head.address}: its streams' recordings end where they "
                              "were")
-        calls = {a.stats.remote(): a for a in self.actors}
+        calls = {a.stats.remote(): i for i, a in enumerate(self.actors)}
         done_calls = [a.done.remote() for a in self.actors]
         ready, _ = self.ray.wait(list(calls), num_returns=len(calls), timeout=timeout)
         for ref in ready:
             try:
-                for name, stats in self.ray.get(ref).items():
-                    self.stats[name].last, self.stats[name].recent = stats["snapshot"], stats["latencies"]
+                pid, by_stream = self.ray.get(ref)
             except self.ray.exceptions.RayActorError:
                 continue  # restarting: its last stats stand until it answers again
+            i = calls[ref]
+            if self.pids[i] not in (None, pid):
+                log.warning("worker %d (%s) was restarted by Ray, its process having ended: its streams start again",
+                            i, ", ".join(self.groups[i]))
+                for name in self.groups[i]:
+                    self.stats[name].restarted()
+            self.pids[i] = pid
+            for name, stats in by_stream.items():
+                self.stats[name].last, self.stats[name].recent = stats["snapshot"], stats["latencies"]
         ready, _ = self.ray.wait(done_calls, num_returns=len(done_calls), timeout=timeout)
         try:
             return len(ready) == len(done_calls) and all(self.ray.get(ready))

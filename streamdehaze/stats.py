@@ -105,9 +105,9 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-_COUNTERS = ("frames", "received", "dropped", "reconnects", "corrupt_packets", "unpublished",
+COUNTERS = ("frames", "received", "dropped", "reconnects", "corrupt_packets", "unpublished",
              "output_reconnects")  # never go back
-_SUMMED = ("fps", "queue_depth", *_COUNTERS)
+_SUMMED = ("fps", "queue_depth", *COUNTERS)
 
 
 def fleet_snapshot(snapshots: list[dict], latencies: list[float], start: float, ended: list[dict] = ()) -> dict:
@@ -115,7 +115,7 @@ def fleet_snapshot(snapshots: list[dict], latencies: list[float], start: float, 
     removed or restarted them), latency percentiles over the running streams' frames."""
     lat = sorted(latencies)
     return {"fleet": True, "time": round(time.monotonic() - start, 3), "streams": len(snapshots),
-            **{key: sum(s[key] for s in snapshots) + (sum(s[key] for s in ended) if key in _COUNTERS else 0)
+            **{key: sum(s[key] for s in snapshots) + (sum(s[key] for s in ended) if key in COUNTERS else 0)
                for key in _SUMMED},
             "latency_p50_ms": round(1000 * _percentile(lat, 0.50), 1) if lat else None,
             "latency_p95_ms": round(1000 * _percentile(lat, 0.95), 1) if lat else None}

@@ -75,6 +75,11 @@ def test_two_cameras_on_two_workers_one_killed_and_restarted(rtsp_servers, ray_c
     assert len(decodable(out[other])) >= len(before) + len(after)  # the other camera never stopped
     assert not (tmp_path / f"{other}.1.mp4").exists()
     assert f"{killed}:" in run.stderr and "fleet: 2 streams" in run.stderr
+    # said once, with the streams it runs; the killed camera's counters went on from where they were
+    assert run.stderr.count("was restarted by Ray") == 1 and f"({killed}) was restarted by Ray" in run.stderr
+    counts = [line["frames"] for line in _lines(stats) if line.get("stream") == killed]
+    assert all(a <= b for a, b in zip(counts, counts[1:])), counts
+    assert counts[-1] >= len(before) + 25, (counts[-1], len(before))
 
 
 def test_a_mistake_across_streams_is_found_before_the_cluster_is_dialled(make_video, run_cli, tmp_path):
