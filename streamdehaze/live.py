@@ -281,7 +281,10 @@ class LiveSource:
             # waits). Invalid data that did come ends the attempt sooner, and is reported as such.
             if time.monotonic() - started >= connect:
                 raise MediaError(f"no answer for {connect:g} s") from None
-            raise
+            # FFmpeg's words say nothing of why: the other end closed the connection unanswered, or answered in
+            # another protocol (an HTTP server on the RTSP port, MPEG-TS expected and something else sent).
+            raise MediaError("nothing readable came back (closed unanswered, or another protocol or format: check the "
+                             "URL's scheme and port)") from None
         self._container = container
         if self._stop.is_set():  # (while FFmpeg dialled, which nothing interrupts)
             raise Stopped
