@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import av
 import numpy as np
+from av.video.reformatter import ColorRange
 
 from .colour import YUVFormat
 
@@ -60,7 +61,14 @@ def to_planar(frame: av.VideoFrame) -> av.VideoFrame:
     # swscale converts RGB with BT.601 unless told; ask for the matrix this frame will be read with (it is tagged)
     matrix = {"bt709": "ITU709", "bt601": "ITU601"}.get(matrix_name(frame.colorspace, frame.height)) \
         if fmt.is_rgb else None
-    out = frame.reformat(format=target, dst_colorspace=matrix)
+    if not fmt.is_rgb and not any(c.is_chroma for c in fmt.components):
+        # Grey: swscale reads it as full range whatever its tag, and squeezed a limited-range picture into 16-235 a
+        # second time (blacks lifted). Passed through unscaled, its tag put back; untagged grey stays full range
+        # (PNG, TIFF and most grey sources are).
+        out = frame.reformat(format=target, src_color_range=ColorRange.JPEG, dst_color_range=ColorRange.JPEG)
+        out.color_range = frame.color_range or ColorRange.JPEG
+    else:
+        out = frame.reformat(format=target, dst_colorspace=matrix)
     out.pts = frame.pts
     if frame.time_base is not None:
         out.time_base = frame.time_base
