@@ -1036,6 +1036,21 @@ def test_an_avi_output_has_a_frame_per_frame_of_its_input(make_video, probe, run
     assert probe(tmp_path / "o.avi")["count"] == 20
 
 
+@pytest.mark.parametrize("suffix", [".avi", ".asf"])
+def test_a_format_without_presentation_times_keeps_every_frame_time_in_order(make_video, probe, run_cli, tmp_path,
+                                                                             suffix):
+    # AVI and ASF store a frame's place in decoding order, no time of its own: libx264's B-frames came back as
+    # 1, 3, 2, 4, 5, 6, 7, 10, 9, ... FFmpeg reads H.264 in either one frame late whatever is written (a stand-in for
+    # its reordering delay), and an ASF's last frame at its predecessor's time.
+    src = make_video(frames=20, time_base=Fraction(1, 25))
+    out = tmp_path / f"o{suffix}"
+    assert run_cli(src, out, "--model", "dcp", "--quiet")[0] == 0
+    times = probe(out)["times"]
+    assert times == sorted(times) and times[0] <= Fraction(1, 25), times
+    if suffix == ".avi":
+        assert times == [times[0] + Fraction(i, 25) for i in range(20)], times
+
+
 def test_mpeg1_mpeg2_and_mpeg4_are_given_a_time_base_they_take(make_video, probe, run_cli, tmp_path):
     # MPEG-1/2 take only a frame rate's time base (an MP4's 1/12800 was "12800 fps"), MPEG-4 part 2 none finer than
     # 1/65535 (an MPEG-TS input's is 1/90000): each failed once the model had loaded. Every frame keeps its time.
