@@ -159,6 +159,18 @@ def _with_hdr10(options: dict[str, str], hdr: HDR10, codec: str, muxer: str) -> 
     return {**options, **{key: ":".join(p for p in (options.get(key), value) if p) for key, value in added.items()}}
 
 
+def _say_eight_bits(info: VideoInfo, codec: str, muxer: str) -> None:
+    """One warning for deeper input that ``codec`` writes in 8 bits: what is lost with them (HDR10's metadata too,
+    which only 10-bit encoders write), and an encoder ``muxer`` holds that keeps it."""
+    deeper = [e for e in held(_TEN_BITS, muxer)
+              if PLANAR[choose_pix_fmt(encoder(e), info.width, info.height, info.bits)][1] > 8]
+    both = info.hdr10 is not None and [e for e in deeper if e in WRITERS]
+    keeps = f" (--codec {both[0]} keeps both)" if both else f" (--codec {deeper[0]} keeps 10 bits)" if deeper else ""
+    lost = ", and without its HDR10 mastering display and light levels" if info.hdr10 is not None else ""
+    log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding%s%s", info.bits, codec,
+                lost, keeps)
+
+
 def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = None, preset: str | None = None,
                     live: bool = False, nvenc: hwaccel.Nvidia | None = None, muxer: str = "matroska") -> Encoding:
     """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning where it
@@ -174,10 +186,7 @@ def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = N
             spec, options = encoder(hardware[0]), hardware[1]
     pix_fmt = choose_pix_fmt(spec, info.width, info.height, info.bits)
     if info.bits > 8 and PLANAR[pix_fmt][1] == 8 and info.colour.get("color_trc") in _HDR_TRANSFERS:
-        deeper = [e for e in held(_TEN_BITS, muxer)
-                  if PLANAR[choose_pix_fmt(encoder(e), info.width, info.height, info.bits)][1] > 8]
-        log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding%s", info.bits,
-                    spec.name, f" (--codec {deeper[0]} keeps 10 bits)" if deeper else "")
+        _say_eight_bits(info, spec.name, muxer)
     elif info.hdr10 is not None and PLANAR[pix_fmt][1] > 8:
         options = _with_hdr10(options, info.hdr10, spec.name, muxer)
     return Encoding(spec, options, pix_fmt, output_format(info, pix_fmt, spec.name in _FULL_RANGE_ONLY))

@@ -215,6 +215,18 @@ def test_hdr10_metadata_an_encoder_cannot_write_is_said(run_cli, caplog, tmp_pat
            "writes them)" in caplog.text
 
 
+def test_hdr10_written_in_eight_bits_says_its_metadata_goes_too(run_cli, caplog, tmp_path):
+    # The 8-bit warning stood alone: the mastering display and light levels were dropped without a word.
+    src, out = tmp_path / "hdr10.mkv", tmp_path / "out.mp4"
+    _hdr10(src)
+    assert run_cli(src, out, "--model", "dcp")[0] == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["the input is HDR video in 10 bits; libx264 writes it in 8, which shows banding, and without "
+                        "its HDR10 mastering display and light levels (--codec libx265 keeps both)"], warnings
+    with av.open(str(out)) as written:
+        assert hdr10_of(next(written.decode(video=0))) is None
+
+
 def test_hdr_written_in_eight_bits_says_so(make_video, run_cli, caplog, tmp_path):
     # (4 frames: x265 run again and again in one process fails to finish a third of 2-frame clips)
     src = make_video("hlg.mkv", pix_fmt="yuv420p10le", frames=4, width=64, height=48,
