@@ -160,15 +160,16 @@ def _with_hdr10(options: dict[str, str], hdr: HDR10, codec: str, muxer: str) -> 
 
 
 def _say_eight_bits(info: VideoInfo, codec: str, muxer: str) -> None:
-    """One warning for deeper input that ``codec`` writes in 8 bits: what is lost with them (HDR10's metadata too,
-    which only 10-bit encoders write), and an encoder ``muxer`` holds that keeps it."""
+    """One warning for deeper input that ``codec`` writes in 8 bits: what is lost with them (HDR shows banding;
+    HDR10's metadata goes too, which only 10-bit encoders write), and an encoder ``muxer`` holds that keeps it."""
     deeper = [e for e in held(_TEN_BITS, muxer)
               if PLANAR[choose_pix_fmt(encoder(e), info.width, info.height, info.bits)][1] > 8]
     both = info.hdr10 is not None and [e for e in deeper if e in WRITERS]
     keeps = f" (--codec {both[0]} keeps both)" if both else f" (--codec {deeper[0]} keeps 10 bits)" if deeper else ""
     lost = ", and without its HDR10 mastering display and light levels" if info.hdr10 is not None else ""
-    log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding%s%s", info.bits, codec,
-                lost, keeps)
+    hdr = info.colour.get("color_trc") in _HDR_TRANSFERS
+    log.warning("the input is %svideo in %d bits; %s writes it in 8%s%s%s", "HDR " if hdr else "", info.bits, codec,
+                ", which shows banding" if hdr else "", lost, keeps)
 
 
 def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = None, preset: str | None = None,
@@ -185,7 +186,7 @@ def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = N
         if hardware is not None:
             spec, options = encoder(hardware[0]), hardware[1]
     pix_fmt = choose_pix_fmt(spec, info.width, info.height, info.bits)
-    if info.bits > 8 and PLANAR[pix_fmt][1] == 8 and info.colour.get("color_trc") in _HDR_TRANSFERS:
+    if info.bits > 8 and PLANAR[pix_fmt][1] == 8:
         _say_eight_bits(info, spec.name, muxer)
     elif info.hdr10 is not None and PLANAR[pix_fmt][1] > 8:
         options = _with_hdr10(options, info.hdr10, spec.name, muxer)

@@ -239,6 +239,19 @@ def test_hdr_written_in_eight_bits_says_so(make_video, run_cli, caplog, tmp_path
     assert code == 0 and "HDR" not in caplog.text, err
 
 
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv420p"])
+def test_deeper_video_written_in_eight_bits_says_so_once(make_video, probe, run_cli, caplog, tmp_path, pix_fmt):
+    # H.264 High 10 (or ProRes, FFV1 at 10 bits) in SDR went to 8 bits without a word: only HDR had one.
+    src = make_video("in.mkv", pix_fmt=pix_fmt, frames=4, width=64, height=48,
+                     colour={"color_trc": 1, "color_primaries": 1, "colorspace": 1})
+    out = tmp_path / "out.mp4"
+    assert run_cli(src, out, "--model", "dcp")[0] == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert probe(out)["pix_fmt"] == "yuv420p"
+    assert warnings == (["the input is video in 10 bits; libx264 writes it in 8 (--codec libx265 keeps 10 bits)"]
+                        if pix_fmt == "yuv420p10le" else []), warnings
+
+
 def test_an_avi_with_b_frames_keeps_every_frame_in_order(make_video, probe, run_cli, tmp_path):
     # AVI stores no presentation times: the demuxer's stand-ins come out of the decoder reordered (1, 4, 3, 5, 2, ...),
     # which once cost half the frames as "damaged". Frames are timed by their decode times, as FFmpeg's tools do.
