@@ -162,6 +162,22 @@ def test_ten_bits_in_stay_ten_bits_out_where_the_encoder_plays_them(make_video, 
     assert np.abs(luma[0] / 4 - luma[1]).mean() < 1.0  # the same picture, at 4x the resolution of levels
 
 
+@pytest.mark.parametrize("pix_fmt", ["yuv422p10le", "yuv444p", "yuv422p"])
+def test_a_master_s_codec_keeps_the_input_s_chroma_and_depth(make_video, run_cli, tmp_path, pix_fmt):
+    # FFV1, lossless, was given 4:2:0 of a 4:2:2 master though it takes any layout (ProRes kept 4:2:2: it has no
+    # 4:2:0). Delivery codecs still write 4:2:0 (test_other_pixel_formats_are_converted).
+    src = make_video("in.mkv", codec="ffv1", pix_fmt=pix_fmt, frames=3, width=64, height=48)
+    out = tmp_path / "out.mkv"
+    assert run_cli(src, out, "--model", "dcp", "--strength", 0, "--codec", "ffv1", "--quiet")[0] == 0
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        read, written = next(a.decode(video=0)), next(b.decode(video=0))
+    assert written.format.name == pix_fmt
+    # every chroma sample of the input's there: at strength 0 the picture is the input's, but for rounding
+    level = 4 if "10" in pix_fmt else 1
+    for plane, was in zip(planes_of(written), planes_of(read)):
+        assert plane.shape == was.shape and np.abs(plane.astype(int) - was).mean() < level
+
+
 def test_prores_carries_the_colour_of_its_input(make_video, run_cli, tmp_path):
     # The ProRes encoder writes each frame's colour tags, not its stream's: an HLG master came out untagged (shown
     # as SDR) and BT.709 decoded as unspecified.
