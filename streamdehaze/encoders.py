@@ -96,14 +96,20 @@ _EIGHT_BITS_ONLY = {"libx264", "libx264rgb", "h264_nvenc"}
 _HDR_TRANSFERS = {16, 18}  # AVColorTransferCharacteristic: SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG)
 
 
-def choose_pix_fmt(codec: av.Codec, width: int, height: int, bits: int = 8) -> str:
+def choose_pix_fmt(codec: av.Codec, width: int, height: int, bits: int = 8,
+                   subsampling: tuple[int, int] = (2, 2)) -> str:
     """yuv420p where possible (plays everywhere); yuv444p when the size is odd (4:2:0 needs even sizes). A deeper
-    input (``bits`` > 8: HEVC Main10, HDR) is written at 10 bits by the encoders that take them, except H.264's."""
+    input (``bits`` > 8: HEVC Main10, HDR) is written at 10 bits by the encoders that take them, except H.264's.
+    An intra-only or lossless codec (FFV1, ProRes, DNxHD, MJPEG: masters and intermediates, as FFmpeg describes
+    them) keeps the input's chroma (``subsampling``: (2, 1) for 4:2:2) where it takes it; the inter-frame codecs of
+    delivery (H.264, HEVC, VP9, AV1) write 4:2:0, the one every player decodes."""
     supported = [f.name for f in codec.video_formats or []]
     odd = width % 2 or height % 2
-    preference = ("yuv444p", "yuv444p10le") if odd else ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le")
-    if bits > 8 and codec.name not in _EIGHT_BITS_ONLY:
-        preference = (("yuv444p10le",) if odd else ("yuv420p10le", "yuv422p10le", "yuv444p10le")) + preference
+    kept = subsampling if codec.intra_only or not codec.lossy else (2, 2)
+    layouts = [(1, 1)] if odd else list(dict.fromkeys([kept, (2, 2), (2, 1), (1, 1)]))
+    depths = (10, 8) if bits > 8 and codec.name not in _EIGHT_BITS_ONLY else (8, 10)
+    preference = [name for depth in depths for layout in layouts for name, (sub, b, full) in PLANAR.items()
+                  if (sub, b, full) == (layout, depth, False)]
     for name in preference:
         if name in supported:
             return name
@@ -159,6 +165,19 @@ def _with_hdr10(options: dict[str, str], hdr: HDR10, codec: str, muxer: str) -> 
     return {**options, **{key: ":".join(p for p in (options.get(key), value) if p) for key, value in added.items()}}
 
 
+def _say_eight_bits(info: VideoInfo, codec: str, muxer: str) -> None:
+    """One warning for deeper input that ``codec`` writes in 8 bits: what is lost with them (HDR shows banding;
+    HDR10's metadata goes too, which only 10-bit encoders write), and an encoder ``muxer`` holds that keeps it."""
+    deeper = [e for e in held(_TEN_BITS, muxer)
+              if PLANAR[choose_pix_fmt(encoder(e), info.width, info.height, info.bits)][1] > 8]
+    both = info.hdr10 is not None and [e for e in deeper if e in WRITERS]
+    keeps = f" (--codec {both[0]} keeps both)" if both else f" (--codec {deeper[0]} keeps 10 bits)" if deeper else ""
+    lost = ", and without its HDR10 mastering display and light levels" if info.hdr10 is not None else ""
+    hdr = info.colour.get("color_trc") in _HDR_TRANSFERS
+    log.warning("the input is %svideo in %d bits; %s writes it in 8%s%s%s", "HDR " if hdr else "", info.bits, codec,
+                ", which shows banding" if hdr else "", lost, keeps)
+
+
 def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = None, preset: str | None = None,
                     live: bool = False, nvenc: hwaccel.Nvidia | None = None, muxer: str = "matroska") -> Encoding:
     """``nvenc``: encode libx264/libx265 output with that GPU's encoder instead, where it opens (a warning where it
@@ -172,12 +191,9 @@ def choose_encoding(info: VideoInfo, codec: str = "libx264", crf: int | None = N
                                    info.width, info.height, pix_fmt, nvenc)
         if hardware is not None:
             spec, options = encoder(hardware[0]), hardware[1]
-    pix_fmt = choose_pix_fmt(spec, info.width, info.height, info.bits)
-    if info.bits > 8 and PLANAR[pix_fmt][1] == 8 and info.colour.get("color_trc") in _HDR_TRANSFERS:
-        deeper = [e for e in held(_TEN_BITS, muxer)
-                  if PLANAR[choose_pix_fmt(encoder(e), info.width, info.height, info.bits)][1] > 8]
-        log.warning("the input is HDR video in %d bits; %s writes it in 8, which shows banding%s", info.bits,
-                    spec.name, f" (--codec {deeper[0]} keeps 10 bits)" if deeper else "")
+    pix_fmt = choose_pix_fmt(spec, info.width, info.height, info.bits, info.subsampling)
+    if info.bits > 8 and PLANAR[pix_fmt][1] == 8:
+        _say_eight_bits(info, spec.name, muxer)
     elif info.hdr10 is not None and PLANAR[pix_fmt][1] > 8:
         options = _with_hdr10(options, info.hdr10, spec.name, muxer)
     return Encoding(spec, options, pix_fmt, output_format(info, pix_fmt, spec.name in _FULL_RANGE_ONLY))

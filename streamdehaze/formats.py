@@ -70,6 +70,12 @@ _MP4_FAMILY = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v"}
 HOLDS_ROTATION = _MP4_FAMILY | {"matroska", "webm"}
 
 
+# Muxers that store one time per frame, its place in decoding order (AVI a frame a tick, no time at all): frames an
+# encoder sends ahead of those shown before them (B-frames) read back with each other's times, 1, 3, 2, 4. Found by
+# writing libx264's B-frames to each; MP4, MOV, Matroska, MPEG-TS, FLV and NUT keep both times.
+NO_REORDERING = {"avi", "asf", "mxf", "mxf_opatom"}
+
+
 # Where a pixel's shape (an anamorphic picture's) is written: MP4 and MOV state it themselves (their 'pasp'), these
 # codecs in their own headers. Matroska states it from a field PyAV cannot set, so VP9, AV1 or FFV1 there lose it.
 STATES_PIXEL_ASPECT = _MP4_FAMILY

@@ -47,6 +47,13 @@ def sample_bits(frame: av.VideoFrame) -> int:
     return max((c.bits for c in frame.format.components), default=8)
 
 
+def chroma_subsampling(frame: av.VideoFrame) -> tuple[int, int]:
+    """Luma samples across and down per chroma sample in ``frame``'s pixel format: (2, 2) for 4:2:0, (2, 1) for
+    4:2:2, (1, 1) for 4:4:4, RGB and grey."""
+    width, height = frame.format.chroma_width(64), frame.format.chroma_height(64)
+    return 64 // width, 64 // height
+
+
 def to_planar(frame: av.VideoFrame) -> av.VideoFrame:
     """Return ``frame`` in a format ``planes_of`` reads (PLANAR or SEMIPLANAR), converting with swscale only when
     needed."""

@@ -32,7 +32,7 @@ import av
 
 from .credentials import check_url, mask
 from .errors import MediaError, UsageError
-from .frames import sample_bits, to_planar
+from .frames import chroma_subsampling, sample_bits, to_planar
 from .hdr import hdr10_of
 from .images import is_image_url
 from .sound import RawAAC
@@ -179,7 +179,7 @@ class LiveSource:
             colour={"colorspace": int(self._first.colorspace), "color_primaries": int(self._first.color_primaries),
                     "color_trc": int(self._first.color_trc)},
             pixel_aspect=pixel_aspect(st), bits=sample_bits(self._first), hdr10=hdr10_of(self._first),
-            copy_streams=self._templates,
+            subsampling=chroma_subsampling(self._first), copy_streams=self._templates,
         )
 
     def _open_options(self, connect: float) -> dict[str, str]:

@@ -31,6 +31,7 @@ from .formats import (
     DIAL_TIMEOUT,
     FRAGMENTED,
     HOLDS_ROTATION,
+    NO_REORDERING,
     PIXEL_ASPECT_CODECS,
     STATES_PIXEL_ASPECT,
     STDOUT,
@@ -97,6 +98,8 @@ def add_video_stream(container: av.container.OutputContainer, info: VideoInfo, e
             options["forced-idr"] = "1"
     elif container.format.name == "hls" and info.rate:  # (segments begin at keyframes: of 6 s, not the x264's 10)
         ctx.gop_size = max(1, round(2 * info.rate))
+    if container.format.name in NO_REORDERING:  # (every frame encoded in the order it is shown: its time kept)
+        options["bf"] = "0"
     if info.field_order in _TOP_FIRST | _BOTTOM_FIRST and codec.name == "libx264":  # so that players deinterlace
         options["x264-params"] = f"interlaced=1:{'tff' if info.field_order in _TOP_FIRST else 'bff'}=1"
     ctx.options = options

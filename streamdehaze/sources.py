@@ -28,7 +28,7 @@ import av
 from . import fragments, hwaccel
 from .credentials import mask
 from .errors import MediaError, UsageError
-from .frames import sample_bits, to_planar
+from .frames import chroma_subsampling, sample_bits, to_planar
 from .hdr import HDR10, hdr10_of
 
 Item = av.VideoFrame | av.Packet
@@ -104,6 +104,7 @@ class VideoInfo:
     chapters: list[dict] = field(default_factory=list)  # the input's, as ``Container.chapters()`` gives them
     field_order: int = 0  # FFmpeg's AVFieldOrder: 2 to 5 for interlaced video (0 unknown, 1 progressive)
     bits: int = 8  # bits per sample of the input's pictures (10 for HEVC Main10, HDR)
+    subsampling: tuple[int, int] = (2, 2)  # their chroma's (``frames.chroma_subsampling``): 4:2:0
     hdr10: HDR10 | None = None  # its mastering display and light levels, where it states them
     clock_start: Fraction = Fraction(0)  # seconds where a transport stream's clock began (``TRANSPORT_CLOCKS``)
 
@@ -403,7 +404,7 @@ class VideoFileSource:
             tags={k: v for k, v in self.container.metadata.items() if k.lower() not in _OLD_FILE_TAGS},
             video_tags=stream_tags(st), video_disposition=int(st.disposition), chapters=self._chapters(first),
             field_order=int(st.codec_context.field_order or 0), bits=sample_bits(first), hdr10=hdr10_of(first),
-            clock_start=self._clock_start(),
+            subsampling=chroma_subsampling(first), clock_start=self._clock_start(),
         )
 
     def _clock_start(self) -> Fraction:

@@ -162,6 +162,22 @@ def test_ten_bits_in_stay_ten_bits_out_where_the_encoder_plays_them(make_video, 
     assert np.abs(luma[0] / 4 - luma[1]).mean() < 1.0  # the same picture, at 4x the resolution of levels
 
 
+@pytest.mark.parametrize("pix_fmt", ["yuv422p10le", "yuv444p", "yuv422p"])
+def test_a_master_s_codec_keeps_the_input_s_chroma_and_depth(make_video, run_cli, tmp_path, pix_fmt):
+    # FFV1, lossless, was given 4:2:0 of a 4:2:2 master though it takes any layout (ProRes kept 4:2:2: it has no
+    # 4:2:0). Delivery codecs still write 4:2:0 (test_other_pixel_formats_are_converted).
+    src = make_video("in.mkv", codec="ffv1", pix_fmt=pix_fmt, frames=3, width=64, height=48)
+    out = tmp_path / "out.mkv"
+    assert run_cli(src, out, "--model", "dcp", "--strength", 0, "--codec", "ffv1", "--quiet")[0] == 0
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        read, written = next(a.decode(video=0)), next(b.decode(video=0))
+    assert written.format.name == pix_fmt
+    # every chroma sample of the input's there: at strength 0 the picture is the input's, but for rounding
+    level = 4 if "10" in pix_fmt else 1
+    for plane, was in zip(planes_of(written), planes_of(read)):
+        assert plane.shape == was.shape and np.abs(plane.astype(int) - was).mean() < level
+
+
 def test_prores_carries_the_colour_of_its_input(make_video, run_cli, tmp_path):
     # The ProRes encoder writes each frame's colour tags, not its stream's: an HLG master came out untagged (shown
     # as SDR) and BT.709 decoded as unspecified.
@@ -215,6 +231,18 @@ def test_hdr10_metadata_an_encoder_cannot_write_is_said(run_cli, caplog, tmp_pat
            "writes them)" in caplog.text
 
 
+def test_hdr10_written_in_eight_bits_says_its_metadata_goes_too(run_cli, caplog, tmp_path):
+    # The 8-bit warning stood alone: the mastering display and light levels were dropped without a word.
+    src, out = tmp_path / "hdr10.mkv", tmp_path / "out.mp4"
+    _hdr10(src)
+    assert run_cli(src, out, "--model", "dcp")[0] == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["the input is HDR video in 10 bits; libx264 writes it in 8, which shows banding, and without "
+                        "its HDR10 mastering display and light levels (--codec libx265 keeps both)"], warnings
+    with av.open(str(out)) as written:
+        assert hdr10_of(next(written.decode(video=0))) is None
+
+
 def test_hdr_written_in_eight_bits_says_so(make_video, run_cli, caplog, tmp_path):
     # (4 frames: x265 run again and again in one process fails to finish a third of 2-frame clips)
     src = make_video("hlg.mkv", pix_fmt="yuv420p10le", frames=4, width=64, height=48,
@@ -225,6 +253,19 @@ def test_hdr_written_in_eight_bits_says_so(make_video, run_cli, caplog, tmp_path
     caplog.clear()
     code, err = run_cli(src, tmp_path / "out265.mkv", "--model", "dcp", "--codec", "libx265")
     assert code == 0 and "HDR" not in caplog.text, err
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv420p"])
+def test_deeper_video_written_in_eight_bits_says_so_once(make_video, probe, run_cli, caplog, tmp_path, pix_fmt):
+    # H.264 High 10 (or ProRes, FFV1 at 10 bits) in SDR went to 8 bits without a word: only HDR had one.
+    src = make_video("in.mkv", pix_fmt=pix_fmt, frames=4, width=64, height=48,
+                     colour={"color_trc": 1, "color_primaries": 1, "colorspace": 1})
+    out = tmp_path / "out.mp4"
+    assert run_cli(src, out, "--model", "dcp")[0] == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert probe(out)["pix_fmt"] == "yuv420p"
+    assert warnings == (["the input is video in 10 bits; libx264 writes it in 8 (--codec libx265 keeps 10 bits)"]
+                        if pix_fmt == "yuv420p10le" else []), warnings
 
 
 def test_an_avi_with_b_frames_keeps_every_frame_in_order(make_video, probe, run_cli, tmp_path):
@@ -1034,6 +1075,21 @@ def test_an_avi_output_has_a_frame_per_frame_of_its_input(make_video, probe, run
         video = avi.streams.video[0]
         assert video.average_rate == 25 and video.frames <= 21, (video.average_rate, video.frames)
     assert probe(tmp_path / "o.avi")["count"] == 20
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".asf"])
+def test_a_format_without_presentation_times_keeps_every_frame_time_in_order(make_video, probe, run_cli, tmp_path,
+                                                                             suffix):
+    # AVI and ASF store a frame's place in decoding order, no time of its own: libx264's B-frames came back as
+    # 1, 3, 2, 4, 5, 6, 7, 10, 9, ... FFmpeg reads H.264 in either one frame late whatever is written (a stand-in for
+    # its reordering delay), and an ASF's last frame at its predecessor's time.
+    src = make_video(frames=20, time_base=Fraction(1, 25))
+    out = tmp_path / f"o{suffix}"
+    assert run_cli(src, out, "--model", "dcp", "--quiet")[0] == 0
+    times = probe(out)["times"]
+    assert times == sorted(times) and times[0] <= Fraction(1, 25), times
+    if suffix == ".avi":
+        assert times == [times[0] + Fraction(i, 25) for i in range(20)], times
 
 
 def test_mpeg1_mpeg2_and_mpeg4_are_given_a_time_base_they_take(make_video, probe, run_cli, tmp_path):
