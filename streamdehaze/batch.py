@@ -441,7 +441,11 @@ class _Worker:
     results: Any  # the reading end of its pipe
 
     def close(self) -> None:
+        # The queue's feeder thread joined: while it lives it holds the queue's semaphores, which a process that
+        # ends without its interpreter's shutdown (cli.entry) then left behind, and Python's resource tracker
+        # said so ("There appear to be 2 leaked semaphore objects").
         self.tasks.close()
+        self.tasks.join_thread()
         self.results.close()
 
 

@@ -436,3 +436,27 @@ def test_a_batch_that_writes_nothing_leaves_no_folder(media_tree, run_cli, caplo
     assert code == 1 and "(0 done, 2 failed)" in caplog.text and not (tmp_path / "out").exists(), err
     (tmp_path / "there").mkdir()
     assert run_cli("batch", src, tmp_path / "there", *DCP)[0] == 1 and (tmp_path / "there").is_dir()
+
+
+def test_worker_processes_closed_leave_no_thread_holding_their_queues(make_video, tmp_path):
+    """A batch's work queues each have a feeder thread, which holds the queue's semaphores while it lives: left
+    running at the end, the process (ended without the interpreter's shutdown, cli.entry) left them behind, and
+    Python's resource tracker said "There appear to be 2 leaked semaphore objects" after the summary."""
+    import threading
+
+    from streamdehaze.batch import Item, WorkerProcesses
+
+    src = make_video(frames=3)
+    items = [Item(f"{i}.mkv", str(src), str(tmp_path / f"{i}.mkv"), False) for i in range(2)]
+    results = []
+    for _ in range(3):  # (the feeder thread ends a moment after its queue closes: whether close() waited for it)
+        workers = WorkerProcesses({"model": "dcp", "codec": "ffv1"}, jobs=2, threads=1)
+        try:
+            workers.run(items, results.append)
+        finally:
+            workers.close()
+        feeders = [t for t in threading.enumerate() if t.name == "QueueFeederThread" and t.is_alive()]
+        assert not feeders, feeders
+        for item in items:
+            os.unlink(item.output)
+    assert [r.status for r in results] == ["done"] * 6
