@@ -348,13 +348,20 @@ def output_options(target: str, shown_as: Path | None = None, live: bool = False
     return fmt, options
 
 
+_AVI_FINEST_RATE = 240  # ticks a second at most (every tick an index entry): a guess of a rate from jitter is no rate
+
+
 def frame_ticks(codec: str, muxer: str, info: VideoInfo) -> Fraction | None:
     """The time base frames are moved onto (each to the nearest free tick) where the input's cannot be written,
     else None: the input's own, so that every pts is written exactly as it was read (variable rate included).
     AVI has a frame every tick of its time base, and fills a finer one with empty frames; MPEG-1/2 take only a
     frame rate's (FFmpeg refuses 1/12800 as "12800 fps"); MPEG-4 part 2 none finer than 1/65535 (MPEG-TS's is
     1/90000)."""
-    if info.rate and (muxer == "avi" or codec in ("mpeg1video", "mpeg2video")):
+    if info.rate and muxer == "avi":
+        # A variable rate's frames come closer than its average: at that rate they fell behind, one tick at a time
+        # (a second behind the sound after a pause). At the rate they fall on, each has its tick.
+        return 1 / max(info.rate, min(info.base_rate or 0, _AVI_FINEST_RATE))
+    if info.rate and codec in ("mpeg1video", "mpeg2video"):
         return 1 / info.rate
     if info.rate and codec == "mpeg4" and info.time_base.denominator > 65535:
         # The coarsest step down that keeps frames at the input's rate exact: 1/45000 from 1/90000 at 25 fps

@@ -107,6 +107,8 @@ class VideoInfo:
     subsampling: tuple[int, int] = (2, 2)  # their chroma's (``frames.chroma_subsampling``): 4:2:0
     hdr10: HDR10 | None = None  # its mastering display and light levels, where it states them
     clock_start: Fraction = Fraction(0)  # seconds where a transport stream's clock began (``TRANSPORT_CLOCKS``)
+    base_rate: Fraction | None = None  # the rate its frames' times fall on, as FFmpeg guesses it: above ``rate``
+    # (their average) where the rate varies (a phone's video: frames 30-35 ms apart, and pauses)
 
 
 class Timeline:
@@ -405,6 +407,7 @@ class VideoFileSource:
             video_tags=stream_tags(st), video_disposition=int(st.disposition), chapters=self._chapters(first),
             field_order=int(st.codec_context.field_order or 0), bits=sample_bits(first), hdr10=hdr10_of(first),
             subsampling=chroma_subsampling(first), clock_start=self._clock_start(),
+            base_rate=Fraction(st.guessed_rate) if st.guessed_rate else None,
         )
 
     def _clock_start(self) -> Fraction:

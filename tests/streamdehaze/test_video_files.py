@@ -1092,6 +1092,25 @@ def test_a_format_without_presentation_times_keeps_every_frame_time_in_order(mak
         assert times == [times[0] + Fraction(i, 25) for i in range(20)], times
 
 
+def test_a_variable_rate_in_avi_keeps_each_frame_at_its_time(make_video, probe, run_cli, tmp_path):
+    """A phone's variable rate (frames 30-35 ms apart, then a second's pause): AVI was written at the average rate,
+    lowered by the pause to 20.6 fps, and the frames fell behind one tick at a time, a second behind the sound
+    before the pause. It is written at the rate they fall on (FFmpeg's guess), each frame within a tick of its
+    time. (MPEG-4 part 2: FFmpeg reads H.264 in AVI a frame late, and the frame before a pause after it.)"""
+    steps = [30, 33, 35, 32, 31, 34] * 5 + [1000] + [33, 31, 35, 30, 34, 32] * 5
+    pts = [0]
+    for step in steps:
+        pts.append(pts[-1] + step * 90)
+    src = make_video(frames=len(pts), pts=pts, time_base=Fraction(1, 90000))
+    out = tmp_path / "o.avi"
+    code, err = run_cli(src, out, "--model", "dcp", "--codec", "mpeg4", "--quiet")
+    assert code == 0, err
+    written, read = probe(out)["times"], probe(src)["times"]
+    assert len(written) == len(read) == len(pts)
+    late = max(abs(w - r) for w, r in zip(written, read))
+    assert late <= Fraction(1, 25), float(late)  # (a tick of 1/31 s, not a second)
+
+
 def test_mpeg1_mpeg2_and_mpeg4_are_given_a_time_base_they_take(make_video, probe, run_cli, tmp_path):
     # MPEG-1/2 take only a frame rate's time base (an MP4's 1/12800 was "12800 fps"), MPEG-4 part 2 none finer than
     # 1/65535 (an MPEG-TS input's is 1/90000): each failed once the model had loaded. Every frame keeps its time.
