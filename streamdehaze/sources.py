@@ -40,6 +40,7 @@ NEW_STREAM_AT_END = IndexError
 # Formats whose clock is a broadcaster's or recorder's, running on from wherever it was when the recording began
 # (an NVR's .ts at 10:00:00): MPEG-TS and program streams, as demuxer and as muxer names.
 TRANSPORT_CLOCKS = frozenset({"mpegts", "hls", "mpeg", "vob", "svcd", "dvd", "vcd"})
+_READ_ON_S = 10  # a cut clip's file read past its end for the sound stored after its picture, seconds at most
 STDIN = "-"  # the input's name for standard input (a pipe from another program)
 # How far into a file to look for an audio stream's format when FFmpeg's first look (5 s) found none of it.
 LOOK_FURTHER = {"analyzeduration": str(60 * 1_000_000), "probesize": str(200 << 20)}
@@ -482,13 +483,16 @@ class VideoFileSource:
                 if last is not None and frame.pts <= last:  # a damaged timestamp: no encoder takes it
                     self._damaged(decoded)
                     continue
-                last = frame.pts
+                previous, last = last, frame.pts
                 last_end = last + (frame.duration or step)
                 t = frame.pts * frame.time_base if frame.time_base is not None else None
                 if self.duration is not None and t is not None:
                     first = t if first is None else first
                     if t - first >= _exact(self.duration):
-                        yield from _before(held, t)
+                        # The sound up to the cut, or to the end of the last frame's usual length where that is
+                        # later: not up to this frame, which a pause puts seconds later.
+                        shown = (previous + step) * frame.time_base if previous is not None else t
+                        yield from self._cut(demuxed, timeline, held, min(t, max(first + _exact(self.duration), shown)))
                         return
                 if held:
                     yield from _before(held, t)
@@ -496,7 +500,7 @@ class VideoFileSource:
                 decoded += 1
                 if self.max_frames is not None and decoded >= self.max_frames:
                     length = frame.duration * frame.time_base if frame.duration and t is not None else 1 / rate
-                    yield from _before(held, None if t is None else t + length)
+                    yield from self._cut(demuxed, timeline, held, None if t is None else t + length)
                     return
         if broken is not None:
             yield from held or ()
@@ -509,6 +513,28 @@ class VideoFileSource:
                              f"the {float(stated):.1f} s it states"
         else:
             self.truncated = self._unread_rest()
+
+    def _cut(self, demuxed: Iterator[av.Packet], timeline: Timeline, held: list[av.Packet] | None,
+             end: Fraction | None) -> Iterator[av.Packet]:
+        """Where a clip is cut at ``end``: the copied packets that start before it, those held, then those the file
+        holds further on (its sound written after its picture, seconds apart), read until each copied stream has
+        passed the end, or the picture has by ``_READ_ON_S``."""
+        yield from _before(held, end)
+        going = {s.index for s in self.copy_streams} - {p.stream.index for p in held or ()}  # (held: past the end)
+        while going and end is not None:
+            try:
+                packet = next(demuxed)
+            except (StopIteration, NEW_STREAM_AT_END, av.FFmpegError):
+                return
+            start = packet_start(packet)
+            if packet.stream is self.stream:
+                if start is not None and start > end + _READ_ON_S:
+                    return
+            elif packet.stream.index in going:
+                if start is None or start >= end:
+                    going.discard(packet.stream.index)
+                elif timeline.place(packet) and packet.size:
+                    yield packet
 
     def _unread_rest(self) -> str | None:
         """What of an MP4/MOV file on disk its demuxer cannot have read (``fragments.unread_rest``); None for others."""

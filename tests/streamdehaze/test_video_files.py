@@ -296,6 +296,19 @@ def test_a_cut_clip_has_its_audio_end_with_its_picture(make_video, probe, run_cl
     assert picture_end <= audio_end < picture_end + Fraction(1024, 48000)  # within one AAC packet of it
 
 
+def test_a_clip_cut_in_a_pause_has_its_sound_end_at_the_cut(make_video, probe, run_cli, tmp_path):
+    """--duration 1.5 where the picture pauses from 1 s to 3 s (a phone's frozen video): the sound ran on to the
+    next frame's time, 3 s, twice the length asked for."""
+    pts = [i * 512 for i in range(25)] + [3 * 12800 + i * 512 for i in range(25)]  # 25 fps, 1/12800
+    src = make_video(frames=len(pts), pts=pts, audio=True)
+    out = tmp_path / "cut.mp4"
+    assert run_cli(src, out, "--model", "dcp", "--quiet", "--duration", 1.5)[0] == 0
+    assert probe(out)["count"] == 25
+    with av.open(str(out)) as cut:
+        audio_end = max((p.pts + p.duration) * p.time_base for p in cut.demux(audio=0) if p.size)
+    assert Fraction(3, 2) <= audio_end < Fraction(3, 2) + Fraction(1024, 48000), float(audio_end)
+
+
 def test_subtitles_are_copied(make_video, probe, run_cli, tmp_path):
     src = make_video("subs.mkv", subtitles=True, audio=True)
     out = tmp_path / "subs_out.mkv"
