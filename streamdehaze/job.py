@@ -336,9 +336,9 @@ class Job:
         return inner if self.on_frame is None else CallbackSink(info, self.on_frame, inner, self.bgr, self.config.name)
 
     def _clock_start(self) -> Fraction:
-        """Where the output's timestamps start from. A transport stream's clock starts anywhere (an NVR's at
-        10:00:00): a file with a clock of its own (MP4, MKV) starts at zero, as FFmpeg's tools make it, rather than
-        after hours of nothing; another transport stream keeps it."""
+        """Where the output's timestamps start from. An input's clock may start anywhere (an NVR's transport stream
+        at 10:00:00, a Matroska file remuxed from one): a file with a clock of its own (MP4, MKV) starts at zero, as
+        FFmpeg's tools make it, rather than after hours of nothing; a transport stream keeps it."""
         return Fraction(0) if self._muxer() in TRANSPORT_CLOCKS else self.source.info.clock_start
 
     def _clock(self) -> Callable[[float], float]:

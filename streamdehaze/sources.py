@@ -107,7 +107,7 @@ class VideoInfo:
     bits: int = 8  # bits per sample of the input's pictures (10 for HEVC Main10, HDR)
     subsampling: tuple[int, int] = (2, 2)  # their chroma's (``frames.chroma_subsampling``): 4:2:0
     hdr10: HDR10 | None = None  # its mastering display and light levels, where it states them
-    clock_start: Fraction = Fraction(0)  # seconds where a transport stream's clock began (``TRANSPORT_CLOCKS``)
+    clock_start: Fraction = Fraction(0)  # seconds where the input's clock began (all its streams later than 0)
     base_rate: Fraction | None = None  # the rate its frames' times fall on, as FFmpeg guesses it: above ``rate``
     # (their average) where the rate varies (a phone's video: frames 30-35 ms apart, and pauses)
 
@@ -412,8 +412,11 @@ class VideoFileSource:
         )
 
     def _clock_start(self) -> Fraction:
+        # A transport stream's clock starts anywhere, and so does that of a file cut or remuxed from one (a Matroska
+        # file at 1 h): MP4 wrote an hour of nothing before it, an empty edit that players show. An MP4's or MOV's
+        # own start is its edit list's, meant as it is (a lead-in, B-frames' delay): kept.
         start = self.container.start_time
-        if self.container.format.name not in TRANSPORT_CLOCKS or start is None or start <= 0:
+        if start is None or start <= 0 or "mp4" in self.container.format.name:  # (mov,mp4,m4a,3gp,3g2,mj2)
             return Fraction(0)  # (below zero: ``Timeline`` moves it up to zero)
         return Fraction(start, av.time_base)
 
@@ -543,9 +546,12 @@ class VideoFileSource:
 
     def _drained(self) -> list[av.VideoFrame]:
         try:
-            return self.stream.codec_context.decode(None)
+            frames = self.stream.codec_context.decode(None)
         except av.FFmpegError:
             return []
+        for frame in frames:  # (the codec's, unlike the stream's decoding, leaves their time base unset)
+            frame.time_base = frame.time_base or self.stream.time_base
+        return frames
 
     def _damaged(self, decoded: int) -> None:
         self.corrupt += 1

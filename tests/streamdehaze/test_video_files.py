@@ -309,6 +309,34 @@ def test_a_clip_cut_in_a_pause_has_its_sound_end_at_the_cut(make_video, probe, r
     assert Fraction(3, 2) <= audio_end < Fraction(3, 2) + Fraction(1024, 48000), float(audio_end)
 
 
+def test_a_matroska_file_whose_clock_starts_an_hour_in_starts_at_zero_in_mp4(probe, run_cli, tmp_path):
+    """A Matroska file remuxed from a recorder's transport stream: every stream an hour in. Its MP4 began with an
+    empty edit of an hour (3604 s long, an hour of nothing in players); its streams are moved alike to 0."""
+    src, out = tmp_path / "late.mkv", tmp_path / "o.mp4"
+    start = 3600 * 1000  # ms
+    with av.open(str(src), "w") as oc:
+        v = oc.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 96, 64, "yuv420p"
+        a = oc.add_stream("aac", rate=48000, layout="mono")
+        for i in range(25):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 40 + 4 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = start + 40 * i, Fraction(1, 1000)
+            oc.mux(v.encode(frame))
+        oc.mux(v.encode(None))
+        for i in range(0, 48000, 1024):  # the sound 0.2 s after the picture
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = 48000, (start + 200) * 48 + i, Fraction(1, 48000)
+            oc.mux(a.encode(chunk))
+        oc.mux(a.encode(None))
+    assert run_cli(src, out, "--model", "dcp", "--quiet")[0] == 0
+    read, written = probe(src)["times"], probe(out)["times"]
+    assert [t - read[0] for t in read] == written and written[0] == 0
+    with av.open(str(out)) as c:
+        sound = min(p.pts * p.time_base for p in c.demux(audio=0) if p.size and p.pts is not None)
+        assert c.duration < 2 * av.time_base, c.duration  # (not 3602 s)
+    assert abs(sound - Fraction(1, 5)) <= Fraction(1, 40), float(sound)  # the sound as far after the picture
+
+
 def test_subtitles_are_copied(make_video, probe, run_cli, tmp_path):
     src = make_video("subs.mkv", subtitles=True, audio=True)
     out = tmp_path / "subs_out.mkv"
