@@ -21,6 +21,9 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # the training diverged: a setting to change, not a bug
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # unreadable/unwritable paths: name the path, not the stack
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)

@@ -18,11 +18,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name; ``UsageError`` if the folder is missing or has none."""
+    """Image files directly in ``folder``, sorted by name, hidden ones left out; ``UsageError`` if the folder is
+    missing or has none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    # (not hidden files: a Mac's ._NAME.jpg beside each photo holds its metadata, not a picture, and stopped the run)
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return files

@@ -91,8 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, nargs="+",
                         help="weights from python -m training.train (.safetensors), or a run folder (its newest); "
                              "several ship as their average")
-    parser.add_argument("--dest", type=Path, default=DEST, help=f"folder to write to (default {DEST})")
+    parser.add_argument("--dest", type=Path,
+                        help=f"folder to write to (default, in a checkout of the project: {DEST}, the package's own "
+                             "weights, which every run of streamdehaze then uses)")
     args = parser.parse_args(argv)
+    if args.dest is None:
+        # The package's own weights are replaced only where git keeps the ones before: an installed package has
+        # no other copy, and every later run would use the new ones.
+        if not (DEST.parent.parent / ".git").exists():
+            raise UsageError(f"give --dest: with none, the installed package's own weights ({DEST}) would be "
+                             "replaced, and streamdehaze would use the new ones from then on")
+        args.dest = DEST
     checkpoints = [resolve_checkpoint(c)[0] if c.is_dir() else c for c in args.checkpoint]
     for checkpoint in checkpoints:
         if not checkpoint.is_file():

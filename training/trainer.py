@@ -401,7 +401,9 @@ class Trainer:
             loss = loss + real
             terms.update(real_terms, loss=loss.item())
         if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss at step {self.step}: {terms}")
+            shown = ", ".join(f"{key} {value:.4g}" for key, value in terms.items())
+            raise FloatingPointError(f"the loss is {loss.item()} at step {self.step} ({shown}): a learning rate too "
+                                     "high for this data, or a loss weight? the last checkpoint holds the run before")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if tc.grad_clip > 0:

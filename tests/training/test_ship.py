@@ -106,3 +106,21 @@ def test_only_one_configuration_averages(checkpoint: Path, tmp_path: Path, capsy
     assert capsys.readouterr().err == (f"error: {small}: a different configuration from {checkpoint}; "
                                        "only one can be averaged\n")
     assert not (tmp_path / "w").exists()
+
+
+def test_the_package_s_own_weights_are_replaced_only_in_a_checkout(checkpoint: Path, tmp_path: Path, capsys,
+                                                                   monkeypatch) -> None:
+    """With no --dest, an installed package's weights (no other copy: git keeps a checkout's) were replaced without
+    a word, and every later run used the new ones."""
+    installed = tmp_path / "site-packages" / "streamdehaze" / "weights"
+    installed.mkdir(parents=True)
+    (installed / "kanet-t.safetensors").write_bytes(b"the shipped weights")
+    monkeypatch.setattr("training.ship.DEST", installed)
+    assert run_main(main, [str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: give --dest: with none, the installed package's own weights") and \
+        err.count("\n") == 1, err
+    assert (installed / "kanet-t.safetensors").read_bytes() == b"the shipped weights"
+    (tmp_path / "site-packages" / ".git").mkdir()  # a checkout: git keeps what it replaces
+    assert run_main(main, [str(checkpoint)]) == 0
+    assert (installed / "kanet-t.safetensors").read_bytes() != b"the shipped weights"

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from training.cli import run_main
 from training.data import is_validation
+from training.images import list_images
 from training.train import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -505,3 +506,31 @@ def test_the_evaluations_photos_are_found_from_any_folder(shared_data, tmp_path,
     with pytest.raises(UsageError, match="is the evaluation's photo"):
         refuse_evaluation_photos({"data.clean": [copy]})
 
+
+
+def test_a_mac_s_hidden_metadata_files_are_not_training_photos(clean_folder, tmp_path):
+    # A folder copied from a Mac onto another disk has a ._NAME.jpg beside each photo (its metadata): the run stopped
+    # at the first, "cannot decode image: ._scene_00.jpg"
+    (clean_folder / "._scene_00.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    (clean_folder / ".hidden.png").write_bytes(b"not a picture")
+    assert all(not p.name.startswith(".") for p in list_images(clean_folder))
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run", train={"steps": 2})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+
+
+def test_a_loss_that_diverges_is_one_line_with_what_to_change(clean_folder, tmp_path, capsys, monkeypatch):
+    from training.trainer import Trainer
+
+    step = Trainer.train_step
+
+    def diverging(self):
+        if self.step == 1:  # (as a learning rate far too high does, in a few steps)
+            for p in self.model.parameters():
+                p.data.fill_(float("nan"))
+        return step(self)
+    monkeypatch.setattr(Trainer, "train_step", diverging)
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run", train={"steps": 4})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the loss is nan at step 1 (") and "a learning rate too high" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
