@@ -75,8 +75,12 @@ def _saved_config(checkpoint: Path) -> tuple[int, Config]:
 @contextlib.contextmanager
 def _stop_on_signals(trainer) -> Iterator[None]:
     """Ctrl-C or SIGTERM (a job scheduler, ``timeout``) ends the run after the step under way, with a checkpoint;
-    a second one stops at once."""
+    a second one stops at once, but for a checkpoint being written (under a second: a second Ctrl-C then lost the
+    run's only checkpoint)."""
     def stop(signum: int, frame: object) -> None:
+        if trainer.interrupted and trainer.saving:
+            print("\nthe checkpoint is being written: the run ends once it is", file=sys.stderr)
+            return
         if trainer.interrupted:
             raise KeyboardInterrupt
         trainer.interrupted = True

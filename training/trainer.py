@@ -209,6 +209,7 @@ class Trainer:
         self.objective = Objective(lc, reweighter, contrastive)
         self.step = 0
         self.interrupted = False  # set (by a signal handler) to end the run after the step under way
+        self.saving = False  # while a checkpoint is written
         self.validation_due = False  # the checkpointed step's validation was skipped by a stop: done on resume
         self._load_data()
 
@@ -492,7 +493,12 @@ class Trainer:
             os.replace(tmp, log)
 
     def checkpoint(self) -> Path:
-        return save_checkpoint(self.out, self.step, self.model, self.state(), keep_every=self.config.train.keep_every)
+        self.saving = True  # (a second Ctrl-C lets it finish: ``train._stop_on_signals``)
+        try:
+            return save_checkpoint(self.out, self.step, self.model, self.state(),
+                                   keep_every=self.config.train.keep_every)
+        finally:
+            self.saving = False
 
     # --- loop ---------------------------------------------------------------------------------------------------
 

@@ -534,3 +534,26 @@ def test_a_loss_that_diverges_is_one_line_with_what_to_change(clean_folder, tmp_
     err = capsys.readouterr().err
     assert err.startswith("error: the loss is nan at step 1 (") and "a learning rate too high" in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_ctrl_c_twice_while_the_checkpoint_is_written_keeps_it(clean_folder, tmp_path, capsys, monkeypatch):
+    # Ctrl-C, then Ctrl-C again while the run's checkpoint was written (under a second): "interrupted", and the run
+    # had no checkpoint at all
+    import os
+    import signal
+
+    import training.trainer as trainer_module
+
+    write = trainer_module.save_checkpoint
+
+    def pressed_twice(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return write(*args, **kwargs)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", pressed_twice)
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 6, "checkpoint_every": 2})
+    code = run_main(main, ["--config", str(config), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 130 and "the checkpoint is being written: the run ends once it is" in err, err
+    assert (run / "step-0000002.safetensors").is_file() and json.loads((run / "last.json").read_text())
