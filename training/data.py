@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,6 +41,7 @@ class ImageCache:
 
     names: list[str]
     stacks: list[torch.Tensor]
+    upscaled: list[str] = field(default_factory=list)  # those smaller than ``load``'s ``min_side``
 
     @classmethod
     def load(cls, files: Sequence[Path], short_side: int, depth_folder: Path | None = None,
@@ -50,11 +51,12 @@ class ImageCache:
 
         Images whose short side after resizing is under ``min_side`` are upscaled to it.
         """
-        names, stacks = [], []
+        names, stacks, upscaled = [], [], []
         depth_files = {p.stem: p for p in list_images(depth_folder)} if depth_folder else {}
         for f in files:
             rgb = to_tensor(read_rgb(f, short_side))
             if min(rgb.shape[-2:]) < min_side:
+                upscaled.append(f.name)
                 s = min_side / min(rgb.shape[-2:])
                 size = (max(min_side, round(rgb.shape[1] * s)), max(min_side, round(rgb.shape[2] * s)))
                 rgb = F.interpolate(rgb[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
@@ -67,7 +69,7 @@ class ImageCache:
                 d = pseudo_depth(rgb[None])[0]
             names.append(f.name)
             stacks.append((torch.cat([rgb, d]) * 255).round().byte())
-        return cls(names, stacks)
+        return cls(names, stacks, upscaled)
 
     def without_fog(self, max_fog: float) -> tuple[ImageCache, list[str]]:
         """The images whose FADE fog density (at the cached size) is at most ``max_fog``, and the names dropped.

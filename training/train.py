@@ -159,6 +159,10 @@ def _run(args: argparse.Namespace, config: Config, folder: Path) -> int:
     from training.trainer import Trainer  # after argument checks: importing torch/kanet takes a moment
 
     trainer = Trainer(config, progress=not args.quiet)
+    if small := trainer.cache.upscaled:  # (blurred targets teach a blurred picture)
+        print(f"note: {len(small)} of the {len(trainer.cache)} photos (e.g. {small[0]}) are smaller than the crops "
+              f"cut from them and are upscaled, blurred, to their size: a smaller train.crop, or larger photos",
+              file=sys.stderr)
     if resume is not None:
         trainer.resume(resume)
     end = min(config.train.steps, args.until or config.train.steps)

@@ -557,3 +557,13 @@ def test_ctrl_c_twice_while_the_checkpoint_is_written_keeps_it(clean_folder, tmp
     err = capsys.readouterr().err
     assert code == 130 and "the checkpoint is being written: the run ends once it is" in err, err
     assert (run / "step-0000002.safetensors").is_file() and json.loads((run / "last.json").read_text())
+
+
+def test_photos_smaller_than_the_crop_are_said_to_be_upscaled(clean_folder, tmp_path, capsys):
+    # 40x50 photos with 64 px crops trained without a word, on targets upscaled 1.6 times (blurred)
+    for path in list(clean_folder.iterdir())[:2]:
+        cv2.imwrite(str(path), cv2.resize(cv2.imread(str(path)), (50, 40)))
+    config = write_config(tmp_path / "c.toml", clean_folder, tmp_path / "run", train={"steps": 2})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "note: 2 of the " in err and "photos (e.g. " in err and "are upscaled, blurred" in err, err
