@@ -165,6 +165,8 @@ def _run(args: argparse.Namespace, config: Config, folder: Path) -> int:
               file=sys.stderr)
     if resume is not None:
         trainer.resume(resume)
+        if args.resume is not None:  # (a folder's own run going on is said above)
+            print(f"resuming the run in {trainer.out} from its checkpoint at step {trainer.step}", file=sys.stderr)
     end = min(config.train.steps, args.until or config.train.steps)
     if trainer.step >= end and not trainer.validation_due:
         print(f"nothing to do: {trainer.out} is at step {trainer.step}, the run ends at {end}")
@@ -179,7 +181,11 @@ def _run(args: argparse.Namespace, config: Config, folder: Path) -> int:
               f"{trainer.out}{until} continues", file=sys.stderr)
         return 130
     summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-    print(f"done: step {trainer.step}, {summary or 'no validation set'}; checkpoints in {trainer.out}")
+    of = f" of {config.train.steps}" if trainer.step < config.train.steps else ""
+    print(f"done: step {trainer.step}{of}, {summary or 'no validation set'}; checkpoints in {trainer.out}")
+    if of:  # (--until or --minutes: a stop, which reads as the run's end without the command that goes on)
+        print(f"python -m training.train --resume {trainer.out} goes on to step {config.train.steps}",
+              file=sys.stderr)
     return 0
 
 

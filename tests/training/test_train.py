@@ -567,3 +567,17 @@ def test_photos_smaller_than_the_crop_are_said_to_be_upscaled(clean_folder, tmp_
     assert run_main(main, ["--config", str(config), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "note: 2 of the " in err and "photos (e.g. " in err and "are upscaled, blurred" in err, err
+
+
+def test_a_planned_stop_says_how_to_go_on_and_a_resume_says_where_it_starts(clean_folder, tmp_path, capsys):
+    # --until (and --minutes) ended with "done: step 2, ..." as a finished run does, and --resume said nothing
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "c.toml", clean_folder, run, train={"steps": 4, "checkpoint_every": 2})
+    assert run_main(main, ["--config", str(config), "--until", "2", "--quiet"]) == 0
+    said = capsys.readouterr()
+    assert said.out.startswith("done: step 2 of 4, ") and \
+        said.err.strip() == f"python -m training.train --resume {run} goes on to step 4", said
+    assert run_main(main, ["--resume", str(run), "--quiet"]) == 0
+    said = capsys.readouterr()
+    assert said.err.strip() == f"resuming the run in {run} from its checkpoint at step 2", said
+    assert said.out.startswith("done: step 4, ")
