@@ -159,8 +159,9 @@ class Trainer:
                                     ("loss.reconstruction", lc.reconstruction, ("l1", "charbonnier"))):
             if value not in allowed:
                 raise UsageError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
-        if tc.steps < 1 or tc.batch < 1 or tc.clip_frames < 1:
-            raise UsageError("train.steps, train.batch and train.clip_frames must be >= 1")
+        for key, value in (("train.steps", tc.steps), ("train.batch", tc.batch), ("train.clip_frames", tc.clip_frames)):
+            if value < 1:
+                raise UsageError(f"{key} must be >= 1, got {value}")
         _check_ranges(config)
         if not 1.0 <= tc.scale[0] <= tc.scale[1]:
             raise UsageError(f"train.scale must be [low, high] with 1 <= low <= high, got {list(tc.scale)}")

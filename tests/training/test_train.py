@@ -212,6 +212,8 @@ def test_amp_paired_data_and_contrastive_term_run(clean_folder, tmp_path, random
     ({"train": {"device": "gpu0"}}, "train.device must be auto, cpu or cuda[:N], got gpu0"),
     ({"model": {"rff": "bogus"}}, "model.rff must be one of fixed, parity, got 'bogus'"),
     ({"train": {"crop": 0}}, "train.crop must be >= 1, got 0"),
+    ({"train": {"steps": -5}}, "train.steps must be >= 1, got -5"),  # (it named three keys, and no value)
+    ({"train": {"clip_frames": 0}}, "train.clip_frames must be >= 1, got 0"),
     ({"train": {"checkpoint_every": 0}}, "train.checkpoint_every must be >= 1, got 0"),
     ({"train": {"log_every": 0}}, "train.log_every must be >= 1, got 0"),
     ({"haze": {"thickness": [3.0, 1.0]}}, "haze.thickness must be [low, high] with low <= high, got [3.0, 1.0]"),
