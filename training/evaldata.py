@@ -17,7 +17,7 @@ from pathlib import Path
 
 from training.cli import UsageError
 from training.data import is_validation
-from training.images import IMAGE_SUFFIXES
+from training.images import image_files
 
 __all__ = ["DATA", "HELD_OUT", "is_held_out", "evaluation_photos", "refuse_evaluation_photos"]
 
@@ -33,17 +33,10 @@ def is_held_out(name: str) -> bool:
     return is_validation(name, HELD_OUT)
 
 
-def _images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-
-
 def evaluation_photos(data: Path = DATA) -> list[Path]:
     """The photos the evaluation scores in ``data``: all of ``real_hazy/``, the held-out ones of ``clean/`` (none
     where ``data`` is absent, e.g. on a GPU machine with only a pack)."""
-    return _images(data / "real_hazy") + [p for p in _images(data / "clean") if is_held_out(p.name)]
+    return image_files(data / "real_hazy") + [p for p in image_files(data / "clean") if is_held_out(p.name)]
 
 
 def _digest(path: Path) -> str:

@@ -12,20 +12,26 @@ import torch
 from streamdehaze.truncation import truncated
 from training.cli import UsageError, atomic_path
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "read_rgb", "to_tensor", "to_uint8", "write_png"]
+__all__ = ["IMAGE_SUFFIXES", "image_files", "list_images", "read_rgb", "to_tensor", "to_uint8", "write_png"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name, hidden ones left out (a Mac's ._NAME.jpg beside each
+    photo holds its metadata, not a picture); none where the folder is missing."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name, hidden ones left out; ``UsageError`` if the folder is
-    missing or has none."""
+    """``image_files``; ``UsageError`` if the folder is missing or has none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"image folder not found: {folder}")
-    # (not hidden files: a Mac's ._NAME.jpg beside each photo holds its metadata, not a picture, and stopped the run)
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    files = image_files(folder)
     if not files:
         raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return files
