@@ -205,7 +205,10 @@ def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: objec
     if queue_frames < 1:
         raise UsageError(f"queue_frames must be at least 1, not {queue_frames}")
     records: queue.Queue = queue.Queue(queue_frames)
-    closed = threading.Event()
+    closed = threading.Event()  # the loop was left: nothing takes frames any more
+    # The run stops when the loop is left or the caller's ``stop`` is set. Leaving it had been seen only at the next
+    # frame: a camera that went away as the loop was left was dialled again for ever, and the loop's end waited on it.
+    ended, stop = threading.Event(), options.pop("stop", None)
     live = is_live(input.input if isinstance(input, StreamConfig) else str(input))
 
     def put(item: object) -> None:
@@ -226,9 +229,14 @@ def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: objec
                 continue
         raise _LoopLeft
 
+    def watch() -> None:  # the caller's stop, passed on to the run
+        while not ended.wait(0.1):
+            if stop.is_set():  # type: ignore[union-attr]
+                ended.set()
+
     def run() -> None:
         try:
-            process(input, None, on_frame=put, **options)  # type: ignore[arg-type]
+            process(input, None, on_frame=put, stop=ended, **options)  # type: ignore[arg-type]
         except _LoopLeft as left:
             # Its traceback's frames hold the run (frames, buffers) in reference cycles with the objects that kept
             # it (the stream, its writer): let go of them now, not at the next full garbage collection (an
@@ -241,8 +249,11 @@ def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: objec
         with contextlib.suppress(_LoopLeft):
             put(_END)
 
-    thread = threading.Thread(target=run, name="dehazed", daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=run, name="dehazed", daemon=True)]
+    if stop is not None:
+        threads.append(threading.Thread(target=watch, name="dehazed stop", daemon=True))
+    for thread in threads:
+        thread.start()
     try:
         while (item := records.get()) is not _END:
             if isinstance(item, _Failed):
@@ -250,7 +261,9 @@ def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: objec
             yield item
     finally:
         closed.set()
-        thread.join()
+        ended.set()
+        for thread in threads:
+            thread.join()
 
 
 class _LoopLeft(Exception):

@@ -43,14 +43,12 @@ from .job import Job
 from .models import create_model, default_model
 from .outputs import check_writable, is_partial
 from .pipeline import Stream
-from .formats import default_encoder, output_muxer
+from .formats import VIDEO_SUFFIXES, default_encoder, output_muxer
 from .sources import main_video
 
 log = logging.getLogger("streamdehaze")
 
 STATUSES = ("done", "skipped", "elsewhere", "failed", "interrupted")
-VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".m2ts", ".mpg",
-                            ".mpeg", ".flv", ".wmv", ".3gp", ".y4m", ".ogv"})
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ import av
 from .errors import UsageError
 from .sources import VideoInfo
 
+# Video files by their extension: a folder's files for `batch`, and an http(s) URL that is a file, not a camera.
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".m2ts", ".mpg",
+                            ".mpeg", ".flv", ".wmv", ".asf", ".mxf", ".3gp", ".y4m", ".ogv"})
 DIAL_TIMEOUT = 5.0  # seconds an RTSP server has to answer the dial
 _URL_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
                 "tcp": "mpegts"}

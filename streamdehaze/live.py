@@ -26,12 +26,14 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 import av
 
 from .credentials import check_url, mask
 from .errors import MediaError, UsageError
+from .formats import VIDEO_SUFFIXES
 from .frames import chroma_subsampling, sample_bits, to_planar
 from .hdr import hdr10_of
 from .images import is_image_url
@@ -43,7 +45,6 @@ log = logging.getLogger("streamdehaze")
 
 LIVE_TIME_BASE = Fraction(1, 90000)
 LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "srt", "tcp"}
-_FILE_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".flv", ".m4v")
 _PLAYLIST_SUFFIXES = (".m3u8",)  # HLS: video on demand, or live (a sliding window): FFmpeg tells which
 _PLAYLIST_TIMEOUT_S = 10.0  # to read a playlist (and what FFmpeg reads of its first segments) when judging it
 _MAX_DECODE_ERRORS = 50  # consecutive undecodable packets before the connection is considered broken
@@ -82,7 +83,7 @@ def is_live(url: str) -> bool:
         return False
     if parts.scheme in ("http", "https"):
         path = parts.path.lower()
-        if path.endswith(_FILE_SUFFIXES) or is_image_url(url):
+        if PurePosixPath(path).suffix in VIDEO_SUFFIXES or is_image_url(url):
             return False
         if path.endswith(_PLAYLIST_SUFFIXES):
             try:

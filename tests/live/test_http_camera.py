@@ -129,3 +129,43 @@ def test_a_url_that_ends_after_each_picture_is_dialled_with_backoff(cli, tmp_pat
     # Dialled at about 0, 0.5, 1.5, 3.5 and 7.5 s.
     assert 3 <= requests <= 10, (requests, run.stderr[-2000:])
     assert "reconnecting (attempt 1) in 2.0 s" in run.stderr, run.stderr[-2000:]
+
+
+def test_leaving_a_loop_over_a_camera_that_went_quiet_ends_at_once():
+    """The run behind ``dehazed()`` saw the loop's end only at its next frame: left while the camera sent none, the
+    loop's end waited for ever (the camera was dialled again and again)."""
+    from streamdehaze import LiveOptions, dehazed
+
+    camera, left = MjpegCamera(), threading.Event()
+
+    def loop() -> None:
+        for _ in dehazed(camera.url, model="dcp", live=LiveOptions(timeout=1.0)):
+            camera.paused.set()
+            time.sleep(1.0)  # the frames on their way arrive, then none
+            break
+        left.set()
+
+    try:
+        thread = threading.Thread(target=loop, daemon=True)
+        began = time.monotonic()
+        thread.start()
+        thread.join(30)
+        assert left.is_set(), "leaving the loop waited on the camera"
+        assert time.monotonic() - began < 20
+    finally:
+        camera.stop()
+
+
+def test_a_loop_over_a_camera_ends_when_its_stop_is_set_from_another_thread():
+    from streamdehaze import LiveOptions, dehazed
+
+    camera, stop, seen = MjpegCamera(), threading.Event(), []
+    try:
+        threading.Timer(3.0, stop.set).start()
+        began = time.monotonic()
+        for record in dehazed(camera.url, model="dcp", live=LiveOptions(timeout=1.0), stop=stop):
+            seen.append(record.seconds)
+        assert time.monotonic() - began < 20
+        assert len(seen) >= 5 and seen == sorted(seen)
+    finally:
+        camera.stop()

@@ -119,6 +119,18 @@ def test_a_finished_playlist_over_http_is_read_as_a_file(http_server, run_cli, p
     assert url["audio"] == disk["audio"] and url["audio"]
 
 
+def test_every_video_file_over_http_is_read_as_a_file(http_server, run_cli, probe, tmp_path):
+    """Not only MP4: an MPEG program stream (a DVD's .mpg) by URL was read as a camera, its frames dropped to keep up
+    and its end taken for a lost connection."""
+    server, root = http_server
+    write_video(root / "clip.mpg", frames=FRAMES, codec="mpeg2video", time_base=Fraction(1, 25))
+    assert not is_live(f"{server.url}/clip.mpg")
+    code, err = run_cli(f"{server.url}/clip.mpg", tmp_path / "url.mkv", *LOSSLESS, "--reconnect", 0)
+    assert code == 0, err
+    assert "dropped" not in err and "reconnect" not in err
+    assert probe(tmp_path / "url.mkv")["count"] == FRAMES
+
+
 def test_a_live_playlist_is_read_as_a_camera_until_it_is_finished(http_server, probe, tmp_path):
     """A live playlist finished while it is read (the broadcast ended) ends the run, normally, with every frame
     once: a reconnection finds it finished and does not record it all again."""
