@@ -1,7 +1,9 @@
 """streamdehaze: real-time video dehazing (files, live feeds, and an embeddable API).
 
 The public names load on first use (PEP 562), so that ``streamdehaze`` on the command line can answer Ctrl-C with
-one line even while torch is still loading. Importing it, like using it, changes no process-wide setting.
+one line even while torch is still loading. Importing it, like using it, changes no process-wide setting, with one
+exception, undone on return: a run in the main thread holds the Python handlers of Ctrl-C, SIGTERM and SIGHUP back
+to points where they cannot cut its output in half (``pipeline.deferred_signals``); they still run, a moment later.
 """
 
 __version__ = "0.1.0"

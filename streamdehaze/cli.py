@@ -40,14 +40,21 @@ def main(argv: list[str] | None = None, *, leave: object = None) -> int:
     shown = warnings.showwarning
     warnings.showwarning = _warning_line
     serving = argv[:1] == ["serve"]
+    # Log lines on standard error, unless the program that embeds main() has its own handlers; as found on return.
+    root, masking, ours = logging.getLogger(), _MaskCredentials(argv), None
+    level = root.level
     reloads: list[int] = []  # SIGHUPs that reached `serve` while it loaded: it applies them once its streams run
     try:
         _on_interrupt(_exit_now)
         if serving:  # (a service manager may reload right after starting it)
             _on_interrupt(lambda signum, frame: reloads.append(signum), (signal.SIGHUP,))
-        logging.basicConfig(format="streamdehaze: %(message)s", level=logging.INFO)
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_MaskCredentials(argv))
+        if not root.handlers:
+            ours = logging.StreamHandler()
+            ours.setFormatter(logging.Formatter("streamdehaze: %(message)s"))
+            root.addHandler(ours)
+            root.setLevel(logging.INFO)
+        for handler in root.handlers:
+            handler.addFilter(masking)
         if "torch" not in sys.modules:  # this is the command line's own process: see tuning.py
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 (--codec libsvtav1) prints 20 lines of banner otherwise
@@ -69,6 +76,11 @@ def main(argv: list[str] | None = None, *, leave: object = None) -> int:
               "(set STREAMDEHAZE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
     finally:
+        for handler in root.handlers:
+            handler.removeFilter(masking)
+        if ours is not None:
+            root.removeHandler(ours)
+            root.setLevel(level)
         warnings.showwarning = shown
         for sig, handler in previous.items():
             if leave is not None or handler is not None:  # None: set outside Python, cannot be put back

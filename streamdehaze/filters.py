@@ -89,11 +89,6 @@ def _min_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
     return x
 
 
-def luminance(rgb: torch.Tensor) -> torch.Tensor:
-    """``[B,3,H,W]`` -> ``[B,1,H,W]`` BT.709 luma of the (non-linear) RGB values."""
-    return (0.2126 * rgb[:, 0:1] + 0.7152 * rgb[:, 1:2] + 0.0722 * rgb[:, 2:3])
-
-
 def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, radius: int,
                         eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """He et al.'s guided filter with a one-channel guide: ``src ~= a * guide + b`` locally.

@@ -128,9 +128,9 @@ class _Runner:
                     if self._stop.is_set():
                         raise Stopped
                     self.connecting = False
-                self._stream = self.job.start(name)
-                if self.config.stats_json is not None:
+                if self.config.stats_json is not None:  # (first: a failure here leaves no output started)
                     reporter = Reporter(self.job.stats, Path(self.config.stats_json))
+                self._stream = self.job.start(name)
                 self.lane.scheduler.add(self._stream)
                 if self._stop.is_set():
                     self._stream.stop()

@@ -403,10 +403,6 @@ class Job:
     def _recorded_in(self) -> str:
         return str(self.dst) if self._segments is None else self._segments.written()
 
-    def close(self) -> None:
-        if self.source is not None:
-            self.source.close()
-
 
 def stream_files(config: StreamConfig) -> list[tuple[str, str]]:
     """What a stream reads and writes, for ``same_file``: (its key, the resolved path, a segment pattern or an

@@ -490,12 +490,12 @@ def stopping() -> Iterator[None]:
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(sig, lambda signum, frame: None)
+    # (a handler set outside Python reads as None, and cannot be put back: it is left alone, as an ignored one is)
+    taken = [sig for sig, handler in previous.items() if handler not in (signal.SIG_IGN, None)]
+    for sig in taken:
+        signal.signal(sig, lambda signum, frame: None)
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            if handler is not None:
-                signal.signal(sig, handler)
+        for sig in taken:
+            signal.signal(sig, previous[sig])

@@ -97,7 +97,6 @@ class VideoInfo:
     rotation: int  # counter-clockwise degrees from the display matrix
     colour: dict[str, int]  # AVColorSpace/primaries/trc of the input, for tagging the output
     copy_streams: list = field(default_factory=list)  # input audio, subtitle and data streams to copy
-    container_format: str = ""
     tags: dict[str, str] = field(default_factory=dict)  # the input's own (creation time, location, title, ...)
     video_tags: dict[str, str] = field(default_factory=dict)  # its video stream's (timecode, language, title)
     video_disposition: int = 0  # its video stream's AV_DISPOSITION_* flags (the track played by default)
@@ -403,7 +402,7 @@ class VideoFileSource:
             frames=int(st.frames or 0), rotation=int(first.rotation or 0), pixel_aspect=pixel_aspect(st),
             colour={"colorspace": int(first.colorspace), "color_primaries": int(st.codec_context.color_primaries),
                     "color_trc": int(st.codec_context.color_trc)},
-            copy_streams=self.copy_streams, container_format=self.container.format.name,
+            copy_streams=self.copy_streams,
             tags={k: v for k, v in self.container.metadata.items() if k.lower() not in _OLD_FILE_TAGS},
             video_tags=stream_tags(st), video_disposition=int(st.disposition), chapters=self._chapters(first),
             field_order=int(st.codec_context.field_order or 0), bits=sample_bits(first), hdr10=hdr10_of(first),

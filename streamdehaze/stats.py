@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .credentials import mask
+from .errors import UsageError
 
 log = logging.getLogger("streamdehaze")
 
@@ -157,7 +158,6 @@ class Reporter:
             if self._server is not None:
                 self._server.shutdown()
                 self._server.server_close()
-            from .errors import UsageError
             raise UsageError(f"cannot write {path}: {exc.strerror}") from None
         self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
         self._thread.start()
@@ -166,7 +166,6 @@ class Reporter:
         try:
             import prometheus_client as prom
         except ImportError:
-            from .errors import UsageError
             raise UsageError("--metrics-port needs prometheus-client (pip install 'streamdehaze[metrics]')") from None
         registry = prom.CollectorRegistry()
         by_stream = ["stream"] if self._fleet else []
@@ -185,7 +184,6 @@ class Reporter:
         try:
             self._server, _ = prom.start_http_server(port, addr=host, registry=registry)
         except OSError as exc:  # (a name that does not resolve is a socket.gaierror: an OSError too)
-            from .errors import UsageError
             shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             raise UsageError(f"--metrics-port {shown}: {exc.strerror or exc}") from None
 

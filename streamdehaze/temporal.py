@@ -38,9 +38,11 @@ import cv2
 import numpy as np
 import torch
 
+from kanet import transform
+
 from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
-from .filters import box_filter, luminance
+from .filters import box_filter
 
 
 MODES = ("off", "ema", "static")  # --temporal: none; the average that follows the camera; the same without the flow
@@ -94,7 +96,7 @@ class TemporalSmoother:
     def __call__(self, small: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``small`` [B,3,h,w] model input, gains ``a`` [B,1|2,h,w], offsets ``b`` [B,3,h,w] -> smoothed (a, b);
         B frames in order."""
-        luma = luminance(small)
+        luma = transform.luma(small)
         level = luma.mean((-2, -1), keepdim=True).clamp(min=1e-3)
         structure = luma / level - 1.0
         # The flow runs on the host, so only for CPU tensors: on a GPU, copying the lumas back would stall the

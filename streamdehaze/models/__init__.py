@@ -3,7 +3,9 @@
 Models that predict their transform directly (:class:`PredictsCoefficients`: KA_Net's coefficient head) also give
 ``coefficients(rgb) -> (gain, offset)``, the transform that ``kanet.transform.apply`` carries to any resolution;
 for every other model the engine fits that transform to the model's output (``guided.fit_gain_offset``).
-``create_model(name, weights)`` builds any registered model; the engine knows nothing else about it.
+``create_model(name, weights)`` builds any registered model; the engine knows nothing else about it but three
+optional hints, read from any model that has them: ``infer_size`` or ``infer_size_for(device)`` (the short side it
+runs at by default) and ``max_upscale`` (how far its transform may be stretched, at most).
 """
 
 from __future__ import annotations
@@ -54,8 +56,6 @@ def create_model(name: str, weights: str | Path | None = None, device: torch.dev
     """Build the model called ``name`` in eval mode on the CPU (the engine moves it); ``auto`` picks the best
     shipped model for ``device`` (or whatever configuration ``weights`` holds). ``option`` is how messages name a
     setting and its value: ``--{} {}`` on the command line, ``{}={}`` for the GStreamer element's properties.
-
-    Models may carry ``infer_size`` (or ``infer_size_for(device)``): the short side they run at by default.
     """
     if name == "auto":
         if weights is not None:  # the weights file says which configuration it is

@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..filters import guided_coefficients, luminance, min_filter, resize
+from kanet.transform import luma
+
+from ..filters import guided_coefficients, min_filter, resize
 
 
 class DarkChannelPrior(nn.Module):
@@ -36,7 +38,7 @@ class DarkChannelPrior(nn.Module):
         dark = min_filter(small.amin(1, keepdim=True), radius)
         airlight = self._airlight(small, dark)
         transmission = 1.0 - self.omega * min_filter((small / airlight).amin(1, keepdim=True), radius)
-        a, b = guided_coefficients(luminance(small), transmission, radius * 4, self.eps)
+        a, b = guided_coefficients(luma(small), transmission, radius * 4, self.eps)
         return airlight, a, b
 
     def recover(self, rgb: torch.Tensor, airlight: torch.Tensor, a: torch.Tensor,
@@ -44,7 +46,7 @@ class DarkChannelPrior(nn.Module):
         """Apply upsampled transmission coefficients to the full-resolution frame: J = (I - A) / t + A."""
         size = tuple(rgb.shape[-2:])
         x = rgb.float()
-        t = (resize(a, size) * luminance(x) + resize(b, size)).clamp_(min=self.t_min, max=1.0)
+        t = (resize(a, size) * luma(x) + resize(b, size)).clamp_(min=self.t_min, max=1.0)
         return ((x - airlight) / t + airlight).clamp_(0.0, 1.0).to(rgb.dtype)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:

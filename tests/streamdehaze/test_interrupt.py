@@ -106,3 +106,18 @@ def test_an_internal_error_is_one_line_however_long_its_message(run_cli, monkeyp
     code, err = run_cli("in.mp4", "out.mp4")
     assert (code, err) == (1, "streamdehaze: internal error: RuntimeError: C++ compile error ... (3 more lines) "
                               "(set STREAMDEHAZE_DEBUG=1 for a traceback)\n")
+
+
+def test_stopping_leaves_alone_a_handler_it_could_not_put_back(monkeypatch):
+    """A handler set outside Python (an embedding C program's) reads as None: it was replaced by one that does
+    nothing, which then stayed, and Ctrl-C and SIGTERM did nothing for the rest of the process."""
+    import signal
+
+    from streamdehaze.pipeline import stopping
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(signal, "getsignal", lambda sig: None)
+    with stopping():
+        pass
+    monkeypatch.undo()
+    assert {sig: signal.getsignal(sig) for sig in before} == before
