@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 import signal
 import threading
@@ -42,6 +43,12 @@ _IDLE_WAIT_S = 0.1  # the scheduler's longest sleep when nothing is ready (it is
 # A camera's reader may be dialling when its stream stops, which nothing interrupts (up to twice the connect timeout):
 # the stream waits this long for it, then leaves it to end on its own (a source that ``closes_while_read``).
 _READER_LEFT_S = 1.0
+# A camera faster than the model loses frames: said once, when a tenth of them have been dropped after this long
+# (the statistics count them; the log said nothing until the summary, and a recording was thinned unseen).
+_SAY_DROPS_AFTER_S = 4.0
+_SAY_DROPS_SHARE = 0.1
+
+log = logging.getLogger("streamdehaze")
 
 
 @dataclass
@@ -89,6 +96,7 @@ class Stream:
         self._ended = False  # no more frames will be taken: the source ended, failed or was stopped
         self.stopped = False  # cut short: stopped before its source ended, or frames taken were dropped (Ctrl-C twice)
         self._start = time.perf_counter()
+        self._said_drops = False  # (``_say_drops``)
         self.reader: Prefetch | None = None
         self.writer: Worker | None = None
         # Sinks that show the source frame (callbacks) get it on each dehazed frame, as ``frame.opaque``.
@@ -137,6 +145,16 @@ class Stream:
         self.sink.write(frame)
         self.written += 1
         self.stats.frame_done(self._arrival(pts))
+        if self.live and not self._said_drops:
+            self._say_drops()
+
+    def _say_drops(self) -> None:
+        seconds, received = time.perf_counter() - self._start, self.stats.received()
+        if seconds >= _SAY_DROPS_AFTER_S and received and self.stats.dropped >= _SAY_DROPS_SHARE * received:
+            self._said_drops = True
+            log.warning("the model keeps up with %.1f of the camera's %.1f frames a second: the others are dropped "
+                        "(%d so far; a smaller inference size, a lighter model or a GPU keeps up)",
+                        self.written / seconds, received / seconds, self.stats.dropped)
 
     # The scheduler's side (one of its threads at a time).
 

@@ -315,6 +315,9 @@ class VideoSink:
                     item.pict_type = av.video.frame.PictureType.I
                     self._next_key = t + 1
             for packet in self.video.encode(item):
+                if self.live and packet.is_keyframe and packet.pts is not None and packet.time_base is not None:
+                    # one of the encoder's own (a scene cut) puts off the next forced one: they came in pairs
+                    self._next_key = max(self._next_key or 0, packet.pts * packet.time_base + 1)
                 self._mux(packet)
             self.frames += 1
             if self._sync is not None:
