@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import math
 import os
@@ -81,11 +80,16 @@ class Dehazer:
     def stream(self) -> "Dehazer":
         """Another stream (its own temporal state) on this one's engine: the model is shared, not copied, and
         calls of several streams from several threads at once share its model calls."""
-        other = copy.copy(self)
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
         other.temporal = None if self.temporal is None else TemporalSmoother(self.temporal.strength,
                                                                              follow=self.temporal.follow)
         other._turn = threading.Lock()
         return other
+
+    def __reduce_ex__(self, protocol: object) -> object:
+        # (pickle's own message named a lock deep inside: "cannot pickle '_thread.RLock' object")
+        raise TypeError("a Dehazer cannot be pickled or sent to another process: make one in each process")
 
     def reset(self) -> None:
         """Forget the previous frames (a scene cut, or another camera)."""

@@ -557,3 +557,13 @@ def test_names_given_as_bytes_are_the_file_system_s(make_video, probe, tmp_path)
     src = make_video(frames=3)
     result = process(bytes(src), bytes(tmp_path / "out.mp4"), model="dcp")
     assert result.frames == 3 and probe(tmp_path / "out.mp4")["count"] == 3
+
+
+def test_a_dehazer_sent_to_another_process_is_refused_in_one_line(dehazer):
+    """Pickling one (a process pool's argument) failed on a lock deep inside, which named neither it nor a remedy."""
+    import pickle
+
+    with pytest.raises(TypeError, match="^a Dehazer cannot be pickled or sent to another process: make one in each"):
+        pickle.dumps(dehazer)
+    other = dehazer.stream()  # (made by copying it, as before)
+    assert other.engine is dehazer.engine and other._turn is not dehazer._turn
