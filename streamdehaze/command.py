@@ -33,7 +33,7 @@ from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, model_name
 from .config import StreamConfig, load_config
 from .fleet import Fleet, FleetResult, open_reporter, within_file
-from .options import Parser, add_file_options, build_parser, seconds
+from .options import Parser, add_file_options, build_parser, seconds, video_options_given
 from .outputs import (atomic_output, check_statistics_among, check_statistics_file, check_writable,
                       remove_empty_folders)
 from .pipeline import RunResult, deferred_signals, stopping
@@ -425,6 +425,9 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     args.model = model_name(args.model, args.weights, device)  # name what runs, in the stats and the summary line
     if on_disk and (src.is_dir() or is_image(src)) or is_image_url(args.input):
+        if ignored := video_options_given(args):  # (they were ignored without a word)
+            log.warning("%s: for video only; images are dehazed without %s", ", ".join(ignored),
+                        "it" if len(ignored) == 1 else "them")
         engine = image_engine(create_model(args.model, args.weights, device), device, args.infer_size,
                               args.strength, args.noise_floor)
         start = time.perf_counter()

@@ -218,3 +218,11 @@ def option_value(key: str, value: object) -> object:
 
 _ACTIONS = {a.dest: a for a in build_parser()._actions if a.option_strings and a.dest not in ("help", "version")}
 OPTION_NAMES = tuple(_ACTIONS)
+# Options of video alone: an image has no frames to batch, smooth, encode, cut or wait for.
+VIDEO_ONLY = ("batch", "compile", "hwaccel", "temporal", "temporal_strength", "codec", "crf", "preset", "max_frames",
+              "duration", "reconnect", "rtsp_transport", "max_latency", "segment_time")
+
+
+def video_options_given(args: argparse.Namespace) -> list[str]:
+    """The options of video alone that ``args`` sets to other than their defaults, as the command line spells them."""
+    return [_ACTIONS[key].option_strings[0] for key in VIDEO_ONLY if getattr(args, key) != _ACTIONS[key].default]

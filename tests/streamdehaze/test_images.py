@@ -700,3 +700,13 @@ def test_a_folder_run_says_what_it_leaves_out(run_cli, hazy_image, caplog, tmp_p
     assert said == [f"3 left out of {src}, not images: clip.gif, notes.txt, sub/ (streamdehaze batch takes videos "
                     "and subfolders too)"]
     assert sorted(p.name for p in (src / "out").iterdir()) == ["a.jpg"]
+
+
+def test_options_of_video_alone_given_for_a_photo_are_said_to_be_ignored(run_cli, hazy_image, caplog, tmp_path):
+    # --codec, --compile, --temporal ... were taken without a word, as though they applied
+    _save(tmp_path / "a.jpg", hazy_image(0, 64, 48))
+    code, _ = run_cli(tmp_path / "a.jpg", tmp_path / "b.jpg", "--model", "dcp", "--codec", "libx265", "--compile",
+                      "--temporal", "ema", "--duration", "2")
+    assert code == 0 and (tmp_path / "b.jpg").exists()
+    said = [r.getMessage() for r in caplog.records if "for video only" in r.getMessage()]
+    assert said == ["--compile, --codec, --duration: for video only; images are dehazed without them"]
