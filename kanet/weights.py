@@ -65,11 +65,24 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError) as e:
+        if _is_torch_checkpoint(path):  # (an official checkpoint, given as it was downloaded)
+            raise WeightsError(f"{path}: a PyTorch checkpoint, not a safetensors file: convert it with "
+                               f"`python -m kanet.convert {path} OUT.safetensors`") from e
         raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(e)})") from e
     if meta.get("format") != FORMAT or "config" not in meta:
         raise WeightsError(f"{path}: not a KA_Net weight file (no kanet metadata); official checkpoints need "
                            f"`python -m kanet.convert` or kanet.load_official")
     return meta
+
+
+def _is_torch_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` begins as ``torch.save`` writes: a zip archive, or a pickle (before PyTorch 1.6)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
 def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> KANet:

@@ -78,3 +78,9 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00" * 16)
     with pytest.raises(kanet.WeightsError, match="not a readable safetensors"):
         kanet.load_weights(junk)
+    # an official checkpoint as downloaded (torch.save's zip): named, with the command that converts it
+    official = tmp_path / "KANet.pk"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, official)
+    with pytest.raises(kanet.WeightsError, match=r"KANet.pk: a PyTorch checkpoint, not a safetensors file: convert it "
+                                                 r"with `python -m kanet.convert .*KANet.pk OUT.safetensors`$"):
+        kanet.load_weights(official)
