@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -88,6 +88,9 @@ class Lane:
             thread.join()
 
 
+_DONE = {"added": "added", "removed": "removed", "changed": "changed", "retried": "started again after failing"}
+
+
 class _Runner:
     """One stream's life in its own thread: open, run through its engine's scheduler, finish its output."""
 
@@ -111,6 +114,11 @@ class _Runner:
             self._stop.set()
         if self._stream is not None:
             self._stream.stop()
+
+    @property
+    def failed(self) -> bool:
+        """Ended with an error (its output failed, its camera ran out of reconnects)."""
+        return not self.thread.is_alive() and self.outcome.error is not None
 
     @property
     def done(self) -> bool:
@@ -160,12 +168,22 @@ class StreamLabels(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.urls: list[str] = []
+        self._for = threading.local()  # (``speaking_for``)
+
+    @contextlib.contextmanager
+    def speaking_for(self, name: str) -> Iterator[None]:
+        """Lines logged by this thread meanwhile are a stream's (the fleet's own work on it: a reload's)."""
+        self._for.name = name
+        try:
+            yield
+        finally:
+            del self._for.name
 
     def filter(self, record: logging.LogRecord) -> bool:
         kind, _, name = threading.current_thread().name.partition(" ")
+        name = getattr(self._for, "name", None) or (name if kind in _STREAM_THREADS else "")
         message = mask(record.getMessage(), *self.urls)
-        record.msg, record.args = (f"{name}: {message}" if name and kind in _STREAM_THREADS
-                                   else message), None
+        record.msg, record.args = (f"{name}: {message}" if name else message), None
         return True
 
 
@@ -217,18 +235,20 @@ class Fleet:
 
     def reload(self, config: FleetConfig | str | Path | dict | list) -> dict[str, list[str]]:
         """Apply a new configuration: added streams start, removed ones finish their files and stop, changed ones
-        restart; the others go on untouched. A mistake in it raises a ``UsageError`` and changes nothing.
-        Returns the names ``added``, ``removed``, ``changed``."""
+        restart, and so do unchanged ones that failed; the others go on untouched. A mistake in it raises a
+        ``UsageError`` and changes nothing. Returns the names ``added``, ``removed``, ``changed``, ``retried``."""
         if self._state != "running":
             raise RuntimeError(f"this Fleet is {self._state}: only a running one reloads")
         new = _load(config)
         old = {name: runner.config for name, runner in self._runners.items()}
         wanted = {c.name: c for c in new.streams}
         changes = {"added": [n for n in wanted if n not in old], "removed": [n for n in old if n not in wanted],
-                   "changed": [n for n in wanted if n in old and wanted[n] != old[n]]}
-        starting = [wanted[n] for n in changes["added"] + changes["changed"]]
-        kept = [c for n, c in wanted.items() if n in old and c == old[n]]
-        going = [self._runners[n] for n in changes["removed"] + changes["changed"]]
+                   "changed": [n for n in wanted if n in old and wanted[n] != old[n]],
+                   # (a stream that failed, unchanged: its disk freed, its server back; it stayed dead until edited)
+                   "retried": [n for n in wanted if n in old and wanted[n] == old[n] and self._runners[n].failed]}
+        starting = [wanted[n] for n in changes["added"] + changes["changed"] + changes["retried"]]
+        kept = [c for n, c in wanted.items() if n in old and c == old[n] and n not in changes["retried"]]
+        going = [self._runners[n] for n in changes["removed"] + changes["changed"] + changes["retried"]]
         # (the recordings of the streams stopped are theirs until they are finished and moved aside, below)
         their_files = {r.job.dst.resolve() for r in going if r.job.dst is not None}
         with within_file(new):  # (checked against the statistics file that stays)
@@ -238,7 +258,8 @@ class Fleet:
         if (new.stats_json, new.metrics_port) != (self.config.stats_json, self.config.metrics_port):
             log.warning("reload: stats_json and metrics_port stay as they were until the next start")
         for runner in going:
-            runner.outcome.reload = "removed" if runner.config.name in changes["removed"] else "restarted"
+            if runner.config.name not in changes["retried"]:  # (a failed one's summary line says its failure)
+                runner.outcome.reload = "removed" if runner.config.name in changes["removed"] else "restarted"
             runner.stop()
         # A starting stream (restarted, or renamed) may write where a stopping one did: that one finishes first, and
         # its recording is moved aside now (the new one would), so that its summary line names where it went.
@@ -249,7 +270,8 @@ class Fleet:
             job = runner.job
             if job.live and job.dst is not None and runner.config.encode.segment_time is None \
                     and job.dst.resolve() in rewritten:
-                aside = move_aside(job.dst)
+                with self._labels.speaking_for(runner.config.name):
+                    aside = move_aside(job.dst)
                 if aside is not None:
                     runner.outcome.output = str(aside)
         with self._lock:
@@ -263,7 +285,9 @@ class Fleet:
         self.config = replace(new, stats_json=self.config.stats_json, metrics_port=self.config.metrics_port)
         for what, names in changes.items():
             if names:
-                log.info("reload: %s %s", what, ", ".join(names))
+                log.info("reload: %s %s", _DONE[what], ", ".join(names))
+        if not any(changes.values()):  # (a service manager's reload is told it was read)
+            log.info("reload: no changes")
         return changes
 
     def stop(self) -> None:

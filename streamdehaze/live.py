@@ -201,12 +201,16 @@ class LiveSource:
     def _connect(self) -> av.VideoFrame:
         """Open the stream and decode its first frame, retrying with backoff; returns that frame."""
         delay = self.options.backoff_start
-        failures = 0
+        failures, began = 0, time.monotonic()
         while True:
             if self._stop.is_set():
                 raise Stopped
             try:
-                return self._open_once()
+                frame = self._open_once()
+                if failures:  # (its failures were said; that it answered at last was not)
+                    log.warning("%s: connected after %.1f s (attempt %d)", self.name, time.monotonic() - began,
+                                failures + 1)
+                return frame
             except (av.FFmpegError, OSError, MediaError) as exc:
                 reason = self._reason(exc)
                 if failures >= self.options.reconnect:

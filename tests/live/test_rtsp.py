@@ -69,6 +69,21 @@ def test_reconnects_after_server_restart(rtsp_server, cli, tmp_path):
     assert ", 1 reconnects" in run.stderr  # one outage, however many attempts it took
 
 
+def test_a_camera_down_at_the_start_is_said_when_it_answers(rtsp_server, cli, tmp_path):
+    """Each failed dial was said ("retrying in ..."); that the camera answered at last was not, so a log read as
+    though it never came."""
+    rtsp_server.stop()
+    out, stats = tmp_path / "late.mp4", tmp_path / "s.jsonl"
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--stats-json", stats)
+    assert run.wait_line("retrying in", 30) is not None, run.stderr
+    rtsp_server.start()
+    assert run.wait_line("connected after", 30) is not None, run.stderr
+    run.wait_streaming(stats)
+    assert run.interrupt() == 0, run.stderr
+    said = [line for line in run.stderr.splitlines() if "connected after" in line]
+    assert len(said) == 1 and re.search(r": connected after \d+\.\d s \(attempt \d+\)$", said[0]), said
+
+
 def test_frozen_server_times_out_and_recovers(rtsp_server, cli, tmp_path):
     out, stats = tmp_path / "live.mp4", tmp_path / "s.jsonl"
     run = cli(rtsp_server.url, out, "--timeout", 2, "--stats-json", stats)

@@ -109,12 +109,16 @@ def test_reload_starts_stops_and_restarts_only_what_changed(rtsp_servers, cli, d
     gone = decodable(tmp_path / "gone.1.mp4")  # finished, playable, and stopped at the reload
     assert len(gone) >= RATE and all(b > a for a, b in zip(gone, gone[1:]))
     assert f"streamdehaze: gone: {len(gone)} frames" in run.stderr and run.proc.returncode == 0
-    assert [line.rsplit(" -> ", 1)[1] for line in run.stderr.splitlines()
+    summaries = [line for line in run.stderr.splitlines() if " -> " in line]
+    assert [line.rsplit(" -> ", 1)[1] for line in summaries
             if line.startswith("streamdehaze: gone: ")] == [f"{tmp_path / 'gone.1.mp4'} (removed by a reload)"]
     old, new = decodable(tmp_path / "change.1.mp4"), decodable(out["change"])  # restarted: a new recording
-    summary = [line for line in run.stderr.splitlines() if line.startswith("streamdehaze: change: ")]
+    summary = [line for line in summaries if line.startswith("streamdehaze: change: ")]
     assert [line.rsplit(" -> ", 1)[1] for line in summary] == [f"{tmp_path / 'change.1.mp4'} (restarted by a reload)",
                                                                str(out["change"])]
+    # the recordings moved aside are named with their streams, as the streams' own lines are (they were not)
+    assert "streamdehaze: change: change.mp4 already held a recording: moved it to change.1.mp4" in run.stderr
+    assert "streamdehaze: gone: gone.mp4 already held a recording: moved it to gone.1.mp4" in run.stderr
     assert len(old) >= RATE and len(new) >= 2 * RATE
     assert len(decodable(out["gone"])) >= 2 * RATE  # the new stream's
     keep = decodable(out["keep"])  # the stream that did not change never noticed

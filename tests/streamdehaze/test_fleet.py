@@ -176,7 +176,8 @@ def test_file_streams_a_reload_stops_are_the_operators_choice_not_cut_short_runs
         while min(m.stats.snapshot()["frames"] for m in fleet.members().values()) < 5:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert fleet.reload([dict(streams[0], crf=30)]) == {"added": [], "removed": ["b"], "changed": ["a"]}
+        assert fleet.reload([dict(streams[0], crf=30)]) == {"added": [], "removed": ["b"], "changed": ["a"],
+                                                            "retried": []}
         assert fleet.wait(120)
         result = fleet.close()
     assert _serve_exit(result) == 0
@@ -188,6 +189,27 @@ def test_file_streams_a_reload_stops_are_the_operators_choice_not_cut_short_runs
     assert lines[1].startswith("a: ") and lines[1].endswith(f"-> {tmp_path / 'a.out.mp4'} (restarted by a reload)")
     assert lines[2].startswith("a: 300 frames in ") and lines[2].endswith(f"-> {tmp_path / 'a.out.mp4'}")
     assert lines[3].startswith("fleet: 2 streams, ")
+
+
+def test_a_reload_starts_again_a_stream_that_failed(make_video, probe, caplog, tmp_path):
+    """A stream that failed (here its input; in the field a full disk, a server gone) stayed dead through reloads of
+    the same configuration, until its entry was edited or the process restarted; the operator who mended the cause
+    and reloaded was told nothing. A reload with nothing to do says so."""
+    src = tmp_path / "a.mp4"
+    src.write_bytes(b"not a video yet")
+    stream = {"name": "a", "input": str(src), "output": str(tmp_path / "a.out.mkv"), "model": "dcp"}
+    with Fleet([stream]) as fleet:
+        assert fleet.wait(60)
+        make_video("a.mp4", frames=20)  # mended
+        assert fleet.reload([stream]) == {"added": [], "removed": [], "changed": [], "retried": ["a"]}
+        assert fleet.wait(60)
+        assert fleet.reload([stream]) == {"added": [], "removed": [], "changed": [], "retried": []}
+        result = fleet.close()
+    first, second = result.streams
+    assert first.error is not None and second.error is None and second.result.frames == 20
+    assert probe(tmp_path / "a.out.mkv")["count"] == 20
+    said = [m for m in caplog.messages if m.startswith("reload: ")]
+    assert said == ["reload: started again after failing a", "reload: no changes"], caplog.messages
 
 
 def test_each_run_of_a_restarted_stream_names_the_partial_that_holds_its_frames(make_video, probe, tmp_path):
