@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -191,8 +192,7 @@ class Reporter:
         if self._fleet:
             return self._emit_fleet()
         snap = self.stats.snapshot()
-        if self._file is not None:
-            self._file.write(json.dumps(snap) + "\n")
+        self._write([snap])
         if self._gauges is not None:
             for key, gauge in self._gauges.items():
                 gauge.set(math.nan if snap[key] is None else snap[key])
@@ -203,9 +203,7 @@ class Reporter:
         snaps = {name: member.stats.snapshot() for name, member in members.items()}
         fleet = fleet_snapshot(list(snaps.values()), [t for m in members.values() for t in m.stats.latencies()],
                                self._start, [stats.snapshot() for stats in self.ended()])
-        if self._file is not None:
-            self._file.write("".join(json.dumps({"stream": name, **snap}) + "\n" for name, snap in snaps.items())
-                             + json.dumps(fleet) + "\n")
+        self._write([*({"stream": name, **snap} for name, snap in snaps.items()), fleet])
         if self._gauges is not None:
             for name in self._shown - set(snaps):  # streams removed by a reload
                 for gauge in self._gauges.values():
@@ -223,6 +221,23 @@ class Reporter:
                 gauge.set(math.nan if fleet[key] is None else fleet[key])
             self._shown = set(snaps)
         return fleet
+
+    def _write(self, lines: list[dict]) -> None:
+        """Append ``lines`` to the statistics file, each with the wall-clock time (``unix_time``: a run's own
+        ``time`` counts from its start). A file renamed or deleted under it (log rotation) is followed by a new one
+        at its name: the lines went on into the renamed file, for good."""
+        if self._file is None:
+            return
+        try:
+            moved = os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            moved = True
+        if moved:  # (opened first: where that fails, the old file is still there to close)
+            old, self._file = self._file, open(self.path, "a", buffering=1)  # noqa: SIM115 (closed in close())
+            with contextlib.suppress(OSError):
+                old.close()
+        now = round(time.time(), 3)
+        self._file.write("".join(json.dumps({**line, "unix_time": now}) + "\n" for line in lines))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -253,6 +253,30 @@ def test_statistics_are_appended_to_what_a_run_before_wrote(tmp_path):
     assert len(lines) == 2 and all(line["frames"] == 1 for line in lines)
 
 
+def test_statistics_follow_their_file_rotated_and_say_when_they_were_written(tmp_path):
+    """Rotated as logs are (renamed, then a SIGHUP that does not touch it), the statistics went on into the renamed
+    file for good and none came at the name again. And a line's ``time`` counts from the run's start, whose
+    wall-clock time nothing said."""
+    import time
+
+    from streamdehaze.stats import Reporter, RunStats
+
+    path = tmp_path / "live.jsonl"
+    began = time.time()
+    reporter = Reporter(RunStats(), path, interval=0.05)
+    try:
+        time.sleep(0.3)
+        path.rename(tmp_path / "live.jsonl.1")
+        time.sleep(0.3)
+    finally:
+        reporter.close()
+    old = [json.loads(line) for line in (tmp_path / "live.jsonl.1").read_text().splitlines()]
+    new = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(old) >= 2 and len(new) >= 2
+    times = [line["unix_time"] for line in old + new]
+    assert began <= times[0] and times == sorted(times) and times[-1] <= time.time()
+
+
 def test_a_full_disk_under_the_statistics_is_said_once_and_naming_the_file(small_filesystem, caplog):
     """A statistics file that cannot be written (a full disk) is said once, naming it, and again when it is
     written again; the run's end does not fail on it. It was an unlabelled 'stats: [Errno 28] ...' every second, and
