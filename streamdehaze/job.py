@@ -370,7 +370,11 @@ class Job:
             if (self.live or self._segments is not None) and self.dst is not None \
                     and not isinstance(exc, RecordingDeleted):
                 done, frames = "recorded" if self.live else "written", self.stream.sink.frames
-                self.stats.frames = frames  # (those the file holds, not those encoded: its statistics say the same)
+                # Those the file holds, not those encoded (its statistics say the same); a camera's others, lost with
+                # it, count as dropped, so that received = frames + dropped still holds.
+                if self.live:
+                    self.stats.drop(self.stats.frames - frames)
+                self.stats.frames = frames
                 if frames == 0:  # (a file that would hold none is not kept: there is none to name)
                     raise MediaError(f"{exc}; nothing was {done}") from None
                 raise MediaError(f"{exc}; the {frames} frames {done} before it are in {self._recorded_in()}") from None

@@ -201,10 +201,17 @@ class Stream:
         # Results come back in the order the frames were taken.
         originals = [self._originals.popleft() if self._originals is not None else None for _ in range(len(batch))]
         if self.error is not None:
+            if self.live:  # (a camera's frames that the failure left unwritten: received = written + dropped)
+                self.stats.drop(len(batch))
             return
         for k, original in enumerate(originals):
-            self.writer.put((batch, k, original))
-        self.frames += len(batch)
+            try:
+                self.writer.put((batch, k, original))
+            except BaseException:  # its writer failed: the rest of the batch is never written
+                if self.live:
+                    self.stats.drop(len(batch) - k)
+                raise
+            self.frames += 1
         if self.on_frames is not None:
             self.on_frames(len(batch))
 
@@ -246,6 +253,7 @@ class Stream:
         (its KeyboardInterrupt) is taken as in ``drive``: the first lets the writer finish what it was handed, one
         after another drops what it has not begun; either way the sink is closed, playable, once the writer is done
         with it (never two threads on one encoder), and the result says ``interrupted``."""
+        unwritten_counted = False
         try:
             self.reader.close()
             if self.live:
@@ -265,9 +273,12 @@ class Stream:
                     interrupted = True
             if self.live:  # (those a second Ctrl-C dropped: received = written + dropped)
                 self.stats.drop(self.frames - self.written)
+                unwritten_counted = True
             self.sink.close()
         except BaseException:
             self.writer.cancel()
+            if self.live and not unwritten_counted:  # (those a failure left unwritten: dropped too)
+                self.stats.drop(self.frames - self.written)
             self.sink.abort()
             raise
         if self.source_error is not None:

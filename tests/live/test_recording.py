@@ -77,11 +77,11 @@ def test_killed_recording_plays_up_to_its_last_second(rtsp_server, cli, decodabl
 
 
 @pytest.mark.parametrize("name", ["cam.mp4", "cam.mkv", "cam.ts"])
-def test_disk_full_keeps_the_recording(rtsp_server, cli, decodable, small_filesystem, name):
+def test_disk_full_keeps_the_recording(rtsp_server, cli, decodable, small_filesystem, name, tmp_path):
     """What fit, and how many frames that is: those in the file, not those encoded (Matroska's last cluster, which
     the disk refused, held some)."""
-    out = small_filesystem(96) / name
-    run = cli(rtsp_server.url, out, "--model", "dcp", "--crf", 0)  # lossless: the disk fills in seconds
+    out, stats = small_filesystem(96) / name, tmp_path / "stats.jsonl"
+    run = cli(rtsp_server.url, out, "--model", "dcp", "--crf", 0, "--stats-json", stats)  # lossless: fills in seconds
     assert run.finish(120) == 1
     line = run.stderr.splitlines()[-1]
     assert "No space left on device" in line and line.endswith(f" are in {out}"), run.stderr
@@ -89,6 +89,9 @@ def test_disk_full_keeps_the_recording(rtsp_server, cli, decodable, small_filesy
     times = decodable(out)
     assert all(b > a for a, b in zip(times, times[1:]))
     assert len(times) == recorded > 0  # what fit, to its last whole frame, and said so
+    # the frames encoded but lost with the disk count as dropped: received = frames + dropped still (it did not)
+    last = json.loads(stats.read_text().splitlines()[-1])
+    assert last["frames"] == recorded and last["received"] == last["frames"] + last["dropped"], last
 
 
 @pytest.mark.parametrize("segments", [(), ("--segment-time", 1)])
