@@ -31,7 +31,8 @@ from .colour import YUVFormat, rgb_to_yuv, yuv_to_rgb
 from .errors import UsageError
 from .filters import resize
 from .frames import frame_from_planes, planes_of, yuv_format
-from .guided import apply_planes, damp_flat_regions, fit_gain_offset, grey_stays_grey, plane_coefficients
+from .guided import (apply_planes, damp_flat_regions, fit_gain_offset, grey_stays_grey, keep_shadows,
+                     plane_coefficients)
 from .models import PredictsCoefficients
 from .shared_calls import SharedCalls
 from .temporal import TemporalSmoother
@@ -191,11 +192,25 @@ class Engine:
 
     def adjust(self, small: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
                floors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None); grey frames stay grey."""
+        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None); grey frames stay grey,
+        and a network's transform takes no shadow to black (``keep_shadows``: dcp's own floor is its ``t_min``)."""
         offset = grey_stays_grey(small, offset)
         if floors is not None:
             gain, offset = damp_flat_regions(small, gain, offset, floors / 255)
+        if self._predicts:
+            offset = keep_shadows(small, gain, offset)
         return gain, offset
+
+    @staticmethod
+    def smoothed(small: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
+                 temporal: TemporalSmoother | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transform of ``small`` smoothed over time by ``temporal`` (None: as it is). A grey frame's offsets are
+        made grey again after it: the smoother's memory of colour frames tinted a camera's first frames in night
+        vision (six to twelve of them)."""
+        if temporal is None:
+            return gain, offset
+        gain, offset = temporal(small, gain, offset)
+        return gain, grey_stays_grey(small, offset)
 
     @staticmethod
     def at_strength(gain: torch.Tensor, offset: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,9 +259,7 @@ class Engine:
             return self._blend(rgb, self._shared(self.model, rgb), correction.strength)
         small = resize(rgb, size) if size is not None else rgb
         floors = self.floors(rgb, lambda part: kanet.transform.luma(part)[:, 0] * 255, correction.noise_floor)
-        gain, offset = self.coefficients(small, floors)
-        if temporal is not None:
-            gain, offset = temporal(small, gain, offset)
+        gain, offset = self.smoothed(small, *self.coefficients(small, floors), temporal)
         return kanet.transform.apply(rgb, *self.at_strength(gain, offset, correction.strength)).clamp_(0.0, 1.0)
 
     @torch.inference_mode()
@@ -339,9 +352,7 @@ class Engine:
             else:
                 gains, offsets = self.coefficients(x, None if kind[-1] else torch.cat([floors[i] for i in members]))
                 for i, gain, offset in zip(members, gains.split(sizes), offsets.split(sizes)):
-                    temporal = groups[i].request.temporal
-                    if temporal is not None:
-                        gain, offset = temporal(inputs[i], gain, offset)
+                    gain, offset = self.smoothed(inputs[i], gain, offset, groups[i].request.temporal)
                     results[i] = (False, self.at_strength(gain, offset, strengths[i]))
         return results
 

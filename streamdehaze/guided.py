@@ -120,16 +120,38 @@ def _apply_opencv(planes: tuple[torch.Tensor, ...], coefficients: list[tuple[tor
 
 STATS_SIDE = 256  # the largest short side the flatness of a frame is judged at (smaller frames: their own)
 GREY_SPREAD = 2 / 255  # the most a grey picture's colour channels differ by (rounding in YUV to RGB, in JPEG)
+# The share of a grey picture's pixels that may have colour: a camera's name or clock burnt in, in yellow, took an
+# infrared camera's whole night picture for a colour one (and so tinted it).
+GREY_EXCEPT = 0.03
 
 
 def grey_stays_grey(rgb: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """``offset`` ``[B,3,h,w]`` with no colour for the frames of ``rgb`` (at its size) that have none: an infrared
-    camera's night picture, a greyscale photo. The offsets carry the airlight's colour, which a network estimates
-    only nearly grey even there (up to 11 levels between channels): it would tint them. Tensor operations only."""
-    grey = (rgb.amax(1) - rgb.amin(1)).amax((-2, -1)) <= GREY_SPREAD
+    """``offset`` ``[B,3,h,w]`` with no colour for the frames of ``rgb`` (at its size) that have none, but for a
+    few pixels (``GREY_EXCEPT``): an infrared camera's night picture, a greyscale photo. The offsets carry the
+    airlight's colour, which a network estimates only nearly grey even there (up to 11 levels between channels): it
+    would tint them. Tensor operations only."""
+    coloured = ((rgb.amax(1) - rgb.amin(1)) > GREY_SPREAD).float().mean((-2, -1))
+    grey = coloured <= GREY_EXCEPT
     if rgb.device.type == "cpu" and not grey.any():  # (on a GPU, the test would wait for the device)
         return offset
     return torch.where(grey[:, None, None, None], kanet.transform.luma(offset).expand_as(offset), offset)
+
+
+# The least share of a pixel's darkest channel that a learned transform keeps there (``keep_shadows``).
+SHADOW_SHARE = 0.15
+
+
+def keep_shadows(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
+                 share: float = SHADOW_SHARE) -> torch.Tensor:
+    """``offset`` ``[B,3,h,w]`` raised, the same in every channel, where the transform would take the darkest channel
+    of ``rgb`` (what it was predicted from, at its size) below ``share`` of what it was: a dark building under haze
+    went to black (a quarter of some real photos' pixels), which no haze does to it. The rise is spread over the
+    neighbourhood (a 5x5 maximum, then a 9x9 mean) so that it leaves no edge of its own; pixels far from any such
+    shadow keep the transform as it was. Tensor operations only."""
+    out = kanet.transform.apply(rgb, gain, offset)
+    deficit = (share * rgb.amin(1, keepdim=True) - out.amin(1, keepdim=True)).clamp_(min=0)
+    deficit = F.avg_pool2d(F.max_pool2d(deficit, 5, 1, 2), 9, 1, 4, count_include_pad=False)
+    return offset + deficit
 
 
 def damp_flat_regions(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,

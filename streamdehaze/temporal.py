@@ -4,7 +4,9 @@ Per-frame dehazing flickers: the estimated airlight and haze density wobble from
 fog does not (a headlight entering the frame drags the airlight estimate with it). The smoothing acts on the
 low-resolution coefficients ``(a, b)`` of ``out = a * in + b`` (for ``dcp``, 1/t and A(1 - 1/t): transmission
 and airlight), never on pixels, so it cannot smear detail. ``b`` is averaged relative to the frame's mean
-brightness, so a global exposure change passes through exactly as it would frame by frame.
+brightness, so a global exposure change passes through as it would frame by frame where the model's gains stay
+as they were; where the model answers it with other gains, those follow at the average's pace (an exposure jump
+up by a third, with the shipped model: within 2 levels in 6 frames).
 
 The average follows the camera: the previous frame's state is first warped onto this frame by the optical flow
 between the two low-resolution lumas (OpenCV's DIS, about a millisecond at the engine's inference size), so a

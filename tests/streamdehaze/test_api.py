@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -567,3 +568,16 @@ def test_a_dehazer_sent_to_another_process_is_refused_in_one_line(dehazer):
         pickle.dumps(dehazer)
     other = dehazer.stream()  # (made by copying it, as before)
     assert other.engine is dehazer.engine and other._turn is not dehazer._turn
+
+
+def test_a_camera_switched_to_night_vision_comes_out_grey_at_once(hazy_image):
+    """At dusk a camera drops its IR-cut filter: from one frame to the next its picture has no colour. The temporal
+    smoother's memory of the colour frames tinted the first grey ones (up to 36 levels between channels with dcp)."""
+    dehaze = Dehazer("dcp", device="cpu")  # temporal smoothing on, as for video
+    colour = hazy_image(0, 160, 120)
+    grey = np.repeat(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)[..., None], 3, axis=2)
+    for _ in range(10):
+        dehaze(colour)
+    for _ in range(3):
+        out = dehaze(grey).astype(int)
+        assert (out.max(-1) - out.min(-1)).max() <= 1

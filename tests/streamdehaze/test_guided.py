@@ -10,7 +10,7 @@ import kanet
 
 from streamdehaze.colour import YUVFormat
 from streamdehaze.filters import box_filter
-from streamdehaze.guided import apply_planes, damp_flat_regions, plane_coefficients
+from streamdehaze.guided import SHADOW_SHARE, apply_planes, damp_flat_regions, keep_shadows, plane_coefficients
 
 
 def _case(height: int, width: int, fmt: YUVFormat, seed: int = 0):
@@ -93,3 +93,54 @@ def test_damp_flat_regions_at_floor_zero_changes_nothing():
     gain, offset = torch.full((1, 2, 256, 512), 2.0), torch.full((1, 3, 256, 512), -0.5)
     damped, refit = damp_flat_regions(rgb, gain, offset, floor=0.0)
     assert torch.equal(damped, gain) and torch.equal(refit, offset)
+
+
+def test_keep_shadows_lifts_only_what_would_go_black():
+    """A dark building under haze (left: 0.30 with a blue tinge) that the transform (gain 2.2, offsets -0.66: the
+    airlight taken off) takes below 0, beside a bright sky it lifts as it should (right): the building keeps
+    ``SHADOW_SHARE`` of its darkest channel, by the same rise in every channel (no tint); the sky keeps its
+    transform."""
+    rgb = torch.full((1, 3, 64, 128), 0.8)
+    rgb[:, :, :, :64] = torch.tensor([0.29, 0.30, 0.33]).reshape(1, 3, 1, 1)
+    gain, offset = torch.full((1, 2, 64, 128), 2.2), torch.full((1, 3, 64, 128), -0.66)
+    before = kanet.transform.apply(rgb, gain, offset)
+    lifted = keep_shadows(rgb, gain, offset)
+    after = kanet.transform.apply(rgb, gain, lifted)
+    building, sky = (..., slice(None), slice(0, 48)), (..., slice(None), slice(80, 128))
+    assert before[building].amin() < 0 and after[building].amin(1).min() >= SHADOW_SHARE * 0.29 - 1e-6
+    rise = lifted - offset
+    assert torch.allclose(rise[:, :1], rise[:, 1:2]) and torch.allclose(rise[:, :1], rise[:, 2:])
+    assert torch.equal(after[sky], before[sky])
+
+
+def test_the_engine_keeps_the_shadows_of_a_network_s_transform():
+    from torch import nn
+
+    from streamdehaze.engine import Engine
+
+    class Crushing(nn.Module):  # a coefficient model that takes the airlight off too dark a building
+        def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+            return kanet.transform.apply(rgb, *self.coefficients(rgb))
+
+        def coefficients(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            b, _, h, w = rgb.shape
+            return torch.full((b, 2, h, w), 2.2), torch.full((b, 3, h, w), -0.66)
+
+    rgb = torch.full((1, 3, 64, 128), 0.29)
+    gain, offset = Engine(Crushing(), "cpu", infer_size=None, noise_floor=0).coefficients(rgb)
+    assert kanet.transform.apply(rgb, gain, offset).min() >= SHADOW_SHARE * 0.29 - 1e-6
+
+
+def test_a_grey_frame_with_a_coloured_caption_is_still_grey():
+    """An infrared camera's night picture with its name burnt in in yellow (2 % of the frame): taken for a colour
+    frame, its offsets kept the airlight's colour and tinted the whole picture."""
+    from streamdehaze.guided import grey_stays_grey
+
+    rgb = torch.rand(1, 1, 72, 128, generator=torch.Generator().manual_seed(0)).expand(1, 3, 72, 128).clone()
+    rgb[:, :, 2:8, 4:34] = torch.tensor([0.9, 0.85, 0.1]).reshape(1, 3, 1, 1)  # the caption
+    offset = torch.tensor([-0.30, -0.31, -0.27]).reshape(1, 3, 1, 1).expand(1, 3, 72, 128)
+    greyed = grey_stays_grey(rgb, offset)
+    assert torch.allclose(greyed[:, :1], greyed[:, 1:2]) and torch.allclose(greyed[:, :1], greyed[:, 2:])
+    colour = rgb.clone()
+    colour[:, :, 20:50, 40:90] *= torch.tensor([1.0, 0.8, 0.6]).reshape(1, 3, 1, 1)  # a colour frame stays one
+    assert torch.equal(grey_stays_grey(colour, offset), offset)
