@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None, *, leave: object = None) -> int:
     serving = argv[:1] == ["serve"]
     # Log lines on standard error, unless the program that embeds main() has its own handlers; as found on return.
     root, masking, ours = logging.getLogger(), _MaskCredentials(argv), None
-    level = root.level
+    level, own_level = root.level, logging.getLogger("streamdehaze").level  # (--quiet sets the latter)
     reloads: list[int] = []  # SIGHUPs that reached `serve` while it loaded: it applies them once its streams run
     try:
         _on_interrupt(_exit_now)
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None, *, leave: object = None) -> int:
         if ours is not None:
             root.removeHandler(ours)
             root.setLevel(level)
+        logging.getLogger("streamdehaze").setLevel(own_level)
         warnings.showwarning = shown
         for sig, handler in previous.items():
             if leave is not None or handler is not None:  # None: set outside Python, cannot be put back

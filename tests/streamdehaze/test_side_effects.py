@@ -62,15 +62,17 @@ def test_the_command_line_tunes_its_own_process(make_video, tmp_path):
 
 
 def test_main_called_by_a_program_leaves_its_logging_as_it_found_it(tmp_path):
-    """Each call added a filter holding its arguments to every handler of the application's, for good, and the first
-    left a handler and the INFO level on the root logger (an application's own INFO lines then came out too)."""
+    """Each call added a filter holding its arguments to every handler of the application's, for good, the first
+    left a handler and the INFO level on the root logger (an application's own INFO lines then came out too), and
+    --quiet left the library's warnings off (a test in the same process then saw none)."""
     code = ("import logging, sys; from streamdehaze.cli import main; root = logging.getLogger(); "
             "main(sys.argv[1:]); print(root.handlers, root.level); "
-            "mine = logging.StreamHandler(sys.stdout); root.addHandler(mine); main(sys.argv[1:]); main(sys.argv[1:]); "
-            "print(root.handlers == [mine], mine.filters)")
+            "mine = logging.StreamHandler(sys.stdout); root.addHandler(mine); main(sys.argv[1:]); "
+            "main([*sys.argv[1:], '--quiet']); "
+            "print(root.handlers == [mine], mine.filters, logging.getLogger('streamdehaze').level)")
     run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.mp4"), str(tmp_path / "out.mp4")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert run.stdout.splitlines() == ["[] 30", "True []"], run.stdout + run.stderr
+    assert run.stdout.splitlines() == ["[] 30", "True [] 0"], run.stdout + run.stderr
     assert run.stderr.count("streamdehaze: error: ") == 3, run.stderr
 
 
