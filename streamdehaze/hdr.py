@@ -28,7 +28,8 @@ _LIGHT = av.sidedata.sidedata.Type.CONTENT_LIGHT_LEVEL
 def hdr10_of(frame: av.VideoFrame) -> HDR10 | None:
     """What ``frame`` says of its mastering display and light levels; None where it says neither."""
     display = light = None
-    for data in frame.side_data:
+    for item in frame.side_data:  # (PyAV 18.1.0 yields the side data; 18.1.1, a mapping, their types)
+        data = item if isinstance(item, av.sidedata.sidedata.SideData) else frame.side_data[item]
         if data.type == _MASTERING and data.buffer_size >= 88:
             # AVMasteringDisplayMetadata: 11 AVRationals (r, g, b, white as x, y; min, max), has_primaries,
             # has_luminance.
