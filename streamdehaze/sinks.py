@@ -429,15 +429,16 @@ class VideoSink:
 
 
 class _Piece(WholeWrites):
-    """A file the HLS muxer writes through ``io_open``. Its write error is kept for ``check()`` and given to FFmpeg as
-    an error code: raised through PyAV, a second one (the muxer closing the piece) is printed as "PyAV library
-    exception being dropped", with its traceback."""
+    """A file the HLS muxer writes through ``io_open``. Its write error is kept for ``check()``, which the sink calls
+    after every packet, and FFmpeg is told the write went through: raised through PyAV, or given as an error code
+    (which PyAV 18.1.1 turns into an exception of its own), a second one (the muxer closing the piece) is printed as
+    "PyAV library exception being dropped", with its traceback."""
 
     def write(self, data: bytes | memoryview) -> int:
         try:
             return super().write(data)
-        except OSError as exc:
-            return -(exc.errno or errno.EIO)
+        except OSError:
+            return memoryview(data).nbytes
 
 
 def _no_follow(path: str, flags: int) -> int:

@@ -195,6 +195,9 @@ def test_a_reload_starts_again_a_stream_that_failed(make_video, probe, caplog, t
     """A stream that failed (here its input; in the field a full disk, a server gone) stayed dead through reloads of
     the same configuration, until its entry was edited or the process restarted; the operator who mended the cause
     and reloaded was told nothing. A reload with nothing to do says so."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="streamdehaze")
     src = tmp_path / "a.mp4"
     src.write_bytes(b"not a video yet")
     stream = {"name": "a", "input": str(src), "output": str(tmp_path / "a.out.mkv"), "model": "dcp"}
