@@ -192,9 +192,8 @@ class Engine:
 
     def adjust(self, small: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
                floors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None); grey frames stay grey,
-        and a network's transform takes no shadow to black (``keep_shadows``: dcp's own floor is its ``t_min``)."""
-        offset = grey_stays_grey(small, offset)
+        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None); a network's transform
+        takes no shadow to black (``keep_shadows``: dcp's own floor is its ``t_min``)."""
         if floors is not None:
             gain, offset = damp_flat_regions(small, gain, offset, floors / 255)
         if self._predicts:
@@ -204,12 +203,11 @@ class Engine:
     @staticmethod
     def smoothed(small: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
                  temporal: TemporalSmoother | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The transform of ``small`` smoothed over time by ``temporal`` (None: as it is). A grey frame's offsets are
-        made grey again after it: the smoother's memory of colour frames tinted a camera's first frames in night
-        vision (six to twelve of them)."""
-        if temporal is None:
-            return gain, offset
-        gain, offset = temporal(small, gain, offset)
+        """The transform of ``small`` smoothed over time by ``temporal`` (None: as it is), a grey frame's offsets made
+        grey last: before the smoothing, its memory of colour frames tinted a camera's first frames in night vision
+        (six to twelve of them)."""
+        if temporal is not None:
+            gain, offset = temporal(small, gain, offset)
         return gain, grey_stays_grey(small, offset)
 
     @staticmethod
