@@ -394,12 +394,13 @@ class Trainer:
         with self._autocast():
             y, z, _ = self._dehaze(clip.hazy.flatten(0, 1))
         output = y.float().view(b, t, *y.shape[1:])
+        side = clip.hazy.shape[-1]  # the real photos' windows match the frames, not the scoring window below
         if 0 < tc.loss_crop < output.shape[-1]:
             output, clip = self._window(output, clip, tc.loss_crop)
         epoch = self.step * tc.batch // max(1, len(self.cache))
         loss, terms = self.objective(output, z.float(), clip, epoch)
         if tc.real_batch:
-            real, real_terms = self._real_terms(clip.hazy.shape[-1])
+            real, real_terms = self._real_terms(side)
             loss = loss + real
             terms.update(real_terms, loss=loss.item())
         if not torch.isfinite(loss):

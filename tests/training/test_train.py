@@ -109,6 +109,16 @@ def test_full_resolution_training_from_an_image_body_with_real_haze(clean_folder
     sides = {trainer._batch().hazy.shape[-1] for _ in range(6)}
     assert min(sides) >= 72 and max(sides) <= 91 and len(sides) > 1  # 48 px x 1.5-1.9, drawn per batch
     trainer.fit()
+    # The real photos' windows are drawn at the synthetic frames' side, also when the loss scores a smaller window
+    # of them (they were drawn at the window's side: at a scale of 1, the network saw real haze unshrunk).
+    trainer.config = dataclasses.replace(trainer.config, train=dataclasses.replace(trainer.config.train, loss_crop=64))
+    frame_sides, real_sides = [], []
+    batch, real_terms = trainer._batch, trainer._real_terms
+    trainer._batch = lambda: frame_sides.append((c := batch()).hazy.shape[-1]) or c
+    trainer._real_terms = lambda side: real_sides.append(side) or real_terms(side)
+    for _ in range(3):
+        trainer.train_step()
+    assert real_sides == frame_sides and min(frame_sides) > 64
     log = _log(tmp_path / "run")
     steps = [r for r in log if "loss" in r]
     assert len(steps) == 4 and all(r["fog_left"] >= 0 and r["airlight"] >= 0 for r in steps)
