@@ -434,7 +434,7 @@ class VideoFileSource:
         return kept
 
     def _demux(self) -> Iterator[Item]:
-        decoded = packets = 0
+        decoded = packets = listed = 0
         first: Fraction | None = None
         last: int | None = None  # the last frame's pts
         last_end: int | None = None  # and where it ends (a time-lapse's frames last seconds)
@@ -470,6 +470,8 @@ class VideoFileSource:
                         self._damaged(decoded)
                     continue
                 packets += bool(packet.size)
+                if packet.size and packet.dts is not None:
+                    listed = packet.dts + 1  # (an AVI's timestamps count its index's entries, the empty ones too)
                 damaged = packet.is_corrupt  # e.g. the short read at the end of a truncated file
                 try:
                     frames = packet.decode()
@@ -507,7 +509,10 @@ class VideoFileSource:
         if broken is not None:
             yield from held or ()
             self.truncated = f"cannot be read after frame {decoded} ({broken})"
-        elif self.stream.frames and packets < self.stream.frames:  # the index lists packets the file no longer holds
+        elif self.stream.frames and packets < self.stream.frames and not (
+                self.container.format.name == "avi" and listed >= self.stream.frames):
+            # The index lists packets the file no longer holds; an AVI's also lists a dropped frame's, empty (a
+            # capture card's), which the file still holds when it holds the last entry.
             self.truncated = f"is truncated: {packets} of its {self.stream.frames} video packets are there"
         elif (stated := _stated_length(self.stream)) is not None and last_end is not None and \
                 stated - last_end * _time_base(self.stream) > 1:  # (Matroska's tags; MP4's header, a fragment's)

@@ -81,6 +81,29 @@ def test_truncated_file_keeps_every_frame_before_the_cut(make_video, run_cli, pr
     assert times == decodable(cut) and times == probe(src)["times"][: len(times)]
 
 
+def test_an_avi_with_a_dropped_frame_is_whole(run_cli, probe, tmp_path):
+    # A capture card marks a dropped frame with an empty entry in an AVI's index: the entries outnumber the packets,
+    # and a whole file was said to be truncated (exit 1). Cut, it still is.
+    src, out = tmp_path / "dropped.avi", tmp_path / "out.mp4"
+    with av.open(str(src), "w") as oc:
+        video = oc.add_stream("mpeg4", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for pts in [0, *range(2, 40)]:  # frame 1 dropped
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), pts * 5, np.uint8), "rgb24")
+            frame.pts = pts
+            oc.mux(video.encode(frame))
+        oc.mux(video.encode())
+    with av.open(str(src)) as ic:
+        assert ic.streams.video[0].frames == 40  # the empty entry is listed
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 0 and "truncated" not in err, err
+    assert probe(out)["times"] == [Fraction(i, 25) for i in (0, *range(2, 40))]
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    code, err = run_cli(cut, tmp_path / "cut.mp4", "--model", "dcp")
+    assert code == 1 and str(cut) in err and "truncated" in err, err
+
+
 def test_a_truncated_matroska_file_says_so(make_video, run_cli, probe, decodable, tmp_path):
     # Matroska has no index of every frame: the length its track states (its tags) tells that the rest is missing.
     src = make_video("in.mkv", frames=60, width=160, height=120)
