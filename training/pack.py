@@ -20,13 +20,14 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 
 from training.cli import UsageError, atomic_path, run_main
-from training.evaldata import is_held_out, refuse_evaluation_photos
+from training.evaldata import is_held_out, refuse_evaluation_photos, without_near_copies
 from training.images import list_images, read_rgb
 
 QUALITIES = (95, 92, 90, 87, 85, 82, 80, 75, 70)
@@ -64,6 +65,9 @@ def pack(out: Path, clean: Path, real: Path | None, max_fog: float = 0.0, budget
     # clean/ keeps the evaluation's held-out names: the trainer leaves them out by name (training.evaldata)
     refuse_evaluation_photos({"--clean": [f for f in folders["clean"] if not is_held_out(f.name)],
                               "--real": folders.get("real_hazy_train", [])})
+    kept, near_copies = without_near_copies({"--real": folders.get("real_hazy_train", [])})
+    if real is not None:
+        folders["real_hazy_train"] = kept["--real"]
     for f in (f for files in folders.values() for f in files):
         if f.suffix.lower() not in (".jpg", ".jpeg"):
             raise UsageError(f"{f}: not a .jpg; the pack keeps every name (the validation split hashes them)")
@@ -84,7 +88,8 @@ def pack(out: Path, clean: Path, real: Path | None, max_fog: float = 0.0, budget
             break
     else:
         raise UsageError(f"the photos do not fit in {budget / 2 ** 20:.4g} MiB even at JPEG quality {QUALITIES[-1]}")
-    info = {"quality": quality, "bytes": size, "files": {k: len(v) for k, v in folders.items()}, "dropped": dropped}
+    info = {"quality": quality, "bytes": size, "files": {k: len(v) for k, v in folders.items()}, "dropped": dropped,
+            "near_copies": near_copies}
     tmp, old = atomic_path(out), out.with_name(f"{out.name}.old.{os.getpid()}")
     try:
         for name, files in folders.items():
@@ -114,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--budget-mib must be > 0 and --max-fog >= 0")
     real = Path(args.real) if args.real else None
     info = pack(args.out, args.clean, real, args.max_fog, round(args.budget_mib * 2 ** 20))
+    for note in info["near_copies"]:
+        print(note, file=sys.stderr)
     print(f"wrote {args.out}: {info['files']} photos, JPEG quality {info['quality']}, "
           f"{info['bytes'] / 2 ** 20:.1f} MiB; {len(info['dropped'])} foggy clean photos left out")
     return 0

@@ -47,6 +47,12 @@ def _load(checkpoints: Sequence[Path]) -> kanet.KANet:
     for other, path in zip(nets[1:], checkpoints[1:]):
         if other.config != net.config:
             raise UsageError(f"{path}: a different configuration from {checkpoints[0]}; only one can be averaged")
+        # Buffers are fixed, not learned (the random Fourier features' draw): an average of two draws is neither.
+        theirs = dict(other.named_buffers())
+        for key, value in net.named_buffers():
+            if not torch.equal(value, theirs[key]):
+                raise UsageError(f"{path}: its {key} differs from {checkpoints[0]}'s (another train.seed?); "
+                                 "only runs of one draw can be averaged")
     if len(nets) > 1:
         states = [n.state_dict() for n in nets]
         # integer buffers (batch-norm step counters) are not parameters: the first checkpoint's are kept

@@ -22,7 +22,7 @@ from training.cli import UsageError, atomic_path
 from training.clips import Clip, clip_margin, make_clips
 from training.config import Config, config_to_dict
 from training.data import ImageCache, PairedCache, is_validation, random_windows, split_files
-from training.evaldata import is_held_out, refuse_evaluation_photos
+from training.evaldata import is_held_out, refuse_evaluation_photos, without_near_copies
 from training.images import list_images, read_rgb, to_tensor
 from training.losses import ContrastiveLoss, airlight_kept, fog_left, load_vgg19_features
 from training.metrics import psnr
@@ -227,6 +227,10 @@ class Trainer:
         paired = [(key, list_images(folder)) for key, folder in (("data.paired_hazy", dc.paired_hazy),
                                                                  ("data.paired_clean", dc.paired_clean)) if folder]
         refuse_evaluation_photos({"data.clean": train_files, "data.real_hazy": real_files, **dict(paired)})
+        kept, self.near_copies = without_near_copies({"data.clean": train_files, "data.real_hazy": real_files})
+        train_files, real_files = kept["data.clean"], kept["data.real_hazy"]
+        for note in self.near_copies:
+            print(note, file=sys.stderr)
         depth = Path(dc.depth) if dc.depth else None
         min_side = max(self.window, dc.val_crop)
         self.cache = ImageCache.load(train_files, dc.cache_short_side, depth, min_side=min_side)
@@ -525,7 +529,7 @@ class Trainer:
             (self.out / "log.jsonl").unlink(missing_ok=True)
         self._log({"event": "start" if self.step == 0 else "resume", "step": self.step, "time": time.time(),
                    "device": str(self.device), "model": self.config.model.name,
-                   "train_images": len(self.cache), "dropped_foggy": self.foggy,
+                   "train_images": len(self.cache), "dropped_foggy": self.foggy, "near_copies": self.near_copies,
                    "val_images": 0 if self.val is None else len(self.val["hazy"]),
                    "contrastive": self.config.loss.contrastive > 0, "threads": torch.get_num_threads(),
                    **(self.val_input if self.val is not None else {})})

@@ -108,6 +108,16 @@ def test_only_one_configuration_averages(checkpoint: Path, tmp_path: Path, capsy
     assert not (tmp_path / "w").exists()
 
 
+def test_only_one_draw_of_the_random_features_averages(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    # Two runs of other train.seed values draw other random Fourier features: their average was shipped, a draw of
+    # neither (its spread 0.72 of theirs) under the first one's seed
+    other = kanet.save_weights(kanet.KANet(kanet.CONFIGS["kanet-t"], seed=1).eval(), tmp_path / "seed1.safetensors")
+    assert run_main(main, [str(checkpoint), str(other), "--dest", str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err == (f"error: {other}: its bottleneck.mrfe.rff.weight differs from {checkpoint}'s "
+                                       "(another train.seed?); only runs of one draw can be averaged\n")
+    assert not (tmp_path / "w").exists()
+
+
 def test_the_package_s_own_weights_are_replaced_only_in_a_checkout(checkpoint: Path, tmp_path: Path, capsys,
                                                                    monkeypatch) -> None:
     """With no --dest, an installed package's weights (no other copy: git keeps a checkout's) were replaced without

@@ -20,6 +20,8 @@ from training.data import is_validation
 from training.images import list_images
 from training.train import main
 
+from .conftest import scene, write_jpeg
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -503,6 +505,23 @@ def test_the_evaluations_photos_never_train(evaluation_data, tmp_path, capsys):
         assert run_main(main, ["--config", str(config), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: data.real_hazy: ") and "the evaluation's photo" in err and "\n" not in err
+
+
+def test_a_resized_recoloured_copy_of_an_evaluation_photo_is_left_out(evaluation_data, tmp_path, capsys):
+    # real_hazy_train/web_29.jpg is real_hazy/stadium_input.png squashed to 512x512, its red track made blue: a
+    # check of the files' bytes let it train
+    photo = cv2.cvtColor(scene(100, 384, 512), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(evaluation_data / "real_hazy" / "fog.jpg"), photo)
+    real = tmp_path / "real"
+    write_jpeg(real / "other.jpg", 101)
+    cv2.imwrite(str(real / "copy.jpg"), cv2.resize(photo, (300, 300))[..., ::-1])
+    config = write_config(tmp_path / "r.toml", evaluation_data / "clean", tmp_path / "r",
+                          data={"real_hazy": str(real)}, train={"steps": 1, "real_batch": 1}, loss={"fog_left": 0.1})
+    assert run_main(main, ["--config", str(config), "--quiet"]) == 0
+    note = f"data.real_hazy: left out {real / 'copy.jpg'}: a copy of the evaluation's photo "
+    assert note in capsys.readouterr().err
+    left_out = _log(tmp_path / "r")[0]["near_copies"]
+    assert len(left_out) == 1 and left_out[0].startswith(note)
 
 
 def test_the_evaluations_photos_are_found_from_any_folder(shared_data, tmp_path, monkeypatch):
