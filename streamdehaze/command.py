@@ -33,7 +33,7 @@ from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, model_name
 from .config import StreamConfig, load_config
 from .fleet import Fleet, FleetResult, open_reporter, within_file
-from .options import Parser, add_file_options, build_parser, seconds, video_options_given
+from .options import Parser, add_file_options, build_parser, named_path, seconds, video_options_given
 from .outputs import (atomic_output, check_statistics_among, check_statistics_file, check_writable,
                       remove_empty_folders)
 from .pipeline import RunResult, deferred_signals, stopping
@@ -342,8 +342,10 @@ def batch_parser() -> argparse.ArgumentParser:
     p = Parser(prog="streamdehaze batch",
                description="Dehaze every video and image under a folder into the same tree under another. Files "
                            "whose output exists are skipped: run it again to finish an interrupted batch.")
-    p.add_argument("input", type=Path, metavar="IN_DIR", help="folder of videos and images (searched recursively)")
-    p.add_argument("output", type=Path, metavar="OUT_DIR", help="folder for the outputs (made if missing)")
+    p.add_argument("input", type=named_path, metavar="IN_DIR",
+                   help="folder of videos and images (searched recursively)")
+    p.add_argument("output", type=named_path, metavar="OUT_DIR",
+                   help="folder for the outputs (made if missing)")
     add_file_options(p)
     p.add_argument("--jobs", type=_whole(1, 64), metavar="N",
                    help="files at once on this machine (1 to 64), each in a worker process of its own (default: "

@@ -30,6 +30,7 @@ from torch import nn
 from .credentials import mask
 from .engine import Engine
 from .errors import MediaError, UsageError
+from .formats import STDOUT
 from .models import PredictsCoefficients
 from .models.kanet_model import MAX_UPSCALE
 from .outputs import atomic_output, check_output, remove_stale_partials
@@ -451,7 +452,7 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
         names = image_names(src)
         if any(Path(name).suffix.lower() in HEIF_SUFFIXES for name in names):
             _heif()  # (a missing package is said before anything is written)
-        if dst.exists() and not dst.is_dir():
+        if dst.exists() and not dst.is_dir() or str(dst) == STDOUT:  # (- is standard output, not a folder's name)
             raise UsageError(f"input is a folder, so the output must be a folder too: {dst}")
         if dst.resolve() == src.resolve():
             raise UsageError(f"output folder {dst} is the input folder: refusing to overwrite the inputs")

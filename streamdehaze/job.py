@@ -184,6 +184,8 @@ class Job:
                 raise UsageError("--segment-time splits a file output, not a stream published to a URL")
             if self.config.output not in (None, STDOUT):
                 check_url(str(self.config.output))
+            elif self.config.output == STDOUT and os.isatty(1):  # (binary video would fill the terminal)
+                raise UsageError("standard output is a terminal: redirect it (- > out.ts) or pipe it to a player")
             return
         check_output(segment_example(self.dst) if segmented else self.dst, local_file(self.config.input))
         output_muxer(str(self.dst))  # (a name that tells no format, or would be many files)

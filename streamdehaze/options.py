@@ -28,6 +28,19 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+def named(text: str) -> str:
+    """An input or output as given, refused when empty: a script's unset variable, which read as the working folder
+    (every image in it dehazed)."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty (an unset variable?)")
+    return text
+
+
+def named_path(text: str) -> Path:
+    """``named``, as a path."""
+    return Path(named(text))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="streamdehaze", description="Dehaze a video, an image, or a folder of images.",
                usage="%(prog)s [options] input output\n       %(prog)s batch IN_DIR OUT_DIR [options]\n"
@@ -38,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "  serve CONFIG          many cameras and files in one process, from a TOML "
                       "configuration\n                        (streamdehaze serve --help)",
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="video file or URL, image, or folder of images; - for standard input")
-    p.add_argument("output", help="video file, image, or folder (for a folder input); - for MPEG-TS on standard output")
+    p.add_argument("input", type=named, help="video file or URL, image, or folder of images; - for standard input")
+    p.add_argument("output", type=named,
+                   help="video file, image, or folder (for a folder input); - for MPEG-TS on standard output")
     add_file_options(p)
     live = p.add_argument_group("live sources (rtsp://, rtmp://, srt://, udp://, http(s) streams, /dev/videoN)")
     live.add_argument("--timeout", type=seconds(MAX_TIMEOUT), default=5.0, metavar="SECONDS",

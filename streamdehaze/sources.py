@@ -339,6 +339,8 @@ class VideoFileSource:
                                  "protocol") from None
             if "%" in path.name:
                 raise UsageError(f"no images match the sequence pattern {self.name}") from None
+            if getattr(exc, "errno", None) in _NOT_THE_DATA:  # (nothing was read to be corrupt)
+                raise MediaError(f"cannot read {self.name}: {_reason(exc)}") from None
             if on_disk and not _looks_like_media(path):
                 raise UsageError(f"not a video or image file: {self.name}") from None
             raise MediaError(f"cannot read {self.name}: corrupt or truncated ({_reason(exc)})") from None
@@ -623,6 +625,11 @@ def _before(held: list[av.Packet] | None, end: Fraction | None) -> Iterator[av.P
         else:
             kept.append(packet)
     held[:] = kept
+
+
+# Why an input would not open that is not its data: a file's permissions, a server that refused or did not answer.
+_NOT_THE_DATA = {errno.EACCES, errno.EPERM, errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT,
+                 errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
 def _reason(exc: BaseException) -> str:

@@ -31,6 +31,67 @@ def test_missing_input(run_cli, tmp_path):
     assert code == 2 and "input not found" in _one_line(err)
 
 
+@pytest.mark.parametrize("command", [[], ["batch"]])
+def test_an_empty_input_or_output_is_refused(run_cli, hazy_image, tmp_path, monkeypatch, command):
+    # A script's unset "$IN": the working folder was taken for the input, and every image in it dehazed
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), hazy_image(0, 32, 24))
+    monkeypatch.chdir(tmp_path)
+    for args, which in ((["", "out"], "IN_DIR" if command else "input"), (["a.png", ""], "OUT_DIR" if command
+                                                                          else "output")):
+        code, err = run_cli(*command, *args, "--model", "dcp")
+        assert code == 2 and _one_line(err).startswith(f"streamdehaze: error: argument {which}: empty"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_a_folder_is_not_written_to_standard_output(run_cli, hazy_image, tmp_path, monkeypatch):
+    # - is standard output: a folder named - was made, and the images written into it
+    import cv2
+
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), hazy_image(0, 32, 24))
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli("in", "-", "--model", "dcp")
+    assert code == 2 and _one_line(err) == "streamdehaze: error: input is a folder, so the output must be a folder " \
+                                          "too: -"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_video_that_cannot_be_opened_says_why(make_video, tmp_path):
+    # A refused connection and an unreadable file were "corrupt or truncated" and an "internal error" (root reads
+    # every file: the file is read without the capability that lets it)
+    port = free_port()  # (nothing listens on it)
+    out = tmp_path / "o.mp4"
+    proc = subprocess.run([sys.executable, "-m", "streamdehaze", f"http://127.0.0.1:{port}/x.mp4", str(out),
+                           "--reconnect", "0", "--model", "dcp"], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (1, f"streamdehaze: error: cannot read http://127.0.0.1:{port}/x.mp4: "
+                                                 "Connection refused\n")
+    src = make_video(frames=3)
+    src.chmod(0)
+    without = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    if without and subprocess.run([*without, "true"]).returncode != 0:
+        pytest.skip("setpriv cannot drop root's right to read any file here")
+    proc = subprocess.run([*without, sys.executable, "-m", "streamdehaze", str(src), str(out), "--model", "dcp"],
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (1, f"streamdehaze: error: cannot read {src}: Permission denied\n")
+    assert not out.exists()
+
+
+def test_binary_video_is_not_written_to_a_terminal(make_video, tmp_path):
+    import pty
+
+    main, terminal = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "streamdehaze", str(make_video(frames=3)), "-", "--model", "dcp"],
+                              stdout=terminal, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert (proc.returncode, proc.stderr) == (2, "streamdehaze: error: standard output is a terminal: redirect it "
+                                                 "(- > out.ts) or pipe it to a player\n")
+
+
 def test_not_a_video(run_cli, tmp_path):
     src = tmp_path / "notes.mp4"
     src.write_text("these are not the frames you are looking for\n" * 20)
