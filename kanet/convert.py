@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.output)
     problem = input_problem(args.input) or output_problem(out, args.input)
+    if not problem and Path(args.input).suffix.lower() == ".safetensors":  # (converted already, or ours)
+        problem = f"{args.input} is a .safetensors weights file already: give it to --weights as it is"
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

@@ -217,7 +217,8 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> object:
         if not trust:
             raise CheckpointError(
                 f"{path}: the file holds Python objects beyond tensors ({needs[1]}) and needs full unpickling, "
-                f"which can run arbitrary code; refusing. If you trust its source, pass trust=True (CLI: --trust)"
+                f"which can run arbitrary code; refusing. If you trust its source, convert it with "
+                f"python -m kanet.convert --trust (or pass trust=True)"
             ) from e
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({brief_error(e)})") from e

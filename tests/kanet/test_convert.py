@@ -112,6 +112,10 @@ def test_untrusted_pickle_is_refused(paper_checkpoint, tmp_path: Path, capsys) -
 
 def test_cli_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.safetensors"
+    ours = kanet.save_weights(kanet.create_model("kanet-t"), tmp_path / "ours.safetensors")
+    assert main([str(ours), str(out)]) == 2  # was: "not a KA_Net checkpoint: 'Tencoder...' is missing", no file named
+    assert capsys.readouterr().err == f"error: {ours} is a .safetensors weights file already: give it to --weights " \
+                                      "as it is\n"
     assert main([str(tmp_path / "nope.pk"), str(out)]) == 2
     assert main([str(tmp_path), str(out)]) == 2
     text = tmp_path / "notes.txt"
