@@ -467,12 +467,15 @@ def dehaze_images(engine: Engine, src: Path, dst: Path,
         remove_stale_partials(dst)
         _say_left_out(src, names, dst)
         bad = 0
-        for name in names:
+        for done, name in enumerate(names):
             try:
                 dehaze_image_file(engine, src / name, dst / name)
             except MediaError as exc:  # the others still get done
                 log.error("%s; skipped", exc)
                 bad += 1
+            except KeyboardInterrupt:  # (each image is written whole or not at all)
+                log.warning("%d of %d images are in %s", done - bad, len(names), dst)
+                raise
             if on_image is not None:
                 on_image(1)
         if bad:

@@ -710,3 +710,26 @@ def test_options_of_video_alone_given_for_a_photo_are_said_to_be_ignored(run_cli
     assert code == 0 and (tmp_path / "b.jpg").exists()
     said = [r.getMessage() for r in caplog.records if "for video only" in r.getMessage()]
     assert said == ["--compile, --codec, --duration: for video only; images are dehazed without them"]
+
+
+def test_an_interrupted_folder_says_how_many_images_are_done(run_cli, hazy_image, tmp_path, monkeypatch, caplog):
+    # It said only "interrupted": which images were written, and where, was left to be found out
+    from streamdehaze import images
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(5):
+        _save(src / f"{i}.png", hazy_image(i, 48, 32))
+    write = images.dehaze_image_file
+    count = []
+
+    def interrupted_at_the_fourth(engine, path, dst):
+        count.append(path)
+        if len(count) == 4:
+            raise KeyboardInterrupt
+        write(engine, path, dst)
+
+    monkeypatch.setattr(images, "dehaze_image_file", interrupted_at_the_fourth)
+    code, err = run_cli(src, out, "--model", "dcp")
+    assert code == 130 and err == "streamdehaze: interrupted\n" and f"3 of 5 images are in {out}" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png", "2.png"]
