@@ -32,7 +32,7 @@ from .errors import UsageError
 from .filters import resize
 from .frames import frame_from_planes, planes_of, yuv_format
 from .guided import (apply_planes, damp_flat_regions, fit_gain_offset, grey_stays_grey, keep_shadows,
-                     plane_coefficients)
+                     plane_coefficients, smooth_transform)
 from .models import PredictsCoefficients
 from .shared_calls import SharedCalls
 from .temporal import TemporalSmoother
@@ -192,8 +192,11 @@ class Engine:
 
     def adjust(self, small: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
                floors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None); a network's transform
-        takes no shadow to black (``keep_shadows``: dcp's own floor is its ``t_min``)."""
+        """A transform of ``small`` under the frames' noise floors (levels ``[B]`` or None). A network's transform
+        is first rid of the grid of its patches (``smooth_transform``: dcp's is fitted smooth), and last takes no
+        shadow to black (``keep_shadows``: dcp's own floor is its ``t_min``)."""
+        if self._predicts:
+            gain, offset = smooth_transform(small, gain, offset)
         if floors is not None:
             gain, offset = damp_flat_regions(small, gain, offset, floors / 255)
         if self._predicts:

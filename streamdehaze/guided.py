@@ -137,6 +137,30 @@ def grey_stays_grey(rgb: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     return torch.where(grey[:, None, None, None], kanet.transform.luma(offset).expand_as(offset), offset)
 
 
+# A learned transform's maps are smoothed over (2r+1)^2 windows at the inference size, where the picture varies by
+# less than a luma variance of about ``SMOOTH_EPS`` (a standard deviation of 2.5 levels): ``smooth_transform``.
+SMOOTH_RADIUS = 3
+SMOOTH_EPS = 1e-4
+
+
+def smooth_transform(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, radius: int = SMOOTH_RADIUS,
+                     eps: float = SMOOTH_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """A network's transform of ``rgb`` (what it was predicted from, at its size) with its maps guided-filtered by
+    ``rgb``'s luma (He et al. 2010): where the picture is flat they take their local mean, and across its edges they
+    follow them. The network leaves a grid of its 4-pixel patches in its maps, which the transform printed on flat
+    fog and sky (at 4x, a 16-pixel checker, 1.5 levels, as plain as the picture's own detail there). Tensor
+    operations only; gains of either form."""
+    y = kanet.transform.luma(rgb.float())
+    maps = torch.cat((gain, offset), 1)
+    n = maps.shape[1]
+    stats = box_filter(torch.cat((y, y * y, maps, y * maps), 1), radius)
+    mean_y, mean_yy, mean_m, mean_ym = stats.split((1, 1, n, n), 1)
+    a = (mean_ym - mean_y * mean_m) / (mean_yy - mean_y * mean_y + eps)
+    a, b = box_filter(torch.cat((a, mean_m - a * mean_y), 1), radius).split(n, 1)
+    smooth = torch.addcmul(b, a, y)
+    return smooth[:, :gain.shape[1]], smooth[:, gain.shape[1]:]
+
+
 # The least share of a pixel's darkest channel that a learned transform keeps there (``keep_shadows``).
 SHADOW_SHARE = 0.15
 

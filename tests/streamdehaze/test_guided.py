@@ -10,7 +10,8 @@ import kanet
 
 from streamdehaze.colour import YUVFormat
 from streamdehaze.filters import box_filter
-from streamdehaze.guided import SHADOW_SHARE, apply_planes, damp_flat_regions, keep_shadows, plane_coefficients
+from streamdehaze.guided import (SHADOW_SHARE, apply_planes, damp_flat_regions, keep_shadows, plane_coefficients,
+                                 smooth_transform)
 
 
 def _case(height: int, width: int, fmt: YUVFormat, seed: int = 0):
@@ -111,6 +112,45 @@ def test_keep_shadows_lifts_only_what_would_go_black():
     rise = lifted - offset
     assert torch.allclose(rise[:, :1], rise[:, 1:2]) and torch.allclose(rise[:, :1], rise[:, 2:])
     assert torch.equal(after[sky], before[sky])
+
+
+def test_smooth_transform_takes_the_grid_off_flat_regions_and_keeps_edges():
+    """A network's maps with a checker of its 4-pixel patches on them: over a flat sky (top) they come out flat; a
+    step in them where the picture steps (a dark building under the sky) stays a step."""
+    rgb = torch.full((1, 3, 64, 96), 0.8)
+    rgb[..., 40:, :] = 0.3
+    checker = ((torch.arange(64)[:, None] // 4 + torch.arange(96) // 4) % 2).float() * 0.2 - 0.1
+    gain = torch.where(torch.arange(64)[:, None] >= 40, 3.0, 1.5).expand(1, 2, 64, 96) + checker
+    offset = torch.where(torch.arange(64)[:, None] >= 40, -0.6, -0.2).expand(1, 3, 64, 96) + checker
+    smooth_gain, smooth_offset = smooth_transform(rgb, gain, offset)
+    sky, building = (..., slice(4, 34), slice(4, 92)), (..., slice(46, 60), slice(4, 92))
+    for before, after in ((gain, smooth_gain), (offset, smooth_offset)):
+        assert before[sky].std() > 0.09 and after[sky].std() < 0.01
+        assert after[building].std() < 0.01
+    assert torch.allclose(smooth_gain[..., 34, 48], torch.tensor(1.5), atol=0.02)
+    assert torch.allclose(smooth_gain[..., 46, 48], torch.tensor(3.0), atol=0.02)
+    assert torch.allclose(smooth_offset[..., 46, 48], torch.tensor(-0.6), atol=0.02)
+
+
+def test_a_flat_sky_comes_out_without_the_network_s_grid(monkeypatch):
+    """The shipped network leaves a grid of its patches in its maps; through the engine, a smooth sky (no noise, no
+    detail) came out with a 16-pixel checker and bands of 1.5 levels, as plain as the picture's own detail there."""
+    import numpy as np
+
+    from streamdehaze import Dehazer, engine
+
+    h, w = 360, 640
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    sky = torch.stack((0.80 - 0.15 * y, 0.78 - 0.12 * y, 0.72 - 0.1 * y + 0.05 * x), -1)
+    image = (sky * 255).round().byte().numpy()
+
+    def fine(out: np.ndarray) -> float:  # its structure from 4 to 24 pixels across
+        luma = torch.from_numpy(out.astype(np.float32).mean(2))[None, None]
+        return float((box_filter(luma, 2) - box_filter(luma, 12))[..., 20:-20, 20:-20].std())
+
+    smoothed = fine(Dehazer(temporal="off", device="cpu")(image))
+    monkeypatch.setattr(engine, "smooth_transform", lambda rgb, gain, offset: (gain, offset))
+    assert smoothed < 0.75 * fine(Dehazer(temporal="off", device="cpu")(image))
 
 
 def test_the_engine_keeps_the_shadows_of_a_network_s_transform():

@@ -13,7 +13,7 @@ import torch
 
 from streamdehaze.engine import Engine, compile_model
 from streamdehaze.errors import UsageError
-from streamdehaze.guided import keep_shadows
+from streamdehaze.guided import keep_shadows, smooth_transform
 from streamdehaze.models import MODEL_NAMES, create_model
 
 
@@ -38,11 +38,11 @@ def test_kanet_t_runs_through_the_engine(tiny_weights):
     x = torch.rand(2, 3, 97, 131, generator=torch.Generator().manual_seed(0))
     out = engine.process_rgb(x)
     assert out.shape == x.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
-    # Same weights straight through kanet in fp32, the model's precision on a CPU, with the engine's shadow floor:
-    # the same frame. fp32 rounds differently in the engine's channels-last convolutions (up to 2.4e-5 seen through
-    # this random model's gains of up to 7); bf16 autocast is off by 1.8e-3.
+    # Same weights straight through kanet in fp32, the model's precision on a CPU, with the engine's smoothing and
+    # shadow floor: the same frame. fp32 rounds differently in the engine's channels-last convolutions (up to 2.4e-5
+    # seen through this random model's gains of up to 7); bf16 autocast is off by 1.8e-3.
     with torch.inference_mode():
-        gain, offset = kanet.coefficients(kanet.load_weights(tiny_weights).eval(), x)
+        gain, offset = smooth_transform(x, *kanet.coefficients(kanet.load_weights(tiny_weights).eval(), x))
         ref = kanet.transform.apply(x, gain, keep_shadows(x, gain, offset)).clamp(0, 1)
     assert torch.allclose(out, ref, atol=2e-4)
 

@@ -132,9 +132,9 @@ def _fine(image: np.ndarray) -> float:
 
 def test_a_blocky_sky_is_kept_as_it_was_and_a_clean_one_dehazed(model):
     """A grey sky over hazy texture. Made of 8x8 compression blocks (0.7 levels), the shipped model with the noise
-    floor off amplifies them about 4 times; by default (``noise_floor="auto"``) 2.4-2.5 times (measured), with the
-    same lift, and the texture is dehazed as before. A sky as faint but clean (no grid) is dehazed in full by
-    default. Both paths."""
+    floor off amplifies them about 3.3 times (4 before ``smooth_transform``); by default (``noise_floor="auto"``) a
+    third less again, with the same lift, and the texture is dehazed as before. A sky as faint but clean (no grid)
+    is dehazed in full by default. Both paths."""
     rng = np.random.default_rng(0)
     ground = (cv2.resize(photos()["coffee"], (640, 180), interpolation=cv2.INTER_AREA) * 0.5 + 110).astype(np.uint8)
     skies = {"blocky": np.kron(rng.normal(0, 0.7, (23, 80)), np.ones((8, 8)))[:180],
@@ -150,7 +150,7 @@ def test_a_blocky_sky_is_kept_as_it_was_and_a_clean_one_dehazed(model):
             off, auto = run(0.0), run("auto")
             assert _fine(off[sky]) > 2 * _fine(image[sky]), (kind, path, _fine(off[sky]), _fine(image[sky]))
             if kind == "blocky":
-                assert _fine(off[sky]) > 3.5 * _fine(image[sky]), (path, _fine(off[sky]), _fine(image[sky]))
+                assert _fine(off[sky]) > 3 * _fine(image[sky]), (path, _fine(off[sky]), _fine(image[sky]))
                 assert _fine(auto[sky]) < 0.65 * _fine(off[sky]), (path, _fine(auto[sky]), _fine(off[sky]))
                 assert abs(auto[sky].mean() - off[sky].mean()) < 1 and np.abs(auto[below] - off[below]).mean() < 1.5
             else:
