@@ -161,8 +161,10 @@ def smooth_transform(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor
     return smooth[:, :gain.shape[1]], smooth[:, gain.shape[1]:]
 
 
-# The least share of a pixel's darkest channel that a learned transform keeps there (``keep_shadows``).
+# The least share of a pixel's darkest channel that a learned transform keeps there (``keep_shadows``), and the
+# darkest channel of a pixel that is black (a mask's, after rounding in YUV).
 SHADOW_SHARE = 0.15
+BLACK = 2 / 255
 
 
 def keep_shadows(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
@@ -173,7 +175,10 @@ def keep_shadows(rgb: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor,
     neighbourhood (a 5x5 maximum, then a 9x9 mean) so that it leaves no edge of its own; pixels far from any such
     shadow keep the transform as it was. Tensor operations only."""
     out = kanet.transform.apply(rgb, gain, offset)
-    deficit = (share * rgb.amin(1, keepdim=True) - out.amin(1, keepdim=True)).clamp_(min=0)
+    low = rgb.amin(1, keepdim=True)
+    # (a black pixel, a privacy mask's, a letterbox's, stays black whatever the offsets: it asks for no rise, which
+    # greyed it and lifted its neighbourhood)
+    deficit = torch.where(low > BLACK, share * low - out.amin(1, keepdim=True), 0).clamp_(min=0)
     deficit = F.avg_pool2d(F.max_pool2d(deficit, 5, 1, 2), 9, 1, 4, count_include_pad=False)
     return offset + deficit
 

@@ -153,6 +153,23 @@ def test_a_flat_sky_comes_out_without_the_network_s_grid(monkeypatch):
     assert smoothed < 0.75 * fine(Dehazer(temporal="off", device="cpu")(image))
 
 
+def test_a_privacy_mask_stays_black_and_lifts_nothing_around_it():
+    """A black rectangle (a camera's privacy mask, a letterbox) in a hazy scene: the shipped network's offsets take
+    it below zero, which the shadow floor took for a crushed shadow: the mask came out grey (15 levels here) and the
+    rise spread around it."""
+    import cv2
+    import numpy as np
+
+    from streamdehaze import Dehazer
+
+    noise = np.random.default_rng(0).uniform(0, 1, (360, 640, 3)).astype(np.float32)
+    texture = (cv2.GaussianBlur(noise, (0, 0), 3) - 0.5) * 4  # blotches, mostly within +-0.5
+    image = np.clip((0.55 + 0.35 * texture) * 255, 0, 255).round().astype(np.uint8)  # lifted, low contrast: haze
+    image[100:220, 200:400] = 0
+    out = Dehazer(temporal="off", device="cpu")(image)
+    assert out[100:220, 200:400].max() <= 2
+
+
 def test_the_engine_keeps_the_shadows_of_a_network_s_transform():
     from torch import nn
 
