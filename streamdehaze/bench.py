@@ -29,17 +29,16 @@ import av
 import torch
 
 from .api import FILE_BATCH, process
+from .defaults import HWACCEL_MODES, TEMPORAL_MODES
 from .encoders import choose_encoding, quality_options
 from .engine import Engine, resolve_device
 from .errors import MediaError, StreamDehazeError, UsageError
-from .hwaccel import MODES as HWACCEL_MODES
 from .hwaccel import use_cuda
 from .models import create_model, model_name
 from .options import Parser, parse_infer_size
 from .sample import SAMPLE, benchmark_input
 from .sinks import VideoSink
 from .sources import VideoFileSource, main_video
-from .temporal import MODES
 from .threads import Prefetch, Worker
 from .tuning import tuned
 
@@ -210,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     streams.add_argument("--rate", type=at_least_one, default=25, help="camera frame rate (default: 25)")
     streams.add_argument("--seconds", type=positive, default=12.0, help="run length per measurement (default: 12)")
     streams.add_argument("--shared-only", action="store_true", help="skip the process-per-camera comparison")
-    streams.add_argument("--temporal", default="ema", choices=MODES, help="each camera's smoothing (default: ema)")
+    streams.add_argument("--temporal", default="ema", choices=TEMPORAL_MODES, help="each camera's smoothing (default: ema)")
     streams.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one camera of the separate runs
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)

@@ -21,6 +21,7 @@ from typing import TextIO
 
 from .credentials import mask
 from .errors import StreamDehazeError
+from .options import parse_command
 
 log = logging.getLogger("streamdehaze")
 
@@ -58,9 +59,10 @@ def main(argv: list[str] | None = None, *, leave: object = None) -> int:
         if "torch" not in sys.modules:  # this is the command line's own process: see tuning.py
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 (--codec libsvtav1) prints 20 lines of banner otherwise
+        which, args = parse_command(argv)  # before the heavy imports: --help and usage errors answer at once
         from .command import run  # torch, PyAV, OpenCV: seconds
         _on_interrupt(_raise_interrupt, (signal.SIGINT, signal.SIGTERM) if serving else _INTERRUPTS)
-        return run(argv, reloads)
+        return run(which, args, reloads)
     except StreamDehazeError as exc:
         print(f"streamdehaze: error: {mask(str(exc), *argv)}", file=sys.stderr)
         return exc.exit_code

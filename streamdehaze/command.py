@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -33,7 +32,7 @@ from .live import LiveOptions, LiveSource, is_live
 from .models import create_model, model_name
 from .config import StreamConfig, load_config
 from .fleet import Fleet, FleetResult, open_reporter, within_file
-from .options import Parser, add_file_options, build_parser, named_path, seconds, video_options_given
+from .options import video_options_given
 from .outputs import (atomic_output, check_statistics_among, check_statistics_file, check_writable,
                       remove_empty_folders)
 from .pipeline import RunResult, deferred_signals, stopping
@@ -44,9 +43,9 @@ from .tuning import tuned, usable_cores
 log = logging.getLogger("streamdehaze")
 
 
-def run(argv: list[str], reloads: list[int] | None = None) -> int:
-    """Parse ``argv`` and run; errors are raised for ``cli.main`` to report. ``reloads``: SIGHUPs that reached
-    ``serve`` before it ran (``cli.main`` records them from the start)."""
+def run(which: str, args: argparse.Namespace, reloads: list[int] | None = None) -> int:
+    """Run what ``options.parse_command`` parsed; errors are raised for ``cli.main`` to report. ``reloads``: SIGHUPs
+    that reached ``serve`` before it ran (``cli.main`` records them from the start)."""
     # FFmpeg's own messages would bury ours; errors reach us as exceptions. (Not a level that keeps PyAV's log
     # callback on to explain them: FFmpeg's decoding threads then take Python's lock to log, and a thread that holds
     # it while it waits for them hangs the process.)
@@ -54,22 +53,20 @@ def run(argv: list[str], reloads: list[int] | None = None) -> int:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # likewise OpenCV's, for damaged images
     # (--compile on a CPU: "No CUDA runtime is found, using CUDA_HOME=...", torch's warning when it loads its compiler)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    if argv[:1] == ["serve"]:  # (an input file called 'serve': ./serve)
-        return serve(argv[1:], [] if reloads is None else reloads)
-    if argv[:1] == ["batch"]:
-        return batch(argv[1:])
-    args = build_parser().parse_args(argv)
+    if which == "serve":
+        return serve(args, [] if reloads is None else reloads)
+    if which == "batch":
+        return batch(args)
     log.setLevel(logging.ERROR if args.quiet else logging.INFO)
     args.input, args.output = from_environment(args.input), from_environment(args.output)
     return _run(args)
 
 
-def serve(argv: list[str], reloads: list[int]) -> int:
+def serve(args: argparse.Namespace, reloads: list[int]) -> int:
     """``streamdehaze serve CONFIG.toml [--duration S]``: the streams of a configuration, in one process, until
     they end, for ``S`` seconds, or until Ctrl-C / SIGTERM; SIGHUP re-reads the configuration (``fleet.py``).
     Exit 0, or 1 when a stream failed, 130 when a file stream was cut short. ``reloads`` holds the SIGHUPs
     received so far."""
-    args = serve_parser().parse_args(argv)
     if args.workers is not None and args.ray is None:
         raise UsageError("--workers needs --ray (one process runs every stream)")
     if args.ray is not None:
@@ -184,27 +181,9 @@ def _serve_on_ray(args: argparse.Namespace, hangups: list[int]) -> int:
     return _serve_exit(result)
 
 
-def serve_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="streamdehaze serve", description="Dehaze many streams in one process, sharing the model.")
-    p.add_argument("config", type=Path, help="TOML: defaults for every stream, then [[stream]] tables")
-    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",
-                   help="stop every stream after this much wall-clock time (a stream's own duration counts seconds "
-                        "of video); a file stream not done by then is cut short, its frames kept as NAME.partial.EXT, "
-                        "exit 130")
-    p.add_argument("--quiet", action="store_true", help="no summary; errors only")
-    p.add_argument("--ray", metavar="ADDRESS|local",
-                   help="spread the streams over a Ray cluster, one worker per device, balanced by each input's "
-                        "load (host:port of its head; local = a Ray instance on this machine for this run)")
-    p.add_argument("--workers", type=_whole(1, 4096), metavar="N",
-                   help="with --ray: workers to spread the streams over (default: one per GPU, or one per two "
-                        "CPUs when the cluster has no GPU)")
-    return p
-
-
-def batch(argv: list[str]) -> int:
+def batch(args: argparse.Namespace) -> int:
     """``streamdehaze batch IN_DIR OUT_DIR``: every video and image under IN_DIR into the same tree under OUT_DIR
     (``batch.py``), here or on a Ray cluster (``--ray``). Exit 0, 1 when a file failed, 130 when interrupted."""
-    args = batch_parser().parse_args(argv)
     log.setLevel(logging.ERROR if args.quiet else logging.INFO)
     if args.workers is not None and args.ray is None:
         raise UsageError("--workers needs --ray (without it, --jobs sets the processes on this machine)")
@@ -336,41 +315,6 @@ def _run_in_this_process(items: list, options: dict, device, on_result: Callable
 def _default_jobs(device) -> int:
     """Files at once: a worker process per core on CPU (BENCHMARKS.md, batch), two per GPU."""
     return 2 if device.type == "cuda" else usable_cores()
-
-
-def batch_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="streamdehaze batch",
-               description="Dehaze every video and image under a folder into the same tree under another. Files "
-                           "whose output exists are skipped: run it again to finish an interrupted batch.")
-    p.add_argument("input", type=named_path, metavar="IN_DIR",
-                   help="folder of videos and images (searched recursively)")
-    p.add_argument("output", type=named_path, metavar="OUT_DIR",
-                   help="folder for the outputs (made if missing)")
-    add_file_options(p)
-    p.add_argument("--jobs", type=_whole(1, 64), metavar="N",
-                   help="files at once on this machine (1 to 64), each in a worker process of its own (default: "
-                        "one per CPU core on CPU, 2 on CUDA)")
-    p.add_argument("--ray", metavar="ADDRESS|local",
-                   help="spread the files over a Ray cluster (host:port of its head; local = a Ray instance on "
-                        "this machine for this run); every node must see IN_DIR and OUT_DIR at the same paths")
-    p.add_argument("--workers", type=_whole(1, 4096), metavar="N",
-                   help="with --ray: engines to run, one per worker process (default: one per GPU, or one per "
-                        "two CPUs when the cluster has no GPU)")
-    p.add_argument("--stats-json", type=Path, metavar="FILE", help="write a JSON summary naming each file's result")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary; errors only")
-    return p
-
-
-def _whole(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low} to {high}: {text}")
-        return value
-    return parse
 
 
 FILE_OPTIONS = ("model", "weights", "device", "batch", "infer_size", "strength", "noise_floor", "compile", "hwaccel",

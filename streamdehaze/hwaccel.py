@@ -19,11 +19,11 @@ import av
 import torch
 from av.codec.hwaccel import HWAccel
 
+from .defaults import HWACCEL_MODES
 from .errors import UsageError
 
 log = logging.getLogger("streamdehaze")
 
-MODES = ("auto", "none", "cuda")
 
 # Software encoder -> its NVENC counterpart; x264/x265 presets -> NVENC's p1 (fastest) .. p7 (best).
 _NVENC = {"libx264": "h264_nvenc", "libx265": "hevc_nvenc"}
@@ -70,8 +70,8 @@ def nvenc_available(name: str, width: int, height: int, pix_fmt: str, index: int
 def use_cuda(mode: str, device: torch.device, codec: str = "libx264") -> Nvidia | None:
     """Resolve ``--hwaccel`` for a run on ``device`` that encodes with ``codec``: NVDEC and NVENC on the
     engine's GPU, or None for software. ``cuda`` checks both now, before anything starts."""
-    if mode not in MODES:
-        raise UsageError(f"unknown --hwaccel {mode!r}; choose {', '.join(MODES)}")
+    if mode not in HWACCEL_MODES:
+        raise UsageError(f"unknown --hwaccel {mode!r}; choose {', '.join(HWACCEL_MODES)}")
     if mode == "none" or (mode == "auto" and device.type != "cuda"):
         return None
     index = device.index if device.type == "cuda" and device.index is not None else 0

@@ -9,11 +9,9 @@ import numbers
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__, hwaccel
-from .defaults import TEMPORAL_STRENGTH
+from . import __version__
+from .defaults import HWACCEL_MODES, MODEL_NAMES, STILL_LONGER, TEMPORAL_MODES, TEMPORAL_STRENGTH
 from .errors import UsageError
-from .models import MODEL_NAMES
-from .temporal import MODES, STILL_LONGER
 
 DAY = 86400.0
 MAX_TIMEOUT = 2147.0  # FFmpeg's RTSP timeout is a 32-bit count of microseconds: longer, and no camera connects
@@ -39,6 +37,16 @@ def named(text: str) -> str:
 def named_path(text: str) -> Path:
     """``named``, as a path."""
     return Path(named(text))
+
+
+def parse_command(argv: list[str]) -> tuple[str, argparse.Namespace]:
+    """``argv`` parsed: ("serve" | "batch" | "file", its arguments). Light (no torch), so that ``cli.main`` answers
+    --help, --version and usage errors at once, before the seconds that torch and PyAV take to load."""
+    if argv[:1] == ["serve"]:  # (an input file called 'serve': ./serve)
+        return "serve", serve_parser().parse_args(argv[1:])
+    if argv[:1] == ["batch"]:
+        return "batch", batch_parser().parse_args(argv[1:])
+    return "file", build_parser().parse_args(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +90,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def serve_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="streamdehaze serve", description="Dehaze many streams in one process, sharing the model.")
+    p.add_argument("config", type=Path, help="TOML: defaults for every stream, then [[stream]] tables")
+    p.add_argument("--duration", type=seconds(math.inf), metavar="SECONDS",
+                   help="stop every stream after this much wall-clock time (a stream's own duration counts seconds "
+                        "of video); a file stream not done by then is cut short, its frames kept as NAME.partial.EXT, "
+                        "exit 130")
+    p.add_argument("--quiet", action="store_true", help="no summary; errors only")
+    p.add_argument("--ray", metavar="ADDRESS|local",
+                   help="spread the streams over a Ray cluster, one worker per device, balanced by each input's "
+                        "load (host:port of its head; local = a Ray instance on this machine for this run)")
+    p.add_argument("--workers", type=_whole(1, 4096), metavar="N",
+                   help="with --ray: workers to spread the streams over (default: one per GPU, or one per two "
+                        "CPUs when the cluster has no GPU)")
+    return p
+
+
+def batch_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="streamdehaze batch",
+               description="Dehaze every video and image under a folder into the same tree under another. Files "
+                           "whose output exists are skipped: run it again to finish an interrupted batch.")
+    p.add_argument("input", type=named_path, metavar="IN_DIR",
+                   help="folder of videos and images (searched recursively)")
+    p.add_argument("output", type=named_path, metavar="OUT_DIR",
+                   help="folder for the outputs (made if missing)")
+    add_file_options(p)
+    p.add_argument("--jobs", type=_whole(1, 64), metavar="N",
+                   help="files at once on this machine (1 to 64), each in a worker process of its own (default: "
+                        "one per CPU core on CPU, 2 on CUDA)")
+    p.add_argument("--ray", metavar="ADDRESS|local",
+                   help="spread the files over a Ray cluster (host:port of its head; local = a Ray instance on "
+                        "this machine for this run); every node must see IN_DIR and OUT_DIR at the same paths")
+    p.add_argument("--workers", type=_whole(1, 4096), metavar="N",
+                   help="with --ray: engines to run, one per worker process (default: one per GPU, or one per "
+                        "two CPUs when the cluster has no GPU)")
+    p.add_argument("--stats-json", type=Path, metavar="FILE", help="write a JSON summary naming each file's result")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary; errors only")
+    return p
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}: {text}")
+        return value
+    return parse
+
+
 def add_file_options(p: argparse.ArgumentParser) -> None:
     """The options of a file run (model, frames, encoding, where to stop): a single run's and ``batch``'s."""
     p.add_argument("--model", default="auto",
@@ -107,10 +167,10 @@ def add_file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the model with torch.compile: a slow start (a minute or more), then faster frames "
                         "where the device gains from it")
-    p.add_argument("--hwaccel", default="auto", choices=hwaccel.MODES,
+    p.add_argument("--hwaccel", default="auto", choices=HWACCEL_MODES,
                    help="NVDEC decoding and NVENC encoding: auto = when the model runs on CUDA and they work, "
                         "else software; cuda = required (default: auto)")
-    p.add_argument("--temporal", default="ema", choices=MODES,
+    p.add_argument("--temporal", default="ema", choices=TEMPORAL_MODES,
                    help="smooth flicker between frames, following the camera's motion, reset on scene cuts; static: "
                         "the same, never looking for motion (default: ema)")
     p.add_argument("--temporal-strength", type=_number(float, "a number", 0, 1, high_inclusive=False),

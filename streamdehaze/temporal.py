@@ -42,24 +42,22 @@ import torch
 
 from kanet import transform
 
-from .defaults import TEMPORAL_STRENGTH
+from .defaults import STILL_LONGER, TEMPORAL_MODES, TEMPORAL_STRENGTH
 from .errors import UsageError
 from .filters import box_filter
 
 
-MODES = ("off", "ema", "static")  # --temporal: none; the average that follows the camera; the same without the flow
 MIN_FLOW_SIDE = 32  # below it the frames are not moved (OpenCV's DIS crashes on some smaller ones)
 NEAR = np.ones((5, 5), np.uint8)  # how far from a motion boundary the past is not trusted
 STILL_FLOW = 0.05  # px at the inference size: a median flow below it is a camera that does not move
 STILL_FRAMES, PROBE_EVERY = 8, 8  # after that many still frames, look for motion only every 8th frame
-STILL_LONGER = 4  # a camera found still averages this many times longer (its coefficients wobble with noise only)
 TILES = (3, 4)  # rows, columns of the shifts that follow the camera on a GPU
 
 
 def check_mode(mode: str) -> None:
     """``UsageError`` unless ``mode`` is a ``--temporal`` mode."""
-    if mode not in MODES:
-        raise UsageError(f"unknown temporal mode {mode!r}; choose {', '.join(MODES)}")
+    if mode not in TEMPORAL_MODES:
+        raise UsageError(f"unknown temporal mode {mode!r}; choose {', '.join(TEMPORAL_MODES)}")
 
 
 def smoother(mode: str, strength: float = TEMPORAL_STRENGTH) -> "TemporalSmoother | None":

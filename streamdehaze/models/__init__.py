@@ -18,11 +18,10 @@ from torch import nn
 
 import kanet
 
+from ..defaults import MODEL_NAMES
 from ..errors import UsageError
 from .dcp import DarkChannelPrior
 from .kanet_model import load_kanet, shipped_weights
-
-MODEL_NAMES = ("auto", "dcp", *kanet.MODEL_NAMES)
 
 
 @runtime_checkable

@@ -551,3 +551,23 @@ def test_torch_s_compiler_warning_is_not_shown_to_the_command_line_s_user(make_v
             "import torch.utils.cpp_extension\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "No CUDA runtime" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--help"], 0, "Dehaze a video"),
+    (["--version"], 0, "streamdehaze 0.1.0"),
+    (["in.mp4", "out.mp4", "--bogus"], 2, "unrecognized arguments: --bogus"),
+    (["in.mp4", "out.mp4", "--temporal", "nope"], 2, "invalid choice: 'nope'"),
+    (["serve", "--help"], 0, "Dehaze many streams"),
+    (["batch", "in"], 2, "required: OUT_DIR"),
+])
+def test_help_and_usage_errors_answer_before_torch_loads(args, code, words):
+    # A typo got its answer after the seconds torch, PyAV and OpenCV take to load (3 s here, more on a busy host)
+    script = ("import sys\nfrom streamdehaze.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
+              "except SystemExit as exc:\n    code = exc.code\n"
+              "print('loaded:', sorted(m for m in ('torch', 'av', 'cv2') if m in sys.modules), file=sys.stderr)\n"
+              "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert words in proc.stdout + proc.stderr
+    assert "loaded: []" in proc.stderr

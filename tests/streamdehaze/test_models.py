@@ -26,6 +26,8 @@ def tiny_weights(tmp_path_factory):
 
 def test_names():
     assert set(MODEL_NAMES) == {"auto", "dcp", "kanet", "kanet-w256", "kanet-s", "kanet-t"}
+    # the command line's list (in defaults.py, light) is kanet's, whatever kanet adds
+    assert MODEL_NAMES == ("auto", "dcp", *kanet.MODEL_NAMES)
 
 
 def test_kanet_t_runs_through_the_engine(tiny_weights):
