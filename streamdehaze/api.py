@@ -25,7 +25,7 @@ from .config import StreamConfig, check_callbacks, check_flags, checked_option
 from .engine import Engine, resolve_device
 from .defaults import TEMPORAL_STRENGTH
 from .errors import UsageError
-from .frames import upright
+from .frames import to_image, upright
 from .images import image_engine
 from .job import FILE_BATCH, Job, Source, open_source
 from .live import LiveOptions, Stopped, is_live
@@ -185,7 +185,7 @@ def read_frames(input: str | os.PathLike, *, bgr: bool = True, max_frames: int |
         for item in source:
             if isinstance(item, av.VideoFrame):
                 t = float(item.pts * item.time_base) if item.time_base is not None else 0.0
-                yield t, upright(item.to_ndarray(format="bgr24" if bgr else "rgb24"), item.rotation)
+                yield t, upright(to_image(item, bgr), item.rotation)
 
 
 def dehazed(input: str | os.PathLike, *, queue_frames: int = 2, **options: object) -> Iterator[FrameRecord]:

@@ -39,6 +39,7 @@ from training.images import list_images, read_rgb
 from training.synthesis import synthesize_haze
 
 HAZE_MODELS = ("ours", "classic")
+SMPTE170M = 6  # AVColorSpace of BT.601 (525-line), what swscale converts RGB with
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,16 @@ def make_still(photo: np.ndarray, path: Path, frames: int = 40, size: tuple[int,
 
 
 def _encode(frames: Iterable[np.ndarray], path: Path, size: tuple[int, int], crf: int, fps: int) -> Path:
-    """uint8 RGB frames of ``size`` (w, h) -> H.264 (x264 veryfast at ``crf``, yuv420p) at ``path``."""
+    """uint8 RGB frames of ``size`` (w, h) -> H.264 (x264 veryfast at ``crf``, yuv420p, BT.601 and tagged so) at
+    ``path``. Untagged, a clip of 720 lines was read as BT.709 (as players read HD), its colours shifted before the
+    product saw them (1.5 of colour cast on the XG clips, with the product passing the frames through)."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
         stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        stream.codec_context.colorspace = SMPTE170M
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            rgb = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            for packet in stream.encode(rgb.reformat(format="yuv420p", dst_colorspace="ITU601")):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)

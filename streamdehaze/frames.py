@@ -30,9 +30,21 @@ _MATRIX = {1: "bt709", 5: "bt601", 6: "bt601", 9: "bt2020", 10: "bt2020"}
 _AVCOL_RANGE_JPEG = 2
 
 
+# our matrices -> swscale's
+_SWSCALE = {"bt709": "ITU709", "bt601": "ITU601", "bt2020": "BT2020"}
+
+
 def matrix_name(colorspace: int, height: int) -> str:
     """Our matrix for an AVColorSpace tag; untagged video gets what players assume: BT.709 for HD, else BT.601."""
     return _MATRIX.get(int(colorspace), "bt709" if height >= 720 else "bt601")
+
+
+def to_image(frame: av.VideoFrame, bgr: bool = False, matrix: str | None = None) -> np.ndarray:
+    """``frame`` as a uint8 ``[H,W,3]`` RGB image (BGR with ``bgr``), as coded (not turned: ``upright``), read with
+    ``matrix`` (default: the one the engine reads the frame with, ``matrix_name``). PyAV's own default reads
+    untagged HD as BT.601, which shifted a saturated colour by several levels from what the engine dehazed."""
+    matrix = _SWSCALE[matrix or matrix_name(frame.colorspace, frame.height)]
+    return frame.to_ndarray(format="bgr24" if bgr else "rgb24", src_colorspace=matrix)
 
 
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -66,8 +78,7 @@ def to_planar(frame: av.VideoFrame) -> av.VideoFrame:
     else:
         target = "yuv444p10le" if deep else "yuv444p"  # RGB, grey and the rest: no chroma loss
     # swscale converts RGB with BT.601 unless told; ask for the matrix this frame will be read with (it is tagged)
-    matrix = {"bt709": "ITU709", "bt601": "ITU601"}.get(matrix_name(frame.colorspace, frame.height)) \
-        if fmt.is_rgb else None
+    matrix = _SWSCALE[matrix_name(frame.colorspace, frame.height)] if fmt.is_rgb else None
     if not fmt.is_rgb and not any(c.is_chroma for c in fmt.components):
         # Grey: swscale reads it as full range whatever its tag, and squeezed a limited-range picture into 16-235 a
         # second time (blacks lifted). Passed through unscaled, its tag put back; untagged grey stays full range

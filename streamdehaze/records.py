@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from .frames import upright
+from .frames import to_image, upright
 
 
 @dataclass
@@ -29,4 +29,4 @@ class FrameRecord:
         """The input frame, upright and in the same layout as ``image`` (converted when first asked for)."""
         if self.source is None:
             raise ValueError("the original frame is not available here")
-        return upright(self.source.to_ndarray(format="bgr24" if self.bgr else "rgb24"), self.source.rotation)
+        return upright(to_image(self.source, self.bgr), self.source.rotation)

@@ -43,7 +43,7 @@ from .formats import (
     url_format,
 )
 from .fragments import trim_cut_fragment, video_samples
-from .frames import frame_from_planes, upright
+from .frames import frame_from_planes, to_image, upright
 from .outputs import RecordingDeleted, Syncer, WholeWrites, hold, next_segment
 from .records import FrameRecord
 from .sound import UNORDERED, CopiedSound, Reencoded, reencoded
@@ -623,14 +623,12 @@ class CallbackSink:
         else:
             self.pix_fmt = "yuv444p" if info.width % 2 or info.height % 2 else "yuv420p"
             self.yuv_format = output_format(info, self.pix_fmt)
-        self._colorspace = "ITU709" if self.yuv_format.matrix == "bt709" else "ITU601"
 
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         if isinstance(item, av.VideoFrame):
             source, item.opaque = item.opaque, None  # the encoder has no use for it
             record = FrameRecord(
-                upright(item.to_ndarray(format="bgr24" if self.bgr else "rgb24", src_colorspace=self._colorspace),
-                        self.rotation),
+                upright(to_image(item, self.bgr, self.yuv_format.matrix), self.rotation),
                 float(item.pts * item.time_base) if item.time_base else None, self.frames, self.name, self.bgr,
                 source if isinstance(source, av.VideoFrame) else None)
             replaced = self.on_frame(record)

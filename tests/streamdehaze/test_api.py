@@ -178,6 +178,29 @@ def test_iterating_over_dehazed_frames(make_video, probe):
         assert record.image.shape == original.shape and np.abs(record.image.astype(int) - original).mean() > 10
 
 
+def test_an_untagged_hd_video_is_read_as_the_engine_reads_it(tmp_path):
+    # Untagged HD is BT.709 (what players and the engine assume); read_frames and FrameRecord.original read it as
+    # BT.601, 6-10 levels off this colour, so an overlay of original and dehazed showed a cast the engine never made
+    import av
+
+    from streamdehaze import dehazed, read_frames
+
+    colour = np.array([40, 90, 200], np.uint8)  # BGR: a saturated orange
+    src = tmp_path / "hd.mp4"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.broadcast_to(colour, (720, 1280, 3)).copy(), format="bgr24")
+        for packet in [*stream.encode(frame.reformat(format="yuv420p", dst_colorspace="ITU709")), *stream.encode()]:
+            out.mux(packet)
+    with av.open(str(src)) as container:
+        assert int(container.streams.video[0].codec_context.colorspace) == 2  # unspecified
+    [(_, read)] = list(read_frames(src))
+    [record] = list(dehazed(src, model="dcp", strength=0.0, noise_floor=0, temporal="off"))
+    for image in (read, record.original, record.image):
+        assert np.abs(image[360, 640].astype(int) - colour).max() <= 4, image[360, 640]  # (BT.601: 12)
+
+
 def test_a_torch_device_is_taken_as_the_readme_says(make_video):
     # Dehazer took one; process() and dehazed() said "device: must be a string"
     from streamdehaze import dehazed

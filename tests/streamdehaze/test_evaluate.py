@@ -88,11 +88,27 @@ def test_still_is_a_fixed_camera_with_noise_of_its_own(tmp_path):
     assert np.abs(frames[0].astype(float) - cv2.resize(photo, (160, 96))).mean() < 6
 
 
+def test_an_hd_clip_reaches_the_product_in_its_own_colours(tmp_path):
+    # Written BT.601 untagged, a 720-line clip was read as BT.709 (as players read HD): the product was given
+    # shifted colours (a cast of 1.5 on the XG clips with the frames passed through)
+    from streamdehaze.api import process
+    from training.metrics import colour_cast
+
+    photo = np.zeros((90, 160, 3), np.uint8)
+    photo[..., 0], photo[..., 1], photo[..., 2] = 210, np.linspace(40, 200, 160, dtype=np.uint8), 60
+    clip = evalsets.make_still(photo, tmp_path / "still.mp4", frames=2, size=(1280, 720), noise=0.0)
+    shown = cv2.resize(photo, (1280, 720))
+    assert colour_cast(shown, ev.decode_rgb(clip)[0]) < 0.5
+    process(clip, tmp_path / "same.mp4", model="dcp", strength=0.0, noise_floor=0, temporal="off")
+    assert colour_cast(shown, ev.decode_rgb(tmp_path / "same.mp4")[0]) < 0.5
+
+
 def test_held_out_scores_and_photo_scores(data, weights):
     runners = {"input": None, "same": lambda image: image, "model": ev.photo_runner("kanet-t", weights)}
     part = ev.held_out_scores(runners, data / "clean", "classic")
     assert part["images"] >= 1
     assert part["scores"]["same"] == part["scores"]["input"] and part["scores"]["input"]["psnr"] < 100
+    assert part["scores"]["input"]["colour_error"] > 0  # against the clean, not the input
     image = ev.read_uint8(data / "real_hazy" / "a_input.png")
     grey = np.full_like(image, 128)
     photos = ev.photo_scores({"a": {"input": image, "dcp": image, "model": grey}})
