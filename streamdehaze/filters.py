@@ -23,21 +23,37 @@ def box_filter(x: torch.Tensor, radius: int, opencv: bool | None = None) -> torc
     if opencv is None:
         opencv = x.device.type == "cpu" and not x.requires_grad and x.dtype in (torch.float32, torch.float64)
     if opencv:
-        return _window_sums_opencv(x, radius) / counts
+        return _window_means_opencv(x, radius, counts)
     if radius <= 3:
         return _shift_sum(_shift_sum(x, radius, -1), radius, -2) / counts
     mean = x.mean((-2, -1), keepdim=True)
     return _window_sum(_window_sum(x - mean, radius, -1), radius, -2) / counts + mean
 
 
-def _window_sums_opencv(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Sums over the windows with zeros outside the image (OpenCV accumulates float32 in float64)."""
+def _window_means_opencv(x: torch.Tensor, radius: int, counts: torch.Tensor) -> torch.Tensor:
+    """Sums over the windows with zeros outside the image (OpenCV accumulates float32 in float64), divided by
+    ``counts`` a plane at a time, while it is in cache (a pass over the whole batch after cost as much again)."""
     planes = x.detach().reshape(-1, *x.shape[-2:]).contiguous().numpy()
     out = np.empty_like(planes)
     k = 2 * radius + 1
+    counts = counts.numpy()
     for src, dst in zip(planes, out):
         cv2.boxFilter(src, -1, (k, k), dst=dst, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        np.divide(dst, counts, out=dst)
     return torch.from_numpy(out).view(x.shape)
+
+
+def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Maximum over a (2r+1)^2 window, shrinking at the borders (grey dilation). On a CPU without gradients,
+    OpenCV's dilation: the same values as torch's max pooling, about 20 times faster at the engine's size."""
+    if x.device.type == "cpu" and not x.requires_grad and x.dtype in (torch.float32, torch.float64):
+        planes = x.reshape(-1, *x.shape[-2:]).contiguous().numpy()
+        out = np.empty_like(planes)
+        kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+        for src, dst in zip(planes, out):
+            cv2.dilate(src, kernel, dst=dst)  # (its border, like the pooling's padding, never wins)
+        return torch.from_numpy(out).view(x.shape)
+    return F.max_pool2d(x.flatten(0, -3), 2 * radius + 1, 1, radius).view(x.shape)
 
 
 def _shift_sum(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
