@@ -95,10 +95,12 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def held_out_scores(runners: dict[str, Photo | None], clean: Path, haze: str) -> dict:
-    """Mean PSNR (dB), SSIM and colour error of every runner (``None``: the hazy input itself) over the held-out
-    pairs. The colour error is the cast measured against the clean photo, not the input: the real photos' cast
-    (against the input) counts colour that dehazing rightly gives back as cast, and scores an unchanged picture 0."""
-    scores: dict[str, dict[str, list[float]]] = {name: {"psnr": [], "ssim": [], "colour_error": []} for name in runners}
+    """Mean PSNR (dB), SSIM, colour error and detail of every runner (``None``: the hazy input itself) over the
+    held-out pairs. Colour error and detail are measured against the clean photo, not the input: the real photos'
+    cast counts colour that dehazing rightly gives back as cast, and their detail retention counts the input's
+    noise and JPEG blocks, kept, as detail; both score an unchanged picture best."""
+    scores: dict[str, dict[str, list[float]]] = {
+        name: {"psnr": [], "ssim": [], "colour_error": [], "detail": []} for name in runners}
     count = 0
     for pair in evalsets.held_out_pairs(clean, haze):
         count += 1
@@ -107,6 +109,7 @@ def held_out_scores(runners: dict[str, Photo | None], clean: Path, haze: str) ->
             scores[name]["psnr"].append(psnr(out, pair.clean).item())
             scores[name]["ssim"].append(ssim(out, pair.clean).item())
             scores[name]["colour_error"].append(colour_cast(pair.clean, out))
+            scores[name]["detail"].append(detail_retention(pair.clean, out)["retention"])
     if not count:
         raise UsageError(f"{clean}: no held-out photos")
     return {"images": count, "scores": {n: {k: _mean(v) for k, v in s.items()} for n, s in scores.items()}}
@@ -314,9 +317,10 @@ def markdown(summary: dict) -> str:
         lines += [f"{summary['fade_missing']}.", ""]
     for haze, part in summary.get("held-out", {}).items():
         lines += [f"Held-out photos, {part['images']} whole images at full resolution, `{haze}` haze:", "",
-                  "| method | PSNR (dB) | SSIM | colour error (cast against the clean) |", "|---|---:|---:|---:|"]
-        lines += [f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['colour_error']:.2f} |"
-                  for name, row in part["scores"].items()]
+                  "| method | PSNR (dB) | SSIM | colour error (cast against the clean) | detail of the clean kept |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['colour_error']:.2f} | "
+                  f"{row['detail']:.3f} |" for name, row in part["scores"].items()]
         lines.append("")
     photos = summary.get("photos")
     if photos:
