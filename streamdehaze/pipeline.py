@@ -27,10 +27,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import av
 
 from .engine import Batch, Engine, Request
+from .sources import packet_start
 from .stats import RunStats
 from .temporal import TemporalSmoother
 from .threads import EMPTY, Prefetch, Worker
@@ -43,6 +45,7 @@ _IDLE_WAIT_S = 0.1  # the scheduler's longest sleep when nothing is ready (it is
 # A camera's reader may be dialling when its stream stops, which nothing interrupts (up to twice the connect timeout):
 # the stream waits this long for it, then leaves it to end on its own (a source that ``closes_while_read``).
 _READER_LEFT_S = 1.0
+_READ_ON_WAIT_S = 2.0  # a file cut by Ctrl-C is read on for its sound this long at most (``Stream._read_on``)
 # A camera faster than the model loses frames: said once, when a tenth of them have been dropped after this long
 # (the statistics count them; the log said nothing until the summary, and a recording was thinned unseen).
 _SAY_DROPS_AFTER_S = 4.0
@@ -92,6 +95,8 @@ class Stream:
         self.drained = threading.Event()  # nothing of this stream is left in the engine
         self._arrival = getattr(source, "arrival", lambda pts: None)  # live sources know when each frame came in
         self._pending: list[av.VideoFrame] = []  # taken, waiting for a full batch
+        self._last_taken: av.VideoFrame | None = None  # the last frame handed to the engine
+        self._cut_at: Fraction | None = None  # stopped there: the sound up to it is still read (``stop``)
         self._in_engine = 0
         self._ended = False  # no more frames will be taken: the source ended, failed or was stopped
         self.stopped = False  # cut short: stopped before its source ended, or frames taken were dropped (Ctrl-C twice)
@@ -186,6 +191,7 @@ class Stream:
             self._pending.append(item)
         if len(self._pending) >= self.batch_size or (self._pending and (self.live or self._ended)):
             frames, self._pending = self._pending, []
+            self._last_taken = frames[-1]
             self._in_engine += len(frames)
             if self._originals is not None:
                 self._originals.extend(frames)
@@ -227,8 +233,13 @@ class Stream:
 
     # Anyone's side.
 
-    def stop(self) -> None:
-        """Take no more frames (those already in the engine are still written); the reader is asked to finish."""
+    def stop(self, cut: bool = False) -> None:
+        """Take no more frames (those already in the engine are still written); the reader is asked to finish.
+        ``cut`` (Ctrl-C on a file): the file's sound up to the end of the last frame taken is still read and written
+        (``finish``): a file stores its sound up to a second or more after its picture, which a partial lacked."""
+        if cut and not self._ended and not self.live and self._last_taken is not None:
+            cut_after = getattr(self.source, "cut_after", None)
+            self._cut_at = cut_after(self._last_taken) if cut_after is not None else None
         self.stopped = self.stopped or not self._ended
         self._ended = True
         if self.live:  # (a camera's frames never dehazed are dropped frames: received = written + dropped)
@@ -238,9 +249,28 @@ class Stream:
         if stop is not None:
             stop()
 
+    def _read_on(self, run_handlers: Callable[[], None]) -> None:
+        """After a cut: what the reader still gives, its sound before the cut written, for ``_READ_ON_WAIT_S`` at most
+        (a pipe may never say more). Ctrl-C again ends it as it ends the writer's work (``finish``)."""
+        end, deadline = self._cut_at, time.monotonic() + _READ_ON_WAIT_S
+        try:
+            while time.monotonic() < deadline:
+                run_handlers()
+                item = self.reader.poll()
+                if item is EMPTY:
+                    time.sleep(0.01)
+                elif isinstance(item, av.Packet) and (start := packet_start(item)) is not None and start < end:
+                    self.writer.put(item)
+        except StopIteration:
+            pass
+        except KeyboardInterrupt:
+            self.drop_unwritten()
+        except Exception as exc:  # (the file read on is damaged there: the partial keeps what came before)
+            log.debug("%s: reading on for the sound: %s", self.name or "input", exc)
+
     def drop_unwritten(self) -> None:
-        """A second Ctrl-C: the frames handed to the writer and not yet begun are not written."""
-        self.stopped = True
+        """A second Ctrl-C: the frames handed to the writer and not yet begun are not written, nor is more read."""
+        self.stopped, self._cut_at = True, None
         self.writer.skip()
 
     # The owner's side, once ``drained`` is set.
@@ -255,6 +285,8 @@ class Stream:
         with it (never two threads on one encoder), and the result says ``interrupted``."""
         unwritten_counted = False
         try:
+            if self._cut_at is not None and self.error is None:
+                self._read_on(run_handlers)
             self.reader.close()
             if self.live:
                 self.stats.drop(self.reader.qsize())  # (the frames still waiting for the engine)
@@ -458,7 +490,7 @@ def drive(stream: Stream, engine: Engine, run_handlers: Callable[[], None]) -> b
                     scheduler.abandon()
                     stream.drop_unwritten()
                 interrupted = True
-                stream.stop()
+                stream.stop(cut=True)
     except BaseException:
         stream.stop()
         stream.reader.close()

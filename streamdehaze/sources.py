@@ -299,6 +299,7 @@ class VideoFileSource:
         self.max_frames, self.duration, self.nvdec, self.strict = max_frames, duration, nvdec or None, strict
         self.corrupt = 0  # packets skipped as corrupt
         self.truncated: str | None = None  # why the input ended early, if it did
+        self._cut_at: Fraction | None = None  # ``cut_after``'s end
         if self.nvdec is None:
             self._open()
             return
@@ -452,6 +453,9 @@ class VideoFileSource:
         step = max(1, round(1 / (rate * _time_base(self.stream))))
         broken: str | None = None  # why the input could not be read on
         while broken is None:
+            if self._cut_at is not None:
+                yield from self._cut(demuxed, timeline, held, self._cut_at)
+                return
             try:
                 packet = next(demuxed)
             except (StopIteration, NEW_STREAM_AT_END):
@@ -522,6 +526,17 @@ class VideoFileSource:
                              f"the {float(stated):.1f} s it states"
         else:
             self.truncated = self._unread_rest()
+
+    def cut_after(self, frame: av.VideoFrame) -> Fraction | None:
+        """End the clip after ``frame`` (a run stopped by Ctrl-C: the last frame it took); returns that frame's end
+        in seconds (None where it has no time). From then on the source gives what a cut there gives
+        (``_cut``): the sound the file stores further on, up to that end, which a stop without it left out (an
+        MP4's last second). Called from another thread than the one reading."""
+        if frame.pts is None or frame.time_base is None:
+            return None
+        length = frame.duration * frame.time_base if frame.duration else 1 / frame_rate(self.stream)
+        self._cut_at = frame.pts * frame.time_base + length
+        return self._cut_at
 
     def _cut(self, demuxed: Iterator[av.Packet], timeline: Timeline, held: list[av.Packet] | None,
              end: Fraction | None) -> Iterator[av.Packet]:

@@ -82,6 +82,29 @@ def test_interrupt_leaves_a_playable_partial(long_video, probe, tmp_path, sig):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4", "out.partial.mp4"]
 
 
+def test_an_interrupted_partial_has_its_sound_to_its_last_frame(make_video, tmp_path):
+    # An MP4 stores its sound up to a second after its picture: a stop left the partial's last second silent,
+    # the sound of that picture unread (a --max-frames cut read on for it; Ctrl-C now does too)
+    src, out = make_video(frames=1500, width=320, height=240, audio=True), tmp_path / "out.mp4"
+    proc = start([src, out, "--model", "dcp"])
+    try:
+        wait_for_output(proc, tmp_path)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    with av.open(str(tmp_path / "out.partial.mp4")) as c:
+        frames = list(c.decode(video=0))
+    with av.open(str(tmp_path / "out.partial.mp4")) as c:
+        sound = [p for p in c.demux(audio=0) if p.size]
+    assert 0 < len(frames) < 1500
+    picture_end = (frames[-1].pts + frames[-1].duration) * frames[-1].time_base
+    sound_end = (sound[-1].pts + sound[-1].duration) * sound[-1].time_base
+    assert abs(sound_end - picture_end) < 0.05, (float(sound_end), float(picture_end))  # (an AAC frame: 21 ms)
+
+
 def test_next_run_removes_partials_of_killed_runs(long_video, probe, tmp_path):
     # A filesystem without anonymous files (no O_TMPFILE): the output is a hidden, locked partial.
     proc = start([long_video, tmp_path / "out.mp4", "--model", "dcp", "--quiet"], setup="import os; del os.O_TMPFILE")
