@@ -45,7 +45,7 @@ _IDLE_WAIT_S = 0.1  # the scheduler's longest sleep when nothing is ready (it is
 # A camera's reader may be dialling when its stream stops, which nothing interrupts (up to twice the connect timeout):
 # the stream waits this long for it, then leaves it to end on its own (a source that ``closes_while_read``).
 _READER_LEFT_S = 1.0
-_READ_ON_WAIT_S = 2.0  # a file cut by Ctrl-C is read on for its sound this long at most (``Stream._read_on``)
+_READ_ON_WAIT_S = 2.0  # a file cut by Ctrl-C is waited on for its sound this long at most (``Stream._read_on``)
 # A camera faster than the model loses frames: said once, when a tenth of them have been dropped after this long
 # (the statistics count them; the log said nothing until the summary, and a recording was thinned unseen).
 _SAY_DROPS_AFTER_S = 4.0
@@ -235,8 +235,9 @@ class Stream:
 
     def stop(self, cut: bool = False) -> None:
         """Take no more frames (those already in the engine are still written); the reader is asked to finish.
-        ``cut`` (Ctrl-C on a file): the file's sound up to the end of the last frame taken is still read and written
-        (``finish``): a file stores its sound up to a second or more after its picture, which a partial lacked."""
+        ``cut`` (Ctrl-C on a file on disk; from the scheduler's thread, which takes the frames): the file's sound up
+        to the end of the last frame taken is still read and written (``finish``): a file stores its sound up to a
+        second or more after its picture, which a partial lacked."""
         if cut and not self._ended and not self.live and self._last_taken is not None:
             cut_after = getattr(self.source, "cut_after", None)
             self._cut_at = cut_after(self._last_taken) if cut_after is not None else None
@@ -250,8 +251,9 @@ class Stream:
             stop()
 
     def _read_on(self, run_handlers: Callable[[], None]) -> None:
-        """After a cut: what the reader still gives, its sound before the cut written, for ``_READ_ON_WAIT_S`` at most
-        (a pipe may never say more). Ctrl-C again ends it as it ends the writer's work (``finish``)."""
+        """After a cut: what the reader still gives, its sound before the cut written. Reading a file on disk on
+        (``VideoFileSource.cut_after``) takes milliseconds; it is waited on ``_READ_ON_WAIT_S`` at most, and Ctrl-C
+        again ends the wait as it ends the writer's work (``finish``)."""
         end, deadline = self._cut_at, time.monotonic() + _READ_ON_WAIT_S
         try:
             while time.monotonic() < deadline:
@@ -269,7 +271,8 @@ class Stream:
             log.debug("%s: reading on for the sound: %s", self.name or "input", exc)
 
     def drop_unwritten(self) -> None:
-        """A second Ctrl-C: the frames handed to the writer and not yet begun are not written, nor is more read."""
+        """A second Ctrl-C: the frames handed to the writer and not yet begun are not written, nor is the sound read
+        on after a cut."""
         self.stopped, self._cut_at = True, None
         self.writer.skip()
 

@@ -324,7 +324,7 @@ class VideoFileSource:
                 raise UsageError(f"input not found: {self.name}")
             if local.is_dir():
                 raise UsageError(f"input {self.name} is a folder: give a video file or a camera")
-            if local.stat().st_size == 0:
+            if local.is_file() and local.stat().st_size == 0:  # (a named pipe's size is 0 too: it is read)
                 raise UsageError(f"input is empty: {self.name}")
         try:
             url = "pipe:0" if self.url == STDIN else self.url
@@ -529,10 +529,12 @@ class VideoFileSource:
 
     def cut_after(self, frame: av.VideoFrame) -> Fraction | None:
         """End the clip after ``frame`` (a run stopped by Ctrl-C: the last frame it took); returns that frame's end
-        in seconds (None where it has no time). From then on the source gives what a cut there gives
-        (``_cut``): the sound the file stores further on, up to that end, which a stop without it left out (an
-        MP4's last second). Called from another thread than the one reading."""
-        if frame.pts is None or frame.time_base is None:
+        in seconds, or None where it does not cut. From then on the source gives what a cut there gives (``_cut``):
+        the sound the file stores further on, up to that end, which a stop without it left out (an MP4's last
+        second). Only a regular file on disk is read on: a pipe or a server may keep the reader waiting, and a
+        stop must not. Called from another thread than the one reading."""
+        local = local_file(self.url)
+        if local is None or not local.is_file() or frame.pts is None or frame.time_base is None:
             return None
         length = frame.duration * frame.time_base if frame.duration else 1 / frame_rate(self.stream)
         self._cut_at = frame.pts * frame.time_base + length

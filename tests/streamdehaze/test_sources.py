@@ -387,3 +387,50 @@ def test_audio_that_starts_late_is_copied(run_cli, probe, tmp_path):
     a, b = probe(src), probe(out)
     assert b["count"] == a["count"] == 300
     assert len(a["audio"]) > 150 and b["audio"] == a["audio"]
+
+
+def test_only_a_regular_file_is_read_on_after_a_stop(tmp_path):
+    # After Ctrl-C a file on disk is read on for the sound stored after its picture; a pipe is not: its writer may
+    # keep it open and say nothing more (a run stopped on a fed pipe waited 10 s, or for ever)
+    import os
+    import threading
+
+    from streamdehaze.sources import VideoFileSource
+
+    src = tmp_path / "in.ts"
+    write_video(src, frames=50, audio=True)
+    with VideoFileSource(src) as source:
+        first = next(item for item in source if isinstance(item, av.VideoFrame))
+        assert source.cut_after(first) == first.pts * first.time_base + Fraction(1, 25)
+        assert all(isinstance(item, av.Packet) for item in source)  # the sound up to there, no more frames
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(src.read_bytes()))
+    feeder.start()
+    try:
+        with VideoFileSource(fifo) as source:
+            first = next(item for item in source if isinstance(item, av.VideoFrame))
+            assert source.cut_after(first) is None
+            assert sum(isinstance(item, av.VideoFrame) for item in source) == 49  # read as before
+    finally:
+        feeder.join(30)
+
+
+def test_a_named_pipe_is_an_input(run_cli, probe, tmp_path):
+    # A feeder writing into a FIFO (mkfifo): its size on disk is 0, and it was refused as an empty input
+    import os
+    import threading
+
+    src, fifo = tmp_path / "in.ts", tmp_path / "feed"
+    write_video(src, frames=20)
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(src.read_bytes()))
+    feeder.start()
+    try:
+        code, err = run_cli(fifo, tmp_path / "out.mp4", "--model", "dcp")
+    finally:
+        if feeder.is_alive():  # (refused before it was opened: the feeder waits for a reader)
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        feeder.join(30)
+    assert code == 0, err
+    assert probe(tmp_path / "out.mp4")["count"] == 20
