@@ -454,6 +454,10 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats:
     output = result.output or args.output
     if write_stats:
         _write_stats(args, result, unit)
+    if result.interrupted and result.frames == 0 and unit == "frames" and not is_live(args.input):
+        log.warning("interrupted before the first frame was dehazed: nothing written%s",
+                    f"; {args.output} is left as it was" if Path(args.output).exists() else "")
+        return 130
     if result.interrupted:
         log.warning("interrupted: %s holds the %d frames dehazed so far%s", output, result.frames,
                     f"; {args.output} is left as it was" if result.output else "")

@@ -389,7 +389,9 @@ class Job:
         if self._published is not None:
             result.unpublished, result.output_reconnects = self._published.unsent, self._published.reconnects
         if self._out is not None:
-            if self.stream.stopped:  # (cut short: frames of the input are not in it)
+            if self.stream.stopped and result.frames == 0:  # (stopped before its first frame: an empty file, which
+                self._out.discard()  # would have moved an earlier run's partial aside for nothing)
+            elif self.stream.stopped:  # (cut short: frames of the input are not in it)
                 result.output = str(self._out.keep_partial())
                 if self._out.moved_aside is not None:  # (an earlier run's result names it: a fleet's restarted stream)
                     self.moved = (result.output, str(self._out.moved_aside))

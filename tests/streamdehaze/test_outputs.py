@@ -105,6 +105,27 @@ def test_an_interrupted_partial_has_its_sound_to_its_last_frame(make_video, tmp_
     assert abs(sound_end - picture_end) < 0.05, (float(sound_end), float(picture_end))  # (an AAC frame: 21 ms)
 
 
+def test_a_run_stopped_before_its_first_frame_leaves_no_partial(make_video, tmp_path, caplog):
+    # It left an empty NAME.partial.mp4 (0 bytes), named as the output, and moved an earlier run's partial aside
+    import argparse
+    import threading
+
+    from streamdehaze import process
+    from streamdehaze.command import _finish
+
+    src, out = make_video(frames=20), tmp_path / "out.mp4"
+    (tmp_path / "out.partial.mp4").write_bytes(b"an earlier run's frames")
+    stop = threading.Event()
+    stop.set()
+    result = process(src, out, model="dcp", stop=stop)
+    assert (result.interrupted, result.frames, result.output) == (True, 0, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.partial.mp4"]
+    assert (tmp_path / "out.partial.mp4").read_bytes() == b"an earlier run's frames"
+    args = argparse.Namespace(input=str(src), output=str(out), stats_json=None, quiet=False)
+    assert _finish(args, result, "frames") == 130
+    assert caplog.messages[-1] == "interrupted before the first frame was dehazed: nothing written"
+
+
 def test_next_run_removes_partials_of_killed_runs(long_video, probe, tmp_path):
     # A filesystem without anonymous files (no O_TMPFILE): the output is a hidden, locked partial.
     proc = start([long_video, tmp_path / "out.mp4", "--model", "dcp", "--quiet"], setup="import os; del os.O_TMPFILE")
