@@ -46,6 +46,7 @@ from .fragments import trim_cut_fragment, video_samples
 from .frames import frame_from_planes, to_image, upright
 from .outputs import RecordingDeleted, Syncer, WholeWrites, hold, next_segment
 from .records import FrameRecord
+from .scheduling import realtime_undone
 from .sound import UNORDERED, CopiedSound, Reencoded, reencoded
 from .sources import VideoInfo, packet_start, stream_tags
 
@@ -78,7 +79,7 @@ def add_video_stream(container: av.container.OutputContainer, info: VideoInfo, e
                      live: bool = False) -> av.video.stream.VideoStream:
     """The output's video stream as a sink encodes it (``VideoSink``, and the trial write in ``trial.py``, which
     must not drift from it): the input's size, time base (or ``frame_ticks``), tags and colour, the encoder's
-    options; a live run's keyframes."""
+    options; a live run's keyframes. The encoder is open on return (``av.FFmpegError`` where it refuses)."""
     codec = encoding.codec
     stream = container.add_stream(codec.name, rate=info.rate)
     stream.width, stream.height, stream.pix_fmt = info.width, info.height, encoding.pix_fmt
@@ -117,6 +118,8 @@ def add_video_stream(container: av.container.OutputContainer, info: VideoInfo, e
         # Apple's players (QuickTime, Photos, iOS) play HEVC only as hvc1, FFmpeg's -tag:v hvc1: its parameter sets
         # in the header alone; FFmpeg writes hev1 unless told.
         ctx.codec_tag = "hvc1"
+    with realtime_undone():  # (opened here, not with the first frame: SVT-AV1 makes its threads real-time)
+        ctx.open()
     return stream
 
 
@@ -235,7 +238,10 @@ class VideoSink:
             log.warning("%s (%s in %s) cannot state the input's pixel shape (%s): players will show it at %s, not %s "
                         "(an .mp4 output, or H.264 in .mkv, keeps it)", self.name, codec.canonical_name, muxer,
                         *(f"{r.numerator}:{r.denominator}" for r in (info.pixel_aspect, stored, wanted)))
-        self.video = add_video_stream(self.container, info, encoding, self.live)
+        try:
+            self.video = add_video_stream(self.container, info, encoding, self.live)
+        except av.FFmpegError as exc:
+            raise MediaError(f"writing {self.name} failed: {failure_reason(exc, self.target)}") from None
         self._frame_ticks = frame_ticks(codec.name, muxer, info)
         self._last_tick: int | None = None
         self._next_key: Fraction | None = None

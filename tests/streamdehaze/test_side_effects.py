@@ -133,3 +133,38 @@ def test_overlapping_tuned_blocks_give_back_the_applications_thread_counts(monke
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+REALTIME_THREADS = r"""
+import json, os, sys
+import numpy as np
+import streamdehaze
+
+def realtime() -> list[int]:
+    found = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            if os.sched_getscheduler(int(tid)) & ~os.SCHED_RESET_ON_FORK in (os.SCHED_FIFO, os.SCHED_RR):
+                found.append(int(tid))
+        except OSError:
+            pass
+    return found
+
+during = []
+def look(record):
+    during.append(len(realtime()))  # while the encoder's own threads run
+streamdehaze.process(sys.argv[1], sys.argv[2], model="dcp", codec="libsvtav1", on_frame=look)
+print(json.dumps({"during": during, "after": realtime(), "main": os.sched_getscheduler(0)}))
+"""
+
+
+def test_an_av1_run_leaves_no_thread_real_time(make_video, tmp_path):
+    """SVT-AV1, run as root (as in most containers), switches the thread that opens it to SCHED_FIFO 99, and the
+    threads it starts inherit it: the model's threads, started after the trial write, ran real-time too, and on two
+    cores the tests that followed an AV1 one in the same process stalled for good."""
+    src = make_video(frames=3)
+    run = subprocess.run([sys.executable, "-c", REALTIME_THREADS, str(src), str(tmp_path / "out.mkv")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result == {"during": [0, 0, 0], "after": [], "main": os.SCHED_OTHER}, run.stderr[-2000:]
