@@ -40,6 +40,36 @@ def sighup_delivered():
     signal.signal(signal.SIGHUP, previous)
 
 
+def _realtime_threads() -> list[int]:
+    """The threads of this process scheduled real-time (SCHED_FIFO or SCHED_RR)."""
+    found = []
+    for name in os.listdir("/proc/self/task"):
+        try:
+            if os.sched_getscheduler(int(name)) & ~os.SCHED_RESET_ON_FORK in (os.SCHED_FIFO, os.SCHED_RR):
+                found.append(int(name))
+        except OSError:  # (ended meanwhile)
+            pass
+    return found
+
+
+_WATCH_SCHEDULING = sys.platform == "linux" and not _realtime_threads()  # (a run started under chrt is left be)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_real_time():
+    """A test that leaves a thread of the test process real-time fails, naming itself, and the thread is put back.
+    SVT-AV1 run as root did it: on two cores the real-time threads starved every later test of that worker, and
+    the run hung past every timeout."""
+    yield
+    if _WATCH_SCHEDULING and (raised := _realtime_threads()):
+        for tid in raised:
+            try:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            except OSError:
+                pass
+        pytest.fail(f"the test left {len(raised)} thread(s) of the test process real-time")
+
+
 def hazy_pattern(i: int, width: int, height: int) -> np.ndarray:
     """A moving colourful scene under haze that thickens towards the top: RGB uint8 [H, W, 3]."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
