@@ -282,6 +282,11 @@ class VideoSink:
         suffix = self.shown_as.suffix.lower() if self.shown_as is not None else ""
         return suffix if suffix and suffix[1:] != muxer else muxer
 
+    @property
+    def sound(self) -> set[int]:
+        """The input's sound streams (their indexes) this output carries."""
+        return {src.index for src in self.info.copy_streams if src.type == "audio" and src.index in self._copies}
+
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         """Encode a dehazed frame (planar, in ``self.pix_fmt``) or copy a packet of a copied stream."""
         try:
@@ -464,12 +469,20 @@ def _video_packets(path: Path) -> int:
     return count
 
 
+# Seconds of pictures past a segment's end that it stays open for sound stored after them: an MP4's reader takes
+# sound up to a second behind the pictures (FFmpeg reads its samples in file order within a second).
+SOUND_WAIT = Fraction(2)
+
+
 class SegmentedSink:
     """A recording cut into files of ``segment_time`` seconds (``cam_00000.mp4``, ...; ``pattern``), numbered from
     ``first``, or named by the time each begins (``cam_%Y-%m-%d_%H-%M-%S.mp4``: ``formats.timed_segments``). Each
     file has a muxer and an encoder of its own: a segment begins with the first frame at or past its time, as a
-    keyframe, with that time written as 0, and is complete, closed, when the next begins. Sound reaches the sink
-    ahead of the pictures of its time (they are being dehazed): what belongs to the next segment waits for it.
+    keyframe, with that time written as 0. Sound mostly reaches the sink ahead of the pictures of its time (they
+    are being dehazed): what belongs to the next segment waits for it. A file may store its sound up to a second
+    after its picture, though: a segment whose sound is not all in when the next begins stays open for it, until
+    each of its sound streams has passed its end, or the pictures are ``SOUND_WAIT`` seconds past it; then it is
+    complete, closed.
     (FFmpeg's segment muxer crashed the whole process when a disk filled up just as a segment began.)
 
     A segment never replaces a file: where its name is taken (another run recording to the same names), it takes
@@ -493,6 +506,9 @@ class SegmentedSink:
         self._done = 0  # frames in the segments closed so far
         self._next: Fraction | None = None  # when the next segment begins
         self._held: list[av.Packet] = []  # copied packets of the next segment, come before its first frame
+        self._ending: VideoSink | None = None  # the segment before, open for its sound that comes after its picture
+        self._ends: Fraction = Fraction(0)  # when that one ends
+        self._awaited: set[int] = set()  # its sound streams (indexes) not yet past its end
 
     def _path(self, number: int) -> Path:
         return self.pattern.with_name(self.pattern.name % number)
@@ -531,7 +547,7 @@ class SegmentedSink:
 
     @property
     def frames(self) -> int:
-        return self._done + (self.current.frames if self.current is not None else 0)
+        return self._done + sum(part.frames for part in (self._ending, self.current) if part is not None)
 
     def written(self) -> str:
         """The segments written: ``cam_00000.mp4 .. cam_00003.mp4``, or the one; where other files came between
@@ -558,6 +574,13 @@ class SegmentedSink:
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         if isinstance(item, av.Packet):
             start = packet_start(item)
+            if self._ending is not None and start is not None:
+                if start < self._ends:
+                    self._ending.write(item)
+                    return
+                self._awaited.discard(item.stream.index)
+                if not self._awaited:
+                    self._end()
             if self._next is not None and start is not None and start >= self._next:
                 self._held.append(item)
             else:
@@ -565,36 +588,61 @@ class SegmentedSink:
             return
         if item.time_base is not None:
             t = item.pts * item.time_base
+            if self._ending is not None and t >= self._ends + SOUND_WAIT:
+                self._end()
             if self._next is None:
                 self._next = t + self.segment_time
             elif t >= self._next:
-                held, self._held = self._held, []
-                for packet in held:  # (the next segment begins with this frame: what came before it ends this one)
-                    if packet_start(packet) < t:
-                        self.current.write(packet)
-                finished, self.current = self.current, None  # (closed, even where that fails: no abort after)
-                try:
-                    finished.close()
-                finally:  # a segment that fails as it is closed still holds its frames, as far as they fit
-                    self._done += finished.frames
-                self.number += 1
-                self.current = self._open_part(t)
-                self.current._resized = finished._resized  # (a camera back at another size was said once)
-                while self._next <= t:
-                    self._next += self.segment_time
-                for packet in held:
-                    if packet_start(packet) >= t:
-                        self.write(packet)
+                self._cut(t)
         self.current.write(item)
 
-    def close(self) -> None:
-        if self.current is not None:
-            held, self._held = self._held, []
-            for packet in held:  # (the sound after the last frame)
+    def _cut(self, t: Fraction) -> None:
+        """End the segment at ``t``, where the next one begins."""
+        if self._ending is not None:
+            self._end()
+        held, self._held = self._held, []
+        for packet in held:  # (the next segment begins with this frame: what came before it ends this one)
+            if packet_start(packet) < t:
                 self.current.write(packet)
-            self.current.close()
+        finished, self.current = self.current, None
+        self._ending, self._ends = finished, t
+        self._awaited = finished.sound - {p.stream.index for p in held if packet_start(p) >= t}
+        if not self._awaited:  # (all in: the usual case, the sound ahead of the pictures)
+            self._end()
+        self.number += 1
+        self.current = self._open_part(t)
+        self.current._resized = finished._resized  # (a camera back at another size was said once)
+        while self._next <= t:
+            self._next += self.segment_time
+        for packet in held:
+            if packet_start(packet) >= t:
+                self.write(packet)
+
+    def _end(self) -> None:
+        """Close the segment before, complete (where closing fails it still holds its frames, as far as they fit;
+        it is not aborted after)."""
+        ending, self._ending = self._ending, None
+        try:
+            ending.close()
+        finally:  # (what closing kept)
+            self._done += ending.frames
+
+    def close(self) -> None:
+        try:
+            if self._ending is not None:
+                self._end()
+        finally:
+            if self.current is not None:
+                held, self._held = self._held, []
+                for packet in held:  # (the sound after the last frame)
+                    self.current.write(packet)
+                self.current.close()
 
     def abort(self) -> None:
+        if self._ending is not None:
+            ending, self._ending = self._ending, None
+            ending.abort()
+            self._done += ending.frames
         if self.current is not None:
             self.current.abort()
 

@@ -368,6 +368,25 @@ def test_segments_of_a_file_run_carry_its_audio(make_video, probe, run_cli, tmp_
         assert b["audio"] == a["audio"]  # (MPEG-TS adds a header to each AAC packet)
 
 
+def test_each_segment_has_its_sound_to_its_last_frame(make_video, run_cli, tmp_path):
+    # An MP4 stores its sound up to a second after its picture: a segment was closed with the first frame of the
+    # next, and the sound of its last second, come after that, was dropped (0.8 s of a 4 s segment here)
+    src = make_video(frames=500, width=320, height=240, audio=True)  # 20 s, its sound stored 1.1 s behind
+    out = tmp_path / "segments" / "out.mp4"
+    out.parent.mkdir()
+    assert run_cli(src, out, "--segment-time", 4, "--model", "dcp", "--quiet") == (0, "")
+    ends, sound = [], []
+    for segment in sorted(out.parent.iterdir()):
+        with av.open(str(segment)) as c:
+            packets = [(p.stream.type, (p.pts + p.duration) * p.time_base, bytes(p)) for p in c.demux() if p.size]
+        ends.append([float(max(end for which, end, _ in packets if which == kind)) for kind in ("video", "audio")])
+        sound += [payload for which, _, payload in packets if which == "audio"]
+    assert [round(picture, 2) for picture, _ in ends] == [4] * 5
+    assert all(abs(heard - seen) < 0.025 for seen, heard in ends), ends  # (an AAC frame: 21 ms)
+    with av.open(str(src)) as c:
+        assert sound == [bytes(p) for p in c.demux(audio=0) if p.size]  # each packet once, in order
+
+
 def test_segments_cut_at_their_time_and_each_starts_at_zero(make_video, probe, run_cli, tmp_path):
     src = make_video(frames=60, audio=True)  # 2.4 s
     out = tmp_path / "segments" / "out.mkv"
