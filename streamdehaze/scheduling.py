@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 
 _TASKS = "/proc/self/task"
@@ -30,17 +31,18 @@ def _policies() -> dict[int, tuple[int, int]]:
 @contextlib.contextmanager
 def realtime_undone() -> Iterator[None]:
     """Put back, after the block, each thread of this process that the block made real-time: one that was there
-    before as it was, a new one to the default policy. Threads the block left alone, real-time or not, are not
-    touched. Linux only; elsewhere a no-op."""
+    before as it was, a new one as the calling thread was (whose scheduling new threads inherit). Threads the
+    block left alone, real-time or not, are not touched. Linux only; elsewhere a no-op."""
     if not _REALTIME or not os.path.isdir(_TASKS):
         yield
         return
     before = _policies()
+    inherited = before.get(threading.get_native_id(), (os.SCHED_OTHER, 0))
     try:
         yield
     finally:
         for tid, now in _policies().items():
-            if now[0] in _REALTIME and now != before.get(tid):
-                policy, priority = before.get(tid, (os.SCHED_OTHER, 0))
+            if now[0] in _REALTIME and now != before.get(tid, inherited):
+                policy, priority = before.get(tid, inherited)
                 with contextlib.suppress(OSError):  # (ended meanwhile)
                     os.sched_setscheduler(tid, policy, os.sched_param(priority))

@@ -16,6 +16,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -161,6 +162,7 @@ class VideoSink:
         except BaseException:
             self.container.close()
             self._close_file()
+            self._mend()  # (a recording's file, created, holds no frame: it goes)
             raise
         self.frames = 0
         self._resized: tuple[int, int] | None = None  # the other size the input went on at, once told
@@ -240,8 +242,11 @@ class VideoSink:
                         *(f"{r.numerator}:{r.denominator}" for r in (info.pixel_aspect, stored, wanted)))
         try:
             self.video = add_video_stream(self.container, info, encoding, self.live)
-        except av.FFmpegError as exc:
-            raise MediaError(f"writing {self.name} failed: {failure_reason(exc, self.target)}") from None
+        except av.FFmpegError as exc:  # (a file's encoder was tried: ``trial.py``; a server's was not)
+            reason = failure_reason(exc, self.target)
+            if self.path is None:  # (as where the header is written: one no retry mends is a UsageError)
+                raise _url_error(exc)(f"cannot write {self.name}: {reason}") from None
+            raise MediaError(f"writing {self.name} failed: {reason}") from None
         self._frame_ticks = frame_ticks(codec.name, muxer, info)
         self._last_tick: int | None = None
         self._next_key: Fraction | None = None
@@ -506,9 +511,7 @@ class SegmentedSink:
         self._done = 0  # frames in the segments closed so far
         self._next: Fraction | None = None  # when the next segment begins
         self._held: list[av.Packet] = []  # copied packets of the next segment, come before its first frame
-        self._ending: VideoSink | None = None  # the segment before, open for its sound that comes after its picture
-        self._ends: Fraction = Fraction(0)  # when that one ends
-        self._awaited: set[int] = set()  # its sound streams (indexes) not yet past its end
+        self._ending: list[_Ending] = []  # segments before, open for their sound that comes after their picture
 
     def _path(self, number: int) -> Path:
         return self.pattern.with_name(self.pattern.name % number)
@@ -547,7 +550,7 @@ class SegmentedSink:
 
     @property
     def frames(self) -> int:
-        return self._done + sum(part.frames for part in (self._ending, self.current) if part is not None)
+        return self._done + sum(e.sink.frames for e in self._ending) + (self.current.frames if self.current else 0)
 
     def written(self) -> str:
         """The segments written: ``cam_00000.mp4 .. cam_00003.mp4``, or the one; where other files came between
@@ -574,13 +577,17 @@ class SegmentedSink:
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         if isinstance(item, av.Packet):
             start = packet_start(item)
-            if self._ending is not None and start is not None:
-                if start < self._ends:
-                    self._ending.write(item)
+            if self._ending and start is not None:
+                late = None  # the ending segment whose time it is of
+                for ending in self._ending:  # (oldest first)
+                    if start < ending.end:
+                        late = ending
+                        break
+                    ending.awaited.discard(item.stream.index)
+                self._end(lambda e: not e.awaited)
+                if late is not None:
+                    late.sink.write(item)
                     return
-                self._awaited.discard(item.stream.index)
-                if not self._awaited:
-                    self._end()
             if self._next is not None and start is not None and start >= self._next:
                 self._held.append(item)
             else:
@@ -588,8 +595,7 @@ class SegmentedSink:
             return
         if item.time_base is not None:
             t = item.pts * item.time_base
-            if self._ending is not None and t >= self._ends + SOUND_WAIT:
-                self._end()
+            self._end(lambda e: t >= e.end + SOUND_WAIT)
             if self._next is None:
                 self._next = t + self.segment_time
             elif t >= self._next:
@@ -598,17 +604,14 @@ class SegmentedSink:
 
     def _cut(self, t: Fraction) -> None:
         """End the segment at ``t``, where the next one begins."""
-        if self._ending is not None:
-            self._end()
         held, self._held = self._held, []
         for packet in held:  # (the next segment begins with this frame: what came before it ends this one)
             if packet_start(packet) < t:
                 self.current.write(packet)
         finished, self.current = self.current, None
-        self._ending, self._ends = finished, t
-        self._awaited = finished.sound - {p.stream.index for p in held if packet_start(p) >= t}
-        if not self._awaited:  # (all in: the usual case, the sound ahead of the pictures)
-            self._end()
+        self._ending.append(_Ending(finished, t, finished.sound - {p.stream.index for p in held
+                                                                   if packet_start(p) >= t}))
+        self._end(lambda e: not e.awaited)  # (all in: the usual case, the sound ahead of the pictures)
         self.number += 1
         self.current = self._open_part(t)
         self.current._resized = finished._resized  # (a camera back at another size was said once)
@@ -618,19 +621,19 @@ class SegmentedSink:
             if packet_start(packet) >= t:
                 self.write(packet)
 
-    def _end(self) -> None:
-        """Close the segment before, complete (where closing fails it still holds its frames, as far as they fit;
-        it is not aborted after)."""
-        ending, self._ending = self._ending, None
-        try:
-            ending.close()
-        finally:  # (what closing kept)
-            self._done += ending.frames
+    def _end(self, done: Callable[[_Ending], bool]) -> None:
+        """Close the ending segments ``done`` says are complete. Closed even where that fails (it still holds its
+        frames, as far as they fit), so never aborted after."""
+        for ending in [e for e in self._ending if done(e)]:
+            self._ending.remove(ending)
+            try:
+                ending.sink.close()
+            finally:
+                self._done += ending.sink.frames
 
     def close(self) -> None:
         try:
-            if self._ending is not None:
-                self._end()
+            self._end(lambda e: True)
         finally:
             if self.current is not None:
                 held, self._held = self._held, []
@@ -639,12 +642,22 @@ class SegmentedSink:
                 self.current.close()
 
     def abort(self) -> None:
-        if self._ending is not None:
-            ending, self._ending = self._ending, None
-            ending.abort()
-            self._done += ending.frames
+        for ending in self._ending:
+            ending.sink.abort()
+            self._done += ending.sink.frames
+        self._ending = []
         if self.current is not None:
             self.current.abort()
+
+
+@dataclass
+class _Ending:
+    """A segment whose successor has begun, still taking its sound: up to ``end`` (seconds), of the streams
+    ``awaited`` (indexes: those not yet past it)."""
+
+    sink: VideoSink
+    end: Fraction
+    awaited: set[int]
 
 
 def _url_error(exc: BaseException) -> type[StreamDehazeError]:

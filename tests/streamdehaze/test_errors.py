@@ -475,6 +475,26 @@ def test_a_format_and_encoder_ffmpeg_would_fail_are_refused_before_the_model_loa
     _no_output_files(tmp_path, ["in.mp4"])
 
 
+def test_a_server_published_to_with_an_encoder_that_refuses_is_a_usage_error(make_video, run_cli):
+    # (a server's output has no trial write; its encoder refusing is no outage a retry mends)
+    src = make_video(frames=3, rate=7, time_base=Fraction(1, 700))  # (MPEG-2 has no code for 7 fps)
+    code, err = run_cli(src, "rtsp://127.0.0.1:9/cam", "--model", "dcp", "--codec", "mpeg2video")
+    assert (code, _one_line(err)) == (2, "streamdehaze: error: cannot write rtsp://127.0.0.1:9/cam: Invalid argument")
+
+
+def test_a_recording_whose_encoder_refuses_leaves_no_empty_file(make_video, tmp_path):
+    from streamdehaze.encoders import choose_encoding
+    from streamdehaze.errors import MediaError
+    from streamdehaze.sinks import VideoSink
+    from streamdehaze.sources import VideoFileSource
+
+    with VideoFileSource(make_video(frames=3, rate=7, time_base=Fraction(1, 700))) as source:
+        with pytest.raises(MediaError, match="writing .*cam_00003.ts failed: Invalid argument"):
+            VideoSink(tmp_path / "cam_00003.ts", source.info, choose_encoding(source.info, "mpeg2video"),
+                      exclusive=True, as_it_goes=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
 @pytest.mark.parametrize("stderr", ["closed", "reader gone"])
 def test_a_run_without_standard_error(make_video, probe, tmp_path, stderr):
     """Started with standard error closed (2>&-, as some service managers do), or with a pipe whose reader has gone

@@ -387,6 +387,38 @@ def test_each_segment_has_its_sound_to_its_last_frame(make_video, run_cli, tmp_p
         assert sound == [bytes(p) for p in c.demux(audio=0) if p.size]  # each packet once, in order
 
 
+def test_segments_shorter_than_their_sound_s_delay_keep_it_too(make_video, tmp_path):
+    # With sound 1.5 s behind the pictures, a segment of 1 s was closed as the one after it ended, before its sound
+    # came: the sound dropped (the dehazing's own delay hid it through the command line)
+    from streamdehaze.encoders import choose_encoding
+    from streamdehaze.sinks import SegmentedSink, VideoSink
+    from streamdehaze.sources import VideoFileSource, packet_start
+
+    source = VideoFileSource(make_video(frames=100, audio=True))  # 4 s
+    encoding = choose_encoding(source.info)
+    with source:
+        items = list(source)
+        sound = [item for item in items if isinstance(item, av.Packet)]
+        late = [item for item in items if isinstance(item, av.VideoFrame)]
+        for packet in sound:  # each after the pictures of 1.5 s later
+            later = [i for i, f in enumerate(late) if isinstance(f, av.VideoFrame) and
+                     f.pts * f.time_base > packet_start(packet) + Fraction(3, 2)]
+            late.insert(later[0] if later else len(late), packet)
+        sink = SegmentedSink(tmp_path / "cam_%05d.mp4", 1.0, 0, lambda path, start: VideoSink(
+            path, source.info, encoding, start=start, exclusive=True, as_it_goes=True))
+        for item in late:
+            sink.write(item)
+        sink.close()
+    kept = []
+    for segment in sorted(tmp_path.glob("cam_*.mp4")):
+        with av.open(str(segment)) as c:
+            packets = [(p.stream.type, (p.pts + p.duration) * p.time_base, bytes(p)) for p in c.demux() if p.size]
+        picture, heard = (max(end for which, end, _ in packets if which == kind) for kind in ("video", "audio"))
+        assert abs(heard - picture) < 0.025, (segment.name, float(picture), float(heard))
+        kept += [payload for which, _, payload in packets if which == "audio"]
+    assert sink.frames == 100 and kept == [bytes(p) for p in sound]
+
+
 def test_segments_cut_at_their_time_and_each_starts_at_zero(make_video, probe, run_cli, tmp_path):
     src = make_video(frames=60, audio=True)  # 2.4 s
     out = tmp_path / "segments" / "out.mkv"
