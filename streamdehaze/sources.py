@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -30,6 +31,7 @@ from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import chroma_subsampling, sample_bits, to_planar
 from .hdr import HDR10, hdr10_of
+from .relay import PipeRelay
 
 Item = av.VideoFrame | av.Packet
 log = logging.getLogger("streamdehaze")
@@ -288,11 +290,15 @@ class VideoFileSource:
     packets."""
 
     def __init__(self, url: str | os.PathLike, *, max_frames: int | None = None,
-                 duration: float | None = None, nvdec: hwaccel.Nvidia | None = None, strict: bool = False) -> None:
+                 duration: float | None = None, nvdec: hwaccel.Nvidia | None = None, strict: bool = False,
+                 stop: threading.Event | None = None) -> None:
         """``nvdec``: decode on that GPU (frames still arrive in host memory); a stream NVDEC cannot decode is
         decoded in software with a warning (an error if NVDEC is required). ``strict``: the first corrupt packet is
-        an error instead of being skipped."""
+        an error instead of being skipped. ``stop``: standard input read no more once it is set (or ``stop()``),
+        its end then met at once, even as the input is opened."""
         self.url = str(url)
+        self._relay: PipeRelay | None = None  # standard input's (``relay.py``)
+        self._stop = stop
         self.name = "standard input" if self.url == STDIN else mask(self.url, self.url)
         # (a pipe is read once: no NVDEC, whose fallback to software opens the input again)
         nvdec = None if self.url == STDIN else nvdec
@@ -327,7 +333,10 @@ class VideoFileSource:
             if local.is_file() and local.stat().st_size == 0:  # (a named pipe's size is 0 too: it is read)
                 raise UsageError(f"input is empty: {self.name}")
         try:
-            url = "pipe:0" if self.url == STDIN else self.url
+            url = self.url
+            if self.url == STDIN:
+                self._relay = PipeRelay(0, self._stop) if os.name == "posix" else None
+                url = self._relay.url if self._relay is not None else "pipe:0"
             self.container = av.open(url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None)
             if on_disk and not all(known_audio(s) for s in self.container.streams.audio):
                 # Audio that starts late (a camera's microphone switched on): FFmpeg looks 5 s in by default.
@@ -335,6 +344,7 @@ class VideoFileSource:
                 self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None,
                                          options=LOOK_FURTHER)
         except (av.FFmpegError, OSError) as exc:
+            self._let_go_of_stdin()
             if isinstance(exc, av.ProtocolNotFoundError):  # (foo://: a scheme no FFmpeg protocol takes)
                 raise UsageError(f"cannot read {self.name}: this FFmpeg has no {urlsplit(self.url).scheme}:// "
                                  "protocol") from None
@@ -345,10 +355,14 @@ class VideoFileSource:
             if on_disk and not _looks_like_media(path):
                 raise UsageError(f"not a video or image file: {self.name}") from None
             raise MediaError(f"cannot read {self.name}: corrupt or truncated ({_reason(exc)})") from None
+        except BaseException:  # (Ctrl-C)
+            self._let_go_of_stdin()
+            raise
         try:
             self._init_streams()
         except BaseException:
             self.container.close()
+            self._let_go_of_stdin()
             raise
 
     def _init_streams(self) -> None:
@@ -588,9 +602,20 @@ class VideoFileSource:
             yield self._pending.pop(0)
         yield from self._items
 
+    def stop(self) -> None:
+        """Read no more of standard input, whose writer may keep it open and silent: its end comes at once."""
+        if self._relay is not None:
+            self._relay.end()
+
+    def _let_go_of_stdin(self) -> None:
+        if self._relay is not None:
+            self._relay.close()
+            self._relay = None
+
     def close(self) -> None:
         self._items.close()
         self.container.close()
+        self._let_go_of_stdin()
 
     def __enter__(self) -> "VideoFileSource":
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import random
@@ -9,9 +10,11 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -29,6 +32,11 @@ def default_interrupts() -> None:
     ignores them (a background job ignores SIGINT, ``nohup`` SIGHUP), so that tests can send them."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def unread_in_pipe(fd: int) -> int:
+    """Bytes written to a pipe and not yet read (``fd``: either end)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, bytes(4)))[0]
 
 
 @pytest.fixture

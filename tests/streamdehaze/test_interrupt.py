@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import default_interrupts
+from tests.conftest import default_interrupts, unread_in_pipe
 
 
 @pytest.mark.parametrize("sig, after", [(signal.SIGINT, 0.2), (signal.SIGINT, 0.5), (signal.SIGINT, 0.8),
@@ -27,6 +27,31 @@ def test_interrupt_during_start_up(make_video, tmp_path, sig, after):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.startswith("streamdehaze: interrupted")
+
+
+def test_interrupt_while_standard_input_is_open_and_silent_at_start_up(make_video, tmp_path):
+    """The feeder sent the first bytes and stalled without closing the pipe: FFmpeg, looking for the streams,
+    waited on the pipe for ever, where no signal's handler runs."""
+    src = make_video("in.ts", frames=60)
+    with open(tmp_path / "err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", "-", str(tmp_path / "out.mp4"), "--model",
+                                 "dcp"], stdin=subprocess.PIPE, stderr=err, preexec_fn=default_interrupts)
+    try:
+        proc.stdin.write(src.read_bytes()[:2000])  # too little to tell the streams
+        proc.stdin.flush()  # and kept open
+        deadline = time.monotonic() + 120
+        while unread_in_pipe(proc.stdin.fileno()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # (taken: the input is being opened)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+    said = (tmp_path / "err").read_text()
+    assert proc.returncode == 130 and said.startswith("streamdehaze: interrupted"), said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["err", "in.ts"]  # (nothing written)
 
 
 def test_a_sighup_to_serve_while_it_loads_is_a_reload_not_an_end(make_video, probe, tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from streamdehaze.api import process
-from tests.conftest import decodable_times, default_interrupts
+from tests.conftest import decodable_times, default_interrupts, unread_in_pipe
 
 
 def output_bytes(proc: subprocess.Popen, folder: Path) -> int:
@@ -103,6 +103,33 @@ def test_an_interrupted_partial_has_its_sound_to_its_last_frame(make_video, tmp_
     picture_end = (frames[-1].pts + frames[-1].duration) * frames[-1].time_base
     sound_end = (sound[-1].pts + sound[-1].duration) * sound[-1].time_base
     assert abs(sound_end - picture_end) < 0.05, (float(sound_end), float(picture_end))  # (an AAC frame: 21 ms)
+
+
+def test_ctrl_c_finishes_a_run_whose_standard_input_stays_open_and_silent(make_video, tmp_path):
+    # The program feeding standard input stalls without closing it (a feeder stuck on a frozen camera, out of
+    # Ctrl-C's reach): FFmpeg's read of the pipe waited for it for ever, and a kill then lost the whole output
+    src = make_video("in.ts", frames=60)
+    with open(tmp_path / "err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", "-", str(tmp_path / "out.mp4"), "--model",
+                                 "dcp"], stdin=subprocess.PIPE, stderr=err, preexec_fn=default_interrupts)
+    try:
+        proc.stdin.write(src.read_bytes())
+        proc.stdin.flush()  # and kept open
+        wait_for_output(proc, tmp_path, size=1)
+        written = -1
+        while unread_in_pipe(proc.stdin.fileno()) or output_bytes(proc, tmp_path) != written:
+            written = output_bytes(proc, tmp_path)
+            time.sleep(1)  # (until all is read and nothing more written for a second: the run waits on the pipe)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+    said = (tmp_path / "err").read_text()
+    assert proc.returncode == 130, said
+    frames = int(re.search(r"holds the (\d+) frames dehazed so far", said).group(1))
+    assert 0 < frames == len(decodable_times(tmp_path / "out.partial.mp4")), said
 
 
 def test_a_run_stopped_before_its_first_frame_leaves_no_partial(make_video, tmp_path, caplog):

@@ -1,0 +1,55 @@
+"""Standard input handed to FFmpeg through a pipe of our own, so that a run reading it can always be stopped.
+
+FFmpeg's read of a pipe cannot be interrupted. Where the program writing standard input keeps it open and sends
+nothing (a feeder stalled on a frozen camera, outside the process group that Ctrl-C reaches), a run waited for it
+for ever, at start-up or as it ended, and a service manager's kill then lost its whole output. A relay thread
+waits on standard input a little at a time and passes on what comes; stopping it gives FFmpeg the end of its
+input at once, whatever the writer does.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+
+_WAIT_S = 0.1  # the relay's longest wait before it looks whether it is stopped
+_CHUNK = 1 << 20
+
+
+class PipeRelay:
+    """What ``source`` (a file descriptor: standard input's) gives, passed on to ``url``, FFmpeg's name for the
+    relay's own pipe, until ``source`` ends or ``stop`` is set (or ``end()``); then ``url``'s reader meets the end
+    of its input within ``_WAIT_S`` seconds. POSIX only (``select`` on a pipe)."""
+
+    def __init__(self, source: int, stop: threading.Event | None = None) -> None:
+        self._source, self._stop = source, stop or threading.Event()
+        self._out, self._into = os.pipe()
+        self.url = f"pipe:{self._out}"
+        self._thread = threading.Thread(target=self._run, name="stdin relay", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not select.select([self._source], [], [], _WAIT_S)[0]:
+                    continue
+                data = os.read(self._source, _CHUNK)
+                if not data:
+                    return
+                rest = memoryview(data)
+                while rest and not self._stop.is_set():  # (waits while the reader is busy: backpressure)
+                    rest = rest[os.write(self._into, rest):]
+        except OSError:  # (the reader let go of its end; standard input failed: an end too)
+            pass
+        finally:
+            os.close(self._into)
+
+    def end(self) -> None:
+        """Pass on nothing more: the reader meets the end of its input (what it had not read yet is dropped)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Once the reader is done with ``url``: ends the relay, and closes the relay's pipe."""
+        self.end()
+        os.close(self._out)
