@@ -60,7 +60,7 @@ from .pipeline import RunResult, Stream, deferred_signals
 from .publish import PublishedSink
 from .records import FrameRecord
 from .sinks import CallbackSink, SegmentedSink, VideoSink
-from .sources import STDIN, TRANSPORT_CLOCKS, VideoFileSource, local_file
+from .sources import TRANSPORT_CLOCKS, VideoFileSource, local_file, reads_a_pipe
 from .stats import RunStats
 from .temporal import check_mode, smoother
 from .trial import trial_write
@@ -76,8 +76,8 @@ def open_source(input: str | os.PathLike, *, max_frames: int | None = None, dura
     """A file, image sequence (``frames/%05d.png``) or URL of a file -> ``VideoFileSource`` (decoded with NVDEC
     if ``nvdec``; ``strict``: a corrupt packet is an error, not skipped); a camera stream (rtsp://, rtmp://,
     srt://, udp://, http(s) streams, /dev/videoN) -> ``LiveSource`` (software decoding: a camera's few streams
-    decode easily on a CPU), dialled until it answers or ``stop`` is set (standard input: read until it is).
-    ``copy_audio``: a camera's sound comes too, as packets between the frames (a file's audio always does)."""
+    decode easily on a CPU), dialled until it answers or ``stop`` is set (standard input, a named pipe: read until
+    it is). ``copy_audio``: a camera's sound comes too, as packets between the frames (a file's audio always does)."""
     for key, value in (("max_frames", max_frames), ("duration", duration)):
         if value is not None:
             checked_option(key, value)
@@ -201,7 +201,7 @@ class Job:
 
     def open(self, stop: threading.Event | None = None) -> Source:
         """Open the input; a camera is dialled until it answers (``live.Stopped`` if ``stop`` is set first; standard
-        input is read until ``stop`` is set, then meets its end). Then
+        input or a named pipe is read until ``stop`` is set, then meets its end). Then
         the output's encoding is chosen for its size and timing and tried in memory (``trial.py``), before the
         model loads: a pair of format and encoder FFmpeg would fail is a ``UsageError``."""
         c = self.config
@@ -222,9 +222,10 @@ class Job:
         the calling thread in C, where no Python handler runs, and PyAV loses a KeyboardInterrupt raised as that
         wait returns (the handler runs inside its error check): in the main thread the run would dial on for ever.
         Interrupted, the dial gives up with its attempt, in the background (FFmpeg's wait cannot be cut short from
-        outside), and closes what it opened. Standard input is opened the same way: its writer may keep it open
-        and send nothing, and FFmpeg waits for the data it looks at first; interrupted, its reading ends at once."""
-        waits = self.live or self.config.input == STDIN
+        outside), and closes what it opened. Standard input and a named pipe are opened the same way: their writer
+        may keep them open and send nothing, and FFmpeg waits for the data it looks at first; interrupted, their
+        reading ends at once."""
+        waits = self.live or reads_a_pipe(self.config.input)
         if not waits or (stopped is None and threading.current_thread() is not threading.main_thread()):
             return self.open()
         stop, lock, done = threading.Event(), threading.Lock(), []

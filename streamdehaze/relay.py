@@ -1,32 +1,47 @@
-"""Standard input handed to FFmpeg through a pipe of our own, so that a run reading it can always be stopped.
+"""Standard input, or a named pipe, handed to FFmpeg through a pipe of our own, so that a run reading it can always
+be stopped.
 
-FFmpeg's read of a pipe cannot be interrupted. Where the program writing standard input keeps it open and sends
-nothing (a feeder stalled on a frozen camera, outside the process group that Ctrl-C reaches), a run waited for it
-for ever, at start-up or as it ended, and a service manager's kill then lost its whole output. A relay thread
-waits on standard input a little at a time and passes on what comes; stopping it gives FFmpeg the end of its
-input at once, whatever the writer does.
+FFmpeg's read of a pipe cannot be interrupted. Where the program writing it keeps it open and sends nothing (a
+feeder stalled on a frozen camera, outside the process group that Ctrl-C reaches), a run waited for it for ever, at
+start-up or as it ended, and a service manager's kill then lost its whole output. A relay thread waits on the pipe
+a little at a time and passes on what comes; stopping it gives FFmpeg the end of its input at once, whatever the
+writer does.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import stat
 import threading
 
 _WAIT_S = 0.1  # the relay's longest wait before it looks whether it is stopped
 _CHUNK = 1 << 20
 
 
-class PipeRelay:
-    """What ``source`` (a file descriptor: standard input's) gives, passed on to ``url``, FFmpeg's name for the
-    relay's own pipe, until ``source`` ends or ``stop`` is set (or ``end()``); then ``url``'s reader meets the end
-    of its input within ``_WAIT_S`` seconds. POSIX only (``select`` on a pipe)."""
+def is_pipe(name: str | os.PathLike) -> bool:
+    """Whether ``name`` is a named pipe (mkfifo)."""
+    try:
+        return stat.S_ISFIFO(os.stat(name).st_mode)
+    except (OSError, ValueError):
+        return False
 
-    def __init__(self, source: int, stop: threading.Event | None = None) -> None:
-        self._source, self._stop = source, stop or threading.Event()
+
+class PipeRelay:
+    """What ``source`` gives (standard input's file descriptor, or a named pipe's name: opened here, without
+    waiting for its writer, and closed when the relay ends), passed on to ``url``, FFmpeg's name for the relay's
+    own pipe, until ``source`` ends or ``stop`` is set (or ``end()``); then ``url``'s reader meets the end of its
+    input within ``_WAIT_S`` seconds. POSIX only (``select`` on a pipe)."""
+
+    def __init__(self, source: int | os.PathLike, stop: threading.Event | None = None) -> None:
+        # (a named pipe opened without O_NONBLOCK waits for a writer, where nothing could stop it; until one comes,
+        # select finds nothing to read, and after it goes, the end)
+        self._owned = not isinstance(source, int)
+        self._source = source if isinstance(source, int) else os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+        self._stop = stop or threading.Event()
         self._out, self._into = os.pipe()
         self.url = f"pipe:{self._out}"
-        self._thread = threading.Thread(target=self._run, name="stdin relay", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="pipe relay", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -40,10 +55,12 @@ class PipeRelay:
                 rest = memoryview(data)
                 while rest and not self._stop.is_set():  # (waits while the reader is busy: backpressure)
                     rest = rest[os.write(self._into, rest):]
-        except OSError:  # (the reader let go of its end; standard input failed: an end too)
+        except OSError:  # (the reader let go of its end; the source failed: an end too)
             pass
         finally:
             os.close(self._into)
+            if self._owned:
+                os.close(self._source)
 
     def end(self) -> None:
         """Pass on nothing more: the reader meets the end of its input (what it had not read yet is dropped)."""

@@ -31,7 +31,7 @@ from .credentials import mask
 from .errors import MediaError, UsageError
 from .frames import chroma_subsampling, sample_bits, to_planar
 from .hdr import HDR10, hdr10_of
-from .relay import PipeRelay
+from .relay import PipeRelay, is_pipe
 
 Item = av.VideoFrame | av.Packet
 log = logging.getLogger("streamdehaze")
@@ -64,6 +64,12 @@ def is_file(url: str) -> bool:
 
 # FFmpeg's protocols that read a local file by the name after them: file:NAME, and through its cache or async one.
 _FILE_PROTOCOL = re.compile(r"(?:(?:cache|async):)*file:")
+
+
+def reads_a_pipe(url: str) -> bool:
+    """Whether an input is standard input or a named pipe: read as it is written, for as long as its writer keeps
+    it open."""
+    return url == STDIN or (local := local_file(url)) is not None and is_pipe(local)
 
 
 def local_file(url: str) -> Path | None:
@@ -294,10 +300,10 @@ class VideoFileSource:
                  stop: threading.Event | None = None) -> None:
         """``nvdec``: decode on that GPU (frames still arrive in host memory); a stream NVDEC cannot decode is
         decoded in software with a warning (an error if NVDEC is required). ``strict``: the first corrupt packet is
-        an error instead of being skipped. ``stop``: standard input read no more once it is set (or ``stop()``),
-        its end then met at once, even as the input is opened."""
+        an error instead of being skipped. ``stop``: standard input or a named pipe read no more once it is set
+        (or ``stop()``), its end then met at once, even as the input is opened."""
         self.url = str(url)
-        self._relay: PipeRelay | None = None  # standard input's (``relay.py``)
+        self._relay: PipeRelay | None = None  # standard input's or a named pipe's (``relay.py``)
         self._stop = stop
         self.name = "standard input" if self.url == STDIN else mask(self.url, self.url)
         # (a pipe is read once: no NVDEC, whose fallback to software opens the input again)
@@ -324,7 +330,8 @@ class VideoFileSource:
         self._open()
 
     def _open(self, nvdec: hwaccel.Nvidia | None = None) -> None:
-        path, on_disk = Path(self.url), is_file(self.url)
+        path, piped = Path(self.url), reads_a_pipe(self.url)
+        on_disk = is_file(self.url) and not piped  # (a named pipe is read once, as it is written)
         if (local := local_file(self.url)) is not None:  # (a file: URL's too)
             if not local.exists():
                 raise UsageError(f"input not found: {self.name}")
@@ -333,10 +340,10 @@ class VideoFileSource:
             if local.is_file() and local.stat().st_size == 0:  # (a named pipe's size is 0 too: it is read)
                 raise UsageError(f"input is empty: {self.name}")
         try:
-            url = self.url
-            if self.url == STDIN:
-                self._relay = PipeRelay(0, self._stop) if os.name == "posix" else None
-                url = self._relay.url if self._relay is not None else "pipe:0"
+            url = "pipe:0" if self.url == STDIN else self.url
+            if os.name == "posix" and piped:
+                self._relay = PipeRelay(0 if self.url == STDIN else local, self._stop)
+                url = self._relay.url
             self.container = av.open(url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None)
             if on_disk and not all(known_audio(s) for s in self.container.streams.audio):
                 # Audio that starts late (a camera's microphone switched on): FFmpeg looks 5 s in by default.
@@ -344,7 +351,7 @@ class VideoFileSource:
                 self.container = av.open(self.url, "r", hwaccel=hwaccel.decoder(nvdec) if nvdec else None,
                                          options=LOOK_FURTHER)
         except (av.FFmpegError, OSError) as exc:
-            self._let_go_of_stdin()
+            self._let_go_of_the_pipe()
             if isinstance(exc, av.ProtocolNotFoundError):  # (foo://: a scheme no FFmpeg protocol takes)
                 raise UsageError(f"cannot read {self.name}: this FFmpeg has no {urlsplit(self.url).scheme}:// "
                                  "protocol") from None
@@ -356,13 +363,13 @@ class VideoFileSource:
                 raise UsageError(f"not a video or image file: {self.name}") from None
             raise MediaError(f"cannot read {self.name}: corrupt or truncated ({_reason(exc)})") from None
         except BaseException:  # (Ctrl-C)
-            self._let_go_of_stdin()
+            self._let_go_of_the_pipe()
             raise
         try:
             self._init_streams()
         except BaseException:
             self.container.close()
-            self._let_go_of_stdin()
+            self._let_go_of_the_pipe()
             raise
 
     def _init_streams(self) -> None:
@@ -603,11 +610,12 @@ class VideoFileSource:
         yield from self._items
 
     def stop(self) -> None:
-        """Read no more of standard input, whose writer may keep it open and silent: its end comes at once."""
+        """Read no more of standard input or a named pipe, whose writer may keep it open and silent: its end comes
+        at once."""
         if self._relay is not None:
             self._relay.end()
 
-    def _let_go_of_stdin(self) -> None:
+    def _let_go_of_the_pipe(self) -> None:
         if self._relay is not None:
             self._relay.close()
             self._relay = None
@@ -615,7 +623,7 @@ class VideoFileSource:
     def close(self) -> None:
         self._items.close()
         self.container.close()
-        self._let_go_of_stdin()
+        self._let_go_of_the_pipe()
 
     def __enter__(self) -> "VideoFileSource":
         return self

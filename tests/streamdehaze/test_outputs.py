@@ -105,19 +105,26 @@ def test_an_interrupted_partial_has_its_sound_to_its_last_frame(make_video, tmp_
     assert abs(sound_end - picture_end) < 0.05, (float(sound_end), float(picture_end))  # (an AAC frame: 21 ms)
 
 
-def test_ctrl_c_finishes_a_run_whose_standard_input_stays_open_and_silent(make_video, tmp_path):
-    # The program feeding standard input stalls without closing it (a feeder stuck on a frozen camera, out of
-    # Ctrl-C's reach): FFmpeg's read of the pipe waited for it for ever, and a kill then lost the whole output
+@pytest.mark.parametrize("fed", ["standard input", "a named pipe"])
+def test_ctrl_c_finishes_a_run_whose_pipe_stays_open_and_silent(make_video, tmp_path, fed):
+    # The program feeding the pipe stalls without closing it (a feeder stuck on a frozen camera, out of Ctrl-C's
+    # reach): FFmpeg's read of the pipe waited for it for ever, and a kill then lost the whole output
     src = make_video("in.ts", frames=60)
+    fifo = tmp_path / "feed"
+    if fed == "a named pipe":
+        os.mkfifo(fifo)
     with open(tmp_path / "err", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", "-", str(tmp_path / "out.mp4"), "--model",
-                                 "dcp"], stdin=subprocess.PIPE, stderr=err, preexec_fn=default_interrupts)
+        proc = subprocess.Popen([sys.executable, "-m", "streamdehaze", "-" if fed == "standard input" else str(fifo),
+                                 str(tmp_path / "out.mp4"), "--model", "dcp"],
+                                stdin=subprocess.PIPE if fed == "standard input" else subprocess.DEVNULL, stderr=err,
+                                preexec_fn=default_interrupts)
+    feeder = proc.stdin or _writing_to(fifo, proc)
     try:
-        proc.stdin.write(src.read_bytes())
-        proc.stdin.flush()  # and kept open
+        feeder.write(src.read_bytes())
+        feeder.flush()  # and kept open
         wait_for_output(proc, tmp_path, size=1)
         written = -1
-        while unread_in_pipe(proc.stdin.fileno()) or output_bytes(proc, tmp_path) != written:
+        while unread_in_pipe(feeder.fileno()) or output_bytes(proc, tmp_path) != written:
             written = output_bytes(proc, tmp_path)
             time.sleep(1)  # (until all is read and nothing more written for a second: the run waits on the pipe)
         proc.send_signal(signal.SIGINT)
@@ -125,11 +132,26 @@ def test_ctrl_c_finishes_a_run_whose_standard_input_stays_open_and_silent(make_v
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.stdin.close()
+        with contextlib.suppress(BrokenPipeError):
+            feeder.close()
     said = (tmp_path / "err").read_text()
     assert proc.returncode == 130, said
     frames = int(re.search(r"holds the (\d+) frames dehazed so far", said).group(1))
     assert 0 < frames == len(decodable_times(tmp_path / "out.partial.mp4")), said
+
+
+def _writing_to(fifo: Path, proc: subprocess.Popen):
+    """A named pipe opened for writing, once ``proc`` has opened it to read."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # (ENXIO while no one reads it)
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never opened the pipe"
+            time.sleep(0.05)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "wb")
 
 
 def test_a_run_stopped_before_its_first_frame_leaves_no_partial(make_video, tmp_path, caplog):
