@@ -48,7 +48,7 @@ def sighup_delivered():
     signal.signal(signal.SIGHUP, previous)
 
 
-def _realtime_threads() -> list[int]:
+def realtime_threads() -> list[int]:
     """The threads of this process scheduled real-time (SCHED_FIFO or SCHED_RR)."""
     found = []
     for name in os.listdir("/proc/self/task"):
@@ -60,7 +60,7 @@ def _realtime_threads() -> list[int]:
     return found
 
 
-_WATCH_SCHEDULING = sys.platform == "linux" and not _realtime_threads()  # (a run started under chrt is left be)
+_WATCH_SCHEDULING = sys.platform == "linux" and not realtime_threads()  # (a run started under chrt is left be)
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +69,7 @@ def no_thread_left_real_time():
     SVT-AV1 run as root did it: on two cores the real-time threads starved every later test of that worker, and
     the run hung past every timeout."""
     yield
-    if _WATCH_SCHEDULING and (raised := _realtime_threads()):
+    if _WATCH_SCHEDULING and (raised := realtime_threads()):
         for tid in raised:
             try:
                 os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))

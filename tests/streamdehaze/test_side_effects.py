@@ -137,24 +137,14 @@ def test_overlapping_tuned_blocks_give_back_the_applications_thread_counts(monke
 
 REALTIME_THREADS = r"""
 import json, os, sys
-import numpy as np
 import streamdehaze
-
-def realtime() -> list[int]:
-    found = []
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            if os.sched_getscheduler(int(tid)) & ~os.SCHED_RESET_ON_FORK in (os.SCHED_FIFO, os.SCHED_RR):
-                found.append(int(tid))
-        except OSError:
-            pass
-    return found
+from tests.conftest import realtime_threads
 
 during = []
 def look(record):
-    during.append(len(realtime()))  # while the encoder's own threads run
+    during.append(len(realtime_threads()))  # while the encoder's own threads run
 streamdehaze.process(sys.argv[1], sys.argv[2], model="dcp", codec="libsvtav1", on_frame=look)
-print(json.dumps({"during": during, "after": realtime(), "main": os.sched_getscheduler(0)}))
+print(json.dumps({"during": during, "after": realtime_threads(), "main": os.sched_getscheduler(0)}))
 """
 
 
