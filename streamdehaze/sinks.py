@@ -80,7 +80,7 @@ def add_video_stream(container: av.container.OutputContainer, info: VideoInfo, e
                      live: bool = False) -> av.video.stream.VideoStream:
     """The output's video stream as a sink encodes it (``VideoSink``, and the trial write in ``trial.py``, which
     must not drift from it): the input's size, time base (or ``frame_ticks``), tags and colour, the encoder's
-    options; a live run's keyframes. The encoder is open on return (``av.FFmpegError`` where it refuses)."""
+    options; a live run's keyframes."""
     codec = encoding.codec
     stream = container.add_stream(codec.name, rate=info.rate)
     stream.width, stream.height, stream.pix_fmt = info.width, info.height, encoding.pix_fmt
@@ -119,8 +119,6 @@ def add_video_stream(container: av.container.OutputContainer, info: VideoInfo, e
         # Apple's players (QuickTime, Photos, iOS) play HEVC only as hvc1, FFmpeg's -tag:v hvc1: its parameter sets
         # in the header alone; FFmpeg writes hev1 unless told.
         ctx.codec_tag = "hvc1"
-    with realtime_undone():  # (opened here, not with the first frame: SVT-AV1 makes its threads real-time)
-        ctx.open()
     return stream
 
 
@@ -162,7 +160,6 @@ class VideoSink:
         except BaseException:
             self.container.close()
             self._close_file()
-            self._mend()  # (a recording's file, created, holds no frame: it goes)
             raise
         self.frames = 0
         self._resized: tuple[int, int] | None = None  # the other size the input went on at, once told
@@ -175,6 +172,7 @@ class VideoSink:
         ``UsageError``: no retry mends it."""
         began = time.monotonic()
         try:
+            self._open_encoder()
             self.container.start_encoding()
         except (av.FFmpegError, OSError) as exc:
             self._headless = True
@@ -240,13 +238,7 @@ class VideoSink:
             log.warning("%s (%s in %s) cannot state the input's pixel shape (%s): players will show it at %s, not %s "
                         "(an .mp4 output, or H.264 in .mkv, keeps it)", self.name, codec.canonical_name, muxer,
                         *(f"{r.numerator}:{r.denominator}" for r in (info.pixel_aspect, stored, wanted)))
-        try:
-            self.video = add_video_stream(self.container, info, encoding, self.live)
-        except av.FFmpegError as exc:  # (a file's encoder was tried: ``trial.py``; a server's was not)
-            reason = failure_reason(exc, self.target)
-            if self.path is None:  # (as where the header is written: one no retry mends is a UsageError)
-                raise _url_error(exc)(f"cannot write {self.name}: {reason}") from None
-            raise MediaError(f"writing {self.name} failed: {reason}") from None
+        self.video = add_video_stream(self.container, info, encoding, self.live)
         self._frame_ticks = frame_ticks(codec.name, muxer, info)
         self._last_tick: int | None = None
         self._next_key: Fraction | None = None
@@ -295,6 +287,7 @@ class VideoSink:
     def write(self, item: av.VideoFrame | av.Packet) -> None:
         """Encode a dehazed frame (planar, in ``self.pix_fmt``) or copy a packet of a copied stream."""
         try:
+            self._open_encoder()
             if isinstance(item, av.Packet):
                 out = self._copies.get(item.stream.index)
                 if out is None or not self._from_start(item):
@@ -353,6 +346,14 @@ class VideoSink:
             raise
         self._muxed = True
 
+    def _open_encoder(self) -> None:
+        """Open the encoder in the thread that encodes (x264 opened in one thread and fed from another wrote other
+        bytes from run to run), putting back the threads SVT-AV1 makes real-time (``scheduling.py``); PyAV would
+        open it with the first frame or packet."""
+        if not self.video.codec_context.is_open:
+            with realtime_undone():
+                self.video.codec_context.open()
+
     def _from_start(self, packet: av.Packet) -> bool:
         """Shift a copied packet to ``start``; False for one from before it (a segment's audio that came late)."""
         if not self.start or packet.time_base is None:
@@ -368,6 +369,7 @@ class VideoSink:
         """Flush the encoder and write the trailer: after this the file is complete and playable."""
         try:
             try:
+                self._open_encoder()
                 for packet in self.video.encode(None):
                     self._mux(packet)
                 for out in self._copies.values():
@@ -407,7 +409,7 @@ class VideoSink:
         if self.video is None:  # closed already
             return
         try:
-            for packet in [] if self._headless else self.video.encode(None):
+            for packet in [] if self._headless or not self.video.codec_context.is_open else self.video.encode(None):
                 self._mux(packet)
         except (av.FFmpegError, OSError, ValueError):
             pass

@@ -16,6 +16,7 @@ import av
 from .encoders import Encoding
 from .formats import refusal
 from .frames import PLANAR
+from .scheduling import realtime_undone
 from .sinks import add_video_stream, failure_reason
 from .sources import VideoInfo
 
@@ -33,7 +34,7 @@ def trial_write(muxer: str, options: dict[str, str], info: VideoInfo, encoding: 
     codec = encoding.codec.name
     written = io.BytesIO()
     try:
-        with av.open(written, "w", format=muxer, options=dict(options)) as container:
+        with realtime_undone(), av.open(written, "w", format=muxer, options=dict(options)) as container:
             stream = add_video_stream(container, info, encoding, live)
             frame = _grey(info.width, info.height, encoding.pix_fmt)
             ticks = stream.time_base  # (the encoder's: the muxer may give the stream another with its header)
