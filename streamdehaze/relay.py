@@ -31,14 +31,17 @@ class PipeRelay:
     """What ``source`` gives (standard input's file descriptor, or a named pipe's name: opened here, without
     waiting for its writer, and closed when the relay ends), passed on to ``url``, FFmpeg's name for the relay's
     own pipe, until ``source`` ends or ``stop`` is set (or ``end()``); then ``url``'s reader meets the end of its
-    input within ``_WAIT_S`` seconds. POSIX only (``select`` on a pipe)."""
+    input once it has read what was passed on (within ``_WAIT_S`` seconds where it waits for more). A closed
+    ``source`` is an ``OSError``. POSIX only (``select`` on a pipe)."""
 
     def __init__(self, source: int | os.PathLike, stop: threading.Event | None = None) -> None:
         # (a named pipe opened without O_NONBLOCK waits for a writer, where nothing could stop it; until one comes,
         # select finds nothing to read, and after it goes, the end)
         self._owned = not isinstance(source, int)
+        if not self._owned:
+            os.fstat(source)  # (closed, its number would go to the pipe below: the relay would read its own output)
         self._source = source if isinstance(source, int) else os.open(source, os.O_RDONLY | os.O_NONBLOCK)
-        self._stop = stop or threading.Event()
+        self._stop, self._closed = stop or threading.Event(), False
         self._out, self._into = os.pipe()
         self.url = f"pipe:{self._out}"
         self._thread = threading.Thread(target=self._run, name="pipe relay", daemon=True)
@@ -47,7 +50,7 @@ class PipeRelay:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                if not select.select([self._source], [], [], _WAIT_S)[0]:
+                if not select.select([self._source], [], [], _WAIT_S)[0] or self._stop.is_set():
                     continue
                 data = os.read(self._source, _CHUNK)
                 if not data:
@@ -67,6 +70,11 @@ class PipeRelay:
         self._stop.set()
 
     def close(self) -> None:
-        """Once the reader is done with ``url``: ends the relay, and closes the relay's pipe."""
+        """Once the reader is done with ``url``: ends the relay, closes the relay's pipe, and waits for its thread
+        to end (a second at most), after which it reads nothing more of ``source``."""
+        if self._closed:
+            return
+        self._closed = True
         self.end()
-        os.close(self._out)
+        os.close(self._out)  # (a write the relay was blocked in fails: it ends)
+        self._thread.join(10 * _WAIT_S)

@@ -612,8 +612,8 @@ class VideoFileSource:
     def stop(self) -> None:
         """Read no more of standard input or a named pipe, whose writer may keep it open and silent: its end comes
         at once."""
-        if self._relay is not None:
-            self._relay.end()
+        if (relay := self._relay) is not None:  # (the owner may let go of it meanwhile)
+            relay.end()
 
     def _let_go_of_the_pipe(self) -> None:
         if self._relay is not None:

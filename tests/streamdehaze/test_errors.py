@@ -475,6 +475,14 @@ def test_a_format_and_encoder_ffmpeg_would_fail_are_refused_before_the_model_loa
     _no_output_files(tmp_path, ["in.mp4"])
 
 
+def test_a_closed_standard_input_is_one_line(tmp_path):
+    # (its relay's pipe took file descriptor 0, the relay read its own output, and the run waited for ever)
+    run = subprocess.run([sys.executable, "-m", "streamdehaze", "-", str(tmp_path / "out.mp4"), "--model", "dcp"],
+                         preexec_fn=lambda: os.close(0), capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 1 and _one_line(run.stderr).startswith("streamdehaze: error: cannot read standard input")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_server_published_to_with_an_encoder_that_refuses_is_a_usage_error(make_video, run_cli):
     # (a server's output has no trial write; its encoder refusing is no outage a retry mends)
     src = make_video(frames=3, rate=7, time_base=Fraction(1, 700))  # (MPEG-2 has no code for 7 fps)
@@ -489,9 +497,12 @@ def test_a_recording_whose_encoder_refuses_leaves_no_empty_file(make_video, tmp_
     from streamdehaze.sources import VideoFileSource
 
     with VideoFileSource(make_video(frames=3, rate=7, time_base=Fraction(1, 700))) as source:
+        frame = next(item for item in source if isinstance(item, av.VideoFrame))
+        sink = VideoSink(tmp_path / "cam_00003.ts", source.info, choose_encoding(source.info, "mpeg2video"),
+                         exclusive=True, as_it_goes=True)
         with pytest.raises(MediaError, match="writing .*cam_00003.ts failed: Invalid argument"):
-            VideoSink(tmp_path / "cam_00003.ts", source.info, choose_encoding(source.info, "mpeg2video"),
-                      exclusive=True, as_it_goes=True)
+            sink.write(frame)
+        sink.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
