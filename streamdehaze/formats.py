@@ -35,7 +35,7 @@ HLS = ".m3u8"  # an HLS playlist, with its MPEG-TS segments beside it (``hls_opt
 # A camera's: a sliding window of 6 segments of 2 s, the older ones deleted; a file's: every segment, of 6 s.
 _HLS_LIVE = {"hls_time": "2", "hls_list_size": "6",
              "hls_flags": "delete_segments+independent_segments+temp_file+program_date_time"}
-_HLS_FILE = {"hls_time": "6", "hls_list_size": "0", "hls_playlist_type": "vod",
+_HLS_FILE = {"hls_time": "6", "hls_list_size": "0", "hls_playlist_type": "event",
              "hls_flags": "independent_segments+temp_file"}
 
 
@@ -296,11 +296,13 @@ def check_live_file(path: Path) -> None:
 
 def hls_options(playlist: Path, live: bool) -> dict[str, str]:
     """The HLS muxer's options for ``playlist``: its segments ``NAME_N.ts`` beside it, numbered from the time the run
-    began (a camera's run after a restart writes no segment of an earlier one's names); the playlist is rewritten
-    whole (a temporary file, renamed) as each segment is complete."""
+    began, in microseconds (a run after another writes no segment of its names: in seconds, a file's run that wrote
+    more than a segment a second had its later ones written over by the next run); the playlist is rewritten whole
+    (a temporary file, renamed) as each segment is complete: a file's as an event playlist, ended with the run (a
+    video-on-demand one is written only at the end, and a kill left segments and no playlist)."""
     segments = playlist.with_name(f"{playlist.stem}_%d.ts")
     return {**(_HLS_LIVE if live else _HLS_FILE), "hls_segment_filename": str(segments),
-            "hls_start_number_source": "epoch"}
+            "hls_start_number_source": "epoch_us"}
 
 
 def check_segments(path: Path) -> None:

@@ -414,7 +414,7 @@ def test_a_file_run_whose_next_segment_cannot_be_created_keeps_the_others(make_v
 
 
 def test_a_file_to_an_hls_playlist(make_video, run_cli, tmp_path, monkeypatch):
-    """``out.m3u8``: a playlist of every segment (video on demand), its MPEG-TS segments beside it, every frame and
+    """``out.m3u8``: a playlist of every segment (an event playlist, ended), its MPEG-TS segments beside it, every frame and
     the sound in them, a frame's times as they were; nothing written anywhere else (the working folder)."""
     src = make_video(frames=200, audio=True, gop=25)
     work, out = tmp_path / "work", tmp_path / "web" / "clip.m3u8"
@@ -425,7 +425,7 @@ def test_a_file_to_an_hls_playlist(make_video, run_cli, tmp_path, monkeypatch):
     assert code == 0, err
     playlist = out.read_text().splitlines()
     segments = [line for line in playlist if not line.startswith("#")]
-    assert "#EXT-X-PLAYLIST-TYPE:VOD" in playlist and playlist[-1] == "#EXT-X-ENDLIST", playlist
+    assert "#EXT-X-PLAYLIST-TYPE:EVENT" in playlist and playlist[-1] == "#EXT-X-ENDLIST", playlist
     assert len(segments) >= 2 and sorted(p.name for p in out.parent.iterdir()) == sorted(["clip.m3u8", *segments])
     assert all(name.startswith("clip_") and name.endswith(".ts") for name in segments) and not any(work.iterdir())
     with av.open(str(src)) as a, av.open(str(out)) as b:
@@ -434,6 +434,39 @@ def test_a_file_to_an_hls_playlist(make_video, run_cli, tmp_path, monkeypatch):
         after = [f.time for f in b.decode(video=0)]
     assert len(after) == len(before) == 200
     assert np.allclose(np.array(after) - after[0], np.array(before) - before[0], atol=1e-4)
+
+
+def test_a_file_s_hls_playlist_is_written_as_it_goes(long_video, tmp_path):
+    """A video-on-demand playlist was written only at the end: a kill left segments and no playlist."""
+    out = tmp_path / "web" / "clip.m3u8"
+    out.parent.mkdir()
+    proc = start([long_video, out, "--model", "dcp", "--quiet"])
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.exists() and "#EXTINF" in (seen := out.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        assert "#EXT-X-ENDLIST" not in seen  # (first seen while the run went on, not once it ended)
+    finally:
+        proc.kill()
+        proc.communicate()
+    segments = [line for line in out.read_text().splitlines() if not line.startswith("#")]
+    assert segments and all(decodable_times(out.parent / name) for name in segments)
+
+
+def test_a_next_run_to_an_hls_playlist_writes_over_none_of_the_first_one_s_segments(make_video, run_cli, tmp_path):
+    # Numbered from the run's start in seconds, a run that wrote more than a segment a second had its later ones
+    # written over by the next run (its playlist then played the other input's pictures)
+    src, out = make_video(frames=400, gop=25), tmp_path / "web" / "clip.m3u8"  # 16 s: three segments
+    out.parent.mkdir()
+    assert run_cli(src, out, "--model", "dcp", "--quiet") == (0, "")
+    first = {p.name: p.read_bytes() for p in out.parent.glob("clip_*.ts")}
+    began = time.time()
+    assert run_cli(src, out, "--model", "dcp", "--quiet") == (0, "")
+    segments = [line for line in out.read_text().splitlines() if not line.startswith("#")]
+    assert began * 1e6 <= int(segments[0][len("clip_"):-len(".ts")]) <= time.time() * 1e6  # (microseconds)
+    assert len(first) == len(segments) == 3 and not set(first) & set(segments)
+    assert all((out.parent / name).read_bytes() == data for name, data in first.items())
 
 
 def test_an_hls_playlist_onto_a_full_disk_fails_in_one_line(long_video, small_filesystem):
