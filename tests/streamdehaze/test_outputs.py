@@ -414,8 +414,8 @@ def test_a_file_run_whose_next_segment_cannot_be_created_keeps_the_others(make_v
 
 
 def test_a_file_to_an_hls_playlist(make_video, run_cli, tmp_path, monkeypatch):
-    """``out.m3u8``: a playlist of every segment (an event playlist, ended), its MPEG-TS segments beside it, every frame and
-    the sound in them, a frame's times as they were; nothing written anywhere else (the working folder)."""
+    """``out.m3u8``: a playlist of every segment (an event playlist, ended), its MPEG-TS segments beside it, every
+    frame and the sound in them, a frame's times as they were; nothing written anywhere else (the working folder)."""
     src = make_video(frames=200, audio=True, gop=25)
     work, out = tmp_path / "work", tmp_path / "web" / "clip.m3u8"
     work.mkdir()
