@@ -400,6 +400,33 @@ class Syncer:
         self._last = now
 
 
+class FolderWatch:
+    """Whether the folder a file run's output is to be named in is still there, looked at about once a second: a
+    folder deleted (or replaced) under a run was found only when the finished output could not be named in it,
+    after hours of work on a long file. ``MediaError`` then, naming ``target``."""
+
+    def __init__(self, target: Path, interval: float = 1.0) -> None:
+        self.target, self.interval = target, interval
+        self._id = self._folder()
+        self._last = time.monotonic()
+
+    def _folder(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self.target.parent)
+        except OSError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        if self._folder() != self._id:
+            raise MediaError(f"{self.target.parent} was deleted while the run wrote {self.target.name} for it: "
+                             "the output cannot be put there")
+
+
 def _sync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:

@@ -45,7 +45,7 @@ from .formats import (
 )
 from .fragments import trim_cut_fragment, video_samples
 from .frames import frame_from_planes, to_image, upright
-from .outputs import RecordingDeleted, Syncer, WholeWrites, hold, next_segment
+from .outputs import FolderWatch, RecordingDeleted, Syncer, WholeWrites, hold, next_segment
 from .records import FrameRecord
 from .scheduling import realtime_undone
 from .sound import UNORDERED, CopiedSound, Reencoded, reencoded
@@ -153,7 +153,10 @@ class VideoSink:
         self.container.metadata.update(info.tags)  # when and where it was recorded, as FFmpeg's tools keep it
         if info.chapters:
             self.container.set_chapters(info.chapters)
-        self._sync = None if not self.as_it_goes or self._file is None else Syncer(self._file, self.path)
+        # Once a second: a recording's file synced (and still named), a file run's folder still there.
+        self._sync: Syncer | FolderWatch | None = None
+        if self._file is not None:
+            self._sync = Syncer(self._file, self.path) if self.as_it_goes else FolderWatch(self.shown_as)
         try:
             self._add_video(encoding)
             self._copies = self._add_copies()
@@ -198,8 +201,8 @@ class VideoSink:
         except FileExistsError:
             raise OutputExists(f"cannot write {self.name}: a file of that name is there already") from None
         except (av.FFmpegError, ValueError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError) and self.live and self.path is not None and self.start:
-                # (a recording's next segment: its folder, checked at the start, is gone)
+            if isinstance(exc, FileNotFoundError) and self.as_it_goes and self.path is not None and self.start:
+                # (a recording's next segment, a file run's too: its folder, checked at the start, is gone)
                 raise RecordingDeleted(f"{self.path.parent} was deleted while a recording into it ran: the "
                                        "segments written to it are gone") from None
             self._close_file()

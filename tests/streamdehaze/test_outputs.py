@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,23 @@ def _writing_to(fifo: Path, proc: subprocess.Popen):
             time.sleep(0.05)
     os.set_blocking(fd, True)
     return os.fdopen(fd, "wb")
+
+
+def test_a_file_run_whose_output_folder_is_deleted_fails_at_once(long_video, tmp_path):
+    # It was found only at the end, when the finished output could not be named there: hours of work on a long file
+    folder = tmp_path / "out"
+    folder.mkdir()
+    proc = start([long_video, folder / "clip.mp4", "--model", "dcp"])
+    try:
+        wait_for_output(proc, folder)
+        shutil.rmtree(folder)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert err.splitlines()[-1] == f"streamdehaze: error: {folder} was deleted while the run wrote clip.mp4 for it: " \
+                                   "the output cannot be put there", err
 
 
 def test_a_run_stopped_before_its_first_frame_leaves_no_partial(make_video, tmp_path, caplog):

@@ -535,9 +535,11 @@ def test_a_segment_that_fails_as_it_is_closed_still_counts_its_frames(make_video
     with av.open(str(folder / "cam_00000.mp4")) as cut:  # every packet decodes
         assert sum(len(packet.decode()) for packet in cut.demux(video=0)) == sink.frames
 
-def test_a_segment_folder_deleted_between_segments_is_said_to_be(make_video, tmp_path):
-    """The folder of a recording's segments is deleted: found as the next segment begins, it was "cannot write
-    s_00001.mp4: No such file or directory; the 50 frames recorded before it are in s_00000.mp4", which was gone."""
+@pytest.mark.parametrize("live", [True, False])
+def test_a_segment_folder_deleted_between_segments_is_said_to_be(make_video, tmp_path, live):
+    """The folder of a recording's segments (or a file run's) is deleted: found as the next segment begins, it was
+    "cannot write s_00001.mp4: No such file or directory; the 50 frames recorded before it are in s_00000.mp4",
+    which was gone."""
     import shutil
 
     from streamdehaze.encoders import choose_encoding
@@ -548,9 +550,9 @@ def test_a_segment_folder_deleted_between_segments_is_said_to_be(make_video, tmp
     folder = tmp_path / "segments"
     folder.mkdir()
     source = VideoFileSource(make_video(frames=60))
-    encoding = choose_encoding(source.info, live=True)
+    encoding = choose_encoding(source.info, live=live)
     sink = SegmentedSink(folder / "cam_%05d.mp4", 2.0, 0, lambda path, start: VideoSink(
-        path, source.info, encoding, live=True, start=start, exclusive=True))
+        path, source.info, encoding, live=live, start=start, exclusive=True, as_it_goes=True))
     with source:
         frames = [item for item in source if isinstance(item, av.VideoFrame)]
     for frame in frames[:40]:
