@@ -109,11 +109,11 @@ class _Runner:
 
     def stop(self) -> None:
         """Finish: a camera still being dialled gives up, a running stream writes what is in the engine and closes
-        its output."""
+        its output (a file's with its sound up to its last frame: ``Stream.stop``'s cut)."""
         with self._lock:
             self._stop.set()
         if self._stream is not None:
-            self._stream.stop()
+            self._stream.stop(cut=True)
 
     @property
     def failed(self) -> bool:

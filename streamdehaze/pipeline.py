@@ -190,8 +190,9 @@ class Stream:
                 continue
             self._pending.append(item)
         if len(self._pending) >= self.batch_size or (self._pending and (self.live or self._ended)):
-            frames, self._pending = self._pending, []
-            self._last_taken = frames[-1]
+            frames = self._pending
+            self._last_taken = frames[-1]  # (before they leave ``_pending``: a stop from another thread cuts later)
+            self._pending = []
             self._in_engine += len(frames)
             if self._originals is not None:
                 self._originals.extend(frames)
@@ -235,9 +236,10 @@ class Stream:
 
     def stop(self, cut: bool = False) -> None:
         """Take no more frames (those already in the engine are still written); the reader is asked to finish.
-        ``cut`` (Ctrl-C on a file on disk; from the scheduler's thread, which takes the frames): the file's sound up
-        to the end of the last frame taken is still read and written (``finish``): a file stores its sound up to a
-        second or more after its picture, which a partial lacked."""
+        ``cut`` (Ctrl-C on a file on disk): the file's sound up to the end of the last frame taken is still read and
+        written (``finish``): a file stores its sound up to a second or more after its picture, which a partial
+        lacked. (From another thread than the scheduler's, which takes the frames, a batch taken meanwhile may end
+        after the cut.)"""
         if cut and not self._ended and not self.live and self._last_taken is not None:
             cut_after = getattr(self.source, "cut_after", None)
             self._cut_at = cut_after(self._last_taken) if cut_after is not None else None

@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import av
 import pytest
 
 from streamdehaze import Fleet, serve
@@ -189,6 +190,30 @@ def test_file_streams_a_reload_stops_are_the_operators_choice_not_cut_short_runs
     assert lines[1].startswith("a: ") and lines[1].endswith(f"-> {tmp_path / 'a.out.mp4'} (restarted by a reload)")
     assert lines[2].startswith("a: 300 frames in ") and lines[2].endswith(f"-> {tmp_path / 'a.out.mp4'}")
     assert lines[3].startswith("fleet: 2 streams, ")
+
+
+def test_a_stopped_file_stream_s_partial_has_its_sound_to_its_last_frame(make_video, tmp_path):
+    # serve's stop (Ctrl-C, SIGTERM) did not cut as a single run's does: the partial's last second was silent, its
+    # sound stored further on in the file, unread
+    import time
+
+    src = make_video(frames=1500, width=320, height=240, audio=True)  # its sound stored 1.1 s behind its picture
+    out = tmp_path / "out.mp4"
+    with Fleet([{"name": "a", "input": str(src), "output": str(out), "model": "dcp"}]) as fleet:
+        deadline = time.monotonic() + 60
+        while fleet.members()["a"].stats.snapshot()["frames"] < 100:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        fleet.stop()
+        assert fleet.wait(120)
+        fleet.close()
+    ends = {}
+    with av.open(str(tmp_path / "out.partial.mp4")) as c:
+        for packet in c.demux():
+            if packet.size:
+                end = (packet.pts + packet.duration) * packet.time_base
+                ends[packet.stream.type] = max(ends.get(packet.stream.type, 0), end)
+    assert 4 < ends["video"] < 60 and abs(ends["audio"] - ends["video"]) < 0.05, ends  # (an AAC frame: 21 ms)
 
 
 def test_a_reload_starts_again_a_stream_that_failed(make_video, probe, caplog, tmp_path):
