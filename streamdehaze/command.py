@@ -459,8 +459,9 @@ def _finish(args: argparse.Namespace, result: RunResult, unit: str, write_stats:
                     f"; {args.output} is left as it was" if Path(args.output).exists() else "")
         return 130
     if result.interrupted:
-        log.warning("interrupted: %s holds the %d frames dehazed so far%s", output, result.frames,
-                    f"; {args.output} is left as it was" if result.output else "")
+        log.warning("interrupted: %s %s the %d frames dehazed so far%s", output,
+                    "hold" if " .. " in str(output) else "holds", result.frames,  # (segments: "cam_00000.mp4 .. ")
+                    f"; {args.output} is left as it was" if result.output and Path(args.output).exists() else "")
         return 130
     if not args.quiet:
         rate = f"{result.fps:.1f} fps" if unit == "frames" else f"{result.fps:.2f} images/s"

@@ -193,6 +193,18 @@ def test_a_run_stopped_before_its_first_frame_leaves_no_partial(make_video, tmp_
     assert caplog.messages[-1] == "interrupted before the first frame was dehazed: nothing written"
 
 
+def test_an_interrupted_run_s_segments_hold_its_frames(tmp_path, caplog):
+    import argparse
+
+    from streamdehaze.command import _finish
+    from streamdehaze.pipeline import RunResult
+
+    args = argparse.Namespace(input="in.mp4", output=str(tmp_path / "cam.mp4"), stats_json=None, quiet=False)
+    result = RunResult(frames=12, seconds=1.0, interrupted=True, output=f"{tmp_path}/cam_00000.mp4 .. cam_00002.mp4")
+    assert _finish(args, result, "frames") == 130
+    assert caplog.messages[-1] == f"interrupted: {result.output} hold the 12 frames dehazed so far"  # (not "holds")
+
+
 def test_next_run_removes_partials_of_killed_runs(long_video, probe, tmp_path):
     # A filesystem without anonymous files (no O_TMPFILE): the output is a hidden, locked partial.
     proc = start([long_video, tmp_path / "out.mp4", "--model", "dcp", "--quiet"], setup="import os; del os.O_TMPFILE")
