@@ -350,9 +350,8 @@ class VideoSink:
         self._muxed = True
 
     def _open_encoder(self) -> None:
-        """Open the encoder in the thread that encodes (x264 opened in one thread and fed from another wrote other
-        bytes from run to run), putting back the threads SVT-AV1 makes real-time (``scheduling.py``); PyAV would
-        open it with the first frame or packet."""
+        """Open the encoder where PyAV would (with the first frame, the header or the flush, in the thread that
+        encodes), putting back the threads SVT-AV1 makes real-time (``scheduling.py``)."""
         if not self.video.codec_context.is_open:
             with realtime_undone():
                 self.video.codec_context.open()
