@@ -41,7 +41,7 @@ class PipeRelay:
         if not self._owned:
             os.fstat(source)  # (closed, its number would go to the pipe below: the relay would read its own output)
         self._source = source if isinstance(source, int) else os.open(source, os.O_RDONLY | os.O_NONBLOCK)
-        self._stop, self._closed = stop or threading.Event(), False
+        self._ended, self._stop, self._closed = threading.Event(), stop, False  # (``stop`` is the caller's: only read)
         self._out, self._into = os.pipe()
         self.url = f"pipe:{self._out}"
         self._thread = threading.Thread(target=self._run, name="pipe relay", daemon=True)
@@ -49,14 +49,14 @@ class PipeRelay:
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
-                if not select.select([self._source], [], [], _WAIT_S)[0] or self._stop.is_set():
+            while not self._stopping():
+                if not select.select([self._source], [], [], _WAIT_S)[0] or self._stopping():
                     continue
                 data = os.read(self._source, _CHUNK)
                 if not data:
                     return
                 rest = memoryview(data)
-                while rest and not self._stop.is_set():  # (waits while the reader is busy: backpressure)
+                while rest and not self._stopping():  # (waits while the reader is busy: backpressure)
                     rest = rest[os.write(self._into, rest):]
         except OSError:  # (the reader let go of its end; the source failed: an end too)
             pass
@@ -65,9 +65,12 @@ class PipeRelay:
             if self._owned:
                 os.close(self._source)
 
+    def _stopping(self) -> bool:
+        return self._ended.is_set() or self._stop is not None and self._stop.is_set()
+
     def end(self) -> None:
         """Pass on nothing more: the reader meets the end of its input (what it had not read yet is dropped)."""
-        self._stop.set()
+        self._ended.set()
 
     def close(self) -> None:
         """Once the reader is done with ``url``: ends the relay, closes the relay's pipe, and waits for its thread

@@ -307,7 +307,7 @@ class VideoFileSource:
         self._stop = stop
         self.name = "standard input" if self.url == STDIN else mask(self.url, self.url)
         # (a pipe is read once: no NVDEC, whose fallback to software opens the input again)
-        nvdec = None if self.url == STDIN else nvdec
+        nvdec = None if reads_a_pipe(self.url) else nvdec
         self.max_frames, self.duration, self.nvdec, self.strict = max_frames, duration, nvdec or None, strict
         self.corrupt = 0  # packets skipped as corrupt
         self.truncated: str | None = None  # why the input ended early, if it did
